@@ -1,0 +1,96 @@
+//! Admission control: the checks an upgrade request passes before it becomes a connection.
+//!
+//! Each check is its own module with a tower [`Layer`](tower::Layer) usable on any axum route.
+//! [`WsLayer`](crate::WsLayer) applies the configured ones in this order:
+//!
+//! | order | check | rejection |
+//! |---|---|---|
+//! | 1 | hub stopped | `503 Service Unavailable` |
+//! | 2 | per-IP rate limit ([`rate_limit`]) | `429 Too Many Requests` + `Retry-After` |
+//! | 3 | origin ([`origin`]) | `403 Forbidden` |
+//! | 4 | authentication ([`auth`]) | `401 Unauthorized` or the extractor's own rejection |
+//! | 5 | connection cap ([`cap`]) | `503 Service Unavailable` + `Retry-After` |
+//! | 6 | WebSocket upgrade | `426 Upgrade Required` (axum's rejection) |
+//!
+//! Every rejection made here carries a [`Rejected`] response extension naming its
+//! [`RejectReason`], so an outer layer (the one `WsLayer` installs) can count it without
+//! parsing bodies.
+
+pub mod auth;
+pub mod cap;
+pub mod client_ip;
+pub mod origin;
+pub mod rate_limit;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+/// Why an upgrade request was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The hub was stopped ([`Hub::stop`](crate::Hub::stop)): `503`.
+    Stopped,
+    /// The client IP exceeded its rate limit: `429`.
+    RateLimited,
+    /// The `Origin` header is missing (with an allowlist), malformed or not allowed: `403`.
+    Origin,
+    /// The authentication extractor rejected the request.
+    Unauthorized,
+    /// The connection cap is reached: `503`.
+    ConnectionCap,
+    /// The request was not a valid WebSocket upgrade: `426` or `400`.
+    NotUpgrade,
+    /// The server was not started with connect info, so the client IP is unknown: `500`.
+    MissingConnectInfo,
+}
+
+impl RejectReason {
+    /// A short, stable, snake_case name, used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Stopped => "stopped",
+            RejectReason::RateLimited => "rate_limited",
+            RejectReason::Origin => "origin",
+            RejectReason::Unauthorized => "unauthorized",
+            RejectReason::ConnectionCap => "connection_cap",
+            RejectReason::NotUpgrade => "not_upgrade",
+            RejectReason::MissingConnectInfo => "missing_connect_info",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Response extension marking a response as an admission rejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected(pub RejectReason);
+
+/// Builds a rejection: `status`, a short plain-text `body`, an optional `Retry-After` in whole
+/// seconds, and the [`Rejected`] extension.
+pub(crate) fn rejection(
+    reason: RejectReason,
+    status: StatusCode,
+    body: &'static str,
+    retry_after_secs: Option<u64>,
+) -> Response {
+    let mut response = (status, body).into_response();
+    if let Some(secs) = retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response.extensions_mut().insert(Rejected(reason));
+    response
+}
+
+/// Marks an existing response (for example an auth extractor's own rejection) as a rejection
+/// without changing its status, headers or body.
+pub(crate) fn mark_rejected(mut response: Response, reason: RejectReason) -> Response {
+    response.extensions_mut().insert(Rejected(reason));
+    response
+}

@@ -21,6 +21,7 @@ pub mod cap;
 pub mod client_ip;
 pub mod origin;
 pub mod rate_limit;
+pub mod stopped;
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};

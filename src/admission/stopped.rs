@@ -1,0 +1,74 @@
+//! Turns every upgrade request away once the hub is stopped.
+
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+
+use axum::extract::ConnectInfo;
+use axum::response::Response;
+use futures_util::future::{Either, Ready, ready};
+use http::{Request, StatusCode};
+use tower::{Layer, Service};
+
+use super::{RejectReason, rejection};
+use crate::Hub;
+
+/// Layer answering `503 Service Unavailable` once [`Hub::stop`] was called.
+#[derive(Debug, Clone)]
+pub struct StoppedLayer {
+    hub: Hub,
+}
+
+impl StoppedLayer {
+    /// Rejects requests once `hub` is stopped.
+    pub fn new(hub: Hub) -> Self {
+        StoppedLayer { hub }
+    }
+}
+
+impl<S> Layer<S> for StoppedLayer {
+    type Service = Stopped<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Stopped {
+            inner,
+            hub: self.hub.clone(),
+        }
+    }
+}
+
+/// Service made by [`StoppedLayer`].
+#[derive(Debug, Clone)]
+pub struct Stopped<S> {
+    inner: S,
+    hub: Hub,
+}
+
+impl<S, B> Service<Request<B>> for Stopped<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if self.hub.is_stopped() {
+            let peer = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| tracing::field::display(*addr));
+            tracing::warn!(peer, reason = "stopped", "upgrade rejected");
+            return Either::Left(ready(Ok(rejection(
+                RejectReason::Stopped,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server is stopping\n",
+                None,
+            ))));
+        }
+        Either::Right(self.inner.call(request))
+    }
+}

@@ -1,0 +1,425 @@
+//! One WebSocket client: snapshot first, then the live stream, with heartbeat, write timeout
+//! and slow-client eviction. One task per connection, no extra reader or writer task.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::Instrument;
+
+use crate::admission::auth::Identity;
+use crate::admission::cap::ConnectionPermit;
+use crate::hub::{Frame, Hub};
+use crate::sink::SnapshotSource;
+use crate::wire::{self, Event, EventType, Timestamp};
+
+/// How many frames are handed to the socket before one flush. Bounds the work between two
+/// progress checks of the write timeout, while still turning a burst into few syscalls.
+const FRAMES_PER_FLUSH: usize = 256;
+
+/// How long a courtesy close frame may take before the socket is simply dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Per-connection settings, frozen when the router is built.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnConfig {
+    pub(crate) heartbeat: Duration,
+    pub(crate) send_buffer: usize,
+    pub(crate) write_timeout: Duration,
+}
+
+/// Who is on the other end.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientInfo {
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) identity: Identity,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Stopped,
+    ClientClosed,
+    PeerGone,
+    ReadError,
+    WriteError,
+    MessageTooBig,
+    Lagging,
+    WriteTimeout,
+    HeartbeatTimeout,
+    EncodeError,
+}
+
+impl End {
+    fn as_str(self) -> &'static str {
+        match self {
+            End::Stopped => "server stopping",
+            End::ClientClosed => "client closed",
+            End::PeerGone => "connection dropped",
+            End::ReadError => "read error",
+            End::WriteError => "write error",
+            End::MessageTooBig => "inbound message too big",
+            End::Lagging => "too slow: fell send_buffer events behind",
+            End::WriteTimeout => "write timeout",
+            End::HeartbeatTimeout => "heartbeat timeout",
+            End::EncodeError => "snapshot encoding failed",
+        }
+    }
+
+    /// The close frame to send, if the socket can still take one.
+    fn close_frame(self) -> Option<(u16, &'static str)> {
+        match self {
+            End::Stopped => Some((close_code::AWAY, "server stopping")),
+            End::Lagging => Some((close_code::AGAIN, "too slow: fell behind the event stream")),
+            End::MessageTooBig => Some((close_code::SIZE, "message too big")),
+            End::EncodeError => Some((close_code::ERROR, "internal error")),
+            // The socket is stuck, gone or closing already: nothing more to say on it.
+            End::WriteTimeout
+            | End::HeartbeatTimeout
+            | End::ClientClosed
+            | End::PeerGone
+            | End::ReadError
+            | End::WriteError => None,
+        }
+    }
+}
+
+/// Counts the connection as connected for exactly as long as this value lives.
+struct Registration {
+    hub: Hub,
+}
+
+impl Registration {
+    fn new(hub: &Hub) -> Self {
+        let counters = &hub.shared.counters;
+        counters.tasks.fetch_add(1, Ordering::Relaxed);
+        counters.connected.fetch_add(1, Ordering::Relaxed);
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        Registration { hub: hub.clone() }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let counters = &self.hub.shared.counters;
+        counters.connected.fetch_sub(1, Ordering::Relaxed);
+        counters.disconnected.fetch_add(1, Ordering::Relaxed);
+        counters.tasks.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs one client connection to its end, however it ends. The permit (if any) is released
+/// when this future completes or is dropped.
+pub(crate) async fn serve(
+    socket: WebSocket,
+    hub: Hub,
+    source: Arc<dyn SnapshotSource>,
+    config: Arc<ConnConfig>,
+    client: ClientInfo,
+    permit: Option<ConnectionPermit>,
+) {
+    let registration = Registration::new(&hub);
+    let span = tracing::info_span!(
+        "ws_client",
+        peer = %client.peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+        identity = %client.identity,
+    );
+    async move {
+        tracing::info!(clients = hub.client_count(), "client connected");
+        let end = run(socket, &hub, &*source, &config).await;
+        match end {
+            End::Lagging | End::WriteTimeout | End::HeartbeatTimeout => {
+                tracing::warn!(reason = end.as_str(), "client evicted")
+            }
+            End::EncodeError => tracing::error!(reason = end.as_str(), "client closed"),
+            _ => tracing::info!(reason = end.as_str(), "client disconnected"),
+        }
+        drop(permit);
+        drop(registration);
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run(socket: WebSocket, hub: &Hub, source: &dyn SnapshotSource, config: &ConnConfig) -> End {
+    let counters = &hub.shared.counters;
+    let mut stop = hub.stop_signal();
+    let (sink, mut stream) = socket.split();
+    let mut out = Outbox::new(sink);
+
+    if *stop.borrow_and_update() {
+        return out.finish(End::Stopped, &mut stream).await;
+    }
+    // Subscribe first, then take the snapshot: an event published in between is queued for
+    // this client and either skipped below (already in the snapshot) or delivered.
+    let Some(mut events) = hub.subscribe() else {
+        // Unreachable in practice: the router creates the channel before serving anyone.
+        return out.finish(End::Stopped, &mut stream).await;
+    };
+    let snapshot = source.snapshot();
+    let handover_seq = snapshot.seq;
+    let snapshot_event = Event {
+        seq: snapshot.seq,
+        at: Timestamp::now(),
+        kind: EventType::Snapshot,
+        sessions: snapshot.sessions,
+        ..Event::default()
+    };
+    match wire::to_vec(&snapshot_event).map(Utf8Bytes::try_from) {
+        Ok(Ok(text)) => out.push_event(text),
+        Ok(Err(_)) | Err(_) => {
+            counters.encode_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(seq = snapshot_event.seq, "cannot encode snapshot");
+            return out.finish(End::EncodeError, &mut stream).await;
+        }
+    }
+    drop(snapshot_event);
+    let mut handover = Some(handover_seq);
+
+    let heartbeat_enabled = !config.heartbeat.is_zero();
+    let period = if heartbeat_enabled {
+        config.heartbeat
+    } else {
+        Duration::from_secs(3600)
+    };
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+
+    let write_deadline = tokio::time::sleep(config.write_timeout);
+    tokio::pin!(write_deadline);
+
+    let end = loop {
+        let was_busy = out.is_busy();
+        tokio::select! {
+            _ = stop.changed() => break End::Stopped,
+
+            flushed = poll_fn(|cx| out.poll_drive(cx)), if out.is_busy() => match flushed {
+                Ok((events, bytes)) => {
+                    counters.events_sent.fetch_add(events, Ordering::Relaxed);
+                    counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                    // Progress: the next batch gets a full write timeout of its own.
+                    write_deadline.as_mut().reset(Instant::now() + config.write_timeout);
+                    continue;
+                }
+                Err(_) => break End::WriteError,
+            },
+
+            () = &mut write_deadline, if was_busy => break End::WriteTimeout,
+
+            received = events.recv() => {
+                let first = match received {
+                    Ok(frame) => frame,
+                    Err(RecvError::Lagged(_)) => break End::Lagging,
+                    Err(RecvError::Closed) => break End::Stopped,
+                };
+                if let Err(end) = take_frames(first, &mut events, &mut handover, &mut out, config.send_buffer) {
+                    break end;
+                }
+            },
+
+            inbound = stream.next() => match inbound {
+                // Client data is read and discarded: the protocol is server-to-client.
+                Some(Ok(Message::Close(_))) => break End::ClientClosed,
+                Some(Ok(_)) => last_heard = Instant::now(),
+                Some(Err(error)) => {
+                    break if is_capacity_error(&error) { End::MessageTooBig } else { End::ReadError };
+                }
+                None => break End::PeerGone,
+            },
+
+            _ = heartbeat.tick(), if heartbeat_enabled => {
+                if last_heard.elapsed() >= period * 2 {
+                    counters.heartbeat_timeouts.fetch_add(1, Ordering::Relaxed);
+                    break End::HeartbeatTimeout;
+                }
+                out.push_control(Message::Ping(bytes::Bytes::new()));
+            },
+        }
+        if !was_busy && out.is_busy() {
+            write_deadline
+                .as_mut()
+                .reset(Instant::now() + config.write_timeout);
+        }
+    };
+    match end {
+        End::Lagging => {
+            counters.evicted_lagging.fetch_add(1, Ordering::Relaxed);
+        }
+        End::WriteTimeout => {
+            counters.evicted_write_timeout.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+    out.finish(end, &mut stream).await
+}
+
+/// Queues `first` and every frame already waiting in the channel, so one flush can carry
+/// them all. Fails when the client has fallen more than `send_buffer` events behind.
+fn take_frames(
+    first: Frame,
+    events: &mut broadcast::Receiver<Frame>,
+    handover: &mut Option<u64>,
+    out: &mut Outbox,
+    send_buffer: usize,
+) -> Result<(), End> {
+    let mut next = Some(first);
+    while let Some(frame) = next {
+        let already_in_snapshot = match *handover {
+            Some(snapshot_seq) if frame.seq <= snapshot_seq => true,
+            Some(_) => {
+                *handover = None;
+                false
+            }
+            None => false,
+        };
+        if !already_in_snapshot {
+            out.push_event(frame.text);
+            if out.queued_events > send_buffer {
+                return Err(End::Lagging);
+            }
+        }
+        next = match events.try_recv() {
+            Ok(frame) => Some(frame),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Lagged(_)) => return Err(End::Lagging),
+            Err(TryRecvError::Closed) => return Err(End::Stopped),
+        };
+    }
+    Ok(())
+}
+
+fn is_capacity_error(error: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = error.source();
+    while let Some(e) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The client's bounded queue and the socket's write half.
+struct Outbox {
+    sink: SplitSink<WebSocket, Message>,
+    /// Messages not yet handed to the socket.
+    queue: VecDeque<Message>,
+    /// Event messages queued or in flight: what `send_buffer` bounds.
+    queued_events: usize,
+    /// Event messages handed to the socket since the last completed flush, and their bytes.
+    in_flight_events: u64,
+    in_flight_bytes: u64,
+    flushing: bool,
+}
+
+impl Outbox {
+    fn new(sink: SplitSink<WebSocket, Message>) -> Self {
+        Outbox {
+            sink,
+            queue: VecDeque::new(),
+            queued_events: 0,
+            in_flight_events: 0,
+            in_flight_bytes: 0,
+            flushing: false,
+        }
+    }
+
+    fn push_event(&mut self, text: Utf8Bytes) {
+        self.queued_events += 1;
+        self.queue.push_back(Message::Text(text));
+    }
+
+    fn push_control(&mut self, message: Message) {
+        self.queue.push_back(message);
+    }
+
+    fn is_busy(&self) -> bool {
+        !self.queue.is_empty() || self.flushing || self.in_flight_events > 0
+    }
+
+    /// Whether bytes have been handed to the socket and not yet accepted by it.
+    fn is_mid_write(&self) -> bool {
+        self.flushing || self.in_flight_events > 0
+    }
+
+    /// Hands up to [`FRAMES_PER_FLUSH`] queued messages to the socket, then flushes once.
+    /// Ready with the number of event messages and bytes written when the flush completed.
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(u64, u64), axum::Error>> {
+        if !self.flushing {
+            let mut fed = 0;
+            while fed < FRAMES_PER_FLUSH && !self.queue.is_empty() {
+                ready!(self.sink.poll_ready_unpin(cx))?;
+                let Some(message) = self.queue.pop_front() else {
+                    break;
+                };
+                if let Message::Text(text) = &message {
+                    self.in_flight_events += 1;
+                    self.in_flight_bytes += text.len() as u64;
+                }
+                self.sink.start_send_unpin(message)?;
+                fed += 1;
+            }
+            self.flushing = true;
+        }
+        ready!(self.sink.poll_flush_unpin(cx))?;
+        self.flushing = false;
+        let events = std::mem::take(&mut self.in_flight_events);
+        let bytes = std::mem::take(&mut self.in_flight_bytes);
+        self.queued_events -= events as usize;
+        Poll::Ready(Ok((events, bytes)))
+    }
+
+    /// Ends the connection: sends the close frame `end` calls for when the socket can take
+    /// it, waits briefly for the peer's answer, and drops the socket.
+    async fn finish(mut self, end: End, stream: &mut SplitStream<WebSocket>) -> End {
+        let Some((code, reason)) = end.close_frame() else {
+            if end == End::ClientClosed {
+                // Reading on lets the library send its close reply; bounded, as the peer may
+                // be gone.
+                let _ = tokio::time::timeout(CLOSE_GRACE, drain(stream)).await;
+            }
+            return end;
+        };
+        if self.is_mid_write() {
+            // The socket is not accepting what it already has: a close frame would only
+            // queue behind it. Drop the connection.
+            return end;
+        }
+        self.queue.clear();
+        self.queued_events = 0;
+        self.queue.push_back(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })));
+        let closed = tokio::time::timeout(CLOSE_GRACE, async {
+            while self.is_busy() {
+                poll_fn(|cx| self.poll_drive(cx)).await?;
+            }
+            drain(stream).await;
+            Ok::<(), axum::Error>(())
+        })
+        .await;
+        if !matches!(closed, Ok(Ok(()))) {
+            tracing::debug!("close handshake did not complete");
+        }
+        end
+    }
+}
+
+async fn drain(stream: &mut SplitStream<WebSocket>) {
+    while let Some(Ok(_)) = stream.next().await {}
+}

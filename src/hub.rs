@@ -1,0 +1,312 @@
+//! The hub: encodes each event once and fans the encoded bytes out to every connected client.
+//!
+//! The fan-out is a [`tokio::sync::broadcast`] channel of already-encoded frames. A publish is
+//! one JSON encoding plus one channel send, whatever the number of clients: it never waits on a
+//! socket. Each connection task drains the channel into its own bounded outbox (see
+//! `conn.rs`), so a slow client only ever costs itself.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::{broadcast, watch};
+
+use crate::admission::RejectReason;
+use crate::sink::{EventSink, SinkError};
+use crate::wire::{self, Event};
+
+/// One published event, encoded once and shared by every client (cloning is a reference-count
+/// increment, never a copy of the payload).
+#[derive(Clone, Debug)]
+pub(crate) struct Frame {
+    pub(crate) seq: u64,
+    pub(crate) text: Utf8Bytes,
+}
+
+/// The fan-out side of a [`WsLayer`](crate::WsLayer): an [`EventSink`] that delivers every
+/// event to every connected WebSocket client.
+///
+/// Get it from [`WsLayer::hub`](crate::WsLayer::hub). It is cheap to clone; all clones share
+/// the same clients.
+///
+/// ```
+/// use agentwatch_ws::{Event, EventSink, SessionStore, WsLayer};
+///
+/// let store = SessionStore::new();
+/// let ws = WsLayer::new(store.clone());
+/// let hub = ws.hub();
+///
+/// // The monitor publishes every event to the store first, then to the hub.
+/// let event = Event::delta(1, vec![], vec!["gone".into()]);
+/// store.handle_event(&event).unwrap();
+/// hub.handle_event(&event).unwrap();
+/// assert_eq!(hub.client_count(), 0);
+/// ```
+///
+/// # Ordering and delivery
+/// Clients receive events in the order [`handle_event`](EventSink::handle_event) was called,
+/// each exactly once, after the snapshot they got on connect. The hub never drops or reorders
+/// an event because of its `seq`; the only place `seq` matters is the hand-over right after the
+/// snapshot (see [`SnapshotSource`](crate::SnapshotSource)).
+///
+/// # Slow clients
+/// Each client may fall at most `send_buffer` events behind. A client that falls further behind
+/// is evicted at once — even while a write to it is stuck — with close code 1013 ("try again
+/// later") when its socket can still take a frame, and dropped otherwise. Its events are never
+/// skipped silently: a dashboard that missed a delta would show a lie.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) shared: Arc<HubShared>,
+}
+
+pub(crate) struct HubShared {
+    /// Created when the first router is built, because its capacity is the configured
+    /// `send_buffer` and the builder may still change that after [`WsLayer::hub`] was called.
+    tx: OnceLock<broadcast::Sender<Frame>>,
+    stopped: AtomicBool,
+    stop_tx: watch::Sender<bool>,
+    pub(crate) counters: Counters,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("clients", &self.client_count())
+            .field("stopped", &self.is_stopped())
+            .finish()
+    }
+}
+
+impl Hub {
+    pub(crate) fn new() -> Self {
+        let (stop_tx, _) = watch::channel(false);
+        Hub {
+            shared: Arc::new(HubShared {
+                tx: OnceLock::new(),
+                stopped: AtomicBool::new(false),
+                stop_tx,
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// Creates the fan-out channel if no router did yet. Returns the capacity in force.
+    pub(crate) fn init_channel(&self, send_buffer: usize) -> usize {
+        let tx = self
+            .shared
+            .tx
+            .get_or_init(|| broadcast::channel(send_buffer.max(1)).0);
+        // The broadcast channel rounds its capacity up to a power of two; the exact bound is
+        // enforced per client by the connection task.
+        let _ = tx;
+        send_buffer
+    }
+
+    /// Subscribes a new client. Must be called *before* the snapshot is taken, so that no
+    /// event published while the snapshot is being built can be missed.
+    pub(crate) fn subscribe(&self) -> Option<broadcast::Receiver<Frame>> {
+        self.shared.tx.get().map(broadcast::Sender::subscribe)
+    }
+
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.shared.stop_tx.subscribe()
+    }
+
+    /// The number of clients connected right now (upgraded and not yet cleaned up).
+    pub fn client_count(&self) -> usize {
+        self.shared.counters.connected.load(Ordering::Relaxed)
+    }
+
+    /// Stops the hub: every connected client is closed with code 1001 ("going away") and every
+    /// new upgrade request is answered `503 Service Unavailable`. Idempotent; there is no
+    /// restart.
+    ///
+    /// Events handed to a stopped hub are accepted and discarded.
+    pub fn stop(&self) {
+        if !self.shared.stopped.swap(true, Ordering::SeqCst) {
+            tracing::info!(clients = self.client_count(), "hub stopping");
+        }
+        self.shared.stop_tx.send_replace(true);
+    }
+
+    /// Whether [`stop`](Hub::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::SeqCst)
+    }
+
+    /// A point-in-time copy of the hub's counters.
+    pub fn stats(&self) -> HubStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Encodes `event` once, in Go's exact wire format, and hands it to every client.
+    fn publish(&self, event: &Event) -> Result<(), SinkError> {
+        let counters = &self.shared.counters;
+        let bytes = wire::to_vec(event).map_err(|source| {
+            counters.encode_errors.fetch_add(1, Ordering::Relaxed);
+            SinkError::Encode {
+                seq: event.seq,
+                source,
+            }
+        })?;
+        counters.events_published.fetch_add(1, Ordering::Relaxed);
+        if self.is_stopped() {
+            return Ok(());
+        }
+        let Some(tx) = self.shared.tx.get() else {
+            return Ok(()); // no router yet, so no client can exist
+        };
+        // wire::to_vec writes through serde_json, which only ever produces UTF-8.
+        let text = Utf8Bytes::try_from(bytes).map_err(|e| SinkError::Other(Box::new(e)))?;
+        // An error only means "no client is subscribed right now": nothing to deliver.
+        let _ = tx.send(Frame {
+            seq: event.seq,
+            text,
+        });
+        Ok(())
+    }
+}
+
+impl EventSink for Hub {
+    /// Encodes the event once and queues it for every client. Never waits on a socket.
+    ///
+    /// # Errors
+    /// [`SinkError::Encode`] when the event cannot be encoded as Go would (a non-finite
+    /// `context_utilization`, a year outside 0..=9999); no client receives it.
+    fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
+        self.publish(event)
+    }
+}
+
+/// Counters kept by the hub; see [`Hub::stats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) connected: AtomicUsize,
+    pub(crate) tasks: AtomicUsize,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) disconnected: AtomicU64,
+    pub(crate) evicted_lagging: AtomicU64,
+    pub(crate) evicted_write_timeout: AtomicU64,
+    pub(crate) heartbeat_timeouts: AtomicU64,
+    pub(crate) events_published: AtomicU64,
+    pub(crate) encode_errors: AtomicU64,
+    pub(crate) events_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    rejected: [AtomicU64; REJECT_REASONS],
+}
+
+const REJECT_REASONS: usize = 7;
+
+fn reason_index(reason: RejectReason) -> usize {
+    match reason {
+        RejectReason::Stopped => 0,
+        RejectReason::RateLimited => 1,
+        RejectReason::Origin => 2,
+        RejectReason::Unauthorized => 3,
+        RejectReason::ConnectionCap => 4,
+        RejectReason::NotUpgrade => 5,
+        RejectReason::MissingConnectInfo => 6,
+    }
+}
+
+impl Counters {
+    pub(crate) fn reject(&self, reason: RejectReason) {
+        self.rejected[reason_index(reason)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> HubStats {
+        let r = |reason| self.rejected[reason_index(reason)].load(Ordering::Relaxed);
+        let evicted_lagging = self.evicted_lagging.load(Ordering::Relaxed);
+        let evicted_write_timeout = self.evicted_write_timeout.load(Ordering::Relaxed);
+        HubStats {
+            connected: self.connected.load(Ordering::Relaxed),
+            connection_tasks: self.tasks.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            disconnected: self.disconnected.load(Ordering::Relaxed),
+            evicted: evicted_lagging + evicted_write_timeout,
+            evicted_lagging,
+            evicted_write_timeout,
+            heartbeat_timeouts: self.heartbeat_timeouts.load(Ordering::Relaxed),
+            events_published: self.events_published.load(Ordering::Relaxed),
+            encode_errors: self.encode_errors.load(Ordering::Relaxed),
+            events_sent: self.events_sent.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            rejected: RejectionStats {
+                stopped: r(RejectReason::Stopped),
+                rate_limited: r(RejectReason::RateLimited),
+                origin: r(RejectReason::Origin),
+                unauthorized: r(RejectReason::Unauthorized),
+                connection_cap: r(RejectReason::ConnectionCap),
+                not_upgrade: r(RejectReason::NotUpgrade),
+                missing_connect_info: r(RejectReason::MissingConnectInfo),
+            },
+        }
+    }
+}
+
+/// A point-in-time copy of a [`Hub`]'s counters. Counts are totals since the hub was created,
+/// except `connected` and `connection_tasks`, which are current values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubStats {
+    /// Clients connected right now (same as [`Hub::client_count`]).
+    pub connected: usize,
+    /// Connection tasks alive right now, including ones still finishing their close.
+    /// Zero when no connection is left behind.
+    pub connection_tasks: usize,
+    /// Upgrades accepted since the hub was created.
+    pub accepted: u64,
+    /// Connections ended, for any reason.
+    pub disconnected: u64,
+    /// Clients evicted by the server: `evicted_lagging + evicted_write_timeout`.
+    pub evicted: u64,
+    /// Clients evicted because they fell `send_buffer` events behind.
+    pub evicted_lagging: u64,
+    /// Clients evicted because a write did not complete within `write_timeout`.
+    pub evicted_write_timeout: u64,
+    /// Clients dropped because they answered nothing for two heartbeat intervals.
+    pub heartbeat_timeouts: u64,
+    /// Events handed to the hub and encoded.
+    pub events_published: u64,
+    /// Events the hub could not encode (and so delivered to nobody).
+    pub encode_errors: u64,
+    /// Event messages written to clients (snapshots included; one per client per event).
+    pub events_sent: u64,
+    /// Payload bytes of those messages.
+    pub bytes_sent: u64,
+    /// Upgrade requests turned away, by reason.
+    pub rejected: RejectionStats,
+}
+
+/// Upgrade requests rejected, by [`RejectReason`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RejectionStats {
+    /// The hub was stopped (`503`).
+    pub stopped: u64,
+    /// Per-IP rate limit exceeded (`429`).
+    pub rate_limited: u64,
+    /// Origin not allowed (`403`).
+    pub origin: u64,
+    /// Authentication failed (`401` or the extractor's rejection).
+    pub unauthorized: u64,
+    /// Connection cap reached (`503`).
+    pub connection_cap: u64,
+    /// Not a valid WebSocket upgrade request (`426`/`400`).
+    pub not_upgrade: u64,
+    /// Served without connect info, so no client IP (`500`).
+    pub missing_connect_info: u64,
+}
+
+impl RejectionStats {
+    /// All rejections, whatever the reason.
+    pub fn total(&self) -> u64 {
+        self.stopped
+            + self.rate_limited
+            + self.origin
+            + self.unauthorized
+            + self.connection_cap
+            + self.not_upgrade
+            + self.missing_connect_info
+    }
+}

@@ -1,0 +1,354 @@
+//! [`WsLayer`]: the builder users configure, and the axum [`Router`] it returns.
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::request::Parts;
+
+use crate::admission::auth::{Anonymous, Authenticated, Authenticator, AuthenticatorHandle, Identity};
+use crate::admission::cap::ConnectionLimit;
+use crate::admission::client_ip::TrustedProxies;
+use crate::admission::origin::{OriginLayer, OriginPolicy};
+use crate::admission::rate_limit::{RateLimit, RateLimitLayer};
+use crate::admission::stopped::StoppedLayer;
+use crate::admission::{RejectReason, Rejected, mark_rejected};
+use crate::conn::{self, ClientInfo, ConnConfig};
+use crate::hub::Hub;
+use crate::sink::SnapshotSource;
+
+/// Default ping interval, as in Go's `wsapi`.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+/// Default per-client queue length, as in Go's `wsapi`.
+pub const DEFAULT_SEND_BUFFER: usize = 64;
+/// Default bound on one write, as in Go's `wsapi`.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on an inbound message: clients have nothing to say but pongs and closes.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024;
+
+/// Builds the WebSocket endpoint: configure it, take its [`Hub`] to publish into, and merge its
+/// [`Router`] into your app.
+///
+/// ```
+/// use std::time::Duration;
+/// use agentwatch_ws::{Hub, SessionStore, WsLayer};
+/// use axum::Router;
+///
+/// let store = SessionStore::new();
+/// let ws = WsLayer::new(store.clone())          // any SnapshotSource
+///     .heartbeat(Duration::from_secs(30))       // ping interval; ZERO disables
+///     .send_buffer(64)                          // per-client queue; 0 is ignored
+///     .write_timeout(Duration::from_secs(10));
+/// let hub: Hub = ws.hub();                      // Clone; impl EventSink
+/// let app: Router = Router::new().merge(ws.router("/ws"));
+/// ```
+///
+/// The type parameter `A` is the authentication extractor chosen with [`auth`](WsLayer::auth)
+/// ([`Anonymous`] by default, [`Authenticated`] after [`authenticator`](WsLayer::authenticator)).
+///
+/// Configure everything before calling [`router`](WsLayer::router): each router freezes the
+/// settings it was built with, and the fan-out channel is sized by the first router built.
+pub struct WsLayer<A = Anonymous> {
+    hub: Hub,
+    source: Arc<dyn SnapshotSource>,
+    heartbeat: Duration,
+    send_buffer: usize,
+    write_timeout: Duration,
+    max_message_size: usize,
+    origins: OriginPolicy,
+    max_connections: usize,
+    rate_limit: RateLimit,
+    trusted_proxies: TrustedProxies,
+    authenticator: Option<AuthenticatorHandle>,
+    _auth: PhantomData<fn() -> A>,
+}
+
+impl<A> std::fmt::Debug for WsLayer<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsLayer")
+            .field("heartbeat", &self.heartbeat)
+            .field("send_buffer", &self.send_buffer)
+            .field("write_timeout", &self.write_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .field("max_connections", &self.max_connections)
+            .field("rate_limit", &self.rate_limit)
+            .field("auth", &std::any::type_name::<A>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsLayer<Anonymous> {
+    /// A new endpoint whose clients get their snapshot from `source` (usually a
+    /// [`SessionStore`](crate::SessionStore)), with Go's defaults: heartbeat 30 s, send buffer
+    /// 64, write timeout 10 s, per-IP rate limit 12 per minute with a burst of 4, no connection
+    /// cap, the default origin policy and no authentication.
+    pub fn new(source: impl SnapshotSource) -> Self {
+        WsLayer {
+            hub: Hub::new(),
+            source: Arc::new(source),
+            heartbeat: DEFAULT_HEARTBEAT,
+            send_buffer: DEFAULT_SEND_BUFFER,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            origins: OriginPolicy::default(),
+            max_connections: 0,
+            rate_limit: RateLimit::default(),
+            trusted_proxies: TrustedProxies::default(),
+            authenticator: None,
+            _auth: PhantomData,
+        }
+    }
+}
+
+impl<A> WsLayer<A> {
+    /// The hub to publish events into. All calls return handles to the same hub.
+    pub fn hub(&self) -> Hub {
+        self.hub.clone()
+    }
+
+    /// The ping interval. A client that sends nothing (no pong, no frame) for two intervals is
+    /// dropped. `Duration::ZERO` disables pings and the liveness check. Default 30 s.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval;
+        self
+    }
+
+    /// How many events a client may fall behind before it is evicted (closed with 1013).
+    /// 0 is ignored. Default 64.
+    pub fn send_buffer(mut self, events: usize) -> Self {
+        if events > 0 {
+            self.send_buffer = events;
+        }
+        self
+    }
+
+    /// How long the socket may take to accept a write before the client is evicted.
+    /// `Duration::ZERO` is ignored. Default 10 s.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        if !timeout.is_zero() {
+            self.write_timeout = timeout;
+        }
+        self
+    }
+
+    /// The largest message (and frame) a client may send; a larger one closes the connection
+    /// with 1009. 0 is ignored. Default 4 KiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        if bytes > 0 {
+            self.max_message_size = bytes;
+        }
+        self
+    }
+
+    /// Only browsers on these origins may connect; see
+    /// [`OriginPolicy`](crate::admission::origin::OriginPolicy) for the exact rules. With an
+    /// empty list (the default), requests without `Origin`, same-origin requests and localhost
+    /// origins are allowed. A rejected request gets `403 Forbidden`.
+    pub fn allowed_origins<I>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.origins = OriginPolicy::new(origins);
+        self
+    }
+
+    /// At most `n` clients at once; 0 (the default) means unlimited. Checked before the
+    /// upgrade: over the cap the answer is `503` with `Retry-After`, and no socket is upgraded.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// At most `limit` upgrades per `window` per client IP, with `burst` at start. Any zero
+    /// disables the limit. Default 12 per minute, burst 4. Over the limit the answer is `429`
+    /// with `Retry-After`.
+    ///
+    /// The client IP comes from axum's `ConnectInfo<SocketAddr>`: serve the app with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`, or every upgrade gets a `500`
+    /// saying so.
+    pub fn rate_limit(mut self, limit: u32, burst: u32, window: Duration) -> Self {
+        self.rate_limit = RateLimit {
+            limit,
+            burst,
+            window,
+        };
+        self
+    }
+
+    /// Proxies whose `Forwarded`, `X-Forwarded-For` and `X-Real-IP` headers are believed when
+    /// computing the client IP for the rate limit. Empty by default: the headers are ignored.
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
+    /// Authenticates upgrade requests with the axum extractor `B`: it runs before the upgrade,
+    /// its rejection is returned unchanged, and the [`Identity`] it converts into is attached
+    /// to the connection (and its tracing span).
+    pub fn auth<B>(self) -> WsLayer<B> {
+        WsLayer {
+            hub: self.hub,
+            source: self.source,
+            heartbeat: self.heartbeat,
+            send_buffer: self.send_buffer,
+            write_timeout: self.write_timeout,
+            max_message_size: self.max_message_size,
+            origins: self.origins,
+            max_connections: self.max_connections,
+            rate_limit: self.rate_limit,
+            trusted_proxies: self.trusted_proxies,
+            authenticator: self.authenticator,
+            _auth: PhantomData,
+        }
+    }
+
+    /// Authenticates upgrade requests with a Go-style [`Authenticator`] (a closure
+    /// `Fn(&Parts) -> Option<Identity>` works). `None` answers `401`. It goes through the same
+    /// extractor seam as [`auth`](WsLayer::auth), as the [`Authenticated`] extractor.
+    pub fn authenticator(self, authenticator: impl Authenticator) -> WsLayer<Authenticated> {
+        let mut layer = self.auth::<Authenticated>();
+        layer.authenticator = Some(AuthenticatorHandle::new(authenticator));
+        layer
+    }
+
+    /// The router serving the WebSocket endpoint at `path`, for an app with any state `S`.
+    /// Merge it into your app; stack more tower layers on it if you like.
+    ///
+    /// The admission checks run in this order: stopped (503) → rate limit (429) → origin (403)
+    /// → authentication → connection cap (503) → upgrade.
+    pub fn router<S>(&self, path: &str) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+        A: FromRequestParts<S> + Into<Identity> + Send + 'static,
+    {
+        self.hub.init_channel(self.send_buffer);
+        let endpoint = Arc::new(Endpoint {
+            hub: self.hub.clone(),
+            source: self.source.clone(),
+            config: Arc::new(ConnConfig {
+                heartbeat: self.heartbeat,
+                send_buffer: self.send_buffer,
+                write_timeout: self.write_timeout,
+            }),
+            max_message_size: self.max_message_size,
+            cap: ConnectionLimit::new(self.max_connections),
+        });
+        let handler = move |peer: PeerAddr,
+                            auth: Result<A, A::Rejection>,
+                            upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
+            let endpoint = endpoint.clone();
+            async move { endpoint.admit(peer.0, auth, upgrade) }
+        };
+
+        // route_layer: applied to this route only, so unknown paths still fall through to
+        // the app's own fallback. The last layer added runs first.
+        let mut router = Router::new().route(path, get(handler));
+        if let Some(handle) = &self.authenticator {
+            router = router.route_layer(axum::Extension(handle.clone()));
+        }
+        router = router.route_layer(OriginLayer::new(self.origins.clone()));
+        if self.rate_limit.is_enabled() {
+            router = router.route_layer(RateLimitLayer::new(
+                self.rate_limit,
+                self.trusted_proxies.clone(),
+            ));
+        }
+        router = router.route_layer(StoppedLayer::new(self.hub.clone()));
+        let hub = self.hub.clone();
+        router.route_layer(tower::util::MapResponseLayer::new(
+            move |response: Response| {
+                if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
+                    hub.shared.counters.reject(*reason);
+                }
+                response
+            },
+        ))
+    }
+}
+
+/// What the handler needs, shared by every request to one router.
+struct Endpoint {
+    hub: Hub,
+    source: Arc<dyn SnapshotSource>,
+    config: Arc<ConnConfig>,
+    max_message_size: usize,
+    cap: ConnectionLimit,
+}
+
+impl Endpoint {
+    /// The checks that need the app state (authentication) or must come after it
+    /// (the connection cap), then the upgrade.
+    fn admit<A, R>(
+        &self,
+        peer: Option<SocketAddr>,
+        auth: Result<A, R>,
+        upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ) -> Response
+    where
+        A: Into<Identity>,
+        R: IntoResponse,
+    {
+        let peer_field = peer.map(tracing::field::display);
+        let identity: Identity = match auth {
+            Ok(extracted) => extracted.into(),
+            Err(rejection) => {
+                tracing::warn!(peer = peer_field, reason = "unauthorized", "upgrade rejected");
+                return mark_rejected(rejection.into_response(), RejectReason::Unauthorized);
+            }
+        };
+        let Some(permit) = self.cap.try_acquire() else {
+            tracing::warn!(
+                peer = peer_field,
+                reason = "connection_cap",
+                max_connections = self.cap.max(),
+                "upgrade rejected"
+            );
+            return self.cap.reject_response();
+        };
+        let upgrade = match upgrade {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => {
+                tracing::warn!(peer = peer_field, reason = "not_upgrade", error = %rejection, "upgrade rejected");
+                return mark_rejected(rejection.into_response(), RejectReason::NotUpgrade);
+            }
+        };
+        let hub = self.hub.clone();
+        let source = self.source.clone();
+        let config = self.config.clone();
+        let client = ClientInfo { peer, identity };
+        upgrade
+            .max_message_size(self.max_message_size)
+            .max_frame_size(self.max_message_size)
+            .read_buffer_size(self.max_message_size.min(64 * 1024))
+            .on_failed_upgrade(move |error| {
+                tracing::warn!(peer = peer_field, %error, "websocket upgrade failed");
+            })
+            .on_upgrade(move |socket| {
+                conn::serve(socket, hub, source, config, client, Some(permit))
+            })
+    }
+}
+
+/// The peer address from axum's `ConnectInfo`, when the app was served with it.
+struct PeerAddr(Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(PeerAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| *addr),
+        ))
+    }
+}

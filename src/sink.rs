@@ -1,0 +1,247 @@
+//! The two seams between a monitor and this crate: [`EventSink`] (events in) and
+//! [`SnapshotSource`] (state for a client that just connected).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::wire::{Event, SessionState};
+
+/// Receives the monitor's events. The Rust shape of Go's `monitor.EventSink`.
+///
+/// Implementations must return quickly and never block on a client: the monitor calls this
+/// on its own thread for every event. [`Hub`](crate::Hub), [`SessionStore`](crate::SessionStore)
+/// and [`MultiSink`] implement it.
+pub trait EventSink: Send + Sync {
+    /// Handles one event.
+    ///
+    /// # Errors
+    /// A [`SinkError`] saying why the event could not be handled; the monitor logs it and
+    /// goes on with the next event.
+    fn handle_event(&self, event: &Event) -> Result<(), SinkError>;
+}
+
+impl<T: EventSink + ?Sized> EventSink for Arc<T> {
+    fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
+        (**self).handle_event(event)
+    }
+}
+
+impl<T: EventSink + ?Sized> EventSink for Box<T> {
+    fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
+        (**self).handle_event(event)
+    }
+}
+
+impl<T: EventSink + ?Sized> EventSink for &T {
+    fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
+        (**self).handle_event(event)
+    }
+}
+
+/// The state a client receives on connect.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// The seq of the last event already reflected in `sessions` (0 if none).
+    pub seq: u64,
+    /// Every session, as of `seq`.
+    pub sessions: Vec<SessionState>,
+}
+
+/// Where a connecting client's snapshot comes from. [`SessionStore`](crate::SessionStore) is
+/// the embedded implementation; closures `Fn() -> Snapshot` work too.
+///
+/// # The hand-over contract
+/// A connecting client is subscribed to the hub *before* `snapshot()` is called, so every event
+/// published while the snapshot is being built is queued for it. Some of those may already be
+/// reflected in the snapshot (the store saw them before the hub did). The connection skips
+/// the queued events whose `seq` is at most [`Snapshot::seq`] until the first newer one, and
+/// delivers everything after that, in publish order, whatever its `seq`. So the client sees
+/// each event exactly once, provided `seq` truly is "the last event reflected" and the events
+/// racing the connect carry increasing seqs (as the agentwatch monitor's do).
+pub trait SnapshotSource: Send + Sync + 'static {
+    /// The current state. Called once per connecting client; must not block for long.
+    fn snapshot(&self) -> Snapshot;
+}
+
+impl<F> SnapshotSource for F
+where
+    F: Fn() -> Snapshot + Send + Sync + 'static,
+{
+    fn snapshot(&self) -> Snapshot {
+        self()
+    }
+}
+
+impl<T: SnapshotSource + ?Sized> SnapshotSource for Arc<T> {
+    fn snapshot(&self) -> Snapshot {
+        (**self).snapshot()
+    }
+}
+
+/// Why an [`EventSink`] could not handle an event.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The event could not be encoded in Go's wire format (a non-finite float, a year outside
+    /// 0..=9999). No client received it.
+    Encode {
+        /// The event's seq.
+        seq: u64,
+        /// What the encoder said.
+        source: serde_json::Error,
+    },
+    /// Several sinks of a [`MultiSink`] failed; in sink order.
+    Multiple(Vec<SinkError>),
+    /// Any other failure, from a user-written sink.
+    Other(Box<dyn StdError + Send + Sync + 'static>),
+}
+
+impl SinkError {
+    /// Wraps any error from a user-written sink.
+    pub fn other(error: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
+        SinkError::Other(error.into())
+    }
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkError::Encode { seq, source } => write!(f, "cannot encode event seq {seq}: {source}"),
+            SinkError::Multiple(errors) => {
+                write!(f, "{} sinks failed: ", errors.len())?;
+                for (i, e) in errors.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                Ok(())
+            }
+            SinkError::Other(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl StdError for SinkError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            SinkError::Encode { source, .. } => Some(source),
+            SinkError::Multiple(_) => None,
+            SinkError::Other(e) => Some(&**e),
+        }
+    }
+}
+
+/// Delivers each event to several sinks, in order. The Rust shape of Go's `monitor.MultiSink`.
+///
+/// Every sink gets every event even when an earlier one fails; the errors are joined.
+///
+/// ```
+/// use std::sync::Arc;
+/// use agentwatch_ws::{Event, EventSink, MultiSink, SessionStore, WsLayer};
+///
+/// let store = SessionStore::new();
+/// let hub = WsLayer::new(store.clone()).hub();
+/// // Store first, then hub: a client connecting in between is covered by the hand-over.
+/// let sink = MultiSink::new().with(store.clone()).with(hub);
+/// sink.handle_event(&Event::delta(1, vec![], vec![])).unwrap();
+/// assert_eq!(store.seq(), 1);
+/// ```
+#[derive(Clone, Default)]
+pub struct MultiSink {
+    sinks: Vec<Arc<dyn EventSink>>,
+}
+
+impl MultiSink {
+    /// An empty fan-in with no sinks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a sink after the existing ones.
+    pub fn with(mut self, sink: impl EventSink + 'static) -> Self {
+        self.push(sink);
+        self
+    }
+
+    /// Adds a sink after the existing ones.
+    pub fn push(&mut self, sink: impl EventSink + 'static) {
+        self.sinks.push(Arc::new(sink));
+    }
+
+    /// The number of sinks.
+    pub fn len(&self) -> usize {
+        self.sinks.len()
+    }
+
+    /// Whether there are no sinks.
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+}
+
+impl FromIterator<Arc<dyn EventSink>> for MultiSink {
+    fn from_iter<I: IntoIterator<Item = Arc<dyn EventSink>>>(iter: I) -> Self {
+        MultiSink {
+            sinks: iter.into_iter().collect(),
+        }
+    }
+}
+
+impl fmt::Debug for MultiSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MultiSink").field("sinks", &self.sinks.len()).finish()
+    }
+}
+
+impl EventSink for MultiSink {
+    fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
+        let mut errors: Vec<SinkError> = Vec::new();
+        for sink in &self.sinks {
+            if let Err(e) = sink.handle_event(event) {
+                errors.push(e);
+            }
+        }
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(SinkError::Multiple(errors)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Recording(Mutex<Vec<u64>>, bool);
+    impl EventSink for Recording {
+        fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
+            self.0.lock().unwrap().push(event.seq);
+            if self.1 {
+                Err(SinkError::other(format!("sink refused {}", event.seq)))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[test]
+    fn multi_sink_delivers_in_order_and_joins_errors() {
+        let a = Arc::new(Recording(Mutex::new(vec![]), true));
+        let b = Arc::new(Recording(Mutex::new(vec![]), false));
+        let c = Arc::new(Recording(Mutex::new(vec![]), true));
+        let sink = MultiSink::new().with(a.clone()).with(b.clone()).with(c.clone());
+        let err = sink.handle_event(&Event::delta(7, vec![], vec![])).unwrap_err();
+        assert_eq!(err.to_string(), "2 sinks failed: sink refused 7; sink refused 7");
+        for s in [&a, &b, &c] {
+            assert_eq!(*s.0.lock().unwrap(), vec![7]);
+        }
+        let single = MultiSink::new().with(a.clone()).with(b.clone());
+        let err = single.handle_event(&Event::delta(8, vec![], vec![])).unwrap_err();
+        assert_eq!(err.to_string(), "sink refused 8");
+        assert!(MultiSink::new().handle_event(&Event::delta(9, vec![], vec![])).is_ok());
+    }
+}

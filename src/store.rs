@@ -1,0 +1,191 @@
+//! The embedded session store: folds events into a map of sessions and hands out snapshots.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::sink::{EventSink, SinkError, Snapshot, SnapshotSource};
+use crate::wire::{Event, EventType, SessionState};
+
+/// The current state of every session, kept from the event stream itself.
+///
+/// `SessionStore` is both an [`EventSink`] (publish every event to it, before the hub) and a
+/// [`SnapshotSource`] (the snapshot a client gets on connect). Cloning is cheap: clones share
+/// one map.
+///
+/// Folding rules, for an event of any type: a `snapshot` event replaces every session with its
+/// `sessions`; then each of `updates` is upserted by id and each id in `removed` deleted. The
+/// store remembers the seq of the last event it handled, of any type (a new store is at 0), and
+/// snapshots carry that seq, so the hand-over to the live stream is exact.
+///
+/// ```
+/// use agentwatch_ws::{Event, EventSink, SessionState, SessionStore, SnapshotSource};
+///
+/// let store = SessionStore::new();
+/// let session = SessionState { id: "a".into(), model: "claude-opus-4-1".into(), ..Default::default() };
+/// store.handle_event(&Event::delta(1, vec![session], vec![])).unwrap();
+/// store.handle_event(&Event::delta(2, vec![], vec!["a".into()])).unwrap();
+/// let snapshot = store.snapshot();
+/// assert_eq!((snapshot.seq, snapshot.sessions.len()), (2, 0));
+/// ```
+#[derive(Clone, Default)]
+pub struct SessionStore {
+    inner: Arc<RwLock<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    seq: u64,
+    /// Insertion order is kept so snapshots list sessions in the order they were discovered.
+    order: Vec<String>,
+    sessions: HashMap<String, SessionState>,
+}
+
+impl State {
+    fn upsert(&mut self, session: &SessionState) {
+        match self.sessions.get_mut(&session.id) {
+            Some(existing) => existing.clone_from(session),
+            None => {
+                self.order.push(session.id.clone());
+                self.sessions.insert(session.id.clone(), session.clone());
+            }
+        }
+    }
+
+    fn remove_all(&mut self, ids: &[String]) {
+        let before = self.sessions.len();
+        for id in ids {
+            self.sessions.remove(id);
+        }
+        if self.sessions.len() != before {
+            let sessions = &self.sessions;
+            self.order.retain(|id| sessions.contains_key(id));
+        }
+    }
+}
+
+impl std::fmt::Debug for SessionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("SessionStore")
+            .field("seq", &state.seq)
+            .field("sessions", &state.sessions.len())
+            .finish()
+    }
+}
+
+impl SessionStore {
+    /// An empty store at seq 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The seq of the last event handled (0 for a new store).
+    pub fn seq(&self) -> u64 {
+        self.read(|s| s.seq)
+    }
+
+    /// The number of sessions.
+    pub fn len(&self) -> usize {
+        self.read(|s| s.sessions.len())
+    }
+
+    /// Whether there are no sessions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy of one session.
+    pub fn get(&self, id: &str) -> Option<SessionState> {
+        self.read(|s| s.sessions.get(id).cloned())
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        // A panic while holding the lock cannot leave the map half-updated in a way that
+        // matters more than losing the whole store would, so a poisoned lock is used as is.
+        f(&self.inner.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl EventSink for SessionStore {
+    fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
+        let mut state = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        if event.kind == EventType::Snapshot {
+            state.sessions.clear();
+            state.order.clear();
+            for session in &event.sessions {
+                state.upsert(session);
+            }
+        }
+        for session in &event.updates {
+            state.upsert(session);
+        }
+        state.remove_all(&event.removed);
+        state.seq = event.seq;
+        Ok(())
+    }
+}
+
+impl SnapshotSource for SessionStore {
+    fn snapshot(&self) -> Snapshot {
+        self.read(|state| Snapshot {
+            seq: state.seq,
+            sessions: state
+                .order
+                .iter()
+                .filter_map(|id| state.sessions.get(id).cloned())
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str, messages: i64) -> SessionState {
+        SessionState {
+            id: id.into(),
+            message_count: messages,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn folds_updates_removals_and_snapshots() {
+        let store = SessionStore::new();
+        assert_eq!(store.snapshot(), Snapshot::default());
+        store
+            .handle_event(&Event::delta(1, vec![session("a", 1), session("b", 1)], vec![]))
+            .unwrap();
+        store
+            .handle_event(&Event::delta(2, vec![session("a", 2)], vec!["b".into(), "zz".into()]))
+            .unwrap();
+        let snap = store.snapshot();
+        assert_eq!(snap.seq, 2);
+        assert_eq!(snap.sessions, vec![session("a", 2)]);
+        store
+            .handle_event(&Event::health(3, Default::default()))
+            .unwrap();
+        assert_eq!(store.seq(), 3);
+        store
+            .handle_event(&Event::snapshot(4, vec![session("c", 0), session("d", 0)]))
+            .unwrap();
+        let ids: Vec<_> = store.snapshot().sessions.into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["c", "d"]);
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.get("c"), Some(session("c", 0)));
+    }
+
+    #[test]
+    fn snapshot_keeps_discovery_order() {
+        let store = SessionStore::new();
+        for (seq, id) in ["z", "a", "m"].into_iter().enumerate() {
+            store
+                .handle_event(&Event::delta(seq as u64 + 1, vec![session(id, 0)], vec![]))
+                .unwrap();
+        }
+        store.handle_event(&Event::delta(4, vec![session("a", 5)], vec![])).unwrap();
+        let ids: Vec<_> = store.snapshot().sessions.into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["z", "a", "m"]);
+    }
+}

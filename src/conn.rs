@@ -235,7 +235,11 @@ async fn run(socket: WebSocket, hub: &Hub, source: &dyn SnapshotSource, config: 
                 Some(Ok(Message::Close(_))) => break End::ClientClosed,
                 Some(Ok(_)) => last_heard = Instant::now(),
                 Some(Err(error)) => {
-                    break if is_capacity_error(&error) { End::MessageTooBig } else { End::ReadError };
+                    if is_capacity_error(&error) {
+                        break End::MessageTooBig;
+                    }
+                    tracing::debug!(%error, "read failed");
+                    break End::ReadError;
                 }
                 None => break End::PeerGone,
             },

@@ -12,8 +12,11 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::request::Parts;
+use http::{StatusCode, header};
 
-use crate::admission::auth::{Anonymous, Authenticated, Authenticator, AuthenticatorHandle, Identity};
+use crate::admission::auth::{
+    Anonymous, Authenticated, Authenticator, AuthenticatorHandle, Identity, reject_unauthorized,
+};
 use crate::admission::cap::ConnectionLimit;
 use crate::admission::client_ip::TrustedProxies;
 use crate::admission::origin::{OriginLayer, OriginPolicy};
@@ -228,6 +231,7 @@ impl<A> WsLayer<A> {
     where
         S: Clone + Send + Sync + 'static,
         A: FromRequestParts<S> + Into<Identity> + Send + 'static,
+        A::Rejection: Send,
     {
         self.hub.init_channel(self.send_buffer);
         let endpoint = Arc::new(Endpoint {
@@ -299,25 +303,17 @@ impl Endpoint {
         let peer_field = peer.map(tracing::field::display);
         let identity: Identity = match auth {
             Ok(extracted) => extracted.into(),
-            Err(rejection) => {
-                tracing::warn!(peer = peer_field, reason = "unauthorized", "upgrade rejected");
-                return mark_rejected(rejection.into_response(), RejectReason::Unauthorized);
-            }
+            Err(rejection) => return reject_unauthorized(rejection, peer),
         };
-        let Some(permit) = self.cap.try_acquire() else {
-            tracing::warn!(
-                peer = peer_field,
-                reason = "connection_cap",
-                max_connections = self.cap.max(),
-                "upgrade rejected"
-            );
-            return self.cap.reject_response();
+        let permit = match self.cap.acquire_or_reject(peer) {
+            Ok(permit) => permit,
+            Err(response) => return response,
         };
         let upgrade = match upgrade {
             Ok(upgrade) => upgrade,
             Err(rejection) => {
                 tracing::warn!(peer = peer_field, reason = "not_upgrade", error = %rejection, "upgrade rejected");
-                return mark_rejected(rejection.into_response(), RejectReason::NotUpgrade);
+                return not_upgrade(rejection);
             }
         };
         let hub = self.hub.clone();
@@ -335,6 +331,23 @@ impl Endpoint {
                 conn::serve(socket, hub, source, config, client, Some(permit))
             })
     }
+}
+
+/// A request that did not even try to upgrade (a browser tab opened on the endpoint) gets
+/// `426 Upgrade Required` with `Upgrade: websocket`, as RFC 9110 asks; a malformed upgrade
+/// attempt gets axum's own rejection (400 or 405, saying which header is wrong).
+fn not_upgrade(rejection: WebSocketUpgradeRejection) -> Response {
+    let response = match rejection {
+        WebSocketUpgradeRejection::InvalidConnectionHeader(_)
+        | WebSocketUpgradeRejection::InvalidUpgradeHeader(_) => (
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::UPGRADE, "websocket")],
+            "this endpoint speaks WebSocket only: connect with a WebSocket client\n",
+        )
+            .into_response(),
+        other => other.into_response(),
+    };
+    mark_rejected(response, RejectReason::NotUpgrade)
 }
 
 /// The peer address from axum's `ConnectInfo`, when the app was served with it.

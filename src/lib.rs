@@ -1,4 +1,78 @@
-//! agentwatch-ws (crate docs written last)
+//! Stream live AI-coding-agent activity to browsers over WebSocket, as an axum router.
+//!
+//! [agentwatch] monitors local coding agents (Claude Code, Codex CLI, Gemini CLI, …) and emits
+//! [`Event`]s: `snapshot`, `delta`, `lifecycle` and `health`. This crate serves them to
+//! dashboards over WebSocket, in exactly the JSON the Go package `wsapi` writes, so Go clients
+//! and dashboards do not notice the switch.
+//!
+//! [agentwatch]: https://github.com/mrf/agentwatch
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use std::time::Duration;
+//! use agentwatch_ws::{Event, EventSink, Hub, MultiSink, SessionState, SessionStore, WsLayer};
+//! use axum::Router;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = SessionStore::new();
+//! let ws = WsLayer::new(store.clone())          // any SnapshotSource
+//!     .heartbeat(Duration::from_secs(30))       // ping interval; ZERO disables
+//!     .send_buffer(64)                          // per-client queue; 0 is ignored
+//!     .write_timeout(Duration::from_secs(10));
+//! let hub: Hub = ws.hub();                      // Clone; impl EventSink
+//! let app: Router = Router::new().merge(ws.router("/ws"));
+//!
+//! // The monitor publishes every event to the store, then to the hub.
+//! let monitor = MultiSink::new().with(store).with(hub.clone());
+//! let session = SessionState { id: "a8d0e2f4".into(), source: "codex".into(), ..Default::default() };
+//! monitor.handle_event(&Event::delta(1, vec![session], vec![]))?;
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! // Connect info gives the per-IP rate limit the client address.
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The same snippet, checked without a network:
+//!
+//! ```
+//! use std::time::Duration;
+//! use agentwatch_ws::{Event, EventSink, Hub, SessionStore, SnapshotSource, WsLayer};
+//! use axum::Router;
+//!
+//! let store = SessionStore::new();
+//! let ws = WsLayer::new(store.clone())
+//!     .heartbeat(Duration::from_secs(30))
+//!     .send_buffer(64)
+//!     .write_timeout(Duration::from_secs(10));
+//! let hub: Hub = ws.hub();
+//! let app: Router = Router::new().merge(ws.router("/ws"));
+//!
+//! let event = Event::delta(1, vec![], vec![]);
+//! store.handle_event(&event).unwrap();
+//! hub.handle_event(&event).unwrap();
+//! assert_eq!(store.snapshot().seq, 1);
+//! assert_eq!(hub.client_count(), 0);
+//! # drop(app);
+//! ```
+//!
+//! # What a client sees
+//! Every message is one JSON-encoded [`Event`], as text. The first message is always a
+//! `snapshot` of every session, whose `seq` is the last event it reflects; then every later
+//! event, once each, in publish order. See [`SnapshotSource`] for how the hand-over stays exact
+//! while events keep coming, and [`Hub`] for what happens to a client that cannot keep up.
+//!
+//! # The pieces
+//! - [`wire`]: the event model, byte-compatible with Go's `encoding/json`.
+//! - [`EventSink`] / [`SnapshotSource`]: the seams to the monitor; [`SessionStore`] implements
+//!   both, [`MultiSink`] fans one event out to several sinks.
+//! - [`Hub`]: the fan-out (one encoding per event, shared by every client).
+//! - [`WsLayer`]: the builder and the axum [`Router`](axum::Router) it returns.
+//! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
+//!   limit, each a tower layer usable on its own.
+#![warn(missing_docs)]
 
 pub mod admission;
 mod conn;
@@ -8,10 +82,14 @@ mod sink;
 mod store;
 pub mod wire;
 
-pub use admission::auth::{Authenticator, Identity};
+pub use admission::auth::{Anonymous, Authenticated, Authenticator, Identity};
+pub use admission::client_ip::TrustedProxies;
 pub use admission::{RejectReason, Rejected};
 pub use hub::{Hub, HubStats, RejectionStats};
-pub use layer::WsLayer;
+pub use layer::{
+    DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_BUFFER, DEFAULT_WRITE_TIMEOUT,
+    WsLayer,
+};
 pub use sink::{EventSink, MultiSink, SinkError, Snapshot, SnapshotSource};
 pub use store::SessionStore;
 pub use wire::{

@@ -1,7 +1,7 @@
 //! A tiny fixed-capacity byte buffer on the stack, used to lay out timestamps and
 //! numbers without allocating.
 
-use std::fmt;
+use std::{fmt, io};
 
 /// Fixed-capacity ASCII/UTF-8 buffer. Writes past the capacity are refused
 /// (`fmt::Error` / `false`) instead of panicking.
@@ -43,6 +43,20 @@ impl<const N: usize> StackBuf<N> {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Appends ASCII bytes. Returns `false` (and writes nothing) when they do not fit.
+    #[inline]
+    pub(crate) fn push_ascii(&mut self, b: &[u8]) -> bool {
+        debug_assert!(b.is_ascii());
+        match self.bytes.get_mut(self.len..self.len + b.len()) {
+            Some(dst) if b.is_ascii() => {
+                dst.copy_from_slice(b);
+                self.len += b.len();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -97,10 +111,26 @@ impl<const N: usize> fmt::Write for StackBuf<N> {
     }
 }
 
+impl<const N: usize> io::Write for StackBuf<N> {
+    /// Accepts only valid UTF-8 that fits entirely; used to capture serde_json's
+    /// (ASCII) number output.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match std::str::from_utf8(buf) {
+            Ok(s) if self.push_str(s) => Ok(buf.len()),
+            _ => Err(io::ErrorKind::WriteZero.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::StackBuf;
     use std::fmt::Write;
+    use std::io;
 
     #[test]
     fn padded_and_overflow() {
@@ -117,6 +147,10 @@ mod tests {
         let mut z = StackBuf::<4>::new();
         assert!(z.push_padded(0, 1));
         assert_eq!(z.as_str(), "0");
+        let mut io_buf = StackBuf::<4>::new();
+        assert!(io::Write::write_all(&mut io_buf, b"1e21").is_ok());
+        assert!(io::Write::write_all(&mut io_buf, b"x").is_err());
+        assert!(io::Write::write_all(&mut StackBuf::<4>::new(), b"\xff").is_err());
         let mut m = StackBuf::<20>::new();
         assert!(m.push_padded(u64::MAX, 2));
         assert_eq!(m.as_str(), u64::MAX.to_string());

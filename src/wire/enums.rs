@@ -66,7 +66,7 @@ macro_rules! string_enum {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+                f.pad(self.as_str())
             }
         }
 
@@ -273,10 +273,20 @@ mod tests {
             assert_eq!(Activity::from(s), v);
             assert_eq!(Activity::from(s.to_owned()), v);
             assert_eq!(serde_json::to_string(&v).unwrap(), format!("\"{s}\""));
-            assert_eq!(serde_json::from_str::<Activity>(&format!("\"{s}\"")).unwrap(), v);
+            assert_eq!(
+                serde_json::from_str::<Activity>(&format!("\"{s}\"")).unwrap(),
+                v
+            );
             assert!(v.is_known());
         }
-        for s in ["discovered", "updated", "resumed", "terminal", "stale", "removed"] {
+        for s in [
+            "discovered",
+            "updated",
+            "resumed",
+            "terminal",
+            "stale",
+            "removed",
+        ] {
             let v = LifecycleEventType::from(s);
             assert!(v.is_known() && v == s);
         }
@@ -307,7 +317,10 @@ mod tests {
         assert_eq!(h.to_string(), odd);
         assert_eq!(String::from(h.clone()), odd);
         assert_eq!(String::from(HealthStatus::Failed), "failed");
-        assert_eq!("x".parse::<LifecycleState>().unwrap(), LifecycleState::Other("x".into()));
+        assert_eq!(
+            "x".parse::<LifecycleState>().unwrap(),
+            LifecycleState::Other("x".into())
+        );
         assert_eq!(h.as_ref(), odd);
 
         assert!(serde_json::from_str::<Activity>("1").is_err());

@@ -59,7 +59,7 @@ const FORMAT_CAP: usize = 48;
 /// assert_eq!(Timestamp::default().to_string(), "0001-01-01T00:00:00Z");
 /// assert!(Timestamp::default().is_zero());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Timestamp {
     secs: i64,
     nanos: u32,
@@ -277,53 +277,88 @@ impl Timestamp {
     /// Lays out the Go RFC 3339 form into `buf`. Returns `false` if the local year is
     /// outside `0..=9999` (the text is still written, as Go's `Format` would).
     fn format_into(&self, buf: &mut StackBuf<FORMAT_CAP>) -> bool {
-        let local = self.secs as i128 + self.offset as i128;
-        let days = local.div_euclid(SECS_PER_DAY as i128) as i64;
-        let sod = local.rem_euclid(SECS_PER_DAY as i128) as u32;
-        let (year, month, day) = civil_from_days(days);
+        let (year, month, day, sod) = self.local_civil();
+        let (hour, minute, second) = (sod / 3600, sod / 60 % 60, sod % 60);
 
-        if year < 0 {
-            buf.push(b'-');
-        }
-        buf.push_padded(year.unsigned_abs(), 4);
-        buf.push(b'-');
-        buf.push_padded(u64::from(month), 2);
-        buf.push(b'-');
-        buf.push_padded(u64::from(day), 2);
-        buf.push(b'T');
-        buf.push_padded(u64::from(sod / 3600), 2);
-        buf.push(b':');
-        buf.push_padded(u64::from(sod / 60 % 60), 2);
-        buf.push(b':');
-        buf.push_padded(u64::from(sod % 60), 2);
+        // Fixed layout into a local array; longest: "9999-12-31T23:59:59.999999999+23:59".
+        let mut b = [0u8; 35];
+        let in_range = (0..=9999).contains(&year);
+        let mut n = if in_range {
+            let y = year as u32;
+            put2(&mut b, 0, y / 100);
+            put2(&mut b, 2, y % 100);
+            4
+        } else {
+            // Go's `Format` writes such years with a sign or more digits; they cannot
+            // be serialized, so this path only serves `Display`.
+            if year < 0 {
+                buf.push(b'-');
+            }
+            buf.push_padded(year.unsigned_abs(), 4);
+            0
+        };
+        b[n] = b'-';
+        put2(&mut b, n + 1, month);
+        b[n + 3] = b'-';
+        put2(&mut b, n + 4, day);
+        b[n + 6] = b'T';
+        put2(&mut b, n + 7, hour);
+        b[n + 9] = b':';
+        put2(&mut b, n + 10, minute);
+        b[n + 12] = b':';
+        put2(&mut b, n + 13, second);
+        n += 15;
 
         if self.nanos != 0 {
-            let mut frac = self.nanos;
-            let mut width = 9;
-            while frac % 10 == 0 {
-                frac /= 10;
-                width -= 1;
+            // ".nnnnnnnnn" without trailing zeros.
+            let f = self.nanos;
+            b[n] = b'.';
+            put2(&mut b, n + 1, f / 10_000_000);
+            put2(&mut b, n + 3, f / 100_000 % 100);
+            put2(&mut b, n + 5, f / 1_000 % 100);
+            put2(&mut b, n + 7, f / 10 % 100);
+            b[n + 9] = b'0' + (f % 10) as u8;
+            n += 10;
+            while b[n - 1] == b'0' {
+                n -= 1;
             }
-            buf.push(b'.');
-            buf.push_padded(u64::from(frac), width);
         }
 
         if self.offset == 0 {
-            buf.push(b'Z');
+            b[n] = b'Z';
+            n += 1;
         } else {
             let minutes = self.offset.unsigned_abs() / 60;
-            buf.push(if self.offset < 0 { b'-' } else { b'+' });
-            buf.push_padded(u64::from(minutes / 60), 2);
-            buf.push(b':');
-            buf.push_padded(u64::from(minutes % 60), 2);
+            b[n] = if self.offset < 0 { b'-' } else { b'+' };
+            put2(&mut b, n + 1, minutes / 60);
+            b[n + 3] = b':';
+            put2(&mut b, n + 4, minutes % 60);
+            n += 6;
         }
-        (0..=9999).contains(&year)
+        buf.push_ascii(&b[..n]) && in_range
     }
 
-    /// Whether Go could marshal this value (local year in `0..=9999`).
+    /// Whether Go could marshal this value: its year, in its own offset, is within
+    /// 0..=9999. Serializing fails exactly when this is `false`.
     pub fn is_encodable(&self) -> bool {
-        let mut buf = StackBuf::new();
-        self.format_into(&mut buf)
+        (0..=9999).contains(&self.local_civil().0)
+    }
+
+    /// Local civil date `(year, month, day)` and second of day, in this offset.
+    fn local_civil(&self) -> (i64, u32, u32, u32) {
+        // Split first, then apply the offset to the second of day: no overflow, even
+        // at the extremes of i64.
+        let mut days = self.secs.div_euclid(SECS_PER_DAY);
+        let mut sod = self.secs.rem_euclid(SECS_PER_DAY) + i64::from(self.offset);
+        if sod < 0 {
+            sod += SECS_PER_DAY;
+            days -= 1;
+        } else if sod >= SECS_PER_DAY {
+            sod -= SECS_PER_DAY;
+            days += 1;
+        }
+        let (year, month, day) = civil_from_days(days);
+        (year, month, day, sod as u32)
     }
 }
 
@@ -346,7 +381,18 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = StackBuf::new();
         self.format_into(&mut buf);
-        f.write_str(buf.as_str())
+        f.pad(buf.as_str())
+    }
+}
+
+/// Shows the wire form: `Timestamp(2025-03-14T09:26:53.589793238Z)`.
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = StackBuf::new();
+        self.format_into(&mut buf);
+        f.debug_tuple("Timestamp")
+            .field(&format_args!("{}", buf.as_str()))
+            .finish()
     }
 }
 
@@ -420,6 +466,22 @@ impl<'de> Deserialize<'de> for Timestamp {
 
         deserializer.deserialize_str(TsVisitor)
     }
+}
+
+/// "00" to "99", for two-digit fields.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Writes `v` (below 100) as two digits at `b[at..at + 2]`.
+#[inline]
+fn put2(b: &mut [u8; 35], at: usize, v: u32) {
+    let i = (v as usize % 100) * 2;
+    b[at] = DIGIT_PAIRS[i];
+    b[at + 1] = DIGIT_PAIRS[i + 1];
 }
 
 // ---------------------------------------------------------------------------
@@ -572,7 +634,10 @@ fn parse_rfc3339(s: &[u8]) -> Result<Timestamp, TimestampError> {
             expect(s, i + 3, b':', "expected ':' in zone offset")?;
             let zm = field(s, i + 4, 2, 0, 59, Field::ZoneMinute)?;
             if s.len() != i + 6 {
-                return Err(TimestampError::new("unexpected text after zone offset", i + 6));
+                return Err(TimestampError::new(
+                    "unexpected text after zone offset",
+                    i + 6,
+                ));
             }
             let off = (zh * 3600 + zm * 60) as i32;
             if sign == b'-' { -off } else { off }
@@ -617,22 +682,74 @@ mod tests {
     fn each_fraction_length() {
         let cases = [
             ("2025-01-02T03:04:05Z", "2025-01-02T03:04:05Z", 0),
-            ("2025-01-02T03:04:05.1Z", "2025-01-02T03:04:05.1Z", 100_000_000),
-            ("2025-01-02T03:04:05.12Z", "2025-01-02T03:04:05.12Z", 120_000_000),
-            ("2025-01-02T03:04:05.123Z", "2025-01-02T03:04:05.123Z", 123_000_000),
-            ("2025-01-02T03:04:05.1234Z", "2025-01-02T03:04:05.1234Z", 123_400_000),
-            ("2025-01-02T03:04:05.12345Z", "2025-01-02T03:04:05.12345Z", 123_450_000),
-            ("2025-01-02T03:04:05.123456Z", "2025-01-02T03:04:05.123456Z", 123_456_000),
-            ("2025-01-02T03:04:05.1234567Z", "2025-01-02T03:04:05.1234567Z", 123_456_700),
-            ("2025-01-02T03:04:05.12345678Z", "2025-01-02T03:04:05.12345678Z", 123_456_780),
-            ("2025-01-02T03:04:05.123456789Z", "2025-01-02T03:04:05.123456789Z", 123_456_789),
-            ("2025-01-02T03:04:05.000000001Z", "2025-01-02T03:04:05.000000001Z", 1),
+            (
+                "2025-01-02T03:04:05.1Z",
+                "2025-01-02T03:04:05.1Z",
+                100_000_000,
+            ),
+            (
+                "2025-01-02T03:04:05.12Z",
+                "2025-01-02T03:04:05.12Z",
+                120_000_000,
+            ),
+            (
+                "2025-01-02T03:04:05.123Z",
+                "2025-01-02T03:04:05.123Z",
+                123_000_000,
+            ),
+            (
+                "2025-01-02T03:04:05.1234Z",
+                "2025-01-02T03:04:05.1234Z",
+                123_400_000,
+            ),
+            (
+                "2025-01-02T03:04:05.12345Z",
+                "2025-01-02T03:04:05.12345Z",
+                123_450_000,
+            ),
+            (
+                "2025-01-02T03:04:05.123456Z",
+                "2025-01-02T03:04:05.123456Z",
+                123_456_000,
+            ),
+            (
+                "2025-01-02T03:04:05.1234567Z",
+                "2025-01-02T03:04:05.1234567Z",
+                123_456_700,
+            ),
+            (
+                "2025-01-02T03:04:05.12345678Z",
+                "2025-01-02T03:04:05.12345678Z",
+                123_456_780,
+            ),
+            (
+                "2025-01-02T03:04:05.123456789Z",
+                "2025-01-02T03:04:05.123456789Z",
+                123_456_789,
+            ),
+            (
+                "2025-01-02T03:04:05.000000001Z",
+                "2025-01-02T03:04:05.000000001Z",
+                1,
+            ),
             ("2025-01-02T03:04:05.0Z", "2025-01-02T03:04:05Z", 0),
             ("2025-01-02T03:04:05.000000000Z", "2025-01-02T03:04:05Z", 0),
-            ("2025-01-02T03:04:05.120000000Z", "2025-01-02T03:04:05.12Z", 120_000_000),
-            ("2025-01-02T03:04:05.0005Z", "2025-01-02T03:04:05.0005Z", 500_000),
+            (
+                "2025-01-02T03:04:05.120000000Z",
+                "2025-01-02T03:04:05.12Z",
+                120_000_000,
+            ),
+            (
+                "2025-01-02T03:04:05.0005Z",
+                "2025-01-02T03:04:05.0005Z",
+                500_000,
+            ),
             // Go truncates digits past the ninth.
-            ("2025-01-02T03:04:05.1234567899Z", "2025-01-02T03:04:05.123456789Z", 123_456_789),
+            (
+                "2025-01-02T03:04:05.1234567899Z",
+                "2025-01-02T03:04:05.123456789Z",
+                123_456_789,
+            ),
             ("2025-01-02T03:04:05.0000000009Z", "2025-01-02T03:04:05Z", 0),
         ];
         for (input, want, nanos) in cases {
@@ -647,7 +764,10 @@ mod tests {
         assert_eq!(rt("2025-03-14T09:00:00+00:00"), "2025-03-14T09:00:00Z");
         assert_eq!(rt("2025-03-14T09:00:00-00:00"), "2025-03-14T09:00:00Z");
         assert_eq!(rt("2025-06-30T08:00:00-07:00"), "2025-06-30T08:00:00-07:00");
-        assert_eq!(rt("2025-07-01T05:30:00.12+05:30"), "2025-07-01T05:30:00.12+05:30");
+        assert_eq!(
+            rt("2025-07-01T05:30:00.12+05:30"),
+            "2025-07-01T05:30:00.12+05:30"
+        );
         assert_eq!(rt("2025-01-01T00:00:00-09:30"), "2025-01-01T00:00:00-09:30");
         assert_eq!(rt("2025-01-01T00:00:00+23:59"), "2025-01-01T00:00:00+23:59");
         assert_eq!(rt("2025-01-01T00:00:00-23:59"), "2025-01-01T00:00:00-23:59");
@@ -662,8 +782,14 @@ mod tests {
         assert_eq!(b.with_offset(-25_200), Some(a));
         // Crossing a day/year boundary through the offset.
         let c = Timestamp::parse("2024-12-31T23:30:00Z").unwrap();
-        assert_eq!(c.with_offset(3600).unwrap().to_string(), "2025-01-01T00:30:00+01:00");
-        assert_eq!(c.with_offset(-86_340).unwrap().to_string(), "2024-12-31T00:31:00-23:59");
+        assert_eq!(
+            c.with_offset(3600).unwrap().to_string(),
+            "2025-01-01T00:30:00+01:00"
+        );
+        assert_eq!(
+            c.with_offset(-86_340).unwrap().to_string(),
+            "2024-12-30T23:31:00-23:59"
+        );
         assert_eq!(c.with_offset(86_400), None);
         assert_eq!(c.with_offset(-86_400), None);
         assert_eq!(c.with_offset(61), None);
@@ -686,7 +812,10 @@ mod tests {
     fn small_and_large_years() {
         assert_eq!(rt("0099-03-01T00:00:00Z"), "0099-03-01T00:00:00Z");
         assert_eq!(rt("0000-01-01T00:00:00Z"), "0000-01-01T00:00:00Z");
-        assert_eq!(rt("9999-12-31T23:59:59.999999999Z"), "9999-12-31T23:59:59.999999999Z");
+        assert_eq!(
+            rt("9999-12-31T23:59:59.999999999Z"),
+            "9999-12-31T23:59:59.999999999Z"
+        );
         assert_eq!(rt("0000-02-29T12:00:00Z"), "0000-02-29T12:00:00Z"); // year 0 is leap
         assert_eq!(rt("2000-02-29T12:00:00Z"), "2000-02-29T12:00:00Z");
         assert!(Timestamp::parse("1900-02-29T12:00:00Z").is_err());
@@ -714,8 +843,10 @@ mod tests {
                     .with_offset(off)
                     .unwrap();
                 let s = t.to_string();
-                assert!(!s.is_empty());
-                assert!(!t.is_encodable(), "{s}");
+                assert!(s.len() >= 20, "{s}");
+                let extreme = secs.unsigned_abs() > 1 << 40;
+                assert_eq!(t.is_encodable(), !extreme, "{s}");
+                assert_eq!(serde_json::to_string(&t).is_ok(), !extreme, "{s}");
             }
         }
         assert_eq!(
@@ -750,15 +881,35 @@ mod tests {
     }
 
     #[test]
+    fn debug_and_padding() {
+        let t = Timestamp::parse("2025-03-14T09:26:53.5+01:00").unwrap();
+        assert_eq!(format!("{t:?}"), "Timestamp(2025-03-14T09:26:53.5+01:00)");
+        assert_eq!(
+            format!("[{:>22}]", Timestamp::UNIX_EPOCH),
+            "[  1970-01-01T00:00:00Z]"
+        );
+    }
+
+    #[test]
     fn known_instants() {
         let t = Timestamp::parse("2025-03-14T09:26:53.589793238Z").unwrap();
         assert_eq!((t.unix_seconds(), t.nanos()), (1_741_944_413, 589_793_238));
-        assert_eq!(Timestamp::parse("1969-12-31T23:59:59Z").unwrap().unix_seconds(), -1);
         assert_eq!(
-            Timestamp::parse("2038-01-19T03:14:08Z").unwrap().unix_seconds(),
+            Timestamp::parse("1969-12-31T23:59:59Z")
+                .unwrap()
+                .unix_seconds(),
+            -1
+        );
+        assert_eq!(
+            Timestamp::parse("2038-01-19T03:14:08Z")
+                .unwrap()
+                .unix_seconds(),
             1 << 31
         );
-        assert_eq!(Timestamp::from_unix_millis(1_500).to_string(), "1970-01-01T00:00:01.5Z");
+        assert_eq!(
+            Timestamp::from_unix_millis(1_500).to_string(),
+            "1970-01-01T00:00:01.5Z"
+        );
         assert_eq!(Timestamp::from_unix_millis(-1_500).unix_millis(), -1_500);
     }
 
@@ -811,11 +962,15 @@ mod tests {
             assert!(err.position() <= s.len());
         }
         assert_eq!(
-            Timestamp::parse("2025-13-01T00:00:00Z").unwrap_err().reason(),
+            Timestamp::parse("2025-13-01T00:00:00Z")
+                .unwrap_err()
+                .reason(),
             "month out of range"
         );
         assert_eq!(
-            Timestamp::parse("2025-03-14T09:00:00").unwrap_err().reason(),
+            Timestamp::parse("2025-03-14T09:00:00")
+                .unwrap_err()
+                .reason(),
             "missing zone ('Z' or '±hh:mm')"
         );
         assert_eq!(
@@ -863,12 +1018,21 @@ mod tests {
 
         for bad in [
             Timestamp::from_unix(i64::MAX, 0).unwrap(),
-            Timestamp::parse("0000-01-01T00:00:00Z").unwrap().with_offset(-60).unwrap(),
-            Timestamp::parse("9999-12-31T23:59:00Z").unwrap().with_offset(60).unwrap(),
+            Timestamp::parse("0000-01-01T00:00:00Z")
+                .unwrap()
+                .with_offset(-60)
+                .unwrap(),
+            Timestamp::parse("9999-12-31T23:59:00Z")
+                .unwrap()
+                .with_offset(60)
+                .unwrap(),
         ] {
             let err = serde_json::to_string(&bad).unwrap_err();
             assert!(err.to_string().contains("year outside of range"), "{err}");
         }
-        assert_eq!("2025-01-01T00:00:00Z".parse::<Timestamp>().unwrap().nanos(), 0);
+        assert_eq!(
+            "2025-01-01T00:00:00Z".parse::<Timestamp>().unwrap().nanos(),
+            0
+        );
     }
 }

@@ -1,0 +1,883 @@
+//! `Origin` checking: which web pages may open a connection.
+//!
+//! Browsers send WebSocket upgrades cross-origin without any CORS preflight, so a page on
+//! `https://evil.example` can open a socket to your dashboard with the visitor's cookies
+//! (cross-site WebSocket hijacking). The `Origin` header is the defence: browsers always set it
+//! and pages cannot forge it.
+//!
+//! # Rules
+//!
+//! With an **empty allowlist** ([`OriginPolicy::default`]):
+//!
+//! - no `Origin` header: allowed (non-browser clients such as CLIs do not send one);
+//! - same origin: the Origin's host and port equal the request's `Host` (or, for HTTP/2, the
+//!   URI authority), compared after parsing, case-insensitively, with the port defaulted from
+//!   the Origin's scheme (`https://example.com` matches `Host: example.com:443`);
+//! - `localhost`, `127.0.0.1` and `[::1]` on any port, scheme `http` or `https`: allowed;
+//! - anything else: `403 Forbidden`.
+//!
+//! With an **allowlist** ([`OriginPolicy::new`]):
+//!
+//! - no `Origin` header: `403`;
+//! - the header equals an entry byte for byte: allowed;
+//! - otherwise scheme, host and port are compared after parsing (default ports `http` 80,
+//!   `https` 443), so `http://app.example.com` also matches `http://APP.example.com:80` and
+//!   `http://app.example.com/`. There is never any substring, prefix or suffix matching:
+//!   `https://app.example.com.evil.net` and `https://evil.net/app.example.com` are rejected;
+//! - anything else: `403`.
+//!
+//! In both modes a malformed `Origin` (`null`, garbage, non-ASCII, longer than 512 bytes,
+//! userinfo as in `http://a@b`, a path other than a lone `/`, a query or fragment, a scheme
+//! other than `http`/`https`, several `Origin` headers) is rejected, unless an allowlist entry
+//! equals it byte for byte.
+//!
+//! Allowlist entries are trimmed and parsed once, at construction. An entry that is not a valid
+//! `http`/`https` origin is **kept for exact matching only** (an empty one matches nothing, but
+//! still makes the policy an allowlist) and a warning is logged: listing
+//! `null` explicitly therefore allows `Origin: null` (sent by sandboxed iframes and `file://`
+//! pages, usually a bad idea), and `*` is not a wildcard.
+//!
+//! Behind a proxy that rewrites `Host`, same-origin detection fails; list the public origin
+//! explicitly.
+//!
+//! # Example
+//!
+//! ```
+//! use agentwatch_ws::admission::origin::{OriginLayer, OriginPolicy};
+//! use axum::{Router, routing::get};
+//!
+//! let policy = OriginPolicy::new(["https://dash.example.com", "http://localhost:5173"]);
+//! let app: Router = Router::new()
+//!     .route("/ws", get(|| async { "upgrade here" }))
+//!     .layer(OriginLayer::new(policy));
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::response::Response;
+use http::{HeaderValue, Request, StatusCode, header};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use super::client_ip::peer_addr;
+use super::{RejectReason, rejection};
+
+/// Longest `Origin` value worth parsing: a 253-byte host plus scheme and port fit easily.
+const MAX_ORIGIN_LEN: usize = 512;
+
+/// Which origins may connect. Cheap to clone (an [`Arc`] inside).
+///
+/// See the [module docs](self) for the rules.
+///
+/// ```
+/// use agentwatch_ws::admission::origin::OriginPolicy;
+/// use http::HeaderValue;
+///
+/// let any_local = OriginPolicy::default();
+/// let host = HeaderValue::from_static("dash.example.com");
+/// assert!(any_local.is_allowed(None, Some(&host)));
+/// assert!(any_local.is_allowed(Some(&HeaderValue::from_static("https://dash.example.com")), Some(&host)));
+/// assert!(any_local.is_allowed(Some(&HeaderValue::from_static("http://localhost:3000")), Some(&host)));
+/// assert!(!any_local.is_allowed(Some(&HeaderValue::from_static("https://evil.net")), Some(&host)));
+///
+/// let listed = OriginPolicy::new(["https://app.example.com"]);
+/// assert!(listed.is_allowed(Some(&HeaderValue::from_static("https://app.example.com:443")), None));
+/// assert!(!listed.is_allowed(Some(&HeaderValue::from_static("https://app.example.com.evil.net")), None));
+/// assert!(!listed.is_allowed(None, None));
+/// ```
+#[derive(Clone, Default)]
+pub struct OriginPolicy {
+    entries: Arc<[Entry]>,
+}
+
+struct Entry {
+    raw: Box<str>,
+    parsed: Option<Origin>,
+}
+
+impl OriginPolicy {
+    /// A policy allowing exactly the listed origins (`scheme://host[:port]`). An empty list
+    /// gives the same policy as [`OriginPolicy::default`]: same-origin and localhost only.
+    ///
+    /// Invalid entries are kept for byte-exact matching only, with a `tracing` warning.
+    pub fn new<I>(allowed: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let entries: Vec<Entry> = allowed
+            .into_iter()
+            .map(|entry| {
+                let raw: Box<str> = entry.as_ref().trim().into();
+                let parsed = Origin::parse(&raw);
+                if parsed.is_none() {
+                    tracing::warn!(
+                        entry = ?raw,
+                        "allowed origin is not a valid http(s) origin; kept for exact matching only"
+                    );
+                }
+                Entry { raw, parsed }
+            })
+            .collect();
+        Self {
+            entries: entries.into(),
+        }
+    }
+
+    /// Whether the allowlist is empty (same-origin and localhost mode).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The allowlist entries, trimmed, as given.
+    pub fn allowlist(&self) -> impl Iterator<Item = &str> + '_ {
+        self.entries.iter().map(|entry| &*entry.raw)
+    }
+
+    /// Whether a request with this `Origin` header value (if any) and this `Host` header
+    /// value (if any) may connect. Never panics, whatever the bytes.
+    pub fn is_allowed(&self, origin: Option<&HeaderValue>, host: Option<&HeaderValue>) -> bool {
+        if self.entries.is_empty() {
+            let Some(origin) = origin else {
+                return true;
+            };
+            let Some(origin) = origin.to_str().ok().and_then(Origin::parse) else {
+                return false;
+            };
+            if origin.host.is_loopback_name() {
+                return true;
+            }
+            let Some(host) = host
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| Authority::parse(h.trim()))
+            else {
+                return false;
+            };
+            host.host == origin.host
+                && host.port.unwrap_or_else(|| origin.scheme.default_port()) == origin.port
+        } else {
+            let Some(origin) = origin else {
+                return false;
+            };
+            if self
+                .entries
+                .iter()
+                .any(|entry| !entry.raw.is_empty() && entry.raw.as_bytes() == origin.as_bytes())
+            {
+                return true;
+            }
+            let Some(origin) = origin.to_str().ok().and_then(Origin::parse) else {
+                return false;
+            };
+            self.entries
+                .iter()
+                .any(|entry| entry.parsed.as_ref() == Some(&origin))
+        }
+    }
+}
+
+impl fmt::Debug for OriginPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OriginPolicy")
+            .field("allowlist", &self.allowlist().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Host {
+    /// A registered name, lower-cased.
+    Name(Box<str>),
+    Ip(IpAddr),
+}
+
+impl Host {
+    fn is_loopback_name(&self) -> bool {
+        match self {
+            Host::Name(name) => &**name == "localhost",
+            Host::Ip(ip) => {
+                *ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || *ip == IpAddr::V6(Ipv6Addr::LOCALHOST)
+            }
+        }
+    }
+}
+
+/// `host[:port]`, as in a `Host` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Authority {
+    host: Host,
+    port: Option<u16>,
+}
+
+impl Authority {
+    fn parse(s: &str) -> Option<Self> {
+        if s.is_empty() || s.len() > MAX_ORIGIN_LEN {
+            return None;
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (inner, after) = rest.split_once(']')?;
+            let ip: Ipv6Addr = inner.parse().ok()?;
+            (Host::Ip(IpAddr::V6(ip)), after)
+        } else {
+            let end = s.find(':').unwrap_or(s.len());
+            (parse_host(&s[..end])?, &s[end..])
+        };
+        let port = match port {
+            "" => None,
+            p => Some(parse_port(p.strip_prefix(':')?)?),
+        };
+        Some(Self { host, port })
+    }
+}
+
+/// A parsed `scheme://host[:port]` origin, port defaulted from the scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    scheme: Scheme,
+    host: Host,
+    port: u16,
+}
+
+impl Origin {
+    /// Strict parse of `scheme://host[:port]`, with at most one `/` after the authority
+    /// (allowlist entries are often copied from an address bar; `/` is still no path).
+    fn parse(s: &str) -> Option<Self> {
+        if s.len() > MAX_ORIGIN_LEN {
+            return None;
+        }
+        let (scheme, rest) = s.split_once("://")?;
+        let scheme = if scheme.eq_ignore_ascii_case("http") {
+            Scheme::Http
+        } else if scheme.eq_ignore_ascii_case("https") {
+            Scheme::Https
+        } else {
+            return None;
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let authority = Authority::parse(rest)?;
+        Some(Self {
+            scheme,
+            host: authority.host,
+            port: authority.port.unwrap_or_else(|| scheme.default_port()),
+        })
+    }
+}
+
+/// A reg-name (letters, digits, `-`, `_`, non-empty dot-separated labels, at most 253 bytes)
+/// or a dotted-quad IPv4 address. A name whose last label is numeric must be a valid IPv4
+/// address (as browsers require).
+fn parse_host(s: &str) -> Option<Host> {
+    if s.is_empty() || s.len() > 253 {
+        return None;
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return None;
+    }
+    if s.split('.').any(str::is_empty) {
+        return None;
+    }
+    let last = s.rsplit('.').next().unwrap_or(s);
+    if last.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<Ipv4Addr>()
+            .ok()
+            .map(|ip| Host::Ip(IpAddr::V4(ip)));
+    }
+    Some(Host::Name(s.to_ascii_lowercase().into_boxed_str()))
+}
+
+/// 1 to 5 decimal digits, value 1..=65535.
+fn parse_port(s: &str) -> Option<u16> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// A header value for logs: escaped by `Debug`, cut to 128 bytes.
+pub(crate) fn log_value(value: &HeaderValue) -> String {
+    let bytes = value.as_bytes();
+    let cut = &bytes[..bytes.len().min(128)];
+    let mut out = format!("{:?}", String::from_utf8_lossy(cut));
+    if bytes.len() > cut.len() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Applies an [`OriginPolicy`] to every request: `403 Forbidden` with
+/// [`RejectReason::Origin`] when it says no.
+#[derive(Debug, Clone, Default)]
+pub struct OriginLayer {
+    policy: OriginPolicy,
+}
+
+impl OriginLayer {
+    /// A layer enforcing `policy`.
+    pub fn new(policy: OriginPolicy) -> Self {
+        Self { policy }
+    }
+}
+
+impl<S> Layer<S> for OriginLayer {
+    type Service = OriginService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OriginService {
+            inner,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+/// The service made by [`OriginLayer`].
+#[derive(Debug, Clone)]
+pub struct OriginService<S> {
+    inner: S,
+    policy: OriginPolicy,
+}
+
+impl<S> OriginService<S> {
+    /// Wraps `inner` with `policy`.
+    pub fn new(inner: S, policy: OriginPolicy) -> Self {
+        Self { inner, policy }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &OriginPolicy {
+        &self.policy
+    }
+}
+
+impl<S, B> Service<Request<B>> for OriginService<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let mut origins = req.headers().get_all(header::ORIGIN).iter();
+        let origin = origins.next();
+        let duplicated = origins.next().is_some();
+        let authority;
+        let host = match req.headers().get(header::HOST) {
+            Some(host) => Some(host),
+            None => {
+                authority = req
+                    .uri()
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+                authority.as_ref()
+            }
+        };
+        if duplicated || !self.policy.is_allowed(origin, host) {
+            tracing::warn!(
+                peer = peer_addr(req.extensions()).map(tracing::field::display),
+                reason = %RejectReason::Origin,
+                origin = origin.map(log_value),
+                duplicated,
+                "rejected WebSocket upgrade: origin not allowed"
+            );
+            return ResponseFuture::rejected(rejection(
+                RejectReason::Origin,
+                StatusCode::FORBIDDEN,
+                "origin not allowed\n",
+                None,
+            ));
+        }
+        ResponseFuture::inner(self.inner.call(req))
+    }
+}
+
+pin_project! {
+    /// Response future of [`OriginService`]: the inner service's future, or a ready rejection.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Inner { #[pin] future: F },
+        Rejected { response: Option<Response> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn inner(future: F) -> Self {
+        Self {
+            kind: Kind::Inner { future },
+        }
+    }
+
+    fn rejected(response: Response) -> Self {
+        Self {
+            kind: Kind::Rejected {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner { future } => future.poll(cx),
+            KindProj::Rejected { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => panic!("ResponseFuture polled after completion"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::Rejected;
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::routing::get;
+    use axum::{Router, body::to_bytes};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    fn hv(s: &'static str) -> HeaderValue {
+        HeaderValue::from_static(s)
+    }
+
+    fn default_allows(origin: &'static str, host: &'static str) -> bool {
+        OriginPolicy::default().is_allowed(Some(&hv(origin)), Some(&hv(host)))
+    }
+
+    #[test]
+    fn default_without_origin_is_allowed() {
+        let p = OriginPolicy::default();
+        assert!(p.is_empty());
+        assert!(p.is_allowed(None, None));
+        assert!(p.is_allowed(None, Some(&hv("example.com"))));
+    }
+
+    #[test]
+    fn default_same_origin() {
+        assert!(default_allows(
+            "https://dash.example.com",
+            "dash.example.com"
+        ));
+        assert!(default_allows(
+            "https://Dash.Example.COM",
+            "dash.example.com"
+        ));
+        assert!(default_allows(
+            "https://dash.example.com",
+            "DASH.example.com:443"
+        ));
+        assert!(default_allows(
+            "http://dash.example.com",
+            "dash.example.com:80"
+        ));
+        assert!(default_allows(
+            "http://dash.example.com:8080",
+            "dash.example.com:8080"
+        ));
+        assert!(default_allows("http://192.0.2.1:8080", "192.0.2.1:8080"));
+        assert!(default_allows(
+            "http://[2001:db8::1]:8080",
+            "[2001:db8:0::1]:8080"
+        ));
+        assert!(!default_allows(
+            "http://dash.example.com",
+            "dash.example.com:8080"
+        ));
+        assert!(!default_allows(
+            "http://dash.example.com:8080",
+            "dash.example.com"
+        ));
+        assert!(!default_allows(
+            "https://dash.example.com",
+            "dash.example.com:80"
+        ));
+        assert!(!default_allows("https://evil.net", "dash.example.com"));
+        assert!(!default_allows(
+            "https://dash.example.com.evil.net",
+            "dash.example.com"
+        ));
+        assert!(!default_allows(
+            "https://evil.dash.example.com",
+            "dash.example.com"
+        ));
+        assert!(!default_allows(
+            "https://dash.example.com",
+            "dash.example.com.evil.net"
+        ));
+        // No Host: only localhost passes.
+        let p = OriginPolicy::default();
+        assert!(!p.is_allowed(Some(&hv("https://dash.example.com")), None));
+        // A garbage Host never matches.
+        assert!(!default_allows(
+            "https://dash.example.com",
+            "dash.example.com:99999"
+        ));
+        assert!(!default_allows(
+            "https://dash.example.com",
+            "user@dash.example.com"
+        ));
+    }
+
+    #[test]
+    fn default_localhost_any_port() {
+        for origin in [
+            "http://localhost",
+            "http://localhost:5173",
+            "https://LOCALHOST:8443",
+            "http://127.0.0.1:3000",
+            "https://127.0.0.1",
+            "http://[::1]:8080",
+            "http://[0:0:0:0:0:0:0:1]",
+        ] {
+            assert!(
+                OriginPolicy::default().is_allowed(
+                    Some(&HeaderValue::from_str(origin).unwrap()),
+                    Some(&hv("example.com"))
+                ),
+                "{origin}"
+            );
+        }
+        for origin in [
+            "http://localhost.evil.net",
+            "http://evil-localhost",
+            "http://127.0.0.2",
+            "http://127.1",
+            "ftp://localhost",
+            "ws://localhost",
+            "http://localhost:0",
+            "http://localhost:65536",
+        ] {
+            assert!(
+                !OriginPolicy::default().is_allowed(
+                    Some(&HeaderValue::from_str(origin).unwrap()),
+                    Some(&hv("example.com"))
+                ),
+                "{origin}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_origins_rejected_in_both_modes() {
+        let listed = OriginPolicy::new(["https://app.example.com", "http://b"]);
+        let huge = format!("https://{}.com", "a".repeat(100_000));
+        let mut bad: Vec<HeaderValue> = [
+            "null",
+            "",
+            " ",
+            "garbage",
+            "https://",
+            "https:///",
+            "https://app.example.com/path",
+            "https://app.example.com?x=1",
+            "https://app.example.com#frag",
+            "https://app.example.com//",
+            "http://a@b",
+            "http://b@app.example.com",
+            "https://app.example.com:",
+            "https://app.example.com:-1",
+            "https://app.example.com:+443",
+            "https://app.example.com:443:443",
+            "https://app..example.com",
+            "https://.app.example.com",
+            "https://app.example.com.",
+            "https://[::1",
+            "https://[::1]x",
+            "https://[fe80::1%25eth0]",
+            "https://999.1.1.1",
+            "https://1.2.3",
+            "javascript://app.example.com",
+            "https:app.example.com",
+            "https://app example.com",
+            "https://app.example.com\\@evil.net",
+        ]
+        .iter()
+        .map(|s| HeaderValue::from_str(s).unwrap())
+        .collect();
+        bad.push(HeaderValue::from_bytes(b"https://\xc3\xa9.example.com").unwrap());
+        bad.push(HeaderValue::from_bytes(b"\xff\xfe\xfd").unwrap());
+        bad.push(HeaderValue::from_str(&huge).unwrap());
+        bad.push(HeaderValue::from_str(&"[".repeat(10_000)).unwrap());
+        for origin in &bad {
+            let host = hv("app.example.com");
+            assert!(
+                !OriginPolicy::default().is_allowed(Some(origin), Some(&host)),
+                "{origin:?}"
+            );
+            assert!(!listed.is_allowed(Some(origin), Some(&host)), "{origin:?}");
+        }
+        // Huge or non-ASCII Host headers never panic either.
+        let huge_host = HeaderValue::from_str(&"a".repeat(100_000)).unwrap();
+        assert!(!OriginPolicy::default().is_allowed(Some(&hv("https://a.com")), Some(&huge_host)));
+        let weird_host = HeaderValue::from_bytes(b"\xc3\xa9").unwrap();
+        assert!(!OriginPolicy::default().is_allowed(Some(&hv("https://a.com")), Some(&weird_host)));
+    }
+
+    #[test]
+    fn allowlist_requires_origin() {
+        let p = OriginPolicy::new(["https://app.example.com"]);
+        assert!(!p.is_empty());
+        assert!(!p.is_allowed(None, Some(&hv("app.example.com"))));
+        // Localhost and same-origin are not implied by an allowlist.
+        assert!(!p.is_allowed(
+            Some(&hv("http://localhost:3000")),
+            Some(&hv("localhost:3000"))
+        ));
+    }
+
+    #[test]
+    fn allowlist_parsed_comparison() {
+        let p = OriginPolicy::new([
+            "http://app.example.com",
+            " https://secure.example.com:8443/ ",
+        ]);
+        for ok in [
+            "http://app.example.com",
+            "http://app.example.com/",
+            "http://app.example.com:80",
+            "HTTP://APP.EXAMPLE.COM",
+            "https://secure.example.com:8443",
+        ] {
+            assert!(
+                p.is_allowed(Some(&HeaderValue::from_str(ok).unwrap()), None),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "https://app.example.com",
+            "http://app.example.com:8080",
+            "https://app.example.com.evil.net",
+            "http://app.example.com.evil.net",
+            "https://evil.net/app.example.com",
+            "http://evil.net/app.example.com",
+            "http://xapp.example.com",
+            "http://app.example.co",
+            "https://secure.example.com",
+            "https://secure.example.com:443",
+            "http://secure.example.com:8443",
+        ] {
+            assert!(
+                !p.is_allowed(Some(&HeaderValue::from_str(bad).unwrap()), None),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn allowlist_exact_match_and_invalid_entries() {
+        let p = OriginPolicy::new(["null", "*", "chrome-extension://abcdef"]);
+        assert_eq!(
+            p.allowlist().collect::<Vec<_>>(),
+            ["null", "*", "chrome-extension://abcdef"]
+        );
+        assert!(p.is_allowed(Some(&hv("null")), None));
+        assert!(p.is_allowed(Some(&hv("chrome-extension://abcdef")), None));
+        assert!(
+            !p.is_allowed(Some(&hv("https://anything.example")), None),
+            "* is not a wildcard"
+        );
+        assert!(!p.is_allowed(Some(&hv("NULL")), None), "exact means exact");
+        // An empty entry never matches, and still means "allowlist mode".
+        let empty = OriginPolicy::new(["", "  "]);
+        assert!(!empty.is_empty());
+        assert!(!empty.is_allowed(Some(&hv("")), None));
+        assert!(!empty.is_allowed(None, None));
+        assert!(!empty.is_allowed(Some(&hv("http://localhost")), Some(&hv("localhost"))));
+        assert!(format!("{p:?}").contains("chrome-extension"));
+    }
+
+    #[test]
+    fn ipv6_and_ipv4_entries() {
+        let p = OriginPolicy::new(["http://[2001:db8::1]:8080", "http://192.0.2.1"]);
+        assert!(p.is_allowed(Some(&hv("http://[2001:DB8:0:0::1]:8080")), None));
+        assert!(p.is_allowed(Some(&hv("http://192.0.2.1:80")), None));
+        assert!(!p.is_allowed(Some(&hv("http://[2001:db8::2]:8080")), None));
+        assert!(!p.is_allowed(Some(&hv("http://192.0.2.10")), None));
+    }
+
+    async fn call(app: Router, req: Request<Body>) -> Response {
+        tokio::time::timeout(Duration::from_secs(5), app.oneshot(req))
+            .await
+            .expect("timed out")
+            .unwrap()
+    }
+
+    fn app(policy: OriginPolicy) -> Router {
+        Router::new()
+            .route("/ws", get(|| async { "ok" }))
+            .layer(OriginLayer::new(policy))
+    }
+
+    fn request(origin: Option<&'static str>, host: Option<&'static str>) -> Request<Body> {
+        let mut builder = Request::get("/ws");
+        if let Some(origin) = origin {
+            builder = builder.header(header::ORIGIN, origin);
+        }
+        if let Some(host) = host {
+            builder = builder.header(header::HOST, host);
+        }
+        let mut req = builder.body(Body::empty()).unwrap();
+        let peer: SocketAddr = "198.51.100.7:50000".parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    }
+
+    #[tokio::test]
+    async fn layer_passes_allowed_and_rejects_with_403() {
+        let res = call(
+            app(OriginPolicy::default()),
+            request(Some("http://localhost:5173"), Some("x")),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.extensions().get::<Rejected>().is_none());
+
+        let res = call(app(OriginPolicy::default()), request(None, None)).await;
+        assert_eq!(res.status(), StatusCode::OK);
+
+        let res = call(
+            app(OriginPolicy::default()),
+            request(Some("https://evil.net"), Some("dash.example.com")),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            res.extensions().get::<Rejected>(),
+            Some(&Rejected(RejectReason::Origin))
+        );
+        assert_eq!(
+            res.headers().get(header::CONTENT_TYPE).unwrap(),
+            "text/plain; charset=utf-8"
+        );
+        let body = to_bytes(res.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], b"origin not allowed\n");
+
+        let res = call(
+            app(OriginPolicy::default()),
+            request(Some("null"), Some("dash.example.com")),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn layer_same_origin_uses_host_then_uri_authority() {
+        let res = call(
+            app(OriginPolicy::default()),
+            request(Some("https://dash.example.com"), Some("dash.example.com")),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::OK);
+
+        // HTTP/2 style: no Host header, authority in the URI.
+        let mut req = Request::get("https://dash.example.com/ws")
+            .header(header::ORIGIN, "https://dash.example.com")
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo("198.51.100.7:1".parse::<SocketAddr>().unwrap()));
+        let res = call(app(OriginPolicy::default()), req).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn layer_rejects_duplicate_origin_headers() {
+        let mut req = request(Some("http://localhost"), Some("localhost"));
+        req.headers_mut()
+            .append(header::ORIGIN, hv("http://localhost"));
+        let res = call(app(OriginPolicy::default()), req).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn layer_non_ascii_origin_is_403_not_panic() {
+        let mut req = request(None, Some("dash.example.com"));
+        req.headers_mut().insert(
+            header::ORIGIN,
+            HeaderValue::from_bytes(b"https://d\xe9sh.example.com").unwrap(),
+        );
+        let res = call(app(OriginPolicy::new(["https://dash.example.com"])), req).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn service_fn_without_connect_info() {
+        let svc = OriginService::new(
+            tower::service_fn(|_req: Request<Body>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Body::from("inner")))
+            }),
+            OriginPolicy::new(["https://a.example"]),
+        );
+        assert_eq!(svc.policy().allowlist().count(), 1);
+        let req = Request::get("/")
+            .header(header::ORIGIN, "https://b.example")
+            .body(Body::empty())
+            .unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(5), svc.clone().oneshot(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        let req = Request::get("/")
+            .header(header::ORIGIN, "https://a.example")
+            .body(Body::empty())
+            .unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(5), svc.oneshot(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn log_value_is_bounded_and_escaped() {
+        let long = HeaderValue::from_str(&"a".repeat(1000)).unwrap();
+        assert!(log_value(&long).len() < 140);
+        assert!(log_value(&long).ends_with("..."));
+        let weird = HeaderValue::from_bytes(b"\xff\"x").unwrap();
+        assert_eq!(log_value(&weird), "\"\u{fffd}\\\"x\"");
+    }
+}

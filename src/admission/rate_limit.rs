@@ -1,0 +1,966 @@
+//! Per-client-IP rate limiting of upgrade requests.
+//!
+//! [`RateLimit`] keeps the Go semantics: at most `limit` upgrades per `window` per client, with
+//! `burst` allowed at once from a fresh client (a token bucket of capacity `burst` refilled at
+//! `limit / window`); default 12 per minute, burst 4; any zero disables it. Unlike the Go
+//! original, the client is identified with [`client_ip`] (forwarding headers count only from
+//! [`TrustedProxies`]), and `429 Too Many Requests` carries `Retry-After`.
+//!
+//! # Design
+//!
+//! The bucket is implemented as GCRA (the "virtual scheduling" form of a token bucket): each
+//! key stores one *theoretical arrival time* (TAT). With emission interval `T = window / limit`
+//! and tolerance `τ = T × (burst − 1)`, a request at `t` conforms iff `t ≥ TAT − τ`, and then
+//! `TAT = max(TAT, t) + T`; otherwise the caller must wait exactly `TAT − τ − t`. A key whose
+//! `TAT ≤ now` has a full bucket and is indistinguishable from an absent key, so it can be
+//! dropped: that is what [`RateLimiter::sweep`] does.
+//!
+//! It is written by hand on [`dashmap`] rather than with the `governor` crate: the arithmetic
+//! is a dozen lines; the core method takes `now` as a parameter, so tests drive it
+//! deterministically without a clock type threaded through the limiter's type; `Retry-After`
+//! needs the exact wait (which governor gives too, but through its own clock and `Quota`
+//! types); it adds no dependency (dashmap is already one); and sweeping is under our control
+//! (amortized, see below). Governor's keyed limiter would be the choice if we needed its
+//! extras (jitter, `until_ready` waiting, many quota shapes), which we do not.
+//!
+//! # Memory
+//!
+//! Every check counts towards an amortized sweep: after at least `max(1024, live keys at the
+//! last sweep)` checks, the next check sweeps every key whose bucket is full again. Sweeping is
+//! `O(keys)` and happens at most once per that many checks, so its cost is `O(1)` per check
+//! and the map holds at most about twice the keys seen in the last refill period
+//! (`burst × window / limit`, 20 s by default). A flood of distinct addresses therefore costs
+//! memory proportional to its rate, never unbounded growth. IPv6 clients are keyed by their
+//! `/64` prefix by default (one subscriber usually owns a whole `/64`, so per-address keys
+//! would let a single client rotate through 2⁶⁴ buckets); see
+//! [`RateLimiter::with_ipv6_prefix`].
+//!
+//! # Example
+//!
+//! ```
+//! use agentwatch_ws::admission::client_ip::TrustedProxies;
+//! use agentwatch_ws::admission::rate_limit::{RateLimit, RateLimitLayer};
+//! use axum::{Router, routing::get};
+//! use std::net::SocketAddr;
+//! use std::time::Duration;
+//!
+//! let app: Router = Router::new()
+//!     .route("/ws", get(|| async { "upgrade here" }))
+//!     .layer(RateLimitLayer::new(
+//!         RateLimit { limit: 12, burst: 4, window: Duration::from_secs(60) },
+//!         TrustedProxies::new(["127.0.0.1"]).unwrap(),
+//!     ));
+//! // The client IP comes from `ConnectInfo`, so serve with:
+//! let _make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::response::Response;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use http::{Request, StatusCode};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use super::cap::whole_seconds;
+use super::client_ip::{TrustedProxies, client_ip, mask, peer_addr};
+use super::{RejectReason, rejection};
+
+/// Fewest checks between two automatic sweeps.
+const SWEEP_MIN_INTERVAL: usize = 1024;
+
+/// Default IPv6 prefix length used as the key (see [`RateLimiter::with_ipv6_prefix`]).
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
+/// Rate-limit parameters: at most `limit` upgrades per `window` per client, `burst` at once.
+///
+/// ```
+/// use agentwatch_ws::admission::rate_limit::RateLimit;
+/// use std::time::Duration;
+///
+/// let default = RateLimit::default();
+/// assert_eq!((default.limit, default.burst, default.window), (12, 4, Duration::from_secs(60)));
+/// assert_eq!(default.interval(), Some(Duration::from_secs(5)));
+/// assert!(!RateLimit { limit: 0, ..default }.is_enabled());
+/// assert!(!RateLimit::disabled().is_enabled());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// Sustained upgrades allowed per `window`. `0` disables rate limiting.
+    pub limit: u32,
+    /// Upgrades allowed at once from a client with a full bucket. `0` disables rate limiting.
+    pub burst: u32,
+    /// The period `limit` applies to. Zero disables rate limiting.
+    pub window: Duration,
+}
+
+impl Default for RateLimit {
+    /// 12 per minute, burst 4 (the Go defaults).
+    fn default() -> Self {
+        Self {
+            limit: 12,
+            burst: 4,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RateLimit {
+    /// `limit` per `window`, `burst` at once.
+    pub const fn new(limit: u32, burst: u32, window: Duration) -> Self {
+        Self {
+            limit,
+            burst,
+            window,
+        }
+    }
+
+    /// A configuration that never rejects.
+    pub const fn disabled() -> Self {
+        Self::new(0, 0, Duration::ZERO)
+    }
+
+    /// Whether this configuration limits anything (every parameter non-zero).
+    pub fn is_enabled(&self) -> bool {
+        self.limit > 0 && self.burst > 0 && !self.window.is_zero()
+    }
+
+    /// Time for one token to come back (`window / limit`), when enabled.
+    pub fn interval(&self) -> Option<Duration> {
+        self.is_enabled().then(|| self.window / self.limit)
+    }
+}
+
+/// A keyed GCRA limiter over client IP addresses. Cheap to clone; clones share the buckets.
+///
+/// ```
+/// use agentwatch_ws::admission::rate_limit::{RateLimit, RateLimiter};
+/// use std::time::{Duration, Instant};
+///
+/// let limiter = RateLimiter::new(RateLimit::default()); // 12/min, burst 4
+/// let t0 = Instant::now();
+/// let ip = "192.0.2.1".parse().unwrap();
+/// for _ in 0..4 {
+///     assert!(limiter.check(ip, t0).is_ok());
+/// }
+/// assert_eq!(limiter.check(ip, t0), Err(Duration::from_secs(5)));
+/// assert!(limiter.check(ip, t0 + Duration::from_secs(5)).is_ok());
+/// ```
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RateLimit,
+    /// `T`: time per token.
+    interval: Duration,
+    /// `τ = T × (burst − 1)`.
+    tolerance: Duration,
+    ipv6_prefix: u8,
+    /// Origin of the stored times.
+    epoch: Instant,
+    /// Theoretical arrival time per key, as an offset from `epoch`.
+    buckets: DashMap<IpAddr, Duration>,
+    checks: AtomicUsize,
+    next_sweep: AtomicUsize,
+    sweeping: AtomicBool,
+    /// Whether the missing-`ConnectInfo` error was logged already.
+    missing_connect_info_logged: AtomicBool,
+}
+
+impl RateLimiter {
+    /// A limiter for `config`, keying IPv6 clients by their `/64`.
+    pub fn new(config: RateLimit) -> Self {
+        Self::with_ipv6_prefix(config, DEFAULT_IPV6_PREFIX)
+    }
+
+    /// A limiter keying IPv6 clients by their first `prefix_len` bits (clamped to 128; `128`
+    /// gives one bucket per IPv6 address). IPv4 and IPv4-mapped clients are always keyed by
+    /// the full IPv4 address.
+    pub fn with_ipv6_prefix(config: RateLimit, prefix_len: u8) -> Self {
+        let (interval, tolerance) = match config.interval() {
+            Some(interval) => (
+                interval,
+                interval.saturating_mul(config.burst.saturating_sub(1)),
+            ),
+            None => (Duration::ZERO, Duration::ZERO),
+        };
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                interval,
+                tolerance,
+                ipv6_prefix: prefix_len.min(128),
+                // Tokio's clock (std's outside a paused test runtime), like the service's `now`.
+                epoch: tokio::time::Instant::now().into_std(),
+                buckets: DashMap::new(),
+                checks: AtomicUsize::new(0),
+                next_sweep: AtomicUsize::new(SWEEP_MIN_INTERVAL),
+                sweeping: AtomicBool::new(false),
+                missing_connect_info_logged: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> RateLimit {
+        self.inner.config
+    }
+
+    /// The bucket key for a client address: IPv4-mapped addresses as IPv4, IPv6 masked to the
+    /// configured prefix.
+    pub fn key(&self, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            v4 @ IpAddr::V4(_) => v4,
+            v6 @ IpAddr::V6(_) => mask(v6, self.inner.ipv6_prefix),
+        }
+    }
+
+    /// Takes a token for `ip` at time `now`, or returns how long to wait until one is
+    /// available. Always `Ok` when disabled. `now` earlier than the limiter's creation counts
+    /// as its creation. [`RateLimitService`] passes `tokio::time::Instant::now().into_std()`
+    /// (which is `std::time::Instant::now()` except under a paused tokio test clock).
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let inner = &*self.inner;
+        if !inner.config.is_enabled() {
+            return Ok(());
+        }
+        let t = now.saturating_duration_since(inner.epoch);
+        let result = match inner.buckets.entry(self.key(ip)) {
+            Entry::Occupied(mut entry) => {
+                let tat = (*entry.get()).max(t);
+                let allowed_at = tat.saturating_sub(inner.tolerance);
+                if t < allowed_at {
+                    Err(allowed_at - t)
+                } else {
+                    *entry.get_mut() = tat.saturating_add(inner.interval);
+                    Ok(())
+                }
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(t.saturating_add(inner.interval));
+                Ok(())
+            }
+        };
+        // The entry guard is dropped here: sweeping takes shard locks.
+        self.maybe_sweep(now);
+        result
+    }
+
+    /// Removes every key whose bucket is full again at `now` (it behaves exactly like an
+    /// absent key). Returns how many were removed.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let t = now.saturating_duration_since(self.inner.epoch);
+        let before = self.inner.buckets.len();
+        self.inner.buckets.retain(|_, tat| *tat > t);
+        before.saturating_sub(self.inner.buckets.len())
+    }
+
+    /// How many keys are tracked.
+    pub fn len(&self) -> usize {
+        self.inner.buckets.len()
+    }
+
+    /// Whether no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.inner.buckets.is_empty()
+    }
+
+    fn maybe_sweep(&self, now: Instant) {
+        let inner = &*self.inner;
+        let checks = inner.checks.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        if checks < inner.next_sweep.load(Ordering::Relaxed) {
+            return;
+        }
+        if inner
+            .sweeping
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        self.sweep(now);
+        let next = checks.saturating_add(inner.buckets.len().max(SWEEP_MIN_INTERVAL));
+        inner.next_sweep.store(next, Ordering::Relaxed);
+        inner.sweeping.store(false, Ordering::Release);
+    }
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("config", &self.inner.config)
+            .field("ipv6_prefix", &self.inner.ipv6_prefix)
+            .field("keys", &self.len())
+            .finish()
+    }
+}
+
+/// Rate-limits requests per client IP: `429` + `Retry-After` with
+/// [`RejectReason::RateLimited`] over the limit.
+///
+/// The client IP is [`client_ip`] of the peer in the [`ConnectInfo<SocketAddr>`] request
+/// extension. Without it (the server was not started with
+/// `into_make_service_with_connect_info::<SocketAddr>()`), every request gets `500` with
+/// [`RejectReason::MissingConnectInfo`] and the mistake is logged once, at error level: lumping
+/// every client into one bucket would let one client lock everybody out. A disabled
+/// [`RateLimit`] passes every request through and needs no `ConnectInfo`.
+///
+/// [`ConnectInfo<SocketAddr>`]: axum::extract::ConnectInfo
+#[derive(Debug, Clone)]
+pub struct RateLimitLayer {
+    limiter: RateLimiter,
+    trusted: TrustedProxies,
+}
+
+impl RateLimitLayer {
+    /// A layer with a new [`RateLimiter`] for `rate_limit`, believing forwarding headers from
+    /// `trusted_proxies` only.
+    pub fn new(rate_limit: RateLimit, trusted_proxies: TrustedProxies) -> Self {
+        Self::from_limiter(RateLimiter::new(rate_limit), trusted_proxies)
+    }
+
+    /// A layer sharing an existing limiter (to configure its IPv6 keying, inspect it, or share
+    /// buckets between routes).
+    pub fn from_limiter(limiter: RateLimiter, trusted_proxies: TrustedProxies) -> Self {
+        Self {
+            limiter,
+            trusted: trusted_proxies,
+        }
+    }
+
+    /// The limiter in use.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimitService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimitService {
+            inner,
+            limiter: self.limiter.clone(),
+            trusted: self.trusted.clone(),
+        }
+    }
+}
+
+/// The service made by [`RateLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct RateLimitService<S> {
+    inner: S,
+    limiter: RateLimiter,
+    trusted: TrustedProxies,
+}
+
+impl<S> RateLimitService<S> {
+    /// Wraps `inner` with `limiter`, believing forwarding headers from `trusted_proxies` only.
+    pub fn new(inner: S, limiter: RateLimiter, trusted_proxies: TrustedProxies) -> Self {
+        Self {
+            inner,
+            limiter,
+            trusted: trusted_proxies,
+        }
+    }
+
+    /// The limiter in use.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+}
+
+impl<S, B> Service<Request<B>> for RateLimitService<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if !self.limiter.config().is_enabled() {
+            return ResponseFuture::inner(self.inner.call(req));
+        }
+        let Some(peer) = peer_addr(req.extensions()) else {
+            if !self
+                .limiter
+                .inner
+                .missing_connect_info_logged
+                .swap(true, Ordering::Relaxed)
+            {
+                tracing::error!(
+                    reason = %RejectReason::MissingConnectInfo,
+                    "rate limiting needs the peer address: serve the router with \
+                     `into_make_service_with_connect_info::<SocketAddr>()`; \
+                     answering 500 to every upgrade until then"
+                );
+            }
+            return ResponseFuture::rejected(rejection(
+                RejectReason::MissingConnectInfo,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server misconfigured: serve with into_make_service_with_connect_info::<SocketAddr>()\n",
+                None,
+            ));
+        };
+        let client = client_ip(peer.ip(), req.headers(), &self.trusted);
+        let now = tokio::time::Instant::now().into_std();
+        match self.limiter.check(client, now) {
+            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
+            Err(wait) => {
+                let retry_after = whole_seconds(wait);
+                tracing::warn!(
+                    peer = %peer,
+                    client_ip = %client,
+                    reason = %RejectReason::RateLimited,
+                    retry_after_secs = retry_after,
+                    "rejected WebSocket upgrade: rate limited"
+                );
+                ResponseFuture::rejected(rejection(
+                    RejectReason::RateLimited,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many connection attempts\n",
+                    Some(retry_after),
+                ))
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`RateLimitService`]: the inner service's future, or a ready
+    /// rejection.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Inner { #[pin] future: F },
+        Rejected { response: Option<Response> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn inner(future: F) -> Self {
+        Self {
+            kind: Kind::Inner { future },
+        }
+    }
+
+    fn rejected(response: Response) -> Self {
+        Self {
+            kind: Kind::Rejected {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner { future } => future.poll(cx),
+            KindProj::Rejected { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => panic!("ResponseFuture polled after completion"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::Rejected;
+    use axum::Router;
+    use axum::body::{Body, to_bytes};
+    use axum::extract::ConnectInfo;
+    use axum::routing::get;
+    use http::header;
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+    use tokio::time::timeout;
+    use tower::ServiceExt;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn setup(config: RateLimit) -> (RateLimiter, Instant) {
+        let limiter = RateLimiter::new(config);
+        (limiter, Instant::now())
+    }
+
+    #[test]
+    fn config_defaults_and_disabling() {
+        let d = RateLimit::default();
+        assert_eq!(d, RateLimit::new(12, 4, secs(60)));
+        assert!(d.is_enabled());
+        assert_eq!(d.interval(), Some(secs(5)));
+        for off in [
+            RateLimit { limit: 0, ..d },
+            RateLimit { burst: 0, ..d },
+            RateLimit {
+                window: Duration::ZERO,
+                ..d
+            },
+            RateLimit::disabled(),
+        ] {
+            assert!(!off.is_enabled());
+            assert_eq!(off.interval(), None);
+        }
+    }
+
+    #[test]
+    fn burst_then_reject_with_exact_wait() {
+        let (l, t0) = setup(RateLimit::default());
+        let a = ip("192.0.2.1");
+        for _ in 0..4 {
+            assert_eq!(l.check(a, t0), Ok(()));
+        }
+        assert_eq!(l.check(a, t0), Err(secs(5)));
+        assert_eq!(l.check(a, t0 + secs(2)), Err(secs(3)));
+        assert_eq!(
+            l.check(a, t0 + Duration::from_millis(4999)),
+            Err(Duration::from_millis(1))
+        );
+    }
+
+    #[test]
+    fn refill_after_the_computed_wait() {
+        let (l, t0) = setup(RateLimit::default());
+        let a = ip("192.0.2.1");
+        for _ in 0..4 {
+            l.check(a, t0).unwrap();
+        }
+        let wait = l.check(a, t0).unwrap_err();
+        assert_eq!(l.check(a, t0 + wait), Ok(()));
+        assert_eq!(
+            l.check(a, t0 + wait),
+            Err(secs(5)),
+            "one token per 5 s after the burst"
+        );
+        assert_eq!(l.check(a, t0 + secs(10)), Ok(()));
+        // Sustained rate: exactly 12 per minute once the burst is spent.
+        let mut allowed = 0;
+        for s in 11..=70 {
+            if l.check(a, t0 + secs(s)).is_ok() {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 12);
+        // After a long idle period, the full burst is back (and no more).
+        let later = t0 + secs(3600);
+        for _ in 0..4 {
+            assert_eq!(l.check(a, later), Ok(()));
+        }
+        assert!(l.check(a, later).is_err());
+    }
+
+    #[test]
+    fn partial_refill() {
+        let (l, t0) = setup(RateLimit::default());
+        let a = ip("192.0.2.1");
+        for _ in 0..4 {
+            l.check(a, t0).unwrap();
+        }
+        // 10 s later two tokens are back.
+        assert_eq!(l.check(a, t0 + secs(10)), Ok(()));
+        assert_eq!(l.check(a, t0 + secs(10)), Ok(()));
+        assert_eq!(l.check(a, t0 + secs(10)), Err(secs(5)));
+    }
+
+    #[test]
+    fn burst_of_one_and_large_burst() {
+        let (l, t0) = setup(RateLimit::new(1, 1, secs(10)));
+        let a = ip("192.0.2.1");
+        assert_eq!(l.check(a, t0), Ok(()));
+        assert_eq!(l.check(a, t0), Err(secs(10)));
+        let (l, t0) = setup(RateLimit::new(60, 100, secs(60)));
+        for _ in 0..100 {
+            assert_eq!(l.check(a, t0), Ok(()));
+        }
+        assert_eq!(l.check(a, t0), Err(secs(1)));
+    }
+
+    #[test]
+    fn independent_buckets_per_ip() {
+        let (l, t0) = setup(RateLimit::default());
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        for _ in 0..4 {
+            l.check(a, t0).unwrap();
+        }
+        assert!(l.check(a, t0).is_err());
+        for _ in 0..4 {
+            assert_eq!(l.check(b, t0), Ok(()));
+        }
+        assert!(l.check(b, t0).is_err());
+        assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn mapped_ipv4_shares_the_ipv4_bucket() {
+        let (l, t0) = setup(RateLimit::new(1, 1, secs(60)));
+        l.check(ip("192.0.2.1"), t0).unwrap();
+        assert!(l.check(ip("::ffff:192.0.2.1"), t0).is_err());
+    }
+
+    #[test]
+    fn ipv6_keyed_by_prefix() {
+        let (l, t0) = setup(RateLimit::new(1, 1, secs(60)));
+        l.check(ip("2001:db8:1:2::1"), t0).unwrap();
+        assert!(l.check(ip("2001:db8:1:2:ffff::9"), t0).is_err(), "same /64");
+        assert!(l.check(ip("2001:db8:1:3::1"), t0).is_ok(), "other /64");
+        assert_eq!(l.key(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+
+        let per_address = RateLimiter::with_ipv6_prefix(RateLimit::new(1, 1, secs(60)), 200);
+        let t0 = Instant::now();
+        per_address.check(ip("2001:db8:1:2::1"), t0).unwrap();
+        assert!(per_address.check(ip("2001:db8:1:2::2"), t0).is_ok());
+        assert!(per_address.check(ip("2001:db8:1:2::1"), t0).is_err());
+    }
+
+    #[test]
+    fn disabled_never_rejects_and_stores_nothing() {
+        for config in [
+            RateLimit::disabled(),
+            RateLimit::new(0, 4, secs(60)),
+            RateLimit::new(12, 0, secs(60)),
+        ] {
+            let (l, t0) = setup(config);
+            for _ in 0..10_000 {
+                assert_eq!(l.check(ip("192.0.2.1"), t0), Ok(()));
+            }
+            assert!(l.is_empty());
+        }
+    }
+
+    #[test]
+    fn sweep_removes_only_full_buckets() {
+        let (l, t0) = setup(RateLimit::default());
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        l.check(a, t0).unwrap(); // full again at t0 + 5 s
+        for _ in 0..4 {
+            l.check(b, t0).unwrap(); // full again at t0 + 20 s
+        }
+        assert_eq!(l.sweep(t0 + secs(4)), 0);
+        assert_eq!(l.sweep(t0 + secs(5)), 1);
+        assert_eq!(l.len(), 1);
+        assert!(
+            l.check(b, t0 + secs(5)).is_ok(),
+            "b's state survived the sweep"
+        );
+        assert_eq!(l.sweep(t0 + secs(25)), 1);
+        assert!(l.is_empty());
+        // A swept key behaves like a fresh one.
+        for _ in 0..4 {
+            assert_eq!(l.check(b, t0 + secs(25)), Ok(()));
+        }
+        assert!(l.check(b, t0 + secs(25)).is_err());
+    }
+
+    fn nth_ip(i: u32) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))
+    }
+
+    #[test]
+    fn hundred_thousand_keys_then_sweep() {
+        let (l, t0) = setup(RateLimit::default());
+        for i in 0..100_000 {
+            l.check(nth_ip(i), t0).unwrap();
+        }
+        // Amortized sweeps ran but nothing was idle yet.
+        assert_eq!(l.len(), 100_000);
+        assert_eq!(l.sweep(t0 + secs(1)), 0);
+        assert_eq!(l.sweep(t0 + secs(5)), 100_000);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn flood_of_distinct_keys_stays_bounded_without_manual_sweeps() {
+        let (l, t0) = setup(RateLimit::default());
+        // Ten waves of 100 000 new addresses, each a minute apart: old waves are full again.
+        for wave in 0..10u32 {
+            let now = t0 + secs(60 * u64::from(wave));
+            for i in 0..100_000 {
+                l.check(nth_ip(wave * 100_000 + i), now).unwrap();
+            }
+            assert!(
+                l.len() <= 2 * 100_000 + SWEEP_MIN_INTERVAL,
+                "wave {wave}: {} keys",
+                l.len()
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_rounding() {
+        assert_eq!(whole_seconds(secs(5)), 5);
+        assert_eq!(whole_seconds(Duration::from_millis(5001)), 6);
+        assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds(Duration::ZERO), 1);
+        // 7 per minute: 8.571428571 s per token, sent as 9.
+        let (l, t0) = setup(RateLimit::new(7, 1, secs(60)));
+        l.check(ip("192.0.2.1"), t0).unwrap();
+        let wait = l.check(ip("192.0.2.1"), t0).unwrap_err();
+        assert_eq!(wait, secs(60) / 7);
+        assert_eq!(whole_seconds(wait), 9);
+    }
+
+    #[test]
+    fn times_before_creation_and_huge_windows_do_not_panic() {
+        let before = Instant::now();
+        let l = RateLimiter::new(RateLimit::new(1, u32::MAX, Duration::MAX));
+        let a = ip("192.0.2.1");
+        assert!(l.check(a, before).is_ok());
+        assert!(l.check(a, before + Duration::from_secs(1)).is_ok());
+        let l = RateLimiter::new(RateLimit::new(u32::MAX, 1, Duration::from_nanos(1)));
+        assert!(l.check(a, before).is_ok());
+        assert!(
+            l.check(a, before).is_ok(),
+            "a sub-nanosecond interval limits nothing"
+        );
+    }
+
+    // ---- the layer ----
+
+    fn app(config: RateLimit, trusted: TrustedProxies) -> (Router, RateLimiter) {
+        let layer = RateLimitLayer::new(config, trusted);
+        let limiter = layer.limiter().clone();
+        let router = Router::new()
+            .route("/ws", get(|| async { "ok" }))
+            .layer(layer);
+        (router, limiter)
+    }
+
+    fn req(peer: &str, xff: Option<&str>) -> Request<Body> {
+        let mut builder = Request::get("/ws");
+        if let Some(xff) = xff {
+            builder = builder.header("x-forwarded-for", xff);
+        }
+        let mut req = builder.body(Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        req
+    }
+
+    async fn status(app: &Router, req: Request<Body>) -> Response {
+        timeout(TIMEOUT, app.clone().oneshot(req))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn layer_429_with_retry_after() {
+        let (app, _) = app(RateLimit::default(), TrustedProxies::default());
+        for _ in 0..4 {
+            assert_eq!(
+                status(&app, req("192.0.2.1:1000", None)).await.status(),
+                StatusCode::OK
+            );
+        }
+        let res = status(&app, req("192.0.2.1:1001", None)).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = res.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=5).contains(&retry), "{retry}");
+        assert_eq!(
+            res.extensions().get::<Rejected>(),
+            Some(&Rejected(RejectReason::RateLimited))
+        );
+        let body = to_bytes(res.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], b"too many connection attempts\n");
+        // Another client is unaffected.
+        assert_eq!(
+            status(&app, req("192.0.2.2:1000", None)).await.status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn layer_uses_tokio_time_so_paused_clocks_refill() {
+        let (app, _) = app(RateLimit::new(1, 1, secs(10)), TrustedProxies::default());
+        assert_eq!(
+            status(&app, req("192.0.2.1:1", None)).await.status(),
+            StatusCode::OK
+        );
+        let res = status(&app, req("192.0.2.1:1", None)).await;
+        assert_eq!(res.headers()[header::RETRY_AFTER], "10");
+        tokio::time::advance(secs(10)).await;
+        assert_eq!(
+            status(&app, req("192.0.2.1:1", None)).await.status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn spoofed_xff_from_untrusted_peer_does_not_change_the_key() {
+        let (app, limiter) = app(
+            RateLimit::new(12, 2, secs(60)),
+            TrustedProxies::new(["10.0.0.0/8"]).unwrap(),
+        );
+        for i in 0..2 {
+            let spoof = format!("203.0.113.{i}");
+            let res = status(&app, req("198.51.100.9:1", Some(&spoof))).await;
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+        let res = status(&app, req("198.51.100.9:1", Some("203.0.113.99"))).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limiter.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn trusted_proxy_headers_are_honoured() {
+        let (app, limiter) = app(
+            RateLimit::new(12, 1, secs(60)),
+            TrustedProxies::new(["10.0.0.0/8"]).unwrap(),
+        );
+        assert_eq!(
+            status(&app, req("10.0.0.2:1", Some("203.0.113.1")))
+                .await
+                .status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(&app, req("10.0.0.2:1", Some("203.0.113.2")))
+                .await
+                .status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(&app, req("10.0.0.3:1", Some("6.6.6.6, 203.0.113.1")))
+                .await
+                .status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "203.0.113.1 again, through another proxy, with a spoofed prefix"
+        );
+        assert_eq!(limiter.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn non_ascii_forwarding_header_does_not_panic() {
+        let (app, _) = app(
+            RateLimit::default(),
+            TrustedProxies::new(["10.0.0.0/8"]).unwrap(),
+        );
+        let mut r = req("10.0.0.2:1", None);
+        r.headers_mut().insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xff\xfe, 1.2.3.4").unwrap(),
+        );
+        assert_eq!(status(&app, r).await.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn disabled_layer_needs_no_connect_info() {
+        let (app, limiter) = app(RateLimit::disabled(), TrustedProxies::default());
+        for _ in 0..100 {
+            let r = Request::get("/ws").body(Body::empty()).unwrap();
+            assert_eq!(status(&app, r).await.status(), StatusCode::OK);
+        }
+        assert!(limiter.is_empty());
+    }
+
+    /// A `MakeWriter` collecting log output.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_connect_info_is_500_and_logged_once() {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(capture.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let (app, limiter) = app(RateLimit::default(), TrustedProxies::default());
+        for _ in 0..3 {
+            let r = Request::get("/ws").body(Body::empty()).unwrap();
+            let res = status(&app, r).await;
+            assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(
+                res.extensions().get::<Rejected>(),
+                Some(&Rejected(RejectReason::MissingConnectInfo))
+            );
+            let body = to_bytes(res.into_body(), 1024).await.unwrap();
+            assert!(
+                std::str::from_utf8(&body)
+                    .unwrap()
+                    .contains("into_make_service_with_connect_info::<SocketAddr>()")
+            );
+        }
+        assert!(limiter.is_empty(), "never one shared bucket");
+        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(logs.matches("ERROR").count(), 1, "{logs}");
+        assert!(logs.contains("into_make_service_with_connect_info"));
+    }
+
+    #[tokio::test]
+    async fn rejection_is_logged_with_peer_and_reason() {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(capture.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let (app, _) = app(RateLimit::new(1, 1, secs(60)), TrustedProxies::default());
+        status(&app, req("192.0.2.77:4242", None)).await;
+        status(&app, req("192.0.2.77:4242", None)).await;
+        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert!(logs.contains("WARN"), "{logs}");
+        assert!(logs.contains("peer=192.0.2.77:4242"), "{logs}");
+        assert!(logs.contains("reason=rate_limited"), "{logs}");
+    }
+}

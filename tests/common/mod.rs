@@ -1,0 +1,176 @@
+//! Shared helpers for the socket-level tests: a real `axum::serve` on 127.0.0.1:0 and real
+//! tokio-tungstenite clients. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agentwatch_ws::Event;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type RawClient = WebSocketStream<TcpStream>;
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Fails the test instead of hanging when `fut` takes longer than `WAIT`.
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    within_for(WAIT, what, fut).await
+}
+
+pub async fn within_for<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+/// Logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=agentwatch_ws=debug`).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Serves `app` with connect info on a fresh loopback port.
+pub async fn serve(app: Router) -> SocketAddr {
+    init_tracing();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+/// Serves `app` without connect info (as `axum::serve(listener, app)` does).
+pub async fn serve_plain(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    addr
+}
+
+pub fn ws_url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/ws")
+}
+
+pub async fn connect(addr: SocketAddr) -> Client {
+    let (client, _) = within("websocket handshake", tokio_tungstenite::connect_async(ws_url(addr)))
+        .await
+        .expect("handshake");
+    client
+}
+
+/// A client whose socket has a tiny receive buffer, for tests that need the server's writes to
+/// get stuck. It completes the handshake; it reads only when the test polls it.
+pub async fn connect_small_buffer(addr: SocketAddr) -> RawClient {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = within("tcp connect", socket.connect(addr)).await.unwrap();
+    let (client, _) = within(
+        "websocket handshake",
+        tokio_tungstenite::client_async(ws_url(addr), stream),
+    )
+    .await
+    .expect("handshake");
+    client
+}
+
+/// The next event; panics on a close, an error or a timeout.
+pub async fn next_event<S>(client: &mut WebSocketStream<S>) -> Event
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let msg = within("next event", client.next())
+            .await
+            .expect("stream ended before an event")
+            .unwrap_or_else(|e| panic!("read error before an event: {e}"));
+        match msg {
+            Message::Text(text) => {
+                return Event::from_json(text.as_bytes()).expect("server sent an undecodable event");
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server's close frame (skipping events) and returns it.
+pub async fn expect_close<S>(client: &mut WebSocketStream<S>) -> Option<CloseFrame>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match within("close frame", client.next()).await {
+            Some(Ok(Message::Close(frame))) => return frame,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("read error instead of a close frame: {e}"),
+            None => panic!("stream ended without a close frame"),
+        }
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds; panics after `WAIT`.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    within(what, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+pub async fn send_text(client: &mut Client, text: &str) {
+    within("send", client.send(Message::text(text))).await.unwrap();
+}
+
+/// A plain HTTP/1.1 request over a raw socket: returns (status, headers, body).
+pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = within("tcp connect", TcpStream::connect(addr)).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    within("http response", stream.read_to_end(&mut buf)).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// Upgrade request headers a browser would send, plus `extra`.
+pub fn upgrade_headers<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut h = vec![
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    h.extend_from_slice(extra);
+    h
+}

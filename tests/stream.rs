@@ -1,0 +1,516 @@
+//! The core contract over real sockets: snapshot first, every event once and in order, slow
+//! clients evicted, heartbeat, inbound limits, stop, and no leaks.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use agentwatch_ws::{
+    Event, EventSink, EventType, Hub, MultiSink, SessionState, SessionStore, SnapshotSource,
+    WsLayer,
+};
+use axum::Router;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+fn session(id: &str, messages: i64) -> SessionState {
+    SessionState {
+        id: id.into(),
+        source: "claude-code".into(),
+        model: "claude-opus-4-1".into(),
+        message_count: messages,
+        ..Default::default()
+    }
+}
+
+/// A layer with the rate limit off: these tests open many connections from one IP.
+fn layer(store: &SessionStore) -> WsLayer {
+    WsLayer::new(store.clone()).rate_limit(0, 0, Duration::ZERO)
+}
+
+async fn start(ws: &WsLayer) -> (Hub, std::net::SocketAddr) {
+    let hub = ws.hub();
+    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    (hub, addr)
+}
+
+fn publish(store: &SessionStore, hub: &Hub, event: &Event) {
+    store.handle_event(event).unwrap();
+    hub.handle_event(event).unwrap();
+}
+
+#[tokio::test]
+async fn snapshot_first_then_live_events_in_order() {
+    let store = SessionStore::new();
+    let ws = layer(&store);
+    let (hub, addr) = start(&ws).await;
+    publish(&store, &hub, &Event::delta(1, vec![session("a", 1), session("b", 2)], vec![]));
+    publish(&store, &hub, &Event::delta(2, vec![session("a", 3)], vec![]));
+
+    let mut client = connect(addr).await;
+    let snapshot = next_event(&mut client).await;
+    assert_eq!(snapshot.kind, EventType::Snapshot);
+    assert_eq!(snapshot.seq, 2);
+    assert_eq!(snapshot.sessions, vec![session("a", 3), session("b", 2)]);
+    eventually("client registered", || hub.client_count() == 1).await;
+
+    publish(&store, &hub, &Event::delta(3, vec![], vec!["b".into()]));
+    let lifecycle = agentwatch_ws::LifecycleEvent {
+        session_id: "a".into(),
+        ..Default::default()
+    };
+    publish(&store, &hub, &Event::lifecycle(4, lifecycle));
+    publish(&store, &hub, &Event::health(5, Default::default()));
+    let kinds: Vec<(u64, EventType)> = [
+        next_event(&mut client).await,
+        next_event(&mut client).await,
+        next_event(&mut client).await,
+    ]
+    .into_iter()
+    .map(|e| (e.seq, e.kind))
+    .collect();
+    assert_eq!(
+        kinds,
+        [(3, EventType::Delta), (4, EventType::Lifecycle), (5, EventType::Health)]
+    );
+    let stats = hub.stats();
+    assert_eq!(stats.events_published, 5);
+    assert_eq!(stats.accepted, 1);
+}
+
+#[tokio::test]
+async fn events_are_sent_in_handle_order_even_when_seq_goes_backwards() {
+    let store = SessionStore::new();
+    let ws = layer(&store);
+    let (hub, addr) = start(&ws).await;
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    eventually("client registered", || hub.client_count() == 1).await;
+    // A producer restart: seq starts again from 1. Nothing is dropped or reordered.
+    for seq in [10, 11, 1, 2, 12] {
+        hub.handle_event(&Event::delta(seq, vec![], vec![])).unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(next_event(&mut client).await.seq);
+    }
+    assert_eq!(seen, [10, 11, 1, 2, 12]);
+}
+
+/// Rebuilds state from snapshot + deltas, as a dashboard does.
+#[derive(Default)]
+struct Rebuilt {
+    seq: u64,
+    sessions: HashMap<String, SessionState>,
+}
+
+impl Rebuilt {
+    fn apply(&mut self, event: Event) -> Result<(), String> {
+        if event.kind == EventType::Snapshot {
+            self.sessions = event.sessions.into_iter().map(|s| (s.id.clone(), s)).collect();
+            self.seq = event.seq;
+            return Ok(());
+        }
+        if event.seq != self.seq + 1 {
+            return Err(format!("after seq {} got seq {} (gap, duplicate or reorder)", self.seq, event.seq));
+        }
+        self.seq = event.seq;
+        for s in event.updates {
+            self.sessions.insert(s.id.clone(), s);
+        }
+        for id in event.removed {
+            self.sessions.remove(&id);
+        }
+        Ok(())
+    }
+}
+
+/// Xorshift: deterministic randomness without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_gap_no_duplicate_while_clients_connect_during_a_full_speed_stream() {
+    const EVENTS: u64 = 20_000;
+    const CLIENTS: usize = 60;
+    let store = SessionStore::new();
+    // Big enough that nobody is evicted: this test is about the hand-over, not about lag.
+    let ws = layer(&store).send_buffer(EVENTS as usize + 16);
+    let (hub, addr) = start(&ws).await;
+    let sink = Arc::new(MultiSink::new().with(store.clone()).with(hub.clone()));
+
+    let started = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let sink = sink.clone();
+        let started = started.clone();
+        std::thread::spawn(move || {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+            started.store(true, Ordering::SeqCst);
+            for seq in 1..=EVENTS {
+                let updates = (0..1 + rng.below(3))
+                    .map(|_| session(&format!("s{}", rng.below(200)), seq as i64))
+                    .collect();
+                let removed = if rng.below(10) == 0 {
+                    vec![format!("s{}", rng.below(200))]
+                } else {
+                    vec![]
+                };
+                sink.handle_event(&Event::delta(seq, updates, removed)).unwrap();
+                if seq % 64 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        })
+    };
+
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let delay = Duration::from_micros(Rng(i as u64 * 7919 + 1).below(400_000));
+        clients.push(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut client = connect(addr).await;
+            let mut state = Rebuilt::default();
+            state.apply(next_event(&mut client).await)?;
+            let snapshot_seq = state.seq;
+            while state.seq < EVENTS {
+                state.apply(next_event(&mut client).await)?;
+            }
+            Ok::<_, String>((snapshot_seq, state))
+        }));
+    }
+    within_for(Duration::from_secs(120), "producer", async {
+        while !producer.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    producer.join().unwrap();
+    assert!(started.load(Ordering::SeqCst));
+
+    let expected: HashMap<String, SessionState> = store
+        .snapshot()
+        .sessions
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect();
+    let mut mid_stream = 0;
+    for client in clients {
+        let (snapshot_seq, state) = within_for(Duration::from_secs(120), "client", client)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("client saw a broken stream: {e}"));
+        if snapshot_seq > 0 && snapshot_seq < EVENTS {
+            mid_stream += 1;
+        }
+        assert_eq!(state.seq, EVENTS);
+        assert_eq!(state.sessions, expected, "rebuilt state differs from the store");
+    }
+    // The property is only meaningful if connects really raced the stream.
+    assert!(mid_stream >= CLIENTS / 4, "only {mid_stream} clients connected mid-stream");
+    assert_eq!(hub.stats().evicted, 0);
+}
+
+#[tokio::test]
+async fn one_encoding_per_event_whatever_the_number_of_clients() {
+    let store = SessionStore::new();
+    let ws = layer(&store);
+    let (hub, addr) = start(&ws).await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut c = connect(addr).await;
+        next_event(&mut c).await;
+        clients.push(c);
+    }
+    eventually("clients registered", || hub.client_count() == 5).await;
+    let event = Event::delta(1, vec![session("x", 1)], vec![]);
+    hub.handle_event(&event).unwrap();
+    let expected = event.to_json().unwrap();
+    for c in &mut clients {
+        let msg = within("event", c.next()).await.unwrap().unwrap();
+        assert_eq!(msg.into_text().unwrap().as_str(), expected);
+    }
+    let stats = hub.stats();
+    assert_eq!(stats.events_published, 1);
+    eventually("sent counted", || hub.stats().events_sent == 10).await; // 5 snapshots + 5 events
+}
+
+fn big_event(seq: u64) -> Event {
+    let mut s = session("big", seq as i64);
+    s.working_dir = "x".repeat(64 * 1024);
+    Event::delta(seq, vec![s], vec![])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_event_never_waits_and_a_stuck_client_is_evicted_promptly() {
+    let store = SessionStore::new();
+    // A long write timeout: the eviction must come from the lag bound, not the timeout.
+    let ws = layer(&store)
+        .send_buffer(32)
+        .write_timeout(Duration::from_secs(60));
+    let (hub, addr) = start(&ws).await;
+    let mut healthy = connect(addr).await;
+    next_event(&mut healthy).await;
+    let stuck = connect_small_buffer(addr).await; // never read from here on
+    eventually("clients registered", || hub.client_count() == 2).await;
+
+    let started = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut last = 0;
+        while last < 400 {
+            last = next_event(&mut healthy).await.seq;
+        }
+        last
+    });
+    let mut slowest_publish = Duration::ZERO;
+    for seq in 1..=400 {
+        let t = Instant::now();
+        hub.handle_event(&big_event(seq)).unwrap();
+        slowest_publish = slowest_publish.max(t.elapsed());
+        // Pace the producer so the healthy client (decoding 64 KiB events in a debug build)
+        // keeps up; the stuck one cannot, whatever the pace.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(
+        slowest_publish < Duration::from_secs(1),
+        "handle_event waited on a socket: {slowest_publish:?}"
+    );
+    eventually("stuck client evicted", || hub.stats().evicted_lagging == 1).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "eviction must not wait for the 60 s write timeout"
+    );
+    eventually("stuck client gone", || hub.client_count() == 1).await;
+    assert_eq!(hub.stats().evicted_lagging, 1, "only the stuck client is evicted");
+    assert_eq!(within("healthy reader", reader).await.unwrap(), 400);
+    assert_eq!(hub.stats().evicted_write_timeout, 0);
+    drop(stuck);
+}
+
+/// On a current-thread runtime, publishing without yielding lets the queue overflow while the
+/// client's socket is perfectly writable: the server must say why it closes.
+#[tokio::test(flavor = "current_thread")]
+async fn a_lagging_client_with_a_writable_socket_gets_close_1013() {
+    let store = SessionStore::new();
+    let ws = layer(&store).send_buffer(8);
+    let (hub, addr) = start(&ws).await;
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    eventually("client registered", || hub.client_count() == 1).await;
+    for seq in 1..=50 {
+        hub.handle_event(&Event::delta(seq, vec![], vec![])).unwrap();
+    }
+    let frame = expect_close(&mut client).await.expect("a close frame with a code");
+    assert_eq!(frame.code, CloseCode::Again);
+    assert!(!frame.reason.is_empty());
+    eventually("client gone", || hub.client_count() == 0).await;
+    assert_eq!(hub.stats().evicted_lagging, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_socket_stops_accepting_writes_is_evicted_after_the_write_timeout() {
+    let store = SessionStore::new();
+    let ws = layer(&store)
+        .send_buffer(1_000_000)
+        .write_timeout(Duration::from_millis(300));
+    let (hub, addr) = start(&ws).await;
+    let _stuck = connect_small_buffer(addr).await;
+    eventually("client registered", || hub.client_count() == 1).await;
+    for seq in 1..=300 {
+        hub.handle_event(&big_event(seq)).unwrap();
+    }
+    eventually("write timeout eviction", || hub.stats().evicted_write_timeout == 1).await;
+    eventually("client gone", || hub.client_count() == 0).await;
+    assert_eq!(hub.stats().evicted_lagging, 0);
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_dropped_after_two_heartbeats_and_a_live_one_is_kept() {
+    let store = SessionStore::new();
+    let ws = layer(&store).heartbeat(Duration::from_millis(100));
+    let (hub, addr) = start(&ws).await;
+
+    // Answers pings (tungstenite replies while the client reads).
+    let mut live = connect(addr).await;
+    next_event(&mut live).await;
+    let live_task = tokio::spawn(async move {
+        let mut pings = 0;
+        while let Some(Ok(msg)) = live.next().await {
+            if msg.is_ping() {
+                pings += 1;
+            }
+        }
+        pings
+    });
+    // Completes the handshake, then never reads or answers.
+    let silent = connect_small_buffer(addr).await;
+    eventually("both registered", || hub.client_count() == 2).await;
+    let started = Instant::now();
+    eventually("silent peer dropped", || hub.stats().heartbeat_timeouts == 1).await;
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hub.client_count(), 1, "the live client must stay");
+    assert_eq!(hub.stats().heartbeat_timeouts, 1);
+    hub.stop();
+    let pings = within("live client ends", live_task).await.unwrap();
+    assert!(pings >= 3, "live client saw {pings} pings");
+    drop(silent);
+}
+
+#[tokio::test]
+async fn inbound_messages_are_discarded_and_oversized_ones_close_with_1009() {
+    let store = SessionStore::new();
+    let ws = layer(&store);
+    let (hub, addr) = start(&ws).await;
+    let mut client = connect(addr).await;
+    next_event(&mut client).await;
+    send_text(&mut client, "hello server").await;
+    within("send", client.send(Message::binary(vec![1u8; 100]))).await.unwrap();
+    eventually("client registered", || hub.client_count() == 1).await;
+    hub.handle_event(&Event::delta(1, vec![], vec![])).unwrap();
+    assert_eq!(next_event(&mut client).await.seq, 1, "still streaming after inbound data");
+
+    send_text(&mut client, &"x".repeat(5 * 1024)).await;
+    let frame = expect_close(&mut client).await.expect("close frame");
+    assert_eq!(frame.code, CloseCode::Size);
+    eventually("client gone", || hub.client_count() == 0).await;
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_and_cleaned_up() {
+    let store = SessionStore::new();
+    let ws = layer(&store);
+    let (hub, addr) = start(&ws).await;
+    let mut client = connect(addr).await;
+    next_event(&mut client).await;
+    eventually("client registered", || hub.client_count() == 1).await;
+    within("close", client.close(None)).await.unwrap();
+    // The server's answer completes the closing handshake: the stream then ends cleanly.
+    let rest: Vec<_> = within("close reply", client.collect::<Vec<_>>()).await;
+    assert!(
+        rest.iter().all(|m| matches!(m, Ok(Message::Close(_)))),
+        "unexpected after close: {rest:?}"
+    );
+    eventually("client gone", || hub.client_count() == 0).await;
+    assert_eq!(hub.stats().connection_tasks, 0);
+}
+
+#[tokio::test]
+async fn stop_closes_every_client_with_1001_and_refuses_new_ones() {
+    let store = SessionStore::new();
+    let ws = layer(&store);
+    let (hub, addr) = start(&ws).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = connect(addr).await;
+        next_event(&mut c).await;
+        clients.push(c);
+    }
+    eventually("clients registered", || hub.client_count() == 3).await;
+    hub.stop();
+    for c in &mut clients {
+        let frame = expect_close(c).await.expect("close frame");
+        assert_eq!(frame.code, CloseCode::Away);
+    }
+    eventually("all gone", || hub.client_count() == 0).await;
+    let (status, _, body) = http_get(addr, "/ws", &upgrade_headers(&[])).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("stopping"), "body: {body}");
+    assert_eq!(hub.stats().rejected.stopped, 1);
+    // Events after stop are accepted and go nowhere.
+    hub.handle_event(&Event::delta(1, vec![], vec![])).unwrap();
+}
+
+#[tokio::test]
+async fn a_plain_get_is_426_with_a_clear_body() {
+    let store = SessionStore::new();
+    let ws = layer(&store);
+    let (hub, addr) = start(&ws).await;
+    let (status, _, body) = http_get(addr, "/ws", &[]).await;
+    assert_eq!(status, 426);
+    assert!(body.to_lowercase().contains("upgrade"), "body: {body}");
+    assert_eq!(hub.stats().rejected.not_upgrade, 1);
+    assert_eq!(hub.client_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_connect_disconnect_cycles_leave_nothing_behind() {
+    const CYCLES: usize = 10_000;
+    const PARALLEL: usize = 50;
+    let store = SessionStore::new();
+    store
+        .handle_event(&Event::delta(1, vec![session("a", 1)], vec![]))
+        .unwrap();
+    let ws = layer(&store);
+    let (hub, addr) = start(&ws).await;
+    // Warm up, so lazily started runtime machinery is not counted as a leak.
+    drop(connect(addr).await);
+    eventually("warm-up client gone", || hub.client_count() == 0).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let tasks_before = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+
+    let mut workers = Vec::new();
+    for w in 0..PARALLEL {
+        workers.push(tokio::spawn(async move {
+            for i in 0..CYCLES / PARALLEL {
+                let mut client = connect(addr).await;
+                match (w + i) % 3 {
+                    // Abrupt TCP drop, without reading anything.
+                    0 => drop(client),
+                    // Read the snapshot, then drop.
+                    1 => {
+                        next_event(&mut client).await;
+                        drop(client);
+                    }
+                    // Clean close handshake.
+                    _ => {
+                        next_event(&mut client).await;
+                        let _ = client.close(None).await;
+                        while let Some(Ok(_)) = client.next().await {}
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        within_for(Duration::from_secs(300), "connect cycles", w)
+            .await
+            .unwrap();
+    }
+    eventually("every client cleaned up", || hub.client_count() == 0).await;
+    eventually("every connection task ended", || hub.stats().connection_tasks == 0).await;
+    let handle = tokio::runtime::Handle::current();
+    eventually("no task left running", || {
+        handle.metrics().num_alive_tasks() <= tasks_before
+    })
+    .await;
+    let stats = hub.stats();
+    assert_eq!(stats.accepted, CYCLES as u64 + 1);
+    assert_eq!(stats.disconnected, CYCLES as u64 + 1);
+}
+
+#[test]
+fn the_store_is_a_snapshot_source_and_closures_are_too() {
+    let store = SessionStore::new();
+    let _ = WsLayer::new(store.clone());
+    let fixed = || agentwatch_ws::Snapshot {
+        seq: 9,
+        sessions: vec![],
+    };
+    assert_eq!(fixed.snapshot().seq, 9);
+    let _ = WsLayer::new(fixed);
+}

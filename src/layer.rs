@@ -342,7 +342,7 @@ fn not_upgrade(rejection: WebSocketUpgradeRejection) -> Response {
         | WebSocketUpgradeRejection::InvalidUpgradeHeader(_) => (
             StatusCode::UPGRADE_REQUIRED,
             [(header::UPGRADE, "websocket")],
-            "this endpoint speaks WebSocket only: connect with a WebSocket client\n",
+            "this endpoint needs a WebSocket upgrade: connect with a WebSocket client\n",
         )
             .into_response(),
         other => other.into_response(),

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::admission::auth::Identity;
 use crate::admission::cap::ConnectionPermit;
-use crate::hub::{Frame, Hub};
+use crate::hub::{Frame, Hub, LagPolicy, Start};
 use crate::sink::SnapshotSource;
 use crate::wire::{self, Event, EventType, Timestamp};
 
@@ -38,6 +38,7 @@ pub(crate) struct ConnConfig {
     pub(crate) heartbeat: Duration,
     pub(crate) send_buffer: usize,
     pub(crate) write_timeout: Duration,
+    pub(crate) lag_policy: LagPolicy,
 }
 
 /// Who is on the other end.
@@ -45,6 +46,8 @@ pub(crate) struct ConnConfig {
 pub(crate) struct ClientInfo {
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) identity: Identity,
+    /// The last seq the client says it applied (`?since=`), if any.
+    pub(crate) since: Option<u64>,
 }
 
 /// Why a connection ended.
@@ -138,7 +141,7 @@ pub(crate) async fn serve(
     );
     async move {
         tracing::info!(clients = hub.client_count(), "client connected");
-        let end = run(socket, &hub, &*source, &config).await;
+        let end = run(socket, &hub, &*source, &config, client.since).await;
         match end {
             End::Lagging | End::WriteTimeout | End::HeartbeatTimeout => {
                 tracing::warn!(reason = end.as_str(), "client evicted")
@@ -153,40 +156,37 @@ pub(crate) async fn serve(
     .await
 }
 
-async fn run(socket: WebSocket, hub: &Hub, source: &dyn SnapshotSource, config: &ConnConfig) -> End {
+async fn run(
+    socket: WebSocket,
+    hub: &Hub,
+    source: &dyn SnapshotSource,
+    config: &ConnConfig,
+    since: Option<u64>,
+) -> End {
     let counters = &hub.shared.counters;
     let mut stop = hub.stop_signal();
     let (sink, mut stream) = socket.split();
-    let mut out = Outbox::new(sink);
+    let mut out = Outbox::new(sink, config.send_buffer);
 
     if *stop.borrow_and_update() {
         return out.finish(End::Stopped, &mut stream).await;
     }
-    // Subscribe first, then take the snapshot: an event published in between is queued for
-    // this client and either skipped below (already in the snapshot) or delivered.
-    let Some(mut events) = hub.subscribe() else {
+    let Some(start) = hub.subscribe(since) else {
         // Unreachable in practice: the router creates the channel before serving anyone.
         return out.finish(End::Stopped, &mut stream).await;
     };
-    let snapshot = source.snapshot();
-    let handover_seq = snapshot.seq;
-    let snapshot_event = Event {
-        seq: snapshot.seq,
-        at: Timestamp::now(),
-        kind: EventType::Snapshot,
-        sessions: snapshot.sessions,
-        ..Event::default()
-    };
-    match wire::to_vec(&snapshot_event).map(Utf8Bytes::try_from) {
-        Ok(Ok(text)) => out.push_event(text),
-        Ok(Err(_)) | Err(_) => {
-            counters.encode_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(seq = snapshot_event.seq, "cannot encode snapshot");
-            return out.finish(End::EncodeError, &mut stream).await;
+    let (mut events, mut handover) = match start {
+        Start::Resume { events, missed } => {
+            counters.resumed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(since, missed = missed.len(), "resuming from the replay window");
+            out.push_backlog(missed);
+            (events, None)
         }
-    }
-    drop(snapshot_event);
-    let mut handover = Some(handover_seq);
+        Start::Snapshot { events } => match queue_snapshot(&mut out, hub, source) {
+            Ok(seq) => (events, Some(seq)),
+            Err(end) => return out.finish(end, &mut stream).await,
+        },
+    };
 
     let heartbeat_enabled = !config.heartbeat.is_zero();
     let period = if heartbeat_enabled {
@@ -203,7 +203,7 @@ async fn run(socket: WebSocket, hub: &Hub, source: &dyn SnapshotSource, config: 
 
     let end = loop {
         let was_busy = out.is_busy();
-        tokio::select! {
+        let lagged = tokio::select! {
             _ = stop.changed() => break End::Stopped,
 
             flushed = poll_fn(|cx| out.poll_drive(cx)), if out.is_busy() => match flushed {
@@ -219,21 +219,23 @@ async fn run(socket: WebSocket, hub: &Hub, source: &dyn SnapshotSource, config: 
 
             () = &mut write_deadline, if was_busy => break End::WriteTimeout,
 
-            received = events.recv() => {
-                let first = match received {
-                    Ok(frame) => frame,
-                    Err(RecvError::Lagged(_)) => break End::Lagging,
-                    Err(RecvError::Closed) => break End::Stopped,
-                };
-                if let Err(end) = take_frames(first, &mut events, &mut handover, &mut out, config.send_buffer) {
-                    break end;
-                }
+            received = events.recv() => match received {
+                Ok(first) => match take_frames(first, &mut events, &mut handover, &mut out) {
+                    Ok(()) => false,
+                    Err(End::Lagging) => true,
+                    Err(end) => break end,
+                },
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => break End::Stopped,
             },
 
             inbound = stream.next() => match inbound {
                 // Client data is read and discarded: the protocol is server-to-client.
                 Some(Ok(Message::Close(_))) => break End::ClientClosed,
-                Some(Ok(_)) => last_heard = Instant::now(),
+                Some(Ok(_)) => {
+                    last_heard = Instant::now();
+                    false
+                }
                 Some(Err(error)) => {
                     if is_capacity_error(&error) {
                         break End::MessageTooBig;
@@ -250,7 +252,30 @@ async fn run(socket: WebSocket, hub: &Hub, source: &dyn SnapshotSource, config: 
                     break End::HeartbeatTimeout;
                 }
                 out.push_control(Message::Ping(bytes::Bytes::new()));
+                false
             },
+        };
+        if lagged {
+            match config.lag_policy {
+                LagPolicy::Disconnect => break End::Lagging,
+                LagPolicy::Resync => {
+                    // Replace the backlog with the state it would have produced. A fresh
+                    // subscription, taken before the snapshot, restarts the hand-over.
+                    counters.resyncs.fetch_add(1, Ordering::Relaxed);
+                    let dropped = out.drop_backlog();
+                    tracing::warn!(dropped, "client fell behind: backlog replaced by a snapshot");
+                    let Some(Start::Snapshot { events: fresh } | Start::Resume { events: fresh, .. }) =
+                        hub.subscribe(None)
+                    else {
+                        break End::Stopped;
+                    };
+                    events = fresh;
+                    match queue_snapshot(&mut out, hub, source) {
+                        Ok(seq) => handover = Some(seq),
+                        Err(end) => break end,
+                    }
+                }
+            }
         }
         if !was_busy && out.is_busy() {
             write_deadline
@@ -270,14 +295,40 @@ async fn run(socket: WebSocket, hub: &Hub, source: &dyn SnapshotSource, config: 
     out.finish(end, &mut stream).await
 }
 
+/// Takes a snapshot from `source`, encodes it and queues it. Returns its seq, from which the
+/// hand-over skips events already reflected in it.
+fn queue_snapshot(out: &mut Outbox, hub: &Hub, source: &dyn SnapshotSource) -> Result<u64, End> {
+    let counters = &hub.shared.counters;
+    let snapshot = source.snapshot();
+    let event = Event {
+        seq: snapshot.seq,
+        at: Timestamp::now(),
+        kind: EventType::Snapshot,
+        sessions: snapshot.sessions,
+        ..Event::default()
+    };
+    match wire::to_vec(&event).map(Utf8Bytes::try_from) {
+        Ok(Ok(text)) => {
+            counters.snapshots.fetch_add(1, Ordering::Relaxed);
+            out.push_event(text);
+            Ok(event.seq)
+        }
+        Ok(Err(_)) | Err(_) => {
+            counters.encode_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(seq = event.seq, "cannot encode snapshot");
+            Err(End::EncodeError)
+        }
+    }
+}
+
 /// Queues `first` and every frame already waiting in the channel, so one flush can carry
-/// them all. Fails when the client has fallen more than `send_buffer` events behind.
+/// them all. Fails with `Lagging` when the client has fallen more than `send_buffer` events
+/// behind.
 fn take_frames(
     first: Frame,
     events: &mut broadcast::Receiver<Frame>,
     handover: &mut Option<u64>,
     out: &mut Outbox,
-    send_buffer: usize,
 ) -> Result<(), End> {
     let mut next = Some(first);
     while let Some(frame) = next {
@@ -291,7 +342,7 @@ fn take_frames(
         };
         if !already_in_snapshot {
             out.push_event(frame.text);
-            if out.queued_events > send_buffer {
+            if out.is_over_limit() {
                 return Err(End::Lagging);
             }
         }
@@ -324,6 +375,11 @@ struct Outbox {
     queue: VecDeque<Message>,
     /// Event messages queued or in flight: what `send_buffer` bounds.
     queued_events: usize,
+    /// `send_buffer`.
+    limit: usize,
+    /// Replayed events still queued: a resume may hand over more than `send_buffer` events
+    /// at once, and those must not count as lag.
+    backlog_allowance: usize,
     /// Event messages handed to the socket since the last completed flush, and their bytes.
     in_flight_events: u64,
     in_flight_bytes: u64,
@@ -331,11 +387,13 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn new(sink: SplitSink<WebSocket, Message>) -> Self {
+    fn new(sink: SplitSink<WebSocket, Message>, limit: usize) -> Self {
         Outbox {
             sink,
             queue: VecDeque::new(),
             queued_events: 0,
+            limit,
+            backlog_allowance: 0,
             in_flight_events: 0,
             in_flight_bytes: 0,
             flushing: false,
@@ -345,6 +403,27 @@ impl Outbox {
     fn push_event(&mut self, text: Utf8Bytes) {
         self.queued_events += 1;
         self.queue.push_back(Message::Text(text));
+    }
+
+    fn push_backlog(&mut self, frames: Vec<Frame>) {
+        self.backlog_allowance = frames.len();
+        for frame in frames {
+            self.push_event(frame.text);
+        }
+    }
+
+    fn is_over_limit(&self) -> bool {
+        self.queued_events > self.limit + self.backlog_allowance
+    }
+
+    /// Drops every queued event not yet handed to the socket; returns how many.
+    fn drop_backlog(&mut self) -> usize {
+        let before = self.queue.len();
+        self.queue.retain(|m| !matches!(m, Message::Text(_)));
+        let dropped = before - self.queue.len();
+        self.queued_events -= dropped;
+        self.backlog_allowance = 0;
+        dropped
     }
 
     fn push_control(&mut self, message: Message) {
@@ -384,6 +463,7 @@ impl Outbox {
         let events = std::mem::take(&mut self.in_flight_events);
         let bytes = std::mem::take(&mut self.in_flight_bytes);
         self.queued_events -= events as usize;
+        self.backlog_allowance = self.backlog_allowance.saturating_sub(events as usize);
         Poll::Ready(Ok((events, bytes)))
     }
 

@@ -5,8 +5,9 @@
 //! socket. Each connection task drains the channel into its own bounded outbox (see
 //! `conn.rs`), so a slow client only ever costs itself.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{broadcast, watch};
@@ -60,6 +61,9 @@ pub struct Hub {
 }
 
 pub(crate) struct HubShared {
+    /// The last events, for clients resuming with `since`. Its lock is also what makes
+    /// "publish" and "subscribe + copy the window" atomic with respect to each other.
+    replay: Mutex<Replay>,
     /// Created when the first router is built, because its capacity is the configured
     /// `send_buffer` and the builder may still change that after [`WsLayer::hub`] was called.
     tx: OnceLock<broadcast::Sender<Frame>>,
@@ -82,6 +86,7 @@ impl Hub {
         let (stop_tx, _) = watch::channel(false);
         Hub {
             shared: Arc::new(HubShared {
+                replay: Mutex::new(Replay::new(DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES)),
                 tx: OnceLock::new(),
                 stopped: AtomicBool::new(false),
                 stop_tx,
@@ -90,22 +95,52 @@ impl Hub {
         }
     }
 
-    /// Creates the fan-out channel if no router did yet. Returns the capacity in force.
-    pub(crate) fn init_channel(&self, send_buffer: usize) -> usize {
-        let tx = self
-            .shared
+    /// Creates the fan-out channel if no router did yet. Its capacity (rounded up to a power
+    /// of two by tokio) is at least `send_buffer`, so a client is never overtaken by the
+    /// channel before its own, exact, `send_buffer` bound trips.
+    pub(crate) fn init_channel(&self, send_buffer: usize) {
+        self.shared
             .tx
             .get_or_init(|| broadcast::channel(send_buffer.max(1)).0);
-        // The broadcast channel rounds its capacity up to a power of two; the exact bound is
-        // enforced per client by the connection task.
-        let _ = tx;
-        send_buffer
     }
 
-    /// Subscribes a new client. Must be called *before* the snapshot is taken, so that no
-    /// event published while the snapshot is being built can be missed.
-    pub(crate) fn subscribe(&self) -> Option<broadcast::Receiver<Frame>> {
-        self.shared.tx.get().map(broadcast::Sender::subscribe)
+    /// Subscribes a new client and decides where its stream starts: right after the events
+    /// in the replay window newer than `since` when the window covers `since`, or after a
+    /// fresh snapshot otherwise. Must run *before* a snapshot is taken, so that no event
+    /// published meanwhile is missed.
+    pub(crate) fn subscribe(&self, since: Option<u64>) -> Option<Start> {
+        let tx = self.shared.tx.get()?;
+        // Under the replay lock no event can be published: the receiver starts exactly after
+        // the last event in the window.
+        let replay = self.replay();
+        let events = tx.subscribe();
+        Some(match since.and_then(|since| replay.since(since)) {
+            Some(missed) => Start::Resume { events, missed },
+            None => Start::Snapshot { events },
+        })
+    }
+
+    fn replay(&self) -> MutexGuard<'_, Replay> {
+        // The lock guards plain data that is consistent after every statement.
+        self.shared.replay.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_replay_limits(&self, max_events: usize, max_bytes: usize) {
+        let mut replay = self.replay();
+        replay.max_events = max_events;
+        replay.max_bytes = max_bytes;
+        replay.trim();
+    }
+
+    pub(crate) fn replay_limits(&self) -> (usize, usize) {
+        let replay = self.replay();
+        (replay.max_events, replay.max_bytes)
+    }
+
+    /// The events and bytes held in the replay window right now.
+    fn replay_usage(&self) -> (usize, usize) {
+        let replay = self.replay();
+        (replay.frames.len(), replay.bytes)
     }
 
     pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
@@ -136,7 +171,9 @@ impl Hub {
 
     /// A point-in-time copy of the hub's counters.
     pub fn stats(&self) -> HubStats {
-        self.shared.counters.snapshot()
+        let mut stats = self.shared.counters.snapshot();
+        (stats.replay_events, stats.replay_bytes) = self.replay_usage();
+        stats
     }
 
     /// Encodes `event` once, in Go's exact wire format, and hands it to every client.
@@ -153,16 +190,21 @@ impl Hub {
         if self.is_stopped() {
             return Ok(());
         }
-        let Some(tx) = self.shared.tx.get() else {
-            return Ok(()); // no router yet, so no client can exist
-        };
         // wire::to_vec writes through serde_json, which only ever produces UTF-8.
         let text = Utf8Bytes::try_from(bytes).map_err(|e| SinkError::Other(Box::new(e)))?;
-        // An error only means "no client is subscribed right now": nothing to deliver.
-        let _ = tx.send(Frame {
+        let frame = Frame {
             seq: event.seq,
             text,
-        });
+        };
+        let mut replay = self.replay();
+        if replay.push(frame.clone()) {
+            counters.replay_resets.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(tx) = self.shared.tx.get() {
+            // An error only means "no client is subscribed right now": nothing to deliver.
+            let _ = tx.send(frame);
+        }
+        drop(replay);
         Ok(())
     }
 }
@@ -178,6 +220,114 @@ impl EventSink for Hub {
     }
 }
 
+/// Where a new client's stream starts.
+pub(crate) enum Start {
+    /// Send a snapshot first, then everything from `events`.
+    Snapshot {
+        events: broadcast::Receiver<Frame>,
+    },
+    /// The client already has everything up to its `since`: send `missed`, then `events`.
+    Resume {
+        events: broadcast::Receiver<Frame>,
+        missed: Vec<Frame>,
+    },
+}
+
+/// Default number of events kept for resuming clients.
+pub const DEFAULT_REPLAY_WINDOW: usize = 1024;
+/// Default bound on the bytes kept for resuming clients.
+pub const DEFAULT_REPLAY_WINDOW_BYTES: usize = 8 * 1024 * 1024;
+
+/// What happens to a client that falls `send_buffer` events behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LagPolicy {
+    /// Close it with 1013 ("try again later") and a reason. A client that reconnects with
+    /// `?since=<last seq it applied>` resumes from the replay window without a snapshot.
+    /// The default, as in Go (which closes without saying why).
+    #[default]
+    Disconnect,
+    /// Keep the connection: drop the client's backlog and send a fresh `snapshot` in its place,
+    /// then the live stream with no gap after it.
+    Resync,
+}
+
+/// The replay window: the last events' encoded bytes, bounded in count and in bytes.
+struct Replay {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    max_events: usize,
+    max_bytes: usize,
+    /// Every event with a seq above this one is in `frames` (set once events have been
+    /// dropped from the window; before that, the window starts at its first event).
+    floor: Option<u64>,
+    last_seq: Option<u64>,
+}
+
+impl Replay {
+    fn new(max_events: usize, max_bytes: usize) -> Self {
+        Replay {
+            frames: VecDeque::new(),
+            bytes: 0,
+            max_events,
+            max_bytes,
+            floor: None,
+            last_seq: None,
+        }
+    }
+
+    /// Appends a frame; returns whether its seq went backwards (or repeated), which resets
+    /// the window: positions before and after a producer restart cannot be compared.
+    fn push(&mut self, frame: Frame) -> bool {
+        let reset = self.last_seq.is_some_and(|last| frame.seq <= last);
+        if reset {
+            tracing::warn!(
+                seq = frame.seq,
+                last_seq = self.last_seq,
+                "event seq did not increase (producer restart?): replay window reset; resuming clients get a snapshot"
+            );
+            self.frames.clear();
+            self.bytes = 0;
+            self.floor = None;
+        }
+        self.last_seq = Some(frame.seq);
+        if self.max_events == 0 || self.max_bytes == 0 {
+            self.floor = Some(frame.seq);
+            return reset;
+        }
+        self.bytes += frame.text.len();
+        self.frames.push_back(frame);
+        self.trim();
+        reset
+    }
+
+    fn trim(&mut self) {
+        while self.frames.len() > self.max_events || self.bytes > self.max_bytes {
+            let Some(old) = self.frames.pop_front() else {
+                break;
+            };
+            self.bytes -= old.text.len();
+            self.floor = Some(old.seq);
+        }
+    }
+
+    /// The events after `since`, if the window holds all of them.
+    fn since(&self, since: u64) -> Option<Vec<Frame>> {
+        let last = self.last_seq?;
+        let floor = match (self.floor, self.frames.front()) {
+            (Some(floor), _) => floor,
+            (None, Some(first)) => first.seq.checked_sub(1)?,
+            (None, None) => return None,
+        };
+        if since < floor || since > last {
+            return None;
+        }
+        // Seqs increase along the window, so the missed events are a suffix of it.
+        let start = self.frames.partition_point(|f| f.seq <= since);
+        Some(self.frames.range(start..).cloned().collect())
+    }
+}
+
 /// Counters kept by the hub; see [`Hub::stats`].
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -188,6 +338,10 @@ pub(crate) struct Counters {
     pub(crate) evicted_lagging: AtomicU64,
     pub(crate) evicted_write_timeout: AtomicU64,
     pub(crate) heartbeat_timeouts: AtomicU64,
+    pub(crate) resyncs: AtomicU64,
+    pub(crate) resumed: AtomicU64,
+    pub(crate) snapshots: AtomicU64,
+    pub(crate) replay_resets: AtomicU64,
     pub(crate) events_published: AtomicU64,
     pub(crate) encode_errors: AtomicU64,
     pub(crate) events_sent: AtomicU64,
@@ -227,10 +381,16 @@ impl Counters {
             evicted_lagging,
             evicted_write_timeout,
             heartbeat_timeouts: self.heartbeat_timeouts.load(Ordering::Relaxed),
+            resyncs: self.resyncs.load(Ordering::Relaxed),
+            resumed: self.resumed.load(Ordering::Relaxed),
+            snapshots: self.snapshots.load(Ordering::Relaxed),
+            replay_resets: self.replay_resets.load(Ordering::Relaxed),
             events_published: self.events_published.load(Ordering::Relaxed),
             encode_errors: self.encode_errors.load(Ordering::Relaxed),
             events_sent: self.events_sent.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            replay_events: 0,
+            replay_bytes: 0,
             rejected: RejectionStats {
                 stopped: r(RejectReason::Stopped),
                 rate_limited: r(RejectReason::RateLimited),
@@ -266,6 +426,14 @@ pub struct HubStats {
     pub evicted_write_timeout: u64,
     /// Clients dropped because they answered nothing for two heartbeat intervals.
     pub heartbeat_timeouts: u64,
+    /// Lagging clients given a fresh snapshot instead of their backlog ([`LagPolicy::Resync`]).
+    pub resyncs: u64,
+    /// Clients that resumed from the replay window (`?since=`) without a snapshot.
+    pub resumed: u64,
+    /// Snapshots sent: one per connect that did not resume, plus one per resync.
+    pub snapshots: u64,
+    /// Times the replay window was reset because an event's seq did not increase.
+    pub replay_resets: u64,
     /// Events handed to the hub and encoded.
     pub events_published: u64,
     /// Events the hub could not encode (and so delivered to nobody).
@@ -276,6 +444,10 @@ pub struct HubStats {
     pub bytes_sent: u64,
     /// Upgrade requests turned away, by reason.
     pub rejected: RejectionStats,
+    /// Events held in the replay window right now.
+    pub replay_events: usize,
+    /// Bytes of encoded events held in the replay window right now.
+    pub replay_bytes: usize,
 }
 
 /// Upgrade requests rejected, by [`RejectReason`].

@@ -24,7 +24,7 @@ use crate::admission::rate_limit::{RateLimit, RateLimitLayer};
 use crate::admission::stopped::StoppedLayer;
 use crate::admission::{RejectReason, Rejected, mark_rejected};
 use crate::conn::{self, ClientInfo, ConnConfig};
-use crate::hub::Hub;
+use crate::hub::{Hub, LagPolicy};
 use crate::sink::SnapshotSource;
 
 /// Default ping interval, as in Go's `wsapi`.
@@ -70,6 +70,7 @@ pub struct WsLayer<A = Anonymous> {
     rate_limit: RateLimit,
     trusted_proxies: TrustedProxies,
     authenticator: Option<AuthenticatorHandle>,
+    lag_policy: LagPolicy,
     _auth: PhantomData<fn() -> A>,
 }
 
@@ -105,6 +106,7 @@ impl WsLayer<Anonymous> {
             rate_limit: RateLimit::default(),
             trusted_proxies: TrustedProxies::default(),
             authenticator: None,
+            lag_policy: LagPolicy::default(),
             _auth: PhantomData,
         }
     }
@@ -163,6 +165,44 @@ impl<A> WsLayer<A> {
         self
     }
 
+    /// How many of the latest events the hub keeps for clients that reconnect with
+    /// `?since=<seq>`; 0 disables resuming (every connect gets a snapshot). Default 1 024.
+    /// See [`replay_window_bytes`](WsLayer::replay_window_bytes) for the byte bound.
+    ///
+    /// # The resume contract
+    /// `since=N` means "I have applied every event up to and including seq N". When the
+    /// window still holds every event after N, the client gets exactly those events, in
+    /// order, then the live stream — and **no snapshot**. Otherwise (N older than the window,
+    /// ahead of the newest seq, or not a number) it gets a `snapshot` first, as on a fresh
+    /// connect. So a client needs one rule: a `snapshot` replaces its state; anything else
+    /// applies on top. Without `since`, nothing changes from Go's behaviour. The
+    /// `Last-Event-ID` header is honoured the same way when the query has no `since`.
+    pub fn replay_window(self, events: usize) -> Self {
+        let (_, bytes) = self.replay_limits();
+        self.hub.set_replay_limits(events, bytes);
+        self
+    }
+
+    /// The bound on the bytes of encoded events kept in the replay window; 0 disables
+    /// resuming. Default 8 MiB. The oldest events leave the window first.
+    pub fn replay_window_bytes(self, bytes: usize) -> Self {
+        let (events, _) = self.replay_limits();
+        self.hub.set_replay_limits(events, bytes);
+        self
+    }
+
+    fn replay_limits(&self) -> (usize, usize) {
+        self.hub.replay_limits()
+    }
+
+    /// What to do with a client that falls `send_buffer` events behind: close it with 1013
+    /// ([`LagPolicy::Disconnect`], the default) or replace its backlog with a fresh snapshot
+    /// ([`LagPolicy::Resync`]). Either way no event is skipped without the client being told.
+    pub fn on_lag(mut self, policy: LagPolicy) -> Self {
+        self.lag_policy = policy;
+        self
+    }
+
     /// At most `n` clients at once; 0 (the default) means unlimited. Checked before the
     /// upgrade: over the cap the answer is `503` with `Retry-After`, and no socket is upgraded.
     pub fn max_connections(mut self, n: usize) -> Self {
@@ -209,6 +249,7 @@ impl<A> WsLayer<A> {
             rate_limit: self.rate_limit,
             trusted_proxies: self.trusted_proxies,
             authenticator: self.authenticator,
+            lag_policy: self.lag_policy,
             _auth: PhantomData,
         }
     }
@@ -241,16 +282,19 @@ impl<A> WsLayer<A> {
                 heartbeat: self.heartbeat,
                 send_buffer: self.send_buffer,
                 write_timeout: self.write_timeout,
+                lag_policy: self.lag_policy,
             }),
             max_message_size: self.max_message_size,
             cap: ConnectionLimit::new(self.max_connections),
         });
-        let handler = move |peer: PeerAddr,
-                            auth: Result<A, A::Rejection>,
-                            upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
-            let endpoint = endpoint.clone();
-            async move { endpoint.admit(peer.0, auth, upgrade) }
-        };
+        let handler =
+            move |peer: PeerAddr,
+                  since: ResumeFrom,
+                  auth: Result<A, A::Rejection>,
+                  upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
+                let endpoint = endpoint.clone();
+                async move { endpoint.admit(peer.0, since.0, auth, upgrade) }
+            };
 
         // route_layer: applied to this route only, so unknown paths still fall through to
         // the app's own fallback. The last layer added runs first.
@@ -293,6 +337,7 @@ impl Endpoint {
     fn admit<A, R>(
         &self,
         peer: Option<SocketAddr>,
+        since: Option<u64>,
         auth: Result<A, R>,
         upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     ) -> Response
@@ -319,7 +364,11 @@ impl Endpoint {
         let hub = self.hub.clone();
         let source = self.source.clone();
         let config = self.config.clone();
-        let client = ClientInfo { peer, identity };
+        let client = ClientInfo {
+            peer,
+            identity,
+            since,
+        };
         upgrade
             .max_message_size(self.max_message_size)
             .max_frame_size(self.max_message_size)
@@ -348,6 +397,39 @@ fn not_upgrade(rejection: WebSocketUpgradeRejection) -> Response {
         other => other.into_response(),
     };
     mark_rejected(response, RejectReason::NotUpgrade)
+}
+
+/// Where a reconnecting client says it left off: `?since=<seq>`, else a `Last-Event-ID`
+/// header. Anything that is not a plain decimal u64 counts as absent (the client then gets a
+/// snapshot, never an error).
+struct ResumeFrom(Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ResumeFrom {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        let from_query = parts.uri.query().and_then(|query| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("since="))
+        });
+        let raw = match from_query {
+            Some(value) => Some(value),
+            None => parts
+                .headers
+                .get("last-event-id")
+                .and_then(|v| v.to_str().ok()),
+        };
+        Ok(ResumeFrom(raw.and_then(parse_seq)))
+    }
+}
+
+/// A seq as clients write it: decimal digits only (no sign, no spaces), fitting a u64.
+fn parse_seq(raw: &str) -> Option<u64> {
+    if raw.is_empty() || raw.len() > 20 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
 }
 
 /// The peer address from axum's `ConnectInfo`, when the app was served with it.

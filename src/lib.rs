@@ -85,7 +85,9 @@ pub mod wire;
 pub use admission::auth::{Anonymous, Authenticated, Authenticator, Identity};
 pub use admission::client_ip::TrustedProxies;
 pub use admission::{RejectReason, Rejected};
-pub use hub::{Hub, HubStats, RejectionStats};
+pub use hub::{
+    DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, HubStats, LagPolicy, RejectionStats,
+};
 pub use layer::{
     DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_BUFFER, DEFAULT_WRITE_TIMEOUT,
     WsLayer,

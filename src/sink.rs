@@ -107,7 +107,9 @@ impl SinkError {
 impl fmt::Display for SinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SinkError::Encode { seq, source } => write!(f, "cannot encode event seq {seq}: {source}"),
+            SinkError::Encode { seq, source } => {
+                write!(f, "cannot encode event seq {seq}: {source}")
+            }
             SinkError::Multiple(errors) => {
                 write!(f, "{} sinks failed: ", errors.len())?;
                 for (i, e) in errors.iter().enumerate() {
@@ -191,7 +193,9 @@ impl FromIterator<Arc<dyn EventSink>> for MultiSink {
 
 impl fmt::Debug for MultiSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MultiSink").field("sinks", &self.sinks.len()).finish()
+        f.debug_struct("MultiSink")
+            .field("sinks", &self.sinks.len())
+            .finish()
     }
 }
 
@@ -233,15 +237,29 @@ mod tests {
         let a = Arc::new(Recording(Mutex::new(vec![]), true));
         let b = Arc::new(Recording(Mutex::new(vec![]), false));
         let c = Arc::new(Recording(Mutex::new(vec![]), true));
-        let sink = MultiSink::new().with(a.clone()).with(b.clone()).with(c.clone());
-        let err = sink.handle_event(&Event::delta(7, vec![], vec![])).unwrap_err();
-        assert_eq!(err.to_string(), "2 sinks failed: sink refused 7; sink refused 7");
+        let sink = MultiSink::new()
+            .with(a.clone())
+            .with(b.clone())
+            .with(c.clone());
+        let err = sink
+            .handle_event(&Event::delta(7, vec![], vec![]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "2 sinks failed: sink refused 7; sink refused 7"
+        );
         for s in [&a, &b, &c] {
             assert_eq!(*s.0.lock().unwrap(), vec![7]);
         }
         let single = MultiSink::new().with(a.clone()).with(b.clone());
-        let err = single.handle_event(&Event::delta(8, vec![], vec![])).unwrap_err();
+        let err = single
+            .handle_event(&Event::delta(8, vec![], vec![]))
+            .unwrap_err();
         assert_eq!(err.to_string(), "sink refused 8");
-        assert!(MultiSink::new().handle_event(&Event::delta(9, vec![], vec![])).is_ok());
+        assert!(
+            MultiSink::new()
+                .handle_event(&Event::delta(9, vec![], vec![]))
+                .is_ok()
+        );
     }
 }

@@ -155,10 +155,18 @@ mod tests {
         let store = SessionStore::new();
         assert_eq!(store.snapshot(), Snapshot::default());
         store
-            .handle_event(&Event::delta(1, vec![session("a", 1), session("b", 1)], vec![]))
+            .handle_event(&Event::delta(
+                1,
+                vec![session("a", 1), session("b", 1)],
+                vec![],
+            ))
             .unwrap();
         store
-            .handle_event(&Event::delta(2, vec![session("a", 2)], vec!["b".into(), "zz".into()]))
+            .handle_event(&Event::delta(
+                2,
+                vec![session("a", 2)],
+                vec!["b".into(), "zz".into()],
+            ))
             .unwrap();
         let snap = store.snapshot();
         assert_eq!(snap.seq, 2);
@@ -170,7 +178,12 @@ mod tests {
         store
             .handle_event(&Event::snapshot(4, vec![session("c", 0), session("d", 0)]))
             .unwrap();
-        let ids: Vec<_> = store.snapshot().sessions.into_iter().map(|s| s.id).collect();
+        let ids: Vec<_> = store
+            .snapshot()
+            .sessions
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         assert_eq!(ids, ["c", "d"]);
         assert_eq!(store.len(), 2);
         assert_eq!(store.get("c"), Some(session("c", 0)));
@@ -184,8 +197,15 @@ mod tests {
                 .handle_event(&Event::delta(seq as u64 + 1, vec![session(id, 0)], vec![]))
                 .unwrap();
         }
-        store.handle_event(&Event::delta(4, vec![session("a", 5)], vec![])).unwrap();
-        let ids: Vec<_> = store.snapshot().sessions.into_iter().map(|s| s.id).collect();
+        store
+            .handle_event(&Event::delta(4, vec![session("a", 5)], vec![]))
+            .unwrap();
+        let ids: Vec<_> = store
+            .snapshot()
+            .sessions
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         assert_eq!(ids, ["z", "a", "m"]);
     }
 }

@@ -53,18 +53,7 @@ async fn dashboard_shows_live_sessions_in_chromium() {
     // The example server.
     let binary = dashboard_binary();
     let port = free_port();
-    let log_path = scratch.path.join("dashboard.log");
-    let log = fs::File::create(&log_path).expect("create server log");
-    let mut command = Command::new(&binary);
-    command
-        .args(["--port", &port.to_string(), "--inject", "--rate", "20"])
-        .env("RUST_LOG", "info")
-        .env_remove("PORT")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone log handle"))
-        .stderr(log);
-    let mut server = ProcessGuard::spawn("dashboard", &mut command, Some(log_path));
-    wait_for_listener(port, &mut server, Duration::from_secs(30));
+    let server = start_dashboard(&binary, port, &scratch.path.join("dashboard.log"));
     let base = format!("http://127.0.0.1:{port}");
     let server_ready = started.elapsed();
 
@@ -166,7 +155,10 @@ async fn dashboard_shows_live_sessions_in_chromium() {
     // 4. A session injected through the server's store + hub path appears within a second.
     let id = format!("browser-test-{:012x}", random_u64() & 0xffff_ffff_ffff);
     let (status, body) = http_post(port, &format!("/debug/sessions?id={id}&source=codex"));
-    assert_eq!(status, 200, "POST /debug/sessions answered {status}: {body}");
+    assert_eq!(
+        status, 200,
+        "POST /debug/sessions answered {status}: {body}"
+    );
     let posted = Instant::now();
     let query = format!("document.querySelector('[data-session-id=\"{id}\"]') !== null");
     loop {
@@ -208,7 +200,9 @@ async fn dashboard_shows_live_sessions_in_chromium() {
         .eval("document.getElementById('last-seq').textContent")
         .await;
     assert!(
-        seq.as_str().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s > 0),
+        seq.as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|s| s > 0),
         "footer shows no last seq: {seq}"
     );
     let foreign = cdp
@@ -217,7 +211,11 @@ async fn dashboard_shows_live_sessions_in_chromium() {
                .filter(u => !u.startsWith('{base}/') && !u.startsWith('data:'))"
         ))
         .await;
-    assert_eq!(foreign, json!([]), "the page fetched from outside its origin");
+    assert_eq!(
+        foreign,
+        json!([]),
+        "the page fetched from outside its origin"
+    );
 
     // Let the relative times and the rate settle for a nicer picture, then screenshot.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -233,6 +231,57 @@ async fn dashboard_shows_live_sessions_in_chromium() {
     fs::create_dir_all(shot_path.parent().unwrap()).expect("create screenshot dir");
     fs::write(&shot_path, &png).expect("write screenshot");
     eprintln!("browser test: screenshot saved to {}", shot_path.display());
+
+    // 6. Ctrl-C on the server: the hub closes the page's socket (1001), the page counts down
+    //    to a reconnect, and once the server is back it reconnects (with `?since=`) on its own.
+    let mut server = server;
+    server.interrupt();
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "the dashboard exited with {status} on Ctrl-C"
+    );
+    let text = cdp
+        .wait_for(
+            "the indicator to count down to a reconnect",
+            Duration::from_secs(5),
+            "(() => { const c = document.getElementById('conn-status'); \
+               return c.dataset.state === 'reconnecting' ? c.textContent : null; })()",
+        )
+        .await;
+    assert!(
+        text.as_str().unwrap_or("").starts_with("reconnecting in "),
+        "indicator while the server is down: {text}"
+    );
+    let shot = cdp
+        .call("Page.captureScreenshot", json!({ "format": "png" }))
+        .await;
+    fs::write(
+        shot_path.with_file_name("dashboard-reconnecting.png"),
+        base64_decode(shot["data"].as_str().expect("screenshot data")),
+    )
+    .expect("write screenshot");
+    let server = start_dashboard(&binary, port, &scratch.path.join("dashboard-2.log"));
+    let tip = cdp
+        .wait_for(
+            "the page to reconnect to the restarted server",
+            Duration::from_secs(20),
+            "(() => { const c = document.getElementById('conn-status'); \
+               return c.dataset.state === 'connected' ? c.title : null; })()",
+        )
+        .await;
+    assert!(
+        tip.as_str().unwrap_or("").contains("/ws?since="),
+        "the reconnect did not ask for the missed events with ?since=: {tip}"
+    );
+    // The new server's snapshot replaced the old state: the injected session is gone.
+    cdp.wait_for(
+        "the injected session to disappear after the new snapshot",
+        Duration::from_secs(5),
+        &format!("document.querySelector('[data-session-id=\"{id}\"]') === null"),
+    )
+    .await;
+    eprintln!("browser test: page reconnected after a server restart");
 
     let errors = cdp.page_errors();
     assert!(errors.is_empty(), "the page reported errors: {errors:#?}");
@@ -443,6 +492,22 @@ fn launch_chromium(user_data: &Path) -> (ProcessGuard, String) {
 // ---------------------------------------------------------------------------------------------
 // Processes, ports, files.
 
+/// Starts the example on `port` (logging to `log`) and waits until it listens.
+fn start_dashboard(binary: &Path, port: u16, log: &Path) -> ProcessGuard {
+    let file = fs::File::create(log).expect("create server log");
+    let mut command = Command::new(binary);
+    command
+        .args(["--port", &port.to_string(), "--inject", "--rate", "20"])
+        .env("RUST_LOG", "info")
+        .env_remove("PORT")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("clone log handle"))
+        .stderr(file);
+    let mut server = ProcessGuard::spawn("dashboard", &mut command, Some(log.to_path_buf()));
+    wait_for_listener(port, &mut server, Duration::from_secs(30));
+    server
+}
+
 /// Kills and reaps the child when dropped, also when the test panics (then it prints the
 /// child's log, to help explain the failure).
 struct ProcessGuard {
@@ -462,6 +527,32 @@ impl ProcessGuard {
             child,
             log,
             stderr_tail: Arc::default(),
+        }
+    }
+
+    /// Sends SIGINT, as Ctrl-C in a terminal would.
+    fn interrupt(&mut self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill -INT");
+        assert!(status.success(), "kill -INT {} failed", self.child.id());
+    }
+
+    /// Waits for the child to exit on its own, at most `timeout`.
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for child") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}:\n{}",
+                self.name,
+                self.tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -632,7 +723,11 @@ fn dashboard_binary() -> PathBuf {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(status.success(), "`cargo build --example dashboard` failed");
-    assert!(binary.exists(), "{} missing after the build", binary.display());
+    assert!(
+        binary.exists(),
+        "{} missing after the build",
+        binary.display()
+    );
     binary
 }
 

@@ -49,8 +49,16 @@ async fn snapshot_first_then_live_events_in_order() {
     let store = SessionStore::new();
     let ws = layer(&store);
     let (hub, addr) = start(&ws).await;
-    publish(&store, &hub, &Event::delta(1, vec![session("a", 1), session("b", 2)], vec![]));
-    publish(&store, &hub, &Event::delta(2, vec![session("a", 3)], vec![]));
+    publish(
+        &store,
+        &hub,
+        &Event::delta(1, vec![session("a", 1), session("b", 2)], vec![]),
+    );
+    publish(
+        &store,
+        &hub,
+        &Event::delta(2, vec![session("a", 3)], vec![]),
+    );
 
     let mut client = connect(addr).await;
     let snapshot = next_event(&mut client).await;
@@ -76,7 +84,11 @@ async fn snapshot_first_then_live_events_in_order() {
     .collect();
     assert_eq!(
         kinds,
-        [(3, EventType::Delta), (4, EventType::Lifecycle), (5, EventType::Health)]
+        [
+            (3, EventType::Delta),
+            (4, EventType::Lifecycle),
+            (5, EventType::Health)
+        ]
     );
     let stats = hub.stats();
     assert_eq!(stats.events_published, 5);
@@ -93,7 +105,8 @@ async fn events_are_sent_in_handle_order_even_when_seq_goes_backwards() {
     eventually("client registered", || hub.client_count() == 1).await;
     // A producer restart: seq starts again from 1. Nothing is dropped or reordered.
     for seq in [10, 11, 1, 2, 12] {
-        hub.handle_event(&Event::delta(seq, vec![], vec![])).unwrap();
+        hub.handle_event(&Event::delta(seq, vec![], vec![]))
+            .unwrap();
     }
     let mut seen = Vec::new();
     for _ in 0..5 {
@@ -112,12 +125,19 @@ struct Rebuilt {
 impl Rebuilt {
     fn apply(&mut self, event: Event) -> Result<(), String> {
         if event.kind == EventType::Snapshot {
-            self.sessions = event.sessions.into_iter().map(|s| (s.id.clone(), s)).collect();
+            self.sessions = event
+                .sessions
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect();
             self.seq = event.seq;
             return Ok(());
         }
         if event.seq != self.seq + 1 {
-            return Err(format!("after seq {} got seq {} (gap, duplicate or reorder)", self.seq, event.seq));
+            return Err(format!(
+                "after seq {} got seq {} (gap, duplicate or reorder)",
+                self.seq, event.seq
+            ));
         }
         self.seq = event.seq;
         for s in event.updates {
@@ -174,7 +194,8 @@ async fn no_gap_no_duplicate_while_clients_connect_during_a_full_speed_stream() 
                 } else {
                     vec![]
                 };
-                sink.handle_event(&Event::delta(seq, updates, removed)).unwrap();
+                sink.handle_event(&Event::delta(seq, updates, removed))
+                    .unwrap();
                 if seq % 64 == 0 {
                     std::thread::yield_now();
                 }
@@ -222,10 +243,16 @@ async fn no_gap_no_duplicate_while_clients_connect_during_a_full_speed_stream() 
             mid_stream += 1;
         }
         assert_eq!(state.seq, EVENTS);
-        assert_eq!(state.sessions, expected, "rebuilt state differs from the store");
+        assert_eq!(
+            state.sessions, expected,
+            "rebuilt state differs from the store"
+        );
     }
     // The property is only meaningful if connects really raced the stream.
-    assert!(mid_stream >= CLIENTS / 4, "only {mid_stream} clients connected mid-stream");
+    assert!(
+        mid_stream >= CLIENTS / 4,
+        "only {mid_stream} clients connected mid-stream"
+    );
     assert_eq!(hub.stats().evicted, 0);
 }
 
@@ -299,7 +326,11 @@ async fn handle_event_never_waits_and_a_stuck_client_is_evicted_promptly() {
         "eviction must not wait for the 60 s write timeout"
     );
     eventually("stuck client gone", || hub.client_count() == 1).await;
-    assert_eq!(hub.stats().evicted_lagging, 1, "only the stuck client is evicted");
+    assert_eq!(
+        hub.stats().evicted_lagging,
+        1,
+        "only the stuck client is evicted"
+    );
     let (last, _healthy) = within("healthy reader", reader).await.unwrap();
     assert_eq!(last, 400);
     assert_eq!(hub.stats().evicted_write_timeout, 0);
@@ -317,9 +348,12 @@ async fn a_lagging_client_with_a_writable_socket_gets_close_1013() {
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     eventually("client registered", || hub.client_count() == 1).await;
     for seq in 1..=50 {
-        hub.handle_event(&Event::delta(seq, vec![], vec![])).unwrap();
+        hub.handle_event(&Event::delta(seq, vec![], vec![]))
+            .unwrap();
     }
-    let frame = expect_close(&mut client).await.expect("a close frame with a code");
+    let frame = expect_close(&mut client)
+        .await
+        .expect("a close frame with a code");
     assert_eq!(frame.code, CloseCode::Again);
     assert!(!frame.reason.is_empty());
     eventually("client gone", || hub.client_count() == 0).await;
@@ -338,7 +372,10 @@ async fn a_client_whose_socket_stops_accepting_writes_is_evicted_after_the_write
     for seq in 1..=300 {
         hub.handle_event(&big_event(seq)).unwrap();
     }
-    eventually("write timeout eviction", || hub.stats().evicted_write_timeout == 1).await;
+    eventually("write timeout eviction", || {
+        hub.stats().evicted_write_timeout == 1
+    })
+    .await;
     eventually("client gone", || hub.client_count() == 0).await;
     assert_eq!(hub.stats().evicted_lagging, 0);
 }
@@ -365,7 +402,10 @@ async fn a_silent_peer_is_dropped_after_two_heartbeats_and_a_live_one_is_kept() 
     let silent = connect_small_buffer(addr).await;
     eventually("both registered", || hub.client_count() == 2).await;
     let started = Instant::now();
-    eventually("silent peer dropped", || hub.stats().heartbeat_timeouts == 1).await;
+    eventually("silent peer dropped", || {
+        hub.stats().heartbeat_timeouts == 1
+    })
+    .await;
     assert!(started.elapsed() >= Duration::from_millis(150));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(hub.client_count(), 1, "the live client must stay");
@@ -384,10 +424,16 @@ async fn inbound_messages_are_discarded_and_oversized_ones_close_with_1009() {
     let mut client = connect(addr).await;
     next_event(&mut client).await;
     send_text(&mut client, "hello server").await;
-    within("send", client.send(Message::binary(vec![1u8; 100]))).await.unwrap();
+    within("send", client.send(Message::binary(vec![1u8; 100])))
+        .await
+        .unwrap();
     eventually("client registered", || hub.client_count() == 1).await;
     hub.handle_event(&Event::delta(1, vec![], vec![])).unwrap();
-    assert_eq!(next_event(&mut client).await.seq, 1, "still streaming after inbound data");
+    assert_eq!(
+        next_event(&mut client).await.seq,
+        1,
+        "still streaming after inbound data"
+    );
 
     send_text(&mut client, &"x".repeat(5 * 1024)).await;
     let frame = expect_close(&mut client).await.expect("close frame");
@@ -466,7 +512,9 @@ async fn ten_thousand_connect_disconnect_cycles_leave_nothing_behind() {
     drop(connect(addr).await);
     eventually("warm-up client gone", || hub.client_count() == 0).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let tasks_before = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let tasks_before = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
 
     let mut workers = Vec::new();
     for w in 0..PARALLEL {
@@ -497,7 +545,10 @@ async fn ten_thousand_connect_disconnect_cycles_leave_nothing_behind() {
             .unwrap();
     }
     eventually("every client cleaned up", || hub.client_count() == 0).await;
-    eventually("every connection task ended", || hub.stats().connection_tasks == 0).await;
+    eventually("every connection task ended", || {
+        hub.stats().connection_tasks == 0
+    })
+    .await;
     let handle = tokio::runtime::Handle::current();
     eventually("no task left running", || {
         handle.metrics().num_alive_tasks() <= tasks_before

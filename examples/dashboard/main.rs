@@ -93,7 +93,9 @@ fn parse_args() -> Result<Options, String> {
         match flag.as_str() {
             "--port" | "-p" => {
                 let v = value("--port")?;
-                opts.port = v.parse().map_err(|_| format!("--port {v:?} is not a port number"))?;
+                opts.port = v
+                    .parse()
+                    .map_err(|_| format!("--port {v:?} is not a port number"))?;
             }
             "--rate" => {
                 let v = value("--rate")?;
@@ -101,11 +103,15 @@ fn parse_args() -> Result<Options, String> {
                     .parse::<f64>()
                     .ok()
                     .filter(|r| r.is_finite() && *r > 0.0 && *r <= 10_000.0)
-                    .ok_or_else(|| format!("--rate {v:?} must be a number of events per second in (0, 10000]"))?;
+                    .ok_or_else(|| {
+                        format!("--rate {v:?} must be a number of events per second in (0, 10000]")
+                    })?;
             }
             "--seed" => {
                 let v = value("--seed")?;
-                opts.seed = v.parse().map_err(|_| format!("--seed {v:?} is not an unsigned integer"))?;
+                opts.seed = v
+                    .parse()
+                    .map_err(|_| format!("--seed {v:?} is not an unsigned integer"))?;
             }
             "--inject" => opts.inject = true,
             "--help" | "-h" => {
@@ -183,7 +189,10 @@ async fn inject_session(State(state): State<AppState>, Query(q): Query<InjectQue
     if q.id.is_empty() || q.id.len() > 200 {
         return (StatusCode::BAD_REQUEST, "id must be 1 to 200 bytes\n").into_response();
     }
-    let source = q.source.filter(|s| !s.is_empty()).unwrap_or_else(|| "claude-code".to_string());
+    let source = q
+        .source
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "claude-code".to_string());
     let session = sim::injected_session(&q.id, &source);
     let seq = state
         .publisher
@@ -221,7 +230,9 @@ async fn shutdown_signal(hub: Hub) {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
 
     let opts = match parse_args() {
@@ -262,7 +273,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         Err(error) => {
-            eprintln!("error: cannot listen on {addr}: {error} (choose another port with --port N)");
+            eprintln!(
+                "error: cannot listen on {addr}: {error} (choose another port with --port N)"
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -271,7 +284,12 @@ async fn main() -> ExitCode {
     let simulation = tokio::spawn(sim::run(publisher.clone(), opts.seed, opts.rate));
 
     println!("agentwatch dashboard: open http://{local}/  (Ctrl-C to stop)");
-    tracing::info!(rate = opts.rate, seed = opts.seed, inject = opts.inject, "simulated monitor running");
+    tracing::info!(
+        rate = opts.rate,
+        seed = opts.seed,
+        inject = opts.inject,
+        "simulated monitor running"
+    );
 
     let served = axum::serve(
         listener,

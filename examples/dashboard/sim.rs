@@ -26,7 +26,7 @@ use crate::Publisher;
 /// Active sessions the simulation tries to keep around.
 const TARGET_ACTIVE: usize = 6;
 /// Ticks a terminal session is kept before it is removed.
-const RETENTION_TICKS: u64 = 60;
+const RETENTION_TICKS: u64 = 100;
 
 /// Runs the simulation forever, publishing about `rate` events per second.
 pub async fn run(publisher: Arc<Publisher>, seed: u64, rate: f64) {
@@ -107,8 +107,17 @@ const PROFILES: [Profile; 3] = [
             ("claude-haiku-4-5", 200_000),
         ],
         tools: &[
-            "Bash", "Edit", "Read", "Read", "Grep", "Glob", "Write", "MultiEdit", "TodoWrite",
-            "WebFetch", "Task",
+            "Bash",
+            "Edit",
+            "Read",
+            "Read",
+            "Grep",
+            "Glob",
+            "Write",
+            "MultiEdit",
+            "TodoWrite",
+            "WebFetch",
+            "Task",
         ],
         subagent_tool: Some("Task"),
         errors: &[
@@ -119,7 +128,14 @@ const PROFILES: [Profile; 3] = [
     Profile {
         source: "codex",
         models: &[("gpt-5-codex", 272_000), ("gpt-5", 272_000)],
-        tools: &["shell", "shell", "apply_patch", "apply_patch", "update_plan", "read_file"],
+        tools: &[
+            "shell",
+            "shell",
+            "apply_patch",
+            "apply_patch",
+            "update_plan",
+            "read_file",
+        ],
         subagent_tool: None,
         errors: &[
             "parse session file: unexpected EOF",
@@ -128,7 +144,10 @@ const PROFILES: [Profile; 3] = [
     },
     Profile {
         source: "gemini-cli",
-        models: &[("gemini-2.5-pro", 1_048_576), ("gemini-2.5-flash", 1_048_576)],
+        models: &[
+            ("gemini-2.5-pro", 1_048_576),
+            ("gemini-2.5-flash", 1_048_576),
+        ],
         tools: &[
             "run_shell_command",
             "replace",
@@ -148,16 +167,35 @@ const PROFILES: [Profile; 3] = [
 ];
 
 fn profile(source: &str) -> &'static Profile {
-    PROFILES.iter().find(|p| p.source == source).unwrap_or(&PROFILES[0])
+    PROFILES
+        .iter()
+        .find(|p| p.source == source)
+        .unwrap_or(&PROFILES[0])
 }
 
 /// (repository, task slugs worked on in it)
 const PROJECTS: &[(&str, &[&str])] = &[
-    ("agentwatch", &["refactor-event-bus", "ws-resume-support", "fix-stale-detection"]),
-    ("billing-api", &["add-retry-logic", "migrate-to-axum", "invoice-pdf-export"]),
-    ("web-console", &["dark-mode-polish", "fix-flaky-e2e", "table-virtualization"]),
+    (
+        "agentwatch",
+        &[
+            "refactor-event-bus",
+            "ws-resume-support",
+            "fix-stale-detection",
+        ],
+    ),
+    (
+        "billing-api",
+        &["add-retry-logic", "migrate-to-axum", "invoice-pdf-export"],
+    ),
+    (
+        "web-console",
+        &["dark-mode-polish", "fix-flaky-e2e", "table-virtualization"],
+    ),
     ("infra", &["terraform-upgrade", "rotate-ci-secrets"]),
-    ("ml-pipeline", &["speed-up-tokenizer", "docs-pass", "dedupe-dataset"]),
+    (
+        "ml-pipeline",
+        &["speed-up-tokenizer", "docs-pass", "dedupe-dataset"],
+    ),
     ("mobile-app", &["push-notifications", "crash-on-resume"]),
 ];
 
@@ -271,7 +309,7 @@ impl Sim {
                 removed.push(gone.state.id);
                 continue;
             }
-            if self.tick > ended + 5 && self.rng.chance(0.006) {
+            if self.tick > ended + 5 && self.rng.chance(0.004) {
                 let s = &mut self.sessions[i];
                 s.ended_tick = None;
                 s.state.lifecycle = LifecycleState::Active;
@@ -294,7 +332,11 @@ impl Sim {
         }
 
         // Discovery: the first poll finds a few sessions already running.
-        let active = self.sessions.iter().filter(|s| s.ended_tick.is_none()).count();
+        let active = self
+            .sessions
+            .iter()
+            .filter(|s| s.ended_tick.is_none())
+            .count();
         let discover = if self.tick == 1 {
             4
         } else if active < 2 || (active < TARGET_ACTIVE && self.rng.chance(0.07)) {
@@ -346,7 +388,7 @@ impl Sim {
 
         // Endings: a process exits, or a session goes quiet and is marked stale.
         for &i in &live {
-            if self.tick < 20 || !self.rng.chance(0.004) {
+            if self.tick < 20 || !self.rng.chance(0.0015) {
                 continue;
             }
             let stale = self.rng.chance(0.3);
@@ -423,7 +465,11 @@ impl Sim {
         let mut state = SessionState {
             id,
             source: profile.source.to_string(),
-            slug: if self.rng.chance(0.9) { slug.to_string() } else { String::new() },
+            slug: if self.rng.chance(0.9) {
+                slug.to_string()
+            } else {
+                String::new()
+            },
             activity: Activity::Working,
             lifecycle: LifecycleState::Active,
             max_context_tokens: max,
@@ -442,8 +488,15 @@ impl Sim {
             state.context_tokens = max * self.rng.range(8, 70) / 100;
             state.message_count = minutes * self.rng.range(2, 5);
             state.tool_call_count = state.message_count * self.rng.range(30, 60) / 100;
-            state.compaction_count = if minutes > 60 { self.rng.range(0, 2) } else { 0 };
-            state.activity = self.rng.pick(&[Activity::Working, Activity::Idle, Activity::Waiting]).clone();
+            state.compaction_count = if minutes > 60 {
+                self.rng.range(0, 2)
+            } else {
+                0
+            };
+            state.activity = self
+                .rng
+                .pick(&[Activity::Working, Activity::Idle, Activity::Waiting])
+                .clone();
         } else {
             state.context_tokens = self.rng.range(9_000, 22_000); // system prompt + first read
             state.message_count = 1;
@@ -487,7 +540,7 @@ impl Sim {
                     s.tool_call_count += 1;
                 }
                 let scale = (s.max_context_tokens / 200_000).clamp(1, 3);
-                let growth = rng.range(1_200, 6_000) * scale;
+                let growth = rng.range(800, 4_000) * scale;
                 s.context_tokens += growth;
                 s.output_tokens += growth / rng.range(6, 12);
             }
@@ -509,14 +562,20 @@ impl Sim {
         s.last_data_received_at = now;
 
         // Subagents run while the parent works; new ones are started by the subagent tool.
-        for sub in s.subagents.iter_mut().filter(|sub| sub.completed_at.is_zero()) {
+        for sub in s
+            .subagents
+            .iter_mut()
+            .filter(|sub| sub.completed_at.is_zero())
+        {
             if rng.chance(0.18) {
                 sub.activity = Activity::Terminal;
                 sub.current_tool.clear();
                 sub.completed_at = now;
             } else {
                 sub.activity = Activity::Working;
-                sub.current_tool = rng.pick(&["Read", "Grep", "Glob", "Bash", "Edit"]).to_string();
+                sub.current_tool = rng
+                    .pick(&["Read", "Grep", "Glob", "Bash", "Edit"])
+                    .to_string();
                 sub.message_count += rng.range(1, 3);
                 sub.tool_call_count += 1;
                 sub.context_tokens += rng.range(800, 4_000);
@@ -524,7 +583,11 @@ impl Sim {
             }
             sub.last_activity_at = now;
         }
-        let running = s.subagents.iter().filter(|sub| sub.completed_at.is_zero()).count();
+        let running = s
+            .subagents
+            .iter()
+            .filter(|sub| sub.completed_at.is_zero())
+            .count();
         if profile.subagent_tool.is_some_and(|t| t == s.current_tool) && running < 2 {
             sim.subagents_started += 1;
             s.subagents.push(SubagentState {
@@ -543,7 +606,11 @@ impl Sim {
         }
         // Keep the most recent few finished subagents.
         while s.subagents.len() > 4 {
-            match s.subagents.iter().position(|sub| !sub.completed_at.is_zero()) {
+            match s
+                .subagents
+                .iter()
+                .position(|sub| !sub.completed_at.is_zero())
+            {
                 Some(oldest_done) => {
                     s.subagents.remove(oldest_done);
                 }

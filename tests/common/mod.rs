@@ -71,9 +71,12 @@ pub fn ws_url(addr: SocketAddr) -> String {
 }
 
 pub async fn connect(addr: SocketAddr) -> Client {
-    let (client, _) = within("websocket handshake", tokio_tungstenite::connect_async(ws_url(addr)))
-        .await
-        .expect("handshake");
+    let (client, _) = within(
+        "websocket handshake",
+        tokio_tungstenite::connect_async(ws_url(addr)),
+    )
+    .await
+    .expect("handshake");
     client
 }
 
@@ -104,7 +107,8 @@ where
             .unwrap_or_else(|e| panic!("read error before an event: {e}"));
         match msg {
             Message::Text(text) => {
-                return Event::from_json(text.as_bytes()).expect("server sent an undecodable event");
+                return Event::from_json(text.as_bytes())
+                    .expect("server sent an undecodable event");
             }
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("expected an event, got {other:?}"),
@@ -138,13 +142,21 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 pub async fn send_text(client: &mut Client, text: &str) {
-    within("send", client.send(Message::text(text))).await.unwrap();
+    within("send", client.send(Message::text(text)))
+        .await
+        .unwrap();
 }
 
 /// A plain HTTP/1.1 request over a raw socket: returns (status, headers, body).
-pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+pub async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = within("tcp connect", TcpStream::connect(addr)).await.unwrap();
+    let mut stream = within("tcp connect", TcpStream::connect(addr))
+        .await
+        .unwrap();
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -152,7 +164,9 @@ pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    within("http response", stream.read_to_end(&mut buf)).await.unwrap();
+    within("http response", stream.read_to_end(&mut buf))
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head

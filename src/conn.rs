@@ -178,7 +178,11 @@ async fn run(
     let (mut events, mut handover) = match start {
         Start::Resume { events, missed } => {
             counters.resumed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(since, missed = missed.len(), "resuming from the replay window");
+            tracing::debug!(
+                since,
+                missed = missed.len(),
+                "resuming from the replay window"
+            );
             out.push_backlog(missed);
             (events, None)
         }
@@ -263,9 +267,13 @@ async fn run(
                     // subscription, taken before the snapshot, restarts the hand-over.
                     counters.resyncs.fetch_add(1, Ordering::Relaxed);
                     let dropped = out.drop_backlog();
-                    tracing::warn!(dropped, "client fell behind: backlog replaced by a snapshot");
-                    let Some(Start::Snapshot { events: fresh } | Start::Resume { events: fresh, .. }) =
-                        hub.subscribe(None)
+                    tracing::warn!(
+                        dropped,
+                        "client fell behind: backlog replaced by a snapshot"
+                    );
+                    let Some(
+                        Start::Snapshot { events: fresh } | Start::Resume { events: fresh, .. },
+                    ) = hub.subscribe(None)
                     else {
                         break End::Stopped;
                     };
@@ -288,7 +296,9 @@ async fn run(
             counters.evicted_lagging.fetch_add(1, Ordering::Relaxed);
         }
         End::WriteTimeout => {
-            counters.evicted_write_timeout.fetch_add(1, Ordering::Relaxed);
+            counters
+                .evicted_write_timeout
+                .fetch_add(1, Ordering::Relaxed);
         }
         _ => {}
     }

@@ -86,7 +86,10 @@ impl Hub {
         let (stop_tx, _) = watch::channel(false);
         Hub {
             shared: Arc::new(HubShared {
-                replay: Mutex::new(Replay::new(DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES)),
+                replay: Mutex::new(Replay::new(
+                    DEFAULT_REPLAY_WINDOW,
+                    DEFAULT_REPLAY_WINDOW_BYTES,
+                )),
                 tx: OnceLock::new(),
                 stopped: AtomicBool::new(false),
                 stop_tx,
@@ -122,7 +125,10 @@ impl Hub {
 
     fn replay(&self) -> MutexGuard<'_, Replay> {
         // The lock guards plain data that is consistent after every statement.
-        self.shared.replay.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .replay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn set_replay_limits(&self, max_events: usize, max_bytes: usize) {
@@ -223,9 +229,7 @@ impl EventSink for Hub {
 /// Where a new client's stream starts.
 pub(crate) enum Start {
     /// Send a snapshot first, then everything from `events`.
-    Snapshot {
-        events: broadcast::Receiver<Frame>,
-    },
+    Snapshot { events: broadcast::Receiver<Frame> },
     /// The client already has everything up to its `since`: send `missed`, then `events`.
     Resume {
         events: broadcast::Receiver<Frame>,

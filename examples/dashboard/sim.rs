@@ -567,7 +567,7 @@ impl Sim {
             .iter_mut()
             .filter(|sub| sub.completed_at.is_zero())
         {
-            if rng.chance(0.18) {
+            if rng.chance(0.07) {
                 sub.activity = Activity::Terminal;
                 sub.current_tool.clear();
                 sub.completed_at = now;

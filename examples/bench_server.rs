@@ -1,0 +1,153 @@
+//! The crate's real `WsLayer` + `Hub` + `SessionStore` behind the fan-out bench protocol
+//! (`../shared/bench/PROTOCOL.md`), so `../shared/bench/compare.sh` can measure it beside the
+//! Go-design, Node `ws`, Python `websockets` and raw-socket peers.
+//!
+//! ```sh
+//! cargo build --release --example bench_server
+//! ../shared/bench/compare.sh --scenario fanout \
+//!     --server "ours=target/release/examples/bench_server --port {port}"
+//! ```
+//!
+//! It uses the public API exactly as an application would: no bench-only path inside the
+//! crate. Rate limit and connection cap are off (the load generator opens thousands of
+//! sockets from one IP) and the send buffer is 16 384 events, so that a burst measures the
+//! cost of each delivery rather than the eviction policy; everything else is at its default.
+//!
+//! Endpoints: `GET /ws` (the WebSocket), `POST /bench/burst?count=M&bytes=S&rate=R`,
+//! `GET /bench/stats`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use agentwatch_ws::{
+    Activity, Event, EventSink, Hub, LifecycleState, MultiSink, SessionState, SessionStore,
+    WsLayer,
+};
+use axum::extract::{Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+#[derive(Clone)]
+struct Bench {
+    hub: Hub,
+    sink: Arc<MultiSink>,
+    seq: Arc<AtomicU64>,
+    /// Serializes bursts, so seq stays ordered across concurrent POSTs.
+    burst: Arc<Mutex<()>>,
+}
+
+#[derive(Deserialize)]
+struct BurstParams {
+    count: Option<u64>,
+    bytes: Option<usize>,
+    rate: Option<f64>,
+}
+
+fn port_from_args() -> u16 {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--port" {
+            if let Some(port) = args.next().and_then(|p| p.parse().ok()) {
+                return port;
+            }
+        }
+    }
+    std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3001)
+}
+
+fn bench_event(seq: u64, padding: &str) -> Event {
+    let session = SessionState {
+        id: format!("bench-{}", seq % 100),
+        source: "bench".into(),
+        activity: Activity::Working,
+        lifecycle: LifecycleState::Active,
+        model: padding.to_owned(),
+        ..SessionState::default()
+    };
+    Event::delta(seq, vec![session], Vec::new())
+}
+
+async fn burst(State(bench): State<Bench>, Query(params): Query<BurstParams>) -> Json<serde_json::Value> {
+    let count = params.count.unwrap_or(1);
+    let bytes = params.bytes.unwrap_or(512);
+    let rate = params.rate.unwrap_or(0.0);
+    let _serialized = bench.burst.lock().await;
+
+    // Size the padding once per burst from a sample event: the message length then varies
+    // only by the digits of seq and the time stamp, well inside the protocol's ±16 bytes.
+    let sample = bench_event(bench.seq.load(Ordering::Relaxed) + 1, "")
+        .to_json()
+        .map(|json| json.len())
+        .unwrap_or(0);
+    let padding = "x".repeat(bytes.saturating_sub(sample));
+
+    let start = tokio::time::Instant::now();
+    for i in 0..count {
+        if rate > 0.0 {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+        } else if i % 32 == 31 {
+            // Let the connection tasks run on this worker too.
+            tokio::task::yield_now().await;
+        }
+        let seq = bench.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Err(error) = bench.sink.handle_event(&bench_event(seq, &padding)) {
+            tracing::error!(%error, "publish failed");
+        }
+    }
+    Json(serde_json::json!({ "published": count }))
+}
+
+async fn stats(State(bench): State<Bench>) -> Json<serde_json::Value> {
+    let stats = bench.hub.stats();
+    Json(serde_json::json!({
+        "clients": stats.connected,
+        "evictions": stats.evicted,
+        "seq": bench.seq.load(Ordering::Relaxed),
+    }))
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+
+    let store = SessionStore::new();
+    let ws = WsLayer::new(store.clone())
+        .rate_limit(0, 0, Duration::ZERO)
+        .send_buffer(16_384);
+    let hub = ws.hub();
+    let bench = Bench {
+        hub: hub.clone(),
+        sink: Arc::new(MultiSink::new().with(store).with(hub)),
+        seq: Arc::new(AtomicU64::new(0)),
+        burst: Arc::new(Mutex::new(())),
+    };
+    let app = Router::new()
+        .route("/bench/burst", post(burst))
+        .route("/bench/stats", get(stats))
+        .with_state(bench)
+        .merge(ws.router("/ws"));
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], port_from_args()));
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(4096)?;
+    eprintln!("bench_server listening on http://{addr}");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}

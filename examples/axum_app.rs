@@ -96,7 +96,9 @@ async fn main() -> std::io::Result<()> {
         };
         for seq in 1.. {
             session.message_count = seq as i64;
-            if let Err(error) = monitor.handle_event(&Event::delta(seq, vec![session.clone()], vec![])) {
+            if let Err(error) =
+                monitor.handle_event(&Event::delta(seq, vec![session.clone()], vec![]))
+            {
                 tracing::error!(%error, "publish failed");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -22,8 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use agentwatch_ws::{
-    Activity, Event, EventSink, Hub, LifecycleState, MultiSink, SessionState, SessionStore,
-    WsLayer,
+    Activity, Event, EventSink, Hub, LifecycleState, MultiSink, SessionState, SessionStore, WsLayer,
 };
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
@@ -74,7 +73,10 @@ fn bench_event(seq: u64, padding: &str) -> Event {
     Event::delta(seq, vec![session], Vec::new())
 }
 
-async fn burst(State(bench): State<Bench>, Query(params): Query<BurstParams>) -> Json<serde_json::Value> {
+async fn burst(
+    State(bench): State<Bench>,
+    Query(params): Query<BurstParams>,
+) -> Json<serde_json::Value> {
     let count = params.count.unwrap_or(1);
     let bytes = params.bytes.unwrap_or(512);
     let rate = params.rate.unwrap_or(0.0);
@@ -117,8 +119,7 @@ async fn stats(State(bench): State<Bench>) -> Json<serde_json::Value> {
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
 

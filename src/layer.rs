@@ -36,6 +36,9 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on an inbound message: clients have nothing to say but pongs and closes.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024;
 
+/// Initial read buffer of a connection, in bytes. See `Endpoint::admit`.
+const INBOUND_READ_BUFFER: usize = 512;
+
 /// Builds the WebSocket endpoint: configure it, take its [`Hub`] to publish into, and merge its
 /// [`Router`] into your app.
 ///
@@ -372,7 +375,10 @@ impl Endpoint {
         upgrade
             .max_message_size(self.max_message_size)
             .max_frame_size(self.max_message_size)
-            .read_buffer_size(self.max_message_size.min(64 * 1024))
+            // Clients only ever send pongs and closes: a small read buffer (tungstenite
+            // zero-fills all of it on the first read) keeps idle connections lean; a rare
+            // larger message grows it on demand, up to max_message_size.
+            .read_buffer_size(INBOUND_READ_BUFFER.min(self.max_message_size))
             .on_failed_upgrade(move |error| {
                 tracing::warn!(peer = peer_field, %error, "websocket upgrade failed");
             })

@@ -98,3 +98,8 @@ pub use wire::{
     Activity, Event, EventType, Health, HealthStatus, LifecycleEvent, LifecycleEventType,
     LifecycleState, SessionState, SubagentState, Timestamp,
 };
+
+/// The README's Rust snippets, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

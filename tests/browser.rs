@@ -232,6 +232,38 @@ async fn dashboard_shows_live_sessions_in_chromium() {
     fs::write(&shot_path, &png).expect("write screenshot");
     eprintln!("browser test: screenshot saved to {}", shot_path.display());
 
+    // Text from the wire is shown as text, never parsed as HTML.
+    let evil_id = format!("{id}-html");
+    let evil_source = "<img src=x onerror=\"document.body.dataset.pwned=1\">";
+    let (status, body) = http_post(
+        port,
+        &format!(
+            "/debug/sessions?id={evil_id}&source={}",
+            percent_encode(evil_source)
+        ),
+    );
+    assert_eq!(
+        status, 200,
+        "POST /debug/sessions answered {status}: {body}"
+    );
+    let rendered = cdp
+        .wait_for(
+            "the session with an HTML source",
+            Duration::from_secs(5),
+            &format!(
+                "(() => {{ const c = document.querySelector('[data-session-id=\"{evil_id}\"]'); \
+                   return c ? [c.querySelector('.badge').textContent, \
+                               c.querySelectorAll('img').length, \
+                               document.body.dataset.pwned || ''] : null; }})()"
+            ),
+        )
+        .await;
+    assert_eq!(
+        rendered,
+        json!([evil_source, 0, ""]),
+        "wire text must be rendered as text"
+    );
+
     // 6. Ctrl-C on the server: the hub closes the page's socket (1001), the page counts down
     //    to a reconnect, and once the server is back it reconnects (with `?since=`) on its own.
     let mut server = server;
@@ -286,6 +318,9 @@ async fn dashboard_shows_live_sessions_in_chromium() {
     let errors = cdp.page_errors();
     assert!(errors.is_empty(), "the page reported errors: {errors:#?}");
 
+    // Close the browser cleanly (the guard kills it anyway, also on failure).
+    cdp.session = None;
+    cdp.call("Browser.close", json!({})).await;
     drop(cdp);
     drop(browser);
     drop(server);
@@ -456,6 +491,9 @@ fn launch_chromium(user_data: &Path) -> (ProcessGuard, String) {
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(url.trim().to_string());
                 }
+            }
+            if line.contains("dbus/") {
+                continue; // there is no D-Bus in a test environment; Chromium says so a lot
             }
             let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
             if tail.len() >= 40 {
@@ -643,6 +681,19 @@ fn wait_for_listener(port: u16, server: &mut ProcessGuard, timeout: Duration) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Percent-encodes everything but unreserved characters, for a query parameter value.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A bodiless HTTP/1.1 POST; returns the status code and body.

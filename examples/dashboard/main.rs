@@ -11,7 +11,13 @@
 //! running tools, filling their context windows, spawning subagents, ending, being resumed and
 //! finally removed — plus a health strip per source that degrades and recovers now and then,
 //! a feed of lifecycle events, and a connection indicator. Stop the server (Ctrl-C) and the
-//! page shows "reconnecting in Ns", backing off; start it again and the page catches up.
+//! page shows "reconnecting in Ns", backing off (0.5 s doubling to 15 s); start it again and
+//! the page reconnects by itself. Reconnects ask for only the missed events
+//! (`/ws?since=<last seq>`); a server that cannot serve them (such as a restarted one)
+//! answers with a fresh `snapshot`, which replaces the page's state.
+//!
+//! Health is reported only when it changes, and a snapshot carries none, so a freshly opened
+//! page lists sources as "no reports" until their health next changes.
 //!
 //! How it is wired: the simulated monitor ([`sim`]) publishes every event, each with the next
 //! `seq`, to a [`SessionStore`] and then to the [`WsLayer`]'s hub (one [`MultiSink`], store
@@ -71,12 +77,7 @@ fn parse_args() -> Result<Options, String> {
         seed: 1,
         inject: false,
     };
-    if let Ok(port) = std::env::var("PORT") {
-        opts.port = port
-            .trim()
-            .parse()
-            .map_err(|_| format!("PORT={port:?} is not a port number"))?;
-    }
+    let mut port_flag = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         // Accept both `--flag value` and `--flag=value`.
@@ -93,6 +94,7 @@ fn parse_args() -> Result<Options, String> {
         match flag.as_str() {
             "--port" | "-p" => {
                 let v = value("--port")?;
+                port_flag = true;
                 opts.port = v
                     .parse()
                     .map_err(|_| format!("--port {v:?} is not a port number"))?;
@@ -119,6 +121,14 @@ fn parse_args() -> Result<Options, String> {
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if !port_flag {
+        if let Ok(port) = std::env::var("PORT") {
+            opts.port = port
+                .trim()
+                .parse()
+                .map_err(|_| format!("PORT={port:?} is not a port number"))?;
         }
     }
     Ok(opts)
@@ -229,7 +239,9 @@ async fn shutdown_signal(hub: Hub) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Logs go to stderr; stdout carries only the URL line.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
@@ -246,6 +258,8 @@ async fn main() -> ExitCode {
     let store = SessionStore::new();
     let ws = WsLayer::new(store.clone())
         .heartbeat(Duration::from_secs(30))
+        // Room for bursts at a high --rate. A tab that still falls behind is closed with 1013
+        // and reconnects with `?since=`, resuming from the hub's replay window.
         .send_buffer(256)
         .write_timeout(Duration::from_secs(10));
     let hub = ws.hub();

@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::admission::RejectReason;
 use crate::sink::{EventSink, SinkError};
-use crate::wire::{self, Event};
+use crate::wire::{self, Event, Timestamp};
 
 /// One published event, encoded once and shared by every client (cloning is a reference-count
 /// increment, never a copy of the payload).
@@ -69,6 +69,8 @@ pub(crate) struct HubShared {
     tx: OnceLock<broadcast::Sender<Frame>>,
     stopped: AtomicBool,
     stop_tx: watch::Sender<bool>,
+    /// When this hub was created: no snapshot older than this came from it.
+    started: Timestamp,
     pub(crate) counters: Counters,
 }
 
@@ -93,6 +95,7 @@ impl Hub {
                 tx: OnceLock::new(),
                 stopped: AtomicBool::new(false),
                 stop_tx,
+                started: Timestamp::now(),
                 counters: Counters::default(),
             }),
         }
@@ -147,6 +150,10 @@ impl Hub {
     fn replay_usage(&self) -> (usize, usize) {
         let replay = self.replay();
         (replay.frames.len(), replay.bytes)
+    }
+
+    pub(crate) fn started(&self) -> Timestamp {
+        self.shared.started
     }
 
     pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {

@@ -26,6 +26,7 @@ use crate::admission::{RejectReason, Rejected, mark_rejected};
 use crate::conn::{self, ClientInfo, ConnConfig};
 use crate::hub::{Hub, LagPolicy};
 use crate::sink::SnapshotSource;
+use crate::wire::Timestamp;
 
 /// Default ping interval, as in Go's `wsapi`.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
@@ -180,6 +181,11 @@ impl<A> WsLayer<A> {
     /// connect. So a client needs one rule: a `snapshot` replaces its state; anything else
     /// applies on top. Without `since`, nothing changes from Go's behaviour. The
     /// `Last-Event-ID` header is honoured the same way when the query has no `since`.
+    ///
+    /// Seqs say nothing about which server produced them, so a client should also send
+    /// `&snapshot_at=<the "at" of the last snapshot it applied>` (URL-encoded): a snapshot
+    /// older than this hub comes from an earlier server, and the client gets a fresh
+    /// snapshot even if its `since` happens to fall inside the new server's window.
     pub fn replay_window(self, events: usize) -> Self {
         let (_, bytes) = self.replay_limits();
         self.hub.set_replay_limits(events, bytes);
@@ -296,7 +302,7 @@ impl<A> WsLayer<A> {
                   auth: Result<A, A::Rejection>,
                   upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
                 let endpoint = endpoint.clone();
-                async move { endpoint.admit(peer.0, since.0, auth, upgrade) }
+                async move { endpoint.admit(peer.0, since, auth, upgrade) }
             };
 
         // route_layer: applied to this route only, so unknown paths still fall through to
@@ -340,7 +346,7 @@ impl Endpoint {
     fn admit<A, R>(
         &self,
         peer: Option<SocketAddr>,
-        since: Option<u64>,
+        resume: ResumeFrom,
         auth: Result<A, R>,
         upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     ) -> Response
@@ -370,7 +376,7 @@ impl Endpoint {
         let client = ClientInfo {
             peer,
             identity,
-            since,
+            since: resume.resolve(self.hub.started()),
         };
         upgrade
             .max_message_size(self.max_message_size)
@@ -406,28 +412,77 @@ fn not_upgrade(rejection: WebSocketUpgradeRejection) -> Response {
 }
 
 /// Where a reconnecting client says it left off: `?since=<seq>`, else a `Last-Event-ID`
-/// header. Anything that is not a plain decimal u64 counts as absent (the client then gets a
-/// snapshot, never an error).
-struct ResumeFrom(Option<u64>);
+/// header, and optionally `&snapshot_at=<the "at" of the last snapshot it applied>`.
+/// Anything malformed counts as absent: the client then gets a snapshot, never an error.
+struct ResumeFrom {
+    since: Option<u64>,
+    /// `None`: not sent. `Some(None)`: sent but not a timestamp.
+    snapshot_at: Option<Option<Timestamp>>,
+}
+
+impl ResumeFrom {
+    /// The position to resume from, if the client's state can have come from this hub.
+    ///
+    /// Seqs carry no server identity: after a restart, the new hub's seqs may pass an old
+    /// client's `since`, and replaying them onto that client's old state would be wrong. A
+    /// client that sends `snapshot_at` lets the hub tell: a snapshot older than the hub
+    /// cannot have come from it.
+    fn resolve(&self, hub_started: Timestamp) -> Option<u64> {
+        match self.snapshot_at {
+            None => self.since,
+            Some(Some(at)) if at >= hub_started => self.since,
+            Some(_) => None,
+        }
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for ResumeFrom {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        let from_query = parts.uri.query().and_then(|query| {
-            query
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("since="))
-        });
-        let raw = match from_query {
+        let param = |name: &str| {
+            parts.uri.query().and_then(|query| {
+                query.split('&').find_map(|pair| {
+                    pair.strip_prefix(name)
+                        .and_then(|rest| rest.strip_prefix('='))
+                })
+            })
+        };
+        let raw_since = match param("since") {
             Some(value) => Some(value),
             None => parts
                 .headers
                 .get("last-event-id")
                 .and_then(|v| v.to_str().ok()),
         };
-        Ok(ResumeFrom(raw.and_then(parse_seq)))
+        let snapshot_at = param("snapshot_at").map(|raw| {
+            percent_decode(raw).and_then(|text| Timestamp::parse(&text).ok())
+        });
+        Ok(ResumeFrom {
+            since: raw_since.and_then(parse_seq),
+            snapshot_at,
+        })
     }
+}
+
+/// Decodes `%XX` escapes (a timestamp's `+` offset or `:` may arrive escaped). `None` for
+/// a malformed escape or a result that is not UTF-8.
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A seq as clients write it: decimal digits only (no sign, no spaces), fitting a u64.

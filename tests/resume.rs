@@ -450,3 +450,54 @@ async fn reconnecting_at_random_points_while_the_producer_runs_rebuilds_the_exac
         "most reconnects should resume from the window: {stats:?}"
     );
 }
+
+#[tokio::test]
+async fn snapshot_at_from_an_earlier_server_forces_a_snapshot() {
+    // The first server: a client applies its snapshot, then the server goes away.
+    let old_store = SessionStore::new();
+    let old = layer(&old_store);
+    let (old_hub, old_addr) = start(&old).await;
+    for seq in 1..=10 {
+        publish(&old_store, &old_hub, seq);
+    }
+    let mut client = connect(old_addr).await;
+    let old_snapshot = next_event(&mut client).await;
+    assert_eq!(old_snapshot.seq, 10);
+    drop(client);
+    old_hub.stop();
+
+    // A restarted server (and monitor): seqs start again and soon pass the client's.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let store = SessionStore::new();
+    let ws = layer(&store);
+    let (hub, addr) = start(&ws).await;
+    for seq in 1..=20 {
+        publish(&store, &hub, seq);
+    }
+    let encode = |at: &str| at.replace(':', "%3A").replace('+', "%2B");
+    let stale = encode(&old_snapshot.at.to_string());
+    let mut client = connect_since(addr, &format!("?since=10&snapshot_at={stale}")).await;
+    let first = next_event(&mut client).await;
+    assert_eq!((first.kind, first.seq), (EventType::Snapshot, 20));
+
+    // A snapshot from this server vouches for the position: resume.
+    let fresh = encode(&first.at.to_string());
+    for seq in 21..=22 {
+        publish(&store, &hub, seq);
+    }
+    let mut client = connect_since(addr, &format!("?since=20&snapshot_at={fresh}")).await;
+    assert_eq!(
+        seqs(&mut client, 2).await,
+        [(21, EventType::Delta), (22, EventType::Delta)]
+    );
+    // Unencoded, too (no '+' in a UTC stamp).
+    let mut client =
+        connect_since(addr, &format!("?since=21&snapshot_at={}", first.at)).await;
+    assert_eq!(seqs(&mut client, 1).await, [(22, EventType::Delta)]);
+    // A snapshot_at that is not a timestamp: snapshot.
+    for garbage in ["yesterday", "%ZZ", "2025-13-01T00:00:00Z", ""] {
+        let mut client =
+            connect_since(addr, &format!("?since=21&snapshot_at={garbage}")).await;
+        assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot, "{garbage}");
+    }
+}

@@ -455,9 +455,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ResumeFrom {
                 .get("last-event-id")
                 .and_then(|v| v.to_str().ok()),
         };
-        let snapshot_at = param("snapshot_at").map(|raw| {
-            percent_decode(raw).and_then(|text| Timestamp::parse(&text).ok())
-        });
+        let snapshot_at = param("snapshot_at")
+            .map(|raw| percent_decode(raw).and_then(|text| Timestamp::parse(&text).ok()));
         Ok(ResumeFrom {
             since: raw_since.and_then(parse_seq),
             snapshot_at,

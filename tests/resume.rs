@@ -290,39 +290,6 @@ async fn disconnect_policy_closes_with_1013_and_the_client_resumes_without_a_sna
     );
 }
 
-#[derive(Default)]
-struct Rebuilt {
-    seq: u64,
-    sessions: HashMap<String, SessionState>,
-    snapshots: usize,
-}
-
-impl Rebuilt {
-    fn apply(&mut self, event: Event) -> Result<(), String> {
-        if event.kind == EventType::Snapshot {
-            self.sessions = event
-                .sessions
-                .into_iter()
-                .map(|s| (s.id.clone(), s))
-                .collect();
-            self.seq = event.seq;
-            self.snapshots += 1;
-            return Ok(());
-        }
-        if event.seq != self.seq + 1 {
-            return Err(format!("after {} got {}", self.seq, event.seq));
-        }
-        self.seq = event.seq;
-        for s in event.updates {
-            self.sessions.insert(s.id.clone(), s);
-        }
-        for id in event.removed {
-            self.sessions.remove(&id);
-        }
-        Ok(())
-    }
-}
-
 fn as_map(store: &SessionStore) -> HashMap<String, SessionState> {
     store
         .snapshot()
@@ -365,16 +332,6 @@ async fn resync_policy_replaces_the_backlog_with_a_snapshot_and_stays_exact() {
     assert!(stats.resyncs >= 1);
     assert_eq!(stats.evicted, 0);
     assert_eq!(hub.client_count(), 1);
-}
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,13 +448,15 @@ async fn snapshot_at_from_an_earlier_server_forces_a_snapshot() {
         [(21, EventType::Delta), (22, EventType::Delta)]
     );
     // Unencoded, too (no '+' in a UTC stamp).
-    let mut client =
-        connect_since(addr, &format!("?since=21&snapshot_at={}", first.at)).await;
+    let mut client = connect_since(addr, &format!("?since=21&snapshot_at={}", first.at)).await;
     assert_eq!(seqs(&mut client, 1).await, [(22, EventType::Delta)]);
     // A snapshot_at that is not a timestamp: snapshot.
     for garbage in ["yesterday", "%ZZ", "2025-13-01T00:00:00Z", ""] {
-        let mut client =
-            connect_since(addr, &format!("?since=21&snapshot_at={garbage}")).await;
-        assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot, "{garbage}");
+        let mut client = connect_since(addr, &format!("?since=21&snapshot_at={garbage}")).await;
+        assert_eq!(
+            next_event(&mut client).await.kind,
+            EventType::Snapshot,
+            "{garbage}"
+        );
     }
 }

@@ -115,55 +115,6 @@ async fn events_are_sent_in_handle_order_even_when_seq_goes_backwards() {
     assert_eq!(seen, [10, 11, 1, 2, 12]);
 }
 
-/// Rebuilds state from snapshot + deltas, as a dashboard does.
-#[derive(Default)]
-struct Rebuilt {
-    seq: u64,
-    sessions: HashMap<String, SessionState>,
-}
-
-impl Rebuilt {
-    fn apply(&mut self, event: Event) -> Result<(), String> {
-        if event.kind == EventType::Snapshot {
-            self.sessions = event
-                .sessions
-                .into_iter()
-                .map(|s| (s.id.clone(), s))
-                .collect();
-            self.seq = event.seq;
-            return Ok(());
-        }
-        if event.seq != self.seq + 1 {
-            return Err(format!(
-                "after seq {} got seq {} (gap, duplicate or reorder)",
-                self.seq, event.seq
-            ));
-        }
-        self.seq = event.seq;
-        for s in event.updates {
-            self.sessions.insert(s.id.clone(), s);
-        }
-        for id in event.removed {
-            self.sessions.remove(&id);
-        }
-        Ok(())
-    }
-}
-
-/// Xorshift: deterministic randomness without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_gap_no_duplicate_while_clients_connect_during_a_full_speed_stream() {
     const EVENTS: u64 = 20_000;

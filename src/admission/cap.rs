@@ -35,9 +35,7 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
@@ -45,10 +43,10 @@ use std::time::Duration;
 
 use axum::response::Response;
 use http::{Request, StatusCode};
-use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
 
+pub use super::ResponseFuture;
 use super::client_ip::peer_addr;
 use super::{RejectReason, rejection};
 
@@ -291,56 +289,6 @@ where
                 ResponseFuture::inner(self.inner.call(req))
             }
             Err(rejected) => ResponseFuture::rejected(rejected),
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`ConnectionLimitService`]: the inner service's future, or a ready
-    /// rejection.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Inner { #[pin] future: F },
-        Rejected { response: Option<Response> },
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    fn inner(future: F) -> Self {
-        Self {
-            kind: Kind::Inner { future },
-        }
-    }
-
-    fn rejected(response: Response) -> Self {
-        Self {
-            kind: Kind::Rejected {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-impl<F, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => future.poll(cx),
-            KindProj::Rejected { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                None => panic!("ResponseFuture polled after completion"),
-            },
         }
     }
 }

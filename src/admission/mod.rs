@@ -23,8 +23,13 @@ pub mod origin;
 pub mod rate_limit;
 pub mod stopped;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+use pin_project_lite::pin_project;
 
 /// Why an upgrade request was turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,4 +99,56 @@ pub(crate) fn rejection(
 pub(crate) fn mark_rejected(mut response: Response, reason: RejectReason) -> Response {
     response.extensions_mut().insert(Rejected(reason));
     response
+}
+
+pin_project! {
+    /// Response future of every admission service: the inner service's future when the
+    /// request is admitted, or a ready rejection.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Inner { #[pin] future: F },
+        Rejected { response: Option<Response> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn inner(future: F) -> Self {
+        Self {
+            kind: Kind::Inner { future },
+        }
+    }
+
+    pub(crate) fn rejected(response: Response) -> Self {
+        Self {
+            kind: Kind::Rejected {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner { future } => future.poll(cx),
+            KindProj::Rejected { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // Polling a completed future is a caller bug (the Future contract), not
+                // something a request can cause.
+                None => panic!("admission ResponseFuture polled after completion"),
+            },
+        }
+    }
 }

@@ -53,17 +53,15 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::response::Response;
 use http::{HeaderValue, Request, StatusCode, header};
-use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+pub use super::ResponseFuture;
 use super::client_ip::peer_addr;
 use super::{RejectReason, rejection};
 
@@ -415,55 +413,6 @@ where
             ));
         }
         ResponseFuture::inner(self.inner.call(req))
-    }
-}
-
-pin_project! {
-    /// Response future of [`OriginService`]: the inner service's future, or a ready rejection.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Inner { #[pin] future: F },
-        Rejected { response: Option<Response> },
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    fn inner(future: F) -> Self {
-        Self {
-            kind: Kind::Inner { future },
-        }
-    }
-
-    fn rejected(response: Response) -> Self {
-        Self {
-            kind: Kind::Rejected {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-impl<F, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => future.poll(cx),
-            KindProj::Rejected { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                None => panic!("ResponseFuture polled after completion"),
-            },
-        }
     }
 }
 

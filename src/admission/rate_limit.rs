@@ -55,9 +55,7 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
@@ -67,9 +65,9 @@ use axum::response::Response;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use http::{Request, StatusCode};
-use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+pub use super::ResponseFuture;
 use super::cap::whole_seconds;
 use super::client_ip::{TrustedProxies, client_ip, mask, peer_addr};
 use super::{RejectReason, rejection};
@@ -437,56 +435,6 @@ where
                     Some(retry_after),
                 ))
             }
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`RateLimitService`]: the inner service's future, or a ready
-    /// rejection.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Inner { #[pin] future: F },
-        Rejected { response: Option<Response> },
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    fn inner(future: F) -> Self {
-        Self {
-            kind: Kind::Inner { future },
-        }
-    }
-
-    fn rejected(response: Response) -> Self {
-        Self {
-            kind: Kind::Rejected {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-impl<F, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => future.poll(cx),
-            KindProj::Rejected { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                None => panic!("ResponseFuture polled after completion"),
-            },
         }
     }
 }

@@ -5,11 +5,10 @@ use std::task::{Context, Poll};
 
 use axum::extract::ConnectInfo;
 use axum::response::Response;
-use futures_util::future::{Either, Ready, ready};
 use http::{Request, StatusCode};
 use tower::{Layer, Service};
 
-use super::{RejectReason, rejection};
+use super::{RejectReason, ResponseFuture, rejection};
 use crate::Hub;
 
 /// Layer answering `503 Service Unavailable` once [`Hub::stop`] was called.
@@ -49,7 +48,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -62,13 +61,13 @@ where
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(addr)| tracing::field::display(*addr));
             tracing::warn!(peer, reason = "stopped", "upgrade rejected");
-            return Either::Left(ready(Ok(rejection(
+            return ResponseFuture::rejected(rejection(
                 RejectReason::Stopped,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server is stopping\n",
                 None,
-            ))));
+            ));
         }
-        Either::Right(self.inner.call(request))
+        ResponseFuture::inner(self.inner.call(request))
     }
 }

@@ -188,3 +188,53 @@ pub fn upgrade_headers<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a st
     h.extend_from_slice(extra);
     h
 }
+
+/// Rebuilds state from snapshot + events, as a dashboard does, and insists on contiguous seqs
+/// after each snapshot: any gap, duplicate or reorder is an error.
+#[derive(Default)]
+pub struct Rebuilt {
+    pub seq: u64,
+    pub sessions: std::collections::HashMap<String, agentwatch_ws::SessionState>,
+    pub snapshots: usize,
+}
+
+impl Rebuilt {
+    pub fn apply(&mut self, event: Event) -> Result<(), String> {
+        if event.kind == agentwatch_ws::EventType::Snapshot {
+            self.sessions = event
+                .sessions
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect();
+            self.seq = event.seq;
+            self.snapshots += 1;
+            return Ok(());
+        }
+        if event.seq != self.seq + 1 {
+            return Err(format!(
+                "after seq {} got seq {} (gap, duplicate or reorder)",
+                self.seq, event.seq
+            ));
+        }
+        self.seq = event.seq;
+        for s in event.updates {
+            self.sessions.insert(s.id.clone(), s);
+        }
+        for id in event.removed {
+            self.sessions.remove(&id);
+        }
+        Ok(())
+    }
+}
+
+/// Xorshift: deterministic randomness without a dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}

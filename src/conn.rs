@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::admission::auth::Identity;
 use crate::admission::cap::ConnectionPermit;
-use crate::hub::{Frame, Hub, LagPolicy, Start};
+use crate::hub::{Frame, Hub, LagPolicy, Signal, Start};
 use crate::sink::SnapshotSource;
 use crate::wire::{self, Event, EventType, Timestamp};
 
@@ -164,15 +164,11 @@ async fn run(
     since: Option<u64>,
 ) -> End {
     let counters = &hub.shared.counters;
-    let mut stop = hub.stop_signal();
     let (sink, mut stream) = socket.split();
     let mut out = Outbox::new(sink, config.send_buffer);
 
-    if *stop.borrow_and_update() {
-        return out.finish(End::Stopped, &mut stream).await;
-    }
     let Some(start) = hub.subscribe(since) else {
-        // Unreachable in practice: the router creates the channel before serving anyone.
+        // The hub was stopped before this client could subscribe.
         return out.finish(End::Stopped, &mut stream).await;
     };
     let (mut events, mut handover) = match start {
@@ -202,35 +198,39 @@ async fn run(
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
 
+    // The write timeout is kept lazily: progress only records an instant, and the timer is
+    // re-armed when it fires early. Resetting a timer on every flush would take the timer
+    // driver's lock once per delivery.
+    let mut last_progress = Instant::now();
     let write_deadline = tokio::time::sleep(config.write_timeout);
     tokio::pin!(write_deadline);
 
     let end = loop {
         let was_busy = out.is_busy();
+        // Biased: write what is queued first, so one wake-up reads the channel once and
+        // flushes once; the socket and the channel are still read whenever the socket is not
+        // ready, which is what lets a stuck client be evicted while its write hangs. Inbound
+        // frames come before events so pongs are seen even under a sustained stream.
         let lagged = tokio::select! {
-            _ = stop.changed() => break End::Stopped,
+            biased;
 
-            flushed = poll_fn(|cx| out.poll_drive(cx)), if out.is_busy() => match flushed {
+            flushed = poll_fn(|cx| out.poll_drive(cx)), if was_busy => match flushed {
                 Ok((events, bytes)) => {
                     counters.events_sent.fetch_add(events, Ordering::Relaxed);
                     counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-                    // Progress: the next batch gets a full write timeout of its own.
-                    write_deadline.as_mut().reset(Instant::now() + config.write_timeout);
+                    last_progress = Instant::now();
                     continue;
                 }
                 Err(_) => break End::WriteError,
             },
 
-            () = &mut write_deadline, if was_busy => break End::WriteTimeout,
-
-            received = events.recv() => match received {
-                Ok(first) => match take_frames(first, &mut events, &mut handover, &mut out) {
-                    Ok(()) => false,
-                    Err(End::Lagging) => true,
-                    Err(end) => break end,
-                },
-                Err(RecvError::Lagged(_)) => true,
-                Err(RecvError::Closed) => break End::Stopped,
+            () = &mut write_deadline, if was_busy => {
+                let deadline = last_progress + config.write_timeout;
+                if Instant::now() >= deadline {
+                    break End::WriteTimeout;
+                }
+                write_deadline.as_mut().reset(deadline);
+                false
             },
 
             inbound = stream.next() => match inbound {
@@ -248,6 +248,18 @@ async fn run(
                     break End::ReadError;
                 }
                 None => break End::PeerGone,
+            },
+
+            received = events.recv() => match received {
+                Ok(Signal::Event(first)) => {
+                    match take_frames(first, &mut events, &mut handover, &mut out) {
+                        Ok(()) => false,
+                        Err(End::Lagging) => true,
+                        Err(end) => break end,
+                    }
+                }
+                Ok(Signal::Stop) | Err(RecvError::Closed) => break End::Stopped,
+                Err(RecvError::Lagged(_)) => true,
             },
 
             _ = heartbeat.tick(), if heartbeat_enabled => {
@@ -286,9 +298,8 @@ async fn run(
             }
         }
         if !was_busy && out.is_busy() {
-            write_deadline
-                .as_mut()
-                .reset(Instant::now() + config.write_timeout);
+            // A write starts now: its timeout runs from here.
+            last_progress = Instant::now();
         }
     };
     match end {
@@ -336,7 +347,7 @@ fn queue_snapshot(out: &mut Outbox, hub: &Hub, source: &dyn SnapshotSource) -> R
 /// behind.
 fn take_frames(
     first: Frame,
-    events: &mut broadcast::Receiver<Frame>,
+    events: &mut broadcast::Receiver<Signal>,
     handover: &mut Option<u64>,
     out: &mut Outbox,
 ) -> Result<(), End> {
@@ -357,7 +368,8 @@ fn take_frames(
             }
         }
         next = match events.try_recv() {
-            Ok(frame) => Some(frame),
+            Ok(Signal::Event(frame)) => Some(frame),
+            Ok(Signal::Stop) => return Err(End::Stopped),
             Err(TryRecvError::Empty) => None,
             Err(TryRecvError::Lagged(_)) => return Err(End::Lagging),
             Err(TryRecvError::Closed) => return Err(End::Stopped),

@@ -10,11 +10,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 use crate::admission::RejectReason;
 use crate::sink::{EventSink, SinkError};
 use crate::wire::{self, Event, Timestamp};
+
+/// What travels the fan-out channel.
+#[derive(Clone, Debug)]
+pub(crate) enum Signal {
+    Event(Frame),
+    /// [`Hub::stop`] was called: close with 1001.
+    Stop,
+}
 
 /// One published event, encoded once and shared by every client (cloning is a reference-count
 /// increment, never a copy of the payload).
@@ -66,9 +74,8 @@ pub(crate) struct HubShared {
     replay: Mutex<Replay>,
     /// Created when the first router is built, because its capacity is the configured
     /// `send_buffer` and the builder may still change that after [`WsLayer::hub`] was called.
-    tx: OnceLock<broadcast::Sender<Frame>>,
+    tx: OnceLock<broadcast::Sender<Signal>>,
     stopped: AtomicBool,
-    stop_tx: watch::Sender<bool>,
     /// When this hub was created: no snapshot older than this came from it.
     started: Timestamp,
     pub(crate) counters: Counters,
@@ -85,7 +92,6 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     pub(crate) fn new() -> Self {
-        let (stop_tx, _) = watch::channel(false);
         Hub {
             shared: Arc::new(HubShared {
                 replay: Mutex::new(Replay::new(
@@ -94,7 +100,6 @@ impl Hub {
                 )),
                 tx: OnceLock::new(),
                 stopped: AtomicBool::new(false),
-                stop_tx,
                 started: Timestamp::now(),
                 counters: Counters::default(),
             }),
@@ -113,12 +118,15 @@ impl Hub {
     /// Subscribes a new client and decides where its stream starts: right after the events
     /// in the replay window newer than `since` when the window covers `since`, or after a
     /// fresh snapshot otherwise. Must run *before* a snapshot is taken, so that no event
-    /// published meanwhile is missed.
+    /// published meanwhile is missed. `None` once the hub is stopped.
     pub(crate) fn subscribe(&self, since: Option<u64>) -> Option<Start> {
         let tx = self.shared.tx.get()?;
-        // Under the replay lock no event can be published: the receiver starts exactly after
-        // the last event in the window.
+        // Under the replay lock no event (and no stop signal) can be published: the receiver
+        // starts exactly after the last event in the window.
         let replay = self.replay();
+        if self.is_stopped() {
+            return None;
+        }
         let events = tx.subscribe();
         Some(match since.and_then(|since| replay.since(since)) {
             Some(missed) => Start::Resume { events, missed },
@@ -156,10 +164,6 @@ impl Hub {
         self.shared.started
     }
 
-    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
-        self.shared.stop_tx.subscribe()
-    }
-
     /// The number of clients connected right now (upgraded and not yet cleaned up).
     pub fn client_count(&self) -> usize {
         self.shared.counters.connected.load(Ordering::Relaxed)
@@ -171,10 +175,17 @@ impl Hub {
     ///
     /// Events handed to a stopped hub are accepted and discarded.
     pub fn stop(&self) {
-        if !self.shared.stopped.swap(true, Ordering::SeqCst) {
-            tracing::info!(clients = self.client_count(), "hub stopping");
+        if self.shared.stopped.swap(true, Ordering::SeqCst) {
+            return;
         }
-        self.shared.stop_tx.send_replace(true);
+        tracing::info!(clients = self.client_count(), "hub stopping");
+        // The stop travels the same channel as the events: no per-connection watcher to
+        // poll on every wake-up. Sent under the replay lock, so a client subscribing
+        // concurrently either sees the flag or receives the signal.
+        let _replay = self.replay();
+        if let Some(tx) = self.shared.tx.get() {
+            let _ = tx.send(Signal::Stop);
+        }
     }
 
     /// Whether [`stop`](Hub::stop) was called.
@@ -215,7 +226,7 @@ impl Hub {
         }
         if let Some(tx) = self.shared.tx.get() {
             // An error only means "no client is subscribed right now": nothing to deliver.
-            let _ = tx.send(frame);
+            let _ = tx.send(Signal::Event(frame));
         }
         drop(replay);
         Ok(())
@@ -236,10 +247,10 @@ impl EventSink for Hub {
 /// Where a new client's stream starts.
 pub(crate) enum Start {
     /// Send a snapshot first, then everything from `events`.
-    Snapshot { events: broadcast::Receiver<Frame> },
+    Snapshot { events: broadcast::Receiver<Signal> },
     /// The client already has everything up to its `since`: send `missed`, then `events`.
     Resume {
-        events: broadcast::Receiver<Frame>,
+        events: broadcast::Receiver<Signal>,
         missed: Vec<Frame>,
     },
 }

@@ -15,6 +15,7 @@ use agentwatch_ws::{Event, EventSink, Identity, MultiSink, SessionState, Session
 use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::{StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use axum::{Router, routing::get};
 use tower_http::trace::TraceLayer;
 
@@ -105,7 +106,12 @@ async fn main() -> std::io::Result<()> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3002").await?;
+    // Small server-push messages: don't let Nagle's algorithm hold them back.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3002")
+        .await?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     tracing::info!("listening on http://127.0.0.1:3002 (WebSocket at /ws)");
     // Connect info: the per-IP rate limit needs the client address.
     axum::serve(

@@ -13,6 +13,9 @@
 //! sockets from one IP) and the send buffer is 16 384 events, so that a burst measures the
 //! cost of each delivery rather than the eviction policy; everything else is at its default.
 //!
+//! `--workers N` sets tokio's worker threads (default one per core). On a machine shared with
+//! the load generator, one worker leaves it a core and lowers latency; see the README.
+//!
 //! Endpoints: `GET /ws` (the WebSocket), `POST /bench/burst?count=M&bytes=S&rate=R`,
 //! `GET /bench/stats`.
 
@@ -26,6 +29,7 @@ use agentwatch_ws::{
 };
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -46,18 +50,20 @@ struct BurstParams {
     rate: Option<f64>,
 }
 
-fn port_from_args() -> u16 {
+/// `--NAME VALUE` from the command line, parsed.
+fn flag<T: std::str::FromStr>(name: &str) -> Option<T> {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--port" {
-            if let Some(port) = args.next().and_then(|p| p.parse().ok()) {
-                return port;
-            }
+        if arg == name {
+            return args.next().and_then(|v| v.parse().ok());
         }
     }
-    std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
+    None
+}
+
+fn port_from_args() -> u16 {
+    flag("--port")
+        .or_else(|| std::env::var("PORT").ok().and_then(|p| p.parse().ok()))
         .unwrap_or(3001)
 }
 
@@ -115,8 +121,16 @@ async fn stats(State(bench): State<Bench>) -> Json<serde_json::Value> {
     }))
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+/// `--workers N` picks the runtime's worker threads (default: one per core, tokio's default).
+fn main() -> std::io::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = flag::<usize>("--workers") {
+        runtime.worker_threads(workers.max(1));
+    }
+    runtime.enable_all().build()?.block_on(serve())
+}
+
+async fn serve() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -144,7 +158,13 @@ async fn main() -> std::io::Result<()> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    let listener = socket.listen(4096)?;
+    // Nagle's algorithm would hold back a small event while an earlier one is unacknowledged;
+    // the connection task already batches its writes, so switch it off.
+    let listener = socket.listen(4096)?.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     eprintln!("bench_server listening on http://{addr}");
     axum::serve(
         listener,

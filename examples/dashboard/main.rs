@@ -48,6 +48,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
@@ -305,6 +306,12 @@ async fn main() -> ExitCode {
         "simulated monitor running"
     );
 
+    // Small server-push messages: don't let Nagle's algorithm hold them back.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

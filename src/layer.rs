@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::FromRequestParts;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::request::Parts;
@@ -18,7 +18,7 @@ use crate::admission::auth::{
     Anonymous, Authenticated, Authenticator, AuthenticatorHandle, Identity, reject_unauthorized,
 };
 use crate::admission::cap::ConnectionLimit;
-use crate::admission::client_ip::TrustedProxies;
+use crate::admission::client_ip::{TrustedProxies, peer_addr};
 use crate::admission::origin::{OriginLayer, OriginPolicy};
 use crate::admission::rate_limit::{RateLimit, RateLimitLayer};
 use crate::admission::stopped::StoppedLayer;
@@ -499,11 +499,6 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        Ok(PeerAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| *addr),
-        ))
+        Ok(PeerAddr(peer_addr(&parts.extensions)))
     }
 }

@@ -1,13 +1,12 @@
 //! Turns every upgrade request away once the hub is stopped.
 
-use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
-use axum::extract::ConnectInfo;
 use axum::response::Response;
 use http::{Request, StatusCode};
 use tower::{Layer, Service};
 
+use super::client_ip::peer_addr;
 use super::{RejectReason, ResponseFuture, rejection};
 use crate::Hub;
 
@@ -56,10 +55,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if self.hub.is_stopped() {
-            let peer = request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| tracing::field::display(*addr));
+            let peer = peer_addr(request.extensions()).map(tracing::field::display);
             tracing::warn!(peer, reason = "stopped", "upgrade rejected");
             return ResponseFuture::rejected(rejection(
                 RejectReason::Stopped,

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -99,9 +99,12 @@ impl End {
     }
 }
 
-/// Counts the connection as connected for exactly as long as this value lives.
+/// Counts the connection: as connected until it starts closing (see [`Registration::closing`]),
+/// and as a live task until this value is dropped, however the task ends.
 struct Registration {
     hub: Hub,
+    /// Shared by reference across awaits, so it must be `Sync`.
+    connected: AtomicBool,
 }
 
 impl Registration {
@@ -110,16 +113,31 @@ impl Registration {
         counters.tasks.fetch_add(1, Ordering::Relaxed);
         counters.connected.fetch_add(1, Ordering::Relaxed);
         counters.accepted.fetch_add(1, Ordering::Relaxed);
-        Registration { hub: hub.clone() }
+        Registration {
+            hub: hub.clone(),
+            connected: AtomicBool::new(true),
+        }
+    }
+
+    /// The connection no longer serves events: it only says goodbye from here on, which may
+    /// take up to the close grace period.
+    fn closing(&self) {
+        if self.connected.swap(false, Ordering::Relaxed) {
+            let counters = &self.hub.shared.counters;
+            counters.connected.fetch_sub(1, Ordering::Relaxed);
+            counters.disconnected.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let counters = &self.hub.shared.counters;
-        counters.connected.fetch_sub(1, Ordering::Relaxed);
-        counters.disconnected.fetch_add(1, Ordering::Relaxed);
-        counters.tasks.fetch_sub(1, Ordering::Relaxed);
+        self.closing();
+        self.hub
+            .shared
+            .counters
+            .tasks
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -141,7 +159,7 @@ pub(crate) async fn serve(
     );
     async move {
         tracing::info!(clients = hub.client_count(), "client connected");
-        let end = run(socket, &hub, &*source, &config, client.since).await;
+        let end = run(socket, &hub, &*source, &config, client.since, &registration).await;
         match end {
             End::Lagging | End::WriteTimeout | End::HeartbeatTimeout => {
                 tracing::warn!(reason = end.as_str(), "client evicted")
@@ -162,6 +180,7 @@ async fn run(
     source: &dyn SnapshotSource,
     config: &ConnConfig,
     since: Option<u64>,
+    registration: &Registration,
 ) -> End {
     let counters = &hub.shared.counters;
     let (sink, mut stream) = socket.split();
@@ -169,7 +188,7 @@ async fn run(
 
     let Some(start) = hub.subscribe(since) else {
         // The hub was stopped before this client could subscribe.
-        return out.finish(End::Stopped, &mut stream).await;
+        return out.finish(End::Stopped, &mut stream, registration).await;
     };
     let (mut events, mut handover) = match start {
         Start::Resume { events, missed } => {
@@ -184,7 +203,7 @@ async fn run(
         }
         Start::Snapshot { events } => match queue_snapshot(&mut out, hub, source) {
             Ok(seq) => (events, Some(seq)),
-            Err(end) => return out.finish(end, &mut stream).await,
+            Err(end) => return out.finish(end, &mut stream, registration).await,
         },
     };
 
@@ -313,7 +332,7 @@ async fn run(
         }
         _ => {}
     }
-    out.finish(end, &mut stream).await
+    out.finish(end, &mut stream, registration).await
 }
 
 /// Takes a snapshot from `source`, encodes it and queues it. Returns its seq, from which the
@@ -491,7 +510,13 @@ impl Outbox {
 
     /// Ends the connection: sends the close frame `end` calls for when the socket can take
     /// it, waits briefly for the peer's answer, and drops the socket.
-    async fn finish(mut self, end: End, stream: &mut SplitStream<WebSocket>) -> End {
+    async fn finish(
+        mut self,
+        end: End,
+        stream: &mut SplitStream<WebSocket>,
+        registration: &Registration,
+    ) -> End {
+        registration.closing();
         let Some((code, reason)) = end.close_frame() else {
             if end == End::ClientClosed {
                 // Reading on lets the library send its close reply; bounded, as the peer may

@@ -164,7 +164,9 @@ impl Hub {
         self.shared.started
     }
 
-    /// The number of clients connected right now (upgraded and not yet cleaned up).
+    /// The number of clients being served right now: upgraded, and not yet closing. A
+    /// connection that is saying goodbye (close frame, grace period) still counts in
+    /// [`HubStats::connection_tasks`] until its task ends.
     pub fn client_count(&self) -> usize {
         self.shared.counters.connected.load(Ordering::Relaxed)
     }

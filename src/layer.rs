@@ -187,7 +187,7 @@ impl<A> WsLayer<A> {
     /// older than this hub comes from an earlier server, and the client gets a fresh
     /// snapshot even if its `since` happens to fall inside the new server's window.
     pub fn replay_window(self, events: usize) -> Self {
-        let (_, bytes) = self.replay_limits();
+        let (_, bytes) = self.hub.replay_limits();
         self.hub.set_replay_limits(events, bytes);
         self
     }
@@ -195,13 +195,9 @@ impl<A> WsLayer<A> {
     /// The bound on the bytes of encoded events kept in the replay window; 0 disables
     /// resuming. Default 8 MiB. The oldest events leave the window first.
     pub fn replay_window_bytes(self, bytes: usize) -> Self {
-        let (events, _) = self.replay_limits();
+        let (events, _) = self.hub.replay_limits();
         self.hub.set_replay_limits(events, bytes);
         self
-    }
-
-    fn replay_limits(&self) -> (usize, usize) {
-        self.hub.replay_limits()
     }
 
     /// What to do with a client that falls `send_buffer` events behind: close it with 1013

@@ -1,22 +1,20 @@
 //! One WebSocket client: snapshot first, then the live stream, with heartbeat, write timeout
-//! and slow-client eviction. One task per connection, no extra reader or writer task.
+//! and slow-client eviction. One task per connection, no extra reader or writer task; a
+//! wake-up polls only the sources that fired ([`sources`]).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::broadcast::{
-    self,
-    error::{RecvError, TryRecvError},
-};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use tracing::Instrument;
 
 use crate::admission::auth::Identity;
@@ -24,6 +22,9 @@ use crate::admission::cap::ConnectionPermit;
 use crate::hub::{Frame, Hub, LagPolicy, Signal, Start};
 use crate::sink::SnapshotSource;
 use crate::wire::{self, Event, EventType, Timestamp};
+
+mod sources;
+use sources::{EventFeed, Source, Sources};
 
 /// How many frames are handed to the socket before one flush. Bounds the work between two
 /// progress checks of the write timeout, while still turning a burst into few syscalls.
@@ -174,8 +175,115 @@ pub(crate) async fn serve(
     .await
 }
 
-async fn run(
+/// What a wake-up found; see [`Live::poll_step`].
+enum Step {
+    /// A flush completed: events and bytes written.
+    Flushed(Result<(u64, u64), axum::Error>),
+    /// The write deadline timer fired; the write may still be within its time.
+    WriteDeadline,
+    Inbound(Option<Result<Message, axum::Error>>),
+    /// Events were taken from the channel and queued.
+    Queued(Result<(), End>),
+    Heartbeat,
+}
+
+/// A connection past its hand-over start: what a wake-up polls.
+struct Live {
     socket: WebSocket,
+    out: Outbox,
+    feed: EventFeed,
+    sources: Sources,
+    /// The snapshot's seq until the first event after it: events up to it are skipped.
+    handover: Option<u64>,
+    heartbeat: Option<Interval>,
+    /// Armed lazily; see `run`.
+    write_deadline: Pin<Box<Sleep>>,
+}
+
+impl Live {
+    /// Polls what is due, in priority order: write what is queued first, so one wake-up reads
+    /// the channel once and flushes once; then the write deadline, which is what evicts a
+    /// client whose write hangs; then inbound frames, before events so that pongs are seen
+    /// even under a sustained stream; then events; then the heartbeat. The read side and the
+    /// timers are polled only when they fired (or have not yet been polled back to
+    /// `Pending`); see [`sources`].
+    fn poll_step(&mut self, cx: &mut Context<'_>, writing: bool) -> Poll<Step> {
+        self.sources.refresh(cx);
+        if writing {
+            if let Poll::Ready(flushed) = self.out.poll_drive(&mut self.socket, cx) {
+                return Poll::Ready(Step::Flushed(flushed));
+            }
+            // Only a write the socket is not taking needs its deadline armed, and nearly
+            // every write completes in the poll that starts it.
+            let mut timers = self.sources.context(Source::Timers);
+            if self.write_deadline.as_mut().poll(&mut timers).is_ready() {
+                return Poll::Ready(Step::WriteDeadline);
+            }
+        }
+        if self.sources.is_due(Source::Read) {
+            match self
+                .socket
+                .poll_next_unpin(&mut self.sources.context(Source::Read))
+            {
+                // More frames may be buffered already, so the read side stays due.
+                Poll::Ready(inbound) => return Poll::Ready(Step::Inbound(inbound)),
+                Poll::Pending => self.sources.settle(Source::Read),
+            }
+        }
+        if let Poll::Ready(received) = self.feed.poll_recv(cx) {
+            return Poll::Ready(Step::Queued(self.queue_events(cx, received)));
+        }
+        if self.sources.is_due(Source::Timers) {
+            if let Some(heartbeat) = &mut self.heartbeat {
+                let mut timers = self.sources.context(Source::Timers);
+                if heartbeat.poll_tick(&mut timers).is_ready() {
+                    return Poll::Ready(Step::Heartbeat);
+                }
+            }
+            self.sources.settle(Source::Timers);
+        }
+        Poll::Pending
+    }
+
+    /// Queues `received` and every frame already waiting in the channel, so one flush can
+    /// carry them all, and leaves the feed waiting for the next one, registered with the
+    /// channel: one tail lock per batch. Fails with `Lagging` when the client has fallen more
+    /// than `send_buffer` events behind, and with `Stopped` when the hub stops.
+    fn queue_events(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut received: Result<Signal, RecvError>,
+    ) -> Result<(), End> {
+        loop {
+            let frame = match received {
+                Ok(Signal::Event(frame)) => frame,
+                Ok(Signal::Stop) | Err(RecvError::Closed) => return Err(End::Stopped),
+                Err(RecvError::Lagged(_)) => return Err(End::Lagging),
+            };
+            let already_in_snapshot = match self.handover {
+                Some(snapshot_seq) if frame.seq <= snapshot_seq => true,
+                Some(_) => {
+                    self.handover = None;
+                    false
+                }
+                None => false,
+            };
+            if !already_in_snapshot {
+                self.out.push_event(frame.text);
+                if self.out.is_over_limit() {
+                    return Err(End::Lagging);
+                }
+            }
+            received = match self.feed.poll_recv(cx) {
+                Poll::Ready(received) => received,
+                Poll::Pending => return Ok(()),
+            };
+        }
+    }
+}
+
+async fn run(
+    mut socket: WebSocket,
     hub: &Hub,
     source: &dyn SnapshotSource,
     config: &ConnConfig,
@@ -183,14 +291,13 @@ async fn run(
     registration: &Registration,
 ) -> End {
     let counters = &hub.shared.counters;
-    let (sink, mut stream) = socket.split();
-    let mut out = Outbox::new(sink, config.send_buffer);
+    let mut out = Outbox::new(config.send_buffer);
 
     let Some(start) = hub.subscribe(since) else {
         // The hub was stopped before this client could subscribe.
-        return out.finish(End::Stopped, &mut stream, registration).await;
+        return out.finish(End::Stopped, &mut socket, registration).await;
     };
-    let (mut events, mut handover) = match start {
+    let (events, handover) = match start {
         Start::Resume { events, missed } => {
             counters.resumed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
@@ -203,92 +310,74 @@ async fn run(
         }
         Start::Snapshot { events } => match queue_snapshot(&mut out, hub, source) {
             Ok(seq) => (events, Some(seq)),
-            Err(end) => return out.finish(end, &mut stream, registration).await,
+            Err(end) => return out.finish(end, &mut socket, registration).await,
         },
     };
 
-    let heartbeat_enabled = !config.heartbeat.is_zero();
-    let period = if heartbeat_enabled {
-        config.heartbeat
-    } else {
-        Duration::from_secs(3600)
+    let period = config.heartbeat;
+    let mut live = Live {
+        socket,
+        out,
+        feed: EventFeed::new(events),
+        sources: Sources::new(),
+        handover,
+        heartbeat: (!period.is_zero()).then(|| {
+            let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            interval
+        }),
+        // The write timeout is kept lazily: progress only records an instant, and the timer
+        // is re-armed when it fires early. Resetting a timer on every flush would take the
+        // timer driver's lock once per delivery.
+        write_deadline: Box::pin(tokio::time::sleep(config.write_timeout)),
     };
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
-
-    // The write timeout is kept lazily: progress only records an instant, and the timer is
-    // re-armed when it fires early. Resetting a timer on every flush would take the timer
-    // driver's lock once per delivery.
     let mut last_progress = Instant::now();
-    let write_deadline = tokio::time::sleep(config.write_timeout);
-    tokio::pin!(write_deadline);
 
     let end = loop {
-        let was_busy = out.is_busy();
-        // Biased: write what is queued first, so one wake-up reads the channel once and
-        // flushes once; the socket and the channel are still read whenever the socket is not
-        // ready, which is what lets a stuck client be evicted while its write hangs. Inbound
-        // frames come before events so pongs are seen even under a sustained stream.
-        let lagged = tokio::select! {
-            biased;
-
-            flushed = poll_fn(|cx| out.poll_drive(cx)), if was_busy => match flushed {
-                Ok((events, bytes)) => {
-                    counters.events_sent.fetch_add(events, Ordering::Relaxed);
-                    counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-                    last_progress = Instant::now();
-                    continue;
-                }
-                Err(_) => break End::WriteError,
-            },
-
-            () = &mut write_deadline, if was_busy => {
+        let was_busy = live.out.is_busy();
+        let step = poll_fn(|cx| live.poll_step(cx, was_busy)).await;
+        let lagged = match step {
+            Step::Flushed(Ok((events, bytes))) => {
+                counters.events_sent.fetch_add(events, Ordering::Relaxed);
+                counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                last_progress = Instant::now();
+                continue;
+            }
+            Step::Flushed(Err(_)) => break End::WriteError,
+            Step::WriteDeadline => {
                 let deadline = last_progress + config.write_timeout;
                 if Instant::now() >= deadline {
                     break End::WriteTimeout;
                 }
-                write_deadline.as_mut().reset(deadline);
+                live.write_deadline.as_mut().reset(deadline);
                 false
-            },
-
-            inbound = stream.next() => match inbound {
-                // Client data is read and discarded: the protocol is server-to-client.
-                Some(Ok(Message::Close(_))) => break End::ClientClosed,
-                Some(Ok(_)) => {
-                    last_heard = Instant::now();
-                    false
+            }
+            // Client data is read and discarded: the protocol is server-to-client.
+            Step::Inbound(Some(Ok(Message::Close(_)))) => break End::ClientClosed,
+            Step::Inbound(Some(Ok(_))) => {
+                last_heard = Instant::now();
+                false
+            }
+            Step::Inbound(Some(Err(error))) => {
+                if is_capacity_error(&error) {
+                    break End::MessageTooBig;
                 }
-                Some(Err(error)) => {
-                    if is_capacity_error(&error) {
-                        break End::MessageTooBig;
-                    }
-                    tracing::debug!(%error, "read failed");
-                    break End::ReadError;
-                }
-                None => break End::PeerGone,
-            },
-
-            received = events.recv() => match received {
-                Ok(Signal::Event(first)) => {
-                    match take_frames(first, &mut events, &mut handover, &mut out) {
-                        Ok(()) => false,
-                        Err(End::Lagging) => true,
-                        Err(end) => break end,
-                    }
-                }
-                Ok(Signal::Stop) | Err(RecvError::Closed) => break End::Stopped,
-                Err(RecvError::Lagged(_)) => true,
-            },
-
-            _ = heartbeat.tick(), if heartbeat_enabled => {
+                tracing::debug!(%error, "read failed");
+                break End::ReadError;
+            }
+            Step::Inbound(None) => break End::PeerGone,
+            Step::Queued(Ok(())) => false,
+            Step::Queued(Err(End::Lagging)) => true,
+            Step::Queued(Err(end)) => break end,
+            Step::Heartbeat => {
                 if last_heard.elapsed() >= period * 2 {
                     counters.heartbeat_timeouts.fetch_add(1, Ordering::Relaxed);
                     break End::HeartbeatTimeout;
                 }
-                out.push_control(Message::Ping(bytes::Bytes::new()));
+                live.out.push_control(Message::Ping(bytes::Bytes::new()));
                 false
-            },
+            }
         };
         if lagged {
             match config.lag_policy {
@@ -297,7 +386,7 @@ async fn run(
                     // Replace the backlog with the state it would have produced. A fresh
                     // subscription, taken before the snapshot, restarts the hand-over.
                     counters.resyncs.fetch_add(1, Ordering::Relaxed);
-                    let dropped = out.drop_backlog();
+                    let dropped = live.out.drop_backlog();
                     tracing::warn!(
                         dropped,
                         "client fell behind: backlog replaced by a snapshot"
@@ -308,15 +397,15 @@ async fn run(
                     else {
                         break End::Stopped;
                     };
-                    events = fresh;
-                    match queue_snapshot(&mut out, hub, source) {
-                        Ok(seq) => handover = Some(seq),
+                    live.feed.replace(fresh);
+                    match queue_snapshot(&mut live.out, hub, source) {
+                        Ok(seq) => live.handover = Some(seq),
                         Err(end) => break end,
                     }
                 }
             }
         }
-        if !was_busy && out.is_busy() {
+        if !was_busy && live.out.is_busy() {
             // A write starts now: its timeout runs from here.
             last_progress = Instant::now();
         }
@@ -332,7 +421,10 @@ async fn run(
         }
         _ => {}
     }
-    out.finish(end, &mut stream, registration).await
+    let Live {
+        mut socket, out, ..
+    } = live;
+    out.finish(end, &mut socket, registration).await
 }
 
 /// Takes a snapshot from `source`, encodes it and queues it. Returns its seq, from which the
@@ -361,42 +453,6 @@ fn queue_snapshot(out: &mut Outbox, hub: &Hub, source: &dyn SnapshotSource) -> R
     }
 }
 
-/// Queues `first` and every frame already waiting in the channel, so one flush can carry
-/// them all. Fails with `Lagging` when the client has fallen more than `send_buffer` events
-/// behind.
-fn take_frames(
-    first: Frame,
-    events: &mut broadcast::Receiver<Signal>,
-    handover: &mut Option<u64>,
-    out: &mut Outbox,
-) -> Result<(), End> {
-    let mut next = Some(first);
-    while let Some(frame) = next {
-        let already_in_snapshot = match *handover {
-            Some(snapshot_seq) if frame.seq <= snapshot_seq => true,
-            Some(_) => {
-                *handover = None;
-                false
-            }
-            None => false,
-        };
-        if !already_in_snapshot {
-            out.push_event(frame.text);
-            if out.is_over_limit() {
-                return Err(End::Lagging);
-            }
-        }
-        next = match events.try_recv() {
-            Ok(Signal::Event(frame)) => Some(frame),
-            Ok(Signal::Stop) => return Err(End::Stopped),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Lagged(_)) => return Err(End::Lagging),
-            Err(TryRecvError::Closed) => return Err(End::Stopped),
-        };
-    }
-    Ok(())
-}
-
 fn is_capacity_error(error: &axum::Error) -> bool {
     use std::error::Error as _;
     let mut source = error.source();
@@ -409,9 +465,8 @@ fn is_capacity_error(error: &axum::Error) -> bool {
     false
 }
 
-/// The client's bounded queue and the socket's write half.
+/// The client's bounded queue, and what is in flight on the socket.
 struct Outbox {
-    sink: SplitSink<WebSocket, Message>,
     /// Messages not yet handed to the socket.
     queue: VecDeque<Message>,
     /// Event messages queued or in flight: what `send_buffer` bounds.
@@ -428,9 +483,8 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn new(sink: SplitSink<WebSocket, Message>, limit: usize) -> Self {
+    fn new(limit: usize) -> Self {
         Outbox {
-            sink,
             queue: VecDeque::new(),
             queued_events: 0,
             limit,
@@ -482,11 +536,15 @@ impl Outbox {
 
     /// Hands up to [`FRAMES_PER_FLUSH`] queued messages to the socket, then flushes once.
     /// Ready with the number of event messages and bytes written when the flush completed.
-    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(u64, u64), axum::Error>> {
+    fn poll_drive(
+        &mut self,
+        socket: &mut WebSocket,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(u64, u64), axum::Error>> {
         if !self.flushing {
             let mut fed = 0;
             while fed < FRAMES_PER_FLUSH && !self.queue.is_empty() {
-                ready!(self.sink.poll_ready_unpin(cx))?;
+                ready!(socket.poll_ready_unpin(cx))?;
                 let Some(message) = self.queue.pop_front() else {
                     break;
                 };
@@ -494,12 +552,12 @@ impl Outbox {
                     self.in_flight_events += 1;
                     self.in_flight_bytes += text.len() as u64;
                 }
-                self.sink.start_send_unpin(message)?;
+                socket.start_send_unpin(message)?;
                 fed += 1;
             }
             self.flushing = true;
         }
-        ready!(self.sink.poll_flush_unpin(cx))?;
+        ready!(socket.poll_flush_unpin(cx))?;
         self.flushing = false;
         let events = std::mem::take(&mut self.in_flight_events);
         let bytes = std::mem::take(&mut self.in_flight_bytes);
@@ -513,7 +571,7 @@ impl Outbox {
     async fn finish(
         mut self,
         end: End,
-        stream: &mut SplitStream<WebSocket>,
+        socket: &mut WebSocket,
         registration: &Registration,
     ) -> End {
         registration.closing();
@@ -521,7 +579,7 @@ impl Outbox {
             if end == End::ClientClosed {
                 // Reading on lets the library send its close reply; bounded, as the peer may
                 // be gone.
-                let _ = tokio::time::timeout(CLOSE_GRACE, drain(stream)).await;
+                let _ = tokio::time::timeout(CLOSE_GRACE, drain(socket)).await;
             }
             return end;
         };
@@ -538,9 +596,9 @@ impl Outbox {
         })));
         let closed = tokio::time::timeout(CLOSE_GRACE, async {
             while self.is_busy() {
-                poll_fn(|cx| self.poll_drive(cx)).await?;
+                poll_fn(|cx| self.poll_drive(socket, cx)).await?;
             }
-            drain(stream).await;
+            drain(socket).await;
             Ok::<(), axum::Error>(())
         })
         .await;
@@ -551,6 +609,6 @@ impl Outbox {
     }
 }
 
-async fn drain(stream: &mut SplitStream<WebSocket>) {
-    while let Some(Ok(_)) = stream.next().await {}
+async fn drain(socket: &mut WebSocket) {
+    while let Some(Ok(_)) = socket.next().await {}
 }

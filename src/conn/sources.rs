@@ -1,0 +1,259 @@
+//! What can wake a connection task, told apart.
+//!
+//! A connection waits on four things at once: the event channel, the socket's read side, its
+//! timers and its write side. Under a steady event stream nearly every wake-up is an event,
+//! yet a plain `select!` polls every branch on every wake-up. Polling the read side is the
+//! expensive one (the WebSocket's wakers, two `Rewind` layers, the frame reader and the
+//! socket's readiness), and the timers come next; both would run once per delivery for
+//! nothing. So the read side and the timers are polled with wakers of their own, which
+//! record which source fired before waking the task, and a wake-up polls them only when they
+//! fired (the idea behind `FuturesUnordered`).
+//!
+//! The event channel and the write side use the task's own waker: they are what a wake-up is
+//! for, and a waker in between would cost a reference count and two atomics per delivery.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures_util::task::AtomicWaker;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::ReusableBoxFuture;
+
+use crate::hub::Signal;
+
+/// A source that woke the task. Bits of one mask.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Source {
+    /// The socket's read side.
+    Read = 1,
+    /// The heartbeat and the write deadline.
+    Timers = 2,
+}
+
+const ALL: u8 = Source::Read as u8 | Source::Timers as u8;
+
+/// Shared between the task and the wakers it hands out.
+#[derive(Default)]
+struct Fired {
+    /// Sources woken since the task last looked.
+    mask: AtomicU8,
+    /// The task's own waker.
+    task: AtomicWaker,
+}
+
+/// Wakes the task on behalf of one source.
+struct SourceWaker {
+    fired: Arc<Fired>,
+    source: Source,
+}
+
+impl Wake for SourceWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired
+            .mask
+            .fetch_or(self.source as u8, Ordering::AcqRel);
+        self.fired.task.wake();
+    }
+}
+
+/// The per-source wakers of one connection task, and which sources are due to be polled.
+pub(super) struct Sources {
+    fired: Arc<Fired>,
+    read: Waker,
+    timers: Waker,
+    /// Sources to poll: fired, or not yet polled back to `Pending` since they last were.
+    due: u8,
+    /// The task waker registered last, to tell when it changes.
+    task: Option<Waker>,
+}
+
+impl Sources {
+    pub(super) fn new() -> Self {
+        let fired = Arc::new(Fired::default());
+        let waker = |source| {
+            Waker::from(Arc::new(SourceWaker {
+                fired: fired.clone(),
+                source,
+            }))
+        };
+        Sources {
+            read: waker(Source::Read),
+            timers: waker(Source::Timers),
+            // Everything is polled once, which registers every waker.
+            due: ALL,
+            task: None,
+            fired,
+        }
+    }
+
+    /// Takes in what fired since the last call; the task will be woken for what fires next.
+    pub(super) fn refresh(&mut self, cx: &Context<'_>) {
+        let waker = cx.waker();
+        let same_task = self.task.as_ref().is_some_and(|w| w.will_wake(waker));
+        // While nothing has fired, the waker registered last is still in place: a source
+        // takes it only after setting its bit. Most polls end here.
+        if same_task && self.fired.mask.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        if !same_task {
+            self.task = Some(waker.clone());
+        }
+        // Register before reading the mask: a source firing in between wakes the new waker.
+        self.fired.task.register(waker);
+        self.due |= self.fired.mask.swap(0, Ordering::AcqRel);
+    }
+
+    pub(super) fn is_due(&self, source: Source) -> bool {
+        self.due & source as u8 != 0
+    }
+
+    /// `source` returned `Pending` with its waker registered.
+    pub(super) fn settle(&mut self, source: Source) {
+        self.due &= !(source as u8);
+    }
+
+    /// The context to poll `source` with.
+    pub(super) fn context(&self, source: Source) -> Context<'_> {
+        Context::from_waker(match source {
+            Source::Read => &self.read,
+            Source::Timers => &self.timers,
+        })
+    }
+}
+
+type Received = (Result<Signal, RecvError>, broadcast::Receiver<Signal>);
+
+/// A broadcast receiver that can be polled, keeping its place in the waiter list between
+/// polls.
+///
+/// `Receiver::recv` is an `async fn`: the future must survive from one poll to the next,
+/// or each wake-up would unlink and relink the waiter under the channel's tail lock. The
+/// receiver lives inside a reusable boxed future that hands it back with each value, so
+/// there is one allocation per connection, not one per event.
+pub(super) struct EventFeed {
+    next: ReusableBoxFuture<'static, Received>,
+}
+
+async fn receive(mut events: broadcast::Receiver<Signal>) -> Received {
+    let received = events.recv().await;
+    (received, events)
+}
+
+impl EventFeed {
+    pub(super) fn new(events: broadcast::Receiver<Signal>) -> Self {
+        EventFeed {
+            next: ReusableBoxFuture::new(receive(events)),
+        }
+    }
+
+    /// The next signal. `Pending` leaves the waker registered with the channel, so draining
+    /// until `Pending` costs one tail lock per batch, not one per event plus one to wait.
+    pub(super) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Signal, RecvError>> {
+        let (received, events) = std::task::ready!(self.next.poll(cx));
+        self.next.set(receive(events));
+        Poll::Ready(received)
+    }
+
+    /// Follows `events` from now on; the old receiver is dropped.
+    pub(super) fn replace(&mut self, events: broadcast::Receiver<Signal>) {
+        self.next.set(receive(events));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Frame;
+    use axum::extract::ws::Utf8Bytes;
+
+    fn frame(seq: u64) -> Signal {
+        Signal::Event(Frame {
+            seq,
+            text: Utf8Bytes::from_static("{}"),
+        })
+    }
+
+    #[test]
+    fn a_source_waker_marks_its_source_and_wakes_the_task() {
+        let mut sources = Sources::new();
+        let task = Arc::new(Counter::default());
+        let task_waker = Waker::from(task.clone());
+        sources.refresh(&Context::from_waker(&task_waker));
+        assert!(sources.is_due(Source::Read) && sources.is_due(Source::Timers));
+        for source in [Source::Read, Source::Timers] {
+            sources.settle(source);
+        }
+        assert!(!sources.is_due(Source::Read));
+
+        sources.context(Source::Timers).waker().wake_by_ref();
+        assert_eq!(task.count(), 1);
+        sources.refresh(&Context::from_waker(&task_waker));
+        assert!(sources.is_due(Source::Timers));
+        assert!(!sources.is_due(Source::Read));
+
+        // A fired source stays due until it is settled, whatever fires next.
+        sources.context(Source::Read).waker().wake_by_ref();
+        sources.refresh(&Context::from_waker(&task_waker));
+        assert!(sources.is_due(Source::Timers) && sources.is_due(Source::Read));
+        assert_eq!(task.count(), 2);
+    }
+
+    #[test]
+    fn the_feed_drains_then_waits_and_is_woken_by_a_send() {
+        let (tx, rx) = broadcast::channel(8);
+        let mut feed = EventFeed::new(rx);
+        let task = Arc::new(Counter::default());
+        let waker = Waker::from(task.clone());
+
+        tx.send(frame(1)).ok();
+        tx.send(frame(2)).ok();
+        let mut seen = Vec::new();
+        while let Poll::Ready(Ok(Signal::Event(f))) =
+            feed.poll_recv(&mut Context::from_waker(&waker))
+        {
+            seen.push(f.seq);
+        }
+        assert_eq!(seen, [1, 2]);
+        assert_eq!(task.count(), 0);
+
+        tx.send(frame(3)).ok();
+        assert_eq!(task.count(), 1, "the waiting feed was woken");
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            feed.poll_recv(&mut cx),
+            Poll::Ready(Ok(Signal::Event(Frame { seq: 3, .. })))
+        ));
+
+        let (tx2, rx2) = broadcast::channel(8);
+        feed.replace(rx2);
+        tx.send(frame(4)).ok();
+        tx2.send(frame(10)).ok();
+        assert!(matches!(
+            feed.poll_recv(&mut cx),
+            Poll::Ready(Ok(Signal::Event(Frame { seq: 10, .. })))
+        ));
+    }
+
+    #[derive(Default)]
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl Counter {
+        fn count(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}

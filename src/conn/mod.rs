@@ -144,14 +144,18 @@ impl Drop for Registration {
 
 /// Runs one client connection to its end, however it ends. The permit (if any) is released
 /// when this future completes or is dropped.
-pub(crate) async fn serve(
-    socket: WebSocket,
+///
+/// Not an `async fn`: an `async fn` keeps its arguments in its future for its whole life, so
+/// the socket would be stored twice, there and where the loop uses it. Here the future owns
+/// the socket once and lends it out (the future measured 1.5 KB this way, 2.8 KB before).
+pub(crate) fn serve(
+    mut socket: WebSocket,
     hub: Hub,
     source: Arc<dyn SnapshotSource>,
     config: Arc<ConnConfig>,
     client: ClientInfo,
     permit: Option<ConnectionPermit>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let registration = Registration::new(&hub);
     let span = tracing::info_span!(
         "ws_client",
@@ -160,7 +164,16 @@ pub(crate) async fn serve(
     );
     async move {
         tracing::info!(clients = hub.client_count(), "client connected");
-        let end = run(socket, &hub, &*source, &config, client.since, &registration).await;
+        let end = run(
+            &mut socket,
+            &hub,
+            &*source,
+            &config,
+            client.since,
+            &registration,
+        )
+        .await;
+        drop(socket);
         match end {
             End::Lagging | End::WriteTimeout | End::HeartbeatTimeout => {
                 tracing::warn!(reason = end.as_str(), "client evicted")
@@ -172,7 +185,6 @@ pub(crate) async fn serve(
         drop(registration);
     }
     .instrument(span)
-    .await
 }
 
 /// What a wake-up found; see [`Live::poll_step`].
@@ -188,8 +200,8 @@ enum Step {
 }
 
 /// A connection past its hand-over start: what a wake-up polls.
-struct Live {
-    socket: WebSocket,
+struct Live<'a> {
+    socket: &'a mut WebSocket,
     out: Outbox,
     feed: EventFeed,
     sources: Sources,
@@ -197,10 +209,10 @@ struct Live {
     handover: Option<u64>,
     heartbeat: Option<Interval>,
     /// Armed lazily; see `run`.
-    write_deadline: Pin<Box<Sleep>>,
+    write_deadline: Pin<&'a mut Sleep>,
 }
 
-impl Live {
+impl Live<'_> {
     /// Polls what is due, in priority order: write what is queued first, so one wake-up reads
     /// the channel once and flushes once; then the write deadline, which is what evicts a
     /// client whose write hangs; then inbound frames, before events so that pongs are seen
@@ -210,7 +222,7 @@ impl Live {
     fn poll_step(&mut self, cx: &mut Context<'_>, writing: bool) -> Poll<Step> {
         self.sources.refresh(cx);
         if writing {
-            if let Poll::Ready(flushed) = self.out.poll_drive(&mut self.socket, cx) {
+            if let Poll::Ready(flushed) = self.out.poll_drive(self.socket, cx) {
                 return Poll::Ready(Step::Flushed(flushed));
             }
             // Only a write the socket is not taking needs its deadline armed, and nearly
@@ -283,7 +295,7 @@ impl Live {
 }
 
 async fn run(
-    mut socket: WebSocket,
+    socket: &mut WebSocket,
     hub: &Hub,
     source: &dyn SnapshotSource,
     config: &ConnConfig,
@@ -295,7 +307,7 @@ async fn run(
 
     let Some(start) = hub.subscribe(since) else {
         // The hub was stopped before this client could subscribe.
-        return out.finish(End::Stopped, &mut socket, registration).await;
+        return out.finish(End::Stopped, socket, registration).await;
     };
     let (events, handover) = match start {
         Start::Resume { events, missed } => {
@@ -310,10 +322,15 @@ async fn run(
         }
         Start::Snapshot { events } => match queue_snapshot(&mut out, hub, source) {
             Ok(seq) => (events, Some(seq)),
-            Err(end) => return out.finish(end, &mut socket, registration).await,
+            Err(end) => return out.finish(end, socket, registration).await,
         },
     };
 
+    // The write timeout is kept lazily: progress only records an instant, and the timer is
+    // re-armed when it fires early. Resetting a timer on every flush would take the timer
+    // driver's lock once per delivery.
+    let write_deadline = tokio::time::sleep(config.write_timeout);
+    tokio::pin!(write_deadline);
     let period = config.heartbeat;
     let mut live = Live {
         socket,
@@ -326,10 +343,7 @@ async fn run(
             interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
             interval
         }),
-        // The write timeout is kept lazily: progress only records an instant, and the timer
-        // is re-armed when it fires early. Resetting a timer on every flush would take the
-        // timer driver's lock once per delivery.
-        write_deadline: Box::pin(tokio::time::sleep(config.write_timeout)),
+        write_deadline,
     };
     let mut last_heard = Instant::now();
     let mut last_progress = Instant::now();
@@ -421,10 +435,8 @@ async fn run(
         }
         _ => {}
     }
-    let Live {
-        mut socket, out, ..
-    } = live;
-    out.finish(end, &mut socket, registration).await
+    let Live { socket, out, .. } = live;
+    out.finish(end, socket, registration).await
 }
 
 /// Takes a snapshot from `source`, encodes it and queues it. Returns its seq, from which the

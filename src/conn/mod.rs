@@ -5,9 +5,9 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -219,7 +219,12 @@ impl Live<'_> {
     /// even under a sustained stream; then events; then the heartbeat. The read side and the
     /// timers are polled only when they fired (or have not yet been polled back to
     /// `Pending`); see [`sources`].
-    fn poll_step(&mut self, cx: &mut Context<'_>, writing: bool) -> Poll<Step> {
+    ///
+    /// `feed_parked`: the feed was drained to `Pending` earlier in this same poll of the
+    /// task, so its waiter is registered and nothing can be waiting in it unnoticed (a send
+    /// since then has woken the task, which will be polled again). Polling it anyway would
+    /// take the channel's tail lock a second time per event.
+    fn poll_step(&mut self, cx: &mut Context<'_>, writing: bool, feed_parked: bool) -> Poll<Step> {
         self.sources.refresh(cx);
         if writing {
             if let Poll::Ready(flushed) = self.out.poll_drive(self.socket, cx) {
@@ -242,8 +247,10 @@ impl Live<'_> {
                 Poll::Pending => self.sources.settle(Source::Read),
             }
         }
-        if let Poll::Ready(received) = self.feed.poll_recv(cx) {
-            return Poll::Ready(Step::Queued(self.queue_events(cx, received)));
+        if !feed_parked {
+            if let Poll::Ready(received) = self.feed.poll_recv(cx) {
+                return Poll::Ready(Step::Queued(self.queue_events(cx, received)));
+            }
         }
         if self.sources.is_due(Source::Timers) {
             if let Some(heartbeat) = &mut self.heartbeat {
@@ -348,9 +355,19 @@ async fn run(
     let mut last_heard = Instant::now();
     let mut last_progress = Instant::now();
 
+    let mut feed_parked = false;
     let end = loop {
         let was_busy = live.out.is_busy();
-        let step = poll_fn(|cx| live.poll_step(cx, was_busy)).await;
+        let step = poll_fn(|cx| {
+            let step = live.poll_step(cx, was_busy, feed_parked);
+            if step.is_pending() {
+                // The task yields: whatever wakes it next may be an event.
+                feed_parked = false;
+            }
+            step
+        })
+        .await;
+        feed_parked |= matches!(step, Step::Queued(Ok(())));
         let lagged = match step {
             Step::Flushed(Ok((events, bytes))) => {
                 counters.events_sent.fetch_add(events, Ordering::Relaxed);
@@ -412,6 +429,7 @@ async fn run(
                         break End::Stopped;
                     };
                     live.feed.replace(fresh);
+                    feed_parked = false;
                     match queue_snapshot(&mut live.out, hub, source) {
                         Ok(seq) => live.handover = Some(seq),
                         Err(end) => break end,

@@ -14,7 +14,8 @@
 //! cost of each delivery rather than the eviction policy; everything else is at its default.
 //!
 //! `--workers N` sets tokio's worker threads (default one per core). On a machine shared with
-//! the load generator, one worker leaves it a core and lowers latency; see the README.
+//! the load generator, one worker leaves it a core: that lowers the median latency of the
+//! `latency` scenario but raised its p99 in our runs, so the README's figures use the default.
 //!
 //! Endpoints: `GET /ws` (the WebSocket), `POST /bench/burst?count=M&bytes=S&rate=R`,
 //! `GET /bench/stats`.

@@ -12,11 +12,10 @@
 //! The event channel and the write side use the task's own waker: they are what a wake-up is
 //! for, and a waker in between would cost a reference count and two atomics per delivery.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
-use futures_util::task::AtomicWaker;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::ReusableBoxFuture;
 
@@ -38,8 +37,28 @@ const ALL: u8 = Source::Read as u8 | Source::Timers as u8;
 struct Fired {
     /// Sources woken since the task last looked.
     mask: AtomicU8,
-    /// The task's own waker.
-    task: AtomicWaker,
+    /// The task's own waker. It stays in place when used (unlike an `AtomicWaker`, which
+    /// hands it out on wake and must be re-registered on every poll), so a poll that finds
+    /// nothing fired has nothing to do. The lock is only taken when a source fires, which
+    /// is rare, or when the task's waker changes.
+    task: Mutex<Option<Waker>>,
+}
+
+impl Fired {
+    fn mark(&self, source: Source) {
+        self.mask.fetch_or(source as u8, Ordering::AcqRel);
+    }
+
+    fn notify(&self) {
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(task) = task {
+            task.wake();
+        }
+    }
 }
 
 /// Wakes the task on behalf of one source.
@@ -54,10 +73,9 @@ impl Wake for SourceWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.fired
-            .mask
-            .fetch_or(self.source as u8, Ordering::AcqRel);
-        self.fired.task.wake();
+        // Mark first: the task, once woken, must find the bit.
+        self.fired.mark(self.source);
+        self.fired.notify();
     }
 }
 
@@ -94,18 +112,19 @@ impl Sources {
     /// Takes in what fired since the last call; the task will be woken for what fires next.
     pub(super) fn refresh(&mut self, cx: &Context<'_>) {
         let waker = cx.waker();
-        let same_task = self.task.as_ref().is_some_and(|w| w.will_wake(waker));
-        // While nothing has fired, the waker registered last is still in place: a source
-        // takes it only after setting its bit. Most polls end here.
-        if same_task && self.fired.mask.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        if !same_task {
+        if !self.task.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            // Stored before the mask is read: a source firing in between wakes this waker.
+            *self
+                .fired
+                .task
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(waker.clone());
             self.task = Some(waker.clone());
         }
-        // Register before reading the mask: a source firing in between wakes the new waker.
-        self.fired.task.register(waker);
-        self.due |= self.fired.mask.swap(0, Ordering::AcqRel);
+        // A plain load first: most polls find nothing fired, and a swap would write the line.
+        if self.fired.mask.load(Ordering::Acquire) != 0 {
+            self.due |= self.fired.mask.swap(0, Ordering::AcqRel);
+        }
     }
 
     pub(super) fn is_due(&self, source: Source) -> bool {
@@ -201,6 +220,33 @@ mod tests {
         sources.refresh(&Context::from_waker(&task_waker));
         assert!(sources.is_due(Source::Timers) && sources.is_due(Source::Read));
         assert_eq!(task.count(), 2);
+    }
+
+    #[test]
+    fn a_wake_racing_with_a_refresh_is_never_lost() {
+        // A source marks its bit, the task refreshes (taking the bit), and only then does
+        // the source's notify run. The task's waker must still be in place for the next fire.
+        let mut sources = Sources::new();
+        let task = Arc::new(Counter::default());
+        let task_waker = Waker::from(task.clone());
+        let cx = Context::from_waker(&task_waker);
+        sources.refresh(&cx);
+        sources.settle(Source::Read);
+        sources.settle(Source::Timers);
+
+        sources.fired.mark(Source::Read);
+        sources.refresh(&cx);
+        sources.fired.notify();
+        assert!(sources.is_due(Source::Read));
+        sources.settle(Source::Read);
+        sources.refresh(&cx);
+        assert_eq!(task.count(), 1);
+
+        sources.context(Source::Timers).waker().wake_by_ref();
+        assert_eq!(task.count(), 2, "the second fire woke the task");
+        sources.refresh(&cx);
+        assert!(sources.is_due(Source::Timers));
+        assert!(!sources.is_due(Source::Read));
     }
 
     #[test]

@@ -367,6 +367,84 @@ async fn a_silent_peer_is_dropped_after_two_heartbeats_and_a_live_one_is_kept() 
     drop(silent);
 }
 
+/// The connection polls its read side and timers only when they fire (`conn/sources.rs`): a
+/// lost wake-up there would starve reads under a steady stream and show up as a heartbeat
+/// timeout, a missing event or a close that is never answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_traffic_heartbeats_and_a_steady_stream_share_one_connection() {
+    const EVENTS: u64 = 1_000;
+    let store = SessionStore::new();
+    let ws = layer(&store).heartbeat(Duration::from_millis(50));
+    let (hub, addr) = start(&ws).await;
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    eventually("client registered", || hub.client_count() == 1).await;
+    let (mut tx, mut rx) = client.split();
+
+    let chatter = tokio::spawn(async move {
+        for i in 0..300 {
+            tx.send(Message::text(format!("noise {i}"))).await?;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok::<_, tokio_tungstenite::tungstenite::Error>(tx)
+    });
+    let producer = {
+        let (store, hub) = (store.clone(), hub.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            for seq in 1..=EVENTS {
+                tick.tick().await;
+                publish(
+                    &store,
+                    &hub,
+                    &Event::delta(seq, vec![session("a", seq as i64)], vec![]),
+                );
+            }
+        })
+    };
+
+    let (mut next, mut pings) = (1, 0);
+    within("every event", async {
+        while next <= EVENTS {
+            match rx.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let event = Event::from_json(text.as_bytes()).expect("decodable event");
+                    assert_eq!(event.seq, next, "events arrive once and in order");
+                    next += 1;
+                }
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                Some(Ok(_)) => {}
+                other => panic!("stream broke mid-test: {other:?}"),
+            }
+        }
+    })
+    .await;
+    within("producer", producer).await.unwrap();
+    let tx = within("chatter", chatter).await.unwrap().expect("sends");
+    assert!(
+        pings >= 5,
+        "heartbeat kept pinging under the stream: {pings} pings"
+    );
+    assert_eq!(
+        hub.stats().heartbeat_timeouts,
+        0,
+        "pongs and messages were read"
+    );
+    assert_eq!(hub.client_count(), 1);
+
+    let mut client = rx.reunite(tx).expect("same connection");
+    within("close", client.close(None)).await.unwrap();
+    within("close reply", async {
+        while let Some(Ok(msg)) = client.next().await {
+            if msg.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    eventually("client gone", || hub.client_count() == 0).await;
+}
+
 #[tokio::test]
 async fn inbound_messages_are_discarded_and_oversized_ones_close_with_1009() {
     let store = SessionStore::new();

@@ -10,7 +10,8 @@
 //! fired (the idea behind `FuturesUnordered`).
 //!
 //! The event channel and the write side use the task's own waker: they are what a wake-up is
-//! for, and a waker in between would cost a reference count and two atomics per delivery.
+//! for, and a waker in between would add a reference count, an atomic and a lock per
+//! delivery.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

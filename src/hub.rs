@@ -47,9 +47,10 @@ pub(crate) struct Frame {
 ///
 /// // The monitor publishes every event to the store first, then to the hub.
 /// let event = Event::delta(1, vec![], vec!["gone".into()]);
-/// store.handle_event(&event).unwrap();
-/// hub.handle_event(&event).unwrap();
+/// store.handle_event(&event)?;
+/// hub.handle_event(&event)?;
 /// assert_eq!(hub.client_count(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
 /// # Ordering and delivery

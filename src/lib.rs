@@ -51,11 +51,12 @@
 //! let app: Router = Router::new().merge(ws.router("/ws"));
 //!
 //! let event = Event::delta(1, vec![], vec![]);
-//! store.handle_event(&event).unwrap();
-//! hub.handle_event(&event).unwrap();
+//! store.handle_event(&event)?;
+//! hub.handle_event(&event)?;
 //! assert_eq!(store.snapshot().seq, 1);
 //! assert_eq!(hub.client_count(), 0);
 //! # drop(app);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # What a client sees

@@ -147,8 +147,9 @@ impl StdError for SinkError {
 /// let hub = WsLayer::new(store.clone()).hub();
 /// // Store first, then hub: a client connecting in between is covered by the hand-over.
 /// let sink = MultiSink::new().with(store.clone()).with(hub);
-/// sink.handle_event(&Event::delta(1, vec![], vec![])).unwrap();
+/// sink.handle_event(&Event::delta(1, vec![], vec![]))?;
 /// assert_eq!(store.seq(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct MultiSink {

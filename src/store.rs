@@ -22,10 +22,11 @@ use crate::wire::{Event, EventType, SessionState};
 ///
 /// let store = SessionStore::new();
 /// let session = SessionState { id: "a".into(), model: "claude-opus-4-1".into(), ..Default::default() };
-/// store.handle_event(&Event::delta(1, vec![session], vec![])).unwrap();
-/// store.handle_event(&Event::delta(2, vec![], vec!["a".into()])).unwrap();
+/// store.handle_event(&Event::delta(1, vec![session], vec![]))?;
+/// store.handle_event(&Event::delta(2, vec![], vec!["a".into()]))?;
 /// let snapshot = store.snapshot();
 /// assert_eq!((snapshot.seq, snapshot.sessions.len()), (2, 0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct SessionStore {

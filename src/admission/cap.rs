@@ -62,8 +62,8 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// use agentwatch_ws::admission::cap::ConnectionLimit;
 ///
 /// let limit = ConnectionLimit::new(2);
-/// let a = limit.try_acquire().unwrap();
-/// let b = limit.try_acquire().unwrap();
+/// let a = limit.try_acquire().ok_or("no free slot")?;
+/// let b = limit.try_acquire().ok_or("no free slot")?;
 /// assert!(limit.try_acquire().is_none());
 /// let a2 = a.clone();
 /// drop(a);
@@ -72,6 +72,7 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// assert_eq!(limit.in_use(), 1);
 /// assert!(limit.try_acquire().is_some());
 /// # drop(b);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct ConnectionLimit {

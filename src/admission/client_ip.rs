@@ -41,20 +41,20 @@
 //! use http::HeaderMap;
 //! use std::net::IpAddr;
 //!
-//! let trusted = TrustedProxies::new(["10.0.0.0/8", "::1"])
-//!     .unwrap()
-//!     .header(ClientIpHeader::XForwardedFor);
+//! let trusted =
+//!     TrustedProxies::new(["10.0.0.0/8", "::1"])?.header(ClientIpHeader::XForwardedFor);
 //!
 //! let mut headers = HeaderMap::new();
 //! // The client sent "6.6.6.6"; nginx appended the address it saw (203.0.113.7).
-//! headers.insert("x-forwarded-for", "6.6.6.6, 203.0.113.7".parse().unwrap());
+//! headers.insert("x-forwarded-for", "6.6.6.6, 203.0.113.7".parse()?);
 //!
-//! let proxy: IpAddr = "10.0.0.2".parse().unwrap();
-//! assert_eq!(client_ip(proxy, &headers, &trusted), "203.0.113.7".parse::<IpAddr>().unwrap());
+//! let proxy: IpAddr = "10.0.0.2".parse()?;
+//! assert_eq!(client_ip(proxy, &headers, &trusted), "203.0.113.7".parse::<IpAddr>()?);
 //!
 //! // The same headers from an untrusted peer change nothing.
-//! let direct: IpAddr = "198.51.100.9".parse().unwrap();
+//! let direct: IpAddr = "198.51.100.9".parse()?;
 //! assert_eq!(client_ip(direct, &headers, &trusted), direct);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::fmt;
@@ -87,13 +87,14 @@ pub enum ClientIpHeader {
 /// ```
 /// use agentwatch_ws::admission::client_ip::TrustedProxies;
 ///
-/// let trusted = TrustedProxies::new(["10.0.0.0/8", "::1", "fd00::/8", "192.0.2.7"]).unwrap();
-/// assert!(trusted.contains("10.1.2.3".parse().unwrap()));
-/// assert!(trusted.contains("::ffff:10.1.2.3".parse().unwrap())); // IPv4-mapped
-/// assert!(!trusted.contains("11.0.0.1".parse().unwrap()));
+/// let trusted = TrustedProxies::new(["10.0.0.0/8", "::1", "fd00::/8", "192.0.2.7"])?;
+/// assert!(trusted.contains("10.1.2.3".parse()?));
+/// assert!(trusted.contains("::ffff:10.1.2.3".parse()?)); // IPv4-mapped
+/// assert!(!trusted.contains("11.0.0.1".parse()?));
 ///
 /// let err = TrustedProxies::new(["10.0.0.0/33"]).unwrap_err();
 /// assert_eq!(err.to_string(), r#"invalid trusted proxy "10.0.0.0/33": prefix length out of range"#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct TrustedProxies {

@@ -48,10 +48,11 @@
 //!     .route("/ws", get(|| async { "upgrade here" }))
 //!     .layer(RateLimitLayer::new(
 //!         RateLimit { limit: 12, burst: 4, window: Duration::from_secs(60) },
-//!         TrustedProxies::new(["127.0.0.1"]).unwrap(),
+//!         TrustedProxies::new(["127.0.0.1"])?,
 //!     ));
 //! // The client IP comes from `ConnectInfo`, so serve with:
 //! let _make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::fmt;
@@ -145,12 +146,13 @@ impl RateLimit {
 ///
 /// let limiter = RateLimiter::new(RateLimit::default()); // 12/min, burst 4
 /// let t0 = Instant::now();
-/// let ip = "192.0.2.1".parse().unwrap();
+/// let ip = "192.0.2.1".parse()?;
 /// for _ in 0..4 {
 ///     assert!(limiter.check(ip, t0).is_ok());
 /// }
 /// assert_eq!(limiter.check(ip, t0), Err(Duration::from_secs(5)));
 /// assert!(limiter.check(ip, t0 + Duration::from_secs(5)).is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct RateLimiter {

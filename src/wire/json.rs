@@ -37,8 +37,9 @@ use super::buf::StackBuf;
 ///
 /// let mut out = Vec::new();
 /// let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter);
-/// serde::Serialize::serialize(&("<a&b>", 1e21, 1.0, 0.000001), &mut ser).unwrap();
+/// serde::Serialize::serialize(&("<a&b>", 1e21, 1.0, 0.000001), &mut ser)?;
 /// assert_eq!(out, br#"["\u003ca\u0026b\u003e",1e+21,1,0.000001]"#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GoFormatter;
@@ -169,7 +170,7 @@ fn may_need_escape(word: u64) -> bool {
 /// ```
 /// use agentwatch_ws::{Event, Health, HealthStatus, Timestamp, wire};
 ///
-/// let at = Timestamp::parse("2025-03-14T09:32:00Z").unwrap();
+/// let at = Timestamp::parse("2025-03-14T09:32:00Z")?;
 /// let mut ev = Event::health(202, Health {
 ///     source: "gemini-cli".into(),
 ///     status: HealthStatus::Failed,
@@ -179,11 +180,12 @@ fn may_need_escape(word: u64) -> bool {
 ///     updated_at: at,
 /// });
 /// ev.at = at;
-/// let bytes = wire::to_vec(&ev).unwrap();
+/// let bytes = wire::to_vec(&ev)?;
 /// assert_eq!(
-///     std::str::from_utf8(&bytes).unwrap(),
+///     std::str::from_utf8(&bytes)?,
 ///     r#"{"seq":202,"at":"2025-03-14T09:32:00Z","type":"health","health":{"source":"gemini-cli","status":"failed","discoverFailures":4,"parseFailures":2,"lastError":"open \u003cpath\u003e: permission denied","updatedAt":"2025-03-14T09:32:00Z"}}"#
 /// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::with_capacity(256);

@@ -22,9 +22,10 @@
 //! use agentwatch_ws::{Event, wire};
 //!
 //! let go_bytes = br#"{"seq":104,"at":"2025-03-14T09:13:00Z","type":"lifecycle","lifecycle":{"type":"stale","sessionId":"a8d0","source":"codex","from":"active","to":"terminal","at":"2025-03-14T09:13:00Z","reason":"no data for 10m0s"}}"#;
-//! let ev = Event::from_json(go_bytes).unwrap();
-//! assert_eq!(ev.lifecycle.as_ref().unwrap().reason, "no data for 10m0s");
-//! assert_eq!(wire::to_vec(&ev).unwrap(), go_bytes);
+//! let ev = Event::from_json(go_bytes)?;
+//! assert_eq!(ev.lifecycle.as_ref().ok_or("no lifecycle")?.reason, "no data for 10m0s");
+//! assert_eq!(wire::to_vec(&ev)?, go_bytes);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod buf;

@@ -27,9 +27,10 @@ use super::time::Timestamp;
 ///     context_utilization: 0.5,
 ///     ..Default::default()
 /// };
-/// let json = String::from_utf8(wire::to_vec(&s).unwrap()).unwrap();
+/// let json = String::from_utf8(wire::to_vec(&s)?)?;
 /// assert!(json.starts_with(r#"{"id":"a1","source":"codex","activity":"working","lifecycle":"active","contextTokens":64000,"tokenEstimated":false"#));
 /// assert!(!json.contains("outputTokens") && !json.contains("subagents"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -99,8 +100,9 @@ pub struct SessionState {
 /// use agentwatch_ws::{SubagentState, wire};
 ///
 /// let sub = SubagentState { id: "sub-02".into(), ..Default::default() };
-/// let json = String::from_utf8(wire::to_vec(&sub).unwrap()).unwrap();
+/// let json = String::from_utf8(wire::to_vec(&sub)?)?;
 /// assert!(json.ends_with(r#""completedAt":"0001-01-01T00:00:00Z"}"#));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -153,13 +155,14 @@ pub struct SubagentState {
 ///     source: "codex".into(),
 ///     from: LifecycleState::Active,
 ///     to: LifecycleState::Terminal,
-///     at: Timestamp::parse("2025-03-14T09:13:00Z").unwrap(),
+///     at: Timestamp::parse("2025-03-14T09:13:00Z")?,
 ///     reason: "no data for 10m0s".into(),
 /// };
 /// assert_eq!(
-///     wire::to_vec(&ev).unwrap(),
+///     wire::to_vec(&ev)?,
 ///     br#"{"type":"stale","sessionId":"a1","source":"codex","from":"active","to":"terminal","at":"2025-03-14T09:13:00Z","reason":"no data for 10m0s"}"#
 /// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -229,14 +232,15 @@ pub struct Health {
 /// ```
 /// use agentwatch_ws::{Event, EventType};
 ///
-/// let ev = Event::from_json(br#"{"seq":44,"at":"2025-03-14T09:26:55.5Z","type":"delta","removed":["b"],"future":1}"#).unwrap();
+/// let ev = Event::from_json(br#"{"seq":44,"at":"2025-03-14T09:26:55.5Z","type":"delta","removed":["b"],"future":1}"#)?;
 /// assert_eq!(ev.kind, EventType::Delta);
 /// assert_eq!(ev.removed, ["b"]);
-/// assert_eq!(ev.to_json().unwrap(), r#"{"seq":44,"at":"2025-03-14T09:26:55.5Z","type":"delta","removed":["b"]}"#);
+/// assert_eq!(ev.to_json()?, r#"{"seq":44,"at":"2025-03-14T09:26:55.5Z","type":"delta","removed":["b"]}"#);
 ///
 /// let fresh = Event::delta(45, Vec::new(), vec!["c".into()]);
 /// assert_eq!(fresh.kind, EventType::Delta);
 /// assert!(!fresh.at.is_zero());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Event {

@@ -46,7 +46,7 @@ const FORMAT_CAP: usize = 48;
 /// ```
 /// use agentwatch_ws::Timestamp;
 ///
-/// let t = Timestamp::parse("2025-07-01T05:30:00.120+05:30").unwrap();
+/// let t = Timestamp::parse("2025-07-01T05:30:00.120+05:30")?;
 /// assert_eq!(t.to_string(), "2025-07-01T05:30:00.12+05:30");
 /// assert_eq!(t.unix_seconds(), 1_751_328_000);
 /// assert_eq!(t.nanos(), 120_000_000);
@@ -58,6 +58,7 @@ const FORMAT_CAP: usize = 48;
 ///
 /// assert_eq!(Timestamp::default().to_string(), "0001-01-01T00:00:00Z");
 /// assert!(Timestamp::default().is_zero());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Timestamp {
@@ -145,9 +146,10 @@ impl Timestamp {
     /// ```
     /// use agentwatch_ws::Timestamp;
     ///
-    /// let t = Timestamp::from_unix(1_741_944_413, 589_793_238).unwrap();
+    /// let t = Timestamp::from_unix(1_741_944_413, 589_793_238).ok_or("nanoseconds out of range")?;
     /// assert_eq!(t.to_string(), "2025-03-14T09:26:53.589793238Z");
     /// assert!(Timestamp::from_unix(0, 1_000_000_000).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub const fn from_unix(secs: i64, nanos: u32) -> Option<Self> {
         if nanos < NANOS_PER_SEC {
@@ -205,11 +207,12 @@ impl Timestamp {
     /// ```
     /// use agentwatch_ws::Timestamp;
     ///
-    /// let t = Timestamp::parse("2025-06-30T15:00:00Z").unwrap();
-    /// let pdt = t.with_offset(-7 * 3600).unwrap();
+    /// let t = Timestamp::parse("2025-06-30T15:00:00Z")?;
+    /// let pdt = t.with_offset(-7 * 3600).ok_or("not an RFC 3339 offset")?;
     /// assert_eq!(pdt.to_string(), "2025-06-30T08:00:00-07:00");
     /// assert!(t.with_offset(24 * 3600).is_none());
     /// assert!(t.with_offset(30).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub const fn with_offset(self, offset_seconds: i32) -> Option<Self> {
         if offset_seconds % 60 == 0 && offset_seconds.abs() <= MAX_OFFSET {
@@ -265,10 +268,11 @@ impl Timestamp {
     /// ```
     /// use agentwatch_ws::Timestamp;
     ///
-    /// let t = Timestamp::parse("0099-12-31T23:59:59.000000001-07:00").unwrap();
+    /// let t = Timestamp::parse("0099-12-31T23:59:59.000000001-07:00")?;
     /// assert_eq!(t.to_string(), "0099-12-31T23:59:59.000000001-07:00");
     /// assert!(Timestamp::parse("2025-03-14 09:00:00Z").is_err());
     /// assert!(Timestamp::parse("2025-03-14T09:00:00").is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn parse(s: &str) -> Result<Self, TimestampError> {
         parse_rfc3339(s.as_bytes())

@@ -218,6 +218,8 @@ impl EventSink for MultiSink {
 
 #[cfg(test)]
 mod tests {
+    // Here unwrap() and expect() are assertions on values the test itself built: a failure
+    // fails the test, with the message. The module is built for `cargo test` only.
     use super::*;
     use std::sync::Mutex;
 

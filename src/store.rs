@@ -141,6 +141,8 @@ impl SnapshotSource for SessionStore {
 
 #[cfg(test)]
 mod tests {
+    // Here unwrap() and expect() are assertions on values the test itself built: a failure
+    // fails the test, with the message. The module is built for `cargo test` only.
     use super::*;
 
     fn session(id: &str, messages: i64) -> SessionState {

@@ -480,6 +480,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    // Here unwrap() and expect() are assertions on values the test itself built: a failure
+    // fails the test, with the message. The module is built for `cargo test` only.
     use super::*;
     use axum::body::{Body, to_bytes};
     use axum::extract::ConnectInfo;

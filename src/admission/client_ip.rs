@@ -507,6 +507,8 @@ pub(crate) fn peer_addr(extensions: &Extensions) -> Option<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
+    // Here unwrap() and expect() are assertions on values the test itself built: a failure
+    // fails the test, with the message. The module is built for `cargo test` only.
     use super::*;
 
     fn ip(s: &str) -> IpAddr {

@@ -418,6 +418,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    // Here unwrap() and expect() are assertions on values the test itself built: a failure
+    // fails the test, with the message. The module is built for `cargo test` only.
     use super::*;
     use crate::admission::Rejected;
     use axum::body::Body;

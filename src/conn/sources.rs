@@ -187,6 +187,8 @@ impl EventFeed {
 
 #[cfg(test)]
 mod tests {
+    // Here unwrap() and expect() are assertions on values the test itself built: a failure
+    // fails the test, with the message. The module is built for `cargo test` only.
     use super::*;
     use crate::hub::Frame;
     use axum::extract::ws::Utf8Bytes;

@@ -128,6 +128,8 @@ impl<const N: usize> io::Write for StackBuf<N> {
 
 #[cfg(test)]
 mod tests {
+    // Here unwrap() and expect() are assertions on values the test itself built: a failure
+    // fails the test, with the message. The module is built for `cargo test` only.
     use super::StackBuf;
     use std::fmt::Write;
     use std::io;

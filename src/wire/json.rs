@@ -509,6 +509,8 @@ pub(crate) fn finite_f64<S: Serializer>(v: &f64, serializer: S) -> Result<S::Ok,
 
 #[cfg(test)]
 mod tests {
+    // Here unwrap() and expect() are assertions on values the test itself built: a failure
+    // fails the test, with the message. The module is built for `cargo test` only.
     use super::*;
 
     fn go(v: f64) -> String {

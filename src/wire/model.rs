@@ -402,6 +402,8 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
+    // Here unwrap() and expect() are assertions on values the test itself built: a failure
+    // fails the test, with the message. The module is built for `cargo test` only.
     use super::*;
     use crate::wire::to_vec;
 

@@ -661,6 +661,8 @@ fn parse_rfc3339(s: &[u8]) -> Result<Timestamp, TimestampError> {
 
 #[cfg(test)]
 mod tests {
+    // Here unwrap() and expect() are assertions on values the test itself built: a failure
+    // fails the test, with the message. The module is built for `cargo test` only.
     use super::*;
 
     fn rt(s: &str) -> String {

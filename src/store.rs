@@ -153,6 +153,16 @@ mod tests {
         }
     }
 
+    /// The ids of a snapshot, in its order.
+    fn snapshot_ids(store: &SessionStore) -> Vec<String> {
+        store
+            .snapshot()
+            .sessions
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
+    }
+
     #[test]
     fn folds_updates_removals_and_snapshots() {
         let store = SessionStore::new();
@@ -181,12 +191,7 @@ mod tests {
         store
             .handle_event(&Event::snapshot(4, vec![session("c", 0), session("d", 0)]))
             .unwrap();
-        let ids: Vec<_> = store
-            .snapshot()
-            .sessions
-            .into_iter()
-            .map(|s| s.id)
-            .collect();
+        let ids = snapshot_ids(&store);
         assert_eq!(ids, ["c", "d"]);
         assert_eq!(store.len(), 2);
         assert_eq!(store.get("c"), Some(session("c", 0)));
@@ -203,12 +208,7 @@ mod tests {
         store
             .handle_event(&Event::delta(4, vec![session("a", 5)], vec![]))
             .unwrap();
-        let ids: Vec<_> = store
-            .snapshot()
-            .sessions
-            .into_iter()
-            .map(|s| s.id)
-            .collect();
+        let ids = snapshot_ids(&store);
         assert_eq!(ids, ["z", "a", "m"]);
     }
 }

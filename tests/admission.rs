@@ -591,26 +591,6 @@ async fn connection_cap_answers_503_before_upgrading_and_frees_slots() {
 // 5. Connection cap under a race
 // ---------------------------------------------------------------------------------------------
 
-/// `serve`, with a listen backlog big enough for a burst of connects: tokio's default (128,
-/// as std's) overflows with 200 simultaneous SYNs, and the dropped ones come back a second
-/// later by retransmission, which would slow the test down and spread out the race.
-async fn serve_with_backlog(app: Router, backlog: u32) -> SocketAddr {
-    init_tracing();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(backlog).unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_simultaneous_upgrades_admit_exactly_the_cap() {
     const CAP: usize = 10;

@@ -42,8 +42,17 @@ pub fn init_tracing() {
 
 /// Serves `app` with connect info on a fresh loopback port.
 pub async fn serve(app: Router) -> SocketAddr {
+    // std's and tokio's `TcpListener::bind` backlog.
+    serve_with_backlog(app, 128).await
+}
+
+/// `serve`, with a chosen listen backlog: the default overflows with a burst of 200
+/// simultaneous SYNs, and the dropped ones come back a second later by retransmission.
+pub async fn serve_with_backlog(app: Router, backlog: u32) -> SocketAddr {
     init_tracing();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(backlog).unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         axum::serve(

@@ -372,7 +372,11 @@ async fn run(
             Step::Flushed(Ok((events, bytes))) => {
                 counters.events_sent.fetch_add(events, Ordering::Relaxed);
                 counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-                last_progress = Instant::now();
+                if live.out.is_busy() {
+                    // More is queued: its write's timeout runs from this progress. An idle
+                    // outbox needs no clock read here; the next write start takes one.
+                    last_progress = Instant::now();
+                }
                 continue;
             }
             Step::Flushed(Err(_)) => break End::WriteError,

@@ -9,10 +9,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 
 use crate::admission::RejectReason;
+use crate::conn::TextFrame;
 use crate::sink::{EventSink, SinkError};
 use crate::wire::{self, Event, Timestamp};
 
@@ -24,12 +24,12 @@ pub(crate) enum Signal {
     Stop,
 }
 
-/// One published event, encoded once and shared by every client (cloning is a reference-count
-/// increment, never a copy of the payload).
+/// One published event, encoded and framed once and shared by every client (cloning is a
+/// reference-count increment, never a copy of the payload).
 #[derive(Clone, Debug)]
 pub(crate) struct Frame {
     pub(crate) seq: u64,
-    pub(crate) text: Utf8Bytes,
+    pub(crate) text: TextFrame,
 }
 
 /// The fan-out side of a [`WsLayer`](crate::WsLayer): an [`EventSink`] that delivers every
@@ -206,7 +206,7 @@ impl Hub {
     /// Encodes `event` once, in Go's exact wire format, and hands it to every client.
     fn publish(&self, event: &Event) -> Result<(), SinkError> {
         let counters = &self.shared.counters;
-        let bytes = wire::to_vec(event).map_err(|source| {
+        let text = TextFrame::encode(|buf| wire::to_writer(buf, event)).map_err(|source| {
             counters.encode_errors.fetch_add(1, Ordering::Relaxed);
             SinkError::Encode {
                 seq: event.seq,
@@ -217,8 +217,6 @@ impl Hub {
         if self.is_stopped() {
             return Ok(());
         }
-        // wire::to_vec writes through serde_json, which only ever produces UTF-8.
-        let text = Utf8Bytes::try_from(bytes).map_err(|e| SinkError::Other(Box::new(e)))?;
         let frame = Frame {
             seq: event.seq,
             text,
@@ -320,7 +318,7 @@ impl Replay {
             self.floor = Some(frame.seq);
             return reset;
         }
-        self.bytes += frame.text.len();
+        self.bytes += frame.text.payload().len();
         self.frames.push_back(frame);
         self.trim();
         reset
@@ -331,7 +329,7 @@ impl Replay {
             let Some(old) = self.frames.pop_front() else {
                 break;
             };
-            self.bytes -= old.text.len();
+            self.bytes -= old.text.payload().len();
             self.floor = Some(old.seq);
         }
     }

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::request::Parts;
 use http::{StatusCode, header};
+use tungstenite::protocol::WebSocketConfig;
 
 use crate::admission::auth::{
     Anonymous, Authenticated, Authenticator, AuthenticatorHandle, Identity, reject_unauthorized,
@@ -26,6 +27,7 @@ use crate::admission::{RejectReason, Rejected, mark_rejected};
 use crate::conn::{self, ClientInfo, ConnConfig};
 use crate::hub::{Hub, LagPolicy};
 use crate::sink::SnapshotSource;
+use crate::upgrade::UpgradeHandle;
 use crate::wire::Timestamp;
 
 /// Default ping interval, as in Go's `wsapi`.
@@ -296,9 +298,11 @@ impl<A> WsLayer<A> {
             move |peer: PeerAddr,
                   since: ResumeFrom,
                   auth: Result<A, A::Rejection>,
+                  // Before `upgrade`, which takes hyper's upgrade handle from the request.
+                  handle: UpgradeHandle,
                   upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
                 let endpoint = endpoint.clone();
-                async move { endpoint.admit(peer.0, since, auth, upgrade) }
+                async move { endpoint.admit(peer.0, since, auth, (handle, upgrade)) }
             };
 
         // route_layer: applied to this route only, so unknown paths still fall through to
@@ -344,7 +348,10 @@ impl Endpoint {
         peer: Option<SocketAddr>,
         resume: ResumeFrom,
         auth: Result<A, R>,
-        upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+        (handle, upgrade): (
+            UpgradeHandle,
+            Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+        ),
     ) -> Response
     where
         A: Into<Identity>,
@@ -359,8 +366,9 @@ impl Endpoint {
             Ok(permit) => permit,
             Err(response) => return response,
         };
-        let upgrade = match upgrade {
-            Ok(upgrade) => upgrade,
+        // axum's extractor only checks the request: the handle completes the upgrade.
+        match upgrade {
+            Ok(_checked) => {}
             Err(rejection) => {
                 tracing::warn!(peer = peer_field, reason = "not_upgrade", error = %rejection, "upgrade rejected");
                 return not_upgrade(rejection);
@@ -374,19 +382,18 @@ impl Endpoint {
             identity,
             since: resume.resolve(self.hub.started()),
         };
-        upgrade
-            .max_message_size(self.max_message_size)
-            .max_frame_size(self.max_message_size)
+        let protocol = WebSocketConfig::default()
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size))
             // Clients only ever send pongs and closes: a small read buffer (tungstenite
             // zero-fills all of it on the first read) keeps idle connections lean; a rare
             // larger message grows it on demand, up to max_message_size.
-            .read_buffer_size(INBOUND_READ_BUFFER.min(self.max_message_size))
-            .on_failed_upgrade(move |error| {
-                tracing::warn!(peer = peer_field, %error, "websocket upgrade failed");
-            })
-            .on_upgrade(move |socket| {
-                conn::serve(socket, hub, source, config, client, Some(permit))
-            })
+            .read_buffer_size(INBOUND_READ_BUFFER.min(self.max_message_size));
+        handle.accept(
+            protocol,
+            move |error| tracing::warn!(peer = peer_field, %error, "websocket upgrade failed"),
+            move |socket| conn::serve(socket, hub, source, config, client, Some(permit)),
+        )
     }
 }
 

@@ -81,6 +81,7 @@ mod hub;
 mod layer;
 mod sink;
 mod store;
+mod upgrade;
 pub mod wire;
 
 pub use admission::auth::{Anonymous, Authenticated, Authenticator, Identity};

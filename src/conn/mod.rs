@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,11 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
-use futures_util::{SinkExt, StreamExt};
+use axum::extract::ws::close_code;
+use bytes::Bytes;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use tracing::Instrument;
+use tungstenite::Message;
+use tungstenite::error::{Error as WsError, ProtocolError};
 
 use crate::admission::auth::Identity;
 use crate::admission::cap::ConnectionPermit;
@@ -23,12 +26,19 @@ use crate::hub::{Frame, Hub, LagPolicy, Signal, Start};
 use crate::sink::SnapshotSource;
 use crate::wire::{self, Event, EventType, Timestamp};
 
+mod frame;
+mod socket;
 mod sources;
+pub(crate) use frame::TextFrame;
+pub(crate) use socket::{Socket, Transport};
 use sources::{EventFeed, Source, Sources};
 
-/// How many frames are handed to the socket before one flush. Bounds the work between two
+/// How many frames one write batch takes from the queue. Bounds the work between two
 /// progress checks of the write timeout, while still turning a burst into few syscalls.
 const FRAMES_PER_FLUSH: usize = 256;
+
+/// Frames per vectored write: one `writev` carries up to this many.
+const SLICES_PER_WRITE: usize = 64;
 
 /// How long a courtesy close frame may take before the socket is simply dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -149,7 +159,7 @@ impl Drop for Registration {
 /// the socket would be stored twice, there and where the loop uses it. Here the future owns
 /// the socket once and lends it out (the future measured 1.5 KB this way, 2.8 KB before).
 pub(crate) fn serve(
-    mut socket: WebSocket,
+    mut socket: Socket,
     hub: Hub,
     source: Arc<dyn SnapshotSource>,
     config: Arc<ConnConfig>,
@@ -189,11 +199,13 @@ pub(crate) fn serve(
 
 /// What a wake-up found; see [`Live::poll_step`].
 enum Step {
-    /// A flush completed: events and bytes written.
-    Flushed(Result<(u64, u64), axum::Error>),
+    /// A write batch completed: events and bytes written.
+    Flushed(io::Result<(u64, u64)>),
     /// The write deadline timer fired; the write may still be within its time.
     WriteDeadline,
-    Inbound(Option<Result<Message, axum::Error>>),
+    Inbound(Option<Result<Message, WsError>>),
+    /// Reading found nothing new, but tungstenite framed a reply that is now queued.
+    Replied,
     /// Events were taken from the channel and queued.
     Queued(Result<(), End>),
     Heartbeat,
@@ -201,7 +213,7 @@ enum Step {
 
 /// A connection past its hand-over start: what a wake-up polls.
 struct Live<'a> {
-    socket: &'a mut WebSocket,
+    socket: &'a mut Socket,
     out: Outbox,
     feed: EventFeed,
     sources: Sources,
@@ -238,13 +250,24 @@ impl Live<'_> {
             }
         }
         if self.sources.is_due(Source::Read) {
-            match self
+            let inbound = self
                 .socket
-                .poll_next_unpin(&mut self.sources.context(Source::Read))
-            {
+                .poll_recv(&mut self.sources.context(Source::Read));
+            // A pong or close reply tungstenite owes goes behind what is queued.
+            let replied = match self.socket.take_control() {
+                Some(control) => {
+                    self.out.push_control(control);
+                    true
+                }
+                None => false,
+            };
+            match inbound {
                 // More frames may be buffered already, so the read side stays due.
                 Poll::Ready(inbound) => return Poll::Ready(Step::Inbound(inbound)),
                 Poll::Pending => self.sources.settle(Source::Read),
+            }
+            if replied {
+                return Poll::Ready(Step::Replied);
             }
         }
         if !feed_parked {
@@ -302,7 +325,7 @@ impl Live<'_> {
 }
 
 async fn run(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     hub: &Hub,
     source: &dyn SnapshotSource,
     config: &ConnConfig,
@@ -394,14 +417,16 @@ async fn run(
                 last_heard = Instant::now();
                 false
             }
+            Step::Inbound(Some(Err(WsError::Capacity(_)))) => break End::MessageTooBig,
+            Step::Inbound(Some(Err(WsError::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake,
+            ))))
+            | Step::Inbound(None) => break End::PeerGone,
             Step::Inbound(Some(Err(error))) => {
-                if is_capacity_error(&error) {
-                    break End::MessageTooBig;
-                }
                 tracing::debug!(%error, "read failed");
                 break End::ReadError;
             }
-            Step::Inbound(None) => break End::PeerGone,
+            Step::Replied => false,
             Step::Queued(Ok(())) => false,
             Step::Queued(Err(End::Lagging)) => true,
             Step::Queued(Err(end)) => break end,
@@ -410,7 +435,9 @@ async fn run(
                     counters.heartbeat_timeouts.fetch_add(1, Ordering::Relaxed);
                     break End::HeartbeatTimeout;
                 }
-                live.out.push_control(Message::Ping(bytes::Bytes::new()));
+                if let Some(ping) = live.socket.ping() {
+                    live.out.push_control(ping);
+                }
                 false
             }
         };
@@ -473,46 +500,55 @@ fn queue_snapshot(out: &mut Outbox, hub: &Hub, source: &dyn SnapshotSource) -> R
         sessions: snapshot.sessions,
         ..Event::default()
     };
-    match wire::to_vec(&event).map(Utf8Bytes::try_from) {
-        Ok(Ok(text)) => {
+    match TextFrame::encode(|buf| wire::to_writer(buf, &event)) {
+        Ok(frame) => {
             counters.snapshots.fetch_add(1, Ordering::Relaxed);
-            out.push_event(text);
+            out.push_event(frame);
             Ok(event.seq)
         }
-        Ok(Err(_)) | Err(_) => {
+        Err(error) => {
             counters.encode_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(seq = event.seq, "cannot encode snapshot");
+            tracing::error!(seq = event.seq, %error, "cannot encode snapshot");
             Err(End::EncodeError)
         }
     }
 }
 
-fn is_capacity_error(error: &axum::Error) -> bool {
-    use std::error::Error as _;
-    let mut source = error.source();
-    while let Some(e) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+/// Something queued for the client: whole frames, written as they are.
+enum Outgoing {
+    Event(TextFrame),
+    /// Control frames framed by tungstenite (pings, pongs, closes).
+    Control(Bytes),
 }
 
-/// The client's bounded queue, and what is in flight on the socket.
+impl Outgoing {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Outgoing::Event(frame) => frame.as_bytes(),
+            Outgoing::Control(bytes) => bytes,
+        }
+    }
+}
+
+/// The client's bounded queue, and the write in progress.
 struct Outbox {
-    /// Messages not yet handed to the socket.
-    queue: VecDeque<Message>,
-    /// Event messages queued or in flight: what `send_buffer` bounds.
+    /// Frames not yet completely written; the first may be partly written.
+    queue: VecDeque<Outgoing>,
+    /// Bytes of the first queued frame already written.
+    written: usize,
+    /// Event frames queued and not yet reported written: what `send_buffer` bounds.
     queued_events: usize,
     /// `send_buffer`.
     limit: usize,
     /// Replayed events still queued: a resume may hand over more than `send_buffer` events
     /// at once, and those must not count as lag.
     backlog_allowance: usize,
-    /// Event messages handed to the socket since the last completed flush, and their bytes.
-    in_flight_events: u64,
-    in_flight_bytes: u64,
+    /// Frames at the head of the queue that the current write batch still has to write.
+    batch: usize,
+    /// Event frames written in the current batch, and their payload bytes.
+    batch_events: u64,
+    batch_bytes: u64,
+    /// A batch was started and has not completed.
     flushing: bool,
 }
 
@@ -520,18 +556,20 @@ impl Outbox {
     fn new(limit: usize) -> Self {
         Outbox {
             queue: VecDeque::new(),
+            written: 0,
             queued_events: 0,
             limit,
             backlog_allowance: 0,
-            in_flight_events: 0,
-            in_flight_bytes: 0,
+            batch: 0,
+            batch_events: 0,
+            batch_bytes: 0,
             flushing: false,
         }
     }
 
-    fn push_event(&mut self, text: Utf8Bytes) {
+    fn push_event(&mut self, frame: TextFrame) {
         self.queued_events += 1;
-        self.queue.push_back(Message::Text(text));
+        self.queue.push_back(Outgoing::Event(frame));
     }
 
     fn push_backlog(&mut self, frames: Vec<Frame>) {
@@ -545,95 +583,132 @@ impl Outbox {
         self.queued_events > self.limit + self.backlog_allowance
     }
 
-    /// Drops every queued event not yet handed to the socket; returns how many.
+    /// Drops every queued event not yet started on the socket; returns how many.
     fn drop_backlog(&mut self) -> usize {
+        // A frame partly written must be finished, or the stream is corrupt.
+        let started = if self.written > 0 {
+            self.queue.pop_front()
+        } else {
+            None
+        };
         let before = self.queue.len();
-        self.queue.retain(|m| !matches!(m, Message::Text(_)));
+        self.queue.retain(|o| matches!(o, Outgoing::Control(_)));
         let dropped = before - self.queue.len();
+        if let Some(started) = started {
+            self.queue.push_front(started);
+        }
         self.queued_events -= dropped;
+        self.batch = self.batch.min(self.queue.len());
         self.backlog_allowance = 0;
         dropped
     }
 
-    fn push_control(&mut self, message: Message) {
-        self.queue.push_back(message);
+    fn push_control(&mut self, frames: Bytes) {
+        self.queue.push_back(Outgoing::Control(frames));
     }
 
     fn is_busy(&self) -> bool {
-        !self.queue.is_empty() || self.flushing || self.in_flight_events > 0
+        !self.queue.is_empty() || self.flushing
     }
 
-    /// Whether bytes have been handed to the socket and not yet accepted by it.
-    fn is_mid_write(&self) -> bool {
-        self.flushing || self.in_flight_events > 0
+    /// Whether a frame has been partly written: nothing else can go on the socket until it
+    /// is complete.
+    fn is_mid_frame(&self) -> bool {
+        self.written > 0
     }
 
-    /// Hands up to [`FRAMES_PER_FLUSH`] queued messages to the socket, then flushes once.
-    /// Ready with the number of event messages and bytes written when the flush completed.
+    /// Writes a batch of up to [`FRAMES_PER_FLUSH`] queued frames, [`SLICES_PER_WRITE`] per
+    /// vectored write, then flushes. Ready with the number of event frames and payload bytes
+    /// written when the whole batch is on the socket.
     fn poll_drive(
         &mut self,
-        socket: &mut WebSocket,
+        socket: &mut Socket,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(u64, u64), axum::Error>> {
+    ) -> Poll<io::Result<(u64, u64)>> {
         if !self.flushing {
-            let mut fed = 0;
-            while fed < FRAMES_PER_FLUSH && !self.queue.is_empty() {
-                ready!(socket.poll_ready_unpin(cx))?;
-                let Some(message) = self.queue.pop_front() else {
-                    break;
-                };
-                if let Message::Text(text) = &message {
-                    self.in_flight_events += 1;
-                    self.in_flight_bytes += text.len() as u64;
-                }
-                socket.start_send_unpin(message)?;
-                fed += 1;
-            }
+            self.batch = self.queue.len().min(FRAMES_PER_FLUSH);
             self.flushing = true;
         }
-        ready!(socket.poll_flush_unpin(cx))?;
+        while self.batch > 0 {
+            let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
+            let mut count = 0;
+            for (slice, queued) in slices.iter_mut().zip(self.queue.iter().take(self.batch)) {
+                let bytes = queued.as_bytes();
+                *slice = IoSlice::new(if count == 0 {
+                    &bytes[self.written..]
+                } else {
+                    bytes
+                });
+                count += 1;
+            }
+            let written = ready!(socket.poll_write_vectored(cx, &slices[..count]))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(written);
+        }
+        ready!(socket.poll_flush(cx))?;
         self.flushing = false;
-        let events = std::mem::take(&mut self.in_flight_events);
-        let bytes = std::mem::take(&mut self.in_flight_bytes);
+        let events = std::mem::take(&mut self.batch_events);
+        let bytes = std::mem::take(&mut self.batch_bytes);
         self.queued_events -= events as usize;
         self.backlog_allowance = self.backlog_allowance.saturating_sub(events as usize);
         Poll::Ready(Ok((events, bytes)))
     }
 
-    /// Ends the connection: sends the close frame `end` calls for when the socket can take
-    /// it, waits briefly for the peer's answer, and drops the socket.
-    async fn finish(
-        mut self,
-        end: End,
-        socket: &mut WebSocket,
-        registration: &Registration,
-    ) -> End {
-        registration.closing();
-        let Some((code, reason)) = end.close_frame() else {
-            if end == End::ClientClosed {
-                // Reading on lets the library send its close reply; bounded, as the peer may
-                // be gone.
-                let _ = tokio::time::timeout(CLOSE_GRACE, drain(socket)).await;
+    /// Takes `written` bytes off the head of the queue.
+    fn advance(&mut self, mut written: usize) {
+        while written > 0 {
+            let Some(head) = self.queue.front() else {
+                break;
+            };
+            let left = head.as_bytes().len() - self.written;
+            if written < left {
+                self.written += written;
+                return;
             }
-            return end;
-        };
-        if self.is_mid_write() {
-            // The socket is not accepting what it already has: a close frame would only
-            // queue behind it. Drop the connection.
+            written -= left;
+            self.written = 0;
+            self.batch -= 1;
+            if let Some(Outgoing::Event(frame)) = self.queue.pop_front() {
+                self.batch_events += 1;
+                self.batch_bytes += frame.payload().len() as u64;
+            }
+        }
+    }
+
+    /// Ends the connection: sends the close frame `end` calls for (or the answer to the
+    /// client's close) when the socket can take it, waits briefly for the peer's answer, and
+    /// drops the socket.
+    async fn finish(mut self, end: End, socket: &mut Socket, registration: &Registration) -> End {
+        registration.closing();
+        if self.is_mid_frame() {
+            // The socket is not taking what it already has: a close frame would only queue
+            // behind it. Drop the connection.
             return end;
         }
-        self.queue.clear();
+        self.queue.retain(|o| matches!(o, Outgoing::Control(_)));
         self.queued_events = 0;
-        self.queue.push_back(Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        })));
+        self.flushing = false;
+        let close = match end.close_frame() {
+            Some((code, reason)) => socket.close(code, reason),
+            // tungstenite queued its answer to the client's close when it read it.
+            None if end == End::ClientClosed => None,
+            // The socket is stuck, gone or broken: nothing more to say on it.
+            None => return end,
+        };
+        if let Some(close) = close {
+            self.push_control(close);
+        }
         let closed = tokio::time::timeout(CLOSE_GRACE, async {
             while self.is_busy() {
                 poll_fn(|cx| self.poll_drive(socket, cx)).await?;
             }
-            drain(socket).await;
-            Ok::<(), axum::Error>(())
+            if end != End::ClientClosed {
+                // Wait for the client's answer to our close.
+                drain(socket).await;
+            }
+            Ok::<(), io::Error>(())
         })
         .await;
         if !matches!(closed, Ok(Ok(()))) {
@@ -643,6 +718,11 @@ impl Outbox {
     }
 }
 
-async fn drain(socket: &mut WebSocket) {
-    while let Some(Ok(_)) = socket.next().await {}
+/// Reads until the client closes, the connection ends or reading fails.
+async fn drain(socket: &mut Socket) {
+    while let Some(Ok(message)) = poll_fn(|cx| socket.poll_recv(cx)).await {
+        if message.is_close() {
+            break;
+        }
+    }
 }

@@ -190,13 +190,17 @@ mod tests {
     // Here unwrap() and expect() are assertions on values the test itself built: a failure
     // fails the test, with the message. The module is built for `cargo test` only.
     use super::*;
+    use crate::conn::TextFrame;
     use crate::hub::Frame;
-    use axum::extract::ws::Utf8Bytes;
 
     fn frame(seq: u64) -> Signal {
+        let text = TextFrame::encode(|buf| {
+            buf.extend_from_slice(b"{}");
+            Ok::<(), ()>(())
+        });
         Signal::Event(Frame {
             seq,
-            text: Utf8Bytes::from_static("{}"),
+            text: text.unwrap(),
         })
     }
 

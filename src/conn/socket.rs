@@ -1,0 +1,204 @@
+//! The client's socket after the upgrade: the connection task writes to it directly, and
+//! tungstenite parses what the client sends.
+//!
+//! Writing is ours: events are [`TextFrame`]s framed once for every client, and a batch of
+//! them goes out in one vectored write, with no per-client copy. tungstenite's
+//! [`WebSocketContext`] keeps the protocol state and reads frames (pongs, closes, pings,
+//! whatever a client sends), and frames the few control messages the server sends. Everything
+//! it writes (a pong it owes, a close or its reply, our heartbeat ping) lands in a side
+//! buffer, which the connection queues between whole frames: nothing can be written into the
+//! middle of a frame.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Error, Message};
+
+/// The upgraded connection. Over `axum::serve` it is the `TcpStream` itself; any other
+/// server setup (TLS, a custom listener) keeps hyper's boxed `Upgraded`, which works the
+/// same at the cost of one indirection per call.
+pub(crate) enum Transport {
+    Tcp(TcpStream),
+    Upgraded(TokioIo<Upgraded>),
+}
+
+impl Transport {
+    /// Takes the connection out of hyper, with whatever the client sent after its handshake
+    /// that hyper had already read.
+    pub(crate) fn from_upgraded(upgraded: Upgraded) -> (Self, Bytes) {
+        // axum::serve runs hyper-util's HTTP/1-or-2 server, which wraps the stream in a type
+        // of its own; a plain hyper HTTP/1 server does not.
+        let upgraded =
+            match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded)
+            {
+                Ok(parts) => return (Transport::Tcp(parts.io.into_inner()), parts.read_buf),
+                Err(upgraded) => upgraded,
+            };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (Transport::Tcp(parts.io.into_inner()), parts.read_buf),
+            Err(upgraded) => (Transport::Upgraded(TokioIo::new(upgraded)), Bytes::new()),
+        }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Tcp(io) => Pin::new(io).poll_read(cx, buf),
+            Transport::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            Transport::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Transport::Upgraded(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            // A TcpStream has nothing to flush: skip the call on the hot path.
+            Transport::Tcp(_) => Poll::Ready(Ok(())),
+            Transport::Upgraded(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+}
+
+/// One client's WebSocket, server side.
+pub(crate) struct Socket {
+    transport: Transport,
+    protocol: WebSocketContext,
+    /// Frames tungstenite wrote, not yet queued for the client.
+    control: Vec<u8>,
+}
+
+impl Socket {
+    /// `early`: bytes the client sent right after its handshake, already read by hyper.
+    pub(crate) fn new(transport: Transport, early: Bytes, config: WebSocketConfig) -> Self {
+        Socket {
+            transport,
+            protocol: WebSocketContext::from_partially_read(
+                early.into(),
+                Role::Server,
+                Some(config),
+            ),
+            control: Vec::new(),
+        }
+    }
+
+    /// The next message from the client; `None` once the connection is closed. tungstenite
+    /// answers pings and closes by itself: see [`take_control`](Self::take_control).
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, Error>>> {
+        let mut io = ProtocolIo {
+            transport: &mut self.transport,
+            cx,
+            written: &mut self.control,
+        };
+        match self.protocol.read(&mut io) {
+            Ok(message) => Poll::Ready(Some(Ok(message))),
+            Err(Error::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            Err(Error::ConnectionClosed | Error::AlreadyClosed) => Poll::Ready(None),
+            Err(error) => Poll::Ready(Some(Err(error))),
+        }
+    }
+
+    /// A ping for the heartbeat, framed, to queue.
+    pub(crate) fn ping(&mut self) -> Option<Bytes> {
+        self.with_protocol(|protocol, io| protocol.write(io, Message::Ping(Bytes::new())));
+        self.take_control()
+    }
+
+    /// A close frame, to queue: the client is expected to answer it, and nothing may be sent
+    /// after it. `None` when the connection is closing already.
+    pub(crate) fn close(&mut self, code: u16, reason: &'static str) -> Option<Bytes> {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        self.with_protocol(|protocol, io| protocol.close(io, Some(frame)));
+        self.take_control()
+    }
+
+    /// The control frames tungstenite has framed since the last call (a pong it owes the
+    /// client, a close or the answer to the client's close, a ping), as one buffer of whole
+    /// frames to queue behind what is already queued.
+    pub(crate) fn take_control(&mut self) -> Option<Bytes> {
+        // A reply tungstenite owes is framed only on its next write or flush.
+        self.with_protocol(|protocol, io| protocol.flush(io));
+        (!self.control.is_empty()).then(|| Bytes::from(std::mem::take(&mut self.control)))
+    }
+
+    /// Lets tungstenite write: it only ever writes into `control` here, never to the socket.
+    fn with_protocol(
+        &mut self,
+        write: impl FnOnce(&mut WebSocketContext, &mut ProtocolIo<'_, '_>) -> Result<(), Error>,
+    ) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut io = ProtocolIo {
+            transport: &mut self.transport,
+            cx: &mut cx,
+            written: &mut self.control,
+        };
+        // Errors only say the protocol is past the point where this frame applies (closed
+        // already): then there is nothing to send.
+        if let Err(error) = write(&mut self.protocol, &mut io) {
+            tracing::trace!(%error, "no control frame to send");
+        }
+    }
+
+    pub(crate) fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.transport.poll_write_vectored(cx, bufs)
+    }
+
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.transport.poll_flush(cx)
+    }
+}
+
+/// What tungstenite reads from and writes to: reads come from the socket (registering the
+/// caller's waker when there is nothing to read), writes go to the control buffer.
+struct ProtocolIo<'a, 'b> {
+    transport: &'a mut Transport,
+    cx: &'a mut Context<'b>,
+    written: &'a mut Vec<u8>,
+}
+
+impl Read for ProtocolIo<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut buf = ReadBuf::new(buf);
+        match self.transport.poll_read(self.cx, &mut buf) {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(error)) => Err(error),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl Write for ProtocolIo<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.written.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -470,6 +470,129 @@ async fn inbound_messages_are_discarded_and_oversized_ones_close_with_1009() {
     eventually("client gone", || hub.client_count() == 0).await;
 }
 
+/// Events are written pre-framed, straight to the socket, while tungstenite frames the pongs
+/// the server owes into a side buffer: a pong must go out between two whole frames, never
+/// inside one, even when every event takes several partial writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_are_answered_between_whole_frames_during_a_stream_of_large_events() {
+    const EVENTS: u64 = 200;
+    let store = SessionStore::new();
+    let ws = layer(&store).send_buffer(EVENTS as usize);
+    let (hub, addr) = start(&ws).await;
+    // A small receive buffer: every 64 KiB event takes the server many partial writes, and
+    // the pings arrive while a frame is half written.
+    let mut client = connect_small_buffer(addr).await;
+    next_event(&mut client).await;
+    eventually("client registered", || hub.client_count() == 1).await;
+
+    let publisher = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            for seq in 1..=EVENTS {
+                hub.handle_event(&big_event(seq)).unwrap();
+                if seq % 10 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+    };
+    let mut pings_sent = 0u32;
+    let mut pongs = Vec::new();
+    let mut next_seq = 1;
+    while next_seq <= EVENTS {
+        if pings_sent < 50 && next_seq % 4 == 0 {
+            pings_sent += 1;
+            let payload = pings_sent.to_be_bytes().to_vec();
+            within("ping", client.send(Message::Ping(payload.into())))
+                .await
+                .unwrap();
+        }
+        match within("next message", client.next()).await {
+            Some(Ok(Message::Text(text))) => {
+                let event = Event::from_json(text.as_bytes()).unwrap();
+                assert_eq!(event.seq, next_seq, "events in order, none lost");
+                next_seq += 1;
+            }
+            Some(Ok(Message::Pong(payload))) => pongs.push(payload),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    within("publisher", publisher).await.unwrap();
+    // Pongs still on their way come after the last event.
+    while pongs.len() < pings_sent as usize {
+        match within("pong", client.next()).await {
+            Some(Ok(Message::Pong(payload))) => pongs.push(payload),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let expected: Vec<_> = (1..=pings_sent).map(|n| n.to_be_bytes().to_vec()).collect();
+    let got: Vec<_> = pongs.iter().map(|p| p.to_vec()).collect();
+    assert_eq!(got, expected, "each ping answered once, in order");
+    assert!(pings_sent >= 40);
+    assert_eq!(
+        hub.stats().events_sent,
+        EVENTS + 1,
+        "snapshot and every event"
+    );
+}
+
+/// Behind a TLS-like stream hyper keeps the upgraded connection boxed: the stream, the
+/// heartbeat, pongs and both closing handshakes must work the same there.
+#[tokio::test]
+async fn a_connection_behind_a_wrapped_stream_works_the_same() {
+    let store = SessionStore::new();
+    let ws = layer(&store)
+        .heartbeat(Duration::from_millis(50))
+        .send_buffer(128);
+    let hub = ws.hub();
+    let addr = serve_wrapped(Router::new().merge(ws.router("/ws"))).await;
+
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    eventually("client registered", || hub.client_count() == 1).await;
+    for seq in 1..=100 {
+        publish(
+            &store,
+            &hub,
+            &Event::delta(seq, vec![session("a", seq as i64)], vec![]),
+        );
+    }
+    within("ping", client.send(Message::Ping(b"p".to_vec().into())))
+        .await
+        .unwrap();
+    let (mut seqs, mut pongs, mut pings) = (Vec::new(), 0, 0);
+    while seqs.len() < 100 || pongs == 0 || pings < 2 {
+        match within("next message", client.next()).await {
+            Some(Ok(Message::Text(text))) => {
+                seqs.push(Event::from_json(text.as_bytes()).unwrap().seq)
+            }
+            Some(Ok(Message::Pong(payload))) if payload.as_ref() == b"p" => pongs += 1,
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+    assert_eq!(hub.stats().heartbeat_timeouts, 0);
+
+    // The client closes: answered.
+    within("close", client.close(None)).await.unwrap();
+    let rest: Vec<_> = within("close reply", client.collect::<Vec<_>>()).await;
+    assert!(
+        rest.iter().all(|m| matches!(m, Ok(Message::Close(_)))),
+        "{rest:?}"
+    );
+    eventually("client gone", || hub.client_count() == 0).await;
+
+    // The server closes: 1001 on stop.
+    let mut client = connect(addr).await;
+    next_event(&mut client).await;
+    eventually("client registered", || hub.client_count() == 1).await;
+    hub.stop();
+    let frame = expect_close(&mut client).await.expect("close frame");
+    assert_eq!(frame.code, CloseCode::Away);
+    eventually("task ended", || hub.stats().connection_tasks == 0).await;
+}
+
 #[tokio::test]
 async fn a_client_close_is_answered_and_cleaned_up() {
     let store = SessionStore::new();

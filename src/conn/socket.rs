@@ -86,13 +86,12 @@ pub(crate) struct Socket {
 impl Socket {
     /// `early`: bytes the client sent right after its handshake, already read by hyper.
     pub(crate) fn new(transport: Transport, early: Bytes, config: WebSocketConfig) -> Self {
+        // A copy, not `early.into()`: that can hand tungstenite hyper's whole read buffer
+        // (8 KiB, already touched) to keep as this connection's read buffer.
+        let early = early.to_vec();
         Socket {
             transport,
-            protocol: WebSocketContext::from_partially_read(
-                early.into(),
-                Role::Server,
-                Some(config),
-            ),
+            protocol: WebSocketContext::from_partially_read(early, Role::Server, Some(config)),
             control: Vec::new(),
         }
     }

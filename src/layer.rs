@@ -39,7 +39,7 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on an inbound message: clients have nothing to say but pongs and closes.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024;
 
-/// Initial read buffer of a connection, in bytes. See `Endpoint::admit`.
+/// Initial read buffer of a connection, in bytes. See `WsLayer::router`.
 const INBOUND_READ_BUFFER: usize = 512;
 
 /// Builds the WebSocket endpoint: configure it, take its [`Hub`] to publish into, and merge its
@@ -291,7 +291,13 @@ impl<A> WsLayer<A> {
                 write_timeout: self.write_timeout,
                 lag_policy: self.lag_policy,
             }),
-            max_message_size: self.max_message_size,
+            protocol: WebSocketConfig::default()
+                .max_message_size(Some(self.max_message_size))
+                .max_frame_size(Some(self.max_message_size))
+                // Clients only ever send pongs and closes: a small read buffer (tungstenite
+                // zero-fills all of it on the first read) keeps idle connections lean; a rare
+                // larger message grows it on demand, up to max_message_size.
+                .read_buffer_size(INBOUND_READ_BUFFER.min(self.max_message_size)),
             cap: ConnectionLimit::new(self.max_connections),
         });
         let handler =
@@ -302,7 +308,7 @@ impl<A> WsLayer<A> {
                   handle: UpgradeHandle,
                   upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
                 let endpoint = endpoint.clone();
-                async move { endpoint.admit(peer.0, since, auth, (handle, upgrade)) }
+                async move { endpoint.admit(peer.0, since, auth, handle, upgrade) }
             };
 
         // route_layer: applied to this route only, so unknown paths still fall through to
@@ -336,7 +342,8 @@ struct Endpoint {
     hub: Hub,
     source: Arc<dyn SnapshotSource>,
     config: Arc<ConnConfig>,
-    max_message_size: usize,
+    /// How tungstenite reads what clients send.
+    protocol: WebSocketConfig,
     cap: ConnectionLimit,
 }
 
@@ -348,10 +355,8 @@ impl Endpoint {
         peer: Option<SocketAddr>,
         resume: ResumeFrom,
         auth: Result<A, R>,
-        (handle, upgrade): (
-            UpgradeHandle,
-            Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-        ),
+        handle: UpgradeHandle,
+        upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     ) -> Response
     where
         A: Into<Identity>,
@@ -382,15 +387,8 @@ impl Endpoint {
             identity,
             since: resume.resolve(self.hub.started()),
         };
-        let protocol = WebSocketConfig::default()
-            .max_message_size(Some(self.max_message_size))
-            .max_frame_size(Some(self.max_message_size))
-            // Clients only ever send pongs and closes: a small read buffer (tungstenite
-            // zero-fills all of it on the first read) keeps idle connections lean; a rare
-            // larger message grows it on demand, up to max_message_size.
-            .read_buffer_size(INBOUND_READ_BUFFER.min(self.max_message_size));
         handle.accept(
-            protocol,
+            self.protocol,
             move |error| tracing::warn!(peer = peer_field, %error, "websocket upgrade failed"),
             move |socket| conn::serve(socket, hub, source, config, client, Some(permit)),
         )

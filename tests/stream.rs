@@ -593,6 +593,63 @@ async fn a_connection_behind_a_wrapped_stream_works_the_same() {
     eventually("task ended", || hub.stats().connection_tasks == 0).await;
 }
 
+/// A client may send frames in the same segment as its handshake: hyper reads them along
+/// with the request, and they must reach the connection, not be lost with hyper's buffer.
+#[tokio::test]
+async fn a_frame_sent_along_with_the_handshake_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let store = SessionStore::new();
+    let ws = layer(&store);
+    let (hub, addr) = start(&ws).await;
+    let mut stream = within("tcp connect", tokio::net::TcpStream::connect(addr))
+        .await
+        .unwrap();
+    let mut request = format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\n");
+    for (name, value) in upgrade_headers(&[]) {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    // A masked ping carrying "hi", as a client must send it.
+    let mask = [1u8, 2, 3, 4];
+    bytes.extend_from_slice(&[0x89, 0x80 | 2]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend_from_slice(&[b'h' ^ mask[0], b'i' ^ mask[1]]);
+    within("write", stream.write_all(&bytes)).await.unwrap();
+
+    // The response head, byte by byte, so that no frame is read with it.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(within("response", stream.read_u8()).await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "accept key of RFC 6455's example: {head}"
+    );
+    let mut client =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Client, None).await;
+    let (mut snapshot, mut pong) = (false, false);
+    while !(snapshot && pong) {
+        match within("next message", client.next()).await {
+            Some(Ok(Message::Text(text))) => {
+                let event = Event::from_json(text.as_bytes()).unwrap();
+                assert_eq!(event.kind, EventType::Snapshot);
+                snapshot = true;
+            }
+            Some(Ok(Message::Pong(payload))) => {
+                assert_eq!(payload.as_ref(), b"hi");
+                pong = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(hub.client_count(), 1);
+}
+
 #[tokio::test]
 async fn a_client_close_is_answered_and_cleaned_up() {
     let store = SessionStore::new();

@@ -1,6 +1,8 @@
 //! One WebSocket client: snapshot first, then the live stream, with heartbeat, write timeout
 //! and slow-client eviction. One task per connection, no extra reader or writer task; a
-//! wake-up polls only the sources that fired ([`sources`]).
+//! wake-up polls only the sources that fired ([`sources`]). Events arrive framed once for
+//! every client ([`frame`]) and go to the socket as they are, in vectored writes
+//! ([`socket`]).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -35,7 +37,7 @@ use sources::{EventFeed, Source, Sources};
 
 /// How many frames one write batch takes from the queue. Bounds the work between two
 /// progress checks of the write timeout, while still turning a burst into few syscalls.
-const FRAMES_PER_FLUSH: usize = 256;
+const FRAMES_PER_BATCH: usize = 256;
 
 /// Frames per vectored write: one `writev` carries up to this many.
 const SLICES_PER_WRITE: usize = 64;
@@ -617,7 +619,7 @@ impl Outbox {
         self.written > 0
     }
 
-    /// Writes a batch of up to [`FRAMES_PER_FLUSH`] queued frames, [`SLICES_PER_WRITE`] per
+    /// Writes a batch of up to [`FRAMES_PER_BATCH`] queued frames, [`SLICES_PER_WRITE`] per
     /// vectored write, then flushes. Ready with the number of event frames and payload bytes
     /// written when the whole batch is on the socket.
     fn poll_drive(
@@ -626,22 +628,28 @@ impl Outbox {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(u64, u64)>> {
         if !self.flushing {
-            self.batch = self.queue.len().min(FRAMES_PER_FLUSH);
+            self.batch = self.queue.len().min(FRAMES_PER_BATCH);
             self.flushing = true;
         }
         while self.batch > 0 {
-            let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
-            let mut count = 0;
-            for (slice, queued) in slices.iter_mut().zip(self.queue.iter().take(self.batch)) {
-                let bytes = queued.as_bytes();
-                *slice = IoSlice::new(if count == 0 {
-                    &bytes[self.written..]
-                } else {
-                    bytes
-                });
-                count += 1;
-            }
-            let written = ready!(socket.poll_write_vectored(cx, &slices[..count]))?;
+            let written = if self.batch == 1 {
+                // The usual case once a stream is steady: one event per wake-up.
+                let head = self.queue.front().map_or(&[][..], Outgoing::as_bytes);
+                ready!(socket.poll_write_vectored(cx, &[IoSlice::new(&head[self.written..])]))?
+            } else {
+                let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
+                let mut count = 0;
+                for (slice, queued) in slices.iter_mut().zip(self.queue.iter().take(self.batch)) {
+                    let bytes = queued.as_bytes();
+                    *slice = IoSlice::new(if count == 0 {
+                        &bytes[self.written..]
+                    } else {
+                        bytes
+                    });
+                    count += 1;
+                }
+                ready!(socket.poll_write_vectored(cx, &slices[..count]))?
+            };
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }

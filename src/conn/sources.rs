@@ -3,9 +3,8 @@
 //! A connection waits on four things at once: the event channel, the socket's read side, its
 //! timers and its write side. Under a steady event stream nearly every wake-up is an event,
 //! yet a plain `select!` polls every branch on every wake-up. Polling the read side is the
-//! expensive one (the WebSocket's wakers, two `Rewind` layers, the frame reader and the
-//! socket's readiness), and the timers come next; both would run once per delivery for
-//! nothing. So the read side and the timers are polled with wakers of their own, which
+//! expensive one (tungstenite's frame reader, a flush of its protocol state and the socket's
+//! readiness), and the timers come next; both would run once per delivery for nothing. So the read side and the timers are polled with wakers of their own, which
 //! record which source fired before waking the task, and a wake-up polls them only when they
 //! fired (the idea behind `FuturesUnordered`).
 //!

@@ -734,3 +734,56 @@ async fn drain(socket: &mut Socket) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    // unwrap()/expect() here are test assertions on values the test built.
+    use super::*;
+
+    fn event(len: usize) -> TextFrame {
+        TextFrame::encode(|buf| {
+            buf.extend(std::iter::repeat_n(b'x', len));
+            Ok::<(), ()>(())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_partly_written_frame_survives_a_backlog_drop_and_counts_once_written() {
+        let mut out = Outbox::new(8);
+        for _ in 0..3 {
+            out.push_event(event(100));
+        }
+        out.push_control(Bytes::from_static(&[0x89, 0x00]));
+        out.flushing = true;
+        out.batch = 4;
+        // Half of the first frame (2-byte header + 100) went out.
+        out.advance(51);
+        assert!(out.is_mid_frame());
+        assert_eq!(out.drop_backlog(), 2, "the two frames not started");
+        assert_eq!(out.queue.len(), 2, "the started frame and the ping stay");
+        assert!(matches!(out.queue.front(), Some(Outgoing::Event(_))));
+        assert_eq!(out.queued_events, 1);
+        assert_eq!(out.batch, 2);
+        // The rest of the first frame and the whole ping.
+        out.advance(51 + 2);
+        assert!(!out.is_mid_frame());
+        assert!(out.queue.is_empty());
+        assert_eq!((out.batch_events, out.batch_bytes), (1, 100));
+    }
+
+    #[test]
+    fn advance_crosses_frame_boundaries_and_stops_mid_frame() {
+        let mut out = Outbox::new(8);
+        out.push_event(event(10));
+        out.push_event(event(20));
+        out.flushing = true;
+        out.batch = 2;
+        out.advance(12 + 5);
+        assert_eq!((out.queue.len(), out.written, out.batch), (1, 5, 1));
+        assert_eq!((out.batch_events, out.batch_bytes), (1, 10));
+        out.advance(17);
+        assert_eq!((out.queue.len(), out.written, out.batch), (0, 0, 0));
+        assert_eq!((out.batch_events, out.batch_bytes), (2, 30));
+    }
+}

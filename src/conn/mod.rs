@@ -635,7 +635,7 @@ impl Outbox {
             let written = if self.batch == 1 {
                 // The usual case once a stream is steady: one event per wake-up.
                 let head = self.queue.front().map_or(&[][..], Outgoing::as_bytes);
-                ready!(socket.poll_write_vectored(cx, &[IoSlice::new(&head[self.written..])]))?
+                ready!(socket.poll_write(cx, &head[self.written..]))?
             } else {
                 let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
                 let mut count = 0;

@@ -55,6 +55,13 @@ impl Transport {
         }
     }
 
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self {
+            Transport::Tcp(io) => Pin::new(io).poll_write(cx, buf),
+            Transport::Upgraded(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
     fn poll_write_vectored(
         &mut self,
         cx: &mut Context<'_>,
@@ -157,6 +164,16 @@ impl Socket {
         if let Err(error) = write(&mut self.protocol, &mut io) {
             tracing::trace!(%error, "no control frame to send");
         }
+    }
+
+    /// Writes one buffer. On a TcpStream this is `send(2)`, which the kernel serves on a
+    /// shorter path than a one-element `writev(2)`.
+    pub(crate) fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.transport.poll_write(cx, buf)
     }
 
     pub(crate) fn poll_write_vectored(

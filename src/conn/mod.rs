@@ -1,8 +1,7 @@
 //! One WebSocket client: snapshot first, then the live stream, with heartbeat, write timeout
 //! and slow-client eviction. One task per connection, no extra reader or writer task; a
 //! wake-up polls only the sources that fired ([`sources`]). Events arrive framed once for
-//! every client ([`frame`]) and go to the socket as they are, in vectored writes
-//! ([`socket`]).
+//! every client ([`frame`]) and go to the socket as they are ([`socket`]).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;

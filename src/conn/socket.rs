@@ -1,8 +1,8 @@
 //! The client's socket after the upgrade: the connection task writes to it directly, and
 //! tungstenite parses what the client sends.
 //!
-//! Writing is ours: events are [`TextFrame`]s framed once for every client, and a batch of
-//! them goes out in one vectored write, with no per-client copy. tungstenite's
+//! Writing is ours: events are [`TextFrame`]s framed once for every client; a batch of them
+//! goes out in vectored writes and a lone one in a plain write, with no per-client copy. tungstenite's
 //! [`WebSocketContext`] keeps the protocol state and reads frames (pongs, closes, pings,
 //! whatever a client sends), and frames the few control messages the server sends. Everything
 //! it writes (a pong it owes, a close or its reply, our heartbeat ping) lands in a side

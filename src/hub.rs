@@ -2,8 +2,9 @@
 //!
 //! The fan-out is a [`tokio::sync::broadcast`] channel of already-encoded frames: the JSON and
 //! its WebSocket frame header in one shared buffer. A publish is one JSON encoding plus one
-//! channel send, whatever the number of clients: it never waits on a socket. Each connection task drains the channel into its own bounded outbox (see
-//! `conn/`), so a slow client only ever costs itself.
+//! channel send, whatever the number of clients: it never waits on a socket. Each connection
+//! task drains the channel into its own bounded outbox (see `conn/`), so a slow client only
+//! ever costs itself.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

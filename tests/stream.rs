@@ -575,12 +575,7 @@ async fn a_connection_behind_a_wrapped_stream_works_the_same() {
     assert_eq!(hub.stats().heartbeat_timeouts, 0);
 
     // The client closes: answered.
-    within("close", client.close(None)).await.unwrap();
-    let rest: Vec<_> = within("close reply", client.collect::<Vec<_>>()).await;
-    assert!(
-        rest.iter().all(|m| matches!(m, Ok(Message::Close(_)))),
-        "{rest:?}"
-    );
+    close_and_expect_reply(client).await;
     eventually("client gone", || hub.client_count() == 0).await;
 
     // The server closes: 1001 on stop.
@@ -658,13 +653,7 @@ async fn a_client_close_is_answered_and_cleaned_up() {
     let mut client = connect(addr).await;
     next_event(&mut client).await;
     eventually("client registered", || hub.client_count() == 1).await;
-    within("close", client.close(None)).await.unwrap();
-    // The server's answer completes the closing handshake: the stream then ends cleanly.
-    let rest: Vec<_> = within("close reply", client.collect::<Vec<_>>()).await;
-    assert!(
-        rest.iter().all(|m| matches!(m, Ok(Message::Close(_)))),
-        "unexpected after close: {rest:?}"
-    );
+    close_and_expect_reply(client).await;
     eventually("client gone", || hub.client_count() == 0).await;
     assert_eq!(hub.stats().connection_tasks, 0);
 }

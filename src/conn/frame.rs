@@ -59,6 +59,19 @@ impl TextFrame {
     pub(crate) fn payload(&self) -> &[u8] {
         &self.bytes[usize::from(self.header_len)..]
     }
+
+    /// A frame carrying `text`, for tests.
+    #[cfg(test)]
+    pub(crate) fn from_text(text: &[u8]) -> Self {
+        let framed = TextFrame::encode(|buf| {
+            buf.extend_from_slice(text);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        match framed {
+            Ok(frame) => frame,
+            Err(never) => match never {},
+        }
+    }
 }
 
 #[cfg(test)]
@@ -67,19 +80,11 @@ mod tests {
     use super::*;
     use std::io::Cursor;
 
-    fn framed(len: usize) -> TextFrame {
-        TextFrame::encode(|buf| {
-            buf.extend(std::iter::repeat_n(b'x', len));
-            Ok::<(), ()>(())
-        })
-        .unwrap()
-    }
-
     #[test]
     fn frames_parse_back_as_final_unmasked_text_of_their_length() {
         // The three length encodings: 7-bit, 16-bit and 64-bit.
         for (len, header_len) in [(0, 2), (125, 2), (126, 4), (65_535, 4), (65_536, 10)] {
-            let frame = framed(len);
+            let frame = TextFrame::from_text(&vec![b'x'; len]);
             assert_eq!(frame.as_bytes().len(), header_len + len, "len {len}");
             assert_eq!(frame.payload().len(), len);
             let mut cursor = Cursor::new(frame.as_bytes().as_ref());

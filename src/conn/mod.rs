@@ -740,11 +740,7 @@ mod tests {
     use super::*;
 
     fn event(len: usize) -> TextFrame {
-        TextFrame::encode(|buf| {
-            buf.extend(std::iter::repeat_n(b'x', len));
-            Ok::<(), ()>(())
-        })
-        .unwrap()
+        TextFrame::from_text(&vec![b'x'; len])
     }
 
     #[test]

@@ -198,6 +198,17 @@ where
     }
 }
 
+/// Closes from the client side and insists that the server's answer completes the closing
+/// handshake: nothing but close frames after ours, then a clean end of the stream.
+pub async fn close_and_expect_reply(mut client: Client) {
+    within("close", client.close(None)).await.unwrap();
+    let rest: Vec<_> = within("close reply", client.collect::<Vec<_>>()).await;
+    assert!(
+        rest.iter().all(|m| matches!(m, Ok(Message::Close(_)))),
+        "unexpected after close: {rest:?}"
+    );
+}
+
 /// Polls `cond` every 10 ms until it holds; panics after `WAIT`.
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     within(what, async {

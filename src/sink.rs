@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::wire::{Event, SessionState};
+use crate::wire::{Event, Health, SessionState};
 
 /// Receives the monitor's events. The Rust shape of Go's `monitor.EventSink`.
 ///
@@ -46,6 +46,14 @@ pub struct Snapshot {
     pub seq: u64,
     /// Every session, as of `seq`.
     pub sessions: Vec<SessionState>,
+    /// The latest health of every source that has reported one, as of `seq`.
+    ///
+    /// A client receives these right after the `snapshot` event, as one `health` event per
+    /// source carrying the snapshot's `seq` and `at`: Go's `monitor.Event` has no room for
+    /// health in a snapshot, and a monitor reports health only when it changes, so without
+    /// them a client that connects to a steady system would never learn any source's status.
+    /// Empty is fine: no `health` event follows the snapshot then.
+    pub health: Vec<Health>,
 }
 
 /// Where a connecting client's snapshot comes from. [`SessionStore`](crate::SessionStore) is

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::sink::{EventSink, SinkError, Snapshot, SnapshotSource};
-use crate::wire::{Event, EventType, SessionState};
+use crate::wire::{Event, EventType, Health, SessionState};
 
 /// The current state of every session, kept from the event stream itself.
 ///
@@ -13,8 +13,9 @@ use crate::wire::{Event, EventType, SessionState};
 /// one map.
 ///
 /// Folding rules, for an event of any type: a `snapshot` event replaces every session with its
-/// `sessions`; then each of `updates` is upserted by id and each id in `removed` deleted. The
-/// store remembers the seq of the last event it handled, of any type (a new store is at 0), and
+/// `sessions`; then each of `updates` is upserted by id and each id in `removed` deleted; an
+/// event's `health` replaces its source's last report (reports are kept across snapshots, which
+/// carry none). The store remembers the seq of the last event it handled, of any type (a new store is at 0), and
 /// snapshots carry that seq, so the hand-over to the live stream is exact.
 ///
 /// ```
@@ -39,6 +40,8 @@ struct State {
     /// Insertion order is kept so snapshots list sessions in the order they were discovered.
     order: Vec<String>,
     sessions: HashMap<String, SessionState>,
+    /// The latest health per source, in the order sources first reported.
+    health: Vec<Health>,
 }
 
 impl State {
@@ -49,6 +52,14 @@ impl State {
                 self.order.push(session.id.clone());
                 self.sessions.insert(session.id.clone(), session.clone());
             }
+        }
+    }
+
+    /// Keeps `health` as its source's latest report.
+    fn report(&mut self, health: &Health) {
+        match self.health.iter_mut().find(|h| h.source == health.source) {
+            Some(existing) => existing.clone_from(health),
+            None => self.health.push(health.clone()),
         }
     }
 
@@ -121,6 +132,9 @@ impl EventSink for SessionStore {
             state.upsert(session);
         }
         state.remove_all(&event.removed);
+        if let Some(health) = &event.health {
+            state.report(health);
+        }
         state.seq = event.seq;
         Ok(())
     }
@@ -135,6 +149,7 @@ impl SnapshotSource for SessionStore {
                 .iter()
                 .filter_map(|id| state.sessions.get(id).cloned())
                 .collect(),
+            health: state.health.clone(),
         })
     }
 }

@@ -763,7 +763,7 @@ fn the_store_is_a_snapshot_source_and_closures_are_too() {
     let _ = WsLayer::new(store.clone());
     let fixed = || agentwatch_ws::Snapshot {
         seq: 9,
-        sessions: vec![],
+        ..Default::default()
     };
     assert_eq!(fixed.snapshot().seq, 9);
     let _ = WsLayer::new(fixed);

@@ -489,30 +489,50 @@ async fn run(
     out.finish(end, socket, registration).await
 }
 
-/// Takes a snapshot from `source`, encodes it and queues it. Returns its seq, from which the
-/// hand-over skips events already reflected in it.
+/// Takes a snapshot from `source`, encodes it and queues it, followed by one `health` event
+/// per source it carries (each with the snapshot's seq and `at`, so a client's last seq never
+/// goes backwards and a resume from it stays exact). Returns its seq, from which the hand-over
+/// skips events already reflected in it.
 fn queue_snapshot(out: &mut Outbox, hub: &Hub, source: &dyn SnapshotSource) -> Result<u64, End> {
     let counters = &hub.shared.counters;
     let snapshot = source.snapshot();
+    let at = Timestamp::now();
     let event = Event {
         seq: snapshot.seq,
-        at: Timestamp::now(),
+        at,
         kind: EventType::Snapshot,
         sessions: snapshot.sessions,
         ..Event::default()
     };
-    match TextFrame::encode(|buf| wire::to_writer(buf, &event)) {
-        Ok(frame) => {
-            counters.snapshots.fetch_add(1, Ordering::Relaxed);
-            out.push_event(frame);
-            Ok(event.seq)
-        }
-        Err(error) => {
-            counters.encode_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(seq = event.seq, %error, "cannot encode snapshot");
-            Err(End::EncodeError)
-        }
+    let mut frames = Vec::with_capacity(1 + snapshot.health.len());
+    frames.push(encode_for_client(hub, &event)?);
+    for health in snapshot.health {
+        frames.push(encode_for_client(
+            hub,
+            &Event {
+                seq: snapshot.seq,
+                at,
+                kind: EventType::Health,
+                health: Some(health),
+                ..Event::default()
+            },
+        )?);
     }
+    counters.snapshots.fetch_add(1, Ordering::Relaxed);
+    out.push_snapshot(frames);
+    Ok(event.seq)
+}
+
+/// Encodes one event for this client alone (a snapshot and what comes with it).
+fn encode_for_client(hub: &Hub, event: &Event) -> Result<TextFrame, End> {
+    TextFrame::encode(|buf| wire::to_writer(buf, event)).map_err(|error| {
+        hub.shared
+            .counters
+            .encode_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!(seq = event.seq, kind = event.kind.as_str(), %error, "cannot encode snapshot");
+        End::EncodeError
+    })
 }
 
 /// Something queued for the client: whole frames, written as they are.
@@ -577,6 +597,15 @@ impl Outbox {
         self.backlog_allowance = frames.len();
         for frame in frames {
             self.push_event(frame.text);
+        }
+    }
+
+    /// Queues a snapshot and the health reports that follow it. The reports do not count as
+    /// lag: a client may fall `send_buffer` events behind after them.
+    fn push_snapshot(&mut self, frames: Vec<TextFrame>) {
+        self.backlog_allowance += frames.len().saturating_sub(1);
+        for frame in frames {
+            self.push_event(frame);
         }
     }
 

@@ -495,6 +495,19 @@ pub struct RejectionStats {
 }
 
 impl RejectionStats {
+    /// The rejections for one reason.
+    pub fn count(&self, reason: RejectReason) -> u64 {
+        match reason {
+            RejectReason::Stopped => self.stopped,
+            RejectReason::RateLimited => self.rate_limited,
+            RejectReason::Origin => self.origin,
+            RejectReason::Unauthorized => self.unauthorized,
+            RejectReason::ConnectionCap => self.connection_cap,
+            RejectReason::NotUpgrade => self.not_upgrade,
+            RejectReason::MissingConnectInfo => self.missing_connect_info,
+        }
+    }
+
     /// All rejections, whatever the reason.
     pub fn total(&self) -> u64 {
         self.stopped

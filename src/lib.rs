@@ -71,6 +71,8 @@
 //!   both, [`MultiSink`] fans one event out to several sinks.
 //! - [`Hub`]: the fan-out (one encoding per event, shared by every client).
 //! - [`WsLayer`]: the builder and the axum [`Router`](axum::Router) it returns.
+//! - [`metrics`] (feature `metrics`, on by default): the hub's counters through the `metrics`
+//!   facade, for Prometheus and other exporters.
 //! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
 //!   limit, each a tower layer usable on its own.
 #![warn(missing_docs)]
@@ -79,6 +81,8 @@ pub mod admission;
 mod conn;
 mod hub;
 mod layer;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod sink;
 mod store;
 mod upgrade;

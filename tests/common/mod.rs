@@ -288,6 +288,10 @@ impl Rebuilt {
             self.snapshots += 1;
             return Ok(());
         }
+        // A snapshot's health reports carry its seq (see the README's wire section).
+        if event.kind == agentwatch_ws::EventType::Health && event.seq == self.seq {
+            return Ok(());
+        }
         if event.seq != self.seq + 1 {
             return Err(format!(
                 "after seq {} got seq {} (gap, duplicate or reorder)",
@@ -315,4 +319,52 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
+}
+
+/// The path of the example `name`, built for the profile of the running test if it is missing
+/// or older than the sources (`cargo test --test X` builds no examples). Panics if the build
+/// fails or takes over 15 minutes.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_string(),
+        Some(other) => other.to_string(),
+    };
+    // Cargo decides whether anything changed: a no-op build takes a fraction of a second.
+    let mut child = Command::new(env!("CARGO"))
+        .args(["build", "--example", name, "--profile", &profile])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run cargo build --example {name}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for cargo") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`cargo build --example {name}` did not finish within 15 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "`cargo build --example {name}` failed");
+    assert!(
+        binary.exists(),
+        "{} missing after the build",
+        binary.display()
+    );
+    binary
 }

@@ -430,7 +430,10 @@ impl Counters {
 
 /// A point-in-time copy of a [`Hub`]'s counters. Counts are totals since the hub was created,
 /// except `connected` and `connection_tasks`, which are current values.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Serializes (serde) as a JSON object with these field names in snake_case, `rejected` as a
+/// nested object, for a status endpoint of your own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct HubStats {
     /// Clients connected right now (same as [`Hub::client_count`]).
@@ -475,7 +478,7 @@ pub struct HubStats {
 }
 
 /// Upgrade requests rejected, by [`RejectReason`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct RejectionStats {
     /// The hub was stopped (`503`).

@@ -76,6 +76,7 @@
 //! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
 //!   limit, each a tower layer usable on its own.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod admission;
 mod conn;

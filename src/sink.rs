@@ -115,9 +115,9 @@ impl SinkError {
 impl fmt::Display for SinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SinkError::Encode { seq, source } => {
-                write!(f, "cannot encode event seq {seq}: {source}")
-            }
+            // The encoder's message is the source (`Error::source`), not part of this one:
+            // a reporter that walks the chain prints each message once.
+            SinkError::Encode { seq, .. } => write!(f, "cannot encode event seq {seq}"),
             SinkError::Multiple(errors) => {
                 write!(f, "{} sinks failed: ", errors.len())?;
                 for (i, e) in errors.iter().enumerate() {
@@ -133,12 +133,16 @@ impl fmt::Display for SinkError {
     }
 }
 
+/// Each message of the chain appears once: `Encode` leaves the encoder's message to
+/// `source()`; `Other` is transparent (it displays the wrapped error and hands on *its*
+/// source); `Multiple` lists every failure in its message and has no single source.
+
 impl StdError for SinkError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             SinkError::Encode { source, .. } => Some(source),
             SinkError::Multiple(_) => None,
-            SinkError::Other(e) => Some(&**e),
+            SinkError::Other(e) => e.source(),
         }
     }
 }
@@ -241,6 +245,47 @@ mod tests {
                 Ok(())
             }
         }
+    }
+
+    /// Every message of an error's chain, outermost first.
+    fn chain(error: &dyn StdError) -> Vec<String> {
+        let mut messages = vec![error.to_string()];
+        let mut next = error.source();
+        while let Some(e) = next {
+            messages.push(e.to_string());
+            next = e.source();
+        }
+        messages
+    }
+
+    #[test]
+    fn each_message_of_an_error_chain_appears_once() {
+        let json = serde_json::from_str::<u8>("x").unwrap_err();
+        let json_text = json.to_string();
+        let encode = SinkError::Encode {
+            seq: 4,
+            source: json,
+        };
+        assert_eq!(chain(&encode), ["cannot encode event seq 4", &json_text]);
+
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("redis append failed")
+            }
+        }
+        impl StdError for Outer {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let other = SinkError::other(Outer(std::io::Error::other("connection refused")));
+        assert_eq!(
+            chain(&other),
+            ["redis append failed", "connection refused"],
+            "Other is transparent"
+        );
     }
 
     #[test]

@@ -89,6 +89,12 @@ async fn prometheus_text_carries_the_hubs_exact_counters() {
         text.contains("# HELP agentwatch_ws_clients"),
         "descriptions are exported:\n{text}"
     );
+
+    // The same counters as JSON, for an app's own status endpoint.
+    let json = serde_json::to_value(hub.stats()).unwrap();
+    assert_eq!(json["connected"], 2);
+    assert_eq!(json["events_sent"], 8);
+    assert_eq!(json["rejected"]["not_upgrade"], 1);
 }
 
 /// Kills the child when dropped, also when the test panics.

@@ -136,7 +136,6 @@ impl fmt::Display for SinkError {
 /// Each message of the chain appears once: `Encode` leaves the encoder's message to
 /// `source()`; `Other` is transparent (it displays the wrapped error and hands on *its*
 /// source); `Multiple` lists every failure in its message and has no single source.
-
 impl StdError for SinkError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {

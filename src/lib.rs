@@ -69,6 +69,8 @@
 //! - [`wire`]: the event model, byte-compatible with Go's `encoding/json`.
 //! - [`EventSink`] / [`SnapshotSource`]: the seams to the monitor; [`SessionStore`] implements
 //!   both, [`MultiSink`] fans one event out to several sinks.
+//! - [`Publisher`]: the one way to publish that cannot get the order wrong (store, then hub,
+//!   one event at a time, `seq` kept rising).
 //! - [`Hub`]: the fan-out (one encoding per event, shared by every client).
 //! - [`WsLayer`]: the builder and the axum [`Router`](axum::Router) it returns.
 //! - [`metrics`] (feature `metrics`, on by default): the hub's counters through the `metrics`
@@ -84,6 +86,7 @@ mod hub;
 mod layer;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+mod publisher;
 mod sink;
 mod store;
 mod upgrade;
@@ -99,6 +102,7 @@ pub use layer::{
     DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_BUFFER, DEFAULT_WRITE_TIMEOUT,
     WsLayer,
 };
+pub use publisher::Publisher;
 pub use sink::{EventSink, MultiSink, SinkError, Snapshot, SnapshotSource};
 pub use store::SessionStore;
 pub use wire::{

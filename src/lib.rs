@@ -73,6 +73,8 @@
 //! - [`WsLayer`]: the builder and the axum [`Router`](axum::Router) it returns.
 //! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
 //!   limit, each a tower layer usable on its own.
+//! - [`status`]: the last refusal per client IP, served at `<path>/status` so a page can say
+//!   why it cannot connect.
 #![warn(missing_docs)]
 
 pub mod admission;
@@ -80,6 +82,7 @@ mod conn;
 mod hub;
 mod layer;
 mod sink;
+pub mod status;
 mod store;
 mod upgrade;
 pub mod wire;

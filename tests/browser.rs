@@ -736,6 +736,101 @@ async fn dashboard_in_chromium() {
         "the page fetched from outside its origin"
     );
 
+    // 10b. Hundreds of sessions under the steady stream: all shown, still in attention order.
+    //      The cost of a frame and the long tasks are printed (figures, not a timed check).
+    browser
+        .cdp
+        .eval(
+            "(() => { window.__longTasks = []; \
+               new PerformanceObserver(l => window.__longTasks.push(...l.getEntries().map(e => e.duration))) \
+                 .observe({ type: 'longtask', buffered: false }); return true; })()",
+        )
+        .await;
+    const LOAD: usize = 300;
+    let load_started = Instant::now();
+    for i in 0..LOAD {
+        let (activity, idle) = match i % 3 {
+            0 => ("waiting", i),
+            1 => ("working", 0),
+            _ => ("idle", 60),
+        };
+        let (status, body) = http_post(
+            port,
+            &format!(
+                "/debug/sessions?id=bt-load-{i:03}&source=codex&slug=load-{i:03}\
+                 &activity={activity}&idle_secs={idle}&dir=/home/dev/src/load-{}&branch=main",
+                i % 20
+            ),
+        );
+        assert_eq!(
+            status, 200,
+            "POST /debug/sessions answered {status}: {body}"
+        );
+    }
+    let load_posted = load_started.elapsed();
+    browser
+        .cdp
+        .wait_for(
+            "all the load sessions to be shown",
+            Duration::from_secs(10),
+            &format!(
+                "document.querySelectorAll('[data-session-id^=\"bt-load-\"]').length === {LOAD}"
+            ),
+        )
+        .await;
+    let loading = browser
+        .cdp
+        .eval(
+            "(() => { const t = window.__longTasks; window.__longTasks = []; \
+                 return [t.length, Math.max(0, ...t)]; })()",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let cards = browser.cards().await;
+    assert!(cards.len() > LOAD, "{} cards", cards.len());
+    assert_eq!(cards[0].0, "bt-wait-long", "the longest wait stays on top");
+    let ranks: Vec<u8> = cards.iter().map(|(_, c)| rank(c)).collect();
+    assert!(
+        ranks.windows(2).all(|w| w[0] <= w[1]),
+        "attention order broken with {} cards",
+        cards.len()
+    );
+    // Every card has the same height, on screen or not (a tool name or subagent change does
+    // not move the grid; off-screen cards reserve their real height).
+    let heights = browser
+        .cdp
+        .eval(
+            "Array.from(new Set(Array.from(document.querySelectorAll('#sessions [data-session-id]')) \
+               .map(c => c.getBoundingClientRect().height)))",
+        )
+        .await;
+    assert_eq!(
+        heights.as_array().map(Vec::len),
+        Some(1),
+        "cards of different heights: {heights}"
+    );
+    let cost = browser
+        .cdp
+        .eval(
+            "(() => { const d = window.agentwatchDashboard; const t = []; \
+               for (let i = 0; i < 20; i++) { const t0 = performance.now(); d.flush(); t.push(performance.now() - t0); } \
+               t.sort((a, b) => a - b); \
+               return [t[10], t[19], window.__longTasks.length, Math.max(0, ...window.__longTasks)]; })()",
+        )
+        .await;
+    eprintln!(
+        "browser test: {} cards ({LOAD} injected in {load_posted:.1?}); a frame's render: \
+         median {:.1} ms, max {:.1} ms; long tasks (> 50 ms) while they arrived: {}, longest \
+         {:.0} ms; in the next 5 s of the stream: {}, longest {:.0} ms",
+        cards.len(),
+        cost[0].as_f64().unwrap_or(f64::NAN),
+        cost[1].as_f64().unwrap_or(f64::NAN),
+        loading[0],
+        loading[1].as_f64().unwrap_or(0.0),
+        cost[2],
+        cost[3].as_f64().unwrap_or(0.0),
+    );
+
     // 11. Ctrl-C: the hub closes the page's socket (1001), the page counts down and says why;
     //     the restarted server is resumed from with ?since=…&since_at=… (and, being a new
     //     server, answers with a snapshot that replaces the old state).

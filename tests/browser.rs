@@ -218,6 +218,39 @@ impl Browser {
     }
 }
 
+/// Visible texts whose contrast with their composited background is below WCAG AA:
+/// `[[class, text, ratio]]`.
+const CONTRAST_FAILURES: &str = r#"(() => {
+  const parse = (c) => { const m = /rgba?\(([^)]+)\)/.exec(c); if (!m) return null;
+    const p = m[1].split(",").map(Number); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
+  const over = (top, bottom) => { const a = top[3];
+    return [0, 1, 2].map((i) => top[i] * a + bottom[i] * (1 - a)).concat(1); };
+  const lum = (c) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+  const page = parse(getComputedStyle(document.body).backgroundColor);
+  const background = (el) => { const layers = [];
+    for (let e = el; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; } }
+    let bg = page; for (const l of layers.reverse()) bg = over(l, bg); return bg; };
+  const bad = [];
+  for (const el of document.querySelectorAll("body *")) {
+    if (![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+    const r = el.getBoundingClientRect();
+    if (!r.width || !r.height || r.bottom < 0 || r.top > innerHeight) continue;
+    const cs = getComputedStyle(el);
+    if (cs.visibility === "hidden") continue;
+    let opacity = 1;
+    for (let e = el; e; e = e.parentElement) opacity *= Number(getComputedStyle(e).opacity);
+    const bg = background(el);
+    const fg = over([...over(parse(cs.color), bg).slice(0, 3), opacity], bg);
+    const [a, b] = [lum(fg), lum(bg)];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(cs.fontSize), large = size >= 24 || (size >= 18.66 && Number(cs.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) bad.push([String(el.className || el.tagName), el.textContent.trim().slice(0, 30), ratio.toFixed(2)]);
+  }
+  return bad.slice(0, 20);
+})()"#;
+
 /// Sessions injected with chosen states, all in one repository (`browser-repo`).
 const INJECTED: [(&str, &str); 4] = [
     (
@@ -485,6 +518,15 @@ async fn dashboard_in_chromium() {
     }
     eprintln!("browser test: totals {expected}");
 
+    // 4b. Contrast: every visible text meets WCAG AA (4.5:1, 3:1 for large text) against
+    //     what is behind it (backgrounds and opacity composited).
+    let low = browser.cdp.eval(CONTRAST_FAILURES).await;
+    assert_eq!(
+        low,
+        json!([]),
+        "text below WCAG AA contrast: [class, text, ratio]"
+    );
+
     // 5. Search and status filter narrow the cards, live in the URL and survive a reload.
     browser.search("browser-repo").await;
     let ids = browser.card_ids().await;
@@ -688,6 +730,8 @@ async fn dashboard_in_chromium() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
         browser.screenshot(&format!("dashboard-{width}.png")).await;
+        let low = browser.cdp.eval(CONTRAST_FAILURES).await;
+        assert_eq!(low, json!([]), "{width} px: text below WCAG AA contrast");
     }
     browser.viewport(VIEWPORT.0, VIEWPORT.1).await;
 
@@ -925,6 +969,8 @@ async fn dashboard_in_chromium() {
     );
     eprintln!("browser test: at the cap the page says {text:?}");
     browser.screenshot("dashboard-refused.png").await;
+    let low = browser.cdp.eval(CONTRAST_FAILURES).await;
+    assert_eq!(low, json!([]), "refused: text below WCAG AA contrast");
     drop(holder);
     browser
         .wait_connected("the page to connect once the slot is free")

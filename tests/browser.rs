@@ -13,9 +13,12 @@
 //! by repository counts each group; the feed names sessions and skips no-ops; keyboard focus
 //! goes through the controls in order, visibly; nothing scrolls sideways at 360 and 420 px;
 //! wire text is rendered as text; after Ctrl-C the page counts down and resumes with
-//! `?since=…&since_at=…`; and a server at its connection cap (`--max-connections 1`) makes the
-//! page say "refused" with the server's reason, then connect once a slot frees. Screenshots go
-//! to `target/browser-test/` (1400, 420 and 360 px, reconnecting, refused).
+//! `?since=…&since_at=…`; a server at its connection cap (`--max-connections 1`) makes the
+//! page say "refused" with the server's reason, then connect once a slot frees; so does the
+//! per-IP rate limit once plain GETs have used its burst. Along the way: WCAG AA contrast of
+//! every visible text, one card height for all cards, and 300 more sessions under the stream
+//! (the cost of a frame and Chromium's long tasks are printed). Screenshots go to
+//! `target/browser-test/` (1400, 420 and 360 px, reconnecting, refused).
 //!
 //! `chromium_sees_1009_with_its_reason` checks issue 12 item 4: a browser WebSocket that sends
 //! more than `max_message_size` sees close code 1009 and its reason, not 1006.
@@ -975,6 +978,47 @@ async fn dashboard_in_chromium() {
     browser
         .wait_connected("the page to connect once the slot is free")
         .await;
+
+    // 13. The per-IP rate limit (burst 4, then one every 5 s): plain GETs of /ws (426) use up
+    //     the tokens, so the reloaded page is refused with 429 and says so, then gets in.
+    let mut limited = false;
+    for _ in 0..8 {
+        let (status, _) = http_request(capped_port, "GET", "/ws");
+        if status == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the default rate limit never answered 429");
+    browser
+        .cdp
+        .call("Page.reload", json!({ "ignoreCache": false }))
+        .await;
+    let refused = browser
+        .cdp
+        .wait_for(
+            "the page to say it is rate limited",
+            Duration::from_secs(10),
+            "(() => { const c = document.getElementById('conn-status'); \
+               return c && c.dataset.state === 'refused' ? [c.textContent, c.title] : null; })()",
+        )
+        .await;
+    let text = refused[0].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("refused: too many connection attempts — retrying in "),
+        "rate-limit text: {text:?}"
+    );
+    assert!(
+        refused[1]
+            .as_str()
+            .unwrap_or_default()
+            .contains("HTTP 429 rate_limited"),
+        "rate-limit details: {refused}"
+    );
+    eprintln!("browser test: rate limited, the page says {text:?}");
+    browser
+        .wait_connected("the page to connect after the Retry-After")
+        .await;
     drop(capped);
 
     let errors = browser.cdp.page_errors();
@@ -1440,6 +1484,11 @@ fn percent_encode(value: &str) -> String {
 
 /// A bodiless HTTP/1.1 POST; returns the status code and body.
 fn http_post(port: u16, path: &str) -> (u16, String) {
+    http_request(port, "POST", path)
+}
+
+/// A bodiless HTTP/1.1 request with `Connection: close`; returns the status code and body.
+fn http_request(port: u16, method: &str, path: &str) -> (u16, String) {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to dashboard");
@@ -1448,13 +1497,11 @@ fn http_post(port: u16, path: &str) -> (u16, String) {
         .expect("set read timeout");
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
-    .expect("send POST");
+    .expect("send request");
     let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("read POST response");
+    stream.read_to_string(&mut response).expect("read response");
     let status = response
         .split_whitespace()
         .nth(1)

@@ -974,6 +974,11 @@ async fn dashboard_in_chromium() {
     browser.screenshot("dashboard-refused.png").await;
     let low = browser.cdp.eval(CONTRAST_FAILURES).await;
     assert_eq!(low, json!([]), "refused: text below WCAG AA contrast");
+    browser.viewport(360, 800).await;
+    let (sw, iw) = browser.widths().await;
+    assert!(sw <= iw, "refused at 360 px: the page is {sw} px wide");
+    browser.screenshot("dashboard-refused-360.png").await;
+    browser.viewport(VIEWPORT.0, VIEWPORT.1).await;
     drop(holder);
     browser
         .wait_connected("the page to connect once the slot is free")

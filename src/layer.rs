@@ -27,6 +27,7 @@ use crate::admission::{RejectReason, Rejected, mark_rejected};
 use crate::conn::{self, ClientInfo, ConnConfig};
 use crate::hub::{Hub, LagPolicy};
 use crate::sink::SnapshotSource;
+use crate::status::{self, RecordRejectionsLayer, RejectionLog};
 use crate::upgrade::UpgradeHandle;
 use crate::wire::Timestamp;
 
@@ -275,6 +276,10 @@ impl<A> WsLayer<A> {
     ///
     /// The admission checks run in this order: stopped (503) → rate limit (429) → origin (403)
     /// → authentication → connection cap (503) → upgrade.
+    ///
+    /// The router also answers `GET <path>/status` (e.g. `/ws/status`), outside every check:
+    /// the caller's own last refusal, for pages that cannot read a refused handshake's
+    /// status. See [`status`](crate::status).
     pub fn router<S>(&self, path: &str) -> Router<S>
     where
         S: Clone + Send + Sync + 'static,
@@ -326,14 +331,28 @@ impl<A> WsLayer<A> {
         }
         router = router.route_layer(StoppedLayer::new(self.hub.clone()));
         let hub = self.hub.clone();
-        router.route_layer(tower::util::MapResponseLayer::new(
-            move |response: Response| {
-                if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
-                    hub.shared.counters.reject(*reason);
-                }
-                response
-            },
-        ))
+        let rejections = RejectionLog::new();
+        let trusted = self.trusted_proxies.clone();
+        router
+            .route_layer(tower::util::MapResponseLayer::new(
+                move |response: Response| {
+                    if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
+                        hub.shared.counters.reject(*reason);
+                    }
+                    response
+                },
+            ))
+            .route_layer(RecordRejectionsLayer::new(
+                rejections.clone(),
+                trusted.clone(),
+            ))
+            // Added after the route layers, so no admission check stands in its way.
+            .route(
+                &format!("{}/status", path.trim_end_matches('/')),
+                get(move |request: axum::extract::Request| async move {
+                    rejections.status_response(status::client_key(&request, &trusted))
+                }),
+            )
     }
 }
 

@@ -77,6 +77,8 @@
 //!   facade, for Prometheus and other exporters.
 //! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
 //!   limit, each a tower layer usable on its own.
+//! - [`status`]: the last refusal per client IP, served at `<path>/status` so a page can say
+//!   why it cannot connect.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -88,6 +90,7 @@ mod layer;
 pub mod metrics;
 mod publisher;
 mod sink;
+pub mod status;
 mod store;
 mod upgrade;
 pub mod wire;

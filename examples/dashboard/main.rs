@@ -69,6 +69,7 @@ struct Options {
     rate: f64,
     seed: u64,
     inject: bool,
+    max_connections: usize,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -77,6 +78,7 @@ fn parse_args() -> Result<Options, String> {
         rate: 5.0,
         seed: 1,
         inject: false,
+        max_connections: 0,
     };
     let mut port_flag = false;
     let mut args = std::env::args().skip(1);
@@ -117,6 +119,12 @@ fn parse_args() -> Result<Options, String> {
                     .map_err(|_| format!("--seed {v:?} is not an unsigned integer"))?;
             }
             "--inject" => opts.inject = true,
+            "--demo" => {} // the simulation is the only input of this version
+            "--max-connections" => {
+                opts.max_connections = value("--max-connections")?
+                    .parse()
+                    .map_err(|_| "--max-connections needs a number".to_string())?
+            }
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -193,6 +201,8 @@ async fn index() -> impl IntoResponse {
 struct InjectQuery {
     id: String,
     source: Option<String>,
+    #[serde(flatten)]
+    more: sim::InjectOptions,
 }
 
 /// `POST /debug/sessions?id=ID&source=SRC` (only with `--inject`).
@@ -203,8 +213,8 @@ async fn inject_session(State(state): State<AppState>, Query(q): Query<InjectQue
     let source = q
         .source
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "claude-code".to_string());
-    let session = sim::injected_session(&q.id, &source);
+        .unwrap_or_else(|| "claude".to_string());
+    let session = sim::injected_session(&q.id, &source, &q.more);
     let seq = state
         .publisher
         .publish(vec![Event::delta(0, vec![session], Vec::new())]);
@@ -263,7 +273,8 @@ async fn main() -> ExitCode {
         // Room for bursts at a high --rate. A tab that still falls behind is closed with 1013
         // and reconnects with `?since=`, resuming from the hub's replay window.
         .send_buffer(256)
-        .write_timeout(Duration::from_secs(10));
+        .write_timeout(Duration::from_secs(10))
+        .max_connections(opts.max_connections);
     let hub = ws.hub();
     let publisher = Arc::new(Publisher::new(store.clone(), hub.clone()));
 

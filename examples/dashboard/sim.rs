@@ -1,10 +1,11 @@
 //! A simulated agentwatch monitor.
 //!
-//! It behaves like the real one: sessions from several sources (Claude Code, Codex, Gemini CLI)
-//! are discovered over time, switch between working, waiting and idle, run tools, fill their
-//! context windows (and compact them), spawn subagents, end (process exit, or stale), are
-//! sometimes resumed, and are removed after a retention period. Each source's health degrades
-//! and recovers now and then.
+//! It behaves like the real one: sessions from several sources (`claude`, `codex`, `gemini`,
+//! agentwatch's source names) are discovered over time, several in the same repository; they
+//! switch between working, waiting for the user (for a while: a person takes time to answer)
+//! and idle, run tools, fill their context windows (and compact them), spawn subagents, end
+//! (process exit, or stale), are sometimes resumed, and are removed after a retention period.
+//! Each source's health degrades and recovers now and then.
 //!
 //! Each tick emits what one poll of the real monitor emits, in the same order: one `lifecycle`
 //! event per transition, then one `delta` with every updated session and removed id, then one
@@ -24,7 +25,9 @@ use agentwatch_ws::{
 use crate::Publisher;
 
 /// Active sessions the simulation tries to keep around.
-const TARGET_ACTIVE: usize = 6;
+const TARGET_ACTIVE: usize = 9;
+/// Sessions the first poll finds already running.
+const FIRST_POLL: usize = 7;
 /// Ticks a terminal session is kept before it is removed.
 const RETENTION_TICKS: u64 = 100;
 
@@ -100,7 +103,7 @@ struct Profile {
 
 const PROFILES: [Profile; 3] = [
     Profile {
-        source: "claude-code",
+        source: "claude",
         models: &[
             ("claude-opus-4-1", 200_000),
             ("claude-sonnet-4-5", 200_000),
@@ -143,7 +146,7 @@ const PROFILES: [Profile; 3] = [
         ],
     },
     Profile {
-        source: "gemini-cli",
+        source: "gemini",
         models: &[
             ("gemini-2.5-pro", 1_048_576),
             ("gemini-2.5-flash", 1_048_576),
@@ -173,7 +176,8 @@ fn profile(source: &str) -> &'static Profile {
         .unwrap_or(&PROFILES[0])
 }
 
-/// (repository, task slugs worked on in it)
+/// (repository, task slugs worked on in it). Few repositories, so that several sessions
+/// share one (and sometimes a slug), as on a real machine.
 const PROJECTS: &[(&str, &[&str])] = &[
     (
         "agentwatch",
@@ -181,6 +185,7 @@ const PROJECTS: &[(&str, &[&str])] = &[
             "refactor-event-bus",
             "ws-resume-support",
             "fix-stale-detection",
+            "dashboard-filters",
         ],
     ),
     (
@@ -192,11 +197,6 @@ const PROJECTS: &[(&str, &[&str])] = &[
         &["dark-mode-polish", "fix-flaky-e2e", "table-virtualization"],
     ),
     ("infra", &["terraform-upgrade", "rotate-ci-secrets"]),
-    (
-        "ml-pipeline",
-        &["speed-up-tokenizer", "docs-pass", "dedupe-dataset"],
-    ),
-    ("mobile-app", &["push-notifications", "crash-on-resume"]),
 ];
 
 const SUBAGENT_TASKS: &[&str] = &[
@@ -338,7 +338,7 @@ impl Sim {
             .filter(|s| s.ended_tick.is_none())
             .count();
         let discover = if self.tick == 1 {
-            4
+            FIRST_POLL
         } else if active < 2 || (active < TARGET_ACTIVE && self.rng.chance(0.07)) {
             1
         } else {
@@ -497,6 +497,11 @@ impl Sim {
                 .rng
                 .pick(&[Activity::Working, Activity::Idle, Activity::Waiting])
                 .clone();
+            if state.activity != Activity::Working {
+                // Waiting or idle since a while: the page shows the longest wait first.
+                state.last_activity_at = ms_before(now, self.rng.range(20, 900) * 1000);
+                state.last_data_received_at = state.last_activity_at;
+            }
         } else {
             state.context_tokens = self.rng.range(9_000, 22_000); // system prompt + first read
             state.message_count = 1;
@@ -520,14 +525,20 @@ impl Sim {
         let s = &mut sim.state;
         let profile = profile(&s.source);
         let r = rng.f64();
+        let before = s.activity.clone();
         s.activity = match s.activity {
-            Activity::Working if r < 0.12 => Activity::Waiting,
-            Activity::Working if r < 0.30 => Activity::Idle,
-            Activity::Waiting if r < 0.45 => Activity::Working,
+            Activity::Working if r < 0.15 => Activity::Waiting,
+            Activity::Working if r < 0.25 => Activity::Idle,
+            // A person takes a while to answer: waiting lasts.
+            Activity::Waiting if r < 0.15 => Activity::Working,
             Activity::Idle if r < 0.40 => Activity::Working,
             Activity::Working | Activity::Waiting | Activity::Idle => s.activity.clone(),
             _ => Activity::Working,
         };
+        if s.activity != Activity::Working && s.activity == before {
+            // Still waiting or idle: nothing happened, the log got no new record.
+            return;
+        }
         match s.activity {
             Activity::Working => {
                 s.current_tool = if rng.chance(0.12) {
@@ -656,31 +667,75 @@ impl Sim {
     }
 }
 
-/// The session `POST /debug/sessions` publishes: a fresh, working session with that id.
-pub fn injected_session(id: &str, source: &str) -> SessionState {
+/// Optional fields of `POST /debug/sessions` (query parameters, all text), for tests that
+/// need a session in a chosen state. Anything absent or unparsable keeps the default.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct InjectOptions {
+    /// Display name; default: the id.
+    pub slug: Option<String>,
+    /// `working` (default), `waiting`, `idle` or `terminal`.
+    pub activity: Option<String>,
+    /// Seconds since the last activity (default 0).
+    pub idle_secs: Option<String>,
+    /// Working directory; default `/tmp/injected`.
+    pub dir: Option<String>,
+    /// Branch; default `debug/inject`.
+    pub branch: Option<String>,
+    /// Context tokens; default 12 345.
+    pub tokens: Option<String>,
+    /// Output tokens; default 321.
+    pub output: Option<String>,
+}
+
+/// The session `POST /debug/sessions` publishes: by default a fresh, working session with
+/// that id; `opts` chooses its name, activity, age and repository.
+pub fn injected_session(id: &str, source: &str, opts: &InjectOptions) -> SessionState {
     let now = Timestamp::now();
     let profile = profile(source);
     let (model, max) = profile.models[0];
-    let tokens = 12_345;
+    let text = |v: &Option<String>, default: &str| {
+        v.clone()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    };
+    let number = |v: &Option<String>, default: i64| {
+        v.as_deref()
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|n| (0..=1_000_000_000_000).contains(n))
+            .unwrap_or(default)
+    };
+    let tokens = number(&opts.tokens, 12_345);
+    let activity = Activity::from(text(&opts.activity, "working").as_str());
+    let terminal = activity == Activity::Terminal;
+    let last_activity = ms_before(now, number(&opts.idle_secs, 0).min(86_400 * 365) * 1000);
     SessionState {
         id: id.to_string(),
         source: source.to_string(),
-        slug: id.to_string(),
-        activity: Activity::Working,
-        lifecycle: LifecycleState::Active,
+        slug: text(&opts.slug, id),
+        lifecycle: if terminal {
+            LifecycleState::Terminal
+        } else {
+            LifecycleState::Active
+        },
         context_tokens: tokens,
-        output_tokens: 321,
+        output_tokens: number(&opts.output, 321),
         max_context_tokens: max,
         context_utilization: tokens as f64 / max as f64,
         model: model.to_string(),
-        working_dir: "/tmp/injected".to_string(),
-        branch: "debug/inject".to_string(),
-        current_tool: profile.tools[0].to_string(),
+        working_dir: text(&opts.dir, "/tmp/injected"),
+        branch: text(&opts.branch, "debug/inject"),
+        current_tool: if activity == Activity::Working {
+            profile.tools[0].to_string()
+        } else {
+            String::new()
+        },
+        activity,
         message_count: 1,
         tool_call_count: 1,
-        started_at: now,
-        last_activity_at: now,
+        started_at: ms_before(last_activity, 60_000),
+        last_activity_at: last_activity,
         last_data_received_at: now,
+        completed_at: terminal.then_some(last_activity),
         ..SessionState::default()
     }
 }

@@ -1,6 +1,7 @@
 //! The crate's real `WsLayer` + `Hub` + `SessionStore` behind the fan-out bench protocol
 //! (`../shared/bench/PROTOCOL.md`), so `../shared/bench/compare.sh` can measure it beside the
-//! Go-design, Node `ws`, Python `websockets` and raw-socket peers.
+//! Go-design, Node `ws`, Python `websockets` and raw-socket peers. That harness lives beside
+//! this repository, not in it; nothing in `cargo test` needs it.
 //!
 //! ```sh
 //! cargo build --release --example bench_server

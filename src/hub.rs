@@ -111,10 +111,12 @@ impl Hub {
     /// Creates the fan-out channel if no router did yet. Its capacity (rounded up to a power
     /// of two by tokio) is at least `send_buffer`, so a client is never overtaken by the
     /// channel before its own, exact, `send_buffer` bound trips.
+    /// `send_buffer` is clamped to `1..=MAX_SEND_BUFFER` (tokio panics above `usize::MAX >> 1`).
     pub(crate) fn init_channel(&self, send_buffer: usize) {
+        let capacity = send_buffer.clamp(1, MAX_SEND_BUFFER);
         self.shared
             .tx
-            .get_or_init(|| broadcast::channel(send_buffer.max(1)).0);
+            .get_or_init(|| broadcast::channel(capacity).0);
     }
 
     /// Subscribes a new client and decides where its stream starts: right after the events
@@ -146,8 +148,8 @@ impl Hub {
 
     pub(crate) fn set_replay_limits(&self, max_events: usize, max_bytes: usize) {
         let mut replay = self.replay();
-        replay.max_events = max_events;
-        replay.max_bytes = max_bytes;
+        replay.max_events = max_events.min(MAX_REPLAY_WINDOW);
+        replay.max_bytes = max_bytes.min(MAX_REPLAY_WINDOW_BYTES);
         replay.trim();
     }
 
@@ -261,6 +263,16 @@ pub(crate) enum Start {
 pub const DEFAULT_REPLAY_WINDOW: usize = 1024;
 /// Default bound on the bytes kept for resuming clients.
 pub const DEFAULT_REPLAY_WINDOW_BYTES: usize = 8 * 1024 * 1024;
+/// Largest accepted [`WsLayer::send_buffer`](crate::WsLayer::send_buffer); larger values are clamped to it. The fan-out
+/// channel allocates a slot per buffered event up front (tokio's `broadcast` refuses more than
+/// `usize::MAX >> 1`), so the bound keeps that allocation near 6 MiB.
+pub const MAX_SEND_BUFFER: usize = 1 << 16;
+/// Largest accepted [`WsLayer::replay_window`](crate::WsLayer::replay_window), in events
+/// (about a million); larger values are clamped to it.
+pub const MAX_REPLAY_WINDOW: usize = 1 << 20;
+/// Largest accepted [`WsLayer::replay_window_bytes`](crate::WsLayer::replay_window_bytes)
+/// (1 GiB); larger values are clamped to it.
+pub const MAX_REPLAY_WINDOW_BYTES: usize = 1 << 30;
 
 /// What happens to a client that falls `send_buffer` events behind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

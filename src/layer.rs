@@ -25,7 +25,7 @@ use crate::admission::rate_limit::{RateLimit, RateLimitLayer};
 use crate::admission::stopped::StoppedLayer;
 use crate::admission::{RejectReason, Rejected, mark_rejected};
 use crate::conn::{self, ClientInfo, ConnConfig};
-use crate::hub::{Hub, LagPolicy};
+use crate::hub::{Hub, LagPolicy, MAX_SEND_BUFFER};
 use crate::sink::SnapshotSource;
 use crate::upgrade::UpgradeHandle;
 use crate::wire::Timestamp;
@@ -38,6 +38,15 @@ pub const DEFAULT_SEND_BUFFER: usize = 64;
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on an inbound message: clients have nothing to say but pongs and closes.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024;
+
+/// Longest accepted [`WsLayer::heartbeat`] (one day); longer values are clamped to it, which
+/// in practice disables nothing but keeps the timer arithmetic far from `Instant`'s range.
+pub const MAX_HEARTBEAT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Longest accepted [`WsLayer::write_timeout`] (one day); longer values are clamped to it.
+pub const MAX_WRITE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Largest accepted [`WsLayer::max_message_size`] (64 MiB, tungstenite's own default);
+/// larger values are clamped to it, so no client can make a connection buffer more.
+pub const MAX_MESSAGE_SIZE_LIMIT: usize = 64 << 20;
 
 /// Initial read buffer of a connection, in bytes. See `WsLayer::router`.
 const INBOUND_READ_BUFFER: usize = 512;
@@ -64,6 +73,15 @@ const INBOUND_READ_BUFFER: usize = 512;
 ///
 /// Configure everything before calling [`router`](WsLayer::router): each router freezes the
 /// settings it was built with, and the fan-out channel is sized by the first router built.
+///
+/// # Out-of-range settings
+/// No setting panics, whatever its value. Each has a documented range; a value above it is
+/// clamped to the maximum (and logged at `warn`): [`MAX_SEND_BUFFER`], [`MAX_HEARTBEAT`],
+/// [`MAX_WRITE_TIMEOUT`], [`MAX_MESSAGE_SIZE_LIMIT`],
+/// [`MAX_REPLAY_WINDOW`](crate::MAX_REPLAY_WINDOW),
+/// [`MAX_REPLAY_WINDOW_BYTES`](crate::MAX_REPLAY_WINDOW_BYTES); `max_connections` is clamped to
+/// tokio's `Semaphore::MAX_PERMITS`; the rate limit saturates its arithmetic (a huge window
+/// means one upgrade per IP for the process's life, with a huge `Retry-After`).
 pub struct WsLayer<A = Anonymous> {
     hub: Hub,
     source: Arc<dyn SnapshotSource>,
@@ -125,35 +143,38 @@ impl<A> WsLayer<A> {
     }
 
     /// The ping interval. A client that sends nothing (no pong, no frame) for two intervals is
-    /// dropped. `Duration::ZERO` disables pings and the liveness check. Default 30 s.
+    /// dropped. `Duration::ZERO` disables pings and the liveness check. Default 30 s; at most
+    /// [`MAX_HEARTBEAT`] (longer values are clamped).
     pub fn heartbeat(mut self, interval: Duration) -> Self {
-        self.heartbeat = interval;
+        self.heartbeat = clamped("heartbeat", interval, MAX_HEARTBEAT);
         self
     }
 
     /// How many events a client may fall behind before it is evicted (closed with 1013).
-    /// 0 is ignored. Default 64.
+    /// 0 is ignored. Default 64; at most [`MAX_SEND_BUFFER`] (larger values are clamped).
     pub fn send_buffer(mut self, events: usize) -> Self {
         if events > 0 {
-            self.send_buffer = events;
+            self.send_buffer = clamped("send_buffer", events, MAX_SEND_BUFFER);
         }
         self
     }
 
     /// How long the socket may take to accept a write before the client is evicted.
-    /// `Duration::ZERO` is ignored. Default 10 s.
+    /// `Duration::ZERO` is ignored. Default 10 s; at most [`MAX_WRITE_TIMEOUT`] (longer values
+    /// are clamped).
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         if !timeout.is_zero() {
-            self.write_timeout = timeout;
+            self.write_timeout = clamped("write_timeout", timeout, MAX_WRITE_TIMEOUT);
         }
         self
     }
 
     /// The largest message (and frame) a client may send; a larger one closes the connection
-    /// with 1009. 0 is ignored. Default 4 KiB.
+    /// with 1009. 0 is ignored. Default 4 KiB; at most [`MAX_MESSAGE_SIZE_LIMIT`] (larger
+    /// values are clamped).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         if bytes > 0 {
-            self.max_message_size = bytes;
+            self.max_message_size = clamped("max_message_size", bytes, MAX_MESSAGE_SIZE_LIMIT);
         }
         self
     }
@@ -172,7 +193,8 @@ impl<A> WsLayer<A> {
     }
 
     /// How many of the latest events the hub keeps for clients that reconnect with
-    /// `?since=<seq>`; 0 disables resuming (every connect gets a snapshot). Default 1 024.
+    /// `?since=<seq>`; 0 disables resuming (every connect gets a snapshot). Default 1 024; at
+    /// most [`MAX_REPLAY_WINDOW`](crate::MAX_REPLAY_WINDOW) (larger values are clamped).
     /// See [`replay_window_bytes`](WsLayer::replay_window_bytes) for the byte bound.
     ///
     /// # The resume contract
@@ -195,7 +217,9 @@ impl<A> WsLayer<A> {
     }
 
     /// The bound on the bytes of encoded events kept in the replay window; 0 disables
-    /// resuming. Default 8 MiB. The oldest events leave the window first.
+    /// resuming. Default 8 MiB; at most
+    /// [`MAX_REPLAY_WINDOW_BYTES`](crate::MAX_REPLAY_WINDOW_BYTES) (larger values are clamped).
+    /// The oldest events leave the window first.
     pub fn replay_window_bytes(self, bytes: usize) -> Self {
         let (events, _) = self.hub.replay_limits();
         self.hub.set_replay_limits(events, bytes);
@@ -212,6 +236,7 @@ impl<A> WsLayer<A> {
 
     /// At most `n` clients at once; 0 (the default) means unlimited. Checked before the
     /// upgrade: over the cap the answer is `503` with `Retry-After`, and no socket is upgraded.
+    /// Values above tokio's `Semaphore::MAX_PERMITS` (`usize::MAX >> 3`) are clamped to it.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
         self
@@ -219,7 +244,8 @@ impl<A> WsLayer<A> {
 
     /// At most `limit` upgrades per `window` per client IP, with `burst` at start. Any zero
     /// disables the limit. Default 12 per minute, burst 4. Over the limit the answer is `429`
-    /// with `Retry-After`.
+    /// with `Retry-After` (whole seconds, rounded up). Every value is accepted: the limiter's
+    /// time arithmetic saturates, so `Duration::MAX` means "`burst` upgrades per IP, ever".
     ///
     /// The client IP comes from axum's `ConnectInfo<SocketAddr>`: serve the app with
     /// `into_make_service_with_connect_info::<SocketAddr>()`, or every upgrade gets a `500`
@@ -334,6 +360,16 @@ impl<A> WsLayer<A> {
                 response
             },
         ))
+    }
+}
+
+/// `value`, or `max` (with a warning) when it is larger: the rule for every bounded setting.
+fn clamped<T: PartialOrd + std::fmt::Debug>(setting: &'static str, value: T, max: T) -> T {
+    if value > max {
+        tracing::warn!(setting, requested = ?value, max = ?max, "setting above its maximum: clamped");
+        max
+    } else {
+        value
     }
 }
 

@@ -88,11 +88,12 @@ pub use admission::auth::{Anonymous, Authenticated, Authenticator, Identity};
 pub use admission::client_ip::TrustedProxies;
 pub use admission::{RejectReason, Rejected};
 pub use hub::{
-    DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, HubStats, LagPolicy, RejectionStats,
+    DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, HubStats, LagPolicy,
+    MAX_REPLAY_WINDOW, MAX_REPLAY_WINDOW_BYTES, MAX_SEND_BUFFER, RejectionStats,
 };
 pub use layer::{
     DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_BUFFER, DEFAULT_WRITE_TIMEOUT,
-    WsLayer,
+    MAX_HEARTBEAT, MAX_MESSAGE_SIZE_LIMIT, MAX_WRITE_TIMEOUT, WsLayer,
 };
 pub use sink::{EventSink, MultiSink, SinkError, Snapshot, SnapshotSource};
 pub use store::SessionStore;

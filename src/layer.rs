@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::request::Parts;
-use http::{StatusCode, header};
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::admission::auth::{
@@ -23,11 +21,11 @@ use crate::admission::client_ip::{TrustedProxies, peer_addr};
 use crate::admission::origin::{OriginLayer, OriginPolicy};
 use crate::admission::rate_limit::{RateLimit, RateLimitLayer};
 use crate::admission::stopped::StoppedLayer;
-use crate::admission::{RejectReason, Rejected, mark_rejected};
+use crate::admission::{RejectReason, Rejected};
 use crate::conn::{self, ClientInfo, ConnConfig};
 use crate::hub::{Hub, LagPolicy, MAX_SEND_BUFFER};
 use crate::sink::SnapshotSource;
-use crate::upgrade::UpgradeHandle;
+use crate::upgrade::Handshake;
 use crate::wire::Timestamp;
 
 /// Default ping interval, as in Go's `wsapi`.
@@ -326,16 +324,13 @@ impl<A> WsLayer<A> {
                 .read_buffer_size(INBOUND_READ_BUFFER.min(self.max_message_size)),
             cap: ConnectionLimit::new(self.max_connections),
         });
-        let handler =
-            move |peer: PeerAddr,
-                  since: ResumeFrom,
-                  auth: Result<A, A::Rejection>,
-                  // Before `upgrade`, which takes hyper's upgrade handle from the request.
-                  handle: UpgradeHandle,
-                  upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
-                let endpoint = endpoint.clone();
-                async move { endpoint.admit(peer.0, since, auth, handle, upgrade) }
-            };
+        let handler = move |peer: PeerAddr,
+                            since: ResumeFrom,
+                            auth: Result<A, A::Rejection>,
+                            handshake: Handshake| {
+            let endpoint = endpoint.clone();
+            async move { endpoint.admit(peer.0, since, auth, handshake) }
+        };
 
         // route_layer: applied to this route only, so unknown paths still fall through to
         // the app's own fallback. The last layer added runs first.
@@ -391,8 +386,7 @@ impl Endpoint {
         peer: Option<SocketAddr>,
         resume: ResumeFrom,
         auth: Result<A, R>,
-        handle: UpgradeHandle,
-        upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+        handshake: Handshake,
     ) -> Response
     where
         A: Into<Identity>,
@@ -407,12 +401,16 @@ impl Endpoint {
             Ok(permit) => permit,
             Err(response) => return response,
         };
-        // axum's extractor only checks the request: the handle completes the upgrade.
-        match upgrade {
-            Ok(_checked) => {}
-            Err(rejection) => {
-                tracing::warn!(peer = peer_field, reason = "not_upgrade", error = %rejection, "upgrade rejected");
-                return not_upgrade(rejection);
+        let handle = match handshake.0 {
+            Ok(handle) => handle,
+            Err(error) => {
+                tracing::warn!(
+                    peer = peer_field,
+                    reason = RejectReason::NotUpgrade.as_str(),
+                    error = error.as_str(),
+                    "upgrade rejected"
+                );
+                return error.into_response();
             }
         };
         let hub = self.hub.clone();
@@ -429,23 +427,6 @@ impl Endpoint {
             move |socket| conn::serve(socket, hub, source, config, client, Some(permit)),
         )
     }
-}
-
-/// A request that did not even try to upgrade (a browser tab opened on the endpoint) gets
-/// `426 Upgrade Required` with `Upgrade: websocket`, as RFC 9110 asks; a malformed upgrade
-/// attempt gets axum's own rejection (400 or 405, saying which header is wrong).
-fn not_upgrade(rejection: WebSocketUpgradeRejection) -> Response {
-    let response = match rejection {
-        WebSocketUpgradeRejection::InvalidConnectionHeader(_)
-        | WebSocketUpgradeRejection::InvalidUpgradeHeader(_) => (
-            StatusCode::UPGRADE_REQUIRED,
-            [(header::UPGRADE, "websocket")],
-            "this endpoint needs a WebSocket upgrade: connect with a WebSocket client\n",
-        )
-            .into_response(),
-        other => other.into_response(),
-    };
-    mark_rejected(response, RejectReason::NotUpgrade)
 }
 
 /// Where a reconnecting client says it left off: `?since=<seq>`, else a `Last-Event-ID`

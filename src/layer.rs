@@ -179,14 +179,32 @@ impl<A> WsLayer<A> {
 
     /// Only browsers on these origins may connect; see
     /// [`OriginPolicy`](crate::admission::origin::OriginPolicy) for the exact rules. With an
-    /// empty list (the default), requests without `Origin`, same-origin requests and localhost
-    /// origins are allowed. A rejected request gets `403 Forbidden`.
+    /// empty list (the default), requests without `Origin`, loopback origins, and same-origin
+    /// requests to a loopback host or one of [`allowed_hosts`](WsLayer::allowed_hosts) are
+    /// allowed. A rejected request gets `403 Forbidden`.
     pub fn allowed_origins<I>(mut self, origins: I) -> Self
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        self.origins = OriginPolicy::new(origins);
+        let hosts: Vec<String> = self.origins.allowed_hosts().map(String::from).collect();
+        self.origins = OriginPolicy::new(origins).with_allowed_hosts(hosts);
+        self
+    }
+
+    /// Host names (or `host:port`, or IP addresses) this server answers to besides loopback
+    /// ones, trusted for same-origin requests under the default origin policy (no
+    /// [`allowed_origins`](WsLayer::allowed_origins)). Empty by default: a page served from
+    /// `http://dash.example.com` is refused (`403`) until `dash.example.com` is listed here,
+    /// because a same-origin request to a name the server does not know is what DNS rebinding
+    /// looks like (a foreign page whose name was re-pointed at this server). See
+    /// [`OriginPolicy::with_allowed_hosts`](crate::admission::origin::OriginPolicy::with_allowed_hosts).
+    pub fn allowed_hosts<I>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.origins = self.origins.with_allowed_hosts(hosts);
         self
     }
 

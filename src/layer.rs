@@ -23,7 +23,7 @@ use crate::admission::rate_limit::{RateLimit, RateLimitLayer};
 use crate::admission::stopped::StoppedLayer;
 use crate::admission::{RejectReason, Rejected};
 use crate::conn::{self, ClientInfo, ConnConfig};
-use crate::hub::{Hub, LagPolicy, MAX_SEND_BUFFER};
+use crate::hub::{Hub, LagPolicy, MAX_SEND_BUFFER, Position};
 use crate::sink::SnapshotSource;
 use crate::upgrade::Handshake;
 use crate::wire::Timestamp;
@@ -223,9 +223,19 @@ impl<A> WsLayer<A> {
     /// `Last-Event-ID` header is honoured the same way when the query has no `since`.
     ///
     /// Seqs say nothing about which server produced them, so a client should also send
-    /// `&snapshot_at=<the "at" of the last snapshot it applied>` (URL-encoded): a snapshot
-    /// older than this hub comes from an earlier server, and the client gets a fresh
-    /// snapshot even if its `since` happens to fall inside the new server's window.
+    /// `&since_at=<the "at" of that last event, exactly as received>` (URL-encoded). The pair
+    /// names one event: the hub resumes the client only if its window holds event `since`
+    /// with that very `at` (an identity check, never a comparison of clocks). A position from
+    /// a restarted producer — even one whose seqs have passed the client's, whatever either
+    /// clock says — gets a fresh snapshot; so does a `since_at` that is not a timestamp. The
+    /// `at` of a `snapshot` is the `at` of the last event it reflects (see
+    /// [`Snapshot::at`](crate::Snapshot::at)), so a client can resume from a snapshot it just
+    /// got. Several nodes serving the same events (same seq and at, e.g. behind a broker)
+    /// accept each other's positions.
+    ///
+    /// `snapshot_at`, which earlier versions compared with the hub's start time, is retired:
+    /// sent without `since_at`, it makes the position unverifiable and the client gets a
+    /// snapshot.
     pub fn replay_window(self, events: usize) -> Self {
         let (_, bytes) = self.hub.replay_limits();
         self.hub.set_replay_limits(events, bytes);
@@ -437,7 +447,7 @@ impl Endpoint {
         let client = ClientInfo {
             peer,
             identity,
-            since: resume.resolve(self.hub.started()),
+            since: resume.position(),
         };
         handle.accept(
             self.protocol,
@@ -447,27 +457,33 @@ impl Endpoint {
     }
 }
 
-/// Where a reconnecting client says it left off: `?since=<seq>`, else a `Last-Event-ID`
-/// header, and optionally `&snapshot_at=<the "at" of the last snapshot it applied>`.
-/// Anything malformed counts as absent: the client then gets a snapshot, never an error.
+/// Where a reconnecting client says it left off: `?since=<seq>` (else a `Last-Event-ID`
+/// header) and `&since_at=<the "at" of that event, as received>`. Anything malformed counts as
+/// absent: the client then gets a snapshot, never an error.
 struct ResumeFrom {
     since: Option<u64>,
     /// `None`: not sent. `Some(None)`: sent but not a timestamp.
-    snapshot_at: Option<Option<Timestamp>>,
+    since_at: Option<Option<Timestamp>>,
+    /// Whether the retired `snapshot_at` parameter was sent.
+    snapshot_at: bool,
 }
 
 impl ResumeFrom {
-    /// The position to resume from, if the client's state can have come from this hub.
-    ///
-    /// Seqs carry no server identity: after a restart, the new hub's seqs may pass an old
-    /// client's `since`, and replaying them onto that client's old state would be wrong. A
-    /// client that sends `snapshot_at` lets the hub tell: a snapshot older than the hub
-    /// cannot have come from it.
-    fn resolve(&self, hub_started: Timestamp) -> Option<u64> {
-        match self.snapshot_at {
-            None => self.since,
-            Some(Some(at)) if at >= hub_started => self.since,
-            Some(_) => None,
+    /// The position to resume from, if any is claimed and checkable:
+    /// - `since` with a valid `since_at`: the hub checks that it holds that very event;
+    /// - `since` alone (Go clients, `Last-Event-ID`): trusted by seq, as before;
+    /// - `since` with a `since_at` that is not a timestamp: none (snapshot);
+    /// - `since` with the retired `snapshot_at` and no `since_at`: none (snapshot). It used to
+    ///   be compared with the hub's start time, which trusted wall clocks; a client sending it
+    ///   asked for restart safety, and the only safe answer without an event identity is a
+    ///   snapshot.
+    fn position(&self) -> Option<Position> {
+        let seq = self.since?;
+        match self.since_at {
+            Some(Some(at)) => Some(Position { seq, at: Some(at) }),
+            Some(None) => None,
+            None if self.snapshot_at => None,
+            None => Some(Position { seq, at: None }),
         }
     }
 }
@@ -491,11 +507,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ResumeFrom {
                 .get("last-event-id")
                 .and_then(|v| v.to_str().ok()),
         };
-        let snapshot_at = param("snapshot_at")
+        let since_at = param("since_at")
             .map(|raw| percent_decode(raw).and_then(|text| Timestamp::parse(&text).ok()));
         Ok(ResumeFrom {
             since: raw_since.and_then(parse_seq),
-            snapshot_at,
+            since_at,
+            snapshot_at: param("snapshot_at").is_some(),
         })
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::sink::{EventSink, SinkError, Snapshot, SnapshotSource};
-use crate::wire::{Event, EventType, SessionState};
+use crate::wire::{Event, EventType, SessionState, Timestamp};
 
 /// The current state of every session, kept from the event stream itself.
 ///
@@ -14,8 +14,9 @@ use crate::wire::{Event, EventType, SessionState};
 ///
 /// Folding rules, for an event of any type: a `snapshot` event replaces every session with its
 /// `sessions`; then each of `updates` is upserted by id and each id in `removed` deleted. The
-/// store remembers the seq of the last event it handled, of any type (a new store is at 0), and
-/// snapshots carry that seq, so the hand-over to the live stream is exact.
+/// store remembers the seq and the `at` of the last event it handled, of any type (a new store
+/// is at seq 0, with no `at`), and snapshots carry both: the seq makes the hand-over to the live
+/// stream exact, the `at` lets a client resume from the snapshot (see [`Snapshot::at`]).
 ///
 /// ```
 /// use agentwatch_ws::{Event, EventSink, SessionState, SessionStore, SnapshotSource};
@@ -36,6 +37,8 @@ pub struct SessionStore {
 #[derive(Default)]
 struct State {
     seq: u64,
+    /// The `at` of the event `seq`, once one was handled.
+    at: Option<Timestamp>,
     /// Insertion order is kept so snapshots list sessions in the order they were discovered.
     order: Vec<String>,
     sessions: HashMap<String, SessionState>,
@@ -122,6 +125,7 @@ impl EventSink for SessionStore {
         }
         state.remove_all(&event.removed);
         state.seq = event.seq;
+        state.at = Some(event.at);
         Ok(())
     }
 }
@@ -130,6 +134,7 @@ impl SnapshotSource for SessionStore {
     fn snapshot(&self) -> Snapshot {
         self.read(|state| Snapshot {
             seq: state.seq,
+            at: state.at,
             sessions: state
                 .order
                 .iter()

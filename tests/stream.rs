@@ -764,6 +764,7 @@ fn the_store_is_a_snapshot_source_and_closures_are_too() {
     let fixed = || agentwatch_ws::Snapshot {
         seq: 9,
         sessions: vec![],
+        ..Default::default()
     };
     assert_eq!(fixed.snapshot().seq, 9);
     let _ = WsLayer::new(fixed);

@@ -274,6 +274,7 @@ impl<A> WsLayer<A> {
     /// time arithmetic saturates, so `Duration::MAX` means "`burst` upgrades per IP, ever".
     ///
     /// The client IP comes from axum's `ConnectInfo<SocketAddr>`: serve the app with
+    /// [`serve`](crate::serve()) (which provides it) or, under `axum::serve`, with
     /// `into_make_service_with_connect_info::<SocketAddr>()`, or every upgrade gets a `500`
     /// saying so.
     pub fn rate_limit(mut self, limit: u32, burst: u32, window: Duration) -> Self {

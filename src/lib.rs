@@ -10,7 +10,6 @@
 //! # Quick start
 //!
 //! ```no_run
-//! use std::net::SocketAddr;
 //! use std::time::Duration;
 //! use agentwatch_ws::{Event, EventSink, Hub, MultiSink, SessionState, SessionStore, WsLayer};
 //! use axum::Router;
@@ -30,8 +29,8 @@
 //! monitor.handle_event(&Event::delta(1, vec![session], vec![]))?;
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! // Connect info gives the per-IP rate limit the client address.
-//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//! // A deadline on request heads, TCP_NODELAY, and the client address for the rate limit.
+//! agentwatch_ws::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -73,12 +72,15 @@
 //! - [`WsLayer`]: the builder and the axum [`Router`](axum::Router) it returns.
 //! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
 //!   limit, each a tower layer usable on its own.
+//! - [`serve()`]: serves the app with a deadline on request heads (slowloris), `TCP_NODELAY`
+//!   and the connect info the rate limit needs; the recommended way to run it.
 #![warn(missing_docs)]
 
 pub mod admission;
 mod conn;
 mod hub;
 mod layer;
+mod serve;
 mod sink;
 mod store;
 mod upgrade;
@@ -94,6 +96,9 @@ pub use hub::{
 pub use layer::{
     DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_BUFFER, DEFAULT_WRITE_TIMEOUT,
     MAX_HEARTBEAT, MAX_MESSAGE_SIZE_LIMIT, MAX_WRITE_TIMEOUT, WsLayer,
+};
+pub use serve::{
+    DEFAULT_HEADER_READ_TIMEOUT, MAX_HEADER_READ_TIMEOUT, Serve, WithGracefulShutdown, serve,
 };
 pub use sink::{EventSink, MultiSink, SinkError, Snapshot, SnapshotSource};
 pub use store::SessionStore;

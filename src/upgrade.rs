@@ -205,6 +205,16 @@ impl UpgradeHandle {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let (transport, early) = Transport::from_upgraded(upgraded);
+                    // Which write path this connection gets: the bare TcpStream (axum::serve,
+                    // crate::serve) or hyper's boxed `Upgraded` (TLS, custom listeners).
+                    tracing::debug!(
+                        transport = if matches!(transport, Transport::Tcp(_)) {
+                            "tcp"
+                        } else {
+                            "upgraded"
+                        },
+                        "websocket connection taken from hyper"
+                    );
                     serve(Socket::new(transport, early, config)).await;
                 }
                 Err(error) => on_failed(error),

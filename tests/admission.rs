@@ -6,9 +6,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentwatch_ws::{
@@ -567,39 +566,12 @@ async fn go_style_authenticator_closure_admits_or_answers_401() {
     close(bob).await;
 }
 
-/// Shared buffer for a captured log.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 /// There is no public accessor for a connection's identity: it shows in the `ws_client`
 /// span. The capture is thread-local (`set_default`), which covers the server because this
 /// test runs on the current-thread runtime.
 #[tokio::test]
 async fn identity_is_recorded_on_the_connection_span() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install(tracing::Level::INFO);
 
     let extractor = open_layer().auth::<Bearer>();
     let (_, extractor_addr) = start(&extractor).await;

@@ -184,6 +184,7 @@ async fn a_plain_get_is_426_with_upgrade_and_connection_headers() {
 
 #[tokio::test]
 async fn malformed_keys_are_400_and_never_upgraded() {
+    let (log, _guard) = Captured::install(tracing::Level::WARN);
     let (hub, addr) = start().await;
     let cases: Vec<Vec<String>> = vec![
         upgrade_lines("Sec-WebSocket-Key", None, &[]),
@@ -205,6 +206,19 @@ async fn malformed_keys_are_400_and_never_upgraded() {
         assert_bad_request(&answer, "Sec-WebSocket-Key");
     }
     assert_eq!(hub.stats().rejected.not_upgrade, cases.len() as u64);
+    // Each rejection is logged once, at warn, with the peer and the reason.
+    let text = log.text();
+    let logged: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("upgrade rejected"))
+        .collect();
+    assert_eq!(logged.len(), cases.len(), "{text}");
+    for line in logged {
+        assert!(line.contains("WARN"), "{line}");
+        assert!(line.contains("peer=127.0.0.1:"), "{line}");
+        assert!(line.contains("reason=\"not_upgrade\""), "{line}");
+        assert!(line.contains("Sec-WebSocket-Key"), "{line}");
+    }
     assert_eq!(hub.stats().accepted, 0);
 }
 

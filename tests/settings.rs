@@ -4,11 +4,12 @@
 
 mod common;
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use agentwatch_ws::{
-    Event, EventSink, EventType, MAX_REPLAY_WINDOW, MAX_REPLAY_WINDOW_BYTES, SessionState,
-    SessionStore, TrustedProxies, WsLayer,
+    Event, EventSink, EventType, MAX_HEADER_READ_TIMEOUT, MAX_REPLAY_WINDOW,
+    MAX_REPLAY_WINDOW_BYTES, SessionState, SessionStore, TrustedProxies, WsLayer,
 };
 use axum::Router;
 use common::*;
@@ -118,5 +119,21 @@ async fn a_rate_limit_window_of_duration_max_answers_429_with_a_saturated_retry_
         .unwrap_or_else(|| panic!("no Retry-After in {head}"));
     assert_eq!(retry_after, u64::MAX.to_string());
     assert_eq!(hub.stats().rejected.rate_limited, 1);
+    close_and_expect_reply(client).await;
+}
+
+#[tokio::test]
+async fn serve_with_the_longest_header_read_timeout_serves_clients() {
+    let ws = WsLayer::new(SessionStore::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = agentwatch_ws::serve(listener, Router::new().merge(ws.router("/ws")))
+        .header_read_timeout(Duration::MAX)
+        .header_read_timeout(Duration::ZERO); // ignored: the clamped maximum stays
+    let clamped = format!("header_read_timeout: {MAX_HEADER_READ_TIMEOUT:?}");
+    assert!(format!("{server:?}").contains(&clamped), "{server:?}");
+    tokio::spawn(server.into_future());
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     close_and_expect_reply(client).await;
 }

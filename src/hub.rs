@@ -281,9 +281,9 @@ pub const MAX_REPLAY_WINDOW_BYTES: usize = 1 << 30;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LagPolicy {
-    /// Close it with 1013 ("try again later") and a reason. A client that reconnects with
-    /// `?since=<last seq it applied>` resumes from the replay window without a snapshot.
-    /// The default, as in Go (which closes without saying why).
+    /// Close it with 1013 ("try again later") and a reason. A client that reconnects with the
+    /// `?since=<seq>&since_at=<at>` of the last event it applied resumes from the replay
+    /// window without a snapshot. The default, as in Go (which closes without saying why).
     #[default]
     Disconnect,
     /// Keep the connection: drop the client's backlog and send a fresh `snapshot` in its place,

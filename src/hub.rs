@@ -569,3 +569,72 @@ impl RejectionStats {
             + self.missing_connect_info
     }
 }
+
+#[cfg(test)]
+mod tests {
+    // unwrap() here asserts on values the test built itself.
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms))
+    }
+
+    fn push(replay: &mut Replay, seq: u64, ms: u64) {
+        let frame = Frame {
+            seq,
+            text: TextFrame::from_text(b"{}"),
+        };
+        replay.push(frame, at(ms));
+    }
+
+    fn seqs(frames: Option<Vec<Frame>>) -> Option<Vec<u64>> {
+        frames.map(|frames| frames.iter().map(|f| f.seq).collect())
+    }
+
+    fn pos(seq: u64, ms: Option<u64>) -> Position {
+        Position {
+            seq,
+            at: ms.map(at),
+        }
+    }
+
+    #[test]
+    fn a_position_resumes_only_on_the_very_event() {
+        let mut replay = Replay::new(3, usize::MAX);
+        for seq in 1..=6 {
+            push(&mut replay, seq, seq * 10);
+        }
+        // Window 4..=6, floor 3.
+        assert_eq!(seqs(replay.since(pos(3, Some(30)))), Some(vec![4, 5, 6]));
+        assert_eq!(seqs(replay.since(pos(5, Some(50)))), Some(vec![6]));
+        assert_eq!(seqs(replay.since(pos(6, Some(60)))), Some(vec![]));
+        assert_eq!(seqs(replay.since(pos(5, None))), Some(vec![6]));
+        // Another event's at, an at a millisecond off, a seq below the floor or ahead.
+        assert_eq!(seqs(replay.since(pos(5, Some(40)))), None);
+        assert_eq!(seqs(replay.since(pos(5, Some(51)))), None);
+        assert_eq!(seqs(replay.since(pos(2, Some(20)))), None);
+        assert_eq!(seqs(replay.since(pos(7, None))), None);
+        assert_eq!(replay.at_of(3), Some(at(30)));
+        assert_eq!(replay.at_of(2), None);
+    }
+
+    #[test]
+    fn a_disabled_window_still_knows_the_last_event_and_a_reset_forgets_the_old_ones() {
+        let mut replay = Replay::new(0, usize::MAX);
+        push(&mut replay, 7, 70);
+        assert_eq!(seqs(replay.since(pos(7, Some(70)))), Some(vec![]));
+        assert_eq!(seqs(replay.since(pos(7, Some(71)))), None);
+
+        let mut replay = Replay::new(10, usize::MAX);
+        for seq in 1..=5 {
+            push(&mut replay, seq, 1000 + seq);
+        }
+        // A restarted producer, with an earlier clock: seq 3 again, a different event.
+        for seq in 1..=5 {
+            push(&mut replay, seq, seq);
+        }
+        assert_eq!(seqs(replay.since(pos(3, Some(1003)))), None);
+        assert_eq!(seqs(replay.since(pos(3, Some(3)))), Some(vec![4, 5]));
+    }
+}

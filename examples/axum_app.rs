@@ -8,14 +8,12 @@
 //! websocat -H 'Authorization: Bearer let-me-in' ws://127.0.0.1:3002/ws
 //! ```
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use agentwatch_ws::{Event, EventSink, Identity, MultiSink, SessionState, SessionStore, WsLayer};
 use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::{StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use axum::{Router, routing::get};
 use tower_http::trace::TraceLayer;
 
@@ -106,17 +104,9 @@ async fn main() -> std::io::Result<()> {
         }
     });
 
-    // Small server-push messages: don't let Nagle's algorithm hold them back.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3002")
-        .await?
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3002").await?;
     tracing::info!("listening on http://127.0.0.1:3002 (WebSocket at /ws)");
-    // Connect info: the per-IP rate limit needs the client address.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
+    // The served-the-right-way path: a 10 s deadline on request heads (slowloris),
+    // TCP_NODELAY, and the client address the per-IP rate limit needs.
+    agentwatch_ws::serve(listener, app).await
 }

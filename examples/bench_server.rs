@@ -1,6 +1,7 @@
 //! The crate's real `WsLayer` + `Hub` + `SessionStore` behind the fan-out bench protocol
 //! (`../shared/bench/PROTOCOL.md`), so `../shared/bench/compare.sh` can measure it beside the
-//! Go-design, Node `ws`, Python `websockets` and raw-socket peers.
+//! Go-design, Node `ws`, Python `websockets` and raw-socket peers. That harness lives beside
+//! this repository, not in it; nothing in `cargo test` needs it.
 //!
 //! ```sh
 //! cargo build --release --example bench_server
@@ -30,7 +31,6 @@ use agentwatch_ws::{
 };
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -159,17 +159,9 @@ async fn serve() -> std::io::Result<()> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    // Nagle's algorithm would hold back a small event while an earlier one is unacknowledged;
-    // the connection task already batches its writes, so switch it off.
-    let listener = socket.listen(4096)?.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::warn!(%error, "cannot set TCP_NODELAY");
-        }
-    });
+    let listener = socket.listen(4096)?;
     eprintln!("bench_server listening on http://{addr}");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
+    // As an application should serve it: TCP_NODELAY (the connection task already batches its
+    // writes), a deadline on request heads, connect info.
+    agentwatch_ws::serve(listener, app).await
 }

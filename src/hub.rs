@@ -78,8 +78,6 @@ pub(crate) struct HubShared {
     /// `send_buffer` and the builder may still change that after [`WsLayer::hub`] was called.
     tx: OnceLock<broadcast::Sender<Signal>>,
     stopped: AtomicBool,
-    /// When this hub was created: no snapshot older than this came from it.
-    started: Timestamp,
     pub(crate) counters: Counters,
 }
 
@@ -102,7 +100,6 @@ impl Hub {
                 )),
                 tx: OnceLock::new(),
                 stopped: AtomicBool::new(false),
-                started: Timestamp::now(),
                 counters: Counters::default(),
             }),
         }
@@ -111,17 +108,20 @@ impl Hub {
     /// Creates the fan-out channel if no router did yet. Its capacity (rounded up to a power
     /// of two by tokio) is at least `send_buffer`, so a client is never overtaken by the
     /// channel before its own, exact, `send_buffer` bound trips.
+    /// `send_buffer` is clamped to `1..=MAX_SEND_BUFFER` (tokio panics above `usize::MAX >> 1`).
     pub(crate) fn init_channel(&self, send_buffer: usize) {
+        let capacity = send_buffer.clamp(1, MAX_SEND_BUFFER);
         self.shared
             .tx
-            .get_or_init(|| broadcast::channel(send_buffer.max(1)).0);
+            .get_or_init(|| broadcast::channel(capacity).0);
     }
 
     /// Subscribes a new client and decides where its stream starts: right after the events
-    /// in the replay window newer than `since` when the window covers `since`, or after a
+    /// in the replay window newer than `since` when the window covers `since` (and, when the
+    /// position carries an `at`, holds event `since.seq` with exactly that `at`), or after a
     /// fresh snapshot otherwise. Must run *before* a snapshot is taken, so that no event
     /// published meanwhile is missed. `None` once the hub is stopped.
-    pub(crate) fn subscribe(&self, since: Option<u64>) -> Option<Start> {
+    pub(crate) fn subscribe(&self, since: Option<Position>) -> Option<Start> {
         let tx = self.shared.tx.get()?;
         // Under the replay lock no event (and no stop signal) can be published: the receiver
         // starts exactly after the last event in the window.
@@ -146,8 +146,8 @@ impl Hub {
 
     pub(crate) fn set_replay_limits(&self, max_events: usize, max_bytes: usize) {
         let mut replay = self.replay();
-        replay.max_events = max_events;
-        replay.max_bytes = max_bytes;
+        replay.max_events = max_events.min(MAX_REPLAY_WINDOW);
+        replay.max_bytes = max_bytes.min(MAX_REPLAY_WINDOW_BYTES);
         replay.trim();
     }
 
@@ -162,8 +162,13 @@ impl Hub {
         (replay.frames.len(), replay.bytes)
     }
 
-    pub(crate) fn started(&self) -> Timestamp {
-        self.shared.started
+    /// The `at` a snapshot reflecting every event up to `seq` carries: `at` when the source
+    /// knows it (the `at` of event `seq`), else the `at` this hub recorded for event `seq`,
+    /// else now. A client resumes from a snapshot's (`seq`, `at`) only if the hub knows that
+    /// exact pair, so a made-up `at` only costs that client a snapshot on its next connect.
+    pub(crate) fn snapshot_at(&self, seq: u64, at: Option<Timestamp>) -> Timestamp {
+        at.or_else(|| self.replay().at_of(seq))
+            .unwrap_or_else(Timestamp::now)
     }
 
     /// The number of clients being served right now: upgraded, and not yet closing. A
@@ -223,7 +228,7 @@ impl Hub {
             text,
         };
         let mut replay = self.replay();
-        if replay.push(frame.clone()) {
+        if replay.push(frame.clone(), event.at) {
             counters.replay_resets.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(tx) = self.shared.tx.get() {
@@ -261,14 +266,24 @@ pub(crate) enum Start {
 pub const DEFAULT_REPLAY_WINDOW: usize = 1024;
 /// Default bound on the bytes kept for resuming clients.
 pub const DEFAULT_REPLAY_WINDOW_BYTES: usize = 8 * 1024 * 1024;
+/// Largest accepted [`WsLayer::send_buffer`](crate::WsLayer::send_buffer); larger values are clamped to it. The fan-out
+/// channel allocates a slot per buffered event up front (tokio's `broadcast` refuses more than
+/// `usize::MAX >> 1`), so the bound keeps that allocation near 6 MiB.
+pub const MAX_SEND_BUFFER: usize = 1 << 16;
+/// Largest accepted [`WsLayer::replay_window`](crate::WsLayer::replay_window), in events
+/// (about a million); larger values are clamped to it.
+pub const MAX_REPLAY_WINDOW: usize = 1 << 20;
+/// Largest accepted [`WsLayer::replay_window_bytes`](crate::WsLayer::replay_window_bytes)
+/// (1 GiB); larger values are clamped to it.
+pub const MAX_REPLAY_WINDOW_BYTES: usize = 1 << 30;
 
 /// What happens to a client that falls `send_buffer` events behind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LagPolicy {
-    /// Close it with 1013 ("try again later") and a reason. A client that reconnects with
-    /// `?since=<last seq it applied>` resumes from the replay window without a snapshot.
-    /// The default, as in Go (which closes without saying why).
+    /// Close it with 1013 ("try again later") and a reason. A client that reconnects with the
+    /// `?since=<seq>&since_at=<at>` of the last event it applied resumes from the replay
+    /// window without a snapshot. The default, as in Go (which closes without saying why).
     #[default]
     Disconnect,
     /// Keep the connection: drop the client's backlog and send a fresh `snapshot` in its place,
@@ -276,16 +291,39 @@ pub enum LagPolicy {
     Resync,
 }
 
+/// Where a reconnecting client left off: the last event it applied, by `seq` and, when the
+/// client sent it, by that event's `at` (`?since=<seq>&since_at=<at>`).
+///
+/// Seqs alone say nothing about which producer issued them: after a restart, a new hub's seq
+/// 11 is not the old hub's. The pair (`seq`, `at`) names one event; the hub resumes a client
+/// only if it holds that very event, so positions from another producer (whatever its clock
+/// says) get a snapshot. Several nodes serving the same events (same seq and at) recognise
+/// each other's positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub(crate) seq: u64,
+    /// `None`: the client sent only `since` (Go clients, `Last-Event-ID`): trusted by seq.
+    pub(crate) at: Option<Timestamp>,
+}
+
+/// One event kept in the replay window, with its `at` (the identity half of a position).
+struct Kept {
+    frame: Frame,
+    at: Timestamp,
+}
+
 /// The replay window: the last events' encoded bytes, bounded in count and in bytes.
 struct Replay {
-    frames: VecDeque<Frame>,
+    frames: VecDeque<Kept>,
     bytes: usize,
     max_events: usize,
     max_bytes: usize,
     /// Every event with a seq above this one is in `frames` (set once events have been
-    /// dropped from the window; before that, the window starts at its first event).
-    floor: Option<u64>,
-    last_seq: Option<u64>,
+    /// dropped from the window; before that, the window starts at its first event), with
+    /// its `at`.
+    floor: Option<(u64, Timestamp)>,
+    /// The last event published, with its `at`.
+    last: Option<(u64, Timestamp)>,
 }
 
 impl Replay {
@@ -296,31 +334,32 @@ impl Replay {
             max_events,
             max_bytes,
             floor: None,
-            last_seq: None,
+            last: None,
         }
     }
 
     /// Appends a frame; returns whether its seq went backwards (or repeated), which resets
     /// the window: positions before and after a producer restart cannot be compared.
-    fn push(&mut self, frame: Frame) -> bool {
-        let reset = self.last_seq.is_some_and(|last| frame.seq <= last);
+    fn push(&mut self, frame: Frame, at: Timestamp) -> bool {
+        let last_seq = self.last.map(|(seq, _)| seq);
+        let reset = last_seq.is_some_and(|last| frame.seq <= last);
         if reset {
             tracing::warn!(
                 seq = frame.seq,
-                last_seq = self.last_seq,
+                last_seq,
                 "event seq did not increase (producer restart?): replay window reset; resuming clients get a snapshot"
             );
             self.frames.clear();
             self.bytes = 0;
             self.floor = None;
         }
-        self.last_seq = Some(frame.seq);
+        self.last = Some((frame.seq, at));
         if self.max_events == 0 || self.max_bytes == 0 {
-            self.floor = Some(frame.seq);
+            self.floor = Some((frame.seq, at));
             return reset;
         }
         self.bytes += frame.text.payload().len();
-        self.frames.push_back(frame);
+        self.frames.push_back(Kept { frame, at });
         self.trim();
         reset
     }
@@ -330,25 +369,49 @@ impl Replay {
             let Some(old) = self.frames.pop_front() else {
                 break;
             };
-            self.bytes -= old.text.payload().len();
-            self.floor = Some(old.seq);
+            self.bytes -= old.frame.text.payload().len();
+            self.floor = Some((old.frame.seq, old.at));
         }
     }
 
-    /// The events after `since`, if the window holds all of them.
-    fn since(&self, since: u64) -> Option<Vec<Frame>> {
-        let last = self.last_seq?;
+    /// The `at` of event `seq`, if the window, its floor or the last event is that event.
+    fn at_of(&self, seq: u64) -> Option<Timestamp> {
+        let i = self.frames.partition_point(|kept| kept.frame.seq < seq);
+        match self.frames.get(i) {
+            Some(kept) if kept.frame.seq == seq => Some(kept.at),
+            _ => [self.floor, self.last]
+                .into_iter()
+                .flatten()
+                .find_map(|(known, at)| (known == seq).then_some(at)),
+        }
+    }
+
+    /// The events after `since`, if the window holds all of them and, when `since` carries an
+    /// `at`, event `since.seq` is the very event the client applied (same `at`: an identity
+    /// check, never an order comparison of clocks).
+    fn since(&self, since: Position) -> Option<Vec<Frame>> {
+        let (last, _) = self.last?;
         let floor = match (self.floor, self.frames.front()) {
-            (Some(floor), _) => floor,
-            (None, Some(first)) => first.seq.checked_sub(1)?,
+            (Some((floor, _)), _) => floor,
+            (None, Some(first)) => first.frame.seq.checked_sub(1)?,
             (None, None) => return None,
         };
-        if since < floor || since > last {
+        if since.seq < floor || since.seq > last {
+            return None;
+        }
+        if since.at.is_some_and(|at| self.at_of(since.seq) != Some(at)) {
             return None;
         }
         // Seqs increase along the window, so the missed events are a suffix of it.
-        let start = self.frames.partition_point(|f| f.seq <= since);
-        Some(self.frames.range(start..).cloned().collect())
+        let start = self
+            .frames
+            .partition_point(|kept| kept.frame.seq <= since.seq);
+        Some(
+            self.frames
+                .range(start..)
+                .map(|kept| kept.frame.clone())
+                .collect(),
+        )
     }
 }
 
@@ -520,5 +583,74 @@ impl RejectionStats {
             + self.connection_cap
             + self.not_upgrade
             + self.missing_connect_info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // unwrap() here asserts on values the test built itself.
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms))
+    }
+
+    fn push(replay: &mut Replay, seq: u64, ms: u64) {
+        let frame = Frame {
+            seq,
+            text: TextFrame::from_text(b"{}"),
+        };
+        replay.push(frame, at(ms));
+    }
+
+    fn seqs(frames: Option<Vec<Frame>>) -> Option<Vec<u64>> {
+        frames.map(|frames| frames.iter().map(|f| f.seq).collect())
+    }
+
+    fn pos(seq: u64, ms: Option<u64>) -> Position {
+        Position {
+            seq,
+            at: ms.map(at),
+        }
+    }
+
+    #[test]
+    fn a_position_resumes_only_on_the_very_event() {
+        let mut replay = Replay::new(3, usize::MAX);
+        for seq in 1..=6 {
+            push(&mut replay, seq, seq * 10);
+        }
+        // Window 4..=6, floor 3.
+        assert_eq!(seqs(replay.since(pos(3, Some(30)))), Some(vec![4, 5, 6]));
+        assert_eq!(seqs(replay.since(pos(5, Some(50)))), Some(vec![6]));
+        assert_eq!(seqs(replay.since(pos(6, Some(60)))), Some(vec![]));
+        assert_eq!(seqs(replay.since(pos(5, None))), Some(vec![6]));
+        // Another event's at, an at a millisecond off, a seq below the floor or ahead.
+        assert_eq!(seqs(replay.since(pos(5, Some(40)))), None);
+        assert_eq!(seqs(replay.since(pos(5, Some(51)))), None);
+        assert_eq!(seqs(replay.since(pos(2, Some(20)))), None);
+        assert_eq!(seqs(replay.since(pos(7, None))), None);
+        assert_eq!(replay.at_of(3), Some(at(30)));
+        assert_eq!(replay.at_of(2), None);
+    }
+
+    #[test]
+    fn a_disabled_window_still_knows_the_last_event_and_a_reset_forgets_the_old_ones() {
+        let mut replay = Replay::new(0, usize::MAX);
+        push(&mut replay, 7, 70);
+        assert_eq!(seqs(replay.since(pos(7, Some(70)))), Some(vec![]));
+        assert_eq!(seqs(replay.since(pos(7, Some(71)))), None);
+
+        let mut replay = Replay::new(10, usize::MAX);
+        for seq in 1..=5 {
+            push(&mut replay, seq, 1000 + seq);
+        }
+        // A restarted producer, with an earlier clock: seq 3 again, a different event.
+        for seq in 1..=5 {
+            push(&mut replay, seq, seq);
+        }
+        assert_eq!(seqs(replay.since(pos(3, Some(1003)))), None);
+        assert_eq!(seqs(replay.since(pos(3, Some(3)))), Some(vec![4, 5]));
     }
 }

@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::request::Parts;
-use http::{StatusCode, header};
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::admission::auth::{
@@ -23,12 +21,12 @@ use crate::admission::client_ip::{TrustedProxies, peer_addr};
 use crate::admission::origin::{OriginLayer, OriginPolicy};
 use crate::admission::rate_limit::{RateLimit, RateLimitLayer};
 use crate::admission::stopped::StoppedLayer;
-use crate::admission::{RejectReason, Rejected, mark_rejected};
+use crate::admission::{RejectReason, Rejected};
 use crate::conn::{self, ClientInfo, ConnConfig};
-use crate::hub::{Hub, LagPolicy};
+use crate::hub::{Hub, LagPolicy, MAX_SEND_BUFFER, Position};
 use crate::sink::SnapshotSource;
 use crate::status::{self, RecordRejectionsLayer, RejectionLog};
-use crate::upgrade::UpgradeHandle;
+use crate::upgrade::Handshake;
 use crate::wire::Timestamp;
 
 /// Default ping interval, as in Go's `wsapi`.
@@ -39,6 +37,15 @@ pub const DEFAULT_SEND_BUFFER: usize = 64;
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on an inbound message: clients have nothing to say but pongs and closes.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024;
+
+/// Longest accepted [`WsLayer::heartbeat`] (one day); longer values are clamped to it, which
+/// in practice disables nothing but keeps the timer arithmetic far from `Instant`'s range.
+pub const MAX_HEARTBEAT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Longest accepted [`WsLayer::write_timeout`] (one day); longer values are clamped to it.
+pub const MAX_WRITE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Largest accepted [`WsLayer::max_message_size`] (64 MiB, tungstenite's own default);
+/// larger values are clamped to it, so no client can make a connection buffer more.
+pub const MAX_MESSAGE_SIZE_LIMIT: usize = 64 << 20;
 
 /// Initial read buffer of a connection, in bytes. See `WsLayer::router`.
 const INBOUND_READ_BUFFER: usize = 512;
@@ -65,6 +72,15 @@ const INBOUND_READ_BUFFER: usize = 512;
 ///
 /// Configure everything before calling [`router`](WsLayer::router): each router freezes the
 /// settings it was built with, and the fan-out channel is sized by the first router built.
+///
+/// # Out-of-range settings
+/// No setting panics, whatever its value. Each has a documented range; a value above it is
+/// clamped to the maximum (and logged at `warn`): [`MAX_SEND_BUFFER`], [`MAX_HEARTBEAT`],
+/// [`MAX_WRITE_TIMEOUT`], [`MAX_MESSAGE_SIZE_LIMIT`],
+/// [`MAX_REPLAY_WINDOW`](crate::MAX_REPLAY_WINDOW),
+/// [`MAX_REPLAY_WINDOW_BYTES`](crate::MAX_REPLAY_WINDOW_BYTES); `max_connections` is clamped to
+/// tokio's `Semaphore::MAX_PERMITS`; the rate limit saturates its arithmetic (a huge window
+/// means one upgrade per IP for the process's life, with a huge `Retry-After`).
 pub struct WsLayer<A = Anonymous> {
     hub: Hub,
     source: Arc<dyn SnapshotSource>,
@@ -126,54 +142,76 @@ impl<A> WsLayer<A> {
     }
 
     /// The ping interval. A client that sends nothing (no pong, no frame) for two intervals is
-    /// dropped. `Duration::ZERO` disables pings and the liveness check. Default 30 s.
+    /// dropped. `Duration::ZERO` disables pings and the liveness check. Default 30 s; at most
+    /// [`MAX_HEARTBEAT`] (longer values are clamped).
     pub fn heartbeat(mut self, interval: Duration) -> Self {
-        self.heartbeat = interval;
+        self.heartbeat = clamped("heartbeat", interval, MAX_HEARTBEAT);
         self
     }
 
     /// How many events a client may fall behind before it is evicted (closed with 1013).
-    /// 0 is ignored. Default 64.
+    /// 0 is ignored. Default 64; at most [`MAX_SEND_BUFFER`] (larger values are clamped).
     pub fn send_buffer(mut self, events: usize) -> Self {
         if events > 0 {
-            self.send_buffer = events;
+            self.send_buffer = clamped("send_buffer", events, MAX_SEND_BUFFER);
         }
         self
     }
 
     /// How long the socket may take to accept a write before the client is evicted.
-    /// `Duration::ZERO` is ignored. Default 10 s.
+    /// `Duration::ZERO` is ignored. Default 10 s; at most [`MAX_WRITE_TIMEOUT`] (longer values
+    /// are clamped).
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         if !timeout.is_zero() {
-            self.write_timeout = timeout;
+            self.write_timeout = clamped("write_timeout", timeout, MAX_WRITE_TIMEOUT);
         }
         self
     }
 
     /// The largest message (and frame) a client may send; a larger one closes the connection
-    /// with 1009. 0 is ignored. Default 4 KiB.
+    /// with 1009. 0 is ignored. Default 4 KiB; at most [`MAX_MESSAGE_SIZE_LIMIT`] (larger
+    /// values are clamped).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         if bytes > 0 {
-            self.max_message_size = bytes;
+            self.max_message_size = clamped("max_message_size", bytes, MAX_MESSAGE_SIZE_LIMIT);
         }
         self
     }
 
     /// Only browsers on these origins may connect; see
     /// [`OriginPolicy`](crate::admission::origin::OriginPolicy) for the exact rules. With an
-    /// empty list (the default), requests without `Origin`, same-origin requests and localhost
-    /// origins are allowed. A rejected request gets `403 Forbidden`.
+    /// empty list (the default), requests without `Origin`, loopback origins, and same-origin
+    /// requests to a loopback host or one of [`allowed_hosts`](WsLayer::allowed_hosts) are
+    /// allowed. A rejected request gets `403 Forbidden`.
     pub fn allowed_origins<I>(mut self, origins: I) -> Self
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        self.origins = OriginPolicy::new(origins);
+        let hosts: Vec<String> = self.origins.allowed_hosts().map(String::from).collect();
+        self.origins = OriginPolicy::new(origins).with_allowed_hosts(hosts);
+        self
+    }
+
+    /// Host names (or `host:port`, or IP addresses) this server answers to besides loopback
+    /// ones, trusted for same-origin requests under the default origin policy (no
+    /// [`allowed_origins`](WsLayer::allowed_origins)). Empty by default: a page served from
+    /// `http://dash.example.com` is refused (`403`) until `dash.example.com` is listed here,
+    /// because a same-origin request to a name the server does not know is what DNS rebinding
+    /// looks like (a foreign page whose name was re-pointed at this server). See
+    /// [`OriginPolicy::with_allowed_hosts`](crate::admission::origin::OriginPolicy::with_allowed_hosts).
+    pub fn allowed_hosts<I>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.origins = self.origins.with_allowed_hosts(hosts);
         self
     }
 
     /// How many of the latest events the hub keeps for clients that reconnect with
-    /// `?since=<seq>`; 0 disables resuming (every connect gets a snapshot). Default 1 024.
+    /// `?since=<seq>`; 0 disables resuming (every connect gets a snapshot). Default 1 024; at
+    /// most [`MAX_REPLAY_WINDOW`](crate::MAX_REPLAY_WINDOW) (larger values are clamped).
     /// See [`replay_window_bytes`](WsLayer::replay_window_bytes) for the byte bound.
     ///
     /// # The resume contract
@@ -186,9 +224,19 @@ impl<A> WsLayer<A> {
     /// `Last-Event-ID` header is honoured the same way when the query has no `since`.
     ///
     /// Seqs say nothing about which server produced them, so a client should also send
-    /// `&snapshot_at=<the "at" of the last snapshot it applied>` (URL-encoded): a snapshot
-    /// older than this hub comes from an earlier server, and the client gets a fresh
-    /// snapshot even if its `since` happens to fall inside the new server's window.
+    /// `&since_at=<the "at" of that last event, exactly as received>` (URL-encoded). The pair
+    /// names one event: the hub resumes the client only if its window holds event `since`
+    /// with that very `at` (an identity check, never a comparison of clocks). A position from
+    /// a restarted producer — even one whose seqs have passed the client's, whatever either
+    /// clock says — gets a fresh snapshot; so does a `since_at` that is not a timestamp. The
+    /// `at` of a `snapshot` is the `at` of the last event it reflects (see
+    /// [`Snapshot::at`](crate::Snapshot::at)), so a client can resume from a snapshot it just
+    /// got. Several nodes serving the same events (same seq and at, e.g. behind a broker)
+    /// accept each other's positions.
+    ///
+    /// `snapshot_at`, which earlier versions compared with the hub's start time, is retired:
+    /// sent without `since_at`, it makes the position unverifiable and the client gets a
+    /// snapshot.
     pub fn replay_window(self, events: usize) -> Self {
         let (_, bytes) = self.hub.replay_limits();
         self.hub.set_replay_limits(events, bytes);
@@ -196,7 +244,9 @@ impl<A> WsLayer<A> {
     }
 
     /// The bound on the bytes of encoded events kept in the replay window; 0 disables
-    /// resuming. Default 8 MiB. The oldest events leave the window first.
+    /// resuming. Default 8 MiB; at most
+    /// [`MAX_REPLAY_WINDOW_BYTES`](crate::MAX_REPLAY_WINDOW_BYTES) (larger values are clamped).
+    /// The oldest events leave the window first.
     pub fn replay_window_bytes(self, bytes: usize) -> Self {
         let (events, _) = self.hub.replay_limits();
         self.hub.set_replay_limits(events, bytes);
@@ -213,6 +263,7 @@ impl<A> WsLayer<A> {
 
     /// At most `n` clients at once; 0 (the default) means unlimited. Checked before the
     /// upgrade: over the cap the answer is `503` with `Retry-After`, and no socket is upgraded.
+    /// Values above tokio's `Semaphore::MAX_PERMITS` (`usize::MAX >> 3`) are clamped to it.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
         self
@@ -220,9 +271,11 @@ impl<A> WsLayer<A> {
 
     /// At most `limit` upgrades per `window` per client IP, with `burst` at start. Any zero
     /// disables the limit. Default 12 per minute, burst 4. Over the limit the answer is `429`
-    /// with `Retry-After`.
+    /// with `Retry-After` (whole seconds, rounded up). Every value is accepted: the limiter's
+    /// time arithmetic saturates, so `Duration::MAX` means "`burst` upgrades per IP, ever".
     ///
     /// The client IP comes from axum's `ConnectInfo<SocketAddr>`: serve the app with
+    /// [`serve`](crate::serve()) (which provides it) or, under `axum::serve`, with
     /// `into_make_service_with_connect_info::<SocketAddr>()`, or every upgrade gets a `500`
     /// saying so.
     pub fn rate_limit(mut self, limit: u32, burst: u32, window: Duration) -> Self {
@@ -305,16 +358,13 @@ impl<A> WsLayer<A> {
                 .read_buffer_size(INBOUND_READ_BUFFER.min(self.max_message_size)),
             cap: ConnectionLimit::new(self.max_connections),
         });
-        let handler =
-            move |peer: PeerAddr,
-                  since: ResumeFrom,
-                  auth: Result<A, A::Rejection>,
-                  // Before `upgrade`, which takes hyper's upgrade handle from the request.
-                  handle: UpgradeHandle,
-                  upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
-                let endpoint = endpoint.clone();
-                async move { endpoint.admit(peer.0, since, auth, handle, upgrade) }
-            };
+        let handler = move |peer: PeerAddr,
+                            since: ResumeFrom,
+                            auth: Result<A, A::Rejection>,
+                            handshake: Handshake| {
+            let endpoint = endpoint.clone();
+            async move { endpoint.admit(peer.0, since, auth, handshake) }
+        };
 
         // route_layer: applied to this route only, so unknown paths still fall through to
         // the app's own fallback. The last layer added runs first.
@@ -356,6 +406,16 @@ impl<A> WsLayer<A> {
     }
 }
 
+/// `value`, or `max` (with a warning) when it is larger: the rule for every bounded setting.
+fn clamped<T: PartialOrd + std::fmt::Debug>(setting: &'static str, value: T, max: T) -> T {
+    if value > max {
+        tracing::warn!(setting, requested = ?value, max = ?max, "setting above its maximum: clamped");
+        max
+    } else {
+        value
+    }
+}
+
 /// What the handler needs, shared by every request to one router.
 struct Endpoint {
     hub: Hub,
@@ -374,8 +434,7 @@ impl Endpoint {
         peer: Option<SocketAddr>,
         resume: ResumeFrom,
         auth: Result<A, R>,
-        handle: UpgradeHandle,
-        upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+        handshake: Handshake,
     ) -> Response
     where
         A: Into<Identity>,
@@ -390,12 +449,16 @@ impl Endpoint {
             Ok(permit) => permit,
             Err(response) => return response,
         };
-        // axum's extractor only checks the request: the handle completes the upgrade.
-        match upgrade {
-            Ok(_checked) => {}
-            Err(rejection) => {
-                tracing::warn!(peer = peer_field, reason = "not_upgrade", error = %rejection, "upgrade rejected");
-                return not_upgrade(rejection);
+        let handle = match handshake.0 {
+            Ok(handle) => handle,
+            Err(error) => {
+                tracing::warn!(
+                    peer = peer_field,
+                    reason = RejectReason::NotUpgrade.as_str(),
+                    error = error.as_str(),
+                    "upgrade rejected"
+                );
+                return error.into_response();
             }
         };
         let hub = self.hub.clone();
@@ -404,7 +467,7 @@ impl Endpoint {
         let client = ClientInfo {
             peer,
             identity,
-            since: resume.resolve(self.hub.started()),
+            since: resume.position(),
         };
         handle.accept(
             self.protocol,
@@ -414,44 +477,33 @@ impl Endpoint {
     }
 }
 
-/// A request that did not even try to upgrade (a browser tab opened on the endpoint) gets
-/// `426 Upgrade Required` with `Upgrade: websocket`, as RFC 9110 asks; a malformed upgrade
-/// attempt gets axum's own rejection (400 or 405, saying which header is wrong).
-fn not_upgrade(rejection: WebSocketUpgradeRejection) -> Response {
-    let response = match rejection {
-        WebSocketUpgradeRejection::InvalidConnectionHeader(_)
-        | WebSocketUpgradeRejection::InvalidUpgradeHeader(_) => (
-            StatusCode::UPGRADE_REQUIRED,
-            [(header::UPGRADE, "websocket")],
-            "this endpoint needs a WebSocket upgrade: connect with a WebSocket client\n",
-        )
-            .into_response(),
-        other => other.into_response(),
-    };
-    mark_rejected(response, RejectReason::NotUpgrade)
-}
-
-/// Where a reconnecting client says it left off: `?since=<seq>`, else a `Last-Event-ID`
-/// header, and optionally `&snapshot_at=<the "at" of the last snapshot it applied>`.
-/// Anything malformed counts as absent: the client then gets a snapshot, never an error.
+/// Where a reconnecting client says it left off: `?since=<seq>` (else a `Last-Event-ID`
+/// header) and `&since_at=<the "at" of that event, as received>`. Anything malformed counts as
+/// absent: the client then gets a snapshot, never an error.
 struct ResumeFrom {
     since: Option<u64>,
     /// `None`: not sent. `Some(None)`: sent but not a timestamp.
-    snapshot_at: Option<Option<Timestamp>>,
+    since_at: Option<Option<Timestamp>>,
+    /// Whether the retired `snapshot_at` parameter was sent.
+    snapshot_at: bool,
 }
 
 impl ResumeFrom {
-    /// The position to resume from, if the client's state can have come from this hub.
-    ///
-    /// Seqs carry no server identity: after a restart, the new hub's seqs may pass an old
-    /// client's `since`, and replaying them onto that client's old state would be wrong. A
-    /// client that sends `snapshot_at` lets the hub tell: a snapshot older than the hub
-    /// cannot have come from it.
-    fn resolve(&self, hub_started: Timestamp) -> Option<u64> {
-        match self.snapshot_at {
-            None => self.since,
-            Some(Some(at)) if at >= hub_started => self.since,
-            Some(_) => None,
+    /// The position to resume from, if any is claimed and checkable:
+    /// - `since` with a valid `since_at`: the hub checks that it holds that very event;
+    /// - `since` alone (Go clients, `Last-Event-ID`): trusted by seq, as before;
+    /// - `since` with a `since_at` that is not a timestamp: none (snapshot);
+    /// - `since` with the retired `snapshot_at` and no `since_at`: none (snapshot). It used to
+    ///   be compared with the hub's start time, which trusted wall clocks; a client sending it
+    ///   asked for restart safety, and the only safe answer without an event identity is a
+    ///   snapshot.
+    fn position(&self) -> Option<Position> {
+        let seq = self.since?;
+        match self.since_at {
+            Some(Some(at)) => Some(Position { seq, at: Some(at) }),
+            Some(None) => None,
+            None if self.snapshot_at => None,
+            None => Some(Position { seq, at: None }),
         }
     }
 }
@@ -475,11 +527,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ResumeFrom {
                 .get("last-event-id")
                 .and_then(|v| v.to_str().ok()),
         };
-        let snapshot_at = param("snapshot_at")
+        let since_at = param("since_at")
             .map(|raw| percent_decode(raw).and_then(|text| Timestamp::parse(&text).ok()));
         Ok(ResumeFrom {
             since: raw_since.and_then(parse_seq),
-            snapshot_at,
+            since_at,
+            snapshot_at: param("snapshot_at").is_some(),
         })
     }
 }

@@ -10,7 +10,6 @@
 //! # Quick start
 //!
 //! ```no_run
-//! use std::net::SocketAddr;
 //! use std::time::Duration;
 //! use agentwatch_ws::{Event, EventSink, Hub, MultiSink, SessionState, SessionStore, WsLayer};
 //! use axum::Router;
@@ -30,8 +29,8 @@
 //! monitor.handle_event(&Event::delta(1, vec![session], vec![]))?;
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! // Connect info gives the per-IP rate limit the client address.
-//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//! // A deadline on request heads, TCP_NODELAY, and the client address for the rate limit.
+//! agentwatch_ws::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -79,6 +78,8 @@
 //!   limit, each a tower layer usable on its own.
 //! - [`status`]: the last refusal per client IP, served at `<path>/status` so a page can say
 //!   why it cannot connect.
+//! - [`serve()`]: serves the app with a deadline on request heads (slowloris), `TCP_NODELAY`
+//!   and the connect info the rate limit needs; the recommended way to run it.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -89,6 +90,7 @@ mod layer;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod publisher;
+mod serve;
 mod sink;
 pub mod status;
 mod store;
@@ -99,13 +101,17 @@ pub use admission::auth::{Anonymous, Authenticated, Authenticator, Identity};
 pub use admission::client_ip::TrustedProxies;
 pub use admission::{RejectReason, Rejected};
 pub use hub::{
-    DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, HubStats, LagPolicy, RejectionStats,
+    DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, HubStats, LagPolicy,
+    MAX_REPLAY_WINDOW, MAX_REPLAY_WINDOW_BYTES, MAX_SEND_BUFFER, RejectionStats,
 };
 pub use layer::{
     DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_BUFFER, DEFAULT_WRITE_TIMEOUT,
-    WsLayer,
+    MAX_HEARTBEAT, MAX_MESSAGE_SIZE_LIMIT, MAX_WRITE_TIMEOUT, WsLayer,
 };
 pub use publisher::Publisher;
+pub use serve::{
+    DEFAULT_HEADER_READ_TIMEOUT, MAX_HEADER_READ_TIMEOUT, Serve, WithGracefulShutdown, serve,
+};
 pub use sink::{EventSink, MultiSink, SinkError, Snapshot, SnapshotSource};
 pub use store::SessionStore;
 pub use wire::{

@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::wire::{Event, Health, SessionState};
+use crate::wire::{Event, Health, SessionState, Timestamp};
 
 /// Receives the monitor's events. The Rust shape of Go's `monitor.EventSink`.
 ///
@@ -40,10 +40,18 @@ impl<T: EventSink + ?Sized> EventSink for &T {
 }
 
 /// The state a client receives on connect.
+///
+/// Build it with `..Default::default()` for the fields you do not set: fields may be added.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// The seq of the last event already reflected in `sessions` (0 if none).
     pub seq: u64,
+    /// The `at` of that event, when the source knows it. The `snapshot` event a client gets
+    /// carries it as its own `at`, so the client holds a position (`seq`, `at`) it can resume
+    /// from (`?since=<seq>&since_at=<at>`). `None`: the hub uses the `at` it recorded for
+    /// event `seq`, if it still has it, else the current time (which only means that a resume
+    /// from this snapshot's position falls back to a new snapshot).
+    pub at: Option<Timestamp>,
     /// Every session, as of `seq`.
     pub sessions: Vec<SessionState>,
     /// The latest health of every source that has reported one, as of `seq`.

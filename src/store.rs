@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::sink::{EventSink, SinkError, Snapshot, SnapshotSource};
-use crate::wire::{Event, EventType, Health, SessionState};
+use crate::wire::{Event, EventType, Health, SessionState, Timestamp};
 
 /// The current state of every session, kept from the event stream itself.
 ///
@@ -15,8 +15,10 @@ use crate::wire::{Event, EventType, Health, SessionState};
 /// Folding rules, for an event of any type: a `snapshot` event replaces every session with its
 /// `sessions`; then each of `updates` is upserted by id and each id in `removed` deleted; an
 /// event's `health` replaces its source's last report (reports are kept across snapshots, which
-/// carry none). The store remembers the seq of the last event it handled, of any type (a new store is at 0), and
-/// snapshots carry that seq, so the hand-over to the live stream is exact.
+/// carry none). The store remembers the seq and the `at` of the last event it handled, of any
+/// type (a new store is at seq 0, with no `at`), and snapshots carry both: the seq makes the
+/// hand-over to the live stream exact, the `at` lets a client resume from the snapshot (see
+/// [`Snapshot::at`]).
 ///
 /// ```
 /// use agentwatch_ws::{Event, EventSink, SessionState, SessionStore, SnapshotSource};
@@ -37,6 +39,8 @@ pub struct SessionStore {
 #[derive(Default)]
 struct State {
     seq: u64,
+    /// The `at` of the event `seq`, once one was handled.
+    at: Option<Timestamp>,
     /// Insertion order is kept so snapshots list sessions in the order they were discovered.
     order: Vec<String>,
     sessions: HashMap<String, SessionState>,
@@ -136,6 +140,7 @@ impl EventSink for SessionStore {
             state.report(health);
         }
         state.seq = event.seq;
+        state.at = Some(event.at);
         Ok(())
     }
 }
@@ -144,6 +149,7 @@ impl SnapshotSource for SessionStore {
     fn snapshot(&self) -> Snapshot {
         self.read(|state| Snapshot {
             seq: state.seq,
+            at: state.at,
             sessions: state
                 .order
                 .iter()

@@ -1,44 +1,195 @@
-//! Completing the WebSocket handshake and taking the connection from hyper.
+//! The WebSocket opening handshake, server side: checking the client's request (RFC 6455
+//! §4.2.1), answering it (§4.2.2), and taking the connection from hyper.
 //!
-//! axum's [`WebSocketUpgrade`](axum::extract::ws::WebSocketUpgrade) still checks the request
-//! (its rejections are the answers clients get), but the connection is taken here rather than
-//! through its `on_upgrade`: that hands out a `WebSocket` that can only be written message by
-//! message, and we write pre-framed events straight to the socket (see `conn/socket.rs`).
+//! The request is checked here rather than by axum's `WebSocketUpgrade`, which accepts a
+//! `Sec-WebSocket-Key` that is not the base64 of 16 bytes (or sent twice), answers an
+//! unsupported version without the `Sec-WebSocket-Version` header §4.2.2 requires, and hands
+//! out a `WebSocket` that can only be written message by message — we write pre-framed events
+//! straight to the socket (see `conn/socket.rs`).
+//!
+//! | request | answer |
+//! |---|---|
+//! | `Upgrade` lacks the token `websocket`, or `Connection` lacks `upgrade` (a plain `GET`) | `426 Upgrade Required`, `Upgrade: websocket`, `Connection: upgrade` |
+//! | HTTP/1.0 | `400` |
+//! | `Sec-WebSocket-Version` missing, repeated or not `13` | `400`, `Sec-WebSocket-Version: 13` |
+//! | `Sec-WebSocket-Key` missing, repeated, or not the base64 of exactly 16 bytes | `400` |
+//! | anything else | `101 Switching Protocols` with `Sec-WebSocket-Accept` |
+//!
+//! `Connection` and `Upgrade` are field lists (RFC 9110 §5.3, §7.6.1, §7.8): their tokens are
+//! compared case-insensitively, across every line the header was sent on, so `Connection:
+//! keep-alive, Upgrade` and `Upgrade: WebSocket` pass. Every rejection is a short plain-text
+//! body marked [`RejectReason::NotUpgrade`].
 
 use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::extract::FromRequestParts;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::request::Parts;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
 use hyper::upgrade::OnUpgrade;
 use tungstenite::protocol::WebSocketConfig;
 
+use crate::admission::{RejectReason, rejection};
 use crate::conn::{Socket, Transport};
 
-/// What completing the upgrade takes from the request: hyper's handle on the connection and
-/// the client's key. Must be extracted before `WebSocketUpgrade`, which removes the handle
-/// from the request.
+/// The only protocol version this server speaks (RFC 6455 §4.1).
+const VERSION: &str = "13";
+
+/// A request checked against RFC 6455 §4.2.1: either everything needed to complete the
+/// upgrade, or why it cannot be.
+pub(crate) struct Handshake(pub(crate) Result<UpgradeHandle, HandshakeError>);
+
+/// What completing the upgrade takes from a valid request: hyper's handle on the connection
+/// and the client's key.
 pub(crate) struct UpgradeHandle {
-    on_upgrade: Option<OnUpgrade>,
-    key: Option<HeaderValue>,
+    on_upgrade: OnUpgrade,
+    key: HeaderValue,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for UpgradeHandle {
+/// Why a request is not a WebSocket opening handshake this server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandshakeError {
+    /// No `Upgrade: websocket` + `Connection: upgrade`: not an upgrade attempt at all.
+    NotUpgrade,
+    /// An upgrade over HTTP/1.0, which has no upgrade mechanism.
+    HttpVersion,
+    /// `Sec-WebSocket-Version` is missing, repeated or not 13.
+    Version,
+    /// `Sec-WebSocket-Key` is missing, repeated, or not the base64 of 16 bytes.
+    Key,
+    /// The connection cannot be upgraded (hyper gave no upgrade handle, e.g. HTTP/2).
+    Unavailable,
+}
+
+impl HandshakeError {
+    /// A short, stable description, for logs.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            HandshakeError::NotUpgrade => "not an upgrade request",
+            HandshakeError::HttpVersion => "upgrade over HTTP/1.0",
+            HandshakeError::Version => "missing or unsupported Sec-WebSocket-Version",
+            HandshakeError::Key => "missing or malformed Sec-WebSocket-Key",
+            HandshakeError::Unavailable => "connection cannot be upgraded",
+        }
+    }
+
+    /// The answer the client gets, marked [`RejectReason::NotUpgrade`].
+    pub(crate) fn into_response(self) -> Response {
+        let reject = |status, body| rejection(RejectReason::NotUpgrade, status, body, None);
+        match self {
+            HandshakeError::NotUpgrade => {
+                // RFC 9110 §15.5.22: a 426 sends Upgrade; Connection: upgrade marks it as a
+                // hop-by-hop header (§7.8), as a 101 would.
+                let mut response = reject(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "this endpoint needs a WebSocket upgrade: connect with a WebSocket client\n",
+                );
+                let headers = response.headers_mut();
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                response
+            }
+            HandshakeError::HttpVersion => reject(
+                StatusCode::BAD_REQUEST,
+                "a WebSocket upgrade needs HTTP/1.1\n",
+            ),
+            HandshakeError::Version => {
+                // RFC 6455 §4.2.2 (4) and §4.4: list the versions we support.
+                let mut response = reject(
+                    StatusCode::BAD_REQUEST,
+                    "unsupported Sec-WebSocket-Version: this server speaks 13\n",
+                );
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static(VERSION),
+                );
+                response
+            }
+            HandshakeError::Key => reject(
+                StatusCode::BAD_REQUEST,
+                "Sec-WebSocket-Key must be the base64 of 16 bytes, sent once\n",
+            ),
+            HandshakeError::Unavailable => reject(
+                StatusCode::BAD_REQUEST,
+                "websocket upgrade not available on this connection\n",
+            ),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Handshake {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(UpgradeHandle {
-            on_upgrade: parts.extensions.get::<OnUpgrade>().cloned(),
-            key: parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned(),
-        })
+        Ok(Handshake(check(parts)))
     }
+}
+
+/// RFC 6455 §4.2.1, in the order the answers are most useful to the client: "not an upgrade"
+/// first (a browser tab on the endpoint), then the version (which a client may retry with),
+/// then the key.
+fn check(parts: &mut Parts) -> Result<UpgradeHandle, HandshakeError> {
+    let headers = &parts.headers;
+    if !list_contains(headers, &header::UPGRADE, "websocket")
+        || !list_contains(headers, &header::CONNECTION, "upgrade")
+    {
+        return Err(HandshakeError::NotUpgrade);
+    }
+    if parts.version < Version::HTTP_11 {
+        return Err(HandshakeError::HttpVersion);
+    }
+    match single(headers, &header::SEC_WEBSOCKET_VERSION) {
+        Some(version) if version.as_bytes() == VERSION.as_bytes() => {}
+        _ => return Err(HandshakeError::Version),
+    }
+    let key = match single(headers, &header::SEC_WEBSOCKET_KEY) {
+        Some(key) if is_valid_key(key.as_bytes()) => key.clone(),
+        _ => return Err(HandshakeError::Key),
+    };
+    // Taken (not cloned) once the request is known to be valid: it is hyper's only handle.
+    let on_upgrade = parts
+        .extensions
+        .remove::<OnUpgrade>()
+        .ok_or(HandshakeError::Unavailable)?;
+    Ok(UpgradeHandle { on_upgrade, key })
+}
+
+/// Whether the field list `name` (every line of it) holds `token`, case-insensitively
+/// (RFC 9110 §5.3: lines of a list field combine with commas; §5.6.1: empty elements and
+/// whitespace around them are ignored). For `Upgrade`, a protocol's `/version` part is kept
+/// (`websocket/13` is not `websocket`, RFC 9110 §7.8).
+fn list_contains(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|element| element.trim().eq_ignore_ascii_case(token))
+}
+
+/// The value of a header that must be sent exactly once with one value: `None` when it is
+/// missing, repeated on several lines, or a list (a comma in a key or version means two).
+fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next()?;
+    if values.next().is_some() || value.as_bytes().contains(&b',') {
+        return None;
+    }
+    Some(value)
+}
+
+/// Whether `key` is the base64 (RFC 4648 §4, padded) of exactly 16 bytes, as RFC 6455 §4.1
+/// asks: 22 alphabet characters and `==`. As Go's `encoding/base64` (and gorilla/websocket),
+/// the unused low bits of the last character are not checked.
+fn is_valid_key(key: &[u8]) -> bool {
+    let is_alphabet = |b: &u8| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/';
+    key.len() == 24 && key[..22].iter().all(is_alphabet) && &key[22..] == b"=="
 }
 
 impl UpgradeHandle {
     /// Answers `101 Switching Protocols` and runs `serve` on the socket once hyper hands the
-    /// connection over. Call only for a request `WebSocketUpgrade` accepted.
+    /// connection over.
     pub(crate) fn accept<F, Fut>(
         self,
         config: WebSocketConfig,
@@ -49,25 +200,27 @@ impl UpgradeHandle {
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let (Some(on_upgrade), Some(key)) = (self.on_upgrade, self.key) else {
-            // WebSocketUpgrade accepts HTTP/1.1 upgrades with a key (the route answers GET
-            // only, so never an HTTP/2 CONNECT): not reachable, but not worth a panic.
-            return (
-                StatusCode::BAD_REQUEST,
-                "websocket upgrade not available on this connection\n",
-            )
-                .into_response();
-        };
+        let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let (transport, early) = Transport::from_upgraded(upgraded);
+                    // Which write path this connection gets: the bare TcpStream (axum::serve,
+                    // crate::serve) or hyper's boxed `Upgraded` (TLS, custom listeners).
+                    tracing::debug!(
+                        transport = if matches!(transport, Transport::Tcp(_)) {
+                            "tcp"
+                        } else {
+                            "upgraded"
+                        },
+                        "websocket connection taken from hyper"
+                    );
                     serve(Socket::new(transport, early, config)).await;
                 }
                 Err(error) => on_failed(error),
             }
         });
-        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
@@ -78,5 +231,48 @@ impl UpgradeHandle {
             headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_must_be_the_base64_of_16_bytes() {
+        assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(is_valid_key(b"AAAAAAAAAAAAAAAAAAAAAA=="));
+        assert!(is_valid_key(b"+/+/+/+/+/+/+/+/+/+/+w=="));
+        for bad in [
+            &b""[..],
+            b"dGhlIHNhbXBsZSBub25jZQ",         // unpadded
+            b"dGhlIHNhbXBsZSBub25jZQ=",        // short padding
+            b"dGhlIHNhbXBsZSBub25jZQ===",      // long padding
+            b"dGhlIHNhbXBsZSBub25j",           // 15 bytes
+            b"dGhlIHNhbXBsZSBub25jZXMh",       // 18 bytes
+            b"dGhlIHNhbXBsZSBub25jZ-==",       // URL-safe alphabet
+            b"dGhlIHNhbXBsZSBub25jZQ==\n",     // trailing byte
+            b"dGhlIHNhbXBsZSBub2 5jZQ==",      // space inside
+            b"dGhlIHNhbXBsZSBub25jZQ==dGhlIH", // two keys run together
+        ] {
+            assert!(!is_valid_key(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn field_lists_match_tokens_on_every_line_case_insensitively() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        headers.append(header::CONNECTION, HeaderValue::from_static(" , UpGrade ,"));
+        assert!(list_contains(&headers, &header::CONNECTION, "upgrade"));
+        headers.insert(
+            header::UPGRADE,
+            HeaderValue::from_static("h2c, websocket/13"),
+        );
+        assert!(!list_contains(&headers, &header::UPGRADE, "websocket"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("h2c,WebSocket"));
+        assert!(list_contains(&headers, &header::UPGRADE, "websocket"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websockets"));
+        assert!(!list_contains(&headers, &header::UPGRADE, "websocket"));
     }
 }

@@ -6,9 +6,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentwatch_ws::{
@@ -278,31 +277,18 @@ async fn default_origin_policy_allows_no_origin_same_origin_and_localhost_only()
         let headers: Vec<(&str, &str)> = origin.map(|o| ("Origin", o)).into_iter().collect();
         clients.push(admitted(addr, &headers).await);
     }
-    // Same origin on a non-loopback host: the Origin's host:port must match Host.
-    let dash = [
-        ("Host", "dash.example.com:8080"),
-        ("Origin", "http://dash.example.com:8080"),
-    ];
-    clients.push(admitted(addr, &dash).await);
-    let dash_default_port = [
-        ("Host", "dash.example.com"),
-        ("Origin", "http://DASH.example.com"),
-    ];
-    clients.push(admitted(addr, &dash_default_port).await);
-    // Without a port in Host, the port is the Origin scheme's default: behind a TLS-terminating
-    // proxy the server cannot tell http from https, so this is same-origin (documented).
-    let dash_tls = [
-        ("Host", "dash.example.com"),
-        ("Origin", "https://dash.example.com"),
-    ];
-    clients.push(admitted(addr, &dash_tls).await);
-    eventually("9 clients", || hub.client_count() == 9).await;
+    eventually("6 clients", || hub.client_count() == 6).await;
     assert_eq!(hub.stats().rejected, RejectionStats::default());
 
     // Cross-origin, malformed, and hostile values: 403, short body, nothing upgraded.
     let huge = format!("http://{}.example", "a".repeat(10_000));
     let bad: Vec<Vec<(&str, HeaderValue)>> = vec![
         vec![("Origin", hv("https://evil.example"))],
+        // Same origin on a host nobody allowed: DNS rebinding (see the test below).
+        vec![
+            ("Host", hv("dash.example.com:8080")),
+            ("Origin", hv("http://dash.example.com:8080")),
+        ],
         vec![
             ("Host", hv("dash.example.com:8080")),
             ("Origin", hv("http://dash.example.com:9090")),
@@ -338,15 +324,105 @@ async fn default_origin_policy_allows_no_origin_same_origin_and_localhost_only()
         assert_eq!(refused.retry_after(), None, "{shown}");
     }
     assert_eq!(hub.stats().rejected, only(|r| r.origin = rejected));
-    assert_upgraded(&hub, 9, 9);
+    assert_upgraded(&hub, 6, 6);
 
     // The server is still fine.
     clients.push(admitted(addr, &[]).await);
-    eventually("10 clients", || hub.client_count() == 10).await;
+    eventually("7 clients", || hub.client_count() == 7).await;
     for client in clients {
         close(client).await;
     }
     eventually("all gone", || hub.client_count() == 0).await;
+}
+
+#[tokio::test]
+async fn dns_rebinding_is_403_unless_the_host_is_loopback_or_allowed() {
+    let (hub, addr) = start(&open_layer()).await;
+    let port = addr.port();
+    // A page on attacker.example whose name now resolves to this server: its requests look
+    // same-origin. The default policy does not know the name: 403.
+    let rebound = format!("attacker.example:{port}");
+    let rebound_origin = format!("http://{rebound}");
+    for headers in [
+        vec![
+            ("Host", rebound.as_str()),
+            ("Origin", rebound_origin.as_str()),
+        ],
+        vec![
+            ("Host", "attacker.example"),
+            ("Origin", "http://attacker.example"),
+        ],
+        vec![
+            ("Host", "attacker.example"),
+            ("Origin", "https://attacker.example"),
+        ],
+    ] {
+        let refused = refused(addr, &headers).await;
+        assert_eq!(refused.status, 403, "{headers:?}");
+        assert_eq!(refused.body, "origin not allowed\n");
+    }
+    assert_eq!(hub.stats().rejected, only(|r| r.origin = 3));
+    assert_upgraded(&hub, 0, 0);
+
+    // Loopback hosts are the server's own: with and without a port, IPv6 bracketed.
+    let mut clients = Vec::new();
+    let with_port: Vec<(String, String)> = ["localhost", "127.0.0.1", "[::1]", "dash.localhost"]
+        .iter()
+        .map(|h| (format!("{h}:{port}"), format!("http://{h}:{port}")))
+        .collect();
+    for (host, origin) in &with_port {
+        clients.push(admitted(addr, &[("Host", host), ("Origin", origin)]).await);
+    }
+    for (host, origin) in [
+        ("localhost", "http://localhost"),
+        ("127.0.0.1", "http://127.0.0.1"),
+        ("[::1]", "https://[::1]"),
+    ] {
+        clients.push(admitted(addr, &[("Host", host), ("Origin", origin)]).await);
+    }
+    assert_upgraded(&hub, 7, 7);
+    for client in clients {
+        close(client).await;
+    }
+
+    // A real host name works once the app allows it; other names still do not. (An empty
+    // allowed_origins set afterwards keeps the allowed hosts.)
+    let layer = open_layer()
+        .allowed_hosts(["dash.example.com"])
+        .allowed_origins(Vec::<&str>::new());
+    let (hub, addr) = start(&layer).await;
+    let mut clients = Vec::new();
+    for headers in [
+        [
+            ("Host", "dash.example.com:8080"),
+            ("Origin", "http://dash.example.com:8080"),
+        ],
+        [
+            ("Host", "dash.example.com"),
+            ("Origin", "http://DASH.example.com"),
+        ],
+        // Without a port in Host, the port is the Origin scheme's default: behind a
+        // TLS-terminating proxy the server cannot tell http from https (documented).
+        [
+            ("Host", "dash.example.com"),
+            ("Origin", "https://dash.example.com"),
+        ],
+    ] {
+        clients.push(admitted(addr, &headers).await);
+    }
+    let refused = refused(
+        addr,
+        &[
+            ("Host", "attacker.example"),
+            ("Origin", "http://attacker.example"),
+        ],
+    )
+    .await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(hub.stats().rejected, only(|r| r.origin = 1));
+    for client in clients {
+        close(client).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -490,39 +566,12 @@ async fn go_style_authenticator_closure_admits_or_answers_401() {
     close(bob).await;
 }
 
-/// Shared buffer for a captured log.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 /// There is no public accessor for a connection's identity: it shows in the `ws_client`
 /// span. The capture is thread-local (`set_default`), which covers the server because this
 /// test runs on the current-thread runtime.
 #[tokio::test]
 async fn identity_is_recorded_on_the_connection_span() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install(tracing::Level::INFO);
 
     let extractor = open_layer().auth::<Bearer>();
     let (_, extractor_addr) = start(&extractor).await;

@@ -6,11 +6,11 @@ mod common;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use agentwatch_ws::{
-    Event, EventSink, EventType, Hub, LagPolicy, MultiSink, SessionState, SessionStore,
-    SnapshotSource, WsLayer,
+    Event, EventSink, EventType, Hub, LagPolicy, MultiSink, SessionState, SessionStore, Snapshot,
+    SnapshotSource, Timestamp, WsLayer,
 };
 use axum::Router;
 use common::*;
@@ -408,55 +408,206 @@ async fn reconnecting_at_random_points_while_the_producer_runs_rebuilds_the_exac
     );
 }
 
-#[tokio::test]
-async fn snapshot_at_from_an_earlier_server_forces_a_snapshot() {
-    // The first server: a client applies its snapshot, then the server goes away.
-    let old_store = SessionStore::new();
-    let old = layer(&old_store);
-    let (old_hub, old_addr) = start(&old).await;
-    for seq in 1..=10 {
-        publish(&old_store, &old_hub, seq);
-    }
-    let mut client = connect(old_addr).await;
-    let old_snapshot = next_event(&mut client).await;
-    assert_eq!(old_snapshot.seq, 10);
-    drop(client);
-    old_hub.stop();
-
-    // A restarted server (and monitor): seqs start again and soon pass the client's.
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let store = SessionStore::new();
-    let ws = layer(&store);
-    let (hub, addr) = start(&ws).await;
-    for seq in 1..=20 {
-        publish(&store, &hub, seq);
-    }
-    let encode = |at: &str| at.replace(':', "%3A").replace('+', "%2B");
-    let stale = encode(&old_snapshot.at.to_string());
-    let mut client = connect_since(addr, &format!("?since=10&snapshot_at={stale}")).await;
-    let first = next_event(&mut client).await;
-    assert_eq!((first.kind, first.seq), (EventType::Snapshot, 20));
-
-    // A snapshot from this server vouches for the position: resume.
-    let fresh = encode(&first.at.to_string());
-    for seq in 21..=22 {
-        publish(&store, &hub, seq);
-    }
-    let mut client = connect_since(addr, &format!("?since=20&snapshot_at={fresh}")).await;
-    assert_eq!(
-        seqs(&mut client, 2).await,
-        [(21, EventType::Delta), (22, EventType::Delta)]
+/// Publishes `seq` with an `at` of `clock` + `seq` ms: the producer's clock, chosen by the test.
+fn publish_at(store: &SessionStore, hub: &Hub, seq: u64, clock: SystemTime) -> Timestamp {
+    let mut event = Event::delta(
+        seq,
+        vec![session(&format!("s{}", seq % 7), seq as i64)],
+        vec![],
     );
-    // Unencoded, too (no '+' in a UTC stamp).
-    let mut client = connect_since(addr, &format!("?since=21&snapshot_at={}", first.at)).await;
-    assert_eq!(seqs(&mut client, 1).await, [(22, EventType::Delta)]);
-    // A snapshot_at that is not a timestamp: snapshot.
-    for garbage in ["yesterday", "%ZZ", "2025-13-01T00:00:00Z", ""] {
-        let mut client = connect_since(addr, &format!("?since=21&snapshot_at={garbage}")).await;
+    event.at = Timestamp::from(clock + Duration::from_millis(seq));
+    store.handle_event(&event).unwrap();
+    hub.handle_event(&event).unwrap();
+    event.at
+}
+
+/// `?since=<seq>&since_at=<at>`, URL-encoded as `encodeURIComponent` would.
+fn position(seq: u64, at: Timestamp) -> String {
+    let at = at.to_string().replace(':', "%3A").replace('+', "%2B");
+    format!("?since={seq}&since_at={at}")
+}
+
+#[tokio::test]
+async fn a_client_of_an_earlier_server_gets_a_snapshot_whatever_the_clocks_say() {
+    let now = SystemTime::now();
+    let hour = Duration::from_secs(3600);
+    // The restarted server's clock behind the old one (NTP step, VM restore), then ahead.
+    for new_clock in [now - hour, now + hour] {
+        let old_store = SessionStore::new();
+        let (old_hub, old_addr) = start(&layer(&old_store)).await;
+        for seq in 1..=10 {
+            publish_at(&old_store, &old_hub, seq, now);
+        }
+        let mut client = connect(old_addr).await;
+        let snapshot = next_event(&mut client).await;
+        assert_eq!((snapshot.kind, snapshot.seq), (EventType::Snapshot, 10));
+        let at11 = publish_at(&old_store, &old_hub, 11, now);
+        let event = next_event(&mut client).await;
+        assert_eq!((event.seq, event.at), (11, at11));
+        drop(client);
+        old_hub.stop();
+
+        // A new server (and monitor): seqs start again and pass the client's.
+        let store = SessionStore::new();
+        let (hub, addr) = start(&layer(&store)).await;
+        for seq in 1..=20 {
+            publish_at(&store, &hub, seq, new_clock);
+        }
+        // From the last event the client applied, and from its snapshot: both inside the
+        // new window by seq, neither the new server's event.
+        for query in [position(11, at11), position(10, snapshot.at)] {
+            let mut client = connect_since(addr, &query).await;
+            let first = next_event(&mut client).await;
+            assert_eq!(
+                (first.kind, first.seq),
+                (EventType::Snapshot, 20),
+                "{query}"
+            );
+        }
+        assert_eq!(hub.stats().resumed, 0);
+        assert_eq!(hub.stats().snapshots, 2);
+    }
+}
+
+#[tokio::test]
+async fn a_client_of_the_same_server_resumes_from_an_event_or_a_snapshot_without_a_snapshot() {
+    let store = SessionStore::new();
+    let (hub, addr) = start(&layer(&store)).await;
+    let clock = SystemTime::now();
+    let mut ats = vec![Timestamp::default()];
+    for seq in 1..=5 {
+        ats.push(publish_at(&store, &hub, seq, clock));
+    }
+    let mut client = connect(addr).await;
+    let snapshot = next_event(&mut client).await;
+    // The snapshot carries the at of the last event it reflects: a position the hub knows.
+    assert_eq!((snapshot.seq, snapshot.at), (5, ats[5]));
+    for seq in 6..=8 {
+        ats.push(publish_at(&store, &hub, seq, clock));
+    }
+    assert_eq!(seqs(&mut client, 3).await.len(), 3);
+    drop(client);
+
+    let mut from_snapshot = connect_since(addr, &position(5, snapshot.at)).await;
+    let mut from_event = connect_since(addr, &position(7, ats[7])).await;
+    // Unencoded works too (a UTC stamp has no '+').
+    let mut unencoded = connect_since(addr, &format!("?since=7&since_at={}", ats[7])).await;
+    let mut up_to_date = connect_since(addr, &position(8, ats[8])).await;
+    publish_at(&store, &hub, 9, clock);
+    assert_eq!(
+        seqs(&mut from_snapshot, 4).await,
+        [6, 7, 8, 9].map(|seq| (seq, EventType::Delta))
+    );
+    for client in [&mut from_event, &mut unencoded] {
         assert_eq!(
-            next_event(&mut client).await.kind,
-            EventType::Snapshot,
-            "{garbage}"
+            seqs(client, 2).await,
+            [(8, EventType::Delta), (9, EventType::Delta)]
         );
     }
+    assert_eq!(seqs(&mut up_to_date, 1).await, [(9, EventType::Delta)]);
+    assert_eq!(hub.stats().resumed, 4);
+    assert_eq!(hub.stats().snapshots, 1);
+}
+
+#[tokio::test]
+async fn a_since_at_that_is_not_the_events_gets_a_snapshot() {
+    let store = SessionStore::new();
+    let (hub, addr) = start(&layer(&store)).await;
+    let clock = SystemTime::now();
+    let mut ats = vec![Timestamp::default()];
+    for seq in 1..=8 {
+        ats.push(publish_at(&store, &hub, seq, clock));
+    }
+    let one_ns_later = Timestamp::from(ats[7].to_system_time().unwrap() + Duration::from_nanos(1));
+    let cases = [
+        position(7, ats[6]),
+        position(7, one_ns_later),
+        "?since=7&since_at=yesterday".to_owned(),
+        "?since=7&since_at=%ZZ".to_owned(),
+        "?since=7&since_at=".to_owned(),
+        // The retired snapshot_at alone cannot be checked: snapshot, whatever its value.
+        format!("?since=7&snapshot_at={}", ats[7]),
+    ];
+    for query in &cases {
+        let mut client = connect_since(addr, query).await;
+        let first = next_event(&mut client).await;
+        assert_eq!((first.kind, first.seq), (EventType::Snapshot, 8), "{query}");
+    }
+    assert_eq!(hub.stats().resumed, 0);
+    assert_eq!(hub.stats().snapshots, cases.len() as u64);
+}
+
+#[tokio::test]
+async fn since_alone_keeps_the_go_behaviour() {
+    // A Go client (or Last-Event-ID) knows nothing of since_at: its seq is trusted, as
+    // before (and as in Go).
+    let store = SessionStore::new();
+    let (hub, addr) = start(&layer(&store)).await;
+    let clock = SystemTime::now() - Duration::from_secs(3600);
+    for seq in 1..=12 {
+        publish_at(&store, &hub, seq, clock);
+    }
+    let mut client = connect_since(addr, "?since=10").await;
+    assert_eq!(
+        seqs(&mut client, 2).await,
+        [(11, EventType::Delta), (12, EventType::Delta)]
+    );
+    assert_eq!(hub.stats().resumed, 1);
+}
+
+#[tokio::test]
+async fn nodes_serving_the_same_events_accept_each_others_positions() {
+    let clock = SystemTime::now();
+    let node_a = SessionStore::new();
+    let (hub_a, addr_a) = start(&layer(&node_a)).await;
+    let node_b = SessionStore::new();
+    let (hub_b, addr_b) = start(&layer(&node_b)).await;
+    for seq in 1..=6 {
+        let a = publish_at(&node_a, &hub_a, seq, clock);
+        let b = publish_at(&node_b, &hub_b, seq, clock);
+        assert_eq!(a, b);
+    }
+    let mut client = connect(addr_a).await;
+    let snapshot = next_event(&mut client).await;
+    drop(client);
+    let mut client = connect_since(addr_b, &position(snapshot.seq, snapshot.at)).await;
+    publish_at(&node_b, &hub_b, 7, clock);
+    assert_eq!(seqs(&mut client, 1).await, [(7, EventType::Delta)]);
+    assert_eq!(hub_b.stats().resumed, 1);
+}
+
+#[tokio::test]
+async fn the_window_floor_and_a_source_without_at_give_verifiable_positions() {
+    let store = SessionStore::new();
+    // A source that knows seqs but not ats: the hub stamps the snapshot with the at it
+    // recorded for that seq.
+    let source = {
+        let store = store.clone();
+        move || Snapshot {
+            seq: store.seq(),
+            sessions: store.snapshot().sessions,
+            ..Default::default()
+        }
+    };
+    let ws = WsLayer::new(source)
+        .rate_limit(0, 0, Duration::ZERO)
+        .replay_window(3);
+    let (hub, addr) = start(&ws).await;
+    let clock = SystemTime::now();
+    let mut ats = vec![Timestamp::default()];
+    for seq in 1..=10 {
+        ats.push(publish_at(&store, &hub, seq, clock));
+    }
+    let mut client = connect(addr).await;
+    let snapshot = next_event(&mut client).await;
+    assert_eq!((snapshot.seq, snapshot.at), (10, ats[10]));
+    // The window holds 8..=10; 7 is its floor: every event after it is held.
+    let mut at_floor = connect_since(addr, &position(7, ats[7])).await;
+    assert_eq!(
+        seqs(&mut at_floor, 3).await,
+        [8, 9, 10].map(|seq| (seq, EventType::Delta))
+    );
+    let mut below = connect_since(addr, &position(6, ats[6])).await;
+    assert_eq!(next_event(&mut below).await.kind, EventType::Snapshot);
+    assert_eq!(hub.stats().resumed, 1);
 }

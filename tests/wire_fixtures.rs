@@ -3,7 +3,9 @@
 //! re-encode to the same JSON value (numbers compared as written, not through f64),
 //! and re-encode to identical bytes.
 //!
-//! The directory is `../shared/fixtures` next to this crate, or `$AGENTWATCH_FIXTURES_DIR`.
+//! The directory is `tests/fixtures/go` in this crate (vendored: the fixtures are the wire
+//! truth and travel with the code; see its README for how they were made), or
+//! `$AGENTWATCH_FIXTURES_DIR` to check another set.
 
 use std::path::PathBuf;
 
@@ -12,7 +14,7 @@ use agentwatch_ws::{Event, wire};
 fn fixtures_dir() -> PathBuf {
     match std::env::var_os("AGENTWATCH_FIXTURES_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures")),
+        _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go")),
     }
 }
 

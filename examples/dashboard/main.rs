@@ -48,7 +48,6 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
@@ -318,18 +317,10 @@ async fn main() -> ExitCode {
         "simulated monitor running"
     );
 
-    // Small server-push messages: don't let Nagle's algorithm hold them back.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::warn!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal(hub.clone()))
-    .await;
+    // TCP_NODELAY, a deadline on request heads, and connect info for the rate limit.
+    let served = agentwatch_ws::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal(hub.clone()))
+        .await;
 
     simulation.abort();
     // Give the closing handshakes a moment to go out before the runtime goes away.

@@ -192,7 +192,10 @@ impl fmt::Debug for ConnectionLimit {
 
 /// Rounds up to whole seconds, at least 1 (for `Retry-After`).
 pub(crate) fn whole_seconds(duration: Duration) -> u64 {
-    let secs = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    // Saturating: a rate limit with a huge window can ask for `Duration::MAX`.
+    let secs = duration
+        .as_secs()
+        .saturating_add(u64::from(duration.subsec_nanos() > 0));
     secs.max(1)
 }
 

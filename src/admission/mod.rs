@@ -10,7 +10,7 @@
 //! | 3 | origin ([`origin`]) | `403 Forbidden` |
 //! | 4 | authentication ([`auth`]) | `401 Unauthorized` or the extractor's own rejection |
 //! | 5 | connection cap ([`cap`]) | `503 Service Unavailable` + `Retry-After` |
-//! | 6 | WebSocket upgrade | `426 Upgrade Required` (axum's rejection) |
+//! | 6 | WebSocket handshake (RFC 6455 §4.2.1) | `426 Upgrade Required` or `400 Bad Request` |
 //!
 //! Every rejection made here carries a [`Rejected`] response extension naming its
 //! [`RejectReason`], so an outer layer (the one `WsLayer` installs) can count it without

@@ -10,11 +10,20 @@
 //! With an **empty allowlist** ([`OriginPolicy::default`]):
 //!
 //! - no `Origin` header: allowed (non-browser clients such as CLIs do not send one);
-//! - same origin: the Origin's host and port equal the request's `Host` (or, for HTTP/2, the
-//!   URI authority), compared after parsing, case-insensitively, with the port defaulted from
-//!   the Origin's scheme (`https://example.com` matches `Host: example.com:443`);
-//! - `localhost`, `127.0.0.1` and `[::1]` on any port, scheme `http` or `https`: allowed;
+//! - a loopback origin — `localhost`, `*.localhost`, `127.0.0.0/8` or `[::1]`, on any port,
+//!   scheme `http` or `https`: allowed;
+//! - same origin on a **trusted host**: the Origin's host and port equal the request's `Host`
+//!   (or, for HTTP/2, the URI authority), compared after parsing, case-insensitively, with the
+//!   port defaulted from the Origin's scheme (`https://example.com` matches
+//!   `Host: example.com:443`), **and** that host is a loopback name or address (as above) or
+//!   one listed with [`OriginPolicy::with_allowed_hosts`];
 //! - anything else: `403 Forbidden`.
+//!
+//! Why the host must be trusted: with DNS rebinding, a page on `http://attacker.example:3000`
+//! gets its name re-pointed at `127.0.0.1`; its requests then reach a local server with
+//! `Origin: http://attacker.example:3000` and `Host: attacker.example:3000`, which look
+//! same-origin. Only the server knows which names are really its own, so names other than
+//! loopback ones must be listed (`WsLayer::allowed_hosts(["dash.example.com"])`).
 //!
 //! With an **allowlist** ([`OriginPolicy::new`]):
 //!
@@ -37,8 +46,9 @@
 //! `null` explicitly therefore allows `Origin: null` (sent by sandboxed iframes and `file://`
 //! pages, usually a bad idea), and `*` is not a wildcard.
 //!
-//! Behind a proxy that rewrites `Host`, same-origin detection fails; list the public origin
-//! explicitly.
+//! The allowed hosts matter only with an empty allowlist: an allowlist never consults `Host`
+//! (an attacker's page cannot send a listed `Origin`). Behind a proxy that rewrites `Host`,
+//! same-origin detection fails; list the public origin explicitly.
 //!
 //! # Example
 //!
@@ -78,10 +88,14 @@ const MAX_ORIGIN_LEN: usize = 512;
 ///
 /// let any_local = OriginPolicy::default();
 /// let host = HeaderValue::from_static("dash.example.com");
+/// let same_origin = HeaderValue::from_static("https://dash.example.com");
 /// assert!(any_local.is_allowed(None, Some(&host)));
-/// assert!(any_local.is_allowed(Some(&HeaderValue::from_static("https://dash.example.com")), Some(&host)));
 /// assert!(any_local.is_allowed(Some(&HeaderValue::from_static("http://localhost:3000")), Some(&host)));
 /// assert!(!any_local.is_allowed(Some(&HeaderValue::from_static("https://evil.net")), Some(&host)));
+/// // Same origin on a name that is not loopback: possibly DNS rebinding, unless allowed.
+/// assert!(!any_local.is_allowed(Some(&same_origin), Some(&host)));
+/// let dash = OriginPolicy::default().with_allowed_hosts(["dash.example.com"]);
+/// assert!(dash.is_allowed(Some(&same_origin), Some(&host)));
 ///
 /// let listed = OriginPolicy::new(["https://app.example.com"]);
 /// assert!(listed.is_allowed(Some(&HeaderValue::from_static("https://app.example.com:443")), None));
@@ -91,6 +105,14 @@ const MAX_ORIGIN_LEN: usize = 512;
 #[derive(Clone, Default)]
 pub struct OriginPolicy {
     entries: Arc<[Entry]>,
+    /// Hosts trusted for same-origin requests besides loopback ones.
+    hosts: Arc<[HostEntry]>,
+}
+
+/// An allowed host: the name as given, and its parse (`None` when invalid: matches nothing).
+struct HostEntry {
+    raw: Box<str>,
+    parsed: Option<Authority>,
 }
 
 struct Entry {
@@ -124,7 +146,64 @@ impl OriginPolicy {
             .collect();
         Self {
             entries: entries.into(),
+            hosts: Arc::default(),
         }
+    }
+
+    /// The same policy, also trusting these `Host` values for same-origin requests (with an
+    /// empty allowlist; see the [module docs](self)). An entry is `host` (any port) or
+    /// `host:port` (that port only): a name (compared case-insensitively), an IPv4 address or
+    /// a bracketed IPv6 address, as in a `Host` header. Replaces any hosts set before. An
+    /// invalid entry matches nothing and is logged at `warn`.
+    ///
+    /// ```
+    /// use agentwatch_ws::admission::origin::OriginPolicy;
+    /// use http::HeaderValue;
+    ///
+    /// let policy = OriginPolicy::default().with_allowed_hosts(["dash.example.com", "10.0.0.5:8080"]);
+    /// let allowed = |origin: &'static str, host: &'static str| {
+    ///     policy.is_allowed(Some(&HeaderValue::from_static(origin)), Some(&HeaderValue::from_static(host)))
+    /// };
+    /// assert!(allowed("https://dash.example.com", "dash.example.com"));
+    /// assert!(allowed("http://DASH.example.com:3000", "dash.example.com:3000"));
+    /// assert!(allowed("http://10.0.0.5:8080", "10.0.0.5:8080"));
+    /// assert!(!allowed("http://10.0.0.5:9090", "10.0.0.5:9090"));
+    /// assert!(!allowed("http://attacker.example:3000", "attacker.example:3000"));
+    /// ```
+    pub fn with_allowed_hosts<I>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let hosts: Vec<HostEntry> = hosts
+            .into_iter()
+            .map(|host| {
+                let raw: Box<str> = host.as_ref().trim().into();
+                let parsed = Authority::parse(&raw);
+                if parsed.is_none() {
+                    tracing::warn!(host = ?raw, "allowed host is not a valid host[:port]; it matches nothing");
+                }
+                HostEntry { raw, parsed }
+            })
+            .collect();
+        self.hosts = hosts.into();
+        self
+    }
+
+    /// The allowed hosts, trimmed, as given.
+    pub fn allowed_hosts(&self) -> impl Iterator<Item = &str> + '_ {
+        self.hosts.iter().map(|host| &*host.raw)
+    }
+
+    /// Whether `host` (as parsed from a `Host` header) may serve same-origin pages.
+    fn trusts_host(&self, host: &Authority) -> bool {
+        host.host.is_loopback()
+            || self.hosts.iter().any(|entry| {
+                entry.parsed.as_ref().is_some_and(|allowed| {
+                    allowed.host == host.host
+                        && (allowed.port.is_none() || allowed.port == host.port)
+                })
+            })
     }
 
     /// Whether the allowlist is empty (same-origin and localhost mode).
@@ -147,7 +226,7 @@ impl OriginPolicy {
             let Some(origin) = origin.to_str().ok().and_then(Origin::parse) else {
                 return false;
             };
-            if origin.host.is_loopback_name() {
+            if origin.host.is_loopback() {
                 return true;
             }
             let Some(host) = host
@@ -158,6 +237,7 @@ impl OriginPolicy {
             };
             host.host == origin.host
                 && host.port.unwrap_or_else(|| origin.scheme.default_port()) == origin.port
+                && self.trusts_host(&host)
         } else {
             let Some(origin) = origin else {
                 return false;
@@ -183,6 +263,7 @@ impl fmt::Debug for OriginPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OriginPolicy")
             .field("allowlist", &self.allowlist().collect::<Vec<_>>())
+            .field("allowed_hosts", &self.allowed_hosts().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -210,12 +291,12 @@ enum Host {
 }
 
 impl Host {
-    fn is_loopback_name(&self) -> bool {
+    /// `localhost` and its subdomains (RFC 6761 §6.3: they resolve to loopback, and browsers
+    /// never send them to DNS), `127.0.0.0/8`, `::1` and `::ffff:127.0.0.0/104`.
+    fn is_loopback(&self) -> bool {
         match self {
-            Host::Name(name) => &**name == "localhost",
-            Host::Ip(ip) => {
-                *ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || *ip == IpAddr::V6(Ipv6Addr::LOCALHOST)
-            }
+            Host::Name(name) => &**name == "localhost" || name.ends_with(".localhost"),
+            Host::Ip(ip) => ip.to_canonical().is_loopback(),
         }
     }
 }
@@ -434,8 +515,69 @@ mod tests {
         HeaderValue::from_static(s)
     }
 
+    /// The default policy with the hosts the same-origin tests use allowed.
     fn default_allows(origin: &'static str, host: &'static str) -> bool {
+        OriginPolicy::default()
+            .with_allowed_hosts(["dash.example.com", "192.0.2.1", "[2001:db8::1]"])
+            .is_allowed(Some(&hv(origin)), Some(&hv(host)))
+    }
+
+    fn default_only_allows(origin: &'static str, host: &'static str) -> bool {
         OriginPolicy::default().is_allowed(Some(&hv(origin)), Some(&hv(host)))
+    }
+
+    #[test]
+    fn same_origin_on_a_host_nobody_allowed_is_dns_rebinding() {
+        // A page on a name re-pointed at this server: same-origin in form, but the name is
+        // not ours.
+        for (origin, host) in [
+            ("http://attacker.example:3000", "attacker.example:3000"),
+            ("https://attacker.example", "attacker.example"),
+            ("http://dash.example.com", "dash.example.com"),
+            ("http://192.0.2.1:8080", "192.0.2.1:8080"),
+            (
+                "http://localhost.attacker.example",
+                "localhost.attacker.example",
+            ),
+        ] {
+            assert!(!default_only_allows(origin, host), "{origin} / {host}");
+        }
+        // Loopback hosts are always ours, with or without a port, IPv6 bracketed.
+        for (origin, host) in [
+            ("http://localhost:3000", "localhost:3000"),
+            ("http://localhost", "localhost"),
+            ("http://dash.localhost:3000", "dash.localhost:3000"),
+            ("http://127.0.0.1:3000", "127.0.0.1:3000"),
+            ("http://127.0.0.1", "127.0.0.1"),
+            ("http://127.8.9.10:3000", "127.8.9.10:3000"),
+            ("http://[::1]:3000", "[::1]:3000"),
+            ("http://[::1]", "[::1]"),
+        ] {
+            assert!(default_only_allows(origin, host), "{origin} / {host}");
+        }
+        // An allowed host with a port trusts that port only; an invalid entry matches nothing.
+        let p = OriginPolicy::default().with_allowed_hosts(["dash.example.com:8080", "bad host"]);
+        assert_eq!(
+            p.allowed_hosts().collect::<Vec<_>>(),
+            ["dash.example.com:8080", "bad host"]
+        );
+        let allowed = |origin, host| p.is_allowed(Some(&hv(origin)), Some(&hv(host)));
+        assert!(allowed(
+            "http://dash.example.com:8080",
+            "dash.example.com:8080"
+        ));
+        assert!(!allowed(
+            "http://dash.example.com:9090",
+            "dash.example.com:9090"
+        ));
+        assert!(!allowed("http://dash.example.com", "dash.example.com"));
+        // An allowlist ignores allowed hosts (it never consults Host).
+        let listed =
+            OriginPolicy::new(["https://app.example.com"]).with_allowed_hosts(["dash.example.com"]);
+        assert!(!listed.is_allowed(
+            Some(&hv("http://dash.example.com")),
+            Some(&hv("dash.example.com"))
+        ));
     }
 
     #[test]
@@ -499,7 +641,7 @@ mod tests {
             "dash.example.com.evil.net"
         ));
         // No Host: only localhost passes.
-        let p = OriginPolicy::default();
+        let p = OriginPolicy::default().with_allowed_hosts(["dash.example.com"]);
         assert!(!p.is_allowed(Some(&hv("https://dash.example.com")), None));
         // A garbage Host never matches.
         assert!(!default_allows(
@@ -522,6 +664,8 @@ mod tests {
             "https://127.0.0.1",
             "http://[::1]:8080",
             "http://[0:0:0:0:0:0:0:1]",
+            "http://127.0.0.2",
+            "http://app.localhost:3000",
         ] {
             assert!(
                 OriginPolicy::default().is_allowed(
@@ -534,7 +678,8 @@ mod tests {
         for origin in [
             "http://localhost.evil.net",
             "http://evil-localhost",
-            "http://127.0.0.2",
+            "http://localhost.",
+            "http://128.0.0.1",
             "http://127.1",
             "ftp://localhost",
             "ws://localhost",
@@ -756,8 +901,15 @@ mod tests {
 
     #[tokio::test]
     async fn layer_same_origin_uses_host_then_uri_authority() {
+        let dash = || OriginPolicy::default().with_allowed_hosts(["dash.example.com"]);
         let res = call(
             app(OriginPolicy::default()),
+            request(Some("https://dash.example.com"), Some("dash.example.com")),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        let res = call(
+            app(dash()),
             request(Some("https://dash.example.com"), Some("dash.example.com")),
         )
         .await;
@@ -770,7 +922,7 @@ mod tests {
             .unwrap();
         req.extensions_mut()
             .insert(ConnectInfo("198.51.100.7:1".parse::<SocketAddr>().unwrap()));
-        let res = call(app(OriginPolicy::default()), req).await;
+        let res = call(app(dash()), req).await;
         assert_eq!(res.status(), StatusCode::OK);
     }
 

@@ -680,6 +680,7 @@ mod tests {
         assert_eq!(whole_seconds(Duration::from_millis(5001)), 6);
         assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
         assert_eq!(whole_seconds(Duration::ZERO), 1);
+        assert_eq!(whole_seconds(Duration::MAX), u64::MAX);
         // 7 per minute: 8.571428571 s per token, sent as 9.
         let (l, t0) = setup(RateLimit::new(7, 1, secs(60)));
         l.check(ip("192.0.2.1"), t0).unwrap();

@@ -23,9 +23,9 @@ use tungstenite::error::{Error as WsError, ProtocolError};
 
 use crate::admission::auth::Identity;
 use crate::admission::cap::ConnectionPermit;
-use crate::hub::{Frame, Hub, LagPolicy, Signal, Start};
+use crate::hub::{Frame, Hub, LagPolicy, Position, Signal, Start};
 use crate::sink::SnapshotSource;
-use crate::wire::{self, Event, EventType, Timestamp};
+use crate::wire::{self, Event, EventType};
 
 mod frame;
 mod socket;
@@ -58,8 +58,8 @@ pub(crate) struct ConnConfig {
 pub(crate) struct ClientInfo {
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) identity: Identity,
-    /// The last seq the client says it applied (`?since=`), if any.
-    pub(crate) since: Option<u64>,
+    /// The last event the client says it applied (`?since=` and `since_at`), if any.
+    pub(crate) since: Option<Position>,
 }
 
 /// Why a connection ended.
@@ -330,7 +330,7 @@ async fn run(
     hub: &Hub,
     source: &dyn SnapshotSource,
     config: &ConnConfig,
-    since: Option<u64>,
+    since: Option<Position>,
     registration: &Registration,
 ) -> End {
     let counters = &hub.shared.counters;
@@ -344,7 +344,7 @@ async fn run(
         Start::Resume { events, missed } => {
             counters.resumed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
-                since,
+                since = since.map(|position| position.seq),
                 missed = missed.len(),
                 "resuming from the replay window"
             );
@@ -496,7 +496,8 @@ async fn run(
 fn queue_snapshot(out: &mut Outbox, hub: &Hub, source: &dyn SnapshotSource) -> Result<u64, End> {
     let counters = &hub.shared.counters;
     let snapshot = source.snapshot();
-    let at = Timestamp::now();
+    // The `at` of the last event the snapshot reflects: a client can resume from it.
+    let at = hub.snapshot_at(snapshot.seq, snapshot.at);
     let event = Event {
         seq: snapshot.seq,
         at,

@@ -73,11 +73,15 @@
 //! - [`WsLayer`]: the builder and the axum [`Router`](axum::Router) it returns.
 //! - [`metrics`] (feature `metrics`, on by default): the hub's counters through the `metrics`
 //!   facade, for Prometheus and other exporters.
+//! - [`broker`] (feature `redis`): several server nodes fed from one producer through Redis
+//!   Streams, with checkpoints, so `?since=` resume works on any node.
 //! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
 //!   limit, each a tower layer usable on its own.
 #![warn(missing_docs)]
 
 pub mod admission;
+#[cfg(feature = "redis")]
+pub mod broker;
 mod conn;
 mod hub;
 mod layer;

@@ -80,6 +80,17 @@ impl Keys {
             .unwrap()
     }
 
+    /// Deletes the stream and the checkpoint, as a Redis restarted without persistence
+    /// would have lost them.
+    fn lose(&self) {
+        let key = &self.0;
+        let _: usize = redis::cmd("DEL")
+            .arg(key)
+            .arg(format!("{key}:checkpoint"))
+            .query(&mut control())
+            .unwrap();
+    }
+
     /// Trims the stream to its last `keep` entries, exactly.
     fn trim(&self, keep: usize) {
         let _: usize = redis::cmd("XTRIM")
@@ -264,13 +275,13 @@ struct Node {
     follower: FollowerHandle,
 }
 
-async fn node(keys: &Keys, url: &str) -> Node {
-    let node = node_unready(keys, url).await;
+async fn start_node(keys: &Keys, url: &str) -> Node {
+    let node = start_node_unready(keys, url).await;
     within("node built from the broker", node.follower.ready()).await;
     node
 }
 
-async fn node_unready(keys: &Keys, url: &str) -> Node {
+async fn start_node_unready(keys: &Keys, url: &str) -> Node {
     let store = SessionStore::new();
     let ws = WsLayer::new(store.clone()).rate_limit(0, 0, Duration::ZERO);
     let hub = ws.hub();
@@ -420,10 +431,10 @@ async fn every_node_serves_the_producers_state_and_events_byte_for_byte() {
     flushed(&producer).await;
 
     // Two nodes now, a third after more events: it starts from a later checkpoint.
-    let mut nodes = vec![node(&keys, &url).await, node(&keys, &url).await];
+    let mut nodes = vec![start_node(&keys, &url).await, start_node(&keys, &url).await];
     producer.publish_range(26..=40);
     flushed(&producer).await;
-    nodes.push(node(&keys, &url).await);
+    nodes.push(start_node(&keys, &url).await);
     for node in &nodes {
         until_seq(node, 40).await;
         assert_eq!(node.store.snapshot(), producer.store.snapshot());
@@ -462,8 +473,8 @@ async fn a_client_resumes_on_another_node_with_exactly_the_missed_events() {
     let url = redis_url();
     let producer = Producer::new(publisher(&keys, &url));
     producer.publish_range(1..=12);
-    let a = node(&keys, &url).await;
-    let b = node(&keys, &url).await;
+    let a = start_node(&keys, &url).await;
+    let b = start_node(&keys, &url).await;
     until_seq(&a, 12).await;
 
     let mut client = connect(a.addr).await;
@@ -513,7 +524,7 @@ async fn a_broker_outage_loses_nothing_and_costs_no_snapshot() {
     let producer = Producer::new(publisher(&keys, &proxy.url));
     producer.publish_range(1..=10);
     flushed(&producer).await;
-    let node = node(&keys, &proxy.url).await;
+    let node = start_node(&keys, &proxy.url).await;
     let mut client = connect(node.addr).await;
     let mut view = View::default();
     view.read_until(&mut client, 10).await;
@@ -548,7 +559,7 @@ async fn a_node_started_while_the_broker_is_down_builds_once_it_is_back() {
     flushed(&producer).await;
     let proxy = Proxy::start().await;
     proxy.cut();
-    let node = node_unready(&keys, &proxy.url).await;
+    let node = start_node_unready(&keys, &proxy.url).await;
     // A negative can only be watched for a while: a few of the follower's retries.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!node.follower.is_ready(), "ready without a broker");
@@ -568,7 +579,7 @@ async fn a_trimmed_position_gives_connected_clients_a_snapshot() {
     let producer = Producer::new(publisher(&keys, &url));
     producer.publish_range(1..=15);
     flushed(&producer).await;
-    let serving = node(&keys, &proxy.url).await;
+    let serving = start_node(&keys, &proxy.url).await;
     let mut client = connect(serving.addr).await;
     let mut view = View::default();
     view.read_until(&mut client, 15).await;
@@ -592,9 +603,42 @@ async fn a_trimmed_position_gives_connected_clients_a_snapshot() {
 
     // A node started now builds from the checkpoint: the stream no longer starts at 1.
     assert!(keys.stream_len() < 65);
-    let late = node(&keys, &url).await;
+    let late = start_node(&keys, &url).await;
     until_seq(&late, 65).await;
     assert_eq!(late.store.snapshot(), producer.store.snapshot());
+}
+
+#[tokio::test]
+async fn a_lost_stream_is_replaced_by_a_resync_from_the_producer() {
+    let _ = control();
+    let keys = Keys::new();
+    let url = redis_url();
+    let producer = Producer::new(publisher(&keys, &url));
+    producer.publish_range(1..=20);
+    flushed(&producer).await;
+    let node = start_node(&keys, &url).await;
+    let mut client = connect(node.addr).await;
+    let mut view = View::default();
+    view.read_to(&mut client, &producer.store).await;
+
+    // The broker loses everything; the producer goes on.
+    keys.lose();
+    producer.publish_range(21..=30);
+    flushed(&producer).await;
+    let publisher = producer.publisher.clone();
+    eventually("the producer resyncs", || publisher.stats().resyncs == 1).await;
+    let stats = producer.publisher.stats();
+    assert_eq!(stats.dropped, 0);
+    assert!(stats.superseded > 0, "{stats:?}");
+
+    view.read_to(&mut client, &producer.store).await;
+    assert_eq!(view.snapshots, 2, "{:?}", view.kinds());
+    producer.publish_range(31..=35);
+    view.read_to(&mut client, &producer.store).await;
+    let late = start_node(&keys, &url).await;
+    until_seq(&late, 35).await;
+    assert_eq!(late.store.snapshot(), producer.store.snapshot());
+    assert_eq!(node.store.snapshot(), producer.store.snapshot());
 }
 
 #[tokio::test]
@@ -611,7 +655,7 @@ async fn a_full_producer_queue_drops_counts_and_resyncs_followers() {
     // Fewer than the queue holds: nothing dropped yet.
     producer.publish_range(1..=3);
     flushed(&producer).await;
-    let node = node(&keys, &url).await;
+    let node = start_node(&keys, &url).await;
     let mut client = connect(node.addr).await;
     let mut view = View::default();
     view.read_until(&mut client, 3).await;
@@ -651,7 +695,7 @@ async fn a_producer_restart_with_lower_seqs_reaches_every_node_in_stream_order()
     let first = Producer::new(publisher(&keys, &url));
     first.publish_range(1..=30);
     flushed(&first).await;
-    let node = node(&keys, &url).await;
+    let node = start_node(&keys, &url).await;
     until_seq(&node, 30).await;
     drop(first);
 

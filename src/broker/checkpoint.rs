@@ -3,7 +3,7 @@
 use crate::sink::Snapshot;
 use crate::wire::{self, Event, Health, Timestamp};
 
-use super::{BrokerError, EntryId};
+use super::{BrokerError, EntryId, Record};
 
 /// The state at one stream entry, from which a node starts without replaying the stream from
 /// its beginning.
@@ -39,6 +39,15 @@ impl Image {
             snapshot: wire::to_vec(&event)?,
             health: wire::to_vec(&snapshot.health)?,
         })
+    }
+
+    /// The resync record carrying this image.
+    pub(crate) fn record(&self) -> Record {
+        Record {
+            seq: self.seq,
+            event: self.snapshot.clone(),
+            health: Some(self.health.clone()),
+        }
     }
 
     pub(crate) fn at(self, entry: EntryId) -> Checkpoint {

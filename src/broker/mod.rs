@@ -52,6 +52,9 @@
 //!   with backoff. Past the bound, events are dropped *and counted*
 //!   ([`BrokerSinkStats::dropped`]), and once the queue has room again the producer appends a
 //!   resync entry carrying the full state, so every follower recovers through a snapshot.
+//! - The stream lost (deleted, or Redis restarted without persistence): the producer's next
+//!   append finds it empty, and appends a resync and a checkpoint instead of its queue
+//!   (which the resync covers); followers see the gap and rebuild from it.
 //! - The producer restarting with seqs going back: followers forward in stream order; each
 //!   node's hub applies its reset rule.
 //!
@@ -110,9 +113,13 @@ pub trait Broker: Send + Sync + 'static {
     /// Appends `records` in order and returns the id of the last one. `batch` identifies the
     /// call: appending again with the batch id of the last successful append must not append
     /// twice (it returns the same id), so a retry after an unknown outcome is safe.
+    ///
+    /// With `continues` (the producer appended before), an empty stream means its entries
+    /// were lost: nothing is appended and the answer is [`BrokerError::StreamLost`].
     fn append(
         &self,
         batch: &str,
+        continues: bool,
         records: &[Record],
     ) -> impl Future<Output = Result<EntryId, BrokerError>> + Send;
 
@@ -151,6 +158,9 @@ pub enum BrokerError {
     /// The broker answered something this crate cannot read: a foreign or corrupt entry or
     /// checkpoint. Carries what was wrong, never the payload.
     Malformed(String),
+    /// An append that continues the stream found it empty: it was deleted, or the broker
+    /// restarted without its data. The producer answers with a resync.
+    StreamLost,
 }
 
 impl fmt::Display for BrokerError {
@@ -158,6 +168,7 @@ impl fmt::Display for BrokerError {
         match self {
             BrokerError::Unavailable(e) => write!(f, "broker unavailable: {e}"),
             BrokerError::Malformed(what) => write!(f, "malformed broker data: {what}"),
+            BrokerError::StreamLost => f.write_str("the stream lost the producer's entries"),
         }
     }
 }
@@ -166,7 +177,7 @@ impl std::error::Error for BrokerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             BrokerError::Unavailable(e) => Some(&**e),
-            BrokerError::Malformed(_) => None,
+            BrokerError::Malformed(_) | BrokerError::StreamLost => None,
         }
     }
 }

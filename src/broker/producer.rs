@@ -1,8 +1,9 @@
 //! The producer side: [`BrokerSink`], an [`EventSink`] that appends every event to the
 //! broker from a background task, and keeps the checkpoint.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
@@ -13,7 +14,7 @@ use crate::wire::{self, Event};
 
 use super::backoff::Link;
 use super::checkpoint::Image;
-use super::{Broker, EntryId, Record};
+use super::{Broker, BrokerError, EntryId, Record};
 
 /// Default bound of the queue between [`EventSink::handle_event`] and the append task.
 pub const DEFAULT_BUFFER: usize = 8192;
@@ -67,6 +68,12 @@ struct Shared {
     tx: mpsc::Sender<Item>,
     checkpoint_every: u64,
     checkpoint_interval: Duration,
+    stats: Arc<Stats>,
+}
+
+/// Shared with the append task, which must not keep the queue's sender alive.
+#[derive(Default)]
+struct Stats {
     counters: Counters,
     appended_changed: Notify,
 }
@@ -87,6 +94,7 @@ struct Counters {
     resyncs: AtomicU64,
     checkpoints: AtomicU64,
     retries: AtomicU64,
+    superseded: AtomicU64,
 }
 
 enum Item {
@@ -150,10 +158,14 @@ impl<B: Broker> BrokerSinkBuilder<B> {
             tx,
             checkpoint_every,
             checkpoint_interval: self.checkpoint_interval,
-            counters: Counters::default(),
-            appended_changed: Notify::new(),
+            stats: Arc::default(),
         });
-        tokio::spawn(run(self.broker, rx, Arc::downgrade(&shared)));
+        tokio::spawn(run(
+            self.broker,
+            rx,
+            Arc::downgrade(&shared),
+            shared.stats.clone(),
+        ));
         BrokerSink { shared }
     }
 }
@@ -174,6 +186,9 @@ pub struct BrokerSinkStats {
     pub checkpoints: u64,
     /// Broker operations retried after a failure.
     pub retries: u64,
+    /// Queued events replaced by a resync because the stream had lost this producer's
+    /// entries (the stream was deleted, or the broker restarted without its data).
+    pub superseded: u64,
 }
 
 impl std::fmt::Debug for BrokerSink {
@@ -197,7 +212,7 @@ impl BrokerSink {
 
     /// The counters.
     pub fn stats(&self) -> BrokerSinkStats {
-        let c = &self.shared.counters;
+        let c = &self.shared.stats.counters;
         BrokerSinkStats {
             queued: c.queued.load(Ordering::Relaxed),
             appended: c.appended.load(Ordering::Relaxed),
@@ -205,18 +220,22 @@ impl BrokerSink {
             resyncs: c.resyncs.load(Ordering::Relaxed),
             checkpoints: c.checkpoints.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
+            superseded: c.superseded.load(Ordering::Relaxed),
         }
     }
 
-    /// Waits until every event queued before the call is appended. Does not return while
-    /// the broker is unreachable: wrap it in a timeout.
+    /// Waits until every event queued before the call is appended (or superseded by a
+    /// resync). Does not return while the broker is unreachable: wrap it in a timeout.
     pub async fn flush(&self) {
-        let target = self.shared.counters.queued.load(Ordering::SeqCst);
+        let stats = &self.shared.stats;
+        let target = stats.counters.queued.load(Ordering::SeqCst);
         loop {
-            let notified = self.shared.appended_changed.notified();
+            let notified = stats.appended_changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.shared.counters.appended.load(Ordering::SeqCst) >= target {
+            let done = stats.counters.appended.load(Ordering::SeqCst)
+                + stats.counters.superseded.load(Ordering::SeqCst);
+            if done >= target {
                 return;
             }
             notified.await;
@@ -264,7 +283,7 @@ impl EventSink for BrokerSink {
             source,
         })?;
         let shared = &self.shared;
-        let counters = &shared.counters;
+        let counters = &shared.stats.counters;
         // One lock over fold + enqueue: the queue order is the fold order, so an image taken
         // here reflects exactly the events queued before it.
         let mut state = self.state();
@@ -339,8 +358,13 @@ fn dropped(
 }
 
 /// The append task: drains the queue in order, in batches, until every [`BrokerSink`] clone
-/// is dropped.
-async fn run<B: Broker>(broker: B, mut rx: mpsc::Receiver<Item>, shared: std::sync::Weak<Shared>) {
+/// is dropped and the queue is empty.
+async fn run<B: Broker>(
+    broker: B,
+    mut rx: mpsc::Receiver<Item>,
+    shared: Weak<Shared>,
+    stats: Arc<Stats>,
+) {
     let producer = format!(
         "{}-{}",
         std::process::id(),
@@ -348,101 +372,132 @@ async fn run<B: Broker>(broker: B, mut rx: mpsc::Receiver<Item>, shared: std::sy
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     );
+    let counters = &stats.counters;
     let mut batches = 0u64;
     let mut link = Link::new("producer");
     let mut last: Option<EntryId> = None;
-    let mut pending: Vec<Item> = Vec::new();
+    let mut pending: VecDeque<Item> = VecDeque::new();
     loop {
         if pending.is_empty() {
             match tokio::time::timeout(IDLE_TICK, rx.recv()).await {
-                Ok(Some(item)) => pending.push(item),
+                Ok(Some(item)) => pending.push_back(item),
                 Ok(None) => return,
-                Err(_) => {
-                    let Some(shared) = shared.upgrade() else {
-                        return;
-                    };
-                    if let Some(item) = idle(&shared, &rx) {
-                        pending.push(item);
-                    } else {
-                        continue;
-                    }
-                }
+                Err(_) => match shared.upgrade().and_then(|shared| idle(&shared, &rx)) {
+                    Some(item) => pending.push_back(item),
+                    None => continue,
+                },
             }
             while pending.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(item) => pending.push(item),
+                    Ok(item) => pending.push_back(item),
                     Err(_) => break,
                 }
             }
         }
-        let Some(shared) = shared.upgrade() else {
-            // Every sink is gone: finish the queue anyway, with nobody left to count it.
-            return;
-        };
         // The next group: events (and at most one resync, last) up to the next checkpoint.
         let mut records = Vec::new();
         let mut events = 0u64;
-        let mut resync = None;
-        let mut taken = 0;
-        for item in &pending {
+        let mut checkpoint = None;
+        while let Some(item) = pending.pop_front() {
             match item {
                 Item::Event(record) => {
-                    records.push(record.clone());
+                    records.push(record);
                     events += 1;
-                    taken += 1;
                 }
                 Item::Resync(image) => {
-                    records.push(Record {
-                        seq: image.seq,
-                        event: image.snapshot.clone(),
-                        health: Some(image.health.clone()),
-                    });
-                    resync = Some(image.clone());
-                    taken += 1;
+                    records.push(image.record());
+                    checkpoint = Some(image);
                     break;
                 }
-                Item::Checkpoint(_) => break,
+                Item::Checkpoint(image) if records.is_empty() => {
+                    checkpoint = Some(image);
+                    break;
+                }
+                Item::Checkpoint(image) => {
+                    pending.push_front(Item::Checkpoint(image));
+                    break;
+                }
             }
         }
-        let mut checkpoint = None;
-        if records.is_empty() {
-            if let Some(Item::Checkpoint(image)) = pending.first() {
-                checkpoint = Some(image.clone());
-            }
-            taken = 1;
-        } else {
+        if !records.is_empty() {
             batches += 1;
             let batch = format!("{producer}:{batches}");
+            let continues = last.is_some();
             let id = loop {
-                match broker.append(&batch, &records).await {
-                    Ok(id) => break id,
+                match broker.append(&batch, continues, &records).await {
+                    Ok(id) => break Some(id),
+                    Err(BrokerError::StreamLost) => break None,
                     Err(error) => {
-                        shared.counters.retries.fetch_add(1, Ordering::Relaxed);
+                        counters.retries.fetch_add(1, Ordering::Relaxed);
                         link.failed(&error).await;
                     }
                 }
             };
             link.ok();
-            last = Some(id);
-            shared.counters.appended.fetch_add(events, Ordering::SeqCst);
-            if resync.is_some() {
-                shared.counters.resyncs.fetch_add(1, Ordering::Relaxed);
+            match id {
+                Some(id) => {
+                    last = Some(id);
+                    counters.appended.fetch_add(events, Ordering::SeqCst);
+                    if checkpoint.is_some() {
+                        counters.resyncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => {
+                    // Whatever is queued is in the private store already: one resync with
+                    // it replaces the lost stream's state, this group and the queue.
+                    let Some(image) = shared
+                        .upgrade()
+                        .and_then(|shared| lost(&shared, &mut rx, &mut pending, events, counters))
+                    else {
+                        return;
+                    };
+                    last = None;
+                    pending.push_front(Item::Resync(image));
+                    continue;
+                }
             }
-            shared.appended_changed.notify_waiters();
-            checkpoint = resync;
+            stats.appended_changed.notify_waiters();
         }
-        pending.drain(..taken);
         if let (Some(image), Some(entry)) = (checkpoint, &last) {
             let checkpoint = image.at(entry.clone());
             while let Err(error) = broker.write_checkpoint(&checkpoint).await {
-                shared.counters.retries.fetch_add(1, Ordering::Relaxed);
+                counters.retries.fetch_add(1, Ordering::Relaxed);
                 link.failed(&error).await;
             }
             link.ok();
-            shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+            counters.checkpoints.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(seq = checkpoint.seq, entry = %checkpoint.entry, "checkpoint written");
         }
     }
+}
+
+/// The stream lost the producer's entries (deleted, or the broker restarted without its
+/// data): drops the group and the queue, which the private store reflects already, and
+/// returns the image that replaces them.
+fn lost(
+    shared: &Shared,
+    rx: &mut mpsc::Receiver<Item>,
+    pending: &mut VecDeque<Item>,
+    group: u64,
+    counters: &Counters,
+) -> Option<Image> {
+    let mut state = shared.state();
+    let mut superseded = group;
+    let queued = pending
+        .drain(..)
+        .chain(std::iter::from_fn(|| rx.try_recv().ok()));
+    for item in queued {
+        if let Item::Event(_) = item {
+            superseded += 1;
+        }
+    }
+    counters.superseded.fetch_add(superseded, Ordering::SeqCst);
+    state.resync = false;
+    tracing::warn!(
+        superseded,
+        "the broker stream lost this producer's entries (deleted, or the broker restarted empty): appending a resync with the whole state"
+    );
+    state.image()
 }
 
 /// With nothing queued: a pending resync, or a checkpoint of changes older than the interval.

@@ -20,8 +20,9 @@ const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// stream, read inside the script, so it is exact whoever appended before. The batch id kept
 /// in `KEYS[2]` makes a retried batch a no-op that returns the same last id.
 ///
-/// KEYS: stream, append-state hash. ARGV: max_len, batch id, then (seq, event, health) per
-/// record, health empty for an ordinary event.
+/// KEYS: stream, append-state hash. ARGV: max_len, batch id, continues ('1': an empty stream
+/// means it was lost: append nothing, answer ''), then (seq, event, health) per record,
+/// health empty for an ordinary event.
 const APPEND_SCRIPT: &str = r#"
 if redis.call('HGET', KEYS[2], 'batch') == ARGV[2] then
   return redis.call('HGET', KEYS[2], 'last')
@@ -29,7 +30,8 @@ end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local prev = ''
 if #last > 0 then prev = last[1][1] end
-for i = 3, #ARGV, 3 do
+if prev == '' and ARGV[3] == '1' then return '' end
+for i = 4, #ARGV, 3 do
   if ARGV[i + 2] == '' then
     prev = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
       'seq', ARGV[i], 'prev', prev, 'event', ARGV[i + 1])
@@ -177,23 +179,34 @@ fn unavailable(e: redis::RedisError) -> BrokerError {
 }
 
 impl Broker for RedisBroker {
-    async fn append(&self, batch: &str, records: &[Record]) -> Result<EntryId, BrokerError> {
+    async fn append(
+        &self,
+        batch: &str,
+        continues: bool,
+        records: &[Record],
+    ) -> Result<EntryId, BrokerError> {
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(&self.stream)
             .key(&self.append_key)
             .arg(self.max_len)
-            .arg(batch);
+            .arg(batch)
+            .arg(if continues { "1" } else { "0" });
         for record in records {
             invocation
                 .arg(record.seq)
                 .arg(&record.event[..])
                 .arg(record.health.as_deref().unwrap_or(b""));
         }
-        self.with_conn(self.response_timeout, |mut conn| async move {
-            invocation.invoke_async::<String>(&mut conn).await
-        })
-        .await
+        let last: String = self
+            .with_conn(self.response_timeout, |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        if last.is_empty() {
+            return Err(BrokerError::StreamLost);
+        }
+        Ok(last)
     }
 
     async fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), BrokerError> {

@@ -326,27 +326,94 @@ fn parse_entry(value: Value) -> Result<Entry, BrokerError> {
         Some(Value::Array(fields)) => fields,
         _ => return Err(malformed("fields")),
     };
-    let (mut seq, mut prev, mut event, mut health) = (None, None, None, None);
+    // A field that is missing or unreadable (a foreign writer) leaves the entry without an
+    // event: the follower counts it as malformed and moves past it, rather than stalling on a
+    // read that can never succeed.
+    let (mut seq, mut prev, mut event, mut health) = (0, String::new(), Vec::new(), None);
     let mut fields = fields.into_iter();
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
         let (Value::BulkString(name), Value::BulkString(value)) = (name, value) else {
-            return Err(malformed("field type"));
+            continue;
         };
         match &name[..] {
-            b"seq" => seq = Some(parse_seq(&value).ok_or_else(|| malformed("seq"))?),
-            b"prev" => prev = Some(String::from_utf8(value).map_err(|_| malformed("prev"))?),
-            b"event" => event = Some(value),
+            b"seq" => seq = parse_seq(&value).unwrap_or(0),
+            b"prev" => prev = String::from_utf8(value).unwrap_or_default(),
+            b"event" => event = value,
             b"health" => health = Some(value),
             // Unknown fields are left for newer writers.
             _ => {}
         }
     }
-    let (Some(seq), Some(event)) = (seq, event) else {
-        return Err(malformed(&format!("{id}: missing seq or event")));
-    };
     Ok(Entry {
         id,
-        prev: prev.unwrap_or_default(),
+        prev,
         record: Record { seq, event, health },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    // Here unwrap() is an assertion on values the test itself built.
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn entry(id: &str, fields: &[(&str, &str)]) -> Value {
+        Value::Array(vec![
+            bulk(id),
+            Value::Array(
+                fields
+                    .iter()
+                    .flat_map(|(k, v)| [bulk(k), bulk(v)])
+                    .collect(),
+            ),
+        ])
+    }
+
+    #[test]
+    fn parses_xread_replies_in_resp2_and_resp3_and_nil() {
+        let entries = Value::Array(vec![
+            entry("1-0", &[("seq", "7"), ("prev", ""), ("event", "{}")]),
+            entry(
+                "2-0",
+                &[
+                    ("seq", "8"),
+                    ("prev", "1-0"),
+                    ("event", "{\"type\":\"snapshot\"}"),
+                    ("health", "[]"),
+                    ("future", "x"),
+                ],
+            ),
+        ]);
+        let resp2 = Value::Array(vec![Value::Array(vec![bulk("k"), entries.clone()])]);
+        let resp3 = Value::Map(vec![(bulk("k"), entries)]);
+        for reply in [resp2, resp3] {
+            let parsed = parse_xread(reply).unwrap();
+            assert_eq!(parsed.len(), 2);
+            assert_eq!(
+                (parsed[0].id.as_str(), parsed[0].prev.as_str()),
+                ("1-0", "")
+            );
+            assert_eq!(
+                (parsed[0].record.seq, parsed[0].record.health.is_none()),
+                (7, true)
+            );
+            assert_eq!(parsed[1].prev, "1-0");
+            assert_eq!(parsed[1].record.health.as_deref(), Some(&b"[]"[..]));
+        }
+        assert!(parse_xread(Value::Nil).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_foreign_entry_parses_without_an_event_and_a_bad_shape_fails() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("k"),
+            Value::Array(vec![entry("1-0", &[("seq", "x"), ("other", "{}")])]),
+        ])]);
+        let parsed = parse_xread(reply).unwrap();
+        assert_eq!((parsed[0].record.seq, parsed[0].record.event.len()), (0, 0));
+        assert!(parse_xread(Value::Int(3)).is_err());
+    }
 }

@@ -467,7 +467,7 @@ async fn every_node_serves_the_producers_state_and_events_byte_for_byte() {
 }
 
 #[tokio::test]
-async fn a_client_resumes_on_another_node_with_exactly_the_missed_events() {
+async fn a_client_of_a_stopped_node_resumes_on_another_with_exactly_the_missed_events() {
     let _ = control();
     let keys = Keys::new();
     let url = redis_url();
@@ -488,9 +488,13 @@ async fn a_client_resumes_on_another_node_with_exactly_the_missed_events() {
     view.apply(snapshot);
     producer.publish_range(13..=20);
     view.read_until(&mut client, 20).await;
-    drop(client);
 
-    // Node A is gone for this client; events go on meanwhile.
+    // Node A goes away (its clients are told 1001, going away); events go on meanwhile.
+    a.hub.stop();
+    a.follower.stop();
+    let close = expect_close(&mut client).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1001);
+    drop(client);
     producer.publish_range(21..=35);
     until_seq(&b, 35).await;
     let query = format!(

@@ -241,13 +241,6 @@ impl BrokerSink {
             notified.await;
         }
     }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 impl Shared {
@@ -286,7 +279,7 @@ impl EventSink for BrokerSink {
         let counters = &shared.stats.counters;
         // One lock over fold + enqueue: the queue order is the fold order, so an image taken
         // here reflects exactly the events queued before it.
-        let mut state = self.state();
+        let mut state = shared.state();
         // The store never fails.
         let _ = state.mirror.handle_event(event);
         if state.resync {

@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use crate::admission::RejectReason;
 use crate::conn::TextFrame;
 use crate::sink::{EventSink, SinkError};
-use crate::wire::{self, Event, Timestamp};
+use crate::wire::{self, Event, EventType, Timestamp};
 
 /// What travels the fan-out channel.
 #[derive(Clone, Debug)]
@@ -228,7 +228,12 @@ impl Hub {
             text,
         };
         let mut replay = self.replay();
-        if replay.push(frame.clone(), event.at) {
+        // A `health` event with the very position (seq and at) of the event before it belongs
+        // to that event's state, as the reports that follow a published snapshot do: it
+        // continues the stream rather than restarting it.
+        let continues =
+            event.kind == EventType::Health && replay.last == Some((event.seq, event.at));
+        if replay.push(frame.clone(), event.at, continues) {
             counters.replay_resets.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(tx) = self.shared.tx.get() {
@@ -340,9 +345,11 @@ impl Replay {
 
     /// Appends a frame; returns whether its seq went backwards (or repeated), which resets
     /// the window: positions before and after a producer restart cannot be compared.
-    fn push(&mut self, frame: Frame, at: Timestamp) -> bool {
+    /// `continues`: the frame shares the last event's position on purpose (a health report
+    /// following a snapshot), which is no restart.
+    fn push(&mut self, frame: Frame, at: Timestamp, continues: bool) -> bool {
         let last_seq = self.last.map(|(seq, _)| seq);
-        let reset = last_seq.is_some_and(|last| frame.seq <= last);
+        let reset = !continues && last_seq.is_some_and(|last| frame.seq <= last);
         if reset {
             tracing::warn!(
                 seq = frame.seq,
@@ -601,7 +608,7 @@ mod tests {
             seq,
             text: TextFrame::from_text(b"{}"),
         };
-        replay.push(frame, at(ms));
+        replay.push(frame, at(ms), false);
     }
 
     fn seqs(frames: Option<Vec<Frame>>) -> Option<Vec<u64>> {

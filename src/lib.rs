@@ -74,6 +74,8 @@
 //! - [`WsLayer`]: the builder and the axum [`Router`](axum::Router) it returns.
 //! - [`metrics`] (feature `metrics`, on by default): the hub's counters through the `metrics`
 //!   facade, for Prometheus and other exporters.
+//! - [`broker`] (feature `redis`): several server nodes fed from one producer through Redis
+//!   Streams, with checkpoints, so `?since=` resume works on any node.
 //! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
 //!   limit, each a tower layer usable on its own.
 //! - [`status`]: the last refusal per client IP, served at `<path>/status` so a page can say
@@ -84,6 +86,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+#[cfg(feature = "redis")]
+pub mod broker;
 mod conn;
 mod hub;
 mod layer;

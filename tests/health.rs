@@ -130,3 +130,36 @@ fn the_store_keeps_reports_across_snapshot_events() {
     assert_eq!(snapshot.health.len(), 1);
     assert_eq!(snapshot.health[0].status, HealthStatus::Degraded);
 }
+
+#[tokio::test]
+async fn reports_published_after_a_snapshot_at_its_position_are_no_restart() {
+    let store = SessionStore::new();
+    let ws = WsLayer::new(store.clone()).rate_limit(0, 0, Duration::ZERO);
+    let hub = ws.hub();
+    let monitor = MultiSink::new().with(store.clone()).with(ws.hub());
+    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    monitor
+        .handle_event(&Event::delta(1, vec![session("a")], vec![]))
+        .unwrap();
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+
+    // A node rebuilding its state publishes a snapshot, then each source's report with the
+    // snapshot's seq and at (as a connecting client gets them).
+    let snapshot = Event::snapshot(2, vec![session("b")]);
+    let mut report = Event::health(2, health("claude", HealthStatus::Healthy));
+    report.at = snapshot.at;
+    monitor.handle_event(&snapshot).unwrap();
+    monitor.handle_event(&report).unwrap();
+    assert_eq!(hub.stats().replay_resets, 0, "no restart");
+    let got = next_event(&mut client).await;
+    assert_eq!((got.kind, got.seq), (EventType::Snapshot, 2));
+    let got = next_event(&mut client).await;
+    assert_eq!((got.kind, got.seq), (EventType::Health, 2));
+
+    // The same seq with another at is a restart, as before.
+    monitor
+        .handle_event(&Event::health(2, health("codex", HealthStatus::Healthy)))
+        .unwrap();
+    assert_eq!(hub.stats().replay_resets, 1);
+}

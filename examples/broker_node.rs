@@ -1,0 +1,115 @@
+//! One node of a cluster fed through Redis Streams (feature `redis`).
+//!
+//! ```sh
+//! # the producer: a simulated monitor publishing into the stream, serving too
+//! cargo run --example broker_node -- --port 3101 --publish
+//! # two more nodes, serving from the broker only
+//! cargo run --example broker_node -- --port 3102
+//! cargo run --example broker_node -- --port 3103
+//! ```
+//!
+//! Options: `--redis <url>` (default `redis://127.0.0.1:6379`), `--stream <key>` (default
+//! `agentwatch:events`), `--port <n>` (default 3101), `--publish`. Every node serves the
+//! same events on `ws://127.0.0.1:<port>/ws`, with the same `seq` and `at`, so a client
+//! may resume with `?since=` on any of them.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agentwatch_ws::broker::{BrokerSink, Follower, RedisBroker};
+use agentwatch_ws::{Event, EventSink, MultiSink, SessionState, SessionStore, WsLayer};
+use axum::Router;
+
+fn arg(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let url = arg("--redis").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let stream = arg("--stream").unwrap_or_else(|| "agentwatch:events".into());
+    let port = match arg("--port").map(|raw| raw.parse::<u16>()) {
+        None => 3101,
+        Some(Ok(port)) => port,
+        Some(Err(_)) => {
+            eprintln!("--port wants a port number");
+            return ExitCode::from(2);
+        }
+    };
+    let publish = std::env::args().any(|a| a == "--publish");
+    let open = || match RedisBroker::open(&url, stream.clone()) {
+        Ok(broker) => Some(broker),
+        Err(error) => {
+            eprintln!("{error}");
+            None
+        }
+    };
+
+    let store = SessionStore::new();
+    let ws = WsLayer::new(store.clone());
+    let hub = ws.hub();
+    // Producer or not, every node serves from the broker: one code path for all of them.
+    let Some(broker) = open() else {
+        return ExitCode::from(2);
+    };
+    let follower = Follower::new(broker, store, hub).spawn();
+    if publish {
+        let Some(broker) = open() else {
+            return ExitCode::from(2);
+        };
+        let monitor = MultiSink::new().with(BrokerSink::builder(broker).spawn());
+        tokio::spawn(simulate(monitor));
+    }
+    tracing::info!(%url, %stream, publish, "waiting for the broker's state");
+    follower.ready().await;
+
+    let app = Router::new().merge(ws.router("/ws"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("cannot listen on {addr}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!("serving ws://{addr}/ws");
+    if let Err(error) = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+    {
+        eprintln!("server error: {error}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// Stand-in for the real monitor: three sessions taking turns, one event a second. Starts
+/// with a snapshot, as a restarted monitor does (seqs start over at 1).
+async fn simulate(monitor: MultiSink) {
+    let mut sessions: Vec<SessionState> = ["a8d0e2f4", "b71c93d0", "c05e44aa"]
+        .into_iter()
+        .map(|id| SessionState {
+            id: id.into(),
+            source: "claude-code".into(),
+            ..Default::default()
+        })
+        .collect();
+    let _ = monitor.handle_event(&Event::snapshot(1, sessions.clone()));
+    for seq in 2.. {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let session = &mut sessions[seq as usize % 3];
+        session.message_count += 1;
+        if let Err(error) = monitor.handle_event(&Event::delta(seq, vec![session.clone()], vec![]))
+        {
+            tracing::error!(%error, "publish failed");
+        }
+    }
+}

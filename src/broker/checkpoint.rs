@@ -1,0 +1,156 @@
+//! The state at one stream position: what a checkpoint and a resync entry carry.
+
+use crate::sink::Snapshot;
+use crate::wire::{self, Event, Health, Timestamp};
+
+use super::{BrokerError, EntryId, Record};
+
+/// The state at one stream entry, from which a node starts without replaying the stream from
+/// its beginning.
+///
+/// Redis: the hash `<stream>:checkpoint` with fields `seq`, `entry`, `snapshot` and `health`
+/// (see the [module docs](super)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The `seq` of the last event reflected.
+    pub seq: u64,
+    /// The id of the stream entry holding that event: a node continues right after it.
+    pub entry: EntryId,
+    /// A `snapshot` event with every session at `seq`, Go-exact JSON.
+    pub snapshot: Vec<u8>,
+    /// Every source's latest health at `seq`, as a Go-exact JSON array.
+    pub health: Vec<u8>,
+}
+
+/// A [`Snapshot`] encoded for the broker: the payload of a checkpoint or of a resync entry.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Image {
+    pub(crate) seq: u64,
+    pub(crate) snapshot: Vec<u8>,
+    pub(crate) health: Vec<u8>,
+}
+
+impl Image {
+    /// Encodes `snapshot` as a `snapshot` event, and its health list. The event's `at` is the
+    /// `at` of the last event the snapshot reflects (now, when unknown), as for the snapshots
+    /// clients get: a node built from it holds the producer's position, and a client can resume
+    /// from that position on any node.
+    pub(crate) fn encode(snapshot: Snapshot) -> Result<Image, serde_json::Error> {
+        let mut event = Event::snapshot(snapshot.seq, snapshot.sessions);
+        event.at = snapshot.at.unwrap_or_else(Timestamp::now);
+        Ok(Image {
+            seq: snapshot.seq,
+            snapshot: wire::to_vec(&event)?,
+            health: wire::to_vec(&snapshot.health)?,
+        })
+    }
+
+    /// The resync record carrying this image.
+    pub(crate) fn record(&self) -> Record {
+        Record {
+            seq: self.seq,
+            event: self.snapshot.clone(),
+            health: Some(self.health.clone()),
+        }
+    }
+
+    pub(crate) fn at(self, entry: EntryId) -> Checkpoint {
+        Checkpoint {
+            seq: self.seq,
+            entry,
+            snapshot: self.snapshot,
+            health: self.health,
+        }
+    }
+}
+
+/// A decoded image: the `snapshot` event and the health reports.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct State {
+    pub(crate) snapshot: Event,
+    pub(crate) health: Vec<Health>,
+}
+
+impl State {
+    pub(crate) fn decode(snapshot: &[u8], health: &[u8]) -> Result<State, BrokerError> {
+        let snapshot = Event::from_json(snapshot)
+            .map_err(|e| BrokerError::Malformed(format!("snapshot: {e}")))?;
+        let health = if health.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::from_slice(health)
+                .map_err(|e| BrokerError::Malformed(format!("health: {e}")))?
+        };
+        Ok(State { snapshot, health })
+    }
+
+    /// The events that publish this state, as a connecting client gets it: the snapshot,
+    /// then one `health` event per source (the snapshot's `seq` and `at`). A dashboard
+    /// replaces everything on a snapshot, health included, so every report follows it; the
+    /// hub takes reports at the snapshot's position as part of it, not as a restart.
+    pub(crate) fn events(self) -> (Event, Vec<Event>) {
+        let seq = self.snapshot.seq;
+        let at: Timestamp = self.snapshot.at;
+        let health = self
+            .health
+            .into_iter()
+            .map(|h| {
+                let mut event = Event::health(seq, h);
+                event.at = at;
+                event
+            })
+            .collect();
+        (self.snapshot, health)
+    }
+}
+
+impl Checkpoint {
+    pub(crate) fn state(&self) -> Result<State, BrokerError> {
+        State::decode(&self.snapshot, &self.health)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Here unwrap() is an assertion on values the test itself built.
+    use super::*;
+    use crate::wire::{HealthStatus, SessionState};
+
+    #[test]
+    fn image_round_trips_and_publishes_the_snapshot_then_every_report() {
+        let health = |source: &str, status: HealthStatus| Health {
+            source: source.into(),
+            status,
+            ..Default::default()
+        };
+        let last_at = Timestamp::parse("2026-11-29T10:00:00.123456789Z").unwrap();
+        let snapshot = Snapshot {
+            seq: 9,
+            at: Some(last_at),
+            sessions: vec![SessionState {
+                id: "a".into(),
+                ..Default::default()
+            }],
+            health: vec![
+                health("codex", HealthStatus::from("healthy")),
+                health("claude", HealthStatus::from("degraded")),
+            ],
+        };
+        let image = Image::encode(snapshot.clone()).unwrap();
+        let state = image.clone().at("1-0".into()).state().unwrap();
+        assert_eq!(state.snapshot.seq, 9);
+        assert_eq!(
+            state.snapshot.at, last_at,
+            "stamped with the last event's at"
+        );
+        assert_eq!(state.snapshot.sessions, snapshot.sessions);
+        assert_eq!(state.health, snapshot.health);
+        let (snapshot_event, health_events) = state.events();
+        assert_eq!(snapshot_event.kind, crate::wire::EventType::Snapshot);
+        let sources: Vec<_> = health_events
+            .iter()
+            .map(|e| (e.seq, e.at, e.health.as_ref().unwrap().source.as_str()))
+            .collect();
+        assert_eq!(sources, [(9, last_at, "codex"), (9, last_at, "claude")]);
+    }
+}

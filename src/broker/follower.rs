@@ -1,0 +1,406 @@
+//! The node side: [`Follower`], a task that rebuilds a node's store from the broker and then
+//! feeds it and the node's hub from the stream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::sink::{EventSink, SnapshotSource};
+use crate::store::SessionStore;
+use crate::wire::{Event, EventType, Timestamp};
+
+use super::backoff::Link;
+use super::checkpoint::State;
+use super::{Broker, BrokerError, Entry, EntryId};
+
+/// Default entries per read.
+pub const DEFAULT_READ_BATCH: usize = 512;
+/// Default time a read waits for new entries before asking again.
+pub const DEFAULT_BLOCK: Duration = Duration::from_secs(1);
+
+/// Follows a [`Broker`] stream for one serving node.
+///
+/// On start (and after a gap) it *builds*: reads the [`Checkpoint`](super::Checkpoint),
+/// folds every entry after it into a fresh store, then publishes the result to the node as
+/// one `snapshot` event (preceded by a `health` event per source whose health differs from
+/// the node's). Then it *follows*: reads the stream after its position with blocking reads
+/// and hands each event to the node's store, then to its hub, exactly as a local monitor
+/// would, with the producer's `seq` and `at`.
+///
+/// It checks that each entry's `prev` is the entry it applied last; when not (the position
+/// was trimmed, the stream was deleted), it builds again. A resync entry (the producer
+/// dropped events) is applied like a build. Broker failures are retried with backoff
+/// (logged once per change of state); the node's clients keep their sockets meanwhile.
+///
+/// ```no_run
+/// use agentwatch_ws::broker::{Follower, RedisBroker};
+/// use agentwatch_ws::{SessionStore, WsLayer};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = SessionStore::new();
+/// let ws = WsLayer::new(store.clone());
+/// let broker = RedisBroker::open("redis://127.0.0.1:6379", "agentwatch:events")?;
+/// let follower = Follower::new(broker, store, ws.hub()).spawn();
+/// follower.ready().await; // built from the checkpoint: serve now
+/// # Ok(()) }
+/// ```
+pub struct Follower<B> {
+    broker: B,
+    store: SessionStore,
+    hub: Arc<dyn EventSink>,
+    batch: usize,
+    block: Duration,
+}
+
+impl<B> std::fmt::Debug for Follower<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follower")
+            .field("batch", &self.batch)
+            .field("block", &self.block)
+            .finish()
+    }
+}
+
+/// A running [`Follower`]. Dropping it stops the task.
+#[derive(Debug)]
+pub struct FollowerHandle {
+    shared: Arc<Shared>,
+    ready: watch::Receiver<bool>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    applied: AtomicU64,
+    builds: AtomicU64,
+    gaps: AtomicU64,
+    resyncs: AtomicU64,
+    recoveries: AtomicU64,
+    malformed: AtomicU64,
+}
+
+/// A point-in-time copy of a [`Follower`]'s counters (totals since it started).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FollowerStats {
+    /// Stream events handed to the node.
+    pub applied: u64,
+    /// Builds from the checkpoint: the first one, then one per gap.
+    pub builds: u64,
+    /// Times continuity could not be proven (the last position was trimmed or deleted).
+    pub gaps: u64,
+    /// Resync entries applied (the producer had dropped events).
+    pub resyncs: u64,
+    /// Times the broker became reachable again after failures.
+    pub recoveries: u64,
+    /// Entries skipped because their event could not be decoded (logged each time).
+    pub malformed: u64,
+}
+
+impl<B: Broker> Follower<B> {
+    /// A follower feeding `store` then `hub` (usually the node's [`Hub`](crate::Hub)) from
+    /// `broker`. `store` must be the node's [`SnapshotSource`] and receive events from
+    /// nothing else.
+    pub fn new(broker: B, store: SessionStore, hub: impl EventSink + 'static) -> Self {
+        Follower {
+            broker,
+            store,
+            hub: Arc::new(hub),
+            batch: DEFAULT_READ_BATCH,
+            block: DEFAULT_BLOCK,
+        }
+    }
+
+    /// Entries per read (default [`DEFAULT_READ_BATCH`]; 0 is taken as 1).
+    pub fn batch(mut self, entries: usize) -> Self {
+        self.batch = entries.max(1);
+        self
+    }
+
+    /// How long one read waits for new entries (default [`DEFAULT_BLOCK`]). New entries
+    /// wake it at once; this only bounds how long a dead connection can go unnoticed.
+    pub fn block(mut self, block: Duration) -> Self {
+        self.block = block.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Starts following.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, as [`tokio::spawn`] does.
+    pub fn spawn(self) -> FollowerHandle {
+        let shared = Arc::new(Shared::default());
+        let (ready_tx, ready) = watch::channel(false);
+        let task = tokio::spawn(run(self, shared.clone(), ready_tx));
+        FollowerHandle {
+            shared,
+            ready,
+            task,
+        }
+    }
+
+    /// Hands one event to the node: store first, then hub.
+    fn publish(&self, event: &Event) {
+        // The store never fails; the hub fails only on an event it cannot encode, which
+        // the producer encoded already.
+        let _ = self.store.handle_event(event);
+        if let Err(error) = self.hub.handle_event(event) {
+            tracing::error!(seq = event.seq, %error, "hub refused a broker event");
+        }
+    }
+
+    /// Publishes a whole state: the snapshot, then every health report (see
+    /// `State::events`), to the store and the hub. On a node that has just started, the hub's
+    /// window then begins with that snapshot, so a client resuming from its position (on this
+    /// node or any other) is verified against it.
+    fn publish_state(&self, state: State) {
+        let (snapshot, health) = state.events();
+        for event in std::iter::once(&snapshot).chain(&health) {
+            self.publish(event);
+        }
+    }
+
+    /// Builds the state from the checkpoint and the stream after it. `Ok(None)` when the
+    /// stream does not continue the checkpoint (or, without one, does not start at its first
+    /// entry): the producer's next checkpoint will.
+    async fn build(&self) -> Result<Option<(Option<EntryId>, State)>, BrokerError> {
+        let scratch = SessionStore::new();
+        let mut at = Timestamp::default();
+        let mut position = None;
+        let mut folded = false;
+        if let Some(checkpoint) = self.broker.read_checkpoint().await? {
+            let state = checkpoint.state()?;
+            at = state.snapshot.at;
+            let (snapshot, health) = state.events();
+            for event in std::iter::once(&snapshot).chain(&health) {
+                let _ = scratch.handle_event(event);
+            }
+            position = Some(checkpoint.entry);
+            folded = true;
+        }
+        loop {
+            let entries = self
+                .broker
+                .read(position.as_deref(), self.batch, None)
+                .await?;
+            if entries.is_empty() {
+                break;
+            }
+            for entry in entries {
+                if entry.prev != position.as_deref().unwrap_or("") {
+                    return Ok(None);
+                }
+                position = Some(entry.id.clone());
+                match decode(&entry) {
+                    Ok(Decoded::Event(event)) => {
+                        at = event.at;
+                        let _ = scratch.handle_event(&event);
+                    }
+                    Ok(Decoded::Resync(state)) => {
+                        at = state.snapshot.at;
+                        let (snapshot, health) = state.events();
+                        for event in std::iter::once(&snapshot).chain(&health) {
+                            let _ = scratch.handle_event(event);
+                        }
+                    }
+                    Err(error) => self.malformed(&entry, &error),
+                }
+                folded = true;
+            }
+        }
+        if !folded {
+            return Ok(Some((None, State::empty())));
+        }
+        let snapshot = scratch.snapshot();
+        let event = Event {
+            seq: snapshot.seq,
+            at,
+            kind: EventType::Snapshot,
+            sessions: snapshot.sessions,
+            ..Event::default()
+        };
+        Ok(Some((
+            position,
+            State {
+                snapshot: event,
+                health: snapshot.health,
+            },
+        )))
+    }
+
+    fn malformed(&self, entry: &Entry, error: &BrokerError) {
+        tracing::error!(entry = %entry.id, seq = entry.record.seq, %error, "skipping a broker entry that cannot be decoded");
+    }
+}
+
+enum Decoded {
+    Event(Event),
+    Resync(State),
+}
+
+fn decode(entry: &Entry) -> Result<Decoded, BrokerError> {
+    match &entry.record.health {
+        Some(health) => State::decode(&entry.record.event, health).map(Decoded::Resync),
+        None => Event::from_json(&entry.record.event)
+            .map(Decoded::Event)
+            .map_err(|e| BrokerError::Malformed(format!("event: {e}"))),
+    }
+}
+
+/// Where the follower stands.
+enum Position {
+    /// Must build (first start, or after a gap).
+    Build,
+    /// Applied everything up to this entry (`None`: before the stream's first entry).
+    At(Option<EntryId>),
+}
+
+async fn run<B: Broker>(follower: Follower<B>, shared: Arc<Shared>, ready: watch::Sender<bool>) {
+    let mut link = Link::new("follower");
+    let mut position = Position::Build;
+    let mut waiting_for_checkpoint = false;
+    loop {
+        let after = match &position {
+            Position::Build => {
+                match follower.build().await {
+                    Ok(Some((at, state))) => {
+                        if link.ok() {
+                            shared.recoveries.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if !state.is_empty() {
+                            follower.publish_state(state);
+                        }
+                        shared.builds.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            entry = at.as_deref().unwrap_or(""),
+                            seq = follower.store.seq(),
+                            "node state built from the broker"
+                        );
+                        waiting_for_checkpoint = false;
+                        position = Position::At(at);
+                        ready.send_replace(true);
+                    }
+                    Ok(None) => {
+                        if link.ok() {
+                            shared.recoveries.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if !waiting_for_checkpoint {
+                            waiting_for_checkpoint = true;
+                            tracing::warn!(
+                                "the stream does not continue the checkpoint (trimmed past it?): waiting for the producer's next checkpoint"
+                            );
+                        }
+                        tokio::time::sleep(follower.block).await;
+                    }
+                    Err(error) => link.failed(&error).await,
+                }
+                continue;
+            }
+            Position::At(after) => after.clone(),
+        };
+        let entries = match follower
+            .broker
+            .read(after.as_deref(), follower.batch, Some(follower.block))
+            .await
+        {
+            Ok(entries) => entries,
+            Err(error) => {
+                link.failed(&error).await;
+                continue;
+            }
+        };
+        if link.ok() {
+            shared.recoveries.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut last = after;
+        for entry in entries {
+            if entry.prev != last.as_deref().unwrap_or("") {
+                shared.gaps.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    after = last.as_deref().unwrap_or(""),
+                    next = %entry.id,
+                    next_prev = %entry.prev,
+                    "stream position lost (trimmed or deleted): rebuilding from the checkpoint; clients get a snapshot"
+                );
+                position = Position::Build;
+                break;
+            }
+            match decode(&entry) {
+                Ok(Decoded::Event(event)) => {
+                    follower.publish(&event);
+                    shared.applied.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Decoded::Resync(state)) => {
+                    tracing::info!(
+                        seq = entry.record.seq,
+                        "resync from the producer: clients get a snapshot"
+                    );
+                    follower.publish_state(state);
+                    shared.resyncs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    shared.malformed.fetch_add(1, Ordering::Relaxed);
+                    follower.malformed(&entry, &error);
+                }
+            }
+            last = Some(entry.id);
+            position = Position::At(last.clone());
+        }
+    }
+}
+
+impl State {
+    fn empty() -> State {
+        State {
+            snapshot: Event::default(),
+            health: Vec::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.snapshot.seq == 0 && self.snapshot.sessions.is_empty() && self.health.is_empty()
+    }
+}
+
+impl FollowerHandle {
+    /// The counters.
+    pub fn stats(&self) -> FollowerStats {
+        let s = &self.shared;
+        FollowerStats {
+            applied: s.applied.load(Ordering::Relaxed),
+            builds: s.builds.load(Ordering::Relaxed),
+            gaps: s.gaps.load(Ordering::Relaxed),
+            resyncs: s.resyncs.load(Ordering::Relaxed),
+            recoveries: s.recoveries.load(Ordering::Relaxed),
+            malformed: s.malformed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the first build is done.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until the first build is done: the node's store then holds the broker's state
+    /// and clients connecting get it. Waits as long as the broker is unreachable: wrap it in
+    /// a timeout where that matters.
+    pub async fn ready(&self) {
+        let mut ready = self.ready.clone();
+        // An error means the task ended (it never does on its own): nothing to wait for.
+        let _ = ready.wait_for(|ready| *ready).await;
+    }
+
+    /// Stops the task. Also done on drop.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for FollowerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,512 @@
+//! The producer side: [`BrokerSink`], an [`EventSink`] that appends every event to the
+//! broker from a background task, and keeps the checkpoint.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::sink::{EventSink, SinkError, SnapshotSource};
+use crate::store::SessionStore;
+use crate::wire::{self, Event};
+
+use super::backoff::Link;
+use super::checkpoint::Image;
+use super::{Broker, BrokerError, EntryId, Record};
+
+/// Default bound of the queue between [`EventSink::handle_event`] and the append task.
+pub const DEFAULT_BUFFER: usize = 8192;
+/// Default time after which a quiet producer checkpoints what changed since the last one.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+/// Records per append call at most.
+const MAX_BATCH: usize = 256;
+/// How often an idle append task looks for a due checkpoint or a pending resync.
+const IDLE_TICK: Duration = Duration::from_millis(200);
+
+/// Publishes events into a [`Broker`]: the producer side of several-node serving.
+///
+/// Add it to the monitor's [`MultiSink`](crate::MultiSink) (after the local store and hub,
+/// if the producer also serves). [`handle_event`](EventSink::handle_event) encodes the event
+/// in Go's wire format, folds it into a private [`SessionStore`] (the state checkpoints are
+/// taken from) and queues it; it never waits on the network. A background task appends the
+/// queue in batches, in order, retrying with backoff while the broker is unreachable.
+///
+/// # Checkpoints
+/// After every `checkpoint_every` queued events (default: a quarter of the broker's
+/// [`retention`](Broker::retention), else 2 500), and after `checkpoint_interval` (default
+/// 5 s) with changes and nothing queued, the state is written as the [`Checkpoint`](super::Checkpoint),
+/// tied to the stream entry of the last event it reflects.
+///
+/// # When the queue is full
+/// The event is dropped, counted in [`BrokerSinkStats::dropped`] and logged (once per
+/// episode), but still folded into the private store. As soon as the queue has room (at the
+/// next event, or when the task is idle), a *resync* entry with the whole state is appended
+/// and a checkpoint written, so every follower replaces its state with a snapshot: nothing is
+/// lost silently.
+///
+/// ```no_run
+/// use agentwatch_ws::broker::{BrokerSink, RedisBroker};
+/// use agentwatch_ws::{Event, EventSink};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = RedisBroker::open("redis://127.0.0.1:6379", "agentwatch:events")?;
+/// let publisher = BrokerSink::builder(broker).spawn();
+/// publisher.handle_event(&Event::delta(1, vec![], vec![]))?;
+/// publisher.flush().await;
+/// assert_eq!(publisher.stats().appended, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct BrokerSink {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    tx: mpsc::Sender<Item>,
+    checkpoint_every: u64,
+    checkpoint_interval: Duration,
+    stats: Arc<Stats>,
+}
+
+/// Shared with the append task, which must not keep the queue's sender alive.
+#[derive(Default)]
+struct Stats {
+    counters: Counters,
+    appended_changed: Notify,
+}
+
+struct State {
+    mirror: SessionStore,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    /// Events were dropped: the next thing queued must be a resync.
+    resync: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    queued: AtomicU64,
+    appended: AtomicU64,
+    dropped: AtomicU64,
+    resyncs: AtomicU64,
+    checkpoints: AtomicU64,
+    retries: AtomicU64,
+    superseded: AtomicU64,
+}
+
+enum Item {
+    Event(Record),
+    /// Write this image as the checkpoint, tied to the last appended entry.
+    Checkpoint(Image),
+    /// Append this image as a resync entry, then as the checkpoint.
+    Resync(Image),
+}
+
+/// Builds a [`BrokerSink`]; see [`BrokerSink::builder`].
+#[derive(Debug)]
+pub struct BrokerSinkBuilder<B> {
+    broker: B,
+    buffer: usize,
+    checkpoint_every: Option<u64>,
+    checkpoint_interval: Duration,
+}
+
+impl<B: Broker> BrokerSinkBuilder<B> {
+    /// Bound of the queue of events not yet appended (default [`DEFAULT_BUFFER`]; 0 is
+    /// taken as 1).
+    pub fn buffer(mut self, events: usize) -> Self {
+        self.buffer = events.max(1);
+        self
+    }
+
+    /// Checkpoint after this many events (default: a quarter of the broker's retention).
+    /// Keep it well below the retention, or a node starting late may find the checkpoint's
+    /// entry trimmed (it then waits for the next checkpoint).
+    pub fn checkpoint_every(mut self, events: u64) -> Self {
+        self.checkpoint_every = Some(events.max(1));
+        self
+    }
+
+    /// Checkpoint a quiet producer's changes after this long (default
+    /// [`DEFAULT_CHECKPOINT_INTERVAL`]).
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval;
+        self
+    }
+
+    /// Starts the append task and returns the sink.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, as [`tokio::spawn`] does.
+    pub fn spawn(self) -> BrokerSink {
+        let checkpoint_every = self.checkpoint_every.unwrap_or_else(|| {
+            self.broker
+                .retention()
+                .map_or(2_500, |n| (n as u64 / 4).max(1))
+        });
+        let (tx, rx) = mpsc::channel(self.buffer);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                mirror: SessionStore::new(),
+                since_checkpoint: 0,
+                last_checkpoint: Instant::now(),
+                resync: false,
+            }),
+            tx,
+            checkpoint_every,
+            checkpoint_interval: self.checkpoint_interval,
+            stats: Arc::default(),
+        });
+        tokio::spawn(run(
+            self.broker,
+            rx,
+            Arc::downgrade(&shared),
+            shared.stats.clone(),
+        ));
+        BrokerSink { shared }
+    }
+}
+
+/// A point-in-time copy of a [`BrokerSink`]'s counters (totals since it was built).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerSinkStats {
+    /// Events queued for appending.
+    pub queued: u64,
+    /// Events appended to the stream.
+    pub appended: u64,
+    /// Events dropped because the queue was full (each covered by a later resync).
+    pub dropped: u64,
+    /// Resync entries appended after drops.
+    pub resyncs: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+    /// Broker operations retried after a failure.
+    pub retries: u64,
+    /// Queued events replaced by a resync because the stream had lost this producer's
+    /// entries (the stream was deleted, or the broker restarted without its data).
+    pub superseded: u64,
+}
+
+impl std::fmt::Debug for BrokerSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerSink")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl BrokerSink {
+    /// A builder for a sink appending to `broker`.
+    pub fn builder<B: Broker>(broker: B) -> BrokerSinkBuilder<B> {
+        BrokerSinkBuilder {
+            broker,
+            buffer: DEFAULT_BUFFER,
+            checkpoint_every: None,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> BrokerSinkStats {
+        let c = &self.shared.stats.counters;
+        BrokerSinkStats {
+            queued: c.queued.load(Ordering::Relaxed),
+            appended: c.appended.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            resyncs: c.resyncs.load(Ordering::Relaxed),
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            superseded: c.superseded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until every event queued before the call is appended (or superseded by a
+    /// resync). Does not return while the broker is unreachable: wrap it in a timeout.
+    pub async fn flush(&self) {
+        let stats = &self.shared.stats;
+        let target = stats.counters.queued.load(Ordering::SeqCst);
+        loop {
+            let notified = stats.appended_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let done = stats.counters.appended.load(Ordering::SeqCst)
+                + stats.counters.superseded.load(Ordering::SeqCst);
+            if done >= target {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Plain data, consistent after every statement.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn image(&mut self) -> Option<Image> {
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        match Image::encode(self.mirror.snapshot()) {
+            Ok(image) => Some(image),
+            Err(error) => {
+                tracing::error!(%error, "cannot encode the state for a checkpoint");
+                None
+            }
+        }
+    }
+}
+
+impl EventSink for BrokerSink {
+    /// Encodes and queues the event; never waits.
+    ///
+    /// # Errors
+    /// [`SinkError::Encode`] when the event cannot be encoded as Go would; [`SinkError::Other`]
+    /// when the append task has stopped (its runtime shut down).
+    fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
+        let bytes = wire::to_vec(event).map_err(|source| SinkError::Encode {
+            seq: event.seq,
+            source,
+        })?;
+        let shared = &self.shared;
+        let counters = &shared.stats.counters;
+        // One lock over fold + enqueue: the queue order is the fold order, so an image taken
+        // here reflects exactly the events queued before it.
+        let mut state = shared.state();
+        // The store never fails.
+        let _ = state.mirror.handle_event(event);
+        if state.resync {
+            let permit = match shared.tx.try_reserve() {
+                Ok(permit) => permit,
+                Err(e) => return dropped(counters, &mut state, event.seq, e),
+            };
+            // The image reflects this event too: it replaces it.
+            if let Some(image) = state.image() {
+                permit.send(Item::Resync(image));
+                state.resync = false;
+                tracing::info!(
+                    seq = event.seq,
+                    "broker queue has room again: appending a resync with the whole state"
+                );
+            }
+            return Ok(());
+        }
+        let record = Record {
+            seq: event.seq,
+            event: bytes,
+            health: None,
+        };
+        if let Err(e) = shared.tx.try_send(Item::Event(record)) {
+            let e = match e {
+                mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
+                mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+            };
+            return dropped(counters, &mut state, event.seq, e);
+        }
+        counters.queued.fetch_add(1, Ordering::SeqCst);
+        state.since_checkpoint += 1;
+        if state.since_checkpoint >= shared.checkpoint_every
+            || state.last_checkpoint.elapsed() >= shared.checkpoint_interval
+        {
+            // When the queue is full the checkpoint waits for the next event.
+            if let Ok(permit) = shared.tx.try_reserve() {
+                if let Some(image) = state.image() {
+                    permit.send(Item::Checkpoint(image));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts a dropped event and arms the resync.
+fn dropped(
+    counters: &Counters,
+    state: &mut State,
+    seq: u64,
+    error: mpsc::error::TrySendError<()>,
+) -> Result<(), SinkError> {
+    counters.dropped.fetch_add(1, Ordering::Relaxed);
+    if !state.resync {
+        state.resync = true;
+        tracing::warn!(
+            seq,
+            dropped = counters.dropped.load(Ordering::Relaxed),
+            "broker queue full: dropping events until it drains; followers will get a resync snapshot"
+        );
+    }
+    match error {
+        mpsc::error::TrySendError::Full(()) => Ok(()),
+        mpsc::error::TrySendError::Closed(()) => {
+            Err(SinkError::other("broker append task stopped"))
+        }
+    }
+}
+
+/// The append task: drains the queue in order, in batches, until every [`BrokerSink`] clone
+/// is dropped and the queue is empty.
+async fn run<B: Broker>(
+    broker: B,
+    mut rx: mpsc::Receiver<Item>,
+    shared: Weak<Shared>,
+    stats: Arc<Stats>,
+) {
+    let producer = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let counters = &stats.counters;
+    let mut batches = 0u64;
+    let mut link = Link::new("producer");
+    let mut last: Option<EntryId> = None;
+    let mut pending: VecDeque<Item> = VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            match tokio::time::timeout(IDLE_TICK, rx.recv()).await {
+                Ok(Some(item)) => pending.push_back(item),
+                Ok(None) => return,
+                Err(_) => match shared.upgrade().and_then(|shared| idle(&shared, &rx)) {
+                    Some(item) => pending.push_back(item),
+                    None => continue,
+                },
+            }
+            while pending.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(item) => pending.push_back(item),
+                    Err(_) => break,
+                }
+            }
+        }
+        // The next group: events (and at most one resync, last) up to the next checkpoint.
+        let mut records = Vec::new();
+        let mut events = 0u64;
+        let mut checkpoint = None;
+        while let Some(item) = pending.pop_front() {
+            match item {
+                Item::Event(record) => {
+                    records.push(record);
+                    events += 1;
+                }
+                Item::Resync(image) => {
+                    records.push(image.record());
+                    checkpoint = Some(image);
+                    break;
+                }
+                Item::Checkpoint(image) if records.is_empty() => {
+                    checkpoint = Some(image);
+                    break;
+                }
+                Item::Checkpoint(image) => {
+                    pending.push_front(Item::Checkpoint(image));
+                    break;
+                }
+            }
+        }
+        if !records.is_empty() {
+            batches += 1;
+            let batch = format!("{producer}:{batches}");
+            let continues = last.is_some();
+            let id = loop {
+                match broker.append(&batch, continues, &records).await {
+                    Ok(id) => break Some(id),
+                    Err(BrokerError::StreamLost) => break None,
+                    Err(error) => {
+                        counters.retries.fetch_add(1, Ordering::Relaxed);
+                        link.failed(&error).await;
+                    }
+                }
+            };
+            link.ok();
+            match id {
+                Some(id) => {
+                    last = Some(id);
+                    counters.appended.fetch_add(events, Ordering::SeqCst);
+                    if checkpoint.is_some() {
+                        counters.resyncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => {
+                    // Whatever is queued is in the private store already: one resync with
+                    // it replaces the lost stream's state, this group and the queue.
+                    let Some(image) = shared
+                        .upgrade()
+                        .and_then(|shared| lost(&shared, &mut rx, &mut pending, events, counters))
+                    else {
+                        return;
+                    };
+                    last = None;
+                    pending.push_front(Item::Resync(image));
+                    continue;
+                }
+            }
+            stats.appended_changed.notify_waiters();
+        }
+        if let (Some(image), Some(entry)) = (checkpoint, &last) {
+            let checkpoint = image.at(entry.clone());
+            while let Err(error) = broker.write_checkpoint(&checkpoint).await {
+                counters.retries.fetch_add(1, Ordering::Relaxed);
+                link.failed(&error).await;
+            }
+            link.ok();
+            counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(seq = checkpoint.seq, entry = %checkpoint.entry, "checkpoint written");
+        }
+    }
+}
+
+/// The stream lost the producer's entries (deleted, or the broker restarted without its
+/// data): drops the group and the queue, which the private store reflects already, and
+/// returns the image that replaces them.
+fn lost(
+    shared: &Shared,
+    rx: &mut mpsc::Receiver<Item>,
+    pending: &mut VecDeque<Item>,
+    group: u64,
+    counters: &Counters,
+) -> Option<Image> {
+    let mut state = shared.state();
+    let mut superseded = group;
+    let queued = pending
+        .drain(..)
+        .chain(std::iter::from_fn(|| rx.try_recv().ok()));
+    for item in queued {
+        if let Item::Event(_) = item {
+            superseded += 1;
+        }
+    }
+    counters.superseded.fetch_add(superseded, Ordering::SeqCst);
+    state.resync = false;
+    tracing::warn!(
+        superseded,
+        "the broker stream lost this producer's entries (deleted, or the broker restarted empty): appending a resync with the whole state"
+    );
+    state.image()
+}
+
+/// With nothing queued: a pending resync, or a checkpoint of changes older than the interval.
+/// Under the state lock with an empty queue, the private store is exactly the appended state.
+fn idle(shared: &Shared, rx: &mpsc::Receiver<Item>) -> Option<Item> {
+    let mut state = shared.state();
+    if !rx.is_empty() {
+        return None;
+    }
+    if state.resync {
+        state.resync = false;
+        tracing::info!("broker queue drained: appending a resync with the whole state");
+        return state.image().map(Item::Resync);
+    }
+    if state.since_checkpoint > 0 && state.last_checkpoint.elapsed() >= shared.checkpoint_interval {
+        return state.image().map(Item::Checkpoint);
+    }
+    None
+}

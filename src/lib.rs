@@ -71,6 +71,8 @@
 //!   both, [`MultiSink`] fans one event out to several sinks.
 //! - [`Hub`]: the fan-out (one encoding per event, shared by every client).
 //! - [`WsLayer`]: the builder and the axum [`Router`](axum::Router) it returns.
+//! - [`monitor`] (feature `monitor`, on by default): the producer, a [`Monitor`] that tails
+//!   Claude Code, Codex CLI and Gemini CLI session logs and publishes events to any sink.
 //! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
 //!   limit, each a tower layer usable on its own.
 #![warn(missing_docs)]
@@ -79,6 +81,8 @@ pub mod admission;
 mod conn;
 mod hub;
 mod layer;
+#[cfg(feature = "monitor")]
+pub mod monitor;
 mod sink;
 mod store;
 mod upgrade;
@@ -94,6 +98,8 @@ pub use layer::{
     DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_BUFFER, DEFAULT_WRITE_TIMEOUT,
     WsLayer,
 };
+#[cfg(feature = "monitor")]
+pub use monitor::{Monitor, MonitorBuilder, MonitorHandle};
 pub use sink::{EventSink, MultiSink, SinkError, Snapshot, SnapshotSource};
 pub use store::SessionStore;
 pub use wire::{

@@ -27,6 +27,8 @@
 //! line and tool ids of a file, not all of them: Claude Code writes the lines of one message
 //! one after another, so repeats are always recent. A 1 GiB transcript costs a few KiB.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 
@@ -39,29 +41,78 @@ const SIDECHAIN: &str = "sidechain";
 /// At most this many sidechain subagents are tracked per file.
 const MAX_SIDECHAINS: usize = 16;
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Record {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    subtype: Option<String>,
-    uuid: Option<String>,
-    session_id: Option<String>,
-    timestamp: Option<String>,
-    cwd: Option<String>,
-    git_branch: Option<String>,
-    slug: Option<String>,
-    is_sidechain: Option<bool>,
-    agent_id: Option<String>,
-    message: Option<Message>,
+/// Text fields borrow from the line when they hold no escapes (most do): no allocation per
+/// record for them.
+type Text<'a> = Option<Str<'a>>;
+
+/// A string borrowed from the input when possible (serde's own `Cow` impl always copies).
+struct Str<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
-struct Message {
-    id: Option<String>,
-    model: Option<String>,
-    content: Option<Content>,
-    stop_reason: Option<String>,
+#[serde(rename_all = "camelCase")]
+struct Record<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Text<'a>,
+    #[serde(borrow)]
+    subtype: Text<'a>,
+    #[serde(borrow)]
+    uuid: Text<'a>,
+    #[serde(borrow)]
+    session_id: Text<'a>,
+    #[serde(borrow)]
+    timestamp: Text<'a>,
+    #[serde(borrow)]
+    cwd: Text<'a>,
+    #[serde(borrow)]
+    git_branch: Text<'a>,
+    #[serde(borrow)]
+    slug: Text<'a>,
+    is_sidechain: Option<bool>,
+    #[serde(borrow)]
+    agent_id: Text<'a>,
+    #[serde(borrow)]
+    message: Option<Message<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow)]
+    model: Text<'a>,
+    #[serde(borrow)]
+    content: Option<Content<'a>>,
+    #[serde(borrow)]
+    stop_reason: Text<'a>,
     usage: Option<Usage>,
 }
 
@@ -78,94 +129,100 @@ struct Usage {
 }
 
 /// `message.content`: a plain string (a typed prompt; its text is not kept) or blocks.
-enum Content {
+enum Content<'a> {
     Text,
-    Blocks(Vec<Block>),
+    Blocks(Vec<Block<'a>>),
 }
 
 #[derive(Deserialize)]
-struct Block {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    id: Option<String>,
-    name: Option<String>,
-    tool_use_id: Option<String>,
+struct Block<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Text<'a>,
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(borrow)]
+    tool_use_id: Text<'a>,
 }
 
-impl<'de> Deserialize<'de> for Content {
+impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ContentVisitor;
-        impl<'de> Visitor<'de> for ContentVisitor {
-            type Value = Content;
+        struct ContentVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ContentVisitor<'a> {
+            type Value = Content<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a string or an array of content blocks")
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Content, E> {
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Content<'a>, E> {
                 Ok(Content::Text)
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content<'a>, A::Error> {
                 let mut blocks = Vec::new();
-                while let Some(block) = seq.next_element::<BlockOrOther>()? {
+                while let Some(block) = seq.next_element::<BlockOrOther<'a>>()? {
                     if let BlockOrOther::Block(b) = block {
                         blocks.push(b);
                     }
                 }
                 Ok(Content::Blocks(blocks))
             }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Content, A::Error> {
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Content<'a>, A::Error> {
                 IgnoredAny::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 Ok(Content::Blocks(Vec::new()))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Content, E> {
+            fn visit_unit<E: de::Error>(self) -> Result<Content<'a>, E> {
                 Ok(Content::Blocks(Vec::new()))
             }
         }
-        deserializer.deserialize_any(ContentVisitor)
+        deserializer.deserialize_any(ContentVisitor(std::marker::PhantomData))
     }
 }
 
 /// An array element that is a block object, or anything else (skipped).
-enum BlockOrOther {
-    Block(Block),
+enum BlockOrOther<'a> {
+    Block(Block<'a>),
     Other,
 }
 
-impl<'de> Deserialize<'de> for BlockOrOther {
+impl<'de: 'a, 'a> Deserialize<'de> for BlockOrOther<'a> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = BlockOrOther;
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = BlockOrOther<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a content block")
             }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<BlockOrOther, A::Error> {
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<BlockOrOther<'a>, A::Error> {
                 Block::deserialize(de::value::MapAccessDeserializer::new(map))
                     .map(BlockOrOther::Block)
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<BlockOrOther, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<BlockOrOther<'a>, A::Error> {
                 IgnoredAny::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
                 Ok(BlockOrOther::Other)
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<BlockOrOther, E> {
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<BlockOrOther<'a>, E> {
                 Ok(BlockOrOther::Other)
             }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<BlockOrOther, E> {
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<BlockOrOther<'a>, E> {
                 Ok(BlockOrOther::Other)
             }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<BlockOrOther, E> {
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<BlockOrOther<'a>, E> {
                 Ok(BlockOrOther::Other)
             }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<BlockOrOther, E> {
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<BlockOrOther<'a>, E> {
                 Ok(BlockOrOther::Other)
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<BlockOrOther, E> {
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<BlockOrOther<'a>, E> {
                 Ok(BlockOrOther::Other)
             }
-            fn visit_unit<E: de::Error>(self) -> Result<BlockOrOther, E> {
+            fn visit_unit<E: de::Error>(self) -> Result<BlockOrOther<'a>, E> {
                 Ok(BlockOrOther::Other)
             }
         }
-        deserializer.deserialize_any(V)
+        deserializer.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -479,6 +536,16 @@ mod tests {
             (r.model.as_str(), r.context_tokens),
             ("claude-opus-4-1", 115)
         );
+    }
+
+    #[test]
+    fn escaped_strings_are_read_too() {
+        let mut log = ClaudeLog::session();
+        let line = br#"{"type":"user","uuid":"u\u0031","sessionId":"s\u00e9","cwd":"C:\\w","message":{"role":"user","content":"a\"b"}}"#;
+        assert_eq!(log.line(line), LineResult::Used);
+        assert_eq!(log.session_id(), "s\u{e9}");
+        let r = log.report("x");
+        assert_eq!((r.working_dir.as_str(), r.counts.messages), ("C:\\w", 1));
     }
 
     #[test]

@@ -335,7 +335,7 @@ impl Transcript {
                 Some(tokens) => *tokens = output,
                 None => {
                     self.messages += 1;
-                    if let Some((_, settled)) = self.recent_messages.insert(id, output) {
+                    if let Some(settled) = self.recent_messages.insert(id, output) {
                         self.output_settled += settled;
                     }
                 }

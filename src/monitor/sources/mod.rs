@@ -176,18 +176,26 @@ pub(crate) fn parse_time(s: Option<&str>) -> Option<Timestamp> {
 /// remembering every id of a huge log. Claude Code and Gemini CLI write a message's lines
 /// one after the other, so a window of [`RECENT_IDS`] ids is enough to recognise the
 /// repeats; an id that left the window long ago and comes back is counted again.
+///
+/// Ids are kept as 64-bit hashes: no allocation per id, and a lookup is a scan of 64
+/// integers (a false match needs a 64-bit collision within the window).
 #[derive(Debug)]
 pub(crate) struct Recent<V> {
-    entries: VecDeque<(String, V)>,
+    entries: VecDeque<(u64, V)>,
 }
 
 /// How many ids a [`Recent`] window keeps.
 pub(crate) const RECENT_IDS: usize = 64;
 
+fn id_hash(id: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(id)
+}
+
 impl<V> Default for Recent<V> {
     fn default() -> Self {
         Recent {
-            entries: VecDeque::new(),
+            entries: VecDeque::with_capacity(RECENT_IDS),
         }
     }
 }
@@ -195,26 +203,28 @@ impl<V> Default for Recent<V> {
 impl<V> Recent<V> {
     /// The value kept for `id`, if it is in the window.
     pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut V> {
+        let h = id_hash(id);
         self.entries
             .iter_mut()
             .rev()
-            .find(|(k, _)| k == id)
+            .find(|(k, _)| *k == h)
             .map(|(_, v)| v)
     }
 
     /// Whether `id` is in the window.
     pub(crate) fn contains(&self, id: &str) -> bool {
-        self.entries.iter().any(|(k, _)| k == id)
+        let h = id_hash(id);
+        self.entries.iter().any(|(k, _)| *k == h)
     }
 
-    /// Adds `id` (which must not be in the window), returning the entry it pushed out.
-    pub(crate) fn insert(&mut self, id: &str, value: V) -> Option<(String, V)> {
+    /// Adds `id` (which must not be in the window), returning the value it pushed out.
+    pub(crate) fn insert(&mut self, id: &str, value: V) -> Option<V> {
         let evicted = if self.entries.len() >= RECENT_IDS {
-            self.entries.pop_front()
+            self.entries.pop_front().map(|(_, v)| v)
         } else {
             None
         };
-        self.entries.push_back((id.to_owned(), value));
+        self.entries.push_back((id_hash(id), value));
         evicted
     }
 

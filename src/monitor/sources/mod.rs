@@ -195,7 +195,7 @@ fn id_hash(id: &str) -> u64 {
 impl<V> Default for Recent<V> {
     fn default() -> Self {
         Recent {
-            entries: VecDeque::with_capacity(RECENT_IDS),
+            entries: VecDeque::new(),
         }
     }
 }

@@ -13,10 +13,10 @@
 //! environment at run time: `$HOME/.claude/projects`, `$HOME/.config/claude/projects`,
 //! `$CODEX_HOME/sessions` (else `$HOME/.codex/sessions`) and `$HOME/.gemini/tmp`. It prints
 //! each root it watches and how many sessions it found (logs modified within the last 5
-//! minutes; older ones join when they change). When none of the roots exists it runs the
-//! simulation instead, and says so. When roots exist but hold no recent session it still
-//! watches them (an agent started now shows up at once) and says so: `--demo` gives the
-//! simulation. `--claude DIR`, `--codex DIR`, `--gemini DIR` (repeatable) watch exactly those
+//! minutes; older ones join when they change). When none of the roots exists, or they hold
+//! no log at all, it runs the simulation instead, and says so. When they hold logs but none
+//! written recently it still watches them (an agent started now shows up at once) and says
+//! so: `--demo` gives the simulation. `--claude DIR`, `--codex DIR`, `--gemini DIR` (repeatable) watch exactly those
 //! roots instead of the defaults; a root that does not exist is an error (exit code 2).
 //!
 //! Open the printed URL in a browser. You see one card per session — discovered, switching
@@ -29,7 +29,8 @@
 //! answers with a fresh `snapshot`, which replaces the page's state.
 //!
 //! The monitor publishes every source's health once at start (and then on each change), so
-//! the store knows each source's health from the beginning.
+//! there is a health report for every watched source from the beginning, not only after its
+//! first change.
 //!
 //! How it is wired: the monitor (or the simulation, [`sim`]) publishes every event through
 //! one [`Publisher`], which stamps each with the next `seq` and hands it to a
@@ -221,12 +222,35 @@ impl Publisher {
 }
 
 /// The monitor publishes through the publisher too, so that it and `--inject` share one
-/// seq counter: each event is stamped again with the publisher's next seq.
-struct Restamp(Arc<Publisher>);
+/// seq counter: each event is stamped again with the publisher's next seq. Until
+/// [`Restamp::open`], events are held back (and dropped if the monitor is not used).
+struct Restamp {
+    publisher: Arc<Publisher>,
+    held: Mutex<Option<Vec<Event>>>,
+}
+
+impl Restamp {
+    /// Publishes the held events and lets every later one through.
+    fn open(&self) {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        self.publisher.publish(held.unwrap_or_default());
+    }
+}
 
 impl EventSink for Restamp {
     fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
-        self.0.publish(vec![event.clone()]);
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        match held.as_mut() {
+            Some(events) => events.push(event.clone()),
+            None => {
+                drop(held);
+                self.publisher.publish(vec![event.clone()]);
+            }
+        }
         Ok(())
     }
 }
@@ -360,8 +384,22 @@ fn start_input(opts: &Options, publisher: &Arc<Publisher>) -> std::io::Result<In
     for (source, root) in &roots {
         builder = builder.root(*source, root);
     }
-    let mut monitor = builder.build(Restamp(publisher.clone()));
+    // The first scan's events are held back until it is clear the monitor is used.
+    let gate = Arc::new(Restamp {
+        publisher: publisher.clone(),
+        held: Mutex::new(Some(Vec::new())),
+    });
+    let mut monitor = builder.build(gate.clone());
     monitor.scan();
+    let (files, dormant) = monitor.file_counts();
+    if files == 0 && opts.roots.is_empty() {
+        let listed: Vec<String> = roots.iter().map(|(_, p)| p.display().to_string()).collect();
+        return Ok(simulation(&format!(
+            "no agent logs in {}",
+            listed.join(", ")
+        )));
+    }
+    gate.open();
     let sessions = monitor.sessions();
     for (source, root) in monitor.roots() {
         println!("watching {:<6} {}", source.name(), root.display());
@@ -374,7 +412,6 @@ fn start_input(opts: &Options, publisher: &Arc<Publisher>) -> std::io::Result<In
             format!("{} {n}", k.name())
         })
         .collect();
-    let (files, dormant) = monitor.file_counts();
     println!(
         "found {} recent session(s) ({}); {dormant} of {files} log file(s) older than 5 min not loaded until they change",
         sessions.len(),

@@ -465,8 +465,10 @@ fn publish(sink: &dyn EventSink, events: &[Event]) {
 
 /// Stops a [`Monitor`] started with [`Monitor::spawn`].
 ///
-/// Dropping the handle also stops the monitor, without waiting for its thread.
+/// Dropping the handle also stops the monitor, without waiting for its thread: keep it for as
+/// long as the monitor should run.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the monitor"]
 pub struct MonitorHandle {
     tx: Sender<Message>,
     thread: Option<JoinHandle<()>>,

@@ -239,6 +239,8 @@ fn subagents_belong_to_their_parent_session() {
         &project.join(parent).join("subagents/agent-a7f3.jsonl"),
         &sub,
     );
+    // Older versions: the subagent's log beside the session's, named by its lines' sessionId.
+    write(&project.join("agent-b2.jsonl"), &sub.replace("su1", "su2"));
 
     let rec = Recorder::default();
     let mut m = monitor(dir.path(), &rec);
@@ -253,7 +255,7 @@ fn subagents_belong_to_their_parent_session() {
     );
     let mut ids: Vec<&str> = s.subagents.iter().map(|a| a.id.as_str()).collect();
     ids.sort_unstable();
-    assert_eq!(ids, ["a7f3", "side1"]);
+    assert_eq!(ids, ["a7f3", "b2", "side1"]);
     let a = s.subagents.iter().find(|a| a.id == "a7f3").unwrap();
     assert_eq!(a.parent_id, parent);
     assert_eq!(

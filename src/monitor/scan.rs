@@ -386,9 +386,15 @@ impl Scanner {
         };
         match (&tracked.kind, &tracked.parser) {
             (FileKind::ClaudeSubagent { parent, agent }, Parser::Claude(log)) => {
-                let sub = log.subagent_state(agent, parent);
-                let parent = parent.clone();
-                self.lifecycle.apply_subagent(&parent, sub, now);
+                let parent = if parent.is_empty() {
+                    log.session_id().to_owned()
+                } else {
+                    parent.clone()
+                };
+                if !parent.is_empty() {
+                    let sub = log.subagent_state(agent, &parent);
+                    self.lifecycle.apply_subagent(&parent, sub, now);
+                }
             }
             (_, parser) => {
                 let id = tracked

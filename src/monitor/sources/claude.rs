@@ -19,8 +19,10 @@
 //!   `working` session with no record for a while into `idle` (see
 //!   [`DEFAULT_IDLE_AFTER`](crate::monitor::DEFAULT_IDLE_AFTER)).
 //! - compactionCount: `system` lines with `subtype` `compact_boundary`.
-//! - Subagents: lines with `isSidechain: true` in a session's own file, and whole files under
-//!   `subagents/`, are [`SubagentState`]s of the parent session, never sessions of their own.
+//! - Subagents: lines with `isSidechain: true` in a session's own file, whole files under
+//!   `<session uuid>/subagents/`, and (older versions) `agent-<id>.jsonl` files beside the
+//!   session logs (their parent named by their lines' `sessionId`) are [`SubagentState`]s of
+//!   the parent session, never sessions of their own.
 //!
 //! # Bounded memory
 //! Deduplication remembers only the last [`RECENT_IDS`](super::RECENT_IDS) message, user

@@ -50,9 +50,11 @@ impl SourceKind {
 pub(crate) enum FileKind {
     /// A Claude Code session transcript.
     ClaudeSession,
-    /// A Claude Code subagent transcript: `<session uuid>/subagents/<agent>.jsonl`.
+    /// A Claude Code subagent transcript: `<session uuid>/subagents/agent-<id>.jsonl`, or
+    /// (older versions) `agent-<id>.jsonl` beside the session logs.
     ClaudeSubagent {
-        /// The parent session's id (the directory name).
+        /// The parent session's id: the directory name, or empty when the file sits beside
+        /// the session logs (then the `sessionId` its lines carry).
         parent: String,
         /// The subagent's id (the file stem without `agent-`).
         agent: String,
@@ -85,15 +87,17 @@ pub(crate) fn classify(source: SourceKind, root: &Path, path: &Path) -> Option<F
             if !name.ends_with(".jsonl") {
                 return None;
             }
+            let stem = name.trim_end_matches(".jsonl");
             match parts.len() {
+                2 if stem.starts_with("agent-") => Some(FileKind::ClaudeSubagent {
+                    parent: String::new(),
+                    agent: stem.trim_start_matches("agent-").to_owned(),
+                }),
                 2 => Some(FileKind::ClaudeSession),
-                4 if parts[2] == "subagents" => {
-                    let stem = name.trim_end_matches(".jsonl");
-                    Some(FileKind::ClaudeSubagent {
-                        parent: parts[1].clone(),
-                        agent: stem.strip_prefix("agent-").unwrap_or(stem).to_owned(),
-                    })
-                }
+                4 if parts[2] == "subagents" => Some(FileKind::ClaudeSubagent {
+                    parent: parts[1].clone(),
+                    agent: stem.strip_prefix("agent-").unwrap_or(stem).to_owned(),
+                }),
                 _ => None,
             }
         }
@@ -293,6 +297,13 @@ mod tests {
             Some(FileKind::ClaudeSubagent {
                 parent: "0f".into(),
                 agent: "a1".into()
+            })
+        );
+        assert_eq!(
+            c("-home-a/agent-9c1e.jsonl"),
+            Some(FileKind::ClaudeSubagent {
+                parent: String::new(),
+                agent: "9c1e".into()
             })
         );
         assert_eq!(c("-home-a/0f/other/x.jsonl"), None);

@@ -58,6 +58,7 @@ fn start(home: &Path, args: &[&str]) -> (Guard, Vec<String>) {
         .args(args)
         .env("HOME", home)
         .env_remove("CODEX_HOME")
+        .env_remove("CLAUDE_CONFIG_DIR")
         .env_remove("PORT")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -4,8 +4,9 @@
 //! consecutive failed scans and `failed` after 6; a clean full scan resets it to `healthy`.
 //! A *failed scan* is a full scan of the source's root that hit an I/O error (the root or a
 //! directory under it unreadable), or a log file that could not be opened or read. A skipped
-//! log line (invalid JSON, over-long) is counted in `parseFailures` but does not fail the
-//! scan: the session goes on updating, so it is not a health problem.
+//! log line (invalid JSON, over-long) is counted in `parseFailures` (a running total since
+//! the monitor started; Go reset it on every clean poll) but does not fail the scan: the
+//! session goes on updating, so it is not a health problem.
 //!
 //! `lastError` never carries a path: every absolute path is replaced by `<path>`.
 

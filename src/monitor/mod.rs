@@ -111,10 +111,12 @@ pub const DEFAULT_HEALTH_THRESHOLD: u32 = 3;
 const MIN_FORCED_RESCAN: Duration = Duration::from_secs(1);
 
 /// The default log roots that exist, from the environment at call time:
-/// `$HOME/.claude/projects`, `$HOME/.config/claude/projects`, `$CODEX_HOME/sessions` (else
-/// `$HOME/.codex/sessions`) and `$HOME/.gemini/tmp`.
+/// `$HOME/.claude/projects`, `$HOME/.config/claude/projects` and `<dir>/projects` for each
+/// comma-separated `<dir>` of `$CLAUDE_CONFIG_DIR`; `$CODEX_HOME/sessions` (else
+/// `$HOME/.codex/sessions`); `$HOME/.gemini/tmp`.
 ///
-/// Roots that are not directories are left out; with no `HOME` only `CODEX_HOME` counts.
+/// Roots that are not directories are left out, and each directory is listed once; with no
+/// `HOME` only `CLAUDE_CONFIG_DIR` and `CODEX_HOME` count.
 pub fn default_roots() -> Vec<(SourceKind, PathBuf)> {
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
@@ -128,6 +130,12 @@ pub fn default_roots() -> Vec<(SourceKind, PathBuf)> {
         candidates.push((SourceKind::Claude, home.join(".claude/projects")));
         candidates.push((SourceKind::Claude, home.join(".config/claude/projects")));
     }
+    if let Some(dirs) = std::env::var_os("CLAUDE_CONFIG_DIR") {
+        let dirs = dirs.to_string_lossy().into_owned();
+        for dir in dirs.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            candidates.push((SourceKind::Claude, PathBuf::from(dir).join("projects")));
+        }
+    }
     if let Some(codex) = codex_home {
         candidates.push((SourceKind::Codex, codex.join("sessions")));
     }
@@ -135,6 +143,8 @@ pub fn default_roots() -> Vec<(SourceKind, PathBuf)> {
         candidates.push((SourceKind::Gemini, home.join(".gemini/tmp")));
     }
     candidates.retain(|(_, p)| p.is_dir());
+    let mut seen = std::collections::HashSet::new();
+    candidates.retain(|(_, p)| seen.insert(p.canonicalize().unwrap_or_else(|_| p.clone())));
     candidates
 }
 
@@ -387,6 +397,8 @@ impl Monitor {
     }
 
     fn run(mut self, tx: Sender<Message>, rx: mpsc::Receiver<Message>) {
+        let span = tracing::info_span!("monitor", roots = self.scanner.roots().len());
+        let _entered = span.enter();
         let mut dirs: Vec<(PathBuf, RecursiveMode)> = self
             .scanner
             .roots()
@@ -400,7 +412,16 @@ impl Monitor {
         for error in errors {
             tracing::warn!(error = %health::sanitize_error(&error.to_string()), "cannot watch a log directory; relying on rescans");
         }
+        let started = Instant::now();
         self.scan();
+        let (files, dormant) = self.file_counts();
+        tracing::info!(
+            sessions = self.scanner.lifecycle.len(),
+            files,
+            dormant,
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "monitor started"
+        );
         let mut next_rescan = Instant::now() + self.rescan_interval;
         let mut last_full = Instant::now();
         let mut pending: Vec<PathBuf> = Vec::new();

@@ -401,14 +401,14 @@ fn working_session_with_no_records_becomes_idle() {
     let rec = Recorder::default();
     let mut m = Monitor::builder()
         .root(SourceKind::Claude, dir.path())
-        .idle_after(Duration::from_millis(200))
+        .idle_after(Duration::from_secs(1))
         .build(rec.clone());
     m.scan();
     assert_eq!(
         last_state(&rec.take(), "s4").unwrap().activity,
         Activity::Working
     );
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(2100));
     m.scan();
     let events = rec.take();
     assert_eq!(lifecycle_kinds(&events), [LifecycleEventType::Updated]);

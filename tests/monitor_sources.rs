@@ -148,3 +148,31 @@ fn gemini_jsonl_messages_are_upserted_by_id() {
     );
     assert_eq!(s.max_context_tokens, 1_048_576);
 }
+
+#[test]
+fn a_rollout_in_a_new_day_directory_is_picked_up_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::default();
+    let handle = Monitor::builder()
+        .root(SourceKind::Codex, dir.path())
+        .idle_after(Duration::ZERO)
+        .build(rec.clone())
+        .spawn()
+        .unwrap();
+    rec.wait_for("the initial health", |evs| {
+        evs.iter().any(|e| e.health.is_some())
+    });
+    // Codex creates YYYY/MM/DD when a day's first session starts, then writes into it.
+    let log = dir
+        .path()
+        .join("2026/01/06/rollout-2026-01-06T08-00-00-0199a7c3-0000-7000-8000-00000000c0de.jsonl");
+    write(&log, &sample("codex-rollout.jsonl"));
+    let events = rec.wait_for("the new session", |evs| last_state(evs, CODEX_ID).is_some());
+    assert!(lifecycle_kinds(&events).contains(&LifecycleEventType::Discovered));
+    append(&log, &sample("codex-rollout-more.jsonl"));
+    rec.wait_for("the appended turn", |evs| {
+        last_state(evs, CODEX_ID)
+            .is_some_and(|s| s.activity == Activity::Waiting && s.message_count == 2)
+    });
+    handle.stop();
+}

@@ -274,7 +274,10 @@ impl MonitorBuilder {
     }
 
     /// The seq of the monitor's first event. Default 1 (a new
-    /// [`SessionStore`](crate::SessionStore) is at 0).
+    /// [`SessionStore`](crate::SessionStore) is at 0). A monitor publishing into a store
+    /// that already holds events (say, after restarting the monitor in the same process)
+    /// should continue its sequence: `first_seq(store.seq() + 1)`, so clients' seqs never go
+    /// backwards.
     pub fn first_seq(mut self, seq: u64) -> Self {
         self.first_seq = seq;
         self

@@ -300,8 +300,22 @@ impl Scanner {
         }
     }
 
-    /// Reads `path` if it changed since it was last read, and merges what it says.
+    /// Reads `path` if it changed since it was last read, and merges what it says. A file
+    /// that vanished meanwhile is not an error: its session goes stale on its own.
     fn refresh(
+        &mut self,
+        root: &Root,
+        path: &Path,
+        meta: &Metadata,
+        now: Instant,
+    ) -> io::Result<()> {
+        match self.read_changes(root, path, meta, now) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            result => result,
+        }
+    }
+
+    fn read_changes(
         &mut self,
         root: &Root,
         path: &Path,

@@ -414,3 +414,30 @@ fn working_session_with_no_records_becomes_idle() {
     assert_eq!(lifecycle_kinds(&events), [LifecycleEventType::Updated]);
     assert_eq!(last_state(&events, "s4").unwrap().activity, Activity::Idle);
 }
+
+#[test]
+fn a_second_file_naming_the_same_session_is_not_merged_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = claude_project(dir.path());
+    let first = "aaaaaaaa-0000-4000-8000-000000000001";
+    let resumed = "bbbbbbbb-0000-4000-8000-000000000002";
+    let history = claude_user(first, "u1", "2026-01-05T09:00:00Z", "a")
+        + &claude_user(first, "u2", "2026-01-05T09:00:01Z", "b");
+    write(&project.join(format!("{first}.jsonl")), &history);
+    let rec = Recorder::default();
+    let mut m = monitor(dir.path(), &rec);
+    m.scan();
+    rec.take();
+    // A resumed session: a new file that starts with copies of the earlier lines.
+    write(
+        &project.join(format!("{resumed}.jsonl")),
+        &(history + &claude_user(resumed, "u3", "2026-01-05T10:00:00Z", "c")),
+    );
+    m.scan();
+    let events = rec.take();
+    assert_eq!(lifecycle_kinds(&events), [LifecycleEventType::Discovered]);
+    assert_eq!(last_state(&events, resumed).unwrap().message_count, 3);
+    assert!(last_state(&events, first).is_none());
+    let original = m.sessions().into_iter().find(|s| s.id == first).unwrap();
+    assert_eq!(original.message_count, 2, "not counted twice");
+}

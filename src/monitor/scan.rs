@@ -102,6 +102,10 @@ pub(crate) struct Scanner {
     health: Vec<(SourceKind, SourceHealth)>,
     session_end_dir: Option<PathBuf>,
     files: HashMap<PathBuf, Tracked>,
+    /// Which file each session id was given to: a second file naming the same session (a
+    /// resumed Claude Code session copies earlier lines into a new file) is a session of its
+    /// own, named by its stem, so nothing is counted twice.
+    claimed: HashMap<String, PathBuf>,
     stale_after: Duration,
     pub(crate) lifecycle: Lifecycle,
 }
@@ -125,6 +129,7 @@ impl Scanner {
             health,
             session_end_dir,
             files: HashMap::new(),
+            claimed: HashMap::new(),
             stale_after,
             lifecycle,
         }
@@ -411,17 +416,21 @@ impl Scanner {
                 }
             }
             (_, parser) => {
-                let id = tracked
-                    .session_id
-                    .get_or_insert_with(|| {
+                let id = match &tracked.session_id {
+                    Some(id) => id.clone(),
+                    None => {
                         let named = parser.session_id();
-                        if named.is_empty() {
+                        let taken = |id: &str| self.claimed.get(id).is_some_and(|p| p != path);
+                        let id = if named.is_empty() || taken(named) {
                             tracked.stem.clone()
                         } else {
                             named.to_owned()
-                        }
-                    })
-                    .clone();
+                        };
+                        self.claimed.insert(id.clone(), path.to_path_buf());
+                        tracked.session_id = Some(id.clone());
+                        id
+                    }
+                };
                 let report = match parser {
                     Parser::Claude(p) => p.report(&id),
                     Parser::Codex(p) => p.report(&id),

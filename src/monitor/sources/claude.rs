@@ -4,7 +4,9 @@
 //! One JSON object a line. What becomes of each field:
 //!
 //! - id: the first `sessionId` in the file, else the file stem (the monitor fixes it when
-//!   the session is first reported); `cwd` → workingDir, `gitBranch` → branch, `slug`.
+//!   the session is first reported; a second file naming a session already given to another
+//!   file, as a resumed session's copy of earlier lines may, is named by its stem instead);
+//!   `cwd` → workingDir, `gitBranch` → branch, `slug`.
 //! - model: the latest assistant `message.model`, ignoring `<synthetic>` (local lines).
 //! - contextTokens: `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`
 //!   of the latest assistant usage; maxContextTokens from the model table (`models.rs`).

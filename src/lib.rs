@@ -76,6 +76,8 @@
 //!   facade, for Prometheus and other exporters.
 //! - [`broker`] (feature `redis`): several server nodes fed from one producer through Redis
 //!   Streams, with checkpoints, so `?since=` resume works on any node.
+//! - [`monitor`] (feature `monitor`, on by default): the producer, a [`Monitor`] that tails
+//!   Claude Code, Codex CLI and Gemini CLI session logs and publishes events to any sink.
 //! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
 //!   limit, each a tower layer usable on its own.
 //! - [`status`]: the last refusal per client IP, served at `<path>/status` so a page can say
@@ -93,6 +95,8 @@ mod hub;
 mod layer;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "monitor")]
+pub mod monitor;
 mod publisher;
 mod serve;
 mod sink;
@@ -112,6 +116,8 @@ pub use layer::{
     DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_BUFFER, DEFAULT_WRITE_TIMEOUT,
     MAX_HEARTBEAT, MAX_MESSAGE_SIZE_LIMIT, MAX_WRITE_TIMEOUT, WsLayer,
 };
+#[cfg(feature = "monitor")]
+pub use monitor::{Monitor, MonitorBuilder, MonitorHandle};
 pub use publisher::Publisher;
 pub use serve::{
     DEFAULT_HEADER_READ_TIMEOUT, MAX_HEADER_READ_TIMEOUT, Serve, WithGracefulShutdown, serve,

@@ -1,48 +1,67 @@
-//! A live dashboard of AI coding-agent sessions, fed by a simulated agentwatch monitor.
+//! A live dashboard of AI coding-agent sessions: your real Claude Code, Codex CLI and Gemini
+//! CLI sessions, read from their logs by the crate's [`Monitor`], or a simulated monitor.
 //!
 //! ```text
 //! cargo run --example dashboard                # http://127.0.0.1:3000/
-//! cargo run --example dashboard -- --port 8080 --rate 10 --seed 7
+//! cargo run --example dashboard -- --demo --rate 10 --seed 7
+//! cargo run --example dashboard -- --claude ~/work/claude-logs --port 8080
+//! HOME=/some/dir cargo run --example dashboard -- --port 8080
 //! PORT=8080 RUST_LOG=agentwatch_ws=debug cargo run --example dashboard
 //! ```
 //!
-//! Open the printed URL in a browser. You see one card per session — Claude Code, Codex and
-//! Gemini CLI sessions discovered over time, switching between working, waiting and idle,
-//! running tools, filling their context windows, spawning subagents, ending, being resumed and
-//! finally removed — plus a health strip per source that degrades and recovers now and then,
-//! a feed of lifecycle events, and a connection indicator. Stop the server (Ctrl-C) and the
-//! page shows "reconnecting in Ns", backing off (0.5 s doubling to 15 s); start it again and
-//! the page reconnects by itself. Reconnects ask for only the missed events
+//! **Which input.** Without flags it watches the default log roots that exist, from the
+//! environment at run time: `$HOME/.claude/projects`, `$HOME/.config/claude/projects`,
+//! `$CODEX_HOME/sessions` (else `$HOME/.codex/sessions`) and `$HOME/.gemini/tmp`. It prints
+//! each root it watches and how many sessions it found (logs modified within the last 5
+//! minutes; older ones join when they change). When none of the roots exists, or they hold
+//! no log at all, it runs the simulation instead, and says so. When they hold logs but none
+//! written recently it still watches them (an agent started now shows up at once) and says
+//! so: `--demo` gives the simulation. `--claude DIR`, `--codex DIR`, `--gemini DIR` (repeatable) watch exactly those
+//! roots instead of the defaults; a root that does not exist is an error (exit code 2).
+//!
+//! Open the printed URL in a browser. You see one card per session — discovered, switching
+//! between working, waiting and idle, running tools, filling their context windows, spawning
+//! subagents, ending and finally removed — plus a health strip per source (`claude`, `codex`,
+//! `gemini`), a feed of lifecycle events, and a connection indicator. Stop the server (Ctrl-C)
+//! and the page shows "reconnecting in Ns", backing off (0.5 s doubling to 15 s); start it
+//! again and the page reconnects by itself. Reconnects ask for only the missed events
 //! (`/ws?since=<last seq>`); a server that cannot serve them (such as a restarted one)
 //! answers with a fresh `snapshot`, which replaces the page's state.
 //!
-//! Health is reported only when it changes, and a snapshot carries none, so a freshly opened
-//! page lists sources as "no reports" until their health next changes.
+//! The monitor publishes every source's health once at start (and then on each change), so
+//! there is a health report for every watched source from the beginning, not only after its
+//! first change.
 //!
-//! How it is wired: the simulated monitor ([`sim`]) publishes every event, each with the next
-//! `seq`, to a [`SessionStore`] and then to the [`WsLayer`]'s hub (one [`MultiSink`], store
-//! first). The store gives each connecting browser its first `snapshot`; the hub fans out the
-//! live stream. The page (`index.html`, embedded in the binary) is served at `/`, the
-//! WebSocket at `/ws`. On Ctrl-C the hub is stopped, so every browser sees close code 1001.
+//! How it is wired: the monitor (or the simulation, [`sim`]) publishes every event through
+//! one [`Publisher`], which stamps each with the next `seq` and hands it to a
+//! [`SessionStore`] and then to the [`WsLayer`]'s hub (one [`MultiSink`], store first). The
+//! store gives each connecting browser its first `snapshot`; the hub fans out the live
+//! stream. The page (`index.html`, embedded in the binary) is served at `/`, the WebSocket at
+//! `/ws`. On Ctrl-C the monitor and the hub are stopped, so every browser sees close code 1001.
 //!
 //! Flags (all optional):
 //!
 //! - `--port N`: the port on 127.0.0.1 (default: the `PORT` environment variable, else 3000).
-//! - `--rate N`: simulated events per second (default 5).
+//! - `--demo`: run the simulation, whatever logs exist.
+//! - `--claude DIR`, `--codex DIR`, `--gemini DIR`: watch these roots (repeatable) instead of
+//!   the defaults. Not with `--demo`.
+//! - `--rate N`: simulated events per second (default 5; simulation only).
 //! - `--seed N`: seed of the simulation's PRNG (default 1); the same seed gives the same story.
 //! - `--inject`: **for tests and demos only; off by default.** Enables
 //!   `POST /debug/sessions?id=ID&source=SRC`, which publishes a `delta` adding (or updating)
-//!   a session with that id through the same store + hub path as the simulation. The browser
-//!   test (`tests/browser.rs`) uses it. Never enable it on a server others can reach.
+//!   a session with that id through the same publisher as the monitor or the simulation. The
+//!   browser test (`tests/browser.rs`) uses it. Never enable it on a server others can reach.
 
 mod sim;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use agentwatch_ws::{Event, EventSink, Hub, MultiSink, SessionStore, WsLayer};
+use agentwatch_ws::monitor::{Monitor, MonitorHandle, SourceKind};
+use agentwatch_ws::{Event, EventSink, Hub, Publisher, SessionStore, SinkError, WsLayer};
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
@@ -54,12 +73,21 @@ use tracing_subscriber::EnvFilter;
 const INDEX_HTML: &str = include_str!("index.html");
 
 const USAGE: &str = "\
-usage: dashboard [--port N] [--rate N] [--seed N] [--inject]
+usage: dashboard [--port N] [--demo] [--claude DIR] [--codex DIR] [--gemini DIR]
+                 [--rate N] [--seed N] [--inject]
 
-  --port N   port to listen on, on 127.0.0.1 (default: $PORT, else 3000)
-  --rate N   simulated events per second (default 5)
-  --seed N   seed of the simulation (default 1)
-  --inject   enable POST /debug/sessions?id=ID&source=SRC (tests and demos only)";
+  --port N        port to listen on, on 127.0.0.1 (default: $PORT, else 3000)
+  --demo          run the simulation instead of watching agent logs
+  --claude DIR    watch this Claude Code projects root (repeatable; replaces the defaults)
+  --codex DIR     watch this Codex CLI sessions root (repeatable; replaces the defaults)
+  --gemini DIR    watch this Gemini CLI tmp root (repeatable; replaces the defaults)
+  --rate N        simulated events per second (default 5)
+  --seed N        seed of the simulation (default 1)
+  --inject        enable POST /debug/sessions?id=ID&source=SRC (tests and demos only)
+
+Without --demo or roots, it watches the default roots that exist ($HOME/.claude/projects,
+$HOME/.config/claude/projects, $CODEX_HOME/sessions or $HOME/.codex/sessions,
+$HOME/.gemini/tmp), and runs the simulation when there are none.";
 
 /// Command-line options.
 #[derive(Debug)]
@@ -69,6 +97,9 @@ struct Options {
     seed: u64,
     inject: bool,
     max_connections: usize,
+    demo: bool,
+    /// Roots given on the command line (replacing the defaults).
+    roots: Vec<(SourceKind, PathBuf)>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -78,6 +109,8 @@ fn parse_args() -> Result<Options, String> {
         seed: 1,
         inject: false,
         max_connections: 0,
+        demo: false,
+        roots: Vec::new(),
     };
     let mut port_flag = false;
     let mut args = std::env::args().skip(1);
@@ -118,7 +151,19 @@ fn parse_args() -> Result<Options, String> {
                     .map_err(|_| format!("--seed {v:?} is not an unsigned integer"))?;
             }
             "--inject" => opts.inject = true,
-            "--demo" => {} // the simulation is the only input of this version
+            "--demo" => opts.demo = true,
+            "--claude" | "--codex" | "--gemini" => {
+                let source = match flag.as_str() {
+                    "--claude" => SourceKind::Claude,
+                    "--codex" => SourceKind::Codex,
+                    _ => SourceKind::Gemini,
+                };
+                let dir = PathBuf::from(value(&flag)?);
+                if !dir.is_dir() {
+                    return Err(format!("{flag} {}: no such directory", dir.display()));
+                }
+                opts.roots.push((source, dir));
+            }
             "--max-connections" => {
                 opts.max_connections = value("--max-connections")?
                     .parse()
@@ -131,6 +176,12 @@ fn parse_args() -> Result<Options, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    if opts.demo && !opts.roots.is_empty() {
+        return Err(
+            "--demo runs the simulation: it cannot be combined with --claude, --codex or --gemini"
+                .into(),
+        );
+    }
     if !port_flag {
         if let Ok(port) = std::env::var("PORT") {
             opts.port = port
@@ -142,37 +193,53 @@ fn parse_args() -> Result<Options, String> {
     Ok(opts)
 }
 
-/// Publishes events to the store, then the hub, stamping each with the next `seq`.
-///
-/// The lock makes "take the next seq, publish" one step, so the simulation and the debug
-/// endpoint never publish out of seq order.
-struct Publisher {
-    next_seq: Mutex<u64>,
-    sink: MultiSink,
-}
-
-impl Publisher {
-    fn new(store: SessionStore, hub: Hub) -> Self {
-        Publisher {
-            next_seq: Mutex::new(1),
-            // Store first, then hub: the hand-over to a connecting client relies on that order.
-            sink: MultiSink::new().with(store).with(hub),
+/// Publishes `events` in order through the crate's [`Publisher`] (store, then hub), each
+/// numbered with the next `seq`: the monitor, the simulation and `--inject` share one
+/// sequence, so their events are renumbered rather than kept. Returns the last seq (0 if
+/// none).
+fn publish_all(publisher: &Publisher, events: Vec<Event>) -> u64 {
+    let mut last = 0;
+    for mut event in events {
+        event.seq = 0;
+        match publisher.publish(event) {
+            Ok(seq) => last = seq,
+            Err(error) => tracing::warn!(%error, "publishing event failed"),
         }
     }
+    last
+}
 
-    /// Publishes `events` in order, returning the seq of the last one (0 if none).
-    fn publish(&self, events: Vec<Event>) -> u64 {
-        let mut next = self.next_seq.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut last = 0;
-        for mut event in events {
-            event.seq = *next;
-            *next += 1;
-            last = event.seq;
-            if let Err(error) = self.sink.handle_event(&event) {
-                tracing::warn!(seq = event.seq, %error, "publishing event failed");
+/// The monitor publishes through the publisher too, so that it and `--inject` share one
+/// seq counter: each event is stamped again with the publisher's next seq. Until
+/// [`Restamp::open`], events are held back (and dropped if the monitor is not used).
+struct Restamp {
+    publisher: Arc<Publisher>,
+    held: Mutex<Option<Vec<Event>>>,
+}
+
+impl Restamp {
+    /// Publishes the held events and lets every later one through.
+    fn open(&self) {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        publish_all(&self.publisher, held.unwrap_or_default());
+    }
+}
+
+impl EventSink for Restamp {
+    fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        match held.as_mut() {
+            Some(events) => events.push(event.clone()),
+            None => {
+                drop(held);
+                publish_all(&self.publisher, vec![event.clone()]);
             }
         }
-        last
+        Ok(())
     }
 }
 
@@ -214,9 +281,10 @@ async fn inject_session(State(state): State<AppState>, Query(q): Query<InjectQue
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "claude".to_string());
     let session = sim::injected_session(&q.id, &source, &q.more);
-    let seq = state
-        .publisher
-        .publish(vec![Event::delta(0, vec![session], Vec::new())]);
+    let seq = publish_all(
+        &state.publisher,
+        vec![Event::delta(0, vec![session], Vec::new())],
+    );
     tracing::info!(id = %q.id, %source, seq, "injected session");
     (StatusCode::OK, format!("{{\"seq\":{seq}}}\n")).into_response()
 }
@@ -245,6 +313,114 @@ async fn shutdown_signal(hub: Hub) {
     }
     tracing::info!("shutting down: closing WebSocket clients with 1001");
     hub.stop();
+}
+
+/// What feeds the dashboard.
+enum Input {
+    Simulation(tokio::task::JoinHandle<()>),
+    Monitor(MonitorHandle),
+}
+
+impl Input {
+    async fn stop(self) {
+        match self {
+            Input::Simulation(task) => task.abort(),
+            Input::Monitor(handle) => {
+                if tokio::task::spawn_blocking(move || handle.stop())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("stopping the monitor failed");
+                }
+            }
+        }
+    }
+}
+
+/// Starts the monitor on the chosen (or default) roots, or the simulation when `--demo` is
+/// given or no root exists; prints which.
+fn start_input(opts: &Options, publisher: &Arc<Publisher>) -> std::io::Result<Input> {
+    let simulation = |why: &str| {
+        println!(
+            "input: the simulation ({why}); {} events/s, seed {}",
+            opts.rate, opts.seed
+        );
+        tracing::info!(
+            rate = opts.rate,
+            seed = opts.seed,
+            inject = opts.inject,
+            "simulated monitor running"
+        );
+        Input::Simulation(tokio::spawn(sim::run(
+            publisher.clone(),
+            opts.seed,
+            opts.rate,
+        )))
+    };
+    if opts.demo {
+        return Ok(simulation("--demo"));
+    }
+    let roots = if opts.roots.is_empty() {
+        agentwatch_ws::monitor::default_roots()
+    } else {
+        opts.roots.clone()
+    };
+    if roots.is_empty() {
+        return Ok(simulation(
+            "no agent logs: none of $HOME/.claude/projects, $HOME/.config/claude/projects, \
+             $CODEX_HOME/sessions or $HOME/.codex/sessions, $HOME/.gemini/tmp exists",
+        ));
+    }
+    let mut builder = Monitor::builder();
+    for (source, root) in &roots {
+        builder = builder.root(*source, root);
+    }
+    // The first scan's events are held back until it is clear the monitor is used.
+    let gate = Arc::new(Restamp {
+        publisher: publisher.clone(),
+        held: Mutex::new(Some(Vec::new())),
+    });
+    let mut monitor = builder.build(gate.clone());
+    monitor.scan();
+    let (files, dormant) = monitor.file_counts();
+    if files == 0 && opts.roots.is_empty() {
+        let listed: Vec<String> = roots.iter().map(|(_, p)| p.display().to_string()).collect();
+        return Ok(simulation(&format!(
+            "no agent logs in {}",
+            listed.join(", ")
+        )));
+    }
+    gate.open();
+    let sessions = monitor.sessions();
+    for (source, root) in monitor.roots() {
+        println!("watching {:<6} {}", source.name(), root.display());
+    }
+    let per_source: Vec<String> = SourceKind::ALL
+        .iter()
+        .filter(|k| roots.iter().any(|(s, _)| s == *k))
+        .map(|k| {
+            let n = sessions.iter().filter(|s| s.source == k.name()).count();
+            format!("{} {n}", k.name())
+        })
+        .collect();
+    println!(
+        "found {} recent session(s) ({}); {dormant} of {files} log file(s) older than 5 min not loaded until they change",
+        sessions.len(),
+        per_source.join(", ")
+    );
+    if sessions.is_empty() {
+        println!(
+            "no agent wrote a log in the last 5 minutes: sessions appear as soon as one does \
+             (run with --demo for the simulation)"
+        );
+    }
+    tracing::info!(
+        roots = roots.len(),
+        sessions = sessions.len(),
+        inject = opts.inject,
+        "monitor running"
+    );
+    Ok(Input::Monitor(monitor.spawn()?))
 }
 
 #[tokio::main]
@@ -307,22 +483,22 @@ async fn main() -> ExitCode {
     };
     let local = listener.local_addr().unwrap_or(addr);
 
-    let simulation = tokio::spawn(sim::run(publisher.clone(), opts.seed, opts.rate));
+    let input = match start_input(&opts, &publisher) {
+        Ok(input) => input,
+        Err(error) => {
+            eprintln!("error: cannot start the monitor: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     println!("agentwatch dashboard: open http://{local}/  (Ctrl-C to stop)");
-    tracing::info!(
-        rate = opts.rate,
-        seed = opts.seed,
-        inject = opts.inject,
-        "simulated monitor running"
-    );
 
     // TCP_NODELAY, a deadline on request heads, and connect info for the rate limit.
     let served = agentwatch_ws::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal(hub.clone()))
         .await;
 
-    simulation.abort();
+    input.stop().await;
     // Give the closing handshakes a moment to go out before the runtime goes away.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while hub.client_count() > 0 && tokio::time::Instant::now() < deadline {

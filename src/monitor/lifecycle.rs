@@ -1,0 +1,546 @@
+//! Per-session state, agentwatch's merge rules, the stale / idle / retention sweeps, and the
+//! order and seq of one batch's events.
+//!
+//! A *batch* is one round of work of the monitor (a burst of file changes, a rescan or a
+//! sweep). Its events are, each with the next seq (Go's `PollOnce` order):
+//! 1. one `lifecycle` event per session transition (`discovered`, `updated`, `resumed`,
+//!    `terminal`, `stale`, `removed`), at most one `updated` per session per batch;
+//! 2. one `delta` with every session changed in the batch (its final state) and every
+//!    removed id, if there is any;
+//! 3. one `health` per source whose status changed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::sources::{Counts, Report};
+use crate::wire::{
+    Activity, Event, EventType, Health, LifecycleEvent, LifecycleEventType, LifecycleState,
+    SessionState, SubagentState, Timestamp,
+};
+
+/// How many removed ids are remembered (to report `resumed` rather than `discovered` when a
+/// removed session gets data again).
+const REMEMBER_REMOVED: usize = 4096;
+
+/// The time rules of the lifecycle.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// Active with no data this long → `stale` (terminal). Zero disables.
+    pub(crate) stale_after: Duration,
+    /// Terminal this long → `removed`.
+    pub(crate) retention: Duration,
+    /// `working` with no record this long → `idle`. Zero disables.
+    pub(crate) idle_after: Duration,
+}
+
+struct Entry {
+    state: SessionState,
+    /// When data last arrived (the stale clock).
+    last_data: Instant,
+    /// When the session became terminal (the retention clock).
+    terminal_since: Option<Instant>,
+    /// Subagents found inside the session's own log.
+    inline_subagents: Vec<SubagentState>,
+}
+
+/// Every session the monitor tracks, and the batch being built.
+pub(crate) struct Lifecycle {
+    timing: Timing,
+    sessions: HashMap<String, Entry>,
+    removed_ids: HashSet<String>,
+    removed_order: VecDeque<String>,
+    /// Subagents from their own files, by parent session id (kept even before the parent is
+    /// seen, and attached when it is).
+    subagents: HashMap<String, Vec<SubagentState>>,
+    next_seq: u64,
+    // The batch.
+    transitions: Vec<LifecycleEvent>,
+    /// Sessions with an event in this batch, and whether it was only `updated`.
+    touched: Vec<String>,
+    touched_set: HashSet<String>,
+    removed: Vec<String>,
+}
+
+impl Lifecycle {
+    /// No sessions; the first event gets `first_seq`.
+    pub(crate) fn new(timing: Timing, first_seq: u64) -> Self {
+        Lifecycle {
+            timing,
+            sessions: HashMap::new(),
+            removed_ids: HashSet::new(),
+            removed_order: VecDeque::new(),
+            subagents: HashMap::new(),
+            next_seq: first_seq,
+            transitions: Vec::new(),
+            touched: Vec::new(),
+            touched_set: HashSet::new(),
+            removed: Vec::new(),
+        }
+    }
+
+    /// The number of sessions tracked (active and terminal within retention).
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// A copy of every tracked session.
+    pub(crate) fn sessions(&self) -> Vec<SessionState> {
+        self.sessions.values().map(|e| e.state.clone()).collect()
+    }
+
+    fn transition(
+        &mut self,
+        kind: LifecycleEventType,
+        state: &SessionState,
+        from: LifecycleState,
+        reason: &str,
+    ) {
+        let first = self.touched_set.insert(state.id.clone());
+        if first {
+            self.touched.push(state.id.clone());
+        } else if kind == LifecycleEventType::Updated {
+            // Already reported in this batch; the delta carries the final state.
+            return;
+        }
+        self.transitions.push(LifecycleEvent {
+            kind,
+            session_id: state.id.clone(),
+            source: state.source.clone(),
+            from,
+            to: state.lifecycle.clone(),
+            at: Timestamp::now(),
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Merges what a log says about a session. `delta` is the change of the file's counts
+    /// since it last reported.
+    pub(crate) fn apply(&mut self, source: &str, report: &Report, delta: Counts, now: Instant) {
+        let id = report.session_id.as_str();
+        let received = Timestamp::now();
+        let known = self
+            .sessions
+            .get(id)
+            .map(|e| e.state.lifecycle == LifecycleState::Terminal);
+        let (kind, from) = match known {
+            None if self.forget_removed(id) => {
+                (LifecycleEventType::Resumed, LifecycleState::Terminal)
+            }
+            None => (LifecycleEventType::Discovered, LifecycleState::default()),
+            Some(true) => (LifecycleEventType::Resumed, LifecycleState::Terminal),
+            Some(false) => (LifecycleEventType::Updated, LifecycleState::Active),
+        };
+        // A session (re)created here starts from the file's totals: after a removal, the
+        // increments since the file last reported would undercount.
+        let delta = if known.is_none() {
+            report.counts
+        } else {
+            delta
+        };
+        let entry = self.sessions.entry(id.to_owned()).or_insert_with(|| Entry {
+            state: SessionState {
+                id: id.to_owned(),
+                source: source.to_owned(),
+                lifecycle: LifecycleState::Active,
+                ..SessionState::default()
+            },
+            last_data: now,
+            terminal_since: None,
+            inline_subagents: Vec::new(),
+        });
+        entry.last_data = now;
+        entry.terminal_since = None;
+        let s = &mut entry.state;
+        s.lifecycle = LifecycleState::Active;
+        s.completed_at = None;
+        merge(s, report, delta, received);
+        if !report.subagents.is_empty() {
+            entry.inline_subagents.clone_from(&report.subagents);
+        }
+        let files = self
+            .subagents
+            .get(id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        rebuild_subagents(entry, files);
+        let state = entry.state.clone();
+        self.transition(kind, &state, from, "");
+    }
+
+    /// Merges a subagent's own log into its parent session (if the parent is tracked; else
+    /// it is kept until the parent appears).
+    pub(crate) fn apply_subagent(&mut self, parent: &str, sub: SubagentState, now: Instant) {
+        let list = self.subagents.entry(parent.to_owned()).or_default();
+        match list.iter_mut().find(|s| s.id == sub.id) {
+            Some(existing) => *existing = sub,
+            None => list.push(sub),
+        }
+        let Some(entry) = self.sessions.get_mut(parent) else {
+            return;
+        };
+        let resumed = entry.state.lifecycle == LifecycleState::Terminal;
+        entry.last_data = now;
+        entry.terminal_since = None;
+        entry.state.lifecycle = LifecycleState::Active;
+        entry.state.completed_at = None;
+        entry.state.last_data_received_at = Timestamp::now();
+        rebuild_subagents(entry, list);
+        let state = entry.state.clone();
+        if resumed {
+            self.transition(
+                LifecycleEventType::Resumed,
+                &state,
+                LifecycleState::Terminal,
+                "",
+            );
+        } else {
+            self.transition(
+                LifecycleEventType::Updated,
+                &state,
+                LifecycleState::Active,
+                "",
+            );
+        }
+    }
+
+    /// The source says the session ended (a session-end marker).
+    pub(crate) fn terminate(
+        &mut self,
+        id: &str,
+        reason: &str,
+        at: Timestamp,
+        now: Instant,
+    ) -> bool {
+        let Some(entry) = self.sessions.get_mut(id) else {
+            return false;
+        };
+        if entry.state.lifecycle == LifecycleState::Terminal {
+            return false;
+        }
+        entry.state.lifecycle = LifecycleState::Terminal;
+        entry.state.activity = Activity::Terminal;
+        entry.state.current_tool.clear();
+        entry.state.completed_at = Some(at);
+        entry.terminal_since = Some(now);
+        let state = entry.state.clone();
+        self.transition(
+            LifecycleEventType::Terminal,
+            &state,
+            LifecycleState::Active,
+            reason,
+        );
+        true
+    }
+
+    /// The time-based rules: `idle`, `stale`, `removed`.
+    pub(crate) fn sweep(&mut self, now: Instant) {
+        let wall = Timestamp::now();
+        let t = self.timing;
+        let mut idle = Vec::new();
+        let mut stale = Vec::new();
+        let mut expired = Vec::new();
+        for (id, e) in &self.sessions {
+            let quiet = now.saturating_duration_since(e.last_data);
+            match e.state.lifecycle {
+                LifecycleState::Active => {
+                    if !t.stale_after.is_zero() && quiet >= t.stale_after {
+                        stale.push(id.clone());
+                    } else if !t.idle_after.is_zero()
+                        && e.state.activity == Activity::Working
+                        && since_record(&e.state, wall, quiet) >= t.idle_after
+                    {
+                        idle.push(id.clone());
+                    }
+                }
+                _ => {
+                    if e.terminal_since
+                        .is_some_and(|since| now.saturating_duration_since(since) >= t.retention)
+                    {
+                        expired.push(id.clone());
+                    }
+                }
+            }
+        }
+        for id in idle {
+            if let Some(e) = self.sessions.get_mut(&id) {
+                e.state.activity = Activity::Idle;
+                let state = e.state.clone();
+                self.transition(
+                    LifecycleEventType::Updated,
+                    &state,
+                    LifecycleState::Active,
+                    "",
+                );
+            }
+        }
+        for id in stale {
+            if let Some(e) = self.sessions.get_mut(&id) {
+                e.state.lifecycle = LifecycleState::Terminal;
+                e.state.completed_at = Some(wall);
+                e.terminal_since = Some(now);
+                let state = e.state.clone();
+                self.transition(
+                    LifecycleEventType::Stale,
+                    &state,
+                    LifecycleState::Active,
+                    "no data received past stale threshold",
+                );
+            }
+        }
+        for id in expired {
+            if let Some(e) = self.sessions.remove(&id) {
+                self.subagents.remove(&id);
+                self.remember_removed(&id);
+                self.removed.push(id.clone());
+                self.transitions.push(LifecycleEvent {
+                    kind: LifecycleEventType::Removed,
+                    session_id: id,
+                    source: e.state.source,
+                    from: LifecycleState::Terminal,
+                    to: LifecycleState::default(),
+                    at: wall,
+                    reason: "retention window expired".to_owned(),
+                });
+            }
+        }
+    }
+
+    /// When the next time-based rule may fire (`now` is the current time), if any session is
+    /// tracked.
+    pub(crate) fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let t = self.timing;
+        let wall = Timestamp::now();
+        self.sessions
+            .values()
+            .filter_map(|e| match e.state.lifecycle {
+                LifecycleState::Active => {
+                    let stale = (!t.stale_after.is_zero()).then(|| e.last_data + t.stale_after);
+                    let idle = (!t.idle_after.is_zero() && e.state.activity == Activity::Working)
+                        .then(|| {
+                            let quiet = now.saturating_duration_since(e.last_data);
+                            now + t
+                                .idle_after
+                                .saturating_sub(since_record(&e.state, wall, quiet))
+                        });
+                    match (stale, idle) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                }
+                _ => e.terminal_since.map(|since| since + t.retention),
+            })
+            .min()
+    }
+
+    /// Ends the batch: its events in order, numbered from the next seq, followed by `health`.
+    pub(crate) fn drain(&mut self, health: Vec<Health>) -> Vec<Event> {
+        let mut events = Vec::with_capacity(self.transitions.len() + 1 + health.len());
+        for lc in self.transitions.drain(..) {
+            let mut ev = Event::lifecycle(0, lc);
+            if let Some(lc) = &ev.lifecycle {
+                ev.at = lc.at;
+            }
+            events.push(ev);
+        }
+        let updates: Vec<SessionState> = self
+            .touched
+            .drain(..)
+            .filter_map(|id| self.sessions.get(&id).map(|e| e.state.clone()))
+            .collect();
+        self.touched_set.clear();
+        let removed = std::mem::take(&mut self.removed);
+        if !updates.is_empty() || !removed.is_empty() {
+            events.push(Event::delta(0, updates, removed));
+        }
+        for h in health {
+            let at = h.updated_at;
+            let mut ev = Event::health(0, h);
+            ev.at = at;
+            events.push(ev);
+        }
+        for ev in &mut events {
+            ev.seq = self.next_seq;
+            self.next_seq += 1;
+        }
+        debug_assert!(events.iter().all(|e| e.kind != EventType::Snapshot));
+        events
+    }
+
+    fn forget_removed(&mut self, id: &str) -> bool {
+        if self.removed_ids.remove(id) {
+            self.removed_order.retain(|r| r != id);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn remember_removed(&mut self, id: &str) {
+        if self.removed_ids.insert(id.to_owned()) {
+            self.removed_order.push_back(id.to_owned());
+            if self.removed_order.len() > REMEMBER_REMOVED {
+                if let Some(old) = self.removed_order.pop_front() {
+                    self.removed_ids.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// How long since the session's last record: by the log's own clock when it has one, else
+/// since data last arrived.
+fn since_record(s: &SessionState, wall: Timestamp, quiet: Duration) -> Duration {
+    if s.last_activity_at.is_zero() {
+        return quiet;
+    }
+    let ms = wall.unix_millis() - s.last_activity_at.unix_millis();
+    // A record from the future (clock skew) counts as now; then the read clock decides.
+    u64::try_from(ms).map_or(quiet, Duration::from_millis)
+}
+
+/// Go's `applyUpdate`, with absolute counts turned into increments by the caller and
+/// `currentTool` cleared when no tool runs.
+fn merge(s: &mut SessionState, r: &Report, delta: Counts, received: Timestamp) {
+    let set = |field: &mut String, value: &str| {
+        if !value.is_empty() && field != value {
+            value.clone_into(field);
+        }
+    };
+    set(&mut s.slug, &r.slug);
+    set(&mut s.model, &r.model);
+    set(&mut s.working_dir, &r.working_dir);
+    set(&mut s.branch, &r.branch);
+    if !r.activity.is_empty() {
+        s.activity.clone_from(&r.activity);
+    }
+    s.current_tool.clone_from(&r.current_tool);
+    s.context_tokens = r.context_tokens;
+    s.output_tokens = r.output_tokens;
+    if r.max_context_tokens > 0 {
+        s.max_context_tokens = r.max_context_tokens;
+    }
+    s.context_utilization = if s.max_context_tokens > 0 {
+        s.context_tokens as f64 / s.max_context_tokens as f64
+    } else {
+        0.0
+    };
+    s.message_count += delta.messages;
+    s.tool_call_count += delta.tool_calls;
+    s.compaction_count += delta.compactions;
+    if !r.started_at.is_zero() {
+        s.started_at = r.started_at;
+    }
+    if !r.last_activity_at.is_zero() {
+        s.last_activity_at = r.last_activity_at;
+    }
+    s.last_data_received_at = received;
+}
+
+fn rebuild_subagents(entry: &mut Entry, files: &[SubagentState]) {
+    let subs = &mut entry.state.subagents;
+    subs.clear();
+    subs.extend(entry.inline_subagents.iter().cloned());
+    subs.extend(files.iter().cloned());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing() -> Timing {
+        Timing {
+            stale_after: Duration::from_secs(300),
+            retention: Duration::from_secs(30),
+            idle_after: Duration::ZERO,
+        }
+    }
+
+    fn report(id: &str, messages: i64) -> Report {
+        Report {
+            session_id: id.into(),
+            model: "m".into(),
+            activity: Activity::Working,
+            context_tokens: 50,
+            max_context_tokens: 200,
+            counts: Counts {
+                messages,
+                ..Counts::default()
+            },
+            ..Report::default()
+        }
+    }
+
+    fn kinds(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match &e.lifecycle {
+                Some(lc) => lc.kind.to_string(),
+                None => e.kind.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batch_order_seq_and_merge() {
+        let mut lc = Lifecycle::new(timing(), 1);
+        let t0 = Instant::now();
+        lc.apply(
+            "claude",
+            &report("a", 2),
+            Counts {
+                messages: 2,
+                ..Counts::default()
+            },
+            t0,
+        );
+        lc.apply(
+            "claude",
+            &report("a", 3),
+            Counts {
+                messages: 1,
+                ..Counts::default()
+            },
+            t0,
+        );
+        let events = lc.drain(vec![Health::default()]);
+        assert_eq!(kinds(&events), ["discovered", "delta", "health"]);
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        let s = &events[1].updates[0];
+        assert_eq!((s.message_count, s.context_utilization), (3, 0.25));
+        // Stale, then retention, then resumed after removal.
+        lc.sweep(t0 + Duration::from_secs(301));
+        let events = lc.drain(vec![]);
+        assert_eq!(kinds(&events), ["stale", "delta"]);
+        assert_eq!(events[0].seq, 4);
+        lc.sweep(t0 + Duration::from_secs(332));
+        let events = lc.drain(vec![]);
+        assert_eq!(kinds(&events), ["removed", "delta"]);
+        assert_eq!(events[1].removed, ["a"]);
+        lc.apply("claude", &report("a", 4), Counts::default(), t0);
+        assert_eq!(kinds(&lc.drain(vec![])), ["resumed", "delta"]);
+        assert!(lc.terminate("a", "logout", Timestamp::now(), t0));
+        let events = lc.drain(vec![]);
+        assert_eq!(kinds(&events), ["terminal", "delta"]);
+        assert_eq!(events[0].lifecycle.as_ref().unwrap().reason, "logout");
+        lc.apply("claude", &report("a", 4), Counts::default(), t0);
+        assert_eq!(kinds(&lc.drain(vec![])), ["resumed", "delta"]);
+        assert!(lc.drain(vec![]).is_empty());
+    }
+
+    #[test]
+    fn subagents_attach_to_parent() {
+        let mut lc = Lifecycle::new(timing(), 1);
+        let now = Instant::now();
+        let sub = SubagentState {
+            id: "x".into(),
+            parent_id: "p".into(),
+            ..SubagentState::default()
+        };
+        lc.apply_subagent("p", sub, now);
+        assert!(lc.drain(vec![]).is_empty(), "no session of its own");
+        lc.apply("claude", &report("p", 1), Counts::default(), now);
+        let events = lc.drain(vec![]);
+        assert_eq!(events[1].updates[0].subagents.len(), 1);
+        assert_eq!(lc.len(), 1);
+    }
+}

@@ -1,0 +1,523 @@
+//! The producer: a [`Monitor`] that tails Claude Code, Codex CLI and Gemini CLI session logs
+//! and publishes agentwatch [`Event`]s to any [`EventSink`] (cargo feature `monitor`, on by
+//! default).
+//!
+//! ```no_run
+//! use agentwatch_ws::monitor::Monitor;
+//! use agentwatch_ws::{MultiSink, SessionStore, WsLayer};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let store = SessionStore::new();
+//! let ws = WsLayer::new(store.clone());
+//! let monitor = Monitor::builder()
+//!     .default_roots()                       // ~/.claude/projects, ~/.codex/sessions, ~/.gemini/tmp
+//!     .build(MultiSink::new().with(store).with(ws.hub()));
+//! let handle = monitor.spawn()?;             // its own thread; returns at once
+//! // … serve `ws.router("/ws")` …
+//! handle.stop();                             // stops and joins the thread
+//! # Ok(()) }
+//! ```
+//!
+//! # What it reports (agentwatch's semantics)
+//! - Lifecycle per session: `discovered` (new) → `updated` (new data) → `terminal` (the
+//!   source says it ended: a session-end marker) or `stale` (no data for
+//!   [`stale_after`](MonitorBuilder::stale_after), default 5 min) → `resumed` (data after
+//!   terminal) → `removed` ([`retention`](MonitorBuilder::retention), default 30 s, after
+//!   becoming terminal).
+//! - One batch's events, each with the next `seq`: lifecycle events, then one `delta`
+//!   (updated sessions with their whole state, removed ids), then one `health` per source
+//!   whose status changed.
+//! - Merge rules: token fields absolute; message, tool-call and compaction counts accumulate
+//!   (a log read again from the start is never counted twice); text fields overwritten only
+//!   by non-empty values, except `currentTool`, which is cleared when the tool finishes (Go
+//!   never cleared it); `contextUtilization = contextTokens / maxContextTokens` (0 when the
+//!   size is unknown); `lastDataReceivedAt` is when the monitor read the data,
+//!   `lastActivityAt` the log's own timestamp of its latest record.
+//! - Health per source (`claude`, `codex`, `gemini`): `degraded` after 3 consecutive failed
+//!   scans, `failed` after 6 (see [`health_threshold`](MonitorBuilder::health_threshold));
+//!   `lastError` has paths replaced by `<path>`. **Deviation from Go:** besides each change,
+//!   every source's health is published once at start (Go publishes only changes, so a
+//!   healthy start says nothing), so a store can give clients every source's health at once.
+//! - Activity: `working` while a turn is in progress, `waiting` when the agent ended its
+//!   turn, `idle` once a `working` session has had no record for
+//!   [`idle_after`](MonitorBuilder::idle_after) (default 2 min: longer than any tool call
+//!   that streams nothing, short enough to spot an agent that died mid-turn).
+//!
+//! # How it reads
+//! - Change detection is event-driven (`notify`: inotify, FSEvents, kqueue,
+//!   ReadDirectoryChangesW); a burst of appends within [`debounce`](MonitorBuilder::debounce)
+//!   is one batch. A full rescan every [`rescan_interval`](MonitorBuilder::rescan_interval)
+//!   (default 60 s) is the safety net for lost notifications; it only `stat`s known files. An
+//!   idle machine costs one directory walk a minute, nothing else.
+//! - At start, logs not modified within the stale threshold are not loaded (so years of
+//!   history do not flood clients with discovered/stale/removed events); they join when they
+//!   change.
+//! - Each JSONL log is read from a saved byte offset, never from the start again and never
+//!   whole into memory; a partial last line waits for its newline; a line over 1 MiB is
+//!   skipped and counted as a parse failure; invalid JSON and unknown record types are
+//!   skipped; a truncated or replaced log is read again from the start without counting
+//!   twice; a deleted log leaves its session to go stale; symbolic links to directories are
+//!   not followed, so link loops cannot hang it.
+//!
+//! # Privacy
+//! Logs hold prompts, code and tool output. The parsers read only the fields the wire model
+//! needs and skip the rest unparsed: no prompt or assistant text, tool input or output, or
+//! log path reaches a session, an event, an error or a trace.
+//!
+//! # Sources
+//! See [`SourceKind`] for the layouts, and the source modules' docs in the crate sources
+//! (`src/monitor/sources/`) for which record fields become which session fields.
+
+mod health;
+mod lifecycle;
+mod models;
+mod scan;
+mod sources;
+mod tail;
+mod watch;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use notify::RecursiveMode;
+
+use crate::sink::EventSink;
+use crate::wire::{Event, Health, SessionState};
+
+pub use sources::SourceKind;
+
+use lifecycle::{Lifecycle, Timing};
+use scan::{Root, Scanner};
+use watch::Message;
+
+/// Default [`MonitorBuilder::stale_after`]: 5 minutes (Go's default).
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5 * 60);
+/// Default [`MonitorBuilder::retention`]: 30 seconds (Go's default).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30);
+/// Default [`MonitorBuilder::idle_after`]: 2 minutes.
+pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(2 * 60);
+/// Default [`MonitorBuilder::rescan_interval`]: 60 seconds.
+pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
+/// Default [`MonitorBuilder::debounce`]: 5 milliseconds.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(5);
+/// Default [`MonitorBuilder::health_threshold`]: 3 (Go's default).
+pub const DEFAULT_HEALTH_THRESHOLD: u32 = 3;
+
+/// Forced rescans (after the watcher lost events) are at least this far apart.
+const MIN_FORCED_RESCAN: Duration = Duration::from_secs(1);
+
+/// The default log roots that exist, from the environment at call time:
+/// `$HOME/.claude/projects`, `$HOME/.config/claude/projects` and `<dir>/projects` for each
+/// comma-separated `<dir>` of `$CLAUDE_CONFIG_DIR`; `$CODEX_HOME/sessions` (else
+/// `$HOME/.codex/sessions`); `$HOME/.gemini/tmp`.
+///
+/// Roots that are not directories are left out, and each directory is listed once; with no
+/// `HOME` only `CLAUDE_CONFIG_DIR` and `CODEX_HOME` count.
+pub fn default_roots() -> Vec<(SourceKind, PathBuf)> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    let codex_home = std::env::var_os("CODEX_HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".codex")));
+    let mut candidates = Vec::new();
+    if let Some(home) = &home {
+        candidates.push((SourceKind::Claude, home.join(".claude/projects")));
+        candidates.push((SourceKind::Claude, home.join(".config/claude/projects")));
+    }
+    if let Some(dirs) = std::env::var_os("CLAUDE_CONFIG_DIR") {
+        let dirs = dirs.to_string_lossy().into_owned();
+        for dir in dirs.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            candidates.push((SourceKind::Claude, PathBuf::from(dir).join("projects")));
+        }
+    }
+    if let Some(codex) = codex_home {
+        candidates.push((SourceKind::Codex, codex.join("sessions")));
+    }
+    if let Some(home) = &home {
+        candidates.push((SourceKind::Gemini, home.join(".gemini/tmp")));
+    }
+    candidates.retain(|(_, p)| p.is_dir());
+    let mut seen = std::collections::HashSet::new();
+    candidates.retain(|(_, p)| seen.insert(p.canonicalize().unwrap_or_else(|_| p.clone())));
+    candidates
+}
+
+/// Configures a [`Monitor`]. Every setting has a documented default; only the roots must
+/// be given (a monitor with none publishes nothing).
+///
+/// ```
+/// use std::time::Duration;
+/// use agentwatch_ws::SessionStore;
+/// use agentwatch_ws::monitor::{Monitor, SourceKind};
+///
+/// let dir = tempfile::tempdir()?;
+/// let monitor = Monitor::builder()
+///     .root(SourceKind::Claude, dir.path())
+///     .stale_after(Duration::from_secs(600))
+///     .build(SessionStore::new());
+/// assert_eq!(monitor.roots().len(), 1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct MonitorBuilder {
+    roots: Vec<(SourceKind, PathBuf)>,
+    session_end_dir: Option<PathBuf>,
+    stale_after: Duration,
+    retention: Duration,
+    idle_after: Duration,
+    rescan_interval: Duration,
+    debounce: Duration,
+    health_threshold: u32,
+    first_seq: u64,
+}
+
+impl Default for MonitorBuilder {
+    fn default() -> Self {
+        MonitorBuilder {
+            roots: Vec::new(),
+            session_end_dir: None,
+            stale_after: DEFAULT_STALE_AFTER,
+            retention: DEFAULT_RETENTION,
+            idle_after: DEFAULT_IDLE_AFTER,
+            rescan_interval: DEFAULT_RESCAN_INTERVAL,
+            debounce: DEFAULT_DEBOUNCE,
+            health_threshold: DEFAULT_HEALTH_THRESHOLD,
+            first_seq: 1,
+        }
+    }
+}
+
+impl MonitorBuilder {
+    /// A builder with no roots and every default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds every [`default_roots`] directory that exists now.
+    pub fn default_roots(mut self) -> Self {
+        self.roots.extend(default_roots());
+        self
+    }
+
+    /// Adds a root directory for `source`. Several roots per source are allowed (Claude Code
+    /// has two). A root that does not exist or cannot be read makes that source's scans
+    /// fail, so its health degrades; it is picked up once it can be read.
+    ///
+    /// Layouts under the root: Claude `<root>/<encoded cwd>/<uuid>.jsonl` (and
+    /// `<uuid>/subagents/*.jsonl`); Codex `<root>/YYYY/MM/DD/rollout-*.jsonl`; Gemini
+    /// `<root>/<project hash>/chats/session-*.json` or `.jsonl`.
+    pub fn root(mut self, source: SourceKind, path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref();
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        self.roots.push((source, path));
+        self
+    }
+
+    /// The directory of agentwatch's session-end markers (none by default): JSON files
+    /// `{session_id, transcript_path, cwd, reason, timestamp}` that a Claude Code
+    /// `SessionEnd` hook writes. Each valid marker makes its session `terminal` and is then
+    /// removed.
+    pub fn session_end_dir(mut self, path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref();
+        self.session_end_dir =
+            Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+        self
+    }
+
+    /// An active session with no new data for this long becomes terminal (`stale`); logs not
+    /// modified within it are not loaded at start. Default [`DEFAULT_STALE_AFTER`];
+    /// [`Duration::ZERO`] disables staleness (and then every log is loaded at start).
+    pub fn stale_after(mut self, after: Duration) -> Self {
+        self.stale_after = after;
+        self
+    }
+
+    /// How long a terminal session is kept before it is `removed`. Default
+    /// [`DEFAULT_RETENTION`].
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// A `working` session whose latest record is this old becomes `idle`. Default
+    /// [`DEFAULT_IDLE_AFTER`]; [`Duration::ZERO`] disables it.
+    pub fn idle_after(mut self, after: Duration) -> Self {
+        self.idle_after = after;
+        self
+    }
+
+    /// How often every root is walked again, as a safety net for lost notifications.
+    /// Default [`DEFAULT_RESCAN_INTERVAL`]; values under 100 ms are raised to 100 ms.
+    pub fn rescan_interval(mut self, interval: Duration) -> Self {
+        self.rescan_interval = interval.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How long to gather notifications before reading, so a burst of appends is one batch.
+    /// Default [`DEFAULT_DEBOUNCE`]. It adds to the latency of every change.
+    pub fn debounce(mut self, debounce: Duration) -> Self {
+        self.debounce = debounce;
+        self
+    }
+
+    /// Consecutive failed scans before a source is `degraded` (twice as many: `failed`).
+    /// Default [`DEFAULT_HEALTH_THRESHOLD`]; 0 is taken as 1.
+    pub fn health_threshold(mut self, threshold: u32) -> Self {
+        self.health_threshold = threshold.max(1);
+        self
+    }
+
+    /// The seq of the monitor's first event. Default 1 (a new
+    /// [`SessionStore`](crate::SessionStore) is at 0). A monitor publishing into a store
+    /// that already holds events (say, after restarting the monitor in the same process)
+    /// should continue its sequence: `first_seq(store.seq() + 1)`, so clients' seqs never go
+    /// backwards.
+    pub fn first_seq(mut self, seq: u64) -> Self {
+        self.first_seq = seq;
+        self
+    }
+
+    /// The monitor, publishing to `sink`. Nothing is read until [`Monitor::scan`] or
+    /// [`Monitor::spawn`].
+    pub fn build(self, sink: impl EventSink + 'static) -> Monitor {
+        let timing = Timing {
+            stale_after: self.stale_after,
+            retention: self.retention,
+            idle_after: self.idle_after,
+        };
+        let roots = self
+            .roots
+            .iter()
+            .map(|(source, path)| Root {
+                source: *source,
+                path: path.clone(),
+            })
+            .collect();
+        Monitor {
+            scanner: Scanner::new(
+                roots,
+                self.session_end_dir.clone(),
+                self.stale_after,
+                self.health_threshold,
+                Lifecycle::new(timing, self.first_seq),
+            ),
+            sink: Box::new(sink),
+            rescan_interval: self.rescan_interval,
+            debounce: self.debounce,
+        }
+    }
+}
+
+/// Tails agent session logs and publishes agentwatch events; see the [module docs](self).
+///
+/// Drive it either yourself ([`scan`](Monitor::scan): one synchronous full pass, e.g. in
+/// tests or a poll loop) or on its own thread ([`spawn`](Monitor::spawn): notifications,
+/// periodic rescans and sweeps until the [`MonitorHandle`] stops it).
+pub struct Monitor {
+    scanner: Scanner,
+    sink: Box<dyn EventSink>,
+    rescan_interval: Duration,
+    debounce: Duration,
+}
+
+impl fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("roots", &self.scanner.roots().len())
+            .field("sessions", &self.scanner.lifecycle.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Monitor {
+    /// A builder with every default and no roots.
+    pub fn builder() -> MonitorBuilder {
+        MonitorBuilder::new()
+    }
+
+    /// The configured roots, with their source.
+    pub fn roots(&self) -> Vec<(SourceKind, PathBuf)> {
+        self.scanner
+            .roots()
+            .iter()
+            .map(|r| (r.source, r.path.clone()))
+            .collect()
+    }
+
+    /// One full pass, synchronously: walks every root, reads what changed, applies the
+    /// time-based rules and publishes the batch's events. Returns how many events were
+    /// published. The first call also publishes every source's health.
+    pub fn scan(&mut self) -> usize {
+        self.scanner.full_scan();
+        self.publish()
+    }
+
+    /// A copy of every tracked session (active, and terminal within retention), unordered.
+    pub fn sessions(&self) -> Vec<SessionState> {
+        self.scanner.lifecycle.sessions()
+    }
+
+    /// The current health of every configured source.
+    pub fn health(&self) -> Vec<Health> {
+        self.scanner.health()
+    }
+
+    /// `(tracked, dormant)`: log files known, and how many of them are not loaded because
+    /// they were older than the stale threshold when first seen.
+    pub fn file_counts(&self) -> (usize, usize) {
+        self.scanner.file_counts()
+    }
+
+    fn publish(&mut self) -> usize {
+        let events = self.scanner.finish_batch();
+        publish(&*self.sink, &events);
+        events.len()
+    }
+
+    /// Starts the monitor on its own thread (`agentwatch-monitor`): watches the roots, does
+    /// a full scan, then handles notifications, rescans and sweeps until stopped. Returns at
+    /// once.
+    ///
+    /// # Errors
+    /// The thread could not be started. A root that cannot be watched is not an error: the
+    /// periodic rescan covers it, and its scans count toward the source's health.
+    pub fn spawn(self) -> io::Result<MonitorHandle> {
+        let (tx, rx) = mpsc::channel();
+        let thread_tx = tx.clone();
+        let thread = std::thread::Builder::new()
+            .name("agentwatch-monitor".into())
+            .spawn(move || self.run(thread_tx, rx))?;
+        Ok(MonitorHandle {
+            tx,
+            thread: Some(thread),
+        })
+    }
+
+    fn run(mut self, tx: Sender<Message>, rx: mpsc::Receiver<Message>) {
+        let span = tracing::info_span!("monitor", roots = self.scanner.roots().len());
+        let _entered = span.enter();
+        let mut dirs: Vec<(PathBuf, RecursiveMode)> = self
+            .scanner
+            .roots()
+            .iter()
+            .map(|r| (r.path.clone(), RecursiveMode::Recursive))
+            .collect();
+        if let Some(dir) = self.scanner.session_end_dir() {
+            dirs.push((dir.to_path_buf(), RecursiveMode::NonRecursive));
+        }
+        let (watcher, errors) = watch::watch(&dirs, tx);
+        for error in errors {
+            tracing::warn!(error = %health::sanitize_error(&error.to_string()), "cannot watch a log directory; relying on rescans");
+        }
+        let started = Instant::now();
+        self.scan();
+        let (files, dormant) = self.file_counts();
+        tracing::info!(
+            sessions = self.scanner.lifecycle.len(),
+            files,
+            dormant,
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "monitor started"
+        );
+        let mut next_rescan = Instant::now() + self.rescan_interval;
+        let mut last_full = Instant::now();
+        let mut pending: Vec<PathBuf> = Vec::new();
+        let mut pending_since: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let mut deadline = next_rescan;
+            if let Some(since) = pending_since {
+                deadline = deadline.min(since + self.debounce);
+            }
+            if let Some(d) = self.scanner.lifecycle.next_deadline(now) {
+                deadline = deadline.min(d);
+            }
+            match rx.recv_timeout(deadline.saturating_duration_since(now)) {
+                Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(Message::Changed { paths, rescan }) => {
+                    if rescan {
+                        next_rescan = next_rescan.min(last_full + MIN_FORCED_RESCAN);
+                    }
+                    if !paths.is_empty() {
+                        pending.extend(paths);
+                        pending_since.get_or_insert_with(Instant::now);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            let now = Instant::now();
+            if now >= next_rescan {
+                pending.clear();
+                pending_since = None;
+                self.scan();
+                last_full = Instant::now();
+                next_rescan = last_full + self.rescan_interval;
+            } else if pending_since.is_some_and(|since| now >= since + self.debounce) {
+                pending.sort_unstable();
+                pending.dedup();
+                self.scanner.changed(pending.drain(..));
+                pending_since = None;
+                self.publish();
+            } else if self
+                .scanner
+                .lifecycle
+                .next_deadline(now)
+                .is_some_and(|d| now >= d)
+            {
+                self.scanner.sweep();
+                self.publish();
+            }
+        }
+        drop(watcher);
+        tracing::debug!("monitor stopped");
+    }
+}
+
+fn publish(sink: &dyn EventSink, events: &[Event]) {
+    for event in events {
+        if let Err(error) = sink.handle_event(event) {
+            tracing::warn!(seq = event.seq, %error, "sink failed to handle an event");
+        }
+    }
+}
+
+/// Stops a [`Monitor`] started with [`Monitor::spawn`].
+///
+/// Dropping the handle also stops the monitor, without waiting for its thread: keep it for as
+/// long as the monitor should run.
+#[derive(Debug)]
+#[must_use = "dropping the handle stops the monitor"]
+pub struct MonitorHandle {
+    tx: Sender<Message>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MonitorHandle {
+    /// Stops the monitor and waits for its thread to end (at most the time one batch takes;
+    /// from async code, call it in `spawn_blocking` or simply drop the handle).
+    pub fn stop(mut self) {
+        let _ = self.tx.send(Message::Stop);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the monitor thread panicked");
+            }
+        }
+    }
+
+    /// Whether the monitor's thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+}
+
+impl Drop for MonitorHandle {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Message::Stop);
+    }
+}

@@ -1,0 +1,454 @@
+//! The table of tracked log files: which to read, from where, and what a read changes.
+//!
+//! Each file under a root that matches its source's layout is tracked with its size,
+//! modification time and identity. A file is read only when one of those changed, and only
+//! from where the last read stopped ([`Tail`]); a Gemini `.json` chat is parsed whole, but
+//! again only when its size or modification time changed. Files older than the stale
+//! threshold when first seen are *dormant*: remembered, not read, until they change.
+
+use std::collections::HashMap;
+use std::fs::{self, Metadata};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::health::SourceHealth;
+use super::lifecycle::Lifecycle;
+use super::sources::claude::ClaudeLog;
+use super::sources::codex::CodexLog;
+use super::sources::gemini::GeminiChat;
+use super::sources::{Counts, FileKind, LineResult, SourceKind, classify, session_end};
+use super::tail::{FileId, Item, Tail};
+use super::watch::walk;
+use crate::wire::{Event, Health};
+
+/// A root directory of one source.
+#[derive(Debug, Clone)]
+pub(crate) struct Root {
+    pub(crate) source: SourceKind,
+    pub(crate) path: PathBuf,
+}
+
+/// What identifies a version of a file's content well enough to know it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    id: FileId,
+}
+
+impl Stamp {
+    fn of(meta: &Metadata) -> Self {
+        Stamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            id: FileId::of(meta),
+        }
+    }
+}
+
+enum Parser {
+    Claude(ClaudeLog),
+    Codex(CodexLog),
+    Gemini(GeminiChat),
+}
+
+impl Parser {
+    fn new(kind: &FileKind) -> Self {
+        match kind {
+            FileKind::ClaudeSession => Parser::Claude(ClaudeLog::session()),
+            FileKind::ClaudeSubagent { .. } => Parser::Claude(ClaudeLog::subagent()),
+            FileKind::CodexRollout => Parser::Codex(CodexLog::new()),
+            FileKind::GeminiJson | FileKind::GeminiJsonl => Parser::Gemini(GeminiChat::new()),
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) -> LineResult {
+        match self {
+            Parser::Claude(p) => p.line(line),
+            Parser::Codex(p) => p.line(line),
+            Parser::Gemini(p) => p.line(line),
+        }
+    }
+
+    fn session_id(&self) -> &str {
+        match self {
+            Parser::Claude(p) => p.session_id(),
+            Parser::Codex(p) => p.session_id(),
+            Parser::Gemini(p) => p.session_id(),
+        }
+    }
+}
+
+struct Tracked {
+    source: SourceKind,
+    kind: FileKind,
+    parser: Parser,
+    tail: Tail,
+    /// The stamp when last read (or first seen, for a dormant file).
+    stamp: Option<Stamp>,
+    dormant: bool,
+    /// The session id, fixed when the file first reports.
+    session_id: Option<String>,
+    /// The counts last merged into the session.
+    reported: Counts,
+    /// A fallback id: the file stem.
+    stem: String,
+}
+
+/// The monitor's state: roots, tracked files, health and sessions.
+pub(crate) struct Scanner {
+    roots: Vec<Root>,
+    health: Vec<(SourceKind, SourceHealth)>,
+    session_end_dir: Option<PathBuf>,
+    files: HashMap<PathBuf, Tracked>,
+    /// Which file each session id was given to: a second file naming the same session (a
+    /// resumed Claude Code session copies earlier lines into a new file) is a session of its
+    /// own, named by its stem, so nothing is counted twice.
+    claimed: HashMap<String, PathBuf>,
+    stale_after: Duration,
+    pub(crate) lifecycle: Lifecycle,
+}
+
+impl Scanner {
+    pub(crate) fn new(
+        roots: Vec<Root>,
+        session_end_dir: Option<PathBuf>,
+        stale_after: Duration,
+        health_threshold: u32,
+        lifecycle: Lifecycle,
+    ) -> Self {
+        let mut health: Vec<(SourceKind, SourceHealth)> = Vec::new();
+        for kind in SourceKind::ALL {
+            if roots.iter().any(|r| r.source == kind) {
+                health.push((kind, SourceHealth::new(kind.name(), health_threshold)));
+            }
+        }
+        Scanner {
+            roots,
+            health,
+            session_end_dir,
+            files: HashMap::new(),
+            claimed: HashMap::new(),
+            stale_after,
+            lifecycle,
+        }
+    }
+
+    pub(crate) fn roots(&self) -> &[Root] {
+        &self.roots
+    }
+
+    pub(crate) fn session_end_dir(&self) -> Option<&Path> {
+        self.session_end_dir.as_deref()
+    }
+
+    pub(crate) fn health(&self) -> Vec<Health> {
+        self.health
+            .iter()
+            .map(|(_, h)| h.current().clone())
+            .collect()
+    }
+
+    fn health_mut(&mut self, source: SourceKind) -> Option<&mut SourceHealth> {
+        self.health
+            .iter_mut()
+            .find(|(k, _)| *k == source)
+            .map(|(_, h)| h)
+    }
+
+    /// Walks every root: new files are tracked, changed ones read. Each source's health
+    /// records whether its walk was clean.
+    pub(crate) fn full_scan(&mut self) {
+        let now = Instant::now();
+        let mut outcomes: Vec<(SourceKind, Option<String>)> = Vec::new();
+        for i in 0..self.roots.len() {
+            let root = self.roots[i].clone();
+            let mut found: Vec<(PathBuf, Metadata)> = Vec::new();
+            let errors = walk(&root.path, 0, &mut |p, m| {
+                if classify(root.source, &root.path, p).is_some() {
+                    found.push((p.to_path_buf(), m.clone()));
+                }
+            });
+            let mut error = errors
+                .first()
+                .map(|e| format!("cannot read directory: {e}"));
+            for (path, meta) in found {
+                if let Err(e) = self.refresh(&root, &path, &meta, now) {
+                    error.get_or_insert(format!("cannot read log: {e}"));
+                }
+            }
+            outcomes.push((root.source, error));
+        }
+        for kind in SourceKind::ALL {
+            let mine: Vec<&Option<String>> = outcomes
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, e)| e)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let first_error = mine.iter().find_map(|e| e.as_deref()).map(str::to_owned);
+            if let Some(h) = self.health_mut(kind) {
+                match first_error {
+                    Some(e) => {
+                        tracing::warn!(source = kind.name(), error = %super::health::sanitize_error(&e), "scan failed");
+                        h.failure(&e);
+                    }
+                    None => h.success(),
+                }
+            }
+        }
+        self.scan_session_ends(now);
+        self.lifecycle.sweep(now);
+    }
+
+    /// Handles paths the watcher reported.
+    pub(crate) fn changed(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
+        let now = Instant::now();
+        for path in paths {
+            if let Some(dir) = &self.session_end_dir {
+                if path.parent() == Some(dir.as_path()) {
+                    if session_end::is_marker(&path) {
+                        self.take_session_end(&path, now);
+                    }
+                    continue;
+                }
+            }
+            let Some(root) = self
+                .roots
+                .iter()
+                .find(|r| path.starts_with(&r.path))
+                .cloned()
+            else {
+                continue;
+            };
+            let meta = match fs::metadata(&path) {
+                Ok(meta) => meta,
+                // Deleted (or renamed away): the session goes stale on its own.
+                Err(_) => continue,
+            };
+            let result = if meta.is_dir() {
+                let depth = path
+                    .strip_prefix(&root.path)
+                    .map_or(0, |r| r.components().count());
+                let mut found: Vec<(PathBuf, Metadata)> = Vec::new();
+                let errors = walk(&path, depth, &mut |p, m| {
+                    if classify(root.source, &root.path, p).is_some() {
+                        found.push((p.to_path_buf(), m.clone()));
+                    }
+                });
+                let mut result: io::Result<()> = errors.into_iter().next().map_or(Ok(()), Err);
+                for (p, m) in found {
+                    if let Err(e) = self.refresh(&root, &p, &m, now) {
+                        result = Err(e);
+                    }
+                }
+                result
+            } else {
+                self.refresh(&root, &path, &meta, now)
+            };
+            if let Err(e) = result {
+                let message = format!("cannot read log: {e}");
+                tracing::warn!(source = root.source.name(), error = %super::health::sanitize_error(&message), "read failed");
+                if let Some(h) = self.health_mut(root.source) {
+                    h.failure(&message);
+                }
+            }
+        }
+        self.lifecycle.sweep(now);
+    }
+
+    /// Runs only the time-based rules.
+    pub(crate) fn sweep(&mut self) {
+        self.lifecycle.sweep(Instant::now());
+    }
+
+    /// Ends a batch: its events, numbered, health changes last.
+    pub(crate) fn finish_batch(&mut self) -> Vec<Event> {
+        let health: Vec<Health> = self
+            .health
+            .iter_mut()
+            .filter_map(|(_, h)| h.take_change())
+            .collect();
+        self.lifecycle.drain(health)
+    }
+
+    fn scan_session_ends(&mut self, now: Instant) {
+        let Some(dir) = self.session_end_dir.clone() else {
+            return;
+        };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if session_end::is_marker(&path) {
+                self.take_session_end(&path, now);
+            }
+        }
+    }
+
+    fn take_session_end(&mut self, path: &Path, now: Instant) {
+        match session_end::take_marker(path) {
+            Ok(Some(end)) => {
+                if self
+                    .lifecycle
+                    .terminate(&end.session_id, &end.reason, end.at, now)
+                {
+                    tracing::debug!(session = %end.session_id, reason = %end.reason, "session ended");
+                }
+            }
+            Ok(None) => tracing::debug!("ignored an invalid session-end marker"),
+            Err(e) => tracing::debug!(error = %e.kind(), "cannot read a session-end marker"),
+        }
+    }
+
+    /// Reads `path` if it changed since it was last read, and merges what it says. A file
+    /// that vanished meanwhile is not an error: its session goes stale on its own.
+    fn refresh(
+        &mut self,
+        root: &Root,
+        path: &Path,
+        meta: &Metadata,
+        now: Instant,
+    ) -> io::Result<()> {
+        match self.read_changes(root, path, meta, now) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            result => result,
+        }
+    }
+
+    fn read_changes(
+        &mut self,
+        root: &Root,
+        path: &Path,
+        meta: &Metadata,
+        now: Instant,
+    ) -> io::Result<()> {
+        let stamp = Stamp::of(meta);
+        let stale_after = self.stale_after;
+        let tracked = match self.files.get_mut(path) {
+            Some(t) => t,
+            None => {
+                let Some(kind) = classify(root.source, &root.path, path) else {
+                    return Ok(());
+                };
+                let old = !stale_after.is_zero()
+                    && stamp
+                        .modified
+                        .and_then(|m| SystemTime::now().duration_since(m).ok())
+                        .is_some_and(|age| age > stale_after);
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                self.files.entry(path.to_path_buf()).or_insert(Tracked {
+                    source: root.source,
+                    parser: Parser::new(&kind),
+                    kind,
+                    tail: Tail::new(),
+                    stamp: old.then_some(stamp),
+                    dormant: old,
+                    session_id: None,
+                    reported: Counts::default(),
+                    stem,
+                })
+            }
+        };
+        if tracked.stamp == Some(stamp) {
+            return Ok(());
+        }
+        tracked.dormant = false;
+        let mut invalid = 0u64;
+        let mut data = false;
+        if tracked.kind.is_jsonl() {
+            let Tracked {
+                parser, tail, kind, ..
+            } = tracked;
+            let outcome = tail.read(path, meta, |item| match item {
+                Item::Restart => *parser = Parser::new(kind),
+                Item::Line(line) => {
+                    if parser.line(line) == LineResult::Invalid {
+                        invalid += 1;
+                    }
+                }
+            })?;
+            invalid += outcome.over_long;
+            data = outcome.lines > 0 || outcome.over_long > 0 || outcome.restarted;
+        } else if let Parser::Gemini(chat) = &mut tracked.parser {
+            let file = fs::File::open(path)?;
+            match chat.read_whole(file) {
+                Ok(()) => data = true,
+                // Often a file caught mid-rewrite: read again at its next change.
+                Err(_) => invalid += 1,
+            }
+        }
+        tracked.stamp = Some(stamp);
+        let source = tracked.source;
+        if invalid > 0 {
+            tracing::debug!(
+                source = source.name(),
+                skipped = invalid,
+                "skipped log lines"
+            );
+            if let Some(h) = self.health_mut(source) {
+                h.parse_failures(invalid);
+            }
+        }
+        if !data {
+            return Ok(());
+        }
+        let Some(tracked) = self.files.get_mut(path) else {
+            return Ok(());
+        };
+        match (&tracked.kind, &tracked.parser) {
+            (FileKind::ClaudeSubagent { parent, agent }, Parser::Claude(log)) => {
+                let parent = if parent.is_empty() {
+                    log.session_id().to_owned()
+                } else {
+                    parent.clone()
+                };
+                if !parent.is_empty() {
+                    let sub = log.subagent_state(agent, &parent);
+                    self.lifecycle.apply_subagent(&parent, sub, now);
+                }
+            }
+            (_, parser) => {
+                let id = match &tracked.session_id {
+                    Some(id) => id.clone(),
+                    None => {
+                        let named = parser.session_id();
+                        let taken = |id: &str| self.claimed.get(id).is_some_and(|p| p != path);
+                        let id = if named.is_empty() || taken(named) {
+                            tracked.stem.clone()
+                        } else {
+                            named.to_owned()
+                        };
+                        self.claimed.insert(id.clone(), path.to_path_buf());
+                        tracked.session_id = Some(id.clone());
+                        id
+                    }
+                };
+                let report = match parser {
+                    Parser::Claude(p) => p.report(&id),
+                    Parser::Codex(p) => p.report(&id),
+                    Parser::Gemini(p) => p.report(&id),
+                };
+                let delta = report.counts.since(tracked.reported);
+                tracked.reported = report.counts;
+                self.lifecycle.apply(source.name(), &report, delta, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many files are tracked, and how many of them are dormant.
+    pub(crate) fn file_counts(&self) -> (usize, usize) {
+        (
+            self.files.len(),
+            self.files.values().filter(|f| f.dormant).count(),
+        )
+    }
+}

@@ -1,0 +1,336 @@
+//! Codex CLI rollouts: `<root>/YYYY/MM/DD/rollout-<time>-<uuid>.jsonl`, lines
+//! `{timestamp, type, payload}`.
+//!
+//! - `session_meta` (first line only): `id` (older `session_id`, `conversation_id`) → the
+//!   session id, kept for every later read of the file; `cwd`; `git.branch`.
+//! - `turn_context`: `cwd`, `model`.
+//! - `event_msg`: `user_message` → `working` (Go had it reversed), `task_started` →
+//!   `working`, `task_complete` / `turn_aborted` → `waiting`; `token_count` with `info`
+//!   (may be `null`): contextTokens = `last_token_usage.total_tokens`, outputTokens =
+//!   `total_token_usage.output_tokens`, maxContextTokens = `model_context_window`.
+//! - `response_item`: `function_call`, `custom_tool_call`, `local_shell_call` → a tool call
+//!   (distinct `call_id`s) and the current tool until its `*_output` arrives; `message` with
+//!   role `user` / `assistant`.
+//! - messageCount: user turns plus agent messages. Newer logs write each twice (an
+//!   `event_msg` and a `response_item`), older ones only the `response_item`: for each side
+//!   the count is the `event_msg` tally once the log has any, else the `response_item` one,
+//!   so both layouts count each turn once (and the injected environment-context "user"
+//!   items of newer logs are not counted as turns).
+//! - Lines of the oldest layout (no `payload`: the item's fields at the top level) are read as
+//!   `response_item`s; a first line with an `id` and no `type` is the session's meta.
+
+use serde::Deserialize;
+
+use super::{Counts, LineResult, PendingTools, Recent, Report, parse_time, set_if_some};
+use crate::monitor::models::context_window;
+use crate::wire::{Activity, Timestamp};
+
+#[derive(Deserialize)]
+struct Line {
+    timestamp: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    payload: Option<Payload>,
+    // The oldest layout: the item's fields at the top level.
+    id: Option<String>,
+    role: Option<String>,
+    name: Option<String>,
+    call_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Payload {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    id: Option<String>,
+    session_id: Option<String>,
+    conversation_id: Option<String>,
+    timestamp: Option<String>,
+    cwd: Option<String>,
+    model: Option<String>,
+    git: Option<Git>,
+    info: Option<Info>,
+    role: Option<String>,
+    name: Option<String>,
+    call_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Git {
+    branch: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Info {
+    last_token_usage: Option<Usage>,
+    total_token_usage: Option<Usage>,
+    model_context_window: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    #[serde(default)]
+    input_tokens: i64,
+    #[serde(default)]
+    output_tokens: i64,
+    total_tokens: Option<i64>,
+}
+
+/// The parser of one Codex rollout.
+#[derive(Debug, Default)]
+pub(crate) struct CodexLog {
+    session_id: String,
+    cwd: String,
+    branch: String,
+    model: String,
+    activity: Activity,
+    context_tokens: i64,
+    output_tokens: i64,
+    context_window: i64,
+    event_users: i64,
+    event_agents: i64,
+    item_users: i64,
+    item_assistants: i64,
+    saw_events: bool,
+    tool_calls: i64,
+    recent_calls: Recent<()>,
+    pending: PendingTools,
+    started_at: Timestamp,
+    last_at: Timestamp,
+}
+
+impl CodexLog {
+    /// A parser at the start of a rollout.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// The session id from `session_meta`, once seen.
+    pub(crate) fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// Feeds one line.
+    pub(crate) fn line(&mut self, line: &[u8]) -> LineResult {
+        let Ok(mut rec) = serde_json::from_slice::<Line>(line) else {
+            return LineResult::Invalid;
+        };
+        if let Some(at) = parse_time(rec.timestamp.as_deref()) {
+            if self.started_at.is_zero() {
+                self.started_at = at;
+            }
+            self.last_at = at;
+        }
+        let payload = rec.payload.take();
+        match (rec.kind.as_deref(), payload) {
+            (Some("session_meta"), Some(p)) => {
+                self.meta(&p);
+                LineResult::Used
+            }
+            (Some("turn_context"), Some(p)) => {
+                set_if_some(&mut self.cwd, p.cwd.as_deref());
+                set_if_some(&mut self.model, p.model.as_deref());
+                LineResult::Used
+            }
+            (Some("event_msg"), Some(p)) => self.event(&p),
+            (Some("response_item"), Some(p)) => self.item(&p),
+            (Some("compacted"), _) => LineResult::Used,
+            (Some(kind), None) => {
+                // The oldest layout: a response item written at the top level.
+                let p = Payload {
+                    kind: Some(kind.to_owned()),
+                    role: rec.role,
+                    name: rec.name,
+                    call_id: rec.call_id,
+                    ..Payload::default()
+                };
+                self.item(&p)
+            }
+            (None, None) if rec.id.is_some() => {
+                let p = Payload {
+                    id: rec.id,
+                    ..Payload::default()
+                };
+                self.meta(&p);
+                LineResult::Used
+            }
+            _ => LineResult::Unknown,
+        }
+    }
+
+    fn meta(&mut self, p: &Payload) {
+        if self.session_id.is_empty() {
+            let id =
+                p.id.as_deref()
+                    .or(p.session_id.as_deref())
+                    .or(p.conversation_id.as_deref());
+            set_if_some(&mut self.session_id, id);
+        }
+        if let Some(at) = parse_time(p.timestamp.as_deref()) {
+            self.started_at = at;
+        }
+        set_if_some(&mut self.cwd, p.cwd.as_deref());
+        set_if_some(
+            &mut self.branch,
+            p.git.as_ref().and_then(|g| g.branch.as_deref()),
+        );
+    }
+
+    fn event(&mut self, p: &Payload) -> LineResult {
+        self.saw_events = true;
+        match p.kind.as_deref() {
+            Some("user_message") => {
+                self.event_users += 1;
+                self.pending.clear();
+                self.activity = Activity::Working;
+            }
+            Some("agent_message") => self.event_agents += 1,
+            Some("task_started") => self.activity = Activity::Working,
+            Some("task_complete" | "turn_aborted") => {
+                self.pending.clear();
+                self.activity = Activity::Waiting;
+            }
+            Some("token_count") => {
+                if let Some(info) = &p.info {
+                    if let Some(last) = &info.last_token_usage {
+                        self.context_tokens = last
+                            .total_tokens
+                            .unwrap_or(last.input_tokens + last.output_tokens);
+                    }
+                    if let Some(total) = &info.total_token_usage {
+                        self.output_tokens = total.output_tokens;
+                    }
+                    if let Some(window) = info.model_context_window.filter(|w| *w > 0) {
+                        self.context_window = window;
+                    }
+                }
+            }
+            Some(_) => {}
+            None => return LineResult::Unknown,
+        }
+        LineResult::Used
+    }
+
+    fn item(&mut self, p: &Payload) -> LineResult {
+        match p.kind.as_deref() {
+            Some("message") => match p.role.as_deref() {
+                Some("user") => {
+                    self.item_users += 1;
+                    if !self.saw_events {
+                        self.activity = Activity::Working;
+                    }
+                }
+                Some("assistant") => self.item_assistants += 1,
+                _ => {}
+            },
+            Some(kind @ ("function_call" | "custom_tool_call" | "local_shell_call")) => {
+                let name = p.name.as_deref().unwrap_or(if kind == "local_shell_call" {
+                    "shell"
+                } else {
+                    "tool"
+                });
+                let id = p.call_id.as_deref().or(p.id.as_deref());
+                let new = match id {
+                    Some(id) if self.recent_calls.contains(id) => false,
+                    Some(id) => {
+                        self.recent_calls.insert(id, ());
+                        self.pending.start(id, name);
+                        true
+                    }
+                    None => true,
+                };
+                if new {
+                    self.tool_calls += 1;
+                }
+                self.activity = Activity::Working;
+            }
+            Some("function_call_output" | "custom_tool_call_output") => {
+                if let Some(id) = &p.call_id {
+                    self.pending.finish(id);
+                }
+                self.activity = Activity::Working;
+            }
+            Some("reasoning" | "web_search_call") => {}
+            _ => return LineResult::Unknown,
+        }
+        LineResult::Used
+    }
+
+    /// The session as this rollout has it, with `id` as its id.
+    pub(crate) fn report(&self, id: &str) -> Report {
+        let max = if self.context_window > 0 {
+            self.context_window
+        } else {
+            context_window(&self.model).unwrap_or(0)
+        };
+        Report {
+            session_id: id.to_owned(),
+            model: self.model.clone(),
+            working_dir: self.cwd.clone(),
+            branch: self.branch.clone(),
+            activity: self.activity.clone(),
+            current_tool: self.pending.current().to_owned(),
+            context_tokens: self.context_tokens,
+            output_tokens: self.output_tokens,
+            max_context_tokens: max,
+            counts: Counts {
+                messages: prefer_events(self.event_users, self.item_users)
+                    + prefer_events(self.event_agents, self.item_assistants),
+                tool_calls: self.tool_calls,
+                compactions: 0,
+            },
+            started_at: self.started_at,
+            last_activity_at: self.last_at,
+            ..Report::default()
+        }
+    }
+}
+
+/// The `event_msg` tally when the log has any, else the `response_item` one (older logs).
+fn prefer_events(events: i64, items: i64) -> i64 {
+    if events > 0 { events } else { items }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_fields() {
+        let mut log = CodexLog::new();
+        for l in [
+            r#"{"timestamp":"2026-01-01T10:00:00Z","type":"session_meta","payload":{"id":"c-1","cwd":"/w","git":{"branch":"dev"}}}"#,
+            r#"{"timestamp":"2026-01-01T10:00:01Z","type":"turn_context","payload":{"cwd":"/w","model":"gpt-5-codex"}}"#,
+            r#"{"timestamp":"2026-01-01T10:00:02Z","type":"response_item","payload":{"type":"message","role":"user","content":[]}}"#,
+            r#"{"timestamp":"2026-01-01T10:00:02Z","type":"event_msg","payload":{"type":"user_message","message":"secret"}}"#,
+            r#"{"timestamp":"2026-01-01T10:00:03Z","type":"event_msg","payload":{"type":"token_count","info":null}}"#,
+            r#"{"timestamp":"2026-01-01T10:00:04Z","type":"response_item","payload":{"type":"function_call","name":"shell","arguments":"{}","call_id":"k1"}}"#,
+        ] {
+            assert_eq!(log.line(l.as_bytes()), LineResult::Used, "{l}");
+        }
+        let r = log.report("c-1");
+        assert_eq!(
+            (r.activity.clone(), r.current_tool.as_str()),
+            (Activity::Working, "shell")
+        );
+        assert_eq!(r.max_context_tokens, 272_000);
+        assert_eq!((r.counts.messages, r.counts.tool_calls), (1, 1));
+        for l in [
+            r#"{"timestamp":"2026-01-01T10:00:05Z","type":"response_item","payload":{"type":"function_call_output","call_id":"k1","output":"x"}}"#,
+            r#"{"timestamp":"2026-01-01T10:00:06Z","type":"event_msg","payload":{"type":"token_count","info":{"total_token_usage":{"input_tokens":900,"output_tokens":40,"total_tokens":940},"last_token_usage":{"input_tokens":500,"output_tokens":20,"total_tokens":520},"model_context_window":258400}}}"#,
+            r#"{"timestamp":"2026-01-01T10:00:07Z","type":"event_msg","payload":{"type":"task_complete"}}"#,
+        ] {
+            log.line(l.as_bytes());
+        }
+        let r = log.report("c-1");
+        assert_eq!(
+            (r.context_tokens, r.output_tokens, r.max_context_tokens),
+            (520, 40, 258_400)
+        );
+        assert_eq!(
+            (r.activity, r.current_tool.as_str()),
+            (Activity::Waiting, "")
+        );
+        assert_eq!(log.session_id(), "c-1");
+    }
+}

@@ -1,0 +1,251 @@
+//! Gemini CLI chats: `<root>/<sha256 of the project path>/chats/session-*.json`, rewritten
+//! whole on each save, and the newer append-only `session-*.jsonl`.
+//!
+//! The `.json` form is one object `{sessionId, startTime, lastUpdated, messages: [...]}`; it
+//! is parsed as a stream (message texts skipped, never held) and only when its size or
+//! modification time changed. In the `.jsonl` form each line is a message, or a header with
+//! `sessionId` / `startTime`; a message written again with the same `id` (as it completes)
+//! replaces the earlier one (upsert), it is not added.
+//!
+//! From the messages (`{id, timestamp, type: user|gemini|info|error, model, tokens {input,
+//! output, cached, thoughts, tool, total}, toolCalls [{id, name, status}]}`):
+//! - messageCount: `user` and `gemini` messages; toolCallCount: tool calls;
+//! - model: the latest `gemini` message's; maxContextTokens from the model table;
+//! - contextTokens: the latest `gemini` message's `tokens.input` (the prompt, cached part
+//!   included); outputTokens: the sum of `tokens.output` + `tokens.thoughts`;
+//! - activity: `working` after a user message or while a tool call is not finished (its
+//!   status is not `success`, `error` or `cancelled`; currentTool is its name), `waiting`
+//!   after a `gemini` message with nothing running.
+//!
+//! Memory: one small record per message (ids, counts and the model; no text).
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use serde::Deserialize;
+
+use super::{Counts, LineResult, Report, parse_time, set_if_some};
+use crate::monitor::models::context_window;
+use crate::wire::{Activity, Timestamp};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChatFile {
+    session_id: Option<String>,
+    start_time: Option<String>,
+    #[serde(default)]
+    messages: Vec<Message>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Line {
+    session_id: Option<String>,
+    start_time: Option<String>,
+    #[serde(flatten)]
+    message: Message,
+}
+
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+struct Message {
+    id: Option<String>,
+    timestamp: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    model: Option<String>,
+    tokens: Option<Tokens>,
+    tool_calls: Option<Vec<ToolCall>>,
+}
+
+#[derive(Deserialize, Default, Debug, Clone, Copy)]
+struct Tokens {
+    #[serde(default)]
+    input: i64,
+    #[serde(default)]
+    output: i64,
+    #[serde(default)]
+    thoughts: i64,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+struct ToolCall {
+    name: Option<String>,
+    status: Option<String>,
+}
+
+/// The parser of one Gemini CLI chat, either form.
+#[derive(Debug, Default)]
+pub(crate) struct GeminiChat {
+    session_id: String,
+    started_at: Timestamp,
+    messages: Vec<Message>,
+    by_id: HashMap<String, usize>,
+}
+
+impl GeminiChat {
+    /// An empty chat.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// The `sessionId` the chat names, once seen.
+    pub(crate) fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// Reads a whole `.json` chat, replacing what was known.
+    ///
+    /// # Errors
+    /// The file is not a chat object (or could not be read).
+    pub(crate) fn read_whole(&mut self, reader: impl Read) -> serde_json::Result<()> {
+        let file: ChatFile = serde_json::from_reader(std::io::BufReader::new(reader))?;
+        *self = GeminiChat::new();
+        set_if_some(&mut self.session_id, file.session_id.as_deref());
+        self.started_at = parse_time(file.start_time.as_deref()).unwrap_or_default();
+        for m in file.messages {
+            self.upsert(m);
+        }
+        Ok(())
+    }
+
+    /// Feeds one `.jsonl` line.
+    pub(crate) fn line(&mut self, line: &[u8]) -> LineResult {
+        let Ok(rec) = serde_json::from_slice::<Line>(line) else {
+            return LineResult::Invalid;
+        };
+        let mut used = false;
+        if self.session_id.is_empty() {
+            set_if_some(&mut self.session_id, rec.session_id.as_deref());
+        }
+        if let Some(at) = parse_time(rec.start_time.as_deref()) {
+            self.started_at = at;
+            used = true;
+        }
+        used |= rec.session_id.is_some();
+        if matches!(
+            rec.message.kind.as_deref(),
+            Some("user" | "gemini" | "info" | "error")
+        ) {
+            self.upsert(rec.message);
+            used = true;
+        }
+        if used {
+            LineResult::Used
+        } else {
+            LineResult::Unknown
+        }
+    }
+
+    fn upsert(&mut self, m: Message) {
+        match m.id.as_deref().and_then(|id| self.by_id.get(id)) {
+            Some(&i) => self.messages[i] = m,
+            None => {
+                if let Some(id) = &m.id {
+                    self.by_id.insert(id.clone(), self.messages.len());
+                }
+                self.messages.push(m);
+            }
+        }
+    }
+
+    /// The session as this chat has it, with `id` as its id.
+    pub(crate) fn report(&self, id: &str) -> Report {
+        let mut r = Report {
+            session_id: id.to_owned(),
+            started_at: self.started_at,
+            ..Report::default()
+        };
+        let mut counts = Counts::default();
+        for m in &self.messages {
+            let at = parse_time(m.timestamp.as_deref());
+            if let Some(at) = at {
+                if r.started_at.is_zero() {
+                    r.started_at = at;
+                }
+                r.last_activity_at = at;
+            }
+            let calls = m.tool_calls.as_deref().unwrap_or_default();
+            counts.tool_calls += calls.len() as i64;
+            match m.kind.as_deref() {
+                Some("user") => {
+                    counts.messages += 1;
+                    r.activity = Activity::Working;
+                    r.current_tool.clear();
+                }
+                Some("gemini") => {
+                    counts.messages += 1;
+                    set_if_some(&mut r.model, m.model.as_deref());
+                    if let Some(t) = m.tokens {
+                        r.context_tokens = t.input;
+                        r.output_tokens += t.output + t.thoughts;
+                    }
+                    let running = calls.iter().rev().find(|c| {
+                        !matches!(c.status.as_deref(), Some("success" | "error" | "cancelled"))
+                    });
+                    match running {
+                        Some(c) => {
+                            r.activity = Activity::Working;
+                            c.name
+                                .as_deref()
+                                .unwrap_or("tool")
+                                .clone_into(&mut r.current_tool);
+                        }
+                        None => {
+                            r.activity = Activity::Waiting;
+                            r.current_tool.clear();
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        r.counts = counts;
+        r.max_context_tokens = context_window(&r.model).unwrap_or(0);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_file_and_upserts() {
+        let json = r#"{"sessionId":"g-1","projectHash":"ab","startTime":"2026-01-01T10:00:00Z","lastUpdated":"2026-01-01T10:01:00Z","messages":[
+            {"id":"1","timestamp":"2026-01-01T10:00:01Z","type":"user","content":"secret"},
+            {"id":"2","timestamp":"2026-01-01T10:00:02Z","type":"gemini","content":"x","model":"gemini-2.5-pro","tokens":{"input":1000,"output":10,"cached":0,"thoughts":5,"tool":0,"total":1015},"toolCalls":[{"id":"t","name":"read_file","args":{},"status":"success"}]}]}"#;
+        let mut chat = GeminiChat::new();
+        chat.read_whole(json.as_bytes()).unwrap();
+        let r = chat.report("g-1");
+        assert_eq!((r.counts.messages, r.counts.tool_calls), (2, 1));
+        assert_eq!((r.context_tokens, r.output_tokens), (1000, 15));
+        assert_eq!(r.max_context_tokens, 1_048_576);
+        assert_eq!(r.activity, Activity::Waiting);
+
+        let mut chat = GeminiChat::new();
+        for l in [
+            r#"{"sessionId":"g-2","startTime":"2026-01-01T10:00:00Z"}"#,
+            r#"{"id":"1","type":"user","content":"hi"}"#,
+            r#"{"id":"2","type":"gemini","model":"gemini-2.5-flash","toolCalls":[{"id":"t","name":"shell","status":"executing"}]}"#,
+        ] {
+            assert_eq!(chat.line(l.as_bytes()), LineResult::Used);
+        }
+        let r = chat.report("g-2");
+        assert_eq!(
+            (r.activity.clone(), r.current_tool.as_str()),
+            (Activity::Working, "shell")
+        );
+        chat.line(br#"{"id":"2","type":"gemini","model":"gemini-2.5-flash","tokens":{"input":50,"output":3},"toolCalls":[{"id":"t","name":"shell","status":"success"}]}"#);
+        let r = chat.report("g-2");
+        assert_eq!(
+            (r.counts.messages, r.counts.tool_calls, r.output_tokens),
+            (2, 1, 3)
+        );
+        assert_eq!(
+            (r.activity, r.current_tool.as_str()),
+            (Activity::Waiting, "")
+        );
+        assert_eq!(chat.session_id(), "g-2");
+    }
+}

@@ -1,0 +1,202 @@
+//! Bad input on disk: the monitor gives a clear account (health, parse failures), never
+//! stalls a session, never hangs or panics.
+
+mod monitor_support;
+
+use std::fs;
+use std::time::Duration;
+
+use agentwatch_ws::monitor::{Monitor, SourceKind};
+use agentwatch_ws::{EventType, HealthStatus, LifecycleEventType};
+use monitor_support::*;
+
+fn monitor(root: &std::path::Path, rec: &Recorder) -> Monitor {
+    Monitor::builder()
+        .root(SourceKind::Claude, root)
+        .idle_after(Duration::ZERO)
+        .build(rec.clone())
+}
+
+#[test]
+fn over_long_line_is_skipped_and_the_session_keeps_updating() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = claude_project(dir.path()).join("big.jsonl");
+    write(&log, &claude_user("big", "u1", "2026-01-05T09:00:00Z", "a"));
+    let rec = Recorder::default();
+    let mut m = monitor(dir.path(), &rec);
+    m.scan();
+    rec.take();
+    // A 1.5 MiB line (valid JSON, but over the limit), then a normal one.
+    let huge = claude_user("big", "u2", "2026-01-05T09:00:01Z", &"x".repeat(3 << 19));
+    append(&log, &huge);
+    append(&log, &claude_user("big", "u3", "2026-01-05T09:00:02Z", "b"));
+    m.scan();
+    let s = last_state(&rec.take(), "big").unwrap();
+    assert_eq!(
+        s.message_count, 2,
+        "the over-long line is skipped, the next one read"
+    );
+    let h = m
+        .health()
+        .into_iter()
+        .find(|h| h.source == "claude")
+        .unwrap();
+    assert_eq!((h.parse_failures, h.status), (1, HealthStatus::Healthy));
+    append(&log, &claude_user("big", "u4", "2026-01-05T09:00:03Z", "c"));
+    m.scan();
+    assert_eq!(last_state(&rec.take(), "big").unwrap().message_count, 3);
+}
+
+#[test]
+fn invalid_json_and_unknown_types_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = claude_project(dir.path()).join("odd.jsonl");
+    let mut content = claude_user("odd", "u1", "2026-01-05T09:00:00Z", "a");
+    content += "{\"type\":\"user\",\"uuid\":\n";
+    content += "\u{0}\u{1}binary\n";
+    content += "{\"type\":\"user\"}{\"type\":\"user\"}\n";
+    content += "{\"type\":\"telemetry-v9\",\"sessionId\":\"odd\"}\n";
+    content += "[]\n\n";
+    content += &claude_user("odd", "u2", "2026-01-05T09:00:01Z", "b");
+    write(&log, &content);
+    let rec = Recorder::default();
+    let mut m = monitor(dir.path(), &rec);
+    m.scan();
+    let s = last_state(&rec.take(), "odd").unwrap();
+    assert_eq!(s.message_count, 2);
+    let h = m.health().into_iter().next().unwrap();
+    // Truncated, binary, two glued records, `[]` and the empty line.
+    assert_eq!(h.parse_failures, 5);
+    assert_eq!(h.status, HealthStatus::Healthy);
+}
+
+#[test]
+fn unreadable_directory_degrades_then_fails_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("projects");
+    let locked = root.join("-locked");
+    fs::create_dir_all(&locked).unwrap();
+    let mut target = root.clone();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    // Privileged users (CI runs as root) read any directory: then the root itself is made
+    // unreadable by being a plain file where a directory should be.
+    let privileged = fs::read_dir(&locked).is_ok();
+    if privileged {
+        target = dir.path().join("not-a-dir");
+        fs::write(&target, "x").unwrap();
+    }
+    let rec = Recorder::default();
+    let mut m = monitor(&target, &rec);
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        m.scan();
+        statuses.extend(
+            rec.take()
+                .into_iter()
+                .filter_map(|e| e.health)
+                .map(|h| (h.status, h.discover_failures, h.last_error)),
+        );
+    }
+    assert_eq!(statuses.len(), 3, "{statuses:?}");
+    assert_eq!(statuses[0].0, HealthStatus::Healthy, "initial report");
+    assert_eq!(
+        (statuses[1].0.clone(), statuses[1].1),
+        (HealthStatus::Degraded, 3)
+    );
+    assert_eq!(
+        (statuses[2].0.clone(), statuses[2].1),
+        (HealthStatus::Failed, 6)
+    );
+    let error = &statuses[2].2;
+    assert!(error.starts_with("cannot read directory"), "{error}");
+    assert!(
+        !error.contains(dir.path().to_str().unwrap()),
+        "no raw path: {error}"
+    );
+
+    // Readable again: one clean scan brings it back.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    if privileged {
+        fs::remove_file(&target).unwrap();
+        fs::create_dir(&target).unwrap();
+    }
+    m.scan();
+    let h: Vec<_> = rec.take().into_iter().filter_map(|e| e.health).collect();
+    assert_eq!(h.len(), 1);
+    assert_eq!(
+        (h[0].status.clone(), h[0].discover_failures),
+        (HealthStatus::Healthy, 0)
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn symlink_loops_and_non_utf8_names_neither_hang_nor_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let project = claude_project(dir.path());
+    fs::create_dir_all(&project).unwrap();
+    std::os::unix::fs::symlink(dir.path(), project.join("loop")).unwrap();
+    std::os::unix::fs::symlink("me", project.join("me")).unwrap();
+    std::os::unix::fs::symlink("me.jsonl", project.join("me.jsonl")).unwrap();
+    let odd = project.join(OsStr::from_bytes(b"caf\xe9.jsonl"));
+    fs::write(
+        &odd,
+        claude_user("", "u1", "2026-01-05T09:00:00Z", "a").replace(r#""sessionId":"","#, ""),
+    )
+    .unwrap();
+    let rec = Recorder::default();
+    let mut m = monitor(dir.path(), &rec);
+    m.scan();
+    let events = rec.take();
+    // The non-UTF-8 file is a session, named by its (lossily decoded) stem.
+    assert_eq!(lifecycle_kinds(&events), [LifecycleEventType::Discovered]);
+    assert_eq!(last_state(&events, "caf\u{fffd}").unwrap().message_count, 1);
+    let h = m.health().into_iter().next().unwrap();
+    assert_eq!(h.status, HealthStatus::Healthy);
+    // The watcher copes too.
+    let handle = m.spawn().unwrap();
+    append(&odd, &claude_user("x", "u2", "2026-01-05T09:00:01Z", "b"));
+    rec.wait_for("the appended line", |evs| {
+        last_state(evs, "caf\u{fffd}").is_some_and(|s| s.message_count == 2)
+    });
+    handle.stop();
+}
+
+#[test]
+fn deleted_log_leaves_the_session_to_go_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = claude_project(dir.path()).join("gone.jsonl");
+    write(
+        &log,
+        &claude_user("gone", "u1", "2026-01-05T09:00:00Z", "a"),
+    );
+    let rec = Recorder::default();
+    let mut m = Monitor::builder()
+        .root(SourceKind::Claude, dir.path())
+        .stale_after(Duration::from_millis(200))
+        .idle_after(Duration::ZERO)
+        .build(rec.clone());
+    m.scan();
+    rec.take();
+    fs::remove_file(&log).unwrap();
+    m.scan();
+    assert!(
+        rec.take()
+            .iter()
+            .all(|e| e.kind == EventType::Health || e.lifecycle.is_none())
+    );
+    std::thread::sleep(Duration::from_millis(220));
+    m.scan();
+    assert_eq!(lifecycle_kinds(&rec.take()), [LifecycleEventType::Stale]);
+    assert_eq!(m.health()[0].status, HealthStatus::Healthy);
+}

@@ -1,0 +1,134 @@
+//! Shared helpers for the monitor tests: a recording sink, sample logs copied into temp
+//! dirs, and bounded waits.
+#![allow(dead_code)]
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentwatch_ws::{Event, EventSink, EventType, LifecycleEventType, SessionState, SinkError};
+
+/// Every wait in these tests gives up (and fails the test) after this long.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A sink that keeps every event it is given.
+#[derive(Clone, Default)]
+pub struct Recorder(pub Arc<Mutex<Vec<Event>>>);
+
+impl EventSink for Recorder {
+    fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+impl Recorder {
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Takes the events recorded so far.
+    pub fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// Waits (bounded) until `pred` holds for the recorded events.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let events = self.events();
+            if pred(&events) {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; got {events:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// The sample log `name` from `tests/data/monitor`.
+pub fn sample(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/monitor")
+        .join(name);
+    fs::read_to_string(path).unwrap()
+}
+
+/// Writes `content` to `path`, creating parent directories.
+pub fn write(path: &Path, content: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, content).unwrap();
+}
+
+/// Appends `content` to `path`.
+pub fn append(path: &Path, content: &str) {
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap();
+    f.write_all(content.as_bytes()).unwrap();
+    f.flush().unwrap();
+}
+
+/// The last state of session `id` in the `delta` events.
+pub fn last_state(events: &[Event], id: &str) -> Option<SessionState> {
+    events
+        .iter()
+        .rev()
+        .filter(|e| e.kind == EventType::Delta)
+        .flat_map(|e| e.updates.iter())
+        .find(|s| s.id == id)
+        .cloned()
+}
+
+/// The lifecycle event types, in order.
+pub fn lifecycle_kinds(events: &[Event]) -> Vec<LifecycleEventType> {
+    events
+        .iter()
+        .filter_map(|e| e.lifecycle.as_ref().map(|l| l.kind.clone()))
+        .collect()
+}
+
+/// Asserts that seqs are consecutive, starting anywhere.
+pub fn assert_consecutive(events: &[Event]) {
+    for pair in events.windows(2) {
+        assert_eq!(
+            pair[1].seq,
+            pair[0].seq + 1,
+            "seqs not consecutive: {events:#?}"
+        );
+    }
+}
+
+/// A Claude project dir under `root`.
+pub fn claude_project(root: &Path) -> PathBuf {
+    root.join("-home-dev-parser")
+}
+
+/// One Claude user prompt line.
+pub fn claude_user(session: &str, uuid: &str, ts: &str, text: &str) -> String {
+    format!(
+        r#"{{"type":"user","uuid":"{uuid}","sessionId":"{session}","timestamp":"{ts}","cwd":"/home/dev/parser","gitBranch":"main","message":{{"role":"user","content":{}}}}}"#,
+        serde_json::to_string(text).unwrap()
+    ) + "\n"
+}
+
+/// One Claude assistant line: a content block of message `msg`.
+pub fn claude_assistant(
+    session: &str,
+    msg: &str,
+    ts: &str,
+    block: &str,
+    stop: &str,
+    output: i64,
+) -> String {
+    format!(
+        r#"{{"type":"assistant","uuid":"{msg}-{output}","sessionId":"{session}","timestamp":"{ts}","message":{{"id":"{msg}","role":"assistant","model":"claude-opus-4-1-20250805","content":[{block}],"stop_reason":{stop},"usage":{{"input_tokens":100,"cache_creation_input_tokens":1000,"cache_read_input_tokens":50000,"output_tokens":{output}}}}}}}"#
+    ) + "\n"
+}

@@ -362,6 +362,7 @@ pub(crate) struct Counters {
     pub(crate) evicted_lagging: AtomicU64,
     pub(crate) evicted_write_timeout: AtomicU64,
     pub(crate) heartbeat_timeouts: AtomicU64,
+    pub(crate) inbound_floods: AtomicU64,
     pub(crate) resyncs: AtomicU64,
     pub(crate) resumed: AtomicU64,
     pub(crate) snapshots: AtomicU64,
@@ -405,6 +406,7 @@ impl Counters {
             evicted_lagging,
             evicted_write_timeout,
             heartbeat_timeouts: self.heartbeat_timeouts.load(Ordering::Relaxed),
+            inbound_floods: self.inbound_floods.load(Ordering::Relaxed),
             resyncs: self.resyncs.load(Ordering::Relaxed),
             resumed: self.resumed.load(Ordering::Relaxed),
             snapshots: self.snapshots.load(Ordering::Relaxed),
@@ -448,8 +450,11 @@ pub struct HubStats {
     pub evicted_lagging: u64,
     /// Clients evicted because a write did not complete within `write_timeout`.
     pub evicted_write_timeout: u64,
-    /// Clients dropped because they answered nothing for two heartbeat intervals.
+    /// Clients dropped because they answered none of our pings for two heartbeat intervals.
     pub heartbeat_timeouts: u64,
+    /// Clients closed with 1008 (policy violation) because they sent more than their
+    /// inbound budget (see the README's close codes).
+    pub inbound_floods: u64,
     /// Lagging clients given a fresh snapshot instead of their backlog ([`LagPolicy::Resync`]).
     pub resyncs: u64,
     /// Clients that resumed from the replay window (`?since=`) without a snapshot.

@@ -331,6 +331,60 @@ async fn a_client_whose_socket_stops_accepting_writes_is_evicted_after_the_write
     assert_eq!(hub.stats().evicted_lagging, 0);
 }
 
+/// The write timeout bounds how long the socket refuses bytes, not how long a run of queued
+/// frames takes (issue 12, item 8): a client reading 64 KiB events slowly but steadily moves
+/// the write along and stays, for far longer than the timeout; once it stops reading it is
+/// evicted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_reader_outlasts_the_write_timeout_and_a_stopped_one_does_not() {
+    const EVENTS: u64 = 150;
+    let store = SessionStore::new();
+    let ws = layer(&store)
+        .send_buffer(1_000)
+        .write_timeout(Duration::from_millis(500));
+    let (hub, addr) = start(&ws).await;
+    let mut client = connect_small_buffer(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    eventually("client registered", || hub.client_count() == 1).await;
+
+    // About 10 MB at once: far more than the kernel buffers, so the server's writes stall
+    // and move only as fast as the client reads.
+    for seq in 1..=EVENTS {
+        hub.handle_event(&big_event(seq)).unwrap();
+    }
+    let started = Instant::now();
+    for seq in 1..=EVENTS {
+        assert_eq!(
+            next_event(&mut client).await.seq,
+            seq,
+            "every event, in order"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took > Duration::from_millis(1_000),
+        "the reading must outlast the write timeout for the test to mean anything: {took:?}"
+    );
+    assert_eq!(
+        hub.stats().evicted_write_timeout,
+        0,
+        "a moving write is not stuck"
+    );
+    assert_eq!(hub.client_count(), 1);
+
+    // Now it stops reading.
+    for seq in EVENTS + 1..=EVENTS + 100 {
+        hub.handle_event(&big_event(seq)).unwrap();
+    }
+    eventually("write timeout eviction", || {
+        hub.stats().evicted_write_timeout == 1
+    })
+    .await;
+    eventually("client gone", || hub.client_count() == 0).await;
+    drop(client);
+}
+
 #[tokio::test]
 async fn a_silent_peer_is_dropped_after_two_heartbeats_and_a_live_one_is_kept() {
     let store = SessionStore::new();

@@ -363,6 +363,7 @@ pub(crate) struct Counters {
     pub(crate) evicted_write_timeout: AtomicU64,
     pub(crate) heartbeat_timeouts: AtomicU64,
     pub(crate) inbound_floods: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
     pub(crate) resyncs: AtomicU64,
     pub(crate) resumed: AtomicU64,
     pub(crate) snapshots: AtomicU64,
@@ -407,6 +408,7 @@ impl Counters {
             evicted_write_timeout,
             heartbeat_timeouts: self.heartbeat_timeouts.load(Ordering::Relaxed),
             inbound_floods: self.inbound_floods.load(Ordering::Relaxed),
+            protocol_errors: self.protocol_errors.load(Ordering::Relaxed),
             resyncs: self.resyncs.load(Ordering::Relaxed),
             resumed: self.resumed.load(Ordering::Relaxed),
             snapshots: self.snapshots.load(Ordering::Relaxed),
@@ -455,6 +457,9 @@ pub struct HubStats {
     /// Clients closed with 1008 (policy violation) because they sent more than their
     /// inbound budget (see the README's close codes).
     pub inbound_floods: u64,
+    /// Clients closed because what they sent broke the protocol (1002), was not UTF-8 where
+    /// text must be (1007) or exceeded `max_message_size` (1009).
+    pub protocol_errors: u64,
     /// Lagging clients given a fresh snapshot instead of their backlog ([`LagPolicy::Resync`]).
     pub resyncs: u64,
     /// Clients that resumed from the replay window (`?since=`) without a snapshot.

@@ -5,8 +5,10 @@
 //! reports 1006 with no reason instead of the code we sent. So after the close frame, the
 //! server shuts down its write half (the client reads the close frame, then the end of the
 //! stream) and keeps reading and discarding what the client sends until the client's close
-//! frame or the end of its stream, bounded by [`CLOSE_GRACE`] and [`DRAIN_LIMIT`]; only then
-//! is the socket dropped. The server thus closes the TCP connection first, as §7.1.1 asks.
+//! frame or the end of its stream, for at most [`CLOSE_GRACE`]; only then is the socket
+//! dropped. A client that keeps sending more than [`DRAIN_LIMIT`] meanwhile is no longer read
+//! (TCP flow control holds it back) but keeps the grace period to read the close frame. The
+//! server thus closes the TCP connection first, as §7.1.1 asks.
 
 use std::future::poll_fn;
 use std::task::Poll;
@@ -56,7 +58,10 @@ pub(super) async fn finish(out: &mut Outbox, end: End, socket: &mut Socket) {
 }
 
 /// Reads until the client's close frame (when `parse`: the client's frames can still be
-/// parsed), the end of its stream, a read error, or [`DRAIN_LIMIT`] bytes.
+/// parsed), the end of its stream or a read error. After [`DRAIN_LIMIT`] bytes it reads no
+/// more but never returns: the socket stays open, without costing CPU, until the caller's
+/// grace period ends, so that a client still sending has that long to read the close frame
+/// before the reset that dropping the socket then causes.
 async fn drain(socket: &mut Socket, mut parse: bool) {
     let mut read = socket.take_read();
     while read < DRAIN_LIMIT {
@@ -86,4 +91,5 @@ async fn drain(socket: &mut Socket, mut parse: bool) {
         read += socket.take_read();
     }
     tracing::debug!(read, "client kept sending after the close frame");
+    std::future::pending::<()>().await;
 }

@@ -100,6 +100,7 @@ impl End {
             End::WriteTimeout => &counters.evicted_write_timeout,
             End::HeartbeatTimeout => &counters.heartbeat_timeouts,
             End::InboundFlood => &counters.inbound_floods,
+            End::ProtocolError | End::InvalidText | End::MessageTooBig => &counters.protocol_errors,
             _ => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::broadcast;
 
 use crate::admission::RejectReason;
-use crate::conn::TextFrame;
+use crate::conn::{EncodeCounter, TextFrame};
 use crate::sink::{EventSink, SinkError};
 use crate::wire::{self, Event, Timestamp};
 
@@ -207,7 +207,8 @@ impl Hub {
     /// Encodes `event` once, in Go's exact wire format, and hands it to every client.
     fn publish(&self, event: &Event) -> Result<(), SinkError> {
         let counters = &self.shared.counters;
-        let text = TextFrame::encode(|buf| wire::to_writer(buf, event)).map_err(|source| {
+        let encoded = TextFrame::encode(&counters.encodings, |buf| wire::to_writer(buf, event));
+        let text = encoded.map_err(|source| {
             counters.encode_errors.fetch_add(1, Ordering::Relaxed);
             SinkError::Encode {
                 seq: event.seq,
@@ -369,6 +370,7 @@ pub(crate) struct Counters {
     pub(crate) snapshots: AtomicU64,
     pub(crate) replay_resets: AtomicU64,
     pub(crate) events_published: AtomicU64,
+    pub(crate) encodings: EncodeCounter,
     pub(crate) encode_errors: AtomicU64,
     pub(crate) events_sent: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
@@ -414,6 +416,7 @@ impl Counters {
             snapshots: self.snapshots.load(Ordering::Relaxed),
             replay_resets: self.replay_resets.load(Ordering::Relaxed),
             events_published: self.events_published.load(Ordering::Relaxed),
+            encodings: self.encodings.get(),
             encode_errors: self.encode_errors.load(Ordering::Relaxed),
             events_sent: self.events_sent.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
@@ -470,6 +473,9 @@ pub struct HubStats {
     pub replay_resets: u64,
     /// Events handed to the hub and encoded.
     pub events_published: u64,
+    /// JSON encodings performed: one per event published and one per snapshot sent,
+    /// whatever the number of clients (failed attempts included).
+    pub encodings: u64,
     /// Events the hub could not encode (and so delivered to nobody).
     pub encode_errors: u64,
     /// Event messages written to clients (snapshots included; one per client per event).

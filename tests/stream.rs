@@ -226,9 +226,16 @@ async fn one_encoding_per_event_whatever_the_number_of_clients() {
         let msg = within("event", c.next()).await.unwrap().unwrap();
         assert_eq!(msg.into_text().unwrap().as_str(), expected);
     }
+    eventually("sent counted", || hub.stats().events_sent == 10).await; // 5 snapshots + 5 events
     let stats = hub.stats();
     assert_eq!(stats.events_published, 1);
-    eventually("sent counted", || hub.stats().events_sent == 10).await; // 5 snapshots + 5 events
+    assert_eq!(stats.snapshots, 5);
+    // Counted where frames are made: an event encoded per client would count 5 here.
+    assert_eq!(
+        stats.encodings,
+        stats.snapshots + 1,
+        "one encoding per snapshot and one for the event, whatever the number of clients"
+    );
 }
 
 fn big_event(seq: u64) -> Event {

@@ -33,7 +33,7 @@ mod outbox;
 mod socket;
 mod sources;
 use end::End;
-pub(crate) use frame::TextFrame;
+pub(crate) use frame::{EncodeCounter, TextFrame};
 use inbound::{Heartbeat, InboundBudget};
 use outbox::Outbox;
 pub(crate) use socket::{Socket, Transport};
@@ -453,7 +453,7 @@ fn queue_snapshot(out: &mut Outbox, hub: &Hub, source: &dyn SnapshotSource) -> R
         sessions: snapshot.sessions,
         ..Event::default()
     };
-    match TextFrame::encode(|buf| wire::to_writer(buf, &event)) {
+    match TextFrame::encode(&counters.encodings, |buf| wire::to_writer(buf, &event)) {
         Ok(frame) => {
             counters.snapshots.fetch_add(1, Ordering::Relaxed);
             out.push_event(frame);

@@ -182,3 +182,28 @@ async fn a_1001_close_reaches_a_client_that_keeps_sending() {
     })
     .await;
 }
+
+/// A frame that breaks the protocol (here: unmasked, RFC 6455 §5.1) is answered with 1002
+/// and a reason, counted, and the connection ends cleanly.
+#[tokio::test]
+async fn a_protocol_error_is_closed_with_1002_and_counted() {
+    let (hub, addr) = start().await;
+    let stream = raw_connect(addr, None).await;
+    eventually("client registered", || hub.client_count() == 1).await;
+    let (mut rx, mut tx) = stream.into_split();
+    // A text frame without a mask.
+    within("unmasked frame", tx.write_all(&[0x81, 0x02, b'h', b'i']))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let (_, close) = read_until_close(&mut rx, &mut buf).await;
+    assert_eq!(
+        close.close_code_and_reason(),
+        (1002, "protocol error".to_owned())
+    );
+    within("shutdown", tx.shutdown()).await.unwrap();
+    let mut rest = Vec::new();
+    let read = within("end of stream", rx.read_to_end(&mut rest)).await;
+    assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
+    eventually("counted", || hub.stats().protocol_errors == 1).await;
+}

@@ -434,6 +434,41 @@ async fn a_silent_peer_is_dropped_after_two_heartbeats_and_a_live_one_is_kept() 
     drop(silent);
 }
 
+/// Liveness is a pong echoing one of our pings (`conn/inbound.rs`): a client that sends
+/// pings, pongs guessing what ours carry and messages but never reads a byte proves nothing,
+/// and is dropped after two heartbeats all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_and_messages_from_a_client_that_never_reads_do_not_keep_it_alive() {
+    use tokio::io::AsyncWriteExt;
+    let store = SessionStore::new();
+    let ws = layer(&store).heartbeat(Duration::from_millis(100));
+    let (hub, addr) = start(&ws).await;
+    let stream = raw_connect(addr, Some(4096)).await;
+    eventually("client registered", || hub.client_count() == 1).await;
+    let started = Instant::now();
+    let (_never_read, mut tx) = stream.into_split();
+    let mut chatter = masked_frame(9, b"are you there");
+    chatter.extend(masked_frame(10, &1u64.to_be_bytes()));
+    chatter.extend(masked_frame(1, b"still here"));
+    let sender = tokio::spawn(async move {
+        // About 2 KB/s: far inside the inbound budget.
+        while started.elapsed() < Duration::from_secs(5) {
+            if tx.write_all(&chatter).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    eventually("dropped by the heartbeat", || {
+        hub.stats().heartbeat_timeouts == 1
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(hub.stats().inbound_floods, 0);
+    eventually("client gone", || hub.client_count() == 0).await;
+    sender.abort();
+}
+
 /// The connection polls its read side and timers only when they fire (`conn/sources.rs`): a
 /// lost wake-up there would starve reads under a steady stream and show up as a heartbeat
 /// timeout, a missing event or a close that is never answered.

@@ -8,11 +8,14 @@
 //! a client that overdraws it is closed with 1008 (policy violation). A dashboard answering
 //! one ping per heartbeat uses well under a thousandth of it.
 //!
-//! Liveness ([`Heartbeat`]) is a pong that echoes one of our pings: the client read our ping,
-//! which went out behind what was queued before it. Its own pings, data or unsolicited pongs
+//! Liveness ([`Heartbeat`]) is a pong that echoes one of our pings, whose payloads are
+//! unpredictable: the client has read our ping. Its own pings, data or unsolicited pongs
 //! prove nothing (a client can send them forever without reading a byte), so they do not
-//! keep a connection alive. Go's `wsapi` (gorilla's pong handler) also counts only pongs.
+//! keep a connection alive. The usual gorilla/websocket pattern in Go (a read deadline that
+//! only the pong handler extends) also counts only pongs.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -51,7 +54,8 @@ impl InboundBudget {
         }
         let elapsed = now.saturating_duration_since(self.refilled);
         self.refilled = now;
-        let refill = (elapsed.as_nanos() * u128::from(self.rate) / 1_000_000_000) as u64;
+        let refill = elapsed.as_nanos() * u128::from(self.rate) / 1_000_000_000;
+        let refill = u64::try_from(refill).unwrap_or(u64::MAX);
         self.tokens = self.tokens.saturating_add(refill).min(self.burst);
         match self.tokens.checked_sub(bytes) {
             Some(left) => {
@@ -69,8 +73,11 @@ impl InboundBudget {
 
 /// Our pings and the pongs that answer them.
 pub(super) struct Heartbeat {
-    /// Pings sent so far; each carries its number (8 bytes, big-endian) as its payload.
+    /// Pings sent so far. Ping `n` carries `key + n` (8 bytes, big-endian): a client cannot
+    /// answer it without having read it.
     sent: u64,
+    /// Random, per connection.
+    key: u64,
     /// When a pong last echoed one of our pings (or the connection started).
     last_answer: Instant,
     period: Duration,
@@ -78,8 +85,11 @@ pub(super) struct Heartbeat {
 
 impl Heartbeat {
     pub(super) fn new(period: Duration, now: Instant) -> Self {
+        // SipHash under a fresh random key: unpredictable to the client, no dependency.
+        let key = RandomState::new().build_hasher().finish();
         Heartbeat {
             sent: 0,
+            key,
             last_answer: now,
             period,
         }
@@ -88,13 +98,13 @@ impl Heartbeat {
     /// The payload of the next ping.
     pub(super) fn next_ping(&mut self) -> [u8; 8] {
         self.sent += 1;
-        self.sent.to_be_bytes()
+        self.key.wrapping_add(self.sent).to_be_bytes()
     }
 
     /// A pong arrived: it proves the client alive when it echoes one of our pings.
     pub(super) fn pong(&mut self, payload: &[u8], now: Instant) {
         let answers_ours = <[u8; 8]>::try_from(payload)
-            .map(u64::from_be_bytes)
+            .map(|payload| u64::from_be_bytes(payload).wrapping_sub(self.key))
             .is_ok_and(|n| (1..=self.sent).contains(&n));
         if answers_ours {
             self.last_answer = now;
@@ -103,7 +113,7 @@ impl Heartbeat {
 
     /// Whether two periods went by without an answer.
     pub(super) fn is_overdue(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.last_answer) >= self.period * 2
+        now.saturating_duration_since(self.last_answer) >= self.period.saturating_mul(2)
     }
 }
 
@@ -137,11 +147,15 @@ mod tests {
         let mut heartbeat = Heartbeat::new(period, start);
         let t = start + Duration::from_secs(2);
         assert!(heartbeat.is_overdue(t));
-        heartbeat.pong(&1u64.to_be_bytes(), t);
+        let first = heartbeat.key.wrapping_add(1).to_be_bytes();
+        heartbeat.pong(&first, t);
         assert!(heartbeat.is_overdue(t), "an answer to a ping never sent");
+        heartbeat.pong(&1u64.to_be_bytes(), t);
+        assert!(heartbeat.is_overdue(t), "a guess");
         heartbeat.pong(b"", t);
         assert!(heartbeat.is_overdue(t), "an unsolicited pong");
         let ping = heartbeat.next_ping();
+        assert_eq!(ping, first);
         heartbeat.pong(&ping, t);
         assert!(!heartbeat.is_overdue(t));
         assert!(heartbeat.is_overdue(t + period * 2));

@@ -333,11 +333,15 @@ async fn stream(
         feed: EventFeed::new(events),
         sources: Sources::new(),
         handover,
-        heartbeat: (!period.is_zero()).then(|| {
-            let mut interval = tokio::time::interval_at(now + period, period);
-            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            (interval, Heartbeat::new(period, now))
-        }),
+        // A period too long to add to the clock (`Duration::MAX`) never ticks: no heartbeat.
+        heartbeat: now
+            .checked_add(period)
+            .filter(|_| !period.is_zero())
+            .map(|first| {
+                let mut interval = tokio::time::interval_at(first, period);
+                interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                (interval, Heartbeat::new(period, now))
+            }),
         write_deadline,
         last_progress: now,
     };
@@ -362,7 +366,13 @@ async fn stream(
             }
             Step::Flushed(Err(_)) => return End::WriteError,
             Step::WriteDeadline => {
-                let deadline = live.last_progress + config.write_timeout;
+                // A timeout too long to add to the clock never runs out.
+                let Some(deadline) = live.last_progress.checked_add(config.write_timeout) else {
+                    live.write_deadline
+                        .as_mut()
+                        .reset(Instant::now() + Duration::from_secs(86_400));
+                    continue;
+                };
                 if Instant::now() >= deadline {
                     return End::WriteTimeout;
                 }

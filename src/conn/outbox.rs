@@ -215,6 +215,14 @@ impl Outbox {
         pong.into_iter().chain(ping).chain(events).chain(close)
     }
 
+    /// How many frames [`pending`](Self::pending) yields.
+    fn pending_len(&self) -> usize {
+        usize::from(self.pong.is_some())
+            + usize::from(self.ping.is_some())
+            + self.events.len()
+            + usize::from(self.close.is_some())
+    }
+
     /// Takes the next frame not started, in the order of [`pending`](Self::pending).
     fn pop_pending(&mut self) -> Option<Outgoing> {
         if let Some(pong) = self.pong.take() {
@@ -240,21 +248,29 @@ impl Outbox {
     ) -> Poll<io::Result<()>> {
         let mut frames = 0;
         loop {
-            let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
-            let mut count = 0;
-            if let Some(started) = &self.started {
-                slices[0] = IoSlice::new(&started.as_bytes()[self.written..]);
-                count = 1;
-            }
-            for (slot, frame) in slices[count..].iter_mut().zip(self.pending()) {
-                *slot = IoSlice::new(frame);
-                count += 1;
-            }
-            let written = match count {
-                0 => break,
-                // The usual case once a stream is steady: one event per wake-up.
-                1 => ready!(socket.poll_write(cx, &slices[0]))?,
-                _ => ready!(socket.poll_write_vectored(cx, &slices[..count]))?,
+            let queued = usize::from(self.started.is_some()) + self.pending_len();
+            let written = if queued <= 1 {
+                // The usual case once a stream is steady: one event per wake-up, written
+                // without building a slice array.
+                let Some(frame) = self.started.as_ref().map_or_else(
+                    || self.pending().next(),
+                    |started| Some(&started.as_bytes()[self.written..]),
+                ) else {
+                    break;
+                };
+                ready!(socket.poll_write(cx, frame))?
+            } else {
+                let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
+                let mut count = 0;
+                if let Some(started) = &self.started {
+                    slices[0] = IoSlice::new(&started.as_bytes()[self.written..]);
+                    count = 1;
+                }
+                for (slot, frame) in slices[count..].iter_mut().zip(self.pending()) {
+                    *slot = IoSlice::new(frame);
+                    count += 1;
+                }
+                ready!(socket.poll_write_vectored(cx, &slices[..count]))?
             };
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));

@@ -380,10 +380,8 @@ async fn stream(
                 false
             }
             Step::Flood => {
-                tracing::warn!(
-                    burst = live.inbound.burst(),
-                    "client sent more than its inbound budget"
-                );
+                // Logged at `warn` with the end; this says which budget it overdrew.
+                tracing::debug!(burst = live.inbound.burst(), "inbound budget overdrawn");
                 return End::InboundFlood;
             }
             Step::Inbound(Some(Ok(Message::Close(_)))) => return End::ClientClosed,

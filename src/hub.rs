@@ -453,7 +453,7 @@ pub struct HubStats {
     pub evicted: u64,
     /// Clients evicted because they fell `send_buffer` events behind.
     pub evicted_lagging: u64,
-    /// Clients evicted because a write did not complete within `write_timeout`.
+    /// Clients evicted because their socket accepted no byte for `write_timeout`.
     pub evicted_write_timeout: u64,
     /// Clients dropped because they answered none of our pings for two heartbeat intervals.
     pub heartbeat_timeouts: u64,

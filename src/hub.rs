@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::broadcast;
 
 use crate::admission::RejectReason;
-use crate::conn::TextFrame;
+use crate::conn::{EncodeCounter, TextFrame};
 use crate::sink::{EventSink, SinkError};
 use crate::wire::{self, Event, EventType, Timestamp};
 
@@ -212,7 +212,8 @@ impl Hub {
     /// Encodes `event` once, in Go's exact wire format, and hands it to every client.
     fn publish(&self, event: &Event) -> Result<(), SinkError> {
         let counters = &self.shared.counters;
-        let text = TextFrame::encode(|buf| wire::to_writer(buf, event)).map_err(|source| {
+        let encoded = TextFrame::encode(&counters.encodings, |buf| wire::to_writer(buf, event));
+        let text = encoded.map_err(|source| {
             counters.encode_errors.fetch_add(1, Ordering::Relaxed);
             SinkError::Encode {
                 seq: event.seq,
@@ -432,11 +433,14 @@ pub(crate) struct Counters {
     pub(crate) evicted_lagging: AtomicU64,
     pub(crate) evicted_write_timeout: AtomicU64,
     pub(crate) heartbeat_timeouts: AtomicU64,
+    pub(crate) inbound_floods: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
     pub(crate) resyncs: AtomicU64,
     pub(crate) resumed: AtomicU64,
     pub(crate) snapshots: AtomicU64,
     pub(crate) replay_resets: AtomicU64,
     pub(crate) events_published: AtomicU64,
+    pub(crate) encodings: EncodeCounter,
     pub(crate) encode_errors: AtomicU64,
     pub(crate) events_sent: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
@@ -475,11 +479,14 @@ impl Counters {
             evicted_lagging,
             evicted_write_timeout,
             heartbeat_timeouts: self.heartbeat_timeouts.load(Ordering::Relaxed),
+            inbound_floods: self.inbound_floods.load(Ordering::Relaxed),
+            protocol_errors: self.protocol_errors.load(Ordering::Relaxed),
             resyncs: self.resyncs.load(Ordering::Relaxed),
             resumed: self.resumed.load(Ordering::Relaxed),
             snapshots: self.snapshots.load(Ordering::Relaxed),
             replay_resets: self.replay_resets.load(Ordering::Relaxed),
             events_published: self.events_published.load(Ordering::Relaxed),
+            encodings: self.encodings.get(),
             encode_errors: self.encode_errors.load(Ordering::Relaxed),
             events_sent: self.events_sent.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
@@ -519,10 +526,16 @@ pub struct HubStats {
     pub evicted: u64,
     /// Clients evicted because they fell `send_buffer` events behind.
     pub evicted_lagging: u64,
-    /// Clients evicted because a write did not complete within `write_timeout`.
+    /// Clients evicted because their socket accepted no byte for `write_timeout`.
     pub evicted_write_timeout: u64,
-    /// Clients dropped because they answered nothing for two heartbeat intervals.
+    /// Clients dropped because they answered none of our pings for two heartbeat intervals.
     pub heartbeat_timeouts: u64,
+    /// Clients closed with 1008 (policy violation) because they sent more than their
+    /// inbound budget (see the README's close codes).
+    pub inbound_floods: u64,
+    /// Clients closed because what they sent broke the protocol (1002), was not UTF-8 where
+    /// text must be (1007) or exceeded `max_message_size` (1009).
+    pub protocol_errors: u64,
     /// Lagging clients given a fresh snapshot instead of their backlog ([`LagPolicy::Resync`]).
     pub resyncs: u64,
     /// Clients that resumed from the replay window (`?since=`) without a snapshot.
@@ -533,6 +546,9 @@ pub struct HubStats {
     pub replay_resets: u64,
     /// Events handed to the hub and encoded.
     pub events_published: u64,
+    /// JSON encodings performed: one per event published and one per snapshot sent,
+    /// whatever the number of clients (failed attempts included).
+    pub encodings: u64,
     /// Events the hub could not encode (and so delivered to nobody).
     pub encode_errors: u64,
     /// Event messages written to clients (snapshots included; one per client per event).

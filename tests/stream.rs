@@ -226,9 +226,16 @@ async fn one_encoding_per_event_whatever_the_number_of_clients() {
         let msg = within("event", c.next()).await.unwrap().unwrap();
         assert_eq!(msg.into_text().unwrap().as_str(), expected);
     }
+    eventually("sent counted", || hub.stats().events_sent == 10).await; // 5 snapshots + 5 events
     let stats = hub.stats();
     assert_eq!(stats.events_published, 1);
-    eventually("sent counted", || hub.stats().events_sent == 10).await; // 5 snapshots + 5 events
+    assert_eq!(stats.snapshots, 5);
+    // Counted where frames are made: an event encoded per client would count 5 here.
+    assert_eq!(
+        stats.encodings,
+        stats.snapshots + 1,
+        "one encoding per snapshot and one for the event, whatever the number of clients"
+    );
 }
 
 fn big_event(seq: u64) -> Event {
@@ -331,6 +338,66 @@ async fn a_client_whose_socket_stops_accepting_writes_is_evicted_after_the_write
     assert_eq!(hub.stats().evicted_lagging, 0);
 }
 
+/// The write timeout bounds how long the socket refuses bytes, not how long a run of queued
+/// frames takes (issue 12, item 8): a client reading 64 KiB events slowly but steadily moves
+/// the write along and stays, for far longer than the timeout; once it stops reading it is
+/// evicted.
+///
+/// The pace leaves room: the server's socket becomes writable again only once the kernel
+/// has sent a good part of its send buffer (up to a few MiB on loopback), so at 3 MB/s a
+/// steady reader can leave it refusing bytes for about half a second, more on a loaded
+/// machine; the timeout is 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_reader_outlasts_the_write_timeout_and_a_stopped_one_does_not() {
+    const EVENTS: u64 = 200;
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+    let store = SessionStore::new();
+    let ws = layer(&store)
+        .send_buffer(1_000)
+        .write_timeout(WRITE_TIMEOUT);
+    let (hub, addr) = start(&ws).await;
+    let mut client = connect_small_buffer(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    eventually("client registered", || hub.client_count() == 1).await;
+
+    // About 13 MB at once: far more than the kernel buffers, so the server's writes stall
+    // and move only as fast as the client reads.
+    for seq in 1..=EVENTS {
+        hub.handle_event(&big_event(seq)).unwrap();
+    }
+    let started = Instant::now();
+    for seq in 1..=EVENTS {
+        assert_eq!(
+            next_event(&mut client).await.seq,
+            seq,
+            "every event, in order"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took > 2 * WRITE_TIMEOUT,
+        "the reading must outlast the write timeout for the test to mean anything: {took:?}"
+    );
+    assert_eq!(
+        hub.stats().evicted_write_timeout,
+        0,
+        "a moving write is not stuck"
+    );
+    assert_eq!(hub.client_count(), 1);
+
+    // Now it stops reading.
+    for seq in EVENTS + 1..=EVENTS + 100 {
+        hub.handle_event(&big_event(seq)).unwrap();
+    }
+    eventually("write timeout eviction", || {
+        hub.stats().evicted_write_timeout == 1
+    })
+    .await;
+    eventually("client gone", || hub.client_count() == 0).await;
+    drop(client);
+}
+
 #[tokio::test]
 async fn a_silent_peer_is_dropped_after_two_heartbeats_and_a_live_one_is_kept() {
     let store = SessionStore::new();
@@ -367,6 +434,41 @@ async fn a_silent_peer_is_dropped_after_two_heartbeats_and_a_live_one_is_kept() 
     drop(silent);
 }
 
+/// Liveness is a pong echoing one of our pings (`conn/inbound.rs`): a client that sends
+/// pings, pongs guessing what ours carry and messages but never reads a byte proves nothing,
+/// and is dropped after two heartbeats all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_and_messages_from_a_client_that_never_reads_do_not_keep_it_alive() {
+    use tokio::io::AsyncWriteExt;
+    let store = SessionStore::new();
+    let ws = layer(&store).heartbeat(Duration::from_millis(100));
+    let (hub, addr) = start(&ws).await;
+    let stream = raw_connect(addr, Some(4096)).await;
+    eventually("client registered", || hub.client_count() == 1).await;
+    let started = Instant::now();
+    let (_never_read, mut tx) = stream.into_split();
+    let mut chatter = masked_frame(9, b"are you there");
+    chatter.extend(masked_frame(10, &1u64.to_be_bytes()));
+    chatter.extend(masked_frame(1, b"still here"));
+    let sender = tokio::spawn(async move {
+        // About 2 KB/s: far inside the inbound budget.
+        while started.elapsed() < Duration::from_secs(5) {
+            if tx.write_all(&chatter).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    eventually("dropped by the heartbeat", || {
+        hub.stats().heartbeat_timeouts == 1
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(hub.stats().inbound_floods, 0);
+    eventually("client gone", || hub.client_count() == 0).await;
+    sender.abort();
+}
+
 /// The connection polls its read side and timers only when they fire (`conn/sources.rs`): a
 /// lost wake-up there would starve reads under a steady stream and show up as a heartbeat
 /// timeout, a missing event or a close that is never answered.
@@ -374,7 +476,7 @@ async fn a_silent_peer_is_dropped_after_two_heartbeats_and_a_live_one_is_kept() 
 async fn inbound_traffic_heartbeats_and_a_steady_stream_share_one_connection() {
     const EVENTS: u64 = 1_000;
     let store = SessionStore::new();
-    let ws = layer(&store).heartbeat(Duration::from_millis(50));
+    let ws = layer(&store).heartbeat(Duration::from_millis(100));
     let (hub, addr) = start(&ws).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
@@ -542,7 +644,7 @@ async fn pings_are_answered_between_whole_frames_during_a_stream_of_large_events
 async fn a_connection_behind_a_wrapped_stream_works_the_same() {
     let store = SessionStore::new();
     let ws = layer(&store)
-        .heartbeat(Duration::from_millis(50))
+        .heartbeat(Duration::from_millis(100))
         .send_buffer(128);
     let hub = ws.hub();
     let addr = serve_wrapped(Router::new().merge(ws.router("/ws"))).await;

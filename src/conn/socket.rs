@@ -11,14 +11,15 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{CloseCode, Control as OpCtl, OpCode, OpCode::Control};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error, Message};
 
@@ -80,6 +81,21 @@ impl Transport {
             Transport::Upgraded(io) => Pin::new(io).poll_flush(cx),
         }
     }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Tcp(io) => Pin::new(io).poll_shutdown(cx),
+            Transport::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
+
+/// What a control frame framed by tungstenite is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ControlKind {
+    Ping,
+    Pong,
+    Close,
 }
 
 /// One client's WebSocket, server side.
@@ -88,6 +104,9 @@ pub(crate) struct Socket {
     protocol: WebSocketContext,
     /// Frames tungstenite wrote, not yet queued for the client.
     control: Vec<u8>,
+    /// Bytes read from the client since the last [`take_read`](Self::take_read): every
+    /// byte, whatever frame it belongs to (headers, continuations, control frames).
+    read: u64,
 }
 
 impl Socket {
@@ -98,9 +117,23 @@ impl Socket {
         let early = early.to_vec();
         Socket {
             transport,
+            read: early.len() as u64,
             protocol: WebSocketContext::from_partially_read(early, Role::Server, Some(config)),
             control: Vec::new(),
         }
+    }
+
+    /// The largest message a client may send (`max_message_size`), in bytes.
+    pub(crate) fn max_message_size(&self) -> usize {
+        self.protocol
+            .get_config()
+            .max_message_size
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Bytes read from the client since the last call.
+    pub(crate) fn take_read(&mut self) -> u64 {
+        std::mem::take(&mut self.read)
     }
 
     /// The next message from the client; `None` once the connection is closed. tungstenite
@@ -113,6 +146,7 @@ impl Socket {
             transport: &mut self.transport,
             cx,
             written: &mut self.control,
+            read: &mut self.read,
         };
         match self.protocol.read(&mut io) {
             Ok(message) => Poll::Ready(Some(Ok(message))),
@@ -122,30 +156,74 @@ impl Socket {
         }
     }
 
-    /// A ping for the heartbeat, framed, to queue.
-    pub(crate) fn ping(&mut self) -> Option<Bytes> {
-        self.with_protocol(|protocol, io| protocol.write(io, Message::Ping(Bytes::new())));
-        self.take_control()
+    /// Frames a heartbeat ping carrying `payload`; collect it with
+    /// [`take_control`](Self::take_control).
+    pub(crate) fn ping(&mut self, payload: &[u8]) {
+        let payload = Bytes::copy_from_slice(payload);
+        self.with_protocol(|protocol, io| protocol.write(io, Message::Ping(payload)));
     }
 
-    /// A close frame, to queue: the client is expected to answer it, and nothing may be sent
-    /// after it. `None` when the connection is closing already.
-    pub(crate) fn close(&mut self, code: u16, reason: &'static str) -> Option<Bytes> {
+    /// Frames a close frame (the client is expected to answer it, and nothing may be sent
+    /// after it); collect it with [`take_control`](Self::take_control). Nothing is framed
+    /// when the connection is closing already.
+    pub(crate) fn close(&mut self, code: u16, reason: &'static str) {
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
         };
         self.with_protocol(|protocol, io| protocol.close(io, Some(frame)));
-        self.take_control()
     }
 
-    /// The control frames tungstenite has framed since the last call (a pong it owes the
-    /// client, a close or the answer to the client's close, a ping), as one buffer of whole
-    /// frames to queue behind what is already queued.
-    pub(crate) fn take_control(&mut self) -> Option<Bytes> {
+    /// Hands `queue` each control frame tungstenite has framed since the last call (a pong it
+    /// owes the client, the answer to the client's close, our ping or close), one whole frame
+    /// at a time, with its kind.
+    pub(crate) fn take_control(&mut self, mut queue: impl FnMut(ControlKind, Bytes)) {
         // A reply tungstenite owes is framed only on its next write or flush.
         self.with_protocol(|protocol, io| protocol.flush(io));
-        (!self.control.is_empty()).then(|| Bytes::from(std::mem::take(&mut self.control)))
+        if self.control.is_empty() {
+            return;
+        }
+        let mut frames = Bytes::from(std::mem::take(&mut self.control));
+        while !frames.is_empty() {
+            let mut cursor = io::Cursor::new(&frames[..]);
+            let Ok(Some((header, len))) = FrameHeader::parse(&mut cursor) else {
+                break;
+            };
+            let end = (cursor.position() + len) as usize;
+            if end > frames.len() {
+                break;
+            }
+            let frame = frames.split_to(end);
+            let kind = match header.opcode {
+                Control(OpCtl::Ping) => ControlKind::Ping,
+                Control(OpCtl::Pong) => ControlKind::Pong,
+                Control(OpCtl::Close) => ControlKind::Close,
+                OpCode::Control(OpCtl::Reserved(_)) | OpCode::Data(_) => continue,
+            };
+            queue(kind, frame);
+        }
+        if !frames.is_empty() {
+            // tungstenite writes whole frames: not reachable.
+            tracing::debug!(bytes = frames.len(), "partial control frame dropped");
+        }
+    }
+
+    /// Reads what the client sent and throws it away, without parsing it: for a closing
+    /// connection whose frames can no longer be trusted (after a protocol error or an
+    /// oversized frame). Ready with the number of bytes discarded, 0 at the end of the stream.
+    pub(crate) fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut buf = [0u8; 2048];
+        let mut buf = ReadBuf::new(&mut buf);
+        ready!(self.transport.poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        self.read += n as u64;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Shuts down the write half: the client sees the end of the stream after the last frame
+    /// (TCP `FIN`), while the read half stays open for its answer.
+    pub(crate) fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.transport.poll_shutdown(cx)
     }
 
     /// Lets tungstenite write: it only ever writes into `control` here, never to the socket.
@@ -158,6 +236,7 @@ impl Socket {
             transport: &mut self.transport,
             cx: &mut cx,
             written: &mut self.control,
+            read: &mut self.read,
         };
         // Errors only say the protocol is past the point where this frame applies (closed
         // already): then there is nothing to send.
@@ -195,13 +274,18 @@ struct ProtocolIo<'a, 'b> {
     transport: &'a mut Transport,
     cx: &'a mut Context<'b>,
     written: &'a mut Vec<u8>,
+    read: &'a mut u64,
 }
 
 impl Read for ProtocolIo<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut buf = ReadBuf::new(buf);
         match self.transport.poll_read(self.cx, &mut buf) {
-            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len();
+                *self.read += n as u64;
+                Ok(n)
+            }
             Poll::Ready(Err(error)) => Err(error),
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }

@@ -401,3 +401,115 @@ impl Captured {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
+
+/// Opens a TCP connection and completes the WebSocket handshake by hand, reading the
+/// response head byte by byte so that no frame is consumed with it. `recv_buffer`: the
+/// client's `SO_RCVBUF`, set before connecting (a small one makes the server's writes stall).
+pub async fn raw_connect(addr: SocketAddr, recv_buffer: Option<u32>) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = TcpSocket::new_v4().unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    let mut stream = within("tcp connect", socket.connect(addr)).await.unwrap();
+    let mut request = format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\n");
+    for (name, value) in upgrade_headers(&[]) {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    within("send handshake", stream.write_all(request.as_bytes()))
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(
+            within("handshake response", stream.read_u8())
+                .await
+                .unwrap(),
+        );
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "no upgrade: {head}");
+    stream
+}
+
+/// A client frame, masked as RFC 6455 §5.3 requires: `opcode` (1 text, 2 binary, 8 close,
+/// 9 ping, 10 pong), final, carrying `payload`.
+pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    masked_frame_header(opcode, payload.len() as u64)
+        .into_iter()
+        .chain(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]))
+        .collect()
+}
+
+/// The header (with mask key) of a final masked client frame of `len` payload bytes; the
+/// payload must follow masked with [`MASK`].
+pub fn masked_frame_header(opcode: u8, len: u64) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode];
+    match len {
+        0..=125 => frame.push(0x80 | len as u8),
+        126..=0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&MASK);
+    frame
+}
+
+/// The mask key of [`masked_frame`].
+pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// A server frame parsed from raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    /// For a close frame: its status code and reason.
+    pub fn close_code_and_reason(&self) -> (u16, String) {
+        assert_eq!(self.opcode, 8, "not a close frame: {self:?}");
+        assert!(self.payload.len() >= 2, "close frame without a code");
+        let code = u16::from_be_bytes([self.payload[0], self.payload[1]]);
+        (
+            code,
+            String::from_utf8_lossy(&self.payload[2..]).into_owned(),
+        )
+    }
+}
+
+/// Takes the whole server frames (unmasked, as servers send them) off the front of `buf`.
+pub fn take_frames(buf: &mut Vec<u8>) -> Vec<RawFrame> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    loop {
+        let rest = &buf[at..];
+        if rest.len() < 2 {
+            break;
+        }
+        assert_eq!(rest[1] & 0x80, 0, "a masked frame from the server");
+        let (len, header) = match rest[1] & 0x7f {
+            126 if rest.len() >= 4 => (u64::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
+            127 if rest.len() >= 10 => (u64::from_be_bytes(rest[2..10].try_into().unwrap()), 10),
+            126 | 127 => break,
+            len => (u64::from(len), 2),
+        };
+        let end = header + len as usize;
+        if rest.len() < end {
+            break;
+        }
+        frames.push(RawFrame {
+            opcode: rest[0] & 0x0f,
+            payload: rest[header..end].to_vec(),
+        });
+        at += end;
+    }
+    buf.drain(..at);
+    frames
+}

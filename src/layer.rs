@@ -19,7 +19,7 @@ use crate::admission::auth::{
 use crate::admission::cap::ConnectionLimit;
 use crate::admission::client_ip::{TrustedProxies, peer_addr};
 use crate::admission::origin::{OriginLayer, OriginPolicy};
-use crate::admission::rate_limit::{RateLimit, RateLimitLayer};
+use crate::admission::rate_limit::{MissingClientAddr, RateLimit, RateLimitLayer, SkipHook};
 use crate::admission::stopped::StoppedLayer;
 use crate::admission::{RejectReason, Rejected};
 use crate::conn::{self, ClientInfo, ConnConfig};
@@ -91,6 +91,7 @@ pub struct WsLayer<A = Anonymous> {
     origins: OriginPolicy,
     max_connections: usize,
     rate_limit: RateLimit,
+    missing_client_addr: MissingClientAddr,
     trusted_proxies: TrustedProxies,
     authenticator: Option<AuthenticatorHandle>,
     lag_policy: LagPolicy,
@@ -127,6 +128,7 @@ impl WsLayer<Anonymous> {
             origins: OriginPolicy::default(),
             max_connections: 0,
             rate_limit: RateLimit::default(),
+            missing_client_addr: MissingClientAddr::default(),
             trusted_proxies: TrustedProxies::default(),
             authenticator: None,
             lag_policy: LagPolicy::default(),
@@ -276,14 +278,27 @@ impl<A> WsLayer<A> {
     ///
     /// The client IP comes from axum's `ConnectInfo<SocketAddr>`: serve the app with
     /// [`serve`](crate::serve()) (which provides it) or, under `axum::serve`, with
-    /// `into_make_service_with_connect_info::<SocketAddr>()`, or every upgrade gets a `500`
-    /// saying so.
+    /// `into_make_service_with_connect_info::<SocketAddr>()`. Under plain
+    /// `axum::serve(listener, app)` there is no client address: clients are still served, but
+    /// without the per-IP limit, a `warn` is logged once per router and every such upgrade is
+    /// counted in [`HubStats::rate_limit_skipped`](crate::HubStats::rate_limit_skipped). See
+    /// [`on_missing_client_addr`](WsLayer::on_missing_client_addr) to refuse them instead.
     pub fn rate_limit(mut self, limit: u32, burst: u32, window: Duration) -> Self {
         self.rate_limit = RateLimit {
             limit,
             burst,
             window,
         };
+        self
+    }
+
+    /// What the rate limit does with an upgrade that carries no client address (no
+    /// `ConnectInfo<SocketAddr>`): [`MissingClientAddr::Skip`] (the default) serves it without
+    /// the limit, warns once and counts it; [`MissingClientAddr::Reject`] answers `500` with
+    /// [`RejectReason::MissingConnectInfo`], for deployments where an unlimited endpoint is
+    /// worse than an unavailable one. Irrelevant when the rate limit is disabled.
+    pub fn on_missing_client_addr(mut self, policy: MissingClientAddr) -> Self {
+        self.missing_client_addr = policy;
         self
     }
 
@@ -308,6 +323,7 @@ impl<A> WsLayer<A> {
             origins: self.origins,
             max_connections: self.max_connections,
             rate_limit: self.rate_limit,
+            missing_client_addr: self.missing_client_addr,
             trusted_proxies: self.trusted_proxies,
             authenticator: self.authenticator,
             lag_policy: self.lag_policy,
@@ -374,10 +390,18 @@ impl<A> WsLayer<A> {
         }
         router = router.route_layer(OriginLayer::new(self.origins.clone()));
         if self.rate_limit.is_enabled() {
-            router = router.route_layer(RateLimitLayer::new(
-                self.rate_limit,
-                self.trusted_proxies.clone(),
-            ));
+            let hub = self.hub.clone();
+            let counted = SkipHook(Arc::new(move || {
+                hub.shared
+                    .counters
+                    .rate_limit_skipped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }));
+            router = router.route_layer(
+                RateLimitLayer::new(self.rate_limit, self.trusted_proxies.clone())
+                    .on_missing_client_addr(self.missing_client_addr)
+                    .on_skip(counted),
+            );
         }
         router = router.route_layer(StoppedLayer::new(self.hub.clone()));
         let hub = self.hub.clone();

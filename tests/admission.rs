@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agentwatch_ws::admission::rate_limit::MissingClientAddr;
 use agentwatch_ws::{
     Event, EventSink, EventType, Hub, Identity, RejectionStats, SessionStore, TrustedProxies,
     WsLayer,
@@ -801,9 +802,56 @@ async fn trusted_proxy_forwarded_address_gets_its_own_bucket() {
 // 9. Served without connect info
 // ---------------------------------------------------------------------------------------------
 
+/// The form axum's own docs use, `axum::serve(listener, app)`, with the default
+/// configuration: clients are served (beyond the rate limit's burst, since there is no
+/// address to limit by), the mistake is logged once per router, naming the fix, and every
+/// such upgrade is counted.
 #[tokio::test]
-async fn without_connect_info_the_rate_limit_answers_500_saying_how_to_serve() {
+async fn plain_axum_serve_with_defaults_serves_clients_and_warns_once() {
+    let (log, _guard) = Captured::install(tracing::Level::WARN);
     let ws = WsLayer::new(SessionStore::new());
+    let hub = ws.hub();
+    let addr = serve_plain(Router::new().merge(ws.router("/ws"))).await;
+
+    // Twice the default burst (4): nothing is refused.
+    for n in 1..=8u64 {
+        let mut client = admitted(addr, &[]).await;
+        eventually("registered", || hub.client_count() == 1).await;
+        hub.handle_event(&Event::delta(n, vec![], vec![])).unwrap();
+        assert_eq!(next_event(&mut client).await.seq, n);
+        close(client).await;
+        eventually("closed", || hub.client_count() == 0).await;
+    }
+    let stats = hub.stats();
+    assert_eq!(stats.rejected, only(|_| {}));
+    assert_eq!(stats.rate_limit_skipped, 8);
+    assert_upgraded(&hub, 8, 0);
+
+    let text = log.text();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("no client address"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(warnings[0].contains("WARN"), "{text}");
+    assert!(warnings[0].contains("agentwatch_ws::serve"), "{text}");
+    assert!(
+        warnings[0].contains("into_make_service_with_connect_info::<SocketAddr>()"),
+        "{text}"
+    );
+
+    // Once per router: a second router logs its own warning, once.
+    let other = WsLayer::new(SessionStore::new());
+    let other_addr = serve_plain(Router::new().merge(other.router("/ws"))).await;
+    close(admitted(other_addr, &[]).await).await;
+    close(admitted(other_addr, &[]).await).await;
+    assert_eq!(log.text().matches("no client address").count(), 2);
+    assert_eq!(other.hub().stats().rate_limit_skipped, 2);
+}
+
+#[tokio::test]
+async fn without_connect_info_the_strict_mode_answers_500_saying_how_to_serve() {
+    let ws = WsLayer::new(SessionStore::new()).on_missing_client_addr(MissingClientAddr::Reject);
     let hub = ws.hub();
     let addr = serve_plain(Router::new().merge(ws.router("/ws"))).await;
 
@@ -818,7 +866,17 @@ async fn without_connect_info_the_rate_limit_answers_500_saying_how_to_serve() {
         assert!(refused.body.len() < 200, "short body: {:?}", refused.body);
     }
     assert_eq!(hub.stats().rejected, only(|r| r.missing_connect_info = 2));
+    assert_eq!(hub.stats().rate_limit_skipped, 0);
     assert_upgraded(&hub, 0, 0);
+}
+
+/// With connect info, nothing is skipped: the counter stays at zero.
+#[tokio::test]
+async fn with_connect_info_the_rate_limit_is_never_skipped() {
+    let ws = WsLayer::new(SessionStore::new());
+    let (hub, addr) = start(&ws).await;
+    burst(addr, &[], 2).await;
+    assert_eq!(hub.stats().rate_limit_skipped, 0);
 }
 
 #[tokio::test]

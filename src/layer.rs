@@ -21,12 +21,13 @@ use crate::admission::client_ip::{TrustedProxies, peer_addr};
 use crate::admission::origin::{OriginLayer, OriginPolicy};
 use crate::admission::rate_limit::{MissingClientAddr, RateLimit, RateLimitLayer, SkipHook};
 use crate::admission::stopped::StoppedLayer;
+use crate::admission::token::percent_decode;
 use crate::admission::{RejectReason, Rejected};
 use crate::conn::{self, ClientInfo, ConnConfig};
 use crate::hub::{Hub, LagPolicy, MAX_SEND_BUFFER, Position};
 use crate::sink::SnapshotSource;
 use crate::status::{self, RecordRejectionsLayer, RejectionLog};
-use crate::upgrade::Handshake;
+use crate::upgrade::{Handshake, HandshakeError, InvalidProtocol, Negotiated, Protocols};
 use crate::wire::Timestamp;
 
 /// Default ping interval, as in Go's `wsapi`.
@@ -95,6 +96,7 @@ pub struct WsLayer<A = Anonymous> {
     trusted_proxies: TrustedProxies,
     authenticator: Option<AuthenticatorHandle>,
     lag_policy: LagPolicy,
+    protocols: Protocols,
     _auth: PhantomData<fn() -> A>,
 }
 
@@ -132,6 +134,7 @@ impl WsLayer<Anonymous> {
             trusted_proxies: TrustedProxies::default(),
             authenticator: None,
             lag_policy: LagPolicy::default(),
+            protocols: Protocols::default(),
             _auth: PhantomData,
         }
     }
@@ -309,6 +312,31 @@ impl<A> WsLayer<A> {
         self
     }
 
+    /// The subprotocols this endpoint speaks, in order of preference (RFC 6455 §1.9), as
+    /// axum's `WebSocketUpgrade::protocols`: the first of them the client offers in
+    /// `Sec-WebSocket-Protocol` is chosen and echoed in the `101`. Replaces the default list,
+    /// [`[PROTOCOL]`](crate::PROTOCOL) (`agentwatch.v1`): include it to keep speaking it. Every
+    /// protocol carries the same wire format; a name is a contract with your clients.
+    ///
+    /// A client that offers no protocol is served without one. A client that offers only
+    /// protocols not in this list gets `400` (RFC 6455 §4.2.2 would allow a `101` without the
+    /// header, but browsers and tungstenite then fail the connection themselves, with
+    /// nothing for the server to log or count; a `400` is counted as
+    /// [`RejectReason::NotUpgrade`] and readable at `<path>/status`). The chosen protocol is in the request extensions as
+    /// a [`Subprotocol`](crate::Subprotocol) before the authentication extractor runs.
+    ///
+    /// # Errors
+    /// [`InvalidProtocol`] for the first entry that is empty, not an HTTP token, or a token
+    /// carrier (`agentwatch.token.…`, which must never be echoed).
+    pub fn protocols<I>(mut self, protocols: I) -> Result<Self, InvalidProtocol>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.protocols = Protocols::new(protocols)?;
+        Ok(self)
+    }
+
     /// Authenticates upgrade requests with the axum extractor `B`: it runs before the upgrade,
     /// its rejection is returned unchanged, and the [`Identity`] it converts into is attached
     /// to the connection (and its tracing span).
@@ -327,6 +355,7 @@ impl<A> WsLayer<A> {
             trusted_proxies: self.trusted_proxies,
             authenticator: self.authenticator,
             lag_policy: self.lag_policy,
+            protocols: self.protocols,
             _auth: PhantomData,
         }
     }
@@ -374,17 +403,21 @@ impl<A> WsLayer<A> {
                 .read_buffer_size(INBOUND_READ_BUFFER.min(self.max_message_size)),
             cap: ConnectionLimit::new(self.max_connections),
         });
+        // Negotiated comes before the auth extractor, which may read the chosen Subprotocol.
         let handler = move |peer: PeerAddr,
                             since: ResumeFrom,
+                            negotiated: Negotiated,
                             auth: Result<A, A::Rejection>,
                             handshake: Handshake| {
             let endpoint = endpoint.clone();
-            async move { endpoint.admit(peer.0, since, auth, handshake) }
+            async move { endpoint.admit(peer.0, since, negotiated, auth, handshake) }
         };
 
         // route_layer: applied to this route only, so unknown paths still fall through to
         // the app's own fallback. The last layer added runs first.
-        let mut router = Router::new().route(path, get(handler));
+        let mut router = Router::new()
+            .route(path, get(handler))
+            .route_layer(axum::Extension(self.protocols.clone()));
         if let Some(handle) = &self.authenticator {
             router = router.route_layer(axum::Extension(handle.clone()));
         }
@@ -457,6 +490,7 @@ impl Endpoint {
         &self,
         peer: Option<SocketAddr>,
         resume: ResumeFrom,
+        negotiated: Negotiated,
         auth: Result<A, R>,
         handshake: Handshake,
     ) -> Response
@@ -473,8 +507,13 @@ impl Endpoint {
             Ok(permit) => permit,
             Err(response) => return response,
         };
-        let handle = match handshake.0 {
-            Ok(handle) => handle,
+        let (handle, subprotocol) = match handshake.0.and_then(|handle| {
+            negotiated
+                .0
+                .map(|protocol| (handle, protocol))
+                .map_err(|()| HandshakeError::Protocol)
+        }) {
+            Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(
                     peer = peer_field,
@@ -488,12 +527,20 @@ impl Endpoint {
         let hub = self.hub.clone();
         let source = self.source.clone();
         let config = self.config.clone();
+        // The offered list is never logged: it may carry a token.
+        tracing::debug!(
+            peer = peer_field,
+            identity = %identity,
+            protocol = subprotocol.as_ref().map(tracing::field::display),
+            "websocket upgrade accepted"
+        );
         let client = ClientInfo {
             peer,
             identity,
             since: resume.position(),
         };
         handle.accept(
+            subprotocol.as_ref(),
             self.protocol,
             move |error| tracing::warn!(peer = peer_field, %error, "websocket upgrade failed"),
             move |socket| conn::serve(socket, hub, source, config, client, Some(permit)),
@@ -559,26 +606,6 @@ impl<S: Send + Sync> FromRequestParts<S> for ResumeFrom {
             snapshot_at: param("snapshot_at").is_some(),
         })
     }
-}
-
-/// Decodes `%XX` escapes (a timestamp's `+` offset or `:` may arrive escaped). `None` for
-/// a malformed escape or a result that is not UTF-8.
-fn percent_decode(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A seq as clients write it: decimal digits only (no sign, no spaces), fitting a u64.

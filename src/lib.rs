@@ -114,6 +114,7 @@ pub use serve::{
 };
 pub use sink::{EventSink, MultiSink, SinkError, Snapshot, SnapshotSource};
 pub use store::SessionStore;
+pub use upgrade::{InvalidProtocol, PROTOCOL, Subprotocol};
 pub use wire::{
     Activity, Event, EventType, Health, HealthStatus, LifecycleEvent, LifecycleEventType,
     LifecycleState, SessionState, SubagentState, Timestamp,

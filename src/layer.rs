@@ -416,7 +416,8 @@ impl<A> WsLayer<A> {
         // route_layer: applied to this route only, so unknown paths still fall through to
         // the app's own fallback. The last layer added runs first.
         let mut router = Router::new()
-            .route(path, get(handler))
+            // GET: the HTTP/1.1 upgrade; CONNECT: the HTTP/2 extended CONNECT (RFC 8441).
+            .route(path, get(handler.clone()).connect(handler))
             .route_layer(axum::Extension(self.protocols.clone()));
         if let Some(handle) = &self.authenticator {
             router = router.route_layer(axum::Extension(handle.clone()));

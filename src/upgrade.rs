@@ -14,6 +14,8 @@
 //! | `Sec-WebSocket-Version` missing, repeated or not `13` | `400`, `Sec-WebSocket-Version: 13` |
 //! | `Sec-WebSocket-Key` missing, repeated, or not the base64 of exactly 16 bytes | `400` |
 //! | `Sec-WebSocket-Protocol` offers protocols, none of which the server speaks | `400` |
+//! | HTTP/2: not a `CONNECT` with `:protocol = websocket` (RFC 8441 §4) | `400` |
+//! | HTTP/2: an extended CONNECT otherwise valid | `200` (RFC 8441 §5), the stream carries the WebSocket |
 //! | anything else | `101 Switching Protocols` with `Sec-WebSocket-Accept`, and `Sec-WebSocket-Protocol` when the client offered one the server speaks |
 //!
 //! # Subprotocols (RFC 6455 §1.9, §4.2.2 (5.4))
@@ -39,7 +41,7 @@ use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::response::Response;
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
 use hyper::upgrade::OnUpgrade;
 use tungstenite::protocol::WebSocketConfig;
 
@@ -193,10 +195,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Negotiated {
 pub(crate) struct Handshake(pub(crate) Result<UpgradeHandle, HandshakeError>);
 
 /// What completing the upgrade takes from a valid request: hyper's handle on the connection
-/// and the client's key.
+/// and the client's key (HTTP/1.1; an RFC 8441 extended CONNECT over HTTP/2 has none).
 pub(crate) struct UpgradeHandle {
     on_upgrade: OnUpgrade,
-    key: HeaderValue,
+    key: Option<HeaderValue>,
 }
 
 /// Why a request is not a WebSocket opening handshake this server accepts.
@@ -214,6 +216,9 @@ pub(crate) enum HandshakeError {
     Unavailable,
     /// The client offered subprotocols, none of which this server speaks.
     Protocol,
+    /// Over HTTP/2, a request that is not an RFC 8441 extended CONNECT with
+    /// `:protocol = websocket` (a plain `GET`, or a `CONNECT` for another protocol).
+    NotExtendedConnect,
 }
 
 impl HandshakeError {
@@ -226,6 +231,9 @@ impl HandshakeError {
             HandshakeError::Key => "missing or malformed Sec-WebSocket-Key",
             HandshakeError::Unavailable => "connection cannot be upgraded",
             HandshakeError::Protocol => "no offered Sec-WebSocket-Protocol is spoken here",
+            HandshakeError::NotExtendedConnect => {
+                "over HTTP/2, not an extended CONNECT with :protocol websocket"
+            }
         }
     }
 
@@ -273,6 +281,11 @@ impl HandshakeError {
                 StatusCode::BAD_REQUEST,
                 "none of the offered Sec-WebSocket-Protocol values is spoken here\n",
             ),
+            // No Upgrade/Connection headers here: they are illegal in HTTP/2 (RFC 9113 §8.2.2).
+            HandshakeError::NotExtendedConnect => reject(
+                StatusCode::BAD_REQUEST,
+                "over HTTP/2 a WebSocket is an extended CONNECT with :protocol websocket (RFC 8441)\n",
+            ),
         }
     }
 }
@@ -289,6 +302,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
 /// first (a browser tab on the endpoint), then the version (which a client may retry with),
 /// then the key.
 fn check(parts: &mut Parts) -> Result<UpgradeHandle, HandshakeError> {
+    if parts.version >= Version::HTTP_2 {
+        return check_extended_connect(parts);
+    }
     let headers = &parts.headers;
     if !list_contains(headers, &header::UPGRADE, "websocket")
         || !list_contains(headers, &header::CONNECTION, "upgrade")
@@ -311,7 +327,37 @@ fn check(parts: &mut Parts) -> Result<UpgradeHandle, HandshakeError> {
         .extensions
         .remove::<OnUpgrade>()
         .ok_or(HandshakeError::Unavailable)?;
-    Ok(UpgradeHandle { on_upgrade, key })
+    Ok(UpgradeHandle {
+        on_upgrade,
+        key: Some(key),
+    })
+}
+
+/// RFC 8441 §4–5: over HTTP/2 a WebSocket opens with `CONNECT`, `:protocol = websocket` and
+/// `Sec-WebSocket-Version: 13`; there is no key, and the answer is a `200` after which the
+/// stream carries the WebSocket. hyper hands the stream over through the same `OnUpgrade`
+/// as an HTTP/1.1 upgrade (it needs `enable_connect_protocol` on its HTTP/2 server, which
+/// both [`serve`](crate::serve()) and `axum::serve` set).
+fn check_extended_connect(parts: &mut Parts) -> Result<UpgradeHandle, HandshakeError> {
+    let is_websocket = parts
+        .extensions
+        .get::<hyper::ext::Protocol>()
+        .is_some_and(|protocol| protocol.as_str() == "websocket");
+    if parts.method != Method::CONNECT || !is_websocket {
+        return Err(HandshakeError::NotExtendedConnect);
+    }
+    match single(&parts.headers, &header::SEC_WEBSOCKET_VERSION) {
+        Some(version) if version.as_bytes() == VERSION.as_bytes() => {}
+        _ => return Err(HandshakeError::Version),
+    }
+    let on_upgrade = parts
+        .extensions
+        .remove::<OnUpgrade>()
+        .ok_or(HandshakeError::Unavailable)?;
+    Ok(UpgradeHandle {
+        on_upgrade,
+        key: None,
+    })
 }
 
 /// Whether the field list `name` (every line of it) holds `token`, case-insensitively
@@ -380,16 +426,21 @@ impl UpgradeHandle {
                 Err(error) => on_failed(error),
             }
         });
-        let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
+        // Over HTTP/2 (no key): a 200 with no body opens the stream (RFC 8441 §5, RFC 9113
+        // §8.5), and connection-specific headers are illegal.
         let mut response = Response::new(Body::empty());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let headers = response.headers_mut();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        // An accept key is base64: always a valid header value.
-        if let Ok(accept) = HeaderValue::from_str(&accept) {
-            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        if let Some(key) = &self.key {
+            let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let headers = response.headers_mut();
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            // An accept key is base64: always a valid header value.
+            if let Ok(accept) = HeaderValue::from_str(&accept) {
+                headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+            }
         }
+        let headers = response.headers_mut();
         if let Some(Subprotocol(protocol)) = protocol {
             headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol.clone());
         }

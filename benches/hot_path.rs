@@ -9,6 +9,7 @@
 //! (tokio-tungstenite) on 127.0.0.1 read every event; one iteration is "publish one event and
 //! wait until every client has it", measured over batches of events.
 
+use agentwatch_ws::RateLimit;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -127,7 +128,7 @@ fn fan_out(c: &mut Criterion) {
     };
     let store = SessionStore::new();
     let ws = WsLayer::new(store.clone())
-        .rate_limit(0, 0, Duration::ZERO)
+        .rate_limit(RateLimit::disabled())
         .send_buffer(1 << 16);
     let hub = ws.hub();
     let received = Arc::new(AtomicU64::new(0));

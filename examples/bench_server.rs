@@ -21,6 +21,7 @@
 //! Endpoints: `GET /ws` (the WebSocket), `POST /bench/burst?count=M&bytes=S&rate=R`,
 //! `GET /bench/stats`.
 
+use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,7 +141,7 @@ async fn serve() -> std::io::Result<()> {
 
     let store = SessionStore::new();
     let ws = WsLayer::new(store.clone())
-        .rate_limit(0, 0, Duration::ZERO)
+        .rate_limit(RateLimit::disabled())
         .send_buffer(16_384);
     let hub = ws.hub();
     let bench = Bench {

@@ -274,8 +274,8 @@ impl<A> WsLayer<A> {
         self
     }
 
-    /// At most `limit` upgrades per `window` per client IP, with `burst` at start. Any zero
-    /// disables the limit. Default 12 per minute, burst 4. Over the limit the answer is `429`
+    /// The per-client-IP limit on upgrades: `.rate_limit(RateLimit::per_minute(12).burst(4))`
+    /// (the default, Go's), or `.rate_limit(RateLimit::disabled())`. See [`RateLimit`]. Over the limit the answer is `429`
     /// with `Retry-After` (whole seconds, rounded up). Every value is accepted: the limiter's
     /// time arithmetic saturates, so `Duration::MAX` means "`burst` upgrades per IP, ever".
     ///
@@ -286,12 +286,8 @@ impl<A> WsLayer<A> {
     /// without the per-IP limit, a `warn` is logged once per router and every such upgrade is
     /// counted in [`HubStats::rate_limit_skipped`](crate::HubStats::rate_limit_skipped). See
     /// [`on_missing_client_addr`](WsLayer::on_missing_client_addr) to refuse them instead.
-    pub fn rate_limit(mut self, limit: u32, burst: u32, window: Duration) -> Self {
-        self.rate_limit = RateLimit {
-            limit,
-            burst,
-            window,
-        };
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = limit;
         self
     }
 

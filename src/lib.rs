@@ -99,6 +99,7 @@ pub mod wire;
 
 pub use admission::auth::{Anonymous, Authenticated, Authenticator, Identity};
 pub use admission::client_ip::TrustedProxies;
+pub use admission::rate_limit::{MissingClientAddr, RateLimit};
 pub use admission::{RejectReason, Rejected};
 pub use hub::{
     DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, HubStats, LagPolicy,

@@ -5,6 +5,7 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A layer with the rate limit off, for the tests that are not about rate limiting.
 fn open_layer() -> WsLayer {
-    WsLayer::new(SessionStore::new()).rate_limit(0, 0, Duration::ZERO)
+    WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled())
 }
 
 async fn start<A>(ws: &WsLayer<A>) -> (Hub, SocketAddr)
@@ -732,6 +733,17 @@ async fn default_rate_limit_allows_a_burst_of_4_then_429_with_retry_after() {
     assert_eq!(hub.stats().rejected, only(|r| r.rate_limited = 1));
     eventually("closed", || hub.client_count() == 0).await;
     assert_upgraded(&hub, 4, 0);
+}
+
+/// What the README recommends for a local dashboard: a developer reloading the page twenty
+/// times within a minute (here, at once: the harder case) is never refused.
+#[tokio::test]
+async fn twenty_reloads_a_minute_pass_with_the_local_dashboard_limit() {
+    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::per_minute(60).burst(20));
+    let (hub, addr) = start(&ws).await;
+    burst(addr, &[], 20).await;
+    assert_eq!(hub.stats().rejected.total(), 0);
+    assert_eq!(hub.stats().accepted, 20);
 }
 
 #[tokio::test]

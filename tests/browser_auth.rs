@@ -7,8 +7,8 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use agentwatch_ws::admission::token::{BearerToken, TokenRejection, token_from_cookie};
 use agentwatch_ws::{Identity, SessionStore, WsLayer};
@@ -59,9 +59,9 @@ async fn run(browser: &mut Browser, path: &str, protocols: &str) -> Value {
 /// `/open`: anonymous; `/ws`: the `User` extractor; `/`: an empty page to run scripts in.
 async fn start() -> SocketAddr {
     // The rate limit is off: one page connects many times.
-    let open = WsLayer::new(SessionStore::new()).rate_limit(0, 0, Duration::ZERO);
+    let open = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled());
     let authed = WsLayer::new(SessionStore::new())
-        .rate_limit(0, 0, Duration::ZERO)
+        .rate_limit(RateLimit::disabled())
         .auth::<User>();
     let app = Router::new()
         .route(

@@ -6,6 +6,7 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 fn layer() -> WsLayer {
-    WsLayer::new(SessionStore::new()).rate_limit(0, 0, Duration::ZERO)
+    WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled())
 }
 
 /// Serves `ws` at `/ws` with `agentwatch_ws::serve`.

@@ -4,8 +4,8 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use agentwatch_ws::{Hub, SessionStore, WsLayer};
 use axum::Router;
@@ -18,7 +18,7 @@ const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
 async fn start() -> (Hub, SocketAddr) {
-    let ws = WsLayer::new(SessionStore::new()).rate_limit(0, 0, Duration::ZERO);
+    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled());
     let hub = ws.hub();
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
     (hub, addr)

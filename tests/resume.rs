@@ -3,6 +3,7 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ fn session(id: &str, n: i64) -> SessionState {
 }
 
 fn layer(store: &SessionStore) -> WsLayer {
-    WsLayer::new(store.clone()).rate_limit(0, 0, Duration::ZERO)
+    WsLayer::new(store.clone()).rate_limit(RateLimit::disabled())
 }
 
 async fn start(ws: &WsLayer) -> (Hub, SocketAddr) {
@@ -590,7 +591,7 @@ async fn the_window_floor_and_a_source_without_at_give_verifiable_positions() {
         }
     };
     let ws = WsLayer::new(source)
-        .rate_limit(0, 0, Duration::ZERO)
+        .rate_limit(RateLimit::disabled())
         .replay_window(3);
     let (hub, addr) = start(&ws).await;
     let clock = SystemTime::now();

@@ -4,6 +4,7 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
 use std::future::IntoFuture;
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ async fn every_setting_at_its_maximum_serves_clients() {
         .replay_window(usize::MAX)
         .replay_window_bytes(usize::MAX)
         .max_connections(usize::MAX)
-        .rate_limit(u32::MAX, u32::MAX, Duration::MAX)
+        .rate_limit(RateLimit::per(u32::MAX, Duration::MAX).burst(u32::MAX))
         .trusted_proxies(TrustedProxies::new(["0.0.0.0/0", "::/0"]).unwrap());
     let hub = ws.hub();
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
@@ -77,7 +78,7 @@ async fn the_smallest_durations_end_connections_without_panicking() {
         .replay_window(1)
         .replay_window_bytes(1)
         .max_connections(1)
-        .rate_limit(u32::MAX, 1, Duration::from_nanos(1));
+        .rate_limit(RateLimit::per(u32::MAX, Duration::from_nanos(1)));
     let hub = ws.hub();
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
 
@@ -106,7 +107,7 @@ async fn the_smallest_durations_end_connections_without_panicking() {
 
 #[tokio::test]
 async fn a_rate_limit_window_of_duration_max_answers_429_with_a_saturated_retry_after() {
-    let ws = WsLayer::new(SessionStore::new()).rate_limit(1, 1, Duration::MAX);
+    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::per(1, Duration::MAX));
     let hub = ws.hub();
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
     let mut client = connect(addr).await;

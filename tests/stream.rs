@@ -3,6 +3,7 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +31,7 @@ fn session(id: &str, messages: i64) -> SessionState {
 
 /// A layer with the rate limit off: these tests open many connections from one IP.
 fn layer(store: &SessionStore) -> WsLayer {
-    WsLayer::new(store.clone()).rate_limit(0, 0, Duration::ZERO)
+    WsLayer::new(store.clone()).rate_limit(RateLimit::disabled())
 }
 
 async fn start(ws: &WsLayer) -> (Hub, std::net::SocketAddr) {

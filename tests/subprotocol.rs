@@ -4,6 +4,7 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;
 
 use agentwatch_ws::admission::token::{
@@ -19,7 +20,7 @@ use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 fn layer() -> WsLayer {
-    WsLayer::new(SessionStore::new()).rate_limit(0, 0, std::time::Duration::ZERO)
+    WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled())
 }
 
 async fn start<A>(ws: &WsLayer<A>) -> (Hub, SocketAddr)

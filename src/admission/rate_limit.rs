@@ -86,6 +86,7 @@ pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 /// use std::time::Duration;
 ///
 /// let default = RateLimit::default();
+/// assert_eq!(default, RateLimit::per_minute(12).burst(4));
 /// assert_eq!((default.limit, default.burst, default.window), (12, 4, Duration::from_secs(60)));
 /// assert_eq!(default.interval(), Some(Duration::from_secs(5)));
 /// assert!(!RateLimit { limit: 0, ..default }.is_enabled());
@@ -113,7 +114,35 @@ impl Default for RateLimit {
 }
 
 impl RateLimit {
-    /// `limit` per `window`, `burst` at once.
+    /// `limit` upgrades per `window`, with a burst of 1 (see [`burst`](RateLimit::burst)).
+    /// A zero `limit` or `window` gives a disabled limit; say
+    /// [`disabled`](RateLimit::disabled) instead.
+    pub const fn per(limit: u32, window: Duration) -> Self {
+        Self::new(limit, 1, window)
+    }
+
+    /// `limit` upgrades per second, burst 1.
+    pub const fn per_second(limit: u32) -> Self {
+        Self::per(limit, Duration::from_secs(1))
+    }
+
+    /// `limit` upgrades per minute, burst 1: `RateLimit::per_minute(12).burst(4)` is the
+    /// default (Go's).
+    pub const fn per_minute(limit: u32) -> Self {
+        Self::per(limit, Duration::from_secs(60))
+    }
+
+    /// The same limit, allowing `burst` upgrades at once from a client with a full bucket.
+    /// A zero `burst` disables the limit.
+    #[must_use]
+    pub const fn burst(mut self, burst: u32) -> Self {
+        self.burst = burst;
+        self
+    }
+
+    /// `limit` per `window`, `burst` at once. Prefer the named constructors
+    /// ([`per_minute`](RateLimit::per_minute)`(12).`[`burst`](RateLimit::burst)`(4)`): three
+    /// positional numbers are easy to swap.
     pub const fn new(limit: u32, burst: u32, window: Duration) -> Self {
         Self {
             limit,

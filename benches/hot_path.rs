@@ -12,6 +12,7 @@
 use agentwatch_ws::RateLimit;
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -129,7 +130,7 @@ fn fan_out(c: &mut Criterion) {
     let store = SessionStore::new();
     let ws = WsLayer::new(store.clone())
         .rate_limit(RateLimit::disabled())
-        .send_buffer(1 << 16);
+        .send_buffer(NonZeroUsize::new(1 << 16).unwrap());
     let hub = ws.hub();
     let received = Arc::new(AtomicU64::new(0));
     let _guard = runtime.enter();

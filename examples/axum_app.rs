@@ -15,6 +15,7 @@
 //! `agentwatch.token.<base64url>` subprotocol offered next to `agentwatch.v1` (the server
 //! echoes only `agentwatch.v1`), or `?access_token=`.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use agentwatch_ws::admission::token::{BearerToken, TokenRejection};
@@ -94,7 +95,7 @@ async fn main() -> std::io::Result<()> {
         // The production page, and the demo page this example serves.
         .allowed_origins(["https://dashboard.example.com", "http://127.0.0.1:3002"])
         .auth::<Bearer>()
-        .max_connections(100);
+        .max_connections(NonZeroUsize::new(100));
     let monitor = MultiSink::new().with(store).with(ws.hub());
 
     let state = AppState {

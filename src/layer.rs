@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,15 +56,18 @@ const INBOUND_READ_BUFFER: usize = 512;
 /// [`Router`] into your app.
 ///
 /// ```
+/// use std::num::NonZeroUsize;
 /// use std::time::Duration;
-/// use agentwatch_ws::{Hub, SessionStore, WsLayer};
+/// use agentwatch_ws::{Hub, RateLimit, SessionStore, WsLayer};
 /// use axum::Router;
 ///
 /// let store = SessionStore::new();
 /// let ws = WsLayer::new(store.clone())          // any SnapshotSource
-///     .heartbeat(Duration::from_secs(30))       // ping interval; ZERO disables
-///     .send_buffer(64)                          // per-client queue; 0 is ignored
-///     .write_timeout(Duration::from_secs(10));
+///     .heartbeat(Duration::from_secs(30))       // ping interval; None disables
+///     .send_buffer(NonZeroUsize::new(64).unwrap()) // per-client queue
+///     .write_timeout(Duration::from_secs(10))
+///     .max_connections(NonZeroUsize::new(100))  // None: no cap (the default)
+///     .rate_limit(RateLimit::per_minute(12).burst(4));
 /// let hub: Hub = ws.hub();                      // Clone; impl EventSink
 /// let app: Router = Router::new().merge(ws.router("/ws"));
 /// ```
@@ -85,12 +89,12 @@ const INBOUND_READ_BUFFER: usize = 512;
 pub struct WsLayer<A = Anonymous> {
     hub: Hub,
     source: Arc<dyn SnapshotSource>,
-    heartbeat: Duration,
+    heartbeat: Option<Duration>,
     send_buffer: usize,
     write_timeout: Duration,
     max_message_size: usize,
     origins: OriginPolicy,
-    max_connections: usize,
+    max_connections: Option<NonZeroUsize>,
     rate_limit: RateLimit,
     missing_client_addr: MissingClientAddr,
     trusted_proxies: TrustedProxies,
@@ -123,12 +127,12 @@ impl WsLayer<Anonymous> {
         WsLayer {
             hub: Hub::new(),
             source: Arc::new(source),
-            heartbeat: DEFAULT_HEARTBEAT,
+            heartbeat: Some(DEFAULT_HEARTBEAT),
             send_buffer: DEFAULT_SEND_BUFFER,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             origins: OriginPolicy::default(),
-            max_connections: 0,
+            max_connections: None,
             rate_limit: RateLimit::default(),
             missing_client_addr: MissingClientAddr::default(),
             trusted_proxies: TrustedProxies::default(),
@@ -146,40 +150,41 @@ impl<A> WsLayer<A> {
         self.hub.clone()
     }
 
-    /// The ping interval. A client that sends nothing (no pong, no frame) for two intervals is
-    /// dropped. `Duration::ZERO` disables pings and the liveness check. Default 30 s; at most
-    /// [`MAX_HEARTBEAT`] (longer values are clamped).
-    pub fn heartbeat(mut self, interval: Duration) -> Self {
-        self.heartbeat = clamped("heartbeat", interval, MAX_HEARTBEAT);
+    /// The ping interval: `heartbeat(Duration::from_secs(30))`, or `heartbeat(None)` for no
+    /// pings and no liveness check. A client that sends nothing (no pong, no frame) for two
+    /// intervals is dropped. Default 30 s; from 1 ns (`Duration::ZERO` is raised to it, with a
+    /// warning) to [`MAX_HEARTBEAT`] (longer values are clamped).
+    pub fn heartbeat(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.heartbeat = interval.into().map(|interval| {
+            let interval = raised("heartbeat", interval, Duration::from_nanos(1));
+            clamped("heartbeat", interval, MAX_HEARTBEAT)
+        });
         self
     }
 
-    /// How many events a client may fall behind before it is evicted (closed with 1013).
-    /// 0 is ignored. Default 64; at most [`MAX_SEND_BUFFER`] (larger values are clamped).
-    pub fn send_buffer(mut self, events: usize) -> Self {
-        if events > 0 {
-            self.send_buffer = clamped("send_buffer", events, MAX_SEND_BUFFER);
-        }
+    /// How many events a client may fall behind before it is evicted (closed with 1013), or
+    /// resynced under [`LagPolicy::Resync`]. Default 64; at most [`MAX_SEND_BUFFER`] (larger
+    /// values are clamped).
+    pub fn send_buffer(mut self, events: NonZeroUsize) -> Self {
+        self.send_buffer = clamped("send_buffer", events.get(), MAX_SEND_BUFFER);
         self
     }
 
     /// How long the socket may take to accept a write before the client is evicted.
-    /// `Duration::ZERO` is ignored. Default 10 s; at most [`MAX_WRITE_TIMEOUT`] (longer values
-    /// are clamped).
+    /// Default 10 s; from 1 ns (`Duration::ZERO` is raised to it, with a warning: every write
+    /// that does not complete at once evicts) to [`MAX_WRITE_TIMEOUT`] (longer values are
+    /// clamped).
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
-        if !timeout.is_zero() {
-            self.write_timeout = clamped("write_timeout", timeout, MAX_WRITE_TIMEOUT);
-        }
+        let timeout = raised("write_timeout", timeout, Duration::from_nanos(1));
+        self.write_timeout = clamped("write_timeout", timeout, MAX_WRITE_TIMEOUT);
         self
     }
 
-    /// The largest message (and frame) a client may send; a larger one closes the connection
-    /// with 1009. 0 is ignored. Default 4 KiB; at most [`MAX_MESSAGE_SIZE_LIMIT`] (larger
-    /// values are clamped).
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        if bytes > 0 {
-            self.max_message_size = clamped("max_message_size", bytes, MAX_MESSAGE_SIZE_LIMIT);
-        }
+    /// The largest message (and frame) a client may send, in bytes; a larger one closes the
+    /// connection with 1009. Default 4 KiB; at most [`MAX_MESSAGE_SIZE_LIMIT`] (larger values
+    /// are clamped).
+    pub fn max_message_size(mut self, bytes: NonZeroUsize) -> Self {
+        self.max_message_size = clamped("max_message_size", bytes.get(), MAX_MESSAGE_SIZE_LIMIT);
         self
     }
 
@@ -266,11 +271,12 @@ impl<A> WsLayer<A> {
         self
     }
 
-    /// At most `n` clients at once; 0 (the default) means unlimited. Checked before the
-    /// upgrade: over the cap the answer is `503` with `Retry-After`, and no socket is upgraded.
-    /// Values above tokio's `Semaphore::MAX_PERMITS` (`usize::MAX >> 3`) are clamped to it.
-    pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n;
+    /// At most `n` clients at once: `max_connections(NonZeroUsize::new(100))`, or
+    /// `max_connections(None)` for no cap (the default). Checked before the upgrade: over the
+    /// cap the answer is `503` with `Retry-After`, and no socket is upgraded. Values above
+    /// tokio's `Semaphore::MAX_PERMITS` (`usize::MAX >> 3`) are clamped to it.
+    pub fn max_connections(mut self, n: impl Into<Option<NonZeroUsize>>) -> Self {
+        self.max_connections = n.into();
         self
     }
 
@@ -385,7 +391,8 @@ impl<A> WsLayer<A> {
             hub: self.hub.clone(),
             source: self.source.clone(),
             config: Arc::new(ConnConfig {
-                heartbeat: self.heartbeat,
+                // The connection task reads ZERO as "no heartbeat".
+                heartbeat: self.heartbeat.unwrap_or(Duration::ZERO),
                 send_buffer: self.send_buffer,
                 write_timeout: self.write_timeout,
                 lag_policy: self.lag_policy,
@@ -397,7 +404,7 @@ impl<A> WsLayer<A> {
                 // zero-fills all of it on the first read) keeps idle connections lean; a rare
                 // larger message grows it on demand, up to max_message_size.
                 .read_buffer_size(INBOUND_READ_BUFFER.min(self.max_message_size)),
-            cap: ConnectionLimit::new(self.max_connections),
+            cap: ConnectionLimit::new(self.max_connections.map_or(0, NonZeroUsize::get)),
         });
         // Negotiated comes before the auth extractor, which may read the chosen Subprotocol.
         let handler = move |peer: PeerAddr,
@@ -457,6 +464,16 @@ impl<A> WsLayer<A> {
                     rejections.status_response(status::client_key(&request, &trusted))
                 }),
             )
+    }
+}
+
+/// `value`, or `min` (with a warning) when it is smaller.
+fn raised<T: PartialOrd + std::fmt::Debug>(setting: &'static str, value: T, min: T) -> T {
+    if value < min {
+        tracing::warn!(setting, requested = ?value, min = ?min, "setting below its minimum: raised");
+        min
+    } else {
+        value
     }
 }
 

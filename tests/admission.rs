@@ -8,6 +8,7 @@ mod common;
 use agentwatch_ws::RateLimit;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -605,7 +606,7 @@ async fn identity_is_recorded_on_the_connection_span() {
 
 #[tokio::test]
 async fn connection_cap_answers_503_before_upgrading_and_frees_slots() {
-    let ws = open_layer().max_connections(2);
+    let ws = open_layer().max_connections(NonZeroUsize::new(2));
     let (hub, addr) = start(&ws).await;
 
     let mut first = admitted(addr, &[]).await;
@@ -646,7 +647,7 @@ async fn connection_cap_answers_503_before_upgrading_and_frees_slots() {
 async fn two_hundred_simultaneous_upgrades_admit_exactly_the_cap() {
     const CAP: usize = 10;
     const CLIENTS: usize = 200;
-    let ws = open_layer().max_connections(CAP);
+    let ws = open_layer().max_connections(NonZeroUsize::new(CAP));
     let hub = ws.hub();
     let addr = serve_with_backlog(Router::new().merge(ws.router("/ws")), 1024).await;
 
@@ -893,7 +894,9 @@ async fn with_connect_info_the_rate_limit_is_never_skipped() {
 
 #[tokio::test]
 async fn without_connect_info_and_without_rate_limit_clients_connect() {
-    let ws = open_layer().max_connections(5).auth::<Bearer>();
+    let ws = open_layer()
+        .max_connections(NonZeroUsize::new(5))
+        .auth::<Bearer>();
     let hub = ws.hub();
     let addr = serve_plain(Router::new().merge(ws.router("/ws"))).await;
 
@@ -927,7 +930,7 @@ async fn without_connect_info_and_without_rate_limit_clients_connect() {
 async fn stopped_comes_before_every_other_check() {
     let ws = WsLayer::new(SessionStore::new())
         .auth::<Bearer>()
-        .max_connections(1);
+        .max_connections(NonZeroUsize::new(1));
     let (hub, addr) = start(&ws).await;
     hub.stop();
 
@@ -992,7 +995,9 @@ async fn origin_comes_before_authentication() {
 
 #[tokio::test]
 async fn authentication_comes_before_the_connection_cap() {
-    let ws = open_layer().auth::<Bearer>().max_connections(1);
+    let ws = open_layer()
+        .auth::<Bearer>()
+        .max_connections(NonZeroUsize::new(1));
     let (hub, addr) = start(&ws).await;
     let alice = [("Authorization", "Bearer s3cret-alice")];
 
@@ -1032,7 +1037,7 @@ async fn authentication_comes_before_the_connection_cap() {
 
 #[tokio::test]
 async fn tower_layers_stack_on_the_returned_router() {
-    let ws = open_layer().max_connections(1);
+    let ws = open_layer().max_connections(NonZeroUsize::new(1));
     let hub = ws.hub();
     let app = Router::new().merge(
         ws.router("/ws")

@@ -4,6 +4,7 @@
 mod common;
 
 use agentwatch_ws::RateLimit;
+use std::num::NonZeroUsize;
 
 use agentwatch_ws::{SessionStore, TrustedProxies, WsLayer};
 use axum::Router;
@@ -88,7 +89,7 @@ async fn a_client_sees_only_its_own_rejection() {
 async fn without_connect_info_every_client_shares_the_unknown_key() {
     let ws = WsLayer::new(SessionStore::new())
         .rate_limit(RateLimit::disabled())
-        .max_connections(1);
+        .max_connections(NonZeroUsize::new(1));
     let hub = ws.hub();
     let addr = serve_plain(Router::new().merge(ws.router("/ws"))).await;
     hub.stop();

@@ -5,6 +5,7 @@ mod common;
 
 use agentwatch_ws::RateLimit;
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -125,7 +126,7 @@ async fn no_gap_no_duplicate_while_clients_connect_during_a_full_speed_stream() 
     // The test clients decode every event in a debug build, on two cores shared with the
     // other tests: give them all the time they need, this test is not about slow clients.
     let ws = layer(&store)
-        .send_buffer(EVENTS as usize + 16)
+        .send_buffer(NonZeroUsize::new(EVENTS as usize + 16).unwrap())
         .write_timeout(Duration::from_secs(120));
     let (hub, addr) = start(&ws).await;
     let sink = Arc::new(MultiSink::new().with(store.clone()).with(hub.clone()));
@@ -243,7 +244,7 @@ async fn handle_event_never_waits_and_a_stuck_client_is_evicted_promptly() {
     let store = SessionStore::new();
     // A long write timeout: the eviction must come from the lag bound, not the timeout.
     let ws = layer(&store)
-        .send_buffer(32)
+        .send_buffer(NonZeroUsize::new(32).unwrap())
         .write_timeout(Duration::from_secs(60));
     let (hub, addr) = start(&ws).await;
     let mut healthy = connect(addr).await;
@@ -294,7 +295,7 @@ async fn handle_event_never_waits_and_a_stuck_client_is_evicted_promptly() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_lagging_client_with_a_writable_socket_gets_close_1013() {
     let store = SessionStore::new();
-    let ws = layer(&store).send_buffer(8);
+    let ws = layer(&store).send_buffer(NonZeroUsize::new(8).unwrap());
     let (hub, addr) = start(&ws).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
@@ -316,7 +317,7 @@ async fn a_lagging_client_with_a_writable_socket_gets_close_1013() {
 async fn a_client_whose_socket_stops_accepting_writes_is_evicted_after_the_write_timeout() {
     let store = SessionStore::new();
     let ws = layer(&store)
-        .send_buffer(1_000_000)
+        .send_buffer(NonZeroUsize::new(1_000_000).unwrap())
         .write_timeout(Duration::from_millis(300));
     let (hub, addr) = start(&ws).await;
     let _stuck = connect_small_buffer(addr).await;
@@ -478,7 +479,7 @@ async fn inbound_messages_are_discarded_and_oversized_ones_close_with_1009() {
 async fn pings_are_answered_between_whole_frames_during_a_stream_of_large_events() {
     const EVENTS: u64 = 200;
     let store = SessionStore::new();
-    let ws = layer(&store).send_buffer(EVENTS as usize);
+    let ws = layer(&store).send_buffer(NonZeroUsize::new(EVENTS as usize).unwrap());
     let (hub, addr) = start(&ws).await;
     // A small receive buffer: every 64 KiB event takes the server many partial writes, and
     // the pings arrive while a frame is half written.
@@ -544,7 +545,7 @@ async fn a_connection_behind_a_wrapped_stream_works_the_same() {
     let store = SessionStore::new();
     let ws = layer(&store)
         .heartbeat(Duration::from_millis(50))
-        .send_buffer(128);
+        .send_buffer(NonZeroUsize::new(128).unwrap());
     let hub = ws.hub();
     let addr = serve_wrapped(Router::new().merge(ws.router("/ws"))).await;
 

@@ -94,6 +94,7 @@ async fn main() -> std::io::Result<()> {
     let ws = WsLayer::new(store.clone())
         // The production page, and the demo page this example serves.
         .allowed_origins(["https://dashboard.example.com", "http://127.0.0.1:3002"])
+        .map_err(std::io::Error::other)?
         .auth::<Bearer>()
         .max_connections(NonZeroUsize::new(100));
     let monitor = MultiSink::new().with(store).with(ws.hub());

@@ -19,7 +19,7 @@ use crate::admission::auth::{
 };
 use crate::admission::cap::ConnectionLimit;
 use crate::admission::client_ip::{TrustedProxies, peer_addr};
-use crate::admission::origin::{OriginLayer, OriginPolicy};
+use crate::admission::origin::{InvalidOrigin, OriginLayer, OriginPolicy};
 use crate::admission::rate_limit::{MissingClientAddr, RateLimit, RateLimitLayer, SkipHook};
 use crate::admission::stopped::StoppedLayer;
 use crate::admission::token::percent_decode;
@@ -193,14 +193,18 @@ impl<A> WsLayer<A> {
     /// empty list (the default), requests without `Origin`, loopback origins, and same-origin
     /// requests to a loopback host or one of [`allowed_hosts`](WsLayer::allowed_hosts) are
     /// allowed. A rejected request gets `403 Forbidden`.
-    pub fn allowed_origins<I>(mut self, origins: I) -> Self
+    ///
+    /// # Errors
+    /// [`InvalidOrigin`] for the first entry that is not an origin (see
+    /// [`OriginPolicy::new`](crate::admission::origin::OriginPolicy::new)).
+    pub fn allowed_origins<I>(mut self, origins: I) -> Result<Self, InvalidOrigin>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
         let hosts: Vec<String> = self.origins.allowed_hosts().map(String::from).collect();
-        self.origins = OriginPolicy::new(origins).with_allowed_hosts(hosts);
-        self
+        self.origins = OriginPolicy::new(origins)?.with_allowed_hosts(hosts)?;
+        Ok(self)
     }
 
     /// Host names (or `host:port`, or IP addresses) this server answers to besides loopback
@@ -210,13 +214,16 @@ impl<A> WsLayer<A> {
     /// because a same-origin request to a name the server does not know is what DNS rebinding
     /// looks like (a foreign page whose name was re-pointed at this server). See
     /// [`OriginPolicy::with_allowed_hosts`](crate::admission::origin::OriginPolicy::with_allowed_hosts).
-    pub fn allowed_hosts<I>(mut self, hosts: I) -> Self
+    ///
+    /// # Errors
+    /// [`InvalidOrigin`] for the first entry that is not a `host[:port]`.
+    pub fn allowed_hosts<I>(mut self, hosts: I) -> Result<Self, InvalidOrigin>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        self.origins = self.origins.with_allowed_hosts(hosts);
-        self
+        self.origins = self.origins.with_allowed_hosts(hosts)?;
+        Ok(self)
     }
 
     /// How many of the latest events the hub keeps for clients that reconnect with

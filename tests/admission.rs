@@ -392,7 +392,9 @@ async fn dns_rebinding_is_403_unless_the_host_is_loopback_or_allowed() {
     // allowed_origins set afterwards keeps the allowed hosts.)
     let layer = open_layer()
         .allowed_hosts(["dash.example.com"])
-        .allowed_origins(Vec::<&str>::new());
+        .unwrap()
+        .allowed_origins(Vec::<&str>::new())
+        .unwrap();
     let (hub, addr) = start(&layer).await;
     let mut clients = Vec::new();
     for headers in [
@@ -432,9 +434,40 @@ async fn dns_rebinding_is_403_unless_the_host_is_loopback_or_allowed() {
 // 2. Origin allowlist
 // ---------------------------------------------------------------------------------------------
 
+/// Invalid entries are errors at build time, not warnings logged before any subscriber.
+#[test]
+fn invalid_origins_and_hosts_are_errors_when_configured() {
+    for bad in [
+        "",
+        "*",
+        "null",
+        "https://app.example.com/path",
+        "https://a@b",
+        "app.example.com",
+    ] {
+        let err = open_layer().allowed_origins([bad]).unwrap_err();
+        assert_eq!(err.input(), bad);
+        assert!(
+            err.to_string().starts_with("invalid allowed origin"),
+            "{err}"
+        );
+    }
+    for bad in ["", "dash example", "http://dash.example.com", "[::1"] {
+        let err = open_layer().allowed_hosts([bad]).unwrap_err();
+        assert!(err.to_string().starts_with("invalid allowed host"), "{err}");
+    }
+    assert!(
+        open_layer()
+            .allowed_origins(["https://a.example", "chrome-extension://abcdef"])
+            .is_ok()
+    );
+}
+
 #[tokio::test]
 async fn origin_allowlist_matches_exactly_after_parsing() {
-    let ws = open_layer().allowed_origins(["https://app.example.com"]);
+    let ws = open_layer()
+        .allowed_origins(["https://app.example.com"])
+        .unwrap();
     let (hub, addr) = start(&ws).await;
 
     let mut clients = Vec::new();

@@ -56,7 +56,8 @@ async fn a_client_sees_only_its_own_rejection() {
     let ws = WsLayer::new(SessionStore::new())
         .rate_limit(RateLimit::disabled())
         .trusted_proxies(proxies)
-        .allowed_origins(["https://dashboard.example"]);
+        .allowed_origins(["https://dashboard.example"])
+        .unwrap();
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
 
     let alice = ("X-Forwarded-For", "203.0.113.7");

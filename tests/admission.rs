@@ -1101,3 +1101,54 @@ async fn tower_layers_stack_on_the_returned_router() {
     assert_upgraded(&hub, 1, 1);
     close(client).await;
 }
+
+/// An `Identity` carries claims and typed values from the authentication extractor to the
+/// app's handlers (through `AuthLayer`), and only its id is logged.
+#[tokio::test]
+async fn identity_claims_and_extensions_reach_the_handler() {
+    use agentwatch_ws::admission::auth::AuthLayer;
+    use axum::Extension;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Tenant(u64);
+
+    struct Claimed;
+    impl<S: Send + Sync> FromRequestParts<S> for Claimed {
+        type Rejection = StatusCode;
+        async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, StatusCode> {
+            Ok(Claimed)
+        }
+    }
+    impl From<Claimed> for Identity {
+        fn from(_: Claimed) -> Self {
+            Identity::new("alice")
+                .with_claim("role", "viewer")
+                .with_extension(Tenant(7))
+        }
+    }
+
+    let app = Router::new()
+        .route(
+            "/who",
+            get(|Extension(who): Extension<Identity>| async move {
+                format!(
+                    "{} {} {:?}",
+                    who.id(),
+                    who.claim("role").unwrap_or("-"),
+                    who.extension::<Tenant>()
+                )
+            }),
+        )
+        .layer(AuthLayer::<Claimed>::stateless());
+    let addr = serve(app).await;
+    let (status, _, body) = http_get(addr, "/who", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "alice viewer Some(Tenant(7))");
+    assert_eq!(
+        Identity::new("alice").with_claim("role", "viewer"),
+        Identity::new("alice")
+            .with_claim("role", "viewer")
+            .with_extension(Tenant(1)),
+        "typed extensions do not take part in equality"
+    );
+}

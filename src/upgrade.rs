@@ -212,7 +212,8 @@ pub(crate) enum HandshakeError {
     Version,
     /// `Sec-WebSocket-Key` is missing, repeated, or not the base64 of 16 bytes.
     Key,
-    /// The connection cannot be upgraded (hyper gave no upgrade handle, e.g. HTTP/2).
+    /// The connection cannot be upgraded (hyper gave no upgrade handle: a server built
+    /// without upgrades, or HTTP/2 without extended CONNECT).
     Unavailable,
     /// The client offered subprotocols, none of which this server speaks.
     Protocol,

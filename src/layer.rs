@@ -113,6 +113,8 @@ impl<A> std::fmt::Debug for WsLayer<A> {
             .field("max_message_size", &self.max_message_size)
             .field("max_connections", &self.max_connections)
             .field("rate_limit", &self.rate_limit)
+            .field("missing_client_addr", &self.missing_client_addr)
+            .field("protocols", &self.protocols)
             .field("auth", &std::any::type_name::<A>())
             .finish_non_exhaustive()
     }

@@ -9,8 +9,10 @@
 //! (tokio-tungstenite) on 127.0.0.1 read every event; one iteration is "publish one event and
 //! wait until every client has it", measured over batches of events.
 
+use agentwatch_ws::RateLimit;
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -127,8 +129,8 @@ fn fan_out(c: &mut Criterion) {
     };
     let store = SessionStore::new();
     let ws = WsLayer::new(store.clone())
-        .rate_limit(0, 0, Duration::ZERO)
-        .send_buffer(1 << 16);
+        .rate_limit(RateLimit::disabled())
+        .send_buffer(NonZeroUsize::new(1 << 16).unwrap());
     let hub = ws.hub();
     let received = Arc::new(AtomicU64::new(0));
     let _guard = runtime.enter();

@@ -1,19 +1,28 @@
 //! How an existing axum app adopts agentwatch-ws: its own routes and state, the WebSocket
-//! router merged at `/ws`, a bearer-token extractor for authentication, an origin allowlist
-//! and `TraceLayer` on top.
+//! router merged at `/ws`, a bearer-token extractor for authentication that browsers can
+//! satisfy too, an origin allowlist and `TraceLayer` on top.
 //!
 //! ```sh
 //! cargo run --example axum_app
-//! # then, with any WebSocket client:
+//! # a browser: open http://127.0.0.1:3002/ (the page sends the token as a subprotocol)
+//! # any other WebSocket client:
 //! websocat -H 'Authorization: Bearer let-me-in' ws://127.0.0.1:3002/ws
+//! websocat --protocol "agentwatch.v1, agentwatch.token.bGV0LW1lLWlu" ws://127.0.0.1:3002/ws
 //! ```
+//!
+//! A page cannot set `Authorization` on a WebSocket, so the extractor takes the token from
+//! whichever carrier the client used ([`BearerToken`]): the header, an
+//! `agentwatch.token.<base64url>` subprotocol offered next to `agentwatch.v1` (the server
+//! echoes only `agentwatch.v1`), or `?access_token=`.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use agentwatch_ws::admission::token::{BearerToken, TokenRejection};
 use agentwatch_ws::{Event, EventSink, Identity, MultiSink, SessionState, SessionStore, WsLayer};
 use axum::extract::{FromRef, FromRequestParts, State};
-use axum::http::{StatusCode, header, request::Parts};
-use axum::response::{IntoResponse, Response};
+use axum::http::request::Parts;
+use axum::response::Html;
 use axum::{Router, routing::get};
 use tower_http::trace::TraceLayer;
 
@@ -23,30 +32,23 @@ struct AppState {
     api_token: String,
 }
 
-/// `Authorization: Bearer <token>`: an ordinary axum extractor, written by the app.
+/// A bearer token from any carrier, checked against the app's state: an ordinary axum
+/// extractor, written by the app. Its rejection (`401`, `WWW-Authenticate: Bearer`) reaches
+/// the client unchanged.
 struct Bearer(Identity);
 
 impl<S: Send + Sync> FromRequestParts<S> for Bearer
 where
     AppState: FromRef<S>,
 {
-    type Rejection = Response;
+    type Rejection = TokenRejection;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let expected = AppState::from_ref(state).api_token;
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        match token {
-            Some(token) if token == expected => Ok(Bearer(Identity::new("dashboard-user"))),
-            _ => Err((
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "missing or wrong bearer token\n",
-            )
-                .into_response()),
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, TokenRejection> {
+        let BearerToken(token) = BearerToken::from_request_parts(parts, state).await?;
+        if token == AppState::from_ref(state).api_token {
+            Ok(Bearer(Identity::new("dashboard-user")))
+        } else {
+            Err(TokenRejection::Invalid)
         }
     }
 }
@@ -55,6 +57,24 @@ impl From<Bearer> for Identity {
     fn from(Bearer(identity): Bearer) -> Identity {
         identity
     }
+}
+
+/// A page connecting the browser way. A real app would get the token from its login, not
+/// embed it.
+async fn page() -> Html<&'static str> {
+    Html(
+        r#"<!doctype html><meta charset="utf-8"><title>agentwatch-ws</title>
+<pre id="log">connecting…</pre>
+<script>
+const token = "let-me-in";
+const base64url = btoa(token).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+const ws = new WebSocket(`ws://${location.host}/ws`, ["agentwatch.v1", "agentwatch.token." + base64url]);
+const log = document.getElementById("log");
+ws.onopen = () => { log.textContent = `connected, protocol ${ws.protocol}\n`; };
+ws.onmessage = (m) => { const e = JSON.parse(m.data); log.textContent += `${e.type} seq ${e.seq}\n`; };
+ws.onclose = (e) => { log.textContent += `closed ${e.code} (see /ws/status)\n`; };
+</script>"#,
+    )
 }
 
 async fn health(State(state): State<AppState>) -> String {
@@ -72,15 +92,18 @@ async fn main() -> std::io::Result<()> {
 
     let store = SessionStore::new();
     let ws = WsLayer::new(store.clone())
-        .allowed_origins(["https://dashboard.example.com"])
+        // The production page, and the demo page this example serves.
+        .allowed_origins(["https://dashboard.example.com", "http://127.0.0.1:3002"])
+        .map_err(std::io::Error::other)?
         .auth::<Bearer>()
-        .max_connections(100);
+        .max_connections(NonZeroUsize::new(100));
     let monitor = MultiSink::new().with(store).with(ws.hub());
 
     let state = AppState {
         api_token: "let-me-in".into(),
     };
     let app = Router::new()
+        .route("/", get(page))
         .route("/healthz", get(health))
         .merge(ws.router::<AppState>("/ws"))
         .layer(TraceLayer::new_for_http())

@@ -21,7 +21,9 @@
 //! Endpoints: `GET /ws` (the WebSocket), `POST /bench/burst?count=M&bytes=S&rate=R`,
 //! `GET /bench/stats`.
 
+use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -34,6 +36,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::Mutex;
+
+/// Events a client may fall behind before the lag policy applies.
+const SEND_BUFFER: NonZeroUsize = NonZeroUsize::new(16_384).expect("non-zero");
 
 #[derive(Clone)]
 struct Bench {
@@ -140,8 +145,8 @@ async fn serve() -> std::io::Result<()> {
 
     let store = SessionStore::new();
     let ws = WsLayer::new(store.clone())
-        .rate_limit(0, 0, Duration::ZERO)
-        .send_buffer(16_384);
+        .rate_limit(RateLimit::disabled())
+        .send_buffer(SEND_BUFFER);
     let hub = ws.hub();
     let bench = Bench {
         hub: hub.clone(),

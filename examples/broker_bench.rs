@@ -159,8 +159,8 @@ async fn serve(ws: &WsLayer, port: u16) -> Result<(), String> {
 /// from one IP), a deep send buffer.
 fn layer(store: &SessionStore) -> WsLayer {
     WsLayer::new(store.clone())
-        .rate_limit(0, 0, Duration::ZERO)
-        .send_buffer(16_384)
+        .rate_limit(agentwatch_ws::RateLimit::disabled())
+        .send_buffer(std::num::NonZeroUsize::new(16_384).expect("non-zero"))
 }
 
 async fn local(config: Config) -> Result<(), String> {

@@ -113,7 +113,7 @@ fn latency() -> Result<(), Error> {
         .build()?;
     rt.block_on(async move {
         let store = SessionStore::new();
-        let ws = WsLayer::new(store.clone()).send_buffer(1024);
+        let ws = WsLayer::new(store.clone()).send_buffer(std::num::NonZeroUsize::new(1024).expect("non-zero"));
         let hub = ws.hub();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

@@ -444,6 +444,7 @@ pub(crate) struct Counters {
     pub(crate) encode_errors: AtomicU64,
     pub(crate) events_sent: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
+    pub(crate) rate_limit_skipped: AtomicU64,
     rejected: [AtomicU64; REJECT_REASONS],
 }
 
@@ -490,6 +491,7 @@ impl Counters {
             encode_errors: self.encode_errors.load(Ordering::Relaxed),
             events_sent: self.events_sent.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            rate_limit_skipped: self.rate_limit_skipped.load(Ordering::Relaxed),
             replay_events: 0,
             replay_bytes: 0,
             rejected: RejectionStats {
@@ -555,6 +557,11 @@ pub struct HubStats {
     pub events_sent: u64,
     /// Payload bytes of those messages.
     pub bytes_sent: u64,
+    /// Upgrade requests admitted without the per-IP rate limit because they carried no client
+    /// address (the app was served without `ConnectInfo<SocketAddr>`: use
+    /// [`serve`](crate::serve()) or `into_make_service_with_connect_info::<SocketAddr>()`).
+    /// Non-zero means the rate limit is not protecting this endpoint.
+    pub rate_limit_skipped: u64,
     /// Upgrade requests turned away, by reason.
     pub rejected: RejectionStats,
     /// Events held in the replay window right now.
@@ -579,7 +586,9 @@ pub struct RejectionStats {
     pub connection_cap: u64,
     /// Not a valid WebSocket upgrade request (`426`/`400`).
     pub not_upgrade: u64,
-    /// Served without connect info, so no client IP (`500`).
+    /// Served without connect info, so no client IP, under
+    /// [`MissingClientAddr::Reject`](crate::admission::rate_limit::MissingClientAddr::Reject)
+    /// (`500`).
     pub missing_connect_info: u64,
 }
 

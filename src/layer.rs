@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,15 +19,16 @@ use crate::admission::auth::{
 };
 use crate::admission::cap::ConnectionLimit;
 use crate::admission::client_ip::{TrustedProxies, peer_addr};
-use crate::admission::origin::{OriginLayer, OriginPolicy};
-use crate::admission::rate_limit::{RateLimit, RateLimitLayer};
+use crate::admission::origin::{InvalidOrigin, OriginLayer, OriginPolicy};
+use crate::admission::rate_limit::{MissingClientAddr, RateLimit, RateLimitLayer, SkipHook};
 use crate::admission::stopped::StoppedLayer;
+use crate::admission::token::percent_decode;
 use crate::admission::{RejectReason, Rejected};
 use crate::conn::{self, ClientInfo, ConnConfig};
 use crate::hub::{Hub, LagPolicy, MAX_SEND_BUFFER, Position};
 use crate::sink::SnapshotSource;
 use crate::status::{self, RecordRejectionsLayer, RejectionLog};
-use crate::upgrade::Handshake;
+use crate::upgrade::{Handshake, HandshakeError, InvalidProtocol, Negotiated, Protocols};
 use crate::wire::Timestamp;
 
 /// Default ping interval, as in Go's `wsapi`.
@@ -54,15 +56,18 @@ const INBOUND_READ_BUFFER: usize = 512;
 /// [`Router`] into your app.
 ///
 /// ```
+/// use std::num::NonZeroUsize;
 /// use std::time::Duration;
-/// use agentwatch_ws::{Hub, SessionStore, WsLayer};
+/// use agentwatch_ws::{Hub, RateLimit, SessionStore, WsLayer};
 /// use axum::Router;
 ///
 /// let store = SessionStore::new();
 /// let ws = WsLayer::new(store.clone())          // any SnapshotSource
-///     .heartbeat(Duration::from_secs(30))       // ping interval; ZERO disables
-///     .send_buffer(64)                          // per-client queue; 0 is ignored
-///     .write_timeout(Duration::from_secs(10));
+///     .heartbeat(Duration::from_secs(30))       // ping interval; None disables
+///     .send_buffer(NonZeroUsize::new(64).unwrap()) // per-client queue
+///     .write_timeout(Duration::from_secs(10))
+///     .max_connections(NonZeroUsize::new(100))  // None: no cap (the default)
+///     .rate_limit(RateLimit::per_minute(12).burst(4));
 /// let hub: Hub = ws.hub();                      // Clone; impl EventSink
 /// let app: Router = Router::new().merge(ws.router("/ws"));
 /// ```
@@ -84,16 +89,18 @@ const INBOUND_READ_BUFFER: usize = 512;
 pub struct WsLayer<A = Anonymous> {
     hub: Hub,
     source: Arc<dyn SnapshotSource>,
-    heartbeat: Duration,
+    heartbeat: Option<Duration>,
     send_buffer: usize,
     write_timeout: Duration,
     max_message_size: usize,
     origins: OriginPolicy,
-    max_connections: usize,
+    max_connections: Option<NonZeroUsize>,
     rate_limit: RateLimit,
+    missing_client_addr: MissingClientAddr,
     trusted_proxies: TrustedProxies,
     authenticator: Option<AuthenticatorHandle>,
     lag_policy: LagPolicy,
+    protocols: Protocols,
     _auth: PhantomData<fn() -> A>,
 }
 
@@ -106,6 +113,8 @@ impl<A> std::fmt::Debug for WsLayer<A> {
             .field("max_message_size", &self.max_message_size)
             .field("max_connections", &self.max_connections)
             .field("rate_limit", &self.rate_limit)
+            .field("missing_client_addr", &self.missing_client_addr)
+            .field("protocols", &self.protocols)
             .field("auth", &std::any::type_name::<A>())
             .finish_non_exhaustive()
     }
@@ -120,16 +129,18 @@ impl WsLayer<Anonymous> {
         WsLayer {
             hub: Hub::new(),
             source: Arc::new(source),
-            heartbeat: DEFAULT_HEARTBEAT,
+            heartbeat: Some(DEFAULT_HEARTBEAT),
             send_buffer: DEFAULT_SEND_BUFFER,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             origins: OriginPolicy::default(),
-            max_connections: 0,
+            max_connections: None,
             rate_limit: RateLimit::default(),
+            missing_client_addr: MissingClientAddr::default(),
             trusted_proxies: TrustedProxies::default(),
             authenticator: None,
             lag_policy: LagPolicy::default(),
+            protocols: Protocols::default(),
             _auth: PhantomData,
         }
     }
@@ -141,40 +152,45 @@ impl<A> WsLayer<A> {
         self.hub.clone()
     }
 
-    /// The ping interval. A client that sends nothing (no pong, no frame) for two intervals is
-    /// dropped. `Duration::ZERO` disables pings and the liveness check. Default 30 s; at most
-    /// [`MAX_HEARTBEAT`] (longer values are clamped).
-    pub fn heartbeat(mut self, interval: Duration) -> Self {
-        self.heartbeat = clamped("heartbeat", interval, MAX_HEARTBEAT);
+    /// The ping interval: `heartbeat(Duration::from_secs(30))`, or `heartbeat(None)` for no
+    /// pings and no liveness check. A client that answers none of our pings for two intervals
+    /// is dropped: only a pong echoing one of our pings counts (each carries a payload the
+    /// client cannot guess), not its own pings, messages or unsolicited pongs. Default 30 s; from 1 ns (`Duration::ZERO` is raised to it, with a
+    /// warning) to [`MAX_HEARTBEAT`] (longer values are clamped).
+    pub fn heartbeat(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.heartbeat = interval.into().map(|interval| {
+            let interval = raised("heartbeat", interval, Duration::from_nanos(1));
+            clamped("heartbeat", interval, MAX_HEARTBEAT)
+        });
         self
     }
 
-    /// How many events a client may fall behind before it is evicted (closed with 1013).
-    /// 0 is ignored. Default 64; at most [`MAX_SEND_BUFFER`] (larger values are clamped).
-    pub fn send_buffer(mut self, events: usize) -> Self {
-        if events > 0 {
-            self.send_buffer = clamped("send_buffer", events, MAX_SEND_BUFFER);
-        }
-        self
-    }
-
-    /// How long the socket may take to accept a write before the client is evicted.
-    /// `Duration::ZERO` is ignored. Default 10 s; at most [`MAX_WRITE_TIMEOUT`] (longer values
-    /// are clamped).
-    pub fn write_timeout(mut self, timeout: Duration) -> Self {
-        if !timeout.is_zero() {
-            self.write_timeout = clamped("write_timeout", timeout, MAX_WRITE_TIMEOUT);
-        }
-        self
-    }
-
-    /// The largest message (and frame) a client may send; a larger one closes the connection
-    /// with 1009. 0 is ignored. Default 4 KiB; at most [`MAX_MESSAGE_SIZE_LIMIT`] (larger
+    /// How many events a client may fall behind before it is evicted (closed with 1013), or
+    /// resynced under [`LagPolicy::Resync`]. Default 64; at most [`MAX_SEND_BUFFER`] (larger
     /// values are clamped).
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        if bytes > 0 {
-            self.max_message_size = clamped("max_message_size", bytes, MAX_MESSAGE_SIZE_LIMIT);
-        }
+    pub fn send_buffer(mut self, events: NonZeroUsize) -> Self {
+        self.send_buffer = clamped("send_buffer", events.get(), MAX_SEND_BUFFER);
+        self
+    }
+
+    /// How long the socket may go without accepting a single byte of a pending write before
+    /// the client is evicted. Progress counts in bytes: a slow reader whose socket keeps
+    /// taking bytes is never evicted by this timeout (the lag policy bounds how far behind it
+    /// may fall).
+    /// Default 10 s; from 1 ns (`Duration::ZERO` is raised to it, with a warning: every write
+    /// that does not complete at once evicts) to [`MAX_WRITE_TIMEOUT`] (longer values are
+    /// clamped).
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        let timeout = raised("write_timeout", timeout, Duration::from_nanos(1));
+        self.write_timeout = clamped("write_timeout", timeout, MAX_WRITE_TIMEOUT);
+        self
+    }
+
+    /// The largest message (and frame) a client may send, in bytes; a larger one closes the
+    /// connection with 1009. Default 4 KiB; at most [`MAX_MESSAGE_SIZE_LIMIT`] (larger values
+    /// are clamped).
+    pub fn max_message_size(mut self, bytes: NonZeroUsize) -> Self {
+        self.max_message_size = clamped("max_message_size", bytes.get(), MAX_MESSAGE_SIZE_LIMIT);
         self
     }
 
@@ -183,14 +199,18 @@ impl<A> WsLayer<A> {
     /// empty list (the default), requests without `Origin`, loopback origins, and same-origin
     /// requests to a loopback host or one of [`allowed_hosts`](WsLayer::allowed_hosts) are
     /// allowed. A rejected request gets `403 Forbidden`.
-    pub fn allowed_origins<I>(mut self, origins: I) -> Self
+    ///
+    /// # Errors
+    /// [`InvalidOrigin`] for the first entry that is not an origin (see
+    /// [`OriginPolicy::new`](crate::admission::origin::OriginPolicy::new)).
+    pub fn allowed_origins<I>(mut self, origins: I) -> Result<Self, InvalidOrigin>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
         let hosts: Vec<String> = self.origins.allowed_hosts().map(String::from).collect();
-        self.origins = OriginPolicy::new(origins).with_allowed_hosts(hosts);
-        self
+        self.origins = OriginPolicy::new(origins)?.with_allowed_hosts(hosts)?;
+        Ok(self)
     }
 
     /// Host names (or `host:port`, or IP addresses) this server answers to besides loopback
@@ -200,13 +220,16 @@ impl<A> WsLayer<A> {
     /// because a same-origin request to a name the server does not know is what DNS rebinding
     /// looks like (a foreign page whose name was re-pointed at this server). See
     /// [`OriginPolicy::with_allowed_hosts`](crate::admission::origin::OriginPolicy::with_allowed_hosts).
-    pub fn allowed_hosts<I>(mut self, hosts: I) -> Self
+    ///
+    /// # Errors
+    /// [`InvalidOrigin`] for the first entry that is not a `host[:port]`.
+    pub fn allowed_hosts<I>(mut self, hosts: I) -> Result<Self, InvalidOrigin>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        self.origins = self.origins.with_allowed_hosts(hosts);
-        self
+        self.origins = self.origins.with_allowed_hosts(hosts)?;
+        Ok(self)
     }
 
     /// How many of the latest events the hub keeps for clients that reconnect with
@@ -261,29 +284,39 @@ impl<A> WsLayer<A> {
         self
     }
 
-    /// At most `n` clients at once; 0 (the default) means unlimited. Checked before the
-    /// upgrade: over the cap the answer is `503` with `Retry-After`, and no socket is upgraded.
-    /// Values above tokio's `Semaphore::MAX_PERMITS` (`usize::MAX >> 3`) are clamped to it.
-    pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n;
+    /// At most `n` clients at once: `max_connections(NonZeroUsize::new(100))`, or
+    /// `max_connections(None)` for no cap (the default). Checked before the upgrade: over the
+    /// cap the answer is `503` with `Retry-After`, and no socket is upgraded. Values above
+    /// tokio's `Semaphore::MAX_PERMITS` (`usize::MAX >> 3`) are clamped to it.
+    pub fn max_connections(mut self, n: impl Into<Option<NonZeroUsize>>) -> Self {
+        self.max_connections = n.into();
         self
     }
 
-    /// At most `limit` upgrades per `window` per client IP, with `burst` at start. Any zero
-    /// disables the limit. Default 12 per minute, burst 4. Over the limit the answer is `429`
+    /// The per-client-IP limit on upgrades: `.rate_limit(RateLimit::per_minute(12).burst(4))`
+    /// (the default, Go's), or `.rate_limit(RateLimit::disabled())`. See [`RateLimit`]. Over the limit the answer is `429`
     /// with `Retry-After` (whole seconds, rounded up). Every value is accepted: the limiter's
     /// time arithmetic saturates, so `Duration::MAX` means "`burst` upgrades per IP, ever".
     ///
     /// The client IP comes from axum's `ConnectInfo<SocketAddr>`: serve the app with
     /// [`serve`](crate::serve()) (which provides it) or, under `axum::serve`, with
-    /// `into_make_service_with_connect_info::<SocketAddr>()`, or every upgrade gets a `500`
-    /// saying so.
-    pub fn rate_limit(mut self, limit: u32, burst: u32, window: Duration) -> Self {
-        self.rate_limit = RateLimit {
-            limit,
-            burst,
-            window,
-        };
+    /// `into_make_service_with_connect_info::<SocketAddr>()`. Under plain
+    /// `axum::serve(listener, app)` there is no client address: clients are still served, but
+    /// without the per-IP limit, a `warn` is logged once per router and every such upgrade is
+    /// counted in [`HubStats::rate_limit_skipped`](crate::HubStats::rate_limit_skipped). See
+    /// [`on_missing_client_addr`](WsLayer::on_missing_client_addr) to refuse them instead.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = limit;
+        self
+    }
+
+    /// What the rate limit does with an upgrade that carries no client address (no
+    /// `ConnectInfo<SocketAddr>`): [`MissingClientAddr::Skip`] (the default) serves it without
+    /// the limit, warns once and counts it; [`MissingClientAddr::Reject`] answers `500` with
+    /// [`RejectReason::MissingConnectInfo`], for deployments where an unlimited endpoint is
+    /// worse than an unavailable one. Irrelevant when the rate limit is disabled.
+    pub fn on_missing_client_addr(mut self, policy: MissingClientAddr) -> Self {
+        self.missing_client_addr = policy;
         self
     }
 
@@ -292,6 +325,31 @@ impl<A> WsLayer<A> {
     pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
         self.trusted_proxies = proxies;
         self
+    }
+
+    /// The subprotocols this endpoint speaks, in order of preference (RFC 6455 §1.9), as
+    /// axum's `WebSocketUpgrade::protocols`: the first of them the client offers in
+    /// `Sec-WebSocket-Protocol` is chosen and echoed in the `101`. Replaces the default list,
+    /// [`[PROTOCOL]`](crate::PROTOCOL) (`agentwatch.v1`): include it to keep speaking it. Every
+    /// protocol carries the same wire format; a name is a contract with your clients.
+    ///
+    /// A client that offers no protocol is served without one. A client that offers only
+    /// protocols not in this list gets `400` (RFC 6455 §4.2.2 would allow a `101` without the
+    /// header, but browsers and tungstenite then fail the connection themselves, with
+    /// nothing for the server to log or count; a `400` is counted as
+    /// [`RejectReason::NotUpgrade`] and readable at `<path>/status`). The chosen protocol is in the request extensions as
+    /// a [`Subprotocol`](crate::Subprotocol) before the authentication extractor runs.
+    ///
+    /// # Errors
+    /// [`InvalidProtocol`] for the first entry that is empty, not an HTTP token, or a token
+    /// carrier (`agentwatch.token.…`, which must never be echoed).
+    pub fn protocols<I>(mut self, protocols: I) -> Result<Self, InvalidProtocol>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.protocols = Protocols::new(protocols)?;
+        Ok(self)
     }
 
     /// Authenticates upgrade requests with the axum extractor `B`: it runs before the upgrade,
@@ -308,9 +366,11 @@ impl<A> WsLayer<A> {
             origins: self.origins,
             max_connections: self.max_connections,
             rate_limit: self.rate_limit,
+            missing_client_addr: self.missing_client_addr,
             trusted_proxies: self.trusted_proxies,
             authenticator: self.authenticator,
             lag_policy: self.lag_policy,
+            protocols: self.protocols,
             _auth: PhantomData,
         }
     }
@@ -344,7 +404,8 @@ impl<A> WsLayer<A> {
             hub: self.hub.clone(),
             source: self.source.clone(),
             config: Arc::new(ConnConfig {
-                heartbeat: self.heartbeat,
+                // The connection task reads ZERO as "no heartbeat".
+                heartbeat: self.heartbeat.unwrap_or(Duration::ZERO),
                 send_buffer: self.send_buffer,
                 write_timeout: self.write_timeout,
                 lag_policy: self.lag_policy,
@@ -356,28 +417,41 @@ impl<A> WsLayer<A> {
                 // zero-fills all of it on the first read) keeps idle connections lean; a rare
                 // larger message grows it on demand, up to max_message_size.
                 .read_buffer_size(INBOUND_READ_BUFFER.min(self.max_message_size)),
-            cap: ConnectionLimit::new(self.max_connections),
+            cap: ConnectionLimit::new(self.max_connections.map_or(0, NonZeroUsize::get)),
         });
+        // Negotiated comes before the auth extractor, which may read the chosen Subprotocol.
         let handler = move |peer: PeerAddr,
                             since: ResumeFrom,
+                            negotiated: Negotiated,
                             auth: Result<A, A::Rejection>,
                             handshake: Handshake| {
             let endpoint = endpoint.clone();
-            async move { endpoint.admit(peer.0, since, auth, handshake) }
+            async move { endpoint.admit(peer.0, since, negotiated, auth, handshake) }
         };
 
         // route_layer: applied to this route only, so unknown paths still fall through to
         // the app's own fallback. The last layer added runs first.
-        let mut router = Router::new().route(path, get(handler));
+        let mut router = Router::new()
+            // GET: the HTTP/1.1 upgrade; CONNECT: the HTTP/2 extended CONNECT (RFC 8441).
+            .route(path, get(handler.clone()).connect(handler))
+            .route_layer(axum::Extension(self.protocols.clone()));
         if let Some(handle) = &self.authenticator {
             router = router.route_layer(axum::Extension(handle.clone()));
         }
         router = router.route_layer(OriginLayer::new(self.origins.clone()));
         if self.rate_limit.is_enabled() {
-            router = router.route_layer(RateLimitLayer::new(
-                self.rate_limit,
-                self.trusted_proxies.clone(),
-            ));
+            let hub = self.hub.clone();
+            let counted = SkipHook(Arc::new(move || {
+                hub.shared
+                    .counters
+                    .rate_limit_skipped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }));
+            router = router.route_layer(
+                RateLimitLayer::new(self.rate_limit, self.trusted_proxies.clone())
+                    .on_missing_client_addr(self.missing_client_addr)
+                    .on_skip(counted),
+            );
         }
         router = router.route_layer(StoppedLayer::new(self.hub.clone()));
         let hub = self.hub.clone();
@@ -403,6 +477,16 @@ impl<A> WsLayer<A> {
                     rejections.status_response(status::client_key(&request, &trusted))
                 }),
             )
+    }
+}
+
+/// `value`, or `min` (with a warning) when it is smaller.
+fn raised<T: PartialOrd + std::fmt::Debug>(setting: &'static str, value: T, min: T) -> T {
+    if value < min {
+        tracing::warn!(setting, requested = ?value, min = ?min, "setting below its minimum: raised");
+        min
+    } else {
+        value
     }
 }
 
@@ -433,6 +517,7 @@ impl Endpoint {
         &self,
         peer: Option<SocketAddr>,
         resume: ResumeFrom,
+        negotiated: Negotiated,
         auth: Result<A, R>,
         handshake: Handshake,
     ) -> Response
@@ -449,8 +534,13 @@ impl Endpoint {
             Ok(permit) => permit,
             Err(response) => return response,
         };
-        let handle = match handshake.0 {
-            Ok(handle) => handle,
+        let (handle, subprotocol) = match handshake.0.and_then(|handle| {
+            negotiated
+                .0
+                .map(|protocol| (handle, protocol))
+                .map_err(|()| HandshakeError::Protocol)
+        }) {
+            Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(
                     peer = peer_field,
@@ -464,12 +554,20 @@ impl Endpoint {
         let hub = self.hub.clone();
         let source = self.source.clone();
         let config = self.config.clone();
+        // The offered list is never logged: it may carry a token.
+        tracing::debug!(
+            peer = peer_field,
+            identity = %identity,
+            protocol = subprotocol.as_ref().map(tracing::field::display),
+            "websocket upgrade accepted"
+        );
         let client = ClientInfo {
             peer,
             identity,
             since: resume.position(),
         };
         handle.accept(
+            subprotocol.as_ref(),
             self.protocol,
             move |error| tracing::warn!(peer = peer_field, %error, "websocket upgrade failed"),
             move |socket| conn::serve(socket, hub, source, config, client, Some(permit)),
@@ -535,26 +633,6 @@ impl<S: Send + Sync> FromRequestParts<S> for ResumeFrom {
             snapshot_at: param("snapshot_at").is_some(),
         })
     }
-}
-
-/// Decodes `%XX` escapes (a timestamp's `+` offset or `:` may arrive escaped). `None` for
-/// a malformed escape or a result that is not UTF-8.
-fn percent_decode(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A seq as clients write it: decimal digits only (no sign, no spaces), fitting a u64.

@@ -10,6 +10,7 @@
 //! # Quick start
 //!
 //! ```no_run
+//! use std::num::NonZeroUsize;
 //! use std::time::Duration;
 //! use agentwatch_ws::{Event, EventSink, Hub, MultiSink, SessionState, SessionStore, WsLayer};
 //! use axum::Router;
@@ -17,8 +18,8 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = SessionStore::new();
 //! let ws = WsLayer::new(store.clone())          // any SnapshotSource
-//!     .heartbeat(Duration::from_secs(30))       // ping interval; ZERO disables
-//!     .send_buffer(64)                          // per-client queue; 0 is ignored
+//!     .heartbeat(Duration::from_secs(30))       // ping interval; None disables
+//!     .send_buffer(NonZeroUsize::new(64).unwrap()) // per-client queue
 //!     .write_timeout(Duration::from_secs(10));
 //! let hub: Hub = ws.hub();                      // Clone; impl EventSink
 //! let app: Router = Router::new().merge(ws.router("/ws"));
@@ -37,6 +38,7 @@
 //! The same snippet, checked without a network:
 //!
 //! ```
+//! use std::num::NonZeroUsize;
 //! use std::time::Duration;
 //! use agentwatch_ws::{Event, EventSink, Hub, SessionStore, SnapshotSource, WsLayer};
 //! use axum::Router;
@@ -44,7 +46,7 @@
 //! let store = SessionStore::new();
 //! let ws = WsLayer::new(store.clone())
 //!     .heartbeat(Duration::from_secs(30))
-//!     .send_buffer(64)
+//!     .send_buffer(NonZeroUsize::new(64).unwrap())
 //!     .write_timeout(Duration::from_secs(10));
 //! let hub: Hub = ws.hub();
 //! let app: Router = Router::new().merge(ws.router("/ws"));
@@ -107,6 +109,7 @@ pub mod wire;
 
 pub use admission::auth::{Anonymous, Authenticated, Authenticator, Identity};
 pub use admission::client_ip::TrustedProxies;
+pub use admission::rate_limit::{MissingClientAddr, RateLimit};
 pub use admission::{RejectReason, Rejected};
 pub use hub::{
     DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, HubStats, LagPolicy,
@@ -124,6 +127,7 @@ pub use serve::{
 };
 pub use sink::{EventSink, MultiSink, SinkError, Snapshot, SnapshotSource};
 pub use store::SessionStore;
+pub use upgrade::{InvalidProtocol, PROTOCOL, Subprotocol};
 pub use wire::{
     Activity, Event, EventType, Health, HealthStatus, LifecycleEvent, LifecycleEventType,
     LifecycleState, SessionState, SubagentState, Timestamp,

@@ -51,9 +51,14 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// - **`TCP_NODELAY`** on every accepted socket: small pushed frames do not wait for Nagle's
 ///   algorithm.
 /// - **`ConnectInfo<SocketAddr>`** in every request, so the per-IP rate limit knows the peer.
+/// - **WebSockets over HTTP/2** (RFC 8441 extended CONNECT, advertised with
+///   `SETTINGS_ENABLE_CONNECT_PROTOCOL`), on the same route as HTTP/1.1 upgrades, as
+///   `axum::serve` does.
 ///
-/// Upgraded WebSocket connections leave hyper and are the [`Hub`](crate::Hub)'s: the deadline
-/// stops applying once the upgrade request is in, and `Hub::stop` closes them.
+/// Upgraded HTTP/1.1 WebSocket connections leave hyper and are the [`Hub`](crate::Hub)'s: the
+/// deadline stops applying once the upgrade request is in, and `Hub::stop` closes them. A
+/// WebSocket over HTTP/2 is one stream of an HTTP connection that stays hyper's: graceful
+/// shutdown waits for it, so stop the hub in the shutdown signal (as below).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -62,11 +67,15 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 ///
 /// # async fn run() -> std::io::Result<()> {
 /// let ws = WsLayer::new(SessionStore::new());
+/// let hub = ws.hub();
 /// let app = Router::new().merge(ws.router("/ws"));
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 /// agentwatch_ws::serve(listener, app)
 ///     .header_read_timeout(Duration::from_secs(5))
-///     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+///     .with_graceful_shutdown(async move {
+///         let _ = tokio::signal::ctrl_c().await;
+///         hub.stop(); // 1001 to every WebSocket client, HTTP/1.1 and HTTP/2 alike
+///     })
 ///     .await
 /// # }
 /// ```
@@ -115,7 +124,8 @@ impl Serve {
     /// Stops accepting when `signal` completes, asks every open HTTP connection to finish
     /// (idle ones close at once, a request in progress completes), and resolves once they
     /// have. Upgraded WebSocket connections are not HTTP connections any more: stop them with
-    /// [`Hub::stop`](crate::Hub::stop).
+    /// [`Hub::stop`](crate::Hub::stop). WebSockets over HTTP/2 are streams of an HTTP
+    /// connection, which finishes only once they end: call `Hub::stop` in `signal`.
     pub fn with_graceful_shutdown<F>(self, signal: F) -> WithGracefulShutdown<F>
     where
         F: Future<Output = ()> + Send + 'static,
@@ -137,7 +147,11 @@ impl Serve {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout);
-        builder.http2().timer(TokioTimer::new());
+        // RFC 8441: WebSockets over HTTP/2 (extended CONNECT), served by the same route.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .enable_connect_protocol();
         let builder = Arc::new(builder);
         let (shutdown_tx, shutdown_rx) = watch::channel(());
 

@@ -13,7 +13,22 @@
 //! | HTTP/1.0 | `400` |
 //! | `Sec-WebSocket-Version` missing, repeated or not `13` | `400`, `Sec-WebSocket-Version: 13` |
 //! | `Sec-WebSocket-Key` missing, repeated, or not the base64 of exactly 16 bytes | `400` |
-//! | anything else | `101 Switching Protocols` with `Sec-WebSocket-Accept` |
+//! | `Sec-WebSocket-Protocol` offers protocols, none of which the server speaks | `400` |
+//! | HTTP/2: not a `CONNECT` with `:protocol = websocket` (RFC 8441 §4) | `400` |
+//! | HTTP/2: an extended CONNECT otherwise valid | `200` (RFC 8441 §5), the stream carries the WebSocket |
+//! | anything else | `101 Switching Protocols` with `Sec-WebSocket-Accept`, and `Sec-WebSocket-Protocol` when the client offered one the server speaks |
+//!
+//! # Subprotocols (RFC 6455 §1.9, §4.2.2 (5.4))
+//! The server speaks the protocols configured with [`WsLayer::protocols`](crate::WsLayer::protocols),
+//! [`PROTOCOL`] (`agentwatch.v1`) by default, in order of preference: the first of them the
+//! client offers is chosen and echoed in the `101`. A client that offers none is accepted
+//! without the header (Go's clients, `websocat`). A client that offers only protocols the
+//! server does not speak is refused with `400` naming the ones it does: §4.2.2 would let the
+//! server answer `101` without the header, but every conforming client (browsers per the
+//! WHATWG WebSocket standard, tungstenite) then fails the connection itself, so the page would
+//! see a bare 1006 and the server would log an accepted connection; a `400` is logged, counted
+//! and readable at `<path>/status`. Token carriers (`agentwatch.token.…`, see
+//! [`admission::token`](crate::admission::token)) are never chosen: they cannot be configured.
 //!
 //! `Connection` and `Upgrade` are field lists (RFC 9110 §5.3, §7.6.1, §7.8): their tokens are
 //! compared case-insensitively, across every line the header was sent on, so `Connection:
@@ -26,25 +41,164 @@ use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::response::Response;
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
 use hyper::upgrade::OnUpgrade;
 use tungstenite::protocol::WebSocketConfig;
 
+use crate::admission::token::TOKEN_PROTOCOL_PREFIX;
 use crate::admission::{RejectReason, rejection};
 use crate::conn::{Socket, Transport};
 
 /// The only protocol version this server speaks (RFC 6455 §4.1).
 const VERSION: &str = "13";
 
+/// The subprotocol of the agentwatch wire format, spoken by default: offered by a client
+/// (`new WebSocket(url, "agentwatch.v1")`), it is echoed in the `101`.
+pub const PROTOCOL: &str = "agentwatch.v1";
+
+/// The subprotocol chosen for a connection (the value echoed in `Sec-WebSocket-Protocol`).
+///
+/// Put in the request extensions before the authentication extractor runs, so an extractor
+/// can read it with `parts.extensions.get::<Subprotocol>()`; absent when the client offered
+/// no protocol. It is also logged, with the peer, when the upgrade is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subprotocol(HeaderValue);
+
+impl Subprotocol {
+    /// The protocol's name, e.g. `agentwatch.v1`.
+    pub fn as_str(&self) -> &str {
+        // Built only from validated protocols (visible ASCII): never fails.
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Subprotocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A protocol given to [`WsLayer::protocols`](crate::WsLayer::protocols) that cannot be one:
+/// empty, not an HTTP token (RFC 9110 §5.6.2; RFC 6455 §4.1 asks for token characters), or a
+/// token carrier (`agentwatch.token.…`), which must never be echoed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidProtocol {
+    input: String,
+    reason: &'static str,
+}
+
+impl InvalidProtocol {
+    /// The offending entry, as given.
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+}
+
+impl std::fmt::Display for InvalidProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid subprotocol {:?}: {}", self.input, self.reason)
+    }
+}
+
+impl std::error::Error for InvalidProtocol {}
+
+/// The protocols a server speaks, in order of preference.
+#[derive(Debug, Clone)]
+pub(crate) struct Protocols(std::sync::Arc<[HeaderValue]>);
+
+impl Default for Protocols {
+    fn default() -> Self {
+        Protocols(std::sync::Arc::new([HeaderValue::from_static(PROTOCOL)]))
+    }
+}
+
+impl Protocols {
+    /// Checks every entry; the first invalid one is the error.
+    pub(crate) fn new<I>(protocols: I) -> Result<Self, InvalidProtocol>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let list = protocols
+            .into_iter()
+            .map(|protocol| {
+                let protocol = protocol.as_ref();
+                let invalid = |reason| InvalidProtocol {
+                    input: protocol.to_owned(),
+                    reason,
+                };
+                if protocol.is_empty() {
+                    return Err(invalid("empty"));
+                }
+                if !protocol.bytes().all(is_tchar) {
+                    return Err(invalid("not an HTTP token (RFC 9110 §5.6.2)"));
+                }
+                if protocol.starts_with(TOKEN_PROTOCOL_PREFIX) {
+                    return Err(invalid("token carriers are never echoed"));
+                }
+                HeaderValue::from_str(protocol).map_err(|_| invalid("not a header value"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Protocols(list.into()))
+    }
+
+    /// RFC 6455 §4.2.2: `Ok(None)` when the client offers nothing, the first of ours it
+    /// offers, or `Err` when it offers only protocols we do not speak.
+    fn select(&self, headers: &HeaderMap) -> Result<Option<Subprotocol>, ()> {
+        let mut offered = headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|element| !element.is_empty())
+            .peekable();
+        if offered.peek().is_none() {
+            return Ok(None);
+        }
+        let offered: Vec<&[u8]> = offered.collect();
+        self.0
+            .iter()
+            .find(|ours| offered.contains(&ours.as_bytes()))
+            .map(|ours| Some(Subprotocol(ours.clone())))
+            .ok_or(())
+    }
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The outcome of subprotocol negotiation, computed before authentication (so the
+/// authentication extractor can read the [`Subprotocol`]) and applied by the handshake.
+pub(crate) struct Negotiated(pub(crate) Result<Option<Subprotocol>, ()>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Negotiated {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let protocols = parts
+            .extensions
+            .get::<Protocols>()
+            .cloned()
+            .unwrap_or_default();
+        let negotiated = protocols.select(&parts.headers);
+        if let Ok(Some(chosen)) = &negotiated {
+            parts.extensions.insert(chosen.clone());
+        }
+        Ok(Negotiated(negotiated))
+    }
+}
+
 /// A request checked against RFC 6455 §4.2.1: either everything needed to complete the
 /// upgrade, or why it cannot be.
 pub(crate) struct Handshake(pub(crate) Result<UpgradeHandle, HandshakeError>);
 
 /// What completing the upgrade takes from a valid request: hyper's handle on the connection
-/// and the client's key.
+/// and the client's key (HTTP/1.1; an RFC 8441 extended CONNECT over HTTP/2 has none).
 pub(crate) struct UpgradeHandle {
     on_upgrade: OnUpgrade,
-    key: HeaderValue,
+    key: Option<HeaderValue>,
 }
 
 /// Why a request is not a WebSocket opening handshake this server accepts.
@@ -58,8 +212,14 @@ pub(crate) enum HandshakeError {
     Version,
     /// `Sec-WebSocket-Key` is missing, repeated, or not the base64 of 16 bytes.
     Key,
-    /// The connection cannot be upgraded (hyper gave no upgrade handle, e.g. HTTP/2).
+    /// The connection cannot be upgraded (hyper gave no upgrade handle: a server built
+    /// without upgrades, or HTTP/2 without extended CONNECT).
     Unavailable,
+    /// The client offered subprotocols, none of which this server speaks.
+    Protocol,
+    /// Over HTTP/2, a request that is not an RFC 8441 extended CONNECT with
+    /// `:protocol = websocket` (a plain `GET`, or a `CONNECT` for another protocol).
+    NotExtendedConnect,
 }
 
 impl HandshakeError {
@@ -71,6 +231,10 @@ impl HandshakeError {
             HandshakeError::Version => "missing or unsupported Sec-WebSocket-Version",
             HandshakeError::Key => "missing or malformed Sec-WebSocket-Key",
             HandshakeError::Unavailable => "connection cannot be upgraded",
+            HandshakeError::Protocol => "no offered Sec-WebSocket-Protocol is spoken here",
+            HandshakeError::NotExtendedConnect => {
+                "over HTTP/2, not an extended CONNECT with :protocol websocket"
+            }
         }
     }
 
@@ -114,6 +278,15 @@ impl HandshakeError {
                 StatusCode::BAD_REQUEST,
                 "websocket upgrade not available on this connection\n",
             ),
+            HandshakeError::Protocol => reject(
+                StatusCode::BAD_REQUEST,
+                "none of the offered Sec-WebSocket-Protocol values is spoken here\n",
+            ),
+            // No Upgrade/Connection headers here: they are illegal in HTTP/2 (RFC 9113 §8.2.2).
+            HandshakeError::NotExtendedConnect => reject(
+                StatusCode::BAD_REQUEST,
+                "over HTTP/2 a WebSocket is an extended CONNECT with :protocol websocket (RFC 8441)\n",
+            ),
         }
     }
 }
@@ -130,6 +303,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
 /// first (a browser tab on the endpoint), then the version (which a client may retry with),
 /// then the key.
 fn check(parts: &mut Parts) -> Result<UpgradeHandle, HandshakeError> {
+    if parts.version >= Version::HTTP_2 {
+        return check_extended_connect(parts);
+    }
     let headers = &parts.headers;
     if !list_contains(headers, &header::UPGRADE, "websocket")
         || !list_contains(headers, &header::CONNECTION, "upgrade")
@@ -152,7 +328,37 @@ fn check(parts: &mut Parts) -> Result<UpgradeHandle, HandshakeError> {
         .extensions
         .remove::<OnUpgrade>()
         .ok_or(HandshakeError::Unavailable)?;
-    Ok(UpgradeHandle { on_upgrade, key })
+    Ok(UpgradeHandle {
+        on_upgrade,
+        key: Some(key),
+    })
+}
+
+/// RFC 8441 §4–5: over HTTP/2 a WebSocket opens with `CONNECT`, `:protocol = websocket` and
+/// `Sec-WebSocket-Version: 13`; there is no key, and the answer is a `200` after which the
+/// stream carries the WebSocket. hyper hands the stream over through the same `OnUpgrade`
+/// as an HTTP/1.1 upgrade (it needs `enable_connect_protocol` on its HTTP/2 server, which
+/// both [`serve`](crate::serve()) and `axum::serve` set).
+fn check_extended_connect(parts: &mut Parts) -> Result<UpgradeHandle, HandshakeError> {
+    let is_websocket = parts
+        .extensions
+        .get::<hyper::ext::Protocol>()
+        .is_some_and(|protocol| protocol.as_str() == "websocket");
+    if parts.method != Method::CONNECT || !is_websocket {
+        return Err(HandshakeError::NotExtendedConnect);
+    }
+    match single(&parts.headers, &header::SEC_WEBSOCKET_VERSION) {
+        Some(version) if version.as_bytes() == VERSION.as_bytes() => {}
+        _ => return Err(HandshakeError::Version),
+    }
+    let on_upgrade = parts
+        .extensions
+        .remove::<OnUpgrade>()
+        .ok_or(HandshakeError::Unavailable)?;
+    Ok(UpgradeHandle {
+        on_upgrade,
+        key: None,
+    })
 }
 
 /// Whether the field list `name` (every line of it) holds `token`, case-insensitively
@@ -192,6 +398,7 @@ impl UpgradeHandle {
     /// connection over.
     pub(crate) fn accept<F, Fut>(
         self,
+        protocol: Option<&Subprotocol>,
         config: WebSocketConfig,
         on_failed: impl FnOnce(hyper::Error) + Send + 'static,
         serve: F,
@@ -220,15 +427,23 @@ impl UpgradeHandle {
                 Err(error) => on_failed(error),
             }
         });
-        let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
+        // Over HTTP/2 (no key): a 200 with no body opens the stream (RFC 8441 §5, RFC 9113
+        // §8.5), and connection-specific headers are illegal.
         let mut response = Response::new(Body::empty());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        if let Some(key) = &self.key {
+            let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let headers = response.headers_mut();
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            // An accept key is base64: always a valid header value.
+            if let Ok(accept) = HeaderValue::from_str(&accept) {
+                headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+            }
+        }
         let headers = response.headers_mut();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        // An accept key is base64: always a valid header value.
-        if let Ok(accept) = HeaderValue::from_str(&accept) {
-            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        if let Some(Subprotocol(protocol)) = protocol {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol.clone());
         }
         response
     }

@@ -5,11 +5,14 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agentwatch_ws::admission::rate_limit::MissingClientAddr;
 use agentwatch_ws::{
     Event, EventSink, EventType, Hub, Identity, RejectionStats, SessionStore, TrustedProxies,
     WsLayer,
@@ -32,7 +35,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A layer with the rate limit off, for the tests that are not about rate limiting.
 fn open_layer() -> WsLayer {
-    WsLayer::new(SessionStore::new()).rate_limit(0, 0, Duration::ZERO)
+    WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled())
 }
 
 async fn start<A>(ws: &WsLayer<A>) -> (Hub, SocketAddr)
@@ -389,7 +392,9 @@ async fn dns_rebinding_is_403_unless_the_host_is_loopback_or_allowed() {
     // allowed_origins set afterwards keeps the allowed hosts.)
     let layer = open_layer()
         .allowed_hosts(["dash.example.com"])
-        .allowed_origins(Vec::<&str>::new());
+        .unwrap()
+        .allowed_origins(Vec::<&str>::new())
+        .unwrap();
     let (hub, addr) = start(&layer).await;
     let mut clients = Vec::new();
     for headers in [
@@ -429,9 +434,40 @@ async fn dns_rebinding_is_403_unless_the_host_is_loopback_or_allowed() {
 // 2. Origin allowlist
 // ---------------------------------------------------------------------------------------------
 
+/// Invalid entries are errors at build time, not warnings logged before any subscriber.
+#[test]
+fn invalid_origins_and_hosts_are_errors_when_configured() {
+    for bad in [
+        "",
+        "*",
+        "null",
+        "https://app.example.com/path",
+        "https://a@b",
+        "app.example.com",
+    ] {
+        let err = open_layer().allowed_origins([bad]).unwrap_err();
+        assert_eq!(err.input(), bad);
+        assert!(
+            err.to_string().starts_with("invalid allowed origin"),
+            "{err}"
+        );
+    }
+    for bad in ["", "dash example", "http://dash.example.com", "[::1"] {
+        let err = open_layer().allowed_hosts([bad]).unwrap_err();
+        assert!(err.to_string().starts_with("invalid allowed host"), "{err}");
+    }
+    assert!(
+        open_layer()
+            .allowed_origins(["https://a.example", "chrome-extension://abcdef"])
+            .is_ok()
+    );
+}
+
 #[tokio::test]
 async fn origin_allowlist_matches_exactly_after_parsing() {
-    let ws = open_layer().allowed_origins(["https://app.example.com"]);
+    let ws = open_layer()
+        .allowed_origins(["https://app.example.com"])
+        .unwrap();
     let (hub, addr) = start(&ws).await;
 
     let mut clients = Vec::new();
@@ -603,7 +639,7 @@ async fn identity_is_recorded_on_the_connection_span() {
 
 #[tokio::test]
 async fn connection_cap_answers_503_before_upgrading_and_frees_slots() {
-    let ws = open_layer().max_connections(2);
+    let ws = open_layer().max_connections(NonZeroUsize::new(2));
     let (hub, addr) = start(&ws).await;
 
     let mut first = admitted(addr, &[]).await;
@@ -644,7 +680,7 @@ async fn connection_cap_answers_503_before_upgrading_and_frees_slots() {
 async fn two_hundred_simultaneous_upgrades_admit_exactly_the_cap() {
     const CAP: usize = 10;
     const CLIENTS: usize = 200;
-    let ws = open_layer().max_connections(CAP);
+    let ws = open_layer().max_connections(NonZeroUsize::new(CAP));
     let hub = ws.hub();
     let addr = serve_with_backlog(Router::new().merge(ws.router("/ws")), 1024).await;
 
@@ -733,6 +769,17 @@ async fn default_rate_limit_allows_a_burst_of_4_then_429_with_retry_after() {
     assert_upgraded(&hub, 4, 0);
 }
 
+/// What the README recommends for a local dashboard: a developer reloading the page twenty
+/// times within a minute (here, at once: the harder case) is never refused.
+#[tokio::test]
+async fn twenty_reloads_a_minute_pass_with_the_local_dashboard_limit() {
+    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::per_minute(60).burst(20));
+    let (hub, addr) = start(&ws).await;
+    burst(addr, &[], 20).await;
+    assert_eq!(hub.stats().rejected.total(), 0);
+    assert_eq!(hub.stats().accepted, 20);
+}
+
 #[tokio::test]
 async fn spoofed_forwarded_headers_from_an_untrusted_peer_are_ignored() {
     let ws = WsLayer::new(SessionStore::new());
@@ -801,9 +848,56 @@ async fn trusted_proxy_forwarded_address_gets_its_own_bucket() {
 // 9. Served without connect info
 // ---------------------------------------------------------------------------------------------
 
+/// The form axum's own docs use, `axum::serve(listener, app)`, with the default
+/// configuration: clients are served (beyond the rate limit's burst, since there is no
+/// address to limit by), the mistake is logged once per router, naming the fix, and every
+/// such upgrade is counted.
 #[tokio::test]
-async fn without_connect_info_the_rate_limit_answers_500_saying_how_to_serve() {
+async fn plain_axum_serve_with_defaults_serves_clients_and_warns_once() {
+    let (log, _guard) = Captured::install(tracing::Level::WARN);
     let ws = WsLayer::new(SessionStore::new());
+    let hub = ws.hub();
+    let addr = serve_plain(Router::new().merge(ws.router("/ws"))).await;
+
+    // Twice the default burst (4): nothing is refused.
+    for n in 1..=8u64 {
+        let mut client = admitted(addr, &[]).await;
+        eventually("registered", || hub.client_count() == 1).await;
+        hub.handle_event(&Event::delta(n, vec![], vec![])).unwrap();
+        assert_eq!(next_event(&mut client).await.seq, n);
+        close(client).await;
+        eventually("closed", || hub.client_count() == 0).await;
+    }
+    let stats = hub.stats();
+    assert_eq!(stats.rejected, only(|_| {}));
+    assert_eq!(stats.rate_limit_skipped, 8);
+    assert_upgraded(&hub, 8, 0);
+
+    let text = log.text();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("no client address"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(warnings[0].contains("WARN"), "{text}");
+    assert!(warnings[0].contains("agentwatch_ws::serve"), "{text}");
+    assert!(
+        warnings[0].contains("into_make_service_with_connect_info::<SocketAddr>()"),
+        "{text}"
+    );
+
+    // Once per router: a second router logs its own warning, once.
+    let other = WsLayer::new(SessionStore::new());
+    let other_addr = serve_plain(Router::new().merge(other.router("/ws"))).await;
+    close(admitted(other_addr, &[]).await).await;
+    close(admitted(other_addr, &[]).await).await;
+    assert_eq!(log.text().matches("no client address").count(), 2);
+    assert_eq!(other.hub().stats().rate_limit_skipped, 2);
+}
+
+#[tokio::test]
+async fn without_connect_info_the_strict_mode_answers_500_saying_how_to_serve() {
+    let ws = WsLayer::new(SessionStore::new()).on_missing_client_addr(MissingClientAddr::Reject);
     let hub = ws.hub();
     let addr = serve_plain(Router::new().merge(ws.router("/ws"))).await;
 
@@ -818,12 +912,24 @@ async fn without_connect_info_the_rate_limit_answers_500_saying_how_to_serve() {
         assert!(refused.body.len() < 200, "short body: {:?}", refused.body);
     }
     assert_eq!(hub.stats().rejected, only(|r| r.missing_connect_info = 2));
+    assert_eq!(hub.stats().rate_limit_skipped, 0);
     assert_upgraded(&hub, 0, 0);
+}
+
+/// With connect info, nothing is skipped: the counter stays at zero.
+#[tokio::test]
+async fn with_connect_info_the_rate_limit_is_never_skipped() {
+    let ws = WsLayer::new(SessionStore::new());
+    let (hub, addr) = start(&ws).await;
+    burst(addr, &[], 2).await;
+    assert_eq!(hub.stats().rate_limit_skipped, 0);
 }
 
 #[tokio::test]
 async fn without_connect_info_and_without_rate_limit_clients_connect() {
-    let ws = open_layer().max_connections(5).auth::<Bearer>();
+    let ws = open_layer()
+        .max_connections(NonZeroUsize::new(5))
+        .auth::<Bearer>();
     let hub = ws.hub();
     let addr = serve_plain(Router::new().merge(ws.router("/ws"))).await;
 
@@ -857,7 +963,7 @@ async fn without_connect_info_and_without_rate_limit_clients_connect() {
 async fn stopped_comes_before_every_other_check() {
     let ws = WsLayer::new(SessionStore::new())
         .auth::<Bearer>()
-        .max_connections(1);
+        .max_connections(NonZeroUsize::new(1));
     let (hub, addr) = start(&ws).await;
     hub.stop();
 
@@ -922,7 +1028,9 @@ async fn origin_comes_before_authentication() {
 
 #[tokio::test]
 async fn authentication_comes_before_the_connection_cap() {
-    let ws = open_layer().auth::<Bearer>().max_connections(1);
+    let ws = open_layer()
+        .auth::<Bearer>()
+        .max_connections(NonZeroUsize::new(1));
     let (hub, addr) = start(&ws).await;
     let alice = [("Authorization", "Bearer s3cret-alice")];
 
@@ -962,7 +1070,7 @@ async fn authentication_comes_before_the_connection_cap() {
 
 #[tokio::test]
 async fn tower_layers_stack_on_the_returned_router() {
-    let ws = open_layer().max_connections(1);
+    let ws = open_layer().max_connections(NonZeroUsize::new(1));
     let hub = ws.hub();
     let app = Router::new().merge(
         ws.router("/ws")
@@ -992,4 +1100,55 @@ async fn tower_layers_stack_on_the_returned_router() {
     );
     assert_upgraded(&hub, 1, 1);
     close(client).await;
+}
+
+/// An `Identity` carries claims and typed values from the authentication extractor to the
+/// app's handlers (through `AuthLayer`), and only its id is logged.
+#[tokio::test]
+async fn identity_claims_and_extensions_reach_the_handler() {
+    use agentwatch_ws::admission::auth::AuthLayer;
+    use axum::Extension;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Tenant(u64);
+
+    struct Claimed;
+    impl<S: Send + Sync> FromRequestParts<S> for Claimed {
+        type Rejection = StatusCode;
+        async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, StatusCode> {
+            Ok(Claimed)
+        }
+    }
+    impl From<Claimed> for Identity {
+        fn from(_: Claimed) -> Self {
+            Identity::new("alice")
+                .with_claim("role", "viewer")
+                .with_extension(Tenant(7))
+        }
+    }
+
+    let app = Router::new()
+        .route(
+            "/who",
+            get(|Extension(who): Extension<Identity>| async move {
+                format!(
+                    "{} {} {:?}",
+                    who.id(),
+                    who.claim("role").unwrap_or("-"),
+                    who.extension::<Tenant>()
+                )
+            }),
+        )
+        .layer(AuthLayer::<Claimed>::stateless());
+    let addr = serve(app).await;
+    let (status, _, body) = http_get(addr, "/who", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "alice viewer Some(Tenant(7))");
+    assert_eq!(
+        Identity::new("alice").with_claim("role", "viewer"),
+        Identity::new("alice")
+            .with_claim("role", "viewer")
+            .with_extension(Tenant(1)),
+        "typed extensions do not take part in equality"
+    );
 }

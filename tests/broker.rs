@@ -283,7 +283,7 @@ async fn start_node(keys: &Keys, url: &str) -> Node {
 
 async fn start_node_unready(keys: &Keys, url: &str) -> Node {
     let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone()).rate_limit(0, 0, Duration::ZERO);
+    let ws = WsLayer::new(store.clone()).rate_limit(agentwatch_ws::RateLimit::disabled());
     let hub = ws.hub();
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
     let follower = Follower::new(keys.broker(url), store.clone(), hub.clone())

@@ -19,7 +19,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinHandle;
 
 async fn start() -> (Hub, SocketAddr) {
-    let ws = WsLayer::new(SessionStore::new()).rate_limit(0, 0, Duration::ZERO);
+    let ws = WsLayer::new(SessionStore::new()).rate_limit(agentwatch_ws::RateLimit::disabled());
     let hub = ws.hub();
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
     (hub, addr)

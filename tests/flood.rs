@@ -164,7 +164,7 @@ fn session(seq: u64) -> SessionState {
 async fn flooding_clients_cannot_grow_server_memory_and_a_good_client_gets_every_event() {
     let store = SessionStore::new();
     // Defaults but the rate limit (the flooders reconnect hundreds of times).
-    let ws = WsLayer::new(store.clone()).rate_limit(0, 0, Duration::ZERO);
+    let ws = WsLayer::new(store.clone()).rate_limit(agentwatch_ws::RateLimit::disabled());
     let hub = ws.hub();
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
 

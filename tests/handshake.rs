@@ -4,8 +4,8 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use agentwatch_ws::{Hub, SessionStore, WsLayer};
 use axum::Router;
@@ -18,7 +18,7 @@ const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
 async fn start() -> (Hub, SocketAddr) {
-    let ws = WsLayer::new(SessionStore::new()).rate_limit(0, 0, Duration::ZERO);
+    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled());
     let hub = ws.hub();
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
     (hub, addr)
@@ -294,4 +294,49 @@ async fn a_valid_handshake_streams_the_snapshot() {
     );
     assert_eq!(hub.stats().accepted, 1);
     close_and_expect_reply(client).await;
+}
+
+/// RFC 6455 §4.2.2 (5.4): the chosen subprotocol is sent once, on one line, whatever the
+/// number of lines the client offered on; a client offering none gets no header.
+#[tokio::test]
+async fn subprotocols_offered_on_several_lines_are_all_read() {
+    let (hub, addr) = start().await;
+    let answer = upgrade(
+        addr,
+        &upgrade_lines(
+            "",
+            None,
+            &[
+                "Sec-WebSocket-Protocol: chat, , superchat",
+                "Sec-WebSocket-Protocol:  agentwatch.v1 ",
+            ],
+        ),
+    )
+    .await;
+    assert_switched(&answer);
+    assert_eq!(
+        answer.header("sec-websocket-protocol"),
+        Some("agentwatch.v1")
+    );
+
+    let answer = upgrade(addr, &upgrade_lines("", None, &[])).await;
+    assert_switched(&answer);
+    assert_eq!(answer.header("sec-websocket-protocol"), None);
+
+    let answer = upgrade(
+        addr,
+        &upgrade_lines(
+            "",
+            None,
+            &[
+                "Sec-WebSocket-Protocol: chat",
+                "Sec-WebSocket-Protocol: mqtt",
+            ],
+        ),
+    )
+    .await;
+    assert_bad_request(&answer, "Sec-WebSocket-Protocol");
+    assert_eq!(answer.header("sec-websocket-protocol"), None);
+    eventually("both upgrades counted", || hub.stats().accepted == 2).await;
+    assert_eq!(hub.stats().rejected.not_upgrade, 1);
 }

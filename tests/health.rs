@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::Duration;
+use agentwatch_ws::RateLimit;
 
 use agentwatch_ws::{
     Event, EventSink, EventType, Health, HealthStatus, MultiSink, SessionState, SessionStore,
@@ -35,7 +35,7 @@ fn session(id: &str) -> SessionState {
 #[tokio::test]
 async fn a_new_client_gets_every_sources_latest_health_after_its_snapshot() {
     let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone()).rate_limit(0, 0, Duration::ZERO);
+    let ws = WsLayer::new(store.clone()).rate_limit(RateLimit::disabled());
     let monitor = MultiSink::new().with(store.clone()).with(ws.hub());
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
 
@@ -99,7 +99,7 @@ async fn a_new_client_gets_every_sources_latest_health_after_its_snapshot() {
 #[tokio::test]
 async fn no_report_follows_the_snapshot_when_no_source_has_reported() {
     let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone()).rate_limit(0, 0, Duration::ZERO);
+    let ws = WsLayer::new(store.clone()).rate_limit(RateLimit::disabled());
     let monitor = MultiSink::new().with(store.clone()).with(ws.hub());
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
     monitor
@@ -134,7 +134,7 @@ fn the_store_keeps_reports_across_snapshot_events() {
 #[tokio::test]
 async fn reports_published_after_a_snapshot_at_its_position_are_no_restart() {
     let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone()).rate_limit(0, 0, Duration::ZERO);
+    let ws = WsLayer::new(store.clone()).rate_limit(RateLimit::disabled());
     let hub = ws.hub();
     let monitor = MultiSink::new().with(store.clone()).with(ws.hub());
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;

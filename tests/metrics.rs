@@ -5,6 +5,7 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -27,7 +28,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn prometheus_text_carries_the_hubs_exact_counters() {
     let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone()).rate_limit(0, 0, Duration::ZERO);
+    let ws = WsLayer::new(store.clone()).rate_limit(RateLimit::disabled());
     let hub = ws.hub();
     let monitor = MultiSink::new().with(store).with(ws.hub());
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;

@@ -4,6 +4,8 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -98,8 +100,8 @@ async fn concurrent_publishers_and_connecting_clients_see_one_gapless_order() {
     let store = SessionStore::new();
     // The clients read only once every event is out: room for all of them.
     let ws = WsLayer::new(store.clone())
-        .rate_limit(0, 0, Duration::ZERO)
-        .send_buffer(2 * (THREADS * PER_THREAD) as usize);
+        .rate_limit(RateLimit::disabled())
+        .send_buffer(NonZeroUsize::new(2 * (THREADS * PER_THREAD) as usize).unwrap());
     let publisher = Arc::new(Publisher::new(store.clone(), ws.hub()));
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
 

@@ -3,8 +3,10 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -27,7 +29,7 @@ fn session(id: &str, n: i64) -> SessionState {
 }
 
 fn layer(store: &SessionStore) -> WsLayer {
-    WsLayer::new(store.clone()).rate_limit(0, 0, Duration::ZERO)
+    WsLayer::new(store.clone()).rate_limit(RateLimit::disabled())
 }
 
 async fn start(ws: &WsLayer) -> (Hub, SocketAddr) {
@@ -250,7 +252,7 @@ async fn a_backwards_seq_resets_the_window() {
 #[tokio::test(flavor = "current_thread")]
 async fn disconnect_policy_closes_with_1013_and_the_client_resumes_without_a_snapshot() {
     let store = SessionStore::new();
-    let ws = layer(&store).send_buffer(8);
+    let ws = layer(&store).send_buffer(NonZeroUsize::new(8).unwrap());
     let (hub, addr) = start(&ws).await;
     publish(&store, &hub, 1);
     let mut client = connect(addr).await;
@@ -302,7 +304,9 @@ fn as_map(store: &SessionStore) -> HashMap<String, SessionState> {
 #[tokio::test(flavor = "current_thread")]
 async fn resync_policy_replaces_the_backlog_with_a_snapshot_and_stays_exact() {
     let store = SessionStore::new();
-    let ws = layer(&store).send_buffer(8).on_lag(LagPolicy::Resync);
+    let ws = layer(&store)
+        .send_buffer(NonZeroUsize::new(8).unwrap())
+        .on_lag(LagPolicy::Resync);
     let (hub, addr) = start(&ws).await;
     publish(&store, &hub, 1);
     let mut client = connect(addr).await;
@@ -340,7 +344,7 @@ async fn reconnecting_at_random_points_while_the_producer_runs_rebuilds_the_exac
     const CLIENTS: u64 = 20;
     let store = SessionStore::new();
     let ws = layer(&store)
-        .send_buffer(EVENTS as usize)
+        .send_buffer(NonZeroUsize::new(EVENTS as usize).unwrap())
         .replay_window(4096)
         .write_timeout(Duration::from_secs(120));
     let (hub, addr) = start(&ws).await;
@@ -590,7 +594,7 @@ async fn the_window_floor_and_a_source_without_at_give_verifiable_positions() {
         }
     };
     let ws = WsLayer::new(source)
-        .rate_limit(0, 0, Duration::ZERO)
+        .rate_limit(RateLimit::disabled())
         .replay_window(3);
     let (hub, addr) = start(&ws).await;
     let clock = SystemTime::now();

@@ -129,8 +129,9 @@ async fn a_websocket_client_streams_through_it_on_the_tcp_path_with_connect_info
     for seq in 1..=3 {
         assert_eq!(next_event(&mut client).await.seq, seq);
     }
-    // The default rate limit needs the client address: no 500, nothing rejected.
+    // The rate limit saw the client address: nothing rejected, nothing let through unlimited.
     assert_eq!(hub.stats().rejected.total(), 0);
+    assert_eq!(hub.stats().rate_limit_skipped, 0);
     // The socket was taken from hyper as the bare TcpStream (the direct write path).
     assert!(
         captured.text().contains("transport=\"tcp\""),

@@ -4,7 +4,9 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
 use std::future::IntoFuture;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use agentwatch_ws::{
@@ -26,14 +28,14 @@ fn session(id: &str) -> SessionState {
 async fn every_setting_at_its_maximum_serves_clients() {
     let store = SessionStore::new();
     let ws = WsLayer::new(store.clone())
-        .send_buffer(usize::MAX)
+        .send_buffer(NonZeroUsize::new(usize::MAX).unwrap())
         .heartbeat(Duration::MAX)
         .write_timeout(Duration::MAX)
-        .max_message_size(usize::MAX)
+        .max_message_size(NonZeroUsize::new(usize::MAX).unwrap())
         .replay_window(usize::MAX)
         .replay_window_bytes(usize::MAX)
-        .max_connections(usize::MAX)
-        .rate_limit(u32::MAX, u32::MAX, Duration::MAX)
+        .max_connections(NonZeroUsize::new(usize::MAX))
+        .rate_limit(RateLimit::per(u32::MAX, Duration::MAX).burst(u32::MAX))
         .trusted_proxies(TrustedProxies::new(["0.0.0.0/0", "::/0"]).unwrap());
     let hub = ws.hub();
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
@@ -70,14 +72,14 @@ async fn every_setting_at_its_maximum_serves_clients() {
 async fn the_smallest_durations_end_connections_without_panicking() {
     let store = SessionStore::new();
     let ws = WsLayer::new(store)
-        .send_buffer(1)
+        .send_buffer(NonZeroUsize::new(1).unwrap())
         .heartbeat(Duration::from_nanos(1))
         .write_timeout(Duration::from_nanos(1))
-        .max_message_size(1)
+        .max_message_size(NonZeroUsize::new(1).unwrap())
         .replay_window(1)
         .replay_window_bytes(1)
-        .max_connections(1)
-        .rate_limit(u32::MAX, 1, Duration::from_nanos(1));
+        .max_connections(NonZeroUsize::new(1))
+        .rate_limit(RateLimit::per(u32::MAX, Duration::from_nanos(1)));
     let hub = ws.hub();
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
 
@@ -106,7 +108,7 @@ async fn the_smallest_durations_end_connections_without_panicking() {
 
 #[tokio::test]
 async fn a_rate_limit_window_of_duration_max_answers_429_with_a_saturated_retry_after() {
-    let ws = WsLayer::new(SessionStore::new()).rate_limit(1, 1, Duration::MAX);
+    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::per(1, Duration::MAX));
     let hub = ws.hub();
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
     let mut client = connect(addr).await;
@@ -136,4 +138,50 @@ async fn serve_with_the_longest_header_read_timeout_serves_clients() {
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     close_and_expect_reply(client).await;
+}
+
+/// `heartbeat(None)` is the one way to turn pings off; `Duration::ZERO` is raised to the
+/// smallest interval (1 ns), never read as "off".
+#[tokio::test]
+async fn no_heartbeat_sends_no_pings_and_a_zero_heartbeat_is_the_smallest() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let quiet = WsLayer::new(SessionStore::new())
+        .rate_limit(RateLimit::disabled())
+        .heartbeat(None);
+    let hub = quiet.hub();
+    let addr = serve(Router::new().merge(quiet.router("/ws"))).await;
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    // Under a 50 ms heartbeat a ping would come within this window; none may come here.
+    let quiet_window = tokio::time::timeout(Duration::from_millis(300), client.next()).await;
+    assert!(quiet_window.is_err(), "a message arrived: {quiet_window:?}");
+    assert_eq!(hub.client_count(), 1);
+    assert_eq!(hub.stats().heartbeat_timeouts, 0);
+    close_and_expect_reply(client).await;
+
+    let pinging = WsLayer::new(SessionStore::new())
+        .rate_limit(RateLimit::disabled())
+        .heartbeat(Duration::from_millis(50));
+    let addr = serve(Router::new().merge(pinging.router("/ws"))).await;
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    let ping = within("a ping", client.next()).await;
+    assert!(matches!(ping, Some(Ok(Message::Ping(_)))), "{ping:?}");
+
+    let zero = WsLayer::new(SessionStore::new())
+        .rate_limit(RateLimit::disabled())
+        .heartbeat(Duration::ZERO);
+    let hub = zero.hub();
+    let addr = serve(Router::new().merge(zero.router("/ws"))).await;
+    let mut client = connect(addr).await;
+    within("server ends the connection", async {
+        while let Some(Ok(_)) = client.next().await {}
+    })
+    .await;
+    eventually("the connection task ended", || {
+        hub.stats().disconnected == 1
+    })
+    .await;
 }

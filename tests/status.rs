@@ -3,7 +3,8 @@
 
 mod common;
 
-use std::time::Duration;
+use agentwatch_ws::RateLimit;
+use std::num::NonZeroUsize;
 
 use agentwatch_ws::{SessionStore, TrustedProxies, WsLayer};
 use axum::Router;
@@ -21,7 +22,7 @@ async fn status(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> Value {
 
 #[tokio::test]
 async fn after_a_429_the_status_says_rate_limited_with_the_retry_delay() {
-    let ws = WsLayer::new(SessionStore::new()).rate_limit(1, 1, Duration::from_secs(60));
+    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::per_minute(1));
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
 
     assert_eq!(
@@ -53,9 +54,10 @@ async fn after_a_429_the_status_says_rate_limited_with_the_retry_delay() {
 async fn a_client_sees_only_its_own_rejection() {
     let proxies = TrustedProxies::new(["127.0.0.1"]).unwrap();
     let ws = WsLayer::new(SessionStore::new())
-        .rate_limit(0, 0, Duration::ZERO)
+        .rate_limit(RateLimit::disabled())
         .trusted_proxies(proxies)
-        .allowed_origins(["https://dashboard.example"]);
+        .allowed_origins(["https://dashboard.example"])
+        .unwrap();
     let addr = serve(Router::new().merge(ws.router("/ws"))).await;
 
     let alice = ("X-Forwarded-For", "203.0.113.7");
@@ -87,8 +89,8 @@ async fn a_client_sees_only_its_own_rejection() {
 #[tokio::test]
 async fn without_connect_info_every_client_shares_the_unknown_key() {
     let ws = WsLayer::new(SessionStore::new())
-        .rate_limit(0, 0, Duration::ZERO)
-        .max_connections(1);
+        .rate_limit(RateLimit::disabled())
+        .max_connections(NonZeroUsize::new(1));
     let hub = ws.hub();
     let addr = serve_plain(Router::new().merge(ws.router("/ws"))).await;
     hub.stop();

@@ -3,7 +3,9 @@
 
 mod common;
 
+use agentwatch_ws::RateLimit;
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,7 +32,7 @@ fn session(id: &str, messages: i64) -> SessionState {
 
 /// A layer with the rate limit off: these tests open many connections from one IP.
 fn layer(store: &SessionStore) -> WsLayer {
-    WsLayer::new(store.clone()).rate_limit(0, 0, Duration::ZERO)
+    WsLayer::new(store.clone()).rate_limit(RateLimit::disabled())
 }
 
 async fn start(ws: &WsLayer) -> (Hub, std::net::SocketAddr) {
@@ -124,7 +126,7 @@ async fn no_gap_no_duplicate_while_clients_connect_during_a_full_speed_stream() 
     // The test clients decode every event in a debug build, on two cores shared with the
     // other tests: give them all the time they need, this test is not about slow clients.
     let ws = layer(&store)
-        .send_buffer(EVENTS as usize + 16)
+        .send_buffer(NonZeroUsize::new(EVENTS as usize + 16).unwrap())
         .write_timeout(Duration::from_secs(120));
     let (hub, addr) = start(&ws).await;
     let sink = Arc::new(MultiSink::new().with(store.clone()).with(hub.clone()));
@@ -249,7 +251,7 @@ async fn handle_event_never_waits_and_a_stuck_client_is_evicted_promptly() {
     let store = SessionStore::new();
     // A long write timeout: the eviction must come from the lag bound, not the timeout.
     let ws = layer(&store)
-        .send_buffer(32)
+        .send_buffer(NonZeroUsize::new(32).unwrap())
         .write_timeout(Duration::from_secs(60));
     let (hub, addr) = start(&ws).await;
     let mut healthy = connect(addr).await;
@@ -300,7 +302,7 @@ async fn handle_event_never_waits_and_a_stuck_client_is_evicted_promptly() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_lagging_client_with_a_writable_socket_gets_close_1013() {
     let store = SessionStore::new();
-    let ws = layer(&store).send_buffer(8);
+    let ws = layer(&store).send_buffer(NonZeroUsize::new(8).unwrap());
     let (hub, addr) = start(&ws).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
@@ -322,7 +324,7 @@ async fn a_lagging_client_with_a_writable_socket_gets_close_1013() {
 async fn a_client_whose_socket_stops_accepting_writes_is_evicted_after_the_write_timeout() {
     let store = SessionStore::new();
     let ws = layer(&store)
-        .send_buffer(1_000_000)
+        .send_buffer(NonZeroUsize::new(1_000_000).unwrap())
         .write_timeout(Duration::from_millis(300));
     let (hub, addr) = start(&ws).await;
     let _stuck = connect_small_buffer(addr).await;
@@ -353,7 +355,7 @@ async fn a_slow_but_steady_reader_outlasts_the_write_timeout_and_a_stopped_one_d
     const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
     let store = SessionStore::new();
     let ws = layer(&store)
-        .send_buffer(1_000)
+        .send_buffer(std::num::NonZeroUsize::new(1_000).unwrap())
         .write_timeout(WRITE_TIMEOUT);
     let (hub, addr) = start(&ws).await;
     let mut client = connect_small_buffer(addr).await;
@@ -579,7 +581,7 @@ async fn inbound_messages_are_discarded_and_oversized_ones_close_with_1009() {
 async fn pings_are_answered_between_whole_frames_during_a_stream_of_large_events() {
     const EVENTS: u64 = 200;
     let store = SessionStore::new();
-    let ws = layer(&store).send_buffer(EVENTS as usize);
+    let ws = layer(&store).send_buffer(NonZeroUsize::new(EVENTS as usize).unwrap());
     let (hub, addr) = start(&ws).await;
     // A small receive buffer: every 64 KiB event takes the server many partial writes, and
     // the pings arrive while a frame is half written.
@@ -645,7 +647,7 @@ async fn a_connection_behind_a_wrapped_stream_works_the_same() {
     let store = SessionStore::new();
     let ws = layer(&store)
         .heartbeat(Duration::from_millis(100))
-        .send_buffer(128);
+        .send_buffer(NonZeroUsize::new(128).unwrap());
     let hub = ws.hub();
     let addr = serve_wrapped(Router::new().merge(ws.router("/ws"))).await;
 

@@ -55,6 +55,7 @@
 mod sim;
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -69,6 +70,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
+
+/// Events a client may fall behind before the lag policy applies.
+const SEND_BUFFER: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
 
 const INDEX_HTML: &str = include_str!("index.html");
 
@@ -447,9 +451,9 @@ async fn main() -> ExitCode {
         .heartbeat(Duration::from_secs(30))
         // Room for bursts at a high --rate. A tab that still falls behind is closed with 1013
         // and reconnects with `?since=`, resuming from the hub's replay window.
-        .send_buffer(256)
+        .send_buffer(SEND_BUFFER)
         .write_timeout(Duration::from_secs(10))
-        .max_connections(opts.max_connections);
+        .max_connections(NonZeroUsize::new(opts.max_connections));
     let hub = ws.hub();
     let publisher = Arc::new(Publisher::new(store.clone(), hub.clone()));
 

@@ -52,35 +52,108 @@ use tower::{Layer, Service};
 use super::client_ip::peer_addr;
 use super::{RejectReason, Rejected, mark_rejected, rejection};
 
-/// Who a connection belongs to.
+/// Who a connection belongs to: an id, plus whatever the app's authentication learned
+/// (string claims, or typed values).
+///
+/// Built with [`Identity::new`] and extended with [`with_claim`](Identity::with_claim) /
+/// [`with_extension`](Identity::with_extension), so it can grow without breaking anyone. Only
+/// the id is ever logged (it is `Display`, and the connection's span carries it); keep
+/// secrets and personal data out of the id.
 ///
 /// ```
 /// use agentwatch_ws::admission::auth::Identity;
 ///
-/// assert_eq!(Identity::new("alice").to_string(), "alice");
+/// #[derive(Clone, Debug, PartialEq)]
+/// struct TenantId(u64);
+///
+/// let alice = Identity::new("alice")
+///     .with_claim("role", "viewer")
+///     .with_extension(TenantId(7));
+/// assert_eq!(alice.id(), "alice");
+/// assert_eq!(alice.claim("role"), Some("viewer"));
+/// assert_eq!(alice.extension::<TenantId>(), Some(&TenantId(7)));
+/// assert_eq!(alice.to_string(), "alice");
 /// assert!(Identity::anonymous().is_anonymous());
 /// assert_eq!(Identity::anonymous().to_string(), "anonymous");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+///
+/// Equality and hashing look at the id and the claims, not at the typed extensions (which
+/// need not be comparable).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct Identity {
-    /// The identifier; empty for an anonymous client.
-    pub id: String,
+    id: String,
+    claims: std::collections::BTreeMap<String, String>,
+    extensions: http::Extensions,
 }
 
 impl Identity {
-    /// An identity with this id.
+    /// An identity with this id (empty: anonymous).
     pub fn new(id: impl Into<String>) -> Self {
-        Self { id: id.into() }
+        Self {
+            id: id.into(),
+            ..Self::default()
+        }
     }
 
     /// The identity of an unauthenticated client (empty id).
     pub fn anonymous() -> Self {
-        Self { id: String::new() }
+        Self::default()
+    }
+
+    /// The identifier; empty for an anonymous client.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Whether the id is empty.
     pub fn is_anonymous(&self) -> bool {
         self.id.is_empty()
+    }
+
+    /// The same identity with claim `name` set to `value` (replacing an earlier value).
+    #[must_use]
+    pub fn with_claim(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.claims.insert(name.into(), value.into());
+        self
+    }
+
+    /// The value of claim `name`, if set.
+    pub fn claim(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).map(String::as_str)
+    }
+
+    /// Every claim, by name.
+    pub fn claims(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.claims.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The same identity carrying `value`, one per type (replacing an earlier one), as
+    /// [`http::Extensions`] does.
+    #[must_use]
+    pub fn with_extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
+        self
+    }
+
+    /// The value of type `T` attached with [`with_extension`](Identity::with_extension).
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.extensions.get::<T>()
+    }
+}
+
+impl PartialEq for Identity {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.claims == other.claims
+    }
+}
+
+impl Eq for Identity {}
+
+impl std::hash::Hash for Identity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+        self.claims.hash(state);
     }
 }
 
@@ -528,7 +601,7 @@ mod tests {
     #[test]
     fn identity_basics() {
         let alice = Identity::new("alice");
-        assert_eq!(alice.id, "alice");
+        assert_eq!(alice.id(), "alice");
         assert!(!alice.is_anonymous());
         assert_eq!(alice.to_string(), "alice");
         let anon = Identity::anonymous();

@@ -10,7 +10,10 @@
 //! | 3 | origin ([`origin`]) | `403 Forbidden` |
 //! | 4 | authentication ([`auth`]) | `401 Unauthorized` or the extractor's own rejection |
 //! | 5 | connection cap ([`cap`]) | `503 Service Unavailable` + `Retry-After` |
-//! | 6 | WebSocket handshake (RFC 6455 §4.2.1) | `426 Upgrade Required` or `400 Bad Request` |
+//! | 6 | WebSocket handshake (RFC 6455 §4.2.1) and subprotocol (§4.2.2) | `426 Upgrade Required` or `400 Bad Request` |
+//!
+//! [`token`] reads a bearer token from where a browser can put one (a subprotocol, a cookie,
+//! a query parameter) for the authentication extractor.
 //!
 //! Every rejection made here carries a [`Rejected`] response extension naming its
 //! [`RejectReason`], so an outer layer (the one `WsLayer` installs) can count it without
@@ -22,6 +25,7 @@ pub mod client_ip;
 pub mod origin;
 pub mod rate_limit;
 pub mod stopped;
+pub mod token;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -40,11 +40,11 @@
 //! other than `http`/`https`, several `Origin` headers) is rejected, unless an allowlist entry
 //! equals it byte for byte.
 //!
-//! Allowlist entries are trimmed and parsed once, at construction. An entry that is not a valid
-//! `http`/`https` origin is **kept for exact matching only** (an empty one matches nothing, but
-//! still makes the policy an allowlist) and a warning is logged: listing
-//! `null` explicitly therefore allows `Origin: null` (sent by sandboxed iframes and `file://`
-//! pages, usually a bad idea), and `*` is not a wildcard.
+//! Allowlist entries are trimmed and parsed once, at construction, and an invalid one is an
+//! error the caller sees then ([`InvalidOrigin`]), not a warning logged before any subscriber
+//! exists: an empty entry, `*` (not a wildcard), `null` (sent by every sandboxed iframe and
+//! `file://` page), anything with a path, query, userinfo or whitespace. An entry with another
+//! scheme (`chrome-extension://abcdef`) is matched byte for byte.
 //!
 //! The allowed hosts matter only with an empty allowlist: an allowlist never consults `Host`
 //! (an attacker's page cannot send a listed `Origin`). Behind a proxy that rewrites `Host`,
@@ -56,10 +56,11 @@
 //! use agentwatch_ws::admission::origin::{OriginLayer, OriginPolicy};
 //! use axum::{Router, routing::get};
 //!
-//! let policy = OriginPolicy::new(["https://dash.example.com", "http://localhost:5173"]);
+//! let policy = OriginPolicy::new(["https://dash.example.com", "http://localhost:5173"])?;
 //! let app: Router = Router::new()
 //!     .route("/ws", get(|| async { "upgrade here" }))
 //!     .layer(OriginLayer::new(policy));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::fmt;
@@ -94,13 +95,15 @@ const MAX_ORIGIN_LEN: usize = 512;
 /// assert!(!any_local.is_allowed(Some(&HeaderValue::from_static("https://evil.net")), Some(&host)));
 /// // Same origin on a name that is not loopback: possibly DNS rebinding, unless allowed.
 /// assert!(!any_local.is_allowed(Some(&same_origin), Some(&host)));
-/// let dash = OriginPolicy::default().with_allowed_hosts(["dash.example.com"]);
+/// let dash = OriginPolicy::default().with_allowed_hosts(["dash.example.com"])?;
 /// assert!(dash.is_allowed(Some(&same_origin), Some(&host)));
 ///
-/// let listed = OriginPolicy::new(["https://app.example.com"]);
+/// let listed = OriginPolicy::new(["https://app.example.com"])?;
 /// assert!(listed.is_allowed(Some(&HeaderValue::from_static("https://app.example.com:443")), None));
 /// assert!(!listed.is_allowed(Some(&HeaderValue::from_static("https://app.example.com.evil.net")), None));
 /// assert!(!listed.is_allowed(None, None));
+/// assert!(OriginPolicy::new(["https://app.example.com/path"]).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct OriginPolicy {
@@ -109,58 +112,128 @@ pub struct OriginPolicy {
     hosts: Arc<[HostEntry]>,
 }
 
-/// An allowed host: the name as given, and its parse (`None` when invalid: matches nothing).
+/// An allowed host: the name as given, and its parse.
 struct HostEntry {
     raw: Box<str>,
-    parsed: Option<Authority>,
+    parsed: Authority,
 }
 
+/// An allowlist entry: as given (trimmed), and its parse when it is an `http`/`https` origin
+/// (`None`: another scheme, matched byte for byte).
 struct Entry {
     raw: Box<str>,
     parsed: Option<Origin>,
 }
 
+impl Entry {
+    fn parse(input: &str) -> Result<Self, InvalidOrigin> {
+        let invalid = |reason| InvalidOrigin {
+            input: input.to_owned(),
+            what: "allowed origin",
+            reason,
+        };
+        let raw = input.trim();
+        match raw {
+            "" => return Err(invalid("empty")),
+            "*" => return Err(invalid("`*` is not a wildcard: list each origin")),
+            "null" => {
+                return Err(invalid(
+                    "`null` is the opaque origin every sandboxed iframe and file:// page sends",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(parsed) = Origin::parse(raw) {
+            return Ok(Entry {
+                raw: raw.into(),
+                parsed: Some(parsed),
+            });
+        }
+        let (scheme, rest) = raw
+            .split_once("://")
+            .ok_or_else(|| invalid("not scheme://host[:port]"))?;
+        let is_web = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+        let is_token = |s: &str| {
+            !s.is_empty()
+                && s.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'+' | b':')
+                })
+        };
+        if is_web || !is_token(scheme) || !is_token(rest) {
+            return Err(invalid(
+                "not scheme://host[:port] (no path, query, userinfo or whitespace)",
+            ));
+        }
+        Ok(Entry {
+            raw: raw.into(),
+            parsed: None,
+        })
+    }
+}
+
+/// An entry given to [`OriginPolicy::new`] or [`OriginPolicy::with_allowed_hosts`] (or the
+/// `WsLayer` methods built on them) that cannot be one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidOrigin {
+    input: String,
+    what: &'static str,
+    reason: &'static str,
+}
+
+impl InvalidOrigin {
+    /// The offending entry, as given.
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+}
+
+impl fmt::Display for InvalidOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {} {:?}: {}", self.what, self.input, self.reason)
+    }
+}
+
+impl std::error::Error for InvalidOrigin {}
+
 impl OriginPolicy {
     /// A policy allowing exactly the listed origins (`scheme://host[:port]`). An empty list
     /// gives the same policy as [`OriginPolicy::default`]: same-origin and localhost only.
     ///
-    /// Invalid entries are kept for byte-exact matching only, with a `tracing` warning.
-    pub fn new<I>(allowed: I) -> Self
+    /// Each entry is trimmed, then parsed as an `http`/`https` origin (compared after
+    /// parsing) or, for other schemes (`chrome-extension://…`), kept for byte-exact matching.
+    ///
+    /// # Errors
+    /// [`InvalidOrigin`] for the first entry that is empty, `*` (not a wildcard), `null` (the
+    /// opaque origin every sandboxed iframe and `file://` page sends), or not a
+    /// `scheme://host[:port]` (a path, a query, userinfo, whitespace inside).
+    pub fn new<I>(allowed: I) -> Result<Self, InvalidOrigin>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        let entries: Vec<Entry> = allowed
+        let entries = allowed
             .into_iter()
-            .map(|entry| {
-                let raw: Box<str> = entry.as_ref().trim().into();
-                let parsed = Origin::parse(&raw);
-                if parsed.is_none() {
-                    tracing::warn!(
-                        entry = ?raw,
-                        "allowed origin is not a valid http(s) origin; kept for exact matching only"
-                    );
-                }
-                Entry { raw, parsed }
-            })
-            .collect();
-        Self {
+            .map(|entry| Entry::parse(entry.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
             entries: entries.into(),
             hosts: Arc::default(),
-        }
+        })
     }
 
     /// The same policy, also trusting these `Host` values for same-origin requests (with an
     /// empty allowlist; see the [module docs](self)). An entry is `host` (any port) or
     /// `host:port` (that port only): a name (compared case-insensitively), an IPv4 address or
-    /// a bracketed IPv6 address, as in a `Host` header. Replaces any hosts set before. An
-    /// invalid entry matches nothing and is logged at `warn`.
+    /// a bracketed IPv6 address, as in a `Host` header. Replaces any hosts set before.
+    ///
+    /// # Errors
+    /// [`InvalidOrigin`] for the first entry that is not a valid `host[:port]`.
     ///
     /// ```
     /// use agentwatch_ws::admission::origin::OriginPolicy;
     /// use http::HeaderValue;
     ///
-    /// let policy = OriginPolicy::default().with_allowed_hosts(["dash.example.com", "10.0.0.5:8080"]);
+    /// let policy = OriginPolicy::default().with_allowed_hosts(["dash.example.com", "10.0.0.5:8080"])?;
     /// let allowed = |origin: &'static str, host: &'static str| {
     ///     policy.is_allowed(Some(&HeaderValue::from_static(origin)), Some(&HeaderValue::from_static(host)))
     /// };
@@ -169,25 +242,30 @@ impl OriginPolicy {
     /// assert!(allowed("http://10.0.0.5:8080", "10.0.0.5:8080"));
     /// assert!(!allowed("http://10.0.0.5:9090", "10.0.0.5:9090"));
     /// assert!(!allowed("http://attacker.example:3000", "attacker.example:3000"));
+    /// assert!(OriginPolicy::default().with_allowed_hosts(["dash example"]).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn with_allowed_hosts<I>(mut self, hosts: I) -> Self
+    pub fn with_allowed_hosts<I>(mut self, hosts: I) -> Result<Self, InvalidOrigin>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        let hosts: Vec<HostEntry> = hosts
+        let hosts = hosts
             .into_iter()
             .map(|host| {
                 let raw: Box<str> = host.as_ref().trim().into();
-                let parsed = Authority::parse(&raw);
-                if parsed.is_none() {
-                    tracing::warn!(host = ?raw, "allowed host is not a valid host[:port]; it matches nothing");
+                match Authority::parse(&raw) {
+                    Some(parsed) => Ok(HostEntry { raw, parsed }),
+                    None => Err(InvalidOrigin {
+                        input: host.as_ref().to_owned(),
+                        what: "allowed host",
+                        reason: "not a host[:port] (a name, an IPv4 address or a bracketed IPv6 address)",
+                    }),
                 }
-                HostEntry { raw, parsed }
             })
-            .collect();
+            .collect::<Result<Vec<_>, _>>()?;
         self.hosts = hosts.into();
-        self
+        Ok(self)
     }
 
     /// The allowed hosts, trimmed, as given.
@@ -199,10 +277,8 @@ impl OriginPolicy {
     fn trusts_host(&self, host: &Authority) -> bool {
         host.host.is_loopback()
             || self.hosts.iter().any(|entry| {
-                entry.parsed.as_ref().is_some_and(|allowed| {
-                    allowed.host == host.host
-                        && (allowed.port.is_none() || allowed.port == host.port)
-                })
+                let allowed = &entry.parsed;
+                allowed.host == host.host && (allowed.port.is_none() || allowed.port == host.port)
             })
     }
 
@@ -245,7 +321,7 @@ impl OriginPolicy {
             if self
                 .entries
                 .iter()
-                .any(|entry| !entry.raw.is_empty() && entry.raw.as_bytes() == origin.as_bytes())
+                .any(|entry| entry.raw.as_bytes() == origin.as_bytes())
             {
                 return true;
             }
@@ -519,6 +595,7 @@ mod tests {
     fn default_allows(origin: &'static str, host: &'static str) -> bool {
         OriginPolicy::default()
             .with_allowed_hosts(["dash.example.com", "192.0.2.1", "[2001:db8::1]"])
+            .unwrap()
             .is_allowed(Some(&hv(origin)), Some(&hv(host)))
     }
 
@@ -555,11 +632,17 @@ mod tests {
         ] {
             assert!(default_only_allows(origin, host), "{origin} / {host}");
         }
-        // An allowed host with a port trusts that port only; an invalid entry matches nothing.
-        let p = OriginPolicy::default().with_allowed_hosts(["dash.example.com:8080", "bad host"]);
+        // An allowed host with a port trusts that port only; an invalid entry is an error.
+        let err = OriginPolicy::default()
+            .with_allowed_hosts(["dash.example.com:8080", "bad host"])
+            .unwrap_err();
+        assert_eq!(err.input(), "bad host");
+        let p = OriginPolicy::default()
+            .with_allowed_hosts(["dash.example.com:8080"])
+            .unwrap();
         assert_eq!(
             p.allowed_hosts().collect::<Vec<_>>(),
-            ["dash.example.com:8080", "bad host"]
+            ["dash.example.com:8080"]
         );
         let allowed = |origin, host| p.is_allowed(Some(&hv(origin)), Some(&hv(host)));
         assert!(allowed(
@@ -572,8 +655,10 @@ mod tests {
         ));
         assert!(!allowed("http://dash.example.com", "dash.example.com"));
         // An allowlist ignores allowed hosts (it never consults Host).
-        let listed =
-            OriginPolicy::new(["https://app.example.com"]).with_allowed_hosts(["dash.example.com"]);
+        let listed = OriginPolicy::new(["https://app.example.com"])
+            .unwrap()
+            .with_allowed_hosts(["dash.example.com"])
+            .unwrap();
         assert!(!listed.is_allowed(
             Some(&hv("http://dash.example.com")),
             Some(&hv("dash.example.com"))
@@ -641,7 +726,9 @@ mod tests {
             "dash.example.com.evil.net"
         ));
         // No Host: only localhost passes.
-        let p = OriginPolicy::default().with_allowed_hosts(["dash.example.com"]);
+        let p = OriginPolicy::default()
+            .with_allowed_hosts(["dash.example.com"])
+            .unwrap();
         assert!(!p.is_allowed(Some(&hv("https://dash.example.com")), None));
         // A garbage Host never matches.
         assert!(!default_allows(
@@ -698,7 +785,7 @@ mod tests {
 
     #[test]
     fn malformed_origins_rejected_in_both_modes() {
-        let listed = OriginPolicy::new(["https://app.example.com", "http://b"]);
+        let listed = OriginPolicy::new(["https://app.example.com", "http://b"]).unwrap();
         let huge = format!("https://{}.com", "a".repeat(100_000));
         let mut bad: Vec<HeaderValue> = [
             "null",
@@ -754,7 +841,7 @@ mod tests {
 
     #[test]
     fn allowlist_requires_origin() {
-        let p = OriginPolicy::new(["https://app.example.com"]);
+        let p = OriginPolicy::new(["https://app.example.com"]).unwrap();
         assert!(!p.is_empty());
         assert!(!p.is_allowed(None, Some(&hv("app.example.com"))));
         // Localhost and same-origin are not implied by an allowlist.
@@ -769,7 +856,8 @@ mod tests {
         let p = OriginPolicy::new([
             "http://app.example.com",
             " https://secure.example.com:8443/ ",
-        ]);
+        ])
+        .unwrap();
         for ok in [
             "http://app.example.com",
             "http://app.example.com/",
@@ -804,30 +892,38 @@ mod tests {
 
     #[test]
     fn allowlist_exact_match_and_invalid_entries() {
-        let p = OriginPolicy::new(["null", "*", "chrome-extension://abcdef"]);
+        let p = OriginPolicy::new(["chrome-extension://abcdef", " https://a.example "]).unwrap();
         assert_eq!(
             p.allowlist().collect::<Vec<_>>(),
-            ["null", "*", "chrome-extension://abcdef"]
+            ["chrome-extension://abcdef", "https://a.example"]
         );
-        assert!(p.is_allowed(Some(&hv("null")), None));
         assert!(p.is_allowed(Some(&hv("chrome-extension://abcdef")), None));
         assert!(
-            !p.is_allowed(Some(&hv("https://anything.example")), None),
-            "* is not a wildcard"
+            !p.is_allowed(Some(&hv("chrome-extension://ABCDEF")), None),
+            "exact means exact"
         );
-        assert!(!p.is_allowed(Some(&hv("NULL")), None), "exact means exact");
-        // An empty entry never matches, and still means "allowlist mode".
-        let empty = OriginPolicy::new(["", "  "]);
-        assert!(!empty.is_empty());
-        assert!(!empty.is_allowed(Some(&hv("")), None));
-        assert!(!empty.is_allowed(None, None));
-        assert!(!empty.is_allowed(Some(&hv("http://localhost")), Some(&hv("localhost"))));
+        assert!(!p.is_allowed(Some(&hv("null")), None));
         assert!(format!("{p:?}").contains("chrome-extension"));
+        // What used to be kept with a warning is now an error, naming the entry.
+        for (bad, says) in [
+            ("", "empty"),
+            ("  ", "empty"),
+            ("*", "not a wildcard"),
+            ("null", "opaque origin"),
+            ("https://a.example/app", "no path"),
+            ("https://user@a.example", "userinfo"),
+            ("a.example", "scheme://host"),
+            ("chrome-extension://ab cd", "whitespace"),
+        ] {
+            let err = OriginPolicy::new(["https://ok.example", bad]).unwrap_err();
+            assert_eq!(err.input(), bad);
+            assert!(err.to_string().contains(says), "{bad:?}: {err}");
+        }
     }
 
     #[test]
     fn ipv6_and_ipv4_entries() {
-        let p = OriginPolicy::new(["http://[2001:db8::1]:8080", "http://192.0.2.1"]);
+        let p = OriginPolicy::new(["http://[2001:db8::1]:8080", "http://192.0.2.1"]).unwrap();
         assert!(p.is_allowed(Some(&hv("http://[2001:DB8:0:0::1]:8080")), None));
         assert!(p.is_allowed(Some(&hv("http://192.0.2.1:80")), None));
         assert!(!p.is_allowed(Some(&hv("http://[2001:db8::2]:8080")), None));
@@ -901,7 +997,11 @@ mod tests {
 
     #[tokio::test]
     async fn layer_same_origin_uses_host_then_uri_authority() {
-        let dash = || OriginPolicy::default().with_allowed_hosts(["dash.example.com"]);
+        let dash = || {
+            OriginPolicy::default()
+                .with_allowed_hosts(["dash.example.com"])
+                .unwrap()
+        };
         let res = call(
             app(OriginPolicy::default()),
             request(Some("https://dash.example.com"), Some("dash.example.com")),
@@ -942,7 +1042,11 @@ mod tests {
             header::ORIGIN,
             HeaderValue::from_bytes(b"https://d\xe9sh.example.com").unwrap(),
         );
-        let res = call(app(OriginPolicy::new(["https://dash.example.com"])), req).await;
+        let res = call(
+            app(OriginPolicy::new(["https://dash.example.com"]).unwrap()),
+            req,
+        )
+        .await;
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
     }
 
@@ -952,7 +1056,7 @@ mod tests {
             tower::service_fn(|_req: Request<Body>| async {
                 Ok::<_, std::convert::Infallible>(Response::new(Body::from("inner")))
             }),
-            OriginPolicy::new(["https://a.example"]),
+            OriginPolicy::new(["https://a.example"]).unwrap(),
         );
         assert_eq!(svc.policy().allowlist().count(), 1);
         let req = Request::get("/")

@@ -86,6 +86,7 @@ pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 /// use std::time::Duration;
 ///
 /// let default = RateLimit::default();
+/// assert_eq!(default, RateLimit::per_minute(12).burst(4));
 /// assert_eq!((default.limit, default.burst, default.window), (12, 4, Duration::from_secs(60)));
 /// assert_eq!(default.interval(), Some(Duration::from_secs(5)));
 /// assert!(!RateLimit { limit: 0, ..default }.is_enabled());
@@ -113,7 +114,35 @@ impl Default for RateLimit {
 }
 
 impl RateLimit {
-    /// `limit` per `window`, `burst` at once.
+    /// `limit` upgrades per `window`, with a burst of 1 (see [`burst`](RateLimit::burst)).
+    /// A zero `limit` or `window` gives a disabled limit; say
+    /// [`disabled`](RateLimit::disabled) instead.
+    pub const fn per(limit: u32, window: Duration) -> Self {
+        Self::new(limit, 1, window)
+    }
+
+    /// `limit` upgrades per second, burst 1.
+    pub const fn per_second(limit: u32) -> Self {
+        Self::per(limit, Duration::from_secs(1))
+    }
+
+    /// `limit` upgrades per minute, burst 1: `RateLimit::per_minute(12).burst(4)` is the
+    /// default (Go's).
+    pub const fn per_minute(limit: u32) -> Self {
+        Self::per(limit, Duration::from_secs(60))
+    }
+
+    /// The same limit, allowing `burst` upgrades at once from a client with a full bucket.
+    /// A zero `burst` disables the limit.
+    #[must_use]
+    pub const fn burst(mut self, burst: u32) -> Self {
+        self.burst = burst;
+        self
+    }
+
+    /// `limit` per `window`, `burst` at once. Prefer the named constructors
+    /// ([`per_minute`](RateLimit::per_minute)`(12).`[`burst`](RateLimit::burst)`(4)`): three
+    /// positional numbers are easy to swap.
     pub const fn new(limit: u32, burst: u32, window: Duration) -> Self {
         Self {
             limit,
@@ -173,7 +202,7 @@ struct Inner {
     checks: AtomicUsize,
     next_sweep: AtomicUsize,
     sweeping: AtomicBool,
-    /// Whether the missing-`ConnectInfo` error was logged already.
+    /// Whether a request without `ConnectInfo` was logged already.
     missing_connect_info_logged: AtomicBool,
 }
 
@@ -305,21 +334,56 @@ impl fmt::Debug for RateLimiter {
     }
 }
 
+/// What the rate limit does with a request that carries no client address: the app was
+/// served without [`ConnectInfo<SocketAddr>`] (plain `axum::serve(listener, app)`, as axum's
+/// own docs write it).
+///
+/// Lumping every such request into one bucket would let one client lock everybody out, so
+/// the choice is between serving them unlimited and refusing them.
+///
+/// [`ConnectInfo<SocketAddr>`]: axum::extract::ConnectInfo
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum MissingClientAddr {
+    /// Admit the request without rate-limiting it (the default). The first one is logged at
+    /// `warn`, once per layer, naming `agentwatch_ws::serve` and
+    /// `into_make_service_with_connect_info::<SocketAddr>()`; under
+    /// [`WsLayer`](crate::WsLayer) each one is counted in
+    /// [`HubStats::rate_limit_skipped`](crate::HubStats::rate_limit_skipped).
+    #[default]
+    Skip,
+    /// Refuse the request with `500` and [`RejectReason::MissingConnectInfo`] (the first one
+    /// logged at `error`, once per layer): for deployments where an unlimited endpoint is
+    /// worse than an unavailable one.
+    Reject,
+}
+
 /// Rate-limits requests per client IP: `429` + `Retry-After` with
 /// [`RejectReason::RateLimited`] over the limit.
 ///
 /// The client IP is [`client_ip`] of the peer in the [`ConnectInfo<SocketAddr>`] request
-/// extension. Without it (the server was not started with
-/// `into_make_service_with_connect_info::<SocketAddr>()`), every request gets `500` with
-/// [`RejectReason::MissingConnectInfo`] and the mistake is logged once, at error level: lumping
-/// every client into one bucket would let one client lock everybody out. A disabled
-/// [`RateLimit`] passes every request through and needs no `ConnectInfo`.
+/// extension. A request without it (the server was not started with
+/// `into_make_service_with_connect_info::<SocketAddr>()`) is handled as
+/// [`MissingClientAddr`] says: by default admitted without a limit, with a warning logged
+/// once. A disabled [`RateLimit`] passes every request through and needs no `ConnectInfo`.
 ///
 /// [`ConnectInfo<SocketAddr>`]: axum::extract::ConnectInfo
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
     limiter: RateLimiter,
     trusted: TrustedProxies,
+    missing_client_addr: MissingClientAddr,
+    on_skip: Option<SkipHook>,
+}
+
+/// Called for every request admitted without a limit for want of a client address.
+#[derive(Clone)]
+pub(crate) struct SkipHook(pub(crate) Arc<dyn Fn() + Send + Sync>);
+
+impl fmt::Debug for SkipHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SkipHook")
+    }
 }
 
 impl RateLimitLayer {
@@ -335,7 +399,23 @@ impl RateLimitLayer {
         Self {
             limiter,
             trusted: trusted_proxies,
+            missing_client_addr: MissingClientAddr::default(),
+            on_skip: None,
         }
+    }
+
+    /// What to do with a request that has no client address (default
+    /// [`MissingClientAddr::Skip`]).
+    #[must_use]
+    pub fn on_missing_client_addr(mut self, policy: MissingClientAddr) -> Self {
+        self.missing_client_addr = policy;
+        self
+    }
+
+    /// Runs `hook` for each request admitted unlimited for want of a client address.
+    pub(crate) fn on_skip(mut self, hook: SkipHook) -> Self {
+        self.on_skip = Some(hook);
+        self
     }
 
     /// The limiter in use.
@@ -352,6 +432,8 @@ impl<S> Layer<S> for RateLimitLayer {
             inner,
             limiter: self.limiter.clone(),
             trusted: self.trusted.clone(),
+            missing_client_addr: self.missing_client_addr,
+            on_skip: self.on_skip.clone(),
         }
     }
 }
@@ -362,21 +444,77 @@ pub struct RateLimitService<S> {
     inner: S,
     limiter: RateLimiter,
     trusted: TrustedProxies,
+    missing_client_addr: MissingClientAddr,
+    on_skip: Option<SkipHook>,
 }
 
 impl<S> RateLimitService<S> {
-    /// Wraps `inner` with `limiter`, believing forwarding headers from `trusted_proxies` only.
+    /// Wraps `inner` with `limiter`, believing forwarding headers from `trusted_proxies` only;
+    /// requests without a client address are admitted unlimited ([`MissingClientAddr::Skip`]).
     pub fn new(inner: S, limiter: RateLimiter, trusted_proxies: TrustedProxies) -> Self {
         Self {
             inner,
             limiter,
             trusted: trusted_proxies,
+            missing_client_addr: MissingClientAddr::default(),
+            on_skip: None,
         }
     }
 
     /// The limiter in use.
     pub fn limiter(&self) -> &RateLimiter {
         &self.limiter
+    }
+}
+
+impl<S> RateLimitService<S> {
+    /// A request without `ConnectInfo`: admitted unlimited ([`MissingClientAddr::Skip`]) or
+    /// answered `500` ([`MissingClientAddr::Reject`]). Either way the first one is logged,
+    /// once per limiter (so once per router), and every one is counted by the hook.
+    fn without_client_addr<B>(&mut self, req: Request<B>) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<B>, Response = Response>,
+    {
+        let first = !self
+            .limiter
+            .inner
+            .missing_connect_info_logged
+            .swap(true, Ordering::Relaxed);
+        match self.missing_client_addr {
+            MissingClientAddr::Skip => {
+                if first {
+                    tracing::warn!(
+                        counter = "rate_limit_skipped",
+                        "an upgrade request has no client address, so the per-IP rate limit \
+                         is skipped for it (and for every later one like it; counted in \
+                         HubStats::rate_limit_skipped): serve the app with \
+                         `agentwatch_ws::serve(listener, app)`, or with \
+                         `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`"
+                    );
+                }
+                if let Some(hook) = &self.on_skip {
+                    (hook.0)();
+                }
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            MissingClientAddr::Reject => {
+                if first {
+                    tracing::error!(
+                        reason = %RejectReason::MissingConnectInfo,
+                        "rate limiting needs the peer address: serve the router with \
+                         `agentwatch_ws::serve(listener, app)` or \
+                         `into_make_service_with_connect_info::<SocketAddr>()`; \
+                         answering 500 to every upgrade until then"
+                    );
+                }
+                ResponseFuture::rejected(rejection(
+                    RejectReason::MissingConnectInfo,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server misconfigured: serve with into_make_service_with_connect_info::<SocketAddr>()\n",
+                    None,
+                ))
+            }
+        }
     }
 }
 
@@ -397,25 +535,7 @@ where
             return ResponseFuture::inner(self.inner.call(req));
         }
         let Some(peer) = peer_addr(req.extensions()) else {
-            if !self
-                .limiter
-                .inner
-                .missing_connect_info_logged
-                .swap(true, Ordering::Relaxed)
-            {
-                tracing::error!(
-                    reason = %RejectReason::MissingConnectInfo,
-                    "rate limiting needs the peer address: serve the router with \
-                     `into_make_service_with_connect_info::<SocketAddr>()`; \
-                     answering 500 to every upgrade until then"
-                );
-            }
-            return ResponseFuture::rejected(rejection(
-                RejectReason::MissingConnectInfo,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server misconfigured: serve with into_make_service_with_connect_info::<SocketAddr>()\n",
-                None,
-            ));
+            return self.without_client_addr(req);
         };
         let client = client_ip(peer.ip(), req.headers(), &self.trusted);
         let now = tokio::time::Instant::now().into_std();
@@ -707,7 +827,15 @@ mod tests {
     // ---- the layer ----
 
     fn app(config: RateLimit, trusted: TrustedProxies) -> (Router, RateLimiter) {
-        let layer = RateLimitLayer::new(config, trusted);
+        app_with(config, trusted, MissingClientAddr::Skip)
+    }
+
+    fn app_with(
+        config: RateLimit,
+        trusted: TrustedProxies,
+        missing: MissingClientAddr,
+    ) -> (Router, RateLimiter) {
+        let layer = RateLimitLayer::new(config, trusted).on_missing_client_addr(missing);
         let limiter = layer.limiter().clone();
         let router = Router::new()
             .route("/ws", get(|| async { "ok" }))
@@ -878,7 +1006,11 @@ mod tests {
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
 
-        let (app, limiter) = app(RateLimit::default(), TrustedProxies::default());
+        let (app, limiter) = app_with(
+            RateLimit::default(),
+            TrustedProxies::default(),
+            MissingClientAddr::Reject,
+        );
         for _ in 0..3 {
             let r = Request::get("/ws").body(Body::empty()).unwrap();
             let res = status(&app, r).await;
@@ -898,6 +1030,44 @@ mod tests {
         let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
         assert_eq!(logs.matches("ERROR").count(), 1, "{logs}");
         assert!(logs.contains("into_make_service_with_connect_info"));
+    }
+
+    #[tokio::test]
+    async fn missing_connect_info_is_admitted_unlimited_and_warned_once_by_default() {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(capture.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let skipped = Arc::new(AtomicUsize::new(0));
+        let counter = skipped.clone();
+        let layer = RateLimitLayer::new(RateLimit::new(1, 1, secs(60)), TrustedProxies::default())
+            .on_skip(SkipHook(Arc::new(move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+            })));
+        let limiter = layer.limiter().clone();
+        let app = Router::new()
+            .route("/ws", get(|| async { "ok" }))
+            .layer(layer);
+        // Far more than the limit (1): without an address nothing is limited.
+        for _ in 0..5 {
+            let r = Request::get("/ws").body(Body::empty()).unwrap();
+            let res = status(&app, r).await;
+            assert_eq!(res.status(), StatusCode::OK);
+            assert_eq!(res.extensions().get::<Rejected>(), None);
+        }
+        assert_eq!(skipped.load(Ordering::Relaxed), 5);
+        assert!(limiter.is_empty(), "never one shared bucket");
+        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(logs.matches("WARN").count(), 1, "{logs}");
+        assert!(logs.contains("agentwatch_ws::serve"), "{logs}");
+        assert!(
+            logs.contains("into_make_service_with_connect_info"),
+            "{logs}"
+        );
     }
 
     #[tokio::test]

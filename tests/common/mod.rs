@@ -2,6 +2,8 @@
 //! tokio-tungstenite clients. Every wait is bounded.
 #![allow(dead_code)]
 
+pub mod chromium;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;

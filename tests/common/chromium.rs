@@ -1,0 +1,353 @@
+//! Headless Chromium driven over the DevTools protocol (a WebSocket, via tokio-tungstenite):
+//! no WebDriver, no downloaded browser. Shared by the browser tests; every wait is bounded
+//! and the browser process is killed and reaped when dropped.
+
+use std::fs;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Whether to run: false (after a loud notice) when Chromium is missing and
+/// `AGENTWATCH_REQUIRE_BROWSER=1` is not set; a panic when it is set.
+pub fn chromium_available() -> bool {
+    if Path::new(CHROMIUM).exists() {
+        return true;
+    }
+    if std::env::var("AGENTWATCH_REQUIRE_BROWSER").as_deref() == Ok("1") {
+        panic!(
+            "{CHROMIUM} not found and AGENTWATCH_REQUIRE_BROWSER=1: \
+             install it with `apt-get install chromium`"
+        );
+    }
+    eprintln!(
+        "\n{bar}\n  SKIPPED browser test: {CHROMIUM} not found.\n  \
+         Install it with `apt-get install chromium` to run it;\n  \
+         set AGENTWATCH_REQUIRE_BROWSER=1 to make its absence a failure.\n{bar}\n",
+        bar = "!".repeat(72)
+    );
+    false
+}
+
+/// A headless Chromium with one page attached, in a fresh profile directory.
+pub struct Browser {
+    pub cdp: Cdp,
+    _process: ProcessGuard,
+    _profile: ScratchDir,
+}
+
+impl Browser {
+    /// Starts Chromium with `extra_args` added to the usual headless flags.
+    pub async fn start(extra_args: &[&str]) -> Browser {
+        let profile = ScratchDir::new("agentwatch-chromium");
+        let (process, devtools_url) = launch_chromium(&profile.path, extra_args);
+        let mut cdp = Cdp::connect(&devtools_url).await;
+        let target = cdp
+            .call("Target.createTarget", json!({ "url": "about:blank" }))
+            .await;
+        let target_id = target["targetId"].as_str().expect("targetId").to_string();
+        let attached = cdp
+            .call(
+                "Target.attachToTarget",
+                json!({ "targetId": target_id, "flatten": true }),
+            )
+            .await;
+        cdp.session = Some(
+            attached["sessionId"]
+                .as_str()
+                .expect("sessionId")
+                .to_string(),
+        );
+        cdp.call("Runtime.enable", json!({})).await;
+        Browser {
+            cdp,
+            _process: process,
+            _profile: profile,
+        }
+    }
+
+    /// Navigates and waits (bounded) until the document is complete.
+    pub async fn navigate(&mut self, url: &str) {
+        let nav = self.cdp.call("Page.navigate", json!({ "url": url })).await;
+        assert!(
+            nav.get("errorText").is_none(),
+            "navigation to {url} failed: {nav}"
+        );
+        self.cdp
+            .wait_for(
+                "the page to load",
+                Duration::from_secs(10),
+                "document.readyState === 'complete'",
+            )
+            .await;
+    }
+}
+
+/// The DevTools protocol, just enough of it.
+pub struct Cdp {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    /// The flattened page session commands go to (None: the browser target).
+    pub session: Option<String>,
+    /// Exceptions and console errors the page reported.
+    pub errors: Vec<String>,
+}
+
+impl Cdp {
+    pub async fn connect(url: &str) -> Cdp {
+        let (ws, _) = tokio::time::timeout(Duration::from_secs(10), connect_async(url))
+            .await
+            .unwrap_or_else(|_| panic!("connecting to DevTools at {url} timed out"))
+            .unwrap_or_else(|e| panic!("connecting to DevTools at {url}: {e}"));
+        Cdp {
+            ws,
+            next_id: 0,
+            session: None,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Sends a command and waits (at most 15 s) for its result.
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = &self.session {
+            msg["sessionId"] = json!(session);
+        }
+        let fut = async {
+            self.ws
+                .send(Message::Text(msg.to_string().into()))
+                .await
+                .unwrap_or_else(|e| panic!("sending {method}: {e}"));
+            loop {
+                let frame = self
+                    .ws
+                    .next()
+                    .await
+                    .unwrap_or_else(|| panic!("DevTools connection closed during {method}"))
+                    .unwrap_or_else(|e| panic!("reading DevTools reply to {method}: {e}"));
+                let Message::Text(text) = frame else { continue };
+                let reply: Value = serde_json::from_str(&text).expect("DevTools sent bad JSON");
+                if reply["id"].as_u64() == Some(id) {
+                    if let Some(error) = reply.get("error") {
+                        panic!("{method} failed: {error}");
+                    }
+                    return reply["result"].clone();
+                }
+                self.note_event(&reply);
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(15), fut).await {
+            Ok(result) => result,
+            Err(_) => panic!("DevTools command {method} got no reply within 15 s"),
+        }
+    }
+
+    fn note_event(&mut self, event: &Value) {
+        match event["method"].as_str() {
+            Some("Runtime.exceptionThrown") => {
+                let d = &event["params"]["exceptionDetails"];
+                let text = d["exception"]["description"]
+                    .as_str()
+                    .or(d["text"].as_str())
+                    .unwrap_or("exception");
+                self.errors.push(format!("exception: {text}"));
+            }
+            Some("Runtime.consoleAPICalled") if event["params"]["type"] == "error" => {
+                self.errors
+                    .push(format!("console.error: {}", event["params"]["args"]));
+            }
+            _ => {}
+        }
+    }
+
+    /// Evaluates a JavaScript expression in the page and returns its value.
+    pub async fn eval(&mut self, expression: &str) -> Value {
+        self.evaluate(expression, false).await
+    }
+
+    /// Evaluates an expression giving a promise and returns what it resolves to (give the
+    /// promise its own timeout under 15 s).
+    pub async fn eval_async(&mut self, expression: &str) -> Value {
+        self.evaluate(expression, true).await
+    }
+
+    async fn evaluate(&mut self, expression: &str, await_promise: bool) -> Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true,
+                        "awaitPromise": await_promise }),
+            )
+            .await;
+        if let Some(details) = result.get("exceptionDetails") {
+            panic!("evaluating `{expression}` threw: {details}");
+        }
+        result["result"]
+            .get("value")
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Polls `expression` until it gives something other than null/false, within `timeout`.
+    pub async fn wait_for(&mut self, what: &str, timeout: Duration, expression: &str) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.eval(expression).await;
+            if !matches!(v, Value::Null | Value::Bool(false)) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Launches Chromium headless with a DevTools port and returns its DevTools URL.
+fn launch_chromium(user_data: &Path, extra_args: &[&str]) -> (ProcessGuard, String) {
+    let mut command = Command::new(CHROMIUM);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--disable-dev-shm-usage",
+            "--mute-audio",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+        ])
+        .args(extra_args)
+        .arg(format!("--user-data-dir={}", user_data.display()))
+        .arg("about:blank")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {CHROMIUM}: {e}"));
+    let mut guard = ProcessGuard {
+        child,
+        stderr_tail: Arc::default(),
+    };
+    let stderr = guard.child.stderr.take().expect("chromium stderr");
+    let (tx, rx) = mpsc::channel();
+    let tail = guard.stderr_tail.clone();
+    // Read stderr for the DevTools address, then keep draining it (a full pipe would stall
+    // Chromium), remembering the last lines for failure messages.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+            if line.contains("dbus/") {
+                continue;
+            }
+            let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+            if tail.len() >= 40 {
+                tail.remove(0);
+            }
+            tail.push(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(url) => return (guard, url),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Ok(Some(status)) = guard.child.try_wait() {
+                    panic!(
+                        "chromium exited ({status}) before listening; its stderr:\n{}",
+                        guard.tail()
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "chromium printed no `DevTools listening on` line within 30 s; stderr:\n{}",
+                    guard.tail()
+                );
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                "chromium closed stderr before listening; its stderr:\n{}",
+                guard.tail()
+            ),
+        }
+    }
+}
+
+/// Kills and reaps the browser when dropped; prints its stderr tail if the test panicked.
+struct ProcessGuard {
+    child: Child,
+    stderr_tail: Arc<Mutex<Vec<String>>>,
+}
+
+impl ProcessGuard {
+    fn tail(&self) -> String {
+        self.stderr_tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("\n")
+    }
+}
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- last output of chromium ----\n{}\n----", self.tail());
+        }
+    }
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct ScratchDir {
+    pub path: PathBuf,
+}
+
+impl ScratchDir {
+    pub fn new(prefix: &str) -> ScratchDir {
+        // RandomState is seeded randomly per process; mix in the clock for good measure.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        let path =
+            std::env::temp_dir().join(format!("{prefix}-{}-{:x}", std::process::id(), h.finish()));
+        fs::create_dir_all(&path).expect("create scratch dir");
+        ScratchDir { path }
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}

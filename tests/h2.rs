@@ -1,0 +1,217 @@
+//! WebSockets over HTTP/2 (RFC 8441 extended CONNECT), over real sockets: hyper's HTTP/2
+//! client (h2c, prior knowledge) sends `CONNECT` with `:protocol = websocket` to the same
+//! route HTTP/1.1 clients upgrade on, under both `agentwatch_ws::serve` and `axum::serve`,
+//! and streams through the HTTP/2 stream (issue 13, item 2). Refused attempts are answered,
+//! counted and never silent.
+
+mod common;
+
+use agentwatch_ws::RateLimit;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agentwatch_ws::{Event, EventSink, EventType, Hub, SessionStore, WsLayer};
+use axum::Router;
+use axum::body::Body;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+fn layer() -> WsLayer {
+    WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled())
+}
+
+/// Serves `ws` at `/ws` with `agentwatch_ws::serve`.
+async fn start_crate_serve(ws: &WsLayer) -> SocketAddr {
+    init_tracing();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().merge(ws.router("/ws"));
+    tokio::spawn(async move { agentwatch_ws::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// An HTTP/2 connection (prior knowledge) that has seen the server's SETTINGS.
+async fn h2_client(addr: SocketAddr) -> SendRequest<Body> {
+    let io = TokioIo::new(
+        within("tcp connect", TcpStream::connect(addr))
+            .await
+            .unwrap(),
+    );
+    let (send, conn) = within(
+        "h2 handshake",
+        hyper::client::conn::http2::Builder::new(TokioExecutor::new()).handshake(io),
+    )
+    .await
+    .unwrap();
+    // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrive on the connection task.
+    let mut conn = Box::pin(conn);
+    within("SETTINGS_ENABLE_CONNECT_PROTOCOL", async {
+        while !conn.is_extended_connect_protocol_enabled() {
+            tokio::select! {
+                result = &mut conn => panic!("h2 connection ended: {result:?}"),
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    })
+    .await;
+    tokio::spawn(conn);
+    send
+}
+
+fn extended_connect(addr: SocketAddr, protocols: Option<&str>) -> Request<Body> {
+    let mut request = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("http://{addr}/ws"))
+        .extension(hyper::ext::Protocol::from_static("websocket"))
+        .header("sec-websocket-version", "13");
+    if let Some(protocols) = protocols {
+        request = request.header("sec-websocket-protocol", protocols);
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+async fn send(sender: &mut SendRequest<Body>, request: Request<Body>) -> Response<Incoming> {
+    within("h2 response", sender.send_request(request))
+        .await
+        .unwrap()
+}
+
+async fn body_text(response: Response<Incoming>) -> String {
+    let bytes = within(
+        "response body",
+        axum::body::to_bytes(Body::new(response.into_body()), 4096),
+    )
+    .await
+    .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Opens a WebSocket over an HTTP/2 stream and checks the answer: `200`, the echoed
+/// subprotocol.
+async fn open(
+    sender: &mut SendRequest<Body>,
+    addr: SocketAddr,
+    protocols: Option<&str>,
+    echoed: Option<&str>,
+) -> WebSocketStream<TokioIo<hyper::upgrade::Upgraded>> {
+    let mut response = send(sender, extended_connect(addr, protocols)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap()),
+        echoed
+    );
+    assert!(response.headers().get("sec-websocket-accept").is_none());
+    let upgraded = within("h2 stream", hyper::upgrade::on(&mut response))
+        .await
+        .unwrap();
+    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await
+}
+
+/// Two WebSockets multiplexed on one HTTP/2 connection, each getting its snapshot and every
+/// event, then closing cleanly.
+async fn streams_events(hub: &Hub, addr: SocketAddr) {
+    let mut sender = h2_client(addr).await;
+    let mut a = open(
+        &mut sender,
+        addr,
+        Some("agentwatch.v1"),
+        Some("agentwatch.v1"),
+    )
+    .await;
+    let mut b = open(&mut sender, addr, None, None).await;
+    for client in [&mut a, &mut b] {
+        assert_eq!(next_event(client).await.kind, EventType::Snapshot);
+    }
+    eventually("both registered", || hub.client_count() == 2).await;
+    for seq in 1..=3 {
+        hub.handle_event(&Event::delta(seq, vec![], vec![format!("gone-{seq}")]))
+            .unwrap();
+    }
+    for client in [&mut a, &mut b] {
+        for seq in 1..=3 {
+            assert_eq!(next_event(client).await.seq, seq);
+        }
+    }
+    for mut client in [a, b] {
+        within("close", client.send(Message::Close(None)))
+            .await
+            .unwrap();
+        let rest: Vec<_> = within("close reply", client.collect::<Vec<_>>()).await;
+        assert!(
+            rest.iter().all(|m| matches!(m, Ok(Message::Close(_)))),
+            "unexpected after close: {rest:?}"
+        );
+    }
+    eventually("both gone", || hub.client_count() == 0).await;
+    assert_eq!(hub.stats().accepted, 2);
+    assert_eq!(hub.stats().rejected.total(), 0);
+}
+
+#[tokio::test]
+async fn extended_connect_streams_under_the_crates_serve() {
+    let ws = layer();
+    let addr = start_crate_serve(&ws).await;
+    streams_events(&ws.hub(), addr).await;
+}
+
+#[tokio::test]
+async fn extended_connect_streams_under_axum_serve() {
+    let ws = layer();
+    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    streams_events(&ws.hub(), addr).await;
+}
+
+#[tokio::test]
+async fn refused_http2_attempts_are_answered_and_counted() {
+    let ws = layer();
+    let hub = ws.hub();
+    let addr = start_crate_serve(&ws).await;
+    let mut sender = h2_client(addr).await;
+
+    // An extended CONNECT for another protocol, and a GET: not a WebSocket over h2. (A plain
+    // CONNECT has no path, RFC 9113 §8.5, so it never reaches this route.)
+    let other_protocol = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("http://{addr}/ws"))
+        .extension(hyper::ext::Protocol::from_static("webtransport"))
+        .header("sec-websocket-version", "13")
+        .body(Body::empty())
+        .unwrap();
+    let get = Request::get(format!("http://{addr}/ws"))
+        .body(Body::empty())
+        .unwrap();
+    for request in [other_protocol, get] {
+        let response = send(&mut sender, request).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(response.headers().get("upgrade").is_none());
+        assert!(body_text(response).await.contains("RFC 8441"));
+    }
+    // A wrong version: 400 listing 13.
+    let mut wrong_version = extended_connect(addr, None);
+    wrong_version
+        .headers_mut()
+        .insert("sec-websocket-version", "8".parse().unwrap());
+    let response = send(&mut sender, wrong_version).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.headers()["sec-websocket-version"], "13");
+    // Only unknown subprotocols.
+    let response = send(&mut sender, extended_connect(addr, Some("chat"))).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    assert_eq!(hub.stats().rejected.not_upgrade, 4);
+    assert_eq!(hub.stats().accepted, 0);
+    // The connection is still usable for a real WebSocket afterwards.
+    let mut client = open(&mut sender, addr, None, None).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+}

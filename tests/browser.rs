@@ -1,9 +1,9 @@
 //! End-to-end tests of the `dashboard` example in a real browser.
 //!
-//! Each test starts the example (`--demo --inject --rate 20`) on a free port, opens its page in
-//! headless Debian Chromium (`/usr/bin/chromium`) and drives Chromium over the DevTools
-//! protocol directly (a WebSocket, via `tokio-tungstenite`): no WebDriver, no downloaded
-//! browser.
+//! Each test starts the example (mostly `--demo --inject --rate 20`) on a free port, opens
+//! its page in headless Debian Chromium (`/usr/bin/chromium`) and drives Chromium over the
+//! DevTools protocol directly (a WebSocket, via `tokio-tungstenite`): no WebDriver, no
+//! downloaded browser.
 //!
 //! `dashboard_in_chromium` checks, in order: the page connects and shows live cards; cards
 //! change as deltas arrive; sessions injected through `POST /debug/sessions` with chosen
@@ -19,6 +19,19 @@
 //! every visible text, one card height for all cards, and 300 more sessions under the stream
 //! (the cost of a frame and Chromium's long tasks are printed). Screenshots go to
 //! `target/browser-test/` (1400, 420 and 360 px, reconnecting, refused).
+//!
+//! `dashboard_on_real_logs_in_chromium` runs the example on real log files instead (issue 15:
+//! "with real logs, a person finds the session that waits for them in under a second"):
+//! `--claude DIR --codex DIR` with an empty `HOME`, on Claude Code and Codex CLI logs the test
+//! writes with current timestamps (two sessions waiting for the user, one running a tool with
+//! a subagent, one idle, one Codex rollout running `shell`, in three repositories). It checks
+//! that the session waiting longest is the first card and marked; that cards show the model,
+//! tokens, utilisation, current tool, counts and subagents the logs hold, name slug-less
+//! sessions by repository and branch and keep one height; that both sources show their
+//! health on the first paint; that an end of turn appended to the working session's log
+//! makes it waiting within seconds, placed after those waiting longer and named in the feed;
+//! grouping by repository; and no sideways scroll at 420 px. Screenshots:
+//! `dashboard-real-1400.png`, `dashboard-real-420.png`.
 //!
 //! `chromium_sees_1009_with_its_reason` checks issue 12 item 4: a browser WebSocket that sends
 //! more than `max_message_size` sees close code 1009 and its reason, not 1006.
@@ -1702,6 +1715,53 @@ async fn dashboard_on_real_logs_in_chromium() {
     assert!(sw <= iw, "real logs at 420 px: the page is {sw} px wide");
     assert_eq!(browser.card_ids().await[0], REAL_WAIT_LONG);
     browser.screenshot("dashboard-real-420.png").await;
+
+    // 5. Grouped by repository: one group per working directory, in the order of its first
+    //    card, each with its counts; the long path still does not widen the page.
+    browser.choose("f-group", "true").await;
+    let groups = browser
+        .cdp
+        .eval(
+            "(() => { window.agentwatchDashboard.flush(); \
+               return Array.from(document.querySelectorAll('#sessions .group')).map(g => \
+                 [g.querySelector('.gname').textContent, g.querySelector('.gname').title, \
+                  g.querySelector('.gcount').textContent, g.querySelector('.gwait').textContent, \
+                  Array.from(g.querySelectorAll('[data-session-id]')).map(c => c.dataset.sessionId)]); })()",
+        )
+        .await;
+    assert_eq!(
+        groups,
+        json!([
+            [
+                "billing-service",
+                BILLING.cwd,
+                "2 sessions",
+                "· 2 waiting for you",
+                [REAL_WAIT_LONG, REAL_WORKING]
+            ],
+            [
+                "frontend-dashboard-with-a-rather-long-name",
+                FRONTEND.cwd,
+                "2 sessions",
+                "· 1 waiting for you",
+                [REAL_WAIT_SHORT, REAL_IDLE]
+            ],
+            [
+                "api-gateway",
+                "/home/dev/src/api-gateway",
+                "1 session",
+                "",
+                [REAL_CODEX]
+            ],
+        ]),
+        "groups by repository"
+    );
+    let (sw, iw) = browser.widths().await;
+    assert!(
+        sw <= iw,
+        "grouped real logs at 420 px: the page is {sw} px wide"
+    );
+    browser.choose("f-group", "false").await;
 
     let errors = browser.cdp.page_errors();
     assert!(errors.is_empty(), "the page reported errors: {errors:#?}");

@@ -30,7 +30,8 @@
 //! sessions by repository and branch and keep one height; that both sources show their
 //! health on the first paint; that an end of turn appended to the working session's log
 //! makes it waiting within seconds, placed after those waiting longer and named in the feed;
-//! grouping by repository; and no sideways scroll at 420 px. Screenshots:
+//! grouping by repository; no sideways scroll at 420 px; and that a session starting while
+//! the page is open is named in the feed by repository and branch. Screenshots:
 //! `dashboard-real-1400.png`, `dashboard-real-420.png`.
 //!
 //! `chromium_sees_1009_with_its_reason` checks issue 12 item 4: a browser WebSocket that sends
@@ -1762,6 +1763,44 @@ async fn dashboard_on_real_logs_in_chromium() {
         "grouped real logs at 420 px: the page is {sw} px wide"
     );
     browser.choose("f-group", "false").await;
+    browser.viewport(VIEWPORT.0, VIEWPORT.1).await;
+
+    // 6. A session that starts now, without a slug: the feed names it by repository and
+    //    branch, not by its id.
+    let docs = ClaudeRepo {
+        cwd: "/home/dev/src/docs-site",
+        branch: "docs/quickstart",
+    };
+    let new_id = "5f6e7d8c-9b0a-4c1d-8e2f-3a4b5c6d7e8f";
+    write_log(
+        &claude_project_dir(&claude, &docs).join(format!("{new_id}.jsonl")),
+        &claude_prompt(&docs, new_id, None, 1, 0),
+    );
+    let discovered = browser
+        .cdp
+        .wait_for(
+            "the feed to name the new session",
+            Duration::from_secs(5),
+            "(() => { window.agentwatchDashboard.flush(); \
+               const w = Array.from(document.querySelectorAll('#feed li .what')) \
+                 .map(e => e.textContent).filter(t => t.startsWith('discovered')); \
+               return w.length ? w : null; })()",
+        )
+        .await;
+    assert_eq!(
+        discovered,
+        json!(["discovereddocs-site · docs/quickstartclaude"]),
+        "the feed names a slug-less session by repository and branch"
+    );
+    let cards = browser.cards().await;
+    assert_eq!(
+        cards
+            .iter()
+            .find(|(id, _)| id == new_id)
+            .map(|(_, cat)| cat.as_str()),
+        Some("working"),
+        "the new session's card: {cards:?}"
+    );
 
     let errors = browser.cdp.page_errors();
     assert!(errors.is_empty(), "the page reported errors: {errors:#?}");

@@ -1445,8 +1445,9 @@ async fn dashboard_on_real_logs_in_chromium() {
     let claude = scratch.path.join("logs/claude/projects");
     let codex = scratch.path.join("logs/codex/sessions");
     fs::create_dir_all(&home).expect("create HOME");
-    let working_log = write_real_logs(&claude, &codex);
+    // Built (when stale) before the logs are written: their ages are part of what is checked.
     let binary = dashboard_binary();
+    let working_log = write_real_logs(&claude, &codex);
     let port = free_port();
     let server_log = scratch.path.join("dashboard.log");
     let claude_arg = claude.display().to_string();

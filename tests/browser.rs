@@ -1,9 +1,9 @@
 //! End-to-end tests of the `dashboard` example in a real browser.
 //!
-//! Each test starts the example (`--demo --inject --rate 20`) on a free port, opens its page in
-//! headless Debian Chromium (`/usr/bin/chromium`) and drives Chromium over the DevTools
-//! protocol directly (a WebSocket, via `tokio-tungstenite`): no WebDriver, no downloaded
-//! browser.
+//! Each test starts the example (mostly `--demo --inject --rate 20`) on a free port, opens
+//! its page in headless Debian Chromium (`/usr/bin/chromium`) and drives Chromium over the
+//! DevTools protocol directly (a WebSocket, via `tokio-tungstenite`): no WebDriver, no
+//! downloaded browser.
 //!
 //! `dashboard_in_chromium` checks, in order: the page connects and shows live cards; cards
 //! change as deltas arrive; sessions injected through `POST /debug/sessions` with chosen
@@ -19,6 +19,20 @@
 //! every visible text, one card height for all cards, and 300 more sessions under the stream
 //! (the cost of a frame and Chromium's long tasks are printed). Screenshots go to
 //! `target/browser-test/` (1400, 420 and 360 px, reconnecting, refused).
+//!
+//! `dashboard_on_real_logs_in_chromium` runs the example on real log files instead (issue 15:
+//! "with real logs, a person finds the session that waits for them in under a second"):
+//! `--claude DIR --codex DIR` with an empty `HOME`, on Claude Code and Codex CLI logs the test
+//! writes with current timestamps (two sessions waiting for the user, one running a tool with
+//! a subagent, one idle, one Codex rollout running `shell`, in three repositories). It checks
+//! that the session waiting longest is the first card and marked; that cards show the model,
+//! tokens, utilisation, current tool, counts and subagents the logs hold, name slug-less
+//! sessions by repository and branch and keep one height; that both sources show their
+//! health on the first paint; that an end of turn appended to the working session's log
+//! makes it waiting within seconds, placed after those waiting longer and named in the feed;
+//! grouping by repository; no sideways scroll at 420 px; and that a session starting while
+//! the page is open is named in the feed by repository and branch. Screenshots:
+//! `dashboard-real-1400.png`, `dashboard-real-420.png`.
 //!
 //! `chromium_sees_1009_with_its_reason` checks issue 12 item 4: a browser WebSocket that sends
 //! more than `max_message_size` sees close code 1009 and its reason, not 1006.
@@ -515,8 +529,9 @@ async fn dashboard_in_chromium() {
         );
         let status = chip[1].as_str().unwrap_or_default();
         assert!(
-            ["healthy", "degraded", "failed", "no report yet"].contains(&status),
-            "chip of {source} shows health {status:?}"
+            ["healthy", "degraded", "failed"].contains(&status),
+            "chip of {source} shows health {status:?} (the simulation reports every source \
+             on its first poll; the server sends the reports right after the snapshot)"
         );
     }
     eprintln!("browser test: totals {expected}");
@@ -1095,6 +1110,706 @@ async fn chromium_sees_1009_with_its_reason() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The dashboard on real agent logs (issue 15: "with real logs, a person finds the session that
+// waits for them in under a second of looking").
+
+/// A Claude Code project of the sample logs: its working directory and branch.
+struct ClaudeRepo {
+    cwd: &'static str,
+    branch: &'static str,
+}
+
+const BILLING: ClaudeRepo = ClaudeRepo {
+    cwd: "/home/dev/src/billing-service",
+    branch: "feature/invoice-retry",
+};
+const FRONTEND: ClaudeRepo = ClaudeRepo {
+    cwd: "/home/dev/work/acme/monorepo/packages/frontend-dashboard-with-a-rather-long-name",
+    branch: "renovate/major-typescript-eslint-monorepo",
+};
+
+/// The sample sessions' ids (Claude: `<uuid>.jsonl`; Codex: `session_meta.payload.id`).
+const REAL_WAIT_LONG: &str = "7d0c61f2-3b4e-4c5d-9e8f-0a1b2c3d4e5f";
+const REAL_WAIT_SHORT: &str = "2b9e4a70-6c1d-4f3e-8a5b-7c6d5e4f3a2b";
+const REAL_WORKING: &str = "c41f0e93-8d2a-4b6c-9f1e-3a4b5c6d7e8f";
+const REAL_IDLE: &str = "e8a3d5b1-0f9c-4e2d-8b7a-6c5d4e3f2a1b";
+const REAL_CODEX: &str = "019a3f7e-5b21-7c40-9d18-6e2f0a4b8c31";
+const WORKING_REPO: ClaudeRepo = ClaudeRepo {
+    cwd: BILLING.cwd,
+    branch: "main",
+};
+const WORKING_SLUG: Option<&str> = Some("graceful-wandering-turing");
+const SONNET: &str = "claude-sonnet-4-5-20250929";
+const HAIKU: &str = "claude-haiku-4-5-20251001";
+
+/// The log of the working session's subagent.
+fn subagent_log(claude: &Path, session: &str) -> PathBuf {
+    claude_project_dir(claude, &WORKING_REPO)
+        .join(session)
+        .join("subagents/agent-5c1e9a.jsonl")
+}
+
+/// Lines of a subagent's own conversation.
+fn sidechain(lines: &str) -> String {
+    lines.replace(r#""isSidechain":false"#, r#""isSidechain":true"#)
+}
+
+/// RFC 3339 for `secs` seconds ago.
+fn ago_ts(secs: u64) -> String {
+    agentwatch_ws::Timestamp::from(SystemTime::now() - Duration::from_secs(secs)).to_string()
+}
+
+/// One Claude Code transcript line: the envelope every user/assistant record carries.
+fn claude_record(
+    repo: &ClaudeRepo,
+    session: &str,
+    slug: Option<&str>,
+    kind: &str,
+    uuid: &str,
+    secs_ago: u64,
+    message: Value,
+) -> String {
+    let mut line = json!({
+        "type": kind, "uuid": uuid, "parentUuid": null, "sessionId": session,
+        "timestamp": ago_ts(secs_ago), "cwd": repo.cwd, "gitBranch": repo.branch,
+        "version": "2.0.42", "userType": "external", "isSidechain": false,
+        "message": message,
+    });
+    if let Some(slug) = slug {
+        line["slug"] = json!(slug);
+    }
+    line.to_string() + "\n"
+}
+
+/// A typed prompt.
+fn claude_prompt(
+    repo: &ClaudeRepo,
+    session: &str,
+    slug: Option<&str>,
+    n: u32,
+    secs_ago: u64,
+) -> String {
+    let message = json!({ "role": "user", "content": "(a prompt)" });
+    claude_record(
+        repo,
+        session,
+        slug,
+        "user",
+        &format!("{session}-u{n}"),
+        secs_ago,
+        message,
+    )
+}
+
+/// The result of tool call `tool_id`.
+fn claude_tool_result(
+    repo: &ClaudeRepo,
+    session: &str,
+    slug: Option<&str>,
+    tool_id: &str,
+    secs_ago: u64,
+) -> String {
+    let message = json!({ "role": "user", "content": [
+        { "type": "tool_result", "tool_use_id": tool_id, "content": "(tool output)" }
+    ] });
+    claude_record(
+        repo,
+        session,
+        slug,
+        "user",
+        &format!("{session}-{tool_id}-r"),
+        secs_ago,
+        message,
+    )
+}
+
+/// One assistant message (one content block) with its usage: a `tool_use` of `tool` when
+/// given (stop reason `tool_use`), else text ending the turn (`end_turn`).
+#[allow(clippy::too_many_arguments)]
+fn claude_reply(
+    repo: &ClaudeRepo,
+    session: &str,
+    slug: Option<&str>,
+    msg: &str,
+    model: &str,
+    tool: Option<(&str, &str)>,
+    context: (i64, i64, i64),
+    output: i64,
+    secs_ago: u64,
+) -> String {
+    let (block, stop) = match tool {
+        Some((id, name)) => (
+            json!({ "type": "tool_use", "id": id, "name": name, "input": {} }),
+            "tool_use",
+        ),
+        None => (json!({ "type": "text", "text": "(an answer)" }), "end_turn"),
+    };
+    let message = json!({
+        "id": msg, "type": "message", "role": "assistant", "model": model,
+        "content": [block], "stop_reason": stop, "stop_sequence": null,
+        "usage": { "input_tokens": context.0, "cache_creation_input_tokens": context.1,
+                   "cache_read_input_tokens": context.2, "output_tokens": output,
+                   "service_tier": "standard" },
+    });
+    claude_record(
+        repo,
+        session,
+        slug,
+        "assistant",
+        &format!("{session}-{msg}"),
+        secs_ago,
+        message,
+    )
+}
+
+/// The directory Claude Code keeps a working directory's transcripts in.
+fn claude_project_dir(root: &Path, repo: &ClaudeRepo) -> PathBuf {
+    root.join(repo.cwd.replace('/', "-"))
+}
+
+fn append_log(path: &Path, text: &str) {
+    fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
+}
+
+fn write_log(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().expect("log dir")).expect("create log dir");
+    fs::write(path, text).expect("write log");
+}
+
+/// Writes fresh sample logs (current timestamps, so none is dormant): in Claude's `root`,
+/// two sessions waiting for the user (4 min and 90 s), one working with `Task` running and
+/// its subagent busy with `Grep`, one whose last prompt is 10 min old (idle); in Codex's `root`,
+/// one session running `shell`. Returns the working session's log, for appending to.
+fn write_real_logs(claude: &Path, codex: &Path) -> PathBuf {
+    const OPUS: &str = "claude-opus-4-1-20250805";
+    // Waiting for 4 minutes, no slug (as most Claude Code sessions): named by repo and branch.
+    let s = REAL_WAIT_LONG;
+    let mut log = claude_prompt(&BILLING, s, None, 1, 300);
+    log += &claude_reply(
+        &BILLING,
+        s,
+        None,
+        "msg_w1",
+        OPUS,
+        Some(("toolu_w1", "Read")),
+        (8, 2_400, 41_000),
+        96,
+        290,
+    );
+    log += &claude_tool_result(&BILLING, s, None, "toolu_w1", 288);
+    log += &claude_reply(
+        &BILLING,
+        s,
+        None,
+        "msg_w2",
+        OPUS,
+        None,
+        (6, 1_200, 58_000),
+        410,
+        240,
+    );
+    write_log(
+        &claude_project_dir(claude, &BILLING).join(format!("{s}.jsonl")),
+        &log,
+    );
+
+    // Waiting for 90 s, with a slug, in the repository with the long path.
+    let (s, slug) = (REAL_WAIT_SHORT, Some("bright-snacking-dijkstra"));
+    let mut log = claude_prompt(&FRONTEND, s, slug, 1, 200);
+    log += &claude_reply(
+        &FRONTEND,
+        s,
+        slug,
+        "msg_s1",
+        SONNET,
+        None,
+        (4, 900, 120_000),
+        1_250,
+        90,
+    );
+    write_log(
+        &claude_project_dir(claude, &FRONTEND).join(format!("{s}.jsonl")),
+        &log,
+    );
+
+    // Working: its `Task` has no result yet; the subagent it started (a file of its own) is
+    // running `Grep`.
+    let (s, slug) = (REAL_WORKING, WORKING_SLUG);
+    let mut log = claude_prompt(&WORKING_REPO, s, slug, 1, 60);
+    log += &claude_reply(
+        &WORKING_REPO,
+        s,
+        slug,
+        "msg_k1",
+        SONNET,
+        Some(("toolu_k1", "Read")),
+        (10, 3_000, 20_000),
+        150,
+        55,
+    );
+    log += &claude_tool_result(&WORKING_REPO, s, slug, "toolu_k1", 52);
+    log += &claude_reply(
+        &WORKING_REPO,
+        s,
+        slug,
+        "msg_k2",
+        SONNET,
+        Some(("toolu_k2", "Task")),
+        (10, 500, 24_000),
+        80,
+        50,
+    );
+    let working = claude_project_dir(claude, &WORKING_REPO).join(format!("{s}.jsonl"));
+    write_log(&working, &log);
+    let mut sub = claude_prompt(&WORKING_REPO, s, slug, 9, 49);
+    sub += &claude_reply(
+        &WORKING_REPO,
+        s,
+        slug,
+        "msg_a1",
+        HAIKU,
+        Some(("toolu_a1", "Grep")),
+        (5, 0, 9_000),
+        40,
+        20,
+    );
+    write_log(&subagent_log(claude, s), &sidechain(&sub));
+
+    // Idle: its last prompt is 10 minutes old (the monitor calls a working session idle after
+    // 2 minutes without a record), though the file was written just now.
+    let s = REAL_IDLE;
+    let mut log = claude_prompt(&FRONTEND, s, None, 1, 900);
+    log += &claude_reply(
+        &FRONTEND,
+        s,
+        None,
+        "msg_i1",
+        SONNET,
+        None,
+        (4, 100, 15_000),
+        300,
+        880,
+    );
+    log += &claude_prompt(&FRONTEND, s, None, 2, 600);
+    write_log(
+        &claude_project_dir(claude, &FRONTEND).join(format!("{s}.jsonl")),
+        &log,
+    );
+
+    // Codex CLI: a rollout running `shell`.
+    let day = ago_ts(0);
+    let (y, m, d) = (&day[0..4], &day[5..7], &day[8..10]);
+    let lines = [
+        json!({ "timestamp": ago_ts(40), "type": "session_meta", "payload": {
+            "id": REAL_CODEX, "timestamp": ago_ts(40), "cwd": "/home/dev/src/api-gateway",
+            "originator": "codex_cli_rs", "cli_version": "0.58.0", "instructions": null,
+            "git": { "commit_hash": "9f2c1e7a", "branch": "fix/upstream-timeouts" } } }),
+        json!({ "timestamp": ago_ts(39), "type": "turn_context", "payload": {
+            "cwd": "/home/dev/src/api-gateway", "approval_policy": "on-request",
+            "model": "gpt-5-codex", "effort": "medium", "summary": "auto" } }),
+        json!({ "timestamp": ago_ts(39), "type": "event_msg", "payload": {
+            "type": "user_message", "message": "(a prompt)", "images": [] } }),
+        json!({ "timestamp": ago_ts(30), "type": "response_item", "payload": {
+            "type": "function_call", "name": "shell", "arguments": "{}", "call_id": "call_1" } }),
+        json!({ "timestamp": ago_ts(29), "type": "event_msg", "payload": { "type": "token_count",
+            "info": { "total_token_usage": { "input_tokens": 9000, "cached_input_tokens": 4000,
+                "output_tokens": 150, "reasoning_output_tokens": 64, "total_tokens": 9150 },
+              "last_token_usage": { "input_tokens": 9000, "cached_input_tokens": 4000,
+                "output_tokens": 150, "reasoning_output_tokens": 64, "total_tokens": 9150 },
+              "model_context_window": 272000 }, "rate_limits": null } }),
+    ];
+    let text: String = lines.iter().map(|l| l.to_string() + "\n").collect();
+    write_log(
+        &codex
+            .join(y)
+            .join(m)
+            .join(d)
+            .join(format!("rollout-{y}-{m}-{d}T10-00-00-{REAL_CODEX}.jsonl")),
+        &text,
+    );
+    working
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_on_real_logs_in_chromium() {
+    if !chromium_available() {
+        return;
+    }
+    let scratch = ScratchDir::new("agentwatch-browser-real");
+    // An empty HOME: no default root exists, only the ones given.
+    let home = scratch.path.join("home");
+    let claude = scratch.path.join("logs/claude/projects");
+    let codex = scratch.path.join("logs/codex/sessions");
+    fs::create_dir_all(&home).expect("create HOME");
+    // Built (when stale) before the logs are written: their ages are part of what is checked.
+    let binary = dashboard_binary();
+    let working_log = write_real_logs(&claude, &codex);
+    let port = free_port();
+    let server_log = scratch.path.join("dashboard.log");
+    let claude_arg = claude.display().to_string();
+    let codex_arg = codex.display().to_string();
+    let _server = spawn_dashboard(
+        &binary,
+        port,
+        &server_log,
+        &["--claude", &claude_arg, "--codex", &codex_arg],
+        Some(&home),
+    );
+    // It listens before it scans; the URL line comes after the scan's summary.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let printed = loop {
+        let printed = fs::read_to_string(&server_log).unwrap_or_default();
+        if printed.contains("agentwatch dashboard: open") {
+            break printed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard printed no URL within 10 s:\n{printed}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        printed.contains("found 5 recent session(s) (claude 4, codex 1)"),
+        "the dashboard did not load the 5 sample sessions:\n{printed}"
+    );
+    let mut browser = Browser::start(&scratch).await;
+    browser.navigate(&format!("http://127.0.0.1:{port}/")).await;
+
+    // 1. First paint: the cards, and each source's health with them (the server sends it
+    //    right after the snapshot), not "no report yet".
+    browser
+        .wait_connected("the page to connect and show the sample sessions")
+        .await;
+    let chips = browser
+        .cdp
+        .wait_for(
+            "both sources' health right after the first paint",
+            Duration::from_secs(1),
+            "(() => { const c = Array.from(document.querySelectorAll('.src-chip')) \
+                 .map(c => [c.dataset.source, c.dataset.status, c.querySelector('.st').textContent]); \
+               return c.length === 2 && c.every(x => x[1] !== 'none') ? c : null; })()",
+        )
+        .await;
+    assert_eq!(
+        chips,
+        json!([
+            ["claude", "healthy", "healthy"],
+            ["codex", "healthy", "healthy"]
+        ]),
+        "source chips"
+    );
+
+    // 2. The session waiting longest is on top, marked; then the other waiting one; then
+    //    working, then idle.
+    let cards = browser.cards().await;
+    assert_eq!(
+        cards,
+        [
+            (REAL_WAIT_LONG.to_string(), "waiting".to_string()),
+            (REAL_WAIT_SHORT.to_string(), "waiting".to_string()),
+            (REAL_CODEX.to_string(), "working".to_string()),
+            (REAL_WORKING.to_string(), "working".to_string()),
+            (REAL_IDLE.to_string(), "idle".to_string()),
+        ],
+        "attention order on real logs"
+    );
+    const CARD: &str = "(id => { const c = document.querySelector(`[data-session-id=\"${id}\"]`); \
+        const t = s => { const e = c.querySelector(s); return e ? e.textContent : null; }; \
+        return { act: t('.act'), name: t('.name'), repo: t('.repo'), branch: t('.branch'), \
+          model: t('.model'), modelTitle: c.querySelector('.model').title, \
+          repoShown: !c.querySelector('.repo').hidden, pct: t('.ctx .nums span'), tok: t('.ctx .nums span:last-child'), \
+          tool: t('.tool'), stats: t('.stats'), subs: t('.subs'), since: t('.since'), \
+          title: c.title, height: c.getBoundingClientRect().height }; })";
+    let card = |id: &str| format!("{CARD}({id:?})");
+    let top = browser.cdp.eval(&card(REAL_WAIT_LONG)).await;
+    eprintln!("browser test: top card on real logs: {top}");
+    assert_eq!(top["act"], "⚑ waiting", "the top card is not marked: {top}");
+    // No slug: named by its repository (not said twice) and branch.
+    assert_eq!(top["name"], "billing-service", "{top}");
+    assert_eq!(top["repoShown"], false, "{top}");
+    assert_eq!(top["branch"], "feature/invoice-retry", "{top}");
+    // The model without the source's prefix and the release date; in full on hover.
+    assert_eq!(top["model"], "opus-4-1", "{top}");
+    assert_eq!(
+        top["modelTitle"], "model: claude-opus-4-1-20250805",
+        "{top}"
+    );
+    // 6 + 1,200 + 58,000 of 200,000.
+    assert_eq!(top["pct"], "30% context", "{top}");
+    assert_eq!(top["tok"], "59k / 200k tokens", "{top}");
+    let since = top["since"].as_str().unwrap_or_default();
+    assert!(
+        since.starts_with("waiting for you · 4m") || since.starts_with("waiting for you · 3m"),
+        "{top}"
+    );
+    let short = browser.cdp.eval(&card(REAL_WAIT_SHORT)).await;
+    assert_eq!(short["name"], "bright-snacking-dijkstra", "{short}");
+    assert_eq!(short["repoShown"], true, "{short}");
+    assert_eq!(
+        short["repo"], "frontend-dashboard-with-a-rather-long-name",
+        "{short}"
+    );
+    assert_eq!(short["pct"], "60% context", "{short}");
+    assert!(
+        short["title"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(FRONTEND.cwd),
+        "the hover text holds the full directory: {short}"
+    );
+    let working = browser.cdp.eval(&card(REAL_WORKING)).await;
+    assert_eq!(working["tool"], "Task", "{working}");
+    assert_eq!(working["model"], "sonnet-4-5", "{working}");
+    assert_eq!(working["stats"], "Task4 msgs2 tools230 out", "{working}");
+    assert_eq!(
+        working["subs"], "↳ 1 subagent running: agent 5c1e9a · Grep",
+        "the card shows its running subagent by id and tool (not the parent's slug): {working}"
+    );
+    let codex_card = browser.cdp.eval(&card(REAL_CODEX)).await;
+    assert_eq!(codex_card["model"], "gpt-5-codex", "{codex_card}");
+    assert_eq!(codex_card["tool"], "shell", "{codex_card}");
+    assert_eq!(codex_card["pct"], "3.4% context", "{codex_card}");
+    assert_eq!(
+        codex_card["branch"], "fix/upstream-timeouts",
+        "{codex_card}"
+    );
+    let idle = browser.cdp.eval(&card(REAL_IDLE)).await;
+    assert_eq!(idle["act"], "idle", "{idle}");
+    let heights: Vec<f64> = [&top, &short, &working, &codex_card, &idle]
+        .iter()
+        .map(|c| c["height"].as_f64().unwrap_or_default())
+        .collect();
+    assert!(
+        heights.windows(2).all(|w| w[0] == w[1]),
+        "cards of real sessions differ in height (subagents, long names): {heights:?}"
+    );
+    let waiting_total = browser
+        .cdp
+        .eval("document.getElementById('n-waiting').textContent")
+        .await;
+    assert_eq!(waiting_total, "2", "header: sessions waiting for you");
+    let low = browser.cdp.eval(CONTRAST_FAILURES).await;
+    assert_eq!(low, json!([]), "real logs: text below WCAG AA contrast");
+    browser.screenshot("dashboard-real-1400.png").await;
+
+    // 3. The working session's tool returns and its turn ends: within seconds it is waiting,
+    //    placed after the two that have waited longer, and the feed says so by name.
+    let slug = WORKING_SLUG;
+    append_log(
+        &subagent_log(&claude, REAL_WORKING),
+        &sidechain(&claude_reply(
+            &WORKING_REPO,
+            REAL_WORKING,
+            slug,
+            "msg_a2",
+            HAIKU,
+            None,
+            (5, 0, 9_400),
+            60,
+            0,
+        )),
+    );
+    append_log(
+        &working_log,
+        &(claude_tool_result(&WORKING_REPO, REAL_WORKING, slug, "toolu_k2", 0)
+            + &claude_reply(
+                &WORKING_REPO,
+                REAL_WORKING,
+                slug,
+                "msg_k3",
+                SONNET,
+                None,
+                (10, 700, 24_500),
+                120,
+                0,
+            )),
+    );
+    let appended = Instant::now();
+    browser
+        .cdp
+        .wait_for(
+            "the appended end of turn to make the session waiting",
+            Duration::from_secs(5),
+            &format!(
+                "(() => {{ window.agentwatchDashboard.flush(); \
+                   const c = document.querySelector('[data-session-id=\"{REAL_WORKING}\"]'); \
+                   return c && c.dataset.cat === 'waiting'; }})()"
+            ),
+        )
+        .await;
+    eprintln!(
+        "browser test: appended end_turn shown as waiting after {:?}",
+        appended.elapsed()
+    );
+    let cards = browser.cards().await;
+    assert_eq!(
+        cards,
+        [
+            (REAL_WAIT_LONG.to_string(), "waiting".to_string()),
+            (REAL_WAIT_SHORT.to_string(), "waiting".to_string()),
+            (REAL_WORKING.to_string(), "waiting".to_string()),
+            (REAL_CODEX.to_string(), "working".to_string()),
+            (REAL_IDLE.to_string(), "idle".to_string()),
+        ],
+        "the newly waiting session goes after those waiting longer"
+    );
+    let now_waiting = browser.cdp.eval(&card(REAL_WORKING)).await;
+    assert_eq!(now_waiting["act"], "⚑ waiting", "{now_waiting}");
+    assert_eq!(now_waiting["tool"], "no tool", "{now_waiting}");
+    browser
+        .cdp
+        .wait_for(
+            "the subagent's end of turn to show as done",
+            Duration::from_secs(5),
+            &format!(
+                "(() => {{ window.agentwatchDashboard.flush(); \
+                   return document.querySelector('[data-session-id=\"{REAL_WORKING}\"] .subs') \
+                     .textContent === '↳ subagents: none running · 1 done'; }})()"
+            ),
+        )
+        .await;
+    let feed = browser
+        .cdp
+        .wait_for(
+            "the feed to name the newly waiting session",
+            Duration::from_secs(3),
+            "(() => { const w = Array.from(document.querySelectorAll('#feed li .what')) \
+                 .map(e => e.textContent).filter(t => t.startsWith('waiting')); \
+               return w.length ? w : null; })()",
+        )
+        .await;
+    assert_eq!(
+        feed,
+        json!(["waitinggraceful-wandering-turing · billing-serviceclaude"]),
+        "the feed speaks in names"
+    );
+    let feed_text = browser
+        .cdp
+        .eval("document.getElementById('feed').textContent")
+        .await;
+    for id in [
+        REAL_WAIT_LONG,
+        REAL_WAIT_SHORT,
+        REAL_WORKING,
+        REAL_IDLE,
+        REAL_CODEX,
+    ] {
+        assert!(
+            !feed_text.as_str().unwrap_or_default().contains(&id[..8]),
+            "the feed shows an id instead of a name: {feed_text}"
+        );
+    }
+    let waiting_total = browser
+        .cdp
+        .eval("document.getElementById('n-waiting').textContent")
+        .await;
+    assert_eq!(waiting_total, "3", "header: sessions waiting for you");
+    browser.screenshot("dashboard-real-1400.png").await;
+
+    // 4. A phone: no sideways scroll with the long path and branch; the top card still the
+    //    one waiting longest.
+    browser.viewport(420, 900).await;
+    let (sw, iw) = browser.widths().await;
+    assert!(sw <= iw, "real logs at 420 px: the page is {sw} px wide");
+    assert_eq!(browser.card_ids().await[0], REAL_WAIT_LONG);
+    browser.screenshot("dashboard-real-420.png").await;
+
+    // 5. Grouped by repository: one group per working directory, in the order of its first
+    //    card, each with its counts; the long path still does not widen the page.
+    browser.choose("f-group", "true").await;
+    let groups = browser
+        .cdp
+        .eval(
+            "(() => { window.agentwatchDashboard.flush(); \
+               return Array.from(document.querySelectorAll('#sessions .group')).map(g => \
+                 [g.querySelector('.gname').textContent, g.querySelector('.gname').title, \
+                  g.querySelector('.gcount').textContent, g.querySelector('.gwait').textContent, \
+                  Array.from(g.querySelectorAll('[data-session-id]')).map(c => c.dataset.sessionId)]); })()",
+        )
+        .await;
+    assert_eq!(
+        groups,
+        json!([
+            [
+                "billing-service",
+                BILLING.cwd,
+                "2 sessions",
+                "· 2 waiting for you",
+                [REAL_WAIT_LONG, REAL_WORKING]
+            ],
+            [
+                "frontend-dashboard-with-a-rather-long-name",
+                FRONTEND.cwd,
+                "2 sessions",
+                "· 1 waiting for you",
+                [REAL_WAIT_SHORT, REAL_IDLE]
+            ],
+            [
+                "api-gateway",
+                "/home/dev/src/api-gateway",
+                "1 session",
+                "",
+                [REAL_CODEX]
+            ],
+        ]),
+        "groups by repository"
+    );
+    let (sw, iw) = browser.widths().await;
+    assert!(
+        sw <= iw,
+        "grouped real logs at 420 px: the page is {sw} px wide"
+    );
+    browser.choose("f-group", "false").await;
+    browser.viewport(VIEWPORT.0, VIEWPORT.1).await;
+
+    // 6. A session that starts now, without a slug: the feed names it by repository and
+    //    branch, not by its id.
+    let docs = ClaudeRepo {
+        cwd: "/home/dev/src/docs-site",
+        branch: "docs/quickstart",
+    };
+    let new_id = "5f6e7d8c-9b0a-4c1d-8e2f-3a4b5c6d7e8f";
+    write_log(
+        &claude_project_dir(&claude, &docs).join(format!("{new_id}.jsonl")),
+        &claude_prompt(&docs, new_id, None, 1, 0),
+    );
+    let discovered = browser
+        .cdp
+        .wait_for(
+            "the feed to name the new session",
+            Duration::from_secs(5),
+            "(() => { window.agentwatchDashboard.flush(); \
+               const w = Array.from(document.querySelectorAll('#feed li .what')) \
+                 .map(e => e.textContent).filter(t => t.startsWith('discovered')); \
+               return w.length ? w : null; })()",
+        )
+        .await;
+    assert_eq!(
+        discovered,
+        json!(["discovereddocs-site · docs/quickstartclaude"]),
+        "the feed names a slug-less session by repository and branch"
+    );
+    let cards = browser.cards().await;
+    assert_eq!(
+        cards
+            .iter()
+            .find(|(id, _)| id == new_id)
+            .map(|(_, cat)| cat.as_str()),
+        Some("working"),
+        "the new session's card: {cards:?}"
+    );
+
+    let errors = browser.cdp.page_errors();
+    assert!(errors.is_empty(), "the page reported errors: {errors:#?}");
+    browser.cdp.session = None;
+    browser.cdp.call("Browser.close", json!({})).await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // The DevTools protocol, just enough of it.
 
 struct Cdp {
@@ -1315,23 +2030,36 @@ fn launch_chromium(user_data: &Path) -> (ProcessGuard, String) {
 /// Starts the example on `port` with `--demo --inject --rate 20` and `extra` flags (logging
 /// to `log`) and waits until it listens.
 fn start_dashboard(binary: &Path, port: u16, log: &Path, extra: &[&str]) -> ProcessGuard {
+    let mut args = vec!["--demo", "--inject", "--rate", "20"];
+    args.extend_from_slice(extra);
+    spawn_dashboard(binary, port, log, &args, None)
+}
+
+/// Starts the example on `port` with `args` (logging to `log`), with `HOME` set to `home`
+/// when given (and no `CODEX_HOME` or `CLAUDE_CONFIG_DIR`), and waits until it listens.
+fn spawn_dashboard(
+    binary: &Path,
+    port: u16,
+    log: &Path,
+    args: &[&str],
+    home: Option<&Path>,
+) -> ProcessGuard {
     let file = fs::File::create(log).expect("create server log");
     let mut command = Command::new(binary);
     command
-        .args([
-            "--demo",
-            "--inject",
-            "--rate",
-            "20",
-            "--port",
-            &port.to_string(),
-        ])
-        .args(extra)
+        .args(["--port", &port.to_string()])
+        .args(args)
         .env("RUST_LOG", "info")
         .env_remove("PORT")
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("clone log handle"))
         .stderr(file);
+    if let Some(home) = home {
+        command
+            .env("HOME", home)
+            .env_remove("CODEX_HOME")
+            .env_remove("CLAUDE_CONFIG_DIR");
+    }
     let mut server = ProcessGuard::spawn("dashboard", &mut command, Some(log.to_path_buf()));
     wait_for_listener(port, &mut server, Duration::from_secs(30));
     server

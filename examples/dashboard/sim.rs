@@ -22,7 +22,7 @@ use agentwatch_ws::{
     SessionState, SubagentState, Timestamp,
 };
 
-use agentwatch_ws::Publisher;
+use crate::Output;
 
 /// Active sessions the simulation tries to keep around.
 const TARGET_ACTIVE: usize = 9;
@@ -32,7 +32,7 @@ const FIRST_POLL: usize = 7;
 const RETENTION_TICKS: u64 = 100;
 
 /// Runs the simulation forever, publishing about `rate` events per second.
-pub async fn run(publisher: Arc<Publisher>, seed: u64, rate: f64) {
+pub async fn run(publisher: Arc<Output>, seed: u64, rate: f64) {
     let mut sim = Sim::new(seed);
     let mut next = tokio::time::Instant::now();
     loop {

@@ -52,6 +52,8 @@
 //!   a session with that id through the same publisher as the monitor or the simulation. The
 //!   browser test (`tests/browser.rs`) uses it. Never enable it on a server others can reach.
 //! - `--max-connections N`: at most N WebSocket clients at once (default 0: unlimited).
+//! - `--rate-limit N,B`: at most N upgrades a minute per client IP, B of them at once
+//!   (default `60,20`; `0,0` disables the limit). Over it the answer is `429`.
 //! - `--redis URL`: be one node of a cluster fed through Redis Streams
 //!   ([`agentwatch_ws::broker`]): a [`Follower`] builds this node's store from the stream key
 //!   `--stream KEY` (default `agentwatch:events`) and feeds store and hub from it.
@@ -75,8 +77,8 @@
 //! waits for and serves once the state is built). A `--publish` node starts its stream with
 //! an empty `snapshot` at seq 1: the nodes drop whatever an earlier producer left.
 //!
-//! Upgrades are rate-limited per client IP to 60 a minute with a burst of 20, so a developer
-//! reloading the page 20 times a minute is never refused.
+//! Upgrades are rate-limited per client IP to 60 a minute with a burst of 20 (`--rate-limit
+//! N,B` changes it), so a developer reloading the page 20 times a minute is never refused.
 
 mod sim;
 
@@ -101,7 +103,7 @@ const INDEX_HTML: &str = include_str!("index.html");
 
 const USAGE: &str = "\
 usage: dashboard [--port N] [--demo] [--claude DIR] [--codex DIR] [--gemini DIR]
-                 [--rate N] [--seed N] [--inject] [--max-connections N]
+                 [--rate N] [--seed N] [--inject] [--max-connections N] [--rate-limit N,B]
                  [--redis URL [--publish] [--stream KEY]]
 
   --port N        port to listen on, on 127.0.0.1 (default: $PORT, else 3000)
@@ -113,6 +115,8 @@ usage: dashboard [--port N] [--demo] [--claude DIR] [--codex DIR] [--gemini DIR]
   --seed N        seed of the simulation (default 1)
   --inject        enable POST /debug/sessions?id=ID&source=SRC (tests and demos only)
   --max-connections N  at most N WebSocket clients at once (default 0: unlimited)
+  --rate-limit N,B  at most N upgrades a minute per client IP, B at once (default 60,20;
+                  0,0 disables)
   --redis URL     serve from this Redis broker (redis://host:port), as one node of a cluster
   --publish       with --redis: also run the input and publish it into the broker
   --stream KEY    with --redis: the stream key (default agentwatch:events)
@@ -125,7 +129,8 @@ $HOME/.gemini/tmp), and runs the simulation when there are none. With --redis bu
 /// The stream key when `--stream` is not given.
 const DEFAULT_STREAM: &str = "agentwatch:events";
 
-/// A local developer reloading the page: 20 upgrades at once, then one a second per IP.
+/// The default per-IP upgrade limit: a local developer reloading the page, 20 upgrades at
+/// once, then one a second.
 const RELOAD_BURST: u32 = 20;
 const RELOADS_PER_MINUTE: u32 = 60;
 
@@ -137,6 +142,8 @@ struct Options {
     seed: u64,
     inject: bool,
     max_connections: usize,
+    /// `--rate-limit N,B`: upgrades per minute per IP, and the burst.
+    rate_limit: (u32, u32),
     demo: bool,
     /// Roots given on the command line (replacing the defaults).
     roots: Vec<(SourceKind, PathBuf)>,
@@ -164,6 +171,7 @@ fn parse_args() -> Result<Options, String> {
         seed: 1,
         inject: false,
         max_connections: 0,
+        rate_limit: (RELOADS_PER_MINUTE, RELOAD_BURST),
         demo: false,
         roots: Vec::new(),
         redis: None,
@@ -235,6 +243,15 @@ fn parse_args() -> Result<Options, String> {
                 opts.max_connections = value("--max-connections")?
                     .parse()
                     .map_err(|_| "--max-connections needs a number".to_string())?
+            }
+            "--rate-limit" => {
+                let v = value("--rate-limit")?;
+                opts.rate_limit = v
+                    .split_once(',')
+                    .and_then(|(n, b)| Some((n.trim().parse().ok()?, b.trim().parse().ok()?)))
+                    .ok_or_else(|| {
+                        format!("--rate-limit {v:?} must be N,B: upgrades a minute, burst")
+                    })?;
             }
             "--redis" => opts.redis = Some(value("--redis")?),
             "--stream" => {
@@ -646,9 +663,13 @@ async fn main() -> ExitCode {
         .send_buffer(256)
         .write_timeout(Duration::from_secs(10))
         .max_connections(opts.max_connections)
-        // A developer reloading the page 20 times a minute is never refused (the default,
-        // 12 a minute with a burst of 4, refuses the fifth quick reload).
-        .rate_limit(RELOADS_PER_MINUTE, RELOAD_BURST, Duration::from_secs(60));
+        // By default a developer reloading the page 20 times a minute is never refused (the
+        // crate's default, 12 a minute with a burst of 4, refuses the fifth quick reload).
+        .rate_limit(
+            opts.rate_limit.0,
+            opts.rate_limit.1,
+            Duration::from_secs(60),
+        );
     let hub = ws.hub();
 
     let node = match &opts.redis {

@@ -113,7 +113,7 @@ async fn read_through(client: &mut Client, state: &mut Rebuilt, last: u64) -> Ve
 async fn three_nodes_serve_identical_streams_and_resume_across_nodes() {
     let key = StreamKey::new();
     let url = redis_url();
-    let (a, b, c) = tokio::task::spawn_blocking({
+    let (a, b, mut c) = tokio::task::spawn_blocking({
         let url = url.clone();
         let stream = key.0.clone();
         move || {
@@ -206,6 +206,134 @@ async fn three_nodes_serve_identical_streams_and_resume_across_nodes() {
         got.push(received.text);
     }
     assert_eq!(got, missed, "resumed on B: not exactly the missed events");
+
+    // (c) Node C dies under its client, which resumes on B from the last event C sent it.
+    c.kill();
+    let (mut orphan, mut state) = clients.pop().expect("C's client");
+    let mut last: Option<Received> = None;
+    loop {
+        match within("C's socket to end", orphan.next()).await {
+            Some(Ok(Message::Text(text))) => {
+                let event = Event::from_json(text.as_bytes()).expect("a decodable event");
+                state
+                    .apply(event.clone())
+                    .unwrap_or_else(|e| panic!("on C: {e}"));
+                last = Some(Received {
+                    text: text.as_str().to_string(),
+                    event,
+                });
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break,
+        }
+    }
+    let last = last.expect("C sent events after (a)");
+    let query = format!(
+        "?since={}&since_at={}",
+        last.event.seq,
+        url_encode(&last.at())
+    );
+    let mut resumed = connect(&b.ws_url(&query)).await;
+    for _ in 0..10 {
+        let received = next(&mut resumed).await;
+        assert_ne!(
+            received.event.kind,
+            EventType::Snapshot,
+            "C's client got a snapshot on B"
+        );
+        state
+            .apply(received.event)
+            .unwrap_or_else(|e| panic!("C's client resumed on B: {e}"));
+    }
+}
+
+/// A node started while its broker does not answer says what it waits for, and serves from
+/// the broker once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_waits_for_an_unreachable_broker_and_serves_once_it_answers() {
+    let key = StreamKey::new();
+    // The node's broker address: nothing listens there yet; later a forwarder to Redis.
+    let port = dashboard_support::free_port();
+    let late = format!("redis://127.0.0.1:{port}");
+    let node = tokio::task::spawn_blocking({
+        let (late, stream) = (late.clone(), key.0.clone());
+        move || {
+            let node = Dashboard::spawn("late", &["--redis", &late, "--stream", &stream]);
+            node.wait_for(&format!(
+                "waiting for the broker at {late} (stream {stream})"
+            ));
+            node
+        }
+    })
+    .await
+    .expect("the node says it waits");
+    assert!(
+        !node.output().contains("open http://"),
+        "serving before the broker answered:\n{}",
+        node.output()
+    );
+
+    // The broker comes up: forward the port to the real Redis.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the broker's port");
+    let target = redis_addr();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let node = tokio::task::spawn_blocking(move || {
+        node.wait_for("open http://");
+        node
+    })
+    .await
+    .expect("the node serves once the broker answers");
+
+    // And it serves the stream a publishing node puts into that broker.
+    let mut client = connect(&node.ws_url("")).await;
+    assert_eq!(next(&mut client).await.event.kind, EventType::Snapshot);
+    let url = redis_url();
+    let _publisher = tokio::task::spawn_blocking({
+        let stream = key.0.clone();
+        move || {
+            Dashboard::start(
+                "publisher",
+                &[
+                    "--redis",
+                    &url,
+                    "--stream",
+                    &stream,
+                    "--publish",
+                    "--demo",
+                    "--rate",
+                    "20",
+                ],
+            )
+        }
+    })
+    .await
+    .expect("start the publishing node");
+    let mut state = Rebuilt::default();
+    while state.seq < 5 {
+        let received = next(&mut client).await;
+        state
+            .apply(received.event)
+            .unwrap_or_else(|e| panic!("on the late node: {e}"));
+    }
+}
+
+/// `host:port` of the test Redis.
+fn redis_addr() -> String {
+    let url = redis_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split('/').next().unwrap_or(rest).to_string()
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.

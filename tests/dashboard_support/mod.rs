@@ -6,8 +6,8 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// How long a dashboard may take from spawn to its URL line (its binary is built already).
 pub const START: Duration = Duration::from_secs(30);
@@ -29,6 +29,13 @@ pub struct Dashboard {
 impl Dashboard {
     /// Starts `dashboard --port <free port> args…` and waits for its URL line.
     pub fn start(name: &str, args: &[&str]) -> Dashboard {
+        let dashboard = Dashboard::spawn(name, args);
+        dashboard.wait_for("open http://");
+        dashboard
+    }
+
+    /// Starts `dashboard --port <free port> args…` without waiting for anything.
+    pub fn spawn(name: &str, args: &[&str]) -> Dashboard {
         let port = free_port();
         let mut child = Command::new(binary())
             .args(["--port", &port.to_string()])
@@ -41,26 +48,44 @@ impl Dashboard {
             .spawn()
             .unwrap_or_else(|e| panic!("starting the dashboard {name}: {e}"));
         let output = Arc::new(Mutex::new(Vec::new()));
-        let (url_tx, url_rx) = mpsc::channel();
-        collect(
-            child.stdout.take().expect("piped stdout"),
-            &output,
-            Some(url_tx),
-        );
-        collect(child.stderr.take().expect("piped stderr"), &output, None);
-        let dashboard = Dashboard {
+        collect(child.stdout.take().expect("piped stdout"), &output);
+        collect(child.stderr.take().expect("piped stderr"), &output);
+        Dashboard {
             name: name.to_string(),
             port,
             child,
             output,
-        };
-        if url_rx.recv_timeout(START).is_err() {
-            panic!(
-                "dashboard {name} printed no URL line within {START:?}:\n{}",
-                dashboard.output()
-            );
         }
-        dashboard
+    }
+
+    /// Waits (at most [`START`]) until a line containing `needle` was printed; returns it.
+    pub fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + START;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dashboard {} printed no line with {needle:?} within {START:?}:\n{}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it now (SIGKILL), as a node that dies.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// `ws://127.0.0.1:<port>/ws` plus `query` (with its `?`, or empty).
@@ -70,10 +95,7 @@ impl Dashboard {
 
     /// Everything it printed so far (stdout and stderr, interleaved by line).
     pub fn output(&self) -> String {
-        self.output
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .join("\n")
+        self.lines().join("\n")
     }
 }
 
@@ -91,26 +113,18 @@ impl Drop for Dashboard {
     }
 }
 
-/// Reads `stream` line by line into `output` on a thread; sends on `url` at the URL line.
-fn collect(
-    stream: impl Read + Send + 'static,
-    output: &Arc<Mutex<Vec<String>>>,
-    url: Option<mpsc::Sender<()>>,
-) {
+/// Reads `stream` line by line into `output` on a thread.
+fn collect(stream: impl Read + Send + 'static, output: &Arc<Mutex<Vec<String>>>) {
     let output = output.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if let Some(url) = &url {
-                if line.contains("open http://") {
-                    let _ = url.send(());
-                }
-            }
             output.lock().unwrap_or_else(|e| e.into_inner()).push(line);
         }
     });
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on (at the time of asking).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")

@@ -36,8 +36,11 @@
 //! one [`Publisher`], which stamps each with the next `seq` and hands it to a
 //! [`SessionStore`] and then to the [`WsLayer`]'s hub (one [`MultiSink`], store first). The
 //! store gives each connecting browser its first `snapshot`; the hub fans out the live
-//! stream. The page (`index.html`, embedded in the binary) is served at `/`, the WebSocket at
-//! `/ws`. On Ctrl-C the monitor and the hub are stopped, so every browser sees close code 1001.
+//! stream. With `--redis --publish` the same stamped events go into a [`BrokerSink`] instead,
+//! and a [`Follower`] feeds store and hub from the broker (without `--publish`, only the
+//! follower runs). The page (`index.html`, embedded in the binary) is served at `/`, the
+//! WebSocket at `/ws`. On Ctrl-C the monitor and the hub are stopped, so every browser sees
+//! close code 1001.
 //!
 //! Flags (all optional):
 //!
@@ -356,11 +359,11 @@ fn publish_all(output: &Output, events: Vec<Event>) -> u64 {
     last
 }
 
-/// The monitor publishes through the publisher too, so that it and `--inject` share one
-/// seq counter: each event is stamped again with the publisher's next seq. Until
+/// The monitor publishes through the [`Output`] too, so that it and `--inject` share one
+/// seq counter: each event is stamped again with the output's next seq. Until
 /// [`Restamp::open`], events are held back (and dropped if the monitor is not used).
 struct Restamp {
-    publisher: Arc<Output>,
+    output: Arc<Output>,
     held: Mutex<Option<Vec<Event>>>,
 }
 
@@ -372,7 +375,7 @@ impl Restamp {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        publish_all(&self.publisher, held.unwrap_or_default());
+        publish_all(&self.output, held.unwrap_or_default());
     }
 }
 
@@ -383,7 +386,7 @@ impl EventSink for Restamp {
             Some(events) => events.push(event.clone()),
             None => {
                 drop(held);
-                publish_all(&self.publisher, vec![event.clone()]);
+                publish_all(&self.output, vec![event.clone()]);
             }
         }
         Ok(())
@@ -392,7 +395,7 @@ impl EventSink for Restamp {
 
 #[derive(Clone)]
 struct AppState {
-    publisher: Arc<Output>,
+    output: Arc<Output>,
 }
 
 async fn index() -> impl IntoResponse {
@@ -429,7 +432,7 @@ async fn inject_session(State(state): State<AppState>, Query(q): Query<InjectQue
         .unwrap_or_else(|| "claude".to_string());
     let session = sim::injected_session(&q.id, &source, &q.more);
     let seq = publish_all(
-        &state.publisher,
+        &state.output,
         vec![Event::delta(0, vec![session], Vec::new())],
     );
     tracing::info!(id = %q.id, %source, seq, "injected session");
@@ -491,7 +494,7 @@ impl Input {
 
 /// Starts the monitor on the chosen (or default) roots, or the simulation when `--demo` is
 /// given or no root exists; prints which.
-fn start_input(opts: &Options, publisher: &Arc<Output>) -> std::io::Result<Input> {
+fn start_input(opts: &Options, output: &Arc<Output>) -> std::io::Result<Input> {
     let simulation = |why: &str| {
         println!(
             "input: the simulation ({why}); {} events/s, seed {}",
@@ -503,11 +506,7 @@ fn start_input(opts: &Options, publisher: &Arc<Output>) -> std::io::Result<Input
             inject = opts.inject,
             "simulated monitor running"
         );
-        Input::Simulation(tokio::spawn(sim::run(
-            publisher.clone(),
-            opts.seed,
-            opts.rate,
-        )))
+        Input::Simulation(tokio::spawn(sim::run(output.clone(), opts.seed, opts.rate)))
     };
     if opts.demo {
         return Ok(simulation("--demo"));
@@ -529,7 +528,7 @@ fn start_input(opts: &Options, publisher: &Arc<Output>) -> std::io::Result<Input
     }
     // The first scan's events are held back until it is clear the monitor is used.
     let gate = Arc::new(Restamp {
-        publisher: publisher.clone(),
+        output: output.clone(),
         held: Mutex::new(Some(Vec::new())),
     });
     let mut monitor = builder.build(gate.clone());
@@ -704,7 +703,7 @@ async fn main() -> ExitCode {
             Router::new()
                 .route("/debug/sessions", post(inject_session))
                 .with_state(AppState {
-                    publisher: output.clone(),
+                    output: output.clone(),
                 }),
         );
     }

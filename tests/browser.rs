@@ -951,7 +951,9 @@ async fn dashboard_in_chromium() {
         &binary,
         capped_port,
         &scratch.path.join("dashboard-capped.log"),
-        &["--max-connections", "1"],
+        // The crate's default rate limit (the dashboard's own admits 20 quick reloads), so
+        // that step 13 reaches it with a few GETs.
+        &["--max-connections", "1", "--rate-limit", "12,4"],
     );
     let (holder, _) = tokio::time::timeout(
         Duration::from_secs(10),

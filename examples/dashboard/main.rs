@@ -36,8 +36,11 @@
 //! one [`Publisher`], which stamps each with the next `seq` and hands it to a
 //! [`SessionStore`] and then to the [`WsLayer`]'s hub (one [`MultiSink`], store first). The
 //! store gives each connecting browser its first `snapshot`; the hub fans out the live
-//! stream. The page (`index.html`, embedded in the binary) is served at `/`, the WebSocket at
-//! `/ws`. On Ctrl-C the monitor and the hub are stopped, so every browser sees close code 1001.
+//! stream. With `--redis --publish` the same stamped events go into a [`BrokerSink`] instead,
+//! and a [`Follower`] feeds store and hub from the broker (without `--publish`, only the
+//! follower runs). The page (`index.html`, embedded in the binary) is served at `/`, the
+//! WebSocket at `/ws`. On Ctrl-C the monitor and the hub are stopped, so every browser sees
+//! close code 1001.
 //!
 //! Flags (all optional):
 //!
@@ -51,6 +54,34 @@
 //!   `POST /debug/sessions?id=ID&source=SRC`, which publishes a `delta` adding (or updating)
 //!   a session with that id through the same publisher as the monitor or the simulation. The
 //!   browser test (`tests/browser.rs`) uses it. Never enable it on a server others can reach.
+//! - `--max-connections N`: at most N WebSocket clients at once (default 0: unlimited).
+//! - `--rate-limit N,B`: at most N upgrades a minute per client IP, B of them at once
+//!   (default `60,20`; `0,0` disables the limit). Over it the answer is `429`.
+//! - `--redis URL`: be one node of a cluster fed through Redis Streams
+//!   ([`agentwatch_ws::broker`]): a [`Follower`] builds this node's store from the stream key
+//!   `--stream KEY` (default `agentwatch:events`) and feeds store and hub from it.
+//! - `--publish` (with `--redis`): also run the input, publishing into the stream (a
+//!   [`BrokerSink`]) instead of into this node; this node serves it back through its own
+//!   follower like every other node, so all nodes serve the identical stream. Without
+//!   `--publish` a `--redis` node runs no input, and the input flags are an error.
+//!
+//! **Several nodes.** On one Redis (one stream per producer; a second `--publish` on the same
+//! stream is not supported):
+//!
+//! ```text
+//! cargo run --example dashboard -- --redis redis://127.0.0.1:6379 --publish --port 3001
+//! cargo run --example dashboard -- --redis redis://127.0.0.1:6379 --port 3002
+//! cargo run --example dashboard -- --redis redis://127.0.0.1:6379 --port 3003
+//! ```
+//!
+//! Every node serves the same events with the same `seq` and `at`, so a page whose node goes
+//! away reconnects to another with `?since=&since_at=` and gets only what it missed. A
+//! broker that does not answer at start is retried with backoff (the node prints what it
+//! waits for and serves once the state is built). A `--publish` node starts its stream with
+//! an empty `snapshot` at seq 1: the nodes drop whatever an earlier producer left.
+//!
+//! Upgrades are rate-limited per client IP to 60 a minute with a burst of 20 (`--rate-limit
+//! N,B` changes it), so a developer reloading the page 20 times a minute is never refused.
 
 mod sim;
 
@@ -61,8 +92,11 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use agentwatch_ws::broker::{BrokerSink, Follower, FollowerHandle, RedisBroker};
 use agentwatch_ws::monitor::{Monitor, MonitorHandle, SourceKind};
-use agentwatch_ws::{Event, EventSink, Hub, Publisher, SessionStore, SinkError, WsLayer};
+use agentwatch_ws::{
+    Event, EventSink, Hub, Publisher, RateLimit, SessionStore, SinkError, WsLayer,
+};
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
@@ -78,7 +112,8 @@ const INDEX_HTML: &str = include_str!("index.html");
 
 const USAGE: &str = "\
 usage: dashboard [--port N] [--demo] [--claude DIR] [--codex DIR] [--gemini DIR]
-                 [--rate N] [--seed N] [--inject]
+                 [--rate N] [--seed N] [--inject] [--max-connections N] [--rate-limit N,B]
+                 [--redis URL [--publish] [--stream KEY]]
 
   --port N        port to listen on, on 127.0.0.1 (default: $PORT, else 3000)
   --demo          run the simulation instead of watching agent logs
@@ -88,10 +123,25 @@ usage: dashboard [--port N] [--demo] [--claude DIR] [--codex DIR] [--gemini DIR]
   --rate N        simulated events per second (default 5)
   --seed N        seed of the simulation (default 1)
   --inject        enable POST /debug/sessions?id=ID&source=SRC (tests and demos only)
+  --max-connections N  at most N WebSocket clients at once (default 0: unlimited)
+  --rate-limit N,B  at most N upgrades a minute per client IP, B at once (default 60,20;
+                  0,0 disables)
+  --redis URL     serve from this Redis broker (redis://host:port), as one node of a cluster
+  --publish       with --redis: also run the input and publish it into the broker
+  --stream KEY    with --redis: the stream key (default agentwatch:events)
 
 Without --demo or roots, it watches the default roots that exist ($HOME/.claude/projects,
 $HOME/.config/claude/projects, $CODEX_HOME/sessions or $HOME/.codex/sessions,
-$HOME/.gemini/tmp), and runs the simulation when there are none.";
+$HOME/.gemini/tmp), and runs the simulation when there are none. With --redis but without
+--publish there is no input: the node serves what the publishing node puts in the stream.";
+
+/// The stream key when `--stream` is not given.
+const DEFAULT_STREAM: &str = "agentwatch:events";
+
+/// The default per-IP upgrade limit: a local developer reloading the page, 20 upgrades at
+/// once, then one a second.
+const RELOAD_BURST: u32 = 20;
+const RELOADS_PER_MINUTE: u32 = 60;
 
 /// Command-line options.
 #[derive(Debug)]
@@ -101,9 +151,26 @@ struct Options {
     seed: u64,
     inject: bool,
     max_connections: usize,
+    /// `--rate-limit N,B`: upgrades per minute per IP, and the burst.
+    rate_limit: (u32, u32),
     demo: bool,
     /// Roots given on the command line (replacing the defaults).
     roots: Vec<(SourceKind, PathBuf)>,
+    /// `--redis URL`: serve from this broker.
+    redis: Option<String>,
+    /// `--stream KEY`.
+    stream: String,
+    /// `--publish`: run the input and publish it into the broker.
+    publish: bool,
+    /// The input flags given (`--demo`, `--rate`…), for the error on a node without input.
+    input_flags: Vec<String>,
+}
+
+impl Options {
+    /// Whether this process runs an input (the monitor or the simulation).
+    fn has_input(&self) -> bool {
+        self.redis.is_none() || self.publish
+    }
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -113,10 +180,16 @@ fn parse_args() -> Result<Options, String> {
         seed: 1,
         inject: false,
         max_connections: 0,
+        rate_limit: (RELOADS_PER_MINUTE, RELOAD_BURST),
         demo: false,
         roots: Vec::new(),
+        redis: None,
+        stream: DEFAULT_STREAM.to_string(),
+        publish: false,
+        input_flags: Vec::new(),
     };
     let mut port_flag = false;
+    let mut stream_flag = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         // Accept both `--flag value` and `--flag=value`.
@@ -124,6 +197,13 @@ fn parse_args() -> Result<Options, String> {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
+        if matches!(
+            flag.as_str(),
+            "--rate" | "--seed" | "--inject" | "--demo" | "--claude" | "--codex" | "--gemini"
+        ) && !opts.input_flags.contains(&flag)
+        {
+            opts.input_flags.push(flag.clone());
+        }
         let mut value = |name: &str| {
             inline
                 .clone()
@@ -173,6 +253,24 @@ fn parse_args() -> Result<Options, String> {
                     .parse()
                     .map_err(|_| "--max-connections needs a number".to_string())?
             }
+            "--rate-limit" => {
+                let v = value("--rate-limit")?;
+                opts.rate_limit = v
+                    .split_once(',')
+                    .and_then(|(n, b)| Some((n.trim().parse().ok()?, b.trim().parse().ok()?)))
+                    .ok_or_else(|| {
+                        format!("--rate-limit {v:?} must be N,B: upgrades a minute, burst")
+                    })?;
+            }
+            "--redis" => opts.redis = Some(value("--redis")?),
+            "--stream" => {
+                stream_flag = true;
+                opts.stream = value("--stream")?;
+                if opts.stream.is_empty() {
+                    return Err("--stream needs a non-empty key".into());
+                }
+            }
+            "--publish" => opts.publish = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -186,6 +284,16 @@ fn parse_args() -> Result<Options, String> {
                 .into(),
         );
     }
+    if opts.redis.is_none() && (opts.publish || stream_flag) {
+        return Err("--publish and --stream are about a broker: give it with --redis URL".into());
+    }
+    if !opts.has_input() && !opts.input_flags.is_empty() {
+        return Err(format!(
+            "input flags ({}) need --publish: with --redis, a node without --publish runs no \
+             input and serves from the broker only",
+            opts.input_flags.join(", ")
+        ));
+    }
     if !port_flag {
         if let Ok(port) = std::env::var("PORT") {
             opts.port = port
@@ -197,15 +305,59 @@ fn parse_args() -> Result<Options, String> {
     Ok(opts)
 }
 
-/// Publishes `events` in order through the crate's [`Publisher`] (store, then hub), each
-/// numbered with the next `seq`: the monitor, the simulation and `--inject` share one
-/// sequence, so their events are renumbered rather than kept. Returns the last seq (0 if
-/// none).
-fn publish_all(publisher: &Publisher, events: Vec<Event>) -> u64 {
-    let mut last = 0;
-    for mut event in events {
+/// Where the input (the monitor, the simulation, `--inject`) publishes.
+///
+/// Both numbering rules are the crate's [`Publisher`]'s: an event is stamped with the last
+/// seq plus one, under one lock, so the three inputs share one sequence.
+enum Output {
+    /// Without `--redis`: straight into this process's store, then its hub.
+    Local(Publisher),
+    /// With `--redis --publish`: into the broker stream only. This node serves it back
+    /// through its own [`Follower`], as every other node does, so the publishing node and
+    /// the others serve the identical stream (same `seq`, same `at`).
+    Broker {
+        sink: BrokerSink,
+        last_seq: Mutex<u64>,
+    },
+}
+
+impl Output {
+    /// A producer into the broker. It starts with an empty `snapshot` at seq 1, which tells
+    /// every node to replace what an earlier producer of the same stream left (a producer
+    /// restarting: seqs go back, each node's hub resets its window, clients get a snapshot).
+    fn broker(sink: BrokerSink) -> Output {
+        let output = Output::Broker {
+            sink,
+            last_seq: Mutex::new(0),
+        };
+        publish_all(&output, vec![Event::snapshot(0, Vec::new())]);
+        output
+    }
+
+    /// Stamps `event` with the next seq and publishes it; returns that seq.
+    fn publish(&self, mut event: Event) -> Result<u64, SinkError> {
         event.seq = 0;
-        match publisher.publish(event) {
+        match self {
+            Output::Local(publisher) => publisher.publish(event),
+            Output::Broker { sink, last_seq } => {
+                // Held while the sink queues the event, so seqs enter the stream in order.
+                let mut last_seq = last_seq.lock().unwrap_or_else(PoisonError::into_inner);
+                *last_seq += 1;
+                event.seq = *last_seq;
+                sink.handle_event(&event)?;
+                Ok(event.seq)
+            }
+        }
+    }
+}
+
+/// Publishes `events` in order through `output`, each numbered with the next `seq`: the
+/// monitor, the simulation and `--inject` share one sequence, so their events are
+/// renumbered rather than kept. Returns the last seq (0 if none).
+fn publish_all(output: &Output, events: Vec<Event>) -> u64 {
+    let mut last = 0;
+    for event in events {
+        match output.publish(event) {
             Ok(seq) => last = seq,
             Err(error) => tracing::warn!(%error, "publishing event failed"),
         }
@@ -213,11 +365,11 @@ fn publish_all(publisher: &Publisher, events: Vec<Event>) -> u64 {
     last
 }
 
-/// The monitor publishes through the publisher too, so that it and `--inject` share one
-/// seq counter: each event is stamped again with the publisher's next seq. Until
+/// The monitor publishes through the [`Output`] too, so that it and `--inject` share one
+/// seq counter: each event is stamped again with the output's next seq. Until
 /// [`Restamp::open`], events are held back (and dropped if the monitor is not used).
 struct Restamp {
-    publisher: Arc<Publisher>,
+    output: Arc<Output>,
     held: Mutex<Option<Vec<Event>>>,
 }
 
@@ -229,7 +381,7 @@ impl Restamp {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        publish_all(&self.publisher, held.unwrap_or_default());
+        publish_all(&self.output, held.unwrap_or_default());
     }
 }
 
@@ -240,7 +392,7 @@ impl EventSink for Restamp {
             Some(events) => events.push(event.clone()),
             None => {
                 drop(held);
-                publish_all(&self.publisher, vec![event.clone()]);
+                publish_all(&self.output, vec![event.clone()]);
             }
         }
         Ok(())
@@ -249,7 +401,7 @@ impl EventSink for Restamp {
 
 #[derive(Clone)]
 struct AppState {
-    publisher: Arc<Publisher>,
+    output: Arc<Output>,
 }
 
 async fn index() -> impl IntoResponse {
@@ -286,14 +438,15 @@ async fn inject_session(State(state): State<AppState>, Query(q): Query<InjectQue
         .unwrap_or_else(|| "claude".to_string());
     let session = sim::injected_session(&q.id, &source, &q.more);
     let seq = publish_all(
-        &state.publisher,
+        &state.output,
         vec![Event::delta(0, vec![session], Vec::new())],
     );
     tracing::info!(id = %q.id, %source, seq, "injected session");
     (StatusCode::OK, format!("{{\"seq\":{seq}}}\n")).into_response()
 }
 
-async fn shutdown_signal(hub: Hub) {
+/// Ctrl-C or SIGTERM.
+async fn stop_requested() {
     let ctrl_c = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for Ctrl-C");
@@ -315,6 +468,10 @@ async fn shutdown_signal(hub: Hub) {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+async fn shutdown_signal(hub: Hub) {
+    stop_requested().await;
     tracing::info!("shutting down: closing WebSocket clients with 1001");
     hub.stop();
 }
@@ -343,7 +500,7 @@ impl Input {
 
 /// Starts the monitor on the chosen (or default) roots, or the simulation when `--demo` is
 /// given or no root exists; prints which.
-fn start_input(opts: &Options, publisher: &Arc<Publisher>) -> std::io::Result<Input> {
+fn start_input(opts: &Options, output: &Arc<Output>) -> std::io::Result<Input> {
     let simulation = |why: &str| {
         println!(
             "input: the simulation ({why}); {} events/s, seed {}",
@@ -355,11 +512,7 @@ fn start_input(opts: &Options, publisher: &Arc<Publisher>) -> std::io::Result<In
             inject = opts.inject,
             "simulated monitor running"
         );
-        Input::Simulation(tokio::spawn(sim::run(
-            publisher.clone(),
-            opts.seed,
-            opts.rate,
-        )))
+        Input::Simulation(tokio::spawn(sim::run(output.clone(), opts.seed, opts.rate)))
     };
     if opts.demo {
         return Ok(simulation("--demo"));
@@ -381,7 +534,7 @@ fn start_input(opts: &Options, publisher: &Arc<Publisher>) -> std::io::Result<In
     }
     // The first scan's events are held back until it is clear the monitor is used.
     let gate = Arc::new(Restamp {
-        publisher: publisher.clone(),
+        output: output.clone(),
         held: Mutex::new(Some(Vec::new())),
     });
     let mut monitor = builder.build(gate.clone());
@@ -427,6 +580,67 @@ fn start_input(opts: &Options, publisher: &Arc<Publisher>) -> std::io::Result<In
     Ok(Input::Monitor(monitor.spawn()?))
 }
 
+/// The broker side of a `--redis` node.
+struct Node {
+    follower: FollowerHandle,
+    /// On a `--publish` node: the producer, flushed on the way out.
+    producer: Option<BrokerSink>,
+}
+
+/// `url` without its password (`redis://user:secret@host` → `redis://user:…@host`), for
+/// printing.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:…@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Starts the follower (and, with `--publish`, the producer) of a `--redis` node.
+fn start_node(url: &str, opts: &Options, store: &SessionStore, hub: &Hub) -> Result<Node, String> {
+    let open = || {
+        RedisBroker::open(url, opts.stream.clone())
+            .map_err(|error| format!("--redis {}: {error}", redacted(url)))
+    };
+    let follower = Follower::new(open()?, store.clone(), hub.clone()).spawn();
+    let producer = if opts.publish {
+        Some(BrokerSink::builder(open()?).spawn())
+    } else {
+        None
+    };
+    Ok(Node { follower, producer })
+}
+
+/// Waits until the follower has built this node's state from the broker, saying what it
+/// waits for when that takes a while (the broker is not up yet: the follower retries with
+/// backoff). `false` when stopped meanwhile (Ctrl-C).
+async fn wait_for_broker(node: &Node, url: &str, stream: &str) -> bool {
+    let built = node.follower.ready();
+    tokio::pin!(built);
+    let stop = stop_requested();
+    tokio::pin!(stop);
+    let patience = tokio::time::sleep(Duration::from_secs(1));
+    tokio::select! {
+        () = &mut built => return true,
+        () = &mut stop => return false,
+        () = patience => {}
+    }
+    println!(
+        "waiting for the broker at {} (stream {stream}): retrying until it answers (Ctrl-C to stop)",
+        redacted(url)
+    );
+    tokio::select! {
+        () = built => true,
+        () = stop => false,
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Logs go to stderr; stdout carries only the URL line.
@@ -453,20 +667,49 @@ async fn main() -> ExitCode {
         // and reconnects with `?since=`, resuming from the hub's replay window.
         .send_buffer(SEND_BUFFER)
         .write_timeout(Duration::from_secs(10))
-        .max_connections(NonZeroUsize::new(opts.max_connections));
+        .max_connections(NonZeroUsize::new(opts.max_connections))
+        // By default a developer reloading the page 20 times a minute is never refused (the
+        // crate's default, 12 a minute with a burst of 4, refuses the fifth quick reload).
+        .rate_limit(RateLimit::per_minute(opts.rate_limit.0).burst(opts.rate_limit.1));
     let hub = ws.hub();
-    let publisher = Arc::new(Publisher::new(store.clone(), hub.clone()));
+
+    let node = match &opts.redis {
+        Some(url) => match start_node(url, &opts, &store, &hub) {
+            Ok(node) => Some(node),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let output = match (&node, opts.has_input()) {
+        (_, false) => None,
+        (
+            Some(Node {
+                producer: Some(sink),
+                ..
+            }),
+            true,
+        ) => Some(Arc::new(Output::broker(sink.clone()))),
+        (_, true) => Some(Arc::new(Output::Local(Publisher::new(
+            store.clone(),
+            hub.clone(),
+        )))),
+    };
 
     let mut app = Router::new().route("/", get(index));
-    if opts.inject {
+    if let (true, Some(output)) = (opts.inject, &output) {
         tracing::warn!("--inject: POST /debug/sessions is enabled (tests and demos only)");
-        app = app.route("/debug/sessions", post(inject_session));
+        app = app.merge(
+            Router::new()
+                .route("/debug/sessions", post(inject_session))
+                .with_state(AppState {
+                    output: output.clone(),
+                }),
+        );
     }
-    let app = app
-        .with_state(AppState {
-            publisher: publisher.clone(),
-        })
-        .merge(ws.router("/ws"));
+    let app = app.merge(ws.router("/ws"));
 
     let addr = SocketAddr::from(([127, 0, 0, 1], opts.port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -487,13 +730,39 @@ async fn main() -> ExitCode {
     };
     let local = listener.local_addr().unwrap_or(addr);
 
-    let input = match start_input(&opts, &publisher) {
-        Ok(input) => input,
-        Err(error) => {
-            eprintln!("error: cannot start the monitor: {error}");
-            return ExitCode::FAILURE;
-        }
+    let input = match &output {
+        Some(output) => match start_input(&opts, output) {
+            Ok(input) => Some(input),
+            Err(error) => {
+                eprintln!("error: cannot start the monitor: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
     };
+
+    if let (Some(node), Some(url)) = (&node, &opts.redis) {
+        let role = if opts.publish {
+            "publishing the input into it and serving"
+        } else {
+            "serving"
+        };
+        println!(
+            "broker: {} stream {} ({role} from it)",
+            redacted(url),
+            opts.stream
+        );
+        if !wait_for_broker(node, url, &opts.stream).await {
+            if let Some(input) = input {
+                input.stop().await;
+            }
+            return ExitCode::SUCCESS;
+        }
+        println!(
+            "broker: state built from the stream (seq {})",
+            agentwatch_ws::SnapshotSource::snapshot(&store).seq
+        );
+    }
 
     println!("agentwatch dashboard: open http://{local}/  (Ctrl-C to stop)");
 
@@ -502,7 +771,25 @@ async fn main() -> ExitCode {
         .with_graceful_shutdown(shutdown_signal(hub.clone()))
         .await;
 
-    input.stop().await;
+    if let Some(input) = input {
+        input.stop().await;
+    }
+    if let Some(node) = &node {
+        if let Some(producer) = &node.producer {
+            // The input's last events go out to the other nodes, unless the broker is gone.
+            if tokio::time::timeout(Duration::from_secs(2), producer.flush())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    queued = producer.stats().queued,
+                    appended = producer.stats().appended,
+                    "the broker did not take the last events within 2 s"
+                );
+            }
+        }
+        node.follower.stop();
+    }
     // Give the closing handshakes a moment to go out before the runtime goes away.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while hub.client_count() > 0 && tokio::time::Instant::now() < deadline {

@@ -22,7 +22,7 @@ use agentwatch_ws::{
     SessionState, SubagentState, Timestamp,
 };
 
-use agentwatch_ws::Publisher;
+use crate::Output;
 
 /// Active sessions the simulation tries to keep around.
 const TARGET_ACTIVE: usize = 9;
@@ -32,13 +32,13 @@ const FIRST_POLL: usize = 7;
 const RETENTION_TICKS: u64 = 100;
 
 /// Runs the simulation forever, publishing about `rate` events per second.
-pub async fn run(publisher: Arc<Publisher>, seed: u64, rate: f64) {
+pub async fn run(output: Arc<Output>, seed: u64, rate: f64) {
     let mut sim = Sim::new(seed);
     let mut next = tokio::time::Instant::now();
     loop {
         let events = sim.tick(Timestamp::now());
         let n = events.len().max(1);
-        crate::publish_all(&publisher, events);
+        crate::publish_all(&output, events);
         next += Duration::from_secs_f64(n as f64 / rate);
         let now = tokio::time::Instant::now();
         if next < now.checked_sub(Duration::from_secs(1)).unwrap_or(now) {
@@ -276,7 +276,7 @@ impl Sim {
         }
     }
 
-    /// One poll: returns the events to publish, in order, with seq 0 (the publisher stamps it).
+    /// One poll: returns the events to publish, in order, with seq 0 (the output stamps it).
     pub fn tick(&mut self, now: Timestamp) -> Vec<Event> {
         self.tick += 1;
         let mut lifecycle_events = Vec::new();

@@ -1,0 +1,132 @@
+//! The dashboard example as a child process: started on a free port, waited for until it
+//! prints its URL, killed (and reaped) when dropped, also when the test panics, and then its
+//! output is printed to explain the failure.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a dashboard may take from spawn to its URL line (its binary is built already).
+pub const START: Duration = Duration::from_secs(30);
+
+/// The dashboard binary, built once per test process with the test's profile.
+pub fn binary() -> &'static PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| crate::common::example_binary("dashboard"))
+}
+
+/// A running dashboard.
+pub struct Dashboard {
+    pub name: String,
+    pub port: u16,
+    child: Child,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Dashboard {
+    /// Starts `dashboard --port <free port> args…` and waits for its URL line.
+    pub fn start(name: &str, args: &[&str]) -> Dashboard {
+        let dashboard = Dashboard::spawn(name, args);
+        dashboard.wait_for("open http://");
+        dashboard
+    }
+
+    /// Starts `dashboard --port <free port> args…` without waiting for anything.
+    pub fn spawn(name: &str, args: &[&str]) -> Dashboard {
+        let port = free_port();
+        let mut child = Command::new(binary())
+            .args(["--port", &port.to_string()])
+            .args(args)
+            .env_remove("PORT")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the dashboard {name}: {e}"));
+        let output = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().expect("piped stdout"), &output);
+        collect(child.stderr.take().expect("piped stderr"), &output);
+        Dashboard {
+            name: name.to_string(),
+            port,
+            child,
+            output,
+        }
+    }
+
+    /// Waits (at most [`START`]) until a line containing `needle` was printed; returns it.
+    pub fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + START;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dashboard {} printed no line with {needle:?} within {START:?}:\n{}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it now (SIGKILL), as a node that dies.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `ws://127.0.0.1:<port>/ws` plus `query` (with its `?`, or empty).
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://127.0.0.1:{}/ws{query}", self.port)
+    }
+
+    /// Everything it printed so far (stdout and stderr, interleaved by line).
+    pub fn output(&self) -> String {
+        self.lines().join("\n")
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- output of dashboard {} ----\n{}\n----",
+                self.name,
+                self.output()
+            );
+        }
+    }
+}
+
+/// Reads `stream` line by line into `output` on a thread.
+fn collect(stream: impl Read + Send + 'static, output: &Arc<Mutex<Vec<String>>>) {
+    let output = output.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            output.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+    });
+}
+
+/// A loopback port nothing listens on (at the time of asking).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}

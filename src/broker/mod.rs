@@ -34,14 +34,15 @@
 //! follower *proves* it missed nothing: the first entry it reads after position `p` must have
 //! `prev == p`. When it does not (the position was trimmed while the node was cut off or too
 //! slow, or the stream was deleted), the follower rebuilds the state from the checkpoint plus
-//! the stream after it and publishes it to the node: first a `health` event for each source
-//! whose health changed, then one `snapshot` event, all at the rebuilt `seq` (the snapshot
-//! carries the last rebuilt event's `at`). The store replaces its sessions; the hub forwards
-//! these like any event, so connected clients keep their sockets and replace their state (a
-//! dashboard treats every `snapshot` message as "replace everything"). When health events
-//! went first, the snapshot's repeated `seq` resets the hub's replay window (see
-//! [`Hub`](crate::Hub)), which then starts at the snapshot: a client resuming from just
-//! before it gets the whole state, an older position gets a fresh snapshot on connect.
+//! the stream after it and publishes it to the node as a connecting client gets it: one
+//! `snapshot` event at the rebuilt `seq` (carrying the last rebuilt event's `at`), then one
+//! `health` event per source at the same position. The store replaces its sessions; the hub
+//! forwards these like any event, so connected clients keep their sockets and replace their
+//! state (a dashboard treats every `snapshot` message as "replace everything", health
+//! included, and applies the reports after it). The hub takes reports at the snapshot's very
+//! position as part of it; a snapshot whose `seq` does not rise resets the hub's replay
+//! window (see [`Hub`](crate::Hub)) like any producer restart, so an older position gets a
+//! fresh snapshot on connect.
 //!
 //! # Faults
 //! - Broker unreachable when a node starts, or lost while serving: the follower retries with

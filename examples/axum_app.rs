@@ -113,7 +113,7 @@ async fn main() -> std::io::Result<()> {
     tokio::spawn(async move {
         let mut session = SessionState {
             id: "demo".into(),
-            source: "claude-code".into(),
+            source: "claude".into(),
             ..Default::default()
         };
         for seq in 1.. {

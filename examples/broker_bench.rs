@@ -112,7 +112,7 @@ async fn publish_schedule(config: &Config, sink: &dyn EventSink) {
         let seq = i + 1;
         let session = SessionState {
             id: format!("session-{:02}", seq % 20),
-            source: "claude-code".into(),
+            source: "claude".into(),
             model: "claude-opus-4-1".into(),
             message_count: seq as i64,
             context_tokens: 1000 + seq as i64,

@@ -37,7 +37,7 @@ use super::time::Timestamp;
 pub struct SessionState {
     /// Session id (`id`).
     pub id: String,
-    /// Which agent produced the session, e.g. `claude-code`, `codex` (`source`).
+    /// Which agent produced the session, e.g. `claude`, `codex`, `gemini` (`source`).
     pub source: String,
     /// Short human-readable name (`slug`, omitted when empty).
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -190,7 +190,7 @@ pub struct LifecycleEvent {
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
-    /// The source, e.g. `claude-code` (`source`).
+    /// The source, e.g. `claude` (`source`).
     pub source: String,
     /// Its status (`status`).
     pub status: HealthStatus,

@@ -98,7 +98,7 @@ async fn simulate(monitor: MultiSink) {
         .into_iter()
         .map(|id| SessionState {
             id: id.into(),
-            source: "claude-code".into(),
+            source: "claude".into(),
             ..Default::default()
         })
         .collect();

@@ -22,7 +22,7 @@ use crate::admission::origin::{OriginLayer, OriginPolicy};
 use crate::admission::rate_limit::{RateLimit, RateLimitLayer};
 use crate::admission::stopped::StoppedLayer;
 use crate::admission::{RejectReason, Rejected};
-use crate::conn::{self, ClientInfo, ConnConfig};
+use crate::conn::{ClientInfo, ConnConfig, Connection};
 use crate::hub::{Hub, LagPolicy, MAX_SEND_BUFFER, Position};
 use crate::sink::SnapshotSource;
 use crate::status::{self, RecordRejectionsLayer, RejectionLog};
@@ -379,7 +379,7 @@ impl<A> WsLayer<A> {
                 self.trusted_proxies.clone(),
             ));
         }
-        router = router.route_layer(StoppedLayer::new(self.hub.clone()));
+        router = router.route_layer(StoppedLayer::new(self.hub.stop_flag()));
         let hub = self.hub.clone();
         let rejections = RejectionLog::new();
         let trusted = self.trusted_proxies.clone();
@@ -387,7 +387,7 @@ impl<A> WsLayer<A> {
             .route_layer(tower::util::MapResponseLayer::new(
                 move |response: Response| {
                     if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
-                        hub.shared.counters.reject(*reason);
+                        hub.counters().record_rejection(*reason);
                     }
                     response
                 },
@@ -461,18 +461,23 @@ impl Endpoint {
                 return error.into_response();
             }
         };
-        let hub = self.hub.clone();
-        let source = self.source.clone();
-        let config = self.config.clone();
         let client = ClientInfo {
             peer,
             identity,
             since: resume.position(),
         };
+        // Counted as a connection task from here, before the 101: see `Hub::closed`.
+        let connection = Connection::new(
+            self.hub.clone(),
+            self.source.clone(),
+            self.config.clone(),
+            client,
+            Some(permit),
+        );
         handle.accept(
             self.protocol,
             move |error| tracing::warn!(peer = peer_field, %error, "websocket upgrade failed"),
-            move |socket| conn::serve(socket, hub, source, config, client, Some(permit)),
+            move |socket| connection.serve(socket),
         )
     }
 }

@@ -59,7 +59,8 @@ use std::time::Duration;
 use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 
 use crate::admission::RejectReason;
-use crate::hub::{Hub, HubStats};
+use crate::counters::HubStats;
+use crate::hub::Hub;
 
 /// Counters: (name, unit, description, value).
 type CounterRow = (&'static str, Unit, &'static str, fn(&HubStats) -> u64);

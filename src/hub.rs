@@ -14,6 +14,7 @@ use tokio::sync::broadcast;
 use crate::counters::{Counters, HubStats};
 use crate::frame::TextFrame;
 use crate::sink::{EventSink, SinkError};
+use crate::snapshot_cache::SnapshotCache;
 use crate::stop::StopFlag;
 use crate::wire::{self, Event, EventType, Timestamp};
 
@@ -79,6 +80,8 @@ pub(crate) struct HubShared {
     tx: OnceLock<broadcast::Sender<Signal>>,
     stopped: StopFlag,
     counters: Counters,
+    /// The encoded snapshot shared by clients connecting at the same source version.
+    snapshots: SnapshotCache,
 }
 
 impl std::fmt::Debug for Hub {
@@ -100,6 +103,7 @@ impl Hub {
                 )),
                 tx: OnceLock::new(),
                 stopped: StopFlag::default(),
+                snapshots: SnapshotCache::default(),
                 counters: Counters::default(),
             }),
         }
@@ -181,6 +185,11 @@ impl Hub {
     /// The hub's counters, for the connections and the layer to record what happens.
     pub(crate) fn counters(&self) -> &Counters {
         &self.shared.counters
+    }
+
+    /// The encoded snapshot shared by clients connecting at the same source version.
+    pub(crate) fn snapshot_cache(&self) -> &SnapshotCache {
+        &self.shared.snapshots
     }
 
     /// The flag [`stop`](Hub::stop) raises, for the admission check.

@@ -103,6 +103,7 @@ mod publisher;
 mod reject;
 mod serve;
 mod sink;
+mod snapshot_cache;
 pub mod status;
 mod stop;
 mod store;

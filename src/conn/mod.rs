@@ -25,6 +25,7 @@ use crate::counters::Counters;
 use crate::frame::TextFrame;
 use crate::hub::{Hub, LagPolicy, Position, Signal, Start};
 use crate::sink::SnapshotSource;
+use crate::snapshot_cache::EncodedSnapshot;
 use crate::wire::{self, Event, EventType};
 
 mod close;
@@ -493,11 +494,24 @@ async fn stream(
     }
 }
 
-/// Takes a snapshot from `source`, encodes it and queues it, followed by one `health` event
-/// per source it carries (each with the snapshot's seq and `at`, so a client's last seq never
-/// goes backwards and a resume from it stays exact). Returns its seq, from which the hand-over
-/// skips events already reflected in it.
+/// Queues a snapshot, followed by one `health` event per source it carries (each with the
+/// snapshot's seq and `at`, so a client's last seq never goes backwards and a resume from it
+/// stays exact). Returns its seq, from which the hand-over skips events already reflected in
+/// it. Clients connecting at the same source version share one encoding (see
+/// `snapshot_cache`); `source.snapshot()` is called only when there is none yet.
 fn queue_snapshot(out: &mut Outbox, hub: &Hub, source: &dyn SnapshotSource) -> Result<u64, End> {
+    let snapshot = hub.snapshot_cache().get_or_build(
+        source.version(),
+        || encode_snapshot(hub, source),
+        || source.version(),
+    )?;
+    hub.counters().record_snapshot();
+    out.push_snapshot(snapshot.frames.to_vec());
+    Ok(snapshot.seq)
+}
+
+/// Takes a snapshot from `source` and encodes it with its `health` events.
+fn encode_snapshot(hub: &Hub, source: &dyn SnapshotSource) -> Result<EncodedSnapshot, End> {
     let counters = hub.counters();
     let snapshot = source.snapshot();
     // The `at` of the last event the snapshot reflects: a client can resume from it.
@@ -523,12 +537,13 @@ fn queue_snapshot(out: &mut Outbox, hub: &Hub, source: &dyn SnapshotSource) -> R
             },
         )?);
     }
-    counters.record_snapshot();
-    out.push_snapshot(frames);
-    Ok(event.seq)
+    Ok(EncodedSnapshot {
+        seq: event.seq,
+        frames: frames.into(),
+    })
 }
 
-/// Encodes one event for this client alone (a snapshot and what comes with it).
+/// Encodes a snapshot event or a `health` event that follows it.
 fn encode_for_client(counters: &Counters, event: &Event) -> Result<TextFrame, End> {
     counters.encode(|buf| wire::to_writer(buf, event)).map_err(|error| {
         counters.record_encode_error();

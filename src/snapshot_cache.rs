@@ -78,13 +78,13 @@ mod tests {
     #[test]
     fn hits_only_at_the_version_it_was_built_at() {
         let cache = SnapshotCache::default();
-        let mut builds = 0;
-        let mut get = |version, after| {
+        let builds = std::cell::Cell::new(0);
+        let get = |version, after| {
             cache
                 .get_or_build(
                     version,
                     || {
-                        builds += 1;
+                        builds.set(builds.get() + 1);
                         encoded(version.unwrap_or(0))
                     },
                     || after,
@@ -100,7 +100,6 @@ mod tests {
         assert_eq!(get(Some(3), Some(3)), 3);
         assert_eq!(get(None, None), 0);
         assert_eq!(get(None, None), 0);
-        drop(get);
-        assert_eq!(builds, 6);
+        assert_eq!(builds.get(), 6);
     }
 }

@@ -44,6 +44,9 @@
 //! | `agentwatch_ws_snapshots_total` | counter | | `snapshots` |
 //! | `agentwatch_ws_replay_resets_total` | counter | | `replay_resets` |
 //! | `agentwatch_ws_events_published_total` | counter | | `events_published` |
+//! | `agentwatch_ws_encodings_total` | counter | | `encodings` |
+//! | `agentwatch_ws_inbound_floods_total` | counter | | `inbound_floods` |
+//! | `agentwatch_ws_protocol_errors_total` | counter | | `protocol_errors` |
 //! | `agentwatch_ws_encode_errors_total` | counter | | `encode_errors` |
 //! | `agentwatch_ws_messages_sent_total` | counter | | `events_sent` |
 //! | `agentwatch_ws_sent_bytes_total` | counter | | `bytes_sent` (payload bytes) |
@@ -113,6 +116,24 @@ const COUNTERS: &[CounterRow] = &[
         Unit::Count,
         "Events handed to the hub and encoded",
         |s| s.events_published,
+    ),
+    (
+        "agentwatch_ws_encodings_total",
+        Unit::Count,
+        "JSON encodings: one per event published, one per snapshot built (shared by the clients connecting at the same state)",
+        |s| s.encodings,
+    ),
+    (
+        "agentwatch_ws_inbound_floods_total",
+        Unit::Count,
+        "Clients closed with 1008 for sending more than their inbound budget",
+        |s| s.inbound_floods,
+    ),
+    (
+        "agentwatch_ws_protocol_errors_total",
+        Unit::Count,
+        "Clients closed for breaking the protocol (1002), invalid UTF-8 (1007) or an oversized message (1009)",
+        |s| s.protocol_errors,
     ),
     (
         "agentwatch_ws_encode_errors_total",

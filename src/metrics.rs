@@ -61,9 +61,9 @@ use std::time::Duration;
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 
-use crate::admission::RejectReason;
 use crate::counters::HubStats;
 use crate::hub::Hub;
+use crate::reject::RejectReason;
 
 /// Counters: (name, unit, description, value).
 type CounterRow = (&'static str, Unit, &'static str, fn(&HubStats) -> u64);

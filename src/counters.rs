@@ -251,8 +251,11 @@ pub struct HubStats {
     pub replay_resets: u64,
     /// Events handed to the hub and encoded.
     pub events_published: u64,
-    /// JSON encodings performed: one per event published and one per snapshot sent,
-    /// whatever the number of clients (failed attempts included).
+    /// JSON encodings performed (failed attempts included): one per event published,
+    /// whatever the number of clients, and one per snapshot event or `health` report after
+    /// it built for connecting clients. Clients connecting while the source's
+    /// [`version`](crate::SnapshotSource::version) is unchanged share one snapshot, so a
+    /// reconnect storm against an unchanged `SessionStore` costs one.
     pub encodings: u64,
     /// Events the hub could not encode (and so delivered to nobody).
     pub encode_errors: u64,

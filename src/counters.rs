@@ -220,8 +220,10 @@ impl Counters {
 pub struct HubStats {
     /// Clients connected right now (same as [`Hub::client_count`](crate::Hub::client_count)).
     pub connected: usize,
-    /// Connection tasks alive right now, including ones still finishing their close.
-    /// Zero when no connection is left behind.
+    /// Connection tasks alive right now: counted from the `101` (before hyper hands the
+    /// socket over) until the task ends, so including ones still finishing their close.
+    /// Zero when no connection is left behind; [`Hub::closed`](crate::Hub::closed) waits
+    /// for it.
     pub connection_tasks: usize,
     /// Upgrades accepted since the hub was created.
     pub accepted: u64,

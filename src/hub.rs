@@ -68,10 +68,10 @@ pub(crate) struct Frame {
 /// skipped silently: a dashboard that missed a delta would show a lie.
 #[derive(Clone)]
 pub struct Hub {
-    pub(crate) shared: Arc<HubShared>,
+    shared: Arc<HubShared>,
 }
 
-pub(crate) struct HubShared {
+struct HubShared {
     /// The last events, for clients resuming with `since`. Its lock is also what makes
     /// "publish" and "subscribe + copy the window" atomic with respect to each other.
     replay: Mutex<Replay>,

@@ -14,6 +14,10 @@
 //! sockets from one IP) and the send buffer is 16 384 events, so that a burst measures the
 //! cost of each delivery rather than the eviction policy; everything else is at its default.
 //!
+//! `--sessions N` fills the store with N realistic sessions before serving (default 0), so
+//! the `connect` scenario measures a reconnect storm against a busy monitor: every client
+//! gets a snapshot of all N (the README's "Performance" section compares 1 000 with none).
+//!
 //! `--workers N` sets tokio's worker threads (default one per core). On a machine shared with
 //! the load generator, one worker leaves it a core: that lowers the median latency of the
 //! `latency` scenario but raised its p99 in our runs, so the README's figures use the default.
@@ -29,7 +33,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use agentwatch_ws::{
-    Activity, Event, EventSink, Hub, LifecycleState, MultiSink, SessionState, SessionStore, WsLayer,
+    Activity, Event, EventSink, Hub, LifecycleState, MultiSink, SessionState, SessionStore,
+    SubagentState, Timestamp, WsLayer,
 };
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
@@ -83,6 +88,44 @@ fn bench_event(seq: u64, padding: &str) -> Event {
         ..SessionState::default()
     };
     Event::delta(seq, vec![session], Vec::new())
+}
+
+/// A session as a busy monitor reports it (the shape `benches/hot_path.rs` measures).
+fn realistic_session(i: usize) -> SessionState {
+    let now = Timestamp::now();
+    SessionState {
+        id: format!("3f2b9c1e-7d4a-4e0b-9a51-{i:012}"),
+        source: ["claude-code", "codex", "gemini-cli"][i % 3].into(),
+        slug: format!("refactor-event-bus-{i}"),
+        activity: Activity::Working,
+        lifecycle: LifecycleState::Active,
+        context_tokens: 154_321,
+        output_tokens: 20_480,
+        max_context_tokens: 200_000,
+        context_utilization: 0.771605,
+        model: "claude-opus-4-1".into(),
+        working_dir: "/home/dev/src/agentwatch".into(),
+        branch: "feature/event-bus".into(),
+        current_tool: "Bash".into(),
+        message_count: 318,
+        tool_call_count: 142,
+        compaction_count: 2,
+        started_at: now,
+        last_activity_at: now,
+        last_data_received_at: now,
+        subagents: if i % 4 == 0 {
+            vec![SubagentState {
+                id: format!("sub-{i}"),
+                activity: Activity::Idle,
+                started_at: now,
+                last_activity_at: now,
+                ..Default::default()
+            }]
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    }
 }
 
 async fn burst(
@@ -148,10 +191,20 @@ async fn serve() -> std::io::Result<()> {
         .rate_limit(RateLimit::disabled())
         .send_buffer(SEND_BUFFER);
     let hub = ws.hub();
+    let sink = Arc::new(MultiSink::new().with(store).with(hub.clone()));
+    let sessions = flag::<usize>("--sessions").unwrap_or(0);
+    let mut seq = 0;
+    if sessions > 0 {
+        seq = 1;
+        let prefill = Event::snapshot(seq, (0..sessions).map(realistic_session).collect());
+        if let Err(error) = sink.handle_event(&prefill) {
+            tracing::error!(%error, "prefill failed");
+        }
+    }
     let bench = Bench {
-        hub: hub.clone(),
-        sink: Arc::new(MultiSink::new().with(store).with(hub)),
-        seq: Arc::new(AtomicU64::new(0)),
+        hub,
+        sink,
+        seq: Arc::new(AtomicU64::new(seq)),
         burst: Arc::new(Mutex::new(())),
     };
     let app = Router::new()

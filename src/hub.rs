@@ -7,14 +7,15 @@
 //! ever costs itself.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::broadcast;
 
-use crate::admission::RejectReason;
-use crate::conn::{EncodeCounter, TextFrame};
+use crate::counters::{Counters, HubStats};
+use crate::frame::TextFrame;
 use crate::sink::{EventSink, SinkError};
+use crate::snapshot_cache::SnapshotCache;
+use crate::stop::StopFlag;
 use crate::wire::{self, Event, EventType, Timestamp};
 
 /// What travels the fan-out channel.
@@ -67,18 +68,20 @@ pub(crate) struct Frame {
 /// skipped silently: a dashboard that missed a delta would show a lie.
 #[derive(Clone)]
 pub struct Hub {
-    pub(crate) shared: Arc<HubShared>,
+    shared: Arc<HubShared>,
 }
 
-pub(crate) struct HubShared {
+struct HubShared {
     /// The last events, for clients resuming with `since`. Its lock is also what makes
     /// "publish" and "subscribe + copy the window" atomic with respect to each other.
     replay: Mutex<Replay>,
     /// Created when the first router is built, because its capacity is the configured
     /// `send_buffer` and the builder may still change that after [`WsLayer::hub`] was called.
     tx: OnceLock<broadcast::Sender<Signal>>,
-    stopped: AtomicBool,
-    pub(crate) counters: Counters,
+    stopped: StopFlag,
+    counters: Counters,
+    /// The encoded snapshot shared by clients connecting at the same source version.
+    snapshots: SnapshotCache,
 }
 
 impl std::fmt::Debug for Hub {
@@ -99,7 +102,8 @@ impl Hub {
                     DEFAULT_REPLAY_WINDOW_BYTES,
                 )),
                 tx: OnceLock::new(),
-                stopped: AtomicBool::new(false),
+                stopped: StopFlag::default(),
+                snapshots: SnapshotCache::default(),
                 counters: Counters::default(),
             }),
         }
@@ -175,7 +179,22 @@ impl Hub {
     /// connection that is saying goodbye (close frame, grace period) still counts in
     /// [`HubStats::connection_tasks`] until its task ends.
     pub fn client_count(&self) -> usize {
-        self.shared.counters.connected.load(Ordering::Relaxed)
+        self.shared.counters.connected()
+    }
+
+    /// The hub's counters, for the connections and the layer to record what happens.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// The encoded snapshot shared by clients connecting at the same source version.
+    pub(crate) fn snapshot_cache(&self) -> &SnapshotCache {
+        &self.shared.snapshots
+    }
+
+    /// The flag [`stop`](Hub::stop) raises, for the admission check.
+    pub(crate) fn stop_flag(&self) -> StopFlag {
+        self.shared.stopped.clone()
     }
 
     /// Stops the hub: every connected client is closed with code 1001 ("going away") and every
@@ -184,7 +203,7 @@ impl Hub {
     ///
     /// Events handed to a stopped hub are accepted and discarded.
     pub fn stop(&self) {
-        if self.shared.stopped.swap(true, Ordering::SeqCst) {
+        if self.shared.stopped.raise() {
             return;
         }
         tracing::info!(clients = self.client_count(), "hub stopping");
@@ -199,7 +218,27 @@ impl Hub {
 
     /// Whether [`stop`](Hub::stop) was called.
     pub fn is_stopped(&self) -> bool {
-        self.shared.stopped.load(Ordering::SeqCst)
+        self.shared.stopped.is_raised()
+    }
+
+    /// Resolves once every connection task has ended: after [`stop`](Hub::stop), once every
+    /// client has been closed with 1001 and its task is gone
+    /// ([`HubStats::connection_tasks`] is 0); at once when no connection is open.
+    ///
+    /// It waits for tasks, not for the stop: awaited before `stop()`, it resolves the moment
+    /// no client happens to be connected. A connection counts from the moment its `101` is
+    /// sent, so awaiting this after `axum::serve(..).with_graceful_shutdown(..)` has returned
+    /// (which waits for every HTTP connection, hence every `101`) misses none. No polling:
+    /// the last task to end wakes it. Cancel-safe; any number of callers may wait.
+    ///
+    /// ```no_run
+    /// # async fn demo(hub: agentwatch_ws::Hub) {
+    /// hub.stop();
+    /// tokio::time::timeout(std::time::Duration::from_secs(5), hub.closed()).await.ok();
+    /// # }
+    /// ```
+    pub async fn closed(&self) {
+        self.shared.counters.idle().await;
     }
 
     /// A point-in-time copy of the hub's counters.
@@ -212,15 +251,15 @@ impl Hub {
     /// Encodes `event` once, in Go's exact wire format, and hands it to every client.
     fn publish(&self, event: &Event) -> Result<(), SinkError> {
         let counters = &self.shared.counters;
-        let encoded = TextFrame::encode(&counters.encodings, |buf| wire::to_writer(buf, event));
+        let encoded = counters.encode(|buf| wire::to_writer(buf, event));
         let text = encoded.map_err(|source| {
-            counters.encode_errors.fetch_add(1, Ordering::Relaxed);
+            counters.record_encode_error();
             SinkError::Encode {
                 seq: event.seq,
                 source,
             }
         })?;
-        counters.events_published.fetch_add(1, Ordering::Relaxed);
+        counters.record_publish();
         if self.is_stopped() {
             return Ok(());
         }
@@ -235,7 +274,7 @@ impl Hub {
         let continues =
             event.kind == EventType::Health && replay.last == Some((event.seq, event.at));
         if replay.push(frame.clone(), event.at, continues) {
-            counters.replay_resets.fetch_add(1, Ordering::Relaxed);
+            counters.record_replay_reset();
         }
         if let Some(tx) = self.shared.tx.get() {
             // An error only means "no client is subscribed right now": nothing to deliver.
@@ -420,201 +459,6 @@ impl Replay {
                 .map(|kept| kept.frame.clone())
                 .collect(),
         )
-    }
-}
-
-/// Counters kept by the hub; see [`Hub::stats`].
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) connected: AtomicUsize,
-    pub(crate) tasks: AtomicUsize,
-    pub(crate) accepted: AtomicU64,
-    pub(crate) disconnected: AtomicU64,
-    pub(crate) evicted_lagging: AtomicU64,
-    pub(crate) evicted_write_timeout: AtomicU64,
-    pub(crate) heartbeat_timeouts: AtomicU64,
-    pub(crate) inbound_floods: AtomicU64,
-    pub(crate) protocol_errors: AtomicU64,
-    pub(crate) resyncs: AtomicU64,
-    pub(crate) resumed: AtomicU64,
-    pub(crate) snapshots: AtomicU64,
-    pub(crate) replay_resets: AtomicU64,
-    pub(crate) events_published: AtomicU64,
-    pub(crate) encodings: EncodeCounter,
-    pub(crate) encode_errors: AtomicU64,
-    pub(crate) events_sent: AtomicU64,
-    pub(crate) bytes_sent: AtomicU64,
-    pub(crate) rate_limit_skipped: AtomicU64,
-    rejected: [AtomicU64; REJECT_REASONS],
-}
-
-const REJECT_REASONS: usize = 7;
-
-fn reason_index(reason: RejectReason) -> usize {
-    match reason {
-        RejectReason::Stopped => 0,
-        RejectReason::RateLimited => 1,
-        RejectReason::Origin => 2,
-        RejectReason::Unauthorized => 3,
-        RejectReason::ConnectionCap => 4,
-        RejectReason::NotUpgrade => 5,
-        RejectReason::MissingConnectInfo => 6,
-    }
-}
-
-impl Counters {
-    pub(crate) fn reject(&self, reason: RejectReason) {
-        self.rejected[reason_index(reason)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> HubStats {
-        let r = |reason| self.rejected[reason_index(reason)].load(Ordering::Relaxed);
-        let evicted_lagging = self.evicted_lagging.load(Ordering::Relaxed);
-        let evicted_write_timeout = self.evicted_write_timeout.load(Ordering::Relaxed);
-        HubStats {
-            connected: self.connected.load(Ordering::Relaxed),
-            connection_tasks: self.tasks.load(Ordering::Relaxed),
-            accepted: self.accepted.load(Ordering::Relaxed),
-            disconnected: self.disconnected.load(Ordering::Relaxed),
-            evicted: evicted_lagging + evicted_write_timeout,
-            evicted_lagging,
-            evicted_write_timeout,
-            heartbeat_timeouts: self.heartbeat_timeouts.load(Ordering::Relaxed),
-            inbound_floods: self.inbound_floods.load(Ordering::Relaxed),
-            protocol_errors: self.protocol_errors.load(Ordering::Relaxed),
-            resyncs: self.resyncs.load(Ordering::Relaxed),
-            resumed: self.resumed.load(Ordering::Relaxed),
-            snapshots: self.snapshots.load(Ordering::Relaxed),
-            replay_resets: self.replay_resets.load(Ordering::Relaxed),
-            events_published: self.events_published.load(Ordering::Relaxed),
-            encodings: self.encodings.get(),
-            encode_errors: self.encode_errors.load(Ordering::Relaxed),
-            events_sent: self.events_sent.load(Ordering::Relaxed),
-            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
-            rate_limit_skipped: self.rate_limit_skipped.load(Ordering::Relaxed),
-            replay_events: 0,
-            replay_bytes: 0,
-            rejected: RejectionStats {
-                stopped: r(RejectReason::Stopped),
-                rate_limited: r(RejectReason::RateLimited),
-                origin: r(RejectReason::Origin),
-                unauthorized: r(RejectReason::Unauthorized),
-                connection_cap: r(RejectReason::ConnectionCap),
-                not_upgrade: r(RejectReason::NotUpgrade),
-                missing_connect_info: r(RejectReason::MissingConnectInfo),
-            },
-        }
-    }
-}
-
-/// A point-in-time copy of a [`Hub`]'s counters. Counts are totals since the hub was created,
-/// except `connected` and `connection_tasks`, which are current values.
-///
-/// Serializes (serde) as a JSON object with these field names in snake_case, `rejected` as a
-/// nested object, for a status endpoint of your own.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub struct HubStats {
-    /// Clients connected right now (same as [`Hub::client_count`]).
-    pub connected: usize,
-    /// Connection tasks alive right now, including ones still finishing their close.
-    /// Zero when no connection is left behind.
-    pub connection_tasks: usize,
-    /// Upgrades accepted since the hub was created.
-    pub accepted: u64,
-    /// Connections ended, for any reason.
-    pub disconnected: u64,
-    /// Clients evicted by the server: `evicted_lagging + evicted_write_timeout`.
-    pub evicted: u64,
-    /// Clients evicted because they fell `send_buffer` events behind.
-    pub evicted_lagging: u64,
-    /// Clients evicted because their socket accepted no byte for `write_timeout`.
-    pub evicted_write_timeout: u64,
-    /// Clients dropped because they answered none of our pings for two heartbeat intervals.
-    pub heartbeat_timeouts: u64,
-    /// Clients closed with 1008 (policy violation) because they sent more than their
-    /// inbound budget (see the README's close codes).
-    pub inbound_floods: u64,
-    /// Clients closed because what they sent broke the protocol (1002), was not UTF-8 where
-    /// text must be (1007) or exceeded `max_message_size` (1009).
-    pub protocol_errors: u64,
-    /// Lagging clients given a fresh snapshot instead of their backlog ([`LagPolicy::Resync`]).
-    pub resyncs: u64,
-    /// Clients that resumed from the replay window (`?since=`) without a snapshot.
-    pub resumed: u64,
-    /// Snapshots sent: one per connect that did not resume, plus one per resync.
-    pub snapshots: u64,
-    /// Times the replay window was reset because an event's seq did not increase.
-    pub replay_resets: u64,
-    /// Events handed to the hub and encoded.
-    pub events_published: u64,
-    /// JSON encodings performed: one per event published and one per snapshot sent,
-    /// whatever the number of clients (failed attempts included).
-    pub encodings: u64,
-    /// Events the hub could not encode (and so delivered to nobody).
-    pub encode_errors: u64,
-    /// Event messages written to clients (snapshots included; one per client per event).
-    pub events_sent: u64,
-    /// Payload bytes of those messages.
-    pub bytes_sent: u64,
-    /// Upgrade requests admitted without the per-IP rate limit because they carried no client
-    /// address (the app was served without `ConnectInfo<SocketAddr>`: use
-    /// [`serve`](crate::serve()) or `into_make_service_with_connect_info::<SocketAddr>()`).
-    /// Non-zero means the rate limit is not protecting this endpoint.
-    pub rate_limit_skipped: u64,
-    /// Upgrade requests turned away, by reason.
-    pub rejected: RejectionStats,
-    /// Events held in the replay window right now.
-    pub replay_events: usize,
-    /// Bytes of encoded events held in the replay window right now.
-    pub replay_bytes: usize,
-}
-
-/// Upgrade requests rejected, by [`RejectReason`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub struct RejectionStats {
-    /// The hub was stopped (`503`).
-    pub stopped: u64,
-    /// Per-IP rate limit exceeded (`429`).
-    pub rate_limited: u64,
-    /// Origin not allowed (`403`).
-    pub origin: u64,
-    /// Authentication failed (`401` or the extractor's rejection).
-    pub unauthorized: u64,
-    /// Connection cap reached (`503`).
-    pub connection_cap: u64,
-    /// Not a valid WebSocket upgrade request (`426`/`400`).
-    pub not_upgrade: u64,
-    /// Served without connect info, so no client IP, under
-    /// [`MissingClientAddr::Reject`](crate::admission::rate_limit::MissingClientAddr::Reject)
-    /// (`500`).
-    pub missing_connect_info: u64,
-}
-
-impl RejectionStats {
-    /// The rejections for one reason.
-    pub fn count(&self, reason: RejectReason) -> u64 {
-        match reason {
-            RejectReason::Stopped => self.stopped,
-            RejectReason::RateLimited => self.rate_limited,
-            RejectReason::Origin => self.origin,
-            RejectReason::Unauthorized => self.unauthorized,
-            RejectReason::ConnectionCap => self.connection_cap,
-            RejectReason::NotUpgrade => self.not_upgrade,
-            RejectReason::MissingConnectInfo => self.missing_connect_info,
-        }
-    }
-
-    /// All rejections, whatever the reason.
-    pub fn total(&self) -> u64 {
-        self.stopped
-            + self.rate_limited
-            + self.origin
-            + self.unauthorized
-            + self.connection_cap
-            + self.not_upgrade
-            + self.missing_connect_info
     }
 }
 

@@ -24,7 +24,7 @@ use crate::admission::rate_limit::{MissingClientAddr, RateLimit, RateLimitLayer,
 use crate::admission::stopped::StoppedLayer;
 use crate::admission::token::percent_decode;
 use crate::admission::{RejectReason, Rejected};
-use crate::conn::{self, ClientInfo, ConnConfig};
+use crate::conn::{ClientInfo, ConnConfig, Connection};
 use crate::hub::{Hub, LagPolicy, MAX_SEND_BUFFER, Position};
 use crate::sink::SnapshotSource;
 use crate::status::{self, RecordRejectionsLayer, RejectionLog};
@@ -441,19 +441,14 @@ impl<A> WsLayer<A> {
         router = router.route_layer(OriginLayer::new(self.origins.clone()));
         if self.rate_limit.is_enabled() {
             let hub = self.hub.clone();
-            let counted = SkipHook(Arc::new(move || {
-                hub.shared
-                    .counters
-                    .rate_limit_skipped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }));
+            let counted = SkipHook(Arc::new(move || hub.counters().record_rate_limit_skip()));
             router = router.route_layer(
                 RateLimitLayer::new(self.rate_limit, self.trusted_proxies.clone())
                     .on_missing_client_addr(self.missing_client_addr)
                     .on_skip(counted),
             );
         }
-        router = router.route_layer(StoppedLayer::new(self.hub.clone()));
+        router = router.route_layer(StoppedLayer::new(self.hub.stop_flag()));
         let hub = self.hub.clone();
         let rejections = RejectionLog::new();
         let trusted = self.trusted_proxies.clone();
@@ -461,7 +456,7 @@ impl<A> WsLayer<A> {
             .route_layer(tower::util::MapResponseLayer::new(
                 move |response: Response| {
                     if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
-                        hub.shared.counters.reject(*reason);
+                        hub.counters().record_rejection(*reason);
                     }
                     response
                 },
@@ -551,9 +546,6 @@ impl Endpoint {
                 return error.into_response();
             }
         };
-        let hub = self.hub.clone();
-        let source = self.source.clone();
-        let config = self.config.clone();
         // The offered list is never logged: it may carry a token.
         tracing::debug!(
             peer = peer_field,
@@ -566,11 +558,19 @@ impl Endpoint {
             identity,
             since: resume.position(),
         };
+        // Counted as a connection task from here, before the 101: see `Hub::closed`.
+        let connection = Connection::new(
+            self.hub.clone(),
+            self.source.clone(),
+            self.config.clone(),
+            client,
+            Some(permit),
+        );
         handle.accept(
             subprotocol.as_ref(),
             self.protocol,
             move |error| tracing::warn!(peer = peer_field, %error, "websocket upgrade failed"),
-            move |socket| conn::serve(socket, hub, source, config, client, Some(permit)),
+            move |socket| connection.serve(socket),
         )
     }
 }

@@ -93,6 +93,8 @@ pub mod admission;
 #[cfg(feature = "redis")]
 pub mod broker;
 mod conn;
+mod counters;
+mod frame;
 mod hub;
 mod layer;
 #[cfg(feature = "metrics")]
@@ -100,9 +102,12 @@ pub mod metrics;
 #[cfg(feature = "monitor")]
 pub mod monitor;
 mod publisher;
+mod reject;
 mod serve;
 mod sink;
+mod snapshot_cache;
 pub mod status;
+mod stop;
 mod store;
 mod upgrade;
 pub mod wire;
@@ -111,9 +116,10 @@ pub use admission::auth::{Anonymous, Authenticated, Authenticator, Identity};
 pub use admission::client_ip::TrustedProxies;
 pub use admission::rate_limit::{MissingClientAddr, RateLimit};
 pub use admission::{RejectReason, Rejected};
+pub use counters::{HubStats, RejectionStats};
 pub use hub::{
-    DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, HubStats, LagPolicy,
-    MAX_REPLAY_WINDOW, MAX_REPLAY_WINDOW_BYTES, MAX_SEND_BUFFER, RejectionStats,
+    DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, LagPolicy, MAX_REPLAY_WINDOW,
+    MAX_REPLAY_WINDOW_BYTES, MAX_SEND_BUFFER,
 };
 pub use layer::{
     DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_BUFFER, DEFAULT_WRITE_TIMEOUT,

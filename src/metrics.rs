@@ -44,6 +44,10 @@
 //! | `agentwatch_ws_snapshots_total` | counter | | `snapshots` |
 //! | `agentwatch_ws_replay_resets_total` | counter | | `replay_resets` |
 //! | `agentwatch_ws_events_published_total` | counter | | `events_published` |
+//! | `agentwatch_ws_encodings_total` | counter | | `encodings` |
+//! | `agentwatch_ws_inbound_floods_total` | counter | | `inbound_floods` |
+//! | `agentwatch_ws_protocol_errors_total` | counter | | `protocol_errors` |
+//! | `agentwatch_ws_rate_limit_skipped_total` | counter | | `rate_limit_skipped` (non-zero: the per-IP limit is not protecting the endpoint) |
 //! | `agentwatch_ws_encode_errors_total` | counter | | `encode_errors` |
 //! | `agentwatch_ws_messages_sent_total` | counter | | `events_sent` |
 //! | `agentwatch_ws_sent_bytes_total` | counter | | `bytes_sent` (payload bytes) |
@@ -58,8 +62,9 @@ use std::time::Duration;
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 
-use crate::admission::RejectReason;
-use crate::hub::{Hub, HubStats};
+use crate::counters::HubStats;
+use crate::hub::Hub;
+use crate::reject::RejectReason;
 
 /// Counters: (name, unit, description, value).
 type CounterRow = (&'static str, Unit, &'static str, fn(&HubStats) -> u64);
@@ -112,6 +117,30 @@ const COUNTERS: &[CounterRow] = &[
         Unit::Count,
         "Events handed to the hub and encoded",
         |s| s.events_published,
+    ),
+    (
+        "agentwatch_ws_encodings_total",
+        Unit::Count,
+        "JSON encodings: one per event published, one per snapshot built (shared by the clients connecting at the same state)",
+        |s| s.encodings,
+    ),
+    (
+        "agentwatch_ws_inbound_floods_total",
+        Unit::Count,
+        "Clients closed with 1008 for sending more than their inbound budget",
+        |s| s.inbound_floods,
+    ),
+    (
+        "agentwatch_ws_protocol_errors_total",
+        Unit::Count,
+        "Clients closed for breaking the protocol (1002), invalid UTF-8 (1007) or an oversized message (1009)",
+        |s| s.protocol_errors,
+    ),
+    (
+        "agentwatch_ws_rate_limit_skipped_total",
+        Unit::Count,
+        "Upgrades admitted without the per-IP rate limit: no client address (served without ConnectInfo)",
+        |s| s.rate_limit_skipped,
     ),
     (
         "agentwatch_ws_encode_errors_total",

@@ -75,9 +75,29 @@ pub struct Snapshot {
 /// delivers everything after that, in publish order, whatever its `seq`. So the client sees
 /// each event exactly once, provided `seq` truly is "the last event reflected" and the events
 /// racing the connect carry increasing seqs (as the agentwatch monitor's do).
+///
+/// # Sharing one snapshot
+/// A source that can tell cheaply whether its state changed implements
+/// [`version`](SnapshotSource::version): clients connecting while it returns the same value
+/// share one encoded snapshot, and `snapshot()` is not called for them at all.
 pub trait SnapshotSource: Send + Sync + 'static {
-    /// The current state. Called once per connecting client; must not block for long.
+    /// The current state. Called for a connecting client unless its encoded snapshot is
+    /// shared (see [`version`](SnapshotSource::version)); must not block for long.
     fn snapshot(&self) -> Snapshot;
+
+    /// A number that changes whenever [`snapshot`](SnapshotSource::snapshot) would return
+    /// something different (a count of the events handled, say), or `None` (the default):
+    /// every client gets a snapshot of its own.
+    ///
+    /// While it returns the same value, connecting clients share the snapshot (and the
+    /// `health` events after it) encoded once. It is read after the client subscribed, as
+    /// `snapshot()` would be, so sharing keeps the hand-over contract exact: an unchanged
+    /// version means the shared snapshot *is* the state at that moment. It must be cheap
+    /// (it is read on every connect) and must never repeat a value for a different state,
+    /// including after a producer restart.
+    fn version(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<F> SnapshotSource for F
@@ -92,6 +112,10 @@ where
 impl<T: SnapshotSource + ?Sized> SnapshotSource for Arc<T> {
     fn snapshot(&self) -> Snapshot {
         (**self).snapshot()
+    }
+
+    fn version(&self) -> Option<u64> {
+        (**self).version()
     }
 }
 

@@ -38,6 +38,8 @@ pub struct SessionStore {
 
 #[derive(Default)]
 struct State {
+    /// Events handled: what [`SnapshotSource::version`] reports.
+    version: u64,
     seq: u64,
     /// The `at` of the event `seq`, once one was handled.
     at: Option<Timestamp>,
@@ -141,6 +143,7 @@ impl EventSink for SessionStore {
         }
         state.seq = event.seq;
         state.at = Some(event.at);
+        state.version += 1;
         Ok(())
     }
 }
@@ -157,6 +160,12 @@ impl SnapshotSource for SessionStore {
                 .collect(),
             health: state.health.clone(),
         })
+    }
+
+    /// The number of events handled: every event may change the state, so clients
+    /// connecting between two events share one encoded snapshot. Clones share it.
+    fn version(&self) -> Option<u64> {
+        Some(self.read(|state| state.version))
     }
 }
 

@@ -69,6 +69,10 @@ async fn prometheus_text_carries_the_hubs_exact_counters() {
         ("agentwatch_ws_connections_closed_total", 0.0),
         ("agentwatch_ws_events_published_total", 3.0),
         ("agentwatch_ws_snapshots_total", 2.0),
+        // Three events, and one snapshot shared by both clients (same store state).
+        ("agentwatch_ws_encodings_total", 4.0),
+        ("agentwatch_ws_inbound_floods_total", 0.0),
+        ("agentwatch_ws_protocol_errors_total", 0.0),
         ("agentwatch_ws_messages_sent_total", 8.0),
         ("agentwatch_ws_replay_window_events", 3.0),
         (

@@ -8,18 +8,19 @@ use tower::{Layer, Service};
 
 use super::client_ip::peer_addr;
 use super::{RejectReason, ResponseFuture, rejection};
-use crate::Hub;
+use crate::stop::StopFlag;
 
-/// Layer answering `503 Service Unavailable` once [`Hub::stop`] was called.
+/// Layer answering `503 Service Unavailable` once [`Hub::stop`](crate::Hub::stop) was
+/// called. [`WsLayer`](crate::WsLayer) installs it.
 #[derive(Debug, Clone)]
 pub struct StoppedLayer {
-    hub: Hub,
+    stopped: StopFlag,
 }
 
 impl StoppedLayer {
-    /// Rejects requests once `hub` is stopped.
-    pub fn new(hub: Hub) -> Self {
-        StoppedLayer { hub }
+    /// Rejects requests once `stopped` is raised (by `Hub::stop`).
+    pub(crate) fn new(stopped: StopFlag) -> Self {
+        StoppedLayer { stopped }
     }
 }
 
@@ -29,7 +30,7 @@ impl<S> Layer<S> for StoppedLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Stopped {
             inner,
-            hub: self.hub.clone(),
+            stopped: self.stopped.clone(),
         }
     }
 }
@@ -38,7 +39,7 @@ impl<S> Layer<S> for StoppedLayer {
 #[derive(Debug, Clone)]
 pub struct Stopped<S> {
     inner: S,
-    hub: Hub,
+    stopped: StopFlag,
 }
 
 impl<S, B> Service<Request<B>> for Stopped<S>
@@ -54,7 +55,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if self.hub.is_stopped() {
+        if self.stopped.is_raised() {
             let peer = peer_addr(request.extensions()).map(tracing::field::display);
             tracing::warn!(peer, reason = "stopped", "upgrade rejected");
             return ResponseFuture::rejected(rejection(

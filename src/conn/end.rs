@@ -1,12 +1,10 @@
 //! Why a connection ended: what the client is told (the close frame, RFC 6455 §7.4.1), what
 //! is logged and what is counted.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::ws::close_code;
 use tungstenite::error::{Error as WsError, ProtocolError};
 
-use crate::hub::Counters;
+use crate::counters::{CountedEnd, Counters};
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,15 +93,14 @@ impl End {
 
     /// Counts the end in the hub's stats.
     pub(super) fn count(self, counters: &Counters) {
-        let counter = match self {
-            End::Lagging => &counters.evicted_lagging,
-            End::WriteTimeout => &counters.evicted_write_timeout,
-            End::HeartbeatTimeout => &counters.heartbeat_timeouts,
-            End::InboundFlood => &counters.inbound_floods,
-            End::ProtocolError | End::InvalidText | End::MessageTooBig => &counters.protocol_errors,
+        counters.record_end(match self {
+            End::Lagging => CountedEnd::EvictedLagging,
+            End::WriteTimeout => CountedEnd::EvictedWriteTimeout,
+            End::HeartbeatTimeout => CountedEnd::HeartbeatTimeout,
+            End::InboundFlood => CountedEnd::InboundFlood,
+            End::ProtocolError | End::InvalidText | End::MessageTooBig => CountedEnd::ProtocolError,
             _ => return,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        });
     }
 
     /// Logs the end, at the level it deserves.

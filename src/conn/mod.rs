@@ -21,19 +21,20 @@ use tungstenite::error::Error as WsError;
 
 use crate::admission::auth::Identity;
 use crate::admission::cap::ConnectionPermit;
-use crate::hub::{Counters, Hub, LagPolicy, Position, Signal, Start};
+use crate::counters::Counters;
+use crate::frame::TextFrame;
+use crate::hub::{Hub, LagPolicy, Position, Signal, Start};
 use crate::sink::SnapshotSource;
+use crate::snapshot_cache::EncodedSnapshot;
 use crate::wire::{self, Event, EventType};
 
 mod close;
 mod end;
-mod frame;
 mod inbound;
 mod outbox;
 mod socket;
 mod sources;
 use end::End;
-pub(crate) use frame::{EncodeCounter, TextFrame};
 use inbound::{Heartbeat, InboundBudget};
 use outbox::Outbox;
 pub(crate) use socket::{Socket, Transport};
@@ -57,22 +58,38 @@ pub(crate) struct ClientInfo {
     pub(crate) since: Option<Position>,
 }
 
-/// Counts the connection: as connected until it starts closing (see [`Registration::closing`]),
-/// and as a live task until this value is dropped, however the task ends.
-struct Registration {
+/// Counts a connection task, from the moment its `101` is promised until the task ends or
+/// its upgrade fails (this value is dropped either way): what [`Hub::closed`] waits for.
+struct Task {
     hub: Hub,
+}
+
+impl Task {
+    fn new(hub: Hub) -> Self {
+        hub.counters().task_started();
+        Task { hub }
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.hub.counters().task_ended();
+    }
+}
+
+/// Counts the connection as connected until it starts closing (see
+/// [`Registration::closing`]) or is dropped, however the task ends.
+struct Registration<'a> {
+    counters: &'a Counters,
     /// Shared by reference across awaits, so it must be `Sync`.
     connected: AtomicBool,
 }
 
-impl Registration {
-    fn new(hub: &Hub) -> Self {
-        let counters = &hub.shared.counters;
-        counters.tasks.fetch_add(1, Ordering::Relaxed);
-        counters.connected.fetch_add(1, Ordering::Relaxed);
-        counters.accepted.fetch_add(1, Ordering::Relaxed);
+impl<'a> Registration<'a> {
+    fn new(counters: &'a Counters) -> Self {
+        counters.connection_started();
         Registration {
-            hub: hub.clone(),
+            counters,
             connected: AtomicBool::new(true),
         }
     }
@@ -81,47 +98,75 @@ impl Registration {
     /// take up to the close grace period.
     fn closing(&self) {
         if self.connected.swap(false, Ordering::Relaxed) {
-            let counters = &self.hub.shared.counters;
-            counters.connected.fetch_sub(1, Ordering::Relaxed);
-            counters.disconnected.fetch_add(1, Ordering::Relaxed);
+            self.counters.connection_closing();
         }
     }
 }
 
-impl Drop for Registration {
+impl Drop for Registration<'_> {
     fn drop(&mut self) {
         self.closing();
-        self.hub
-            .shared
-            .counters
-            .tasks
-            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// Runs one client connection to its end, however it ends. The permit (if any) is released
-/// when this future completes or is dropped.
-///
-/// Not an `async fn`: an `async fn` keeps its arguments in its future for its whole life, so
-/// the socket would be stored twice, there and where the loop uses it. Here the future owns
-/// the socket once and lends it out.
-pub(crate) fn serve(
-    mut socket: Socket,
-    hub: Hub,
+/// One accepted client, from its `101` on: counted as a connection task from creation (see
+/// [`Hub::closed`]), served once hyper hands over the socket ([`Connection::serve`]).
+pub(crate) struct Connection {
+    task: Task,
     source: Arc<dyn SnapshotSource>,
     config: Arc<ConnConfig>,
     client: ClientInfo,
     permit: Option<ConnectionPermit>,
-) -> impl Future<Output = ()> + Send + 'static {
-    let registration = Registration::new(&hub);
+}
+
+impl Connection {
+    /// Counts the task at once: create it before answering `101`.
+    pub(crate) fn new(
+        hub: Hub,
+        source: Arc<dyn SnapshotSource>,
+        config: Arc<ConnConfig>,
+        client: ClientInfo,
+        permit: Option<ConnectionPermit>,
+    ) -> Self {
+        Connection {
+            task: Task::new(hub),
+            source,
+            config,
+            client,
+            permit,
+        }
+    }
+
+    /// Runs the client connection to its end, however it ends. The permit (if any) is
+    /// released when this future completes or is dropped.
+    pub(crate) fn serve(self, socket: Socket) -> impl Future<Output = ()> + Send + 'static {
+        serve(socket, self)
+    }
+}
+
+/// Runs one client connection to its end, however it ends.
+///
+/// Not an `async fn`: an `async fn` keeps its arguments in its future for its whole life, so
+/// the socket would be stored twice, there and where the loop uses it. Here the future owns
+/// the socket once and lends it out.
+fn serve(mut socket: Socket, connection: Connection) -> impl Future<Output = ()> + Send + 'static {
+    let Connection {
+        task,
+        source,
+        config,
+        client,
+        permit,
+    } = connection;
+    let hub = task.hub.clone();
     let span = tracing::info_span!(
         "ws_client",
         peer = %client.peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
         identity = %client.identity,
     );
     async move {
+        let counters = hub.counters();
+        let registration = Registration::new(counters);
         tracing::info!(clients = hub.client_count(), "client connected");
-        let counters = &hub.shared.counters;
         let mut out = Outbox::new(config.send_buffer);
         let end = stream(&mut socket, &mut out, &hub, &*source, &config, client.since).await;
         end.count(counters);
@@ -132,6 +177,7 @@ pub(crate) fn serve(
         count_sent(counters, &mut out);
         drop(permit);
         drop(registration);
+        drop(task);
     }
     .instrument(span)
 }
@@ -140,8 +186,7 @@ pub(crate) fn serve(
 fn count_sent(counters: &Counters, out: &mut Outbox) {
     let (events, bytes) = out.take_sent();
     if events > 0 {
-        counters.events_sent.fetch_add(events, Ordering::Relaxed);
-        counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        counters.record_sent(events, bytes);
     }
 }
 
@@ -297,14 +342,14 @@ async fn stream(
     config: &ConnConfig,
     since: Option<Position>,
 ) -> End {
-    let counters = &hub.shared.counters;
+    let counters = hub.counters();
     let Some(start) = hub.subscribe(since) else {
         // The hub was stopped before this client could subscribe.
         return End::Stopped;
     };
     let (events, handover) = match start {
         Start::Resume { events, missed } => {
-            counters.resumed.fetch_add(1, Ordering::Relaxed);
+            counters.record_resume();
             tracing::debug!(
                 since = since.map(|position| position.seq),
                 missed = missed.len(),
@@ -425,7 +470,7 @@ async fn stream(
                 LagPolicy::Resync => {
                     // Replace the backlog with the state it would have produced. A fresh
                     // subscription, taken before the snapshot, restarts the hand-over.
-                    counters.resyncs.fetch_add(1, Ordering::Relaxed);
+                    counters.record_resync();
                     let dropped = live.out.drop_backlog();
                     tracing::warn!(
                         dropped,
@@ -449,12 +494,25 @@ async fn stream(
     }
 }
 
-/// Takes a snapshot from `source`, encodes it and queues it, followed by one `health` event
-/// per source it carries (each with the snapshot's seq and `at`, so a client's last seq never
-/// goes backwards and a resume from it stays exact). Returns its seq, from which the hand-over
-/// skips events already reflected in it.
+/// Queues a snapshot, followed by one `health` event per source it carries (each with the
+/// snapshot's seq and `at`, so a client's last seq never goes backwards and a resume from it
+/// stays exact). Returns its seq, from which the hand-over skips events already reflected in
+/// it. Clients connecting at the same source version share one encoding (see
+/// `snapshot_cache`); `source.snapshot()` is called only when there is none yet.
 fn queue_snapshot(out: &mut Outbox, hub: &Hub, source: &dyn SnapshotSource) -> Result<u64, End> {
-    let counters = &hub.shared.counters;
+    let snapshot = hub.snapshot_cache().get_or_build(
+        source.version(),
+        || encode_snapshot(hub, source),
+        || source.version(),
+    )?;
+    hub.counters().record_snapshot();
+    out.push_snapshot(snapshot.frames.to_vec());
+    Ok(snapshot.seq)
+}
+
+/// Takes a snapshot from `source` and encodes it with its `health` events.
+fn encode_snapshot(hub: &Hub, source: &dyn SnapshotSource) -> Result<EncodedSnapshot, End> {
+    let counters = hub.counters();
     let snapshot = source.snapshot();
     // The `at` of the last event the snapshot reflects: a client can resume from it.
     let at = hub.snapshot_at(snapshot.seq, snapshot.at);
@@ -479,15 +537,16 @@ fn queue_snapshot(out: &mut Outbox, hub: &Hub, source: &dyn SnapshotSource) -> R
             },
         )?);
     }
-    counters.snapshots.fetch_add(1, Ordering::Relaxed);
-    out.push_snapshot(frames);
-    Ok(event.seq)
+    Ok(EncodedSnapshot {
+        seq: event.seq,
+        frames: frames.into(),
+    })
 }
 
-/// Encodes one event for this client alone (a snapshot and what comes with it).
+/// Encodes a snapshot event or a `health` event that follows it.
 fn encode_for_client(counters: &Counters, event: &Event) -> Result<TextFrame, End> {
-    TextFrame::encode(&counters.encodings, |buf| wire::to_writer(buf, event)).map_err(|error| {
-        counters.encode_errors.fetch_add(1, Ordering::Relaxed);
+    counters.encode(|buf| wire::to_writer(buf, event)).map_err(|error| {
+        counters.record_encode_error();
         tracing::error!(seq = event.seq, kind = event.kind.as_str(), %error, "cannot encode snapshot");
         End::EncodeError
     })

@@ -18,8 +18,8 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 
-use super::TextFrame;
 use super::socket::{ControlKind, Socket};
+use crate::frame::TextFrame;
 use crate::hub::Frame;
 
 /// How many frames one call of [`Outbox::poll_drive`] writes at most before it hands the

@@ -34,18 +34,39 @@ pub(crate) enum Transport {
 impl Transport {
     /// Takes the connection out of hyper, with whatever the client sent after its handshake
     /// that hyper had already read.
+    ///
+    /// On the bare `TcpStream` path, sets `TCP_NODELAY` whoever served the app (plain
+    /// `axum::serve` does not): the outbox already batches what it writes, so Nagle's
+    /// algorithm would only hold a lone event back until the client's delayed ACK.
     pub(crate) fn from_upgraded(upgraded: Upgraded) -> (Self, Bytes) {
         // axum::serve runs hyper-util's HTTP/1-or-2 server, which wraps the stream in a type
         // of its own; a plain hyper HTTP/1 server does not.
         let upgraded =
             match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded)
             {
-                Ok(parts) => return (Transport::Tcp(parts.io.into_inner()), parts.read_buf),
+                Ok(parts) => return (Self::tcp(parts.io.into_inner()), parts.read_buf),
                 Err(upgraded) => upgraded,
             };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (Transport::Tcp(parts.io.into_inner()), parts.read_buf),
+            Ok(parts) => (Self::tcp(parts.io.into_inner()), parts.read_buf),
             Err(upgraded) => (Transport::Upgraded(TokioIo::new(upgraded)), Bytes::new()),
+        }
+    }
+
+    fn tcp(stream: TcpStream) -> Self {
+        if let Err(error) = stream.set_nodelay(true) {
+            // Only costs latency; the connection works without it.
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        Transport::Tcp(stream)
+    }
+
+    /// Whether `TCP_NODELAY` is on, for tests: `None` off the bare TCP path.
+    #[cfg(test)]
+    pub(crate) fn nodelay(&self) -> Option<bool> {
+        match self {
+            Transport::Tcp(stream) => stream.nodelay().ok(),
+            Transport::Upgraded(_) => None,
         }
     }
 
@@ -300,5 +321,59 @@ impl Write for ProtocolIo<'_, '_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // unwrap() here asserts on sockets and channels the test itself set up.
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A plain hyper HTTP/1 server, as `axum::serve` runs one, sets no `TCP_NODELAY`; the
+    /// transport taken from it must have it.
+    #[tokio::test]
+    async fn the_tcp_transport_taken_from_hyper_has_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            assert!(!stream.nodelay().unwrap(), "off as accepted");
+            let tx = std::sync::Mutex::new(Some(tx));
+            let service = hyper::service::service_fn(move |request| {
+                let on_upgrade = hyper::upgrade::on(request);
+                let tx = tx.lock().unwrap().take();
+                tokio::spawn(async move {
+                    let (transport, _) = Transport::from_upgraded(on_upgrade.await.unwrap());
+                    if let Some(tx) = tx {
+                        let _ = tx.send(transport.nodelay());
+                    }
+                });
+                let response = http::Response::builder()
+                    .status(http::StatusCode::SWITCHING_PROTOCOLS)
+                    .header(http::header::CONNECTION, "upgrade")
+                    .header(http::header::UPGRADE, "websocket")
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let nodelay = tokio::time::timeout(std::time::Duration::from_secs(10), rx)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(nodelay, Some(true));
     }
 }

@@ -189,7 +189,7 @@ mod tests {
     // Here unwrap() and expect() are assertions on values the test itself built: a failure
     // fails the test, with the message. The module is built for `cargo test` only.
     use super::*;
-    use crate::conn::TextFrame;
+    use crate::frame::TextFrame;
     use crate::hub::Frame;
 
     fn frame(seq: u64) -> Signal {

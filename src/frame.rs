@@ -5,8 +5,6 @@
 //! server frames are unmasked, so the whole frame (header and payload) is built once, when
 //! the event is encoded, and each client's socket is handed the same shared buffer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use bytes::Bytes;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -14,18 +12,6 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 /// Room left in front of the payload for the longest server header (2 + 8 bytes; server
 /// frames carry no mask).
 const HEADER_ROOM: usize = 10;
-
-/// Counts the frames encoded: every [`TextFrame`] is made by [`TextFrame::encode`], which
-/// needs one. The hub's is what `HubStats::encodings` reports, so a change that encoded an
-/// event once per client would show there.
-#[derive(Debug, Default)]
-pub(crate) struct EncodeCounter(AtomicU64);
-
-impl EncodeCounter {
-    pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
 
 /// One complete, final, unmasked WebSocket text frame. Cloning shares the buffer.
 #[derive(Clone, Debug)]
@@ -39,13 +25,9 @@ impl TextFrame {
     /// once, straight behind room for the header, so framing it copies nothing.
     ///
     /// `write` must append valid UTF-8 (a text frame's payload); every caller writes JSON
-    /// through serde_json, which only produces UTF-8. Each call counts one encoding in
-    /// `counter`, whether `write` succeeds or not.
-    pub(crate) fn encode<E>(
-        counter: &EncodeCounter,
-        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
-    ) -> Result<Self, E> {
-        counter.0.fetch_add(1, Ordering::Relaxed);
+    /// through serde_json, which only produces UTF-8. The crate encodes through
+    /// `Counters::encode`, which counts every attempt (`HubStats::encodings`).
+    pub(crate) fn encode<E>(write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<Self, E> {
         let mut buf = Vec::with_capacity(256);
         buf.resize(HEADER_ROOM, 0);
         write(&mut buf)?;
@@ -82,7 +64,7 @@ impl TextFrame {
     /// A frame carrying `text`, for tests.
     #[cfg(test)]
     pub(crate) fn from_text(text: &[u8]) -> Self {
-        let framed = TextFrame::encode(&EncodeCounter::default(), |buf| {
+        let framed = TextFrame::encode(|buf| {
             buf.extend_from_slice(text);
             Ok::<(), std::convert::Infallible>(())
         });
@@ -117,9 +99,7 @@ mod tests {
 
     #[test]
     fn an_encoding_error_is_returned_as_is() {
-        let counter = EncodeCounter::default();
-        let result = TextFrame::encode(&counter, |_| Err("no"));
+        let result = TextFrame::encode(|_| Err("no"));
         assert_eq!(result.err(), Some("no"));
-        assert_eq!(counter.get(), 1, "the attempt is counted");
     }
 }

@@ -13,7 +13,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,13 +23,10 @@ use agentwatch_ws::{
     SnapshotSource, Timestamp, WsLayer,
 };
 use axum::Router;
+use common::stream_key::{StreamKey, redis_url};
 use common::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
-
-fn redis_url() -> String {
-    std::env::var("AGENTWATCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 /// A control connection to the real Redis; fails the test with a clear message when none
 /// answers.
@@ -53,22 +50,10 @@ fn control() -> redis::Connection {
 }
 
 /// A fresh stream key, and its keys deleted when dropped.
-struct Keys(String);
+/// This test's stream: a [`StreamKey`] of its own, deleted when dropped.
+type Keys = StreamKey;
 
-impl Keys {
-    fn new() -> Keys {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        Keys(format!(
-            "agentwatch-test:{}:{nanos}:{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ))
-    }
-
+impl StreamKey {
     fn broker(&self, url: &str) -> RedisBroker {
         RedisBroker::open(url, self.0.clone()).unwrap()
     }
@@ -99,21 +84,6 @@ impl Keys {
             .arg(keep)
             .query(&mut control())
             .unwrap();
-    }
-}
-
-impl Drop for Keys {
-    fn drop(&mut self) {
-        let key = &self.0;
-        if let Ok(client) = redis::Client::open(redis_url().as_str()) {
-            if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) {
-                let _: Result<usize, _> = redis::cmd("DEL")
-                    .arg(key)
-                    .arg(format!("{key}:checkpoint"))
-                    .arg(format!("{key}:append"))
-                    .query(&mut conn);
-            }
-        }
     }
 }
 
@@ -424,7 +394,7 @@ async fn connect_query(addr: SocketAddr, query: &str) -> Client {
 #[tokio::test]
 async fn every_node_serves_the_producers_state_and_events_byte_for_byte() {
     let _ = control();
-    let keys = Keys::new();
+    let keys = StreamKey::new("broker");
     let url = redis_url();
     let producer = Producer::new(publisher(&keys, &url));
     producer.publish_range(1..=25);
@@ -469,7 +439,7 @@ async fn every_node_serves_the_producers_state_and_events_byte_for_byte() {
 #[tokio::test]
 async fn a_client_of_a_stopped_node_resumes_on_another_with_exactly_the_missed_events() {
     let _ = control();
-    let keys = Keys::new();
+    let keys = StreamKey::new("broker");
     let url = redis_url();
     let producer = Producer::new(publisher(&keys, &url));
     producer.publish_range(1..=12);
@@ -525,7 +495,7 @@ async fn a_client_of_a_stopped_node_resumes_on_another_with_exactly_the_missed_e
 #[tokio::test]
 async fn a_broker_outage_loses_nothing_and_costs_no_snapshot() {
     let _ = control();
-    let keys = Keys::new();
+    let keys = StreamKey::new("broker");
     let proxy = Proxy::start().await;
     let producer = Producer::new(publisher(&keys, &proxy.url));
     producer.publish_range(1..=10);
@@ -559,7 +529,7 @@ async fn a_broker_outage_loses_nothing_and_costs_no_snapshot() {
 #[tokio::test]
 async fn a_node_started_while_the_broker_is_down_builds_once_it_is_back() {
     let _ = control();
-    let keys = Keys::new();
+    let keys = StreamKey::new("broker");
     let producer = Producer::new(publisher(&keys, &redis_url()));
     producer.publish_range(1..=20);
     flushed(&producer).await;
@@ -579,7 +549,7 @@ async fn a_node_started_while_the_broker_is_down_builds_once_it_is_back() {
 #[tokio::test]
 async fn a_trimmed_position_gives_connected_clients_a_snapshot() {
     let _ = control();
-    let keys = Keys::new();
+    let keys = StreamKey::new("broker");
     let url = redis_url();
     let proxy = Proxy::start().await;
     let producer = Producer::new(publisher(&keys, &url));
@@ -617,7 +587,7 @@ async fn a_trimmed_position_gives_connected_clients_a_snapshot() {
 #[tokio::test]
 async fn a_lost_stream_is_replaced_by_a_resync_from_the_producer() {
     let _ = control();
-    let keys = Keys::new();
+    let keys = StreamKey::new("broker");
     let url = redis_url();
     let producer = Producer::new(publisher(&keys, &url));
     producer.publish_range(1..=20);
@@ -650,7 +620,7 @@ async fn a_lost_stream_is_replaced_by_a_resync_from_the_producer() {
 #[tokio::test]
 async fn a_full_producer_queue_drops_counts_and_resyncs_followers() {
     let _ = control();
-    let keys = Keys::new();
+    let keys = StreamKey::new("broker");
     let url = redis_url();
     let proxy = Proxy::start().await;
     let publisher = BrokerSink::builder(keys.broker(&proxy.url))
@@ -696,7 +666,7 @@ async fn a_full_producer_queue_drops_counts_and_resyncs_followers() {
 #[tokio::test]
 async fn a_producer_restart_with_lower_seqs_reaches_every_node_in_stream_order() {
     let _ = control();
-    let keys = Keys::new();
+    let keys = StreamKey::new("broker");
     let url = redis_url();
     let first = Producer::new(publisher(&keys, &url));
     first.publish_range(1..=30);

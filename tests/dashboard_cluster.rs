@@ -9,48 +9,12 @@
 mod common;
 mod dashboard_support;
 
-use std::time::Duration;
-
 use agentwatch_ws::{Event, EventType};
+use common::stream_key::{StreamKey, redis_url};
 use common::{Client, Rebuilt, within};
 use dashboard_support::Dashboard;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
-
-fn redis_url() -> String {
-    std::env::var("AGENTWATCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A fresh stream key; the stream and its companion keys are deleted when dropped.
-struct StreamKey(String);
-
-impl StreamKey {
-    fn new() -> StreamKey {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("a clock after 1970")
-            .as_nanos();
-        StreamKey(format!(
-            "agentwatch-test:cluster:{}:{nanos}",
-            std::process::id()
-        ))
-    }
-}
-
-impl Drop for StreamKey {
-    fn drop(&mut self) {
-        let key = &self.0;
-        if let Ok(client) = redis::Client::open(redis_url().as_str()) {
-            if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) {
-                let _: Result<usize, _> = redis::cmd("DEL")
-                    .arg(key)
-                    .arg(format!("{key}:checkpoint"))
-                    .arg(format!("{key}:append"))
-                    .query(&mut conn);
-            }
-        }
-    }
-}
 
 /// One message as the node sent it: its text, and the event decoded from it.
 struct Received {
@@ -111,7 +75,7 @@ async fn read_through(client: &mut Client, state: &mut Rebuilt, last: u64) -> Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_serve_identical_streams_and_resume_across_nodes() {
-    let key = StreamKey::new();
+    let key = StreamKey::new("cluster");
     let url = redis_url();
     let (a, b, mut c) = tokio::task::spawn_blocking({
         let url = url.clone();
@@ -251,7 +215,7 @@ async fn three_nodes_serve_identical_streams_and_resume_across_nodes() {
 /// the broker once it answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_waits_for_an_unreachable_broker_and_serves_once_it_answers() {
-    let key = StreamKey::new();
+    let key = StreamKey::new("cluster");
     // The node's broker address: nothing listens there yet; later a forwarder to Redis.
     let port = dashboard_support::free_port();
     let late = format!("redis://127.0.0.1:{port}");

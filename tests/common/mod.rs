@@ -2,6 +2,9 @@
 //! tokio-tungstenite clients. Every wait is bounded.
 #![allow(dead_code)]
 
+#[cfg(feature = "redis")]
+pub mod stream_key;
+
 pub mod chromium;
 
 use std::future::Future;

@@ -1,0 +1,44 @@
+//! Stream keys of their own for the tests that use the shared Redis on 127.0.0.1:6379 (or
+//! `AGENTWATCH_REDIS_URL`): unique per test, and deleted with their companion keys
+//! (`:checkpoint`, `:append`) when dropped, so no test sees another's stream or leaves one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The Redis the tests use.
+pub fn redis_url() -> String {
+    std::env::var("AGENTWATCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A fresh stream key, `agentwatch-test:<scope>:<pid>:<nanos>:<n>`.
+pub struct StreamKey(pub String);
+
+impl StreamKey {
+    pub fn new(scope: &str) -> StreamKey {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_nanos();
+        StreamKey(format!(
+            "agentwatch-test:{scope}:{}:{nanos}:{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+}
+
+impl Drop for StreamKey {
+    fn drop(&mut self) {
+        let key = &self.0;
+        if let Ok(client) = redis::Client::open(redis_url().as_str()) {
+            if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) {
+                let _: Result<usize, _> = redis::cmd("DEL")
+                    .arg(key)
+                    .arg(format!("{key}:checkpoint"))
+                    .arg(format!("{key}:append"))
+                    .query(&mut conn);
+            }
+        }
+    }
+}

@@ -41,96 +41,36 @@
 //! `AGENTWATCH_REQUIRE_BROWSER=1` is set (as CI does), in which case they fail.
 //! Install the browser with `apt-get install chromium`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs;
-use std::hash::{BuildHasher, Hasher};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::{SinkExt, StreamExt};
+use common::chromium::{Browser, chromium_available};
+use common::example_binary;
+use common::process::{ProcessGuard, ScratchDir};
 use serde_json::{Value, json};
-use tokio::net::TcpStream as TokioTcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::connect_async;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const VIEWPORT: (u32, u32) = (1400, 900);
 
-/// Whether to run: false (after a notice) when Chromium is missing and not required.
-fn chromium_available() -> bool {
-    if Path::new(CHROMIUM).exists() {
-        return true;
-    }
-    if std::env::var("AGENTWATCH_REQUIRE_BROWSER").as_deref() == Ok("1") {
-        panic!(
-            "{CHROMIUM} not found and AGENTWATCH_REQUIRE_BROWSER=1: \
-             install it with `apt-get install chromium`"
-        );
-    }
-    eprintln!(
-        "\n{bar}\n  SKIPPED browser test: {CHROMIUM} not found.\n  \
-         Install it with `apt-get install chromium` to run it;\n  \
-         set AGENTWATCH_REQUIRE_BROWSER=1 to make its absence a failure.\n{bar}\n",
-        bar = "!".repeat(72)
-    );
-    false
+/// Starts Chromium for the dashboard: no scrollbars (they would take width from the
+/// layout checks), a `VIEWPORT`-sized window and viewport, DevTools calls bounded at 10 s.
+async fn start_browser() -> Browser {
+    let window = format!("--window-size={},{}", VIEWPORT.0, VIEWPORT.1);
+    let mut browser =
+        Browser::start_with(&["--hide-scrollbars", &window], Duration::from_secs(10)).await;
+    browser.viewport(VIEWPORT.0, VIEWPORT.1).await;
+    browser
 }
 
-/// A Chromium with one page attached.
-struct Browser {
-    cdp: Cdp,
-    _guard: ProcessGuard,
-}
-
+/// What the dashboard tests do with the page, on top of the shared DevTools client.
 impl Browser {
-    async fn start(scratch: &ScratchDir) -> Browser {
-        let user_data = scratch.path.join("chromium-profile");
-        fs::create_dir_all(&user_data).expect("create chromium profile dir");
-        let (guard, devtools_url) = launch_chromium(&user_data);
-        let mut cdp = Cdp::connect(&devtools_url).await;
-        let target = cdp
-            .call("Target.createTarget", json!({ "url": "about:blank" }))
-            .await;
-        let target_id = target["targetId"].as_str().expect("targetId").to_string();
-        let attached = cdp
-            .call(
-                "Target.attachToTarget",
-                json!({ "targetId": target_id, "flatten": true }),
-            )
-            .await;
-        cdp.session = Some(
-            attached["sessionId"]
-                .as_str()
-                .expect("sessionId")
-                .to_string(),
-        );
-        cdp.call("Runtime.enable", json!({})).await;
-        let mut browser = Browser { cdp, _guard: guard };
-        browser.viewport(VIEWPORT.0, VIEWPORT.1).await;
-        browser
-    }
-
-    async fn viewport(&mut self, width: u32, height: u32) {
-        self.cdp
-            .call(
-                "Emulation.setDeviceMetricsOverride",
-                json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
-            )
-            .await;
-    }
-
-    async fn navigate(&mut self, url: &str) {
-        let nav = self.cdp.call("Page.navigate", json!({ "url": url })).await;
-        assert!(
-            nav.get("errorText").is_none(),
-            "navigation to {url} failed: {nav}"
-        );
-    }
-
     /// Waits until the page says connected and shows at least one card.
     async fn wait_connected(&mut self, what: &str) {
         self.cdp
@@ -336,13 +276,13 @@ async fn dashboard_in_chromium() {
     }
     let started = Instant::now();
     let scratch = ScratchDir::new("agentwatch-browser-test");
-    let binary = dashboard_binary();
+    let binary = example_binary("dashboard");
     let port = free_port();
     let server = start_dashboard(&binary, port, &scratch.path.join("dashboard.log"), &[]);
     let base = format!("http://127.0.0.1:{port}");
     let server_ready = started.elapsed();
-    let mut browser = Browser::start(&scratch).await;
-    browser.navigate(&format!("{base}/")).await;
+    let mut browser = start_browser().await;
+    browser.open(&format!("{base}/")).await;
 
     // 1. The page connects, says so and shows cards with their figures.
     browser
@@ -963,7 +903,7 @@ async fn dashboard_in_chromium() {
     .expect("connecting the slot holder timed out")
     .expect("the slot holder connects");
     browser
-        .navigate(&format!("http://127.0.0.1:{capped_port}/"))
+        .open(&format!("http://127.0.0.1:{capped_port}/"))
         .await;
     let refused = browser
         .cdp
@@ -1062,13 +1002,13 @@ async fn chromium_sees_1009_with_its_reason() {
         return;
     }
     let scratch = ScratchDir::new("agentwatch-browser-1009");
-    let binary = dashboard_binary();
+    let binary = example_binary("dashboard");
     let port = free_port();
     let _server = start_dashboard(&binary, port, &scratch.path.join("dashboard.log"), &[]);
-    let mut browser = Browser::start(&scratch).await;
+    let mut browser = start_browser().await;
     // A same-origin page that opens no socket of its own (the rate limit allows 4 at once).
     browser
-        .navigate(&format!("http://127.0.0.1:{port}/ws/status"))
+        .open(&format!("http://127.0.0.1:{port}/ws/status"))
         .await;
     browser
         .cdp
@@ -1448,7 +1388,7 @@ async fn dashboard_on_real_logs_in_chromium() {
     let codex = scratch.path.join("logs/codex/sessions");
     fs::create_dir_all(&home).expect("create HOME");
     // Built (when stale) before the logs are written: their ages are part of what is checked.
-    let binary = dashboard_binary();
+    let binary = example_binary("dashboard");
     let working_log = write_real_logs(&claude, &codex);
     let port = free_port();
     let server_log = scratch.path.join("dashboard.log");
@@ -1478,8 +1418,8 @@ async fn dashboard_on_real_logs_in_chromium() {
         printed.contains("found 5 recent session(s) (claude 4, codex 1)"),
         "the dashboard did not load the 5 sample sessions:\n{printed}"
     );
-    let mut browser = Browser::start(&scratch).await;
-    browser.navigate(&format!("http://127.0.0.1:{port}/")).await;
+    let mut browser = start_browser().await;
+    browser.open(&format!("http://127.0.0.1:{port}/")).await;
 
     // 1. First paint: the cards, and each source's health with them (the server sends it
     //    right after the snapshot), not "no report yet".
@@ -1812,221 +1752,6 @@ async fn dashboard_on_real_logs_in_chromium() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The DevTools protocol, just enough of it.
-
-struct Cdp {
-    ws: WebSocketStream<MaybeTlsStream<TokioTcpStream>>,
-    next_id: u64,
-    /// The flattened page session commands go to (None: the browser target).
-    session: Option<String>,
-    /// Exceptions and console errors the page reported.
-    errors: Vec<String>,
-}
-
-impl Cdp {
-    async fn connect(url: &str) -> Cdp {
-        let (ws, _) = tokio::time::timeout(Duration::from_secs(10), connect_async(url))
-            .await
-            .unwrap_or_else(|_| panic!("connecting to DevTools at {url} timed out"))
-            .unwrap_or_else(|e| panic!("connecting to DevTools at {url}: {e}"));
-        Cdp {
-            ws,
-            next_id: 0,
-            session: None,
-            errors: Vec::new(),
-        }
-    }
-
-    /// Sends a command and waits (at most 10 s) for its result.
-    async fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut msg = json!({ "id": id, "method": method, "params": params });
-        if let Some(session) = &self.session {
-            msg["sessionId"] = json!(session);
-        }
-        let fut = async {
-            self.ws
-                .send(Message::Text(msg.to_string().into()))
-                .await
-                .unwrap_or_else(|e| panic!("sending {method}: {e}"));
-            loop {
-                let frame = self
-                    .ws
-                    .next()
-                    .await
-                    .unwrap_or_else(|| panic!("DevTools connection closed during {method}"))
-                    .unwrap_or_else(|e| panic!("reading DevTools reply to {method}: {e}"));
-                let Message::Text(text) = frame else { continue };
-                let reply: Value = serde_json::from_str(&text).expect("DevTools sent bad JSON");
-                if reply["id"].as_u64() == Some(id) {
-                    if let Some(error) = reply.get("error") {
-                        panic!("{method} failed: {error}");
-                    }
-                    return reply["result"].clone();
-                }
-                self.note_event(&reply);
-            }
-        };
-        match tokio::time::timeout(Duration::from_secs(10), fut).await {
-            Ok(result) => result,
-            Err(_) => panic!("DevTools command {method} got no reply within 10 s"),
-        }
-    }
-
-    fn note_event(&mut self, event: &Value) {
-        match event["method"].as_str() {
-            Some("Runtime.exceptionThrown") => {
-                let d = &event["params"]["exceptionDetails"];
-                let text = d["exception"]["description"]
-                    .as_str()
-                    .or(d["text"].as_str())
-                    .unwrap_or("exception");
-                self.errors.push(format!("exception: {text}"));
-            }
-            Some("Runtime.consoleAPICalled") if event["params"]["type"] == "error" => {
-                self.errors
-                    .push(format!("console.error: {}", event["params"]["args"]));
-            }
-            _ => {}
-        }
-    }
-
-    fn page_errors(&self) -> Vec<String> {
-        self.errors.clone()
-    }
-
-    /// Evaluates a JavaScript expression in the page and returns its value.
-    async fn eval(&mut self, expression: &str) -> Value {
-        let result = self
-            .call(
-                "Runtime.evaluate",
-                json!({ "expression": expression, "returnByValue": true }),
-            )
-            .await;
-        if let Some(details) = result.get("exceptionDetails") {
-            panic!("evaluating `{expression}` threw: {details}");
-        }
-        result["result"]
-            .get("value")
-            .cloned()
-            .unwrap_or(Value::Null)
-    }
-
-    /// Evaluates an expression giving a promise and returns what it resolves to (at most
-    /// the 10 s of any DevTools call).
-    async fn eval_async(&mut self, expression: &str) -> Value {
-        let result = self
-            .call(
-                "Runtime.evaluate",
-                json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
-            )
-            .await;
-        if let Some(details) = result.get("exceptionDetails") {
-            panic!("evaluating `{expression}` threw: {details}");
-        }
-        result["result"]
-            .get("value")
-            .cloned()
-            .unwrap_or(Value::Null)
-    }
-
-    /// Polls `expression` until it gives something other than null/false, within `timeout`.
-    async fn wait_for(&mut self, what: &str, timeout: Duration, expression: &str) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let v = self.eval(expression).await;
-            if !matches!(v, Value::Null | Value::Bool(false)) {
-                return v;
-            }
-            if Instant::now() >= deadline {
-                let body = self
-                    .eval("document.body ? document.body.innerText.slice(0, 2000) : ''")
-                    .await;
-                panic!("timed out after {timeout:?} waiting for {what}; page text:\n{body}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-fn launch_chromium(user_data: &Path) -> (ProcessGuard, String) {
-    let mut command = Command::new(CHROMIUM);
-    command
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            "--mute-audio",
-            "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0",
-        ])
-        .arg(format!("--user-data-dir={}", user_data.display()))
-        .arg(format!("--window-size={},{}", VIEWPORT.0, VIEWPORT.1))
-        .arg("about:blank")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut guard = ProcessGuard::spawn("chromium", &mut command, None);
-    let stderr = guard.child.stderr.take().expect("chromium stderr");
-    let (tx, rx) = mpsc::channel();
-    let tail = guard.stderr_tail.clone();
-    // Read stderr for the DevTools address, then keep draining it (a full pipe would stall
-    // Chromium), remembering the last lines for failure messages.
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(url.trim().to_string());
-                }
-            }
-            if line.contains("dbus/") {
-                continue; // there is no D-Bus in a test environment; Chromium says so a lot
-            }
-            let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
-            if tail.len() >= 40 {
-                tail.remove(0);
-            }
-            tail.push(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(url) => return (guard, url),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Ok(Some(status)) = guard.child.try_wait() {
-                    panic!(
-                        "chromium exited ({status}) before listening; its stderr:\n{}",
-                        guard.tail()
-                    );
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "chromium printed no `DevTools listening on` line within 30 s; its stderr:\n{}",
-                    guard.tail()
-                );
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
-                "chromium closed stderr before listening; its stderr:\n{}",
-                guard.tail()
-            ),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Processes, ports, files.
 
 /// Starts the example on `port` with `--demo --inject --rate 20` and `extra` flags (logging
@@ -2065,116 +1790,6 @@ fn spawn_dashboard(
     let mut server = ProcessGuard::spawn("dashboard", &mut command, Some(log.to_path_buf()));
     wait_for_listener(port, &mut server, Duration::from_secs(30));
     server
-}
-
-/// Kills and reaps the child when dropped, also when the test panics (then it prints the
-/// child's log, to help explain the failure).
-struct ProcessGuard {
-    name: &'static str,
-    child: Child,
-    log: Option<PathBuf>,
-    stderr_tail: Arc<Mutex<Vec<String>>>,
-}
-
-impl ProcessGuard {
-    fn spawn(name: &'static str, command: &mut Command, log: Option<PathBuf>) -> ProcessGuard {
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name} ({:?}): {e}", command.get_program()));
-        ProcessGuard {
-            name,
-            child,
-            log,
-            stderr_tail: Arc::default(),
-        }
-    }
-
-    /// Sends SIGINT, as Ctrl-C in a terminal would.
-    fn interrupt(&mut self) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("run kill -INT");
-        assert!(status.success(), "kill -INT {} failed", self.child.id());
-    }
-
-    /// Waits for the child to exit on its own, at most `timeout`.
-    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for child") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {timeout:?}:\n{}",
-                self.name,
-                self.tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn tail(&self) -> String {
-        if let Some(log) = &self.log {
-            let text = fs::read_to_string(log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            return lines[lines.len().saturating_sub(40)..].join("\n");
-        }
-        self.stderr_tail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .join("\n")
-    }
-}
-
-impl Drop for ProcessGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- last output of {} ----\n{}\n----",
-                self.name,
-                self.tail()
-            );
-        }
-    }
-}
-
-/// A fresh directory under the system temp dir, removed when dropped.
-struct ScratchDir {
-    path: PathBuf,
-}
-
-impl ScratchDir {
-    fn new(prefix: &str) -> ScratchDir {
-        let path = std::env::temp_dir().join(format!(
-            "{prefix}-{}-{:x}",
-            std::process::id(),
-            random_u64()
-        ));
-        fs::create_dir_all(&path).expect("create scratch dir");
-        ScratchDir { path }
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
-fn random_u64() -> u64 {
-    // RandomState is seeded randomly per process; mix in the clock for good measure.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.finish()
 }
 
 fn free_port() -> u16 {
@@ -2254,79 +1869,6 @@ fn target_dir() -> PathBuf {
         Some(dir) => PathBuf::from(dir),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
     }
-}
-
-/// The example binary `cargo test` built next to this test (`target/<profile>/examples/`),
-/// or a fresh build of it when it is missing or older than its sources.
-fn dashboard_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/browser-<hash> -> target/<profile>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let binary = profile_dir
-        .join("examples")
-        .join(format!("dashboard{}", std::env::consts::EXE_SUFFIX));
-    if binary.exists() && !older_than_sources(&binary) {
-        return binary;
-    }
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev".to_string(),
-        Some(other) => other.to_string(),
-    };
-    eprintln!(
-        "browser test: building the dashboard example ({}), profile {profile}",
-        if binary.exists() { "stale" } else { "missing" }
-    );
-    let mut child = Command::new(env!("CARGO"))
-        .args(["build", "--example", "dashboard", "--profile", &profile])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("run cargo build --example dashboard");
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for cargo") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`cargo build --example dashboard` did not finish within 15 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(status.success(), "`cargo build --example dashboard` failed");
-    assert!(
-        binary.exists(),
-        "{} missing after the build",
-        binary.display()
-    );
-    binary
-}
-
-/// Whether any source the example is built from changed after `binary` was linked.
-fn older_than_sources(binary: &Path) -> bool {
-    fn newest(path: &Path, newest_seen: &mut SystemTime) {
-        let Ok(meta) = fs::metadata(path) else { return };
-        if meta.is_dir() {
-            for entry in fs::read_dir(path).into_iter().flatten().flatten() {
-                newest(&entry.path(), newest_seen);
-            }
-        } else if let Ok(modified) = meta.modified() {
-            *newest_seen = (*newest_seen).max(modified);
-        }
-    }
-    let Ok(built) = fs::metadata(binary).and_then(|m| m.modified()) else {
-        return true;
-    };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut latest = SystemTime::UNIX_EPOCH;
-    for part in ["src", "examples/dashboard", "Cargo.toml"] {
-        newest(&root.join(part), &mut latest);
-    }
-    latest > built
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

@@ -2,13 +2,11 @@
 //! no WebDriver, no downloaded browser. Shared by the browser tests; every wait is bounded
 //! and the browser process is killed and reaped when dropped.
 
-use std::fs;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -16,7 +14,12 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
+use super::process::{ProcessGuard, ScratchDir};
+
 pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// How long a DevTools command may go without a reply, unless the caller chooses otherwise.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Whether to run: false (after a loud notice) when Chromium is missing and
 /// `AGENTWATCH_REQUIRE_BROWSER=1` is not set; a panic when it is set.
@@ -47,11 +50,19 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts Chromium with `extra_args` added to the usual headless flags.
+    /// Starts Chromium with `extra_args` added to the usual headless flags; each DevTools
+    /// command may take `CALL_TIMEOUT`.
     pub async fn start(extra_args: &[&str]) -> Browser {
+        Browser::start_with(extra_args, CALL_TIMEOUT).await
+    }
+
+    /// `start`, with each DevTools command (those of the start included) failing the test
+    /// when it gets no reply within `call_timeout`.
+    pub async fn start_with(extra_args: &[&str], call_timeout: Duration) -> Browser {
         let profile = ScratchDir::new("agentwatch-chromium");
         let (process, devtools_url) = launch_chromium(&profile.path, extra_args);
         let mut cdp = Cdp::connect(&devtools_url).await;
+        cdp.call_timeout = call_timeout;
         let target = cdp
             .call("Target.createTarget", json!({ "url": "about:blank" }))
             .await;
@@ -76,13 +87,28 @@ impl Browser {
         }
     }
 
-    /// Navigates and waits (bounded) until the document is complete.
-    pub async fn navigate(&mut self, url: &str) {
+    /// Sets the page's viewport to `width` × `height` CSS pixels (scale 1, not mobile).
+    pub async fn viewport(&mut self, width: u32, height: u32) {
+        self.cdp
+            .call(
+                "Emulation.setDeviceMetricsOverride",
+                json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+            )
+            .await;
+    }
+
+    /// Starts navigating to `url` (failing on a navigation error) without waiting for the load.
+    pub async fn open(&mut self, url: &str) {
         let nav = self.cdp.call("Page.navigate", json!({ "url": url })).await;
         assert!(
             nav.get("errorText").is_none(),
             "navigation to {url} failed: {nav}"
         );
+    }
+
+    /// Navigates and waits (bounded) until the document is complete.
+    pub async fn navigate(&mut self, url: &str) {
+        self.open(url).await;
         self.cdp
             .wait_for(
                 "the page to load",
@@ -101,6 +127,8 @@ pub struct Cdp {
     pub session: Option<String>,
     /// Exceptions and console errors the page reported.
     pub errors: Vec<String>,
+    /// How long `call` waits for a reply before failing the test.
+    pub call_timeout: Duration,
 }
 
 impl Cdp {
@@ -114,10 +142,11 @@ impl Cdp {
             next_id: 0,
             session: None,
             errors: Vec::new(),
+            call_timeout: CALL_TIMEOUT,
         }
     }
 
-    /// Sends a command and waits (at most 15 s) for its result.
+    /// Sends a command and waits (at most `call_timeout`) for its result.
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
@@ -125,6 +154,7 @@ impl Cdp {
         if let Some(session) = &self.session {
             msg["sessionId"] = json!(session);
         }
+        let limit = self.call_timeout;
         let fut = async {
             self.ws
                 .send(Message::Text(msg.to_string().into()))
@@ -148,9 +178,9 @@ impl Cdp {
                 self.note_event(&reply);
             }
         };
-        match tokio::time::timeout(Duration::from_secs(15), fut).await {
+        match tokio::time::timeout(limit, fut).await {
             Ok(result) => result,
-            Err(_) => panic!("DevTools command {method} got no reply within 15 s"),
+            Err(_) => panic!("DevTools command {method} got no reply within {limit:?}"),
         }
     }
 
@@ -172,13 +202,18 @@ impl Cdp {
         }
     }
 
+    /// The exceptions and console errors the page reported so far.
+    pub fn page_errors(&self) -> Vec<String> {
+        self.errors.clone()
+    }
+
     /// Evaluates a JavaScript expression in the page and returns its value.
     pub async fn eval(&mut self, expression: &str) -> Value {
         self.evaluate(expression, false).await
     }
 
     /// Evaluates an expression giving a promise and returns what it resolves to (give the
-    /// promise its own timeout under 15 s).
+    /// promise its own timeout under `call_timeout`).
     pub async fn eval_async(&mut self, expression: &str) -> Value {
         self.evaluate(expression, true).await
     }
@@ -200,7 +235,8 @@ impl Cdp {
             .unwrap_or(Value::Null)
     }
 
-    /// Polls `expression` until it gives something other than null/false, within `timeout`.
+    /// Polls `expression` until it gives something other than null/false, within `timeout`;
+    /// on timeout the failure shows the start of the page's text.
     pub async fn wait_for(&mut self, what: &str, timeout: Duration, expression: &str) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
@@ -208,10 +244,12 @@ impl Cdp {
             if !matches!(v, Value::Null | Value::Bool(false)) {
                 return v;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}"
-            );
+            if Instant::now() >= deadline {
+                let body = self
+                    .eval("document.body ? document.body.innerText.slice(0, 2000) : ''")
+                    .await;
+                panic!("timed out after {timeout:?} waiting for {what}; page text:\n{body}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -243,13 +281,7 @@ fn launch_chromium(user_data: &Path, extra_args: &[&str]) -> (ProcessGuard, Stri
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {CHROMIUM}: {e}"));
-    let mut guard = ProcessGuard {
-        child,
-        stderr_tail: Arc::default(),
-    };
+    let mut guard = ProcessGuard::spawn("chromium", &mut command, None);
     let stderr = guard.child.stderr.take().expect("chromium stderr");
     let (tx, rx) = mpsc::channel();
     let tail = guard.stderr_tail.clone();
@@ -265,7 +297,7 @@ fn launch_chromium(user_data: &Path, extra_args: &[&str]) -> (ProcessGuard, Stri
                 }
             }
             if line.contains("dbus/") {
-                continue;
+                continue; // there is no D-Bus in a test environment; Chromium says so a lot
             }
             let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
             if tail.len() >= 40 {
@@ -296,58 +328,5 @@ fn launch_chromium(user_data: &Path, extra_args: &[&str]) -> (ProcessGuard, Stri
                 guard.tail()
             ),
         }
-    }
-}
-
-/// Kills and reaps the browser when dropped; prints its stderr tail if the test panicked.
-struct ProcessGuard {
-    child: Child,
-    stderr_tail: Arc<Mutex<Vec<String>>>,
-}
-
-impl ProcessGuard {
-    fn tail(&self) -> String {
-        self.stderr_tail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .join("\n")
-    }
-}
-
-impl Drop for ProcessGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- last output of chromium ----\n{}\n----", self.tail());
-        }
-    }
-}
-
-/// A fresh directory under the system temp dir, removed when dropped.
-pub struct ScratchDir {
-    pub path: PathBuf,
-}
-
-impl ScratchDir {
-    pub fn new(prefix: &str) -> ScratchDir {
-        // RandomState is seeded randomly per process; mix in the clock for good measure.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default(),
-        );
-        let path =
-            std::env::temp_dir().join(format!("{prefix}-{}-{:x}", std::process::id(), h.finish()));
-        fs::create_dir_all(&path).expect("create scratch dir");
-        ScratchDir { path }
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
     }
 }

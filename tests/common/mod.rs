@@ -6,6 +6,7 @@
 pub mod stream_key;
 
 pub mod chromium;
+pub mod process;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -418,10 +418,11 @@ async fn a_silent_peer_is_dropped_after_two_heartbeats_and_a_live_one_is_kept() 
         }
         pings
     });
-    // Completes the handshake, then never reads or answers.
+    // Completes the handshake, then never reads or answers. Timed from before it connects:
+    // its two heartbeat intervals start no earlier than that.
+    let started = Instant::now();
     let silent = connect_small_buffer(addr).await;
     eventually("both registered", || hub.client_count() == 2).await;
-    let started = Instant::now();
     eventually("silent peer dropped", || {
         hub.stats().heartbeat_timeouts == 1
     })
@@ -445,9 +446,11 @@ async fn pings_and_messages_from_a_client_that_never_reads_do_not_keep_it_alive(
     let store = SessionStore::new();
     let ws = layer(&store).heartbeat(Duration::from_millis(100));
     let (hub, addr) = start(&ws).await;
+    // Timed from before it connects: its two heartbeat intervals start no earlier than that
+    // (timed from after the registration was seen, the drop could come a poll early).
+    let started = Instant::now();
     let stream = raw_connect(addr, Some(4096)).await;
     eventually("client registered", || hub.client_count() == 1).await;
-    let started = Instant::now();
     let (_never_read, mut tx) = stream.into_split();
     let mut chatter = masked_frame(9, b"are you there");
     chatter.extend(masked_frame(10, &1u64.to_be_bytes()));

@@ -33,9 +33,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use agentwatch_ws::{
-    Activity, Event, EventSink, Hub, LifecycleState, MultiSink, SessionState, SessionStore,
-    SubagentState, Timestamp, WsLayer,
+    Activity, Event, EventSink, Hub, LifecycleState, MultiSink, SessionState, SessionStore, WsLayer,
 };
+#[path = "../benches/support/session.rs"]
+mod support;
+
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -88,44 +90,6 @@ fn bench_event(seq: u64, padding: &str) -> Event {
         ..SessionState::default()
     };
     Event::delta(seq, vec![session], Vec::new())
-}
-
-/// A session as a busy monitor reports it (the shape `benches/hot_path.rs` measures).
-fn realistic_session(i: usize) -> SessionState {
-    let now = Timestamp::now();
-    SessionState {
-        id: format!("3f2b9c1e-7d4a-4e0b-9a51-{i:012}"),
-        source: ["claude-code", "codex", "gemini-cli"][i % 3].into(),
-        slug: format!("refactor-event-bus-{i}"),
-        activity: Activity::Working,
-        lifecycle: LifecycleState::Active,
-        context_tokens: 154_321,
-        output_tokens: 20_480,
-        max_context_tokens: 200_000,
-        context_utilization: 0.771605,
-        model: "claude-opus-4-1".into(),
-        working_dir: "/home/dev/src/agentwatch".into(),
-        branch: "feature/event-bus".into(),
-        current_tool: "Bash".into(),
-        message_count: 318,
-        tool_call_count: 142,
-        compaction_count: 2,
-        started_at: now,
-        last_activity_at: now,
-        last_data_received_at: now,
-        subagents: if i % 4 == 0 {
-            vec![SubagentState {
-                id: format!("sub-{i}"),
-                activity: Activity::Idle,
-                started_at: now,
-                last_activity_at: now,
-                ..Default::default()
-            }]
-        } else {
-            vec![]
-        },
-        ..Default::default()
-    }
 }
 
 async fn burst(
@@ -196,7 +160,7 @@ async fn serve() -> std::io::Result<()> {
     let mut seq = 0;
     if sessions > 0 {
         seq = 1;
-        let prefill = Event::snapshot(seq, (0..sessions).map(realistic_session).collect());
+        let prefill = Event::snapshot(seq, (0..sessions).map(support::realistic_session).collect());
         if let Err(error) = sink.handle_event(&prefill) {
             tracing::error!(%error, "prefill failed");
         }

@@ -46,7 +46,7 @@ pub(super) async fn finish(out: &mut Outbox, end: End, socket: &mut Socket) {
             poll_fn(|cx| out.poll_drive(socket, cx)).await?;
         }
         poll_fn(|cx| socket.poll_shutdown(cx)).await?;
-        drain(socket, end.frames_in_sync()).await;
+        drain(socket).await;
         Ok::<(), std::io::Error>(())
     })
     .await;
@@ -57,12 +57,15 @@ pub(super) async fn finish(out: &mut Outbox, end: End, socket: &mut Socket) {
     }
 }
 
-/// Reads until the client's close frame (when `parse`: the client's frames can still be
-/// parsed), the end of its stream or a read error. After [`DRAIN_LIMIT`] bytes it reads no
+/// Reads until the client's close frame (while the client's frames can still be parsed:
+/// not after a read error), the end of its stream or a read error. After [`DRAIN_LIMIT`] bytes it reads no
 /// more but never returns: the socket stays open, without costing CPU, until the caller's
 /// grace period ends, so that a client still sending has that long to read the close frame
 /// before the reset that dropping the socket then causes.
-async fn drain(socket: &mut Socket, mut parse: bool) {
+async fn drain(socket: &mut Socket) {
+    // Not after a read error: the bytes that follow a broken or oversized frame are not
+    // frames, and the parser that failed is not used again.
+    let mut parse = !socket.is_failed();
     let mut read = socket.take_read();
     while read < DRAIN_LIMIT {
         let more = poll_fn(|cx| {

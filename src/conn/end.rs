@@ -82,15 +82,6 @@ impl End {
         }
     }
 
-    /// Whether what the client sends can still be parsed as frames: not after an oversized
-    /// frame (its payload is still on the way) or a broken frame.
-    pub(super) fn frames_in_sync(self) -> bool {
-        !matches!(
-            self,
-            End::MessageTooBig | End::ProtocolError | End::InvalidText | End::ReadError
-        )
-    }
-
     /// Counts the end in the hub's stats.
     pub(super) fn count(self, counters: &Counters) {
         counters.record_end(match self {

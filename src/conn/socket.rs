@@ -18,7 +18,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::{Frame, FrameHeader};
 use tungstenite::protocol::frame::coding::{CloseCode, Control as OpCtl, OpCode, OpCode::Control};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error, Message};
@@ -128,6 +128,11 @@ pub(crate) struct Socket {
     /// Bytes read from the client since the last [`take_read`](Self::take_read): every
     /// byte, whatever frame it belongs to (headers, continuations, control frames).
     read: u64,
+    /// tungstenite reported an error reading (a protocol violation, an oversized message,
+    /// invalid UTF-8, an I/O error): its state is never touched again. Reading past such an
+    /// error trips tungstenite's own debug assertions (issue 16: a frame declaring more than
+    /// `max_message_size`, then a full read buffer of its payload).
+    failed: bool,
 }
 
 impl Socket {
@@ -141,6 +146,7 @@ impl Socket {
             read: early.len() as u64,
             protocol: WebSocketContext::from_partially_read(early, Role::Server, Some(config)),
             control: Vec::new(),
+            failed: false,
         }
     }
 
@@ -159,10 +165,17 @@ impl Socket {
 
     /// The next message from the client; `None` once the connection is closed. tungstenite
     /// answers pings and closes by itself: see [`take_control`](Self::take_control).
+    ///
+    /// After the first error it returns `None` without reading: the protocol state that
+    /// reported the error is never used again ([`is_failed`](Self::is_failed)); what the
+    /// client still sends can only be discarded ([`poll_discard`](Self::poll_discard)).
     pub(crate) fn poll_recv(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, Error>>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
         let mut io = ProtocolIo {
             transport: &mut self.transport,
             cx,
@@ -173,8 +186,17 @@ impl Socket {
             Ok(message) => Poll::Ready(Some(Ok(message))),
             Err(Error::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
             Err(Error::ConnectionClosed | Error::AlreadyClosed) => Poll::Ready(None),
-            Err(error) => Poll::Ready(Some(Err(error))),
+            Err(error) => {
+                self.failed = true;
+                Poll::Ready(Some(Err(error)))
+            }
         }
+    }
+
+    /// Whether reading failed (see [`poll_recv`](Self::poll_recv)): the client's bytes can no
+    /// longer be parsed as frames, and tungstenite is no longer asked to frame anything.
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed
     }
 
     /// Frames a heartbeat ping carrying `payload`; collect it with
@@ -187,11 +209,20 @@ impl Socket {
     /// Frames a close frame (the client is expected to answer it, and nothing may be sent
     /// after it); collect it with [`take_control`](Self::take_control). Nothing is framed
     /// when the connection is closing already.
+    ///
+    /// After a read error the close frame is framed without tungstenite's protocol state
+    /// (which reported the error and is not touched again), by its stateless frame encoder.
     pub(crate) fn close(&mut self, code: u16, reason: &'static str) {
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
         };
+        if self.failed {
+            if let Err(error) = Frame::close(Some(frame)).format(&mut self.control) {
+                tracing::debug!(%error, "cannot frame the close frame");
+            }
+            return;
+        }
         self.with_protocol(|protocol, io| protocol.close(io, Some(frame)));
     }
 
@@ -252,6 +283,9 @@ impl Socket {
         &mut self,
         write: impl FnOnce(&mut WebSocketContext, &mut ProtocolIo<'_, '_>) -> Result<(), Error>,
     ) {
+        if self.failed {
+            return;
+        }
         let mut cx = Context::from_waker(Waker::noop());
         let mut io = ProtocolIo {
             transport: &mut self.transport,

@@ -184,11 +184,19 @@ async fn run(case: Case) {
         let n = within("close frame", rx.read(&mut chunk))
             .await
             .unwrap_or_else(|e| panic!("{}: read failed before the close frame: {e}", case.name));
-        assert!(n > 0, "{}: the stream ended without a close frame", case.name);
+        assert!(
+            n > 0,
+            "{}: the stream ended without a close frame",
+            case.name
+        );
         buf.extend_from_slice(&chunk[..n]);
     };
     let (code, reason) = close.close_code_and_reason();
-    assert_eq!(code, case.code, "{}: close code (reason {reason:?})", case.name);
+    assert_eq!(
+        code, case.code,
+        "{}: close code (reason {reason:?})",
+        case.name
+    );
     assert!(!reason.is_empty(), "{}: a close reason", case.name);
 
     // Keep sending after the close: the server must only discard it now.

@@ -78,7 +78,7 @@ impl State {
         let health = if health.is_empty() {
             Vec::new()
         } else {
-            serde_json::from_slice(health)
+            crate::wire::from_slice(health)
                 .map_err(|e| BrokerError::Malformed(format!("health: {e}")))?
         };
         Ok(State { snapshot, health })

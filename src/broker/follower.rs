@@ -241,12 +241,34 @@ enum Decoded {
     Resync(State),
 }
 
+/// Decodes an entry. The decoder is Go's (a `null` or `{}` event decodes to the zero event),
+/// so what it gives is checked too: an event of a known type at the record's `seq`, and a
+/// resync's `snapshot`.
 fn decode(entry: &Entry) -> Result<Decoded, BrokerError> {
     match &entry.record.health {
-        Some(health) => State::decode(&entry.record.event, health).map(Decoded::Resync),
-        None => Event::from_json(&entry.record.event)
-            .map(Decoded::Event)
-            .map_err(|e| BrokerError::Malformed(format!("event: {e}"))),
+        Some(health) => {
+            let state = State::decode(&entry.record.event, health)?;
+            if state.snapshot.kind != EventType::Snapshot {
+                return Err(BrokerError::Malformed(format!(
+                    "resync: a {:?} event where a snapshot belongs",
+                    state.snapshot.kind.as_str()
+                )));
+            }
+            Ok(Decoded::Resync(state))
+        }
+        None => {
+            let event = Event::from_json(&entry.record.event)
+                .map_err(|e| BrokerError::Malformed(format!("event: {e}")))?;
+            if !event.kind.is_known() || event.seq != entry.record.seq {
+                return Err(BrokerError::Malformed(format!(
+                    "event: type {:?} at seq {} in a record of seq {}",
+                    event.kind.as_str(),
+                    event.seq,
+                    entry.record.seq
+                )));
+            }
+            Ok(Decoded::Event(event))
+        }
     }
 }
 
@@ -402,5 +424,55 @@ impl FollowerHandle {
 impl Drop for FollowerHandle {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Here unwrap() and expect() are assertions on values the test itself built: a failure
+    // fails the test, with the message. The module is built for `cargo test` only.
+    use super::*;
+    use crate::broker::Record;
+
+    fn entry(seq: u64, event: &[u8], health: Option<&[u8]>) -> Entry {
+        Entry {
+            id: "1-0".into(),
+            prev: String::new(),
+            record: Record {
+                seq,
+                event: event.to_vec(),
+                health: health.map(<[u8]>::to_vec),
+            },
+        }
+    }
+
+    #[test]
+    fn entries_that_decode_to_no_event_are_malformed() {
+        let ok = br#"{"seq":7,"at":"2026-01-02T03:04:05Z","type":"delta","removed":["a"]}"#;
+        assert!(matches!(decode(&entry(7, ok, None)), Ok(Decoded::Event(_))));
+        for (seq, bad) in [
+            (0, &b"null"[..]),
+            (0, b"{}"),
+            (7, br#"{"seq":7,"type":"nonsense"}"#),
+            (8, ok),
+        ] {
+            assert!(
+                matches!(
+                    decode(&entry(seq, bad, None)),
+                    Err(BrokerError::Malformed(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let snapshot = br#"{"seq":7,"at":"2026-01-02T03:04:05Z","type":"snapshot"}"#;
+        assert!(matches!(
+            decode(&entry(7, snapshot, Some(b"[]"))),
+            Ok(Decoded::Resync(_))
+        ));
+        assert!(matches!(
+            decode(&entry(7, b"null", Some(b"[]"))),
+            Err(BrokerError::Malformed(_))
+        ));
     }
 }

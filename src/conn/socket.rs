@@ -18,8 +18,8 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tungstenite::protocol::frame::{Frame, FrameHeader};
 use tungstenite::protocol::frame::coding::{CloseCode, Control as OpCtl, OpCode, OpCode::Control};
+use tungstenite::protocol::frame::{Frame, FrameHeader};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error, Message};
 

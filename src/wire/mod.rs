@@ -11,9 +11,13 @@
 //!   implement [`serde::Serialize`], so they can be embedded in your own structures;
 //!   plain `serde_json::to_string` then gives valid JSON with the same value, but not
 //!   necessarily Go's bytes (see [`GoFormatter`]).
-//! * **Decode** with [`Event::from_json`] or any serde deserializer: unknown keys are
-//!   ignored, missing keys and `null` give Go's zero values, unknown enum values are
-//!   kept in `Other(String)` and re-encoded unchanged.
+//! * **Decode** with [`Event::from_json`], [`from_slice`] or any serde deserializer, with
+//!   Go's `json.Unmarshal` rules: unknown keys are ignored, missing keys and `null` give
+//!   Go's zero values, a repeated key merges into what the earlier one left, unknown enum
+//!   values are kept in `Other(String)` and re-encoded unchanged (see
+//!   [`Event`'s Decoding section](Event#decoding)). [`Event::from_json`] and
+//!   [`from_slice`] also read invalid UTF-8 and lone surrogate escapes in strings as
+//!   U+FFFD, as Go does; plain serde_json rejects them.
 //! * Values Go refuses to encode are errors here too, never panics: a NaN or infinite
 //!   [`SessionState::context_utilization`], or a [`Timestamp`] whose year is outside
 //!   0..=9999.
@@ -35,6 +39,7 @@ mod json;
 mod model;
 mod time;
 
+pub use decode::from_slice;
 pub use enums::{Activity, EventType, HealthStatus, LifecycleEventType, LifecycleState};
 pub use json::{GoFormatter, to_vec, to_writer};
 pub use model::{Event, Health, LifecycleEvent, SessionState, SubagentState};

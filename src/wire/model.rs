@@ -222,12 +222,24 @@ pub struct Health {
 ///
 /// # Decoding
 ///
-/// Like Go's `json.Unmarshal`: the value must be a JSON object; unknown keys are
-/// ignored; missing keys and `null` give zero values (`null` in an array gives a zero
-/// element); a repeated key keeps the last value; keys match exactly or else
-/// case-insensitively (`"SEQ"` fills `seq`). The same holds for the nested structs.
-/// Because of this, deserializing requires a self-describing format with maps, such
-/// as JSON.
+/// Like Go's `json.Unmarshal` into a fresh `Event`, for the event and the structs in it:
+/// - the value must be a JSON object, or `null`, which gives the zero event
+///   (`Event::default()`: no type, `seq` 0), as in Go: check [`EventType::is_known`] where a
+///   meaningful event is required;
+/// - unknown keys are ignored; missing keys and `null` give zero values (`null` in an
+///   array gives a zero element);
+/// - keys match exactly or else case-insensitively (`"SEQ"` fills `seq`);
+/// - a repeated key decodes into what the earlier one left, as Go does: objects merge
+///   (`"health":{"source":"codex"},"health":{"status":"failed"}` keeps both fields), arrays
+///   merge element by element and take the later array's length, other values are
+///   replaced; `null` empties a pointer or a slice and leaves anything else as it is. Go's
+///   reuse of a slice's spare capacity by a third repeat of an array key is not
+///   reproduced: the elements a shorter repeat cut off are gone;
+/// - [`from_json`](Self::from_json) reads invalid UTF-8 and `\u` escapes of lone UTF-16
+///   surrogates inside strings as U+FFFD, one per invalid byte, as Go does (serde_json alone,
+///   e.g. `serde_json::from_slice::<Event>`, rejects them).
+///
+/// Deserializing requires a self-describing format with maps, such as JSON.
 ///
 /// ```
 /// use agentwatch_ws::{Event, EventType};
@@ -394,9 +406,23 @@ impl Event {
         String::from_utf8(bytes).map_err(serde::ser::Error::custom)
     }
 
-    /// Decodes an event from JSON bytes, with Go's leniency (see [Decoding](#decoding)).
+    /// Decodes an event from JSON bytes, with Go's leniency (see [Decoding](#decoding)),
+    /// invalid text included.
+    ///
+    /// ```
+    /// use agentwatch_ws::{Event, EventType};
+    ///
+    /// // Invalid UTF-8 in a string: one U+FFFD per invalid byte, as Go's decoder gives.
+    /// let ev = Event::from_json(b"{\"type\":\"health\",\"health\":{\"lastError\":\"x\xff\"}}")?;
+    /// assert_eq!(ev.health.map(|h| h.last_error), Some("x\u{FFFD}".to_owned()));
+    /// // A top-level null: the zero event, as Go's `json.Unmarshal` leaves it.
+    /// let ev = Event::from_json(b"null")?;
+    /// assert_eq!(ev, Event::default());
+    /// assert!(!ev.kind.is_known());
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
     pub fn from_json(bytes: &[u8]) -> Result<Event, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        super::from_slice(bytes)
     }
 }
 
@@ -646,7 +672,6 @@ mod tests {
             br#"{"sessions":[[]]}"#,
             br#"{"sessions":[{"subagents":[1]}]}"#,
             b"[]",
-            b"null",
             br#"{"seq":1} x"#,
             b"",
             br#"{"seq":1"#,

@@ -1,0 +1,116 @@
+//! Decoding matches Go's `encoding/json` where an upstream producer could send something
+//! serde_json alone reads differently (issue 16, fault 3): a repeated key (Go merges the
+//! later object into the earlier one, element by element for arrays), invalid UTF-8 and
+//! lone UTF-16 surrogate escapes inside strings (Go reads U+FFFD), and a top-level `null`
+//! (Go leaves the zero event).
+//!
+//! The truth is Go's own: `tests/fixtures/go/decoding/expected.json` holds, for each input
+//! of `cases.txt`, what `json.Marshal(json.Unmarshal(input))` gave with Go's encoding/json
+//! (`main.go` there, run with Go 1.19), or that Unmarshal failed. Each case here must give
+//! the same bytes, or fail too.
+
+use agentwatch_ws::{Event, wire};
+
+struct Case {
+    name: String,
+    input: Vec<u8>,
+    /// `None`: Go's Unmarshal failed.
+    output: Option<String>,
+}
+
+fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/go/decoding/expected.json"
+    ))
+    .unwrap();
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let hex = v["input"].as_str().unwrap();
+            let input = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            Case {
+                name: v["name"].as_str().unwrap().to_owned(),
+                input,
+                output: v["output"].as_str().map(str::to_owned),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_case_decodes_as_go_decodes_it() {
+    let cases = cases();
+    assert!(cases.len() >= 20, "the fixture lost its cases");
+    let mut wrong = Vec::new();
+    for case in &cases {
+        let ours = Event::from_json(&case.input)
+            .map_err(|e| e.to_string())
+            .and_then(|ev| {
+                wire::to_vec(&ev)
+                    .map(|b| String::from_utf8(b).unwrap())
+                    .map_err(|e| e.to_string())
+            });
+        let same = match (&ours, &case.output) {
+            (Ok(ours), Some(go)) => ours == go,
+            (Err(_), None) => true,
+            _ => false,
+        };
+        if !same {
+            wrong.push(format!(
+                "{}:\n   input {}\n      go {:?}\n    ours {:?}",
+                case.name,
+                String::from_utf8_lossy(&case.input),
+                case.output,
+                ours
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "decoded unlike Go:\n{}", wrong.join("\n"));
+}
+
+/// The three faults of the issue, spelled out.
+#[test]
+fn the_issue_cases() {
+    // A repeated key merges, as Go does; serde_json's last-wins would lose `source`.
+    let ev = Event::from_json(
+        br#"{"type":"health","health":{"source":"codex"},"health":{"status":"failed"}}"#,
+    )
+    .unwrap();
+    let health = ev.health.unwrap();
+    assert_eq!(health.source, "codex");
+    assert_eq!(health.status.as_str(), "failed");
+
+    let ev = Event::from_json(
+        br#"{"type":"lifecycle","lifecycle":{"sessionId":"s1","to":"idle"},"lifecycle":{"to":"ended"}}"#,
+    )
+    .unwrap();
+    let lifecycle = ev.lifecycle.unwrap();
+    assert_eq!(
+        (lifecycle.session_id.as_str(), lifecycle.to.as_str()),
+        ("s1", "ended")
+    );
+
+    let ev = Event::from_json(
+        br#"{"type":"delta","updates":[{"id":"a","model":"m"},{"id":"b"}],"updates":[{"messageCount":4}]}"#,
+    )
+    .unwrap();
+    assert_eq!(ev.updates.len(), 1);
+    assert_eq!(
+        (ev.updates[0].id.as_str(), ev.updates[0].model.as_str()),
+        ("a", "m")
+    );
+    assert_eq!(ev.updates[0].message_count, 4);
+
+    // Invalid UTF-8 inside a string: U+FFFD per invalid byte, not a rejected event.
+    let ev = Event::from_json(b"{\"type\":\"delta\",\"removed\":[\"a\xffb\"]}").unwrap();
+    assert_eq!(ev.removed, ["a\u{FFFD}b"]);
+
+    // A top-level null: the zero event, as Go leaves it; it has no known type.
+    let ev = Event::from_json(b"null").unwrap();
+    assert_eq!(ev, Event::default());
+    assert!(!ev.kind.is_known());
+}

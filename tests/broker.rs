@@ -696,3 +696,35 @@ async fn a_producer_restart_with_lower_seqs_reaches_every_node_in_stream_order()
     let mut view = View::default();
     view.read_to(&mut client, &second.store).await;
 }
+
+/// Issue 16, the kind of fault 2: configured timeouts and intervals at `Duration::MAX`. The
+/// read deadline (`response_timeout + block`) overflowed; now every duration is clamped to
+/// its documented maximum, and producer and follower work as usual.
+#[tokio::test]
+async fn extreme_timeouts_and_intervals_neither_panic_nor_stall() {
+    let _ = control();
+    let keys = StreamKey::new("broker-extreme");
+    let url = redis_url();
+    let broker = || keys.broker(&url).response_timeout(Duration::MAX);
+    let producer = Producer::new(
+        BrokerSink::builder(broker())
+            .checkpoint_every(4)
+            .checkpoint_interval(Duration::MAX)
+            .spawn(),
+    );
+    producer.publish_range(1..=10);
+    flushed(&producer).await;
+
+    let store = SessionStore::new();
+    let hub = WsLayer::new(store.clone()).hub();
+    let follower = Follower::new(broker(), store.clone(), hub)
+        .block(Duration::MAX)
+        .spawn();
+    within("node built from the broker", follower.ready()).await;
+    eventually("follower at seq 10", || store.seq() == 10).await;
+    // A read blocking for the longest time still wakes for new entries.
+    producer.publish_range(11..=20);
+    flushed(&producer).await;
+    eventually("follower at seq 20", || store.seq() == 20).await;
+    assert_eq!(store.snapshot(), producer.store.snapshot());
+}

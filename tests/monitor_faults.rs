@@ -200,3 +200,48 @@ fn deleted_log_leaves_the_session_to_go_stale() {
     assert_eq!(lifecycle_kinds(&rec.take()), [LifecycleEventType::Stale]);
     assert_eq!(m.health()[0].status, HealthStatus::Healthy);
 }
+
+/// Issue 16, the kind of fault 2: a configured duration near `Duration::MAX` overflowed the
+/// monitor's clock arithmetic (`Instant + Duration`) and killed its thread. Every duration
+/// setting at its extreme: the monitor keeps running and reading.
+#[test]
+fn extreme_durations_neither_panic_nor_stop_the_monitor() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = claude_project(dir.path()).join("far.jsonl");
+    write(&log, &claude_user("far", "u1", "2026-01-05T09:00:00Z", "a"));
+    let rec = Recorder::default();
+    let handle = Monitor::builder()
+        .root(SourceKind::Claude, dir.path())
+        .stale_after(Duration::MAX)
+        .retention(Duration::MAX)
+        .idle_after(Duration::MAX)
+        .rescan_interval(Duration::MAX)
+        .build(rec.clone())
+        .spawn()
+        .unwrap();
+    rec.wait_for("the first load", |evs| {
+        last_state(evs, "far").is_some_and(|s| s.message_count == 1)
+    });
+    append(&log, &claude_user("far", "u2", "2026-01-05T09:00:01Z", "b"));
+    rec.wait_for("the appended line", |evs| {
+        last_state(evs, "far").is_some_and(|s| s.message_count == 2)
+    });
+    assert!(!handle.is_finished(), "the monitor thread ended");
+    handle.stop();
+
+    // The longest debounce: changes wait for it, and nothing overflows meanwhile.
+    let handle = Monitor::builder()
+        .root(SourceKind::Claude, dir.path())
+        .debounce(Duration::MAX)
+        .stale_after(Duration::MAX)
+        .build(rec.clone())
+        .spawn()
+        .unwrap();
+    append(&log, &claude_user("far", "u3", "2026-01-05T09:00:02Z", "c"));
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(300) {
+        assert!(!handle.is_finished(), "the monitor thread ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    handle.stop();
+}

@@ -20,6 +20,8 @@ use super::{Broker, BrokerError, Entry, EntryId};
 pub const DEFAULT_READ_BATCH: usize = 512;
 /// Default time a read waits for new entries before asking again.
 pub const DEFAULT_BLOCK: Duration = Duration::from_secs(1);
+/// The longest [`Follower::block`]: 60 s. Longer values are lowered to it.
+pub const MAX_BLOCK: Duration = Duration::from_secs(60);
 
 /// Follows a [`Broker`] stream for one serving node.
 ///
@@ -121,9 +123,11 @@ impl<B: Broker> Follower<B> {
     }
 
     /// How long one read waits for new entries (default [`DEFAULT_BLOCK`]). New entries
-    /// wake it at once; this only bounds how long a dead connection can go unnoticed.
+    /// wake it at once; this only bounds how long a dead connection can go unnoticed, and
+    /// how often a node waiting for the producer's next checkpoint looks again. Between
+    /// 1 ms and [`MAX_BLOCK`]; values outside are raised or lowered to them.
     pub fn block(mut self, block: Duration) -> Self {
-        self.block = block.max(Duration::from_millis(1));
+        self.block = block.clamp(Duration::from_millis(1), MAX_BLOCK);
         self
     }
 

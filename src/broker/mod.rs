@@ -73,11 +73,13 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use checkpoint::Checkpoint;
-pub use follower::{DEFAULT_BLOCK, DEFAULT_READ_BATCH, Follower, FollowerHandle, FollowerStats};
+pub use follower::{
+    DEFAULT_BLOCK, DEFAULT_READ_BATCH, Follower, FollowerHandle, FollowerStats, MAX_BLOCK,
+};
 pub use producer::{
     BrokerSink, BrokerSinkBuilder, BrokerSinkStats, DEFAULT_BUFFER, DEFAULT_CHECKPOINT_INTERVAL,
 };
-pub use redis::{DEFAULT_MAX_LEN, RedisBroker};
+pub use redis::{DEFAULT_MAX_LEN, MAX_RESPONSE_TIMEOUT, RedisBroker};
 
 /// A stream entry id, as the broker assigned it (Redis: `<ms>-<n>`). Opaque to the engine.
 pub type EntryId = String;

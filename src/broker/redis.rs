@@ -15,6 +15,8 @@ pub const DEFAULT_MAX_LEN: usize = 10_000;
 /// How long one command may take (beyond a read's own blocking time) before the connection
 /// is given up as broken and reopened.
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest [`RedisBroker::response_timeout`]: one hour. Longer values are lowered to it.
+pub const MAX_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Appends a batch atomically. Each entry's `prev` is the id of the entry before it in the
 /// stream, read inside the script, so it is exact whoever appended before. The batch id kept
@@ -109,9 +111,10 @@ impl RedisBroker {
     }
 
     /// How long a command may take (beyond a read's blocking time) before the connection is
-    /// dropped and the operation fails as [`BrokerError::Unavailable`]. Default 2 s.
+    /// dropped and the operation fails as [`BrokerError::Unavailable`]. Default 2 s; at most
+    /// [`MAX_RESPONSE_TIMEOUT`].
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
+        self.response_timeout = timeout.min(MAX_RESPONSE_TIMEOUT);
         self
     }
 
@@ -269,7 +272,9 @@ impl Broker for RedisBroker {
         cmd.arg("STREAMS")
             .arg(&self.stream)
             .arg(after.unwrap_or("0-0"));
-        let limit = self.response_timeout + block.unwrap_or_default();
+        let limit = self
+            .response_timeout
+            .saturating_add(block.unwrap_or_default());
         let reply: Value = self
             .with_conn(
                 limit,

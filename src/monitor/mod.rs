@@ -94,6 +94,11 @@ use lifecycle::{Lifecycle, Timing};
 use scan::{Root, Scanner};
 use watch::Message;
 
+/// The longest any duration setting of [`MonitorBuilder`] is taken as: 100 years (365-day).
+/// Longer values, up to `Duration::MAX`, are clamped to it: the monitor's clock arithmetic
+/// (`Instant` + duration) cannot overflow, and a value that long already means "never".
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Default [`MonitorBuilder::stale_after`]: 5 minutes (Go's default).
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5 * 60);
 /// Default [`MonitorBuilder::retention`]: 30 seconds (Go's default).
@@ -232,37 +237,40 @@ impl MonitorBuilder {
 
     /// An active session with no new data for this long becomes terminal (`stale`); logs not
     /// modified within it are not loaded at start. Default [`DEFAULT_STALE_AFTER`];
-    /// [`Duration::ZERO`] disables staleness (and then every log is loaded at start).
+    /// [`Duration::ZERO`] disables staleness (and then every log is loaded at start). At most
+    /// [`MAX_DURATION`].
     pub fn stale_after(mut self, after: Duration) -> Self {
-        self.stale_after = after;
+        self.stale_after = after.min(MAX_DURATION);
         self
     }
 
     /// How long a terminal session is kept before it is `removed`. Default
-    /// [`DEFAULT_RETENTION`].
+    /// [`DEFAULT_RETENTION`]. At most [`MAX_DURATION`].
     pub fn retention(mut self, retention: Duration) -> Self {
-        self.retention = retention;
+        self.retention = retention.min(MAX_DURATION);
         self
     }
 
     /// A `working` session whose latest record is this old becomes `idle`. Default
-    /// [`DEFAULT_IDLE_AFTER`]; [`Duration::ZERO`] disables it.
+    /// [`DEFAULT_IDLE_AFTER`]; [`Duration::ZERO`] disables it. At most [`MAX_DURATION`].
     pub fn idle_after(mut self, after: Duration) -> Self {
-        self.idle_after = after;
+        self.idle_after = after.min(MAX_DURATION);
         self
     }
 
     /// How often every root is walked again, as a safety net for lost notifications.
-    /// Default [`DEFAULT_RESCAN_INTERVAL`]; values under 100 ms are raised to 100 ms.
+    /// Default [`DEFAULT_RESCAN_INTERVAL`]; values under 100 ms are raised to 100 ms, values
+    /// over [`MAX_DURATION`] lowered to it.
     pub fn rescan_interval(mut self, interval: Duration) -> Self {
-        self.rescan_interval = interval.max(Duration::from_millis(100));
+        self.rescan_interval = interval.clamp(Duration::from_millis(100), MAX_DURATION);
         self
     }
 
     /// How long to gather notifications before reading, so a burst of appends is one batch.
-    /// Default [`DEFAULT_DEBOUNCE`]. It adds to the latency of every change.
+    /// Default [`DEFAULT_DEBOUNCE`]. It adds to the latency of every change. At most
+    /// [`MAX_DURATION`].
     pub fn debounce(mut self, debounce: Duration) -> Self {
-        self.debounce = debounce;
+        self.debounce = debounce.min(MAX_DURATION);
         self
     }
 

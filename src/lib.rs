@@ -95,6 +95,9 @@ pub mod broker;
 mod conn;
 mod counters;
 mod frame;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hub;
 mod layer;
 #[cfg(feature = "metrics")]

@@ -68,6 +68,8 @@
 //! See [`SourceKind`] for the layouts, and the source modules' docs in the crate sources
 //! (`src/monitor/sources/`) for which record fields become which session fields.
 
+#[cfg(fuzzing)]
+pub(crate) mod fuzzing;
 mod health;
 mod lifecycle;
 mod models;

@@ -255,8 +255,12 @@ struct Transcript {
 }
 
 impl Transcript {
+    /// Token sums saturate: a log is input, and a line claiming `i64::MAX` tokens must not
+    /// overflow (a panic in debug builds, a wrapped negative count in release).
     fn output_tokens(&self) -> i64 {
-        self.output_settled + self.recent_messages.values().sum::<i64>()
+        self.recent_messages
+            .values()
+            .fold(self.output_settled, |sum, t| sum.saturating_add(*t))
     }
 
     fn apply(&mut self, rec: &Record) -> LineResult {
@@ -340,18 +344,20 @@ impl Transcript {
                 None => {
                     self.messages += 1;
                     if let Some(settled) = self.recent_messages.insert(id, output) {
-                        self.output_settled += settled;
+                        self.output_settled = self.output_settled.saturating_add(settled);
                     }
                 }
             },
             None => {
                 self.messages += 1;
-                self.output_settled += output;
+                self.output_settled = self.output_settled.saturating_add(output);
             }
         }
         if let (Some(u), false) = (&msg.usage, synthetic) {
-            self.context_tokens =
-                u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens;
+            self.context_tokens = u
+                .input_tokens
+                .saturating_add(u.cache_read_input_tokens)
+                .saturating_add(u.cache_creation_input_tokens);
         }
         if let Some(Content::Blocks(blocks)) = &msg.content {
             for block in blocks {
@@ -563,5 +569,31 @@ mod tests {
             LineResult::Used
         );
         assert_eq!(log.report("x").counts.compactions, 1);
+    }
+
+    /// Found by `fuzz/` (`claude_line`): token sums over log values overflowed (a panic in
+    /// debug builds). They saturate.
+    #[test]
+    fn extreme_token_counts_saturate() {
+        let mut log = ClaudeLog::session();
+        log.line(br#"{"type":"assistant","message":{"id":"m1","usage":{"input_tokens":9223372036854775807,"cache_read_input_tokens":9223372036854775807,"cache_creation_input_tokens":1,"output_tokens":9223372036854775807}}}"#);
+        let r = log.report("x");
+        assert_eq!((r.context_tokens, r.output_tokens), (i64::MAX, i64::MAX));
+        feed(
+            &mut log,
+            &[
+                r#"{"type":"assistant","message":{"id":"m2","usage":{"output_tokens":9223372036854775807}}}"#,
+                r#"{"type":"assistant","message":{"usage":{"output_tokens":9223372036854775807}}}"#,
+            ],
+        );
+        assert_eq!(log.report("x").output_tokens, i64::MAX);
+        // Ids pushed out of the dedup window settle their tokens into the saturated sum.
+        for i in 0..super::super::RECENT_IDS {
+            let line = format!(
+                r#"{{"type":"assistant","message":{{"id":"n{i}","usage":{{"output_tokens":9223372036854775807}}}}}}"#
+            );
+            assert_eq!(log.line(line.as_bytes()), LineResult::Used);
+        }
+        assert_eq!(log.report("x").output_tokens, i64::MAX);
     }
 }

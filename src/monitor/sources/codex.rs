@@ -195,7 +195,7 @@ impl CodexLog {
                     if let Some(last) = &info.last_token_usage {
                         self.context_tokens = last
                             .total_tokens
-                            .unwrap_or(last.input_tokens + last.output_tokens);
+                            .unwrap_or(last.input_tokens.saturating_add(last.output_tokens));
                     }
                     if let Some(total) = &info.total_token_usage {
                         self.output_tokens = total.output_tokens;
@@ -332,5 +332,15 @@ mod tests {
             (Activity::Waiting, "")
         );
         assert_eq!(log.session_id(), "c-1");
+    }
+
+    /// Found by `fuzz/` (`codex_line`): `input_tokens + output_tokens` of a `token_count`
+    /// without `total_tokens` overflowed (a panic in debug builds). It saturates.
+    #[test]
+    fn extreme_token_counts_saturate() {
+        let mut log = CodexLog::new();
+        let line = br#"{"type":"event_msg","payload":{"type":"token_count","info":{"last_token_usage":{"input_tokens":9223372036854775807,"output_tokens":9223372036854775807}}}}"#;
+        assert_eq!(log.line(line), LineResult::Used);
+        assert_eq!(log.report("x").context_tokens, i64::MAX);
     }
 }

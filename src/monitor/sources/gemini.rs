@@ -178,7 +178,11 @@ impl GeminiChat {
                     set_if_some(&mut r.model, m.model.as_deref());
                     if let Some(t) = m.tokens {
                         r.context_tokens = t.input;
-                        r.output_tokens += t.output + t.thoughts;
+                        // Saturating: the counts are the log's, any i64.
+                        r.output_tokens = r
+                            .output_tokens
+                            .saturating_add(t.output)
+                            .saturating_add(t.thoughts);
                     }
                     let running = calls.iter().rev().find(|c| {
                         !matches!(c.status.as_deref(), Some("success" | "error" | "cancelled"))
@@ -247,5 +251,20 @@ mod tests {
             (Activity::Waiting, "")
         );
         assert_eq!(chat.session_id(), "g-2");
+    }
+
+    /// Found by `fuzz/` (`gemini_line`): the sum of `tokens.output + tokens.thoughts` over
+    /// messages overflowed (a panic in debug builds). It saturates.
+    #[test]
+    fn extreme_token_counts_saturate() {
+        let mut chat = GeminiChat::new();
+        for l in [
+            r#"{"id":"1","type":"gemini","tokens":{"input":9223372036854775807,"output":9223372036854775807,"thoughts":9223372036854775807}}"#,
+            r#"{"id":"2","type":"gemini","tokens":{"input":9223372036854775807,"output":9223372036854775807}}"#,
+        ] {
+            assert_eq!(chat.line(l.as_bytes()), LineResult::Used);
+        }
+        let r = chat.report("x");
+        assert_eq!((r.context_tokens, r.output_tokens), (i64::MAX, i64::MAX));
     }
 }

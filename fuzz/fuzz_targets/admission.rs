@@ -278,8 +278,10 @@ struct Input {
     pinned: bool,
 }
 
-/// Fresh untrusted addresses: 11.0.0.0 onwards (never a trusted proxy; 2¹⁹ fit below 11.8.0.0
-/// and a run goes far past that only in hours) and 2001:db8:N::/48 (keyed by /64).
+/// A fresh untrusted address, never used before in this process: the n-th address from
+/// 11.0.0.0 (IPv4, or IPv4-mapped IPv6, which the limiter keys as IPv4), or the n-th /64 of
+/// 2001:db8::/33 (the limiter keys IPv6 by /64). None is a trusted proxy, and all are distinct
+/// until n passes 2³¹ (two days at 11 000 peers a second).
 fn fresh(family: u8, port: u16) -> SocketAddr {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -439,16 +441,17 @@ fn build(
         };
         add(HeaderName::from_static(name), value.bytes(known));
     }
-    if version == Version::HTTP_2 {
-        if let Some(protocol) = &input.protocol_ext {
-            if let Ok(protocol) =
-                std::str::from_utf8(protocol.bytes(&["websocket", "WebSocket", "h3"]))
-            {
-                request
-                    .extensions_mut()
-                    .insert(hyper::ext::Protocol::from(protocol));
-            }
-        }
+    let protocol = input
+        .protocol_ext
+        .as_ref()
+        .filter(|_| version == Version::HTTP_2)
+        .and_then(|protocol| {
+            std::str::from_utf8(protocol.bytes(&["websocket", "WebSocket", "h3"])).ok()
+        });
+    if let Some(protocol) = protocol {
+        request
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from(protocol));
     }
     if let Some(peer) = peer {
         request.extensions_mut().insert(ConnectInfo(peer));

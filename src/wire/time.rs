@@ -262,8 +262,15 @@ impl Timestamp {
     /// years included; no leap second `60`; zone hour at most 23). `T` and `Z` must be
     /// upper case. The offset is kept as written (`-00:00` and `+00:00` mean `Z`).
     ///
-    /// Go's fallback parser also takes a few non-RFC 3339 forms (a one-digit hour, a
-    /// `,` before the fraction, a `+24:00` zone); those are rejected here.
+    /// Go's fallback parser (`time.Parse` with the RFC 3339 layout, which `UnmarshalJSON`
+    /// falls back to; its strict check is disabled, golang/go#54580) also takes a few
+    /// non-RFC 3339 forms: a one-digit hour, a `,` before the fraction, an empty seconds
+    /// field before it, zone hours of 24 or more, zone minutes of 60 or more. Those are
+    /// rejected here: they are not RFC 3339, and no encoder writes them.
+    ///
+    /// As a JSON string (`Deserialize`), a timestamp is read by its value: escapes inside it
+    /// (`"…05\u005a"`) are decoded first. Go's `UnmarshalJSON` parses the raw bytes and
+    /// rejects such a string; no encoder writes one.
     ///
     /// ```
     /// use agentwatch_ws::Timestamp;
@@ -1014,7 +1021,8 @@ mod tests {
         assert_eq!(json, "\"2025-06-30T23:59:59.999+02:00\"");
         let back: Timestamp = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
-        // Escaped characters inside the string are fine too.
+        // Escaped characters inside the string are read by their value (Go rejects them: its
+        // `UnmarshalJSON` parses the raw bytes; documented on `Timestamp::parse`).
         let esc: Timestamp = serde_json::from_str("\"2025-06-30T23:59:59\\u005a\"").unwrap();
         assert_eq!(esc.to_string(), "2025-06-30T23:59:59Z");
 

@@ -6,7 +6,8 @@
 //!
 //! The truth is Go's own: `tests/fixtures/go/decoding/expected.json` holds, for each input
 //! of `cases.txt`, what `json.Marshal(json.Unmarshal(input))` gave with Go's encoding/json
-//! (`main.go` there, run with Go 1.19), or that Unmarshal failed. Each case here must give
+//! (`main.go` there, run with Go 1.19), or that Unmarshal failed: 23 hand-made cases and 80
+//! sampled from a differential run over 106 209 generated inputs. Each case here must give
 //! the same bytes, or fail too.
 
 use agentwatch_ws::{Event, wire};
@@ -44,7 +45,7 @@ fn cases() -> Vec<Case> {
 #[test]
 fn every_case_decodes_as_go_decodes_it() {
     let cases = cases();
-    assert!(cases.len() >= 20, "the fixture lost its cases");
+    assert!(cases.len() >= 100, "the fixture lost its cases");
     let mut wrong = Vec::new();
     for case in &cases {
         let ours = Event::from_json(&case.input)

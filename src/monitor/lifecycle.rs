@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::sources::{Counts, Report};
+use super::sources::{Counts, Report, set_if_some};
 use crate::wire::{
     Activity, Event, EventType, Health, LifecycleEvent, LifecycleEventType, LifecycleState,
     SessionState, SubagentState, Timestamp,
@@ -88,29 +88,16 @@ impl Lifecycle {
         self.sessions.values().map(|e| e.state.clone()).collect()
     }
 
-    fn transition(
-        &mut self,
-        kind: LifecycleEventType,
-        state: &SessionState,
-        from: LifecycleState,
-        reason: &str,
-    ) {
-        let first = self.touched_set.insert(state.id.clone());
+    /// Records a transition for the batch; a repeated `Updated` of a session already
+    /// reported in this batch is dropped (the delta carries its final state).
+    fn transition(&mut self, ev: LifecycleEvent) {
+        let first = self.touched_set.insert(ev.session_id.clone());
         if first {
-            self.touched.push(state.id.clone());
-        } else if kind == LifecycleEventType::Updated {
-            // Already reported in this batch; the delta carries the final state.
+            self.touched.push(ev.session_id.clone());
+        } else if ev.kind == LifecycleEventType::Updated {
             return;
         }
-        self.transitions.push(LifecycleEvent {
-            kind,
-            session_id: state.id.clone(),
-            source: state.source.clone(),
-            from,
-            to: state.lifecycle.clone(),
-            at: Timestamp::now(),
-            reason: reason.to_owned(),
-        });
+        self.transitions.push(ev);
     }
 
     /// Merges what a log says about a session. `delta` is the change of the file's counts
@@ -163,8 +150,8 @@ impl Lifecycle {
             .map(Vec::as_slice)
             .unwrap_or_default();
         rebuild_subagents(entry, files);
-        let state = entry.state.clone();
-        self.transition(kind, &state, from, "");
+        let ev = transition_of(kind, &entry.state, from, "");
+        self.transition(ev);
     }
 
     /// Merges a subagent's own log into its parent session (if the parent is tracked; else
@@ -185,22 +172,22 @@ impl Lifecycle {
         entry.state.completed_at = None;
         entry.state.last_data_received_at = Timestamp::now();
         rebuild_subagents(entry, list);
-        let state = entry.state.clone();
-        if resumed {
-            self.transition(
+        let ev = if resumed {
+            transition_of(
                 LifecycleEventType::Resumed,
-                &state,
+                &entry.state,
                 LifecycleState::Terminal,
                 "",
-            );
+            )
         } else {
-            self.transition(
+            transition_of(
                 LifecycleEventType::Updated,
-                &state,
+                &entry.state,
                 LifecycleState::Active,
                 "",
-            );
-        }
+            )
+        };
+        self.transition(ev);
     }
 
     /// The source says the session ended (a session-end marker).
@@ -222,13 +209,13 @@ impl Lifecycle {
         entry.state.current_tool.clear();
         entry.state.completed_at = Some(at);
         entry.terminal_since = Some(now);
-        let state = entry.state.clone();
-        self.transition(
+        let ev = transition_of(
             LifecycleEventType::Terminal,
-            &state,
+            &entry.state,
             LifecycleState::Active,
             reason,
         );
+        self.transition(ev);
         true
     }
 
@@ -264,13 +251,13 @@ impl Lifecycle {
         for id in idle {
             if let Some(e) = self.sessions.get_mut(&id) {
                 e.state.activity = Activity::Idle;
-                let state = e.state.clone();
-                self.transition(
+                let ev = transition_of(
                     LifecycleEventType::Updated,
-                    &state,
+                    &e.state,
                     LifecycleState::Active,
                     "",
                 );
+                self.transition(ev);
             }
         }
         for id in stale {
@@ -278,13 +265,13 @@ impl Lifecycle {
                 e.state.lifecycle = LifecycleState::Terminal;
                 e.state.completed_at = Some(wall);
                 e.terminal_since = Some(now);
-                let state = e.state.clone();
-                self.transition(
+                let ev = transition_of(
                     LifecycleEventType::Stale,
-                    &state,
+                    &e.state,
                     LifecycleState::Active,
                     "no data received past stale threshold",
                 );
+                self.transition(ev);
             }
         }
         for id in expired {
@@ -398,18 +385,31 @@ fn since_record(s: &SessionState, wall: Timestamp, quiet: Duration) -> Duration 
     u64::try_from(ms).map_or(quiet, Duration::from_millis)
 }
 
+/// The lifecycle event of a transition of `state` (now in its new lifecycle) from `from`.
+fn transition_of(
+    kind: LifecycleEventType,
+    state: &SessionState,
+    from: LifecycleState,
+    reason: &str,
+) -> LifecycleEvent {
+    LifecycleEvent {
+        kind,
+        session_id: state.id.clone(),
+        source: state.source.clone(),
+        from,
+        to: state.lifecycle.clone(),
+        at: Timestamp::now(),
+        reason: reason.to_owned(),
+    }
+}
+
 /// Go's `applyUpdate`, with absolute counts turned into increments by the caller and
 /// `currentTool` cleared when no tool runs.
 fn merge(s: &mut SessionState, r: &Report, delta: Counts, received: Timestamp) {
-    let set = |field: &mut String, value: &str| {
-        if !value.is_empty() && field != value {
-            value.clone_into(field);
-        }
-    };
-    set(&mut s.slug, &r.slug);
-    set(&mut s.model, &r.model);
-    set(&mut s.working_dir, &r.working_dir);
-    set(&mut s.branch, &r.branch);
+    set_if_some(&mut s.slug, Some(&r.slug));
+    set_if_some(&mut s.model, Some(&r.model));
+    set_if_some(&mut s.working_dir, Some(&r.working_dir));
+    set_if_some(&mut s.branch, Some(&r.branch));
     if !r.activity.is_empty() {
         s.activity.clone_from(&r.activity);
     }

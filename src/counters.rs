@@ -149,10 +149,6 @@ impl Counters {
         bump(&self.events_published);
     }
 
-    pub(crate) fn record_encode_error(&self) {
-        bump(&self.encode_errors);
-    }
-
     /// An upgrade admitted without the per-IP rate limit: it carried no client address.
     pub(crate) fn record_rate_limit_skip(&self) {
         bump(&self.rate_limit_skipped);
@@ -165,14 +161,19 @@ impl Counters {
     }
 
     /// Encodes one frame with [`TextFrame::encode`], counting the attempt (failed ones
-    /// included) in `encodings`: every frame the crate encodes goes through here, so a change
-    /// that encoded an event once per client would show in [`HubStats::encodings`].
+    /// included) in `encodings` and a failure in `encode_errors`: every frame the crate
+    /// encodes goes through here, so a change that encoded an event once per client would
+    /// show in [`HubStats::encodings`].
     pub(crate) fn encode<E>(
         &self,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<TextFrame, E> {
         bump(&self.encodings);
-        TextFrame::encode(write)
+        let encoded = TextFrame::encode(write);
+        if encoded.is_err() {
+            bump(&self.encode_errors);
+        }
+        encoded
     }
 
     /// A copy of every counter; the replay window's usage is the hub's to fill in.

@@ -252,12 +252,9 @@ impl Hub {
     fn publish(&self, event: &Event) -> Result<(), SinkError> {
         let counters = &self.shared.counters;
         let encoded = counters.encode(|buf| wire::to_writer(buf, event));
-        let text = encoded.map_err(|source| {
-            counters.record_encode_error();
-            SinkError::Encode {
-                seq: event.seq,
-                source,
-            }
+        let text = encoded.map_err(|source| SinkError::Encode {
+            seq: event.seq,
+            source,
         })?;
         counters.record_publish();
         if self.is_stopped() {

@@ -22,10 +22,12 @@ use crate::admission::client_ip::{TrustedProxies, peer_addr};
 use crate::admission::origin::{InvalidOrigin, OriginLayer, OriginPolicy};
 use crate::admission::rate_limit::{MissingClientAddr, RateLimit, RateLimitLayer, SkipHook};
 use crate::admission::stopped::StoppedLayer;
-use crate::admission::token::percent_decode;
+use crate::admission::token::{percent_decode, query_param};
 use crate::admission::{RejectReason, Rejected};
 use crate::conn::{ClientInfo, ConnConfig, Connection};
-use crate::hub::{Hub, LagPolicy, MAX_SEND_BUFFER, Position};
+use crate::hub::{
+    Hub, LagPolicy, MAX_REPLAY_WINDOW, MAX_REPLAY_WINDOW_BYTES, MAX_SEND_BUFFER, Position,
+};
 use crate::sink::SnapshotSource;
 use crate::status::{self, RecordRejectionsLayer, RejectionLog};
 use crate::upgrade::{Handshake, HandshakeError, InvalidProtocol, Negotiated, Protocols};
@@ -261,6 +263,7 @@ impl<A> WsLayer<A> {
     /// sent without `since_at`, it makes the position unverifiable and the client gets a
     /// snapshot.
     pub fn replay_window(self, events: usize) -> Self {
+        let events = clamped("replay_window", events, MAX_REPLAY_WINDOW);
         let (_, bytes) = self.hub.replay_limits();
         self.hub.set_replay_limits(events, bytes);
         self
@@ -271,6 +274,7 @@ impl<A> WsLayer<A> {
     /// [`MAX_REPLAY_WINDOW_BYTES`](crate::MAX_REPLAY_WINDOW_BYTES) (larger values are clamped).
     /// The oldest events leave the window first.
     pub fn replay_window_bytes(self, bytes: usize) -> Self {
+        let bytes = clamped("replay_window_bytes", bytes, MAX_REPLAY_WINDOW_BYTES);
         let (events, _) = self.hub.replay_limits();
         self.hub.set_replay_limits(events, bytes);
         self
@@ -404,8 +408,7 @@ impl<A> WsLayer<A> {
             hub: self.hub.clone(),
             source: self.source.clone(),
             config: Arc::new(ConnConfig {
-                // The connection task reads ZERO as "no heartbeat".
-                heartbeat: self.heartbeat.unwrap_or(Duration::ZERO),
+                heartbeat: self.heartbeat,
                 send_buffer: self.send_buffer,
                 write_timeout: self.write_timeout,
                 lag_policy: self.lag_policy,
@@ -610,14 +613,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ResumeFrom {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        let param = |name: &str| {
-            parts.uri.query().and_then(|query| {
-                query.split('&').find_map(|pair| {
-                    pair.strip_prefix(name)
-                        .and_then(|rest| rest.strip_prefix('='))
-                })
-            })
-        };
+        let param = |name: &str| query_param(parts, name);
         let raw_since = match param("since") {
             Some(value) => Some(value),
             None => parts

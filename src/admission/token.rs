@@ -133,10 +133,7 @@ pub fn token_from_cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 /// The percent-decoded value of query parameter `name` (`+` is not a space here: tokens are
 /// not form data); `None` when absent, empty, malformed or longer than [`MAX_TOKEN_LEN`].
 pub fn token_from_query(parts: &Parts, name: &str) -> Option<String> {
-    let raw = parts.uri.query()?.split('&').find_map(|pair| {
-        pair.strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix('='))
-    })?;
+    let raw = query_param(parts, name)?;
     if raw.is_empty() || raw.len() > MAX_TOKEN_LEN {
         return None;
     }
@@ -186,6 +183,14 @@ fn base64url_decode(text: &str) -> Option<Vec<u8>> {
         out.extend_from_slice(&bytes[1..chunk.len()]);
     }
     Some(out)
+}
+
+/// The raw (still percent-encoded) value of the first `name=` pair of the request's query.
+pub(crate) fn query_param<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts.uri.query()?.split('&').find_map(|pair| {
+        pair.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+    })
 }
 
 /// Decodes `%XX` escapes. `None` for a malformed escape or a result that is not UTF-8.

@@ -9,7 +9,6 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,7 +42,8 @@ use sources::{EventFeed, Source, Sources};
 /// Per-connection settings, frozen when the router is built.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnConfig {
-    pub(crate) heartbeat: Duration,
+    /// The ping period; `None`: no pings.
+    pub(crate) heartbeat: Option<Duration>,
     pub(crate) send_buffer: usize,
     pub(crate) write_timeout: Duration,
     pub(crate) lag_policy: LagPolicy,
@@ -81,8 +81,7 @@ impl Drop for Task {
 /// [`Registration::closing`]) or is dropped, however the task ends.
 struct Registration<'a> {
     counters: &'a Counters,
-    /// Shared by reference across awaits, so it must be `Sync`.
-    connected: AtomicBool,
+    connected: bool,
 }
 
 impl<'a> Registration<'a> {
@@ -90,14 +89,14 @@ impl<'a> Registration<'a> {
         counters.connection_started();
         Registration {
             counters,
-            connected: AtomicBool::new(true),
+            connected: true,
         }
     }
 
     /// The connection no longer serves events: it only says goodbye from here on, which may
     /// take up to the close grace period.
-    fn closing(&self) {
-        if self.connected.swap(false, Ordering::Relaxed) {
+    fn closing(&mut self) {
+        if std::mem::take(&mut self.connected) {
             self.counters.connection_closing();
         }
     }
@@ -165,7 +164,7 @@ fn serve(mut socket: Socket, connection: Connection) -> impl Future<Output = ()>
     );
     async move {
         let counters = hub.counters();
-        let registration = Registration::new(counters);
+        let mut registration = Registration::new(counters);
         tracing::info!(clients = hub.client_count(), "client connected");
         let mut out = Outbox::new(config.send_buffer);
         let end = stream(&mut socket, &mut out, &hub, &*source, &config, client.since).await;
@@ -369,7 +368,6 @@ async fn stream(
     // timer driver's lock once per delivery.
     let write_deadline = tokio::time::sleep(config.write_timeout);
     tokio::pin!(write_deadline);
-    let period = config.heartbeat;
     let now = Instant::now();
     let mut live = Live {
         inbound: InboundBudget::new(socket.max_message_size(), now),
@@ -379,14 +377,12 @@ async fn stream(
         sources: Sources::new(),
         handover,
         // A period too long to add to the clock (`Duration::MAX`) never ticks: no heartbeat.
-        heartbeat: now
-            .checked_add(period)
-            .filter(|_| !period.is_zero())
-            .map(|first| {
-                let mut interval = tokio::time::interval_at(first, period);
-                interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                (interval, Heartbeat::new(period, now))
-            }),
+        heartbeat: config.heartbeat.and_then(|period| {
+            let first = now.checked_add(period)?;
+            let mut interval = tokio::time::interval_at(first, period);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            Some((interval, Heartbeat::new(period, now)))
+        }),
         write_deadline,
         last_progress: now,
     };
@@ -506,7 +502,7 @@ fn queue_snapshot(out: &mut Outbox, hub: &Hub, source: &dyn SnapshotSource) -> R
         || source.version(),
     )?;
     hub.counters().record_snapshot();
-    out.push_snapshot(snapshot.frames.to_vec());
+    out.push_snapshot(&snapshot.frames);
     Ok(snapshot.seq)
 }
 
@@ -546,7 +542,6 @@ fn encode_snapshot(hub: &Hub, source: &dyn SnapshotSource) -> Result<EncodedSnap
 /// Encodes a snapshot event or a `health` event that follows it.
 fn encode_for_client(counters: &Counters, event: &Event) -> Result<TextFrame, End> {
     counters.encode(|buf| wire::to_writer(buf, event)).map_err(|error| {
-        counters.record_encode_error();
         tracing::error!(seq = event.seq, kind = event.kind.as_str(), %error, "cannot encode snapshot");
         End::EncodeError
     })

@@ -137,9 +137,9 @@ impl Outbox {
 
     /// Queues a snapshot and the health reports that follow it. The reports do not count as
     /// lag: a client may fall `send_buffer` events behind after them.
-    pub(super) fn push_snapshot(&mut self, frames: Vec<TextFrame>) {
+    pub(super) fn push_snapshot(&mut self, frames: &[TextFrame]) {
         self.backlog_allowance += frames.len().saturating_sub(1);
-        self.events.extend(frames);
+        self.events.extend(frames.iter().cloned());
     }
 
     /// Queues a control frame in its kind's slot, replacing one of the same kind that has not

@@ -790,11 +790,9 @@ async fn main() -> ExitCode {
         }
         node.follower.stop();
     }
-    // Give the closing handshakes a moment to go out before the runtime goes away.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while hub.client_count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Give the closing handshakes a moment to go out before the runtime goes away: every
+    // connection task has ended when `closed()` resolves.
+    let _ = tokio::time::timeout(Duration::from_secs(2), hub.closed()).await;
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -1,10 +1,12 @@
 //! The dashboard example on real input: the roots it picks from `HOME`, what it prints, a
 //! missing root (exit code 2), and a line appended to a log reaching a WebSocket client.
 
+mod common;
+mod dashboard_support;
 mod monitor_support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
@@ -23,38 +25,10 @@ impl Drop for Guard {
     }
 }
 
-/// The dashboard example, built with the test's profile (a no-op when up to date).
-fn dashboard() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev".to_string(),
-        Some(other) => other.to_string(),
-    };
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--example", "dashboard", "--profile", &profile])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "cargo build --example dashboard failed");
-    profile_dir
-        .join("examples")
-        .join(format!("dashboard{}", std::env::consts::EXE_SUFFIX))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts the dashboard with `HOME=home` and `args`; returns it and its stdout up to the
 /// URL line.
 fn start(home: &Path, args: &[&str]) -> (Guard, Vec<String>) {
-    let mut child = Command::new(dashboard())
+    let mut child = Command::new(dashboard_support::binary())
         .args(args)
         .env("HOME", home)
         .env_remove("CODEX_HOME")
@@ -90,7 +64,7 @@ fn start(home: &Path, args: &[&str]) -> (Guard, Vec<String>) {
 
 #[test]
 fn a_missing_root_is_an_error_with_exit_code_2() {
-    let out = Command::new(dashboard())
+    let out = Command::new(dashboard_support::binary())
         .args(["--claude", "/nonexistent/agentwatch-test-root"])
         .output()
         .unwrap();
@@ -100,7 +74,7 @@ fn a_missing_root_is_an_error_with_exit_code_2() {
         stderr.contains("--claude") && stderr.contains("no such directory"),
         "{stderr}"
     );
-    let out = Command::new(dashboard())
+    let out = Command::new(dashboard_support::binary())
         .args(["--demo", "--codex", "/tmp"])
         .output()
         .unwrap();
@@ -111,7 +85,7 @@ fn a_missing_root_is_an_error_with_exit_code_2() {
 fn no_agent_logs_means_the_simulation() {
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join(".claude/projects")).unwrap();
-    let port = free_port().to_string();
+    let port = dashboard_support::free_port().to_string();
     let (_server, lines) = start(home.path(), &["--port", &port]);
     assert!(
         lines[0].starts_with("input: the simulation (no agent logs in"),
@@ -129,7 +103,7 @@ async fn home_roots_are_watched_and_appends_reach_the_page() {
         &claude_user(id, "u1", "2026-01-05T09:00:00Z", "hello"),
     );
     std::fs::create_dir_all(home.path().join(".codex/sessions")).unwrap();
-    let port = free_port();
+    let port = dashboard_support::free_port();
     let (_server, lines) = tokio::task::spawn_blocking({
         let home = home.path().to_path_buf();
         move || start(&home, &["--port", &port.to_string()])

@@ -50,26 +50,6 @@ fn keep_sending(
     (stop, task)
 }
 
-/// Reads frames until a close frame; panics on a read error (a reset) or the end of the
-/// stream before it. Returns the frames before it and the close frame.
-async fn read_until_close(rx: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> (Vec<RawFrame>, RawFrame) {
-    let mut before = Vec::new();
-    loop {
-        for frame in take_frames(buf) {
-            if frame.opcode == 8 {
-                return (before, frame);
-            }
-            before.push(frame);
-        }
-        let mut chunk = [0u8; 4096];
-        let n = within("server frames", rx.read(&mut chunk))
-            .await
-            .unwrap_or_else(|e| panic!("read failed before the close frame arrived: {e}"));
-        assert!(n > 0, "the stream ended before the close frame");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// After the close frame: stop sending, answer with our close, and expect the server to end
 /// the stream cleanly (end of stream, no reset).
 async fn finish_cleanly(
@@ -131,7 +111,7 @@ async fn a_1009_close_reaches_a_client_still_sending_its_oversized_message() {
     assert!(!sender.is_finished(), "the client's writes failed early");
 
     let mut buf = Vec::new();
-    let (before, close) = read_until_close(&mut rx, &mut buf).await;
+    let (before, close) = read_until_close(&mut rx, &mut buf, "server frames").await;
     assert_eq!(
         before.first().map(|f| f.opcode),
         Some(1),
@@ -170,7 +150,7 @@ async fn a_1001_close_reaches_a_client_that_keeps_sending() {
     assert!(!sender.is_finished(), "the client's writes failed early");
 
     let mut buf = Vec::new();
-    let (_, close) = read_until_close(&mut rx, &mut buf).await;
+    let (_, close) = read_until_close(&mut rx, &mut buf, "server frames").await;
     assert_eq!(
         close.close_code_and_reason(),
         (1001, "server stopping".to_owned())
@@ -196,7 +176,7 @@ async fn a_protocol_error_is_closed_with_1002_and_counted() {
         .await
         .unwrap();
     let mut buf = Vec::new();
-    let (_, close) = read_until_close(&mut rx, &mut buf).await;
+    let (_, close) = read_until_close(&mut rx, &mut buf, "server frames").await;
     assert_eq!(
         close.close_code_and_reason(),
         (1002, "protocol error".to_owned())

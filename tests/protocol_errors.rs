@@ -176,21 +176,7 @@ async fn run(case: Case) {
     let _ = within("broken frame", tx.write_all(&case.bytes)).await;
 
     let mut buf = Vec::new();
-    let close = loop {
-        if let Some(close) = take_frames(&mut buf).into_iter().find(|f| f.opcode == 8) {
-            break close;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = within("close frame", rx.read(&mut chunk))
-            .await
-            .unwrap_or_else(|e| panic!("{}: read failed before the close frame: {e}", case.name));
-        assert!(
-            n > 0,
-            "{}: the stream ended without a close frame",
-            case.name
-        );
-        buf.extend_from_slice(&chunk[..n]);
-    };
+    let (_, close) = read_until_close(&mut rx, &mut buf, case.name).await;
     let (code, reason) = close.close_code_and_reason();
     assert_eq!(
         code, case.code,

@@ -490,6 +490,32 @@ impl RawFrame {
     }
 }
 
+/// Reads server frames into `buf` until a close frame; panics (naming `what`) on a read error
+/// (a reset) or the end of the stream before it. Returns the frames before it and the close
+/// frame; whole frames read after it are dropped, a partial one stays in `buf`.
+pub async fn read_until_close(
+    rx: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut Vec<u8>,
+    what: &str,
+) -> (Vec<RawFrame>, RawFrame) {
+    use tokio::io::AsyncReadExt;
+    let mut before = Vec::new();
+    loop {
+        for frame in take_frames(buf) {
+            if frame.opcode == 8 {
+                return (before, frame);
+            }
+            before.push(frame);
+        }
+        let mut chunk = [0u8; 4096];
+        let n = within(what, rx.read(&mut chunk))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: read failed before the close frame arrived: {e}"));
+        assert!(n > 0, "{what}: the stream ended before the close frame");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// Takes the whole server frames (unmasked, as servers send them) off the front of `buf`.
 pub fn take_frames(buf: &mut Vec<u8>) -> Vec<RawFrame> {
     let mut frames = Vec::new();

@@ -4,8 +4,9 @@
 //! deleted at the end. Faults are made with a TCP proxy between the test's clients and Redis,
 //! and with `XTRIM` on the test's own stream: the shared server is never paused or stopped.
 //!
-//! Redis unreachable is a failure, not a skip: these tests only build with feature `redis`,
-//! which is what CI (and anyone working on the broker) enables, and CI starts Redis itself.
+//! With no Redis answering, each test skips with a notice, so `cargo test` passes on a machine
+//! without one; `AGENTWATCH_REQUIRE_REDIS=1` (set by `.ci/run`, which starts Redis when none
+//! answers) makes that a failure.
 
 // unwrap()/expect() here are test assertions on values the test built.
 
@@ -23,7 +24,7 @@ use agentwatch_ws::{
     SnapshotSource, Timestamp, WsLayer,
 };
 use axum::Router;
-use common::stream_key::{StreamKey, redis_url};
+use common::stream_key::{StreamKey, redis_available, redis_url};
 use common::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
@@ -393,6 +394,9 @@ async fn connect_query(addr: SocketAddr, query: &str) -> Client {
 
 #[tokio::test]
 async fn every_node_serves_the_producers_state_and_events_byte_for_byte() {
+    if !redis_available() {
+        return;
+    }
     let _ = control();
     let keys = StreamKey::new("broker");
     let url = redis_url();
@@ -438,6 +442,9 @@ async fn every_node_serves_the_producers_state_and_events_byte_for_byte() {
 
 #[tokio::test]
 async fn a_client_of_a_stopped_node_resumes_on_another_with_exactly_the_missed_events() {
+    if !redis_available() {
+        return;
+    }
     let _ = control();
     let keys = StreamKey::new("broker");
     let url = redis_url();
@@ -494,6 +501,9 @@ async fn a_client_of_a_stopped_node_resumes_on_another_with_exactly_the_missed_e
 
 #[tokio::test]
 async fn a_broker_outage_loses_nothing_and_costs_no_snapshot() {
+    if !redis_available() {
+        return;
+    }
     let _ = control();
     let keys = StreamKey::new("broker");
     let proxy = Proxy::start().await;
@@ -528,6 +538,9 @@ async fn a_broker_outage_loses_nothing_and_costs_no_snapshot() {
 
 #[tokio::test]
 async fn a_node_started_while_the_broker_is_down_builds_once_it_is_back() {
+    if !redis_available() {
+        return;
+    }
     let _ = control();
     let keys = StreamKey::new("broker");
     let producer = Producer::new(publisher(&keys, &redis_url()));
@@ -548,6 +561,9 @@ async fn a_node_started_while_the_broker_is_down_builds_once_it_is_back() {
 
 #[tokio::test]
 async fn a_trimmed_position_gives_connected_clients_a_snapshot() {
+    if !redis_available() {
+        return;
+    }
     let _ = control();
     let keys = StreamKey::new("broker");
     let url = redis_url();
@@ -586,6 +602,9 @@ async fn a_trimmed_position_gives_connected_clients_a_snapshot() {
 
 #[tokio::test]
 async fn a_lost_stream_is_replaced_by_a_resync_from_the_producer() {
+    if !redis_available() {
+        return;
+    }
     let _ = control();
     let keys = StreamKey::new("broker");
     let url = redis_url();
@@ -619,6 +638,9 @@ async fn a_lost_stream_is_replaced_by_a_resync_from_the_producer() {
 
 #[tokio::test]
 async fn a_full_producer_queue_drops_counts_and_resyncs_followers() {
+    if !redis_available() {
+        return;
+    }
     let _ = control();
     let keys = StreamKey::new("broker");
     let url = redis_url();
@@ -665,6 +687,9 @@ async fn a_full_producer_queue_drops_counts_and_resyncs_followers() {
 
 #[tokio::test]
 async fn a_producer_restart_with_lower_seqs_reaches_every_node_in_stream_order() {
+    if !redis_available() {
+        return;
+    }
     let _ = control();
     let keys = StreamKey::new("broker");
     let url = redis_url();
@@ -702,6 +727,9 @@ async fn a_producer_restart_with_lower_seqs_reaches_every_node_in_stream_order()
 /// its documented maximum, and producer and follower work as usual.
 #[tokio::test]
 async fn extreme_timeouts_and_intervals_neither_panic_nor_stall() {
+    if !redis_available() {
+        return;
+    }
     let _ = control();
     let keys = StreamKey::new("broker-extreme");
     let url = redis_url();

@@ -10,6 +10,35 @@ pub fn redis_url() -> String {
     std::env::var("AGENTWATCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// Whether a Redis answers at [`redis_url`]: false (after a loud notice) when none does and
+/// `AGENTWATCH_REQUIRE_REDIS=1` is not set, so `cargo test` passes on a machine without Redis;
+/// a panic when it is set (as `.ci/run` does, after starting one).
+pub fn redis_available() -> bool {
+    let url = redis_url();
+    let answer = redis::Client::open(url.as_str()).and_then(|client| {
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        redis::cmd("PING").query::<String>(&mut conn)
+    });
+    let error = match answer {
+        Ok(_) => return true,
+        Err(e) => e,
+    };
+    if std::env::var("AGENTWATCH_REQUIRE_REDIS").as_deref() == Ok("1") {
+        panic!(
+            "no Redis at {url} ({error}) and AGENTWATCH_REQUIRE_REDIS=1: start one with \
+             `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no` \
+             or point AGENTWATCH_REDIS_URL at one"
+        );
+    }
+    eprintln!(
+        "\n{bar}\n  SKIPPED Redis test: nothing answers at {url} ({error}).\n  \
+         Start a Redis (or set AGENTWATCH_REDIS_URL) to run it;\n  \
+         set AGENTWATCH_REQUIRE_REDIS=1 to make its absence a failure.\n{bar}\n",
+        bar = "!".repeat(72)
+    );
+    false
+}
+
 /// A fresh stream key, `agentwatch-test:<scope>:<pid>:<nanos>:<n>`.
 pub struct StreamKey(pub String);
 

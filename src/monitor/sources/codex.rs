@@ -53,6 +53,10 @@ struct Payload {
     role: Option<String>,
     name: Option<String>,
     call_id: Option<String>,
+    /// `task_started`: the model's context window, in tokens.
+    model_context_window: Option<i64>,
+    /// `session_meta` of a forked rollout (newer versions): the parent's id.
+    forked_from_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -93,8 +97,16 @@ pub(crate) struct CodexLog {
     item_assistants: i64,
     saw_events: bool,
     tool_calls: i64,
+    compactions: i64,
+    /// The previous line was a compaction marker: the markers of one compaction (a
+    /// `compacted` line, its `context_compacted` event, a `compaction` item) count once.
+    in_compaction: bool,
     recent_calls: Recent<()>,
     pending: PendingTools,
+    /// A `session_meta` line was read: later ones are another rollout's (a fork's or
+    /// subagent's copy of its parent's history) and change nothing but `parent_id`.
+    meta_seen: bool,
+    parent_id: String,
     started_at: Timestamp,
     last_at: Timestamp,
 }
@@ -115,13 +127,44 @@ impl CodexLog {
         let Ok(mut rec) = serde_json::from_slice::<Line>(line) else {
             return LineResult::Invalid;
         };
-        if let Some(at) = parse_time(rec.timestamp.as_deref()) {
+        let at = parse_time(rec.timestamp.as_deref());
+        if let Some(at) = at {
             if self.started_at.is_zero() {
                 self.started_at = at;
             }
-            self.last_at = at;
         }
+        let was_waiting = self.activity == Activity::Waiting;
+        let result = self.record(&mut rec);
+        // `lastActivityAt` is when the session last did something: it stays at the start of
+        // a wait while the session keeps waiting, and never runs backwards.
+        if let Some(at) = at {
+            let still_waiting = was_waiting && self.activity == Activity::Waiting;
+            if !still_waiting && at > self.last_at {
+                self.last_at = at;
+            }
+        }
+        result
+    }
+
+    fn record(&mut self, rec: &mut Line) -> LineResult {
         let payload = rec.payload.take();
+        let marker = match (rec.kind.as_deref(), payload.as_ref()) {
+            (Some("compacted"), _) => true,
+            (Some("event_msg"), Some(p)) => p.kind.as_deref() == Some("context_compacted"),
+            (Some("response_item"), Some(p)) => {
+                matches!(p.kind.as_deref(), Some("compaction" | "compaction_summary"))
+            }
+            _ => false,
+        };
+        // The writer persists a compaction's markers one right after the other.
+        let first = marker && !self.in_compaction;
+        self.in_compaction = marker;
+        if marker {
+            if first {
+                self.compactions += 1;
+            }
+            return LineResult::Used;
+        }
         match (rec.kind.as_deref(), payload) {
             (Some("session_meta"), Some(p)) => {
                 self.meta(&p);
@@ -134,21 +177,20 @@ impl CodexLog {
             }
             (Some("event_msg"), Some(p)) => self.event(&p),
             (Some("response_item"), Some(p)) => self.item(&p),
-            (Some("compacted"), _) => LineResult::Used,
             (Some(kind), None) => {
                 // The oldest layout: a response item written at the top level.
                 let p = Payload {
                     kind: Some(kind.to_owned()),
-                    role: rec.role,
-                    name: rec.name,
-                    call_id: rec.call_id,
+                    role: rec.role.take(),
+                    name: rec.name.take(),
+                    call_id: rec.call_id.take(),
                     ..Payload::default()
                 };
                 self.item(&p)
             }
             (None, None) if rec.id.is_some() => {
                 let p = Payload {
-                    id: rec.id,
+                    id: rec.id.take(),
                     ..Payload::default()
                 };
                 self.meta(&p);
@@ -159,13 +201,23 @@ impl CodexLog {
     }
 
     fn meta(&mut self, p: &Payload) {
-        if self.session_id.is_empty() {
-            let id =
-                p.id.as_deref()
-                    .or(p.session_id.as_deref())
-                    .or(p.conversation_id.as_deref());
-            set_if_some(&mut self.session_id, id);
+        let id =
+            p.id.as_deref()
+                .or(p.session_id.as_deref())
+                .or(p.conversation_id.as_deref())
+                .unwrap_or_default();
+        if self.meta_seen {
+            // A fork or subagent rollout starts with its own meta, then copies its parent's
+            // history, parent's meta included: the start, cwd and branch stay this rollout's.
+            if !id.is_empty() && id != self.session_id && self.parent_id.is_empty() {
+                id.clone_into(&mut self.parent_id);
+                tracing::debug!(session = %self.session_id, parent = %self.parent_id, "codex rollout continues another session");
+            }
+            return;
         }
+        self.meta_seen = true;
+        set_if_some(&mut self.session_id, Some(id));
+        set_if_some(&mut self.parent_id, p.forked_from_id.as_deref());
         if let Some(at) = parse_time(p.timestamp.as_deref()) {
             self.started_at = at;
         }
@@ -174,6 +226,20 @@ impl CodexLog {
             &mut self.branch,
             p.git.as_ref().and_then(|g| g.branch.as_deref()),
         );
+    }
+
+    /// The id of the session this rollout was forked from (or the subagent's parent), once
+    /// a line names it: `forked_from_id` of its own `session_meta`, else the id of a later
+    /// `session_meta` (the copy of the parent's).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "kept for linking forks and subagents to their parent"
+        )
+    )]
+    pub(crate) fn parent_id(&self) -> &str {
+        &self.parent_id
     }
 
     fn event(&mut self, p: &Payload) -> LineResult {
@@ -185,7 +251,12 @@ impl CodexLog {
                 self.activity = Activity::Working;
             }
             Some("agent_message") => self.event_agents += 1,
-            Some("task_started") => self.activity = Activity::Working,
+            Some("task_started") => {
+                self.activity = Activity::Working;
+                if let Some(window) = p.model_context_window.filter(|w| *w > 0) {
+                    self.context_window = window;
+                }
+            }
             Some("task_complete" | "turn_aborted") => {
                 self.pending.clear();
                 self.activity = Activity::Waiting;
@@ -277,7 +348,7 @@ impl CodexLog {
                 messages: prefer_events(self.event_users, self.item_users)
                     + prefer_events(self.event_agents, self.item_assistants),
                 tool_calls: self.tool_calls,
-                compactions: 0,
+                compactions: self.compactions,
             },
             started_at: self.started_at,
             last_activity_at: self.last_at,

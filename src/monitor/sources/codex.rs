@@ -1,13 +1,33 @@
 //! Codex CLI rollouts: `<root>/YYYY/MM/DD/rollout-<time>-<uuid>.jsonl`, lines
 //! `{timestamp, type, payload}`.
 //!
-//! - `session_meta` (first line only): `id` (older `session_id`, `conversation_id`) → the
-//!   session id, kept for every later read of the file; `cwd`; `git.branch`.
+//! What a rollout holds is decided by the writer's persistence policy
+//! (`codex-rs/core/src/rollout/policy.rs`): every `session_meta`, `turn_context`,
+//! `compacted` line and most response items, but only some events. The shapes read, and
+//! the versions they were seen in (writer sources and other readers' test data):
+//!
+//! - `session_meta` (all versions): `id` (older `session_id`, `conversation_id`) → the
+//!   session id, kept for every later read of the file; `timestamp` → startedAt; `cwd`;
+//!   `git.branch`. **Only the first one counts**: a forked rollout (and a subagent's)
+//!   starts with its own meta and then copies its parent's history, the parent's
+//!   `session_meta` included. A later meta for another id names the parent, as does
+//!   `forked_from_id` in the rollout's own meta (newer versions); the parent id is kept.
 //! - `turn_context`: `cwd`, `model`.
-//! - `event_msg`: `user_message` → `working` (Go had it reversed), `task_started` →
-//!   `working`, `task_complete` / `turn_aborted` → `waiting`; `token_count` with `info`
-//!   (may be `null`): contextTokens = `last_token_usage.total_tokens`, outputTokens =
-//!   `total_token_usage.output_tokens`, maxContextTokens = `model_context_window`.
+//! - `event_msg`:
+//!   - `user_message` → `working`; `agent_message` (both: all versions with events);
+//!   - `task_started` → `working`, with `model_context_window` (the window, in tokens,
+//!     before the first `token_count`); `task_complete` → `waiting` (the turn ended).
+//!     Writers whose policy has persistence modes persist both; the older single-list
+//!     policy persists neither, so those rollouts end a turn only by going `idle`;
+//!   - `turn_aborted` → `waiting` (all versions with events: the person interrupted);
+//!   - `token_count` with `info` (may be `null`): contextTokens =
+//!     `last_token_usage.total_tokens`, outputTokens = `total_token_usage.output_tokens`,
+//!     maxContextTokens = `model_context_window`;
+//!   - `context_compacted`: a compaction (every policy that has the event persists it).
+//! - `compacted` (a compaction's summary, `message`, newer ones with a
+//!   `replacement_history`) and a `compaction` (older name `compaction_summary`) response
+//!   item: a compaction. The writer persists a compaction's markers one right after the
+//!   other (`compacted`, then `context_compacted`), so consecutive markers count once.
 //! - `response_item`: `function_call`, `custom_tool_call`, `local_shell_call` → a tool call
 //!   (distinct `call_id`s) and the current tool until its `*_output` arrives; `message` with
 //!   role `user` / `assistant`.
@@ -18,6 +38,16 @@
 //!   items of newer logs are not counted as turns).
 //! - Lines of the oldest layout (no `payload`: the item's fields at the top level) are read as
 //!   `response_item`s; a first line with an `id` and no `type` is the session's meta.
+//!
+//! **Waiting for the person.** A rollout tells a turn's end (`task_complete`,
+//! `turn_aborted`) but never a permission prompt: `exec_approval_request`,
+//! `apply_patch_approval_request`, `request_permissions`, `request_user_input` and
+//! `elicitation_request` are not persisted by any version's policy. While Codex waits for
+//! an approval its session stays `working` (then `idle`).
+//!
+//! lastActivityAt is the latest record's timestamp, except that it stays at the start of a
+//! wait while the session keeps waiting (a `token_count` after `task_complete` does not
+//! move it), and it never runs backwards.
 
 use serde::Deserialize;
 
@@ -403,6 +433,47 @@ mod tests {
             (Activity::Waiting, "")
         );
         assert_eq!(log.session_id(), "c-1");
+    }
+
+    #[test]
+    fn compaction_markers_of_one_compaction_count_once() {
+        let mut log = CodexLog::new();
+        for l in [
+            r#"{"type":"compacted","payload":{"message":"summary"}}"#,
+            r#"{"type":"event_msg","payload":{"type":"context_compacted"}}"#,
+            r#"{"type":"event_msg","payload":{"type":"token_count","info":null}}"#,
+            // A compaction item on its own (written in a response's output).
+            r#"{"type":"response_item","payload":{"type":"compaction","encrypted_content":"x"}}"#,
+            r#"{"type":"event_msg","payload":{"type":"user_message","message":"go"}}"#,
+            // An event with no compacted line before it.
+            r#"{"type":"event_msg","payload":{"type":"context_compacted"}}"#,
+        ] {
+            assert_eq!(log.line(l.as_bytes()), LineResult::Used, "{l}");
+        }
+        assert_eq!(log.report("x").counts.compactions, 3);
+    }
+
+    #[test]
+    fn later_session_meta_is_the_parent() {
+        let mut log = CodexLog::new();
+        for l in [
+            r#"{"timestamp":"2026-02-04T15:30:00Z","type":"session_meta","payload":{"id":"fork","timestamp":"2026-02-04T15:30:00Z","cwd":"/new"}}"#,
+            r#"{"timestamp":"2026-02-04T15:30:01Z","type":"session_meta","payload":{"id":"parent","timestamp":"2026-02-01T08:00:00Z","cwd":"/old"}}"#,
+            r#"{"timestamp":"2026-02-04T15:30:02Z","type":"session_meta","payload":{"id":"grandparent","timestamp":"2026-01-01T08:00:00Z"}}"#,
+        ] {
+            log.line(l.as_bytes());
+        }
+        let r = log.report(log.session_id());
+        assert_eq!(
+            (r.session_id.as_str(), r.working_dir.as_str()),
+            ("fork", "/new")
+        );
+        assert_eq!(r.started_at.to_string(), "2026-02-04T15:30:00Z");
+        assert_eq!(log.parent_id(), "parent");
+
+        let mut log = CodexLog::new();
+        log.line(br#"{"type":"session_meta","payload":{"id":"fork","forked_from_id":"parent"}}"#);
+        assert_eq!(log.parent_id(), "parent");
     }
 
     /// Found by `fuzz/` (`codex_line`): `input_tokens + output_tokens` of a `token_count`

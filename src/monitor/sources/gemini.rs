@@ -1,23 +1,49 @@
 //! Gemini CLI chats: `<root>/<sha256 of the project path>/chats/session-*.json`, rewritten
-//! whole on each save, and the newer append-only `session-*.jsonl`.
+//! whole on each save (0.38 and earlier), and the append-only `session-*.jsonl` (0.39 and
+//! later, `packages/core/src/services/chatRecordingService.ts`).
 //!
 //! The `.json` form is one object `{sessionId, startTime, lastUpdated, messages: [...]}`; it
 //! is parsed as a stream (message texts skipped, never held) and only when its size or
-//! modification time changed. In the `.jsonl` form each line is a message, or a header with
-//! `sessionId` / `startTime`; a message written again with the same `id` (as it completes)
-//! replaces the earlier one (upsert), it is not added.
+//! modification time changed. The `.jsonl` form has four kinds of line:
+//! - a header `{sessionId, projectHash, startTime, lastUpdated, kind?}`;
+//! - a message; one written again with the same `id` (tokens or tool calls added as they
+//!   arrive) replaces the earlier one (upsert), it is not added;
+//! - `{"$rewindTo": id}`: the person rewound the chat; the message `id` and every later one
+//!   are gone, with their counts and tokens (an unknown id clears the chat, as Gemini CLI's
+//!   own loader does);
+//! - `{"$set": {...}}`: a metadata update. With `messages` it replaces the whole history
+//!   (after a compression or a masking of tool output): messages it leaves out were
+//!   compressed away, so what they counted stays counted and the rewrite is one
+//!   compaction; messages new in it (the compression's summary turns) are not turns.
 //!
-//! From the messages (`{id, timestamp, type: user|gemini|info|error, model, tokens {input,
-//! output, cached, thoughts, tool, total}, toolCalls [{id, name, status}]}`):
+//! Resuming a `.json` chat makes Gemini CLI copy it into `<name>.jsonl` beside it (same
+//! `sessionId`) and write only there: the monitor reads the two as one session (see the
+//! scanner). A subagent's chat is `chats/<parent session id>/<id>.jsonl` (header
+//! `kind: "subagent"`): it is a subagent of that session, not a session.
+//!
+//! From the messages (`{id, timestamp, type: user|gemini|info|error|warning, model, tokens
+//! {input, output, cached, thoughts, tool, total}, toolCalls [{id, name, status}]}`):
 //! - messageCount: `user` and `gemini` messages; toolCallCount: tool calls;
 //! - model: the latest `gemini` message's; maxContextTokens from the model table;
 //! - contextTokens: the latest `gemini` message's `tokens.input` (the prompt, cached part
 //!   included); outputTokens: the sum of `tokens.output` + `tokens.thoughts`;
-//! - activity: `working` after a user message or while a tool call is not finished (its
-//!   status is not `success`, `error` or `cancelled`; currentTool is its name), `waiting`
-//!   after a `gemini` message with nothing running.
+//! - activity: `working` after a user message or while a tool call is not finished (status
+//!   `validating`, `scheduled`, `executing`; currentTool is its name), `waiting` with the
+//!   tool while one is `awaiting_approval`, `waiting` after a `gemini` message with nothing
+//!   running (the turn ended).
 //!
-//! Memory: one small record per message (ids, counts and the model; no text).
+//! **Waiting for the person.** The interactive CLI records tool calls only once they
+//! completed (`success`, `error`, `cancelled`: `recordCompletedToolCalls`), and a model
+//! message's text before its tool calls run: a permission prompt is not in the log, and a
+//! chat waiting for one reads as `waiting` after the model's message, without the tool.
+//! `awaiting_approval` is honoured for writers that record it.
+//!
+//! lastActivityAt is the latest message's timestamp, except that it stays at the start of
+//! a wait while the chat keeps waiting (an `info` line does not move it), and it never runs
+//! backwards.
+//!
+//! Memory: one small record per message in the history (ids, counts and the model; no
+//! text) and three totals for compressed-away messages.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -403,6 +429,43 @@ mod tests {
             (Activity::Waiting, "")
         );
         assert_eq!(chat.session_id(), "g-2");
+    }
+
+    #[test]
+    fn tool_awaiting_approval_is_waiting_with_the_tool() {
+        let mut chat = GeminiChat::new();
+        for l in [
+            r#"{"id":"1","timestamp":"2026-01-01T10:00:00Z","type":"user","content":"go"}"#,
+            r#"{"id":"2","timestamp":"2026-01-01T10:00:02Z","type":"gemini","toolCalls":[{"id":"a","name":"read_file","status":"success"},{"id":"b","name":"run_shell_command","status":"awaiting_approval"}]}"#,
+        ] {
+            chat.line(l.as_bytes());
+        }
+        let r = chat.report("g");
+        assert_eq!(
+            (r.activity, r.current_tool.as_str()),
+            (Activity::Waiting, "run_shell_command")
+        );
+        chat.line(br#"{"id":"2","timestamp":"2026-01-01T10:00:09Z","type":"gemini","toolCalls":[{"id":"a","name":"read_file","status":"success"},{"id":"b","name":"run_shell_command","status":"executing"}]}"#);
+        let r = chat.report("g");
+        assert_eq!(
+            (r.activity, r.current_tool.as_str()),
+            (Activity::Working, "run_shell_command")
+        );
+        assert_eq!(r.last_activity_at.to_string(), "2026-01-01T10:00:09Z");
+    }
+
+    #[test]
+    fn rewind_to_an_unknown_id_clears_the_chat() {
+        let mut chat = GeminiChat::new();
+        for l in [
+            r#"{"id":"1","type":"user","content":"a"}"#,
+            r#"{"id":"2","type":"gemini","tokens":{"input":5,"output":3}}"#,
+            r#"{"$rewindTo":"nope"}"#,
+        ] {
+            assert_eq!(chat.line(l.as_bytes()), LineResult::Used);
+        }
+        let r = chat.report("g");
+        assert_eq!((r.counts.messages, r.output_tokens), (0, 0));
     }
 
     /// Found by `fuzz/` (`gemini_line`): the sum of `tokens.output + tokens.thoughts` over

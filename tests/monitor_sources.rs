@@ -330,7 +330,16 @@ fn gemini_resumed_json_chat_is_one_session() {
     m.scan();
     let s = last_state(&rec.take(), RESUMED).unwrap();
     assert_eq!(s.message_count, 2);
-    write(&jsonl, &sample("gemini/gemini-0.39-resumed.jsonl"));
+    // Read while Gemini CLI is still copying the history: nothing shrinks meanwhile.
+    let copy = sample("gemini/gemini-0.39-resumed.jsonl");
+    let lines: Vec<&str> = copy.lines().collect();
+    write(&jsonl, &(lines[..2].join("\n") + "\n"));
+    m.scan();
+    assert!(
+        last_state(&rec.take(), RESUMED).is_none(),
+        "no update from a partial copy"
+    );
+    append(&jsonl, &(lines[2..].join("\n") + "\n"));
     m.scan();
     let events = rec.take();
     assert_eq!(lifecycle_kinds(&events), [LifecycleEventType::Updated]);

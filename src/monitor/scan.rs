@@ -461,7 +461,8 @@ impl Scanner {
     /// beside it, with the same `sessionId`, and writing only there: the two files are one
     /// session. The `.jsonl` takes the session over with what the `.json` reported so far
     /// (so nothing is counted twice) and the `.json` is no longer read. Returns `false` when
-    /// `path` is such a superseded `.json`, which must not report.
+    /// `path` must not report: such a superseded `.json`, or a `.jsonl` still holding fewer
+    /// messages than the `.json` reported (read while the copy is being written).
     fn gemini_pair(&mut self, path: &Path) -> bool {
         let Some(t) = self.files.get(path) else {
             return true;
@@ -488,6 +489,13 @@ impl Scanner {
             return false;
         }
         let (reported, id) = (other.reported, other.session_id.clone());
+        if let Parser::Gemini(chat) = &t.parser {
+            if chat.report("").counts.messages < reported.messages {
+                // Caught while Gemini CLI is still copying the history: wait for the rest
+                // rather than report a session that shrank.
+                return false;
+            }
+        }
         if let Some(other) = self.files.get_mut(&sibling) {
             other.superseded = true;
         }

@@ -25,8 +25,8 @@
 //!     maxContextTokens = `model_context_window`;
 //!   - `context_compacted`: a compaction (every policy that has the event persists it).
 //! - `compacted` (a compaction's summary, `message`, newer ones with a
-//!   `replacement_history`) and a `compaction` (older name `compaction_summary`) response
-//!   item: a compaction. The writer persists a compaction's markers one right after the
+//!   `replacement_history`) and a `compaction` (older name `compaction_summary`; newer
+//!   writers also `context_compaction`) response item: a compaction. The writer persists a compaction's markers one right after the
 //!   other (`compacted`, then `context_compacted`), so consecutive markers count once.
 //! - `response_item`: `function_call`, `custom_tool_call`, `local_shell_call` → a tool call
 //!   (distinct `call_id`s) and the current tool until its `*_output` arrives; `message` with
@@ -182,7 +182,10 @@ impl CodexLog {
             (Some("compacted"), _) => true,
             (Some("event_msg"), Some(p)) => p.kind.as_deref() == Some("context_compacted"),
             (Some("response_item"), Some(p)) => {
-                matches!(p.kind.as_deref(), Some("compaction" | "compaction_summary"))
+                matches!(
+                    p.kind.as_deref(),
+                    Some("compaction" | "compaction_summary" | "context_compaction")
+                )
             }
             _ => false,
         };
@@ -445,12 +448,14 @@ mod tests {
             // A compaction item on its own (written in a response's output).
             r#"{"type":"response_item","payload":{"type":"compaction","encrypted_content":"x"}}"#,
             r#"{"type":"event_msg","payload":{"type":"user_message","message":"go"}}"#,
+            r#"{"type":"response_item","payload":{"type":"context_compaction"}}"#,
+            r#"{"type":"event_msg","payload":{"type":"agent_message","message":"ok"}}"#,
             // An event with no compacted line before it.
             r#"{"type":"event_msg","payload":{"type":"context_compacted"}}"#,
         ] {
             assert_eq!(log.line(l.as_bytes()), LineResult::Used, "{l}");
         }
-        assert_eq!(log.report("x").counts.compactions, 3);
+        assert_eq!(log.report("x").counts.compactions, 4);
     }
 
     #[test]

@@ -176,3 +176,209 @@ fn a_rollout_in_a_new_day_directory_is_picked_up_while_running() {
     });
     handle.stop();
 }
+
+/// A Codex rollout copied to its place under a temp root, read by one scan.
+fn codex_scan(sample_name: &str, id: &str) -> agentwatch_ws::SessionState {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir
+        .path()
+        .join(format!("2026/02/02/rollout-2026-02-02T09-00-00-{id}.jsonl"));
+    write(&log, &sample(&format!("codex/{sample_name}")));
+    let rec = Recorder::default();
+    monitor(SourceKind::Codex, dir.path(), &rec).scan();
+    last_state(&rec.take(), id).unwrap()
+}
+
+/// Codex CLI 0.58 local compaction: a `compacted` line and its `context_compacted` event
+/// are one compaction.
+#[test]
+fn codex_local_compaction_counts_once() {
+    let s = codex_scan(
+        "codex-0.58-compaction-local.jsonl",
+        "0199c0de-0058-7000-8000-0000000c0a01",
+    );
+    assert_eq!(s.compaction_count, 1);
+    assert_eq!((s.message_count, s.tool_call_count), (2, 1));
+}
+
+/// Codex CLI 0.63 remote compaction: `compacted` with a `replacement_history`, then
+/// `context_compacted`; two compactions, a token count between.
+#[test]
+fn codex_remote_compactions_count() {
+    let s = codex_scan(
+        "codex-0.63-compaction-remote.jsonl",
+        "0199c0de-0063-7000-8000-0000000c0a02",
+    );
+    assert_eq!(s.compaction_count, 2);
+    assert_eq!(s.context_tokens, 9070);
+}
+
+/// A forked Codex CLI 0.58 rollout starts with its own `session_meta`, then copies the
+/// parent's (an older start, another cwd and branch): the fork keeps its own.
+#[test]
+fn codex_fork_keeps_its_own_start() {
+    let id = "0199f0f0-0058-7000-8000-00000000f0a1";
+    let s = codex_scan("codex-0.58-fork.jsonl", id);
+    assert_eq!(s.id, id);
+    assert_eq!(s.started_at.to_string(), "2026-02-04T15:30:00Z");
+    assert_eq!(
+        (s.working_dir.as_str(), s.branch.as_str()),
+        ("/home/dev/svc", "try-b")
+    );
+}
+
+/// Codex CLI 0.77 persists `task_started` with the context window before any
+/// `token_count`; `task_complete` ends the turn, and the wait keeps its start.
+#[test]
+fn codex_task_started_window_and_turn_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = "0199d0d0-0077-7000-8000-00000000d0a1";
+    let log = dir
+        .path()
+        .join(format!("2026/03/10/rollout-2026-03-10T11-00-00-{id}.jsonl"));
+    write(&log, &sample("codex/codex-0.77-turn-events.jsonl"));
+    let rec = Recorder::default();
+    let mut m = monitor(SourceKind::Codex, dir.path(), &rec);
+    m.scan();
+    let s = last_state(&rec.take(), id).unwrap();
+    assert_eq!(s.activity, Activity::Working);
+    assert_eq!(
+        s.max_context_tokens, 258_400,
+        "the window task_started gives, not the model table's"
+    );
+    append(&log, &sample("codex/codex-0.77-turn-events-more.jsonl"));
+    m.scan();
+    let s = last_state(&rec.take(), id).unwrap();
+    assert_eq!(
+        (s.activity.clone(), s.current_tool.as_str()),
+        (Activity::Waiting, "")
+    );
+    assert_eq!(s.last_activity_at.to_string(), "2026-03-10T11:00:06.2Z");
+    // A record while the session keeps waiting does not move its last activity.
+    append(
+        &log,
+        r#"{"timestamp":"2026-03-10T11:05:00.000Z","type":"event_msg","payload":{"type":"token_count","info":null,"rate_limits":{"primary":{"used_percent":4.0}}}}
+"#,
+    );
+    m.scan();
+    let s = last_state(&rec.take(), id).unwrap();
+    assert_eq!(s.activity, Activity::Waiting);
+    assert_eq!(s.last_activity_at.to_string(), "2026-03-10T11:00:06.2Z");
+}
+
+/// Gemini CLI 0.39 `$rewindTo`: the rewound messages, their tool calls and tokens are gone.
+#[test]
+fn gemini_rewind_drops_the_rewound_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let chat = dir
+        .path()
+        .join("3f79bb7b/chats/session-2026-02-10T10-00-5e55a0e1.jsonl");
+    write(&chat, &sample("gemini/gemini-0.39-rewind.jsonl"));
+    let rec = Recorder::default();
+    monitor(SourceKind::Gemini, dir.path(), &rec).scan();
+    let s = last_state(&rec.take(), "5e55a0e1-0039-4000-8000-0000000000r1").unwrap();
+    assert_eq!((s.message_count, s.tool_call_count), (4, 0));
+    assert_eq!((s.context_tokens, s.output_tokens), (4100, 15 + 12));
+    assert_eq!(s.activity, Activity::Waiting);
+}
+
+/// Gemini CLI 0.39 compression: a `$set` with `messages` rewrites the history. What the
+/// dropped messages counted stays; the rewrite is one compaction; the summary turns it
+/// adds are not messages of the session.
+#[test]
+fn gemini_history_rewrite_is_a_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let chat = dir
+        .path()
+        .join("3f79bb7b/chats/session-2026-02-13T08-00-5e55a0e1.jsonl");
+    write(&chat, &sample("gemini/gemini-0.39-compressed.jsonl"));
+    let rec = Recorder::default();
+    monitor(SourceKind::Gemini, dir.path(), &rec).scan();
+    let s = last_state(&rec.take(), "5e55a0e1-0039-4000-8000-0000000000c1").unwrap();
+    assert_eq!(s.compaction_count, 1);
+    assert_eq!((s.message_count, s.tool_call_count), (6, 1));
+    assert_eq!(
+        (s.context_tokens, s.output_tokens),
+        (20_000, 150 + 200 + 300)
+    );
+}
+
+const RESUMED: &str = "5e55a0e1-0038-4000-8000-0000000000j1";
+
+fn resumed_paths(root: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let json = root.join("3f79bb7b/chats/session-2026-02-11T09-00-5e55a0e1.json");
+    (json.clone(), json.with_extension("jsonl"))
+}
+
+fn assert_one_resumed_session(m: &Monitor, s: &agentwatch_ws::SessionState) {
+    assert_eq!(m.sessions().len(), 1, "{:#?}", m.sessions());
+    assert_eq!(s.id, RESUMED);
+    assert_eq!((s.message_count, s.tool_call_count), (4, 1));
+    assert_eq!((s.context_tokens, s.output_tokens), (3500, 50 + 5));
+    assert_eq!(s.started_at.to_string(), "2026-02-11T09:00:00Z");
+}
+
+/// Resuming a Gemini CLI 0.38 `.json` chat with 0.39 writes `<name>.jsonl` beside it with
+/// the same `sessionId` and the history copied: one session, nothing counted twice.
+#[test]
+fn gemini_resumed_json_chat_is_one_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, jsonl) = resumed_paths(dir.path());
+    write(&json, &sample("gemini/gemini-0.38-resumed.json"));
+    let rec = Recorder::default();
+    let mut m = monitor(SourceKind::Gemini, dir.path(), &rec);
+    m.scan();
+    let s = last_state(&rec.take(), RESUMED).unwrap();
+    assert_eq!(s.message_count, 2);
+    // Read while Gemini CLI is still copying the history: nothing shrinks meanwhile.
+    let copy = sample("gemini/gemini-0.39-resumed.jsonl");
+    let lines: Vec<&str> = copy.lines().collect();
+    write(&jsonl, &(lines[..2].join("\n") + "\n"));
+    m.scan();
+    assert!(
+        last_state(&rec.take(), RESUMED).is_none(),
+        "no update from a partial copy"
+    );
+    append(&jsonl, &(lines[2..].join("\n") + "\n"));
+    m.scan();
+    let events = rec.take();
+    assert_eq!(lifecycle_kinds(&events), [LifecycleEventType::Updated]);
+    assert_one_resumed_session(&m, &last_state(&events, RESUMED).unwrap());
+
+    // Both files already there when the monitor starts: the same one session.
+    let rec = Recorder::default();
+    let mut m = monitor(SourceKind::Gemini, dir.path(), &rec);
+    m.scan();
+    assert_one_resumed_session(&m, &last_state(&rec.take(), RESUMED).unwrap());
+}
+
+/// A Gemini CLI subagent's chat, `chats/<parent session id>/<id>.jsonl`, is a subagent of
+/// that session, not a session.
+#[test]
+fn gemini_subagent_chat_belongs_to_its_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = "5e55a0e1-0039-4000-8000-0000000000r1";
+    let agent = "5ab0a9e1-0039-4000-8000-0000000000s1";
+    write(
+        &dir.path()
+            .join("3f79bb7b/chats/session-2026-02-10T10-00-5e55a0e1.jsonl"),
+        &sample("gemini/gemini-0.39-rewind.jsonl"),
+    );
+    write(
+        &dir.path()
+            .join(format!("3f79bb7b/chats/{parent}/{agent}.jsonl")),
+        &sample("gemini/gemini-0.39-subagent.jsonl"),
+    );
+    let rec = Recorder::default();
+    let mut m = monitor(SourceKind::Gemini, dir.path(), &rec);
+    m.scan();
+    let sessions = m.sessions();
+    assert_eq!(sessions.len(), 1, "{sessions:#?}");
+    let s = &sessions[0];
+    assert_eq!(s.id, parent);
+    assert_eq!(s.subagents.len(), 1);
+    let sub = &s.subagents[0];
+    assert_eq!((sub.id.as_str(), sub.parent_id.as_str()), (agent, parent));
+    assert_eq!((sub.message_count, sub.tool_call_count), (2, 1));
+    assert_eq!(sub.model, "gemini-2.5-flash");
+}

@@ -430,7 +430,8 @@ fn merge(s: &mut SessionState, r: &Report, delta: Counts, received: Timestamp) {
     if !r.started_at.is_zero() {
         s.started_at = r.started_at;
     }
-    if !r.last_activity_at.is_zero() {
+    // Never backwards: a session fed by two logs (a resumed chat) keeps its latest.
+    if r.last_activity_at > s.last_activity_at {
         s.last_activity_at = r.last_activity_at;
     }
     s.last_data_received_at = received;

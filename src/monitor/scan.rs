@@ -59,7 +59,9 @@ impl Parser {
             FileKind::ClaudeSession => Parser::Claude(ClaudeLog::session()),
             FileKind::ClaudeSubagent { .. } => Parser::Claude(ClaudeLog::subagent()),
             FileKind::CodexRollout => Parser::Codex(CodexLog::new()),
-            FileKind::GeminiJson | FileKind::GeminiJsonl => Parser::Gemini(GeminiChat::new()),
+            FileKind::GeminiJson | FileKind::GeminiJsonl | FileKind::GeminiSubagent { .. } => {
+                Parser::Gemini(GeminiChat::new())
+            }
         }
     }
 
@@ -94,6 +96,8 @@ struct Tracked {
     reported: Counts,
     /// A fallback id: the file stem.
     stem: String,
+    /// A Gemini CLI `.json` chat that continues in the `.jsonl` beside it: no longer read.
+    superseded: bool,
 }
 
 /// The monitor's state: roots, tracked files, health and sessions.
@@ -354,10 +358,15 @@ impl Scanner {
                     session_id: None,
                     reported: Counts::default(),
                     stem,
+                    superseded: false,
                 })
             }
         };
         if tracked.stamp == Some(stamp) {
+            return Ok(());
+        }
+        if tracked.superseded {
+            tracked.stamp = Some(stamp);
             return Ok(());
         }
         tracked.dormant = false;
@@ -397,7 +406,7 @@ impl Scanner {
                 h.parse_failures(invalid);
             }
         }
-        if !data {
+        if !data || !self.gemini_pair(path) {
             return Ok(());
         }
         let Some(tracked) = self.files.get_mut(path) else {
@@ -414,6 +423,10 @@ impl Scanner {
                     let sub = log.subagent_state(agent, &parent);
                     self.lifecycle.apply_subagent(&parent, sub, now);
                 }
+            }
+            (FileKind::GeminiSubagent { parent, agent }, Parser::Gemini(chat)) => {
+                let sub = chat.subagent_state(agent, parent);
+                self.lifecycle.apply_subagent(parent, sub, now);
             }
             (_, parser) => {
                 let id = match &tracked.session_id {
@@ -442,6 +455,58 @@ impl Scanner {
             }
         }
         Ok(())
+    }
+
+    /// Gemini CLI resumes a `.json` chat by copying its whole history into `<name>.jsonl`
+    /// beside it, with the same `sessionId`, and writing only there: the two files are one
+    /// session. The `.jsonl` takes the session over with what the `.json` reported so far
+    /// (so nothing is counted twice) and the `.json` is no longer read. Returns `false` when
+    /// `path` must not report: such a superseded `.json`, or a `.jsonl` still holding fewer
+    /// messages than the `.json` reported (read while the copy is being written).
+    fn gemini_pair(&mut self, path: &Path) -> bool {
+        let Some(t) = self.files.get(path) else {
+            return true;
+        };
+        if t.session_id.is_some() {
+            return true;
+        }
+        let sibling = match t.kind {
+            FileKind::GeminiJson => path.with_extension("jsonl"),
+            FileKind::GeminiJsonl => path.with_extension("json"),
+            _ => return true,
+        };
+        let named = t.parser.session_id();
+        let Some(other) = self.files.get(&sibling) else {
+            return true;
+        };
+        if named.is_empty() || other.parser.session_id() != named {
+            return true;
+        }
+        if t.kind == FileKind::GeminiJson {
+            if let Some(t) = self.files.get_mut(path) {
+                t.superseded = true;
+            }
+            return false;
+        }
+        let (reported, id) = (other.reported, other.session_id.clone());
+        if let Parser::Gemini(chat) = &t.parser {
+            if chat.report("").counts.messages < reported.messages {
+                // Caught while Gemini CLI is still copying the history: wait for the rest
+                // rather than report a session that shrank.
+                return false;
+            }
+        }
+        if let Some(other) = self.files.get_mut(&sibling) {
+            other.superseded = true;
+        }
+        if let Some(id) = id {
+            self.claimed.insert(id.clone(), path.to_path_buf());
+            if let Some(t) = self.files.get_mut(path) {
+                t.reported = reported;
+                t.session_id = Some(id);
+            }
+        }
+        true
     }
 
     /// How many files are tracked, and how many of them are dormant.

@@ -1,13 +1,33 @@
 //! Codex CLI rollouts: `<root>/YYYY/MM/DD/rollout-<time>-<uuid>.jsonl`, lines
 //! `{timestamp, type, payload}`.
 //!
-//! - `session_meta` (first line only): `id` (older `session_id`, `conversation_id`) → the
-//!   session id, kept for every later read of the file; `cwd`; `git.branch`.
+//! What a rollout holds is decided by the writer's persistence policy
+//! (`codex-rs/core/src/rollout/policy.rs`): every `session_meta`, `turn_context`,
+//! `compacted` line and most response items, but only some events. The shapes read, and
+//! the versions they were seen in (writer sources and other readers' test data):
+//!
+//! - `session_meta` (all versions): `id` (older `session_id`, `conversation_id`) → the
+//!   session id, kept for every later read of the file; `timestamp` → startedAt; `cwd`;
+//!   `git.branch`. **Only the first one counts**: a forked rollout (and a subagent's)
+//!   starts with its own meta and then copies its parent's history, the parent's
+//!   `session_meta` included. A later meta for another id names the parent, as does
+//!   `forked_from_id` in the rollout's own meta (newer versions); the parent id is kept.
 //! - `turn_context`: `cwd`, `model`.
-//! - `event_msg`: `user_message` → `working` (Go had it reversed), `task_started` →
-//!   `working`, `task_complete` / `turn_aborted` → `waiting`; `token_count` with `info`
-//!   (may be `null`): contextTokens = `last_token_usage.total_tokens`, outputTokens =
-//!   `total_token_usage.output_tokens`, maxContextTokens = `model_context_window`.
+//! - `event_msg`:
+//!   - `user_message` → `working`; `agent_message` (both: all versions with events);
+//!   - `task_started` → `working`, with `model_context_window` (the window, in tokens,
+//!     before the first `token_count`); `task_complete` → `waiting` (the turn ended).
+//!     Writers whose policy has persistence modes persist both; the older single-list
+//!     policy persists neither, so those rollouts end a turn only by going `idle`;
+//!   - `turn_aborted` → `waiting` (all versions with events: the person interrupted);
+//!   - `token_count` with `info` (may be `null`): contextTokens =
+//!     `last_token_usage.total_tokens`, outputTokens = `total_token_usage.output_tokens`,
+//!     maxContextTokens = `model_context_window`;
+//!   - `context_compacted`: a compaction (every policy that has the event persists it).
+//! - `compacted` (a compaction's summary, `message`, newer ones with a
+//!   `replacement_history`) and a `compaction` (older name `compaction_summary`; newer
+//!   writers also `context_compaction`) response item: a compaction. The writer persists a compaction's markers one right after the
+//!   other (`compacted`, then `context_compacted`), so consecutive markers count once.
 //! - `response_item`: `function_call`, `custom_tool_call`, `local_shell_call` → a tool call
 //!   (distinct `call_id`s) and the current tool until its `*_output` arrives; `message` with
 //!   role `user` / `assistant`.
@@ -18,6 +38,16 @@
 //!   items of newer logs are not counted as turns).
 //! - Lines of the oldest layout (no `payload`: the item's fields at the top level) are read as
 //!   `response_item`s; a first line with an `id` and no `type` is the session's meta.
+//!
+//! **Waiting for the person.** A rollout tells a turn's end (`task_complete`,
+//! `turn_aborted`) but never a permission prompt: `exec_approval_request`,
+//! `apply_patch_approval_request`, `request_permissions`, `request_user_input` and
+//! `elicitation_request` are not persisted by any version's policy. While Codex waits for
+//! an approval its session stays `working` (then `idle`).
+//!
+//! lastActivityAt is the latest record's timestamp, except that it stays at the start of a
+//! wait while the session keeps waiting (a `token_count` after `task_complete` does not
+//! move it), and it never runs backwards.
 
 use serde::Deserialize;
 
@@ -53,6 +83,10 @@ struct Payload {
     role: Option<String>,
     name: Option<String>,
     call_id: Option<String>,
+    /// `task_started`: the model's context window, in tokens.
+    model_context_window: Option<i64>,
+    /// `session_meta` of a forked rollout (newer versions): the parent's id.
+    forked_from_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -93,8 +127,16 @@ pub(crate) struct CodexLog {
     item_assistants: i64,
     saw_events: bool,
     tool_calls: i64,
+    compactions: i64,
+    /// The previous line was a compaction marker: the markers of one compaction (a
+    /// `compacted` line, its `context_compacted` event, a `compaction` item) count once.
+    in_compaction: bool,
     recent_calls: Recent<()>,
     pending: PendingTools,
+    /// A `session_meta` line was read: later ones are another rollout's (a fork's or
+    /// subagent's copy of its parent's history) and change nothing but `parent_id`.
+    meta_seen: bool,
+    parent_id: String,
     started_at: Timestamp,
     last_at: Timestamp,
 }
@@ -115,13 +157,47 @@ impl CodexLog {
         let Ok(mut rec) = serde_json::from_slice::<Line>(line) else {
             return LineResult::Invalid;
         };
-        if let Some(at) = parse_time(rec.timestamp.as_deref()) {
+        let at = parse_time(rec.timestamp.as_deref());
+        if let Some(at) = at {
             if self.started_at.is_zero() {
                 self.started_at = at;
             }
-            self.last_at = at;
         }
+        let was_waiting = self.activity == Activity::Waiting;
+        let result = self.record(&mut rec);
+        // `lastActivityAt` is when the session last did something: it stays at the start of
+        // a wait while the session keeps waiting, and never runs backwards.
+        if let Some(at) = at {
+            let still_waiting = was_waiting && self.activity == Activity::Waiting;
+            if !still_waiting && at > self.last_at {
+                self.last_at = at;
+            }
+        }
+        result
+    }
+
+    fn record(&mut self, rec: &mut Line) -> LineResult {
         let payload = rec.payload.take();
+        let marker = match (rec.kind.as_deref(), payload.as_ref()) {
+            (Some("compacted"), _) => true,
+            (Some("event_msg"), Some(p)) => p.kind.as_deref() == Some("context_compacted"),
+            (Some("response_item"), Some(p)) => {
+                matches!(
+                    p.kind.as_deref(),
+                    Some("compaction" | "compaction_summary" | "context_compaction")
+                )
+            }
+            _ => false,
+        };
+        // The writer persists a compaction's markers one right after the other.
+        let first = marker && !self.in_compaction;
+        self.in_compaction = marker;
+        if marker {
+            if first {
+                self.compactions += 1;
+            }
+            return LineResult::Used;
+        }
         match (rec.kind.as_deref(), payload) {
             (Some("session_meta"), Some(p)) => {
                 self.meta(&p);
@@ -134,21 +210,20 @@ impl CodexLog {
             }
             (Some("event_msg"), Some(p)) => self.event(&p),
             (Some("response_item"), Some(p)) => self.item(&p),
-            (Some("compacted"), _) => LineResult::Used,
             (Some(kind), None) => {
                 // The oldest layout: a response item written at the top level.
                 let p = Payload {
                     kind: Some(kind.to_owned()),
-                    role: rec.role,
-                    name: rec.name,
-                    call_id: rec.call_id,
+                    role: rec.role.take(),
+                    name: rec.name.take(),
+                    call_id: rec.call_id.take(),
                     ..Payload::default()
                 };
                 self.item(&p)
             }
             (None, None) if rec.id.is_some() => {
                 let p = Payload {
-                    id: rec.id,
+                    id: rec.id.take(),
                     ..Payload::default()
                 };
                 self.meta(&p);
@@ -159,13 +234,23 @@ impl CodexLog {
     }
 
     fn meta(&mut self, p: &Payload) {
-        if self.session_id.is_empty() {
-            let id =
-                p.id.as_deref()
-                    .or(p.session_id.as_deref())
-                    .or(p.conversation_id.as_deref());
-            set_if_some(&mut self.session_id, id);
+        let id =
+            p.id.as_deref()
+                .or(p.session_id.as_deref())
+                .or(p.conversation_id.as_deref())
+                .unwrap_or_default();
+        if self.meta_seen {
+            // A fork or subagent rollout starts with its own meta, then copies its parent's
+            // history, parent's meta included: the start, cwd and branch stay this rollout's.
+            if !id.is_empty() && id != self.session_id && self.parent_id.is_empty() {
+                id.clone_into(&mut self.parent_id);
+                tracing::debug!(session = %self.session_id, parent = %self.parent_id, "codex rollout continues another session");
+            }
+            return;
         }
+        self.meta_seen = true;
+        set_if_some(&mut self.session_id, Some(id));
+        set_if_some(&mut self.parent_id, p.forked_from_id.as_deref());
         if let Some(at) = parse_time(p.timestamp.as_deref()) {
             self.started_at = at;
         }
@@ -174,6 +259,20 @@ impl CodexLog {
             &mut self.branch,
             p.git.as_ref().and_then(|g| g.branch.as_deref()),
         );
+    }
+
+    /// The id of the session this rollout was forked from (or the subagent's parent), once
+    /// a line names it: `forked_from_id` of its own `session_meta`, else the id of a later
+    /// `session_meta` (the copy of the parent's).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "kept for linking forks and subagents to their parent"
+        )
+    )]
+    pub(crate) fn parent_id(&self) -> &str {
+        &self.parent_id
     }
 
     fn event(&mut self, p: &Payload) -> LineResult {
@@ -185,7 +284,12 @@ impl CodexLog {
                 self.activity = Activity::Working;
             }
             Some("agent_message") => self.event_agents += 1,
-            Some("task_started") => self.activity = Activity::Working,
+            Some("task_started") => {
+                self.activity = Activity::Working;
+                if let Some(window) = p.model_context_window.filter(|w| *w > 0) {
+                    self.context_window = window;
+                }
+            }
             Some("task_complete" | "turn_aborted") => {
                 self.pending.clear();
                 self.activity = Activity::Waiting;
@@ -277,7 +381,7 @@ impl CodexLog {
                 messages: prefer_events(self.event_users, self.item_users)
                     + prefer_events(self.event_agents, self.item_assistants),
                 tool_calls: self.tool_calls,
-                compactions: 0,
+                compactions: self.compactions,
             },
             started_at: self.started_at,
             last_activity_at: self.last_at,
@@ -332,6 +436,49 @@ mod tests {
             (Activity::Waiting, "")
         );
         assert_eq!(log.session_id(), "c-1");
+    }
+
+    #[test]
+    fn compaction_markers_of_one_compaction_count_once() {
+        let mut log = CodexLog::new();
+        for l in [
+            r#"{"type":"compacted","payload":{"message":"summary"}}"#,
+            r#"{"type":"event_msg","payload":{"type":"context_compacted"}}"#,
+            r#"{"type":"event_msg","payload":{"type":"token_count","info":null}}"#,
+            // A compaction item on its own (written in a response's output).
+            r#"{"type":"response_item","payload":{"type":"compaction","encrypted_content":"x"}}"#,
+            r#"{"type":"event_msg","payload":{"type":"user_message","message":"go"}}"#,
+            r#"{"type":"response_item","payload":{"type":"context_compaction"}}"#,
+            r#"{"type":"event_msg","payload":{"type":"agent_message","message":"ok"}}"#,
+            // An event with no compacted line before it.
+            r#"{"type":"event_msg","payload":{"type":"context_compacted"}}"#,
+        ] {
+            assert_eq!(log.line(l.as_bytes()), LineResult::Used, "{l}");
+        }
+        assert_eq!(log.report("x").counts.compactions, 4);
+    }
+
+    #[test]
+    fn later_session_meta_is_the_parent() {
+        let mut log = CodexLog::new();
+        for l in [
+            r#"{"timestamp":"2026-02-04T15:30:00Z","type":"session_meta","payload":{"id":"fork","timestamp":"2026-02-04T15:30:00Z","cwd":"/new"}}"#,
+            r#"{"timestamp":"2026-02-04T15:30:01Z","type":"session_meta","payload":{"id":"parent","timestamp":"2026-02-01T08:00:00Z","cwd":"/old"}}"#,
+            r#"{"timestamp":"2026-02-04T15:30:02Z","type":"session_meta","payload":{"id":"grandparent","timestamp":"2026-01-01T08:00:00Z"}}"#,
+        ] {
+            log.line(l.as_bytes());
+        }
+        let r = log.report(log.session_id());
+        assert_eq!(
+            (r.session_id.as_str(), r.working_dir.as_str()),
+            ("fork", "/new")
+        );
+        assert_eq!(r.started_at.to_string(), "2026-02-04T15:30:00Z");
+        assert_eq!(log.parent_id(), "parent");
+
+        let mut log = CodexLog::new();
+        log.line(br#"{"type":"session_meta","payload":{"id":"fork","forked_from_id":"parent"}}"#);
+        assert_eq!(log.parent_id(), "parent");
     }
 
     /// Found by `fuzz/` (`codex_line`): `input_tokens + output_tokens` of a `token_count`

@@ -1,23 +1,49 @@
 //! Gemini CLI chats: `<root>/<sha256 of the project path>/chats/session-*.json`, rewritten
-//! whole on each save, and the newer append-only `session-*.jsonl`.
+//! whole on each save (0.38 and earlier), and the append-only `session-*.jsonl` (0.39 and
+//! later, `packages/core/src/services/chatRecordingService.ts`).
 //!
 //! The `.json` form is one object `{sessionId, startTime, lastUpdated, messages: [...]}`; it
 //! is parsed as a stream (message texts skipped, never held) and only when its size or
-//! modification time changed. In the `.jsonl` form each line is a message, or a header with
-//! `sessionId` / `startTime`; a message written again with the same `id` (as it completes)
-//! replaces the earlier one (upsert), it is not added.
+//! modification time changed. The `.jsonl` form has four kinds of line:
+//! - a header `{sessionId, projectHash, startTime, lastUpdated, kind?}`;
+//! - a message; one written again with the same `id` (tokens or tool calls added as they
+//!   arrive) replaces the earlier one (upsert), it is not added;
+//! - `{"$rewindTo": id}`: the person rewound the chat; the message `id` and every later one
+//!   are gone, with their counts and tokens (an unknown id clears the chat, as Gemini CLI's
+//!   own loader does);
+//! - `{"$set": {...}}`: a metadata update. With `messages` it replaces the whole history
+//!   (after a compression or a masking of tool output): messages it leaves out were
+//!   compressed away, so what they counted stays counted and the rewrite is one
+//!   compaction; messages new in it (the compression's summary turns) are not turns.
 //!
-//! From the messages (`{id, timestamp, type: user|gemini|info|error, model, tokens {input,
-//! output, cached, thoughts, tool, total}, toolCalls [{id, name, status}]}`):
+//! Resuming a `.json` chat makes Gemini CLI copy it into `<name>.jsonl` beside it (same
+//! `sessionId`) and write only there: the monitor reads the two as one session (see the
+//! scanner). A subagent's chat is `chats/<parent session id>/<id>.jsonl` (header
+//! `kind: "subagent"`): it is a subagent of that session, not a session.
+//!
+//! From the messages (`{id, timestamp, type: user|gemini|info|error|warning, model, tokens
+//! {input, output, cached, thoughts, tool, total}, toolCalls [{id, name, status}]}`):
 //! - messageCount: `user` and `gemini` messages; toolCallCount: tool calls;
 //! - model: the latest `gemini` message's; maxContextTokens from the model table;
 //! - contextTokens: the latest `gemini` message's `tokens.input` (the prompt, cached part
 //!   included); outputTokens: the sum of `tokens.output` + `tokens.thoughts`;
-//! - activity: `working` after a user message or while a tool call is not finished (its
-//!   status is not `success`, `error` or `cancelled`; currentTool is its name), `waiting`
-//!   after a `gemini` message with nothing running.
+//! - activity: `working` after a user message or while a tool call is not finished (status
+//!   `validating`, `scheduled`, `executing`; currentTool is its name), `waiting` with the
+//!   tool while one is `awaiting_approval`, `waiting` after a `gemini` message with nothing
+//!   running (the turn ended).
 //!
-//! Memory: one small record per message (ids, counts and the model; no text).
+//! **Waiting for the person.** The interactive CLI records tool calls only once they
+//! completed (`success`, `error`, `cancelled`: `recordCompletedToolCalls`), and a model
+//! message's text before its tool calls run: a permission prompt is not in the log, and a
+//! chat waiting for one reads as `waiting` after the model's message, without the tool.
+//! `awaiting_approval` is honoured for writers that record it.
+//!
+//! lastActivityAt is the latest message's timestamp, except that it stays at the start of
+//! a wait while the chat keeps waiting (an `info` line does not move it), and it never runs
+//! backwards.
+//!
+//! Memory: one small record per message in the history (ids, counts and the model; no
+//! text) and three totals for compressed-away messages.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -26,7 +52,7 @@ use serde::Deserialize;
 
 use super::{Counts, LineResult, Report, parse_time, set_if_some};
 use crate::monitor::models::context_window;
-use crate::wire::{Activity, Timestamp};
+use crate::wire::{Activity, SubagentState, Timestamp};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -42,8 +68,19 @@ struct ChatFile {
 struct Line {
     session_id: Option<String>,
     start_time: Option<String>,
+    /// `{"$rewindTo": id}`: the person rewound the chat to just before message `id`.
+    #[serde(rename = "$rewindTo")]
+    rewind_to: Option<String>,
+    /// `{"$set": {...}}`: a metadata update; a `messages` key replaces the history.
+    #[serde(rename = "$set")]
+    set: Option<SetRecord>,
     #[serde(flatten)]
     message: Message,
+}
+
+#[derive(Deserialize, Default)]
+struct SetRecord {
+    messages: Option<Vec<Message>>,
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
@@ -56,6 +93,10 @@ struct Message {
     model: Option<String>,
     tokens: Option<Tokens>,
     tool_calls: Option<Vec<ToolCall>>,
+    /// Not in the log: whether the message was written as a message of its own (a turn),
+    /// rather than first seen in a `$set` history rewrite (a compression's summary).
+    #[serde(skip)]
+    turn: bool,
 }
 
 #[derive(Deserialize, Default, Debug, Clone, Copy)]
@@ -74,6 +115,30 @@ struct ToolCall {
     status: Option<String>,
 }
 
+/// What messages no longer in the history (compressed away) had added.
+#[derive(Debug, Default, Clone, Copy)]
+struct Dropped {
+    messages: i64,
+    tool_calls: i64,
+    output_tokens: i64,
+}
+
+impl Message {
+    fn is_turn_kind(&self) -> bool {
+        matches!(self.kind.as_deref(), Some("user" | "gemini"))
+    }
+
+    /// Output tokens: `tokens.output + tokens.thoughts` (saturating: any i64 in the log).
+    fn output_tokens(&self) -> i64 {
+        self.tokens
+            .map_or(0, |t| t.output.saturating_add(t.thoughts))
+    }
+
+    fn tool_calls(&self) -> &[ToolCall] {
+        self.tool_calls.as_deref().unwrap_or_default()
+    }
+}
+
 /// The parser of one Gemini CLI chat, either form.
 #[derive(Debug, Default)]
 pub(crate) struct GeminiChat {
@@ -81,6 +146,8 @@ pub(crate) struct GeminiChat {
     started_at: Timestamp,
     messages: Vec<Message>,
     by_id: HashMap<String, usize>,
+    dropped: Dropped,
+    compactions: i64,
 }
 
 impl GeminiChat {
@@ -103,7 +170,8 @@ impl GeminiChat {
         *self = GeminiChat::new();
         set_if_some(&mut self.session_id, file.session_id.as_deref());
         self.started_at = parse_time(file.start_time.as_deref()).unwrap_or_default();
-        for m in file.messages {
+        for mut m in file.messages {
+            m.turn = true;
             self.upsert(m);
         }
         Ok(())
@@ -123,11 +191,23 @@ impl GeminiChat {
             used = true;
         }
         used |= rec.session_id.is_some();
+        if let Some(id) = &rec.rewind_to {
+            self.rewind(id);
+            return LineResult::Used;
+        }
+        if let Some(set) = rec.set {
+            if let Some(messages) = set.messages {
+                self.replace_history(messages);
+            }
+            return LineResult::Used;
+        }
+        let mut message = rec.message;
         if matches!(
-            rec.message.kind.as_deref(),
-            Some("user" | "gemini" | "info" | "error")
+            message.kind.as_deref(),
+            Some("user" | "gemini" | "info" | "error" | "warning")
         ) {
-            self.upsert(rec.message);
+            message.turn = true;
+            self.upsert(message);
             used = true;
         }
         if used {
@@ -139,7 +219,11 @@ impl GeminiChat {
 
     fn upsert(&mut self, m: Message) {
         match m.id.as_deref().and_then(|id| self.by_id.get(id)) {
-            Some(&i) => self.messages[i] = m,
+            Some(&i) => {
+                let turn = self.messages[i].turn || m.turn;
+                self.messages[i] = m;
+                self.messages[i].turn = turn;
+            }
             None => {
                 if let Some(id) = &m.id {
                     self.by_id.insert(id.clone(), self.messages.len());
@@ -149,65 +233,159 @@ impl GeminiChat {
         }
     }
 
+    /// `$rewindTo`: the message and everything after it are gone, with their counts and
+    /// tokens (an id not in the chat clears it, as Gemini CLI's own loader does).
+    fn rewind(&mut self, id: &str) {
+        let keep = self.by_id.get(id).copied().unwrap_or(0);
+        for m in self.messages.drain(keep..) {
+            if let Some(id) = &m.id {
+                self.by_id.remove(id);
+            }
+        }
+    }
+
+    /// `$set.messages`: the history as Gemini CLI now holds it (after a compression or a
+    /// masking of tool output). Messages left out were compressed away: what they counted
+    /// stays counted, and a rewrite that drops any is one compaction. Messages new in the
+    /// rewrite (the compression's summary turns) are not turns of the session.
+    fn replace_history(&mut self, messages: Vec<Message>) {
+        let mut old: HashMap<String, Message> = HashMap::with_capacity(self.messages.len());
+        let mut dropped_any = false;
+        for m in std::mem::take(&mut self.messages) {
+            match m.id.clone() {
+                Some(id) => {
+                    old.insert(id, m);
+                }
+                None => {
+                    self.drop_counts(&m);
+                    dropped_any = true;
+                }
+            }
+        }
+        self.by_id.clear();
+        for mut m in messages {
+            m.turn =
+                m.id.as_deref()
+                    .and_then(|id| old.remove(id))
+                    .is_some_and(|before| before.turn);
+            self.upsert(m);
+        }
+        for m in old.values() {
+            self.drop_counts(m);
+            dropped_any = true;
+        }
+        if dropped_any {
+            self.compactions += 1;
+        }
+    }
+
+    fn drop_counts(&mut self, m: &Message) {
+        if !m.turn {
+            return;
+        }
+        let d = &mut self.dropped;
+        if m.is_turn_kind() {
+            d.messages += 1;
+        }
+        d.tool_calls += m.tool_calls().len() as i64;
+        d.output_tokens = d.output_tokens.saturating_add(m.output_tokens());
+    }
+
     /// The session as this chat has it, with `id` as its id.
     pub(crate) fn report(&self, id: &str) -> Report {
         let mut r = Report {
             session_id: id.to_owned(),
             started_at: self.started_at,
+            output_tokens: self.dropped.output_tokens,
             ..Report::default()
         };
-        let mut counts = Counts::default();
+        let mut counts = Counts {
+            messages: self.dropped.messages,
+            tool_calls: self.dropped.tool_calls,
+            compactions: self.compactions,
+        };
         for m in &self.messages {
-            let at = parse_time(m.timestamp.as_deref());
-            if let Some(at) = at {
-                if r.started_at.is_zero() {
-                    r.started_at = at;
+            let was_waiting = r.activity == Activity::Waiting;
+            let calls = m.tool_calls();
+            if m.turn {
+                counts.tool_calls += calls.len() as i64;
+                if m.is_turn_kind() {
+                    counts.messages += 1;
                 }
-                r.last_activity_at = at;
+                r.output_tokens = r.output_tokens.saturating_add(m.output_tokens());
             }
-            let calls = m.tool_calls.as_deref().unwrap_or_default();
-            counts.tool_calls += calls.len() as i64;
             match m.kind.as_deref() {
                 Some("user") => {
-                    counts.messages += 1;
                     r.activity = Activity::Working;
                     r.current_tool.clear();
                 }
                 Some("gemini") => {
-                    counts.messages += 1;
                     set_if_some(&mut r.model, m.model.as_deref());
                     if let Some(t) = m.tokens {
                         r.context_tokens = t.input;
-                        // Saturating: the counts are the log's, any i64.
-                        r.output_tokens = r
-                            .output_tokens
-                            .saturating_add(t.output)
-                            .saturating_add(t.thoughts);
                     }
-                    let running = calls.iter().rev().find(|c| {
-                        !matches!(c.status.as_deref(), Some("success" | "error" | "cancelled"))
-                    });
-                    match running {
-                        Some(c) => {
-                            r.activity = Activity::Working;
-                            c.name
-                                .as_deref()
-                                .unwrap_or("tool")
-                                .clone_into(&mut r.current_tool);
-                        }
-                        None => {
-                            r.activity = Activity::Waiting;
-                            r.current_tool.clear();
-                        }
-                    }
+                    activity_of(calls, &mut r);
                 }
                 _ => {}
+            }
+            if let Some(at) = parse_time(m.timestamp.as_deref()) {
+                if r.started_at.is_zero() {
+                    r.started_at = at;
+                }
+                // While the chat keeps waiting its last activity stays the wait's start; it
+                // never runs backwards.
+                let still_waiting = was_waiting && r.activity == Activity::Waiting;
+                if !still_waiting && at > r.last_activity_at {
+                    r.last_activity_at = at;
+                }
             }
         }
         r.counts = counts;
         r.max_context_tokens = context_window(&r.model).unwrap_or(0);
         r
     }
+
+    /// The chat as a subagent `agent` of session `parent` (a chat under
+    /// `chats/<parent>/`).
+    pub(crate) fn subagent_state(&self, agent: &str, parent: &str) -> SubagentState {
+        let r = self.report(agent);
+        SubagentState {
+            id: agent.to_owned(),
+            parent_id: parent.to_owned(),
+            slug: String::new(),
+            activity: r.activity,
+            current_tool: r.current_tool,
+            started_at: r.started_at,
+            last_activity_at: r.last_activity_at,
+            model: r.model,
+            context_tokens: r.context_tokens,
+            output_tokens: r.output_tokens,
+            message_count: r.counts.messages,
+            tool_call_count: r.counts.tool_calls,
+            completed_at: Timestamp::default(),
+        }
+    }
+}
+
+/// A `gemini` message's activity from its tool calls: `waiting` with the tool while one
+/// awaits the person's approval, `working` with the tool while one is not finished (any
+/// status but `success`, `error` or `cancelled`), else `waiting` (the turn ended).
+fn activity_of(calls: &[ToolCall], r: &mut Report) {
+    let approval = calls
+        .iter()
+        .rev()
+        .find(|c| c.status.as_deref() == Some("awaiting_approval"));
+    let running = calls
+        .iter()
+        .rev()
+        .find(|c| !matches!(c.status.as_deref(), Some("success" | "error" | "cancelled")));
+    let (activity, tool) = match (approval, running) {
+        (Some(c), _) => (Activity::Waiting, c.name.as_deref().unwrap_or("tool")),
+        (None, Some(c)) => (Activity::Working, c.name.as_deref().unwrap_or("tool")),
+        (None, None) => (Activity::Waiting, ""),
+    };
+    r.activity = activity;
+    tool.clone_into(&mut r.current_tool);
 }
 
 #[cfg(test)]
@@ -251,6 +429,43 @@ mod tests {
             (Activity::Waiting, "")
         );
         assert_eq!(chat.session_id(), "g-2");
+    }
+
+    #[test]
+    fn tool_awaiting_approval_is_waiting_with_the_tool() {
+        let mut chat = GeminiChat::new();
+        for l in [
+            r#"{"id":"1","timestamp":"2026-01-01T10:00:00Z","type":"user","content":"go"}"#,
+            r#"{"id":"2","timestamp":"2026-01-01T10:00:02Z","type":"gemini","toolCalls":[{"id":"a","name":"read_file","status":"success"},{"id":"b","name":"run_shell_command","status":"awaiting_approval"}]}"#,
+        ] {
+            chat.line(l.as_bytes());
+        }
+        let r = chat.report("g");
+        assert_eq!(
+            (r.activity, r.current_tool.as_str()),
+            (Activity::Waiting, "run_shell_command")
+        );
+        chat.line(br#"{"id":"2","timestamp":"2026-01-01T10:00:09Z","type":"gemini","toolCalls":[{"id":"a","name":"read_file","status":"success"},{"id":"b","name":"run_shell_command","status":"executing"}]}"#);
+        let r = chat.report("g");
+        assert_eq!(
+            (r.activity, r.current_tool.as_str()),
+            (Activity::Working, "run_shell_command")
+        );
+        assert_eq!(r.last_activity_at.to_string(), "2026-01-01T10:00:09Z");
+    }
+
+    #[test]
+    fn rewind_to_an_unknown_id_clears_the_chat() {
+        let mut chat = GeminiChat::new();
+        for l in [
+            r#"{"id":"1","type":"user","content":"a"}"#,
+            r#"{"id":"2","type":"gemini","tokens":{"input":5,"output":3}}"#,
+            r#"{"$rewindTo":"nope"}"#,
+        ] {
+            assert_eq!(chat.line(l.as_bytes()), LineResult::Used);
+        }
+        let r = chat.report("g");
+        assert_eq!((r.counts.messages, r.output_tokens), (0, 0));
     }
 
     /// Found by `fuzz/` (`gemini_line`): the sum of `tokens.output + tokens.thoughts` over

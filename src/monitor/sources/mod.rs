@@ -27,7 +27,8 @@ pub enum SourceKind {
     Claude,
     /// Codex CLI: `$CODEX_HOME/sessions/YYYY/MM/DD/rollout-*.jsonl`.
     Codex,
-    /// Gemini CLI: `~/.gemini/tmp/<project hash>/chats/session-*.json` or `.jsonl`.
+    /// Gemini CLI: `~/.gemini/tmp/<project hash>/chats/session-*.json` or `.jsonl`; a
+    /// subagent's chat is `chats/<parent session id>/<id>.jsonl`.
     Gemini,
 }
 
@@ -65,6 +66,13 @@ pub(crate) enum FileKind {
     GeminiJson,
     /// A Gemini CLI chat in the append-only form.
     GeminiJsonl,
+    /// A Gemini CLI subagent's chat: `<project>/chats/<parent session id>/<id>.jsonl`.
+    GeminiSubagent {
+        /// The parent session's id: the directory name.
+        parent: String,
+        /// The subagent's id: the file stem.
+        agent: String,
+    },
 }
 
 impl FileKind {
@@ -104,6 +112,12 @@ pub(crate) fn classify(source: SourceKind, root: &Path, path: &Path) -> Option<F
         SourceKind::Codex => (name.starts_with("rollout-") && name.ends_with(".jsonl"))
             .then_some(FileKind::CodexRollout),
         SourceKind::Gemini => {
+            if parts.len() == 4 && parts[1] == "chats" && name.ends_with(".jsonl") {
+                return Some(FileKind::GeminiSubagent {
+                    parent: parts[2].clone(),
+                    agent: name.trim_end_matches(".jsonl").to_owned(),
+                });
+            }
             if parts.len() != 3 || parts[1] != "chats" || !name.starts_with("session-") {
                 return None;
             }
@@ -318,6 +332,14 @@ mod tests {
         assert_eq!(g("ab12/chats/session-1.json"), Some(FileKind::GeminiJson));
         assert_eq!(g("ab12/chats/session-1.jsonl"), Some(FileKind::GeminiJsonl));
         assert_eq!(g("ab12/checkpoint.json"), None);
+        assert_eq!(
+            g("ab12/chats/9d1c2e3f-0000-4000-8000-00000000ge01/5f0e.jsonl"),
+            Some(FileKind::GeminiSubagent {
+                parent: "9d1c2e3f-0000-4000-8000-00000000ge01".into(),
+                agent: "5f0e".into()
+            })
+        );
+        assert_eq!(g("ab12/chats/p/notes.txt"), None);
     }
 
     #[test]

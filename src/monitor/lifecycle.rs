@@ -41,6 +41,8 @@ struct Entry {
     terminal_since: Option<Instant>,
     /// Subagents found inside the session's own log.
     inline_subagents: Vec<SubagentState>,
+    /// Subagents the session's log reported finished, with when.
+    finished_subagents: Vec<(String, Timestamp)>,
 }
 
 /// Every session the monitor tracks, and the batch being built.
@@ -134,6 +136,7 @@ impl Lifecycle {
             last_data: now,
             terminal_since: None,
             inline_subagents: Vec::new(),
+            finished_subagents: Vec::new(),
         });
         entry.last_data = now;
         entry.terminal_since = None;
@@ -143,6 +146,11 @@ impl Lifecycle {
         merge(s, report, delta, received);
         if !report.subagents.is_empty() {
             entry.inline_subagents.clone_from(&report.subagents);
+        }
+        if !report.finished_subagents.is_empty() {
+            entry
+                .finished_subagents
+                .clone_from(&report.finished_subagents);
         }
         let files = self
             .subagents
@@ -419,8 +427,9 @@ fn merge(s: &mut SessionState, r: &Report, delta: Counts, received: Timestamp) {
     if r.max_context_tokens > 0 {
         s.max_context_tokens = r.max_context_tokens;
     }
+    // A source's window may be smaller than what its log shows: utilisation is capped at 1.
     s.context_utilization = if s.max_context_tokens > 0 {
-        s.context_tokens as f64 / s.max_context_tokens as f64
+        (s.context_tokens as f64 / s.max_context_tokens as f64).min(1.0)
     } else {
         0.0
     };
@@ -430,17 +439,38 @@ fn merge(s: &mut SessionState, r: &Report, delta: Counts, received: Timestamp) {
     if !r.started_at.is_zero() {
         s.started_at = r.started_at;
     }
-    if !r.last_activity_at.is_zero() {
+    // Never backwards: a log read again from its start, or stamped out of order, does not
+    // move lastActivityAt back; nor below startedAt.
+    if r.last_activity_at > s.last_activity_at {
         s.last_activity_at = r.last_activity_at;
+    }
+    if s.last_activity_at < s.started_at {
+        s.last_activity_at = s.started_at;
     }
     s.last_data_received_at = received;
 }
 
+/// The session's subagents: those in its own log, then those with files of their own, each
+/// finished (terminal, no tool) if the session's log reported its result.
 fn rebuild_subagents(entry: &mut Entry, files: &[SubagentState]) {
     let subs = &mut entry.state.subagents;
     subs.clear();
     subs.extend(entry.inline_subagents.iter().cloned());
     subs.extend(files.iter().cloned());
+    for sub in subs.iter_mut() {
+        let Some((_, at)) = entry
+            .finished_subagents
+            .iter()
+            .find(|(id, _)| *id == sub.id)
+        else {
+            continue;
+        };
+        if sub.activity != Activity::Terminal {
+            sub.activity = Activity::Terminal;
+            sub.current_tool.clear();
+            sub.completed_at = (*at).max(sub.last_activity_at);
+        }
+    }
 }
 
 #[cfg(test)]

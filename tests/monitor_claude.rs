@@ -505,6 +505,11 @@ fn v1_0_64_local_commands_are_no_prompts_and_keep_the_wait() {
         at("2025-06-20T10:10:06.000Z"),
         "the wait started with the reply; the Stop hook line and /model two minutes later do not move it"
     );
+    // Bash mode (`! git status`) runs locally too: no turn starts.
+    let s = session_of(12, "v2.0.76-bash-mode.jsonl");
+    assert_eq!(s.activity, Activity::Waiting);
+    assert_eq!(s.message_count, 2);
+    assert_eq!(s.last_activity_at, at("2025-12-20T15:00:03.000Z"));
 }
 
 #[test]

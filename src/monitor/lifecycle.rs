@@ -573,4 +573,55 @@ mod tests {
         assert_eq!(events[1].updates[0].subagents.len(), 1);
         assert_eq!(lc.len(), 1);
     }
+
+    #[test]
+    fn last_activity_never_moves_back_and_utilisation_is_capped() {
+        let mut lc = Lifecycle::new(timing(), 1);
+        let now = Instant::now();
+        let t = |s: &str| Timestamp::parse(s).unwrap();
+        let mut r = report("a", 1);
+        r.started_at = t("2026-01-01T10:00:00Z");
+        r.last_activity_at = t("2026-01-01T10:05:00Z");
+        r.context_tokens = 500;
+        lc.apply("claude", &r, Counts::default(), now);
+        // The file read again from its start: an earlier time.
+        r.last_activity_at = t("2026-01-01T10:01:00Z");
+        lc.apply("claude", &r, Counts::default(), now);
+        let s = &lc.drain(vec![])[1].updates[0];
+        assert_eq!(s.last_activity_at, t("2026-01-01T10:05:00Z"));
+        assert_eq!(
+            s.context_utilization, 1.0,
+            "500 tokens of a 200-token window"
+        );
+        // A report whose last time precedes its start never gives lastActivityAt < startedAt.
+        r.session_id = "b".into();
+        r.started_at = t("2026-01-01T11:00:00Z");
+        lc.apply("claude", &r, Counts::default(), now);
+        let s = &lc.drain(vec![])[1].updates[0];
+        assert_eq!(s.last_activity_at, s.started_at);
+    }
+
+    #[test]
+    fn subagents_finish_from_the_parents_report() {
+        let mut lc = Lifecycle::new(timing(), 1);
+        let now = Instant::now();
+        let done = Timestamp::parse("2026-01-01T10:00:30Z").unwrap();
+        let sub = SubagentState {
+            id: "x".into(),
+            parent_id: "p".into(),
+            activity: Activity::Working,
+            current_tool: "Grep".into(),
+            ..SubagentState::default()
+        };
+        let mut r = report("p", 1);
+        r.finished_subagents = vec![("x".into(), done)];
+        lc.apply("claude", &r, Counts::default(), now);
+        lc.apply_subagent("p", sub, now);
+        let events = lc.drain(vec![]);
+        let s = &events[1].updates[0].subagents[0];
+        assert_eq!(
+            (s.activity.clone(), s.current_tool.as_str(), s.completed_at),
+            (Activity::Terminal, "", done)
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! Claude Code transcripts: `<root>/<encoded cwd>/<session uuid>.jsonl`, and subagent
-//! transcripts under `<session uuid>/subagents/`.
+//! transcripts under `<session uuid>/subagents/` (or, before that layout, `agent-<id>.jsonl`
+//! beside the session logs).
 //!
 //! One JSON object a line. What becomes of each field:
 //!
@@ -7,29 +8,83 @@
 //!   the session is first reported; a second file naming a session already given to another
 //!   file, as a resumed session's copy of earlier lines may, is named by its stem instead);
 //!   `cwd` → workingDir, `gitBranch` → branch, `slug`.
-//! - model: the latest assistant `message.model`, ignoring `<synthetic>` (local lines).
+//! - model: the latest assistant `message.model`, ignoring `<synthetic>` (lines Claude Code
+//!   writes in the model's place).
 //! - contextTokens: `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`
-//!   of the latest assistant usage; maxContextTokens from the model table (`models.rs`).
+//!   of the latest assistant usage; maxContextTokens from the model table, widened to the
+//!   window the log shows (see `models.rs`: transcripts omit the `[1m]` of 1M-context
+//!   sessions), so utilisation never exceeds 1.
 //! - outputTokens: the sum of `output_tokens` over distinct `message.id`s, the last line of
 //!   each id winning (Claude Code writes one line per content block, repeating the usage).
-//! - messageCount: distinct messages: user lines by `uuid`, assistant lines by `message.id`;
-//!   `content` may be a string (a typed prompt) or an array of blocks.
+//! - messageCount: distinct messages: prompts and tool results by `uuid`, assistant lines by
+//!   `message.id`. Local-command, meta, compaction-summary and interrupt lines are no
+//!   messages.
 //! - toolCallCount: distinct `tool_use` ids; currentTool: the newest `tool_use` whose
 //!   `tool_result` has not arrived (cleared when it does, or when the turn ends).
-//! - activity: `working` after a user prompt, a `tool_use` or a `tool_result`; `waiting`
-//!   after an assistant `stop_reason` of `end_turn` (or `stop_sequence`). The monitor turns a
-//!   `working` session with no record for a while into `idle` (see
-//!   [`DEFAULT_IDLE_AFTER`](crate::monitor::DEFAULT_IDLE_AFTER)).
 //! - compactionCount: `system` lines with `subtype` `compact_boundary`.
-//! - Subagents: lines with `isSidechain: true` in a session's own file, whole files under
-//!   `<session uuid>/subagents/`, and (older versions) `agent-<id>.jsonl` files beside the
-//!   session logs (their parent named by their lines' `sessionId`) are [`SubagentState`]s of
-//!   the parent session, never sessions of their own.
+//! - startedAt / lastActivityAt: the earliest and latest line times (lines are not always in
+//!   time order); while the session waits, only a line that ends the wait, or a message,
+//!   moves lastActivityAt, so a wait keeps the time it began.
+//!
+//! # Record shapes and what they mean
+//! Seen in public transcripts and log readers' test data of Claude Code 1.0.24 to 2.1.252
+//! (the `version` field of each line); the samples in `tests/data/monitor/claude/` model
+//! each shape, the version in their names.
+//!
+//! | line | versions seen | effect |
+//! |------|---------------|--------|
+//! | `user`, string content (a typed prompt) or `text`/`image` blocks | all | a turn starts: `working` |
+//! | `user` with `tool_result` blocks (`toolUseResult` beside them: a string, or an object) | all | `working`; the tool is no longer pending |
+//! | `assistant` with a `tool_use` block, or `stop_reason` `tool_use` | all | `working` |
+//! | `assistant` with `thinking` only | 2.0.x–2.1.x | `working` |
+//! | `assistant` with a `text` block, no `tool_use`, `stop_reason` `null` | 1.0.24, 2.0.26, 2.0.52, 2.0.76, 2.1.x (most lines of most versions) | the turn's end: `waiting` |
+//! | `assistant` with `stop_reason` `end_turn` or `stop_sequence` | a few lines of some versions | the turn's end: `waiting` |
+//! | `assistant` with `isApiErrorMessage: true` (model `<synthetic>`, `error`, `apiErrorStatus`; `stop_reason` absent or `stop_sequence`) | 2.1.x (2.1.226) | the API failed, the turn is over: `waiting` |
+//! | `user` `[Request interrupted by user]`, `[Request interrupted by user for tool use]` (a `text` block, `interruptedMessageId` on some) | 2.1.214, 2.1.246, 2.1.252 | the person stopped the turn: `waiting`, nothing pending |
+//! | `system` `turn_duration` (`durationMs`) | 2.1.x | written after the turn: `waiting` |
+//! | `system` `stop_hook_summary` (`hookCount`, `preventedContinuation`) | 2.1.x, with Stop hooks | written after the turn: `waiting` |
+//! | `system` without `subtype` (`content` "Stop … completed", `level`) | 1.0.64 | a hook's output: nothing |
+//! | `system` `local_command` (`<command-name>`, `<local-command-stdout>` in `content`) | 2.1.x | a local command: nothing |
+//! | `system` `api_error` (`retryAttempt`, `retryInMs`) | 2.1.x | a retry: nothing (still `working`) |
+//! | `system` `compact_boundary` | 2.x | compactionCount + 1 |
+//! | `user` `isMeta: true` (local-command caveat, skill or hook text) | 2.0.28–2.1.x | no prompt: nothing |
+//! | `user` `isCompactSummary: true` | 2.0.28–2.1.x | no prompt: nothing |
+//! | `user` `<command-name>`, `<command-message>`, `<local-command-stdout>`, `<local-command-caveat>` (string content) | 1.0.89, 2.0.28 | a local command (`/model`, `/exit`…): nothing |
+//! | `user` `<bash-input>`, `<bash-stdout>`, `<bash-stderr>` | readers' fixtures (version not recorded) | bash mode (`!`), run locally: nothing |
+//! | `user` `<task-notification>` with `<task-id>` (`origin.kind` `task-notification`) | 2.1.x | a background task stopped and the model is told: `working`, and the subagent of that id is finished |
+//! | `user` `toolUseResult` `{agentId, status: "completed", …}` | 2.0.52, 2.1.248 | the subagent of that id is finished (`terminal`) |
+//! | `user` `toolUseResult` `{agentId, status: "async_launched", isAsync}` | 2.1.x | a background agent started; it runs on |
+//! | sidechain whose first prompt is `Warmup` (`isSidechain`, `agentId`) | 2.0.26–2.0.76 | Claude Code's cache pre-warming: no subagent |
+//! | `summary`, `file-history-snapshot`, `queue-operation`, `progress`, `attachment`, `last-prompt`, `ai-title`, `permission-mode`, … | 1.0.24 (`summary`)–2.1.x | bookkeeping: nothing; a file of only these is no session |
+//!
+//! A turn's end is never read from one field alone: most versions write `stop_reason: null`
+//! on every line, the last included, and `end_turn` on few or none.
+//!
+//! ## The residual flicker
+//! Claude Code writes each content block of a message as its own line as it streams, so a
+//! message of text then a tool call is a `text` line followed, a moment later, by a
+//! `tool_use` line. Both in one read leave the session `working` (a batch is published
+//! after a read); a read that falls between them shows `waiting` until the next read, the
+//! `tool_use` line's, turns it back to `working`.
+//!
+//! # Subagents
+//! Lines with `isSidechain: true` in a session's own file, whole files under
+//! `<session uuid>/subagents/`, and `agent-<id>.jsonl` files beside the session logs (their
+//! parent named by their lines' `sessionId`) are [`SubagentState`]s of the parent session,
+//! never sessions of their own. A subagent is `terminal` once the parent's log reports its
+//! result (a `toolUseResult` naming its `agentId`, or a `<task-notification>` naming it as
+//! `<task-id>`), or once its own log says `end_turn` or is interrupted; a subagent whose own
+//! log ends with a text reply the parent has not taken yet is `idle`.
+//!
+//! # Privacy
+//! Text is classified while it is parsed (a prompt, a local command, an interrupt, …) and
+//! never kept; of a task notification only the task id is kept.
 //!
 //! # Bounded memory
 //! Deduplication remembers only the last [`RECENT_IDS`](super::RECENT_IDS) message, user
 //! line and tool ids of a file, not all of them: Claude Code writes the lines of one message
 //! one after another, so repeats are always recent. A 1 GiB transcript costs a few KiB.
+//! Finished agents are remembered up to 64 a file, sidechains up to 16.
 
 use std::borrow::Cow;
 
@@ -314,8 +369,9 @@ enum TextKind {
     Prompt,
     /// A local command's record, not sent to the model: `<command-name>`,
     /// `<command-message>`, `<command-args>`, `<local-command-stdout>`,
-    /// `<local-command-stderr>`, `<local-command-caveat>` or the caveat sentence older
-    /// versions wrote.
+    /// `<local-command-stderr>`, `<local-command-caveat>`, the caveat sentence older
+    /// versions wrote, or bash mode's (`!`) `<bash-input>`, `<bash-stdout>`,
+    /// `<bash-stderr>`.
     LocalCommand,
     /// `[Request interrupted by user]` or `[Request interrupted by user for tool use]`: the
     /// turn was cut short and the agent waits for the person.
@@ -330,7 +386,7 @@ enum TextKind {
 }
 
 /// How local-command records start.
-const LOCAL_COMMAND_PREFIXES: [&str; 7] = [
+const LOCAL_COMMAND_PREFIXES: [&str; 10] = [
     "<command-name>",
     "<command-message>",
     "<command-args>",
@@ -338,6 +394,9 @@ const LOCAL_COMMAND_PREFIXES: [&str; 7] = [
     "<local-command-stderr>",
     "<local-command-caveat>",
     "Caveat: The messages below were generated by the user while running local commands",
+    "<bash-input>",
+    "<bash-stdout>",
+    "<bash-stderr>",
 ];
 
 impl TextKind {
@@ -1038,5 +1097,124 @@ mod tests {
             assert_eq!(log.line(line.as_bytes()), LineResult::Used);
         }
         assert_eq!(log.report("x").output_tokens, i64::MAX);
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
+    }
+
+    #[test]
+    fn user_text_is_classified_not_kept() {
+        assert_eq!(TextKind::of("fix the bug"), TextKind::Prompt);
+        assert_eq!(
+            TextKind::of("<command-name>/exit</command-name>"),
+            TextKind::LocalCommand
+        );
+        assert_eq!(
+            TextKind::of("<local-command-stdout>Bye!</local-command-stdout>"),
+            TextKind::LocalCommand
+        );
+        assert_eq!(
+            TextKind::of("<bash-input>ls</bash-input>"),
+            TextKind::LocalCommand
+        );
+        assert_eq!(
+            TextKind::of("[Request interrupted by user for tool use]"),
+            TextKind::Interrupt
+        );
+        assert_eq!(TextKind::of("Warmup"), TextKind::Warmup);
+        assert_eq!(TextKind::of("Warmup the cache please"), TextKind::Prompt);
+        assert_eq!(
+            TextKind::of("<task-notification>\n<task-id>a1</task-id>\n<status>completed</status>"),
+            TextKind::TaskNotification(Some("a1".into()))
+        );
+        assert_eq!(
+            TextKind::of("<task-notification><status>killed</status>"),
+            TextKind::TaskNotification(None)
+        );
+    }
+
+    #[test]
+    fn a_text_line_then_a_tool_use_line_of_one_message() {
+        let mut log = ClaudeLog::session();
+        feed(
+            &mut log,
+            &[
+                r#"{"type":"user","uuid":"u1","timestamp":"2026-01-01T10:00:00Z","message":{"role":"user","content":"go"}}"#,
+                r#"{"type":"assistant","timestamp":"2026-01-01T10:00:01Z","message":{"id":"m1","model":"claude-opus-4-6","content":[{"type":"text","text":"Let me look."}],"stop_reason":null}}"#,
+            ],
+        );
+        assert_eq!(log.report("s").activity, Activity::Waiting);
+        log.line(br#"{"type":"assistant","timestamp":"2026-01-01T10:00:02Z","message":{"id":"m1","model":"claude-opus-4-6","content":[{"type":"tool_use","id":"t1","name":"Read","input":{}}],"stop_reason":null}}"#);
+        let r = log.report("s");
+        assert_eq!(
+            (r.activity, r.current_tool.as_str()),
+            (Activity::Working, "Read")
+        );
+        assert_eq!(r.counts.messages, 2);
+    }
+
+    #[test]
+    fn a_wait_keeps_the_time_it_began() {
+        let mut log = ClaudeLog::session();
+        feed(
+            &mut log,
+            &[
+                r#"{"type":"user","uuid":"u1","timestamp":"2026-01-01T10:00:00Z","message":{"role":"user","content":"go"}}"#,
+                r#"{"type":"assistant","timestamp":"2026-01-01T10:00:05Z","message":{"id":"m1","content":[{"type":"text","text":"Done."}]}}"#,
+                r#"{"type":"system","subtype":"turn_duration","durationMs":5000,"timestamp":"2026-01-01T10:00:06Z"}"#,
+                r#"{"type":"user","uuid":"u2","isMeta":true,"timestamp":"2026-01-01T10:09:00Z","message":{"role":"user","content":[{"type":"text","text":"skill text"}]}}"#,
+                r#"{"type":"assistant","timestamp":"2026-01-01T10:09:01Z","message":{"id":"m2","model":"<synthetic>","content":[{"type":"text","text":"No response requested."}]}}"#,
+                r#"{"type":"user","uuid":"u3","timestamp":"2026-01-01T10:09:02Z","message":{"role":"user","content":"[Request interrupted by user]"}}"#,
+            ],
+        );
+        let r = log.report("s");
+        assert_eq!(r.activity, Activity::Waiting);
+        assert_eq!(r.last_activity_at, ts("2026-01-01T10:00:05Z"));
+        assert_eq!(r.counts.messages, 3, "prompt, reply, synthetic filler");
+        log.line(br#"{"type":"user","uuid":"u4","timestamp":"2026-01-01T10:10:00Z","message":{"role":"user","content":[{"type":"image","source":{}}]}}"#);
+        let r = log.report("s");
+        assert_eq!(r.activity, Activity::Working);
+        assert_eq!(r.last_activity_at, ts("2026-01-01T10:10:00Z"));
+    }
+
+    #[test]
+    fn tool_use_results_of_every_shape_are_read() {
+        let mut log = ClaudeLog::session();
+        let lines: [&[u8]; 6] = [
+            br#"{"type":"user","uuid":"r1","toolUseResult":"Error: denied","message":{"content":[{"type":"tool_result","tool_use_id":"t1"}]}}"#,
+            br#"{"type":"user","uuid":"r2","toolUseResult":[{"type":"text","text":"x"}],"message":{"content":[{"type":"tool_result","tool_use_id":"t2"}]}}"#,
+            br#"{"type":"user","uuid":"r3","toolUseResult":{"stdout":"","interrupted":false},"message":{"content":[{"type":"tool_result","tool_use_id":"t3"}]}}"#,
+            br#"{"type":"user","uuid":"r4","timestamp":"2026-01-01T10:00:04Z","toolUseResult":{"status":"completed","agentId":"a1","usage":{"input_tokens":1}},"message":{"content":[{"type":"tool_result","tool_use_id":"t4"}]}}"#,
+            br#"{"type":"user","uuid":"r5","toolUseResult":{"status":"async_launched","agentId":"a2","isAsync":true},"message":{"content":[{"type":"tool_result","tool_use_id":"t5"}]}}"#,
+            br#"{"type":"user","uuid":"r6","isMeta":"yes","toolUseResult":{"agentId":7,"status":null},"message":{"content":"hi"}}"#,
+        ];
+        for line in lines {
+            assert_eq!(log.line(line), LineResult::Used);
+        }
+        let r = log.report("s");
+        assert_eq!(
+            r.finished_subagents,
+            [("a1".to_owned(), ts("2026-01-01T10:00:04Z"))]
+        );
+        assert_eq!(r.counts.messages, 6, "a flag that is not `true` is not set");
+    }
+
+    #[test]
+    fn warmup_sidechains_and_empty_logs_are_not_reported() {
+        let mut log = ClaudeLog::session();
+        log.line(br#"{"type":"summary","summary":"t","leafUuid":"x"}"#);
+        log.line(br#"{"type":"user","uuid":"c","message":{"content":"<command-name>/model</command-name>"}}"#);
+        assert!(!log.is_conversation());
+        log.line(br#"{"type":"user","uuid":"w","isSidechain":true,"agentId":"a9","message":{"content":"Warmup"}}"#);
+        log.line(br#"{"type":"user","uuid":"u","message":{"content":"go"}}"#);
+        assert!(log.is_conversation());
+        assert!(log.report("s").subagents.is_empty());
+        let mut sub = ClaudeLog::subagent();
+        sub.line(
+            br#"{"type":"user","uuid":"w","isSidechain":true,"message":{"content":"Warmup"}}"#,
+        );
+        sub.line(br#"{"type":"assistant","isSidechain":true,"message":{"id":"m","content":[{"type":"text","text":"Ready."}]}}"#);
+        assert!(!sub.is_conversation());
     }
 }

@@ -1,6 +1,7 @@
 //! The monitor on real Claude Code transcripts in temp dirs: every record shape, subagents,
 //! session-end markers, and the lifecycle (stale, removed, resumed, dormant history).
 
+mod common;
 mod monitor_support;
 
 use std::fs;
@@ -8,7 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use agentwatch_ws::monitor::{Monitor, SourceKind};
 use agentwatch_ws::{
-    Activity, EventType, HealthStatus, LifecycleEventType, LifecycleState, Timestamp,
+    Activity, Event, EventType, HealthStatus, LifecycleEventType, LifecycleState, SessionState,
+    Timestamp,
 };
 use monitor_support::*;
 
@@ -440,4 +442,342 @@ fn a_second_file_naming_the_same_session_is_not_merged_into_it() {
     assert!(last_state(&events, first).is_none());
     let original = m.sessions().into_iter().find(|s| s.id == first).unwrap();
     assert_eq!(original.message_count, 2, "not counted twice");
+}
+
+// ---------------------------------------------------------------------------------------
+// Real shapes of several Claude Code versions: `tests/data/monitor/claude/v<version>-*.jsonl`
+// (written for these tests after the shapes seen in public logs; the version is in each file
+// name and in its lines' `version`).
+
+/// The session id of sample `n` (`c1a0de00-0000-4000-8000-<n, 12 digits>`).
+fn sid(n: u32) -> String {
+    format!("c1a0de00-0000-4000-8000-{n:012}")
+}
+
+fn at(s: &str) -> Timestamp {
+    Timestamp::parse(s).unwrap()
+}
+
+/// A Claude root in a temp dir holding `files` (`(path under the project dir, sample)`),
+/// scanned once; returns the dir, the monitor, its recorder and the events of the scan.
+fn scan_samples(files: &[(&str, &str)]) -> (tempfile::TempDir, Monitor, Recorder, Vec<Event>) {
+    let dir = tempfile::tempdir().unwrap();
+    let project = claude_project(dir.path());
+    for (path, name) in files {
+        write(&project.join(path), &sample(&format!("claude/{name}")));
+    }
+    let rec = Recorder::default();
+    let mut m = monitor(dir.path(), &rec);
+    m.scan();
+    let events = rec.take();
+    (dir, m, rec, events)
+}
+
+/// The session's state after one scan of sample `name` as its own log.
+fn session_of(n: u32, name: &str) -> SessionState {
+    let id = sid(n);
+    let (_dir, _m, _rec, events) = scan_samples(&[(&format!("{id}.jsonl"), name)]);
+    last_state(&events, &id).unwrap_or_else(|| panic!("no state for {name}: {events:#?}"))
+}
+
+#[test]
+fn v1_0_24_a_text_reply_with_null_stop_reason_ends_the_turn() {
+    let s = session_of(1, "v1.0.24-turn-end-null.jsonl");
+    assert_eq!(s.activity, Activity::Waiting, "no line says end_turn");
+    assert_eq!(s.current_tool, "");
+    // The prompt, msg_01A (a text line and a tool_use line), its result, msg_01B.
+    assert_eq!((s.message_count, s.tool_call_count), (4, 1));
+    assert_eq!(s.started_at, at("2025-06-20T10:00:00.000Z"));
+    assert_eq!(s.last_activity_at, at("2025-06-20T10:00:09.000Z"));
+}
+
+#[test]
+fn v1_0_64_local_commands_are_no_prompts_and_keep_the_wait() {
+    let s = session_of(2, "v1.0.64-local-command.jsonl");
+    assert_eq!(
+        s.activity,
+        Activity::Waiting,
+        "the caveat, /model and its output are no prompts"
+    );
+    assert_eq!(s.message_count, 4, "local-command lines are no messages");
+    assert_eq!(
+        s.last_activity_at,
+        at("2025-06-20T10:10:06.000Z"),
+        "the wait started with the reply; the Stop hook line and /model two minutes later do not move it"
+    );
+    // Bash mode (`! git status`) runs locally too: no turn starts.
+    let s = session_of(12, "v2.0.76-bash-mode.jsonl");
+    assert_eq!(s.activity, Activity::Waiting);
+    assert_eq!(s.message_count, 2);
+    assert_eq!(s.last_activity_at, at("2025-12-20T15:00:03.000Z"));
+}
+
+#[test]
+fn v2_1_152_turn_duration_and_stop_hook_lines_end_the_turn_without_moving_the_wait() {
+    let s = session_of(3, "v2.1.152-turn-duration.jsonl");
+    assert_eq!(s.activity, Activity::Waiting);
+    assert_eq!(s.current_tool, "");
+    // The prompt, msg_03A (thinking, text, tool_use lines), its result, msg_03B.
+    assert_eq!((s.message_count, s.tool_call_count), (4, 1));
+    assert_eq!(s.model, "claude-opus-4-5-20251101");
+    assert_eq!(s.context_tokens, 43_006);
+    assert_eq!(s.started_at, at("2025-12-01T09:00:00.000Z"));
+    assert_eq!(
+        s.last_activity_at,
+        at("2025-12-01T09:00:09.000Z"),
+        "stop_hook_summary, turn_duration and the /model local_command lines come after the wait began"
+    );
+}
+
+#[test]
+fn v2_1_214_an_interrupted_turn_waits_for_the_person() {
+    let id = sid(4);
+    let name = "v2.1.214-interrupt.jsonl";
+    let all = sample(&format!("claude/{name}"));
+    let lines: Vec<&str> = all.lines().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let log = claude_project(dir.path()).join(format!("{id}.jsonl"));
+    // Up to the refused tool's interrupt, then the rest.
+    write(&log, &(lines[..4].join("\n") + "\n"));
+    let rec = Recorder::default();
+    let mut m = monitor(dir.path(), &rec);
+    m.scan();
+    let s = last_state(&rec.take(), &id).unwrap();
+    assert_eq!(
+        (s.activity.clone(), s.current_tool.as_str()),
+        (Activity::Waiting, "")
+    );
+    assert_eq!(s.last_activity_at, at("2026-02-10T14:00:07.100Z"));
+    append(&log, &(lines[4..].join("\n") + "\n"));
+    m.scan();
+    let s = last_state(&rec.take(), &id).unwrap();
+    assert_eq!(
+        (s.activity.clone(), s.current_tool.as_str()),
+        (Activity::Waiting, ""),
+        "interrupted while Bash was pending"
+    );
+    // Two prompts, two assistant messages, one tool result; interrupts are no messages.
+    assert_eq!((s.message_count, s.tool_call_count), (5, 2));
+    assert_eq!(s.last_activity_at, at("2026-02-10T14:01:04.000Z"));
+}
+
+#[test]
+fn v2_1_226_an_api_error_ends_the_turn() {
+    let s = session_of(6, "v2.1.226-api-error.jsonl");
+    assert_eq!(
+        s.activity,
+        Activity::Waiting,
+        "isApiErrorMessage, no stop_reason"
+    );
+    assert_eq!(
+        s.model, "claude-sonnet-4-5-20250929",
+        "the error's <synthetic> model is not the session's"
+    );
+    assert_eq!(s.last_activity_at, at("2026-03-02T08:10:04.000Z"));
+}
+
+#[test]
+fn v2_1_152_a_log_without_messages_is_no_session_until_one_arrives() {
+    let id = sid(7);
+    let (dir, mut m, rec, events) =
+        scan_samples(&[(&format!("{id}.jsonl"), "v2.1.152-summary-only.jsonl")]);
+    assert!(lifecycle_kinds(&events).is_empty(), "{events:#?}");
+    assert!(events.iter().all(|e| e.kind == EventType::Health));
+    assert!(m.sessions().is_empty());
+    append(
+        &claude_project(dir.path()).join(format!("{id}.jsonl")),
+        &claude_user(&id, "u1", "2025-12-01T11:05:00Z", "next"),
+    );
+    m.scan();
+    let events = rec.take();
+    assert_eq!(lifecycle_kinds(&events), [LifecycleEventType::Discovered]);
+    let s = last_state(&events, &id).unwrap();
+    assert_eq!(s.started_at, at("2025-12-01T11:05:00Z"));
+    assert_eq!(s.last_activity_at, s.started_at);
+}
+
+#[test]
+fn v2_0_28_times_never_run_backwards() {
+    let id = sid(8);
+    let (dir, mut m, rec, events) =
+        scan_samples(&[(&format!("{id}.jsonl"), "v2.0.28-out-of-order.jsonl")]);
+    let s = last_state(&events, &id).unwrap();
+    assert_eq!(s.started_at, at("2025-10-29T14:49:09.000Z"), "the earliest");
+    assert_eq!(
+        s.last_activity_at,
+        at("2025-10-29T14:49:18.000Z"),
+        "the latest"
+    );
+    // A later line stamped earlier still does not move lastActivityAt back.
+    append(
+        &claude_project(dir.path()).join(format!("{id}.jsonl")),
+        &claude_user(&id, "u9", "2025-10-29T14:40:00Z", "and then?"),
+    );
+    m.scan();
+    let s = last_state(&rec.take(), &id).unwrap();
+    assert_eq!(s.last_activity_at, at("2025-10-29T14:49:18.000Z"));
+    assert!(s.last_activity_at >= s.started_at);
+}
+
+#[test]
+fn v2_1_248_a_1m_context_session_stays_within_its_window() {
+    let s = session_of(9, "v2.1.248-1m-context.jsonl");
+    assert_eq!(s.model, "claude-opus-4-6", "named without [1m]");
+    assert_eq!(s.context_tokens, 350_003);
+    assert_eq!(s.max_context_tokens, 1_000_000);
+    assert!((s.context_utilization - 0.350_003).abs() < 1e-9);
+}
+
+#[test]
+fn v2_0_52_subagents_finish_from_the_parents_result_and_warmups_are_no_subagents() {
+    let id = sid(10);
+    let (_dir, _m, _rec, events) = scan_samples(&[
+        (&format!("{id}.jsonl"), "v2.0.52-agent-result.jsonl"),
+        ("agent-5e7b2a01.jsonl", "v2.0.52-agent.jsonl"),
+        ("agent-a9c0ffee.jsonl", "v2.0.76-warmup-agent.jsonl"),
+    ]);
+    let s = last_state(&events, &id).unwrap();
+    assert_eq!(s.activity, Activity::Waiting);
+    let ids: Vec<&str> = s.subagents.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["5e7b2a01"], "the Warmup sidechain is no subagent");
+    let a = &s.subagents[0];
+    assert_eq!(
+        a.activity,
+        Activity::Terminal,
+        "its own last line has stop_reason null"
+    );
+    assert_eq!(a.completed_at, at("2025-11-20T12:00:30.000Z"));
+    assert_eq!(a.current_tool, "");
+    assert_eq!((a.message_count, a.tool_call_count), (4, 1));
+}
+
+#[test]
+fn v2_1_248_a_background_agent_finishes_from_its_task_notification() {
+    let id = sid(11);
+    let (dir, mut m, rec, events) = scan_samples(&[
+        (&format!("{id}.jsonl"), "v2.1.248-async-agent.jsonl"),
+        (
+            &format!("{id}/subagents/agent-ab11ab11ab11ab11a.jsonl"),
+            "v2.1.248-async-agent-subagent.jsonl",
+        ),
+    ]);
+    let s = last_state(&events, &id).unwrap();
+    assert_eq!(s.activity, Activity::Waiting, "turn_duration");
+    let a = &s.subagents[0];
+    assert_eq!(a.id, "ab11ab11ab11ab11a");
+    assert_ne!(a.activity, Activity::Terminal, "async_launched: it runs on");
+    append(
+        &claude_project(dir.path()).join(format!("{id}.jsonl")),
+        &sample("claude/v2.1.248-async-agent-notification.jsonl"),
+    );
+    m.scan();
+    let s = last_state(&rec.take(), &id).unwrap();
+    assert_eq!(
+        s.activity,
+        Activity::Working,
+        "the notification starts a turn"
+    );
+    let a = &s.subagents[0];
+    assert_eq!(a.activity, Activity::Terminal);
+    assert_eq!(a.completed_at, at("2026-06-02T09:03:00.000Z"));
+}
+
+/// Lines appended one by one to a Claude Code 2.1 log while a WebSocket client is
+/// connected: the deltas carry working → waiting → working → waiting, and a wait's
+/// `lastActivityAt` does not move with the bookkeeping lines that follow its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_reach_a_connected_client_as_working_then_waiting() {
+    use agentwatch_ws::{MultiSink, SessionStore, WsLayer};
+    use axum::Router;
+    use common::{connect, next_event, serve};
+
+    let id = sid(3);
+    let dir = tempfile::tempdir().unwrap();
+    let log = claude_project(dir.path()).join(format!("{id}.jsonl"));
+    let all = sample("claude/v2.1.152-turn-duration.jsonl");
+    let mut lines: Vec<String> = all.lines().map(|l| l.to_owned() + "\n").collect();
+    // A second turn: a prompt and a text reply.
+    lines.push(claude_user(
+        &id,
+        "u-2",
+        "2025-12-01T09:06:00Z",
+        "And the edge case?",
+    ));
+    lines.push(claude_assistant(
+        &id,
+        "msg_03C",
+        "2025-12-01T09:06:04Z",
+        r#"{"type":"text","text":"Covered too."}"#,
+        "null",
+        7,
+    ));
+    write(&log, "");
+
+    let store = SessionStore::new();
+    let ws = WsLayer::new(store.clone());
+    let hub = ws.hub();
+    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    let handle = Monitor::builder()
+        .root(SourceKind::Claude, dir.path())
+        .idle_after(Duration::ZERO)
+        .build(MultiSink::new().with(store.clone()).with(hub.clone()))
+        .spawn()
+        .unwrap();
+
+    // Each line, then the delta it caused (the file-history-snapshot alone causes none).
+    let mut states: Vec<SessionState> = Vec::new();
+    for line in &lines {
+        append(&log, line);
+        if line.contains(r#""type":"file-history-snapshot""#) {
+            continue;
+        }
+        loop {
+            let ev = next_event(&mut client).await;
+            if let Some(s) = ev.updates.iter().find(|s| s.id == id) {
+                states.push(s.clone());
+                break;
+            }
+        }
+    }
+    let mut activities: Vec<Activity> = Vec::new();
+    for s in &states {
+        if activities.last() != Some(&s.activity) {
+            activities.push(s.activity.clone());
+        }
+    }
+    // msg_03A's text line is followed by its tool_use line: between the two reads the
+    // session shows waiting for a moment (see the module docs of the Claude parser).
+    assert_eq!(
+        activities,
+        [
+            Activity::Working,
+            Activity::Waiting,
+            Activity::Working,
+            Activity::Waiting,
+            Activity::Working,
+            Activity::Waiting,
+        ]
+    );
+    // From the end of the first turn through stop_hook_summary, turn_duration, /model's two
+    // local_command lines and last-prompt: one wait, one lastActivityAt.
+    let first_wait: Vec<&SessionState> = states
+        .iter()
+        .skip_while(|s| s.message_count < 4)
+        .take_while(|s| s.activity == Activity::Waiting)
+        .collect();
+    assert_eq!(first_wait.len(), 6, "{states:#?}");
+    assert!(
+        first_wait
+            .iter()
+            .all(|s| s.last_activity_at == at("2025-12-01T09:00:09.000Z"))
+    );
+    let last = states.last().unwrap();
+    assert_eq!(last.last_activity_at, at("2025-12-01T09:06:04Z"));
+    assert_eq!(last.message_count, 6);
+
+    tokio::task::spawn_blocking(move || handle.stop())
+        .await
+        .unwrap();
 }

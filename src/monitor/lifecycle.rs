@@ -41,6 +41,8 @@ struct Entry {
     terminal_since: Option<Instant>,
     /// Subagents found inside the session's own log.
     inline_subagents: Vec<SubagentState>,
+    /// Subagents the session's log reported finished, with when.
+    finished_subagents: Vec<(String, Timestamp)>,
 }
 
 /// Every session the monitor tracks, and the batch being built.
@@ -134,6 +136,7 @@ impl Lifecycle {
             last_data: now,
             terminal_since: None,
             inline_subagents: Vec::new(),
+            finished_subagents: Vec::new(),
         });
         entry.last_data = now;
         entry.terminal_since = None;
@@ -143,6 +146,11 @@ impl Lifecycle {
         merge(s, report, delta, received);
         if !report.subagents.is_empty() {
             entry.inline_subagents.clone_from(&report.subagents);
+        }
+        if !report.finished_subagents.is_empty() {
+            entry
+                .finished_subagents
+                .clone_from(&report.finished_subagents);
         }
         let files = self
             .subagents
@@ -419,8 +427,9 @@ fn merge(s: &mut SessionState, r: &Report, delta: Counts, received: Timestamp) {
     if r.max_context_tokens > 0 {
         s.max_context_tokens = r.max_context_tokens;
     }
+    // A source's window may be smaller than what its log shows: utilisation is capped at 1.
     s.context_utilization = if s.max_context_tokens > 0 {
-        s.context_tokens as f64 / s.max_context_tokens as f64
+        (s.context_tokens as f64 / s.max_context_tokens as f64).min(1.0)
     } else {
         0.0
     };
@@ -430,18 +439,38 @@ fn merge(s: &mut SessionState, r: &Report, delta: Counts, received: Timestamp) {
     if !r.started_at.is_zero() {
         s.started_at = r.started_at;
     }
-    // Never backwards: a session fed by two logs (a resumed chat) keeps its latest.
+    // Never backwards: a log read again from its start, stamped out of order, or a session
+    // fed by two logs (a resumed chat) does not move lastActivityAt back; nor below startedAt.
     if r.last_activity_at > s.last_activity_at {
         s.last_activity_at = r.last_activity_at;
+    }
+    if s.last_activity_at < s.started_at {
+        s.last_activity_at = s.started_at;
     }
     s.last_data_received_at = received;
 }
 
+/// The session's subagents: those in its own log, then those with files of their own, each
+/// finished (terminal, no tool) if the session's log reported its result.
 fn rebuild_subagents(entry: &mut Entry, files: &[SubagentState]) {
     let subs = &mut entry.state.subagents;
     subs.clear();
     subs.extend(entry.inline_subagents.iter().cloned());
     subs.extend(files.iter().cloned());
+    for sub in subs.iter_mut() {
+        let Some((_, at)) = entry
+            .finished_subagents
+            .iter()
+            .find(|(id, _)| *id == sub.id)
+        else {
+            continue;
+        };
+        if sub.activity != Activity::Terminal {
+            sub.activity = Activity::Terminal;
+            sub.current_tool.clear();
+            sub.completed_at = (*at).max(sub.last_activity_at);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -543,5 +572,56 @@ mod tests {
         let events = lc.drain(vec![]);
         assert_eq!(events[1].updates[0].subagents.len(), 1);
         assert_eq!(lc.len(), 1);
+    }
+
+    #[test]
+    fn last_activity_never_moves_back_and_utilisation_is_capped() {
+        let mut lc = Lifecycle::new(timing(), 1);
+        let now = Instant::now();
+        let t = |s: &str| Timestamp::parse(s).unwrap();
+        let mut r = report("a", 1);
+        r.started_at = t("2026-01-01T10:00:00Z");
+        r.last_activity_at = t("2026-01-01T10:05:00Z");
+        r.context_tokens = 500;
+        lc.apply("claude", &r, Counts::default(), now);
+        // The file read again from its start: an earlier time.
+        r.last_activity_at = t("2026-01-01T10:01:00Z");
+        lc.apply("claude", &r, Counts::default(), now);
+        let s = &lc.drain(vec![])[1].updates[0];
+        assert_eq!(s.last_activity_at, t("2026-01-01T10:05:00Z"));
+        assert_eq!(
+            s.context_utilization, 1.0,
+            "500 tokens of a 200-token window"
+        );
+        // A report whose last time precedes its start never gives lastActivityAt < startedAt.
+        r.session_id = "b".into();
+        r.started_at = t("2026-01-01T11:00:00Z");
+        lc.apply("claude", &r, Counts::default(), now);
+        let s = &lc.drain(vec![])[1].updates[0];
+        assert_eq!(s.last_activity_at, s.started_at);
+    }
+
+    #[test]
+    fn subagents_finish_from_the_parents_report() {
+        let mut lc = Lifecycle::new(timing(), 1);
+        let now = Instant::now();
+        let done = Timestamp::parse("2026-01-01T10:00:30Z").unwrap();
+        let sub = SubagentState {
+            id: "x".into(),
+            parent_id: "p".into(),
+            activity: Activity::Working,
+            current_tool: "Grep".into(),
+            ..SubagentState::default()
+        };
+        let mut r = report("p", 1);
+        r.finished_subagents = vec![("x".into(), done)];
+        lc.apply("claude", &r, Counts::default(), now);
+        lc.apply_subagent("p", sub, now);
+        let events = lc.drain(vec![]);
+        let s = &events[1].updates[0].subagents[0];
+        assert_eq!(
+            (s.activity.clone(), s.current_tool.as_str(), s.completed_at),
+            (Activity::Terminal, "", done)
+        );
     }
 }

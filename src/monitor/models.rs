@@ -13,6 +13,15 @@
 //! | `o3…`, `o4…`                                 |        200 000 | OpenAI's published size       |
 //!
 //! To support a new model, add a row to `TABLE` (most specific first).
+//!
+//! # Claude Code: the window the log shows
+//! Claude Code transcripts name the model without the `[1m]` suffix even when the session
+//! runs on the 1M-token context, so the table alone would give 200 000 and a utilisation
+//! above 1. [`claude_window`] corrects that from what the log shows: when the largest
+//! context a transcript reported exceeds the named window, the window is the smallest of
+//! Anthropic's windows (200 000, 1 000 000) that holds it, or that context itself when none
+//! does (utilisation 1, never more). A model the table does not know gets the same
+//! inference once the log shows any context.
 
 /// How a row matches a model name.
 enum Match {
@@ -50,9 +59,39 @@ pub(crate) fn context_window(model: &str) -> Option<i64> {
     })
 }
 
+/// Anthropic's context windows in tokens, smallest first.
+const CLAUDE_WINDOWS: [i64; 2] = [200_000, 1_000_000];
+
+/// The context window of a Claude Code session on `model` whose largest reported context
+/// (input + cache read + cache creation tokens) is `largest_context`: the table's window
+/// when it holds that context, else the smallest Anthropic window that does, else
+/// `largest_context` itself. 0 when neither the model nor the log tells (no context yet).
+pub(crate) fn claude_window(model: &str, largest_context: i64) -> i64 {
+    let named = context_window(model).unwrap_or(0);
+    if largest_context <= named {
+        return named;
+    }
+    CLAUDE_WINDOWS
+        .iter()
+        .copied()
+        .find(|w| *w >= largest_context)
+        .unwrap_or(largest_context)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::context_window;
+    use super::{claude_window, context_window};
+
+    #[test]
+    fn claude_window_is_inferred_when_the_log_shows_more() {
+        assert_eq!(claude_window("claude-opus-4-6", 150_000), 200_000);
+        // Transcripts omit `[1m]`: a context above 200 000 means the 1M window.
+        assert_eq!(claude_window("claude-opus-4-6", 200_001), 1_000_000);
+        assert_eq!(claude_window("claude-sonnet-4-5[1m]", 10), 1_000_000);
+        assert_eq!(claude_window("", 0), 0);
+        assert_eq!(claude_window("<synthetic>", 5), 200_000);
+        assert_eq!(claude_window("claude-opus-4-6", i64::MAX), i64::MAX);
+    }
 
     #[test]
     fn known_and_unknown_models() {

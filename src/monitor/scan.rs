@@ -412,6 +412,13 @@ impl Scanner {
         let Some(tracked) = self.files.get_mut(path) else {
             return Ok(());
         };
+        if let Parser::Claude(log) = &tracked.parser {
+            // No message yet (only `summary`, `file-history-snapshot`, local commands), or a
+            // warm-up: nothing to report.
+            if !log.is_conversation() {
+                return Ok(());
+            }
+        }
         match (&tracked.kind, &tracked.parser) {
             (FileKind::ClaudeSubagent { parent, agent }, Parser::Claude(log)) => {
                 let parent = if parent.is_empty() {

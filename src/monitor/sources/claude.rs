@@ -1,5 +1,6 @@
 //! Claude Code transcripts: `<root>/<encoded cwd>/<session uuid>.jsonl`, and subagent
-//! transcripts under `<session uuid>/subagents/`.
+//! transcripts under `<session uuid>/subagents/` (or, before that layout, `agent-<id>.jsonl`
+//! beside the session logs).
 //!
 //! One JSON object a line. What becomes of each field:
 //!
@@ -7,29 +8,83 @@
 //!   the session is first reported; a second file naming a session already given to another
 //!   file, as a resumed session's copy of earlier lines may, is named by its stem instead);
 //!   `cwd` → workingDir, `gitBranch` → branch, `slug`.
-//! - model: the latest assistant `message.model`, ignoring `<synthetic>` (local lines).
+//! - model: the latest assistant `message.model`, ignoring `<synthetic>` (lines Claude Code
+//!   writes in the model's place).
 //! - contextTokens: `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`
-//!   of the latest assistant usage; maxContextTokens from the model table (`models.rs`).
+//!   of the latest assistant usage; maxContextTokens from the model table, widened to the
+//!   window the log shows (see `models.rs`: transcripts omit the `[1m]` of 1M-context
+//!   sessions), so utilisation never exceeds 1.
 //! - outputTokens: the sum of `output_tokens` over distinct `message.id`s, the last line of
 //!   each id winning (Claude Code writes one line per content block, repeating the usage).
-//! - messageCount: distinct messages: user lines by `uuid`, assistant lines by `message.id`;
-//!   `content` may be a string (a typed prompt) or an array of blocks.
+//! - messageCount: distinct messages: prompts and tool results by `uuid`, assistant lines by
+//!   `message.id`. Local-command, meta, compaction-summary and interrupt lines are no
+//!   messages.
 //! - toolCallCount: distinct `tool_use` ids; currentTool: the newest `tool_use` whose
 //!   `tool_result` has not arrived (cleared when it does, or when the turn ends).
-//! - activity: `working` after a user prompt, a `tool_use` or a `tool_result`; `waiting`
-//!   after an assistant `stop_reason` of `end_turn` (or `stop_sequence`). The monitor turns a
-//!   `working` session with no record for a while into `idle` (see
-//!   [`DEFAULT_IDLE_AFTER`](crate::monitor::DEFAULT_IDLE_AFTER)).
 //! - compactionCount: `system` lines with `subtype` `compact_boundary`.
-//! - Subagents: lines with `isSidechain: true` in a session's own file, whole files under
-//!   `<session uuid>/subagents/`, and (older versions) `agent-<id>.jsonl` files beside the
-//!   session logs (their parent named by their lines' `sessionId`) are [`SubagentState`]s of
-//!   the parent session, never sessions of their own.
+//! - startedAt / lastActivityAt: the earliest and latest line times (lines are not always in
+//!   time order); while the session waits, only a line that ends the wait, or a message,
+//!   moves lastActivityAt, so a wait keeps the time it began.
+//!
+//! # Record shapes and what they mean
+//! Seen in public transcripts and log readers' test data of Claude Code 1.0.24 to 2.1.252
+//! (the `version` field of each line); the samples in `tests/data/monitor/claude/` model
+//! each shape, the version in their names.
+//!
+//! | line | versions seen | effect |
+//! |------|---------------|--------|
+//! | `user`, string content (a typed prompt) or `text`/`image` blocks | all | a turn starts: `working` |
+//! | `user` with `tool_result` blocks (`toolUseResult` beside them: a string, or an object) | all | `working`; the tool is no longer pending |
+//! | `assistant` with a `tool_use` block, or `stop_reason` `tool_use` | all | `working` |
+//! | `assistant` with `thinking` only | 2.0.x–2.1.x | `working` |
+//! | `assistant` with a `text` block, no `tool_use`, `stop_reason` `null` | 1.0.24, 2.0.26, 2.0.52, 2.0.76, 2.1.x (most lines of most versions) | the turn's end: `waiting` |
+//! | `assistant` with `stop_reason` `end_turn` or `stop_sequence` | a few lines of some versions | the turn's end: `waiting` |
+//! | `assistant` with `isApiErrorMessage: true` (model `<synthetic>`, `error`, `apiErrorStatus`; `stop_reason` absent or `stop_sequence`) | 2.1.x (2.1.226) | the API failed, the turn is over: `waiting` |
+//! | `user` `[Request interrupted by user]`, `[Request interrupted by user for tool use]` (a `text` block, `interruptedMessageId` on some) | 2.1.214, 2.1.246, 2.1.252 | the person stopped the turn: `waiting`, nothing pending |
+//! | `system` `turn_duration` (`durationMs`) | 2.1.x | written after the turn: `waiting` |
+//! | `system` `stop_hook_summary` (`hookCount`, `preventedContinuation`) | 2.1.x, with Stop hooks | written after the turn: `waiting` |
+//! | `system` without `subtype` (`content` "Stop … completed", `level`) | 1.0.64 | a hook's output: nothing |
+//! | `system` `local_command` (`<command-name>`, `<local-command-stdout>` in `content`) | 2.1.x | a local command: nothing |
+//! | `system` `api_error` (`retryAttempt`, `retryInMs`) | 2.1.x | a retry: nothing (still `working`) |
+//! | `system` `compact_boundary` | 2.x | compactionCount + 1 |
+//! | `user` `isMeta: true` (local-command caveat, skill or hook text) | 2.0.28–2.1.x | no prompt: nothing |
+//! | `user` `isCompactSummary: true` | 2.0.28–2.1.x | no prompt: nothing |
+//! | `user` `<command-name>`, `<command-message>`, `<local-command-stdout>`, `<local-command-caveat>` (string content) | 1.0.89, 2.0.28 | a local command (`/model`, `/exit`…): nothing |
+//! | `user` `<bash-input>`, `<bash-stdout>`, `<bash-stderr>` | readers' fixtures (version not recorded) | bash mode (`!`), run locally: nothing |
+//! | `user` `<task-notification>` with `<task-id>` (`origin.kind` `task-notification`) | 2.1.x | a background task stopped and the model is told: `working`, and the subagent of that id is finished |
+//! | `user` `toolUseResult` `{agentId, status: "completed", …}` | 2.0.52, 2.1.248 | the subagent of that id is finished (`terminal`) |
+//! | `user` `toolUseResult` `{agentId, status: "async_launched", isAsync}` | 2.1.x | a background agent started; it runs on |
+//! | sidechain whose first prompt is `Warmup` (`isSidechain`, `agentId`) | 2.0.26–2.0.76 | Claude Code's cache pre-warming: no subagent |
+//! | `summary`, `file-history-snapshot`, `queue-operation`, `progress`, `attachment`, `last-prompt`, `ai-title`, `permission-mode`, … | 1.0.24 (`summary`)–2.1.x | bookkeeping: nothing; a file of only these is no session |
+//!
+//! A turn's end is never read from one field alone: most versions write `stop_reason: null`
+//! on every line, the last included, and `end_turn` on few or none.
+//!
+//! ## The residual flicker
+//! Claude Code writes each content block of a message as its own line as it streams, so a
+//! message of text then a tool call is a `text` line followed, a moment later, by a
+//! `tool_use` line. Both in one read leave the session `working` (a batch is published
+//! after a read); a read that falls between them shows `waiting` until the next read, the
+//! `tool_use` line's, turns it back to `working`.
+//!
+//! # Subagents
+//! Lines with `isSidechain: true` in a session's own file, whole files under
+//! `<session uuid>/subagents/`, and `agent-<id>.jsonl` files beside the session logs (their
+//! parent named by their lines' `sessionId`) are [`SubagentState`]s of the parent session,
+//! never sessions of their own. A subagent is `terminal` once the parent's log reports its
+//! result (a `toolUseResult` naming its `agentId`, or a `<task-notification>` naming it as
+//! `<task-id>`), or once its own log says `end_turn` or is interrupted; a subagent whose own
+//! log ends with a text reply the parent has not taken yet is `idle`.
+//!
+//! # Privacy
+//! Text is classified while it is parsed (a prompt, a local command, an interrupt, …) and
+//! never kept; of a task notification only the task id is kept.
 //!
 //! # Bounded memory
 //! Deduplication remembers only the last [`RECENT_IDS`](super::RECENT_IDS) message, user
 //! line and tool ids of a file, not all of them: Claude Code writes the lines of one message
 //! one after another, so repeats are always recent. A 1 GiB transcript costs a few KiB.
+//! Finished agents are remembered up to 64 a file, sidechains up to 16.
 
 use std::borrow::Cow;
 
@@ -37,7 +92,7 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 
 use super::{LineResult, PendingTools, Recent, Report, parse_time, set_if_some};
-use crate::monitor::models::context_window;
+use crate::monitor::models::claude_window;
 use crate::wire::{Activity, SubagentState, Timestamp};
 
 /// The sidechain id used for `isSidechain` lines that carry no `agentId`.
@@ -103,8 +158,183 @@ struct Record<'a> {
     is_sidechain: Option<bool>,
     #[serde(borrow)]
     agent_id: Text<'a>,
+    /// A line Claude Code wrote for itself (local-command caveats, skill and hook text).
+    #[serde(default)]
+    is_meta: Flag,
+    /// The summary a compaction continues from.
+    #[serde(default)]
+    is_compact_summary: Flag,
+    /// An assistant line Claude Code wrote in the model's place when the API call failed.
+    #[serde(default)]
+    is_api_error_message: Flag,
+    #[serde(default)]
+    tool_use_result: AgentResult,
     #[serde(borrow)]
     message: Option<Message<'a>>,
+}
+
+/// A boolean flag that is `true` only when the log says exactly `true`; any other value
+/// (absent, `null`, a string) is `false` rather than a reason to drop the line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Flag(bool);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Flag(Loose::deserialize(deserializer)? == Loose::True))
+    }
+}
+
+/// A value read only for what it is: `true`, or anything else (skipped unread).
+#[derive(PartialEq, Eq)]
+enum Loose {
+    True,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Loose {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Loose;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Loose, E> {
+                Ok(if v { Loose::True } else { Loose::Other })
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Loose, A::Error> {
+                IgnoredAny::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Loose::Other)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Loose, A::Error> {
+                IgnoredAny::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Loose::Other)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// `toolUseResult` on a user line: for an agent tool (`Task`, `Agent`) an object naming the
+/// agent's `agentId` and `status` (`completed`, or `async_launched` for a background agent
+/// still running); for other tools a string, an array or an object without them. Only the
+/// two fields are read; the rest (prompt, output, usage) is skipped.
+#[derive(Default)]
+struct AgentResult {
+    agent_id: Option<String>,
+    status: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for AgentResult {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AgentResult;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a tool result")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<AgentResult, A::Error> {
+                let mut out = AgentResult::default();
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    let field = match &*key {
+                        "agentId" => &mut out.agent_id,
+                        "status" => &mut out.status,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *field = map.next_value::<Id>()?.0;
+                }
+                Ok(out)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<AgentResult, A::Error> {
+                IgnoredAny::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(AgentResult::default())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<AgentResult, E> {
+                Ok(AgentResult::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<AgentResult, E> {
+                Ok(AgentResult::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<AgentResult, E> {
+                Ok(AgentResult::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<AgentResult, E> {
+                Ok(AgentResult::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<AgentResult, E> {
+                Ok(AgentResult::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<AgentResult, E> {
+                Ok(AgentResult::default())
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// A short id-like string (at most [`MAX_ID`] bytes), or `None` for any other value.
+struct Id(Option<String>);
+
+/// Longer "ids" are not ids: they are not kept.
+const MAX_ID: usize = 128;
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Id;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an id")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
+                Ok(Id(
+                    (!v.is_empty() && v.len() <= MAX_ID).then(|| v.to_owned())
+                ))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Id, E> {
+                Ok(Id(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Id, E> {
+                Ok(Id(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Id, E> {
+                Ok(Id(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Id, E> {
+                Ok(Id(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Id, E> {
+                Ok(Id(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Id, A::Error> {
+                IgnoredAny::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Id(None))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Id, A::Error> {
+                IgnoredAny::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Id(None))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -132,9 +362,108 @@ struct Usage {
     output_tokens: i64,
 }
 
-/// `message.content`: a plain string (a typed prompt; its text is not kept) or blocks.
+/// What a piece of user text is, decided while parsing; the text itself is never kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TextKind {
+    /// Anything a person (or a queued prompt) asked: a new turn.
+    Prompt,
+    /// A local command's record, not sent to the model: `<command-name>`,
+    /// `<command-message>`, `<command-args>`, `<local-command-stdout>`,
+    /// `<local-command-stderr>`, `<local-command-caveat>`, the caveat sentence older
+    /// versions wrote, or bash mode's (`!`) `<bash-input>`, `<bash-stdout>`,
+    /// `<bash-stderr>`.
+    LocalCommand,
+    /// `[Request interrupted by user]` or `[Request interrupted by user for tool use]`: the
+    /// turn was cut short and the agent waits for the person.
+    Interrupt,
+    /// `Warmup`: the prompt of Claude Code's cache pre-warming sidechain.
+    Warmup,
+    /// `<task-notification>`: a background task (agent or command) stopped; the model is
+    /// told, so a turn starts. Carries the task's id when it names one.
+    TaskNotification(Option<String>),
+    /// Not a string.
+    Other,
+}
+
+/// How local-command records start.
+const LOCAL_COMMAND_PREFIXES: [&str; 10] = [
+    "<command-name>",
+    "<command-message>",
+    "<command-args>",
+    "<local-command-stdout>",
+    "<local-command-stderr>",
+    "<local-command-caveat>",
+    "Caveat: The messages below were generated by the user while running local commands",
+    "<bash-input>",
+    "<bash-stdout>",
+    "<bash-stderr>",
+];
+
+impl TextKind {
+    fn of(text: &str) -> TextKind {
+        let t = text.trim_start();
+        if t.starts_with("[Request interrupted by user") {
+            TextKind::Interrupt
+        } else if LOCAL_COMMAND_PREFIXES.iter().any(|p| t.starts_with(p)) {
+            TextKind::LocalCommand
+        } else if t == "Warmup" {
+            TextKind::Warmup
+        } else if let Some(rest) = t.strip_prefix("<task-notification>") {
+            let id = rest
+                .split_once("<task-id>")
+                .and_then(|(_, r)| r.split_once("</task-id>"))
+                .map(|(id, _)| id.trim())
+                .filter(|id| !id.is_empty() && id.len() <= MAX_ID)
+                .map(str::to_owned);
+            TextKind::TaskNotification(id)
+        } else {
+            TextKind::Prompt
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TextKind {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TextKind;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("text")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TextKind, E> {
+                Ok(TextKind::of(v))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<TextKind, E> {
+                Ok(TextKind::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<TextKind, E> {
+                Ok(TextKind::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<TextKind, E> {
+                Ok(TextKind::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<TextKind, E> {
+                Ok(TextKind::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<TextKind, E> {
+                Ok(TextKind::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<TextKind, A::Error> {
+                IgnoredAny::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(TextKind::Other)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<TextKind, A::Error> {
+                IgnoredAny::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(TextKind::Other)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// `message.content`: a plain string (classified, never kept) or blocks.
 enum Content<'a> {
-    Text,
+    Text(TextKind),
     Blocks(Vec<Block<'a>>),
 }
 
@@ -148,6 +477,8 @@ struct Block<'a> {
     name: Text<'a>,
     #[serde(borrow)]
     tool_use_id: Text<'a>,
+    /// A `text` block's text, classified (never kept).
+    text: Option<TextKind>,
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
@@ -158,8 +489,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a string or an array of content blocks")
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Content<'a>, E> {
-                Ok(Content::Text)
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Content<'a>, E> {
+                Ok(Content::Text(TextKind::of(v)))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content<'a>, A::Error> {
                 let mut blocks = Vec::new();
@@ -230,6 +561,17 @@ impl<'de: 'a, 'a> Deserialize<'de> for BlockOrOther<'a> {
     }
 }
 
+/// Agent results remembered per file (for subagents whose own file reports later).
+const MAX_FINISHED: usize = 64;
+
+/// What a line was, for the clock: a message moves `lastActivityAt` always; bookkeeping
+/// moves it only while the agent works, or when the line changes the activity.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Line {
+    Message,
+    Bookkeeping,
+}
+
 /// One conversation's running totals: the session's own, or one subagent's.
 #[derive(Debug, Default)]
 struct Transcript {
@@ -239,7 +581,14 @@ struct Transcript {
     branch: String,
     model: String,
     activity: Activity,
+    /// The log itself said the turn is over (`end_turn`, `stop_sequence`, an API error, a
+    /// `turn_duration` or `stop_hook_summary` line, an interrupt), not only a text reply.
+    ended: bool,
+    /// The first prompt was `Warmup`: Claude Code's cache pre-warming, not a subagent.
+    warmup: bool,
     context_tokens: i64,
+    /// The largest context seen, for the window inference of `models::claude_window`.
+    largest_context: i64,
     /// Output tokens of messages that left the dedup window.
     output_settled: i64,
     /// Recent assistant message ids → output tokens of their last line.
@@ -252,6 +601,9 @@ struct Transcript {
     pending: PendingTools,
     started_at: Timestamp,
     last_at: Timestamp,
+    /// Agents whose results arrived in this conversation, with the result's time, newest
+    /// last.
+    finished_agents: Vec<(String, Timestamp)>,
 }
 
 impl Transcript {
@@ -264,35 +616,134 @@ impl Transcript {
     }
 
     fn apply(&mut self, rec: &Record) -> LineResult {
-        if let Some(at) = parse_time(rec.timestamp.as_deref()) {
-            if self.started_at.is_zero() {
-                self.started_at = at;
-            }
-            self.last_at = at;
-        }
+        let at = parse_time(rec.timestamp.as_deref());
         if self.session_id.is_empty() {
             set_if_some(&mut self.session_id, rec.session_id.as_deref());
         }
         set_if_some(&mut self.cwd, rec.cwd.as_deref());
         set_if_some(&mut self.branch, rec.git_branch.as_deref());
         set_if_some(&mut self.slug, rec.slug.as_deref());
-        match rec.kind.as_deref() {
-            Some("user") => self.user(rec),
-            Some("assistant") => self.assistant(rec),
-            Some("system") => {
-                if rec.subtype.as_deref() == Some("compact_boundary") {
-                    self.compactions += 1;
-                }
-                LineResult::Used
+        let before = self.activity.clone();
+        let (result, line) = match rec.kind.as_deref() {
+            Some("user") => (LineResult::Used, self.user(rec, at)),
+            Some("assistant") => (LineResult::Used, self.assistant(rec)),
+            Some("system") => (LineResult::Used, self.system(rec)),
+            Some(
+                "summary"
+                | "progress"
+                | "file-history-snapshot"
+                | "queue-operation"
+                | "attachment"
+                | "last-prompt"
+                | "ai-title"
+                | "custom-title"
+                | "permission-mode"
+                | "mode"
+                | "pr-link"
+                | "tag"
+                | "agent-name",
+            ) => (LineResult::Used, Line::Bookkeeping),
+            _ => (LineResult::Unknown, Line::Bookkeeping),
+        };
+        if let Some(at) = at {
+            let moves =
+                line == Line::Message || before == Activity::Working || self.activity != before;
+            if moves {
+                self.stamp(at);
             }
-            Some("summary" | "progress" | "file-history-snapshot" | "queue-operation") => {
-                LineResult::Used
-            }
-            _ => LineResult::Unknown,
+        }
+        result
+    }
+
+    /// Moves the clock to `at`: `startedAt` is the earliest time, `lastActivityAt` the
+    /// latest (a line stamped earlier than one before it never moves it back).
+    fn stamp(&mut self, at: Timestamp) {
+        if self.started_at.is_zero() || at < self.started_at {
+            self.started_at = at;
+        }
+        if at > self.last_at {
+            self.last_at = at;
         }
     }
 
-    fn user(&mut self, rec: &Record) -> LineResult {
+    /// The turn is over: nothing runs, the agent waits for the person.
+    fn end_turn(&mut self, stated: bool) {
+        self.pending.clear();
+        self.activity = Activity::Waiting;
+        self.ended = stated;
+    }
+
+    fn finish_agent(&mut self, agent: &str, at: Option<Timestamp>) {
+        if self.finished_agents.iter().any(|(a, _)| a == agent) {
+            return;
+        }
+        if self.finished_agents.len() >= MAX_FINISHED {
+            self.finished_agents.remove(0);
+        }
+        let at = at.unwrap_or(self.last_at);
+        self.finished_agents.push((agent.to_owned(), at));
+    }
+
+    fn user(&mut self, rec: &Record, at: Option<Timestamp>) -> Line {
+        let result = &rec.tool_use_result;
+        if let (Some(agent), Some(status)) = (&result.agent_id, &result.status) {
+            // A background agent's launch acknowledgement: the agent runs on.
+            if status != "async_launched" {
+                self.finish_agent(agent, at);
+            }
+        }
+        let Some(content) = rec.message.as_ref().and_then(|m| m.content.as_ref()) else {
+            return Line::Bookkeeping;
+        };
+        let mut prompt = false;
+        let mut interrupt = false;
+        let mut results = false;
+        let mut warmup = false;
+        match content {
+            Content::Text(kind) => match kind {
+                TextKind::Prompt | TextKind::Other => prompt = true,
+                TextKind::Warmup => (prompt, warmup) = (true, true),
+                TextKind::Interrupt => interrupt = true,
+                TextKind::TaskNotification(task) => {
+                    if let Some(task) = task {
+                        self.finish_agent(task, at);
+                    }
+                    prompt = true;
+                }
+                TextKind::LocalCommand => {}
+            },
+            Content::Blocks(blocks) => {
+                for block in blocks {
+                    match block.kind.as_deref() {
+                        Some("tool_result") => {
+                            results = true;
+                            if let Some(id) = &block.tool_use_id {
+                                self.pending.finish(id);
+                            }
+                        }
+                        Some("text") => match &block.text {
+                            Some(TextKind::Interrupt) => interrupt = true,
+                            Some(TextKind::LocalCommand) => {}
+                            Some(TextKind::Warmup) => (prompt, warmup) = (true, true),
+                            _ => prompt = true,
+                        },
+                        Some("image" | "document") => prompt = true,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if rec.is_meta.0 || rec.is_compact_summary.0 {
+            // Written by Claude Code for itself: no prompt, whatever its text.
+            (prompt, warmup) = (false, false);
+        }
+        if interrupt {
+            self.end_turn(true);
+            return Line::Bookkeeping;
+        }
+        if !prompt && !results {
+            return Line::Bookkeeping;
+        }
         let new = match rec.uuid.as_deref() {
             Some(uuid) if self.recent_users.contains(uuid) => false,
             Some(uuid) => {
@@ -302,37 +753,25 @@ impl Transcript {
             None => true,
         };
         if new {
+            if warmup && self.messages == 0 {
+                self.warmup = true;
+            }
             self.messages += 1;
         }
-        match rec.message.as_ref().and_then(|m| m.content.as_ref()) {
-            Some(Content::Text) => {
-                // A typed prompt: a new turn starts; whatever ran before is over.
-                self.pending.clear();
-                self.activity = Activity::Working;
-            }
-            Some(Content::Blocks(blocks)) => {
-                for block in blocks {
-                    match block.kind.as_deref() {
-                        Some("tool_result") => {
-                            if let Some(id) = &block.tool_use_id {
-                                self.pending.finish(id);
-                            }
-                        }
-                        Some("text" | "image") => self.pending.clear(),
-                        _ => {}
-                    }
-                }
-                self.activity = Activity::Working;
-            }
-            None => {}
+        if prompt {
+            // A new turn starts; whatever ran before is over.
+            self.pending.clear();
         }
-        LineResult::Used
+        self.activity = Activity::Working;
+        self.ended = false;
+        Line::Message
     }
 
-    fn assistant(&mut self, rec: &Record) -> LineResult {
+    fn assistant(&mut self, rec: &Record) -> Line {
         let Some(msg) = &rec.message else {
-            return LineResult::Used;
+            return Line::Bookkeeping;
         };
+        let api_error = rec.is_api_error_message.0;
         let synthetic = msg.model.as_deref() == Some("<synthetic>");
         if !synthetic {
             set_if_some(&mut self.model, msg.model.as_deref());
@@ -358,11 +797,19 @@ impl Transcript {
                 .input_tokens
                 .saturating_add(u.cache_read_input_tokens)
                 .saturating_add(u.cache_creation_input_tokens);
+            self.largest_context = self.largest_context.max(self.context_tokens);
         }
+        let mut tool_use = false;
+        let mut text = false;
         if let Some(Content::Blocks(blocks)) = &msg.content {
             for block in blocks {
-                if block.kind.as_deref() != Some("tool_use") {
-                    continue;
+                match block.kind.as_deref() {
+                    Some("tool_use" | "server_tool_use") => tool_use = true,
+                    Some("text") => {
+                        text = true;
+                        continue;
+                    }
+                    _ => continue,
                 }
                 let (Some(id), name) = (block.id.as_deref(), block.name.as_deref()) else {
                     continue;
@@ -374,32 +821,70 @@ impl Transcript {
                 }
             }
         }
-        self.activity = match msg.stop_reason.as_deref() {
-            Some("end_turn" | "stop_sequence") => {
-                self.pending.clear();
-                Activity::Waiting
-            }
-            _ => Activity::Working,
-        };
-        LineResult::Used
+        let stop = msg.stop_reason.as_deref();
+        if api_error || matches!(stop, Some("end_turn" | "stop_sequence")) {
+            self.end_turn(true);
+        } else if tool_use || stop.is_some() {
+            // A tool call, or a stop the agent continues from (`tool_use`, `max_tokens`,
+            // `pause_turn`).
+            self.activity = Activity::Working;
+            self.ended = false;
+        } else if text {
+            // Most versions write `stop_reason: null` on every line, the last included:
+            // a text reply with no tool call is the turn's end, unless a `tool_use` line
+            // of the same message follows.
+            self.end_turn(false);
+        } else {
+            // Thinking, or a block still to be followed by others.
+            self.activity = Activity::Working;
+            self.ended = false;
+        }
+        if synthetic && !api_error {
+            // Claude Code's own filler ("No response requested."), not the model's work.
+            Line::Bookkeeping
+        } else {
+            Line::Message
+        }
+    }
+
+    fn system(&mut self, rec: &Record) -> Line {
+        match rec.subtype.as_deref() {
+            Some("compact_boundary") => self.compactions += 1,
+            // Written once the turn is over (the Stop hooks ran; the turn's wall time).
+            Some("turn_duration" | "stop_hook_summary") => self.end_turn(true),
+            // `api_error` (a retry notice), `local_command`, `informational` and the rest
+            // change nothing.
+            _ => {}
+        }
+        Line::Bookkeeping
     }
 
     fn max_context(&self) -> i64 {
-        context_window(&self.model).unwrap_or(0)
+        claude_window(&self.model, self.largest_context)
     }
 
-    fn subagent(&self, id: &str, parent: &str) -> SubagentState {
-        let done = self.activity == Activity::Waiting;
+    /// This conversation as subagent `id` of session `parent`. `finished` is when the
+    /// parent's log reported the agent's result, if it did.
+    fn subagent(&self, id: &str, parent: &str, finished: Option<Timestamp>) -> SubagentState {
+        let done =
+            finished.or((self.ended && self.activity == Activity::Waiting).then_some(self.last_at));
+        let activity = match (&done, &self.activity) {
+            (Some(_), _) => Activity::Terminal,
+            // Its answer is written; the parent has not taken it yet.
+            (None, Activity::Waiting) => Activity::Idle,
+            (None, a) => a.clone(),
+        };
+        let completed_at = done.map_or(Timestamp::ZERO, |at| at.max(self.last_at));
         SubagentState {
             id: id.to_owned(),
             parent_id: parent.to_owned(),
             slug: self.slug.clone(),
-            activity: if done {
-                Activity::Terminal
+            activity,
+            current_tool: if done.is_some() {
+                String::new()
             } else {
-                self.activity.clone()
+                self.pending.current().to_owned()
             },
-            current_tool: self.pending.current().to_owned(),
             started_at: self.started_at,
             last_activity_at: self.last_at,
             model: self.model.clone(),
@@ -407,7 +892,7 @@ impl Transcript {
             output_tokens: self.output_tokens(),
             message_count: self.messages,
             tool_call_count: self.tool_calls,
-            completed_at: if done { self.last_at } else { Timestamp::ZERO },
+            completed_at,
         }
     }
 }
@@ -466,6 +951,21 @@ impl ClaudeLog {
         &self.main.session_id
     }
 
+    /// Whether the file holds a conversation to report: at least one message, and (for a
+    /// subagent's file) not a warm-up. A file of only `summary`, `file-history-snapshot`
+    /// or local-command lines is not one yet.
+    pub(crate) fn is_conversation(&self) -> bool {
+        self.main.messages > 0 && !(self.subagent_file && self.main.warmup)
+    }
+
+    fn finished(&self, agent: &str) -> Option<Timestamp> {
+        self.main
+            .finished_agents
+            .iter()
+            .find(|(a, _)| a == agent)
+            .map(|(_, at)| *at)
+    }
+
     /// The session as this file has it, with `id` as its id.
     pub(crate) fn report(&self, id: &str) -> Report {
         let t = &self.main;
@@ -490,14 +990,16 @@ impl ClaudeLog {
             subagents: self
                 .sidechains
                 .iter()
-                .map(|(agent, s)| s.subagent(agent, id))
+                .filter(|(_, s)| s.messages > 0 && !s.warmup)
+                .map(|(agent, s)| s.subagent(agent, id, self.finished(agent)))
                 .collect(),
+            finished_subagents: t.finished_agents.clone(),
         }
     }
 
     /// This file as a subagent `agent` of session `parent`.
     pub(crate) fn subagent_state(&self, agent: &str, parent: &str) -> SubagentState {
-        self.main.subagent(agent, parent)
+        self.main.subagent(agent, parent, None)
     }
 }
 
@@ -595,5 +1097,124 @@ mod tests {
             assert_eq!(log.line(line.as_bytes()), LineResult::Used);
         }
         assert_eq!(log.report("x").output_tokens, i64::MAX);
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
+    }
+
+    #[test]
+    fn user_text_is_classified_not_kept() {
+        assert_eq!(TextKind::of("fix the bug"), TextKind::Prompt);
+        assert_eq!(
+            TextKind::of("<command-name>/exit</command-name>"),
+            TextKind::LocalCommand
+        );
+        assert_eq!(
+            TextKind::of("<local-command-stdout>Bye!</local-command-stdout>"),
+            TextKind::LocalCommand
+        );
+        assert_eq!(
+            TextKind::of("<bash-input>ls</bash-input>"),
+            TextKind::LocalCommand
+        );
+        assert_eq!(
+            TextKind::of("[Request interrupted by user for tool use]"),
+            TextKind::Interrupt
+        );
+        assert_eq!(TextKind::of("Warmup"), TextKind::Warmup);
+        assert_eq!(TextKind::of("Warmup the cache please"), TextKind::Prompt);
+        assert_eq!(
+            TextKind::of("<task-notification>\n<task-id>a1</task-id>\n<status>completed</status>"),
+            TextKind::TaskNotification(Some("a1".into()))
+        );
+        assert_eq!(
+            TextKind::of("<task-notification><status>killed</status>"),
+            TextKind::TaskNotification(None)
+        );
+    }
+
+    #[test]
+    fn a_text_line_then_a_tool_use_line_of_one_message() {
+        let mut log = ClaudeLog::session();
+        feed(
+            &mut log,
+            &[
+                r#"{"type":"user","uuid":"u1","timestamp":"2026-01-01T10:00:00Z","message":{"role":"user","content":"go"}}"#,
+                r#"{"type":"assistant","timestamp":"2026-01-01T10:00:01Z","message":{"id":"m1","model":"claude-opus-4-6","content":[{"type":"text","text":"Let me look."}],"stop_reason":null}}"#,
+            ],
+        );
+        assert_eq!(log.report("s").activity, Activity::Waiting);
+        log.line(br#"{"type":"assistant","timestamp":"2026-01-01T10:00:02Z","message":{"id":"m1","model":"claude-opus-4-6","content":[{"type":"tool_use","id":"t1","name":"Read","input":{}}],"stop_reason":null}}"#);
+        let r = log.report("s");
+        assert_eq!(
+            (r.activity, r.current_tool.as_str()),
+            (Activity::Working, "Read")
+        );
+        assert_eq!(r.counts.messages, 2);
+    }
+
+    #[test]
+    fn a_wait_keeps_the_time_it_began() {
+        let mut log = ClaudeLog::session();
+        feed(
+            &mut log,
+            &[
+                r#"{"type":"user","uuid":"u1","timestamp":"2026-01-01T10:00:00Z","message":{"role":"user","content":"go"}}"#,
+                r#"{"type":"assistant","timestamp":"2026-01-01T10:00:05Z","message":{"id":"m1","content":[{"type":"text","text":"Done."}]}}"#,
+                r#"{"type":"system","subtype":"turn_duration","durationMs":5000,"timestamp":"2026-01-01T10:00:06Z"}"#,
+                r#"{"type":"user","uuid":"u2","isMeta":true,"timestamp":"2026-01-01T10:09:00Z","message":{"role":"user","content":[{"type":"text","text":"skill text"}]}}"#,
+                r#"{"type":"assistant","timestamp":"2026-01-01T10:09:01Z","message":{"id":"m2","model":"<synthetic>","content":[{"type":"text","text":"No response requested."}]}}"#,
+                r#"{"type":"user","uuid":"u3","timestamp":"2026-01-01T10:09:02Z","message":{"role":"user","content":"[Request interrupted by user]"}}"#,
+            ],
+        );
+        let r = log.report("s");
+        assert_eq!(r.activity, Activity::Waiting);
+        assert_eq!(r.last_activity_at, ts("2026-01-01T10:00:05Z"));
+        assert_eq!(r.counts.messages, 3, "prompt, reply, synthetic filler");
+        log.line(br#"{"type":"user","uuid":"u4","timestamp":"2026-01-01T10:10:00Z","message":{"role":"user","content":[{"type":"image","source":{}}]}}"#);
+        let r = log.report("s");
+        assert_eq!(r.activity, Activity::Working);
+        assert_eq!(r.last_activity_at, ts("2026-01-01T10:10:00Z"));
+    }
+
+    #[test]
+    fn tool_use_results_of_every_shape_are_read() {
+        let mut log = ClaudeLog::session();
+        let lines: [&[u8]; 6] = [
+            br#"{"type":"user","uuid":"r1","toolUseResult":"Error: denied","message":{"content":[{"type":"tool_result","tool_use_id":"t1"}]}}"#,
+            br#"{"type":"user","uuid":"r2","toolUseResult":[{"type":"text","text":"x"}],"message":{"content":[{"type":"tool_result","tool_use_id":"t2"}]}}"#,
+            br#"{"type":"user","uuid":"r3","toolUseResult":{"stdout":"","interrupted":false},"message":{"content":[{"type":"tool_result","tool_use_id":"t3"}]}}"#,
+            br#"{"type":"user","uuid":"r4","timestamp":"2026-01-01T10:00:04Z","toolUseResult":{"status":"completed","agentId":"a1","usage":{"input_tokens":1}},"message":{"content":[{"type":"tool_result","tool_use_id":"t4"}]}}"#,
+            br#"{"type":"user","uuid":"r5","toolUseResult":{"status":"async_launched","agentId":"a2","isAsync":true},"message":{"content":[{"type":"tool_result","tool_use_id":"t5"}]}}"#,
+            br#"{"type":"user","uuid":"r6","isMeta":"yes","toolUseResult":{"agentId":7,"status":null},"message":{"content":"hi"}}"#,
+        ];
+        for line in lines {
+            assert_eq!(log.line(line), LineResult::Used);
+        }
+        let r = log.report("s");
+        assert_eq!(
+            r.finished_subagents,
+            [("a1".to_owned(), ts("2026-01-01T10:00:04Z"))]
+        );
+        assert_eq!(r.counts.messages, 6, "a flag that is not `true` is not set");
+    }
+
+    #[test]
+    fn warmup_sidechains_and_empty_logs_are_not_reported() {
+        let mut log = ClaudeLog::session();
+        log.line(br#"{"type":"summary","summary":"t","leafUuid":"x"}"#);
+        log.line(br#"{"type":"user","uuid":"c","message":{"content":"<command-name>/model</command-name>"}}"#);
+        assert!(!log.is_conversation());
+        log.line(br#"{"type":"user","uuid":"w","isSidechain":true,"agentId":"a9","message":{"content":"Warmup"}}"#);
+        log.line(br#"{"type":"user","uuid":"u","message":{"content":"go"}}"#);
+        assert!(log.is_conversation());
+        assert!(log.report("s").subagents.is_empty());
+        let mut sub = ClaudeLog::subagent();
+        sub.line(
+            br#"{"type":"user","uuid":"w","isSidechain":true,"message":{"content":"Warmup"}}"#,
+        );
+        sub.line(br#"{"type":"assistant","isSidechain":true,"message":{"id":"m","content":[{"type":"text","text":"Ready."}]}}"#);
+        assert!(!sub.is_conversation());
     }
 }

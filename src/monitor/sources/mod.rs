@@ -172,6 +172,10 @@ pub(crate) struct Report {
     pub(crate) last_activity_at: Timestamp,
     /// Subagents found inside this log (Claude's `isSidechain` lines).
     pub(crate) subagents: Vec<SubagentState>,
+    /// Subagents whose result this log reported (Claude's `toolUseResult` with an
+    /// `agentId`, or a `<task-notification>`), with the result's time: they are finished
+    /// whatever their own log says last.
+    pub(crate) finished_subagents: Vec<(String, Timestamp)>,
 }
 
 /// How one log line went.

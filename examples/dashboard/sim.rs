@@ -671,7 +671,7 @@ impl Sim {
 /// need a session in a chosen state. Anything absent or unparsable keeps the default.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct InjectOptions {
-    /// Display name; default: the id.
+    /// `slug`; default: the id; empty: none.
     pub slug: Option<String>,
     /// `working` (default), `waiting`, `idle` or `terminal`.
     pub activity: Option<String>,
@@ -722,7 +722,8 @@ pub fn injected_session(id: &str, source: &str, opts: &InjectOptions) -> Session
     SessionState {
         id: id.to_string(),
         source: source.to_string(),
-        slug: text(&opts.slug, id),
+        // `slug=` (empty) gives a session without a slug, named by its repository.
+        slug: opts.slug.clone().unwrap_or_else(|| id.to_string()),
         lifecycle: if terminal {
             LifecycleState::Terminal
         } else {

@@ -178,15 +178,10 @@ impl Push {
             s.id.chars().take(8).collect()
         };
         let why = reason(s);
-        let mut place = vec![s.source.as_str()];
-        if !s.slug.is_empty() && !repo.is_empty() {
-            place.push(repo);
-        } else if !repo.is_empty() {
-            place.push(&name);
-        }
-        if !s.branch.is_empty() {
-            place.push(&s.branch);
-        }
+        let place: Vec<&str> = [s.source.as_str(), repo, &s.branch]
+            .into_iter()
+            .filter(|part| !part.is_empty())
+            .collect();
         Push {
             title: format!("{name} ({}) {why}", s.source),
             message: format!("{}: {why}", place.join(" · ")),

@@ -218,7 +218,10 @@ async fn a_wait_in_a_background_tab_notifies_once_across_reload_and_reconnect() 
                return c && c.textContent.startsWith('waiting for you') ? c.textContent : null; })()",
         )
         .await;
-    assert!(since.as_str().unwrap().starts_with("waiting for you · 13m"), "{since}");
+    assert!(
+        since.as_str().unwrap().starts_with("waiting for you · 13m"),
+        "{since}"
+    );
 
     // A reload: the same wait (n1) comes again in the snapshot, within the clock grace of
     // the new page. No second notification: the next one is the next new wait's.

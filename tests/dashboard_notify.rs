@@ -100,7 +100,10 @@ fn each_new_wait_is_pushed_once_with_the_wire_fields() {
     rt.block_on(eventually("the first push", || posts(&r).len() == 1));
     let (path, body) = posts(&r).remove(0);
     assert_eq!(path, "/", "an ntfy URL posts to the root");
-    let waiting_since = body["session"]["waitingSince"].as_str().unwrap().to_string();
+    let waiting_since = body["session"]["waitingSince"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
         body,
         json!({
@@ -154,7 +157,11 @@ fn each_new_wait_is_pushed_once_with_the_wire_fields() {
     let all = posts(&r);
     assert_eq!(all[2].1["title"], "api-server (claude) finished its turn");
     assert_eq!(all[2].1["session"]["currentTool"], "");
-    assert_eq!(all.len(), 3, "one push per wait, none for old-wait: {all:?}");
+    assert_eq!(
+        all.len(),
+        3,
+        "one push per wait, none for old-wait: {all:?}"
+    );
     assert!(
         !dashboard.output().contains("aw-topic-7"),
         "the topic is not logged:\n{}",
@@ -204,7 +211,9 @@ fn a_receiver_that_never_answers_blocks_nothing_and_the_queue_stays_bounded() {
     let root = tempfile::tempdir().unwrap();
     let dashboard = quiet_dashboard("notify-hang", &format!("{base}/t"), root.path());
     dashboard.inject(&format!("id=w0&activity=waiting&at_ms={}", now_ms()));
-    rt.block_on(eventually("the first push to hang", || posts(&r).len() == 1));
+    rt.block_on(eventually("the first push to hang", || {
+        posts(&r).len() == 1
+    }));
     // The worker now waits for an answer that never comes: the input goes on, each wait
     // is queued, and past QUEUE the oldest are dropped.
     let extra = QUEUE + 9;

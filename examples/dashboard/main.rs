@@ -28,6 +28,20 @@
 //! (`/ws?since=<last seq>`); a server that cannot serve them (such as a restarted one)
 //! answers with a fresh `snapshot`, which replaces the page's state.
 //!
+//! **When a session waits for you.** The tab title counts the waiting sessions (`(2
+//! waiting) agentwatch · …`) and the favicon carries an amber mark with the count. The
+//! toolbar's "notify me" switches on browser notifications (the permission is asked on that
+//! click; the choice is kept in `localStorage`): while the tab is hidden or unfocused, a
+//! session that starts waiting shows one notification, "api-server (claude) wants to run
+//! Bash" (a permission prompt), "… finished its turn" or "… waiting for input" (no message
+//! yet), tagged per session so a newer one replaces the older; clicking it brings the page
+//! forward at that session's card. "sound" adds a short beep (off by default). A wait is
+//! known by its session id and start (`lastActivityAt`): each is announced once, across
+//! reloads, reconnects, snapshots and tabs, and waits that began before the page was opened
+//! (or before notifications were switched on) are not announced; a card says "waiting for
+//! you · 13m 05s", counted from the wait's start. With no page open, `--notify-url` pushes
+//! the same news (below). `/#session=ID` opens the page at that card.
+//!
 //! The monitor publishes every source's health once at start (and then on each change), so
 //! there is a health report for every watched source from the beginning, not only after its
 //! first change.
@@ -284,7 +298,9 @@ fn parse_args() -> Result<Options, String> {
                         format!("--rate-limit {v:?} must be N,B: upgrades a minute, burst")
                     })?;
             }
-            "--notify-url" => opts.notify.push(notify::Target::parse(&value("--notify-url")?)?),
+            "--notify-url" => opts
+                .notify
+                .push(notify::Target::parse(&value("--notify-url")?)?),
             "--redis" => opts.redis = Some(value("--redis")?),
             "--stream" => {
                 stream_flag = true;

@@ -4,7 +4,8 @@
 //!
 //! Notifications are observed by wrapping `window.Notification` before the page's script
 //! runs (`Page.addScriptToEvaluateOnNewDocument`): each one constructed is recorded in
-//! `localStorage` (which survives reloads) and then shown for real; the permission is
+//! `localStorage` (which survives reloads) and then shown for real (beeps likewise, by
+//! wrapping `AudioContext`'s `createOscillator`); the permission is
 //! granted with `Browser.grantPermissions`. The tab's visibility is emulated by the same
 //! script (`document.visibilityState`/`hidden`, plus the `visibilitychange` event), kept
 //! across reloads in `sessionStorage`.
@@ -35,6 +36,15 @@ const HOOKS: &str = r#"(() => {
       }
     }
     window.Notification = Recorded;
+  }
+  const RealAudio = window.AudioContext;
+  if (typeof RealAudio === "function") {
+    window.AudioContext = class extends RealAudio {
+      createOscillator() {
+        localStorage.setItem("test.beeps", String(Number(localStorage.getItem("test.beeps") || 0) + 1));
+        return super.createOscillator();
+      }
+    };
   }
   let hidden = sessionStorage.getItem("test.hidden") === "1";
   Object.defineProperty(document, "visibilityState", { configurable: true, get: () => hidden ? "hidden" : "visible" });
@@ -103,8 +113,9 @@ async fn shows(browser: &mut Browser, id: &str) {
             &format!("the page connected, showing {id}"),
             WAIT,
             &format!(
-                "document.getElementById('conn-status').dataset.state === 'connected' \
-                 && !!document.querySelector('[data-session-id=\"{id}\"]')"
+                "(() => {{ const c = document.getElementById('conn-status'); \
+                   return !!c && c.dataset.state === 'connected' \
+                     && !!document.querySelector('[data-session-id=\"{id}\"]'); }})()"
             ),
         )
         .await;
@@ -225,7 +236,16 @@ async fn a_wait_in_a_background_tab_notifies_once_across_reload_and_reconnect() 
 
     // A reload: the same wait (n1) comes again in the snapshot, within the clock grace of
     // the new page. No second notification: the next one is the next new wait's.
+    browser.cdp.eval("window.__old = true").await;
     browser.cdp.call("Page.reload", json!({})).await;
+    browser
+        .cdp
+        .wait_for(
+            "the reloaded document",
+            WAIT,
+            "!window.__old && document.readyState === 'complete'",
+        )
+        .await;
     shows(&mut browser, "n1").await;
     let since = browser
         .cdp
@@ -271,6 +291,7 @@ async fn a_wait_in_a_background_tab_notifies_once_across_reload_and_reconnect() 
             "the page to reconnect to the new server",
             WAIT,
             "document.getElementById('conn-status').dataset.state === 'connected' \
+             && !!document.querySelector('[data-session-id]') \
              && !document.querySelector('[data-session-id=\"n0\"]')",
         )
         .await;
@@ -332,6 +353,103 @@ async fn a_wait_in_a_background_tab_notifies_once_across_reload_and_reconnect() 
     assert_eq!(waiting, "0");
     assert!(!icon.contains("<text"), "{icon}");
     assert_eq!(notes(&mut browser).await.len(), 4);
+    let errors = browser.cdp.page_errors();
+    assert!(errors.is_empty(), "page errors: {errors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_waits_after_switching_on_are_announced_and_the_sound_is_optional() {
+    if !chromium_available() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let root_path = root.path().to_path_buf();
+    let dashboard =
+        tokio::task::spawn_blocking(move || quiet_dashboard("notify-switch", &root_path, None))
+            .await
+            .unwrap();
+    let port = dashboard.port;
+    dashboard.inject("id=s0");
+    let mut browser = browser_for(port).await;
+    load(&mut browser, port, "s0").await;
+    let off = browser
+        .cdp
+        .eval(
+            "[document.getElementById('notify-toggle').getAttribute('aria-pressed'), \
+              document.getElementById('notify-toggle').textContent, \
+              document.getElementById('f-sound').checked]",
+        )
+        .await;
+    assert_eq!(
+        off,
+        json!(["false", "notify me", false]),
+        "both off by default"
+    );
+
+    // Hidden, everything off: a wait begins, nothing is announced.
+    browser.cdp.eval("window.__setHidden(true)").await;
+    let s1 = now_ms();
+    dashboard.inject(&format!("id=s1&activity=waiting&at_ms={s1}"));
+    shows(&mut browser, "s1").await;
+    browser
+        .cdp
+        .wait_for(
+            "the title to count s1",
+            WAIT,
+            "document.title.startsWith('(1 waiting)')",
+        )
+        .await;
+
+    // Switched on now: s1 began before, so it stays quiet; the next wait is announced.
+    browser
+        .cdp
+        .eval("document.getElementById('notify-toggle').click()")
+        .await;
+    browser
+        .cdp
+        .wait_for(
+            "notifications switched on",
+            WAIT,
+            "document.getElementById('notify-toggle').getAttribute('aria-pressed') === 'true'",
+        )
+        .await;
+    // s1's wait published again (a delta repeating it): still quiet.
+    dashboard.inject(&format!("id=s1&activity=waiting&at_ms={s1}"));
+    dashboard.inject(&format!(
+        "id=s2&slug=s2&activity=waiting&at_ms={}",
+        now_ms()
+    ));
+    let shown = wait_notes(&mut browser, 1).await;
+    assert_eq!(shown[0]["tag"], "agentwatch:s2", "{shown:?}");
+    assert_eq!(
+        browser.cdp.eval("localStorage.getItem('test.beeps')").await,
+        Value::Null,
+        "no beep while the sound is off"
+    );
+
+    // The sound switched on: the next wait beeps once (and notifies).
+    browser
+        .cdp
+        .eval("document.getElementById('f-sound').click()")
+        .await;
+    dashboard.inject(&format!(
+        "id=s3&slug=s3&activity=waiting&at_ms={}",
+        now_ms()
+    ));
+    let shown = wait_notes(&mut browser, 2).await;
+    assert_eq!(shown[1]["tag"], "agentwatch:s3", "{shown:?}");
+    assert_eq!(
+        browser.cdp.eval("localStorage.getItem('test.beeps')").await,
+        "1"
+    );
+    assert_eq!(
+        browser
+            .cdp
+            .eval("localStorage.getItem('agentwatch.sound')")
+            .await,
+        "on",
+        "the sound choice persists"
+    );
     let errors = browser.cdp.page_errors();
     assert!(errors.is_empty(), "page errors: {errors:?}");
 }

@@ -244,3 +244,29 @@ fn a_receiver_that_never_answers_blocks_nothing_and_the_queue_stays_bounded() {
     assert!(page.contains("agentwatch"));
     assert_eq!(posts(&r).len(), 1, "one request in flight at a time");
 }
+
+#[test]
+fn a_bad_notify_url_is_refused_at_start_without_echoing_it() {
+    for (url, says) in [
+        (
+            "ftp://example.com/t",
+            "--notify-url needs an http:// or https:// URL",
+        ),
+        (
+            "https://user:hunter2@ntfy.example/t",
+            "--notify-url: credentials in the URL are not supported",
+        ),
+        (
+            "http://127.0.0.1:9/t?auth=hunter2",
+            "--notify-url: a query string is not supported",
+        ),
+    ] {
+        let dashboard = Dashboard::spawn("notify-bad", &["--demo", "--notify-url", url]);
+        dashboard.wait_for(says);
+        assert!(
+            !dashboard.output().contains("hunter2"),
+            "{}",
+            dashboard.output()
+        );
+    }
+}

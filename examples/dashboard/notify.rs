@@ -16,7 +16,9 @@
 //! posts `{"topic":"mytopic",…}` to `https://ntfy.sh/`. A URL that ends in `/` has no
 //! topic: the POST goes to it as given, without `topic` (a generic JSON webhook:
 //! `--notify-url http://127.0.0.1:9000/hooks/agentwatch/`). Credentials in the URL are
-//! refused; the topic is not logged (on ntfy.sh it is the only secret).
+//! refused; the topic is not logged (on ntfy.sh it is the only secret). ntfy reads the
+//! fields it knows and ignores the others (its server decodes the body with Go's
+//! `encoding/json`), and takes a body of up to twice its message limit (8 KB by default).
 //!
 //! **The body** (`Content-Type: application/json`), ntfy's fields plus `session`, only
 //! fields the wire model defines (never a prompt, never a path beyond the repository's
@@ -66,8 +68,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// The first retry's delay; each next one doubles.
 const BACKOFF: Duration = Duration::from_millis(500);
 
-/// A parsed `--notify-url`.
-#[derive(Debug, Clone)]
+/// A parsed `--notify-url`. Its `Debug` shows the origin only: the topic is a secret.
+#[derive(Clone)]
 pub struct Target {
     /// Where the POST goes.
     post_to: Uri,
@@ -75,6 +77,15 @@ pub struct Target {
     topic: Option<String>,
     /// `scheme://host[:port]`, for logs: neither the path nor the topic.
     origin: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("origin", &self.origin)
+            .field("topic", &self.topic.as_ref().map(|_| "…"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Target {

@@ -28,6 +28,20 @@
 //! (`/ws?since=<last seq>`); a server that cannot serve them (such as a restarted one)
 //! answers with a fresh `snapshot`, which replaces the page's state.
 //!
+//! **When a session waits for you.** The tab title counts the waiting sessions (`(2
+//! waiting) agentwatch · …`) and the favicon carries an amber mark with the count. The
+//! toolbar's "notify me" switches on browser notifications (the permission is asked on that
+//! click; the choice is kept in `localStorage`): while the tab is hidden or unfocused, a
+//! session that starts waiting shows one notification, "api-server (claude) wants to run
+//! Bash" (a permission prompt), "… finished its turn" or "… waiting for input" (no message
+//! yet), tagged per session so a newer one replaces the older; clicking it brings the page
+//! forward at that session's card. "sound" adds a short beep (off by default). A wait is
+//! known by its session id and start (`lastActivityAt`): each is announced once, across
+//! reloads, reconnects, snapshots and tabs, and waits that began before the page was opened
+//! (or before notifications were switched on) are not announced; a card says "waiting for
+//! you · 13m 05s", counted from the wait's start. With no page open, `--notify-url` pushes
+//! the same news (below). `/#session=ID` opens the page at that card.
+//!
 //! The monitor publishes every source's health once at start (and then on each change), so
 //! there is a health report for every watched source from the beginning, not only after its
 //! first change.
@@ -52,8 +66,16 @@
 //! - `--seed N`: seed of the simulation's PRNG (default 1); the same seed gives the same story.
 //! - `--inject`: **for tests and demos only; off by default.** Enables
 //!   `POST /debug/sessions?id=ID&source=SRC`, which publishes a `delta` adding (or updating)
-//!   a session with that id through the same publisher as the monitor or the simulation. The
-//!   browser test (`tests/browser.rs`) uses it. Never enable it on a server others can reach.
+//!   a session with that id through the same publisher as the monitor or the simulation
+//!   (more fields: `sim::InjectOptions`, such as `activity=waiting&tool=Bash&at_ms=…`). The
+//!   browser tests use it. Never enable it on a server others can reach.
+//! - `--notify-url URL` (repeatable): push each new wait (a session whose `activity` turns
+//!   `waiting`) as a JSON POST, for when no page is open: ntfy's JSON publish
+//!   (`--notify-url https://ntfy.sh/mytopic` posts `{"topic":"mytopic",…}` to
+//!   `https://ntfy.sh/`) or, with a URL ending in `/`, a generic webhook POSTed to that URL.
+//!   One push per wait, none for waits that began before the dashboard started; a bounded
+//!   queue, retries with backoff, a timeout per request. The body and the rules: [`notify`].
+//!   The node that runs the input pushes (a `--redis` node without `--publish` does not).
 //! - `--max-connections N`: at most N WebSocket clients at once (default 0: unlimited).
 //! - `--rate-limit N,B`: at most N upgrades a minute per client IP, B of them at once
 //!   (default `60,20`; `0,0` disables the limit). Over it the answer is `429`.
@@ -83,6 +105,7 @@
 //! Upgrades are rate-limited per client IP to 60 a minute with a burst of 20 (`--rate-limit
 //! N,B` changes it), so a developer reloading the page 20 times a minute is never refused.
 
+mod notify;
 mod sim;
 
 use std::net::SocketAddr;
@@ -112,7 +135,8 @@ const INDEX_HTML: &str = include_str!("index.html");
 
 const USAGE: &str = "\
 usage: dashboard [--port N] [--demo] [--claude DIR] [--codex DIR] [--gemini DIR]
-                 [--rate N] [--seed N] [--inject] [--max-connections N] [--rate-limit N,B]
+                 [--rate N] [--seed N] [--inject] [--notify-url URL] [--max-connections N]
+                 [--rate-limit N,B]
                  [--redis URL [--publish] [--stream KEY]]
 
   --port N        port to listen on, on 127.0.0.1 (default: $PORT, else 3000)
@@ -123,6 +147,8 @@ usage: dashboard [--port N] [--demo] [--claude DIR] [--codex DIR] [--gemini DIR]
   --rate N        simulated events per second (default 5)
   --seed N        seed of the simulation (default 1)
   --inject        enable POST /debug/sessions?id=ID&source=SRC (tests and demos only)
+  --notify-url URL  push each new wait as a JSON POST (repeatable): https://ntfy.sh/TOPIC
+                  (ntfy's JSON publish to its root) or a URL ending in / (posted as given)
   --max-connections N  at most N WebSocket clients at once (default 0: unlimited)
   --rate-limit N,B  at most N upgrades a minute per client IP, B at once (default 60,20;
                   0,0 disables)
@@ -164,6 +190,8 @@ struct Options {
     publish: bool,
     /// The input flags given (`--demo`, `--rate`…), for the error on a node without input.
     input_flags: Vec<String>,
+    /// `--notify-url URL` (repeatable): where new waits are pushed.
+    notify: Vec<notify::Target>,
 }
 
 impl Options {
@@ -187,6 +215,7 @@ fn parse_args() -> Result<Options, String> {
         stream: DEFAULT_STREAM.to_string(),
         publish: false,
         input_flags: Vec::new(),
+        notify: Vec::new(),
     };
     let mut port_flag = false;
     let mut stream_flag = false;
@@ -199,7 +228,14 @@ fn parse_args() -> Result<Options, String> {
         };
         if matches!(
             flag.as_str(),
-            "--rate" | "--seed" | "--inject" | "--demo" | "--claude" | "--codex" | "--gemini"
+            "--rate"
+                | "--seed"
+                | "--inject"
+                | "--demo"
+                | "--claude"
+                | "--codex"
+                | "--gemini"
+                | "--notify-url"
         ) && !opts.input_flags.contains(&flag)
         {
             opts.input_flags.push(flag.clone());
@@ -262,6 +298,9 @@ fn parse_args() -> Result<Options, String> {
                         format!("--rate-limit {v:?} must be N,B: upgrades a minute, burst")
                     })?;
             }
+            "--notify-url" => opts
+                .notify
+                .push(notify::Target::parse(&value("--notify-url")?)?),
             "--redis" => opts.redis = Some(value("--redis")?),
             "--stream" => {
                 stream_flag = true;
@@ -308,8 +347,15 @@ fn parse_args() -> Result<Options, String> {
 /// Where the input (the monitor, the simulation, `--inject`) publishes.
 ///
 /// Both numbering rules are the crate's [`Publisher`]'s: an event is stamped with the last
-/// seq plus one, under one lock, so the three inputs share one sequence.
-enum Output {
+/// seq plus one, under one lock, so the three inputs share one sequence. With
+/// `--notify-url`, every event is shown to the [`notify::Notifier`] first (it only queues).
+struct Output {
+    to: Destination,
+    notifier: Option<notify::Notifier>,
+}
+
+/// Where [`Output`] publishes.
+enum Destination {
     /// Without `--redis`: straight into this process's store, then its hub.
     Local(Publisher),
     /// With `--redis --publish`: into the broker stream only. This node serves it back
@@ -322,13 +368,24 @@ enum Output {
 }
 
 impl Output {
+    /// Into this process's store and hub.
+    fn local(publisher: Publisher, notifier: Option<notify::Notifier>) -> Output {
+        Output {
+            to: Destination::Local(publisher),
+            notifier,
+        }
+    }
+
     /// A producer into the broker. It starts with an empty `snapshot` at seq 1, which tells
     /// every node to replace what an earlier producer of the same stream left (a producer
     /// restarting: seqs go back, each node's hub resets its window, clients get a snapshot).
-    fn broker(sink: BrokerSink) -> Output {
-        let output = Output::Broker {
-            sink,
-            last_seq: Mutex::new(0),
+    fn broker(sink: BrokerSink, notifier: Option<notify::Notifier>) -> Output {
+        let output = Output {
+            to: Destination::Broker {
+                sink,
+                last_seq: Mutex::new(0),
+            },
+            notifier,
         };
         publish_all(&output, vec![Event::snapshot(0, Vec::new())]);
         output
@@ -337,9 +394,12 @@ impl Output {
     /// Stamps `event` with the next seq and publishes it; returns that seq.
     fn publish(&self, mut event: Event) -> Result<u64, SinkError> {
         event.seq = 0;
-        match self {
-            Output::Local(publisher) => publisher.publish(event),
-            Output::Broker { sink, last_seq } => {
+        if let Some(notifier) = &self.notifier {
+            notifier.observe(&event);
+        }
+        match &self.to {
+            Destination::Local(publisher) => publisher.publish(event),
+            Destination::Broker { sink, last_seq } => {
                 // Held while the sink queues the event, so seqs enter the stream in order.
                 let mut last_seq = last_seq.lock().unwrap_or_else(PoisonError::into_inner);
                 *last_seq += 1;
@@ -683,6 +743,20 @@ async fn main() -> ExitCode {
         },
         None => None,
     };
+    // Pushes come from the node that runs the input (one push per wait, not one per node).
+    let notifier = match (opts.notify.is_empty(), opts.has_input()) {
+        (false, true) => {
+            let page = (opts.port != 0).then(|| format!("http://127.0.0.1:{}/", opts.port));
+            match notify::Notifier::start(opts.notify.clone(), page) {
+                Ok(notifier) => Some(notifier),
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => None,
+    };
     let output = match (&node, opts.has_input()) {
         (_, false) => None,
         (
@@ -691,11 +765,11 @@ async fn main() -> ExitCode {
                 ..
             }),
             true,
-        ) => Some(Arc::new(Output::broker(sink.clone()))),
-        (_, true) => Some(Arc::new(Output::Local(Publisher::new(
-            store.clone(),
-            hub.clone(),
-        )))),
+        ) => Some(Arc::new(Output::broker(sink.clone(), notifier.clone()))),
+        (_, true) => Some(Arc::new(Output::local(
+            Publisher::new(store.clone(), hub.clone()),
+            notifier.clone(),
+        ))),
     };
 
     let mut app = Router::new().route("/", get(index));

@@ -671,7 +671,7 @@ impl Sim {
 /// need a session in a chosen state. Anything absent or unparsable keeps the default.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct InjectOptions {
-    /// Display name; default: the id.
+    /// `slug`; default: the id; empty: none.
     pub slug: Option<String>,
     /// `working` (default), `waiting`, `idle` or `terminal`.
     pub activity: Option<String>,
@@ -685,6 +685,14 @@ pub struct InjectOptions {
     pub tokens: Option<String>,
     /// Output tokens; default 321.
     pub output: Option<String>,
+    /// `currentTool`; default: the source's first tool while working, else none. With
+    /// `activity=waiting` a tool is a permission prompt.
+    pub tool: Option<String>,
+    /// `lastActivityAt` as Unix milliseconds (instead of `idle_secs`): a wait injected
+    /// twice with the same `at_ms` is the same wait.
+    pub at_ms: Option<String>,
+    /// `messageCount`; default 1.
+    pub messages: Option<String>,
 }
 
 /// The session `POST /debug/sessions` publishes: by default a fresh, working session with
@@ -707,11 +715,15 @@ pub fn injected_session(id: &str, source: &str, opts: &InjectOptions) -> Session
     let tokens = number(&opts.tokens, 12_345);
     let activity = Activity::from(text(&opts.activity, "working").as_str());
     let terminal = activity == Activity::Terminal;
-    let last_activity = ms_before(now, number(&opts.idle_secs, 0).min(86_400 * 365) * 1000);
+    let last_activity = match opts.at_ms.as_deref().and_then(|v| v.parse::<i64>().ok()) {
+        Some(ms) if ms > 0 => Timestamp::from_unix_millis(ms),
+        _ => ms_before(now, number(&opts.idle_secs, 0).min(86_400 * 365) * 1000),
+    };
     SessionState {
         id: id.to_string(),
         source: source.to_string(),
-        slug: text(&opts.slug, id),
+        // `slug=` (empty) gives a session without a slug, named by its repository.
+        slug: opts.slug.clone().unwrap_or_else(|| id.to_string()),
         lifecycle: if terminal {
             LifecycleState::Terminal
         } else {
@@ -724,13 +736,13 @@ pub fn injected_session(id: &str, source: &str, opts: &InjectOptions) -> Session
         model: model.to_string(),
         working_dir: text(&opts.dir, "/tmp/injected"),
         branch: text(&opts.branch, "debug/inject"),
-        current_tool: if activity == Activity::Working {
-            profile.tools[0].to_string()
-        } else {
-            String::new()
+        current_tool: match &opts.tool {
+            Some(tool) => tool.clone(),
+            None if activity == Activity::Working => profile.tools[0].to_string(),
+            None => String::new(),
         },
         activity,
-        message_count: 1,
+        message_count: number(&opts.messages, 1),
         tool_call_count: 1,
         started_at: ms_before(last_activity, 60_000),
         last_activity_at: last_activity,

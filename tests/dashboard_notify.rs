@@ -270,3 +270,33 @@ fn a_bad_notify_url_is_refused_at_start_without_echoing_it() {
         );
     }
 }
+
+#[test]
+fn a_wait_that_ends_before_it_settles_is_not_pushed() {
+    let r = Receiver::default();
+    let (rt, base) = receiver(&r);
+    let root = tempfile::tempdir().unwrap();
+    let dashboard = quiet_dashboard("notify-settle", &format!("{base}/"), root.path());
+
+    // A reply's text line read before its tool call's line: `waiting` for a moment, then
+    // `working` again (well within the settle time), then a wait that lasts.
+    dashboard.inject(&format!(
+        "id=flicker&slug=flicker&activity=waiting&at_ms={}",
+        now_ms()
+    ));
+    dashboard.inject("id=flicker&slug=flicker&activity=working&tool=Bash");
+    dashboard.inject(&format!(
+        "id=lasting&slug=lasting&activity=waiting&at_ms={}",
+        now_ms()
+    ));
+    rt.block_on(eventually("the lasting wait's push", || {
+        !posts(&r).is_empty()
+    }));
+    // One worker per URL posts in queue order, and the flicker began first: had it been
+    // pushed, it would have arrived before the lasting wait.
+    let ids: Vec<Value> = posts(&r)
+        .iter()
+        .map(|(_, body)| body["session"]["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("lasting")], "pushed: {ids:?}");
+}

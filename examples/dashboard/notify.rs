@@ -8,7 +8,10 @@
 //! dashboard started are not pushed (the first scan of the logs finds every session that
 //! waits right now, some since hours: a start should not send a burst); a wait that began
 //! later is pushed even when the dashboard learns of it late (a log written while it was
-//! busy).
+//! busy). A wait is pushed once it has lasted [`SETTLE`]: Claude Code writes a reply as one
+//! line per content block, so a reply of text then a tool call can read as a finished turn
+//! for the moment between the two lines; such a wait ends before it settles and is not
+//! pushed.
 //!
 //! **Where.** `--notify-url URL` (repeatable): `http://` or `https://` (TLS with the
 //! webpki roots compiled in). The URL's last path segment is the ntfy topic, and the POST
@@ -67,6 +70,8 @@ pub const ATTEMPTS: u32 = 5;
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// The first retry's delay; each next one doubles.
 const BACKOFF: Duration = Duration::from_millis(500);
+/// How long a wait must last, still the same wait, before it is pushed.
+pub const SETTLE: Duration = Duration::from_millis(1500);
 
 /// A parsed `--notify-url`. Its `Debug` shows the origin only: the topic is a secret.
 #[derive(Clone)]
@@ -234,6 +239,9 @@ struct Inner {
     /// Session id → the start (Unix ms) of its wait already handled, for the sessions that
     /// wait now (one entry per waiting session: bounded by the sessions the input holds).
     waiting: Mutex<HashMap<String, i128>>,
+    /// Where a new wait waits [`SETTLE`] before it is queued (`observe` may be called from
+    /// the monitor's own thread).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Notifier {
@@ -264,6 +272,7 @@ impl Notifier {
             started_ms: agentwatch_ws::Timestamp::now().unix_millis(),
             page,
             waiting: Mutex::new(HashMap::new()),
+            runtime: tokio::runtime::Handle::current(),
         });
         for queue in &inner.queues {
             tracing::info!(to = %queue.target.origin, topic = queue.target.topic.is_some(), "notify: pushing new waits");
@@ -298,7 +307,7 @@ impl Notifier {
                 continue; // this wait, again
             }
             if start >= self.inner.started_ms {
-                new.push(Push::of(s));
+                new.push((Push::of(s), start));
             }
         }
         for id in &event.removed {
@@ -310,10 +319,24 @@ impl Notifier {
             }
         }
         drop(waiting);
-        for push in new {
-            for queue in &self.inner.queues {
-                queue.enqueue(push.clone());
-            }
+        for (push, start) in new {
+            let inner = self.inner.clone();
+            self.inner.runtime.spawn(async move {
+                tokio::time::sleep(SETTLE).await;
+                let current = inner
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&push.session.id)
+                    .copied();
+                if current != Some(start) {
+                    tracing::debug!(source = %push.session.source, "notify: a wait ended before it settled; not pushed");
+                    return;
+                }
+                for queue in &inner.queues {
+                    queue.enqueue(push.clone());
+                }
+            });
         }
     }
 }

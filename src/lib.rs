@@ -98,8 +98,12 @@ mod frame;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "hooks")]
+pub mod hooks;
 mod hub;
 mod layer;
+#[cfg(any(feature = "monitor", feature = "hooks"))]
+pub mod markers;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "monitor")]

@@ -445,6 +445,58 @@ pub fn installed_events(settings: &serde_json::Value) -> Vec<HookEvent> {
         .collect()
 }
 
+/// The marker directory named in an installed `agentwatch-ws hook --marker-dir DIR` command of
+/// a settings document, if any: where the hooks write, so where a monitor should read.
+pub fn installed_marker_dir(settings: &serde_json::Value) -> Option<PathBuf> {
+    let hooks = settings.get("hooks")?.as_object()?;
+    hooks
+        .values()
+        .filter_map(serde_json::Value::as_array)
+        .flatten()
+        .filter_map(|g| g.get("hooks").and_then(serde_json::Value::as_array))
+        .flatten()
+        .filter_map(|h| h.get("command").and_then(serde_json::Value::as_str))
+        .filter(|c| is_hook_command(c))
+        .find_map(|c| {
+            let words = shell_words(c);
+            let i = words.iter().position(|w| w == "--marker-dir")?;
+            words.get(i + 1).map(PathBuf::from)
+        })
+}
+
+/// Reads the settings file at `path` (at most [`MAX_SETTINGS_BYTES`]): `Ok(None)` if it does
+/// not exist or is blank.
+///
+/// # Errors
+/// It cannot be read, is too large, or is not a JSON object: one line, without the content.
+pub fn read_settings(path: &std::path::Path) -> Result<Option<serde_json::Value>, String> {
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read: {}", e.kind())),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_SETTINGS_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {}", e.kind()))?;
+    if bytes.len() as u64 > MAX_SETTINGS_BYTES {
+        return Err("larger than 16 MiB".to_owned());
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(Some(v)),
+        Ok(_) => Err("not a JSON object".to_owned()),
+        Err(e) => Err(format!(
+            "not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )),
+    }
+}
+
 /// Whether our hooks are installed in the settings file at `path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HooksStatus {
@@ -461,32 +513,10 @@ pub enum HooksStatus {
 /// Reads the settings file at `path` and says whether our hooks are in it. The file is read
 /// only if it is at most 16 MiB.
 pub fn hooks_status(path: &std::path::Path) -> HooksStatus {
-    use std::io::Read;
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HooksStatus::NotInstalled,
-        Err(e) => return HooksStatus::Unreadable(format!("cannot read: {}", e.kind())),
-    };
-    let mut bytes = Vec::new();
-    if let Err(e) = file.take(MAX_SETTINGS_BYTES + 1).read_to_end(&mut bytes) {
-        return HooksStatus::Unreadable(format!("cannot read: {}", e.kind()));
-    }
-    if bytes.len() as u64 > MAX_SETTINGS_BYTES {
-        return HooksStatus::Unreadable("larger than 16 MiB".to_owned());
-    }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return HooksStatus::NotInstalled;
-    }
-    let value: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(v @ serde_json::Value::Object(_)) => v,
-        Ok(_) => return HooksStatus::Unreadable("not a JSON object".to_owned()),
-        Err(e) => {
-            return HooksStatus::Unreadable(format!(
-                "not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ));
-        }
+    let value = match read_settings(path) {
+        Ok(Some(v)) => v,
+        Ok(None) => return HooksStatus::NotInstalled,
+        Err(why) => return HooksStatus::Unreadable(why),
     };
     let found = installed_events(&value);
     if found.is_empty() {

@@ -28,6 +28,15 @@
 //! (`/ws?since=<last seq>`); a server that cannot serve them (such as a restarted one)
 //! answers with a fresh `snapshot`, which replaces the page's state.
 //!
+//! **Permission prompts.** Claude Code's log does not show a permission prompt; its hooks do.
+//! The monitor reads hook markers from the marker directory: the one named in the installed
+//! hooks (`agentwatch-ws hooks install`, in Claude Code's user settings), else
+//! [`default_marker_dir`](agentwatch_ws::markers::default_marker_dir); the dashboard creates it
+//! (mode 0700) when missing, so it is watched from the start. `GET /attention` says per
+//! watched source whether permission prompts are detected (Claude Code: our hooks are in its
+//! settings, checked at start and every 30 s; Codex CLI and Gemini CLI: not), and the page
+//! shows a one-line note for each source where they are not.
+//!
 //! The monitor publishes every source's health once at start (and then on each change), so
 //! there is a health report for every watched source from the beginning, not only after its
 //! first change.
@@ -93,6 +102,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use agentwatch_ws::broker::{BrokerSink, Follower, FollowerHandle, RedisBroker};
+use agentwatch_ws::markers::{self, HooksStatus};
 use agentwatch_ws::monitor::{Monitor, MonitorHandle, SourceKind};
 use agentwatch_ws::{
     Event, EventSink, Hub, Publisher, RateLimit, SessionStore, SinkError, WsLayer,
@@ -500,7 +510,11 @@ impl Input {
 
 /// Starts the monitor on the chosen (or default) roots, or the simulation when `--demo` is
 /// given or no root exists; prints which.
-fn start_input(opts: &Options, output: &Arc<Output>) -> std::io::Result<Input> {
+fn start_input(
+    opts: &Options,
+    output: &Arc<Output>,
+    attention: &Attention,
+) -> std::io::Result<Input> {
     let simulation = |why: &str| {
         println!(
             "input: the simulation ({why}); {} events/s, seed {}",
@@ -531,6 +545,16 @@ fn start_input(opts: &Options, output: &Arc<Output>) -> std::io::Result<Input> {
     let mut builder = Monitor::builder();
     for (source, root) in &roots {
         builder = builder.root(*source, root);
+    }
+    if let Some(dir) = marker_dir() {
+        match create_private_dir(&dir) {
+            Ok(()) => println!("markers: {}", dir.display()),
+            Err(error) => println!(
+                "markers: {} cannot be created ({error}); read at each rescan only",
+                dir.display()
+            ),
+        }
+        builder = builder.marker_dir(dir);
     }
     // The first scan's events are held back until it is clear the monitor is used.
     let gate = Arc::new(Restamp {
@@ -577,7 +601,107 @@ fn start_input(opts: &Options, output: &Arc<Output>) -> std::io::Result<Input> {
         inject = opts.inject,
         "monitor running"
     );
+    let watched: Vec<SourceKind> = roots.iter().map(|(k, _)| *k).collect();
+    let attention = attention.clone();
+    attention.check(&watched);
+    if watched.contains(&SourceKind::Claude) {
+        match claude_attention() {
+            (true, _) => println!("claude: permission prompts detected (hooks installed)"),
+            (false, note) => println!("claude: {note}"),
+        }
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(ATTENTION_CHECK).await;
+            let (a, w) = (attention.clone(), watched.clone());
+            let _ = tokio::task::spawn_blocking(move || a.check(&w)).await;
+        }
+    });
     Ok(Input::Monitor(monitor.spawn()?))
+}
+
+/// The marker directory the hooks write to: the one in the installed hook command, else the
+/// default.
+fn marker_dir() -> Option<PathBuf> {
+    markers::default_claude_settings()
+        .and_then(|path| markers::read_settings(&path).ok().flatten())
+        .and_then(|settings| markers::installed_marker_dir(&settings))
+        .or_else(markers::default_marker_dir)
+}
+
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// How often `/attention` checks Claude Code's settings for our hooks.
+const ATTENTION_CHECK: Duration = Duration::from_secs(30);
+
+/// Per watched source, whether permission prompts are detected: the body of `GET /attention`,
+/// `{"sources":[{"source":"claude","permissionPrompts":false,"note":"…"}]}`.
+#[derive(Clone)]
+struct Attention(Arc<Mutex<serde_json::Value>>);
+
+impl Default for Attention {
+    fn default() -> Self {
+        Attention(Arc::new(Mutex::new(serde_json::json!({ "sources": [] }))))
+    }
+}
+
+impl Attention {
+    /// Checks now, for the sources in `watched`.
+    fn check(&self, watched: &[SourceKind]) {
+        let sources: Vec<serde_json::Value> = SourceKind::ALL
+            .iter()
+            .filter(|k| watched.contains(k))
+            .map(|k| {
+                let (detected, note) = match k {
+                    SourceKind::Claude => claude_attention(),
+                    SourceKind::Codex => (
+                        false,
+                        "permission prompts are not detected: Codex CLI's logs do not record them"
+                            .to_owned(),
+                    ),
+                    SourceKind::Gemini => (
+                        false,
+                        "permission prompts are not detected: Gemini CLI's logs do not record them"
+                            .to_owned(),
+                    ),
+                };
+                serde_json::json!({"source": k.name(), "permissionPrompts": detected, "note": note})
+            })
+            .collect();
+        let body = serde_json::json!({ "sources": sources });
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = body;
+    }
+}
+
+/// Whether our hooks are installed in Claude Code's settings, and the page's note if not.
+fn claude_attention() -> (bool, String) {
+    const RUN: &str = "permission prompts are not detected — run `agentwatch-ws hooks install`";
+    let Some(path) = markers::default_claude_settings() else {
+        return (false, RUN.to_owned());
+    };
+    match markers::hooks_status(&path) {
+        HooksStatus::Installed => (true, String::new()),
+        HooksStatus::Partial(_) | HooksStatus::NotInstalled => (false, RUN.to_owned()),
+        HooksStatus::Unreadable(why) => (
+            false,
+            format!("permission prompts are not detected — Claude Code's settings: {why}"),
+        ),
+    }
+}
+
+async fn attention(State(state): State<Attention>) -> Response {
+    let body = state
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
 
 /// The broker side of a `--redis` node.
@@ -709,7 +833,14 @@ async fn main() -> ExitCode {
                 }),
         );
     }
-    let app = app.merge(ws.router("/ws"));
+    let attention_state = Attention::default();
+    let app = app
+        .merge(
+            Router::new()
+                .route("/attention", get(attention))
+                .with_state(attention_state.clone()),
+        )
+        .merge(ws.router("/ws"));
 
     let addr = SocketAddr::from(([127, 0, 0, 1], opts.port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -731,7 +862,7 @@ async fn main() -> ExitCode {
     let local = listener.local_addr().unwrap_or(addr);
 
     let input = match &output {
-        Some(output) => match start_input(&opts, output) {
+        Some(output) => match start_input(&opts, output, &attention_state) {
             Ok(input) => Some(input),
             Err(error) => {
                 eprintln!("error: cannot start the monitor: {error}");

@@ -29,8 +29,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::markers::{
-    HookEvent, HookMarker, INSTALLED_EVENTS, MARKER_PREFIX, MAX_SETTINGS_BYTES, MarkerError,
-    is_hook_command, shell_words,
+    HookEvent, HookMarker, INSTALLED_EVENTS, MARKER_PREFIX, MarkerError, is_hook_command,
 };
 use crate::wire::Timestamp;
 
@@ -259,34 +258,14 @@ fn write_target(path: &Path) -> PathBuf {
     }
 }
 
-/// Reads the settings document: an absent or blank file is `{}`.
+/// Reads the settings document: an absent or blank file is `{}`. The flag: whether the file
+/// exists.
 fn read_settings(path: &Path) -> Result<(Value, bool), InstallError> {
-    let file = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok((Value::Object(Map::new()), false));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut bytes = Vec::new();
-    file.take(MAX_SETTINGS_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_SETTINGS_BYTES {
-        return Err(InstallError::Invalid(
-            "settings file is larger than 16 MiB; not changed".to_owned(),
-        ));
-    }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok((Value::Object(Map::new()), true));
-    }
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(v @ Value::Object(_)) => Ok((v, true)),
-        Ok(_) => Err(InstallError::Invalid(
-            "settings file is not a JSON object; not changed".to_owned(),
-        )),
-        Err(e) => Err(InstallError::Invalid(format!(
-            "settings file is not valid JSON (line {}, column {}); not changed",
-            e.line(),
-            e.column()
+    match crate::markers::read_settings(path) {
+        Ok(Some(v)) => Ok((v, true)),
+        Ok(None) => Ok((Value::Object(Map::new()), path.exists())),
+        Err(why) => Err(InstallError::Invalid(format!(
+            "settings file: {why}; not changed"
         ))),
     }
 }
@@ -493,24 +472,4 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
-}
-
-/// The marker directory named in an installed hook command (`--marker-dir DIR`), if the
-/// settings document has one: what the dashboard should watch when it differs from the
-/// default.
-pub fn installed_marker_dir(settings: &Value) -> Option<PathBuf> {
-    let hooks = settings.get("hooks")?.as_object()?;
-    hooks
-        .values()
-        .filter_map(Value::as_array)
-        .flatten()
-        .filter_map(|g| g.get("hooks").and_then(Value::as_array))
-        .flatten()
-        .filter_map(|h| h.get("command").and_then(Value::as_str))
-        .filter(|c| is_hook_command(c))
-        .find_map(|c| {
-            let words = shell_words(c);
-            let i = words.iter().position(|w| w == "--marker-dir")?;
-            words.get(i + 1).map(PathBuf::from)
-        })
 }

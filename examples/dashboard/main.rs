@@ -34,7 +34,7 @@
 //! [`default_marker_dir`](agentwatch_ws::markers::default_marker_dir); the dashboard creates it
 //! (mode 0700) when missing, so it is watched from the start. `GET /attention` says per
 //! watched source whether permission prompts are detected (Claude Code: our hooks are in its
-//! settings, checked at start and every 30 s; Codex CLI and Gemini CLI: not), and the page
+//! settings, read at start and on each request; Codex CLI and Gemini CLI: not), and the page
 //! shows a one-line note for each source where they are not.
 //!
 //! The monitor publishes every source's health once at start (and then on each change), so
@@ -602,21 +602,13 @@ fn start_input(
         "monitor running"
     );
     let watched: Vec<SourceKind> = roots.iter().map(|(k, _)| *k).collect();
-    let attention = attention.clone();
-    attention.check(&watched);
     if watched.contains(&SourceKind::Claude) {
         match claude_attention() {
             (true, _) => println!("claude: permission prompts detected (hooks installed)"),
             (false, note) => println!("claude: {note}"),
         }
     }
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(ATTENTION_CHECK).await;
-            let (a, w) = (attention.clone(), watched.clone());
-            let _ = tokio::task::spawn_blocking(move || a.check(&w)).await;
-        }
-    });
+    *attention.0.lock().unwrap_or_else(PoisonError::into_inner) = watched;
     Ok(Input::Monitor(monitor.spawn()?))
 }
 
@@ -637,23 +629,20 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// How often `/attention` checks Claude Code's settings for our hooks.
-const ATTENTION_CHECK: Duration = Duration::from_secs(30);
-
-/// Per watched source, whether permission prompts are detected: the body of `GET /attention`,
-/// `{"sources":[{"source":"claude","permissionPrompts":false,"note":"…"}]}`.
-#[derive(Clone)]
-struct Attention(Arc<Mutex<serde_json::Value>>);
-
-impl Default for Attention {
-    fn default() -> Self {
-        Attention(Arc::new(Mutex::new(serde_json::json!({ "sources": [] }))))
-    }
-}
+/// The sources the monitor watches, for `GET /attention` (none: the simulation, or a node
+/// without input).
+#[derive(Clone, Default)]
+struct Attention(Arc<Mutex<Vec<SourceKind>>>);
 
 impl Attention {
-    /// Checks now, for the sources in `watched`.
-    fn check(&self, watched: &[SourceKind]) {
+    /// Per watched source, whether permission prompts are detected, checked now:
+    /// `{"sources":[{"source":"claude","permissionPrompts":false,"note":"…"}]}`.
+    fn check(&self) -> serde_json::Value {
+        let watched = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let sources: Vec<serde_json::Value> = SourceKind::ALL
             .iter()
             .filter(|k| watched.contains(k))
@@ -674,8 +663,7 @@ impl Attention {
                 serde_json::json!({"source": k.name(), "permissionPrompts": detected, "note": note})
             })
             .collect();
-        let body = serde_json::json!({ "sources": sources });
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = body;
+        serde_json::json!({ "sources": sources })
     }
 }
 
@@ -695,13 +683,13 @@ fn claude_attention() -> (bool, String) {
     }
 }
 
+/// `GET /attention`: reads Claude Code's settings on each request (the page asks once a
+/// minute), so installing or removing the hooks shows without a restart.
 async fn attention(State(state): State<Attention>) -> Response {
-    let body = state
-        .0
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+    match tokio::task::spawn_blocking(move || state.check()).await {
+        Ok(body) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 /// The broker side of a `--redis` node.

@@ -651,13 +651,12 @@ impl Attention {
                     SourceKind::Claude => claude_attention(),
                     SourceKind::Codex => (
                         false,
-                        "permission prompts are not detected: Codex CLI's logs do not record them"
+                        "permission prompts are not detected: Codex CLI's rollouts do not record them"
                             .to_owned(),
                     ),
                     SourceKind::Gemini => (
                         false,
-                        "permission prompts are not detected: Gemini CLI's logs do not record them"
-                            .to_owned(),
+                        "permission prompts are not detected for Gemini CLI".to_owned(),
                     ),
                 };
                 serde_json::json!({"source": k.name(), "permissionPrompts": detected, "note": note})

@@ -546,14 +546,8 @@ fn start_input(
     for (source, root) in &roots {
         builder = builder.root(*source, root);
     }
-    if let Some(dir) = marker_dir() {
-        match create_private_dir(&dir) {
-            Ok(()) => println!("markers: {}", dir.display()),
-            Err(error) => println!(
-                "markers: {} cannot be created ({error}); read at each rescan only",
-                dir.display()
-            ),
-        }
+    let markers = marker_dir();
+    if let Some(dir) = &markers {
         builder = builder.marker_dir(dir);
     }
     // The first scan's events are held back until it is clear the monitor is used.
@@ -572,6 +566,16 @@ fn start_input(
         )));
     }
     gate.open();
+    // Created before the monitor's thread starts, so that it is watched from the start.
+    if let Some(dir) = &markers {
+        match create_private_dir(dir) {
+            Ok(()) => println!("markers: {}", dir.display()),
+            Err(error) => println!(
+                "markers: {} cannot be created ({error}); read at each rescan only",
+                dir.display()
+            ),
+        }
+    }
     let sessions = monitor.sessions();
     for (source, root) in monitor.roots() {
         println!("watching {:<6} {}", source.name(), root.display());

@@ -346,6 +346,47 @@ fn stop_and_idle_prompt_wait_without_a_tool_and_a_prompt_answers() {
 }
 
 #[test]
+fn a_hook_wait_does_not_go_stale() {
+    let now = Timestamp::now();
+    let s = setup(ID, now);
+    let other = "0c0c0c0c-0000-4000-8000-00000000000c";
+    let log = claude_project(&s.root).join(format!("{other}.jsonl"));
+    write(&log, &claude_user(other, "u1", &ts(now, -20), "hi"));
+    let rec = Recorder::default();
+    let mut m = Monitor::builder()
+        .root(SourceKind::Claude, &s.root)
+        .marker_dir(&s.markers)
+        .stale_after(Duration::from_millis(200))
+        .idle_after(Duration::ZERO)
+        .build(rec.clone());
+    m.scan();
+    assert_eq!(
+        hook(&s.markers, &payload("PermissionRequest"))
+            .status
+            .code(),
+        Some(0)
+    );
+    m.scan();
+    assert_eq!(state(&rec, ID).activity, Activity::Waiting);
+    // The other session, with no hook, goes stale; the waiting one does not.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(&rec, other).lifecycle != LifecycleState::Terminal {
+        assert!(
+            Instant::now() < deadline,
+            "the session without a hook never went stale"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        m.scan();
+    }
+    m.scan();
+    let st = state(&rec, ID);
+    assert_eq!(
+        (st.lifecycle, st.activity, st.current_tool.as_str()),
+        (LifecycleState::Active, Activity::Waiting, "Bash")
+    );
+}
+
+#[test]
 fn a_marker_older_than_the_log_is_ignored() {
     let now = Timestamp::now();
     let s = setup(ID, now);

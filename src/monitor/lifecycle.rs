@@ -26,6 +26,11 @@ const REMEMBER_REMOVED: usize = 4096;
 /// How many hook markers of sessions not seen yet are kept (oldest dropped first).
 const MAX_PENDING_MARKERS: usize = 256;
 
+/// A session in a wait a hook reported (a permission prompt, an ended turn) does not go
+/// stale for this long after the marker: the agent is alive and waiting for the person, and
+/// its `SessionEnd` hook ends it. Past it, the usual stale rule applies again.
+pub(crate) const HOOK_WAIT_KEEPALIVE: Duration = Duration::from_secs(24 * 3600);
+
 /// The time rules of the lifecycle.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
@@ -66,6 +71,18 @@ struct Overlay {
     at: Timestamp,
     /// The `lastActivityAt` shown while the overlay lasts: when the wait (or the work) began.
     since: Timestamp,
+    /// When the marker was read (the keep-alive clock of a wait).
+    read_at: Instant,
+}
+
+impl Entry {
+    /// Until when a hook-reported wait keeps the session from going stale, if it is in one.
+    fn kept_alive_until(&self) -> Option<Instant> {
+        self.hook
+            .as_ref()
+            .filter(|o| o.activity == Activity::Waiting)
+            .map(|o| o.read_at + HOOK_WAIT_KEEPALIVE)
+    }
 }
 
 /// What a hook event means for the session's activity.
@@ -274,6 +291,7 @@ impl Lifecycle {
             fill_tool,
             at,
             since,
+            read_at: now,
         });
         if changed {
             let ev = transition_of(
@@ -377,7 +395,8 @@ impl Lifecycle {
             let quiet = now.saturating_duration_since(e.last_data);
             match e.state.lifecycle {
                 LifecycleState::Active => {
-                    if !t.stale_after.is_zero() && quiet >= t.stale_after {
+                    let kept = e.kept_alive_until().is_some_and(|until| now < until);
+                    if !t.stale_after.is_zero() && quiet >= t.stale_after && !kept {
                         stale.push(id.clone());
                     } else if !t.idle_after.is_zero()
                         && e.state.activity == Activity::Working
@@ -410,6 +429,7 @@ impl Lifecycle {
         }
         for id in stale {
             if let Some(e) = self.sessions.get_mut(&id) {
+                e.hook = None;
                 e.state.lifecycle = LifecycleState::Terminal;
                 e.state.completed_at = Some(wall);
                 e.terminal_since = Some(now);
@@ -449,7 +469,11 @@ impl Lifecycle {
             .values()
             .filter_map(|e| match e.state.lifecycle {
                 LifecycleState::Active => {
-                    let stale = (!t.stale_after.is_zero()).then(|| e.last_data + t.stale_after);
+                    let stale = (!t.stale_after.is_zero()).then(|| {
+                        let by_data = e.last_data + t.stale_after;
+                        e.kept_alive_until()
+                            .map_or(by_data, |until| by_data.max(until))
+                    });
                     let idle = (!t.idle_after.is_zero() && e.state.activity == Activity::Working)
                         .then(|| {
                             let quiet = now.saturating_duration_since(e.last_data);

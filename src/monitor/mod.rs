@@ -21,7 +21,8 @@
 //! # What it reports (agentwatch's semantics)
 //! - Lifecycle per session: `discovered` (new) → `updated` (new data) → `terminal` (the
 //!   source says it ended: a session-end marker or a `SessionEnd` hook marker) or `stale` (no data for
-//!   [`stale_after`](MonitorBuilder::stale_after), default 5 min) → `resumed` (data after
+//!   [`stale_after`](MonitorBuilder::stale_after), default 5 min, unless a hook reported a
+//!   wait: see "Hook markers") → `resumed` (data after
 //!   terminal) → `removed` ([`retention`](MonitorBuilder::retention), default 30 s, after
 //!   becoming terminal).
 //! - One batch's events, each with the next `seq`: lifecycle events, then one `delta`
@@ -66,7 +67,9 @@
 //! begins at the time of the marker that started it (or, for a turn that ended in the log, at
 //! that record), so a page can count "waiting for 13 min" from it. A marker for a session the
 //! monitor has not seen yet is kept (at most 256, oldest dropped) until its log appears. A
-//! marker counts as data for the stale clock.
+//! session in a wait a hook reported does not go `stale` for 24 hours after the marker (the
+//! agent is alive, waiting for the person; its `SessionEnd` hook ends the session), so a long
+//! permission wait stays on the page.
 //!
 //! Without hooks, a permission prompt still reads `working` (then `idle`): the monitor never
 //! guesses a wait from a long-running tool. With hooks, no hook runs when a prompt is answered:

@@ -367,10 +367,14 @@ fn a_hook_wait_does_not_go_stale() {
         Some(0)
     );
     m.scan();
+    let read = Instant::now();
     assert_eq!(state(&rec, ID).activity, Activity::Waiting);
-    // The other session, with no hook, goes stale; the waiting one does not.
+    // The other session, with no hook, goes stale; the waiting one does not, also well past
+    // the stale threshold after its marker.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while state(&rec, other).lifecycle != LifecycleState::Terminal {
+    while state(&rec, other).lifecycle != LifecycleState::Terminal
+        || read.elapsed() < Duration::from_millis(600)
+    {
         assert!(
             Instant::now() < deadline,
             "the session without a hook never went stale"
@@ -378,7 +382,6 @@ fn a_hook_wait_does_not_go_stale() {
         std::thread::sleep(Duration::from_millis(20));
         m.scan();
     }
-    m.scan();
     let st = state(&rec, ID);
     assert_eq!(
         (st.lifecycle, st.activity, st.current_tool.as_str()),

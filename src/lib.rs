@@ -80,6 +80,10 @@
 //!   Streams, with checkpoints, so `?since=` resume works on any node.
 //! - [`monitor`] (feature `monitor`, on by default): the producer, a [`Monitor`] that tails
 //!   Claude Code, Codex CLI and Gemini CLI session logs and publishes events to any sink.
+//! - `markers` (features `monitor` or `hooks`): the hook-marker format and the marker
+//!   directory, through which Claude Code's hooks tell the monitor about permission prompts
+//!   its log does not show; `hooks` (feature `hooks`, enabled by `cli`): writing markers and
+//!   installing the hook entries, what the `agentwatch-ws` command is built from.
 //! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
 //!   limit, each a tower layer usable on its own.
 //! - [`status`]: the last refusal per client IP, served at `<path>/status` so a page can say
@@ -98,8 +102,12 @@ mod frame;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "hooks")]
+pub mod hooks;
 mod hub;
 mod layer;
+#[cfg(any(feature = "monitor", feature = "hooks"))]
+pub mod markers;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "monitor")]

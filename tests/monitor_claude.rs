@@ -301,7 +301,7 @@ fn session_end_marker_makes_terminal_then_removed_then_resumed() {
     let rec = Recorder::default();
     let mut m = Monitor::builder()
         .root(SourceKind::Claude, &root)
-        .session_end_dir(&ends)
+        .marker_dir(&ends)
         .retention(Duration::from_millis(50))
         .idle_after(Duration::ZERO)
         .build(rec.clone());

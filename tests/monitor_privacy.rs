@@ -115,7 +115,7 @@ fn secrets_in_logs_reach_no_event_and_no_trace() {
             .root(SourceKind::Claude, &claude)
             .root(SourceKind::Codex, &codex)
             .root(SourceKind::Gemini, &gemini)
-            .session_end_dir(&ends)
+            .marker_dir(&ends)
             .idle_after(Duration::ZERO)
             .build(rec.clone());
         m.scan();

@@ -30,17 +30,27 @@
 //!
 //! **When a session waits for you.** The tab title counts the waiting sessions (`(2
 //! waiting) agentwatch · …`) and the favicon carries an amber mark with the count. The
-//! toolbar's "notify me" switches on browser notifications (the permission is asked on that
+//! header's "notify me" switches on browser notifications (the permission is asked on that
 //! click; the choice is kept in `localStorage`): while the tab is hidden or unfocused, a
 //! session that starts waiting shows one notification, "api-server (claude) wants to run
 //! Bash" (a permission prompt), "… finished its turn" or "… waiting for input" (no message
-//! yet), tagged per session so a newer one replaces the older; clicking it brings the page
-//! forward at that session's card. "sound" adds a short beep (off by default). A wait is
+//! yet), tagged per session so a newer one replaces the older, once the wait has lasted
+//! 1.5 s (a reply written as text then a tool call can look like a finished turn for a
+//! moment); clicking it brings the page forward at that session's card. "sound" adds a short beep (off by default). A wait is
 //! known by its session id and start (`lastActivityAt`): each is announced once, across
 //! reloads, reconnects, snapshots and tabs, and waits that began before the page was opened
 //! (or before notifications were switched on) are not announced; a card says "waiting for
 //! you · 13m 05s", counted from the wait's start. With no page open, `--notify-url` pushes
 //! the same news (below). `/#session=ID` opens the page at that card.
+//!
+//! **Permission prompts.** Claude Code's log does not show a permission prompt; its hooks do.
+//! The monitor reads hook markers from the marker directory: the one named in the installed
+//! hooks (`agentwatch-ws hooks install`, in Claude Code's user settings), else
+//! [`default_marker_dir`](agentwatch_ws::markers::default_marker_dir); the dashboard creates it
+//! (mode 0700) when missing, so it is watched from the start. `GET /attention` says per
+//! watched source whether permission prompts are detected (Claude Code: our hooks are in its
+//! settings, read at start and on each request; Codex CLI and Gemini CLI: not), and the page
+//! shows a one-line note for each source where they are not.
 //!
 //! The monitor publishes every source's health once at start (and then on each change), so
 //! there is a health report for every watched source from the beginning, not only after its
@@ -116,6 +126,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use agentwatch_ws::broker::{BrokerSink, Follower, FollowerHandle, RedisBroker};
+use agentwatch_ws::markers::{self, HooksStatus};
 use agentwatch_ws::monitor::{Monitor, MonitorHandle, SourceKind};
 use agentwatch_ws::{
     Event, EventSink, Hub, Publisher, RateLimit, SessionStore, SinkError, WsLayer,
@@ -560,7 +571,11 @@ impl Input {
 
 /// Starts the monitor on the chosen (or default) roots, or the simulation when `--demo` is
 /// given or no root exists; prints which.
-fn start_input(opts: &Options, output: &Arc<Output>) -> std::io::Result<Input> {
+fn start_input(
+    opts: &Options,
+    output: &Arc<Output>,
+    attention: &Attention,
+) -> std::io::Result<Input> {
     let simulation = |why: &str| {
         println!(
             "input: the simulation ({why}); {} events/s, seed {}",
@@ -592,6 +607,10 @@ fn start_input(opts: &Options, output: &Arc<Output>) -> std::io::Result<Input> {
     for (source, root) in &roots {
         builder = builder.root(*source, root);
     }
+    let markers = marker_dir();
+    if let Some(dir) = &markers {
+        builder = builder.marker_dir(dir);
+    }
     // The first scan's events are held back until it is clear the monitor is used.
     let gate = Arc::new(Restamp {
         output: output.clone(),
@@ -608,6 +627,16 @@ fn start_input(opts: &Options, output: &Arc<Output>) -> std::io::Result<Input> {
         )));
     }
     gate.open();
+    // Created before the monitor's thread starts, so that it is watched from the start.
+    if let Some(dir) = &markers {
+        match create_private_dir(dir) {
+            Ok(()) => println!("markers: {}", dir.display()),
+            Err(error) => println!(
+                "markers: {} cannot be created ({error}); read at each rescan only",
+                dir.display()
+            ),
+        }
+    }
     let sessions = monitor.sessions();
     for (source, root) in monitor.roots() {
         println!("watching {:<6} {}", source.name(), root.display());
@@ -637,7 +666,94 @@ fn start_input(opts: &Options, output: &Arc<Output>) -> std::io::Result<Input> {
         inject = opts.inject,
         "monitor running"
     );
+    let watched: Vec<SourceKind> = roots.iter().map(|(k, _)| *k).collect();
+    if watched.contains(&SourceKind::Claude) {
+        match claude_attention() {
+            (true, _) => println!("claude: permission prompts detected (hooks installed)"),
+            (false, note) => println!("claude: {note}"),
+        }
+    }
+    *attention.0.lock().unwrap_or_else(PoisonError::into_inner) = watched;
     Ok(Input::Monitor(monitor.spawn()?))
+}
+
+/// The marker directory the hooks write to: the one in the installed hook command, else the
+/// default.
+fn marker_dir() -> Option<PathBuf> {
+    markers::default_claude_settings()
+        .and_then(|path| markers::read_settings(&path).ok().flatten())
+        .and_then(|settings| markers::installed_marker_dir(&settings))
+        .or_else(markers::default_marker_dir)
+}
+
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// The sources the monitor watches, for `GET /attention` (none: the simulation, or a node
+/// without input).
+#[derive(Clone, Default)]
+struct Attention(Arc<Mutex<Vec<SourceKind>>>);
+
+impl Attention {
+    /// Per watched source, whether permission prompts are detected, checked now:
+    /// `{"sources":[{"source":"claude","permissionPrompts":false,"note":"…"}]}`.
+    fn check(&self) -> serde_json::Value {
+        let watched = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let sources: Vec<serde_json::Value> = SourceKind::ALL
+            .iter()
+            .filter(|k| watched.contains(k))
+            .map(|k| {
+                let (detected, note) = match k {
+                    SourceKind::Claude => claude_attention(),
+                    SourceKind::Codex => (
+                        false,
+                        "permission prompts are not detected: Codex CLI's rollouts do not record them"
+                            .to_owned(),
+                    ),
+                    SourceKind::Gemini => (
+                        false,
+                        "permission prompts are not detected for Gemini CLI".to_owned(),
+                    ),
+                };
+                serde_json::json!({"source": k.name(), "permissionPrompts": detected, "note": note})
+            })
+            .collect();
+        serde_json::json!({ "sources": sources })
+    }
+}
+
+/// Whether our hooks are installed in Claude Code's settings, and the page's note if not.
+fn claude_attention() -> (bool, String) {
+    const RUN: &str = "permission prompts are not detected — run `agentwatch-ws hooks install`";
+    let Some(path) = markers::default_claude_settings() else {
+        return (false, RUN.to_owned());
+    };
+    match markers::hooks_status(&path) {
+        HooksStatus::Installed => (true, String::new()),
+        HooksStatus::Partial(_) | HooksStatus::NotInstalled => (false, RUN.to_owned()),
+        HooksStatus::Unreadable(why) => (
+            false,
+            format!("permission prompts are not detected — Claude Code's settings: {why}"),
+        ),
+    }
+}
+
+/// `GET /attention`: reads Claude Code's settings on each request (the page asks once a
+/// minute), so installing or removing the hooks shows without a restart.
+async fn attention(State(state): State<Attention>) -> Response {
+    match tokio::task::spawn_blocking(move || state.check()).await {
+        Ok(body) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 /// The broker side of a `--redis` node.
@@ -783,7 +899,14 @@ async fn main() -> ExitCode {
                 }),
         );
     }
-    let app = app.merge(ws.router("/ws"));
+    let attention_state = Attention::default();
+    let app = app
+        .merge(
+            Router::new()
+                .route("/attention", get(attention))
+                .with_state(attention_state.clone()),
+        )
+        .merge(ws.router("/ws"));
 
     let addr = SocketAddr::from(([127, 0, 0, 1], opts.port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -805,7 +928,7 @@ async fn main() -> ExitCode {
     let local = listener.local_addr().unwrap_or(addr);
 
     let input = match &output {
-        Some(output) => match start_input(&opts, output) {
+        Some(output) => match start_input(&opts, output, &attention_state) {
             Ok(input) => Some(input),
             Err(error) => {
                 eprintln!("error: cannot start the monitor: {error}");

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::sources::{Counts, Report, set_if_some};
+use crate::markers::{HookEvent, HookMarker};
 use crate::wire::{
     Activity, Event, EventType, Health, LifecycleEvent, LifecycleEventType, LifecycleState,
     SessionState, SubagentState, Timestamp,
@@ -21,6 +22,14 @@ use crate::wire::{
 /// How many removed ids are remembered (to report `resumed` rather than `discovered` when a
 /// removed session gets data again).
 const REMEMBER_REMOVED: usize = 4096;
+
+/// How many hook markers of sessions not seen yet are kept (oldest dropped first).
+const MAX_PENDING_MARKERS: usize = 256;
+
+/// A session in a wait a hook reported (a permission prompt, an ended turn) does not go
+/// stale for this long after the marker: the agent is alive and waiting for the person, and
+/// its `SessionEnd` hook ends it. Past it, the usual stale rule applies again.
+pub(crate) const HOOK_WAIT_KEEPALIVE: Duration = Duration::from_secs(24 * 3600);
 
 /// The time rules of the lifecycle.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +52,66 @@ struct Entry {
     inline_subagents: Vec<SubagentState>,
     /// Subagents the session's log reported finished, with when.
     finished_subagents: Vec<(String, Timestamp)>,
+    /// What a hook marker said, laid over what the log says until the log answers.
+    hook: Option<Overlay>,
+    /// The log's own time of its latest record in a read that added messages or tool calls:
+    /// a marker older than this is superseded by the log.
+    log_message_at: Timestamp,
+    /// The tool the log says is running.
+    log_tool: String,
+}
+
+/// A hook marker's activity, laid over the log's.
+#[derive(Debug, Clone)]
+struct Overlay {
+    activity: Activity,
+    /// The tool shown (empty: none).
+    tool: String,
+    /// A permission wait whose hook named no tool: the log's running tool is shown.
+    fill_tool: bool,
+    /// The marker's time.
+    at: Timestamp,
+    /// The `lastActivityAt` shown while the overlay lasts: when the wait (or the work) began.
+    since: Timestamp,
+    /// When the marker was read (the keep-alive clock of a wait).
+    read_at: Instant,
+}
+
+impl Entry {
+    /// Until when a hook-reported wait keeps the session from going stale, if it is in one.
+    fn kept_alive_until(&self) -> Option<Instant> {
+        self.hook
+            .as_ref()
+            .filter(|o| o.activity == Activity::Waiting)
+            .map(|o| o.read_at + HOOK_WAIT_KEEPALIVE)
+    }
+}
+
+/// What a hook event means for the session's activity.
+enum HookEffect {
+    /// A permission prompt: `waiting`, with the tool.
+    Permission,
+    /// The turn ended or the prompt sits idle: `waiting`, no tool.
+    TurnEnded,
+    /// The person answered or the agent went on: `working`.
+    Working,
+    /// The session ended.
+    End,
+    /// Nothing to change.
+    None,
+}
+
+fn effect_of(m: &HookMarker) -> HookEffect {
+    match (m.event(), m.notification_type()) {
+        (HookEvent::PermissionRequest, _)
+        | (HookEvent::Notification, Some("permission_prompt")) => HookEffect::Permission,
+        (HookEvent::Stop, _) | (HookEvent::Notification, Some("idle_prompt")) => {
+            HookEffect::TurnEnded
+        }
+        (HookEvent::PostToolUse | HookEvent::UserPromptSubmit, _) => HookEffect::Working,
+        (HookEvent::SessionEnd, _) => HookEffect::End,
+        _ => HookEffect::None,
+    }
 }
 
 /// Every session the monitor tracks, and the batch being built.
@@ -54,6 +123,8 @@ pub(crate) struct Lifecycle {
     /// Subagents from their own files, by parent session id (kept even before the parent is
     /// seen, and attached when it is).
     subagents: HashMap<String, Vec<SubagentState>>,
+    /// Hook markers of sessions not seen yet, oldest first (bounded).
+    pending_markers: VecDeque<HookMarker>,
     next_seq: u64,
     // The batch.
     transitions: Vec<LifecycleEvent>,
@@ -72,6 +143,7 @@ impl Lifecycle {
             removed_ids: HashSet::new(),
             removed_order: VecDeque::new(),
             subagents: HashMap::new(),
+            pending_markers: VecDeque::new(),
             next_seq: first_seq,
             transitions: Vec::new(),
             touched: Vec::new(),
@@ -137,6 +209,9 @@ impl Lifecycle {
             terminal_since: None,
             inline_subagents: Vec::new(),
             finished_subagents: Vec::new(),
+            hook: None,
+            log_message_at: Timestamp::ZERO,
+            log_tool: String::new(),
         });
         entry.last_data = now;
         entry.terminal_since = None;
@@ -144,6 +219,7 @@ impl Lifecycle {
         s.lifecycle = LifecycleState::Active;
         s.completed_at = None;
         merge(s, report, delta, received);
+        overlay_log(entry, report, &delta, known.is_none());
         if !report.subagents.is_empty() {
             entry.inline_subagents.clone_from(&report.subagents);
         }
@@ -160,6 +236,94 @@ impl Lifecycle {
         rebuild_subagents(entry, files);
         let ev = transition_of(kind, &entry.state, from, "");
         self.transition(ev);
+        if known.is_none() {
+            self.apply_pending_markers(id, now);
+        }
+    }
+
+    /// Applies a hook marker (see the module docs of `crate::markers` and the monitor's):
+    /// a marker of a session not seen yet waits (bounded) for its log.
+    pub(crate) fn hook(&mut self, marker: HookMarker, now: Instant) {
+        let effect = effect_of(&marker);
+        if matches!(effect, HookEffect::None) {
+            return;
+        }
+        if matches!(effect, HookEffect::End) {
+            let reason = marker.reason().unwrap_or("session ended");
+            self.terminate(marker.session_id(), reason, marker.at(), now);
+            return;
+        }
+        let Some(entry) = self.sessions.get_mut(marker.session_id()) else {
+            if self.pending_markers.len() >= MAX_PENDING_MARKERS {
+                self.pending_markers.pop_front();
+            }
+            self.pending_markers.push_back(marker);
+            return;
+        };
+        if entry.state.lifecycle == LifecycleState::Terminal {
+            return;
+        }
+        let at = marker.at();
+        let older = |t: Timestamp| at.unix_millis() < t.unix_millis();
+        if older(entry.log_message_at) || entry.hook.as_ref().is_some_and(|o| older(o.at)) {
+            return;
+        }
+        let s = &mut entry.state;
+        let fill_tool = matches!(effect, HookEffect::Permission) && marker.tool_name().is_none();
+        let (activity, tool) = match effect {
+            HookEffect::Permission => (
+                Activity::Waiting,
+                marker
+                    .tool_name()
+                    .map_or_else(|| entry.log_tool.clone(), str::to_owned),
+            ),
+            HookEffect::TurnEnded => (Activity::Waiting, String::new()),
+            _ => (Activity::Working, String::new()),
+        };
+        // A wait that goes on (a notification about the prompt already shown) keeps the
+        // time it began; anything else begins at the marker.
+        let since = if activity == Activity::Waiting && s.activity == Activity::Waiting {
+            s.last_activity_at
+        } else {
+            at
+        };
+        let changed =
+            s.activity != activity || s.current_tool != tool || s.last_activity_at != since;
+        s.activity = activity.clone();
+        s.current_tool.clone_from(&tool);
+        s.last_activity_at = since;
+        entry.last_data = now;
+        entry.hook = Some(Overlay {
+            activity,
+            tool,
+            fill_tool,
+            at,
+            since,
+            read_at: now,
+        });
+        if changed {
+            let ev = transition_of(
+                LifecycleEventType::Updated,
+                &entry.state,
+                LifecycleState::Active,
+                "",
+            );
+            self.transition(ev);
+        }
+    }
+
+    fn apply_pending_markers(&mut self, id: &str, now: Instant) {
+        if !self.pending_markers.iter().any(|m| m.session_id() == id) {
+            return;
+        }
+        let (mine, rest): (Vec<HookMarker>, Vec<HookMarker>) =
+            std::mem::take(&mut self.pending_markers)
+                .into_iter()
+                .partition(|m| m.session_id() == id);
+        self.pending_markers = rest.into();
+        for marker in mine {
+            self.hook(marker, now);
+        }
     }
 
     /// Merges a subagent's own log into its parent session (if the parent is tracked; else
@@ -212,6 +376,7 @@ impl Lifecycle {
         if entry.state.lifecycle == LifecycleState::Terminal {
             return false;
         }
+        entry.hook = None;
         entry.state.lifecycle = LifecycleState::Terminal;
         entry.state.activity = Activity::Terminal;
         entry.state.current_tool.clear();
@@ -238,7 +403,8 @@ impl Lifecycle {
             let quiet = now.saturating_duration_since(e.last_data);
             match e.state.lifecycle {
                 LifecycleState::Active => {
-                    if !t.stale_after.is_zero() && quiet >= t.stale_after {
+                    let kept = e.kept_alive_until().is_some_and(|until| now < until);
+                    if !t.stale_after.is_zero() && quiet >= t.stale_after && !kept {
                         stale.push(id.clone());
                     } else if !t.idle_after.is_zero()
                         && e.state.activity == Activity::Working
@@ -258,6 +424,7 @@ impl Lifecycle {
         }
         for id in idle {
             if let Some(e) = self.sessions.get_mut(&id) {
+                e.hook = None;
                 e.state.activity = Activity::Idle;
                 let ev = transition_of(
                     LifecycleEventType::Updated,
@@ -270,6 +437,7 @@ impl Lifecycle {
         }
         for id in stale {
             if let Some(e) = self.sessions.get_mut(&id) {
+                e.hook = None;
                 e.state.lifecycle = LifecycleState::Terminal;
                 e.state.completed_at = Some(wall);
                 e.terminal_since = Some(now);
@@ -309,7 +477,11 @@ impl Lifecycle {
             .values()
             .filter_map(|e| match e.state.lifecycle {
                 LifecycleState::Active => {
-                    let stale = (!t.stale_after.is_zero()).then(|| e.last_data + t.stale_after);
+                    let stale = (!t.stale_after.is_zero()).then(|| {
+                        let by_data = e.last_data + t.stale_after;
+                        e.kept_alive_until()
+                            .map_or(by_data, |until| by_data.max(until))
+                    });
                     let idle = (!t.idle_after.is_zero() && e.state.activity == Activity::Working)
                         .then(|| {
                             let quiet = now.saturating_duration_since(e.last_data);
@@ -448,6 +620,30 @@ fn merge(s: &mut SessionState, r: &Report, delta: Counts, received: Timestamp) {
         s.last_activity_at = s.started_at;
     }
     s.last_data_received_at = received;
+}
+
+/// After a log read was merged: remembers what the log says, and either ends the hook
+/// overlay (the log has a new message or tool call later than the marker: the answer) or lays
+/// it over the log's state again.
+fn overlay_log(entry: &mut Entry, report: &Report, delta: &Counts, new: bool) {
+    let grew = new || delta.messages > 0 || delta.tool_calls > 0;
+    if grew && !report.last_activity_at.is_zero() {
+        entry.log_message_at = report.last_activity_at;
+    }
+    entry.log_tool.clone_from(&report.current_tool);
+    let Some(o) = &entry.hook else {
+        return;
+    };
+    if grew && report.last_activity_at.unix_millis() > o.at.unix_millis() {
+        entry.hook = None;
+        return;
+    }
+    let s = &mut entry.state;
+    s.activity.clone_from(&o.activity);
+    if !(o.fill_tool && o.tool.is_empty()) {
+        s.current_tool.clone_from(&o.tool);
+    }
+    s.last_activity_at = o.since;
 }
 
 /// The session's subagents: those in its own log, then those with files of their own, each

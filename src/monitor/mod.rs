@@ -20,8 +20,9 @@
 //!
 //! # What it reports (agentwatch's semantics)
 //! - Lifecycle per session: `discovered` (new) → `updated` (new data) → `terminal` (the
-//!   source says it ended: a session-end marker) or `stale` (no data for
-//!   [`stale_after`](MonitorBuilder::stale_after), default 5 min) → `resumed` (data after
+//!   source says it ended: a session-end marker or a `SessionEnd` hook marker) or `stale` (no data for
+//!   [`stale_after`](MonitorBuilder::stale_after), default 5 min, unless a hook reported a
+//!   wait: see "Hook markers") → `resumed` (data after
 //!   terminal) → `removed` ([`retention`](MonitorBuilder::retention), default 30 s, after
 //!   becoming terminal).
 //! - One batch's events, each with the next `seq`: lifecycle events, then one `delta`
@@ -42,6 +43,38 @@
 //!   turn, `idle` once a `working` session has had no record for
 //!   [`idle_after`](MonitorBuilder::idle_after) (default 2 min: longer than any tool call
 //!   that streams nothing, short enough to spot an agent that died mid-turn).
+//!
+//! # Hook markers: waits the log does not show
+//! A Claude Code permission prompt leaves only a `tool_use` without its result in the
+//! transcript, so from the log alone the session reads `working` with that tool. With
+//! `agentwatch-ws hooks install` (feature `cli`), Claude Code runs `agentwatch-ws hook` on its
+//! hook events, and each run drops a [hook marker](crate::markers) into the
+//! [`marker_dir`](MonitorBuilder::marker_dir). The monitor lays the marker over what the log
+//! says:
+//! - `PermissionRequest`, or `Notification` with `notification_type` `permission_prompt`:
+//!   `waiting`, with `currentTool` the hook's tool (else the tool the log says is running);
+//! - `Stop`, or `Notification` `idle_prompt`: `waiting`, no tool;
+//! - `PostToolUse`, `UserPromptSubmit`: `working` (a prompt was answered);
+//! - `SessionEnd`: `terminal`, as a session-end marker;
+//! - other events (`PreToolUse`, `SessionStart`, `SubagentStop`, other notifications): no
+//!   change.
+//!
+//! The latest in time wins: a marker older than the log's latest message or tool call, or
+//! than the marker already applied, is ignored; the overlay lasts until the log has a new
+//! message or tool call (a `tool_result`, a prompt) later than the marker, which is the
+//! answer. Records that carry no message (`progress` lines of hooks, file-history snapshots)
+//! do not end it. While a session stays `waiting`, its `lastActivityAt` does not move: a wait
+//! begins at the time of the marker that started it (or, for a turn that ended in the log, at
+//! that record), so a page can count "waiting for 13 min" from it. A marker for a session the
+//! monitor has not seen yet is kept (at most 256, oldest dropped) until its log appears. A
+//! session in a wait a hook reported does not go `stale` for 24 hours after the marker (the
+//! agent is alive, waiting for the person; its `SessionEnd` hook ends the session), so a long
+//! permission wait stays on the page.
+//!
+//! Without hooks, a permission prompt still reads `working` (then `idle`): the monitor never
+//! guesses a wait from a long-running tool. With hooks, no hook runs when a prompt is answered:
+//! the next sign is the tool's end (`PostToolUse`, its `tool_result`), so a long tool run
+//! after an approval still reads `waiting` until it finishes.
 //!
 //! # How it reads
 //! - Change detection is event-driven (`notify`: inotify, FSEvents, kqueue,
@@ -174,7 +207,7 @@ pub fn default_roots() -> Vec<(SourceKind, PathBuf)> {
 #[derive(Debug, Clone)]
 pub struct MonitorBuilder {
     roots: Vec<(SourceKind, PathBuf)>,
-    session_end_dir: Option<PathBuf>,
+    marker_dir: Option<PathBuf>,
     stale_after: Duration,
     retention: Duration,
     idle_after: Duration,
@@ -188,7 +221,7 @@ impl Default for MonitorBuilder {
     fn default() -> Self {
         MonitorBuilder {
             roots: Vec::new(),
-            session_end_dir: None,
+            marker_dir: None,
             stale_after: DEFAULT_STALE_AFTER,
             retention: DEFAULT_RETENTION,
             idle_after: DEFAULT_IDLE_AFTER,
@@ -226,14 +259,24 @@ impl MonitorBuilder {
         self
     }
 
-    /// The directory of agentwatch's session-end markers (none by default): JSON files
-    /// `{session_id, transcript_path, cwd, reason, timestamp}` that a Claude Code
-    /// `SessionEnd` hook writes. Each valid marker makes its session `terminal` and is then
-    /// removed.
-    pub fn session_end_dir(mut self, path: impl AsRef<Path>) -> Self {
+    /// The marker directory (none by default; the dashboard uses
+    /// [`default_marker_dir`](crate::markers::default_marker_dir)). It holds two kinds of
+    /// small JSON files, each read once and removed:
+    /// - hook markers, `hook-*.json` ([`markers`](crate::markers)), which `agentwatch-ws
+    ///   hook` writes from Claude Code's hooks: permission prompts and turn ends the log does
+    ///   not show (see "Hook markers" in the [module docs](self));
+    /// - session-end markers, any other `*.json`: `{session_id, transcript_path, cwd, reason,
+    ///   timestamp}`, as a `SessionEnd` hook of agentwatch writes them; each makes its session
+    ///   `terminal`.
+    ///
+    /// The directory should exist when the monitor starts: it is then watched, and a marker
+    /// is read within milliseconds; one created later is read at each rescan only. Only
+    /// regular files owned by the monitor's own user are read; links, FIFOs and oversized
+    /// files are removed unread, directories and other users' files left alone; each rejected
+    /// file is logged once and counted ([`Monitor::rejected_markers`]).
+    pub fn marker_dir(mut self, path: impl AsRef<Path>) -> Self {
         let path = path.as_ref();
-        self.session_end_dir =
-            Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+        self.marker_dir = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
         self
     }
 
@@ -312,7 +355,7 @@ impl MonitorBuilder {
         Monitor {
             scanner: Scanner::new(
                 roots,
-                self.session_end_dir.clone(),
+                self.marker_dir.clone(),
                 self.stale_after,
                 self.health_threshold,
                 Lifecycle::new(timing, self.first_seq),
@@ -378,6 +421,12 @@ impl Monitor {
         self.scanner.health()
     }
 
+    /// Files of the marker directory rejected so far (invalid, oversized, links, FIFOs,
+    /// directories, other users' files; each counted once).
+    pub fn rejected_markers(&self) -> u64 {
+        self.scanner.rejected_markers()
+    }
+
     /// `(tracked, dormant)`: log files known, and how many of them are not loaded because
     /// they were older than the stale threshold when first seen.
     pub fn file_counts(&self) -> (usize, usize) {
@@ -418,7 +467,7 @@ impl Monitor {
             .iter()
             .map(|r| (r.path.clone(), RecursiveMode::Recursive))
             .collect();
-        if let Some(dir) = self.scanner.session_end_dir() {
+        if let Some(dir) = self.scanner.marker_dir() {
             dirs.push((dir.to_path_buf(), RecursiveMode::NonRecursive));
         }
         let (watcher, errors) = watch::watch(&dirs, tx);

@@ -6,7 +6,7 @@
 //! again only when its size or modification time changed. Files older than the stale
 //! threshold when first seen are *dormant*: remembered, not read, until they change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, Metadata};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -17,10 +17,15 @@ use super::lifecycle::Lifecycle;
 use super::sources::claude::ClaudeLog;
 use super::sources::codex::CodexLog;
 use super::sources::gemini::GeminiChat;
-use super::sources::{Counts, FileKind, LineResult, SourceKind, classify, session_end};
+use super::sources::marker_dir::{self, Taken};
+use super::sources::{Counts, FileKind, LineResult, SourceKind, classify};
 use super::tail::{FileId, Item, Tail};
 use super::watch::walk;
-use crate::wire::{Event, Health};
+use crate::wire::{Event, Health, Timestamp};
+
+/// At most this many junk files left in the marker directory are remembered (so each is
+/// reported once); past it, further ones are counted again at each rescan.
+const MAX_LEFT_JUNK: usize = 1024;
 
 /// A root directory of one source.
 #[derive(Debug, Clone)]
@@ -104,7 +109,12 @@ struct Tracked {
 pub(crate) struct Scanner {
     roots: Vec<Root>,
     health: Vec<(SourceKind, SourceHealth)>,
-    session_end_dir: Option<PathBuf>,
+    marker_dir: Option<PathBuf>,
+    /// Junk files left in the marker directory (directories, other users' files), each
+    /// reported once.
+    left_junk: HashSet<PathBuf>,
+    /// Marker-directory files rejected so far.
+    rejected_markers: u64,
     files: HashMap<PathBuf, Tracked>,
     /// Which file each session id was given to: a second file naming the same session (a
     /// resumed Claude Code session copies earlier lines into a new file) is a session of its
@@ -117,7 +127,7 @@ pub(crate) struct Scanner {
 impl Scanner {
     pub(crate) fn new(
         roots: Vec<Root>,
-        session_end_dir: Option<PathBuf>,
+        marker_dir: Option<PathBuf>,
         stale_after: Duration,
         health_threshold: u32,
         lifecycle: Lifecycle,
@@ -131,7 +141,9 @@ impl Scanner {
         Scanner {
             roots,
             health,
-            session_end_dir,
+            marker_dir,
+            left_junk: HashSet::new(),
+            rejected_markers: 0,
             files: HashMap::new(),
             claimed: HashMap::new(),
             stale_after,
@@ -143,8 +155,13 @@ impl Scanner {
         &self.roots
     }
 
-    pub(crate) fn session_end_dir(&self) -> Option<&Path> {
-        self.session_end_dir.as_deref()
+    pub(crate) fn marker_dir(&self) -> Option<&Path> {
+        self.marker_dir.as_deref()
+    }
+
+    /// Marker-directory files rejected so far.
+    pub(crate) fn rejected_markers(&self) -> u64 {
+        self.rejected_markers
     }
 
     pub(crate) fn health(&self) -> Vec<Health> {
@@ -204,7 +221,7 @@ impl Scanner {
                 }
             }
         }
-        self.scan_session_ends(now);
+        self.scan_markers(now);
         self.lifecycle.sweep(now);
     }
 
@@ -212,10 +229,10 @@ impl Scanner {
     pub(crate) fn changed(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
         let now = Instant::now();
         for path in paths {
-            if let Some(dir) = &self.session_end_dir {
+            if let Some(dir) = &self.marker_dir {
                 if path.parent() == Some(dir.as_path()) {
-                    if session_end::is_marker(&path) {
-                        self.take_session_end(&path, now);
+                    if marker_dir::is_candidate(&path) {
+                        self.take_marker(&path, now);
                     }
                     continue;
                 }
@@ -279,24 +296,39 @@ impl Scanner {
         self.lifecycle.drain(health)
     }
 
-    fn scan_session_ends(&mut self, now: Instant) {
-        let Some(dir) = self.session_end_dir.clone() else {
+    /// Takes every marker in the marker directory, oldest name (so oldest marker) first.
+    fn scan_markers(&mut self, now: Instant) {
+        let Some(dir) = self.marker_dir.clone() else {
             return;
         };
         let Ok(entries) = fs::read_dir(&dir) else {
             return;
         };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if session_end::is_marker(&path) {
-                self.take_session_end(&path, now);
-            }
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| marker_dir::is_candidate(p))
+            .collect();
+        paths.sort_unstable();
+        for path in paths {
+            self.take_marker(&path, now);
         }
     }
 
-    fn take_session_end(&mut self, path: &Path, now: Instant) {
-        match session_end::take_marker(path) {
-            Ok(Some(end)) => {
+    fn take_marker(&mut self, path: &Path, now: Instant) {
+        if self.left_junk.contains(path) {
+            return;
+        }
+        match marker_dir::take(path, Timestamp::now()) {
+            Taken::Hook(marker) => {
+                tracing::debug!(
+                    session = %marker.session_id(),
+                    event = marker.event().name(),
+                    "hook marker"
+                );
+                self.lifecycle.hook(marker, now);
+            }
+            Taken::End(end) => {
                 if self
                     .lifecycle
                     .terminate(&end.session_id, &end.reason, end.at, now)
@@ -304,8 +336,19 @@ impl Scanner {
                     tracing::debug!(session = %end.session_id, reason = %end.reason, "session ended");
                 }
             }
-            Ok(None) => tracing::debug!("ignored an invalid session-end marker"),
-            Err(e) => tracing::debug!(error = %e.kind(), "cannot read a session-end marker"),
+            Taken::Gone => {}
+            Taken::Rejected { reason, removed } => {
+                self.rejected_markers += 1;
+                if !removed && self.left_junk.len() < MAX_LEFT_JUNK {
+                    self.left_junk.insert(path.to_path_buf());
+                }
+                tracing::warn!(
+                    reason,
+                    removed,
+                    rejected = self.rejected_markers,
+                    "rejected a file in the marker directory"
+                );
+            }
         }
     }
 

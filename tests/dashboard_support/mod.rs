@@ -36,8 +36,19 @@ impl Dashboard {
 
     /// Starts `dashboard --port <free port> args…` without waiting for anything.
     pub fn spawn(name: &str, args: &[&str]) -> Dashboard {
+        Dashboard::spawn_with(name, args, |_| {})
+    }
+
+    /// `spawn`, with `configure` applied to the command first (its environment, say).
+    pub fn spawn_with(
+        name: &str,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Dashboard {
         let port = free_port();
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        configure(&mut command);
+        let mut child = command
             .args(["--port", &port.to_string()])
             .args(args)
             .env_remove("PORT")

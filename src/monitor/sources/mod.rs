@@ -12,6 +12,7 @@
 pub(crate) mod claude;
 pub(crate) mod codex;
 pub(crate) mod gemini;
+pub(crate) mod marker_dir;
 pub(crate) mod session_end;
 
 use std::collections::VecDeque;

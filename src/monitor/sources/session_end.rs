@@ -6,11 +6,9 @@
 //! `^[A-Za-z0-9_-]{1,128}$`, `transcript_path` (when present) ends in `.jsonl` and has no
 //! `..` component, and `timestamp` (when present) is within an hour of now. `reason` is kept
 //! only if it is one of Claude Code's `SessionEnd` reasons ([`KNOWN_REASONS`]); anything
-//! else (which could be any text) reads `session ended`. The file is removed once read, accepted or not (only `*.json` files
-//! are looked at; anything larger than the limit is left alone).
+//! else (which could be any text) reads `session ended`. How files are taken from the
+//! directory (which files, removal, junk) is `marker_dir.rs`.
 
-use std::fs;
-use std::io::Read;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -25,13 +23,7 @@ pub(crate) const MAX_MARKER: u64 = 4096;
 const MAX_SKEW_SECS: i64 = 3600;
 
 /// The `reason`s passed through: the values Claude Code gives its `SessionEnd` hooks.
-pub(crate) const KNOWN_REASONS: &[&str] = &[
-    "clear",
-    "logout",
-    "prompt_input_exit",
-    "bypass_permissions_disabled",
-    "other",
-];
+pub(crate) const KNOWN_REASONS: &[&str] = crate::markers::KNOWN_END_REASONS;
 
 /// A validated session-end marker.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,34 +41,6 @@ struct Marker {
     timestamp: Option<String>,
 }
 
-/// Whether `path` looks like a marker file.
-pub(crate) fn is_marker(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "json")
-}
-
-/// Reads, validates and removes the marker at `path`. `Ok(None)`: not a valid marker (or
-/// already gone).
-///
-/// # Errors
-/// The file exists but could not be read.
-pub(crate) fn take_marker(path: &Path) -> std::io::Result<Option<SessionEnd>> {
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if !meta.is_file() || meta.len() > MAX_MARKER {
-        return Ok(None);
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    fs::File::open(path)?
-        .take(MAX_MARKER + 1)
-        .read_to_end(&mut bytes)?;
-    // Removing may fail (read-only dir); the session is then simply ended again, harmlessly.
-    let _ = fs::remove_file(path);
-    Ok(validate(&bytes, Timestamp::now()))
-}
-
 fn is_token(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
@@ -84,7 +48,8 @@ fn is_token(s: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn validate(bytes: &[u8], now: Timestamp) -> Option<SessionEnd> {
+/// Validates a session-end marker's bytes; `None`: not a valid marker.
+pub(crate) fn validate(bytes: &[u8], now: Timestamp) -> Option<SessionEnd> {
     if bytes.len() as u64 > MAX_MARKER {
         return None;
     }

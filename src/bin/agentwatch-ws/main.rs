@@ -1,0 +1,241 @@
+//! `agentwatch-ws`: the hook command Claude Code runs, and the installer of its hook entries.
+//!
+//! ```text
+//! cargo install agentwatch-ws --features cli
+//! agentwatch-ws hooks install            # adds the hooks to ~/.claude/settings.json
+//! agentwatch-ws hooks status
+//! agentwatch-ws hooks uninstall
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use agentwatch_ws::hooks::{self, Change, InstallError, Outcome};
+use agentwatch_ws::markers::{self, HooksStatus};
+use agentwatch_ws::wire::Timestamp;
+use clap::{Args, Parser, Subcommand};
+
+/// Live AI-coding-agent activity: Claude Code hooks for agentwatch-ws.
+///
+/// Claude Code leaves no trace of a permission prompt in its session log, so a session waiting
+/// for your answer looks busy. With the hooks installed, Claude Code runs `agentwatch-ws hook`
+/// on its hook events; each run drops a small marker file (session id, event, tool name, time:
+/// never the tool's input, your prompt or a message) into the marker directory, which the
+/// agentwatch-ws monitor and dashboard read.
+#[derive(Parser)]
+#[command(name = "agentwatch-ws", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run as a Claude Code hook: read the hook's JSON on stdin, write one marker.
+    ///
+    /// Reads at most 1 MiB of stdin; prints nothing to stdout; exits 0 (a marker written, or
+    /// an event the monitor has no use for) or 1 with a one-line reason on stderr (bad input
+    /// or an unwritable directory: nothing is written). It never exits 2, which would make
+    /// Claude Code block the event.
+    Hook {
+        #[command(flatten)]
+        dir: MarkerDir,
+    },
+    /// Install, remove or check the hook entries in Claude Code's user settings.
+    Hooks {
+        #[command(subcommand)]
+        action: HooksAction,
+    },
+}
+
+#[derive(Args, Clone)]
+struct MarkerDir {
+    /// The marker directory [default: $AGENTWATCH_MARKER_DIR, else
+    /// $XDG_STATE_HOME/agentwatch/markers, else ~/.local/state/agentwatch/markers].
+    #[arg(long, value_name = "DIR")]
+    marker_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct SettingsFile {
+    /// Claude Code's settings file [default: $CLAUDE_CONFIG_DIR/settings.json, else
+    /// ~/.claude/settings.json].
+    #[arg(long, value_name = "FILE")]
+    settings: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum HooksAction {
+    /// Add our hooks (PermissionRequest, Notification, PostToolUse, UserPromptSubmit, Stop,
+    /// SessionEnd); other hooks and keys are kept. Idempotent; backs the file up to
+    /// <FILE>.agentwatch-ws.bak before its first change.
+    Install {
+        #[command(flatten)]
+        settings: SettingsFile,
+        #[command(flatten)]
+        dir: MarkerDir,
+        /// Print what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove our hooks (only ours).
+    Uninstall {
+        #[command(flatten)]
+        settings: SettingsFile,
+        /// Print what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Say whether our hooks are installed (exit 0 installed, 1 not or partly, 2 unreadable).
+    Status {
+        #[command(flatten)]
+        settings: SettingsFile,
+    },
+}
+
+fn main() -> ExitCode {
+    // Not `Cli::parse()`: clap exits 2 on a usage error, and a hook that exits 2 blocks
+    // Claude Code's event.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Hook { dir } => run_hook(dir),
+        Command::Hooks { action } => run_hooks(action),
+    }
+}
+
+fn fail(code: u8, why: impl std::fmt::Display) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "agentwatch-ws: {why}");
+    ExitCode::from(code)
+}
+
+fn marker_dir(dir: MarkerDir) -> Option<PathBuf> {
+    dir.marker_dir.or_else(markers::default_marker_dir)
+}
+
+fn run_hook(dir: MarkerDir) -> ExitCode {
+    // Exit code 1 for every failure: 2 would block Claude Code's event.
+    let Some(dir) = marker_dir(dir) else {
+        return fail(1, "no marker directory: set HOME or pass --marker-dir");
+    };
+    let bytes = match hooks::read_hook_input(std::io::stdin().lock()) {
+        Ok(b) => b,
+        Err(e) => return fail(1, e),
+    };
+    let marker = match hooks::marker_from_hook_input(&bytes, Timestamp::now()) {
+        Ok(Some(m)) => m,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => return fail(1, e),
+    };
+    match hooks::write_marker(&dir, &marker) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(1, format_args!("cannot write a marker: {}", e.kind())),
+    }
+}
+
+fn settings_file(s: SettingsFile) -> Result<PathBuf, ExitCode> {
+    s.settings
+        .or_else(markers::default_claude_settings)
+        .ok_or_else(|| fail(2, "no settings file: set HOME or pass --settings"))
+}
+
+fn run_hooks(action: HooksAction) -> ExitCode {
+    match action {
+        HooksAction::Install {
+            settings,
+            dir,
+            dry_run,
+        } => {
+            let settings = match settings_file(settings) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let Some(dir) = marker_dir(dir) else {
+                return fail(2, "no marker directory: set HOME or pass --marker-dir");
+            };
+            let dir = std::path::absolute(&dir).unwrap_or(dir);
+            let program = match std::env::current_exe() {
+                Ok(p) => p,
+                Err(e) => return fail(2, format_args!("cannot find this program: {e}")),
+            };
+            report(
+                &settings,
+                hooks::install(&settings, &program, &dir, dry_run),
+                dry_run,
+            )
+        }
+        HooksAction::Uninstall { settings, dry_run } => {
+            let settings = match settings_file(settings) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            report(&settings, hooks::uninstall(&settings, dry_run), dry_run)
+        }
+        HooksAction::Status { settings } => {
+            let settings = match settings_file(settings) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let shown = settings.display();
+            match markers::hooks_status(&settings) {
+                HooksStatus::Installed => {
+                    println!("installed in {shown}: permission prompts are detected");
+                    ExitCode::SUCCESS
+                }
+                HooksStatus::Partial(missing) => {
+                    let names: Vec<&str> = missing.iter().map(|e| e.name()).collect();
+                    println!(
+                        "partly installed in {shown} (missing: {}): run `agentwatch-ws hooks install`",
+                        names.join(", ")
+                    );
+                    ExitCode::from(1)
+                }
+                HooksStatus::NotInstalled => {
+                    println!("not installed in {shown}: run `agentwatch-ws hooks install`");
+                    ExitCode::from(1)
+                }
+                HooksStatus::Unreadable(why) => fail(2, format_args!("{shown}: {why}")),
+            }
+        }
+    }
+}
+
+fn report(settings: &Path, result: Result<Outcome, InstallError>, dry_run: bool) -> ExitCode {
+    let shown = settings.display();
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => return fail(2, format_args!("{shown}: {e}")),
+    };
+    if outcome.changes.is_empty() {
+        println!("{shown}: nothing to change");
+        return ExitCode::SUCCESS;
+    }
+    for change in &outcome.changes {
+        let sign = if matches!(change, Change::Remove(_)) {
+            '-'
+        } else {
+            '+'
+        };
+        println!("{sign} {change}");
+    }
+    if dry_run {
+        println!("dry run: {shown} not changed; it would read:");
+        print!("{}", outcome.settings);
+    } else {
+        if let Some(bak) = &outcome.backup {
+            println!("backup: {}", bak.display());
+        }
+        println!("updated {shown}");
+    }
+    ExitCode::SUCCESS
+}

@@ -16,6 +16,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::parse_time;
+use crate::monitor::tail::{Opened, open_regular};
 use crate::wire::Timestamp;
 
 /// The largest marker accepted, in bytes.
@@ -68,10 +69,12 @@ pub(crate) fn take_marker(path: &Path) -> std::io::Result<Option<SessionEnd>> {
     if !meta.is_file() || meta.len() > MAX_MARKER {
         return Ok(None);
     }
+    // Never blocks, even on a FIFO swapped in since the `stat`.
+    let Opened::File(file, _) = open_regular(path)? else {
+        return Ok(None);
+    };
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    fs::File::open(path)?
-        .take(MAX_MARKER + 1)
-        .read_to_end(&mut bytes)?;
+    file.take(MAX_MARKER + 1).read_to_end(&mut bytes)?;
     // Removing may fail (read-only dir); the session is then simply ended again, harmlessly.
     let _ = fs::remove_file(path);
     Ok(validate(&bytes, Timestamp::now()))

@@ -95,6 +95,7 @@ fn a_log_growing_at_full_speed_does_not_delay_another_session() {
     // The writer: 8 MiB of valid lines, appended over and over as fast as the page cache
     // takes them; truncated back to empty at FAST_LOG_MAX.
     let (chunk, chunk_lines) = lines_of("fast", 8 << 20);
+    let chunk_len = chunk.len() as u64;
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
     let writer = {
@@ -127,7 +128,7 @@ fn a_log_growing_at_full_speed_does_not_delay_another_session() {
         .map(|i| other_update(&rec, &other, i as i64 + 2))
         .collect();
 
-    let written_lines = written.load(Ordering::Relaxed) / chunk.len() as u64 * chunk_lines;
+    let written_lines = written.load(Ordering::Relaxed) / chunk_len * chunk_lines;
     let fast_read = last_state(&rec.events(), "fast").unwrap().message_count;
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();

@@ -1,7 +1,7 @@
 //! Fair reading: a log that grows faster than the monitor can read it, or a large log's
-//! first load, must not delay another session's update past the documented bound (the
-//! debounce plus about two pass budgets; asserted with a margin for a loaded machine), and
-//! memory stays bounded meanwhile.
+//! first load, must not delay another session's update past the documented bound (100 ms:
+//! the median sample is held to it, every sample to 1 s for a loaded machine), and memory
+//! stays bounded meanwhile.
 
 mod common;
 mod monitor_support;
@@ -16,14 +16,13 @@ use std::time::{Duration, Instant};
 use agentwatch_ws::monitor::{Monitor, MonitorHandle, SourceKind};
 use monitor_support::*;
 
-/// The target for another session's update while a log is being read (the monitor's docs
-/// give about 55 ms: the debounce and two pass budgets).
+/// The bound the monitor's docs give for another session's update while a log is being
+/// read; the median sample must meet it (a debug build on a loaded 2-core machine measures
+/// 25–50 ms). Before the reading was fair, an update waited for the whole log: seconds, or
+/// forever.
 const TARGET: Duration = Duration::from_millis(100);
-/// What the median sample may take here: twice the target, for a debug build on a loaded
-/// machine (two cores shared with other builds), where scheduling adds tens of ms. Before
-/// the reading was fair, an update waited for the whole log (seconds, or forever).
-const MEDIAN_BOUND: Duration = Duration::from_millis(200);
-/// What any single sample may take on that machine.
+/// What any single sample may take on that machine, where scheduling alone can add tens of
+/// milliseconds.
 const CEILING: Duration = Duration::from_secs(1);
 /// Updates of the other session measured per test.
 const SAMPLES: usize = 20;
@@ -151,7 +150,7 @@ fn a_log_growing_at_full_speed_does_not_delay_another_session() {
         rss_growth as f64 / (1 << 20) as f64,
     );
     handle.stop();
-    assert!(p50 <= MEDIAN_BOUND, "median {p50:?} (target {TARGET:?})");
+    assert!(p50 <= TARGET, "median {p50:?} over the {TARGET:?} bound");
     assert!(max <= CEILING, "an update took {max:?}");
     assert!(
         fast_after != fast_before,
@@ -243,7 +242,7 @@ fn the_first_load_of_a_large_log_does_not_delay_another_session() {
         "the big log loaded before any update was measured"
     );
     let (p50, _, max) = summary(samples);
-    assert!(p50 <= MEDIAN_BOUND, "median {p50:?} (target {TARGET:?})");
+    assert!(p50 <= TARGET, "median {p50:?} over the {TARGET:?} bound");
     assert!(max <= CEILING, "an update took {max:?}");
 }
 
@@ -289,6 +288,6 @@ fn a_log_growing_by_32_gib_at_once_does_not_delay_another_session() {
     let (p50, p90, max) = summary(samples);
     println!("32 GiB at once: other session's update p50 {p50:?}, p90 {p90:?}, max {max:?}");
     handle.stop();
-    assert!(p50 <= MEDIAN_BOUND, "median {p50:?} (target {TARGET:?})");
+    assert!(p50 <= TARGET, "median {p50:?} over the {TARGET:?} bound");
     assert!(max <= CEILING, "an update took {max:?}");
 }

@@ -13,9 +13,10 @@
 //!   are read first; files not reached in time, and files with bytes left when their share
 //!   ran out, join the *backlog*.
 //! - The backlog is read in passes of its own, each file for an equal share of
-//!   [`PASS_BUDGET`] (at least [`MIN_SLICE`]), round-robin; while a file is in it,
-//!   notifications about it are left to those passes. So a log growing faster than it can be
-//!   read takes its share of every backlog pass and never delays the other files' passes.
+//!   [`PASS_BUDGET`] (at least [`MIN_SLICE`]), round-robin; a backlog pass ends early when
+//!   other changes are due. While a file is in the backlog, notifications about it are left
+//!   to those passes. So a log growing faster than it can be read takes its share of every
+//!   backlog pass and never delays the other files' passes.
 //! - Only regular files are opened ([`open_regular`]): a FIFO, socket or device file that
 //!   matches a log layout (or sits in the session-end directory) is counted and logged once
 //!   and otherwise ignored.
@@ -207,9 +208,17 @@ impl Scanner {
         });
     }
 
+    /// Whether `path` is in the backlog: a notification about it adds nothing, the backlog
+    /// passes read it anyway.
+    pub(crate) fn is_queued(&self, path: &Path) -> bool {
+        self.files.get(path).is_some_and(|t| t.queued)
+    }
+
     /// Reads the backlog once: each file for an equal share of [`PASS_BUDGET`] (at least
-    /// [`MIN_SLICE`]), in turn; those still behind go to the back.
-    pub(crate) fn read_backlog(&mut self) {
+    /// [`MIN_SLICE`]), in turn; those still behind go to the back. The pass ends early at
+    /// `until` (when other changes are due), after at least one file: the files not reached
+    /// stay first in line.
+    pub(crate) fn read_backlog(&mut self, until: Option<Instant>) {
         let now = Instant::now();
         let n = self.backlog.len();
         if n == 0 {
@@ -217,7 +226,10 @@ impl Scanner {
         }
         let slice = (PASS_BUDGET / u32::try_from(n).unwrap_or(u32::MAX)).max(MIN_SLICE);
         let mut failed = Vec::new();
-        for _ in 0..n {
+        for k in 0..n {
+            if k > 0 && until.is_some_and(|until| Instant::now() >= until) {
+                break;
+            }
             let Some(path) = self.backlog.pop_front() else {
                 break;
             };
@@ -234,7 +246,11 @@ impl Scanner {
                 // Gone: its session goes stale on its own; it is read again if it returns.
                 Err(_) => continue,
             };
-            self.pass_until = Some(Instant::now() + slice);
+            let mut end = Instant::now() + slice;
+            if let Some(until) = until {
+                end = end.min(until);
+            }
+            self.pass_until = Some(end);
             if let Err(e) = self.refresh(&root, &path, &meta, now) {
                 failed.push((root.source, e));
             }

@@ -11,6 +11,7 @@ use std::fs::{self, Metadata};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
+use std::time::Instant;
 
 use notify::{Config, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
@@ -26,6 +27,9 @@ pub(crate) enum Message {
         paths: Vec<PathBuf>,
         /// The watcher lost events: only a full rescan is exact now.
         rescan: bool,
+        /// When the watcher saw the change: the debounce counts from here, not from when
+        /// the monitor's thread, busy with a pass, took the message.
+        at: Instant,
     },
     /// Stop the monitor.
     Stop,
@@ -44,12 +48,14 @@ pub(crate) fn watch(
             Ok(ev) => Message::Changed {
                 rescan: ev.need_rescan(),
                 paths: ev.paths,
+                at: Instant::now(),
             },
             Err(error) => {
                 tracing::warn!(error = %crate::monitor::health::sanitize_error(&error.to_string()), "file watcher error; rescanning");
                 Message::Changed {
                     paths: Vec::new(),
                     rescan: true,
+                    at: Instant::now(),
                 }
             }
         };

@@ -29,17 +29,6 @@ const FLOOD: Duration = Duration::from_secs(10);
 /// The documented bound on the server's memory growth under the flood.
 const RSS_BOUND: u64 = 16 * 1024 * 1024;
 
-/// This process's resident set, in bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
-}
-
 /// About 64 KiB of frames of one flood pattern, sent over and over.
 fn flood_chunk(pattern: usize) -> Vec<u8> {
     let mut chunk = Vec::new();

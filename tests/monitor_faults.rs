@@ -245,3 +245,174 @@ fn extreme_durations_neither_panic_nor_stop_the_monitor() {
     }
     handle.stop();
 }
+
+/// Runs `handle.stop()` on a thread of its own and returns how long it took, failing the
+/// test (instead of hanging it) when it takes over `bound`.
+fn stop_within(handle: agentwatch_ws::monitor::MonitorHandle, bound: Duration) -> Duration {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        handle.stop();
+        let _ = tx.send(started.elapsed());
+    });
+    match rx.recv_timeout(bound) {
+        Ok(took) => took,
+        Err(_) => panic!("MonitorHandle::stop took over {bound:?}"),
+    }
+}
+
+/// Makes a FIFO at `path` (with `mkfifo`, creating parent directories).
+#[cfg(unix)]
+fn mkfifo(path: &std::path::Path) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo failed");
+}
+
+/// FIFOs, a Unix socket and device files (a link to `/dev/zero`, and a `mknod` character
+/// device when the tests run as root) where a Claude session or subagent log, a Codex
+/// rollout, a Gemini chat and a session-end marker are expected: opening the Gemini FIFO
+/// used to block the monitor's thread for good (no session updated, `stop` never returned).
+/// Now they change nothing, are counted once, and `stop` stays prompt.
+#[cfg(unix)]
+#[test]
+fn fifos_sockets_and_devices_in_a_root_change_nothing_and_never_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let claude = dir.path().join("claude");
+    let codex = dir.path().join("codex");
+    let gemini = dir.path().join("gemini");
+    let ends = dir.path().join("ends");
+    for d in [&codex, &gemini, &ends] {
+        fs::create_dir_all(d).unwrap();
+    }
+    let project = claude_project(&claude);
+    let log = project.join("ok.jsonl");
+    write(&log, &claude_user("ok", "u1", "2026-01-05T09:00:00Z", "a"));
+    let builder = || {
+        Monitor::builder()
+            .root(SourceKind::Claude, &claude)
+            .root(SourceKind::Codex, &codex)
+            .root(SourceKind::Gemini, &gemini)
+            .marker_dir(&ends)
+            .idle_after(Duration::ZERO)
+    };
+    let rec = Recorder::default();
+    let handle = builder().build(rec.clone()).spawn().unwrap();
+    rec.wait_for("the first load", |evs| last_state(evs, "ok").is_some());
+
+    // Made while the monitor runs, so its notifications name them.
+    mkfifo(&gemini.join("0f3a/chats/session-2026-01-05T09-00-fifo.json"));
+    mkfifo(&gemini.join("0f3a/chats/session-2026-01-05T09-00-fifo.jsonl"));
+    mkfifo(&codex.join("2026/01/05/rollout-2026-01-05T09-00-00-fifo.jsonl"));
+    mkfifo(&project.join("fifo.jsonl"));
+    mkfifo(&project.join("ok/subagents/agent-fifo.jsonl"));
+    mkfifo(&ends.join("fifo.json"));
+    let _socket = std::os::unix::net::UnixListener::bind(project.join("socket.jsonl")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", project.join("zero.jsonl")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", gemini.join("0f3a/chats/session-zero.json")).unwrap();
+    let mut specials = 9;
+    // A real character device (1, 3: /dev/null) needs root; CI runs as root.
+    let null = project.join("null.jsonl");
+    let mknod = std::process::Command::new("mknod")
+        .arg(&null)
+        .args(["c", "1", "3"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if mknod {
+        specials += 1;
+    }
+
+    // The monitor keeps reading the real log.
+    append(&log, &claude_user("ok", "u2", "2026-01-05T09:00:01Z", "b"));
+    rec.wait_for("the appended line", |evs| {
+        last_state(evs, "ok").is_some_and(|s| s.message_count == 2)
+    });
+    let took = stop_within(handle, Duration::from_secs(5));
+    assert!(
+        took < agentwatch_ws::monitor::STOP_TIMEOUT,
+        "stop waited for its deadline ({took:?}): the thread was stuck"
+    );
+    let events = rec.take();
+    let ids: std::collections::BTreeSet<String> = events
+        .iter()
+        .flat_map(|e| e.updates.iter().map(|s| s.id.clone()))
+        .collect();
+    assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["ok"]);
+    assert!(
+        events
+            .iter()
+            .filter_map(|e| e.health.as_ref())
+            .all(|h| h.status == HealthStatus::Healthy && h.discover_failures == 0),
+        "{events:#?}"
+    );
+
+    // A synchronous scan finds the same files: each is counted once, however often seen.
+    let mut m = builder().build(rec.clone());
+    m.scan();
+    m.scan();
+    assert_eq!(m.ignored_files(), specials);
+    assert_eq!(m.sessions().len(), 1);
+    assert!(
+        m.health()
+            .iter()
+            .all(|h| h.status == HealthStatus::Healthy && h.parse_failures == 0),
+        "{:?}",
+        m.health()
+    );
+    assert!(
+        fs::symlink_metadata(ends.join("fifo.json")).is_ok(),
+        "left alone"
+    );
+}
+
+/// A sink that blocks until released: the monitor's thread is stuck in a batch.
+#[derive(Clone, Default)]
+struct Stuck(std::sync::Arc<(std::sync::Mutex<(bool, bool)>, std::sync::Condvar)>);
+
+impl agentwatch_ws::EventSink for Stuck {
+    fn handle_event(&self, _: &agentwatch_ws::Event) -> Result<(), agentwatch_ws::SinkError> {
+        let (lock, cvar) = &*self.0;
+        let mut state = lock.lock().unwrap();
+        state.0 = true;
+        cvar.notify_all();
+        while !state.1 {
+            state = cvar.wait(state).unwrap();
+        }
+        Ok(())
+    }
+}
+
+/// `stop` gives up waiting after `STOP_TIMEOUT` when the thread cannot end (here: stuck in
+/// its sink), instead of hanging its caller (a dashboard's shutdown) with it.
+#[test]
+fn stop_is_bounded_even_when_the_thread_is_stuck() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &claude_project(dir.path()).join("s.jsonl"),
+        &claude_user("s", "u1", "2026-01-05T09:00:00Z", "a"),
+    );
+    let sink = Stuck::default();
+    let handle = Monitor::builder()
+        .root(SourceKind::Claude, dir.path())
+        .build(sink.clone())
+        .spawn()
+        .unwrap();
+    {
+        let (lock, cvar) = &*sink.0;
+        let (state, timeout) = cvar
+            .wait_timeout_while(lock.lock().unwrap(), WAIT, |s| !s.0)
+            .unwrap();
+        assert!(!timeout.timed_out() && state.0, "the sink was never called");
+    }
+    let bound = agentwatch_ws::monitor::STOP_TIMEOUT;
+    let took = stop_within(handle, bound + Duration::from_secs(3));
+    assert!(took >= bound, "stop returned before its deadline: {took:?}");
+    // Released: the thread ends by itself.
+    let (lock, cvar) = &*sink.0;
+    lock.lock().unwrap().1 = true;
+    cvar.notify_all();
+}

@@ -91,6 +91,33 @@
 //!   skipped; a truncated or replaced log is read again from the start without counting
 //!   twice; a deleted log leaves its session to go stale; symbolic links to directories are
 //!   not followed, so link loops cannot hang it.
+//! - Only regular files are read. A path is `stat`ed first and opened only if it is a
+//!   regular file, without blocking (`O_NONBLOCK | O_NOCTTY` on Unix), and the type is
+//!   checked again on the open descriptor (`fstat`), so a FIFO, Unix socket or device file
+//!   (or a link to one) where a log, a Gemini chat, a subagent log or a session-end marker
+//!   is expected never blocks the monitor and changes nothing: it is counted once
+//!   ([`Monitor::ignored_files`]) and logged once at `warn` (source and kind, no path).
+//! - Reading is fair. The monitor works in passes: the paths a notification named (after
+//!   the debounce), a full rescan, or the *backlog*; each pass ends with one batch of
+//!   events. A pass reads for at most [`PASS_BUDGET`] (25 ms, plus one 64 KiB buffer per
+//!   log it reads) and at most [`READ_CAP`] (16 MiB) per log, logs with the least unread
+//!   data first, and never past the length a log had when opened; a log with bytes left
+//!   joins the backlog. Backlog passes run whenever nothing else is due, giving each log in
+//!   it an equal share of [`PASS_BUDGET`] (at least 1 ms), round-robin, and end early when
+//!   a notification's debounce (counted from when the watcher saw the change) runs out;
+//!   notifications about a log in the backlog are left to them. So a log growing faster
+//!   than the monitor reads it (or a large log's first load) takes its share of every
+//!   backlog pass, while another log's change is read right after its debounce: at most one
+//!   64 KiB buffer of the backlog later. The bound for another session's update is 100 ms
+//!   (measured: 25–50 ms median in a debug build on a loaded 2-core machine, the writer
+//!   appending as fast as it could); it grows only when many logs change at once (a pass
+//!   reads changes, small ones first, for [`PASS_BUDGET`]; the rest follow in the next
+//!   passes). Memory stays bounded: one 64 KiB
+//!   buffer, at most one partial line (1 MiB) per log, and the backlog lists each log once.
+//!   The first load of a large log runs in the background the same way, at the same
+//!   throughput; [`Monitor::scan`] reads it to the end before returning.
+//! - [`MonitorHandle::stop`] returns within [`STOP_TIMEOUT`] even if a file-system call
+//!   hangs: the thread checks for the stop between passes.
 //!
 //! # Privacy
 //! Logs hold prompts, code and tool output. The parsers read only the fields the wire model
@@ -147,8 +174,25 @@ pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(5);
 /// Default [`MonitorBuilder::health_threshold`]: 3 (Go's default).
 pub const DEFAULT_HEALTH_THRESHOLD: u32 = 3;
 
+/// How long [`MonitorHandle::stop`] waits for the monitor's thread: 2 seconds. A pass ends
+/// within [`PASS_BUDGET`] and the thread checks for the stop between passes, so it ends long
+/// before unless a file-system call hangs (a dead network mount); then the thread is left
+/// to end on its own.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The time one pass of the monitor spends reading logs before it publishes: 25 ms. See
+/// [How it reads](self#how-it-reads).
+pub const PASS_BUDGET: Duration = scan::PASS_BUDGET;
+
+/// The most bytes one log is read in one pass: 16 MiB.
+pub const READ_CAP: u64 = scan::READ_CAP;
+
 /// Forced rescans (after the watcher lost events) are at least this far apart.
 const MIN_FORCED_RESCAN: Duration = Duration::from_secs(1);
+
+/// Notifications taken from the watcher's channel between two passes, at most: a flood of
+/// them cannot keep the monitor from reading.
+const MAX_MESSAGES_PER_PASS: usize = 10_000;
 
 /// The default log roots that exist, from the environment at call time:
 /// `$HOME/.claude/projects`, `$HOME/.config/claude/projects` and `<dir>/projects` for each
@@ -403,12 +447,25 @@ impl Monitor {
             .collect()
     }
 
-    /// One full pass, synchronously: walks every root, reads what changed, applies the
-    /// time-based rules and publishes the batch's events. Returns how many events were
-    /// published. The first call also publishes every source's health.
+    /// One full scan, synchronously: walks every root, reads what changed to the end (in as
+    /// many passes as that takes: a log that grows faster than it is read keeps it reading),
+    /// applies the time-based rules and publishes the events as one batch. Returns how many
+    /// events were published. The first call also publishes every source's health.
     pub fn scan(&mut self) -> usize {
         self.scanner.full_scan();
+        while self.scanner.has_backlog() {
+            self.scanner.read_backlog(None);
+        }
         self.publish()
+    }
+
+    /// How many paths were ignored for not being regular files: FIFOs, sockets and device
+    /// files (or links to them) that match a log layout under a root, or sit in the
+    /// session-end directory. Each path counts once while it stays such a file (and is
+    /// logged once, at `warn`, with its source and kind but not its path); nothing is ever
+    /// read from them.
+    pub fn ignored_files(&self) -> u64 {
+        self.scanner.ignored_files()
     }
 
     /// A copy of every tracked session (active, and terminal within retention), unordered.
@@ -449,11 +506,17 @@ impl Monitor {
     pub fn spawn(self) -> io::Result<MonitorHandle> {
         let (tx, rx) = mpsc::channel();
         let thread_tx = tx.clone();
+        // Dropped when the thread ends, even by a panic: `stop` waits for that, bounded.
+        let (ended_tx, ended) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("agentwatch-monitor".into())
-            .spawn(move || self.run(thread_tx, rx))?;
+            .spawn(move || {
+                let _ended = ended_tx;
+                self.run(thread_tx, rx);
+            })?;
         Ok(MonitorHandle {
             tx,
+            ended,
             thread: Some(thread),
         })
     }
@@ -475,7 +538,8 @@ impl Monitor {
             tracing::warn!(error = %health::sanitize_error(&error.to_string()), "cannot watch a log directory; relying on rescans");
         }
         let started = Instant::now();
-        self.scan();
+        self.scanner.full_scan();
+        self.publish();
         let (files, dormant) = self.file_counts();
         tracing::info!(
             sessions = self.scanner.lifecycle.len(),
@@ -497,24 +561,48 @@ impl Monitor {
             if let Some(d) = self.scanner.lifecycle.next_deadline(now) {
                 deadline = deadline.min(d);
             }
-            match rx.recv_timeout(deadline.saturating_duration_since(now)) {
-                Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(Message::Changed { paths, rescan }) => {
-                    if rescan {
-                        next_rescan = next_rescan.min(last_full + MIN_FORCED_RESCAN);
-                    }
-                    if !paths.is_empty() {
-                        pending.extend(paths);
-                        pending_since.get_or_insert_with(Instant::now);
+            if self.scanner.has_backlog() {
+                deadline = now;
+            }
+            // The first message (or the deadline), then whatever else is queued already, so
+            // a stop is seen within one pass however busy reading is.
+            let mut stop = false;
+            let mut message = match rx.recv_timeout(deadline.saturating_duration_since(now)) {
+                Ok(message) => Some(message),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut taken = 0usize;
+            while let Some(m) = message.take() {
+                match m {
+                    Message::Stop => stop = true,
+                    Message::Changed { paths, rescan, at } => {
+                        if rescan {
+                            next_rescan = next_rescan.min(last_full + MIN_FORCED_RESCAN);
+                        }
+                        // A log in the backlog is read by the backlog passes anyway.
+                        let before = pending.len();
+                        pending.extend(paths.into_iter().filter(|p| !self.scanner.is_queued(p)));
+                        if pending.len() > before {
+                            pending_since.get_or_insert(at);
+                        }
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                taken += 1;
+                if stop || taken >= MAX_MESSAGES_PER_PASS {
+                    break;
+                }
+                message = rx.try_recv().ok();
+            }
+            if stop {
+                break;
             }
             let now = Instant::now();
             if now >= next_rescan {
                 pending.clear();
                 pending_since = None;
-                self.scan();
+                self.scanner.full_scan();
+                self.publish();
                 last_full = Instant::now();
                 next_rescan = last_full + self.rescan_interval;
             } else if pending_since.is_some_and(|since| now >= since + self.debounce) {
@@ -522,6 +610,13 @@ impl Monitor {
                 pending.dedup();
                 self.scanner.changed(pending.drain(..));
                 pending_since = None;
+                self.publish();
+                // Shrink the list after a flood of notifications.
+                pending.shrink_to(1024);
+            } else if self.scanner.has_backlog() {
+                // Cut short when the pending changes are due.
+                self.scanner
+                    .read_backlog(pending_since.map(|since| since + self.debounce));
                 self.publish();
             } else if self
                 .scanner
@@ -554,17 +649,35 @@ fn publish(sink: &dyn EventSink, events: &[Event]) {
 #[must_use = "dropping the handle stops the monitor"]
 pub struct MonitorHandle {
     tx: Sender<Message>,
+    /// Disconnected when the thread has ended.
+    ended: mpsc::Receiver<()>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl MonitorHandle {
-    /// Stops the monitor and waits for its thread to end (at most the time one batch takes;
-    /// from async code, call it in `spawn_blocking` or simply drop the handle).
+    /// Stops the monitor and waits for its thread to end, for at most [`STOP_TIMEOUT`]. The
+    /// thread sees the stop between two passes, so this normally takes at most one pass
+    /// ([`PASS_BUDGET`] of reading, or one full rescan's directory walk). If a file-system
+    /// call hangs (a dead network mount), `stop` logs an error and returns after
+    /// [`STOP_TIMEOUT`] anyway, leaving the thread behind: it ends by itself at its next
+    /// check, after publishing at most the batch of the pass it was in. From async code,
+    /// call it in `spawn_blocking` or simply drop the handle.
     pub fn stop(mut self) {
         let _ = self.tx.send(Message::Stop);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the monitor thread panicked");
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        match self.ended.recv_timeout(STOP_TIMEOUT) {
+            Err(RecvTimeoutError::Disconnected) => {
+                if thread.join().is_err() {
+                    tracing::error!("the monitor thread panicked");
+                }
+            }
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {
+                tracing::error!(
+                    timeout_ms = STOP_TIMEOUT.as_millis() as u64,
+                    "the monitor thread did not stop in time; leaving it"
+                );
             }
         }
     }

@@ -5,8 +5,23 @@
 //! from where the last read stopped ([`Tail`]); a Gemini `.json` chat is parsed whole, but
 //! again only when its size or modification time changed. Files older than the stale
 //! threshold when first seen are *dormant*: remembered, not read, until they change.
+//!
+//! Reading is done in *passes* (a full scan, the paths a notification named, or the
+//! backlog), each ended by one batch of events:
+//! - A pass spends at most [`PASS_BUDGET`] reading (plus one 64 KiB buffer per file it
+//!   reads), and at most [`READ_CAP`] bytes per file. The files with the least unread data
+//!   are read first; files not reached in time, and files with bytes left when their share
+//!   ran out, join the *backlog*.
+//! - The backlog is read in passes of its own, each file for an equal share of
+//!   [`PASS_BUDGET`] (at least [`MIN_SLICE`]), round-robin; a backlog pass ends early when
+//!   other changes are due. While a file is in the backlog, notifications about it are left
+//!   to those passes. So a log growing faster than it can be read takes its share of every
+//!   backlog pass and never delays the other files' passes.
+//! - Only regular files are opened ([`open_regular`]): a FIFO, socket or device file that
+//!   matches a log layout (or sits in the session-end directory) is counted and logged once
+//!   and otherwise ignored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, Metadata};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -19,13 +34,23 @@ use super::sources::codex::CodexLog;
 use super::sources::gemini::GeminiChat;
 use super::sources::marker_dir::{self, Taken};
 use super::sources::{Counts, FileKind, LineResult, SourceKind, classify};
-use super::tail::{FileId, Item, Tail};
+use super::tail::{FileId, Item, Limit, Opened, Tail, open_regular, special_kind};
 use super::watch::walk;
 use crate::wire::{Event, Health, Timestamp};
 
 /// At most this many junk files left in the marker directory are remembered (so each is
 /// reported once); past it, further ones are counted again at each rescan.
 const MAX_LEFT_JUNK: usize = 1024;
+
+/// The time one pass may spend reading logs: 25 ms. With the debounce it bounds how long a
+/// change waits for another log's reading.
+pub(crate) const PASS_BUDGET: Duration = Duration::from_millis(25);
+
+/// The most bytes read from one file in one pass: 16 MiB.
+pub(crate) const READ_CAP: u64 = 16 << 20;
+
+/// The least time a backlog pass gives each file in the backlog: 1 ms.
+pub(crate) const MIN_SLICE: Duration = Duration::from_millis(1);
 
 /// A root directory of one source.
 #[derive(Debug, Clone)]
@@ -103,6 +128,11 @@ struct Tracked {
     stem: String,
     /// A Gemini CLI `.json` chat that continues in the `.jsonl` beside it: no longer read.
     superseded: bool,
+    /// Bytes were left unread (a read stopped at its limit, or the pass ran out of time
+    /// before reaching the file): read it again even if its stamp is unchanged.
+    behind: bool,
+    /// In [`Scanner::backlog`]: only backlog passes read it.
+    queued: bool,
 }
 
 /// The monitor's state: roots, tracked files, health and sessions.
@@ -122,6 +152,15 @@ pub(crate) struct Scanner {
     claimed: HashMap<String, PathBuf>,
     stale_after: Duration,
     pub(crate) lifecycle: Lifecycle,
+    /// Files with bytes left to read, in the order they are read next.
+    backlog: VecDeque<PathBuf>,
+    /// When the current pass stops reading.
+    pass_until: Option<Instant>,
+    /// Paths matching a layout that are not regular files, each counted and logged once
+    /// (forgotten at a full scan once they are gone or regular).
+    ignored: HashSet<PathBuf>,
+    /// Paths ever added to `ignored`.
+    ignored_total: u64,
 }
 
 impl Scanner {
@@ -148,6 +187,102 @@ impl Scanner {
             claimed: HashMap::new(),
             stale_after,
             lifecycle,
+            backlog: VecDeque::new(),
+            pass_until: None,
+            ignored: HashSet::new(),
+            ignored_total: 0,
+        }
+    }
+
+    /// Whether files have bytes left to read.
+    pub(crate) fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// How many paths were ignored for not being regular files, each counted once.
+    pub(crate) fn ignored_files(&self) -> u64 {
+        self.ignored_total
+    }
+
+    fn note_ignored(&mut self, source: Option<SourceKind>, path: &Path, kind: &'static str) {
+        if self.ignored.insert(path.to_path_buf()) {
+            self.ignored_total += 1;
+            tracing::warn!(
+                source = source.map_or("session-end", SourceKind::name),
+                kind,
+                "ignored a file that is not a regular file"
+            );
+        }
+    }
+
+    /// Orders files so that those with the least unread data come first: a small change is
+    /// not kept behind a large one when the pass runs out of time.
+    fn least_unread_first(&self, found: &mut [(usize, PathBuf, Metadata)]) {
+        found.sort_by_cached_key(|(_, path, meta)| match self.files.get(path) {
+            Some(t) if t.kind.is_jsonl() => meta.len().saturating_sub(t.tail.offset()),
+            _ => meta.len(),
+        });
+    }
+
+    /// Whether `path` is in the backlog: a notification about it adds nothing, the backlog
+    /// passes read it anyway.
+    pub(crate) fn is_queued(&self, path: &Path) -> bool {
+        self.files.get(path).is_some_and(|t| t.queued)
+    }
+
+    /// Reads the backlog once: each file for an equal share of [`PASS_BUDGET`] (at least
+    /// [`MIN_SLICE`]), in turn; those still behind go to the back. The pass ends early at
+    /// `until` (when other changes are due), after at least one file: the files not reached
+    /// stay first in line.
+    pub(crate) fn read_backlog(&mut self, until: Option<Instant>) {
+        let now = Instant::now();
+        let n = self.backlog.len();
+        if n == 0 {
+            return;
+        }
+        let slice = (PASS_BUDGET / u32::try_from(n).unwrap_or(u32::MAX)).max(MIN_SLICE);
+        let mut failed = Vec::new();
+        for k in 0..n {
+            if k > 0 && until.is_some_and(|until| Instant::now() >= until) {
+                break;
+            }
+            let Some(path) = self.backlog.pop_front() else {
+                break;
+            };
+            let Some(tracked) = self.files.get_mut(&path) else {
+                continue;
+            };
+            tracked.queued = false;
+            let Some(root) = self.roots.iter().position(|r| path.starts_with(&r.path)) else {
+                continue;
+            };
+            let root = self.roots[root].clone();
+            let meta = match fs::metadata(&path) {
+                Ok(meta) => meta,
+                // Gone: its session goes stale on its own; it is read again if it returns.
+                Err(_) => continue,
+            };
+            let mut end = Instant::now() + slice;
+            if let Some(until) = until {
+                end = end.min(until);
+            }
+            self.pass_until = Some(end);
+            if let Err(e) = self.refresh(&root, &path, &meta, now) {
+                failed.push((root.source, e));
+            }
+        }
+        self.pass_until = None;
+        self.record_read_failures(failed);
+        self.lifecycle.sweep(now);
+    }
+
+    fn record_read_failures(&mut self, failed: Vec<(SourceKind, io::Error)>) {
+        for (source, e) in failed {
+            let message = format!("cannot read log: {e}");
+            tracing::warn!(source = source.name(), error = %super::health::sanitize_error(&message), "read failed");
+            if let Some(h) = self.health_mut(source) {
+                h.failure(&message);
+            }
         }
     }
 
@@ -182,25 +317,33 @@ impl Scanner {
     /// records whether its walk was clean.
     pub(crate) fn full_scan(&mut self) {
         let now = Instant::now();
-        let mut outcomes: Vec<(SourceKind, Option<String>)> = Vec::new();
-        for i in 0..self.roots.len() {
-            let root = self.roots[i].clone();
-            let mut found: Vec<(PathBuf, Metadata)> = Vec::new();
-            let errors = walk(&root.path, 0, &mut |p, m| {
+        self.pass_until = Some(now + PASS_BUDGET);
+        let mut found: Vec<(usize, PathBuf, Metadata)> = Vec::new();
+        let mut errors: Vec<Option<String>> = Vec::with_capacity(self.roots.len());
+        for (i, root) in self.roots.iter().enumerate() {
+            let walk_errors = walk(&root.path, 0, &mut |p, m| {
                 if classify(root.source, &root.path, p).is_some() {
-                    found.push((p.to_path_buf(), m.clone()));
+                    found.push((i, p.to_path_buf(), m.clone()));
                 }
             });
-            let mut error = errors
-                .first()
-                .map(|e| format!("cannot read directory: {e}"));
-            for (path, meta) in found {
-                if let Err(e) = self.refresh(&root, &path, &meta, now) {
-                    error.get_or_insert(format!("cannot read log: {e}"));
-                }
-            }
-            outcomes.push((root.source, error));
+            errors.push(
+                walk_errors
+                    .first()
+                    .map(|e| format!("cannot read directory: {e}")),
+            );
         }
+        self.least_unread_first(&mut found);
+        for (i, path, meta) in found {
+            let root = self.roots[i].clone();
+            if let Err(e) = self.refresh(&root, &path, &meta, now) {
+                errors[i].get_or_insert(format!("cannot read log: {e}"));
+            }
+        }
+        self.pass_until = None;
+        self.ignored
+            .retain(|p| fs::metadata(p).is_ok_and(|m| !m.is_file()));
+        let outcomes: Vec<(SourceKind, Option<String>)> =
+            self.roots.iter().map(|r| r.source).zip(errors).collect();
         for kind in SourceKind::ALL {
             let mine: Vec<&Option<String>> = outcomes
                 .iter()
@@ -228,6 +371,9 @@ impl Scanner {
     /// Handles paths the watcher reported.
     pub(crate) fn changed(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
         let now = Instant::now();
+        self.pass_until = Some(now + PASS_BUDGET);
+        let mut found: Vec<(usize, PathBuf, Metadata)> = Vec::new();
+        let mut failed: Vec<(SourceKind, io::Error)> = Vec::new();
         for path in paths {
             if let Some(dir) = &self.marker_dir {
                 if path.parent() == Some(dir.as_path()) {
@@ -237,47 +383,40 @@ impl Scanner {
                     continue;
                 }
             }
-            let Some(root) = self
-                .roots
-                .iter()
-                .find(|r| path.starts_with(&r.path))
-                .cloned()
-            else {
+            let Some(i) = self.roots.iter().position(|r| path.starts_with(&r.path)) else {
                 continue;
             };
+            let root = &self.roots[i];
             let meta = match fs::metadata(&path) {
                 Ok(meta) => meta,
                 // Deleted (or renamed away): the session goes stale on its own.
                 Err(_) => continue,
             };
-            let result = if meta.is_dir() {
+            if meta.is_dir() {
                 let depth = path
                     .strip_prefix(&root.path)
                     .map_or(0, |r| r.components().count());
-                let mut found: Vec<(PathBuf, Metadata)> = Vec::new();
                 let errors = walk(&path, depth, &mut |p, m| {
                     if classify(root.source, &root.path, p).is_some() {
-                        found.push((p.to_path_buf(), m.clone()));
+                        found.push((i, p.to_path_buf(), m.clone()));
                     }
                 });
-                let mut result: io::Result<()> = errors.into_iter().next().map_or(Ok(()), Err);
-                for (p, m) in found {
-                    if let Err(e) = self.refresh(&root, &p, &m, now) {
-                        result = Err(e);
-                    }
+                if let Some(e) = errors.into_iter().next() {
+                    failed.push((root.source, e));
                 }
-                result
             } else {
-                self.refresh(&root, &path, &meta, now)
-            };
-            if let Err(e) = result {
-                let message = format!("cannot read log: {e}");
-                tracing::warn!(source = root.source.name(), error = %super::health::sanitize_error(&message), "read failed");
-                if let Some(h) = self.health_mut(root.source) {
-                    h.failure(&message);
-                }
+                found.push((i, path, meta));
             }
         }
+        self.least_unread_first(&mut found);
+        for (i, path, meta) in found {
+            let root = self.roots[i].clone();
+            if let Err(e) = self.refresh(&root, &path, &meta, now) {
+                failed.push((root.source, e));
+            }
+        }
+        self.pass_until = None;
+        self.record_read_failures(failed);
         self.lifecycle.sweep(now);
     }
 
@@ -374,8 +513,15 @@ impl Scanner {
         meta: &Metadata,
         now: Instant,
     ) -> io::Result<()> {
+        if !meta.is_file() {
+            if classify(root.source, &root.path, path).is_some() {
+                self.note_ignored(Some(root.source), path, special_kind(meta));
+            }
+            return Ok(());
+        }
         let stamp = Stamp::of(meta);
         let stale_after = self.stale_after;
+        let pass_until = self.pass_until;
         let tracked = match self.files.get_mut(path) {
             Some(t) => t,
             None => {
@@ -402,24 +548,50 @@ impl Scanner {
                     reported: Counts::default(),
                     stem,
                     superseded: false,
+                    behind: false,
+                    queued: false,
                 })
             }
         };
-        if tracked.stamp == Some(stamp) {
+        if tracked.queued || (tracked.stamp == Some(stamp) && !tracked.behind) {
             return Ok(());
         }
         if tracked.superseded {
             tracked.stamp = Some(stamp);
             return Ok(());
         }
+        if pass_until.is_some_and(|until| Instant::now() >= until) {
+            // Out of time in this pass: the next backlog pass reads it.
+            tracked.behind = true;
+            tracked.queued = true;
+            self.backlog.push_back(path.to_path_buf());
+            return Ok(());
+        }
+        let (mut file, meta) = match open_regular(path)? {
+            Opened::File(file, meta) => (file, meta),
+            Opened::Special(kind) => {
+                let source = tracked.source;
+                self.note_ignored(Some(source), path, kind);
+                return Ok(());
+            }
+        };
+        let Some(tracked) = self.files.get_mut(path) else {
+            return Ok(());
+        };
+        let stamp = Stamp::of(&meta);
         tracked.dormant = false;
         let mut invalid = 0u64;
         let mut data = false;
+        let mut behind = false;
         if tracked.kind.is_jsonl() {
             let Tracked {
                 parser, tail, kind, ..
             } = tracked;
-            let outcome = tail.read(path, meta, |item| match item {
+            let limit = Limit {
+                bytes: READ_CAP,
+                until: pass_until,
+            };
+            let outcome = tail.read(&mut file, &meta, limit, |item| match item {
                 Item::Restart => *parser = Parser::new(kind),
                 Item::Line(line) => {
                     if parser.line(line) == LineResult::Invalid {
@@ -429,8 +601,8 @@ impl Scanner {
             })?;
             invalid += outcome.over_long;
             data = outcome.lines > 0 || outcome.over_long > 0 || outcome.restarted;
+            behind = outcome.behind;
         } else if let Parser::Gemini(chat) = &mut tracked.parser {
-            let file = fs::File::open(path)?;
             match chat.read_whole(file) {
                 Ok(()) => data = true,
                 // Often a file caught mid-rewrite: read again at its next change.
@@ -438,7 +610,16 @@ impl Scanner {
             }
         }
         tracked.stamp = Some(stamp);
+        tracked.behind = behind;
+        if behind && !tracked.queued {
+            tracked.queued = true;
+            self.backlog.push_back(path.to_path_buf());
+        }
         let source = tracked.source;
+        if !self.ignored.is_empty() {
+            // Regular again (a special file replaced by a log).
+            self.ignored.remove(path);
+        }
         if invalid > 0 {
             tracing::debug!(
                 source = source.name(),

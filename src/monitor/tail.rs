@@ -1,6 +1,12 @@
 //! Incremental line reading: each JSONL log is read from a saved byte offset, a buffer at a
 //! time, never from the start again and never whole into memory.
 //!
+//! - Only regular files are read: [`open_regular`] opens without blocking (`O_NONBLOCK`,
+//!   `O_NOCTTY` on Unix) and checks the type of what it opened (`fstat`), so a FIFO, socket
+//!   or device file put where a log is expected never blocks the monitor.
+//! - One [`Tail::read`] reads at most up to the length the file had when it was opened, and
+//!   stops earlier at its [`Limit`] (bytes and a deadline); the outcome says whether unread
+//!   bytes are left ([`ReadOutcome::behind`]), and the next call goes on from there.
 //! - Only newline-terminated lines are handed out; a partial last line is kept (at most
 //!   [`MAX_LINE`] bytes) until its newline arrives.
 //! - A line longer than [`MAX_LINE`] is skipped up to the next newline and counted in
@@ -10,9 +16,10 @@
 //!   ([`ReadOutcome::restarted`]) so the caller derives that file's counters again from
 //!   scratch instead of counting twice.
 
-use std::fs::{File, Metadata};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::time::Instant;
 
 /// The longest line handed out, newline excluded: 1 MiB. Longer lines are skipped.
 pub(crate) const MAX_LINE: usize = 1 << 20;
@@ -41,6 +48,97 @@ impl FileId {
     }
 }
 
+/// What kind of file a path that is not a regular file is, for logs and counters.
+pub(crate) fn special_kind(meta: &Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "fifo";
+        }
+        if t.is_socket() {
+            return "socket";
+        }
+        if t.is_char_device() {
+            return "char device";
+        }
+        if t.is_block_device() {
+            return "block device";
+        }
+    }
+    if meta.is_dir() { "directory" } else { "other" }
+}
+
+/// What [`open_regular`] found at a path.
+#[derive(Debug)]
+pub(crate) enum Opened {
+    /// A regular file, open for reading, with its metadata from the open descriptor.
+    File(File, Metadata),
+    /// Not a regular file (FIFO, socket, device, directory): nothing was read from it. The
+    /// name says which ([`special_kind`]).
+    Special(&'static str),
+}
+
+/// Opens `path` for reading if, and only if, it is a regular file (links followed), without
+/// ever blocking: the type is checked with `stat` first (so a FIFO is never opened, which
+/// would disturb its writer), and again with `fstat` on the opened descriptor (the path may
+/// have been replaced in between). On Unix the open is `O_NONBLOCK | O_NOCTTY`, so even a
+/// FIFO or terminal swapped in after the `stat` cannot block or become the controlling
+/// terminal; a Unix socket cannot be opened at all and is reported as
+/// [`Opened::Special`].
+///
+/// # Errors
+/// The path does not exist or cannot be opened or `stat`ed.
+pub(crate) fn open_regular(path: &Path) -> io::Result<Opened> {
+    let before = std::fs::metadata(path)?;
+    if !before.is_file() {
+        return Ok(Opened::Special(special_kind(&before)));
+    }
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(
+            (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32,
+        );
+    }
+    let file = match options.open(path) {
+        Ok(file) => file,
+        // A socket swapped in after the `stat`.
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
+            return Ok(Opened::Special("socket"));
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(Opened::Special(special_kind(&meta)));
+    }
+    Ok(Opened::File(file, meta))
+}
+
+/// How much one [`Tail::read`] may read: it stops at whichever comes first. At least one
+/// buffer (64 KiB) is read whatever the limit, so every call makes progress.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limit {
+    /// Bytes.
+    pub(crate) bytes: u64,
+    /// When to stop, checked after each buffer.
+    pub(crate) until: Option<Instant>,
+}
+
+impl Limit {
+    /// No limit but the file's length at open.
+    #[cfg(test)]
+    pub(crate) const NONE: Limit = Limit {
+        bytes: u64::MAX,
+        until: None,
+    };
+}
+
 /// What [`Tail::read`] hands its callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Item<'a> {
@@ -62,6 +160,8 @@ pub(crate) struct ReadOutcome {
     pub(crate) over_long: u64,
     /// Bytes read.
     pub(crate) bytes: u64,
+    /// The read stopped at its [`Limit`] with bytes of the file left unread.
+    pub(crate) behind: bool,
 }
 
 /// The read position in one file.
@@ -83,53 +183,53 @@ impl Tail {
     }
 
     /// Bytes consumed so far.
-    #[cfg(test)]
     pub(crate) fn offset(&self) -> u64 {
         self.offset
     }
 
-    /// Reads what was appended to `path` since the last call, handing each complete line to
-    /// `on` (after an [`Item::Restart`] if the file has to be read again from the start).
+    /// Reads what was appended to `file` since the last call, up to the length `meta` gives
+    /// and within `limit`, handing each complete line to `on` (after an [`Item::Restart`] if
+    /// the file has to be read again from the start).
     ///
-    /// `meta` is the file's current metadata (from `std::fs::metadata`), used to detect
-    /// truncation and replacement before reading.
+    /// `file` and `meta` come from [`open_regular`]: `meta` describes the open descriptor, so
+    /// truncation and replacement are judged on the file actually read.
     ///
     /// # Errors
-    /// Opening, seeking or reading the file failed; the offset then stays where the last
-    /// complete read left it, so a later call retries.
+    /// Seeking or reading failed; the offset then stays after the last complete buffer, so a
+    /// later call goes on from there.
     pub(crate) fn read(
         &mut self,
-        path: &Path,
+        file: &mut File,
         meta: &Metadata,
+        limit: Limit,
         mut on: impl FnMut(Item<'_>),
     ) -> io::Result<ReadOutcome> {
         let mut outcome = ReadOutcome::default();
         let id = FileId::of(meta);
-        if meta.len() < self.offset || self.id.is_some_and(|old| old != id) {
+        let len = meta.len();
+        if len < self.offset || self.id.is_some_and(|old| old != id) {
             *self = Tail::new();
             outcome.restarted = true;
             on(Item::Restart);
         }
         self.id = Some(id);
-        if meta.len() == self.offset {
+        if len == self.offset {
             return Ok(outcome);
-        }
-        let mut file = File::open(path)?;
-        // The file may have been replaced between `metadata` and `open`: trust the open one.
-        let opened = FileId::of(&file.metadata()?);
-        if opened != id {
-            if self.offset > 0 {
-                outcome.restarted = true;
-                on(Item::Restart);
-            }
-            *self = Tail::new();
-            self.id = Some(opened);
         }
         file.seek(SeekFrom::Start(self.offset))?;
         let mut buf = vec![0u8; CHUNK];
         let mut on_line = |line: &[u8]| on(Item::Line(line));
-        loop {
-            let n = match file.read(&mut buf) {
+        while self.offset < len {
+            if outcome.bytes > 0
+                && (outcome.bytes >= limit.bytes
+                    || limit.until.is_some_and(|t| Instant::now() >= t))
+            {
+                outcome.behind = true;
+                break;
+            }
+            let want = usize::try_from(len - self.offset).map_or(CHUNK, |left| left.min(CHUNK));
+            let n = match file.read(&mut buf[..want]) {
+                // Truncated while reading: the next call sees the new length.
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -197,10 +297,16 @@ mod tests {
     use std::io::Write;
 
     fn read_all(tail: &mut Tail, path: &Path) -> (ReadOutcome, Vec<String>) {
-        let meta = std::fs::metadata(path).unwrap();
+        read_limited(tail, path, Limit::NONE)
+    }
+
+    fn read_limited(tail: &mut Tail, path: &Path, limit: Limit) -> (ReadOutcome, Vec<String>) {
+        let Opened::File(mut file, meta) = open_regular(path).unwrap() else {
+            panic!("not a regular file");
+        };
         let mut lines = Vec::new();
         let outcome = tail
-            .read(path, &meta, |item| match item {
+            .read(&mut file, &meta, limit, |item| match item {
                 Item::Line(l) => lines.push(String::from_utf8_lossy(l).into_owned()),
                 Item::Restart => lines.push("<restart>".to_owned()),
             })
@@ -262,5 +368,62 @@ mod tests {
         let (o, lines) = read_all(&mut tail, &path);
         assert!(o.restarted);
         assert_eq!(lines, ["<restart>", "p", "q", "r"]);
+    }
+
+    #[test]
+    fn a_limited_read_goes_on_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let line = format!("{}\n", "y".repeat(999));
+        std::fs::write(&path, line.repeat(300)).unwrap();
+        let mut tail = Tail::new();
+        let limit = Limit {
+            bytes: 100_000,
+            until: None,
+        };
+        let mut total = 0;
+        let mut reads = 0;
+        loop {
+            let (o, lines) = read_limited(&mut tail, &path, limit);
+            assert!(o.bytes <= 100_000 + CHUNK as u64, "{o:?}");
+            assert!(lines.iter().all(|l| l.len() == 999));
+            total += lines.len();
+            reads += 1;
+            if !o.behind {
+                break;
+            }
+        }
+        assert_eq!((total, tail.offset()), (300, 300_000));
+        assert!(reads >= 3, "{reads} reads");
+        // A deadline already past still reads one buffer: every call makes progress.
+        let mut tail = Tail::new();
+        let past = Limit {
+            bytes: u64::MAX,
+            until: Some(Instant::now()),
+        };
+        let (o, _) = read_limited(&mut tail, &path, past);
+        assert!(o.behind && o.bytes == CHUNK as u64, "{o:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.jsonl");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let socket = dir.path().join("socket.jsonl");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let zero = dir.path().join("zero.jsonl");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        for (path, kind) in [(&fifo, "fifo"), (&socket, "socket"), (&zero, "char device")] {
+            match open_regular(path).unwrap() {
+                Opened::Special(k) => assert_eq!(k, kind),
+                Opened::File(..) => panic!("{kind} opened as a regular file"),
+            }
+        }
     }
 }

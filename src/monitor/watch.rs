@@ -3,13 +3,15 @@
 //!
 //! The walk never follows a symbolic link to a directory (so a link loop cannot make it
 //! spin), follows links to files, stops [`MAX_DEPTH`] levels below the root, and accepts
-//! names that are not UTF-8 (they simply match no layout). The watcher is told not to follow
-//! links either.
+//! names that are not UTF-8 (they simply match no layout). It only `stat`s: FIFOs, sockets
+//! and device files are reported with their metadata, never opened, and the caller decides
+//! (the scanner ignores them). The watcher is told not to follow links either.
 
 use std::fs::{self, Metadata};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
+use std::time::Instant;
 
 use notify::{Config, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
@@ -25,6 +27,9 @@ pub(crate) enum Message {
         paths: Vec<PathBuf>,
         /// The watcher lost events: only a full rescan is exact now.
         rescan: bool,
+        /// When the watcher saw the change: the debounce counts from here, not from when
+        /// the monitor's thread, busy with a pass, took the message.
+        at: Instant,
     },
     /// Stop the monitor.
     Stop,
@@ -43,12 +48,14 @@ pub(crate) fn watch(
             Ok(ev) => Message::Changed {
                 rescan: ev.need_rescan(),
                 paths: ev.paths,
+                at: Instant::now(),
             },
             Err(error) => {
                 tracing::warn!(error = %crate::monitor::health::sanitize_error(&error.to_string()), "file watcher error; rescanning");
                 Message::Changed {
                     paths: Vec::new(),
                     rescan: true,
+                    at: Instant::now(),
                 }
             }
         };
@@ -72,9 +79,11 @@ pub(crate) fn watch(
     (Some(watcher), errors)
 }
 
-/// Walks `dir` (at depth `depth` below its root), calling `on_file` for every file with its
-/// metadata (links to files followed). Returns the errors met (unreadable directories);
-/// files that vanish during the walk or links that lead nowhere are skipped silently.
+/// Walks `dir` (at depth `depth` below its root), calling `on_file` for everything that is
+/// not a directory, with its metadata (links followed, except to directories): regular
+/// files, and FIFOs, sockets and device files, which the caller tells apart by the metadata.
+/// Returns the errors met (unreadable directories); files that vanish during the walk or
+/// links that lead nowhere are skipped silently.
 pub(crate) fn walk(
     dir: &Path,
     depth: usize,
@@ -107,17 +116,15 @@ pub(crate) fn walk(
                 if depth < MAX_DEPTH {
                     stack.push((path, depth + 1));
                 }
-            } else if file_type.is_file() {
-                if let Ok(meta) = entry.metadata() {
-                    on_file(&path, &meta);
-                }
             } else if file_type.is_symlink() {
-                // Follow links to files only; a link loop or a dangling link fails here.
+                // Never into directories; a link loop or a dangling link fails here.
                 if let Ok(meta) = fs::metadata(&path) {
-                    if meta.is_file() {
+                    if !meta.is_dir() {
                         on_file(&path, &meta);
                     }
                 }
+            } else if let Ok(meta) = entry.metadata() {
+                on_file(&path, &meta);
             }
         }
     }

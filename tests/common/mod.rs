@@ -40,6 +40,17 @@ pub async fn within_for<T>(limit: Duration, what: &str, fut: impl Future<Output 
     }
 }
 
+/// This process's resident set, in bytes (Linux: `VmRSS` of `/proc/self/status`).
+pub fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib * 1024
+}
+
 /// Logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=agentwatch_ws=debug`).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()

@@ -98,6 +98,7 @@ mod frame;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+mod host;
 mod hub;
 mod layer;
 #[cfg(feature = "metrics")]
@@ -112,6 +113,7 @@ mod snapshot_cache;
 pub mod status;
 mod stop;
 mod store;
+mod stream_end;
 mod upgrade;
 pub mod wire;
 
@@ -132,7 +134,9 @@ pub use layer::{
 pub use monitor::{Monitor, MonitorBuilder, MonitorHandle};
 pub use publisher::Publisher;
 pub use serve::{
-    DEFAULT_HEADER_READ_TIMEOUT, MAX_HEADER_READ_TIMEOUT, Serve, WithGracefulShutdown, serve,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL,
+    DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    MAX_HEADER_READ_TIMEOUT, MAX_IDLE_TIMEOUT, Serve, WithGracefulShutdown, serve,
 };
 pub use sink::{EventSink, MultiSink, SinkError, Snapshot, SnapshotSource};
 pub use store::SessionStore;

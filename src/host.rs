@@ -89,13 +89,27 @@ pub(crate) fn check(
     Ok(())
 }
 
-/// `uri-host [ ":" port ]`: an authority without userinfo.
+/// `uri-host [ ":" port ]`: an authority without userinfo. A comma, legal in a reg-name
+/// but in no real host name, is refused too: it is what two `Host` lines joined look like.
 fn parse(value: &[u8]) -> Option<Authority> {
-    if value.contains(&b'@') {
+    if value.contains(&b'@') || value.contains(&b',') {
         return None;
     }
     let authority = Authority::try_from(value).ok()?;
     if authority.host().is_empty() {
+        return None;
+    }
+    // `port = *DIGIT` (RFC 3986 §3.2.3); `http` accepts any text after the colon.
+    let text = authority.as_str();
+    let port = match text.rfind(']') {
+        Some(end) => &text[end + 1..],
+        None => text.rfind(':').map_or("", |colon| &text[colon..]),
+    };
+    if let Some(digits) = port.strip_prefix(':') {
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+    } else if !port.is_empty() {
         return None;
     }
     Some(authority)

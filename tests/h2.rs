@@ -215,3 +215,78 @@ async fn refused_http2_attempts_are_answered_and_counted() {
     let mut client = open(&mut sender, addr, None, None).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
 }
+
+/// An HTTP/2 connection (h2c) that sends one request and then nothing is closed within
+/// `idle_timeout` of its answer: the request-head deadline covers only its first request.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_within_the_idle_deadline() {
+    const IDLE: Duration = Duration::from_millis(400);
+    init_tracing();
+    let ws = layer();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().merge(ws.router("/ws"));
+    tokio::spawn(
+        agentwatch_ws::serve(listener, app)
+            .idle_timeout(IDLE)
+            .into_future(),
+    );
+    let io = TokioIo::new(within("connect", TcpStream::connect(addr)).await.unwrap());
+    let (mut sender, conn) = within(
+        "h2 handshake",
+        hyper::client::conn::http2::Builder::new(TokioExecutor::new()).handshake(io),
+    )
+    .await
+    .unwrap();
+    let closed = tokio::spawn(conn);
+    let status = Request::get(format!("http://{addr}/ws/status"))
+        .body(Body::empty())
+        .unwrap();
+    let response = send(&mut sender, status).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    body_text(response).await;
+    let idle_since = std::time::Instant::now();
+    within("the server closes the idle connection", closed)
+        .await
+        .unwrap()
+        .unwrap();
+    let after = idle_since.elapsed();
+    assert!(after >= IDLE.mul_f32(0.9), "closed early: {after:?}");
+    assert!(
+        after <= IDLE + Duration::from_secs(3),
+        "closed late: {after:?}"
+    );
+}
+
+/// A WebSocket stream keeps its HTTP/2 connection busy: no idle close while it lives, and
+/// the idle deadline starts once it ends.
+#[tokio::test]
+async fn a_websocket_stream_keeps_its_http2_connection_open_until_it_ends() {
+    const IDLE: Duration = Duration::from_millis(300);
+    init_tracing();
+    let ws = layer();
+    let hub = ws.hub();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().merge(ws.router("/ws"));
+    tokio::spawn(
+        agentwatch_ws::serve(listener, app)
+            .idle_timeout(IDLE)
+            .into_future(),
+    );
+    let mut sender = h2_client(addr).await;
+    let mut client = open(&mut sender, addr, None, None).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    // Several idle deadlines pass with the stream open (the time passing is what is
+    // tested); an event still arrives.
+    tokio::time::sleep(IDLE * 3).await;
+    hub.handle_event(&Event::delta(1, vec![], vec!["gone".into()]))
+        .unwrap();
+    assert_eq!(next_event(&mut client).await.seq, 1);
+    assert!(!sender.is_closed(), "closed while a stream was open");
+    within("close", client.send(Message::Close(None)))
+        .await
+        .unwrap();
+    let _ = within("close reply", client.collect::<Vec<_>>()).await;
+    eventually("idle close after the stream", || sender.is_closed()).await;
+}

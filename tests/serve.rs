@@ -205,7 +205,10 @@ async fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     (status, body)
 }
 
@@ -239,10 +242,17 @@ async fn requests_without_a_single_valid_host_get_400() {
         assert_eq!(raw_request(addr, &request).await.0, 101);
     }
     // Under the crate's serve the check precedes the app, on every route.
-    let (status, body) = raw_request(crate_addr, "GET /ping HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    let (status, body) = raw_request(
+        crate_addr,
+        "GET /ping HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
-    let (status, _) =
-        raw_request(crate_addr, "GET /ping HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    let (status, _) = raw_request(
+        crate_addr,
+        "GET /ping HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(status, 200);
     // axum::serve: the handshake answered and counted them.
     assert_eq!(axum_hub.stats().rejected.not_upgrade, 6);

@@ -405,12 +405,14 @@ mod tests {
             b.header("cookie", "theme=dark")
                 .header("cookie", "aw_token=\"t0k\"; other=1")
         });
-        let cookies = |p| tokens_from_cookie(p, "aw_token").collect::<Vec<_>>();
+        fn cookies(p: &Parts) -> Vec<&str> {
+            tokens_from_cookie(p, "aw_token").collect()
+        }
         assert_eq!(cookies(&p), ["t0k"]);
         assert_eq!(tokens_from_cookie(&p, "aw").next(), None);
         // RFC 6265 §4.1.1: one pair of quotes, removed; nothing else outside cookie-octets.
         for (line, expected) in [
-            ("aw_token=", &[][..]),
+            ("aw_token=", &[][..] as &[&str]),
             ("aw_token=\"\"", &[]),
             ("aw_token=\"a", &[]),
             ("aw_token=a\"", &[]),
@@ -420,7 +422,7 @@ mod tests {
             ("aw_token=a\\b", &[]),
             ("aw_token=a,b", &[]),
             ("AW_TOKEN=a", &[]),
-            ("aw_token = a ", &["a"]),
+            ("aw_token = a ", &["a"][..]),
             ("aw_token=a=b", &["a=b"]),
             ("aw_token=; aw_token=x; aw_token=\"y\"", &["x", "y"]),
         ] {

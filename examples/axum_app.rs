@@ -106,7 +106,9 @@ async fn main() -> std::io::Result<()> {
         .route("/", get(page))
         .route("/healthz", get(health))
         .merge(ws.router::<AppState>("/ws"))
-        .layer(TraceLayer::new_for_http())
+        // Spans print the URI without token carriers (`?access_token=` values): the default
+        // `TraceLayer` span would print the token with every event inside it.
+        .layer(TraceLayer::new_for_http().make_span_with(agentwatch_ws::redact::make_span))
         .with_state(state);
 
     // Stand-in for the real monitor: one session that keeps working.

@@ -84,8 +84,11 @@
 //!   limit, each a tower layer usable on its own.
 //! - [`status`]: the last refusal per client IP, served at `<path>/status` so a page can say
 //!   why it cannot connect.
-//! - [`serve()`]: serves the app with a deadline on request heads (slowloris), `TCP_NODELAY`
-//!   and the connect info the rate limit needs; the recommended way to run it.
+//! - [`serve()`]: serves the app with deadlines on request heads (slowloris) and idle
+//!   connections, HTTP/2 keep-alive, per-IP connection and per-connection stream bounds,
+//!   `Host` checks, `TCP_NODELAY` and the connect info the rate limit needs; the recommended
+//!   way to run it.
+//! - [`redact`]: request URIs for logs without token carriers, and a `TraceLayer` span maker.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -106,6 +109,7 @@ pub mod metrics;
 #[cfg(feature = "monitor")]
 pub mod monitor;
 mod publisher;
+pub mod redact;
 mod reject;
 mod serve;
 mod sink;

@@ -298,9 +298,14 @@ impl fmt::Display for AuthRejection {
 
 impl std::error::Error for AuthRejection {}
 
+/// Response extension: the rejection was logged where it was made (by [`Authenticated`]),
+/// so [`reject_unauthorized`] does not log it again.
+#[derive(Debug, Clone, Copy)]
+struct Logged;
+
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
-        match self {
+        let mut response = match self {
             AuthRejection::Unauthorized => rejection(
                 RejectReason::Unauthorized,
                 StatusCode::UNAUTHORIZED,
@@ -313,14 +318,16 @@ impl IntoResponse for AuthRejection {
                 "server misconfigured: the Authenticated extractor needs AuthenticatorLayer\n",
                 None,
             ),
-        }
+        };
+        response.extensions_mut().insert(Logged);
+        response
     }
 }
 
 /// Turns an auth extractor's rejection into the response to send: unchanged status, headers
-/// and body, plus [`Rejected`]`(Unauthorized)`. Logs a warning with `peer` unless the
-/// rejection already carried a [`Rejected`] extension (its producer, such as
-/// [`Authenticated`], logged it already).
+/// and body, plus [`Rejected`]`(Unauthorized)`. Logs a warning with `peer` and the status
+/// (never the request's credentials) unless [`Authenticated`] made the rejection and logged
+/// it already.
 ///
 /// This is what a handler taking `Result<A, A::Rejection>` calls on `Err`.
 pub(crate) fn reject_unauthorized(
@@ -328,7 +335,7 @@ pub(crate) fn reject_unauthorized(
     peer: Option<SocketAddr>,
 ) -> Response {
     let response = rejection.into_response();
-    if response.extensions().get::<Rejected>().is_none() {
+    if response.extensions().get::<Logged>().is_none() {
         tracing::warn!(
             peer = peer.map(tracing::field::display),
             reason = %RejectReason::Unauthorized,

@@ -563,7 +563,6 @@ async fn inbound_traffic_heartbeats_and_a_steady_stream_share_one_connection() {
         }
     })
     .await;
-    drop(read_one);
     let tx = within("chatter", chatter).await.unwrap().expect("sends");
     assert_eq!(
         hub.stats().heartbeat_timeouts,

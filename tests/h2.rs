@@ -290,3 +290,91 @@ async fn a_websocket_stream_keeps_its_http2_connection_open_until_it_ends() {
     let _ = within("close reply", client.collect::<Vec<_>>()).await;
     eventually("idle close after the stream", || sender.is_closed()).await;
 }
+
+/// An h2 client (the `h2` crate) on `addr` whose connection is driven by a task that stops
+/// polling it, without closing the socket, when `pause` fires: a peer that vanished without
+/// a FIN, answering nothing.
+async fn pausable_h2_client(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let tcp = within("connect", TcpStream::connect(addr)).await.unwrap();
+    let (client, connection) = within("h2 handshake", h2::client::handshake(tcp))
+        .await
+        .unwrap();
+    let (pause, paused) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::pin!(connection);
+        tokio::select! {
+            _ = &mut connection => {}
+            _ = paused => {
+                // Keep the socket open, read nothing, answer nothing.
+                let _held = connection;
+                std::future::pending::<()>().await;
+            }
+        }
+    });
+    let client = within("client ready", client.ready()).await.unwrap();
+    let probe = client.clone();
+    eventually("SETTINGS_ENABLE_CONNECT_PROTOCOL", || {
+        probe.is_extended_connect_protocol_enabled()
+    })
+    .await;
+    (client, pause)
+}
+
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` is what `http2_max_concurrent_streams` says.
+#[tokio::test]
+async fn streams_per_http2_connection_are_bounded() {
+    init_tracing();
+    let ws = layer();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().merge(ws.router("/ws"));
+    tokio::spawn(
+        agentwatch_ws::serve(listener, app)
+            .http2_max_concurrent_streams(7)
+            .into_future(),
+    );
+    let (client, _pause) = pausable_h2_client(addr).await;
+    assert_eq!(client.current_max_send_streams(), 7);
+}
+
+/// A peer that stops answering while its WebSocket stream is open (not idle) is found out by
+/// the keep-alive PING: the connection is closed, the WebSocket ends and frees its slot.
+#[tokio::test]
+async fn an_http2_peer_that_stops_answering_pings_is_closed() {
+    init_tracing();
+    let ws = layer().heartbeat(None);
+    let hub = ws.hub();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().merge(ws.router("/ws"));
+    tokio::spawn(
+        agentwatch_ws::serve(listener, app)
+            // The shortest keep-alive; no idle close and no WebSocket heartbeat in the way.
+            .http2_keep_alive(Some((Duration::from_secs(1), Duration::from_secs(1))))
+            .idle_timeout(agentwatch_ws::MAX_IDLE_TIMEOUT)
+            .into_future(),
+    );
+    let (mut client, pause) = pausable_h2_client(addr).await;
+    let request = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("http://{addr}/ws"))
+        .extension(h2::ext::Protocol::from("websocket"))
+        .header("sec-websocket-version", "13")
+        .body(())
+        .unwrap();
+    let (response, _send) = client.send_request(request, false).unwrap();
+    let response = within("response", response).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    eventually("connected", || hub.client_count() == 1).await;
+    pause.send(()).unwrap();
+    // Interval + timeout is 2 s; `eventually` allows 10.
+    eventually("the silent peer's WebSocket ended", || {
+        hub.client_count() == 0
+    })
+    .await;
+}

@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | subprotocol | `new WebSocket(url, ["agentwatch.v1", "agentwatch.token." + base64url(token)])` | [`token_from_subprotocols`] | the token must also be offered with `agentwatch.v1` (the server echoes only that one, never the token) |
 //! | cookie | set by the app's login (`HttpOnly; Secure; SameSite=Strict`, ideally with the `__Host-` name prefix) and sent by the browser | [`tokens_from_cookie`] | any page can make the browser send it: keep the [origin check](super::origin) on; several cookies of one name can arrive (one planted by a sibling subdomain): check every candidate |
-//! | query parameter | `new WebSocket(url + "?access_token=" + encodeURIComponent(token))` | [`token_from_query`] | the URL lands in access logs and `TraceLayer` spans: prefer the subprotocol |
+//! | query parameter | `new WebSocket(url + "?access_token=" + encodeURIComponent(token))` | [`token_from_query`] | the URL lands in access logs and `TraceLayer` spans (log it through [`redact`](crate::redact)): prefer the subprotocol |
 //! | `Authorization: Bearer` | (non-browser clients only) | [`token_from_authorization`] | |
 //!
 //! [`BearerToken`] is an extractor that looks in `Authorization`, then the subprotocol, then

@@ -104,10 +104,11 @@ const IPV6_PREFIX: u8 = 64;
 ///   `Host`, an HTTP/1.1 request without one, or an HTTP/2 request whose `Host` names another
 ///   authority than its `:authority`, gets `400` with a short reason before it reaches `app`.
 /// - **WebSockets over HTTP/2 end with their connection task**: when a WebSocket over an
-///   HTTP/2 stream ends (closed, evicted, stopped), its stream is reset (`RST_STREAM`) and its
-///   buffered data freed at once if it has not ended cleanly, even when the peer never opens
-///   its flow-control window (hyper 1.x alone keeps such a stream until the connection
-///   closes).
+///   HTTP/2 stream ends (closed, evicted, stopped) and its stream has not ended cleanly by the
+///   end of the close handshake (at most 1 s), the stream is reset (`RST_STREAM`) and its
+///   buffered data freed, even when the peer never opens its flow-control window (hyper 1.x
+///   alone keeps such a stream until the connection closes). Counted in
+///   [`HubStats::streams_reset`](crate::HubStats::streams_reset).
 /// - **Accept errors** (out of file descriptors, `EMFILE`): logged at `error` and retried after
 ///   a backoff doubling from 5 ms to 1 s, never a busy loop and never an exit.
 /// - **`TCP_NODELAY`** on every accepted socket: small pushed frames do not wait for Nagle's
@@ -117,8 +118,9 @@ const IPV6_PREFIX: u8 = 64;
 ///   `SETTINGS_ENABLE_CONNECT_PROTOCOL`), on the same route as HTTP/1.1 upgrades, as
 ///   `axum::serve` does.
 ///
-/// With plain `axum::serve` an app gets none of these but the last two (and the handshake's
-/// own `Host` check on the WebSocket route). Serving with hyper-util's `auto::Builder`
+/// With plain `axum::serve` an app gets none of these bounds: only WebSockets over HTTP/2,
+/// `ConnectInfo` when served with `into_make_service_with_connect_info`, and the WebSocket
+/// route's own `Host` check (which refuses the same requests there). Serving with hyper-util's `auto::Builder`
 /// yourself (a TLS listener, say), set `http1().header_read_timeout(..)`,
 /// `http2().keep_alive_interval(..)`, `.keep_alive_timeout(..)` and
 /// `.max_concurrent_streams(..)` with a `TokioTimer`; hyper has no idle deadline for HTTP/2

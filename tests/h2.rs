@@ -378,3 +378,38 @@ async fn an_http2_peer_that_stops_answering_pings_is_closed() {
     })
     .await;
 }
+
+/// RFC 9113 §8.3.1 over HTTP/2: `Host` is allowed next to `:authority` only once and naming
+/// the same authority; otherwise `400`, on the WebSocket route and (under the crate's serve)
+/// before any route.
+#[tokio::test]
+async fn http2_host_must_agree_with_authority() {
+    init_tracing();
+    let ws = layer();
+    let hub = ws.hub();
+    let addr = start_crate_serve(&ws).await;
+    let (mut client, _pause) = pausable_h2_client(addr).await;
+    let cases: [(&[&str], StatusCode); 4] = [
+        (&[], StatusCode::OK),
+        (&["HOST-SAME"], StatusCode::OK),
+        (&["other.example"], StatusCode::BAD_REQUEST),
+        (&["HOST-SAME", "HOST-SAME"], StatusCode::BAD_REQUEST),
+    ];
+    for (hosts, expected) in cases {
+        let mut request = Request::builder()
+            .method(Method::CONNECT)
+            .uri(format!("http://{addr}/ws"))
+            .extension(h2::ext::Protocol::from("websocket"))
+            .header("sec-websocket-version", "13");
+        for host in hosts {
+            let host = host.replace("HOST-SAME", &addr.to_string());
+            request = request.header("host", host);
+        }
+        let request = request.body(()).unwrap();
+        client = within("stream slot", client.ready()).await.unwrap();
+        let (response, _send) = client.send_request(request, false).unwrap();
+        let response = within("response", response).await.unwrap();
+        assert_eq!(response.status(), expected, "{hosts:?}");
+    }
+    eventually("both accepted", || hub.stats().accepted == 2).await;
+}

@@ -1,7 +1,8 @@
 //! No secret reaches a log line: with a subscriber capturing every event and span field at
 //! TRACE, and the `TraceLayer` setup of `examples/axum_app.rs`, a token sent in each carrier
 //! (query `access_token`/`token`, `Authorization`, a cookie, an `agentwatch.token.…`
-//! subprotocol), accepted or refused, over HTTP/1.1 and HTTP/2, never appears.
+//! subprotocol), accepted or refused, over HTTP/1.1 and HTTP/2, never appears; nor in the
+//! output of `examples/axum_app.rs` itself run at `RUST_LOG=trace`.
 
 mod common;
 
@@ -166,6 +167,92 @@ async fn no_token_reaches_any_log_line_at_any_level() {
         TOKEN.to_owned(),
         WRONG.to_owned(),
         token_protocol(TOKEN),
+        token_protocol(WRONG),
+    ] {
+        let secret = secret.trim_start_matches("agentwatch.token.");
+        let leaks: Vec<&str> = text.lines().filter(|line| line.contains(secret)).collect();
+        assert!(leaks.is_empty(), "{secret} logged:\n{}", leaks.join("\n"));
+    }
+}
+
+/// `examples/axum_app.rs` as shipped, at `RUST_LOG=trace`: its output holds no token, valid
+/// (`let-me-in`) or not, from any carrier.
+#[tokio::test]
+async fn the_axum_app_example_logs_no_token_at_trace() {
+    use std::process::{Command, Stdio};
+    const VALID: &str = "let-me-in";
+    let binary = example_binary("axum_app");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("axum_app.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let output = std::fs::File::create(&log).unwrap();
+    let _app = common::process::ProcessGuard::spawn(
+        "axum_app",
+        Command::new(binary)
+            .env("RUST_LOG", "trace")
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().unwrap())
+            .stderr(output),
+        Some(log.clone()),
+    );
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    eventually("the example listens", || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("listening on"))
+    })
+    .await;
+    // Four attempts: the example's rate limit allows a burst of four per IP.
+    let origin = ("origin", "https://dashboard.example.com".to_owned());
+    let attempts = [
+        (
+            format!("/ws?since=0&access_token={VALID}"),
+            vec![origin.clone()],
+            101,
+        ),
+        (
+            "/ws".to_owned(),
+            vec![origin.clone(), ("authorization", format!("Bearer {VALID}"))],
+            101,
+        ),
+        (
+            "/ws".to_owned(),
+            vec![
+                origin.clone(),
+                (
+                    "sec-websocket-protocol",
+                    format!("agentwatch.v1, {}", token_protocol(VALID)),
+                ),
+            ],
+            101,
+        ),
+        (
+            format!("/ws?access_token={WRONG}"),
+            vec![
+                origin.clone(),
+                (
+                    "sec-websocket-protocol",
+                    format!("agentwatch.v1, {}", token_protocol(WRONG)),
+                ),
+            ],
+            401,
+        ),
+    ];
+    for (path, headers, status) in attempts {
+        assert_eq!(
+            try_ws(addr, &path, &headers).await,
+            status,
+            "{path} {headers:?}"
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("access_token=<redacted>"), "{text}");
+    for secret in [
+        VALID.to_owned(),
+        WRONG.to_owned(),
+        token_protocol(VALID),
         token_protocol(WRONG),
     ] {
         let secret = secret.trim_start_matches("agentwatch.token.");

@@ -3,7 +3,7 @@
 //! satisfy too, an origin allowlist and `TraceLayer` on top.
 //!
 //! ```sh
-//! cargo run --example axum_app
+//! cargo run --example axum_app          # port 3002; PORT=N for another
 //! # a browser: open http://127.0.0.1:3002/ (the page sends the token as a subprotocol)
 //! # any other WebSocket client:
 //! websocat -H 'Authorization: Bearer let-me-in' ws://127.0.0.1:3002/ws
@@ -90,10 +90,17 @@ async fn main() -> std::io::Result<()> {
         )
         .init();
 
+    let port: u16 = match std::env::var("PORT") {
+        Ok(port) => port.parse().map_err(std::io::Error::other)?,
+        Err(_) => 3002,
+    };
     let store = SessionStore::new();
     let ws = WsLayer::new(store.clone())
         // The production page, and the demo page this example serves.
-        .allowed_origins(["https://dashboard.example.com", "http://127.0.0.1:3002"])
+        .allowed_origins([
+            "https://dashboard.example.com".to_owned(),
+            format!("http://127.0.0.1:{port}"),
+        ])
         .map_err(std::io::Error::other)?
         .auth::<Bearer>()
         .max_connections(NonZeroUsize::new(100));
@@ -106,7 +113,9 @@ async fn main() -> std::io::Result<()> {
         .route("/", get(page))
         .route("/healthz", get(health))
         .merge(ws.router::<AppState>("/ws"))
-        .layer(TraceLayer::new_for_http())
+        // Spans print the URI without token carriers (`?access_token=` values): the default
+        // `TraceLayer` span would print the token with every event inside it.
+        .layer(TraceLayer::new_for_http().make_span_with(agentwatch_ws::redact::make_span))
         .with_state(state);
 
     // Stand-in for the real monitor: one session that keeps working.
@@ -127,8 +136,8 @@ async fn main() -> std::io::Result<()> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3002").await?;
-    tracing::info!("listening on http://127.0.0.1:3002 (WebSocket at /ws)");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    tracing::info!("listening on http://127.0.0.1:{port} (WebSocket at /ws)");
     // The served-the-right-way path: a 10 s deadline on request heads (slowloris),
     // TCP_NODELAY, and the client address the per-IP rate limit needs.
     agentwatch_ws::serve(listener, app).await

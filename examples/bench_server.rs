@@ -184,6 +184,9 @@ async fn serve() -> std::io::Result<()> {
     let listener = socket.listen(4096)?;
     eprintln!("bench_server listening on http://{addr}");
     // As an application should serve it: TCP_NODELAY (the connection task already batches its
-    // writes), a deadline on request heads, connect info.
-    agentwatch_ws::serve(listener, app).await
+    // writes), a deadline on request heads, connect info. Every benchmark client comes from
+    // 127.0.0.1, thousands of handshakes at once: no per-IP connection bound.
+    agentwatch_ws::serve(listener, app)
+        .max_connections_per_ip(None)
+        .await
 }

@@ -35,6 +35,7 @@ pub(crate) struct Counters {
     events_sent: AtomicU64,
     bytes_sent: AtomicU64,
     rate_limit_skipped: AtomicU64,
+    streams_reset: AtomicU64,
     rejected: [AtomicU64; REJECT_REASONS],
 }
 
@@ -154,6 +155,11 @@ impl Counters {
         bump(&self.rate_limit_skipped);
     }
 
+    /// A WebSocket over HTTP/2 ended with its stream still held by hyper: the stream was reset.
+    pub(crate) fn record_stream_reset(&self) {
+        bump(&self.streams_reset);
+    }
+
     /// Messages (and their payload bytes) written to one client.
     pub(crate) fn record_sent(&self, events: u64, bytes: u64) {
         self.events_sent.fetch_add(events, Ordering::Relaxed);
@@ -203,6 +209,7 @@ impl Counters {
             events_sent: load(&self.events_sent),
             bytes_sent: load(&self.bytes_sent),
             rate_limit_skipped: load(&self.rate_limit_skipped),
+            streams_reset: load(&self.streams_reset),
             replay_events: 0,
             replay_bytes: 0,
             rejected: RejectionStats {
@@ -278,6 +285,11 @@ pub struct HubStats {
     /// [`serve`](crate::serve()) or `into_make_service_with_connect_info::<SocketAddr>()`).
     /// Non-zero means the rate limit is not protecting this endpoint.
     pub rate_limit_skipped: u64,
+    /// WebSockets over HTTP/2 whose stream was reset (`RST_STREAM(CANCEL)`) when their
+    /// connection ended, because it had not ended cleanly: the peer left bytes unread (an
+    /// evicted client whose flow-control window stayed closed) or the close handshake did not
+    /// finish. Counted only under [`serve`](crate::serve()), which can reset such streams.
+    pub streams_reset: u64,
     /// Upgrade requests turned away, by reason.
     pub rejected: RejectionStats,
     /// Events held in the replay window right now.

@@ -573,6 +573,16 @@ impl Endpoint {
             subprotocol.as_ref(),
             self.protocol,
             move |error| tracing::warn!(peer = peer_field, %error, "websocket upgrade failed"),
+            {
+                let hub = self.hub.clone();
+                move || {
+                    tracing::debug!(
+                        peer = peer.map(tracing::field::display),
+                        "http/2 stream still held at the end: reset"
+                    );
+                    hub.counters().record_stream_reset();
+                }
+            },
             move |socket| connection.serve(socket),
         )
     }

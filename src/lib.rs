@@ -88,8 +88,11 @@
 //!   limit, each a tower layer usable on its own.
 //! - [`status`]: the last refusal per client IP, served at `<path>/status` so a page can say
 //!   why it cannot connect.
-//! - [`serve()`]: serves the app with a deadline on request heads (slowloris), `TCP_NODELAY`
-//!   and the connect info the rate limit needs; the recommended way to run it.
+//! - [`serve()`]: serves the app with deadlines on request heads (slowloris) and idle
+//!   connections, HTTP/2 keep-alive, per-IP connection and per-connection stream bounds,
+//!   `Host` checks, `TCP_NODELAY` and the connect info the rate limit needs; the recommended
+//!   way to run it.
+//! - [`redact`]: request URIs for logs without token carriers, and a `TraceLayer` span maker.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -104,6 +107,7 @@ mod frame;
 pub mod fuzzing;
 #[cfg(feature = "hooks")]
 pub mod hooks;
+mod host;
 mod hub;
 mod layer;
 #[cfg(any(feature = "monitor", feature = "hooks"))]
@@ -113,6 +117,7 @@ pub mod metrics;
 #[cfg(feature = "monitor")]
 pub mod monitor;
 mod publisher;
+pub mod redact;
 mod reject;
 mod serve;
 mod sink;
@@ -120,6 +125,7 @@ mod snapshot_cache;
 pub mod status;
 mod stop;
 mod store;
+mod stream_end;
 mod upgrade;
 pub mod wire;
 
@@ -140,7 +146,9 @@ pub use layer::{
 pub use monitor::{Monitor, MonitorBuilder, MonitorHandle};
 pub use publisher::Publisher;
 pub use serve::{
-    DEFAULT_HEADER_READ_TIMEOUT, MAX_HEADER_READ_TIMEOUT, Serve, WithGracefulShutdown, serve,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL,
+    DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    MAX_HEADER_READ_TIMEOUT, MAX_IDLE_TIMEOUT, Serve, WithGracefulShutdown, serve,
 };
 pub use sink::{EventSink, MultiSink, SinkError, Snapshot, SnapshotSource};
 pub use store::SessionStore;

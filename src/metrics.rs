@@ -47,6 +47,7 @@
 //! | `agentwatch_ws_encodings_total` | counter | | `encodings` |
 //! | `agentwatch_ws_inbound_floods_total` | counter | | `inbound_floods` |
 //! | `agentwatch_ws_protocol_errors_total` | counter | | `protocol_errors` |
+//! | `agentwatch_ws_streams_reset_total` | counter | | `streams_reset` |
 //! | `agentwatch_ws_rate_limit_skipped_total` | counter | | `rate_limit_skipped` (non-zero: the per-IP limit is not protecting the endpoint) |
 //! | `agentwatch_ws_encode_errors_total` | counter | | `encode_errors` |
 //! | `agentwatch_ws_messages_sent_total` | counter | | `events_sent` |
@@ -141,6 +142,12 @@ const COUNTERS: &[CounterRow] = &[
         Unit::Count,
         "Upgrades admitted without the per-IP rate limit: no client address (served without ConnectInfo)",
         |s| s.rate_limit_skipped,
+    ),
+    (
+        "agentwatch_ws_streams_reset_total",
+        Unit::Count,
+        "WebSockets over HTTP/2 whose stream was reset when they ended (bytes left unread by the peer)",
+        |s| s.streams_reset,
     ),
     (
         "agentwatch_ws_encode_errors_total",

@@ -10,6 +10,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `Upgrade` lacks the token `websocket`, or `Connection` lacks `upgrade` (a plain `GET`) | `426 Upgrade Required`, `Upgrade: websocket`, `Connection: upgrade` |
+//! | `Host` missing (HTTP/1.1; HTTP/2 without `:authority`), repeated, malformed, or differing from `:authority` (see [`host`](crate::host)) | `400` |
 //! | HTTP/1.0 | `400` |
 //! | `Sec-WebSocket-Version` missing, repeated or not `13` | `400`, `Sec-WebSocket-Version: 13` |
 //! | `Sec-WebSocket-Key` missing, repeated, or not the base64 of exactly 16 bytes | `400` |
@@ -48,6 +49,8 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::admission::token::TOKEN_PROTOCOL_PREFIX;
 use crate::admission::{RejectReason, rejection};
 use crate::conn::{Socket, Transport};
+use crate::host::{self, HostError};
+use crate::stream_end::StreamEnd;
 
 /// The only protocol version this server speaks (RFC 6455 §4.1).
 const VERSION: &str = "13";
@@ -199,6 +202,9 @@ pub(crate) struct Handshake(pub(crate) Result<UpgradeHandle, HandshakeError>);
 pub(crate) struct UpgradeHandle {
     on_upgrade: OnUpgrade,
     key: Option<HeaderValue>,
+    /// Over HTTP/2 under [`serve`](crate::serve()): resets the stream when the connection
+    /// task ends (see [`stream_end`](crate::stream_end)).
+    stream_end: Option<StreamEnd>,
 }
 
 /// Why a request is not a WebSocket opening handshake this server accepts.
@@ -220,6 +226,9 @@ pub(crate) enum HandshakeError {
     /// Over HTTP/2, a request that is not an RFC 8441 extended CONNECT with
     /// `:protocol = websocket` (a plain `GET`, or a `CONNECT` for another protocol).
     NotExtendedConnect,
+    /// `Host` missing (HTTP/1.1, or no authority at all), repeated, malformed, or naming
+    /// another authority than `:authority` (HTTP/2).
+    Host(HostError),
 }
 
 impl HandshakeError {
@@ -235,6 +244,7 @@ impl HandshakeError {
             HandshakeError::NotExtendedConnect => {
                 "over HTTP/2, not an extended CONNECT with :protocol websocket"
             }
+            HandshakeError::Host(error) => error.as_str(),
         }
     }
 
@@ -287,6 +297,7 @@ impl HandshakeError {
                 StatusCode::BAD_REQUEST,
                 "over HTTP/2 a WebSocket is an extended CONNECT with :protocol websocket (RFC 8441)\n",
             ),
+            HandshakeError::Host(error) => reject(StatusCode::BAD_REQUEST, error.body()),
         }
     }
 }
@@ -303,6 +314,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
 /// first (a browser tab on the endpoint), then the version (which a client may retry with),
 /// then the key.
 fn check(parts: &mut Parts) -> Result<UpgradeHandle, HandshakeError> {
+    // RFC 9112 §3.2 / RFC 9113 §8.3.1, and a WebSocket URI always has a host.
+    host::check(parts.version, &parts.uri, &parts.headers, true).map_err(HandshakeError::Host)?;
     if parts.version >= Version::HTTP_2 {
         return check_extended_connect(parts);
     }
@@ -331,6 +344,7 @@ fn check(parts: &mut Parts) -> Result<UpgradeHandle, HandshakeError> {
     Ok(UpgradeHandle {
         on_upgrade,
         key: Some(key),
+        stream_end: None,
     })
 }
 
@@ -358,6 +372,7 @@ fn check_extended_connect(parts: &mut Parts) -> Result<UpgradeHandle, HandshakeE
     Ok(UpgradeHandle {
         on_upgrade,
         key: None,
+        stream_end: parts.extensions.remove::<StreamEnd>(),
     })
 }
 
@@ -401,6 +416,7 @@ impl UpgradeHandle {
         protocol: Option<&Subprotocol>,
         config: WebSocketConfig,
         on_failed: impl FnOnce(hyper::Error) + Send + 'static,
+        on_reset: impl FnOnce() + Send + 'static,
         serve: F,
     ) -> Response
     where
@@ -408,6 +424,7 @@ impl UpgradeHandle {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
+        let stream_end = self.stream_end;
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
@@ -423,6 +440,11 @@ impl UpgradeHandle {
                         "websocket connection taken from hyper"
                     );
                     serve(Socket::new(transport, early, config)).await;
+                    // The socket is dropped; an HTTP/2 stream hyper still holds (its peer
+                    // never took the last bytes) is reset now rather than never.
+                    if stream_end.is_some_and(|end| end.reset()) {
+                        on_reset();
+                    }
                 }
                 Err(error) => on_failed(error),
             }

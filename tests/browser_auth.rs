@@ -10,7 +10,7 @@ mod common;
 use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;
 
-use agentwatch_ws::admission::token::{BearerToken, TokenRejection, token_from_cookie};
+use agentwatch_ws::admission::token::{BearerToken, TokenRejection, tokens_from_cookie};
 use agentwatch_ws::{Identity, SessionStore, WsLayer};
 use axum::Router;
 use axum::extract::FromRequestParts;
@@ -28,10 +28,14 @@ impl<S: Send + Sync> FromRequestParts<S> for User {
     type Rejection = TokenRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = match token_from_cookie(parts, "aw_session") {
-            Some(cookie) => cookie.to_owned(),
-            None => BearerToken::from_request_parts(parts, state).await?.0,
-        };
+        // Every cookie candidate is checked: a planted one cannot hide a valid one.
+        if tokens_from_cookie(parts, "aw_session").any(|token| token == "s3cret-alice") {
+            return Ok(User);
+        }
+        if tokens_from_cookie(parts, "aw_session").next().is_some() {
+            return Err(TokenRejection::Invalid);
+        }
+        let BearerToken(token) = BearerToken::from_request_parts(parts, state).await?;
         if token == "s3cret-alice" {
             Ok(User)
         } else {

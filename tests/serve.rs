@@ -171,3 +171,132 @@ async fn graceful_shutdown_stops_accepting_and_resolves() {
         .unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
 }
+
+/// Sends `request` as is on a new connection and reads the answer to the end: (status, body).
+async fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = within("connect", TcpStream::connect(addr)).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    within("response", async {
+        let mut chunk = [0u8; 1024];
+        // Up to the end of the head and its `Content-Length` body (a 101 has none).
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length: "))
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or with it twice, or with a value that
+/// is no `host[:port]`, gets `400` with a short reason: on the WebSocket route under both
+/// servers, and on every route under `agentwatch_ws::serve`.
+#[tokio::test]
+async fn requests_without_a_single_valid_host_get_400() {
+    let (hub, _, crate_addr) = start(Duration::from_secs(10)).await;
+    let ws = WsLayer::new(SessionStore::new()).rate_limit(agentwatch_ws::RateLimit::disabled());
+    let axum_hub = ws.hub();
+    let axum_addr = common::serve(Router::new().merge(ws.router("/ws"))).await;
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    for addr in [crate_addr, axum_addr] {
+        for (hosts, reason) in [
+            ("", "needs a Host"),
+            ("Host: a\r\nHost: a\r\n", "sent once"),
+            ("Host: a\r\nhost: b\r\n", "sent once"),
+            ("Host: user@a\r\n", "host[:port]"),
+            ("Host: a, b\r\n", "host[:port]"),
+            ("Host: a:port\r\n", "host[:port]"),
+        ] {
+            let request = format!("GET /ws HTTP/1.1\r\n{hosts}{upgrade}\r\n");
+            let (status, body) = raw_request(addr, &request).await;
+            assert_eq!(status, 400, "{hosts:?} on {addr}: {body}");
+            assert!(body.contains(reason), "{hosts:?}: {body}");
+        }
+        // One valid Host: upgraded.
+        let request = format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\n{upgrade}\r\n");
+        assert_eq!(raw_request(addr, &request).await.0, 101);
+    }
+    // Under the crate's serve the check precedes the app, on every route.
+    let (status, body) = raw_request(
+        crate_addr,
+        "GET /ping HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = raw_request(
+        crate_addr,
+        "GET /ping HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    // axum::serve: the handshake answered and counted them.
+    assert_eq!(axum_hub.stats().rejected.not_upgrade, 6);
+    assert_eq!(hub.stats().rejected.total(), 0);
+}
+
+/// One peer holds at most `max_connections_per_ip` connections: the next is closed at once,
+/// and a slot frees when a connection ends.
+#[tokio::test]
+async fn connections_per_ip_are_bounded() {
+    init_tracing();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/ping", get(|| async { "pong" }));
+    tokio::spawn(
+        agentwatch_ws::serve(listener, app)
+            .max_connections_per_ip(std::num::NonZeroUsize::new(3))
+            .into_future(),
+    );
+    let ping = b"GET /ping HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = within("connect", TcpStream::connect(addr)).await.unwrap();
+        stream.write_all(ping).await.unwrap();
+        let mut chunk = [0u8; 512];
+        let n = within("answer", stream.read(&mut chunk)).await.unwrap();
+        assert!(chunk[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(stream);
+    }
+    let mut fourth = within("connect", TcpStream::connect(addr)).await.unwrap();
+    let _ = fourth.write_all(ping).await;
+    let mut chunk = [0u8; 512];
+    let n = within("closed", fourth.read(&mut chunk)).await.unwrap_or(0);
+    assert_eq!(n, 0, "a fourth connection was served");
+    drop(held.pop());
+    // The slot frees once the server has seen the close.
+    within("a slot frees", async {
+        loop {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let _ = stream.write_all(ping).await;
+            if matches!(stream.read(&mut chunk).await, Ok(n) if n > 0) {
+                return;
+            }
+        }
+    })
+    .await;
+}

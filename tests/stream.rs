@@ -7,7 +7,7 @@ use agentwatch_ws::RateLimit;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use agentwatch_ws::{
@@ -477,61 +477,93 @@ async fn pings_and_messages_from_a_client_that_never_reads_do_not_keep_it_alive(
 /// The connection polls its read side and timers only when they fire (`conn/sources.rs`): a
 /// lost wake-up there would starve reads under a steady stream and show up as a heartbeat
 /// timeout, a missing event or a close that is never answered.
+///
+/// Driven by conditions, not by time: the stream runs until the client has seen
+/// [`MIN_PINGS`] heartbeats, [`MIN_EVENTS`] events and sent all its noise (one message per
+/// event received), however slow the machine; the producer keeps at most [`IN_FLIGHT`]
+/// events ahead of the client, so a starved client is never evicted for lagging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_traffic_heartbeats_and_a_steady_stream_share_one_connection() {
-    const EVENTS: u64 = 1_000;
+    const MIN_PINGS: u32 = 4;
+    const MIN_EVENTS: u64 = 300;
+    const NOISE: usize = 300;
+    const IN_FLIGHT: usize = 16;
     let store = SessionStore::new();
-    let ws = layer(&store).heartbeat(Duration::from_millis(100));
+    // A pong is due within two intervals: 500 ms, ample for a loaded machine.
+    let ws = layer(&store).heartbeat(Duration::from_millis(250));
     let (hub, addr) = start(&ws).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     eventually("client registered", || hub.client_count() == 1).await;
     let (mut tx, mut rx) = client.split();
 
-    let chatter = tokio::spawn(async move {
-        for i in 0..300 {
-            tx.send(Message::text(format!("noise {i}"))).await?;
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        Ok::<_, tokio_tungstenite::tungstenite::Error>(tx)
-    });
+    // One noise message per event received, until NOISE are sent.
+    let (noise_tx, mut noise_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let noise_sent = Arc::new(AtomicUsize::new(0));
+    let chatter = {
+        let noise_sent = noise_sent.clone();
+        tokio::spawn(async move {
+            for i in 0..NOISE {
+                if noise_rx.recv().await.is_none() {
+                    break;
+                }
+                tx.send(Message::text(format!("noise {i}"))).await?;
+                noise_sent.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok::<_, tokio_tungstenite::tungstenite::Error>(tx)
+        })
+    };
+    // Publishes while it may (a permit per event, given back as the client reads one), until
+    // the permits are closed; returns the last seq published.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let producer = {
-        let (store, hub) = (store.clone(), hub.clone());
+        let (store, hub, in_flight) = (store.clone(), hub.clone(), in_flight.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(1));
-            for seq in 1..=EVENTS {
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut seq = 0;
+            while let Ok(permit) = in_flight.acquire().await {
+                permit.forget();
                 tick.tick().await;
+                seq += 1;
                 publish(
                     &store,
                     &hub,
                     &Event::delta(seq, vec![session("a", seq as i64)], vec![]),
                 );
             }
+            seq
         })
     };
 
     let (mut next, mut pings) = (1, 0);
-    within("every event", async {
-        while next <= EVENTS {
-            match rx.next().await {
-                Some(Ok(Message::Text(text))) => {
-                    let event = Event::from_json(text.as_bytes()).expect("decodable event");
-                    assert_eq!(event.seq, next, "events arrive once and in order");
-                    next += 1;
-                }
-                Some(Ok(Message::Ping(_))) => pings += 1,
-                Some(Ok(_)) => {}
-                other => panic!("stream broke mid-test: {other:?}"),
-            }
+    let mut read_one = async |next: &mut u64, pings: &mut u32| match rx.next().await {
+        Some(Ok(Message::Text(text))) => {
+            let event = Event::from_json(text.as_bytes()).expect("decodable event");
+            assert_eq!(event.seq, *next, "events arrive once and in order");
+            *next += 1;
+            in_flight.add_permits(1);
+            let _ = noise_tx.send(());
+        }
+        Some(Ok(Message::Ping(_))) => *pings += 1,
+        Some(Ok(_)) => {}
+        other => panic!("stream broke mid-test: {other:?}"),
+    };
+    within("heartbeats, events and noise", async {
+        while pings < MIN_PINGS || next <= MIN_EVENTS || noise_sent.load(Ordering::SeqCst) < NOISE {
+            read_one(&mut next, &mut pings).await;
         }
     })
     .await;
-    within("producer", producer).await.unwrap();
+    in_flight.close();
+    let last = within("producer", producer).await.unwrap();
+    within("every event", async {
+        while next <= last {
+            read_one(&mut next, &mut pings).await;
+        }
+    })
+    .await;
     let tx = within("chatter", chatter).await.unwrap().expect("sends");
-    assert!(
-        pings >= 5,
-        "heartbeat kept pinging under the stream: {pings} pings"
-    );
     assert_eq!(
         hub.stats().heartbeat_timeouts,
         0,

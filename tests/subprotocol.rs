@@ -8,7 +8,7 @@ use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;
 
 use agentwatch_ws::admission::token::{
-    BearerToken, TokenRejection, token_from_cookie, token_protocol,
+    BearerToken, TokenRejection, token_protocol, tokens_from_cookie,
 };
 use agentwatch_ws::{EventType, Hub, Identity, PROTOCOL, SessionStore, Subprotocol, WsLayer};
 use axum::Router;
@@ -201,14 +201,16 @@ impl<S: Send + Sync> FromRequestParts<S> for User {
     type Rejection = TokenRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = match token_from_cookie(parts, "aw_session") {
-            Some(cookie) => cookie.to_owned(),
-            None => BearerToken::from_request_parts(parts, state).await?.0,
-        };
-        match token.as_str() {
-            "s3cret-alice" => Ok(User("alice".into())),
-            _ => Err(TokenRejection::Invalid),
+        // Every cookie candidate is checked: a planted one cannot hide a valid one.
+        let check = |token: &str| (token == "s3cret-alice").then(|| User("alice".into()));
+        if let Some(user) = tokens_from_cookie(parts, "aw_session").find_map(check) {
+            return Ok(user);
         }
+        if tokens_from_cookie(parts, "aw_session").next().is_some() {
+            return Err(TokenRejection::Invalid);
+        }
+        let BearerToken(token) = BearerToken::from_request_parts(parts, state).await?;
+        check(&token).ok_or(TokenRejection::Invalid)
     }
 }
 
@@ -270,5 +272,41 @@ async fn a_token_in_a_cookie_or_the_query_authenticates() {
             .0,
         401
     );
+    // Several cookies of the name: an empty, wrong or malformed one planted ahead of the
+    // valid one (another path, a sibling subdomain) does not lock the client out; quotes
+    // follow RFC 6265 §4.1.1.
+    for cookies in [
+        "aw_session=; aw_session=s3cret-alice",
+        "aw_session=\"\"; aw_session=s3cret-alice",
+        "aw_session=nope; aw_session=s3cret-alice",
+        "aw_session=no pe; aw_session=s3cret-alice",
+        "aw_session=\"s3cret-alice\"",
+    ] {
+        let (_, client) = open(addr, "/ws", &[("cookie", cookies)]).await;
+        close(client).await;
+    }
+    let (_, client) = open(
+        addr,
+        "/ws",
+        &[
+            ("cookie", "aw_session=nope"),
+            ("cookie", "aw_session=s3cret-alice"),
+        ],
+    )
+    .await;
+    close(client).await;
+    // Not a cookie-value: never the token, however it is trimmed.
+    for cookies in [
+        "aw_session=\"s3cret-alice",
+        "aw_session=s3cret-alice\"",
+        "aw_session=\"\"s3cret-alice\"\"",
+        "aw_session=s3cret-alice\\",
+    ] {
+        assert_eq!(
+            refused(addr, "/ws", &[("cookie", cookies)]).await.0,
+            401,
+            "{cookies}"
+        );
+    }
     assert_eq!(refused(addr, "/ws?access_token=nope", &[]).await.0, 401);
 }

@@ -2,7 +2,7 @@
 //!
 //! There is one mechanism: an axum extractor `A: FromRequestParts<S> + Into<Identity>`. It runs
 //! on the request parts before the upgrade; its rejection is the response (marked
-//! [`Rejected`]`(Unauthorized)`), its success is the connection's
+//! [`Rejected`](super::Rejected)`(Unauthorized)`), its success is the connection's
 //! [`Identity`], which is kept (the Go original threw it away).
 //!
 //! - [`Anonymous`]: no authentication, everyone is [`Identity::anonymous`].
@@ -50,7 +50,7 @@ use http::{Request, StatusCode};
 use tower::{Layer, Service};
 
 use super::client_ip::peer_addr;
-use super::{RejectReason, Rejected, mark_rejected, rejection};
+use super::{RejectReason, mark_rejected, rejection};
 
 /// Who a connection belongs to: an id, plus whatever the app's authentication learned
 /// (string claims, or typed values).
@@ -277,7 +277,7 @@ impl From<Authenticated> for Identity {
 }
 
 /// Rejection of the [`Authenticated`] extractor. Both responses carry
-/// [`Rejected`]`(`[`RejectReason::Unauthorized`]`)`.
+/// [`Rejected`](super::Rejected)`(`[`RejectReason::Unauthorized`]`)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuthRejection {
@@ -298,9 +298,14 @@ impl fmt::Display for AuthRejection {
 
 impl std::error::Error for AuthRejection {}
 
+/// Response extension: the rejection was logged where it was made (by [`Authenticated`]),
+/// so [`reject_unauthorized`] does not log it again.
+#[derive(Debug, Clone, Copy)]
+struct Logged;
+
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
-        match self {
+        let mut response = match self {
             AuthRejection::Unauthorized => rejection(
                 RejectReason::Unauthorized,
                 StatusCode::UNAUTHORIZED,
@@ -313,14 +318,16 @@ impl IntoResponse for AuthRejection {
                 "server misconfigured: the Authenticated extractor needs AuthenticatorLayer\n",
                 None,
             ),
-        }
+        };
+        response.extensions_mut().insert(Logged);
+        response
     }
 }
 
 /// Turns an auth extractor's rejection into the response to send: unchanged status, headers
-/// and body, plus [`Rejected`]`(Unauthorized)`. Logs a warning with `peer` unless the
-/// rejection already carried a [`Rejected`] extension (its producer, such as
-/// [`Authenticated`], logged it already).
+/// and body, plus [`Rejected`](super::Rejected)`(Unauthorized)`. Logs a warning with `peer` and the status
+/// (never the request's credentials) unless [`Authenticated`] made the rejection and logged
+/// it already.
 ///
 /// This is what a handler taking `Result<A, A::Rejection>` calls on `Err`.
 pub(crate) fn reject_unauthorized(
@@ -328,7 +335,7 @@ pub(crate) fn reject_unauthorized(
     peer: Option<SocketAddr>,
 ) -> Response {
     let response = rejection.into_response();
-    if response.extensions().get::<Rejected>().is_none() {
+    if response.extensions().get::<Logged>().is_none() {
         tracing::warn!(
             peer = peer.map(tracing::field::display),
             reason = %RejectReason::Unauthorized,
@@ -398,7 +405,7 @@ where
 /// Runs the extractor `A` with app state `S` on every request: on success the [`Identity`] is
 /// inserted into the request extensions and the inner service is called; on rejection the
 /// extractor's own response is returned unchanged except for the
-/// [`Rejected`]`(`[`RejectReason::Unauthorized`]`)` extension, and a warning is logged.
+/// [`Rejected`](super::Rejected)`(`[`RejectReason::Unauthorized`]`)` extension, and a warning is logged.
 ///
 /// ```
 /// use agentwatch_ws::admission::auth::{AuthLayer, Identity};
@@ -556,6 +563,7 @@ mod tests {
     // Here unwrap() and expect() are assertions on values the test itself built: a failure
     // fails the test, with the message. The module is built for `cargo test` only.
     use super::*;
+    use crate::Rejected;
     use axum::body::{Body, to_bytes};
     use axum::extract::ConnectInfo;
     use axum::routing::get;

@@ -6,8 +6,8 @@
 //! | carrier | page | read with | caveat |
 //! |---|---|---|---|
 //! | subprotocol | `new WebSocket(url, ["agentwatch.v1", "agentwatch.token." + base64url(token)])` | [`token_from_subprotocols`] | the token must also be offered with `agentwatch.v1` (the server echoes only that one, never the token) |
-//! | cookie | set by the app's login (`HttpOnly; Secure; SameSite=Strict`) and sent by the browser | [`token_from_cookie`] | any page can make the browser send it: keep the [origin check](super::origin) on |
-//! | query parameter | `new WebSocket(url + "?access_token=" + encodeURIComponent(token))` | [`token_from_query`] | the URL lands in access logs and `TraceLayer` spans: prefer the subprotocol |
+//! | cookie | set by the app's login (`HttpOnly; Secure; SameSite=Strict`, ideally with the `__Host-` name prefix) and sent by the browser | [`tokens_from_cookie`] | any page can make the browser send it: keep the [origin check](super::origin) on; several cookies of one name can arrive (one planted by a sibling subdomain): check every candidate |
+//! | query parameter | `new WebSocket(url + "?access_token=" + encodeURIComponent(token))` | [`token_from_query`] | the URL lands in access logs and `TraceLayer` spans (log it through [`redact`](crate::redact)): prefer the subprotocol |
 //! | `Authorization: Bearer` | (non-browser clients only) | [`token_from_authorization`] | |
 //!
 //! [`BearerToken`] is an extractor that looks in `Authorization`, then the subprotocol, then
@@ -114,20 +114,65 @@ pub fn token_from_subprotocols(parts: &Parts) -> Option<String> {
     String::from_utf8(base64url_decode(encoded)?).ok()
 }
 
-/// The value of cookie `name` (RFC 6265 §5.4: `Cookie: a=1; b=2`, on one or several lines),
-/// with surrounding double quotes removed; `None` when absent or empty.
-pub fn token_from_cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+/// Every value of cookie `name` that can be a token, in the order the client sent them: the
+/// candidates an extractor checks, accepting the request when **any** of them is valid.
+///
+/// A client may send several cookies of one name (RFC 6265 §4.2.2: one per path or domain
+/// that set it, longer paths first, on one `Cookie` line or several, §5.4); a sibling
+/// subdomain or a page over plain HTTP can set one ahead of the app's own (cookie tossing).
+/// So no position wins: a planted cookie, empty or wrong, never hides a valid one sent
+/// after it. Skipped, never yielded:
+///
+/// - empty values (`name=`, `name=""`);
+/// - values that are not a `cookie-value` (RFC 6265 §4.1.1: `*cookie-octet` or the same
+///   between one pair of double quotes, which are removed; no space, comma, semicolon,
+///   backslash, control character, inner or unbalanced quote);
+/// - values longer than [`MAX_TOKEN_LEN`].
+///
+/// Names are compared exactly (case-sensitive, as browsers do); whitespace around `;`
+/// separators and around the pair is ignored.
+///
+/// ```
+/// use agentwatch_ws::admission::token::tokens_from_cookie;
+///
+/// let request = http::Request::get("/ws")
+///     .header("cookie", "aw_session=; theme=dark; aw_session=planted")
+///     .header("cookie", "aw_session=\"s3cret\"")
+///     .body(())?;
+/// let (parts, ()) = request.into_parts();
+/// let candidates: Vec<&str> = tokens_from_cookie(&parts, "aw_session").collect();
+/// assert_eq!(candidates, ["planted", "s3cret"]);
+/// // The extractor accepts the request if any candidate checks out.
+/// assert!(tokens_from_cookie(&parts, "aw_session").any(|token| token == "s3cret"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn tokens_from_cookie<'a>(
+    parts: &'a Parts,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
     parts
         .headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
-        .find_map(|pair| {
+        .filter_map(move |pair| {
             let (key, value) = pair.trim().split_once('=')?;
-            (key.trim() == name).then(|| value.trim().trim_matches('"'))
+            (key.trim() == name).then(|| cookie_value(value.trim()))?
         })
-        .filter(|value| !value.is_empty())
+}
+
+/// RFC 6265 §4.1.1 `cookie-value = *cookie-octet / ( DQUOTE *cookie-octet DQUOTE )`, the
+/// quotes removed; `None` when it is not one, is empty, or is longer than [`MAX_TOKEN_LEN`].
+fn cookie_value(value: &str) -> Option<&str> {
+    let inner = match value.strip_prefix('"') {
+        Some(rest) => rest.strip_suffix('"')?,
+        None => value,
+    };
+    let is_cookie_octet =
+        |b: u8| matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
+    (!inner.is_empty() && inner.len() <= MAX_TOKEN_LEN && inner.bytes().all(is_cookie_octet))
+        .then_some(inner)
 }
 
 /// The percent-decoded value of query parameter `name` (`+` is not a space here: tokens are
@@ -360,8 +405,30 @@ mod tests {
             b.header("cookie", "theme=dark")
                 .header("cookie", "aw_token=\"t0k\"; other=1")
         });
-        assert_eq!(token_from_cookie(&p, "aw_token"), Some("t0k"));
-        assert_eq!(token_from_cookie(&p, "aw"), None);
+        fn cookies(p: &Parts) -> Vec<&str> {
+            tokens_from_cookie(p, "aw_token").collect()
+        }
+        assert_eq!(cookies(&p), ["t0k"]);
+        assert_eq!(tokens_from_cookie(&p, "aw").next(), None);
+        // RFC 6265 §4.1.1: one pair of quotes, removed; nothing else outside cookie-octets.
+        for (line, expected) in [
+            ("aw_token=", &[][..] as &[&str]),
+            ("aw_token=\"\"", &[]),
+            ("aw_token=\"a", &[]),
+            ("aw_token=a\"", &[]),
+            ("aw_token=\"\"a\"\"", &[]),
+            ("aw_token=\"a\"b\"", &[]),
+            ("aw_token=a b", &[]),
+            ("aw_token=a\\b", &[]),
+            ("aw_token=a,b", &[]),
+            ("AW_TOKEN=a", &[]),
+            ("aw_token = a ", &["a"][..]),
+            ("aw_token=a=b", &["a=b"]),
+            ("aw_token=; aw_token=x; aw_token=\"y\"", &["x", "y"]),
+        ] {
+            let p = parts(|b| b.header("cookie", line));
+            assert_eq!(cookies(&p), expected, "{line}");
+        }
 
         let p = parts(|b| b.uri("/ws?since=3&access_token=a%2Bb%3D"));
         assert_eq!(

@@ -1,7 +1,9 @@
-//! `agentwatch-ws`: the hook command Claude Code runs, and the installer of its hook entries.
+//! `agentwatch-ws`: the dashboard, the hook command Claude Code runs, and the installer of its
+//! hook entries.
 //!
 //! ```text
 //! cargo install agentwatch-ws --features cli
+//! agentwatch-ws dashboard                # http://127.0.0.1:3000/ (flags: dashboard --help)
 //! agentwatch-ws hooks install            # adds the hooks to ~/.claude/settings.json
 //! agentwatch-ws hooks status
 //! agentwatch-ws hooks uninstall
@@ -16,7 +18,10 @@ use agentwatch_ws::markers::{self, HooksStatus};
 use agentwatch_ws::wire::Timestamp;
 use clap::{Args, Parser, Subcommand};
 
-/// Live AI-coding-agent activity: Claude Code hooks for agentwatch-ws.
+mod dashboard;
+
+/// Live AI-coding-agent activity: a dashboard of your agents' sessions, and the Claude Code
+/// hooks that tell it when one waits for your permission.
 ///
 /// Claude Code leaves no trace of a permission prompt in its session log, so a session waiting
 /// for your answer looks busy. With the hooks installed, Claude Code runs `agentwatch-ws hook`
@@ -32,6 +37,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the live dashboard of your agents' sessions (http://127.0.0.1:3000/).
+    ///
+    /// Watches the default log roots of Claude Code, Codex CLI and Gemini CLI (or runs a
+    /// simulation when there are none). Its flags follow: `agentwatch-ws dashboard --help`.
+    #[command(disable_help_flag = true)]
+    Dashboard {
+        /// The dashboard's flags (`--port N`, `--demo`, `--claude DIR`, `--notify-url URL`,
+        /// …; `--help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "FLAGS")]
+        args: Vec<String>,
+    },
     /// Run as a Claude Code hook: read the hook's JSON on stdin, write one marker.
     ///
     /// Reads at most 1 MiB of stdin; prints nothing to stdout; exits 0 (a marker written, or
@@ -109,6 +125,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Dashboard { args } => dashboard::run(args),
         Command::Hook { dir } => run_hook(dir),
         Command::Hooks { action } => run_hooks(action),
     }

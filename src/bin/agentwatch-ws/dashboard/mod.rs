@@ -2,7 +2,8 @@
 //! CLI sessions, read from their logs by the crate's [`Monitor`], or a simulated monitor.
 //!
 //! ```text
-//! cargo run --example dashboard                # http://127.0.0.1:3000/
+//! agentwatch-ws dashboard                      # installed: cargo install agentwatch-ws --features cli
+//! cargo run --example dashboard                # the same, from a clone: http://127.0.0.1:3000/
 //! cargo run --example dashboard -- --demo --rate 10 --seed 7
 //! cargo run --example dashboard -- --claude ~/work/claude-logs --port 8080
 //! HOME=/some/dir cargo run --example dashboard -- --port 8080
@@ -212,7 +213,7 @@ impl Options {
     }
 }
 
-fn parse_args() -> Result<Options, String> {
+fn parse_args(args: Vec<String>) -> Result<Options, String> {
     let mut opts = Options {
         port: 3000,
         rate: 5.0,
@@ -230,7 +231,7 @@ fn parse_args() -> Result<Options, String> {
     };
     let mut port_flag = false;
     let mut stream_flag = false;
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         // Accept both `--flag value` and `--flag=value`.
         let (flag, inline) = match arg.split_once('=') {
@@ -817,8 +818,24 @@ async fn wait_for_broker(node: &Node, url: &str, stream: &str) -> bool {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Runs the dashboard with these arguments (those after `dashboard`, or after `--` of
+/// `cargo run --example dashboard --`) until Ctrl-C or SIGTERM; the exit code as documented
+/// above.
+pub fn run(args: Vec<String>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve_dashboard(args))
+}
+
+async fn serve_dashboard(args: Vec<String>) -> ExitCode {
     // Logs go to stderr; stdout carries only the URL line.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -828,7 +845,7 @@ async fn main() -> ExitCode {
         )
         .init();
 
-    let opts = match parse_args() {
+    let opts = match parse_args(args) {
         Ok(opts) => opts,
         Err(message) => {
             eprintln!("error: {message}\n\n{USAGE}");

@@ -9,7 +9,7 @@
 //!
 //! Each tick emits what one poll of the real monitor emits, in the same order: one `lifecycle`
 //! event per transition, then one `delta` with every updated session and removed id, then one
-//! `health` event per source whose status changed. [`crate::publish_all`] numbers them.
+//! `health` event per source whose status changed. [`super::publish_all`] numbers them.
 //!
 //! Randomness comes from a seeded xorshift generator, so a seed always tells the same story
 //! (only the wall-clock timestamps differ).
@@ -22,7 +22,7 @@ use agentwatch_ws::{
     SessionState, SubagentState, Timestamp,
 };
 
-use crate::Output;
+use super::Output;
 
 /// Active sessions the simulation tries to keep around.
 const TARGET_ACTIVE: usize = 9;
@@ -38,7 +38,7 @@ pub async fn run(output: Arc<Output>, seed: u64, rate: f64) {
     loop {
         let events = sim.tick(Timestamp::now());
         let n = events.len().max(1);
-        crate::publish_all(&output, events);
+        super::publish_all(&output, events);
         next += Duration::from_secs_f64(n as f64 / rate);
         let now = tokio::time::Instant::now();
         if next < now.checked_sub(Duration::from_secs(1)).unwrap_or(now) {

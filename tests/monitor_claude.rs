@@ -651,6 +651,32 @@ fn v2_0_52_subagents_finish_from_the_parents_result_and_warmups_are_no_subagents
     assert_eq!((a.message_count, a.tool_call_count), (4, 1));
 }
 
+/// Claude Code 2.1 runs a compaction as an agent of its own (`agent-acompact-<hex>.jsonl`
+/// under `subagents/`, `agentId` `acompact-…`) that no tool call starts and no result
+/// reports: it is no subagent (it would stay `idle` forever); the compaction counts.
+#[test]
+fn v2_1_39_a_compaction_run_is_no_subagent() {
+    let id = sid(20);
+    let (_dir, _m, _rec, events) = scan_samples(&[
+        (&format!("{id}.jsonl"), "v2.1.39-manual-compact.jsonl"),
+        (
+            &format!("{id}/subagents/agent-acompact-5e0c1a.jsonl"),
+            "v2.1.39-compaction-agent.jsonl",
+        ),
+    ]);
+    let s = last_state(&events, &id).unwrap();
+    assert_eq!(s.activity, Activity::Waiting, "/compact is a local command");
+    assert_eq!(s.compaction_count, 1);
+    assert!(s.subagents.is_empty(), "{:?}", s.subagents);
+    // 1 prompt, 2 assistant messages, 1 tool result: the summary and /compact are none.
+    assert_eq!((s.message_count, s.tool_call_count), (4, 1));
+    assert_eq!(
+        s.last_activity_at,
+        at("2026-02-12T14:30:20.000Z"),
+        "the wait began with the reply; the compaction's lines do not move it"
+    );
+}
+
 #[test]
 fn v2_1_248_a_background_agent_finishes_from_its_task_notification() {
     let id = sid(11);

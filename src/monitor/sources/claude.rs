@@ -55,6 +55,7 @@
 //! | `user` `toolUseResult` `{agentId, status: "completed", …}` | 2.0.52, 2.1.248 | the subagent of that id is finished (`terminal`) |
 //! | `user` `toolUseResult` `{agentId, status: "async_launched", isAsync}` | 2.1.x | a background agent started; it runs on |
 //! | sidechain whose first prompt is `Warmup` (`isSidechain`, `agentId`) | 2.0.26–2.0.76 | Claude Code's cache pre-warming: no subagent |
+//! | `agentId` of a kind word, `-` and hex (`acompact-5e0c1a`: `subagents/agent-acompact-*.jsonl`) | 2.1.38, 2.1.39 | Claude Code's own compaction run: no subagent (the compaction counts from `compact_boundary`) |
 //! | `summary`, `file-history-snapshot`, `queue-operation`, `progress`, `attachment`, `last-prompt`, `ai-title`, `permission-mode`, … | 1.0.24 (`summary`)–2.1.x | bookkeeping: nothing; a file of only these is no session |
 //!
 //! A turn's end is never read from one field alone: most versions write `stop_reason: null`
@@ -586,6 +587,8 @@ struct Transcript {
     ended: bool,
     /// The first prompt was `Warmup`: Claude Code's cache pre-warming, not a subagent.
     warmup: bool,
+    /// The first `agentId` of the conversation's lines (a subagent's), empty if none.
+    agent_id: String,
     context_tokens: i64,
     /// The largest context seen, for the window inference of `models::claude_window`.
     largest_context: i64,
@@ -619,6 +622,9 @@ impl Transcript {
         let at = parse_time(rec.timestamp.as_deref());
         if self.session_id.is_empty() {
             set_if_some(&mut self.session_id, rec.session_id.as_deref());
+        }
+        if self.agent_id.is_empty() {
+            set_if_some(&mut self.agent_id, rec.agent_id.as_deref());
         }
         set_if_some(&mut self.cwd, rec.cwd.as_deref());
         set_if_some(&mut self.branch, rec.git_branch.as_deref());
@@ -897,6 +903,18 @@ impl Transcript {
     }
 }
 
+/// Whether `agent` names a run Claude Code starts for itself rather than a subagent the
+/// model started with a tool call: its id is a kind word, a `-` and a hex suffix
+/// (`acompact-5e0c1a`: the conversation's compaction, 2.1.x), where a subagent's id is hex
+/// alone (`a2898e3`, `a7b1cd4effbcbdebe`). No tool result or task notification ever
+/// reports such a run finished, so as a subagent it would stay `idle` for good; the
+/// compaction it does is counted from the parent's `compact_boundary` line.
+fn own_run(agent: &str) -> bool {
+    agent
+        .split_once('-')
+        .is_some_and(|(kind, _)| kind.len() > 1 && !kind.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The parser of one Claude Code transcript file.
 #[derive(Debug, Default)]
 pub(crate) struct ClaudeLog {
@@ -952,10 +970,12 @@ impl ClaudeLog {
     }
 
     /// Whether the file holds a conversation to report: at least one message, and (for a
-    /// subagent's file) not a warm-up. A file of only `summary`, `file-history-snapshot`
-    /// or local-command lines is not one yet.
+    /// subagent's file) not a warm-up nor one of Claude Code's own runs (see
+    /// [`own_run`]). A file of only `summary`, `file-history-snapshot` or local-command
+    /// lines is not one yet.
     pub(crate) fn is_conversation(&self) -> bool {
-        self.main.messages > 0 && !(self.subagent_file && self.main.warmup)
+        self.main.messages > 0
+            && !(self.subagent_file && (self.main.warmup || own_run(&self.main.agent_id)))
     }
 
     fn finished(&self, agent: &str) -> Option<Timestamp> {
@@ -990,7 +1010,7 @@ impl ClaudeLog {
             subagents: self
                 .sidechains
                 .iter()
-                .filter(|(_, s)| s.messages > 0 && !s.warmup)
+                .filter(|(agent, s)| s.messages > 0 && !s.warmup && !own_run(agent))
                 .map(|(agent, s)| s.subagent(agent, id, self.finished(agent)))
                 .collect(),
             finished_subagents: t.finished_agents.clone(),
@@ -1216,5 +1236,40 @@ mod tests {
         );
         sub.line(br#"{"type":"assistant","isSidechain":true,"message":{"id":"m","content":[{"type":"text","text":"Ready."}]}}"#);
         assert!(!sub.is_conversation());
+    }
+
+    #[test]
+    fn claude_codes_own_runs_are_no_subagents() {
+        for own in [
+            "acompact-5e0c1a",
+            "acompact-2aaa241e456ebc94",
+            "aprompt_suggestion-7796cd",
+        ] {
+            assert!(own_run(own), "{own}");
+        }
+        for sub in [
+            "a2898e3",
+            "a7b1cd4effbcbdebe",
+            "ab11-ab11",
+            "sidechain",
+            "",
+            "-x",
+        ] {
+            assert!(!own_run(sub), "{sub}");
+        }
+        let mut log = ClaudeLog::session();
+        log.line(br#"{"type":"user","uuid":"p","message":{"content":"go"}}"#);
+        log.line(br#"{"type":"user","uuid":"k","isSidechain":true,"agentId":"acompact-1f","message":{"content":"Summarise"}}"#);
+        log.line(br#"{"type":"user","uuid":"t","isSidechain":true,"agentId":"a1f","message":{"content":"Search"}}"#);
+        let ids: Vec<String> = log
+            .report("s")
+            .subagents
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(ids, ["a1f"]);
+        let mut file = ClaudeLog::subagent();
+        file.line(br#"{"type":"user","uuid":"k","isSidechain":true,"agentId":"acompact-1f","message":{"content":"Summarise"}}"#);
+        assert!(!file.is_conversation());
     }
 }

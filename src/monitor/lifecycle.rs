@@ -8,6 +8,17 @@
 //! 2. one `delta` with every session changed in the batch (its final state) and every
 //!    removed id, if there is any;
 //! 3. one `health` per source whose status changed.
+//!
+//! # Held turn ends
+//! A report whose `waiting` is [tentative](Report::tentative) (a Claude Code text reply
+//! that a tool call of the same message may still follow) does not make a `working`
+//! session `waiting` at once: the session stays `working` until
+//! [`turn_end_delay`](Timing::turn_end_delay) has passed since the reply's own timestamp
+//! (by the log's clock, like `idle`; by the read clock when the log has no usable time)
+//! with no line that changes the activity, then turns `waiting`, its `lastActivityAt`
+//! still the reply's time. A reply already older than the delay when read (a log read
+//! late, or at start) is `waiting` at once, and so is every stated end (`end_turn`,
+//! `turn_duration`, `stop_hook_summary`, an interrupt, an API error).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -31,6 +42,8 @@ pub(crate) struct Timing {
     pub(crate) retention: Duration,
     /// `working` with no record this long → `idle`. Zero disables.
     pub(crate) idle_after: Duration,
+    /// A tentative turn end is published this long after its record. Zero disables.
+    pub(crate) turn_end_delay: Duration,
 }
 
 struct Entry {
@@ -43,6 +56,8 @@ struct Entry {
     inline_subagents: Vec<SubagentState>,
     /// Subagents the session's log reported finished, with when.
     finished_subagents: Vec<(String, Timestamp)>,
+    /// A tentative turn end is held: the session shows `working` until the delay is over.
+    held_end: bool,
 }
 
 /// Every session the monitor tracks, and the batch being built.
@@ -137,13 +152,26 @@ impl Lifecycle {
             terminal_since: None,
             inline_subagents: Vec::new(),
             finished_subagents: Vec::new(),
+            held_end: false,
         });
         entry.last_data = now;
         entry.terminal_since = None;
         let s = &mut entry.state;
+        let (was, was_at) = (s.activity.clone(), s.last_activity_at);
         s.lifecycle = LifecycleState::Active;
         s.completed_at = None;
         merge(s, report, delta, received);
+        // A tentative end of a turn in progress (the session was not waiting, or a new
+        // message came since it began to) is held while it is younger than the delay.
+        let delay = self.timing.turn_end_delay;
+        entry.held_end = report.tentative
+            && s.activity == Activity::Waiting
+            && (was != Activity::Waiting || s.last_activity_at > was_at)
+            && !delay.is_zero()
+            && since_record(s, received, Duration::ZERO) < delay;
+        if entry.held_end {
+            s.activity = Activity::Working;
+        }
         if !report.subagents.is_empty() {
             entry.inline_subagents.clone_from(&report.subagents);
         }
@@ -212,6 +240,7 @@ impl Lifecycle {
         if entry.state.lifecycle == LifecycleState::Terminal {
             return false;
         }
+        entry.held_end = false;
         entry.state.lifecycle = LifecycleState::Terminal;
         entry.state.activity = Activity::Terminal;
         entry.state.current_tool.clear();
@@ -232,6 +261,7 @@ impl Lifecycle {
         let wall = Timestamp::now();
         let t = self.timing;
         let mut idle = Vec::new();
+        let mut ended = Vec::new();
         let mut stale = Vec::new();
         let mut expired = Vec::new();
         for (id, e) in &self.sessions {
@@ -240,6 +270,10 @@ impl Lifecycle {
                 LifecycleState::Active => {
                     if !t.stale_after.is_zero() && quiet >= t.stale_after {
                         stale.push(id.clone());
+                    } else if e.held_end {
+                        if since_record(&e.state, wall, quiet) >= t.turn_end_delay {
+                            ended.push(id.clone());
+                        }
                     } else if !t.idle_after.is_zero()
                         && e.state.activity == Activity::Working
                         && since_record(&e.state, wall, quiet) >= t.idle_after
@@ -254,6 +288,19 @@ impl Lifecycle {
                         expired.push(id.clone());
                     }
                 }
+            }
+        }
+        for id in ended {
+            if let Some(e) = self.sessions.get_mut(&id) {
+                e.held_end = false;
+                e.state.activity = Activity::Waiting;
+                let ev = transition_of(
+                    LifecycleEventType::Updated,
+                    &e.state,
+                    LifecycleState::Active,
+                    "",
+                );
+                self.transition(ev);
             }
         }
         for id in idle {
@@ -310,13 +357,15 @@ impl Lifecycle {
             .filter_map(|e| match e.state.lifecycle {
                 LifecycleState::Active => {
                     let stale = (!t.stale_after.is_zero()).then(|| e.last_data + t.stale_after);
-                    let idle = (!t.idle_after.is_zero() && e.state.activity == Activity::Working)
-                        .then(|| {
-                            let quiet = now.saturating_duration_since(e.last_data);
-                            now + t
-                                .idle_after
-                                .saturating_sub(since_record(&e.state, wall, quiet))
-                        });
+                    let quiet = now.saturating_duration_since(e.last_data);
+                    let after = if e.held_end {
+                        t.turn_end_delay
+                    } else {
+                        t.idle_after
+                    };
+                    let idle = (e.held_end
+                        || (!t.idle_after.is_zero() && e.state.activity == Activity::Working))
+                        .then(|| now + after.saturating_sub(since_record(&e.state, wall, quiet)));
                     match (stale, idle) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
@@ -482,6 +531,7 @@ mod tests {
             stale_after: Duration::from_secs(300),
             retention: Duration::from_secs(30),
             idle_after: Duration::ZERO,
+            turn_end_delay: Duration::ZERO,
         }
     }
 

@@ -61,12 +61,23 @@
 //! A turn's end is never read from one field alone: most versions write `stop_reason: null`
 //! on every line, the last included, and `end_turn` on few or none.
 //!
-//! ## The residual flicker
-//! Claude Code writes each content block of a message as its own line as it streams, so a
-//! message of text then a tool call is a `text` line followed, a moment later, by a
-//! `tool_use` line. Both in one read leave the session `working` (a batch is published
-//! after a read); a read that falls between them shows `waiting` until the next read, the
-//! `tool_use` line's, turns it back to `working`.
+//! ## A text reply is a tentative end
+//! Claude Code writes each content block of a message as its own line once the block is
+//! complete, so a message of text then a tool call is a `text` line followed by a
+//! `tool_use` line once the tool's input has streamed. Up to 2.1.39 nothing on the text
+//! line tells it from a final reply: in real 2.1.38 and 2.1.39 transcripts every line has
+//! `stop_reason: null`, and `usage.output_tokens` is the streaming count at the time
+//! (1 to 13 on text lines followed by a tool call, and 1 to 8 on most final replies too);
+//! `requestId` and the other fields are the same. Newer writers (2.1.233 seen) put the
+//! message's final `stop_reason` (`tool_use`, `end_turn`) on every line, which is read as
+//! such. A text reply with no stated end is therefore reported as a *tentative* `waiting`
+//! ([`Report::tentative`]), which the monitor publishes only after
+//! `MonitorBuilder::turn_end_delay` (default 3 s) without a line that changes the
+//! activity; a `tool_use` line within it keeps the session `working` throughout. In the
+//! real transcripts the `tool_use` line followed its text line by a median 1.0 s, over 3 s
+//! for 22 % of such messages and up to 72 s (a long `Write`): those still show `waiting`
+//! for the rest of the gap. A text block of only white space (2.1.38 and 2.1.39 write
+//! `"\n\n"` before a `thinking` block) ends nothing.
 //!
 //! # Subagents
 //! Lines with `isSidechain: true` in a session's own file, whole files under
@@ -382,6 +393,8 @@ enum TextKind {
     /// `<task-notification>`: a background task (agent or command) stopped; the model is
     /// told, so a turn starts. Carries the task's id when it names one.
     TaskNotification(Option<String>),
+    /// Only white space (2.1.x writes `"\n\n"` text blocks before `thinking` blocks).
+    Blank,
     /// Not a string.
     Other,
 }
@@ -403,7 +416,9 @@ const LOCAL_COMMAND_PREFIXES: [&str; 10] = [
 impl TextKind {
     fn of(text: &str) -> TextKind {
         let t = text.trim_start();
-        if t.starts_with("[Request interrupted by user") {
+        if t.is_empty() {
+            TextKind::Blank
+        } else if t.starts_with("[Request interrupted by user") {
             TextKind::Interrupt
         } else if LOCAL_COMMAND_PREFIXES.iter().any(|p| t.starts_with(p)) {
             TextKind::LocalCommand
@@ -707,7 +722,7 @@ impl Transcript {
         let mut warmup = false;
         match content {
             Content::Text(kind) => match kind {
-                TextKind::Prompt | TextKind::Other => prompt = true,
+                TextKind::Prompt | TextKind::Blank | TextKind::Other => prompt = true,
                 TextKind::Warmup => (prompt, warmup) = (true, true),
                 TextKind::Interrupt => interrupt = true,
                 TextKind::TaskNotification(task) => {
@@ -812,7 +827,7 @@ impl Transcript {
                 match block.kind.as_deref() {
                     Some("tool_use" | "server_tool_use") => tool_use = true,
                     Some("text") => {
-                        text = true;
+                        text |= !matches!(block.text, Some(TextKind::Blank));
                         continue;
                     }
                     _ => continue,
@@ -996,6 +1011,7 @@ impl ClaudeLog {
             working_dir: t.cwd.clone(),
             branch: t.branch.clone(),
             activity: t.activity.clone(),
+            tentative: t.activity == Activity::Waiting && !t.ended,
             current_tool: t.pending.current().to_owned(),
             context_tokens: t.context_tokens,
             output_tokens: t.output_tokens(),
@@ -1236,6 +1252,24 @@ mod tests {
         );
         sub.line(br#"{"type":"assistant","isSidechain":true,"message":{"id":"m","content":[{"type":"text","text":"Ready."}]}}"#);
         assert!(!sub.is_conversation());
+    }
+
+    /// Claude Code 2.1.39 writes a `"\n\n"` text block before a `thinking` block of the
+    /// same message: no reply, no turn end.
+    #[test]
+    fn a_blank_text_block_ends_no_turn() {
+        assert_eq!(TextKind::of("\n\n"), TextKind::Blank);
+        let mut log = ClaudeLog::session();
+        log.line(br#"{"type":"user","uuid":"p","message":{"content":"go"}}"#);
+        log.line(br#"{"type":"assistant","message":{"id":"m","content":[{"type":"text","text":"\n\n"}],"stop_reason":null}}"#);
+        let r = log.report("s");
+        assert_eq!((r.activity, r.tentative), (Activity::Working, false));
+        log.line(br#"{"type":"assistant","message":{"id":"m","content":[{"type":"text","text":"Done."}],"stop_reason":null}}"#);
+        let r = log.report("s");
+        assert_eq!((r.activity, r.tentative), (Activity::Waiting, true));
+        log.line(br#"{"type":"system","subtype":"turn_duration","durationMs":9}"#);
+        let r = log.report("s");
+        assert_eq!((r.activity, r.tentative), (Activity::Waiting, false));
     }
 
     #[test]

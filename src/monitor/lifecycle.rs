@@ -560,6 +560,62 @@ mod tests {
             .collect()
     }
 
+    /// A tentative end is held as `working` until the delay has passed since its record (by
+    /// the read clock here: the report has no time), then published as `waiting`; a stated
+    /// end, and a tentative one whose record is already older than the delay, are not held.
+    #[test]
+    fn tentative_turn_ends_are_held_for_the_delay() {
+        let delay = Duration::from_secs(3);
+        let mut lc = Lifecycle::new(
+            Timing {
+                turn_end_delay: delay,
+                ..timing()
+            },
+            1,
+        );
+        let t0 = Instant::now();
+        let reply = |id: &str, tentative: bool, at: Timestamp| Report {
+            activity: Activity::Waiting,
+            tentative,
+            last_activity_at: at,
+            ..report(id, 2)
+        };
+        let activity = |lc: &Lifecycle, id: &str| {
+            lc.sessions()
+                .into_iter()
+                .find(|s| s.id == id)
+                .map(|s| s.activity)
+        };
+        lc.apply("claude", &report("a", 1), Counts::default(), t0);
+        lc.apply(
+            "claude",
+            &reply("a", true, Timestamp::ZERO),
+            Counts::default(),
+            t0,
+        );
+        assert_eq!(activity(&lc, "a"), Some(Activity::Working));
+        assert_eq!(lc.next_deadline(t0), Some(t0 + delay));
+        lc.drain(vec![]);
+        lc.sweep(t0 + delay - Duration::from_millis(1));
+        assert_eq!(activity(&lc, "a"), Some(Activity::Working));
+        lc.sweep(t0 + delay);
+        assert_eq!(activity(&lc, "a"), Some(Activity::Waiting));
+        assert_eq!(kinds(&lc.drain(vec![])), ["updated", "delta"]);
+
+        lc.apply("claude", &report("b", 1), Counts::default(), t0);
+        lc.apply(
+            "claude",
+            &reply("b", false, Timestamp::ZERO),
+            Counts::default(),
+            t0,
+        );
+        assert_eq!(activity(&lc, "b"), Some(Activity::Waiting), "a stated end");
+        let old = Timestamp::parse("2026-01-05T09:00:00Z").unwrap();
+        lc.apply("claude", &report("c", 1), Counts::default(), t0);
+        lc.apply("claude", &reply("c", true, old), Counts::default(), t0);
+        assert_eq!(activity(&lc, "c"), Some(Activity::Waiting), "read late");
+    }
+
     #[test]
     fn batch_order_seq_and_merge() {
         let mut lc = Lifecycle::new(timing(), 1);

@@ -677,6 +677,51 @@ fn v2_1_39_a_compaction_run_is_no_subagent() {
     );
 }
 
+/// Claude Code 2.1.92 and later write the message's final `stop_reason` on each of its
+/// lines (`tool_use` on a text line followed by a tool call; `end_turn` on the thinking and
+/// the text line of a final reply, written 0.7 s apart). Read line by line: the text line
+/// before the tool call is `working`; the wait begins with the first `end_turn` line and
+/// the reply's later line does not move its `lastActivityAt`.
+#[test]
+fn v2_1_233_a_wait_keeps_its_start_over_the_lines_of_its_message() {
+    let id = sid(22);
+    let dir = tempfile::tempdir().unwrap();
+    let log = claude_project(dir.path()).join(format!("{id}.jsonl"));
+    write(&log, "");
+    let rec = Recorder::default();
+    let mut m = monitor(dir.path(), &rec);
+    let mut seen = Vec::new();
+    for line in sample("claude/v2.1.233-stated-stop-reason.jsonl").lines() {
+        append(&log, &format!("{line}\n"));
+        m.scan();
+        if let Some(s) = last_state(&rec.take(), &id) {
+            seen.push((s.activity, s.last_activity_at));
+        }
+    }
+    let activities: Vec<&Activity> = seen.iter().map(|(a, _)| a).collect();
+    assert_eq!(
+        activities,
+        [
+            &Activity::Working,
+            &Activity::Working,
+            &Activity::Working,
+            &Activity::Working,
+            &Activity::Working,
+            &Activity::Waiting,
+            &Activity::Waiting,
+        ]
+    );
+    let wait_began = at("2026-08-20T10:22:14.569Z");
+    assert_eq!(seen[5].1, wait_began);
+    assert_eq!(
+        seen[6].1, wait_began,
+        "the reply's text line is no new wait"
+    );
+    let s = m.sessions().into_iter().find(|s| s.id == id).unwrap();
+    assert_eq!((s.message_count, s.tool_call_count), (4, 1));
+    assert_eq!(s.output_tokens, 135 + 177);
+}
+
 #[test]
 fn v2_1_248_a_background_agent_finishes_from_its_task_notification() {
     let id = sid(11);

@@ -23,8 +23,9 @@
 //!   `tool_result` has not arrived (cleared when it does, or when the turn ends).
 //! - compactionCount: `system` lines with `subtype` `compact_boundary`.
 //! - startedAt / lastActivityAt: the earliest and latest line times (lines are not always in
-//!   time order); while the session waits, only a line that ends the wait, or a message,
-//!   moves lastActivityAt, so a wait keeps the time it began.
+//!   time order); while the session waits, only a line that ends the wait, or a new
+//!   message, moves lastActivityAt (a further line of the message that ended the turn does
+//!   not), so a wait keeps the time it began.
 //!
 //! # Record shapes and what they mean
 //! Seen in public transcripts and log readers' test data of Claude Code 1.0.24 to 2.1.252
@@ -38,7 +39,8 @@
 //! | `assistant` with a `tool_use` block, or `stop_reason` `tool_use` | all | `working` |
 //! | `assistant` with `thinking` only | 2.0.x–2.1.x | `working` |
 //! | `assistant` with a `text` block, no `tool_use`, `stop_reason` `null` | 1.0.24, 2.0.26, 2.0.52, 2.0.76, 2.1.x (most lines of most versions) | the turn's end: `waiting` |
-//! | `assistant` with `stop_reason` `end_turn` or `stop_sequence` | a few lines of some versions | the turn's end: `waiting` |
+//! | `assistant` with `stop_reason` `end_turn` or `stop_sequence` | a few lines of some versions; every line of a final reply from 2.1.92 (2.1.233 seen) | the turn's end: `waiting` |
+//! | `assistant` with `stop_reason` `tool_use` on its `thinking` or `text` line | 2.1.92, 2.1.233 (the final `stop_reason` on each line of the message) | `working`: a tool call follows |
 //! | `assistant` with `isApiErrorMessage: true` (model `<synthetic>`, `error`, `apiErrorStatus`; `stop_reason` absent or `stop_sequence`) | 2.1.x (2.1.226) | the API failed, the turn is over: `waiting` |
 //! | `user` `[Request interrupted by user]`, `[Request interrupted by user for tool use]` (a `text` block, `interruptedMessageId` on some) | 2.1.214, 2.1.246, 2.1.252 | the person stopped the turn: `waiting`, nothing pending |
 //! | `system` `turn_duration` (`durationMs`) | 2.1.x | written after the turn: `waiting` |
@@ -798,9 +800,14 @@ impl Transcript {
             set_if_some(&mut self.model, msg.model.as_deref());
         }
         let output = msg.usage.as_ref().map_or(0, |u| u.output_tokens);
+        // Another line (content block) of a message already seen.
+        let mut sibling = false;
         match msg.id.as_deref() {
             Some(id) => match self.recent_messages.get_mut(id) {
-                Some(tokens) => *tokens = output,
+                Some(tokens) => {
+                    *tokens = output;
+                    sibling = true;
+                }
                 None => {
                     self.messages += 1;
                     if let Some(settled) = self.recent_messages.insert(id, output) {
@@ -860,8 +867,11 @@ impl Transcript {
             self.activity = Activity::Working;
             self.ended = false;
         }
-        if synthetic && !api_error {
-            // Claude Code's own filler ("No response requested."), not the model's work.
+        if (synthetic && !api_error) || sibling {
+            // Claude Code's own filler ("No response requested."), not the model's work; or
+            // a further line of a message already counted, which moves a wait's start only
+            // if it changes the activity (2.1.92 and later write `end_turn` on each line of
+            // a final reply, its thinking and its text up to a second apart).
             Line::Bookkeeping
         } else {
             Line::Message

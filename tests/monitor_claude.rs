@@ -651,6 +651,77 @@ fn v2_0_52_subagents_finish_from_the_parents_result_and_warmups_are_no_subagents
     assert_eq!((a.message_count, a.tool_call_count), (4, 1));
 }
 
+/// Claude Code 2.1 runs a compaction as an agent of its own (`agent-acompact-<hex>.jsonl`
+/// under `subagents/`, `agentId` `acompact-…`) that no tool call starts and no result
+/// reports: it is no subagent (it would stay `idle` forever); the compaction counts.
+#[test]
+fn v2_1_39_a_compaction_run_is_no_subagent() {
+    let id = sid(20);
+    let (_dir, _m, _rec, events) = scan_samples(&[
+        (&format!("{id}.jsonl"), "v2.1.39-manual-compact.jsonl"),
+        (
+            &format!("{id}/subagents/agent-acompact-5e0c1a.jsonl"),
+            "v2.1.39-compaction-agent.jsonl",
+        ),
+    ]);
+    let s = last_state(&events, &id).unwrap();
+    assert_eq!(s.activity, Activity::Waiting, "/compact is a local command");
+    assert_eq!(s.compaction_count, 1);
+    assert!(s.subagents.is_empty(), "{:?}", s.subagents);
+    // 1 prompt, 2 assistant messages, 1 tool result: the summary and /compact are none.
+    assert_eq!((s.message_count, s.tool_call_count), (4, 1));
+    assert_eq!(
+        s.last_activity_at,
+        at("2026-02-12T14:30:20.000Z"),
+        "the wait began with the reply; the compaction's lines do not move it"
+    );
+}
+
+/// Claude Code 2.1.92 and later write the message's final `stop_reason` on each of its
+/// lines (`tool_use` on a text line followed by a tool call; `end_turn` on the thinking and
+/// the text line of a final reply, written 0.7 s apart). Read line by line: the text line
+/// before the tool call is `working`; the wait begins with the first `end_turn` line and
+/// the reply's later line does not move its `lastActivityAt`.
+#[test]
+fn v2_1_233_a_wait_keeps_its_start_over_the_lines_of_its_message() {
+    let id = sid(22);
+    let dir = tempfile::tempdir().unwrap();
+    let log = claude_project(dir.path()).join(format!("{id}.jsonl"));
+    write(&log, "");
+    let rec = Recorder::default();
+    let mut m = monitor(dir.path(), &rec);
+    let mut seen = Vec::new();
+    for line in sample("claude/v2.1.233-stated-stop-reason.jsonl").lines() {
+        append(&log, &format!("{line}\n"));
+        m.scan();
+        if let Some(s) = last_state(&rec.take(), &id) {
+            seen.push((s.activity, s.last_activity_at));
+        }
+    }
+    let activities: Vec<&Activity> = seen.iter().map(|(a, _)| a).collect();
+    assert_eq!(
+        activities,
+        [
+            &Activity::Working,
+            &Activity::Working,
+            &Activity::Working,
+            &Activity::Working,
+            &Activity::Working,
+            &Activity::Waiting,
+            &Activity::Waiting,
+        ]
+    );
+    let wait_began = at("2026-08-20T10:22:14.569Z");
+    assert_eq!(seen[5].1, wait_began);
+    assert_eq!(
+        seen[6].1, wait_began,
+        "the reply's text line is no new wait"
+    );
+    let s = m.sessions().into_iter().find(|s| s.id == id).unwrap();
+    assert_eq!((s.message_count, s.tool_call_count), (4, 1));
+    assert_eq!(s.output_tokens, 135 + 177);
+}
+
 #[test]
 fn v2_1_248_a_background_agent_finishes_from_its_task_notification() {
     let id = sid(11);
@@ -776,6 +847,137 @@ async fn turns_reach_a_connected_client_as_working_then_waiting() {
     let last = states.last().unwrap();
     assert_eq!(last.last_activity_at, at("2025-12-01T09:06:04Z"));
     assert_eq!(last.message_count, 6);
+
+    tokio::task::spawn_blocking(move || handle.stop())
+        .await
+        .unwrap();
+}
+
+/// Claude Code 2.1.39 writes a message of text then a tool call as two lines, the tool
+/// call's once its input has streamed, with `stop_reason: null` on both. Lines stamped
+/// now, appended one at a time while a WebSocket client watches: the text line alone is
+/// held as `working`, the tool call keeps it so, and a final reply turns `waiting` once
+/// the delay has passed, with `lastActivityAt` the reply's time; an `end_turn` reply waits
+/// at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_line_before_its_tool_call_is_no_turn_end() {
+    use agentwatch_ws::{MultiSink, SessionStore, WsLayer};
+    use axum::Router;
+    use common::{connect, next_event, serve};
+    use std::time::Instant;
+
+    const DELAY: Duration = Duration::from_millis(1500);
+    let id = sid(21);
+    let dir = tempfile::tempdir().unwrap();
+    let log = claude_project(dir.path()).join(format!("{id}.jsonl"));
+    write(&log, "");
+    let store = SessionStore::new();
+    let ws = WsLayer::new(store.clone());
+    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    let handle = Monitor::builder()
+        .root(SourceKind::Claude, dir.path())
+        .idle_after(Duration::ZERO)
+        .turn_end_delay(DELAY)
+        .build(MultiSink::new().with(store.clone()).with(ws.hub()))
+        .spawn()
+        .unwrap();
+
+    // Appends `line` and returns the first state of the session carrying `ready`.
+    async fn step(
+        client: &mut common::Client,
+        log: &std::path::Path,
+        id: &str,
+        line: &str,
+        ready: impl Fn(&SessionState) -> bool,
+    ) -> SessionState {
+        append(log, line);
+        loop {
+            let ev = next_event(client).await;
+            if let Some(s) = ev.updates.iter().find(|s| s.id == id && ready(s)) {
+                return s.clone();
+            }
+        }
+    }
+    let now = || Timestamp::now().to_string();
+    let text = |msg: &str, stop: &str| {
+        claude_assistant(&id, msg, &now(), r#"{"type":"text","text":"…"}"#, stop, 3)
+    };
+    let tool = r#"{"type":"tool_use","id":"toolu_21","name":"Write","input":{}}"#;
+
+    let s = step(
+        &mut client,
+        &log,
+        &id,
+        &claude_user(&id, "u-1", &now(), "go"),
+        |s| s.message_count == 1,
+    )
+    .await;
+    assert_eq!(s.activity, Activity::Working);
+    let s = step(&mut client, &log, &id, &text("msg_21A", "null"), |s| {
+        s.message_count == 2
+    })
+    .await;
+    assert_eq!(s.activity, Activity::Working, "a text line alone is held");
+    let s = step(
+        &mut client,
+        &log,
+        &id,
+        &claude_assistant(&id, "msg_21A", &now(), tool, "null", 40),
+        |s| s.tool_call_count == 1,
+    )
+    .await;
+    assert_eq!(
+        (s.activity.clone(), s.current_tool.as_str()),
+        (Activity::Working, "Write")
+    );
+    let result = format!(
+        r#"{{"type":"user","uuid":"u-2","sessionId":"{id}","timestamp":"{}","message":{{"role":"user","content":[{{"type":"tool_result","tool_use_id":"toolu_21","content":"ok"}}]}}}}"#,
+        now()
+    ) + "\n";
+    let s = step(&mut client, &log, &id, &result, |s| s.message_count == 3).await;
+    assert_eq!(s.activity, Activity::Working);
+
+    // The final reply: held, then waiting once the delay has passed, from the reply's time.
+    let reply = text("msg_21B", "null");
+    let written = Instant::now();
+    let held = step(&mut client, &log, &id, &reply, |s| s.message_count == 4).await;
+    assert_eq!(held.activity, Activity::Working);
+    let waiting = step(&mut client, &log, &id, "", |s| {
+        s.activity == Activity::Waiting
+    })
+    .await;
+    assert!(
+        written.elapsed() >= DELAY - Duration::from_millis(100),
+        "published after {:?}",
+        written.elapsed()
+    );
+    assert_eq!(waiting.last_activity_at, held.last_activity_at);
+    assert_eq!(waiting.message_count, 4);
+
+    // A stated end is published at once.
+    step(
+        &mut client,
+        &log,
+        &id,
+        &claude_user(&id, "u-3", &now(), "and?"),
+        |s| s.activity == Activity::Working,
+    )
+    .await;
+    let s = step(
+        &mut client,
+        &log,
+        &id,
+        &text("msg_21C", r#""end_turn""#),
+        |s| s.message_count == 6,
+    )
+    .await;
+    assert_eq!(
+        s.activity,
+        Activity::Waiting,
+        "end_turn is no tentative end"
+    );
 
     tokio::task::spawn_blocking(move || handle.stop())
         .await

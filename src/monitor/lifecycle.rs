@@ -8,6 +8,17 @@
 //! 2. one `delta` with every session changed in the batch (its final state) and every
 //!    removed id, if there is any;
 //! 3. one `health` per source whose status changed.
+//!
+//! # Held turn ends
+//! A report whose `waiting` is [tentative](Report::tentative) (a Claude Code text reply
+//! that a tool call of the same message may still follow) does not make a `working`
+//! session `waiting` at once: the session stays `working` until
+//! [`turn_end_delay`](Timing::turn_end_delay) has passed since the reply's own timestamp
+//! (by the log's clock, like `idle`; by the read clock when the log has no usable time)
+//! with no line that changes the activity, then turns `waiting`, its `lastActivityAt`
+//! still the reply's time. A reply already older than the delay when read (a log read
+//! late, or at start) is `waiting` at once, and so is every stated end (`end_turn`,
+//! `turn_duration`, `stop_hook_summary`, an interrupt, an API error).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -40,6 +51,8 @@ pub(crate) struct Timing {
     pub(crate) retention: Duration,
     /// `working` with no record this long → `idle`. Zero disables.
     pub(crate) idle_after: Duration,
+    /// A tentative turn end is published this long after its record. Zero disables.
+    pub(crate) turn_end_delay: Duration,
 }
 
 struct Entry {
@@ -59,6 +72,8 @@ struct Entry {
     log_message_at: Timestamp,
     /// The tool the log says is running.
     log_tool: String,
+    /// A tentative turn end is held: the session shows `working` until the delay is over.
+    held_end: bool,
 }
 
 /// A hook marker's activity, laid over the log's.
@@ -212,13 +227,26 @@ impl Lifecycle {
             hook: None,
             log_message_at: Timestamp::ZERO,
             log_tool: String::new(),
+            held_end: false,
         });
         entry.last_data = now;
         entry.terminal_since = None;
         let s = &mut entry.state;
+        let (was, was_at) = (s.activity.clone(), s.last_activity_at);
         s.lifecycle = LifecycleState::Active;
         s.completed_at = None;
         merge(s, report, delta, received);
+        // A tentative end of a turn in progress (the session was not waiting, or a new
+        // message came since it began to) is held while it is younger than the delay.
+        let delay = self.timing.turn_end_delay;
+        entry.held_end = report.tentative
+            && s.activity == Activity::Waiting
+            && (was != Activity::Waiting || s.last_activity_at > was_at)
+            && !delay.is_zero()
+            && since_record(s, received, Duration::ZERO) < delay;
+        if entry.held_end {
+            s.activity = Activity::Working;
+        }
         overlay_log(entry, report, &delta, known.is_none());
         if !report.subagents.is_empty() {
             entry.inline_subagents.clone_from(&report.subagents);
@@ -377,6 +405,7 @@ impl Lifecycle {
             return false;
         }
         entry.hook = None;
+        entry.held_end = false;
         entry.state.lifecycle = LifecycleState::Terminal;
         entry.state.activity = Activity::Terminal;
         entry.state.current_tool.clear();
@@ -397,6 +426,7 @@ impl Lifecycle {
         let wall = Timestamp::now();
         let t = self.timing;
         let mut idle = Vec::new();
+        let mut ended = Vec::new();
         let mut stale = Vec::new();
         let mut expired = Vec::new();
         for (id, e) in &self.sessions {
@@ -406,6 +436,10 @@ impl Lifecycle {
                     let kept = e.kept_alive_until().is_some_and(|until| now < until);
                     if !t.stale_after.is_zero() && quiet >= t.stale_after && !kept {
                         stale.push(id.clone());
+                    } else if e.held_end {
+                        if since_record(&e.state, wall, quiet) >= t.turn_end_delay {
+                            ended.push(id.clone());
+                        }
                     } else if !t.idle_after.is_zero()
                         && e.state.activity == Activity::Working
                         && since_record(&e.state, wall, quiet) >= t.idle_after
@@ -420,6 +454,19 @@ impl Lifecycle {
                         expired.push(id.clone());
                     }
                 }
+            }
+        }
+        for id in ended {
+            if let Some(e) = self.sessions.get_mut(&id) {
+                e.held_end = false;
+                e.state.activity = Activity::Waiting;
+                let ev = transition_of(
+                    LifecycleEventType::Updated,
+                    &e.state,
+                    LifecycleState::Active,
+                    "",
+                );
+                self.transition(ev);
             }
         }
         for id in idle {
@@ -482,13 +529,15 @@ impl Lifecycle {
                         e.kept_alive_until()
                             .map_or(by_data, |until| by_data.max(until))
                     });
-                    let idle = (!t.idle_after.is_zero() && e.state.activity == Activity::Working)
-                        .then(|| {
-                            let quiet = now.saturating_duration_since(e.last_data);
-                            now + t
-                                .idle_after
-                                .saturating_sub(since_record(&e.state, wall, quiet))
-                        });
+                    let quiet = now.saturating_duration_since(e.last_data);
+                    let after = if e.held_end {
+                        t.turn_end_delay
+                    } else {
+                        t.idle_after
+                    };
+                    let idle = (e.held_end
+                        || (!t.idle_after.is_zero() && e.state.activity == Activity::Working))
+                        .then(|| now + after.saturating_sub(since_record(&e.state, wall, quiet)));
                     match (stale, idle) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
@@ -678,6 +727,7 @@ mod tests {
             stale_after: Duration::from_secs(300),
             retention: Duration::from_secs(30),
             idle_after: Duration::ZERO,
+            turn_end_delay: Duration::ZERO,
         }
     }
 
@@ -704,6 +754,62 @@ mod tests {
                 None => e.kind.to_string(),
             })
             .collect()
+    }
+
+    /// A tentative end is held as `working` until the delay has passed since its record (by
+    /// the read clock here: the report has no time), then published as `waiting`; a stated
+    /// end, and a tentative one whose record is already older than the delay, are not held.
+    #[test]
+    fn tentative_turn_ends_are_held_for_the_delay() {
+        let delay = Duration::from_secs(3);
+        let mut lc = Lifecycle::new(
+            Timing {
+                turn_end_delay: delay,
+                ..timing()
+            },
+            1,
+        );
+        let t0 = Instant::now();
+        let reply = |id: &str, tentative: bool, at: Timestamp| Report {
+            activity: Activity::Waiting,
+            tentative,
+            last_activity_at: at,
+            ..report(id, 2)
+        };
+        let activity = |lc: &Lifecycle, id: &str| {
+            lc.sessions()
+                .into_iter()
+                .find(|s| s.id == id)
+                .map(|s| s.activity)
+        };
+        lc.apply("claude", &report("a", 1), Counts::default(), t0);
+        lc.apply(
+            "claude",
+            &reply("a", true, Timestamp::ZERO),
+            Counts::default(),
+            t0,
+        );
+        assert_eq!(activity(&lc, "a"), Some(Activity::Working));
+        assert_eq!(lc.next_deadline(t0), Some(t0 + delay));
+        lc.drain(vec![]);
+        lc.sweep(t0 + delay - Duration::from_millis(1));
+        assert_eq!(activity(&lc, "a"), Some(Activity::Working));
+        lc.sweep(t0 + delay);
+        assert_eq!(activity(&lc, "a"), Some(Activity::Waiting));
+        assert_eq!(kinds(&lc.drain(vec![])), ["updated", "delta"]);
+
+        lc.apply("claude", &report("b", 1), Counts::default(), t0);
+        lc.apply(
+            "claude",
+            &reply("b", false, Timestamp::ZERO),
+            Counts::default(),
+            t0,
+        );
+        assert_eq!(activity(&lc, "b"), Some(Activity::Waiting), "a stated end");
+        let old = Timestamp::parse("2026-01-05T09:00:00Z").unwrap();
+        lc.apply("claude", &report("c", 1), Counts::default(), t0);
+        lc.apply("claude", &reply("c", true, old), Counts::default(), t0);
+        assert_eq!(activity(&lc, "c"), Some(Activity::Waiting), "read late");
     }
 
     #[test]

@@ -40,7 +40,9 @@
 //!   every source's health is published once at start (Go publishes only changes, so a
 //!   healthy start says nothing), so a store can give clients every source's health at once.
 //! - Activity: `working` while a turn is in progress, `waiting` when the agent ended its
-//!   turn, `idle` once a `working` session has had no record for
+//!   turn (a turn end read from a reply alone is published after
+//!   [`turn_end_delay`](MonitorBuilder::turn_end_delay), default 3 s, unless a line says
+//!   otherwise meanwhile), `idle` once a `working` session has had no record for
 //!   [`idle_after`](MonitorBuilder::idle_after) (default 2 min: longer than any tool call
 //!   that streams nothing, short enough to spot an agent that died mid-turn).
 //!
@@ -167,6 +169,12 @@ pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30);
 /// Default [`MonitorBuilder::idle_after`]: 2 minutes.
 pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(2 * 60);
+/// Default [`MonitorBuilder::turn_end_delay`]: 3 seconds. In real Claude Code 2.1.38 and
+/// 2.1.39 transcripts (588 text lines followed by a tool call of the same message), the
+/// tool call's line came a median 1.0 s after the text's, over 3 s after it for 22 % of
+/// them, and over 5 s for 14 % (a long tool input: up to 72 s); a wait shows this much
+/// later than the reply where nothing after it says the turn is over.
+pub const DEFAULT_TURN_END_DELAY: Duration = Duration::from_secs(3);
 /// Default [`MonitorBuilder::rescan_interval`]: 60 seconds.
 pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
 /// Default [`MonitorBuilder::debounce`]: 5 milliseconds.
@@ -255,6 +263,7 @@ pub struct MonitorBuilder {
     stale_after: Duration,
     retention: Duration,
     idle_after: Duration,
+    turn_end_delay: Duration,
     rescan_interval: Duration,
     debounce: Duration,
     health_threshold: u32,
@@ -269,6 +278,7 @@ impl Default for MonitorBuilder {
             stale_after: DEFAULT_STALE_AFTER,
             retention: DEFAULT_RETENTION,
             idle_after: DEFAULT_IDLE_AFTER,
+            turn_end_delay: DEFAULT_TURN_END_DELAY,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             debounce: DEFAULT_DEBOUNCE,
             health_threshold: DEFAULT_HEALTH_THRESHOLD,
@@ -347,6 +357,22 @@ impl MonitorBuilder {
         self
     }
 
+    /// How long a turn end read from a reply alone stays unpublished: a `working` session
+    /// whose latest message is a text reply that the log has not said ends the turn (Claude
+    /// Code: `stop_reason` `null`, no `turn_duration` yet) turns `waiting` only once the
+    /// reply's record is this old and no line changed the activity meanwhile; its
+    /// `lastActivityAt` is still the reply's time. Claude Code writes a message's text and
+    /// its tool call as separate lines, the tool call's once its input has streamed, so
+    /// without the delay a session shows `waiting` between the two. A reply older than the
+    /// delay when read, and every stated end (`end_turn`, `turn_duration`,
+    /// `stop_hook_summary`, an interrupt, an API error, Codex's `task_complete`, …), is
+    /// published at once. Default [`DEFAULT_TURN_END_DELAY`]; [`Duration::ZERO`] publishes
+    /// every end at once. At most [`MAX_DURATION`].
+    pub fn turn_end_delay(mut self, delay: Duration) -> Self {
+        self.turn_end_delay = delay.min(MAX_DURATION);
+        self
+    }
+
     /// How often every root is walked again, as a safety net for lost notifications.
     /// Default [`DEFAULT_RESCAN_INTERVAL`]; values under 100 ms are raised to 100 ms, values
     /// over [`MAX_DURATION`] lowered to it.
@@ -387,6 +413,7 @@ impl MonitorBuilder {
             stale_after: self.stale_after,
             retention: self.retention,
             idle_after: self.idle_after,
+            turn_end_delay: self.turn_end_delay,
         };
         let roots = self
             .roots

@@ -23,8 +23,9 @@
 //!   `tool_result` has not arrived (cleared when it does, or when the turn ends).
 //! - compactionCount: `system` lines with `subtype` `compact_boundary`.
 //! - startedAt / lastActivityAt: the earliest and latest line times (lines are not always in
-//!   time order); while the session waits, only a line that ends the wait, or a message,
-//!   moves lastActivityAt, so a wait keeps the time it began.
+//!   time order); while the session waits, only a line that ends the wait, or a new
+//!   message, moves lastActivityAt (a further line of the message that ended the turn does
+//!   not), so a wait keeps the time it began.
 //!
 //! # Record shapes and what they mean
 //! Seen in public transcripts and log readers' test data of Claude Code 1.0.24 to 2.1.252
@@ -38,7 +39,8 @@
 //! | `assistant` with a `tool_use` block, or `stop_reason` `tool_use` | all | `working` |
 //! | `assistant` with `thinking` only | 2.0.x–2.1.x | `working` |
 //! | `assistant` with a `text` block, no `tool_use`, `stop_reason` `null` | 1.0.24, 2.0.26, 2.0.52, 2.0.76, 2.1.x (most lines of most versions) | the turn's end: `waiting` |
-//! | `assistant` with `stop_reason` `end_turn` or `stop_sequence` | a few lines of some versions | the turn's end: `waiting` |
+//! | `assistant` with `stop_reason` `end_turn` or `stop_sequence` | a few lines of some versions; every line of a final reply from 2.1.92 (2.1.233 seen) | the turn's end: `waiting` |
+//! | `assistant` with `stop_reason` `tool_use` on its `thinking` or `text` line | 2.1.92, 2.1.233 (the final `stop_reason` on each line of the message) | `working`: a tool call follows |
 //! | `assistant` with `isApiErrorMessage: true` (model `<synthetic>`, `error`, `apiErrorStatus`; `stop_reason` absent or `stop_sequence`) | 2.1.x (2.1.226) | the API failed, the turn is over: `waiting` |
 //! | `user` `[Request interrupted by user]`, `[Request interrupted by user for tool use]` (a `text` block, `interruptedMessageId` on some) | 2.1.214, 2.1.246, 2.1.252 | the person stopped the turn: `waiting`, nothing pending |
 //! | `system` `turn_duration` (`durationMs`) | 2.1.x | written after the turn: `waiting` |
@@ -55,17 +57,29 @@
 //! | `user` `toolUseResult` `{agentId, status: "completed", …}` | 2.0.52, 2.1.248 | the subagent of that id is finished (`terminal`) |
 //! | `user` `toolUseResult` `{agentId, status: "async_launched", isAsync}` | 2.1.x | a background agent started; it runs on |
 //! | sidechain whose first prompt is `Warmup` (`isSidechain`, `agentId`) | 2.0.26–2.0.76 | Claude Code's cache pre-warming: no subagent |
+//! | `agentId` of a kind word, `-` and hex (`acompact-5e0c1a`: `subagents/agent-acompact-*.jsonl`) | 2.1.38, 2.1.39 | Claude Code's own compaction run: no subagent (the compaction counts from `compact_boundary`) |
 //! | `summary`, `file-history-snapshot`, `queue-operation`, `progress`, `attachment`, `last-prompt`, `ai-title`, `permission-mode`, … | 1.0.24 (`summary`)–2.1.x | bookkeeping: nothing; a file of only these is no session |
 //!
 //! A turn's end is never read from one field alone: most versions write `stop_reason: null`
 //! on every line, the last included, and `end_turn` on few or none.
 //!
-//! ## The residual flicker
-//! Claude Code writes each content block of a message as its own line as it streams, so a
-//! message of text then a tool call is a `text` line followed, a moment later, by a
-//! `tool_use` line. Both in one read leave the session `working` (a batch is published
-//! after a read); a read that falls between them shows `waiting` until the next read, the
-//! `tool_use` line's, turns it back to `working`.
+//! ## A text reply is a tentative end
+//! Claude Code writes each content block of a message as its own line once the block is
+//! complete, so a message of text then a tool call is a `text` line followed by a
+//! `tool_use` line once the tool's input has streamed. Up to 2.1.39 nothing on the text
+//! line tells it from a final reply: in real 2.1.38 and 2.1.39 transcripts every line has
+//! `stop_reason: null`, and `usage.output_tokens` is the streaming count at the time
+//! (1 to 13 on text lines followed by a tool call, and 1 to 8 on most final replies too);
+//! `requestId` and the other fields are the same. Newer writers (2.1.233 seen) put the
+//! message's final `stop_reason` (`tool_use`, `end_turn`) on every line, which is read as
+//! such. A text reply with no stated end is therefore reported as a *tentative* `waiting`
+//! ([`Report::tentative`]), which the monitor publishes only after
+//! `MonitorBuilder::turn_end_delay` (default 3 s) without a line that changes the
+//! activity; a `tool_use` line within it keeps the session `working` throughout. In the
+//! real transcripts the `tool_use` line followed its text line by a median 1.0 s, over 3 s
+//! for 22 % of such messages and up to 72 s (a long `Write`): those still show `waiting`
+//! for the rest of the gap. A text block of only white space (2.1.38 and 2.1.39 write
+//! `"\n\n"` before a `thinking` block) ends nothing.
 //!
 //! # Subagents
 //! Lines with `isSidechain: true` in a session's own file, whole files under
@@ -381,6 +395,8 @@ enum TextKind {
     /// `<task-notification>`: a background task (agent or command) stopped; the model is
     /// told, so a turn starts. Carries the task's id when it names one.
     TaskNotification(Option<String>),
+    /// Only white space (2.1.x writes `"\n\n"` text blocks before `thinking` blocks).
+    Blank,
     /// Not a string.
     Other,
 }
@@ -402,7 +418,9 @@ const LOCAL_COMMAND_PREFIXES: [&str; 10] = [
 impl TextKind {
     fn of(text: &str) -> TextKind {
         let t = text.trim_start();
-        if t.starts_with("[Request interrupted by user") {
+        if t.is_empty() {
+            TextKind::Blank
+        } else if t.starts_with("[Request interrupted by user") {
             TextKind::Interrupt
         } else if LOCAL_COMMAND_PREFIXES.iter().any(|p| t.starts_with(p)) {
             TextKind::LocalCommand
@@ -586,6 +604,8 @@ struct Transcript {
     ended: bool,
     /// The first prompt was `Warmup`: Claude Code's cache pre-warming, not a subagent.
     warmup: bool,
+    /// The first `agentId` of the conversation's lines (a subagent's), empty if none.
+    agent_id: String,
     context_tokens: i64,
     /// The largest context seen, for the window inference of `models::claude_window`.
     largest_context: i64,
@@ -619,6 +639,9 @@ impl Transcript {
         let at = parse_time(rec.timestamp.as_deref());
         if self.session_id.is_empty() {
             set_if_some(&mut self.session_id, rec.session_id.as_deref());
+        }
+        if self.agent_id.is_empty() {
+            set_if_some(&mut self.agent_id, rec.agent_id.as_deref());
         }
         set_if_some(&mut self.cwd, rec.cwd.as_deref());
         set_if_some(&mut self.branch, rec.git_branch.as_deref());
@@ -701,7 +724,7 @@ impl Transcript {
         let mut warmup = false;
         match content {
             Content::Text(kind) => match kind {
-                TextKind::Prompt | TextKind::Other => prompt = true,
+                TextKind::Prompt | TextKind::Blank | TextKind::Other => prompt = true,
                 TextKind::Warmup => (prompt, warmup) = (true, true),
                 TextKind::Interrupt => interrupt = true,
                 TextKind::TaskNotification(task) => {
@@ -777,9 +800,14 @@ impl Transcript {
             set_if_some(&mut self.model, msg.model.as_deref());
         }
         let output = msg.usage.as_ref().map_or(0, |u| u.output_tokens);
+        // Another line (content block) of a message already seen.
+        let mut sibling = false;
         match msg.id.as_deref() {
             Some(id) => match self.recent_messages.get_mut(id) {
-                Some(tokens) => *tokens = output,
+                Some(tokens) => {
+                    *tokens = output;
+                    sibling = true;
+                }
                 None => {
                     self.messages += 1;
                     if let Some(settled) = self.recent_messages.insert(id, output) {
@@ -806,7 +834,7 @@ impl Transcript {
                 match block.kind.as_deref() {
                     Some("tool_use" | "server_tool_use") => tool_use = true,
                     Some("text") => {
-                        text = true;
+                        text |= !matches!(block.text, Some(TextKind::Blank));
                         continue;
                     }
                     _ => continue,
@@ -839,8 +867,11 @@ impl Transcript {
             self.activity = Activity::Working;
             self.ended = false;
         }
-        if synthetic && !api_error {
-            // Claude Code's own filler ("No response requested."), not the model's work.
+        if (synthetic && !api_error) || sibling {
+            // Claude Code's own filler ("No response requested."), not the model's work; or
+            // a further line of a message already counted, which moves a wait's start only
+            // if it changes the activity (2.1.92 and later write `end_turn` on each line of
+            // a final reply, its thinking and its text up to a second apart).
             Line::Bookkeeping
         } else {
             Line::Message
@@ -895,6 +926,18 @@ impl Transcript {
             completed_at,
         }
     }
+}
+
+/// Whether `agent` names a run Claude Code starts for itself rather than a subagent the
+/// model started with a tool call: its id is a kind word, a `-` and a hex suffix
+/// (`acompact-5e0c1a`: the conversation's compaction, 2.1.x), where a subagent's id is hex
+/// alone (`a2898e3`, `a7b1cd4effbcbdebe`). No tool result or task notification ever
+/// reports such a run finished, so as a subagent it would stay `idle` for good; the
+/// compaction it does is counted from the parent's `compact_boundary` line.
+fn own_run(agent: &str) -> bool {
+    agent
+        .split_once('-')
+        .is_some_and(|(kind, _)| kind.len() > 1 && !kind.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The parser of one Claude Code transcript file.
@@ -952,10 +995,12 @@ impl ClaudeLog {
     }
 
     /// Whether the file holds a conversation to report: at least one message, and (for a
-    /// subagent's file) not a warm-up. A file of only `summary`, `file-history-snapshot`
-    /// or local-command lines is not one yet.
+    /// subagent's file) not a warm-up nor one of Claude Code's own runs (see
+    /// [`own_run`]). A file of only `summary`, `file-history-snapshot` or local-command
+    /// lines is not one yet.
     pub(crate) fn is_conversation(&self) -> bool {
-        self.main.messages > 0 && !(self.subagent_file && self.main.warmup)
+        self.main.messages > 0
+            && !(self.subagent_file && (self.main.warmup || own_run(&self.main.agent_id)))
     }
 
     fn finished(&self, agent: &str) -> Option<Timestamp> {
@@ -976,6 +1021,7 @@ impl ClaudeLog {
             working_dir: t.cwd.clone(),
             branch: t.branch.clone(),
             activity: t.activity.clone(),
+            tentative: t.activity == Activity::Waiting && !t.ended,
             current_tool: t.pending.current().to_owned(),
             context_tokens: t.context_tokens,
             output_tokens: t.output_tokens(),
@@ -990,7 +1036,7 @@ impl ClaudeLog {
             subagents: self
                 .sidechains
                 .iter()
-                .filter(|(_, s)| s.messages > 0 && !s.warmup)
+                .filter(|(agent, s)| s.messages > 0 && !s.warmup && !own_run(agent))
                 .map(|(agent, s)| s.subagent(agent, id, self.finished(agent)))
                 .collect(),
             finished_subagents: t.finished_agents.clone(),
@@ -1216,5 +1262,58 @@ mod tests {
         );
         sub.line(br#"{"type":"assistant","isSidechain":true,"message":{"id":"m","content":[{"type":"text","text":"Ready."}]}}"#);
         assert!(!sub.is_conversation());
+    }
+
+    /// Claude Code 2.1.39 writes a `"\n\n"` text block before a `thinking` block of the
+    /// same message: no reply, no turn end.
+    #[test]
+    fn a_blank_text_block_ends_no_turn() {
+        assert_eq!(TextKind::of("\n\n"), TextKind::Blank);
+        let mut log = ClaudeLog::session();
+        log.line(br#"{"type":"user","uuid":"p","message":{"content":"go"}}"#);
+        log.line(br#"{"type":"assistant","message":{"id":"m","content":[{"type":"text","text":"\n\n"}],"stop_reason":null}}"#);
+        let r = log.report("s");
+        assert_eq!((r.activity, r.tentative), (Activity::Working, false));
+        log.line(br#"{"type":"assistant","message":{"id":"m","content":[{"type":"text","text":"Done."}],"stop_reason":null}}"#);
+        let r = log.report("s");
+        assert_eq!((r.activity, r.tentative), (Activity::Waiting, true));
+        log.line(br#"{"type":"system","subtype":"turn_duration","durationMs":9}"#);
+        let r = log.report("s");
+        assert_eq!((r.activity, r.tentative), (Activity::Waiting, false));
+    }
+
+    #[test]
+    fn claude_codes_own_runs_are_no_subagents() {
+        for own in [
+            "acompact-5e0c1a",
+            "acompact-2aaa241e456ebc94",
+            "aprompt_suggestion-7796cd",
+        ] {
+            assert!(own_run(own), "{own}");
+        }
+        for sub in [
+            "a2898e3",
+            "a7b1cd4effbcbdebe",
+            "ab11-ab11",
+            "sidechain",
+            "",
+            "-x",
+        ] {
+            assert!(!own_run(sub), "{sub}");
+        }
+        let mut log = ClaudeLog::session();
+        log.line(br#"{"type":"user","uuid":"p","message":{"content":"go"}}"#);
+        log.line(br#"{"type":"user","uuid":"k","isSidechain":true,"agentId":"acompact-1f","message":{"content":"Summarise"}}"#);
+        log.line(br#"{"type":"user","uuid":"t","isSidechain":true,"agentId":"a1f","message":{"content":"Search"}}"#);
+        let ids: Vec<String> = log
+            .report("s")
+            .subagents
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(ids, ["a1f"]);
+        let mut file = ClaudeLog::subagent();
+        file.line(br#"{"type":"user","uuid":"k","isSidechain":true,"agentId":"acompact-1f","message":{"content":"Summarise"}}"#);
+        assert!(!file.is_conversation());
     }
 }

@@ -162,6 +162,11 @@ pub(crate) struct Report {
     pub(crate) working_dir: String,
     pub(crate) branch: String,
     pub(crate) activity: Activity,
+    /// `activity` is `waiting` only because the latest message is a text reply with no
+    /// tool call, and the log has not said the turn is over: the next line may be a tool
+    /// call of the same message (Claude Code writes one line per content block). The
+    /// lifecycle holds such an end for a moment before publishing it.
+    pub(crate) tentative: bool,
     /// The running tool; empty means none (unlike Go, this clears the field).
     pub(crate) current_tool: String,
     pub(crate) context_tokens: i64,

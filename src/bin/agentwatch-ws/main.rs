@@ -45,7 +45,11 @@ enum Command {
     Dashboard {
         /// The dashboard's flags (`--port N`, `--demo`, `--claude DIR`, `--notify-url URL`,
         /// …; `--help` lists them).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "FLAGS")]
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "FLAGS"
+        )]
         args: Vec<String>,
     },
     /// Run as a Claude Code hook: read the hook's JSON on stdin, write one marker.

@@ -450,6 +450,21 @@ async fn only_waits_after_switching_on_are_announced_and_the_sound_is_optional()
         "on",
         "the sound choice persists"
     );
+    // A wait that ends before it settles (a reply's text line read before its tool call's
+    // line) announces nothing; the next lasting wait is the next notification.
+    dashboard.inject(&format!(
+        "id=flicker&slug=flicker&activity=waiting&at_ms={}",
+        now_ms()
+    ));
+    dashboard.inject("id=flicker&slug=flicker&activity=working&tool=Bash");
+    dashboard.inject(&format!(
+        "id=s4&slug=s4&activity=waiting&at_ms={}",
+        now_ms()
+    ));
+    let shown = wait_notes(&mut browser, 3).await;
+    assert_eq!(shown[2]["tag"], "agentwatch:s4", "{shown:?}");
+    assert_eq!(shown.len(), 3, "{shown:?}");
+
     let errors = browser.cdp.page_errors();
     assert!(errors.is_empty(), "page errors: {errors:?}");
 }

@@ -722,7 +722,7 @@ async fn a_producer_restart_with_lower_seqs_reaches_every_node_in_stream_order()
     view.read_to(&mut client, &second.store).await;
 }
 
-/// Issue 16, the kind of fault 2: configured timeouts and intervals at `Duration::MAX`. The
+/// configured timeouts and intervals at `Duration::MAX`. The
 /// read deadline (`response_timeout + block`) overflowed; now every duration is clamped to
 /// its documented maximum, and producer and follower work as usual.
 #[tokio::test]

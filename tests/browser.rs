@@ -20,8 +20,8 @@
 //! (the cost of a frame and Chromium's long tasks are printed). Screenshots go to
 //! `target/browser-test/` (1400, 420 and 360 px, reconnecting, refused).
 //!
-//! `dashboard_on_real_logs_in_chromium` runs the example on real log files instead (issue 15:
-//! "with real logs, a person finds the session that waits for them in under a second"):
+//! `dashboard_on_real_logs_in_chromium` runs the example on real log files instead
+//! ("with real logs, a person finds the session that waits for them in under a second"):
 //! `--claude DIR --codex DIR` with an empty `HOME`, on Claude Code and Codex CLI logs the test
 //! writes with current timestamps (two sessions waiting for the user, one running a tool with
 //! a subagent, one idle, one Codex rollout running `shell`, in three repositories). It checks
@@ -34,7 +34,7 @@
 //! the page is open is named in the feed by repository and branch. Screenshots:
 //! `dashboard-real-1400.png`, `dashboard-real-420.png`.
 //!
-//! `chromium_sees_1009_with_its_reason` checks issue 12 item 4: a browser WebSocket that sends
+//! `chromium_sees_1009_with_its_reason` checks a browser WebSocket that sends
 //! more than `max_message_size` sees close code 1009 and its reason, not 1006.
 //!
 //! Without `/usr/bin/chromium` the tests print a notice and pass, unless
@@ -993,7 +993,7 @@ async fn dashboard_in_chromium() {
     );
 }
 
-/// Issue 12 item 4: a message over `max_message_size` (4 KiB) must close with 1009 and its
+/// a message over `max_message_size` (4 KiB) must close with 1009 and its
 /// reason, seen by the browser as such, not as 1006 (which it reports when the server resets
 /// the socket while the client's data is still unread).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1041,7 +1041,7 @@ async fn chromium_sees_1009_with_its_reason() {
         wrong.is_empty(),
         "Chromium must see close code 1009 with a reason for an oversized message, 3 times out \
          of 3; it saw {seen:?}. A 1006 means the server reset the socket after its close frame \
-         while the client's data was unread (issue 12 item 4: keep reading until the client's \
+         while the client's data was unread (keep reading until the client's \
          close or EOF, then close), or that the connection task panicked (in a debug build, \
          reading through tungstenite again after its MessageTooLong error trips its \
          `in_buffer.capacity() > len` assertion: see the server log below)."
@@ -1052,7 +1052,7 @@ async fn chromium_sees_1009_with_its_reason() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The dashboard on real agent logs (issue 15: "with real logs, a person finds the session that
+// The dashboard on real agent logs ("with real logs, a person finds the session that
 // waits for them in under a second of looking").
 
 /// A Claude Code project of the sample logs: its working directory and branch.

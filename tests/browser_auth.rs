@@ -1,5 +1,5 @@
-//! A real browser against the subprotocol negotiation and the documented browser auth paths
-//! (issue 13, item 1): headless Chromium (`/usr/bin/chromium`), driven over the DevTools
+//! A real browser against the subprotocol negotiation and the documented browser auth paths:
+//! headless Chromium (`/usr/bin/chromium`), driven over the DevTools
 //! protocol, opens `new WebSocket(url, protocols)` from a page served by the same app.
 //!
 //! Without Chromium the test prints a notice and passes, unless

@@ -1,4 +1,4 @@
-//! Chromium over TLS with ALPN `h2` (issue 13, item 2): the page is served over HTTP/2 and
+//! Chromium over TLS with ALPN `h2`: the page is served over HTTP/2 and
 //! its `new WebSocket("wss://…/ws", "agentwatch.v1")` rides the same HTTP/2 connection as an
 //! RFC 8441 extended CONNECT. The server records every request's method and version, so the
 //! test knows the WebSocket really went over HTTP/2 (and was not quietly retried over

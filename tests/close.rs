@@ -1,4 +1,4 @@
-//! Close frames reach a client that is still sending (issue 12, item 4): a socket dropped
+//! Close frames reach a client that is still sending: a socket dropped
 //! with unread client data answers with a TCP reset, and the reset can reach the client
 //! before it read the close frame. Raw sockets and hand-written frames, so the test sees
 //! exactly what the kernel hands the client: the close frame with its code and reason, then a

@@ -1,4 +1,4 @@
-//! Issue 13: the dashboard survives a developer reloading it 20 times a minute. Each reload
+//! The dashboard survives a developer reloading it 20 times a minute. Each reload
 //! is one WebSocket upgrade from 127.0.0.1; the crate's default per-IP limit (12 a minute,
 //! burst 4) refused the fifth, the dashboard's own (60 a minute, burst 20) admits all 20.
 

@@ -1,4 +1,4 @@
-//! No client can grow the server's memory through what it sends (issue 12, item 1).
+//! No client can grow the server's memory through what it sends.
 //!
 //! For 10 s, over real sockets: clients that never read and send control and data frames as
 //! fast as they can (pings, unsolicited pongs, data, endless fragments, frames after their

@@ -1,5 +1,5 @@
 //! Decoding matches Go's `encoding/json` where an upstream producer could send something
-//! serde_json alone reads differently (issue 16, fault 3): a repeated key (Go merges the
+//! serde_json alone reads differently: a repeated key (Go merges the
 //! later object into the earlier one, element by element for arrays), invalid UTF-8 and
 //! lone UTF-16 surrogate escapes inside strings (Go reads U+FFFD), and a top-level `null`
 //! (Go leaves the zero event).

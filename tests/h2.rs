@@ -1,7 +1,7 @@
 //! WebSockets over HTTP/2 (RFC 8441 extended CONNECT), over real sockets: hyper's HTTP/2
 //! client (h2c, prior knowledge) sends `CONNECT` with `:protocol = websocket` to the same
 //! route HTTP/1.1 clients upgrade on, under both `agentwatch_ws::serve` and `axum::serve`,
-//! and streams through the HTTP/2 stream (issue 13, item 2). Refused attempts are answered,
+//! and streams through the HTTP/2 stream. Refused attempts are answered,
 //! counted and never silent.
 
 mod common;

@@ -1,5 +1,5 @@
 //! The opening handshake over raw sockets, header by header: every answer RFC 6455
-//! §4.2.1–4.2.2 and RFC 9110's field-list rules call for (issue 12, item 7). Requests are
+//! §4.2.1–4.2.2 and RFC 9110's field-list rules call for. Requests are
 //! written byte for byte, so repeated headers, odd cases and lists are exactly as sent.
 
 mod common;

@@ -201,7 +201,7 @@ fn deleted_log_leaves_the_session_to_go_stale() {
     assert_eq!(m.health()[0].status, HealthStatus::Healthy);
 }
 
-/// Issue 16, the kind of fault 2: a configured duration near `Duration::MAX` overflowed the
+/// a configured duration near `Duration::MAX` overflowed the
 /// monitor's clock arithmetic (`Instant + Duration`) and killed its thread. Every duration
 /// setting at its extreme: the monitor keeps running and reading.
 #[test]

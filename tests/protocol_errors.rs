@@ -1,5 +1,5 @@
 //! After a client breaks the protocol, the connection closes with the code the README
-//! promises and never reads through the failed protocol state again (issue 16, fault 1).
+//! promises and never reads through the failed protocol state again.
 //!
 //! The fault: a masked binary frame declaring more than `max_message_size`, followed by
 //! enough of its payload to fill the 512-byte inbound read buffer. tungstenite rejected the

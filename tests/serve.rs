@@ -1,4 +1,4 @@
-//! `agentwatch_ws::serve` over real sockets (issue 12, item 6): stalled request heads are
+//! `agentwatch_ws::serve` over real sockets: stalled request heads are
 //! closed within the documented deadline, a WebSocket client streams through it on the bare
 //! TcpStream path, the per-IP rate limit gets its `ConnectInfo`, and graceful shutdown ends
 //! the server.

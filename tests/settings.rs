@@ -1,5 +1,5 @@
 //! Every `WsLayer` setting at its extremes, over real sockets: the router builds, clients are
-//! served, and nothing panics (issue 12, item 9). Values above a documented maximum are
+//! served, and nothing panics. Values above a documented maximum are
 //! clamped to it; the smallest values are honoured and end connections the documented way.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Graceful shutdown over real sockets (issue 13, item 6): `Hub::closed` resolves once every
+//! Graceful shutdown over real sockets: `Hub::closed` resolves once every
 //! connection task has ended after `Hub::stop`, each client having been told 1001, and at
 //! once when no client is connected.
 

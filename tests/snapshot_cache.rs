@@ -1,4 +1,4 @@
-//! The snapshot cache (issue 13, item 8) over real sockets: clients connecting at the same
+//! The snapshot cache over real sockets: clients connecting at the same
 //! store state share one encoded snapshot, any event in between (even a `health` report
 //! reusing the last event's seq and `at`) makes a new one, and every client still rebuilds
 //! exactly the store's state.

@@ -341,7 +341,7 @@ async fn a_client_whose_socket_stops_accepting_writes_is_evicted_after_the_write
 }
 
 /// The write timeout bounds how long the socket refuses bytes, not how long a run of queued
-/// frames takes (issue 12, item 8): a client reading 64 KiB events slowly but steadily moves
+/// frames takes: a client reading 64 KiB events slowly but steadily moves
 /// the write along and stays, for far longer than the timeout; once it stops reading it is
 /// evicted.
 ///

@@ -1,6 +1,6 @@
 //! Subprotocol negotiation (RFC 6455 §4.2.2) and the browser token carriers over real
 //! sockets: tokio-tungstenite clients offering `Sec-WebSocket-Protocol` against
-//! `axum::serve` (issue 13, item 1).
+//! `axum::serve`.
 
 mod common;
 

@@ -444,7 +444,7 @@ mod tests {
     /// wire): what reaches the wire is a sequence of whole frames; its events are exactly the
     /// ones pushed and not dropped before they started, in order, once each; nothing follows
     /// the close frame; the queued-event count and the sent counters match the model at
-    /// every step. The counters are unsigned: an underflow (issue 12, item 3: a batch count
+    /// every step. The counters are unsigned: an underflow (a batch count
     /// subtracted after `finish` had reset the queue) panics here in a debug build.
     #[test]
     fn random_operations_keep_whole_frames_in_order_and_counts_exact() {

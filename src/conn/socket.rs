@@ -130,7 +130,7 @@ pub(crate) struct Socket {
     read: u64,
     /// tungstenite reported an error reading (a protocol violation, an oversized message,
     /// invalid UTF-8, an I/O error): its state is never touched again. Reading past such an
-    /// error trips tungstenite's own debug assertions (issue 16: a frame declaring more than
+    /// error trips tungstenite's own debug assertions (a frame declaring more than
     /// `max_message_size`, then a full read buffer of its payload).
     failed: bool,
 }

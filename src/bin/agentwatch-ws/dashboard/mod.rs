@@ -141,7 +141,11 @@ use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
 /// Events a client may fall behind before the lag policy applies.
-const SEND_BUFFER: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
+// Evaluated at compile time: a zero here would fail the build, never a run.
+const SEND_BUFFER: NonZeroUsize = match NonZeroUsize::new(256) {
+    Some(n) => n,
+    None => panic!("the send buffer must not be zero"),
+};
 
 const INDEX_HTML: &str = include_str!("index.html");
 

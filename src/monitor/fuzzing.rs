@@ -25,6 +25,7 @@ fn lifecycle() -> Lifecycle {
             stale_after: Duration::from_secs(300),
             retention: Duration::from_secs(30),
             idle_after: Duration::from_secs(120),
+            turn_end_delay: crate::monitor::DEFAULT_TURN_END_DELAY,
         },
         1,
     )

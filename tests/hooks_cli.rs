@@ -548,3 +548,37 @@ fn a_closed_stdout_does_not_make_the_installer_panic() {
     }
     assert_installed(&settings, &markers);
 }
+
+/// The binary the hooks name was moved or removed (installed from a build directory since
+/// cleaned, say): every hook run fails with "not found", so `hooks status` must not say
+/// installed, and installing again repairs the entries.
+#[test]
+fn status_does_not_count_hooks_whose_program_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("settings.json");
+    let markers = dir.path().join("markers");
+    let out = install(&settings, &markers, &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(status(&settings).status.code(), Some(0));
+    let program = hooks_support::binary();
+    let gone = dir.path().join("removed/bin/agentwatch-ws");
+    let text = fs::read_to_string(&settings)
+        .unwrap()
+        .replace(program.to_str().unwrap(), gone.to_str().unwrap());
+    fs::write(&settings, text).unwrap();
+    assert!(
+        fs::read_to_string(&settings)
+            .unwrap()
+            .contains("removed/bin")
+    );
+    let out = status(&settings);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("not installed"),
+        "{out:?}"
+    );
+    let out = install(&settings, &markers, &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("update hook Stop"));
+    assert_eq!(status(&settings).status.code(), Some(0));
+}

@@ -282,3 +282,32 @@ async fn hooks_installed_later_for_another_marker_directory_are_not_claimed_dete
         "{body}"
     );
 }
+
+/// A file where the marker directory should be: the dashboard says it is not a directory
+/// (it is never read), not that it is "read at each rescan".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_directory_that_is_a_file_is_reported_as_such() {
+    let home = tempfile::tempdir().unwrap();
+    let log = claude_project(&home.path().join(".claude/projects")).join(format!("{ID}.jsonl"));
+    write(
+        &log,
+        &claude_user(ID, "u1", &Timestamp::now().to_string(), "hi"),
+    );
+    let markers = home.path().join(".local/state/agentwatch/markers");
+    std::fs::create_dir_all(markers.parent().unwrap()).unwrap();
+    std::fs::write(&markers, b"").unwrap();
+    let line = tokio::task::spawn_blocking({
+        let home = home.path().to_path_buf();
+        move || {
+            let d = Dashboard::spawn_with("markers-file", &[], with_home(&home));
+            let line = d.wait_for("markers: ");
+            d.wait_for("open http://");
+            line
+        }
+    })
+    .await
+    .unwrap();
+    assert!(line.contains("is not a directory"), "{line}");
+    assert!(!line.contains("read at each rescan"), "{line}");
+    assert!(markers.is_file(), "the file is left alone");
+}

@@ -634,6 +634,14 @@ fn start_input(
     if let Some(dir) = &markers {
         match create_private_dir(dir) {
             Ok(()) => println!("markers: {}", dir.display()),
+            Err(_) if dir.exists() && !dir.is_dir() => {
+                tracing::warn!("the marker directory is not a directory");
+                println!(
+                    "markers: {} is not a directory: permission prompts are not detected \
+                     (remove it, or install the hooks with another --marker-dir)",
+                    dir.display()
+                );
+            }
             Err(error) => println!(
                 "markers: {} cannot be created ({error}); read at each rescan only",
                 dir.display()

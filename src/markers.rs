@@ -500,7 +500,7 @@ pub fn read_settings(path: &std::path::Path) -> Result<Option<serde_json::Value>
 /// Whether our hooks are installed in the settings file at `path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HooksStatus {
-    /// Every event of [`INSTALLED_EVENTS`] runs `agentwatch-ws hook`.
+    /// Every event of [`INSTALLED_EVENTS`] runs `agentwatch-ws hook` (a program that exists).
     Installed,
     /// Some do; these are missing.
     Partial(Vec<HookEvent>),
@@ -510,15 +510,42 @@ pub enum HooksStatus {
     Unreadable(String),
 }
 
+/// Whether one of our hook commands for `event` in `settings` names a program that exists: a
+/// program named by an absolute path must be a file (a moved or removed binary makes every
+/// hook run fail with "not found"); a bare name is looked up in `PATH` by the shell and is
+/// taken as it is.
+fn runnable_in(settings: &serde_json::Value, event: HookEvent) -> bool {
+    settings
+        .get("hooks")
+        .and_then(|h| h.get(event.name()))
+        .and_then(|groups| groups.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.get("hooks").and_then(|h| h.as_array()))
+        .flatten()
+        .filter_map(|h| h.get("command").and_then(|c| c.as_str()))
+        .filter(|c| is_hook_command(c))
+        .any(|c| {
+            shell_words(c).first().is_some_and(|program| {
+                let program = std::path::Path::new(program);
+                !program.is_absolute() || program.is_file()
+            })
+        })
+}
+
 /// Reads the settings file at `path` and says whether our hooks are in it. The file is read
-/// only if it is at most 16 MiB.
+/// only if it is at most 16 MiB. An entry whose program, named by an absolute path, does not
+/// exist (the binary was moved or removed) does not count: its hook cannot run.
 pub fn hooks_status(path: &std::path::Path) -> HooksStatus {
     let value = match read_settings(path) {
         Ok(Some(v)) => v,
         Ok(None) => return HooksStatus::NotInstalled,
         Err(why) => return HooksStatus::Unreadable(why),
     };
-    let found = installed_events(&value);
+    let found: Vec<HookEvent> = installed_events(&value)
+        .into_iter()
+        .filter(|e| runnable_in(&value, *e))
+        .collect();
     if found.is_empty() {
         HooksStatus::NotInstalled
     } else if found.len() == INSTALLED_EVENTS.len() {

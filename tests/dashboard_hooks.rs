@@ -199,3 +199,115 @@ async fn without_hooks_the_page_says_so_and_with_them_a_prompt_shows_waiting() {
         "the page showed the wait after {took:?}"
     );
 }
+
+/// A dashboard started before the hooks are installed reads the default marker directory; hooks
+/// installed then for another directory write where it never reads, and `/attention` says so
+/// instead of claiming that permission prompts are detected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_installed_later_for_another_marker_directory_are_not_claimed_detected() {
+    let home = tempfile::tempdir().unwrap();
+    let now = Timestamp::now();
+    let log = claude_project(&home.path().join(".claude/projects")).join(format!("{ID}.jsonl"));
+    write(
+        &log,
+        &claude_user(ID, "u1", &now.to_string(), "run the tests"),
+    );
+    let dashboard = tokio::task::spawn_blocking({
+        let home = home.path().to_path_buf();
+        move || {
+            let d = Dashboard::spawn_with("hooks-elsewhere", &[], with_home(&home));
+            d.wait_for("open http://");
+            d
+        }
+    })
+    .await
+    .unwrap();
+    dashboard.wait_for("claude: permission prompts are not detected");
+    let addr = SocketAddr::from(([127, 0, 0, 1], dashboard.port));
+
+    let settings = home.path().join(".claude/settings.json");
+    let elsewhere = home.path().join("other-markers");
+    let out = tokio::task::spawn_blocking({
+        let settings = settings.clone();
+        move || {
+            run(
+                &[
+                    "hooks",
+                    "install",
+                    "--settings",
+                    settings.to_str().unwrap(),
+                    "--marker-dir",
+                    elsewhere.to_str().unwrap(),
+                ],
+                b"",
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let (status, _, body) = http_get(addr, "/attention", &[]).await;
+    assert_eq!(status, 200);
+    let claude = attention_of(&body, "claude");
+    assert_eq!(claude["permissionPrompts"], false, "{body}");
+    let note = claude["note"].as_str().unwrap();
+    assert!(note.contains("restart the dashboard"), "{body}");
+    assert!(
+        !note.contains("other-markers"),
+        "no path in the note: {body}"
+    );
+
+    // Installed again for the directory it reads: detected, without a restart.
+    let markers = home.path().join(".local/state/agentwatch/markers");
+    let out = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "hooks",
+                "install",
+                "--settings",
+                settings.to_str().unwrap(),
+                "--marker-dir",
+                markers.to_str().unwrap(),
+            ],
+            b"",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let (_, _, body) = http_get(addr, "/attention", &[]).await;
+    assert_eq!(
+        attention_of(&body, "claude")["permissionPrompts"],
+        true,
+        "{body}"
+    );
+}
+
+/// A file where the marker directory should be: the dashboard says it is not a directory
+/// (it is never read), not that it is "read at each rescan".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_directory_that_is_a_file_is_reported_as_such() {
+    let home = tempfile::tempdir().unwrap();
+    let log = claude_project(&home.path().join(".claude/projects")).join(format!("{ID}.jsonl"));
+    write(
+        &log,
+        &claude_user(ID, "u1", &Timestamp::now().to_string(), "hi"),
+    );
+    let markers = home.path().join(".local/state/agentwatch/markers");
+    std::fs::create_dir_all(markers.parent().unwrap()).unwrap();
+    std::fs::write(&markers, b"").unwrap();
+    let line = tokio::task::spawn_blocking({
+        let home = home.path().to_path_buf();
+        move || {
+            let d = Dashboard::spawn_with("markers-file", &[], with_home(&home));
+            let line = d.wait_for("markers: ");
+            d.wait_for("open http://");
+            line
+        }
+    })
+    .await
+    .unwrap();
+    assert!(line.contains("is not a directory"), "{line}");
+    assert!(!line.contains("read at each rescan"), "{line}");
+    assert!(markers.is_file(), "the file is left alone");
+}

@@ -460,3 +460,125 @@ fn invalid_settings_are_never_overwritten() {
         assert_eq!(status(&settings).status.code(), Some(expected), "{bad:?}");
     }
 }
+
+/// A person who made the settings file read-only, or whose dotfiles link points at a file not
+/// there yet, gets a refusal: the installer writes through a rename, which would replace the
+/// read-only file or the link.
+#[cfg(unix)]
+#[test]
+fn a_read_only_file_or_a_dangling_link_is_never_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let markers = dir.path().join("markers");
+
+    let read_only = dir.path().join("settings.json");
+    fs::write(&read_only, "{\"model\": \"opus\"}\n").unwrap();
+    fs::set_permissions(&read_only, fs::Permissions::from_mode(0o444)).unwrap();
+    let out = install(&read_only, &markers, &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("read-only; not changed"), "{err}");
+    assert_eq!(
+        fs::read_to_string(&read_only).unwrap(),
+        "{\"model\": \"opus\"}\n"
+    );
+    assert!(!hooks_bak(&read_only).exists());
+    // Made writable again, it installs.
+    fs::set_permissions(&read_only, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = install(&read_only, &markers, &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_installed(&read_only, &markers);
+
+    let link = dir.path().join("linked.json");
+    std::os::unix::fs::symlink("dotfiles/claude/settings.json", &link).unwrap();
+    let out = install(&link, &markers, &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("symbolic link to a missing file"), "{err}");
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link stays a link"
+    );
+    assert!(!dir.path().join("dotfiles").exists());
+}
+
+/// `agentwatch-ws hooks install | head -1`: the reader goes away; the command neither panics
+/// nor fails (the settings file is written before the report).
+#[test]
+fn a_closed_stdout_does_not_make_the_installer_panic() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("settings.json");
+    let markers = dir.path().join("markers");
+    for args in [
+        vec!["hooks", "install", "--dry-run"],
+        vec!["hooks", "install"],
+        vec!["hooks", "status"],
+    ] {
+        let mut child = Command::new(hooks_support::binary())
+            .args(&args)
+            .args(["--settings", settings.to_str().unwrap()])
+            .args(if args[1] == "install" {
+                vec!["--marker-dir", markers.to_str().unwrap()]
+            } else {
+                vec![]
+            })
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The read end closes before the command has written anything.
+        drop(child.stdout.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{args:?} did not exit within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+    assert_installed(&settings, &markers);
+}
+
+/// The binary the hooks name was moved or removed (installed from a build directory since
+/// cleaned, say): every hook run fails with "not found", so `hooks status` must not say
+/// installed, and installing again repairs the entries.
+#[test]
+fn status_does_not_count_hooks_whose_program_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("settings.json");
+    let markers = dir.path().join("markers");
+    let out = install(&settings, &markers, &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(status(&settings).status.code(), Some(0));
+    let program = hooks_support::binary();
+    let gone = dir.path().join("removed/bin/agentwatch-ws");
+    let text = fs::read_to_string(&settings)
+        .unwrap()
+        .replace(program.to_str().unwrap(), gone.to_str().unwrap());
+    fs::write(&settings, text).unwrap();
+    assert!(
+        fs::read_to_string(&settings)
+            .unwrap()
+            .contains("removed/bin")
+    );
+    let out = status(&settings);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("not installed"),
+        "{out:?}"
+    );
+    let out = install(&settings, &markers, &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("update hook Stop"));
+    assert_eq!(status(&settings).status.code(), Some(0));
+}

@@ -572,3 +572,44 @@ fn running_as_root() -> bool {
     let probe = tempfile::tempfile().unwrap();
     probe.metadata().unwrap().uid() == 0
 }
+
+/// Hooks keep writing markers while no monitor runs (a `PostToolUse` per tool call): a
+/// monitor started hours later finds thousands, all older than an hour. Each is counted and
+/// removed; the log gets a few lines, not one per file.
+#[test]
+fn markers_piled_up_while_no_monitor_ran_are_removed_without_flooding_the_log() {
+    let now = Timestamp::now();
+    let s = setup(ID, now);
+    let old = Timestamp::from_unix_millis(now.unix_millis() as i64 - 2 * 3600 * 1000);
+    let piled = 500;
+    for i in 0..piled {
+        let at = Timestamp::from_unix_millis(old.unix_millis() as i64 + i as i64 * 1000);
+        write_marker(
+            &s.markers,
+            &marker(ID, HookEvent::PostToolUse, Some("Bash"), None, at),
+        )
+        .unwrap();
+    }
+    assert_eq!(files(&s.markers).len(), piled);
+    let (captured, _guard) = common::Captured::install(tracing::Level::DEBUG);
+    let rec = Recorder::default();
+    let mut m = monitor(&s, rec.clone());
+    m.scan();
+    assert_eq!(m.rejected_markers(), piled as u64);
+    assert!(files(&s.markers).is_empty(), "every stale marker removed");
+    let text = captured.text();
+    let warnings = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("marker directory"))
+        .count();
+    assert!(
+        (1..=6).contains(&warnings),
+        "{warnings} warnings for {piled} stale markers"
+    );
+    assert!(
+        text.contains("rejected more files in the marker directory") && text.contains("more=495"),
+        "one line for the rest: {text:.2000}"
+    );
+    // The session is as its log says.
+    assert_eq!(state(&rec, ID).activity, Activity::Working);
+}

@@ -18,7 +18,8 @@
 //! its command changed, and touches nothing else (other hooks, other keys, key order). It
 //! copies the file to `<file>.agentwatch-ws.bak` before its first change (once: an existing
 //! backup is kept) and writes through a temporary file and a rename. A file that is not a
-//! JSON object is never written. [`uninstall`] removes exactly our entries (and the groups,
+//! JSON object, a read-only file and a symbolic link to a missing file are never written
+//! (a symbolic link to a file is followed: its target is written, the link stays). [`uninstall`] removes exactly our entries (and the groups,
 //! events and `hooks` object they leave empty).
 
 use std::fs;
@@ -249,12 +250,27 @@ impl From<io::Error> for InstallError {
 
 /// The settings file's path to write: a symbolic link (a dotfiles manager's) is followed, so
 /// the link stays and its target is updated.
-fn write_target(path: &Path) -> PathBuf {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
-        }
+///
+/// # Errors
+/// The path is a symbolic link whose target is missing (writing would replace the link), or
+/// the file is read-only (a person's way of saying "leave it"; a rename would replace it
+/// anyway).
+fn write_target(path: &Path) -> io::Result<PathBuf> {
+    let target = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "a symbolic link to a missing file; not changed",
+            )
+        })?,
         _ => path.to_path_buf(),
+    };
+    match fs::metadata(&target) {
+        Ok(m) if m.permissions().readonly() => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "read-only; not changed",
+        )),
+        _ => Ok(target),
     }
 }
 
@@ -336,7 +352,8 @@ fn pretty(value: &Value) -> String {
 /// settings file at `settings`. With `dry_run` nothing is written.
 ///
 /// # Errors
-/// The file cannot be read or written, or is not a JSON object (then it is not touched).
+/// The file cannot be read or written, is read-only, is a symbolic link to a missing file, or
+/// is not a JSON object (then it is not touched).
 pub fn install(
     settings: &Path,
     program: &Path,
@@ -387,7 +404,8 @@ pub fn install(
 /// `hooks` object they leave empty). With `dry_run` nothing is written.
 ///
 /// # Errors
-/// The file cannot be read or written, or is not a JSON object (then it is not touched).
+/// The file cannot be read or written, is read-only, is a symbolic link to a missing file, or
+/// is not a JSON object (then it is not touched).
 pub fn uninstall(settings: &Path, dry_run: bool) -> Result<Outcome, InstallError> {
     let (mut doc, existed) = read_settings(settings)?;
     let mut changes = Vec::new();
@@ -425,7 +443,7 @@ fn finish(
     let text = pretty(&doc);
     let mut backup = None;
     if !changes.is_empty() && !dry_run {
-        let target = write_target(settings);
+        let target = write_target(settings)?;
         if existed {
             let bak = backup_path(&target);
             if !bak.exists() {

@@ -327,7 +327,9 @@ impl MonitorBuilder {
     /// is read within milliseconds; one created later is read at each rescan only. Only
     /// regular files owned by the monitor's own user are read; links, FIFOs and oversized
     /// files are removed unread, directories and other users' files left alone; each rejected
-    /// file is logged once and counted ([`Monitor::rejected_markers`]).
+    /// file is counted ([`Monitor::rejected_markers`]) and logged once: the first 5 of a pass
+    /// one by one, the rest of the pass in one line (markers left while no monitor ran, older
+    /// than an hour, can be thousands).
     pub fn marker_dir(mut self, path: impl AsRef<Path>) -> Self {
         let path = path.as_ref();
         self.marker_dir = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));

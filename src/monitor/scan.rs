@@ -145,6 +145,10 @@ pub(crate) struct Scanner {
     left_junk: HashSet<PathBuf>,
     /// Marker-directory files rejected so far.
     rejected_markers: u64,
+    /// Rejections logged one by one in this pass (at most [`MARKER_WARNINGS_PER_PASS`]).
+    rejections_logged: u32,
+    /// Rejections of this pass beyond that, logged as one line when the pass ends.
+    rejections_unlogged: u64,
     files: HashMap<PathBuf, Tracked>,
     /// Which file each session id was given to: a second file naming the same session (a
     /// resumed Claude Code session copies earlier lines into a new file) is a session of its
@@ -162,6 +166,10 @@ pub(crate) struct Scanner {
     /// Paths ever added to `ignored`.
     ignored_total: u64,
 }
+
+/// Rejected marker-directory files logged one by one in a pass; the rest of the pass's are
+/// logged as one line.
+const MARKER_WARNINGS_PER_PASS: u32 = 5;
 
 impl Scanner {
     pub(crate) fn new(
@@ -183,6 +191,8 @@ impl Scanner {
             marker_dir,
             left_junk: HashSet::new(),
             rejected_markers: 0,
+            rejections_logged: 0,
+            rejections_unlogged: 0,
             files: HashMap::new(),
             claimed: HashMap::new(),
             stale_after,
@@ -416,6 +426,7 @@ impl Scanner {
             }
         }
         self.pass_until = None;
+        self.end_marker_pass();
         self.record_read_failures(failed);
         self.lifecycle.sweep(now);
     }
@@ -452,6 +463,21 @@ impl Scanner {
         for path in paths {
             self.take_marker(&path, now);
         }
+        self.end_marker_pass();
+    }
+
+    /// Logs the rejections of this pass not logged one by one (markers piled up while no
+    /// monitor ran, all older than an hour, are a pass of thousands) as one line.
+    fn end_marker_pass(&mut self) {
+        if self.rejections_unlogged > 0 {
+            tracing::warn!(
+                more = self.rejections_unlogged,
+                rejected = self.rejected_markers,
+                "rejected more files in the marker directory"
+            );
+        }
+        self.rejections_logged = 0;
+        self.rejections_unlogged = 0;
     }
 
     fn take_marker(&mut self, path: &Path, now: Instant) {
@@ -481,12 +507,18 @@ impl Scanner {
                 if !removed && self.left_junk.len() < MAX_LEFT_JUNK {
                     self.left_junk.insert(path.to_path_buf());
                 }
-                tracing::warn!(
-                    reason,
-                    removed,
-                    rejected = self.rejected_markers,
-                    "rejected a file in the marker directory"
-                );
+                if self.rejections_logged < MARKER_WARNINGS_PER_PASS {
+                    self.rejections_logged += 1;
+                    tracing::warn!(
+                        reason,
+                        removed,
+                        rejected = self.rejected_markers,
+                        "rejected a file in the marker directory"
+                    );
+                } else {
+                    self.rejections_unlogged += 1;
+                    tracing::debug!(reason, removed, "rejected a file in the marker directory");
+                }
             }
         }
     }

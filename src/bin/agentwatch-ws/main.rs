@@ -20,6 +20,14 @@ use clap::{Args, Parser, Subcommand};
 
 mod dashboard;
 
+/// `println!` that never panics: a closed stdout (`agentwatch-ws hooks install | head -1`)
+/// loses the rest of the report, not the exit code (the settings file is written already).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Live AI-coding-agent activity: a dashboard of your agents' sessions, and the Claude Code
 /// hooks that tell it when one waits for your permission.
 ///
@@ -210,19 +218,19 @@ fn run_hooks(action: HooksAction) -> ExitCode {
             let shown = settings.display();
             match markers::hooks_status(&settings) {
                 HooksStatus::Installed => {
-                    println!("installed in {shown}: permission prompts are detected");
+                    say!("installed in {shown}: permission prompts are detected");
                     ExitCode::SUCCESS
                 }
                 HooksStatus::Partial(missing) => {
                     let names: Vec<&str> = missing.iter().map(|e| e.name()).collect();
-                    println!(
+                    say!(
                         "partly installed in {shown} (missing: {}): run `agentwatch-ws hooks install`",
                         names.join(", ")
                     );
                     ExitCode::from(1)
                 }
                 HooksStatus::NotInstalled => {
-                    println!("not installed in {shown}: run `agentwatch-ws hooks install`");
+                    say!("not installed in {shown}: run `agentwatch-ws hooks install`");
                     ExitCode::from(1)
                 }
                 HooksStatus::Unreadable(why) => fail(2, format_args!("{shown}: {why}")),
@@ -238,7 +246,7 @@ fn report(settings: &Path, result: Result<Outcome, InstallError>, dry_run: bool)
         Err(e) => return fail(2, format_args!("{shown}: {e}")),
     };
     if outcome.changes.is_empty() {
-        println!("{shown}: nothing to change");
+        say!("{shown}: nothing to change");
         return ExitCode::SUCCESS;
     }
     for change in &outcome.changes {
@@ -247,16 +255,16 @@ fn report(settings: &Path, result: Result<Outcome, InstallError>, dry_run: bool)
         } else {
             '+'
         };
-        println!("{sign} {change}");
+        say!("{sign} {change}");
     }
     if dry_run {
-        println!("dry run: {shown} not changed; it would read:");
-        print!("{}", outcome.settings);
+        say!("dry run: {shown} not changed; it would read:");
+        say!("{}", outcome.settings.trim_end());
     } else {
         if let Some(bak) = &outcome.backup {
-            println!("backup: {}", bak.display());
+            say!("backup: {}", bak.display());
         }
-        println!("updated {shown}");
+        say!("updated {shown}");
     }
     ExitCode::SUCCESS
 }

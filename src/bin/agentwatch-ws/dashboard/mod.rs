@@ -50,7 +50,9 @@
 //! [`default_marker_dir`](agentwatch_ws::markers::default_marker_dir); the dashboard creates it
 //! (mode 0700) when missing, so it is watched from the start. `GET /attention` says per
 //! watched source whether permission prompts are detected (Claude Code: our hooks are in its
-//! settings, read at start and on each request; Codex CLI and Gemini CLI: not), and the page
+//! settings and write into the marker directory this dashboard reads, read at start and on
+//! each request; hooks installed later for another directory need a restart; Codex CLI and
+//! Gemini CLI: not), and the page
 //! shows a one-line note for each source where they are not.
 //!
 //! The monitor publishes every source's health once at start (and then on each change), so
@@ -636,6 +638,14 @@ fn start_input(
     if let Some(dir) = &markers {
         match create_private_dir(dir) {
             Ok(()) => println!("markers: {}", dir.display()),
+            Err(_) if dir.exists() && !dir.is_dir() => {
+                tracing::warn!("the marker directory is not a directory");
+                println!(
+                    "markers: {} is not a directory: permission prompts are not detected \
+                     (remove it, or install the hooks with another --marker-dir)",
+                    dir.display()
+                );
+            }
             Err(error) => println!(
                 "markers: {} cannot be created ({error}); read at each rescan only",
                 dir.display()
@@ -673,12 +683,15 @@ fn start_input(
     );
     let watched: Vec<SourceKind> = roots.iter().map(|(k, _)| *k).collect();
     if watched.contains(&SourceKind::Claude) {
-        match claude_attention() {
+        match claude_attention(markers.as_deref()) {
             (true, _) => println!("claude: permission prompts detected (hooks installed)"),
             (false, note) => println!("claude: {note}"),
         }
     }
-    *attention.0.lock().unwrap_or_else(PoisonError::into_inner) = watched;
+    *attention.0.lock().unwrap_or_else(PoisonError::into_inner) = Watched {
+        sources: watched,
+        marker_dir: markers,
+    };
     Ok(Input::Monitor(monitor.spawn()?))
 }
 
@@ -699,10 +712,17 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// The sources the monitor watches, for `GET /attention` (none: the simulation, or a node
+/// What the monitor watches, for `GET /attention` (no source: the simulation, or a node
 /// without input).
 #[derive(Clone, Default)]
-struct Attention(Arc<Mutex<Vec<SourceKind>>>);
+struct Attention(Arc<Mutex<Watched>>);
+
+/// The sources the monitor watches and the marker directory it reads.
+#[derive(Clone, Default)]
+struct Watched {
+    sources: Vec<SourceKind>,
+    marker_dir: Option<PathBuf>,
+}
 
 impl Attention {
     /// Per watched source, whether permission prompts are detected, checked now:
@@ -715,10 +735,10 @@ impl Attention {
             .clone();
         let sources: Vec<serde_json::Value> = SourceKind::ALL
             .iter()
-            .filter(|k| watched.contains(k))
+            .filter(|k| watched.sources.contains(k))
             .map(|k| {
                 let (detected, note) = match k {
-                    SourceKind::Claude => claude_attention(),
+                    SourceKind::Claude => claude_attention(watched.marker_dir.as_deref()),
                     SourceKind::Codex => (
                         false,
                         "permission prompts are not detected: Codex CLI's rollouts do not record them"
@@ -736,19 +756,49 @@ impl Attention {
     }
 }
 
-/// Whether our hooks are installed in Claude Code's settings, and the page's note if not.
-fn claude_attention() -> (bool, String) {
+/// Whether our hooks are installed in Claude Code's settings and write into `reading` (the
+/// marker directory the monitor reads, fixed at start), and the page's note if not. Hooks
+/// installed after the start for another directory are reported: their markers would never
+/// be read (the note names no path).
+fn claude_attention(reading: Option<&std::path::Path>) -> (bool, String) {
     const RUN: &str = "permission prompts are not detected — run `agentwatch-ws hooks install`";
+    const ELSEWHERE: &str = "permission prompts are not detected — the hooks write to another \
+                             marker directory than this dashboard reads: restart the dashboard";
     let Some(path) = markers::default_claude_settings() else {
         return (false, RUN.to_owned());
     };
     match markers::hooks_status(&path) {
-        HooksStatus::Installed => (true, String::new()),
+        HooksStatus::Installed => {
+            let written = markers::read_settings(&path)
+                .ok()
+                .flatten()
+                .and_then(|settings| markers::installed_marker_dir(&settings))
+                .or_else(markers::default_marker_dir);
+            if same_dir(written.as_deref(), reading) {
+                (true, String::new())
+            } else {
+                (false, ELSEWHERE.to_owned())
+            }
+        }
         HooksStatus::Partial(_) | HooksStatus::NotInstalled => (false, RUN.to_owned()),
         HooksStatus::Unreadable(why) => (
             false,
             format!("permission prompts are not detected — Claude Code's settings: {why}"),
         ),
+    }
+}
+
+/// Whether two marker directories are one (compared as written, then resolved).
+fn same_dir(a: Option<&std::path::Path>, b: Option<&std::path::Path>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            a == b
+                || matches!(
+                    (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+                    (Ok(x), Ok(y)) if x == y
+                )
+        }
+        _ => false,
     }
 }
 

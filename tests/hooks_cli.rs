@@ -106,7 +106,7 @@ fn an_event_without_meaning_exits_0_and_writes_nothing() {
 fn bad_input_exits_1_with_one_line_and_writes_nothing() {
     let huge = {
         let mut v = br#"{"session_id":"abc","hook_event_name":"PostToolUse","tool_name":"Bash","tool_response":""#.to_vec();
-        v.extend(std::iter::repeat_n(b'x', 1 << 20));
+        v.extend(std::iter::repeat_n(b'x', 64 << 20));
         v.extend(br#""}"#);
         v
     };
@@ -581,4 +581,29 @@ fn status_does_not_count_hooks_whose_program_is_gone() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("update hook Stop"));
     assert_eq!(status(&settings).status.code(), Some(0));
+}
+
+#[test]
+fn a_post_tool_use_carrying_a_large_file_writes_its_marker() {
+    // A `Write` of a 3 MiB file: its content is in `tool_input` and again in `tool_response`.
+    let content = "y".repeat(3 << 20);
+    let input = serde_json::json!({
+        "session_id": "abc",
+        "transcript_path": "/home/u/.claude/projects/-w/abc.jsonl",
+        "cwd": "/w",
+        "hook_event_name": "PostToolUse",
+        "tool_name": "Write",
+        "tool_input": {"file_path": "/w/big.txt", "content": content},
+        "tool_response": {"filePath": "/w/big.txt", "content": content, "type": "create"},
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = hook(dir.path(), serde_json::to_vec(&input).unwrap().as_slice());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let written = files(dir.path());
+    assert_eq!(written.len(), 1, "{written:?}");
+    let marker = std::fs::read_to_string(dir.path().join(&written[0])).unwrap();
+    assert!(
+        marker.contains("PostToolUse") && !marker.contains("yyyy"),
+        "{marker}"
+    );
 }

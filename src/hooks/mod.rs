@@ -34,9 +34,11 @@ use crate::markers::{
 };
 use crate::wire::Timestamp;
 
-/// The largest hook input read from stdin, in bytes (a `PostToolUse` input carries the tool's
-/// whole output).
-pub const MAX_HOOK_INPUT: u64 = 1 << 20;
+/// The largest hook input read from stdin, in bytes: 64 MiB. A `PostToolUse` input carries the
+/// tool's whole input and output (a `Write` or `Read` of a large file carries its content,
+/// twice), and a hook that fails on it shows the person a hook error and loses the marker; the
+/// hook process holds the input only while it parses it.
+pub const MAX_HOOK_INPUT: u64 = 64 << 20;
 
 /// The `timeout` (seconds) written into each hook entry.
 pub const HOOK_TIMEOUT_SECS: u64 = 5;
@@ -65,7 +67,7 @@ pub fn read_hook_input(mut input: impl Read) -> Result<Vec<u8>, MarkerError> {
         .read_to_end(&mut bytes)
         .map_err(|_| MarkerError::new("cannot read stdin"))?;
     if bytes.len() as u64 > MAX_HOOK_INPUT {
-        return Err(MarkerError::new("stdin is larger than 1 MiB"));
+        return Err(MarkerError::new("stdin is larger than 64 MiB"));
     }
     Ok(bytes)
 }

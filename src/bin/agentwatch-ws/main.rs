@@ -62,7 +62,7 @@ enum Command {
     },
     /// Run as a Claude Code hook: read the hook's JSON on stdin, write one marker.
     ///
-    /// Reads at most 1 MiB of stdin; prints nothing to stdout; exits 0 (a marker written, or
+    /// Reads at most 64 MiB of stdin; prints nothing to stdout; exits 0 (a marker written, or
     /// an event the monitor has no use for) or 1 with a one-line reason on stderr (bad input
     /// or an unwritable directory: nothing is written). It never exits 2, which would make
     /// Claude Code block the event.

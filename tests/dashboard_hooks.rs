@@ -199,3 +199,87 @@ async fn without_hooks_the_page_says_so_and_with_them_a_prompt_shows_waiting() {
         "the page showed the wait after {took:?}"
     );
 }
+
+/// A dashboard over a Gemini CLI root under `HOME`: `GET /attention` says Gemini permission
+/// prompts are not detected and how to fix it, then detected once `agentwatch-ws hooks
+/// install --agent gemini` wrote Gemini CLI's settings under `HOME`, and not again once
+/// `hooksConfig.enabled` is switched off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_attention_follows_the_gemini_hooks() {
+    let home = tempfile::tempdir().unwrap();
+    let now = Timestamp::now().to_string();
+    write(
+        &home
+            .path()
+            .join(".gemini/tmp/3f79bb7b/chats/session-2026-05-01T10-00-3b5f7c2e.jsonl"),
+        &format!(
+            "{}\n{}\n",
+            format_args!(
+                r#"{{"sessionId":"{ID}","projectHash":"3f79bb7b","startTime":"{now}","lastUpdated":"{now}","kind":"main"}}"#
+            ),
+            format_args!(
+                r#"{{"id":"u1","timestamp":"{now}","type":"user","content":[{{"text":"hi"}}]}}"#
+            ),
+        ),
+    );
+    let dashboard = tokio::task::spawn_blocking({
+        let home = home.path().to_path_buf();
+        move || {
+            let d = Dashboard::spawn_with("gemini-hooks", &[], |c| {
+                with_home(&home)(c);
+                c.env_remove("GEMINI_CLI_HOME");
+            });
+            d.wait_for("open http://");
+            d
+        }
+    })
+    .await
+    .unwrap();
+    dashboard.wait_for("gemini: permission prompts are not detected");
+    let addr = SocketAddr::from(([127, 0, 0, 1], dashboard.port));
+    let gemini = |body: &str| attention_of(body, "gemini");
+
+    let (status, _, body) = http_get(addr, "/attention", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(gemini(&body)["permissionPrompts"], false, "{body}");
+    assert!(
+        gemini(&body)["note"]
+            .as_str()
+            .unwrap()
+            .contains("`agentwatch-ws hooks install --agent gemini`"),
+        "{body}"
+    );
+
+    let settings = home.path().join(".gemini/settings.json");
+    let markers = home.path().join(".local/state/agentwatch/markers");
+    let out = tokio::task::spawn_blocking({
+        let settings = settings.clone();
+        move || {
+            run(
+                &[
+                    "hooks",
+                    "install",
+                    "--agent",
+                    "gemini",
+                    "--settings",
+                    settings.to_str().unwrap(),
+                    "--marker-dir",
+                    markers.to_str().unwrap(),
+                ],
+                b"",
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let (_, _, body) = http_get(addr, "/attention", &[]).await;
+    assert_eq!(gemini(&body)["permissionPrompts"], true, "{body}");
+
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();
+    doc["hooksConfig"]["enabled"] = false.into();
+    std::fs::write(&settings, doc.to_string()).unwrap();
+    let (_, _, body) = http_get(addr, "/attention", &[]).await;
+    assert_eq!(gemini(&body)["permissionPrompts"], false, "{body}");
+}

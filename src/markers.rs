@@ -1,4 +1,4 @@
-//! agentwatch's hook markers: one small JSON file per Claude Code hook event, written by
+//! agentwatch's hook markers: one small JSON file per Claude Code (or Gemini CLI) hook event, written by
 //! `agentwatch-ws hook` (feature `cli`) into the marker directory and read, then removed, by
 //! the [`Monitor`](crate::monitor::Monitor) (feature `monitor`).
 //!
@@ -6,7 +6,10 @@
 //! in Claude Code's transcript but a `tool_use` without its result: read from the log alone,
 //! the session looks `working`. Claude Code runs hook commands on its own events
 //! (`PermissionRequest`, `Notification`, `Stop`, …), and a hook's marker tells the monitor
-//! what the log cannot.
+//! what the log cannot. Gemini CLI records a tool call in its chat only once it finished; its
+//! hooks (`Notification` of type `ToolPermission`, `AfterTool`, …) are written as the same
+//! markers, their events mapped onto [`HookEvent`] (see [`GEMINI_INSTALLED_EVENTS`]) and
+//! `session_id` the chat's `sessionId`, so the monitor applies them to the Gemini session.
 //!
 //! # The file
 //! Name `hook-<unix ms, 13 digits>-<pid>-<n>.json` (so names sort by time), at most
@@ -17,7 +20,8 @@
 //! ```
 //!
 //! - `v`: the format version, 1.
-//! - `session_id`: `^[A-Za-z0-9_-]{1,128}$` (Claude Code's session id, a UUID).
+//! - `session_id`: `^[A-Za-z0-9_-]{1,128}$` (Claude Code's or Gemini CLI's session id, a
+//!   UUID).
 //! - `hook_event`: one of [`HookEvent`]'s names.
 //! - `tool_name` (optional): `^[A-Za-z0-9_.:-]{1,128}$` (`Bash`, `mcp__github__create_issue`).
 //! - `notification_type` (optional, `Notification` only): one of

@@ -13,7 +13,9 @@ use hooks_support::{SAMPLE_SESSION, files, gemini_payload, hook, run};
 
 #[test]
 fn each_gemini_event_writes_its_marker_and_nothing_private() {
-    let cases: &[(&str, Option<(HookEvent, Option<&str>)>)] = &[
+    /// A sample's name, and the marker's event and tool (`None`: no marker).
+    type Case<'a> = (&'a str, Option<(HookEvent, Option<&'a str>)>);
+    let cases: &[Case] = &[
         (
             "0.26-Notification-ToolPermission-exec",
             Some((HookEvent::PermissionRequest, Some("run_shell_command"))),

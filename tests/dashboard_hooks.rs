@@ -1,7 +1,7 @@
-//! The dashboard with and without Claude Code hooks: `GET /attention` and the page's note
-//! while they are not installed, `agentwatch-ws hooks install` into the settings under `HOME`,
-//! and then a permission prompt (the hook binary run with Claude Code's input) showing on the
-//! page as `waiting` with the tool.
+//! The dashboard with and without Claude Code (and Gemini CLI) hooks: `GET /attention` and
+//! the page's note while they are not installed, `agentwatch-ws hooks install` into the
+//! settings under `HOME`, and then a permission prompt (the hook binary run with the agent's
+//! input) showing on the page as `waiting` with the tool.
 
 mod common;
 mod dashboard_support;
@@ -249,6 +249,22 @@ async fn gemini_attention_follows_the_gemini_hooks() {
             .contains("`agentwatch-ws hooks install --agent gemini`"),
         "{body}"
     );
+    let mut browser = if chromium_available() {
+        let mut b = Browser::start(&[]).await;
+        b.open(&format!("http://{addr}/")).await;
+        b.cdp
+            .wait_for(
+                "the note for gemini",
+                Duration::from_secs(10),
+                r#"(() => { const p = document.querySelector('#attention [data-source="gemini"]');
+                   return !!p && !document.getElementById('attention').hidden
+                     && p.querySelector('code').textContent === 'agentwatch-ws hooks install --agent gemini'; })()"#,
+            )
+            .await;
+        Some(b)
+    } else {
+        None
+    };
 
     let settings = home.path().join(".gemini/settings.json");
     let markers = home.path().join(".local/state/agentwatch/markers");
@@ -275,6 +291,52 @@ async fn gemini_attention_follows_the_gemini_hooks() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let (_, _, body) = http_get(addr, "/attention", &[]).await;
     assert_eq!(gemini(&body)["permissionPrompts"], true, "{body}");
+
+    if let Some(browser) = browser.as_mut() {
+        browser.navigate(&format!("http://{addr}/")).await;
+        browser
+            .cdp
+            .wait_for(
+                "the Gemini session working, and no note for gemini",
+                Duration::from_secs(10),
+                &format!(
+                    r#"(() => {{ const s = window.agentwatchDashboard && window.agentwatchDashboard.sessions.get("{ID}");
+                       return !!s && s.activity === "working"
+                         && !document.querySelector('#attention [data-source="gemini"]'); }})()"#
+                ),
+            )
+            .await;
+        // Gemini CLI shows a shell command's confirmation and runs the installed hook.
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();
+        let command = doc["hooks"]["Notification"][0]["hooks"][0]["command"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let out = tokio::task::spawn_blocking(move || {
+            let words: Vec<&str> = command.split(' ').collect();
+            run(
+                &words[1..],
+                &hooks_support::gemini_payload("0.26-Notification-ToolPermission-exec"),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        browser
+            .cdp
+            .wait_for(
+                "the Gemini session waiting with run_shell_command",
+                Duration::from_secs(10),
+                &format!(
+                    r#"(() => {{ const s = window.agentwatchDashboard.sessions.get("{ID}");
+                       return !!s && s.activity === "waiting" && s.currentTool === "run_shell_command"; }})()"#
+                ),
+            )
+            .await;
+    } else {
+        eprintln!("chromium not available: the page part of this test did not run");
+    }
 
     let mut doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();

@@ -1,4 +1,4 @@
-//! agentwatch's hook markers: one small JSON file per Claude Code hook event, written by
+//! agentwatch's hook markers: one small JSON file per Claude Code (or Gemini CLI) hook event, written by
 //! `agentwatch-ws hook` (feature `cli`) into the marker directory and read, then removed, by
 //! the [`Monitor`](crate::monitor::Monitor) (feature `monitor`).
 //!
@@ -6,7 +6,10 @@
 //! in Claude Code's transcript but a `tool_use` without its result: read from the log alone,
 //! the session looks `working`. Claude Code runs hook commands on its own events
 //! (`PermissionRequest`, `Notification`, `Stop`, …), and a hook's marker tells the monitor
-//! what the log cannot.
+//! what the log cannot. Gemini CLI records a tool call in its chat only once it finished; its
+//! hooks (`Notification` of type `ToolPermission`, `AfterTool`, …) are written as the same
+//! markers, their events mapped onto [`HookEvent`] (see [`GEMINI_INSTALLED_EVENTS`]) and
+//! `session_id` the chat's `sessionId`, so the monitor applies them to the Gemini session.
 //!
 //! # The file
 //! Name `hook-<unix ms, 13 digits>-<pid>-<n>.json` (so names sort by time), at most
@@ -17,7 +20,8 @@
 //! ```
 //!
 //! - `v`: the format version, 1.
-//! - `session_id`: `^[A-Za-z0-9_-]{1,128}$` (Claude Code's session id, a UUID).
+//! - `session_id`: `^[A-Za-z0-9_-]{1,128}$` (Claude Code's or Gemini CLI's session id, a
+//!   UUID).
 //! - `hook_event`: one of [`HookEvent`]'s names.
 //! - `tool_name` (optional): `^[A-Za-z0-9_.:-]{1,128}$` (`Bash`, `mcp__github__create_issue`).
 //! - `notification_type` (optional, `Notification` only): one of
@@ -343,6 +347,66 @@ pub const INSTALLED_EVENTS: &[(HookEvent, Option<&str>)] = &[
     (HookEvent::SessionEnd, None),
 ];
 
+/// The agent whose settings `agentwatch-ws hooks` edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookAgent {
+    /// Claude Code: `~/.claude/settings.json`, the events of [`INSTALLED_EVENTS`], `timeout`
+    /// in seconds.
+    Claude,
+    /// Gemini CLI (0.26 or later): `~/.gemini/settings.json`, the events of
+    /// [`GEMINI_INSTALLED_EVENTS`], `timeout` in milliseconds, and `hooksConfig.enabled`
+    /// set to `true` (Gemini CLI's switch for running hooks; on by default from 0.27).
+    Gemini,
+}
+
+impl HookAgent {
+    /// The hook event names registered for this agent in its settings, with the `matcher` of
+    /// each (`None`: every occurrence).
+    pub fn installed_events(self) -> Vec<(&'static str, Option<&'static str>)> {
+        match self {
+            HookAgent::Claude => INSTALLED_EVENTS
+                .iter()
+                .map(|(e, m)| (e.name(), *m))
+                .collect(),
+            HookAgent::Gemini => GEMINI_INSTALLED_EVENTS.to_vec(),
+        }
+    }
+
+    /// The agent's user settings file, from the environment at call time (see
+    /// [`default_claude_settings`] and [`default_gemini_settings`]).
+    pub fn default_settings(self) -> Option<PathBuf> {
+        match self {
+            HookAgent::Claude => default_claude_settings(),
+            HookAgent::Gemini => default_gemini_settings(),
+        }
+    }
+}
+
+/// The Gemini CLI hook events `agentwatch-ws hooks install --agent gemini` registers, none
+/// with a matcher. `agentwatch-ws hook` maps them onto [`HookEvent`]s: `Notification` of
+/// type `ToolPermission` (a tool waits for approval) → [`HookEvent::PermissionRequest`];
+/// `AfterTool` → [`HookEvent::PostToolUse`]; `BeforeAgent` (a prompt was sent) →
+/// [`HookEvent::UserPromptSubmit`]; `AfterAgent` (the turn ended) → [`HookEvent::Stop`];
+/// `SessionEnd` → [`HookEvent::SessionEnd`].
+pub const GEMINI_INSTALLED_EVENTS: &[(&str, Option<&str>)] = &[
+    ("Notification", None),
+    ("AfterTool", None),
+    ("BeforeAgent", None),
+    ("AfterAgent", None),
+    ("SessionEnd", None),
+];
+
+/// Gemini CLI's user settings file, from the environment at call time:
+/// `$GEMINI_CLI_HOME/.gemini/settings.json` if `GEMINI_CLI_HOME` is set, else
+/// `$HOME/.gemini/settings.json`. `None` without either.
+pub fn default_gemini_settings() -> Option<PathBuf> {
+    ["GEMINI_CLI_HOME", "HOME"]
+        .into_iter()
+        .filter_map(std::env::var_os)
+        .find(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".gemini/settings.json"))
+}
+
 /// Claude Code's user settings file, from the environment at call time:
 /// `<dir>/settings.json` for the first comma-separated `<dir>` of `$CLAUDE_CONFIG_DIR` if set,
 /// else `$HOME/.claude/settings.json`. `None` without either.
@@ -420,15 +484,28 @@ pub(crate) fn shell_words(command: &str) -> Vec<String> {
 /// Which of [`INSTALLED_EVENTS`] have an `agentwatch-ws hook` command in a Claude Code
 /// settings document (`hooks` → event → `[{matcher, hooks: [{type, command}]}]`).
 pub fn installed_events(settings: &serde_json::Value) -> Vec<HookEvent> {
-    let Some(hooks) = settings.get("hooks").and_then(|h| h.as_object()) else {
-        return Vec::new();
-    };
+    let found = installed_event_names(HookAgent::Claude, settings);
     INSTALLED_EVENTS
         .iter()
         .map(|(e, _)| *e)
+        .filter(|e| found.contains(&e.name()))
+        .collect()
+}
+
+/// Which of `agent`'s [installed events](HookAgent::installed_events) have an
+/// `agentwatch-ws hook` command in its settings document (Claude Code and Gemini CLI share
+/// the shape `hooks` → event → `[{matcher, hooks: [{type, command}]}]`).
+pub fn installed_event_names(agent: HookAgent, settings: &serde_json::Value) -> Vec<&'static str> {
+    let Some(hooks) = settings.get("hooks").and_then(|h| h.as_object()) else {
+        return Vec::new();
+    };
+    agent
+        .installed_events()
+        .into_iter()
+        .map(|(e, _)| e)
         .filter(|e| {
             hooks
-                .get(e.name())
+                .get(*e)
                 .and_then(|groups| groups.as_array())
                 .is_some_and(|groups| {
                     groups.iter().any(|g| {
@@ -443,6 +520,16 @@ pub fn installed_events(settings: &serde_json::Value) -> Vec<HookEvent> {
                 })
         })
         .collect()
+}
+
+/// Whether Gemini CLI runs hooks with this settings document: `hooksConfig.enabled` is not
+/// `false` (its default is `true` from Gemini CLI 0.27).
+pub fn gemini_hooks_enabled(settings: &serde_json::Value) -> bool {
+    settings
+        .get("hooksConfig")
+        .and_then(|c| c.get("enabled"))
+        .and_then(serde_json::Value::as_bool)
+        != Some(false)
 }
 
 /// The marker directory named in an installed `agentwatch-ws hook --marker-dir DIR` command of
@@ -502,8 +589,10 @@ pub fn read_settings(path: &std::path::Path) -> Result<Option<serde_json::Value>
 pub enum HooksStatus {
     /// Every event of [`INSTALLED_EVENTS`] runs `agentwatch-ws hook` (a program that exists).
     Installed,
-    /// Some do; these are missing.
-    Partial(Vec<HookEvent>),
+    /// Some do; these are missing (event names as the agent writes them). For Gemini CLI,
+    /// also when every event is there but `hooksConfig.enabled` is `false` (then the list
+    /// holds `hooksConfig.enabled`).
+    Partial(Vec<&'static str>),
     /// None do (or the file does not exist).
     NotInstalled,
     /// The file exists but cannot be read or is not a JSON object (the reason, one line).
@@ -514,10 +603,10 @@ pub enum HooksStatus {
 /// program named by an absolute path must be a file (a moved or removed binary makes every
 /// hook run fail with "not found"); a bare name is looked up in `PATH` by the shell and is
 /// taken as it is.
-fn runnable_in(settings: &serde_json::Value, event: HookEvent) -> bool {
+fn runnable_in(settings: &serde_json::Value, event: &str) -> bool {
     settings
         .get("hooks")
-        .and_then(|h| h.get(event.name()))
+        .and_then(|h| h.get(event))
         .and_then(|groups| groups.as_array())
         .into_iter()
         .flatten()
@@ -533,31 +622,42 @@ fn runnable_in(settings: &serde_json::Value, event: HookEvent) -> bool {
         })
 }
 
-/// Reads the settings file at `path` and says whether our hooks are in it. The file is read
-/// only if it is at most 16 MiB. An entry whose program, named by an absolute path, does not
-/// exist (the binary was moved or removed) does not count: its hook cannot run.
+/// Reads Claude Code's settings file at `path` and says whether our hooks are in it. The
+/// file is read only if it is at most 16 MiB. An entry whose program, named by an absolute
+/// path, does not exist (the binary was moved or removed) does not count: its hook cannot run.
 pub fn hooks_status(path: &std::path::Path) -> HooksStatus {
+    agent_hooks_status(HookAgent::Claude, path)
+}
+
+/// Reads `agent`'s settings file at `path` and says whether our hooks are in it (and, for
+/// Gemini CLI, switched on). The file is read only if it is at most 16 MiB. An entry whose
+/// program, named by an absolute path, does not exist does not count.
+pub fn agent_hooks_status(agent: HookAgent, path: &std::path::Path) -> HooksStatus {
     let value = match read_settings(path) {
         Ok(Some(v)) => v,
         Ok(None) => return HooksStatus::NotInstalled,
         Err(why) => return HooksStatus::Unreadable(why),
     };
-    let found: Vec<HookEvent> = installed_events(&value)
+    let found: Vec<&'static str> = installed_event_names(agent, &value)
         .into_iter()
-        .filter(|e| runnable_in(&value, *e))
+        .filter(|e| runnable_in(&value, e))
+        .collect();
+    let all = agent.installed_events();
+    let mut missing: Vec<&'static str> = all
+        .iter()
+        .map(|(e, _)| *e)
+        .filter(|e| !found.contains(e))
         .collect();
     if found.is_empty() {
-        HooksStatus::NotInstalled
-    } else if found.len() == INSTALLED_EVENTS.len() {
+        return HooksStatus::NotInstalled;
+    }
+    if agent == HookAgent::Gemini && !gemini_hooks_enabled(&value) {
+        missing.push("hooksConfig.enabled");
+    }
+    if missing.is_empty() {
         HooksStatus::Installed
     } else {
-        HooksStatus::Partial(
-            INSTALLED_EVENTS
-                .iter()
-                .map(|(e, _)| *e)
-                .filter(|e| !found.contains(e))
-                .collect(),
-        )
+        HooksStatus::Partial(missing)
     }
 }
 

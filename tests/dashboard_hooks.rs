@@ -311,3 +311,149 @@ async fn a_marker_directory_that_is_a_file_is_reported_as_such() {
     assert!(!line.contains("read at each rescan"), "{line}");
     assert!(markers.is_file(), "the file is left alone");
 }
+
+/// A dashboard over a Gemini CLI root under `HOME`: `GET /attention` says Gemini permission
+/// prompts are not detected and how to fix it, then detected once `agentwatch-ws hooks
+/// install --agent gemini` wrote Gemini CLI's settings under `HOME`, and not again once
+/// `hooksConfig.enabled` is switched off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_attention_follows_the_gemini_hooks() {
+    let home = tempfile::tempdir().unwrap();
+    let now = Timestamp::now().to_string();
+    write(
+        &home
+            .path()
+            .join(".gemini/tmp/3f79bb7b/chats/session-2026-05-01T10-00-3b5f7c2e.jsonl"),
+        &format!(
+            "{}\n{}\n",
+            format_args!(
+                r#"{{"sessionId":"{ID}","projectHash":"3f79bb7b","startTime":"{now}","lastUpdated":"{now}","kind":"main"}}"#
+            ),
+            format_args!(
+                r#"{{"id":"u1","timestamp":"{now}","type":"user","content":[{{"text":"hi"}}]}}"#
+            ),
+        ),
+    );
+    let dashboard = tokio::task::spawn_blocking({
+        let home = home.path().to_path_buf();
+        move || {
+            let d = Dashboard::spawn_with("gemini-hooks", &[], |c| {
+                with_home(&home)(c);
+                c.env_remove("GEMINI_CLI_HOME");
+            });
+            d.wait_for("open http://");
+            d
+        }
+    })
+    .await
+    .unwrap();
+    dashboard.wait_for("gemini: permission prompts are not detected");
+    let addr = SocketAddr::from(([127, 0, 0, 1], dashboard.port));
+    let gemini = |body: &str| attention_of(body, "gemini");
+
+    let (status, _, body) = http_get(addr, "/attention", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(gemini(&body)["permissionPrompts"], false, "{body}");
+    assert!(
+        gemini(&body)["note"]
+            .as_str()
+            .unwrap()
+            .contains("`agentwatch-ws hooks install --agent gemini`"),
+        "{body}"
+    );
+    let mut browser = if chromium_available() {
+        let mut b = Browser::start(&[]).await;
+        b.open(&format!("http://{addr}/")).await;
+        b.cdp
+            .wait_for(
+                "the note for gemini",
+                Duration::from_secs(10),
+                r#"(() => { const p = document.querySelector('#attention [data-source="gemini"]');
+                   return !!p && !document.getElementById('attention').hidden
+                     && p.querySelector('code').textContent === 'agentwatch-ws hooks install --agent gemini'; })()"#,
+            )
+            .await;
+        Some(b)
+    } else {
+        None
+    };
+
+    let settings = home.path().join(".gemini/settings.json");
+    let markers = home.path().join(".local/state/agentwatch/markers");
+    let out = tokio::task::spawn_blocking({
+        let settings = settings.clone();
+        move || {
+            run(
+                &[
+                    "hooks",
+                    "install",
+                    "--agent",
+                    "gemini",
+                    "--settings",
+                    settings.to_str().unwrap(),
+                    "--marker-dir",
+                    markers.to_str().unwrap(),
+                ],
+                b"",
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let (_, _, body) = http_get(addr, "/attention", &[]).await;
+    assert_eq!(gemini(&body)["permissionPrompts"], true, "{body}");
+
+    if let Some(browser) = browser.as_mut() {
+        browser.navigate(&format!("http://{addr}/")).await;
+        browser
+            .cdp
+            .wait_for(
+                "the Gemini session working, and no note for gemini",
+                Duration::from_secs(10),
+                &format!(
+                    r#"(() => {{ const s = window.agentwatchDashboard && window.agentwatchDashboard.sessions.get("{ID}");
+                       return !!s && s.activity === "working"
+                         && !document.querySelector('#attention [data-source="gemini"]'); }})()"#
+                ),
+            )
+            .await;
+        // Gemini CLI shows a shell command's confirmation and runs the installed hook.
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();
+        let command = doc["hooks"]["Notification"][0]["hooks"][0]["command"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let out = tokio::task::spawn_blocking(move || {
+            let words: Vec<&str> = command.split(' ').collect();
+            run(
+                &words[1..],
+                &hooks_support::gemini_payload("0.26-Notification-ToolPermission-exec"),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        browser
+            .cdp
+            .wait_for(
+                "the Gemini session waiting with run_shell_command",
+                Duration::from_secs(10),
+                &format!(
+                    r#"(() => {{ const s = window.agentwatchDashboard.sessions.get("{ID}");
+                       return !!s && s.activity === "waiting" && s.currentTool === "run_shell_command"; }})()"#
+                ),
+            )
+            .await;
+    } else {
+        eprintln!("chromium not available: the page part of this test did not run");
+    }
+
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();
+    doc["hooksConfig"]["enabled"] = false.into();
+    std::fs::write(&settings, doc.to_string()).unwrap();
+    let (_, _, body) = http_get(addr, "/attention", &[]).await;
+    assert_eq!(gemini(&body)["permissionPrompts"], false, "{body}");
+}

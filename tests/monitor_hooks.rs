@@ -613,3 +613,98 @@ fn markers_piled_up_while_no_monitor_ran_are_removed_without_flooding_the_log() 
     // The session is as its log says.
     assert_eq!(state(&rec, ID).activity, Activity::Working);
 }
+
+/// A Gemini CLI chat (0.39 `.jsonl` form) of session `ID` whose model message announced a
+/// shell command: Gemini CLI records the tool call only once it finished, so while its
+/// permission prompt is shown the chat reads `waiting` without a tool. Its `Notification`
+/// hook (ToolPermission) then shows the tool; `AfterTool` shows `working`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_permission_notification_reaches_a_client_as_waiting_with_the_tool() {
+    let now = Timestamp::now();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tmp");
+    let markers = dir.path().join("markers");
+    std::fs::create_dir_all(&markers).unwrap();
+    let chat = root.join("3f79bb7b/chats/session-2026-05-01T10-00-3b5f7c2e.jsonl");
+    write(
+        &chat,
+        &format!(
+            "{}\n{}\n{}\n",
+            format_args!(
+                r#"{{"sessionId":"{ID}","projectHash":"3f79bb7b","startTime":"{}","lastUpdated":"{}","kind":"main"}}"#,
+                ts(now, -20),
+                ts(now, -10)
+            ),
+            format_args!(
+                r#"{{"id":"u1","timestamp":"{}","type":"user","content":[{{"text":"clean the build"}}]}}"#,
+                ts(now, -20)
+            ),
+            format_args!(
+                r#"{{"id":"g1","timestamp":"{}","type":"gemini","content":"I will remove it.","thoughts":[],"tokens":{{"input":5000,"output":20,"cached":0,"thoughts":4,"tool":0,"total":5024}},"model":"gemini-2.5-pro"}}"#,
+                ts(now, -10)
+            ),
+        ),
+    );
+    let store = SessionStore::new();
+    let ws = WsLayer::new(store.clone());
+    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    let handle = Monitor::builder()
+        .root(SourceKind::Gemini, &root)
+        .marker_dir(&markers)
+        .idle_after(Duration::ZERO)
+        .build(MultiSink::new().with(store.clone()).with(ws.hub()))
+        .spawn()
+        .unwrap();
+
+    // From the chat alone: waiting, no tool.
+    within(
+        "waiting without a tool",
+        until(&mut client, |e| session_is(e, Activity::Waiting, "")),
+    )
+    .await;
+
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking({
+        let markers = markers.clone();
+        move || {
+            hook(
+                &markers,
+                &hooks_support::gemini_payload("0.26-Notification-ToolPermission-exec"),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    within(
+        "waiting with run_shell_command",
+        until(&mut client, |e| {
+            session_is(e, Activity::Waiting, "run_shell_command")
+        }),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "waiting shown after {took:?}"
+    );
+
+    // Approved: the tool ran, Gemini CLI runs the AfterTool hook.
+    let out = tokio::task::spawn_blocking({
+        let markers = markers.clone();
+        move || hook(&markers, &hooks_support::gemini_payload("0.26-AfterTool"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    within(
+        "working",
+        until(&mut client, |e| session_is(e, Activity::Working, "")),
+    )
+    .await;
+    tokio::task::spawn_blocking(move || handle.stop())
+        .await
+        .unwrap();
+}

@@ -13,7 +13,7 @@
 //!
 //! # The installer
 //! [`install`] adds one matcher group `{matcher, hooks: [{type: "command", command,
-//! timeout}]}` per event of [`INSTALLED_EVENTS`] under `hooks` in Claude Code's user settings
+//! timeout}]}` per event of [`INSTALLED_EVENTS`](crate::markers::INSTALLED_EVENTS) under `hooks` in Claude Code's user settings
 //! ([`default_claude_settings`](crate::markers::default_claude_settings)), replaces ours if
 //! its command changed, and touches nothing else (other hooks, other keys, key order). It
 //! copies the file to `<file>.agentwatch-ws.bak` before its first change (once: an existing
@@ -21,6 +21,17 @@
 //! JSON object, a read-only file and a symbolic link to a missing file are never written
 //! (a symbolic link to a file is followed: its target is written, the link stays). [`uninstall`] removes exactly our entries (and the groups,
 //! events and `hooks` object they leave empty).
+//!
+//! # Gemini CLI
+//! Gemini CLI (0.26 or later) runs command hooks the same way: JSON on stdin (`session_id`,
+//! which is the `sessionId` of the session's chat file, `hook_event_name`, `timestamp`, and
+//! per event `tool_name`, `notification_type`, `details`, …), exit code 2 blocks, hook
+//! entries shaped like Claude Code's under `hooks` in `~/.gemini/settings.json`, with
+//! `timeout` in milliseconds. It records a tool call in its chat file only once the call
+//! finished, so its `Notification` hook of type `ToolPermission` is the only sign of a
+//! permission prompt. The same `agentwatch-ws hook` command reads both agents' inputs;
+//! [`install_for`] with [`HookAgent::Gemini`] registers [`GEMINI_INSTALLED_EVENTS`] and sets
+//! `hooksConfig.enabled` (Gemini CLI's switch for hooks; on by default from 0.27).
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -30,7 +41,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::markers::{
-    HookEvent, HookMarker, INSTALLED_EVENTS, MARKER_PREFIX, MarkerError, is_hook_command,
+    GEMINI_INSTALLED_EVENTS, HookAgent, HookEvent, HookMarker, MARKER_PREFIX, MarkerError,
+    is_hook_command,
 };
 use crate::wire::Timestamp;
 
@@ -40,7 +52,8 @@ use crate::wire::Timestamp;
 /// hook process holds the input only while it parses it.
 pub const MAX_HOOK_INPUT: u64 = 64 << 20;
 
-/// The `timeout` (seconds) written into each hook entry.
+/// The `timeout` (seconds) written into each hook entry (Claude Code counts seconds, Gemini
+/// CLI milliseconds: 5000 is written there).
 pub const HOOK_TIMEOUT_SECS: u64 = 5;
 
 /// The fields of Claude Code's hook input that are read; everything else is skipped unparsed.
@@ -54,6 +67,55 @@ struct HookInput {
     notification_type: Option<String>,
     #[serde(default)]
     reason: Option<String>,
+    /// Gemini CLI's `Notification` details (only `type` and an MCP tool's `toolName` read).
+    #[serde(default)]
+    details: Option<GeminiDetails>,
+}
+
+/// The fields of Gemini CLI's `ToolPermission` details that are read: the confirmation's
+/// kind (`exec`, `edit`, `mcp`, `info`) and, for `mcp`, the tool's name.
+#[derive(Deserialize)]
+struct GeminiDetails {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(rename = "toolName", default)]
+    tool_name: Option<String>,
+}
+
+/// Gemini CLI's name of its shell tool, the only tool whose confirmation is of kind `exec`.
+const GEMINI_SHELL_TOOL: &str = "run_shell_command";
+
+/// A Gemini CLI hook event mapped onto the marker's events, with the tool to record. `None`:
+/// not one of Gemini CLI's own event names (a Claude Code input, or an event of no use).
+fn gemini_event(input: &HookInput) -> Option<Option<(HookEvent, Option<String>)>> {
+    let tool = || input.tool_name.clone();
+    Some(match input.hook_event_name.as_str() {
+        "Notification" if input.notification_type.as_deref() == Some("ToolPermission") => {
+            let details = input.details.as_ref();
+            let tool = match details.and_then(|d| d.kind.as_deref()) {
+                Some("exec") => Some(GEMINI_SHELL_TOOL.to_owned()),
+                Some("mcp") => details
+                    .and_then(|d| d.tool_name.clone())
+                    .filter(|t| crate::markers::is_name(t, crate::markers::MAX_NAME, b".:")),
+                _ => None,
+            };
+            Some((HookEvent::PermissionRequest, tool))
+        }
+        // Neither Gemini CLI's nor one of Claude Code's known types: nothing to tell.
+        "Notification"
+            if !input
+                .notification_type
+                .as_deref()
+                .is_some_and(|t| crate::markers::KNOWN_NOTIFICATION_TYPES.contains(&t)) =>
+        {
+            None
+        }
+        "AfterTool" => Some((HookEvent::PostToolUse, tool())),
+        "BeforeAgent" => Some((HookEvent::UserPromptSubmit, None)),
+        "AfterAgent" => Some((HookEvent::Stop, None)),
+        "BeforeTool" | "BeforeModel" | "AfterModel" | "BeforeToolSelection" | "PreCompress" => None,
+        _ => return None,
+    })
 }
 
 /// Reads a hook's stdin: at most [`MAX_HOOK_INPUT`] bytes.
@@ -72,8 +134,17 @@ pub fn read_hook_input(mut input: impl Read) -> Result<Vec<u8>, MarkerError> {
     Ok(bytes)
 }
 
-/// The marker of one hook run, from its stdin JSON, timed `at`. `Ok(None)`: a valid input of
-/// an event the monitor has no use for (another `hook_event_name`): nothing to write.
+/// The marker of one hook run, from its stdin JSON (Claude Code's or Gemini CLI's, told
+/// apart by `hook_event_name` and `notification_type`), timed `at`. `Ok(None)`: a valid input
+/// of an event the monitor has no use for (another `hook_event_name`, or a `Notification` of
+/// a type neither Gemini CLI's `ToolPermission` nor one of
+/// [`KNOWN_NOTIFICATION_TYPES`](crate::markers::KNOWN_NOTIFICATION_TYPES)): nothing to
+/// write.
+///
+/// Gemini CLI's events are mapped as [`GEMINI_INSTALLED_EVENTS`] says; its `Notification`
+/// input names no tool, so the tool recorded is `run_shell_command` for a shell command's
+/// confirmation (`details.type` `exec`), the MCP tool's name for an MCP tool's (`mcp`), and
+/// none otherwise (an edit's or a web fetch's confirmation).
 ///
 /// # Errors
 /// Not UTF-8 JSON, not an object, `session_id` or `hook_event_name` missing or not a string,
@@ -89,6 +160,13 @@ pub fn marker_from_hook_input(
             "hook input is not valid JSON"
         })
     })?;
+    if let Some(mapped) = gemini_event(&input) {
+        let Some((event, tool)) = mapped else {
+            return Ok(None);
+        };
+        return HookMarker::new(&input.session_id, event, tool.as_deref(), None, None, at)
+            .map(Some);
+    }
     let Some(event) = HookEvent::from_name(&input.hook_event_name) else {
         return Ok(None);
     };
@@ -194,20 +272,24 @@ fn shell_quote(s: &str) -> String {
 /// One change the installer makes (or, in a dry run, would make).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// Our entry for this event is added.
-    Add(HookEvent),
+    /// Our entry for this event (named as the agent names it) is added.
+    Add(&'static str),
     /// Our entry for this event had another command; it is replaced.
-    Replace(HookEvent),
+    Replace(&'static str),
     /// Our entry for this event is removed.
-    Remove(HookEvent),
+    Remove(&'static str),
+    /// A setting the agent needs to run hooks is set (its dotted path, e.g.
+    /// `hooksConfig.enabled`).
+    Enable(&'static str),
 }
 
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Change::Add(e) => write!(f, "add hook {}", e.name()),
-            Change::Replace(e) => write!(f, "update hook {}", e.name()),
-            Change::Remove(e) => write!(f, "remove hook {}", e.name()),
+            Change::Add(e) => write!(f, "add hook {e}"),
+            Change::Replace(e) => write!(f, "update hook {e}"),
+            Change::Remove(e) => write!(f, "remove hook {e}"),
+            Change::Enable(path) => write!(f, "set {path} to true"),
         }
     }
 }
@@ -288,7 +370,7 @@ fn read_settings(path: &Path) -> Result<(Value, bool), InstallError> {
     }
 }
 
-fn our_entry(matcher: Option<&str>, command: &str) -> Value {
+fn our_entry(agent: HookAgent, matcher: Option<&str>, command: &str) -> Value {
     let mut group = Map::new();
     if let Some(m) = matcher {
         group.insert("matcher".to_owned(), Value::from(m));
@@ -296,7 +378,11 @@ fn our_entry(matcher: Option<&str>, command: &str) -> Value {
     let mut hook = Map::new();
     hook.insert("type".to_owned(), Value::from("command"));
     hook.insert("command".to_owned(), Value::from(command));
-    hook.insert("timeout".to_owned(), Value::from(HOOK_TIMEOUT_SECS));
+    let timeout = match agent {
+        HookAgent::Claude => HOOK_TIMEOUT_SECS,
+        HookAgent::Gemini => HOOK_TIMEOUT_SECS * 1000,
+    };
+    hook.insert("timeout".to_owned(), Value::from(timeout));
     group.insert("hooks".to_owned(), Value::Array(vec![Value::Object(hook)]));
     Value::Object(group)
 }
@@ -350,13 +436,31 @@ fn pretty(value: &Value) -> String {
     s
 }
 
-/// Installs our hook entries (command [`hook_command`]`(program, marker_dir)`) in the
-/// settings file at `settings`. With `dry_run` nothing is written.
+/// Installs our hook entries (command [`hook_command`]`(program, marker_dir)`) in Claude
+/// Code's settings file at `settings`. With `dry_run` nothing is written.
 ///
 /// # Errors
 /// The file cannot be read or written, is read-only, is a symbolic link to a missing file, or
 /// is not a JSON object (then it is not touched).
 pub fn install(
+    settings: &Path,
+    program: &Path,
+    marker_dir: &Path,
+    dry_run: bool,
+) -> Result<Outcome, InstallError> {
+    install_for(HookAgent::Claude, settings, program, marker_dir, dry_run)
+}
+
+/// Installs our hook entries in `agent`'s settings file at `settings`, as [`install`] does;
+/// for Gemini CLI the entries of [`GEMINI_INSTALLED_EVENTS`] (`timeout` in milliseconds) and
+/// `hooksConfig.enabled: true` (set only if it is not already `true`; any other key of
+/// `hooksConfig` is kept). With `dry_run` nothing is written.
+///
+/// # Errors
+/// The file cannot be read or written, or is not a JSON object, or its `hooks` (or Gemini
+/// CLI's `hooksConfig`) is not a JSON object (then it is not touched).
+pub fn install_for(
+    agent: HookAgent,
     settings: &Path,
     program: &Path,
     marker_dir: &Path,
@@ -377,33 +481,48 @@ pub fn install(
                 "settings `hooks` is not a JSON object; not changed".to_owned(),
             ));
         };
-        for (event, matcher) in INSTALLED_EVENTS {
+        for (event, matcher) in agent.installed_events() {
             let groups = hooks
-                .entry(event.name())
+                .entry(event)
                 .or_insert_with(|| Value::Array(Vec::new()));
             let Value::Array(groups) = groups else {
                 return Err(InstallError::Invalid(format!(
-                    "settings `hooks.{}` is not an array; not changed",
-                    event.name()
+                    "settings `hooks.{event}` is not an array; not changed"
                 )));
             };
-            if has_exact(groups, *matcher, &command) {
+            if has_exact(groups, matcher, &command) {
                 continue;
             }
             let replaced = remove_ours(groups);
-            groups.push(our_entry(*matcher, &command));
+            groups.push(our_entry(agent, matcher, &command));
             changes.push(if replaced {
-                Change::Replace(*event)
+                Change::Replace(event)
             } else {
-                Change::Add(*event)
+                Change::Add(event)
             });
+        }
+        if agent == HookAgent::Gemini {
+            let config = root
+                .entry("hooksConfig")
+                .or_insert_with(|| Value::Object(Map::new()));
+            let Value::Object(config) = config else {
+                return Err(InstallError::Invalid(
+                    "settings `hooksConfig` is not a JSON object; not changed".to_owned(),
+                ));
+            };
+            if config.get("enabled") != Some(&Value::Bool(true)) {
+                config.insert("enabled".to_owned(), Value::Bool(true));
+                changes.push(Change::Enable("hooksConfig.enabled"));
+            }
         }
     }
     finish(settings, doc, existed, changes, dry_run)
 }
 
-/// Removes our hook entries from the settings file at `settings` (and the groups, events and
-/// `hooks` object they leave empty). With `dry_run` nothing is written.
+/// Removes our hook entries from the settings file at `settings`, Claude Code's or Gemini
+/// CLI's (and the groups, events and `hooks` object they leave empty; Gemini CLI's
+/// `hooksConfig` is left as it is, other hooks may need it). With `dry_run` nothing is
+/// written.
 ///
 /// # Errors
 /// The file cannot be read or written, is read-only, is a symbolic link to a missing file, or
@@ -418,7 +537,7 @@ pub fn uninstall(settings: &Path, dry_run: bool) -> Result<Outcome, InstallError
                 continue;
             };
             if remove_ours(groups) {
-                if let Some(e) = HookEvent::from_name(&name) {
+                if let Some(e) = event_name(&name) {
                     changes.push(Change::Remove(e));
                 }
                 if groups.is_empty() {
@@ -433,6 +552,15 @@ pub fn uninstall(settings: &Path, dry_run: bool) -> Result<Outcome, InstallError
         }
     }
     finish(settings, doc, existed, changes, dry_run)
+}
+
+/// `name` as one of the event names the installer writes, for either agent.
+fn event_name(name: &str) -> Option<&'static str> {
+    HookEvent::ALL
+        .iter()
+        .map(|e| e.name())
+        .chain(GEMINI_INSTALLED_EVENTS.iter().map(|(e, _)| *e))
+        .find(|e| *e == name)
 }
 
 fn finish(

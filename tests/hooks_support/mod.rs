@@ -23,6 +23,15 @@ pub fn payload(name: &str) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
+/// The sample Gemini CLI hook input `name` (`tests/data/hooks/gemini-cli-<name>.json`,
+/// `name` starting with the Gemini CLI version).
+pub fn gemini_payload(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/hooks")
+        .join(format!("gemini-cli-{name}.json"));
+    std::fs::read(path).unwrap()
+}
+
 /// Runs `agentwatch-ws <args>` with `stdin`, waiting at most 10 s.
 pub fn run(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(binary())

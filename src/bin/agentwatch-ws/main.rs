@@ -1,5 +1,5 @@
-//! `agentwatch-ws`: the dashboard, the hook command Claude Code runs, and the installer of its
-//! hook entries.
+//! `agentwatch-ws`: the dashboard, the hook command Claude Code and Gemini CLI run, and the
+//! installer of its hook entries.
 //!
 //! ```text
 //! cargo install agentwatch-ws --features cli
@@ -7,6 +7,7 @@
 //! agentwatch-ws hooks install            # adds the hooks to ~/.claude/settings.json
 //! agentwatch-ws hooks status
 //! agentwatch-ws hooks uninstall
+//! agentwatch-ws hooks install --agent gemini   # ~/.gemini/settings.json (Gemini CLI 0.26+)
 //! ```
 
 use std::io::Write;
@@ -35,7 +36,9 @@ macro_rules! say {
 /// for your answer looks busy. With the hooks installed, Claude Code runs `agentwatch-ws hook`
 /// on its hook events; each run drops a small marker file (session id, event, tool name, time:
 /// never the tool's input, your prompt or a message) into the marker directory, which the
-/// agentwatch-ws monitor and dashboard read.
+/// agentwatch-ws monitor and dashboard read. Gemini CLI writes a tool call into its chat only
+/// once it finished; its hooks (`--agent gemini`) tell the same command about its permission
+/// prompts.
 #[derive(Parser)]
 #[command(name = "agentwatch-ws", version)]
 struct Cli {
@@ -60,7 +63,8 @@ enum Command {
         )]
         args: Vec<String>,
     },
-    /// Run as a Claude Code hook: read the hook's JSON on stdin, write one marker.
+    /// Run as a Claude Code or Gemini CLI hook: read the hook's JSON on stdin, write one
+    /// marker.
     ///
     /// Reads at most 64 MiB of stdin; prints nothing to stdout; exits 0 (a marker written, or
     /// an event the monitor has no use for) or 1 with a one-line reason on stderr (bad input
@@ -70,7 +74,8 @@ enum Command {
         #[command(flatten)]
         dir: MarkerDir,
     },
-    /// Install, remove or check the hook entries in Claude Code's user settings.
+    /// Install, remove or check the hook entries in Claude Code's (or, with `--agent gemini`,
+    /// Gemini CLI's) user settings.
     Hooks {
         #[command(subcommand)]
         action: HooksAction,
@@ -87,16 +92,40 @@ struct MarkerDir {
 
 #[derive(Args, Clone)]
 struct SettingsFile {
-    /// Claude Code's settings file [default: $CLAUDE_CONFIG_DIR/settings.json, else
-    /// ~/.claude/settings.json].
+    /// The agent whose settings are edited: claude (Claude Code) or gemini (Gemini CLI 0.26
+    /// or later).
+    #[arg(long, value_enum, default_value_t = Agent::Claude)]
+    agent: Agent,
+    /// The agent's settings file [default: claude: $CLAUDE_CONFIG_DIR/settings.json, else
+    /// ~/.claude/settings.json; gemini: $GEMINI_CLI_HOME/.gemini/settings.json, else
+    /// ~/.gemini/settings.json].
     #[arg(long, value_name = "FILE")]
     settings: Option<PathBuf>,
 }
 
+/// An agent `agentwatch-ws hooks` knows.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Agent {
+    /// Claude Code.
+    Claude,
+    /// Gemini CLI.
+    Gemini,
+}
+
+impl From<Agent> for markers::HookAgent {
+    fn from(a: Agent) -> Self {
+        match a {
+            Agent::Claude => markers::HookAgent::Claude,
+            Agent::Gemini => markers::HookAgent::Gemini,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum HooksAction {
-    /// Add our hooks (PermissionRequest, Notification, PostToolUse, UserPromptSubmit, Stop,
-    /// SessionEnd); other hooks and keys are kept. Idempotent; backs the file up to
+    /// Add our hooks (Claude Code: PermissionRequest, Notification, PostToolUse,
+    /// UserPromptSubmit, Stop, SessionEnd; Gemini CLI: Notification, AfterTool, BeforeAgent,
+    /// AfterAgent, SessionEnd, and hooksConfig.enabled = true); other hooks and keys are kept. Idempotent; backs the file up to
     /// <FILE>.agentwatch-ws.bak before its first change.
     Install {
         #[command(flatten)]
@@ -173,8 +202,9 @@ fn run_hook(dir: MarkerDir) -> ExitCode {
 }
 
 fn settings_file(s: SettingsFile) -> Result<PathBuf, ExitCode> {
+    let agent = markers::HookAgent::from(s.agent);
     s.settings
-        .or_else(markers::default_claude_settings)
+        .or_else(|| agent.default_settings())
         .ok_or_else(|| fail(2, "no settings file: set HOME or pass --settings"))
 }
 
@@ -185,6 +215,7 @@ fn run_hooks(action: HooksAction) -> ExitCode {
             dir,
             dry_run,
         } => {
+            let agent = markers::HookAgent::from(settings.agent);
             let settings = match settings_file(settings) {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -199,7 +230,7 @@ fn run_hooks(action: HooksAction) -> ExitCode {
             };
             report(
                 &settings,
-                hooks::install(&settings, &program, &dir, dry_run),
+                hooks::install_for(agent, &settings, &program, &dir, dry_run),
                 dry_run,
             )
         }
@@ -211,26 +242,30 @@ fn run_hooks(action: HooksAction) -> ExitCode {
             report(&settings, hooks::uninstall(&settings, dry_run), dry_run)
         }
         HooksAction::Status { settings } => {
+            let agent = markers::HookAgent::from(settings.agent);
+            let again = match agent {
+                markers::HookAgent::Claude => "agentwatch-ws hooks install",
+                markers::HookAgent::Gemini => "agentwatch-ws hooks install --agent gemini",
+            };
             let settings = match settings_file(settings) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
             let shown = settings.display();
-            match markers::hooks_status(&settings) {
+            match markers::agent_hooks_status(agent, &settings) {
                 HooksStatus::Installed => {
                     say!("installed in {shown}: permission prompts are detected");
                     ExitCode::SUCCESS
                 }
                 HooksStatus::Partial(missing) => {
-                    let names: Vec<&str> = missing.iter().map(|e| e.name()).collect();
                     say!(
-                        "partly installed in {shown} (missing: {}): run `agentwatch-ws hooks install`",
-                        names.join(", ")
+                        "partly installed in {shown} (missing: {}): run `{again}`",
+                        missing.join(", ")
                     );
                     ExitCode::from(1)
                 }
                 HooksStatus::NotInstalled => {
-                    say!("not installed in {shown}: run `agentwatch-ws hooks install`");
+                    say!("not installed in {shown}: run `{again}`");
                     ExitCode::from(1)
                 }
                 HooksStatus::Unreadable(why) => fail(2, format_args!("{shown}: {why}")),

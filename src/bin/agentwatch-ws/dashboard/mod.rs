@@ -44,16 +44,17 @@
 //! you · 13m 05s", counted from the wait's start. With no page open, `--notify-url` pushes
 //! the same news (below). `/#session=ID` opens the page at that card.
 //!
-//! **Permission prompts.** Claude Code's log does not show a permission prompt; its hooks do.
-//! The monitor reads hook markers from the marker directory: the one named in the installed
-//! hooks (`agentwatch-ws hooks install`, in Claude Code's user settings), else
+//! **Permission prompts.** Neither Claude Code's log nor Gemini CLI's chat shows a permission
+//! prompt; their hooks do. The monitor reads hook markers from the marker directory: the one
+//! named in the installed hooks (`agentwatch-ws hooks install`, in Claude Code's user
+//! settings, else `agentwatch-ws hooks install --agent gemini`, in Gemini CLI's), else
 //! [`default_marker_dir`](agentwatch_ws::markers::default_marker_dir); the dashboard creates it
 //! (mode 0700) when missing, so it is watched from the start. `GET /attention` says per
-//! watched source whether permission prompts are detected (Claude Code: our hooks are in its
-//! settings and write into the marker directory this dashboard reads, read at start and on
-//! each request; hooks installed later for another directory need a restart; Codex CLI and
-//! Gemini CLI: not), and the page
-//! shows a one-line note for each source where they are not.
+//! watched source whether permission prompts are detected (Claude Code and Gemini CLI: our
+//! hooks are in its settings, write into the marker directory this dashboard reads, and
+//! Gemini CLI's `hooksConfig.enabled` is not `false`; read at start and on each request;
+//! hooks installed later for another directory need a restart; Codex CLI: not), and the
+//! page shows a one-line note for each source where they are not.
 //!
 //! The monitor publishes every source's health once at start (and then on each change), so
 //! there is a health report for every watched source from the beginning, not only after its
@@ -682,10 +683,18 @@ fn start_input(
         "monitor running"
     );
     let watched: Vec<SourceKind> = roots.iter().map(|(k, _)| *k).collect();
-    if watched.contains(&SourceKind::Claude) {
-        match claude_attention(markers.as_deref()) {
-            (true, _) => println!("claude: permission prompts detected (hooks installed)"),
-            (false, note) => println!("claude: {note}"),
+    for (kind, agent) in [
+        (SourceKind::Claude, markers::HookAgent::Claude),
+        (SourceKind::Gemini, markers::HookAgent::Gemini),
+    ] {
+        if watched.contains(&kind) {
+            match hooks_attention(agent, markers.as_deref()) {
+                (true, _) => println!(
+                    "{}: permission prompts detected (hooks installed)",
+                    kind.name()
+                ),
+                (false, note) => println!("{}: {note}", kind.name()),
+            }
         }
     }
     *attention.0.lock().unwrap_or_else(PoisonError::into_inner) = Watched {
@@ -695,12 +704,14 @@ fn start_input(
     Ok(Input::Monitor(monitor.spawn()?))
 }
 
-/// The marker directory the hooks write to: the one in the installed hook command, else the
-/// default.
+/// The marker directory the hooks write to: the one in the hook command installed in Claude
+/// Code's settings, else in Gemini CLI's, else the default.
 fn marker_dir() -> Option<PathBuf> {
-    markers::default_claude_settings()
-        .and_then(|path| markers::read_settings(&path).ok().flatten())
-        .and_then(|settings| markers::installed_marker_dir(&settings))
+    [markers::HookAgent::Claude, markers::HookAgent::Gemini]
+        .into_iter()
+        .filter_map(markers::HookAgent::default_settings)
+        .filter_map(|path| markers::read_settings(&path).ok().flatten())
+        .find_map(|settings| markers::installed_marker_dir(&settings))
         .or_else(markers::default_marker_dir)
 }
 
@@ -738,16 +749,17 @@ impl Attention {
             .filter(|k| watched.sources.contains(k))
             .map(|k| {
                 let (detected, note) = match k {
-                    SourceKind::Claude => claude_attention(watched.marker_dir.as_deref()),
+                    SourceKind::Claude => {
+                        hooks_attention(markers::HookAgent::Claude, watched.marker_dir.as_deref())
+                    }
                     SourceKind::Codex => (
                         false,
                         "permission prompts are not detected: Codex CLI's rollouts do not record them"
                             .to_owned(),
                     ),
-                    SourceKind::Gemini => (
-                        false,
-                        "permission prompts are not detected for Gemini CLI".to_owned(),
-                    ),
+                    SourceKind::Gemini => {
+                        hooks_attention(markers::HookAgent::Gemini, watched.marker_dir.as_deref())
+                    }
                 };
                 serde_json::json!({"source": k.name(), "permissionPrompts": detected, "note": note})
             })
@@ -756,18 +768,27 @@ impl Attention {
     }
 }
 
-/// Whether our hooks are installed in Claude Code's settings and write into `reading` (the
-/// marker directory the monitor reads, fixed at start), and the page's note if not. Hooks
-/// installed after the start for another directory are reported: their markers would never
-/// be read (the note names no path).
-fn claude_attention(reading: Option<&std::path::Path>) -> (bool, String) {
-    const RUN: &str = "permission prompts are not detected — run `agentwatch-ws hooks install`";
+/// Whether our hooks are installed (and, for Gemini CLI, switched on) in `agent`'s user
+/// settings and write into `reading` (the marker directory the monitor reads, fixed at
+/// start), and the page's note if not. Hooks installed after the start for another
+/// directory are reported: their markers would never be read (the note names no path).
+fn hooks_attention(agent: markers::HookAgent, reading: Option<&std::path::Path>) -> (bool, String) {
     const ELSEWHERE: &str = "permission prompts are not detected — the hooks write to another \
                              marker directory than this dashboard reads: restart the dashboard";
-    let Some(path) = markers::default_claude_settings() else {
-        return (false, RUN.to_owned());
+    let (run, name) = match agent {
+        markers::HookAgent::Claude => (
+            "permission prompts are not detected — run `agentwatch-ws hooks install`",
+            "Claude Code",
+        ),
+        markers::HookAgent::Gemini => (
+            "permission prompts are not detected — run `agentwatch-ws hooks install --agent gemini`",
+            "Gemini CLI",
+        ),
     };
-    match markers::hooks_status(&path) {
+    let Some(path) = agent.default_settings() else {
+        return (false, run.to_owned());
+    };
+    match markers::agent_hooks_status(agent, &path) {
         HooksStatus::Installed => {
             let written = markers::read_settings(&path)
                 .ok()
@@ -780,10 +801,10 @@ fn claude_attention(reading: Option<&std::path::Path>) -> (bool, String) {
                 (false, ELSEWHERE.to_owned())
             }
         }
-        HooksStatus::Partial(_) | HooksStatus::NotInstalled => (false, RUN.to_owned()),
+        HooksStatus::Partial(_) | HooksStatus::NotInstalled => (false, run.to_owned()),
         HooksStatus::Unreadable(why) => (
             false,
-            format!("permission prompts are not detected — Claude Code's settings: {why}"),
+            format!("permission prompts are not detected — {name}'s settings: {why}"),
         ),
     }
 }
@@ -802,7 +823,7 @@ fn same_dir(a: Option<&std::path::Path>, b: Option<&std::path::Path>) -> bool {
     }
 }
 
-/// `GET /attention`: reads Claude Code's settings on each request (the page asks once a
+/// `GET /attention`: reads Claude Code's and Gemini CLI's settings on each request (the page asks once a
 /// minute), so installing or removing the hooks shows without a restart.
 async fn attention(State(state): State<Attention>) -> Response {
     match tokio::task::spawn_blocking(move || state.check()).await {

@@ -18,7 +18,9 @@
 //! with no line that changes the activity, then turns `waiting`, its `lastActivityAt`
 //! still the reply's time. A reply already older than the delay when read (a log read
 //! late, or at start) is `waiting` at once, and so is every stated end (`end_turn`,
-//! `turn_duration`, `stop_hook_summary`, an interrupt, an API error).
+//! `turn_duration`, `stop_hook_summary`, an interrupt, an API error). A session whose hooks
+//! run (a hook marker was applied to it) holds a tentative end for its `Stop` hook, up to
+//! [`HOOKED_TURN_END_HOLD`] (60 s).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -41,6 +43,22 @@ const MAX_PENDING_MARKERS: usize = 256;
 /// stale for this long after the marker: the agent is alive and waiting for the person, and
 /// its `SessionEnd` hook ends it. Past it, the usual stale rule applies again.
 pub(crate) const HOOK_WAIT_KEEPALIVE: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a tentative turn end of a session whose hooks run (a hook marker was applied to
+/// it) is held for its `Stop` hook, the stated end, instead of
+/// [`turn_end_delay`](Timing::turn_end_delay): a reply's text followed by a tool call whose
+/// input streams for longer than the delay then never reads as a finished turn. Past it (a
+/// `Stop` hook that did not run), the end is published as without hooks.
+pub(crate) const HOOKED_TURN_END_HOLD: Duration = Duration::from_secs(60);
+
+/// How long a tentative turn end of this session is held (zero: not at all).
+fn turn_end_delay(t: &Timing, hooked: bool) -> Duration {
+    if hooked && !t.turn_end_delay.is_zero() {
+        HOOKED_TURN_END_HOLD.max(t.turn_end_delay)
+    } else {
+        t.turn_end_delay
+    }
+}
 
 /// The time rules of the lifecycle.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +92,9 @@ struct Entry {
     log_tool: String,
     /// A tentative turn end is held: the session shows `working` until the delay is over.
     held_end: bool,
+    /// A hook marker was applied to this session: its hooks run, and its `Stop` hook states
+    /// the end of a turn.
+    hooked: bool,
 }
 
 /// A hook marker's activity, laid over the log's.
@@ -228,6 +249,7 @@ impl Lifecycle {
             log_message_at: Timestamp::ZERO,
             log_tool: String::new(),
             held_end: false,
+            hooked: false,
         });
         entry.last_data = now;
         entry.terminal_since = None;
@@ -238,7 +260,7 @@ impl Lifecycle {
         merge(s, report, delta, received);
         // A tentative end of a turn in progress (the session was not waiting, or a new
         // message came since it began to) is held while it is younger than the delay.
-        let delay = self.timing.turn_end_delay;
+        let delay = turn_end_delay(&self.timing, entry.hooked);
         entry.held_end = report.tentative
             && s.activity == Activity::Waiting
             && (was != Activity::Waiting || s.last_activity_at > was_at)
@@ -248,6 +270,10 @@ impl Lifecycle {
             s.activity = Activity::Working;
         }
         overlay_log(entry, report, &delta, known.is_none());
+        if entry.hook.is_some() {
+            // A hook newer than the log says what the session does: nothing to hold.
+            entry.held_end = false;
+        }
         if !report.subagents.is_empty() {
             entry.inline_subagents.clone_from(&report.subagents);
         }
@@ -317,6 +343,8 @@ impl Lifecycle {
         };
         let changed =
             s.activity != activity || s.current_tool != tool || s.last_activity_at != since;
+        entry.hooked = true;
+        entry.held_end = false;
         s.activity = activity.clone();
         s.current_tool.clone_from(&tool);
         s.last_activity_at = since;
@@ -437,7 +465,7 @@ impl Lifecycle {
                     if !t.stale_after.is_zero() && quiet >= t.stale_after && !kept {
                         stale.push(id.clone());
                     } else if e.held_end {
-                        if since_record(&e.state, wall, quiet) >= t.turn_end_delay {
+                        if since_record(&e.state, wall, quiet) >= turn_end_delay(&t, e.hooked) {
                             ended.push(id.clone());
                         }
                     } else if !t.idle_after.is_zero()
@@ -531,7 +559,7 @@ impl Lifecycle {
                     });
                     let quiet = now.saturating_duration_since(e.last_data);
                     let after = if e.held_end {
-                        t.turn_end_delay
+                        turn_end_delay(&t, e.hooked)
                     } else {
                         t.idle_after
                     };
@@ -754,6 +782,63 @@ mod tests {
                 None => e.kind.to_string(),
             })
             .collect()
+    }
+
+    /// With hooks running for the session, a tentative end is held past `turn_end_delay` for
+    /// the `Stop` hook (up to `HOOKED_TURN_END_HOLD`), which makes it `waiting` at once.
+    #[test]
+    fn with_hooks_a_tentative_end_waits_for_the_stop_hook() {
+        let delay = Duration::from_secs(3);
+        let mut lc = Lifecycle::new(
+            Timing {
+                turn_end_delay: delay,
+                ..timing()
+            },
+            1,
+        );
+        let t0 = Instant::now();
+        let activity = |lc: &Lifecycle| {
+            lc.sessions()
+                .into_iter()
+                .find(|s| s.id == "h")
+                .map(|s| s.activity)
+        };
+        let marker = |event: HookEvent, at: Timestamp| {
+            HookMarker::new("h", event, None, None, None, at).unwrap()
+        };
+        // By the log's clock: the prompt 20 s ago, the reply's text 10 s ago (older than
+        // `turn_end_delay`, so without hooks it would be `waiting` at once).
+        let start = Timestamp::from_unix_millis(Timestamp::now().unix_millis() as i64 - 20_000);
+        let later = |ms: i64| Timestamp::from_unix_millis(start.unix_millis() as i64 + ms);
+        lc.apply("claude", &report("h", 1), Counts::default(), t0);
+        lc.hook(marker(HookEvent::UserPromptSubmit, later(0)), t0);
+        let reply = Report {
+            activity: Activity::Waiting,
+            tentative: true,
+            last_activity_at: later(10_000),
+            ..report("h", 2)
+        };
+        let one_message = Counts {
+            messages: 1,
+            ..Counts::default()
+        };
+        lc.apply("claude", &reply, one_message, t0);
+        assert_eq!(activity(&lc), Some(Activity::Working));
+        lc.sweep(t0 + delay * 4);
+        assert_eq!(
+            activity(&lc),
+            Some(Activity::Working),
+            "held past turn_end_delay for the Stop hook"
+        );
+        lc.hook(marker(HookEvent::Stop, later(10_200)), t0 + delay * 4);
+        assert_eq!(activity(&lc), Some(Activity::Waiting), "Stop ends the turn");
+        lc.drain(vec![]);
+        lc.sweep(t0 + HOOKED_TURN_END_HOLD * 2);
+        assert_eq!(activity(&lc), Some(Activity::Waiting));
+        assert!(
+            kinds(&lc.drain(vec![])).is_empty(),
+            "no second transition for the same wait"
+        );
     }
 
     /// A tentative end is held as `working` until the delay has passed since its record (by

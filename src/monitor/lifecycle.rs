@@ -449,6 +449,26 @@ impl Lifecycle {
         true
     }
 
+    /// A sweep's change of an active session's activity (a held turn end confirmed, or a
+    /// quiet session gone idle), as an `updated` transition. Neither a held end nor a hook's
+    /// overlay outlives it: a held end never has an overlay (a marker clears the hold, an
+    /// overlay left after a log read drops it), and an idle session is never held.
+    fn swept_to(&mut self, id: &str, activity: Activity) {
+        let Some(e) = self.sessions.get_mut(id) else {
+            return;
+        };
+        e.held_end = false;
+        e.hook = None;
+        e.state.activity = activity;
+        let ev = transition_of(
+            LifecycleEventType::Updated,
+            &e.state,
+            LifecycleState::Active,
+            "",
+        );
+        self.transition(ev);
+    }
+
     /// The time-based rules: `idle`, `stale`, `removed`.
     pub(crate) fn sweep(&mut self, now: Instant) {
         let wall = Timestamp::now();
@@ -485,30 +505,10 @@ impl Lifecycle {
             }
         }
         for id in ended {
-            if let Some(e) = self.sessions.get_mut(&id) {
-                e.held_end = false;
-                e.state.activity = Activity::Waiting;
-                let ev = transition_of(
-                    LifecycleEventType::Updated,
-                    &e.state,
-                    LifecycleState::Active,
-                    "",
-                );
-                self.transition(ev);
-            }
+            self.swept_to(&id, Activity::Waiting);
         }
         for id in idle {
-            if let Some(e) = self.sessions.get_mut(&id) {
-                e.hook = None;
-                e.state.activity = Activity::Idle;
-                let ev = transition_of(
-                    LifecycleEventType::Updated,
-                    &e.state,
-                    LifecycleState::Active,
-                    "",
-                );
-                self.transition(ev);
-            }
+            self.swept_to(&id, Activity::Idle);
         }
         for id in stale {
             if let Some(e) = self.sessions.get_mut(&id) {

@@ -166,7 +166,9 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Dashboard { args } => dashboard::run(args),
+        Command::Dashboard { args } => {
+            dashboard::run(std::iter::once("agentwatch-ws dashboard".to_owned()).chain(args))
+        }
         Command::Hook { dir } => run_hook(dir),
         Command::Hooks { action } => run_hooks(action),
     }

@@ -4,30 +4,38 @@
 //! ```text
 //! agentwatch-ws dashboard                      # installed: cargo install agentwatch-ws --features cli
 //! cargo run --example dashboard                # the same, from a clone: http://127.0.0.1:3000/
-//! cargo run --example dashboard -- --demo --rate 10 --seed 7
-//! cargo run --example dashboard -- --claude ~/work/claude-logs --port 8080
-//! HOME=/some/dir cargo run --example dashboard -- --port 8080
-//! PORT=8080 RUST_LOG=agentwatch_ws=debug cargo run --example dashboard
+//! cargo run --example dashboard -- --help      # every flag, its default and its rules
 //! ```
 //!
-//! **Which input.** Without flags it watches the default log roots that exist, from the
-//! environment at run time: `$HOME/.claude/projects`, `$HOME/.config/claude/projects`,
-//! `$CODEX_HOME/sessions` (else `$HOME/.codex/sessions`) and `$HOME/.gemini/tmp`. It prints
-//! each root it watches and how many sessions it found (logs modified within the last 5
-//! minutes; older ones join when they change). When none of the roots exists, or they hold
-//! no log at all, it runs the simulation instead, and says so. When they hold logs but none
-//! written recently it still watches them (an agent started now shows up at once) and says
-//! so: `--demo` gives the simulation. `--claude DIR`, `--codex DIR`, `--gemini DIR` (repeatable) watch exactly those
-//! roots instead of the defaults; a root that does not exist is an error (exit code 2).
+//! The flags, their defaults and the input they choose are documented once, in `--help`
+//! ([`Flags`]); this page describes what the dashboard does with them.
 //!
-//! Open the printed URL in a browser. You see one card per session — discovered, switching
-//! between working, waiting and idle, running tools, filling their context windows, spawning
-//! subagents, ending and finally removed — plus a health strip per source (`claude`, `codex`,
-//! `gemini`), a feed of lifecycle events, and a connection indicator. Stop the server (Ctrl-C)
-//! and the page shows "reconnecting in Ns", backing off (0.5 s doubling to 15 s); start it
-//! again and the page reconnects by itself. Reconnects ask for only the missed events
-//! (`/ws?since=<last seq>`); a server that cannot serve them (such as a restarted one)
-//! answers with a fresh `snapshot`, which replaces the page's state.
+//! **Which input.** Without flags it watches the default log roots that exist
+//! ([`agentwatch_ws::monitor::default_roots`], read from the environment at start, so
+//! `HOME=/some/dir cargo run --example dashboard -- --port 8080` shows that home's agents).
+//! Roots that hold no log at all count as none, and with none it runs the simulation (and
+//! says so). Roots whose logs are all older than 5 minutes are still watched (an agent
+//! started now appears at once): the dashboard says so and stays empty until then; `--demo`
+//! shows the simulation. The simulation has `claude`, `codex` and `gemini` sessions
+//! discovered over time, several per repository, working, waiting for the user and idle,
+//! tools running, context windows filling, sessions ending, resumed and removed, source health
+//! degrading and recovering.
+//!
+//! **The page** is one embedded file (`index.html`: no CDN, works offline, usable down to
+//! 360 px wide and by keyboard) meant to stay open all day. One card per session, named by
+//! slug, repository and branch (full text on hover), with model, tokens, context
+//! utilisation, current tool, counts, activity and the time since its last activity, ticking
+//! live. Sessions waiting for you come first, longest wait on top, marked; then working,
+//! idle, ended. Other sorts (recent activity, name, tokens, newest), grouping by repository
+//! with counts, a filter by source and status and a search over slug, branch, directory and
+//! model are all kept in the URL, so a view can be bookmarked; `/#session=ID` opens the page
+//! at that card. The header holds totals by state and tokens, per-source session counts and
+//! health; a feed lists lifecycle and health changes by name. The connection status says why:
+//! connected, "reconnecting in N s" with the server's close reason (backing off from 0.5 s
+//! doubling to 15 s), or "refused: too many connection attempts — retrying in 12 s" (read
+//! from `/ws/status`, since a browser cannot read a refused handshake's status). Reconnects
+//! ask for only the missed events (`/ws?since=<seq>&since_at=<at>`); a server that cannot
+//! serve them (a restarted one) answers with a `snapshot`, which replaces the page's state.
 //!
 //! **When a session waits for you.** The tab title counts the waiting sessions (`(2
 //! waiting) agentwatch · …`) and the favicon carries an amber mark with the count. The
@@ -37,12 +45,13 @@
 //! Bash" (a permission prompt), "… finished its turn" or "… waiting for input" (no message
 //! yet), tagged per session so a newer one replaces the older, once the wait has lasted
 //! 1.5 s (a reply written as text then a tool call can look like a finished turn for a
-//! moment); clicking it brings the page forward at that session's card. "sound" adds a short beep (off by default). A wait is
-//! known by its session id and start (`lastActivityAt`): each is announced once, across
-//! reloads, reconnects, snapshots and tabs, and waits that began before the page was opened
-//! (or before notifications were switched on) are not announced; a card says "waiting for
-//! you · 13m 05s", counted from the wait's start. With no page open, `--notify-url` pushes
-//! the same news (below). `/#session=ID` opens the page at that card.
+//! moment); clicking it brings the page forward at that session's card. "sound" adds a
+//! short beep (off by default). A wait is known by its session id and start
+//! (`lastActivityAt`): each is announced once, across reloads, reconnects, snapshots and
+//! tabs, and waits that began before the page was opened (or before notifications were
+//! switched on) are not announced; a card says "waiting for you · 13m 05s", counted from the
+//! wait's start. With no page open, `--notify-url` pushes the same news ([`notify`]: the
+//! body, the queue, the retries).
 //!
 //! **Permission prompts.** Neither Claude Code's log nor Gemini CLI's chat shows a permission
 //! prompt; their hooks do. The monitor reads hook markers from the marker directory: the one
@@ -70,39 +79,18 @@
 //! WebSocket at `/ws`. On Ctrl-C the monitor and the hub are stopped, so every browser sees
 //! close code 1001.
 //!
-//! Flags (all optional):
+//! **Admission.** Upgrades are rate-limited per client IP to 60 a minute with a burst of 20
+//! (`--rate-limit N,B`), so a developer reloading the page 20 times a minute is never refused
+//! (the crate's default, 12 a minute with a burst of 4, refuses the fifth quick reload).
+//! `--inject` (tests and demos only) enables `POST /debug/sessions`, which publishes through
+//! the same publisher as the input; the browser tests use it.
 //!
-//! - `--port N`: the port on 127.0.0.1 (default: the `PORT` environment variable, else 3000).
-//! - `--demo`: run the simulation, whatever logs exist.
-//! - `--claude DIR`, `--codex DIR`, `--gemini DIR`: watch these roots (repeatable) instead of
-//!   the defaults. Not with `--demo`.
-//! - `--rate N`: simulated events per second (default 5; simulation only).
-//! - `--seed N`: seed of the simulation's PRNG (default 1); the same seed gives the same story.
-//! - `--inject`: **for tests and demos only; off by default.** Enables
-//!   `POST /debug/sessions?id=ID&source=SRC`, which publishes a `delta` adding (or updating)
-//!   a session with that id through the same publisher as the monitor or the simulation
-//!   (more fields: `sim::InjectOptions`, such as `activity=waiting&tool=Bash&at_ms=…`). The
-//!   browser tests use it. Never enable it on a server others can reach.
-//! - `--notify-url URL` (repeatable): push each new wait (a session whose `activity` turns
-//!   `waiting`) as a JSON POST, for when no page is open: ntfy's JSON publish
-//!   (`--notify-url https://ntfy.sh/mytopic` posts `{"topic":"mytopic",…}` to
-//!   `https://ntfy.sh/`) or, with a URL ending in `/`, a generic webhook POSTed to that URL.
-//!   One push per wait, none for waits that began before the dashboard started; a bounded
-//!   queue, retries with backoff, a timeout per request. The body and the rules: [`notify`].
-//!   The node that runs the input pushes (a `--redis` node without `--publish` does not).
-//! - `--max-connections N`: at most N WebSocket clients at once (default 0: unlimited).
-//! - `--rate-limit N,B`: at most N upgrades a minute per client IP, B of them at once
-//!   (default `60,20`; `0,0` disables the limit). Over it the answer is `429`.
-//! - `--redis URL`: be one node of a cluster fed through Redis Streams
-//!   ([`agentwatch_ws::broker`]): a [`Follower`] builds this node's store from the stream key
-//!   `--stream KEY` (default `agentwatch:events`) and feeds store and hub from it.
-//! - `--publish` (with `--redis`): also run the input, publishing into the stream (a
-//!   [`BrokerSink`]) instead of into this node; this node serves it back through its own
-//!   follower like every other node, so all nodes serve the identical stream. Without
-//!   `--publish` a `--redis` node runs no input, and the input flags are an error.
-//!
-//! **Several nodes.** On one Redis (one stream per producer; a second `--publish` on the same
-//! stream is not supported):
+//! **Several nodes.** With `--redis URL` the dashboard is one node of a cluster on one
+//! Redis stream (one stream per producer; a second `--publish` on the same stream would
+//! interleave two seq sequences). One node runs the input and publishes it (`--publish`);
+//! the others run none and serve what the stream holds. The publishing node does not serve
+//! its input directly: it too serves it back from the broker, so every node sends the same
+//! bytes.
 //!
 //! ```text
 //! cargo run --example dashboard -- --redis redis://127.0.0.1:6379 --publish --port 3001
@@ -110,14 +98,19 @@
 //! cargo run --example dashboard -- --redis redis://127.0.0.1:6379 --port 3003
 //! ```
 //!
-//! Every node serves the same events with the same `seq` and `at`, so a page whose node goes
-//! away reconnects to another with `?since=&since_at=` and gets only what it missed. A
-//! broker that does not answer at start is retried with backoff (the node prints what it
-//! waits for and serves once the state is built). A `--publish` node starts its stream with
-//! an empty `snapshot` at seq 1: the nodes drop whatever an earlier producer left.
-//!
-//! Upgrades are rate-limited per client IP to 60 a minute with a burst of 20 (`--rate-limit
-//! N,B` changes it), so a developer reloading the page 20 times a minute is never refused.
+//! Each prints `broker: redis://127.0.0.1:6379 stream agentwatch:events (serving from it)`
+//! (the first: `publishing the input into it and serving from it`), then `broker: state built
+//! from the stream (seq N)` and its URL. With Redis down it prints `waiting for the broker at
+//! redis://127.0.0.1:6379 (stream agentwatch:events): retrying until it answers` and serves
+//! once it does. `redis-cli XLEN agentwatch:events` counts the events; a restarted
+//! `--publish` node begins with an empty `snapshot` at seq 1, which replaces every node's
+//! state (seqs going back: a producer restart). Every node serves the same events with the
+//! same `seq` and `at`, so a page reconnects anywhere with `?since=<seq>&since_at=<at>` and
+//! gets only what it missed. A page reconnects to its own origin: to move to another node,
+//! the nodes sit behind one address (a load balancer sending `/ws` to any live node; no
+//! stickiness is needed). `tests/dashboard_cluster.rs` runs three dashboard processes and
+//! checks that their messages are byte-for-byte equal and that a client moving from one to
+//! another with its position gets exactly what it missed, without a snapshot.
 
 mod notify;
 mod sim;
@@ -140,6 +133,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use clap::{CommandFactory, Parser};
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
@@ -152,41 +146,8 @@ const SEND_BUFFER: NonZeroUsize = match NonZeroUsize::new(256) {
 
 const INDEX_HTML: &str = include_str!("index.html");
 
-const USAGE: &str = "\
-usage: dashboard [--port N] [--demo] [--claude DIR] [--codex DIR] [--gemini DIR]
-                 [--rate N] [--seed N] [--inject] [--notify-url URL] [--max-connections N]
-                 [--rate-limit N,B]
-                 [--redis URL [--publish] [--stream KEY]]
-
-  --port N        port to listen on, on 127.0.0.1 (default: $PORT, else 3000)
-  --demo          run the simulation instead of watching agent logs
-  --claude DIR    watch this Claude Code projects root (repeatable; replaces the defaults)
-  --codex DIR     watch this Codex CLI sessions root (repeatable; replaces the defaults)
-  --gemini DIR    watch this Gemini CLI tmp root (repeatable; replaces the defaults)
-  --rate N        simulated events per second (default 5)
-  --seed N        seed of the simulation (default 1)
-  --inject        enable POST /debug/sessions?id=ID&source=SRC (tests and demos only)
-  --notify-url URL  push each new wait as a JSON POST (repeatable): https://ntfy.sh/TOPIC
-                  (ntfy's JSON publish to its root) or a URL ending in / (posted as given)
-  --max-connections N  at most N WebSocket clients at once (default 0: unlimited)
-  --rate-limit N,B  at most N upgrades a minute per client IP, B at once (default 60,20;
-                  0,0 disables)
-  --redis URL     serve from this Redis broker (redis://host:port), as one node of a cluster
-  --publish       with --redis: also run the input and publish it into the broker
-  --stream KEY    with --redis: the stream key (default agentwatch:events)
-
-Without --demo or roots, it watches the default roots that exist ($HOME/.claude/projects,
-$HOME/.config/claude/projects, $CODEX_HOME/sessions or $HOME/.codex/sessions,
-$HOME/.gemini/tmp), and runs the simulation when there are none. With --redis but without
---publish there is no input: the node serves what the publishing node puts in the stream.";
-
 /// The stream key when `--stream` is not given.
 const DEFAULT_STREAM: &str = "agentwatch:events";
-
-/// The default per-IP upgrade limit: a local developer reloading the page, 20 upgrades at
-/// once, then one a second.
-const RELOAD_BURST: u32 = 20;
-const RELOADS_PER_MINUTE: u32 = 60;
 
 /// Command-line options.
 #[derive(Debug)]
@@ -220,147 +181,249 @@ impl Options {
     }
 }
 
-fn parse_args(args: Vec<String>) -> Result<Options, String> {
-    let mut opts = Options {
-        port: 3000,
-        rate: 5.0,
-        seed: 1,
-        inject: false,
-        max_connections: 0,
-        rate_limit: (RELOADS_PER_MINUTE, RELOAD_BURST),
-        demo: false,
-        roots: Vec::new(),
-        redis: None,
-        stream: DEFAULT_STREAM.to_string(),
-        publish: false,
-        input_flags: Vec::new(),
-        notify: Vec::new(),
-    };
-    let mut port_flag = false;
-    let mut stream_flag = false;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        // Accept both `--flag value` and `--flag=value`.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        if matches!(
-            flag.as_str(),
-            "--rate"
-                | "--seed"
-                | "--inject"
-                | "--demo"
-                | "--claude"
-                | "--codex"
-                | "--gemini"
-                | "--notify-url"
-        ) && !opts.input_flags.contains(&flag)
-        {
-            opts.input_flags.push(flag.clone());
-        }
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag.as_str() {
-            "--port" | "-p" => {
-                let v = value("--port")?;
-                port_flag = true;
-                opts.port = v
-                    .parse()
-                    .map_err(|_| format!("--port {v:?} is not a port number"))?;
-            }
-            "--rate" => {
-                let v = value("--rate")?;
-                opts.rate = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|r| r.is_finite() && *r > 0.0 && *r <= 10_000.0)
-                    .ok_or_else(|| {
-                        format!("--rate {v:?} must be a number of events per second in (0, 10000]")
-                    })?;
-            }
-            "--seed" => {
-                let v = value("--seed")?;
-                opts.seed = v
-                    .parse()
-                    .map_err(|_| format!("--seed {v:?} is not an unsigned integer"))?;
-            }
-            "--inject" => opts.inject = true,
-            "--demo" => opts.demo = true,
-            "--claude" | "--codex" | "--gemini" => {
-                let source = match flag.as_str() {
-                    "--claude" => SourceKind::Claude,
-                    "--codex" => SourceKind::Codex,
-                    _ => SourceKind::Gemini,
-                };
-                let dir = PathBuf::from(value(&flag)?);
+/// Serve a live dashboard of your AI coding agents' sessions on 127.0.0.1.
+///
+/// Without input flags it watches the default log roots that exist, read from the
+/// environment at start: $HOME/.claude/projects, $HOME/.config/claude/projects and
+/// <dir>/projects for each <dir> of $CLAUDE_CONFIG_DIR (Claude Code), $CODEX_HOME/sessions,
+/// else $HOME/.codex/sessions (Codex CLI), and $HOME/.gemini/tmp (Gemini CLI). It prints
+/// each root it watches and how many recent sessions it found (logs written within the last
+/// 5 minutes; older ones join when they change). When no root exists, or the roots hold no
+/// log at all, it runs a simulation instead and says so; when they hold only older logs it
+/// still watches them (an agent started now shows up at once) and says so.
+///
+/// With --redis it is one node of a cluster fed through a Redis stream: every node serves the
+/// same events with the same seq and at, so a page can resume on any node. One node runs the
+/// input and publishes it (--publish); the others run none. One stream has one producer.
+///
+/// Exit status: 0 after Ctrl-C or SIGTERM (every browser is closed with 1001), 1 when the
+/// port is taken or the server fails, 2 for a bad flag or a --redis URL that cannot be used.
+#[derive(Parser, Debug)]
+#[command(
+    name = "dashboard",
+    version,
+    args_override_self = true,
+    after_long_help = "\
+Examples:
+  dashboard                                   # http://127.0.0.1:3000/
+  dashboard --demo --rate 10 --seed 7         # the simulation, faster, another story
+  dashboard --claude ~/work/claude-logs --port 8080
+  HOME=/some/dir dashboard --port 8080        # that home's agents
+  PORT=8080 RUST_LOG=agentwatch_ws=debug dashboard
+  dashboard --notify-url https://ntfy.sh/my-secret-topic
+
+  # three nodes on one Redis: one publishes its input, all three serve the same stream
+  dashboard --redis redis://127.0.0.1:6379 --publish --port 3001
+  dashboard --redis redis://127.0.0.1:6379 --port 3002
+  dashboard --redis redis://127.0.0.1:6379 --port 3003"
+)]
+struct Flags {
+    /// Port to listen on, on 127.0.0.1 [default: $PORT, else 3000].
+    ///
+    /// 0 picks a free port (the URL line says which).
+    #[arg(long, short = 'p', value_name = "N")]
+    port: Option<u16>,
+
+    /// Run the simulation instead of watching agent logs, whatever logs exist.
+    ///
+    /// Claude, Codex and Gemini sessions discovered over time, several per repository,
+    /// working, waiting for you and idle, running tools, filling their context windows,
+    /// ending, resumed and removed, and source health degrading and recovering.
+    #[arg(long)]
+    demo: bool,
+
+    /// Watch this Claude Code projects root (repeatable; replaces the default roots).
+    ///
+    /// A directory that does not exist is an error. Not with --demo.
+    #[arg(long, value_name = "DIR")]
+    claude: Vec<PathBuf>,
+
+    /// Watch this Codex CLI sessions root (repeatable; replaces the default roots).
+    ///
+    /// A directory that does not exist is an error. Not with --demo.
+    #[arg(long, value_name = "DIR")]
+    codex: Vec<PathBuf>,
+
+    /// Watch this Gemini CLI tmp root (repeatable; replaces the default roots).
+    ///
+    /// A directory that does not exist is an error. Not with --demo.
+    #[arg(long, value_name = "DIR")]
+    gemini: Vec<PathBuf>,
+
+    /// Simulated events per second, in (0, 10000] [default: 5].
+    #[arg(long, value_name = "N", value_parser = parse_rate)]
+    rate: Option<f64>,
+
+    /// Seed of the simulation; the same seed tells the same story [default: 1].
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// Tests and demos only: enable POST /debug/sessions?id=ID&source=SRC.
+    ///
+    /// Publishes a delta adding (or updating) the session with that id through the same
+    /// publisher as the monitor or the simulation; more query fields: slug, activity, tool,
+    /// at_ms (the activity's time, Unix milliseconds), messages, tokens, output, idle_secs,
+    /// dir, branch. Never enable it on a server others can reach.
+    #[arg(long)]
+    inject: bool,
+
+    /// Push each new wait as a JSON POST, for when no page is open (repeatable).
+    ///
+    /// https://ntfy.sh/TOPIC (any URL whose last path segment is the topic) uses ntfy's JSON
+    /// publish, posted to the URL without the topic; a URL ending in / is a generic webhook,
+    /// posted as given. One push per wait once it has lasted 1.5 s, none for waits that began
+    /// before the start; at most 64 queued per URL, 10 s per try, up to 5 tries for a
+    /// connection failure, a timeout, 408, 429 or 5xx. Credentials and query strings in the
+    /// URL are refused; the URL is never printed. With --redis, only the --publish node
+    /// pushes.
+    #[arg(long = "notify-url", value_name = "URL")]
+    notify_url: Vec<String>,
+
+    /// At most N WebSocket clients at once; 0 = unlimited [default: 0].
+    ///
+    /// Over it, an upgrade is answered 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    max_connections: usize,
+
+    /// At most N upgrades a minute per client IP, B of them at once; 0,0 disables the limit.
+    ///
+    /// Over it the answer is 429 with Retry-After. The default admits 20 quick reloads, then
+    /// one a second.
+    #[arg(long, value_name = "N,B", value_parser = parse_rate_limit, default_value = "60,20")]
+    rate_limit: (u32, u32),
+
+    /// Serve from this Redis broker (redis://host:port), as one node of a cluster.
+    ///
+    /// A follower builds this node's state from the stream and feeds it; a broker that does
+    /// not answer at start is retried with backoff (the node says what it waits for, and
+    /// serves once the state is built). Without --publish the node runs no input, and the
+    /// input flags are an error.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+
+    /// With --redis: also run the input and publish it into the broker.
+    ///
+    /// This node then serves it back through its own follower, like every other node, so all
+    /// nodes serve the identical stream. It starts the stream with an empty snapshot at seq
+    /// 1, which replaces what an earlier producer left on every node.
+    #[arg(long)]
+    publish: bool,
+
+    /// With --redis: the stream key [default: agentwatch:events].
+    #[arg(long, value_name = "KEY")]
+    stream: Option<String>,
+}
+
+/// `--rate`: a finite number of events per second in (0, 10000].
+fn parse_rate(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r > 0.0 && *r <= 10_000.0)
+        .ok_or_else(|| "must be a number of events per second in (0, 10000]".to_string())
+}
+
+/// `--rate-limit N,B`: upgrades a minute, burst.
+fn parse_rate_limit(v: &str) -> Result<(u32, u32), String> {
+    v.split_once(',')
+        .and_then(|(n, b)| Some((n.trim().parse().ok()?, b.trim().parse().ok()?)))
+        .ok_or_else(|| "must be N,B: upgrades a minute, burst".to_string())
+}
+
+/// A usage error in clap's format (`error: …`, the usage line, a pointer to `--help`), exit
+/// code 2.
+fn usage_error(message: impl std::fmt::Display) -> clap::Error {
+    Flags::command().error(clap::error::ErrorKind::ValueValidation, message)
+}
+
+impl TryFrom<Flags> for Options {
+    type Error = clap::Error;
+
+    /// The checks clap cannot express with the messages they deserve: roots that exist, flags
+    /// that exclude each other, `--notify-url` validated without echoing it (it may hold a
+    /// secret topic), and `$PORT`.
+    fn try_from(flags: Flags) -> Result<Options, clap::Error> {
+        let mut roots = Vec::new();
+        for (flag, source, dirs) in [
+            ("--claude", SourceKind::Claude, &flags.claude),
+            ("--codex", SourceKind::Codex, &flags.codex),
+            ("--gemini", SourceKind::Gemini, &flags.gemini),
+        ] {
+            for dir in dirs {
                 if !dir.is_dir() {
-                    return Err(format!("{flag} {}: no such directory", dir.display()));
+                    return Err(usage_error(format_args!(
+                        "{flag} {}: no such directory",
+                        dir.display()
+                    )));
                 }
-                opts.roots.push((source, dir));
+                roots.push((source, dir.clone()));
             }
-            "--max-connections" => {
-                opts.max_connections = value("--max-connections")?
+        }
+        if flags.demo && !roots.is_empty() {
+            return Err(usage_error(
+                "--demo runs the simulation: it cannot be combined with --claude, --codex or \
+                 --gemini",
+            ));
+        }
+        if flags.redis.is_none() && (flags.publish || flags.stream.is_some()) {
+            return Err(usage_error(
+                "--publish and --stream are about a broker: give it with --redis URL",
+            ));
+        }
+        if flags.stream.as_deref() == Some("") {
+            return Err(usage_error("--stream needs a non-empty key"));
+        }
+        let input_flags: Vec<String> = [
+            ("--demo", flags.demo),
+            ("--claude", !flags.claude.is_empty()),
+            ("--codex", !flags.codex.is_empty()),
+            ("--gemini", !flags.gemini.is_empty()),
+            ("--rate", flags.rate.is_some()),
+            ("--seed", flags.seed.is_some()),
+            ("--inject", flags.inject),
+            ("--notify-url", !flags.notify_url.is_empty()),
+        ]
+        .into_iter()
+        .filter(|(_, given)| *given)
+        .map(|(flag, _)| flag.to_string())
+        .collect();
+        let mut notify = Vec::new();
+        for url in &flags.notify_url {
+            notify.push(notify::Target::parse(url).map_err(usage_error)?);
+        }
+        let port = match flags.port {
+            Some(port) => port,
+            None => match std::env::var("PORT") {
+                Ok(port) => port
+                    .trim()
                     .parse()
-                    .map_err(|_| "--max-connections needs a number".to_string())?
-            }
-            "--rate-limit" => {
-                let v = value("--rate-limit")?;
-                opts.rate_limit = v
-                    .split_once(',')
-                    .and_then(|(n, b)| Some((n.trim().parse().ok()?, b.trim().parse().ok()?)))
-                    .ok_or_else(|| {
-                        format!("--rate-limit {v:?} must be N,B: upgrades a minute, burst")
-                    })?;
-            }
-            "--notify-url" => opts
-                .notify
-                .push(notify::Target::parse(&value("--notify-url")?)?),
-            "--redis" => opts.redis = Some(value("--redis")?),
-            "--stream" => {
-                stream_flag = true;
-                opts.stream = value("--stream")?;
-                if opts.stream.is_empty() {
-                    return Err("--stream needs a non-empty key".into());
-                }
-            }
-            "--publish" => opts.publish = true,
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?}")),
+                    .map_err(|_| usage_error(format_args!("PORT={port:?} is not a port number")))?,
+                Err(_) => 3000,
+            },
+        };
+        let opts = Options {
+            port,
+            rate: flags.rate.unwrap_or(5.0),
+            seed: flags.seed.unwrap_or(1),
+            inject: flags.inject,
+            max_connections: flags.max_connections,
+            rate_limit: flags.rate_limit,
+            demo: flags.demo,
+            roots,
+            redis: flags.redis,
+            stream: flags.stream.unwrap_or_else(|| DEFAULT_STREAM.to_string()),
+            publish: flags.publish,
+            input_flags,
+            notify,
+        };
+        if !opts.has_input() && !opts.input_flags.is_empty() {
+            return Err(usage_error(format_args!(
+                "input flags ({}) need --publish: with --redis, a node without --publish runs \
+                 no input and serves from the broker only",
+                opts.input_flags.join(", ")
+            )));
         }
+        Ok(opts)
     }
-    if opts.demo && !opts.roots.is_empty() {
-        return Err(
-            "--demo runs the simulation: it cannot be combined with --claude, --codex or --gemini"
-                .into(),
-        );
-    }
-    if opts.redis.is_none() && (opts.publish || stream_flag) {
-        return Err("--publish and --stream are about a broker: give it with --redis URL".into());
-    }
-    if !opts.has_input() && !opts.input_flags.is_empty() {
-        return Err(format!(
-            "input flags ({}) need --publish: with --redis, a node without --publish runs no \
-             input and serves from the broker only",
-            opts.input_flags.join(", ")
-        ));
-    }
-    if !port_flag {
-        if let Ok(port) = std::env::var("PORT") {
-            opts.port = port
-                .trim()
-                .parse()
-                .map_err(|_| format!("PORT={port:?} is not a port number"))?;
-        }
-    }
-    Ok(opts)
 }
 
 /// Where the input (the monitor, the simulation, `--inject`) publishes.
@@ -893,10 +956,22 @@ async fn wait_for_broker(node: &Node, url: &str, stream: &str) -> bool {
     }
 }
 
-/// Runs the dashboard with these arguments (those after `dashboard`, or after `--` of
-/// `cargo run --example dashboard --`) until Ctrl-C or SIGTERM; the exit code as documented
-/// above.
-pub fn run(args: Vec<String>) -> ExitCode {
+/// Runs the dashboard with these command-line arguments, the program's name first (as
+/// [`std::env::args_os`] gives them; `agentwatch-ws dashboard` passes its own name and the
+/// arguments after `dashboard`) until Ctrl-C or SIGTERM. `--help` and `--version` print and
+/// return 0; a bad flag prints clap's error and returns 2.
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let opts = match Flags::try_parse_from(args).and_then(Options::try_from) {
+        Ok(opts) => opts,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -907,10 +982,10 @@ pub fn run(args: Vec<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve_dashboard(args))
+    runtime.block_on(serve_dashboard(opts))
 }
 
-async fn serve_dashboard(args: Vec<String>) -> ExitCode {
+async fn serve_dashboard(opts: Options) -> ExitCode {
     // Logs go to stderr; stdout carries only the URL line.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -919,14 +994,6 @@ async fn serve_dashboard(args: Vec<String>) -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-
-    let opts = match parse_args(args) {
-        Ok(opts) => opts,
-        Err(message) => {
-            eprintln!("error: {message}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
 
     let store = SessionStore::new();
     let ws = WsLayer::new(store.clone())

@@ -3,7 +3,7 @@
 //! satisfy too, an origin allowlist and `TraceLayer` on top.
 //!
 //! ```sh
-//! cargo run --example axum_app          # port 3002; PORT=N for another
+//! cargo run --example axum_app          # port 3002; --port N (or PORT=N) for another
 //! # a browser: open http://127.0.0.1:3002/ (the page sends the token as a subprotocol)
 //! # any other WebSocket client:
 //! websocat -H 'Authorization: Bearer let-me-in' ws://127.0.0.1:3002/ws
@@ -81,6 +81,25 @@ async fn health(State(state): State<AppState>) -> String {
     format!("ok ({} byte token configured)\n", state.api_token.len())
 }
 
+/// The command line (`--help` lists it).
+#[derive(clap::Parser)]
+#[command(about = "An axum app with its own routes, serving agentwatch-ws at /ws")]
+struct Args {
+    /// Port to listen on, on 127.0.0.1 [default: $PORT, else 3002].
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+}
+
+impl Args {
+    fn port(&self) -> std::io::Result<u16> {
+        match (self.port, std::env::var("PORT")) {
+            (Some(port), _) => Ok(port),
+            (None, Ok(port)) => port.parse().map_err(std::io::Error::other),
+            (None, Err(_)) => Ok(3002),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
@@ -90,10 +109,7 @@ async fn main() -> std::io::Result<()> {
         )
         .init();
 
-    let port: u16 = match std::env::var("PORT") {
-        Ok(port) => port.parse().map_err(std::io::Error::other)?,
-        Err(_) => 3002,
-    };
+    let port = <Args as clap::Parser>::parse().port()?;
     let store = SessionStore::new();
     let ws = WsLayer::new(store.clone())
         // The production page, and the demo page this example serves.

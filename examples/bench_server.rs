@@ -16,11 +16,11 @@
 //!
 //! `--sessions N` fills the store with N realistic sessions before serving (default 0), so
 //! the `connect` scenario measures a reconnect storm against a busy monitor: every client
-//! gets a snapshot of all N (the README's "Performance" section compares 1 000 with none).
+//! gets a snapshot of all N (BENCHMARKS.md compares 1 000 with none).
 //!
 //! `--workers N` sets tokio's worker threads (default one per core). On a machine shared with
 //! the load generator, one worker leaves it a core: that lowers the median latency of the
-//! `latency` scenario but raised its p99 in our runs, so the README's figures use the default.
+//! `latency` scenario but raised its p99 in our runs, so the figures in BENCHMARKS.md use the default.
 //!
 //! Endpoints: `GET /ws` (the WebSocket), `POST /bench/burst?count=M&bytes=S&rate=R`,
 //! `GET /bench/stats`.
@@ -63,21 +63,28 @@ struct BurstParams {
     rate: Option<f64>,
 }
 
-/// `--NAME VALUE` from the command line, parsed.
-fn flag<T: std::str::FromStr>(name: &str) -> Option<T> {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == name {
-            return args.next().and_then(|v| v.parse().ok());
-        }
-    }
-    None
+/// The command line (`--help` lists it).
+#[derive(clap::Parser)]
+#[command(about = "agentwatch-ws behind the fan-out bench protocol (../shared/bench/PROTOCOL.md)")]
+struct Args {
+    /// Port to listen on, on 127.0.0.1 [default: $PORT, else 3001].
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+    /// Fill the store with N realistic sessions before serving: every client's snapshot
+    /// holds them.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    sessions: usize,
+    /// Tokio worker threads [default: one per core, tokio's default].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
 }
 
-fn port_from_args() -> u16 {
-    flag("--port")
-        .or_else(|| std::env::var("PORT").ok().and_then(|p| p.parse().ok()))
-        .unwrap_or(3001)
+impl Args {
+    fn port(&self) -> u16 {
+        self.port
+            .or_else(|| std::env::var("PORT").ok().and_then(|p| p.parse().ok()))
+            .unwrap_or(3001)
+    }
 }
 
 fn bench_event(seq: u64, padding: &str) -> Event {
@@ -134,16 +141,16 @@ async fn stats(State(bench): State<Bench>) -> Json<serde_json::Value> {
     }))
 }
 
-/// `--workers N` picks the runtime's worker threads (default: one per core, tokio's default).
 fn main() -> std::io::Result<()> {
+    let args = <Args as clap::Parser>::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = flag::<usize>("--workers") {
-        runtime.worker_threads(workers.max(1));
+    if let Some(workers) = args.workers {
+        runtime.worker_threads(usize::from(workers));
     }
-    runtime.enable_all().build()?.block_on(serve())
+    runtime.enable_all().build()?.block_on(serve(args))
 }
 
-async fn serve() -> std::io::Result<()> {
+async fn serve(args: Args) -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -156,7 +163,7 @@ async fn serve() -> std::io::Result<()> {
         .send_buffer(SEND_BUFFER);
     let hub = ws.hub();
     let sink = Arc::new(MultiSink::new().with(store).with(hub.clone()));
-    let sessions = flag::<usize>("--sessions").unwrap_or(0);
+    let sessions = args.sessions;
     let mut seq = 0;
     if sessions > 0 {
         seq = 1;
@@ -177,7 +184,7 @@ async fn serve() -> std::io::Result<()> {
         .with_state(bench)
         .merge(ws.router("/ws"));
 
-    let addr = SocketAddr::from(([127, 0, 0, 1], port_from_args()));
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port()));
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;

@@ -31,11 +31,35 @@ use axum::Router;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
-fn flag<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::args()
-        .skip_while(|a| a != name)
-        .nth(1)
-        .and_then(|v| v.parse().ok())
+/// The command line (`--help` lists it). The driver starts its children with `--role` and
+/// `--port`.
+#[derive(clap::Parser)]
+#[command(about = "Benchmark of the broker hop: a producer, three nodes and a single node")]
+struct Flags {
+    /// The Redis broker.
+    #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// The stream key [default: agentwatch-bench:<driver's pid>, deleted at the end].
+    #[arg(long, value_name = "KEY")]
+    stream: Option<String>,
+    /// WebSocket clients per node.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    clients: usize,
+    /// Events published a second.
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: u64,
+    /// How long the schedule publishes, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    seconds: u64,
+    /// The first of the four nodes' ports on 127.0.0.1.
+    #[arg(long, value_name = "PORT", default_value_t = 3201)]
+    base_port: u16,
+    /// A child's role: producer, local or node (none: the driver).
+    #[arg(long, hide = true)]
+    role: Option<String>,
+    /// A node's port (set by the driver).
+    #[arg(long, hide = true)]
+    port: Option<u16>,
 }
 
 struct Config {
@@ -45,17 +69,23 @@ struct Config {
     rate: u64,
     seconds: u64,
     base_port: u16,
+    role: String,
+    port: Option<u16>,
 }
 
 fn config() -> Config {
+    let flags = <Flags as clap::Parser>::parse();
     Config {
-        redis: flag("--redis").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
-        stream: flag("--stream")
+        redis: flags.redis,
+        stream: flags
+            .stream
             .unwrap_or_else(|| format!("agentwatch-bench:{}", std::process::id())),
-        clients: flag("--clients").unwrap_or(1000),
-        rate: flag("--rate").unwrap_or(50),
-        seconds: flag("--seconds").unwrap_or(10),
-        base_port: flag("--base-port").unwrap_or(3201),
+        clients: flags.clients,
+        rate: flags.rate,
+        seconds: flags.seconds,
+        base_port: flags.base_port,
+        role: flags.role.unwrap_or_default(),
+        port: flags.port,
     }
 }
 
@@ -68,7 +98,7 @@ fn main() -> ExitCode {
         }
     };
     let config = config();
-    let role: String = flag("--role").unwrap_or_default();
+    let role = config.role.clone();
     let result = rt.block_on(async {
         match role.as_str() {
             "" => drive(config).await,
@@ -167,7 +197,7 @@ async fn local(config: Config) -> Result<(), String> {
     let store = SessionStore::new();
     let ws = layer(&store);
     let sink = MultiSink::new().with(store).with(ws.hub());
-    serve(&ws, flag("--port").ok_or("--port")?).await?;
+    serve(&ws, config.port.ok_or("--port")?).await?;
     wait_for_start().await?;
     publish_schedule(&config, &sink).await;
     std::future::pending::<()>().await;
@@ -181,7 +211,7 @@ async fn node(config: Config) -> Result<(), String> {
         RedisBroker::open(&config.redis, config.stream.clone()).map_err(|e| e.to_string())?;
     let follower = Follower::new(broker, store, ws.hub()).spawn();
     follower.ready().await;
-    serve(&ws, flag("--port").ok_or("--port")?).await?;
+    serve(&ws, config.port.ok_or("--port")?).await?;
     std::future::pending::<()>().await;
     Ok(())
 }

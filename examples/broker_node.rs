@@ -8,10 +8,9 @@
 //! cargo run --example broker_node -- --port 3103
 //! ```
 //!
-//! Options: `--redis <url>` (default `redis://127.0.0.1:6379`), `--stream <key>` (default
-//! `agentwatch:events`), `--port <n>` (default 3101), `--publish`. Every node serves the
-//! same events on `ws://127.0.0.1:<port>/ws`, with the same `seq` and `at`, so a client
-//! may resume with `?since=` on any of them.
+//! `--help` lists the flags. Every node serves the same events on
+//! `ws://127.0.0.1:<port>/ws`, with the same `seq` and `at`, so a client may resume with
+//! `?since=` on any of them.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -21,8 +20,23 @@ use agentwatch_ws::broker::{BrokerSink, Follower, RedisBroker};
 use agentwatch_ws::{Event, EventSink, MultiSink, SessionState, SessionStore, WsLayer};
 use axum::Router;
 
-fn arg(name: &str) -> Option<String> {
-    std::env::args().skip_while(|a| a != name).nth(1)
+/// The command line (`--help` lists it).
+#[derive(clap::Parser)]
+#[command(about = "One node of a cluster fed through Redis Streams")]
+struct Args {
+    /// The Redis broker.
+    #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// The stream key.
+    #[arg(long, value_name = "KEY", default_value = "agentwatch:events")]
+    stream: String,
+    /// Port to listen on, on 127.0.0.1.
+    #[arg(long, value_name = "N", default_value_t = 3101)]
+    port: u16,
+    /// Also run a simulated monitor and publish it into the stream (one producer per
+    /// stream).
+    #[arg(long)]
+    publish: bool,
 }
 
 #[tokio::main]
@@ -32,17 +46,12 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let url = arg("--redis").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-    let stream = arg("--stream").unwrap_or_else(|| "agentwatch:events".into());
-    let port = match arg("--port").map(|raw| raw.parse::<u16>()) {
-        None => 3101,
-        Some(Ok(port)) => port,
-        Some(Err(_)) => {
-            eprintln!("--port wants a port number");
-            return ExitCode::from(2);
-        }
-    };
-    let publish = std::env::args().any(|a| a == "--publish");
+    let Args {
+        redis: url,
+        stream,
+        port,
+        publish,
+    } = clap::Parser::parse();
     let open = || match RedisBroker::open(&url, stream.clone()) {
         Ok(broker) => Some(broker),
         Err(error) => {

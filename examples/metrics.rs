@@ -22,6 +22,15 @@ use axum::serve::ListenerExt;
 use axum::{Router, routing::get};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
+/// The command line (`--help` lists it).
+#[derive(clap::Parser)]
+#[command(about = "The hub's counters in Prometheus text at /metrics")]
+struct Args {
+    /// Port to listen on, on 127.0.0.1.
+    #[arg(long, value_name = "N", default_value_t = 3003)]
+    port: u16,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -29,16 +38,7 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let port = match std::env::args().skip_while(|a| a != "--port").nth(1) {
-        Some(raw) => match raw.parse::<u16>() {
-            Ok(port) => port,
-            Err(_) => {
-                eprintln!("--port wants a port number, got {raw:?}");
-                return ExitCode::from(2);
-            }
-        },
-        None => 3003,
-    };
+    let Args { port } = clap::Parser::parse();
 
     // The process-wide recorder the `metrics` macros report to; the handle renders it.
     let prometheus = match PrometheusBuilder::new().install_recorder() {

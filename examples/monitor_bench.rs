@@ -33,27 +33,46 @@ use tokio_tungstenite::tungstenite::Message;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The command line (`--help` lists it).
+#[derive(clap::Parser)]
+#[command(about = "The monitor's benchmarks: latency, load, idle")]
+struct Args {
+    /// The benchmarks to run, in this order [default: all three].
+    #[arg(value_enum, value_name = "BENCHMARK")]
+    which: Vec<Which>,
+    /// load: the size of the large Claude Code log, in GiB.
+    #[arg(long, value_name = "GIB", default_value_t = 1.0)]
+    gib: f64,
+    /// idle: how long to watch, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    secs: u64,
+}
+
+/// One benchmark.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Which {
+    /// Append → frame over 100 active logs.
+    Latency,
+    /// The first scan of one large log and 10 000 old ones.
+    Load,
+    /// 10 000 historical logs, nothing changing.
+    Idle,
+}
+
 fn main() -> Result<(), Error> {
-    let mut args = std::env::args().skip(1);
-    let mut which = Vec::new();
-    let mut gib = 1.0f64;
-    let mut idle_secs = 60u64;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "latency" | "load" | "idle" => which.push(arg),
-            "--gib" => gib = args.next().ok_or("--gib needs a value")?.parse()?,
-            "--secs" => idle_secs = args.next().ok_or("--secs needs a value")?.parse()?,
-            other => return Err(format!("unknown argument {other:?}").into()),
-        }
-    }
+    let Args {
+        mut which,
+        gib,
+        secs: idle_secs,
+    } = clap::Parser::parse();
     if which.is_empty() {
-        which = vec!["latency".into(), "load".into(), "idle".into()];
+        which = vec![Which::Latency, Which::Load, Which::Idle];
     }
     for w in which {
-        match w.as_str() {
-            "latency" => latency()?,
-            "load" => load(gib)?,
-            _ => idle(idle_secs)?,
+        match w {
+            Which::Latency => latency()?,
+            Which::Load => load(gib)?,
+            Which::Idle => idle(idle_secs)?,
         }
     }
     Ok(())

@@ -253,7 +253,7 @@ pub struct HubStats {
     /// Clients dropped because they answered none of our pings for two heartbeat intervals.
     pub heartbeat_timeouts: u64,
     /// Clients closed with 1008 (policy violation) because they sent more than their
-    /// inbound budget (see the README's close codes).
+    /// inbound budget (see the close codes in [`wire`](crate::wire#close-codes)).
     pub inbound_floods: u64,
     /// Clients closed because what they sent broke the protocol (1002), was not UTF-8 where
     /// text must be (1007) or exceeded `max_message_size` (1009).

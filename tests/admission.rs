@@ -769,7 +769,7 @@ async fn default_rate_limit_allows_a_burst_of_4_then_429_with_retry_after() {
     assert_upgraded(&hub, 4, 0);
 }
 
-/// What the README recommends for a local dashboard: a developer reloading the page twenty
+/// The dashboard's own rate limit (60 a minute, burst 20): a developer reloading the page twenty
 /// times within a minute (here, at once: the harder case) is never refused.
 #[tokio::test]
 async fn twenty_reloads_a_minute_pass_with_the_local_dashboard_limit() {

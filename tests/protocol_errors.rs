@@ -1,5 +1,5 @@
-//! After a client breaks the protocol, the connection closes with the code the README
-//! promises and never reads through the failed protocol state again.
+//! After a client breaks the protocol, the connection closes with the code the `wire`
+//! docs promise and never reads through the failed protocol state again.
 //!
 //! The fault: a masked binary frame declaring more than `max_message_size`, followed by
 //! enough of its payload to fill the 512-byte inbound read buffer. tungstenite rejected the
@@ -81,7 +81,7 @@ fn header(first: u8, len: u64, long: bool, mask: Option<[u8; 4]>) -> Vec<u8> {
     frame
 }
 
-/// One broken client input and the close code the README promises for it.
+/// One broken client input and the close code the `wire` docs promise for it.
 struct Case {
     name: &'static str,
     bytes: Vec<u8>,

@@ -33,7 +33,7 @@ async fn closed_resolves_after_every_client_got_1001_and_its_task_ended() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    // The README's recipe: stop the hub inside axum's graceful shutdown signal.
+    // The documented recipe: stop the hub inside axum's graceful shutdown signal.
     let server = tokio::spawn({
         let hub = hub.clone();
         agentwatch_ws::serve(listener, app)

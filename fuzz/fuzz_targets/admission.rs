@@ -5,7 +5,7 @@
 //! Properties:
 //! - no panic;
 //! - every request is answered within 1 s;
-//! - only the statuses the README documents: `200` (only from `<path>/status`), `400`, `401`,
+//! - only the statuses the `admission` docs list: `200` (only from `<path>/status`), `400`, `401`,
 //!   `403`, `404` (another path), `405` (another method), `426`, `429`, `503`. No `101`: in
 //!   process there is no hyper `OnUpgrade`, and an otherwise valid upgrade is answered `400`
 //!   ("websocket upgrade not available on this connection"); no `500`: the routers keep the

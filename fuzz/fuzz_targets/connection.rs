@@ -20,7 +20,7 @@
 //!   and FIN, and its task is gone within [`END_TIMEOUT`] (`Hub::closed`, no client counted);
 //! - the server's frames are well-formed (unmasked, RSV 0, opcodes text, close, ping, pong,
 //!   control frames unfragmented), nothing follows its close frame, and the close code, if
-//!   any, is one the README promises (1001, 1002, 1007, 1008, 1009, 1011, 1013) or the
+//!   any, is one the `wire` docs' close-code table promises (1001, 1002, 1007, 1008, 1009, 1011, 1013) or the
 //!   answer to the client's own close (tungstenite echoes the code of the client's close
 //!   frame, RFC 6455 §5.5.1: 1000 or any code the client sent);
 //! - bounded memory: the process's RSS stays under [`RSS_LIMIT`] after every input.
@@ -49,7 +49,7 @@ const END_TIMEOUT: Duration = Duration::from_secs(3);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The bound on the process's resident memory (ASan's shadow and quarantine included).
 const RSS_LIMIT: u64 = 1024 << 20;
-/// Close codes the README's close-code table promises.
+/// Close codes the `wire` docs' close-code table promises.
 const DOCUMENTED_CLOSE_CODES: [u16; 7] = [1001, 1002, 1007, 1008, 1009, 1011, 1013];
 
 struct Server {

@@ -129,6 +129,57 @@
 //! # Sources
 //! See [`SourceKind`] for the layouts, and the source modules' docs in the crate sources
 //! (`src/monitor/sources/`) for which record fields become which session fields.
+//!
+//! # What each agent's logs tell
+//!
+//! A session is `waiting` when the next move is the person's: its agent finished its turn,
+//! asks permission to run a tool (then `currentTool` names it), or waits for input.
+//!
+//! | agent | turn ended | permission prompt |
+//! |---|---|---|
+//! | Claude Code | `waiting` | `waiting` with the tool, with the hooks installed; without them `working` with the tool, then `idle` |
+//! | Codex CLI | `waiting` (`task_complete`; `turn_aborted` on an interrupt) | not in the rollout: `working`, then `idle` |
+//! | Gemini CLI | `waiting` (a model message with no tool call running) | not in the chat (tool calls are recorded once finished): `waiting` with the tool with Gemini CLI's hooks installed; without them `waiting` from the model's message, without the tool |
+//!
+//! **Claude Code.** The end of a turn is read from what each version writes, never from one
+//! field: most versions (1.0.24 to 2.1.x) put `stop_reason: null` on every line, the last
+//! included, so a text reply with no tool call ends the turn; 2.1.x also writes `system`
+//! lines (`turn_duration`, `stop_hook_summary`) once a turn is over, 2.1.92 and later the
+//! message's final `stop_reason` on each of its lines; an interrupt (`[Request interrupted
+//! by user]`) and an API error (`isApiErrorMessage`) end it too. Claude Code writes one line
+//! per content block, a tool call's once its input has streamed, and up to 2.1.39 nothing on
+//! a text line tells it from a final reply. So a text reply with nothing after it is a
+//! tentative end: the session stays `working` for the turn-end delay and turns `waiting`
+//! then, unless the tool call's line comes first; its `lastActivityAt` is the reply's time
+//! either way. Stated ends are published at once. With the hooks installed, a tentative end
+//! waits for the `Stop` hook (the stated end) for up to 60 s instead. In real 2.1.38/2.1.39
+//! transcripts the tool call's line followed the text's by a median 1.0 s; 22 % took over
+//! 3 s (up to 72 s for a long `Write`) and show `waiting` for the rest of that gap, which is
+//! why the dashboard announces a wait only once it has lasted 1.5 s. Local commands
+//! (`/model`, `/exit`, bash mode `!`), meta lines and compaction summaries are no prompts:
+//! they neither count as messages nor make the session `working`. A subagent is `terminal`
+//! once its parent's log reports its result (`toolUseResult` with its `agentId`, or a
+//! `<task-notification>`); `Warmup` sidechains and Claude Code's own compaction runs
+//! (`agent-acompact-*`) are not subagents; a log holding no message yet (only `summary` or
+//! `file-history-snapshot` lines) is not a session. Transcripts name the model without
+//! `[1m]`: a context above 200 000 tokens means the 1M window, so utilisation stays ≤ 1. A
+//! message written as several lines is one message, its output tokens taken once; `content`
+//! as a string counts; compactions (`compact_boundary`) count. The samples in
+//! `tests/data/monitor/claude/` name the version each models.
+//!
+//! **Codex CLI.** Compactions count (`compacted` items and `context_compacted` events, once
+//! per compaction); a forked rollout keeps its own start (a later `session_meta` is its
+//! parent's); the context window is known from `task_started`; a session keeps its id after
+//! the first read, and a `user_message` means `working`. Versions whose rollouts keep no
+//! turn events go `working` → `idle`. Codex's own `notify` setting runs a program when a
+//! turn completes, with prompt and reply text in its argument: the moment the monitor
+//! already reports as `waiting`; approval prompts reach only the TUI's own notifications.
+//!
+//! **Gemini CLI.** `chats/session-*.json` (0.38 and earlier) and `session-*.jsonl` (0.39 and
+//! later, messages upserted by id); a resumed `.json` chat continues in the `.jsonl` beside
+//! it, one session, tokens counted once; `$rewindTo` removes the rewound messages with their
+//! counts and tokens; a `$set` rewriting the history after a compression counts one
+//! compaction; `chats/<parent session id>/<id>.jsonl` are subagents of that session.
 
 #[cfg(fuzzing)]
 pub(crate) mod fuzzing;

@@ -305,7 +305,7 @@ impl Rebuilt {
             self.snapshots += 1;
             return Ok(());
         }
-        // A snapshot's health reports carry its seq (see the README's wire section).
+        // A snapshot's health reports carry its seq (see the `wire` module docs).
         if event.kind == agentwatch_ws::EventType::Health && event.seq == self.seq {
             return Ok(());
         }

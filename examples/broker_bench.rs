@@ -39,7 +39,7 @@ struct Flags {
     /// The Redis broker.
     #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
     redis: String,
-    /// The stream key [default: agentwatch-bench:<driver's pid>, deleted at the end].
+    /// The stream key, deleted at the end [default: agentwatch-bench:<driver's pid>].
     #[arg(long, value_name = "KEY")]
     stream: Option<String>,
     /// WebSocket clients per node.

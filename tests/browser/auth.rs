@@ -5,7 +5,7 @@
 //! Without Chromium the test prints a notice and passes, unless
 //! `AGENTWATCH_REQUIRE_BROWSER=1` is set, in which case it fails.
 
-mod common;
+use crate::common;
 
 use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;

@@ -41,7 +41,7 @@
 //! `AGENTWATCH_REQUIRE_BROWSER=1` is set (as CI does), in which case they fail.
 //! Install the browser with `apt-get install chromium`.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::fs;

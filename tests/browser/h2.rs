@@ -8,7 +8,7 @@
 //! Without Chromium the test prints a notice and passes, unless
 //! `AGENTWATCH_REQUIRE_BROWSER=1` is set, in which case it fails.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -10,8 +10,8 @@
 //! script (`document.visibilityState`/`hidden`, plus the `visibilitychange` event), kept
 //! across reloads in `sessionStorage`.
 
-mod common;
-mod dashboard_support;
+use crate::common;
+use crate::dashboard_support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -3,10 +3,10 @@
 //! and then a permission prompt (the hook binary run with Claude Code's input) showing on the
 //! page as `waiting` with the tool.
 
-mod common;
-mod dashboard_support;
-mod hooks_support;
-mod monitor_support;
+use crate::common;
+use crate::dashboard_support;
+use crate::hooks_support;
+use crate::monitor_support;
 
 use std::net::SocketAddr;
 use std::path::Path;

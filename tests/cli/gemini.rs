@@ -2,7 +2,7 @@
 //! stdin, from `tests/data/hooks/gemini-cli-*.json`), and `hooks install|uninstall|status
 //! --agent gemini` on temp Gemini CLI settings files.
 
-mod hooks_support;
+use crate::hooks_support;
 
 use std::fs;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! stdin, every kind of bad input, and `hooks install|uninstall|status` on temp settings
 //! files.
 
-mod hooks_support;
+use crate::hooks_support;
 
 use std::fs;
 use std::path::Path;

@@ -3,9 +3,9 @@
 //! and what sessions then say; end to end over a real WebSocket; and junk in the marker
 //! directory.
 
-mod common;
-mod hooks_support;
-mod monitor_support;
+use crate::common;
+use crate::hooks_support;
+use crate::monitor_support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -7,8 +7,8 @@
 //! key is unique and deleted at the end. With no Redis answering it skips with a notice,
 //! unless `AGENTWATCH_REQUIRE_REDIS=1` (as `.ci/run` sets).
 
-mod common;
-mod dashboard_support;
+use crate::common;
+use crate::dashboard_support;
 
 use agentwatch_ws::{Event, EventType};
 use common::stream_key::{StreamKey, redis_available, redis_url};

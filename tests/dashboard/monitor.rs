@@ -1,9 +1,8 @@
 //! The dashboard example on real input: the roots it picks from `HOME`, what it prints, a
 //! missing root (exit code 2), and a line appended to a log reaching a WebSocket client.
 
-mod common;
-mod dashboard_support;
-mod monitor_support;
+use crate::dashboard_support;
+use crate::monitor_support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -7,8 +7,8 @@
 //! `--inject`: each wait is a session posted to `/debug/sessions` with `activity=waiting`
 //! and a chosen `at_ms` (its `lastActivityAt`, the wait's start).
 
-mod common;
-mod dashboard_support;
+use crate::common;
+use crate::dashboard_support;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

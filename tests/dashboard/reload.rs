@@ -2,8 +2,8 @@
 //! is one WebSocket upgrade from 127.0.0.1; the crate's default per-IP limit (12 a minute,
 //! burst 4) refused the fifth, the dashboard's own (60 a minute, burst 20) admits all 20.
 
-mod common;
-mod dashboard_support;
+use crate::common;
+use crate::dashboard_support;
 
 use agentwatch_ws::EventType;
 use common::{next_event, within};

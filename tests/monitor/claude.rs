@@ -1,8 +1,8 @@
 //! The monitor on real Claude Code transcripts in temp dirs: every record shape, subagents,
 //! session-end markers, and the lifecycle (stale, removed, resumed, dormant history).
 
-mod common;
-mod monitor_support;
+use crate::common;
+use crate::monitor_support;
 
 use std::fs;
 use std::time::{Duration, SystemTime};

@@ -2,8 +2,8 @@
 //! into `MultiSink(store, hub)` from its own thread, a tokio-tungstenite client, and lines
 //! appended to a Claude Code log in a temp dir.
 
-mod common;
-mod monitor_support;
+use crate::common;
+use crate::monitor_support;
 
 use std::time::Duration;
 

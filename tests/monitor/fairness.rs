@@ -3,8 +3,8 @@
 //! the median sample is held to it, every sample to 1 s for a loaded machine), and memory
 //! stays bounded meanwhile.
 
-mod common;
-mod monitor_support;
+use crate::common;
+use crate::monitor_support;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

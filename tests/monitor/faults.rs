@@ -1,7 +1,7 @@
 //! Bad input on disk: the monitor gives a clear account (health, parse failures), never
 //! stalls a session, never hangs or panics.
 
-mod monitor_support;
+use crate::monitor_support;
 
 use std::fs;
 use std::time::Duration;

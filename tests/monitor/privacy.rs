@@ -1,6 +1,6 @@
 //! Logs hold prompts, code and tool output; none of it may reach an event or a trace.
 
-mod monitor_support;
+use crate::monitor_support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,6 @@
 //! The Codex CLI and Gemini CLI sources on real files in temp dirs.
 
-mod monitor_support;
+use crate::monitor_support;
 
 use std::time::Duration;
 

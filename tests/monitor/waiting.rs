@@ -3,8 +3,8 @@
 //! and lines appended to a log in a temp dir; the turn's end reaches the client as a delta
 //! that turns `working` into `waiting`.
 
-mod common;
-mod monitor_support;
+use crate::common;
+use crate::monitor_support;
 
 use std::path::Path;
 use std::time::Duration;

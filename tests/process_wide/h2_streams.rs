@@ -1,9 +1,10 @@
 //! WebSockets over HTTP/2 whose peer never opens its flow-control window, under
 //! `agentwatch_ws::serve`: each one evicted is reset (`RST_STREAM`) and its memory returned
 //! at once, and the connection cap holds for the streams of one HTTP/2 connection. The
-//! process's live heap is measured with a counting allocator, so this file holds one test.
+//! process's live heap is measured with a counting allocator, so this file holds one test and
+//! its binary runs one test at a time (`crate::serial`).
 
-mod common;
+use crate::common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::poll_fn;
@@ -80,6 +81,7 @@ async fn open(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_http2_websockets_are_reset_their_memory_returned_and_the_cap_holds() {
+    let _serial = crate::serial().await;
     init_tracing();
     let ws = WsLayer::new(SessionStore::new())
         .rate_limit(RateLimit::disabled())

@@ -15,7 +15,7 @@
 //! after the error is exercised. `cargo test` builds with debug assertions, which is where the
 //! fault showed.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, Once};
@@ -29,6 +29,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Panics seen in any thread of this test binary: `(thread name, message)`.
 static PANICS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 
+/// Installs the recording hook (once per process) and forgets earlier panics: the tests of
+/// this binary run one at a time (`crate::serial`), so what is recorded from here on is this
+/// test's.
 fn record_panics() {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
@@ -41,6 +44,9 @@ fn record_panics() {
             default(info);
         }));
     });
+    if let Ok(mut panics) = PANICS.lock() {
+        panics.clear();
+    }
 }
 
 fn assert_no_panics(case: &str) {
@@ -205,6 +211,7 @@ async fn run(case: Case) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_protocol_error_closes_with_its_code_and_never_reads_through_the_failed_state() {
+    let _serial = crate::serial().await;
     record_panics();
     for case in cases() {
         run(case).await;
@@ -215,6 +222,7 @@ async fn every_protocol_error_closes_with_its_code_and_never_reads_through_the_f
 /// encoding, each followed by exactly enough payload to fill the read buffer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_declared_length_over_the_limit_closes_with_1009_without_a_panic() {
+    let _serial = crate::serial().await;
     record_panics();
     for (len, long) in [
         (4097, true),

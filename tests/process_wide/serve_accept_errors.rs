@@ -2,11 +2,12 @@
 //! with a backoff (no busy loop), and the server recovers once descriptors are free again.
 //!
 //! The test lowers this process's own `RLIMIT_NOFILE` with util-linux's `prlimit` (std has no
-//! `setrlimit`), so it lives alone in its test binary: no other test shares the limit.
+//! `setrlimit`), so its binary runs one test at a time (`crate::serial`): no other test shares
+//! the limit.
 
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;
@@ -56,6 +57,7 @@ impl Drop for Restore {
 
 #[tokio::test(flavor = "current_thread")]
 async fn accept_errors_are_logged_backed_off_and_recovered_from() {
+    let _serial = crate::serial().await;
     let (log, _guard) = Captured::install(tracing::Level::ERROR);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -3,7 +3,7 @@
 //! stacked on the router. Every rejection is checked for its status, body, `Retry-After` where
 //! relevant, the matching `hub.stats().rejected` counter, and that no socket was upgraded.
 
-mod common;
+use crate::common;
 
 use agentwatch_ws::RateLimit;
 use std::collections::HashMap;

@@ -4,7 +4,7 @@
 //! exactly what the kernel hands the client: the close frame with its code and reason, then a
 //! clean end of stream, and no reset in between, while the client writes all along.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

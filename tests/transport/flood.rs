@@ -10,7 +10,7 @@
 //! [`RSS_BOUND`]. Before the fix the never-reading pinger alone took a server from 6 MB to
 //! 1.7 GB in 10 s.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! and streams through the HTTP/2 stream. Refused attempts are answered,
 //! counted and never silent.
 
-mod common;
+use crate::common;
 
 use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! §4.2.1–4.2.2 and RFC 9110's field-list rules call for. Requests are
 //! written byte for byte, so repeated headers, odd cases and lists are exactly as sent.
 
-mod common;
+use crate::common;
 
 use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 
 // unwrap()/expect() here are test assertions on values the test built.
 
-mod common;
+use crate::common;
 
 use agentwatch_ws::RateLimit;
 

@@ -3,7 +3,7 @@
 
 // unwrap()/expect() here are test assertions on values the test built.
 
-mod common;
+use crate::common;
 
 use agentwatch_ws::RateLimit;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};

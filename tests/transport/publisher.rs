@@ -2,7 +2,7 @@
 
 // unwrap()/expect() here are test assertions on values the test built.
 
-mod common;
+use crate::common;
 
 use agentwatch_ws::RateLimit;
 use std::num::NonZeroUsize;

@@ -4,7 +4,7 @@
 //! subprotocol), accepted or refused, over HTTP/1.1 and HTTP/2, never appears; nor in the
 //! output of `examples/axum_app.rs` itself run at `RUST_LOG=trace`.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 

@@ -1,7 +1,7 @@
 //! Resume and lag recovery over real sockets: `?since=` replays exactly what was missed,
 //! falls back to a snapshot when it cannot, and no client ever skips an event untold.
 
-mod common;
+use crate::common;
 
 use agentwatch_ws::RateLimit;
 use std::collections::HashMap;

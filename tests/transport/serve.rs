@@ -3,7 +3,7 @@
 //! TcpStream path, the per-IP rate limit gets its `ConnectInfo`, and graceful shutdown ends
 //! the server.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! served, and nothing panics. Values above a documented maximum are
 //! clamped to it; the smallest values are honoured and end connections the documented way.
 
-mod common;
+use crate::common;
 
 use agentwatch_ws::RateLimit;
 use std::future::IntoFuture;

@@ -2,7 +2,7 @@
 //! connection task has ended after `Hub::stop`, each client having been told 1001, and at
 //! once when no client is connected.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! reusing the last event's seq and `at`) makes a new one, and every client still rebuilds
 //! exactly the store's state.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -1,7 +1,7 @@
 //! `GET /ws/status`: a refused client learns why, over real sockets against `axum::serve`.
 // Test code: unwrap() on values the test itself built or on test I/O.
 
-mod common;
+use crate::common;
 
 use agentwatch_ws::RateLimit;
 use std::num::NonZeroUsize;

@@ -1,7 +1,7 @@
 //! The core contract over real sockets: snapshot first, every event once and in order, slow
 //! clients evicted, heartbeat, inbound limits, stop, and no leaks.
 
-mod common;
+use crate::common;
 
 use agentwatch_ws::RateLimit;
 use std::collections::HashMap;

@@ -2,7 +2,7 @@
 //! sockets: tokio-tungstenite clients offering `Sec-WebSocket-Protocol` against
 //! `axum::serve`.
 
-mod common;
+use crate::common;
 
 use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;
@@ -108,7 +108,7 @@ async fn agentwatch_v1_is_echoed_and_clients_offering_none_still_connect() {
     let (echoed, a) = open(addr, "/ws", &[(OFFER, "agentwatch.v1")]).await;
     assert_eq!(echoed, ["agentwatch.v1"]);
     // Offered among others: found, and only it is echoed. (Two header lines are covered in
-    // tests/handshake.rs: tungstenite's client checks the answer against the first line only.)
+    // handshake.rs: tungstenite's client checks the answer against the first line only.)
     let (echoed, b) = open(addr, "/ws", &[(OFFER, "chat, superchat,agentwatch.v1")]).await;
     assert_eq!(echoed, [PROTOCOL]);
     // Go clients, websocat: nothing offered, nothing echoed.

@@ -5,19 +5,21 @@
 //! DevTools protocol directly (a WebSocket, via `tokio-tungstenite`): no WebDriver, no
 //! downloaded browser.
 //!
-//! `dashboard_in_chromium` checks, in order: the page connects and shows live cards; cards
-//! change as deltas arrive; sessions injected through `POST /debug/sessions` with chosen
-//! activity and age come out in attention order (the longest-waiting session on top, marked);
-//! header totals and per-source counts match the sessions the page holds; search, status
-//! filter and sort narrow and order the cards, live in the URL and survive a reload; grouping
-//! by repository counts each group; the feed names sessions and skips no-ops; keyboard focus
-//! goes through the controls in order, visibly; nothing scrolls sideways at 360 and 420 px;
-//! wire text is rendered as text; after Ctrl-C the page counts down and resumes with
-//! `?since=…&since_at=…`; a server at its connection cap (`--max-connections 1`) makes the
-//! page say "refused" with the server's reason, then connect once a slot frees; so does the
-//! per-IP rate limit once plain GETs have used its burst. Along the way: WCAG AA contrast of
-//! every visible text, one card height for all cards, and 300 more sessions under the stream
-//! (the cost of a frame and Chromium's long tasks are printed). Screenshots go to
+//! The scenarios on the simulation (each with its own dashboard and Chromium, so that one
+//! failure hides no other; numbered as the page's features): the page connects and shows live
+//! cards, which change as deltas arrive (1, 2); sessions injected through
+//! `POST /debug/sessions` with chosen activity and age come out in attention order (the
+//! longest-waiting session on top, marked) (3); header totals and per-source counts match the
+//! sessions the page holds, and every visible text meets WCAG AA contrast (4); search, status
+//! filter and sort narrow and order the cards, live in the URL and survive a reload (5);
+//! grouping by repository counts each group (6); the feed names sessions and skips no-ops (7);
+//! keyboard focus goes through the controls in order, visibly (8); nothing scrolls sideways
+//! at 360 and 420 px (9); wire text is rendered as text (10); 300 more sessions under the
+//! stream stay in attention order with one card height (the cost of a frame and Chromium's
+//! long tasks are printed) (10b); after Ctrl-C the page counts down and resumes with
+//! `?since=…&since_at=…` (11); a server at its connection cap (`--max-connections 1`) makes
+//! the page say "refused" with the server's reason, then connect once a slot frees (12); so
+//! does the per-IP rate limit once plain GETs have used its burst (13). Screenshots go to
 //! `target/browser-test/` (1400, 420 and 360 px, reconnecting, refused).
 //!
 //! `dashboard_on_real_logs_in_chromium` runs the example on real log files instead
@@ -45,26 +47,29 @@ use crate::common;
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::chromium::{Browser, chromium_available};
-use common::example_binary;
+use crate::dashboard_support::{binary, free_port, http_request};
+use common::chromium::{Browser, Chromium, chromium_available};
 use common::process::{ProcessGuard, ScratchDir};
 use serde_json::{Value, json};
 use tokio_tungstenite::connect_async;
 
 const VIEWPORT: (u32, u32) = (1400, 900);
 
-/// Starts Chromium for the dashboard: no scrollbars (they would take width from the
+/// Opens a page for the dashboard in the Chromium the tests of this file share (launched
+/// by the first, killed after the last): no scrollbars (they would take width from the
 /// layout checks), a `VIEWPORT`-sized window and viewport, DevTools calls bounded at 10 s.
 async fn start_browser() -> Browser {
+    static CHROMIUM: Mutex<Weak<Chromium>> = Mutex::new(Weak::new());
     let window = format!("--window-size={},{}", VIEWPORT.0, VIEWPORT.1);
-    let mut browser =
-        Browser::start_with(&["--hide-scrollbars", &window], Duration::from_secs(10)).await;
+    let chromium = Chromium::shared(&CHROMIUM, &["--hide-scrollbars", &window]);
+    let mut browser = Browser::open_in(chromium, Duration::from_secs(10)).await;
     browser.viewport(VIEWPORT.0, VIEWPORT.1).await;
     browser
 }
@@ -269,25 +274,127 @@ fn fmt_tokens(n: i64) -> String {
     n.to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_in_chromium() {
-    if !chromium_available() {
-        return;
-    }
-    let started = Instant::now();
-    let scratch = ScratchDir::new("agentwatch-browser-test");
-    let binary = example_binary("dashboard");
-    let port = free_port();
-    let server = start_dashboard(&binary, port, &scratch.path.join("dashboard.log"), &[]);
-    let base = format!("http://127.0.0.1:{port}");
-    let server_ready = started.elapsed();
-    let mut browser = start_browser().await;
-    browser.open(&format!("{base}/")).await;
+/// The dashboard's flags for the connection-cap and rate-limit scenarios: one connection, and
+/// the crate's default rate limit (the dashboard's own admits 20 quick reloads), so that a
+/// few GETs reach it.
+const CAPPED: [&str; 4] = ["--max-connections", "1", "--rate-limit", "12,4"];
 
-    // 1. The page connects, says so and shows cards with their figures.
-    browser
-        .wait_connected("the page to connect and show cards")
-        .await;
+/// One scenario's dashboard (`--demo --inject --rate 20` and the scenario's flags, logging to
+/// its scratch directory) and its own Chromium.
+struct Demo {
+    scenario: &'static str,
+    started: Instant,
+    scratch: ScratchDir,
+    port: u16,
+    server: ProcessGuard,
+    browser: Browser,
+}
+
+impl Demo {
+    /// `start_with` without extra flags.
+    async fn start(scenario: &'static str) -> Option<Demo> {
+        Demo::start_with(scenario, &[]).await
+    }
+
+    /// `launch`, then opens the page and waits until it says connected and shows cards.
+    async fn start_with(scenario: &'static str, extra: &[&str]) -> Option<Demo> {
+        let mut demo = Demo::launch(scenario, extra).await?;
+        let base = demo.base();
+        demo.browser.open(&format!("{base}/")).await;
+        demo.browser
+            .wait_connected("the page to connect and show cards")
+            .await;
+        eprintln!(
+            "browser test {scenario}: page connected after {:.1?}",
+            demo.started.elapsed()
+        );
+        Some(demo)
+    }
+
+    /// Starts the dashboard with `extra` flags and Chromium (on `about:blank`); `None`, after
+    /// a notice, when Chromium is missing (see `chromium_available`).
+    async fn launch(scenario: &'static str, extra: &[&str]) -> Option<Demo> {
+        if !chromium_available() {
+            return None;
+        }
+        let started = Instant::now();
+        let scratch = ScratchDir::new(&format!("agentwatch-browser-{scenario}"));
+        let port = free_port();
+        let server = start_dashboard(binary(), port, &scratch.path.join("dashboard.log"), extra);
+        eprintln!(
+            "browser test {scenario}: server ready after {:.1?}",
+            started.elapsed()
+        );
+        let browser = start_browser().await;
+        Some(Demo {
+            scenario,
+            started,
+            scratch,
+            port,
+            server,
+            browser,
+        })
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Injects the `INJECTED` sessions (waiting 50 and 33 minutes, longer than anything the
+    /// simulation has; idle; ended) and waits until the page shows them all.
+    async fn inject(&mut self) {
+        let port = self.port;
+        let browser = &mut self.browser;
+        let posted = Instant::now();
+        for (id, params) in INJECTED {
+            let (status, body) =
+                http_request(port, "POST", &format!("/debug/sessions?id={id}&{params}"));
+            assert_eq!(
+                status, 200,
+                "POST /debug/sessions answered {status}: {body}"
+            );
+        }
+        browser
+            .cdp
+            .wait_for(
+                "the injected sessions",
+                Duration::from_secs(2),
+                "INJECTED.every(id => document.querySelector(`[data-session-id=\"${id}\"]`))"
+                    .replace(
+                        "INJECTED",
+                        &serde_json::to_string(&INJECTED.map(|(id, _)| id)).expect("ids"),
+                    )
+                    .as_str(),
+            )
+            .await;
+        eprintln!(
+            "browser test: injected sessions shown after {:?}",
+            posted.elapsed()
+        );
+    }
+
+    /// Checks that the page reported no errors, and closes the browser.
+    async fn finish(self) {
+        let errors = self.browser.cdp.page_errors();
+        assert!(errors.is_empty(), "the page reported errors: {errors:#?}");
+        eprintln!(
+            "browser test {}: passed in {:.1?}",
+            self.scenario,
+            self.started.elapsed()
+        );
+        self.browser.close().await;
+    }
+}
+
+/// 1, 2: the page connects and shows cards with their figures, which change as deltas arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_connects_and_cards_change_as_deltas_arrive() {
+    let Some(mut demo) = Demo::start("connects").await else {
+        return;
+    };
+    let browser = &mut demo.browser;
+    // 1. The page connects (`Demo::start` waited for it), says so and shows cards with their
+    //    figures.
     let first_card = browser
         .cdp
         .eval("document.querySelector('[data-session-id]').textContent")
@@ -322,34 +429,20 @@ async fn dashboard_in_chromium() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    demo.finish().await;
+}
 
+/// 3: sessions injected with chosen activity and age come out in attention order, the
+/// longest-waiting one on top and marked; its waiting time ticks by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_sessions_come_in_attention_order() {
+    let Some(mut demo) = Demo::start("attention").await else {
+        return;
+    };
+    demo.inject().await;
+    let browser = &mut demo.browser;
     // 3. Attention order: injected sessions waiting 50 and 33 minutes (longer than anything
     //    the simulation has) come first, longest wait on top, marked.
-    let posted = Instant::now();
-    for (id, params) in INJECTED {
-        let (status, body) = http_post(port, &format!("/debug/sessions?id={id}&{params}"));
-        assert_eq!(
-            status, 200,
-            "POST /debug/sessions answered {status}: {body}"
-        );
-    }
-    browser
-        .cdp
-        .wait_for(
-            "the injected sessions",
-            Duration::from_secs(2),
-            "INJECTED.every(id => document.querySelector(`[data-session-id=\"${id}\"]`))"
-                .replace(
-                    "INJECTED",
-                    &serde_json::to_string(&INJECTED.map(|(id, _)| id)).expect("ids"),
-                )
-                .as_str(),
-        )
-        .await;
-    eprintln!(
-        "browser test: injected sessions shown after {:?}",
-        posted.elapsed()
-    );
     let cards = browser.cards().await;
     assert_eq!(
         cards[..2],
@@ -417,7 +510,18 @@ async fn dashboard_in_chromium() {
         )
         .await;
     eprintln!("browser test: top card ticks: {since:?} → {ticked}");
+    demo.finish().await;
+}
 
+/// 4: header totals and per-source counts match the sessions the page holds; every visible
+/// text meets WCAG AA contrast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_totals_match_the_sessions_and_text_has_contrast() {
+    let Some(mut demo) = Demo::start("totals").await else {
+        return;
+    };
+    demo.inject().await;
+    let browser = &mut demo.browser;
     // 4. Header totals and per-source counts match the sessions the page holds.
     let totals = browser
         .cdp
@@ -484,7 +588,18 @@ async fn dashboard_in_chromium() {
         json!([]),
         "text below WCAG AA contrast: [class, text, ratio]"
     );
+    demo.finish().await;
+}
 
+/// 5: search, status and source filters and the sort narrow and order the cards, live in the
+/// URL and survive a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_filters_and_sort_live_in_the_url() {
+    let Some(mut demo) = Demo::start("filters").await else {
+        return;
+    };
+    demo.inject().await;
+    let browser = &mut demo.browser;
     // 5. Search and status filter narrow the cards, live in the URL and survive a reload.
     browser.search("browser-repo").await;
     let ids = browser.card_ids().await;
@@ -562,7 +677,17 @@ async fn dashboard_in_chromium() {
         "sorted by name"
     );
     browser.choose("f-sort", "attention").await;
+    demo.finish().await;
+}
 
+/// 6: grouping by repository, one group per repository, with a count per group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouping_by_repository_counts_each_group() {
+    let Some(mut demo) = Demo::start("grouping").await else {
+        return;
+    };
+    demo.inject().await;
+    let browser = &mut demo.browser;
     // 6. Grouping by repository, with a count per group.
     browser.search("").await;
     browser.choose("f-group", "true").await;
@@ -609,8 +734,27 @@ async fn dashboard_in_chromium() {
         "grouping in the URL"
     );
     browser.choose("f-group", "false").await;
+    demo.finish().await;
+}
 
+/// 7: the feed names sessions, skips no-ops, is bounded and polite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_names_sessions_and_skips_no_ops() {
+    let Some(mut demo) = Demo::start("feed").await else {
+        return;
+    };
+    demo.inject().await;
+    let browser = &mut demo.browser;
     // 7. The feed speaks in names, skips no-ops, is bounded and polite.
+    // Waiting sessions and health reports are announced: the feed has lines to check.
+    browser
+        .cdp
+        .wait_for(
+            "the feed to announce something",
+            Duration::from_secs(10),
+            "document.querySelectorAll('#feed li:not(.placeholder)').length > 0",
+        )
+        .await;
     let feed = browser
         .cdp
         .eval(
@@ -637,7 +781,16 @@ async fn dashboard_in_chromium() {
             "a UUID instead of a name in the feed: {line:?}"
         );
     }
+    demo.finish().await;
+}
 
+/// 8: keyboard focus goes from the search box through the controls to the cards, visibly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyboard_focus_goes_through_the_controls_in_order() {
+    let Some(mut demo) = Demo::start("keyboard").await else {
+        return;
+    };
+    let browser = &mut demo.browser;
     // 8. Keyboard: from the search box, Tab goes to source, status, sort and grouping, then
     //    the cards; the focus is visible.
     browser
@@ -660,7 +813,18 @@ async fn dashboard_in_chromium() {
         ["f-source", "f-status", "f-sort", "f-group", "card"],
         "focus order"
     );
+    demo.finish().await;
+}
 
+/// 9: no sideways scroll at 1400, 420 and 360 px (screenshots of each), WCAG AA contrast at
+/// the narrow widths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_sideways_scroll_at_420_and_360_px() {
+    let Some(mut demo) = Demo::start("widths").await else {
+        return;
+    };
+    demo.inject().await;
+    let browser = &mut demo.browser;
     // 9. No horizontal scroll at 360 and 420 px; screenshots at 1400, 420 and 360 px.
     browser
         .cdp
@@ -692,12 +856,25 @@ async fn dashboard_in_chromium() {
         assert_eq!(low, json!([]), "{width} px: text below WCAG AA contrast");
     }
     browser.viewport(VIEWPORT.0, VIEWPORT.1).await;
+    demo.finish().await;
+}
 
+/// 10: text from the wire is shown as text, never parsed as HTML; the page fetches nothing
+/// from outside its origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wire_text_is_shown_as_text() {
+    let Some(mut demo) = Demo::start("html").await else {
+        return;
+    };
+    let port = demo.port;
+    let base = demo.base();
+    let browser = &mut demo.browser;
     // 10. Text from the wire is shown as text, never parsed as HTML.
     let evil_id = "bt-html";
     let evil_source = "<img src=x onerror=\"document.body.dataset.pwned=1\">";
-    let (status, body) = http_post(
+    let (status, body) = http_request(
         port,
+        "POST",
         &format!(
             "/debug/sessions?id={evil_id}&source={}",
             percent_encode(evil_source)
@@ -737,7 +914,19 @@ async fn dashboard_in_chromium() {
         json!([]),
         "the page fetched from outside its origin"
     );
+    demo.finish().await;
+}
 
+/// 10b: hundreds of sessions under the steady stream: all shown, still in attention order,
+/// every card of one height (the cost of a frame and Chromium's long tasks are printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_sessions_stay_in_attention_order() {
+    let Some(mut demo) = Demo::start("load").await else {
+        return;
+    };
+    demo.inject().await;
+    let port = demo.port;
+    let browser = &mut demo.browser;
     // 10b. Hundreds of sessions under the steady stream: all shown, still in attention order.
     //      The cost of a frame and the long tasks are printed (figures, not a timed check).
     browser
@@ -756,8 +945,9 @@ async fn dashboard_in_chromium() {
             1 => ("working", 0),
             _ => ("idle", 60),
         };
-        let (status, body) = http_post(
+        let (status, body) = http_request(
             port,
+            "POST",
             &format!(
                 "/debug/sessions?id=bt-load-{i:03}&source=codex&slug=load-{i:03}\
                  &activity={activity}&idle_secs={idle}&dir=/home/dev/src/load-{}&branch=main",
@@ -832,13 +1022,24 @@ async fn dashboard_in_chromium() {
         cost[2],
         cost[3].as_f64().unwrap_or(0.0),
     );
+    demo.finish().await;
+}
 
+/// 11: after Ctrl-C the page counts down and says why; the restarted server is resumed from
+/// with `?since=…&since_at=…` and its snapshot replaces the old state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_ctrl_c_the_page_counts_down_and_resumes() {
+    let Some(mut demo) = Demo::start("restart").await else {
+        return;
+    };
+    demo.inject().await;
+    let port = demo.port;
+    let browser = &mut demo.browser;
     // 11. Ctrl-C: the hub closes the page's socket (1001), the page counts down and says why;
     //     the restarted server is resumed from with ?since=…&since_at=… (and, being a new
     //     server, answers with a snapshot that replaces the old state).
-    let mut server = server;
-    server.interrupt();
-    let status = server.wait_exit(Duration::from_secs(10));
+    demo.server.interrupt();
+    let status = demo.server.wait_exit(Duration::from_secs(10));
     assert!(
         status.success(),
         "the dashboard exited with {status} on Ctrl-C"
@@ -859,7 +1060,12 @@ async fn dashboard_in_chromium() {
     );
     eprintln!("browser test: after Ctrl-C the page says {text:?}");
     browser.screenshot("dashboard-reconnecting.png").await;
-    let server = start_dashboard(&binary, port, &scratch.path.join("dashboard-2.log"), &[]);
+    demo.server = start_dashboard(
+        binary(),
+        port,
+        &demo.scratch.path.join("dashboard-2.log"),
+        &[],
+    );
     let tip = browser
         .cdp
         .wait_for(
@@ -882,19 +1088,20 @@ async fn dashboard_in_chromium() {
             "document.querySelector('[data-session-id=\"bt-wait-long\"]') === null",
         )
         .await;
-    drop(server);
+    demo.finish().await;
+}
 
+/// 12: a server at its connection cap: the page says it was refused and why, and connects
+/// once a slot is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_the_page_says_refused_then_connects() {
+    let Some(mut demo) = Demo::launch("cap", &CAPPED).await else {
+        return;
+    };
+    let browser = &mut demo.browser;
+    let capped_port = demo.port;
     // 12. A server at its connection cap: the page cannot read the 503, asks /ws/status and
     //     says why, waits the Retry-After, and connects once a slot is free.
-    let capped_port = free_port();
-    let capped = start_dashboard(
-        &binary,
-        capped_port,
-        &scratch.path.join("dashboard-capped.log"),
-        // The crate's default rate limit (the dashboard's own admits 20 quick reloads), so
-        // that step 13 reaches it with a few GETs.
-        &["--max-connections", "1", "--rate-limit", "12,4"],
-    );
     let (holder, _) = tokio::time::timeout(
         Duration::from_secs(10),
         connect_async(format!("ws://127.0.0.1:{capped_port}/ws")),
@@ -940,7 +1147,18 @@ async fn dashboard_in_chromium() {
     browser
         .wait_connected("the page to connect once the slot is free")
         .await;
+    demo.finish().await;
+}
 
+/// 13: the per-IP rate limit: once plain GETs have used the burst, the reloaded page says it
+/// is rate limited, then gets in after the Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_page_says_so_then_connects() {
+    let Some(mut demo) = Demo::start_with("ratelimit", &CAPPED).await else {
+        return;
+    };
+    let browser = &mut demo.browser;
+    let capped_port = demo.port;
     // 13. The per-IP rate limit (burst 4, then one every 5 s): plain GETs of /ws (426) use up
     //     the tokens, so the reloaded page is refused with 429 and says so, then gets in.
     let mut limited = false;
@@ -981,16 +1199,7 @@ async fn dashboard_in_chromium() {
     browser
         .wait_connected("the page to connect after the Retry-After")
         .await;
-    drop(capped);
-
-    let errors = browser.cdp.page_errors();
-    assert!(errors.is_empty(), "the page reported errors: {errors:#?}");
-    browser.cdp.session = None;
-    browser.cdp.call("Browser.close", json!({})).await;
-    eprintln!(
-        "browser test: passed in {:.1?} (server ready after {server_ready:.1?})",
-        started.elapsed()
-    );
+    demo.finish().await;
 }
 
 /// a message over `max_message_size` (4 KiB) must close with 1009 and its
@@ -1002,9 +1211,9 @@ async fn chromium_sees_1009_with_its_reason() {
         return;
     }
     let scratch = ScratchDir::new("agentwatch-browser-1009");
-    let binary = example_binary("dashboard");
+    let binary = binary();
     let port = free_port();
-    let _server = start_dashboard(&binary, port, &scratch.path.join("dashboard.log"), &[]);
+    let _server = start_dashboard(binary, port, &scratch.path.join("dashboard.log"), &[]);
     let mut browser = start_browser().await;
     // A same-origin page that opens no socket of its own (the rate limit allows 4 at once).
     browser
@@ -1047,8 +1256,7 @@ async fn chromium_sees_1009_with_its_reason() {
          `in_buffer.capacity() > len` assertion: see the server log below)."
     );
     eprintln!("browser test: oversized message closes seen by Chromium: {seen:?}");
-    browser.cdp.session = None;
-    browser.cdp.call("Browser.close", json!({})).await;
+    browser.close().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1388,14 +1596,14 @@ async fn dashboard_on_real_logs_in_chromium() {
     let codex = scratch.path.join("logs/codex/sessions");
     fs::create_dir_all(&home).expect("create HOME");
     // Built (when stale) before the logs are written: their ages are part of what is checked.
-    let binary = example_binary("dashboard");
+    let binary = binary();
     let working_log = write_real_logs(&claude, &codex);
     let port = free_port();
     let server_log = scratch.path.join("dashboard.log");
     let claude_arg = claude.display().to_string();
     let codex_arg = codex.display().to_string();
     let _server = spawn_dashboard(
-        &binary,
+        binary,
         port,
         &server_log,
         &["--claude", &claude_arg, "--codex", &codex_arg],
@@ -1747,8 +1955,7 @@ async fn dashboard_on_real_logs_in_chromium() {
 
     let errors = browser.cdp.page_errors();
     assert!(errors.is_empty(), "the page reported errors: {errors:#?}");
-    browser.cdp.session = None;
-    browser.cdp.call("Browser.close", json!({})).await;
+    browser.close().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1792,11 +1999,6 @@ fn spawn_dashboard(
     server
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
-
 fn wait_for_listener(port: u16, server: &mut ProcessGuard, timeout: Duration) {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let deadline = Instant::now() + timeout;
@@ -1830,38 +2032,6 @@ fn percent_encode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// A bodiless HTTP/1.1 POST; returns the status code and body.
-fn http_post(port: u16, path: &str) -> (u16, String) {
-    http_request(port, "POST", path)
-}
-
-/// A bodiless HTTP/1.1 request with `Connection: close`; returns the status code and body.
-fn http_request(port: u16, method: &str, path: &str) -> (u16, String) {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to dashboard");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("set read timeout");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn target_dir() -> PathBuf {

@@ -17,7 +17,7 @@ use common::chromium::{Browser, chromium_available};
 use common::http_get;
 use dashboard_support::Dashboard;
 use hooks_support::{SAMPLE_SESSION as ID, payload, run};
-use monitor_support::{append, claude_assistant, claude_project, claude_user, write};
+use monitor_support::{claude_project, claude_user, write};
 
 fn attention_of(body: &str, source: &str) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
@@ -43,21 +43,10 @@ fn with_home(home: &Path) -> impl FnOnce(&mut std::process::Command) + '_ {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_hooks_the_page_says_so_and_with_them_a_prompt_shows_waiting() {
     let home = tempfile::tempdir().unwrap();
-    let now = Timestamp::now();
-    let at =
-        |secs: i64| Timestamp::from_unix_millis(now.unix_millis() as i64 + secs * 1000).to_string();
-    let log = claude_project(&home.path().join(".claude/projects")).join(format!("{ID}.jsonl"));
-    write(&log, &claude_user(ID, "u1", &at(-20), "run the tests"));
-    append(
-        &log,
-        &claude_assistant(
-            ID,
-            "m1",
-            &at(-10),
-            r#"{"type":"tool_use","id":"t1","name":"Bash","input":{}}"#,
-            "\"tool_use\"",
-            5,
-        ),
+    hooks_support::claude_permission_log(
+        &home.path().join(".claude/projects"),
+        ID,
+        Timestamp::now(),
     );
     std::fs::create_dir_all(home.path().join(".codex/sessions")).unwrap();
     let dashboard = tokio::task::spawn_blocking({
@@ -323,15 +312,12 @@ async fn gemini_attention_follows_the_gemini_hooks() {
     write(
         &home
             .path()
-            .join(".gemini/tmp/3f79bb7b/chats/session-2026-05-01T10-00-3b5f7c2e.jsonl"),
+            .join(".gemini/tmp")
+            .join(hooks_support::GEMINI_CHAT),
         &format!(
             "{}\n{}\n",
-            format_args!(
-                r#"{{"sessionId":"{ID}","projectHash":"3f79bb7b","startTime":"{now}","lastUpdated":"{now}","kind":"main"}}"#
-            ),
-            format_args!(
-                r#"{{"id":"u1","timestamp":"{now}","type":"user","content":[{{"text":"hi"}}]}}"#
-            ),
+            hooks_support::gemini_session(ID, &now, &now),
+            hooks_support::gemini_user("u1", &now, "hi"),
         ),
     );
     let dashboard = tokio::task::spawn_blocking({

@@ -9,7 +9,9 @@ use std::path::Path;
 
 use agentwatch_ws::markers::{GEMINI_INSTALLED_EVENTS, HookEvent, HookMarker};
 use agentwatch_ws::wire::Timestamp;
-use hooks_support::{SAMPLE_SESSION, files, gemini_payload, hook, run};
+use hooks_support::{
+    SAMPLE_SESSION, assert_one_hook_of_ours, files, gemini_payload, hook, hooks, json, run,
+};
 
 #[test]
 fn each_gemini_event_writes_its_marker_and_nothing_private() {
@@ -107,28 +109,13 @@ fn an_mcp_tool_name_outside_the_charset_is_dropped_not_fatal() {
     );
 }
 
-fn arg(path: &Path) -> String {
-    path.to_str().unwrap().to_owned()
-}
-
 fn gemini(
     action: &str,
     settings: &Path,
     markers: Option<&Path>,
     extra: &[&str],
 ) -> std::process::Output {
-    let s = arg(settings);
-    let m = markers.map(arg);
-    let mut args = vec!["hooks", action, "--agent", "gemini", "--settings", &s];
-    if let Some(m) = &m {
-        args.extend(["--marker-dir", m]);
-    }
-    args.extend_from_slice(extra);
-    run(&args, b"")
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+    hooks(action, Some("gemini"), settings, markers, extra)
 }
 
 /// Every Gemini event we install has exactly one group with our command (timeout in ms),
@@ -137,25 +124,8 @@ fn assert_installed(settings: &Path, markers: &Path) {
     let doc = json(settings);
     assert_eq!(doc["hooksConfig"]["enabled"], true, "{doc}");
     for (event, _) in GEMINI_INSTALLED_EVENTS {
-        let groups = doc["hooks"][*event].as_array().unwrap();
-        let ours: Vec<&serde_json::Value> = groups
-            .iter()
-            .flat_map(|g| g["hooks"].as_array().unwrap())
-            .filter(|h| {
-                h["command"]
-                    .as_str()
-                    .is_some_and(|c| c.contains(" hook --marker-dir "))
-            })
-            .collect();
-        assert_eq!(ours.len(), 1, "{event}: {groups:?}");
-        assert_eq!(ours[0]["type"], "command");
-        assert!(
-            ours[0]["command"]
-                .as_str()
-                .unwrap()
-                .ends_with(markers.to_str().unwrap())
-        );
-        assert_eq!(ours[0]["timeout"], 5000, "Gemini CLI counts milliseconds");
+        // Gemini CLI counts milliseconds.
+        assert_one_hook_of_ours(&doc, event, markers, 5000);
     }
 }
 

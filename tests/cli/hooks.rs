@@ -9,7 +9,9 @@ use std::path::Path;
 
 use agentwatch_ws::markers::{HookEvent, HookMarker, INSTALLED_EVENTS};
 use agentwatch_ws::wire::Timestamp;
-use hooks_support::{SAMPLE_SESSION, files, hook, payload, run};
+use hooks_support::{
+    SAMPLE_SESSION, assert_one_hook_of_ours, files, hook, hooks, json, payload, run,
+};
 
 #[test]
 fn each_hook_event_writes_one_marker_and_prints_nothing() {
@@ -209,57 +211,23 @@ fn a_usage_error_never_exits_2() {
     assert!(out.stdout.is_empty());
 }
 
-fn settings_arg(path: &Path) -> String {
-    path.to_str().unwrap().to_owned()
-}
-
 fn install(settings: &Path, markers: &Path, extra: &[&str]) -> std::process::Output {
-    let s = settings_arg(settings);
-    let m = settings_arg(markers);
-    let mut args = vec!["hooks", "install", "--settings", &s, "--marker-dir", &m];
-    args.extend_from_slice(extra);
-    run(&args, b"")
+    hooks("install", None, settings, Some(markers), extra)
 }
 
 fn uninstall(settings: &Path, extra: &[&str]) -> std::process::Output {
-    let s = settings_arg(settings);
-    let mut args = vec!["hooks", "uninstall", "--settings", &s];
-    args.extend_from_slice(extra);
-    run(&args, b"")
+    hooks("uninstall", None, settings, None, extra)
 }
 
 fn status(settings: &Path) -> std::process::Output {
-    let s = settings_arg(settings);
-    run(&["hooks", "status", "--settings", &s], b"")
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+    hooks("status", None, settings, None, &[])
 }
 
 /// Every event we install has exactly one group running our hook command into `markers`.
 fn assert_installed(settings: &Path, markers: &Path) {
     let doc = json(settings);
     for (event, _) in INSTALLED_EVENTS {
-        let groups = doc["hooks"][event.name()].as_array().unwrap();
-        let ours: Vec<&serde_json::Value> = groups
-            .iter()
-            .flat_map(|g| g["hooks"].as_array().unwrap())
-            .filter(|h| {
-                h["command"]
-                    .as_str()
-                    .is_some_and(|c| c.contains(" hook --marker-dir "))
-            })
-            .collect();
-        assert_eq!(ours.len(), 1, "{}: {groups:?}", event.name());
-        assert_eq!(ours[0]["type"], "command");
-        assert!(
-            ours[0]["command"]
-                .as_str()
-                .unwrap()
-                .ends_with(markers.to_str().unwrap())
-        );
-        assert_eq!(ours[0]["timeout"], 5);
+        assert_one_hook_of_ours(&doc, event.name(), markers, 5);
     }
 }
 

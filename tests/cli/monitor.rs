@@ -17,17 +17,8 @@ use agentwatch_ws::wire::Timestamp;
 use agentwatch_ws::{Activity, Event, EventType, LifecycleState, MultiSink, SessionStore, WsLayer};
 use axum::Router;
 use common::{connect, next_event, serve, within};
-use hooks_support::{SAMPLE_SESSION as ID, files, hook, payload};
+use hooks_support::{SAMPLE_SESSION as ID, files, hook, payload, tool_use, ts};
 use monitor_support::{Recorder, append, claude_assistant, claude_project, claude_user, write};
-
-/// `now` moved by `secs` (may be negative), as a log timestamp.
-fn ts(now: Timestamp, secs: i64) -> String {
-    Timestamp::from_unix_millis(now.unix_millis() as i64 + secs * 1000).to_string()
-}
-
-fn tool_use(id: &str, tool: &str) -> String {
-    format!(r#"{{"type":"tool_use","id":"{id}","name":"{tool}","input":{{"command":"secret"}}}}"#)
-}
 
 fn tool_result(session: &str, uuid: &str, at: &str, tool_id: &str) -> String {
     format!(
@@ -57,19 +48,7 @@ fn setup(id: &str, now: Timestamp) -> Setup {
     let root = dir.path().join("projects");
     let markers = dir.path().join("markers");
     std::fs::create_dir_all(&markers).unwrap();
-    let log = claude_project(&root).join(format!("{id}.jsonl"));
-    write(&log, &claude_user(id, "u1", &ts(now, -20), "run the tests"));
-    append(
-        &log,
-        &claude_assistant(
-            id,
-            "m1",
-            &ts(now, -10),
-            &tool_use("t1", "Bash"),
-            "\"tool_use\"",
-            12,
-        ),
-    );
+    let log = hooks_support::claude_permission_log(&root, id, now);
     Setup {
         _dir: dir,
         root,
@@ -625,20 +604,13 @@ async fn gemini_permission_notification_reaches_a_client_as_waiting_with_the_too
     let root = dir.path().join("tmp");
     let markers = dir.path().join("markers");
     std::fs::create_dir_all(&markers).unwrap();
-    let chat = root.join("3f79bb7b/chats/session-2026-05-01T10-00-3b5f7c2e.jsonl");
+    let chat = root.join(hooks_support::GEMINI_CHAT);
     write(
         &chat,
         &format!(
             "{}\n{}\n{}\n",
-            format_args!(
-                r#"{{"sessionId":"{ID}","projectHash":"3f79bb7b","startTime":"{}","lastUpdated":"{}","kind":"main"}}"#,
-                ts(now, -20),
-                ts(now, -10)
-            ),
-            format_args!(
-                r#"{{"id":"u1","timestamp":"{}","type":"user","content":[{{"text":"clean the build"}}]}}"#,
-                ts(now, -20)
-            ),
+            hooks_support::gemini_session(ID, &ts(now, -20), &ts(now, -10)),
+            hooks_support::gemini_user("u1", &ts(now, -20), "clean the build"),
             format_args!(
                 r#"{{"id":"g1","timestamp":"{}","type":"gemini","content":"I will remove it.","thoughts":[],"tokens":{{"input":5000,"output":20,"cached":0,"thoughts":4,"tool":0,"total":5024}},"model":"gemini-2.5-pro"}}"#,
                 ts(now, -10)

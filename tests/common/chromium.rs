@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Weak, mpsc};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -42,11 +42,54 @@ pub fn chromium_available() -> bool {
     false
 }
 
-/// A headless Chromium with one page attached, in a fresh profile directory.
-pub struct Browser {
-    pub cdp: Cdp,
+/// A headless Chromium process in a fresh profile directory, killed (and reaped) and its
+/// profile removed when dropped.
+pub struct Chromium {
+    /// Its browser-level DevTools WebSocket URL.
+    pub devtools_url: String,
     _process: ProcessGuard,
     _profile: ScratchDir,
+}
+
+impl Chromium {
+    /// Launches Chromium with `extra_args` added to the usual headless flags.
+    pub fn launch(extra_args: &[&str]) -> Chromium {
+        let profile = ScratchDir::new("agentwatch-chromium");
+        let (process, devtools_url) = launch_chromium(&profile.path, extra_args);
+        Chromium {
+            devtools_url,
+            _process: process,
+            _profile: profile,
+        }
+    }
+
+    /// The Chromium that the tests of `shared` use together: the one already running when
+    /// another [`Browser`] still holds it, else a new one launched with `extra_args` (and the
+    /// flags that keep a page in a background tab running at full speed). It is killed when
+    /// the last `Browser` that holds it is dropped. One `shared` per set of `extra_args`.
+    pub fn shared(shared: &'static Mutex<Weak<Chromium>>, extra_args: &[&str]) -> Arc<Chromium> {
+        let mut current = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(chromium) = current.upgrade() {
+            return chromium;
+        }
+        let mut args = vec![
+            "--disable-background-timer-throttling",
+            "--disable-backgrounding-occluded-windows",
+            "--disable-renderer-backgrounding",
+        ];
+        args.extend_from_slice(extra_args);
+        let chromium = Arc::new(Chromium::launch(&args));
+        *current = Arc::downgrade(&chromium);
+        chromium
+    }
+}
+
+/// A page (a target of its own, in a window of its own) in a headless Chromium, driven over
+/// its own DevTools connection.
+pub struct Browser {
+    pub cdp: Cdp,
+    target_id: String,
+    _chromium: Arc<Chromium>,
 }
 
 impl Browser {
@@ -59,12 +102,19 @@ impl Browser {
     /// `start`, with each DevTools command (those of the start included) failing the test
     /// when it gets no reply within `call_timeout`.
     pub async fn start_with(extra_args: &[&str], call_timeout: Duration) -> Browser {
-        let profile = ScratchDir::new("agentwatch-chromium");
-        let (process, devtools_url) = launch_chromium(&profile.path, extra_args);
-        let mut cdp = Cdp::connect(&devtools_url).await;
+        Browser::open_in(Arc::new(Chromium::launch(extra_args)), call_timeout).await
+    }
+
+    /// Opens a new page in `chromium` (in a window of its own, with focus emulated so that
+    /// keyboard focus works as in the front window), over a DevTools connection of its own.
+    pub async fn open_in(chromium: Arc<Chromium>, call_timeout: Duration) -> Browser {
+        let mut cdp = Cdp::connect(&chromium.devtools_url).await;
         cdp.call_timeout = call_timeout;
         let target = cdp
-            .call("Target.createTarget", json!({ "url": "about:blank" }))
+            .call(
+                "Target.createTarget",
+                json!({ "url": "about:blank", "newWindow": true }),
+            )
             .await;
         let target_id = target["targetId"].as_str().expect("targetId").to_string();
         let attached = cdp
@@ -80,11 +130,25 @@ impl Browser {
                 .to_string(),
         );
         cdp.call("Runtime.enable", json!({})).await;
+        cdp.call(
+            "Emulation.setFocusEmulationEnabled",
+            json!({ "enabled": true }),
+        )
+        .await;
         Browser {
             cdp,
-            _process: process,
-            _profile: profile,
+            target_id,
+            _chromium: chromium,
         }
+    }
+
+    /// Closes this page (the browser goes when its last `Browser` is dropped).
+    pub async fn close(mut self) {
+        self.cdp.session = None;
+        let target_id = self.target_id.clone();
+        self.cdp
+            .call("Target.closeTarget", json!({ "targetId": target_id }))
+            .await;
     }
 
     /// Sets the page's viewport to `width` × `height` CSS pixels (scale 1, not mobile).

@@ -104,37 +104,9 @@ impl Dashboard {
         format!("ws://127.0.0.1:{}/ws{query}", self.port)
     }
 
-    /// A bodiless `method path` request (`Connection: close`, 5 s timeouts); returns the
-    /// status code and the body.
+    /// A bodiless `method path` request to it: see [`http_request`].
     pub fn request(&self, method: &str, path: &str) -> (u16, String) {
-        use std::io::Write;
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("connecting to dashboard {}: {e}", self.name));
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("set read timeout");
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
-             Connection: close\r\n\r\n",
-            self.port
-        )
-        .expect("send request");
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .unwrap_or_else(|e| panic!("{method} {path} on dashboard {}: {e}", self.name));
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        http_request(self.port, method, path)
     }
 
     /// `POST /debug/sessions?QUERY` (the dashboard runs with `--inject`); panics unless 200.
@@ -179,4 +151,36 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// A bodiless HTTP/1.1 `method path` request to `127.0.0.1:port` (`Connection: close`, 5 s
+/// timeouts); returns the status code (0 when the answer has none) and the body.
+pub fn http_request(port: u16, method: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connecting to 127.0.0.1:{port}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("set read timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .unwrap_or_else(|e| panic!("{method} {path} on 127.0.0.1:{port}: {e}"));
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -1,0 +1,14 @@
+//! The `dashboard` example as a child process (features `monitor` and `redis`): its roots
+//! and output on real logs, reloads, `--notify-url` pushes, and nodes sharing one Redis.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../dashboard_support/mod.rs"]
+mod dashboard_support;
+#[path = "../monitor_support/mod.rs"]
+mod monitor_support;
+
+mod cluster;
+mod monitor;
+mod notify;
+mod reload;

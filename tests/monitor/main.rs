@@ -1,0 +1,15 @@
+//! The monitor (feature `monitor`) on real log files in temp dirs: Claude Code, Codex CLI and
+//! Gemini CLI sources, bad input, fair reading, privacy, and end to end over a WebSocket.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../monitor_support/mod.rs"]
+mod monitor_support;
+
+mod claude;
+mod e2e;
+mod fairness;
+mod faults;
+mod privacy;
+mod sources;
+mod waiting;

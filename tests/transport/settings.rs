@@ -1,0 +1,187 @@
+//! Every `WsLayer` setting at its extremes, over real sockets: the router builds, clients are
+//! served, and nothing panics. Values above a documented maximum are
+//! clamped to it; the smallest values are honoured and end connections the documented way.
+
+use crate::common;
+
+use agentwatch_ws::RateLimit;
+use std::future::IntoFuture;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use agentwatch_ws::{
+    Event, EventSink, EventType, MAX_HEADER_READ_TIMEOUT, MAX_REPLAY_WINDOW,
+    MAX_REPLAY_WINDOW_BYTES, SessionState, SessionStore, TrustedProxies, WsLayer,
+};
+use axum::Router;
+use common::*;
+
+fn session(id: &str) -> SessionState {
+    SessionState {
+        id: id.into(),
+        source: "codex".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn every_setting_at_its_maximum_serves_clients() {
+    let store = SessionStore::new();
+    let ws = WsLayer::new(store.clone())
+        .send_buffer(NonZeroUsize::new(usize::MAX).unwrap())
+        .heartbeat(Duration::MAX)
+        .write_timeout(Duration::MAX)
+        .max_message_size(NonZeroUsize::new(usize::MAX).unwrap())
+        .replay_window(usize::MAX)
+        .replay_window_bytes(usize::MAX)
+        .max_connections(NonZeroUsize::new(usize::MAX))
+        .rate_limit(RateLimit::per(u32::MAX, Duration::MAX).burst(u32::MAX))
+        .trusted_proxies(TrustedProxies::new(["0.0.0.0/0", "::/0"]).unwrap());
+    let hub = ws.hub();
+    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    // A message above the 4 KiB default is accepted: the clamped limit is 64 MiB.
+    send_text(&mut client, &"x".repeat(64 * 1024)).await;
+    for seq in 1..=3 {
+        let event = Event::delta(seq, vec![session(&format!("s{seq}"))], vec![]);
+        store.handle_event(&event).unwrap();
+        hub.handle_event(&event).unwrap();
+    }
+    for seq in 1..=3 {
+        assert_eq!(next_event(&mut client).await.seq, seq);
+    }
+    // The replay window works at its clamped size: a resume from seq 1 gets 2 and 3 only.
+    let (mut resumed, _) = within(
+        "resume handshake",
+        tokio_tungstenite::connect_async(format!("{}?since=1", ws_url(addr))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_event(&mut resumed).await.seq, 2);
+    assert_eq!(next_event(&mut resumed).await.seq, 3);
+    assert_eq!(hub.stats().resumed, 1);
+    assert!(hub.stats().replay_events <= MAX_REPLAY_WINDOW);
+    assert!(hub.stats().replay_bytes <= MAX_REPLAY_WINDOW_BYTES);
+    close_and_expect_reply(client).await;
+    close_and_expect_reply(resumed).await;
+}
+
+#[tokio::test]
+async fn the_smallest_durations_end_connections_without_panicking() {
+    let store = SessionStore::new();
+    let ws = WsLayer::new(store)
+        .send_buffer(NonZeroUsize::new(1).unwrap())
+        .heartbeat(Duration::from_nanos(1))
+        .write_timeout(Duration::from_nanos(1))
+        .max_message_size(NonZeroUsize::new(1).unwrap())
+        .replay_window(1)
+        .replay_window_bytes(1)
+        .max_connections(NonZeroUsize::new(1))
+        .rate_limit(RateLimit::per(u32::MAX, Duration::from_nanos(1)));
+    let hub = ws.hub();
+    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+
+    for round in 1..=2u64 {
+        let mut client = connect(addr).await;
+        // A 1 ns heartbeat: the client cannot answer within two intervals, so the server
+        // ends the connection (heartbeat timeout, or a write timeout first) and frees the
+        // slot; a panic would leave the counters untouched.
+        within("server ends the connection", async {
+            while let Some(Ok(_)) = futures_util::StreamExt::next(&mut client).await {}
+        })
+        .await;
+        eventually("the connection task ended", || {
+            let stats = hub.stats();
+            stats.connection_tasks == 0 && stats.disconnected == round
+        })
+        .await;
+        let stats = hub.stats();
+        assert_eq!(
+            stats.heartbeat_timeouts + stats.evicted_write_timeout,
+            round,
+            "{stats:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limit_window_of_duration_max_answers_429_with_a_saturated_retry_after() {
+    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::per(1, Duration::MAX));
+    let hub = ws.hub();
+    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    let (status, head, _) = http_get(addr, "/ws", &upgrade_headers(&[])).await;
+    assert_eq!(status, 429, "{head}");
+    let retry_after = head
+        .lines()
+        .find_map(|line| line.strip_prefix("retry-after: "))
+        .unwrap_or_else(|| panic!("no Retry-After in {head}"));
+    assert_eq!(retry_after, u64::MAX.to_string());
+    assert_eq!(hub.stats().rejected.rate_limited, 1);
+    close_and_expect_reply(client).await;
+}
+
+#[tokio::test]
+async fn serve_with_the_longest_header_read_timeout_serves_clients() {
+    let ws = WsLayer::new(SessionStore::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = agentwatch_ws::serve(listener, Router::new().merge(ws.router("/ws")))
+        .header_read_timeout(Duration::MAX)
+        .header_read_timeout(Duration::ZERO); // ignored: the clamped maximum stays
+    let clamped = format!("header_read_timeout: {MAX_HEADER_READ_TIMEOUT:?}");
+    assert!(format!("{server:?}").contains(&clamped), "{server:?}");
+    tokio::spawn(server.into_future());
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    close_and_expect_reply(client).await;
+}
+
+/// `heartbeat(None)` is the one way to turn pings off; `Duration::ZERO` is raised to the
+/// smallest interval (1 ns), never read as "off".
+#[tokio::test]
+async fn no_heartbeat_sends_no_pings_and_a_zero_heartbeat_is_the_smallest() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let quiet = WsLayer::new(SessionStore::new())
+        .rate_limit(RateLimit::disabled())
+        .heartbeat(None);
+    let hub = quiet.hub();
+    let addr = serve(Router::new().merge(quiet.router("/ws"))).await;
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    // Under a 50 ms heartbeat a ping would come within this window; none may come here.
+    let quiet_window = tokio::time::timeout(Duration::from_millis(300), client.next()).await;
+    assert!(quiet_window.is_err(), "a message arrived: {quiet_window:?}");
+    assert_eq!(hub.client_count(), 1);
+    assert_eq!(hub.stats().heartbeat_timeouts, 0);
+    close_and_expect_reply(client).await;
+
+    let pinging = WsLayer::new(SessionStore::new())
+        .rate_limit(RateLimit::disabled())
+        .heartbeat(Duration::from_millis(50));
+    let addr = serve(Router::new().merge(pinging.router("/ws"))).await;
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    let ping = within("a ping", client.next()).await;
+    assert!(matches!(ping, Some(Ok(Message::Ping(_)))), "{ping:?}");
+
+    let zero = WsLayer::new(SessionStore::new())
+        .rate_limit(RateLimit::disabled())
+        .heartbeat(Duration::ZERO);
+    let hub = zero.hub();
+    let addr = serve(Router::new().merge(zero.router("/ws"))).await;
+    let mut client = connect(addr).await;
+    within("server ends the connection", async {
+        while let Some(Ok(_)) = client.next().await {}
+    })
+    .await;
+    eventually("the connection task ended", || {
+        hub.stats().disconnected == 1
+    })
+    .await;
+}

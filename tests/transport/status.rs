@@ -1,0 +1,103 @@
+//! `GET /ws/status`: a refused client learns why, over real sockets against `axum::serve`.
+// Test code: unwrap() on values the test itself built or on test I/O.
+
+use crate::common;
+
+use agentwatch_ws::RateLimit;
+use std::num::NonZeroUsize;
+
+use agentwatch_ws::{SessionStore, TrustedProxies, WsLayer};
+use axum::Router;
+use common::{http_get, serve, serve_plain, upgrade_headers};
+use serde_json::Value;
+
+async fn status(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> Value {
+    let (code, head, body) = http_get(addr, "/ws/status", headers).await;
+    assert_eq!(code, 200, "{head}\n{body}");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(head.contains("cache-control: no-store"), "{head}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("status body {body:?}: {e}"))
+}
+
+#[tokio::test]
+async fn after_a_429_the_status_says_rate_limited_with_the_retry_delay() {
+    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::per_minute(1));
+    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+
+    assert_eq!(
+        status(addr, &[]).await,
+        serde_json::json!({ "lastRejection": null })
+    );
+
+    // The one token goes to a request that is not an upgrade (426), the next gets 429.
+    let (first, ..) = http_get(addr, "/ws", &[]).await;
+    assert_eq!(first, 426);
+    let (second, head, _) = http_get(addr, "/ws", &upgrade_headers(&[])).await;
+    assert_eq!(second, 429, "{head}");
+
+    // The status route itself is not rate limited: ask several times.
+    for _ in 0..3 {
+        let body = status(addr, &[]).await;
+        let last = &body["lastRejection"];
+        assert_eq!(last["reason"], "rate_limited", "{body}");
+        assert_eq!(last["status"], 429);
+        assert_eq!(last["message"], "too many connection attempts");
+        let retry = last["retryAfter"].as_u64().expect("retryAfter is a number");
+        assert!((1..=60).contains(&retry), "retryAfter {retry}");
+        let at = last["at"].as_str().expect("at is a string");
+        assert!(agentwatch_ws::Timestamp::parse(at).is_ok(), "at {at:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_sees_only_its_own_rejection() {
+    let proxies = TrustedProxies::new(["127.0.0.1"]).unwrap();
+    let ws = WsLayer::new(SessionStore::new())
+        .rate_limit(RateLimit::disabled())
+        .trusted_proxies(proxies)
+        .allowed_origins(["https://dashboard.example"])
+        .unwrap();
+    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+
+    let alice = ("X-Forwarded-For", "203.0.113.7");
+    let bob = ("X-Forwarded-For", "203.0.113.8");
+    let mut refused = upgrade_headers(&[("Origin", "https://evil.example")]);
+    refused.push(alice);
+    let (code, head, _) = http_get(addr, "/ws", &refused).await;
+    assert_eq!(code, 403, "{head}");
+
+    let own = status(addr, &[alice]).await;
+    assert_eq!(own["lastRejection"]["reason"], "origin", "{own}");
+    assert_eq!(own["lastRejection"]["status"], 403);
+    assert_eq!(
+        own["lastRejection"]["retryAfter"],
+        Value::Null,
+        "403 has no Retry-After"
+    );
+    assert_eq!(status(addr, &[bob]).await["lastRejection"], Value::Null);
+    assert_eq!(
+        status(addr, &[]).await["lastRejection"],
+        Value::Null,
+        "the proxy itself"
+    );
+    // The status route answers a foreign origin too: it is outside the origin check.
+    let foreign = status(addr, &[alice, ("Origin", "https://evil.example")]).await;
+    assert_eq!(foreign["lastRejection"]["reason"], "origin");
+}
+
+#[tokio::test]
+async fn without_connect_info_every_client_shares_the_unknown_key() {
+    let ws = WsLayer::new(SessionStore::new())
+        .rate_limit(RateLimit::disabled())
+        .max_connections(NonZeroUsize::new(1));
+    let hub = ws.hub();
+    let addr = serve_plain(Router::new().merge(ws.router("/ws"))).await;
+    hub.stop();
+    let (code, head, _) = http_get(addr, "/ws", &upgrade_headers(&[])).await;
+    assert_eq!(code, 503, "{head}");
+    let body = status(addr, &[]).await;
+    assert_eq!(body["lastRejection"]["reason"], "stopped", "{body}");
+    assert_eq!(body["lastRejection"]["status"], 503);
+    assert_eq!(body["lastRejection"]["message"], "the server is stopping");
+}

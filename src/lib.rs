@@ -102,9 +102,9 @@
     not(feature = "monitor"),
     doc = "",
     doc = "[`monitor`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/index.html",
-    doc = "[`Monitor`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/struct.Monitor.html",
-    doc = "[`MonitorBuilder`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/struct.MonitorBuilder.html",
-    doc = "[`MonitorHandle`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/struct.MonitorHandle.html"
+    doc = "[`Monitor`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/struct.Monitor.html",
+    doc = "[`MonitorBuilder`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/struct.MonitorBuilder.html",
+    doc = "[`MonitorHandle`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/struct.MonitorHandle.html"
 )]
 #![cfg_attr(
     not(feature = "redis"),

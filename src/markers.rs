@@ -38,7 +38,7 @@
 #![cfg_attr(
     not(feature = "monitor"),
     doc = "",
-    doc = "[`Monitor`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/struct.Monitor.html"
+    doc = "[`Monitor`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/struct.Monitor.html"
 )]
 
 use std::path::PathBuf;

@@ -95,9 +95,41 @@
 //! - [`redact`]: request URIs for logs without token carriers, and a `TraceLayer` span maker.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// The crate docs name the feature-gated modules as `[`monitor`]` & co.; built without a
+// feature, such a link goes to that item on docs.rs (built with every feature).
+#![cfg_attr(
+    not(feature = "monitor"),
+    doc = "",
+    doc = "[`monitor`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/index.html",
+    doc = "[`Monitor`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/struct.Monitor.html",
+    doc = "[`MonitorBuilder`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/struct.MonitorBuilder.html",
+    doc = "[`MonitorHandle`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/struct.MonitorHandle.html"
+)]
+#![cfg_attr(
+    not(feature = "redis"),
+    doc = "",
+    doc = "[`broker`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/broker/index.html"
+)]
+#![cfg_attr(
+    not(feature = "metrics"),
+    doc = "",
+    doc = "[`metrics`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/metrics/index.html"
+)]
+#![cfg_attr(
+    not(feature = "hooks"),
+    doc = "",
+    doc = "[`hooks`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/hooks/index.html"
+)]
+#![cfg_attr(
+    not(any(feature = "monitor", feature = "hooks")),
+    doc = "",
+    doc = "[`markers`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/markers/index.html"
+)]
 
 pub mod admission;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod broker;
 mod conn;
 mod counters;
@@ -106,15 +138,19 @@ mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 #[cfg(feature = "hooks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hooks")))]
 pub mod hooks;
 mod host;
 mod hub;
 mod layer;
 #[cfg(any(feature = "monitor", feature = "hooks"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "monitor", feature = "hooks"))))]
 pub mod markers;
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 #[cfg(feature = "monitor")]
+#[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
 pub mod monitor;
 mod publisher;
 pub mod redact;
@@ -143,6 +179,7 @@ pub use layer::{
     MAX_HEARTBEAT, MAX_MESSAGE_SIZE_LIMIT, MAX_WRITE_TIMEOUT, WsLayer,
 };
 #[cfg(feature = "monitor")]
+#[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
 pub use monitor::{Monitor, MonitorBuilder, MonitorHandle};
 pub use publisher::Publisher;
 pub use serve::{
@@ -159,6 +196,6 @@ pub use wire::{
 };
 
 /// The README's Rust snippets, compiled as doctests so they cannot rot.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "monitor", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -1,6 +1,6 @@
 //! agentwatch's hook markers: one small JSON file per Claude Code (or Gemini CLI) hook event, written by
 //! `agentwatch-ws hook` (feature `cli`) into the marker directory and read, then removed, by
-//! the [`Monitor`](crate::monitor::Monitor) (feature `monitor`).
+//! the [`Monitor`] (feature `monitor`).
 //!
 //! A permission prompt, the most common reason an agent waits for a person, leaves nothing
 //! in Claude Code's transcript but a `tool_use` without its result: read from the log alone,
@@ -34,6 +34,12 @@
 //! Nothing else: never the tool's input, the prompt, a notification's message text, the
 //! transcript path or the working directory. The file is written to a temporary name
 //! (`.hook-….tmp`) and renamed, so a reader never sees half a marker.
+#![cfg_attr(feature = "monitor", doc = "", doc = "[`Monitor`]: crate::Monitor")]
+#![cfg_attr(
+    not(feature = "monitor"),
+    doc = "",
+    doc = "[`Monitor`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/struct.Monitor.html"
+)]
 
 use std::path::PathBuf;
 

@@ -122,17 +122,18 @@ mod reject;
 mod serve;
 mod sink;
 mod snapshot_cache;
-pub mod status;
+mod status;
 mod stop;
 mod store;
 mod stream_end;
 mod upgrade;
 pub mod wire;
 
-pub use admission::auth::{Anonymous, Authenticated, Authenticator, Identity};
+pub use admission::auth::{Anonymous, Identity};
+pub use admission::invalid::InvalidSetting;
 pub use admission::client_ip::TrustedProxies;
 pub use admission::rate_limit::{MissingClientAddr, RateLimit};
-pub use admission::{RejectReason, Rejected};
+pub use reject::RejectReason;
 pub use counters::{HubStats, RejectionStats};
 pub use hub::{
     DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, LagPolicy, MAX_REPLAY_WINDOW,
@@ -145,14 +146,10 @@ pub use layer::{
 #[cfg(feature = "monitor")]
 pub use monitor::{Monitor, MonitorBuilder, MonitorHandle};
 pub use publisher::Publisher;
-pub use serve::{
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL,
-    DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS_PER_IP,
-    MAX_HEADER_READ_TIMEOUT, MAX_IDLE_TIMEOUT, Serve, WithGracefulShutdown, serve,
-};
+pub use serve::{Serve, WithGracefulShutdown, serve};
 pub use sink::{EventSink, MultiSink, SinkError, Snapshot, SnapshotSource};
 pub use store::SessionStore;
-pub use upgrade::{InvalidProtocol, PROTOCOL, Subprotocol};
+pub use upgrade::{PROTOCOL, Subprotocol};
 pub use wire::{
     Activity, Event, EventType, Health, HealthStatus, LifecycleEvent, LifecycleEventType,
     LifecycleState, SessionState, SubagentState, Timestamp,

@@ -269,7 +269,7 @@ async fn connections_per_ip_are_bounded() {
     let app = Router::new().route("/ping", get(|| async { "pong" }));
     tokio::spawn(
         agentwatch_ws::serve(listener, app)
-            .max_connections_per_ip(std::num::NonZeroUsize::new(3))
+            .max_connections_per_ip(3)
             .into_future(),
     );
     let ping = b"GET /ping HTTP/1.1\r\nHost: a\r\n\r\n";

@@ -441,14 +441,19 @@ fn invalid_origins_and_hosts_are_errors_when_configured() {
     ] {
         let err = open_layer().allowed_origins([bad]).unwrap_err();
         assert_eq!(err.input(), bad);
+        assert_eq!(err.setting(), "allowed_origins");
         assert!(
-            err.to_string().starts_with("invalid allowed origin"),
+            err.to_string().starts_with("invalid allowed_origins entry"),
             "{err}"
         );
     }
     for bad in ["", "dash example", "http://dash.example.com", "[::1"] {
         let err = open_layer().allowed_hosts([bad]).unwrap_err();
-        assert!(err.to_string().starts_with("invalid allowed host"), "{err}");
+        assert_eq!(err.setting(), "allowed_hosts");
+        assert!(
+            err.to_string().starts_with("invalid allowed_hosts entry"),
+            "{err}"
+        );
     }
     assert!(
         open_layer()
@@ -475,8 +480,7 @@ async fn origin_allowlist_matches_exactly_after_parsing() {
     }
     eventually("4 clients", || hub.client_count() == 4).await;
 
-    let bad: [&[(&str, &str)]; 9] = [
-        &[], // an allowlist requires an Origin
+    let bad: [&[(&str, &str)]; 8] = [
         &[("Origin", "https://other.example.com")],
         &[("Origin", "https://app.example.com.evil.net")],
         &[("Origin", "https://evil.net/app.example.com")],
@@ -491,8 +495,84 @@ async fn origin_allowlist_matches_exactly_after_parsing() {
         assert_eq!(refused.status, 403, "{headers:?}");
         assert_eq!(refused.body, "origin not allowed\n", "{headers:?}");
     }
-    assert_eq!(hub.stats().rejected, only(|r| r.origin = 9));
+    assert_eq!(hub.stats().rejected, only(|r| r.origin = 8));
     assert_upgraded(&hub, 4, 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2b. Clients without Origin
+// ---------------------------------------------------------------------------------------------
+
+/// A client without `Origin` is not a browser: admitted under an allowlist by default, while
+/// a foreign `Origin` is still refused.
+#[tokio::test]
+async fn a_client_without_origin_is_admitted_under_an_allowlist() {
+    let ws = open_layer()
+        .allowed_origins(["https://app.example.com"])
+        .unwrap();
+    let (hub, addr) = start(&ws).await;
+
+    let cli = admitted(addr, &[]).await;
+    let page = admitted(addr, &[("Origin", "https://app.example.com")]).await;
+    let foreign = refused(addr, &[("Origin", "https://evil.example")]).await;
+    assert_eq!(
+        (foreign.status, foreign.body.as_str()),
+        (403, "origin not allowed\n")
+    );
+    assert_eq!(hub.stats().rejected, only(|r| r.origin = 1));
+    assert_upgraded(&hub, 2, 2);
+    close(cli).await;
+    close(page).await;
+}
+
+/// `require_origin(true)` refuses a client without `Origin` (403, counted apart from foreign
+/// origins), whether or not an allowlist is set, and set before or after it.
+#[tokio::test]
+async fn require_origin_refuses_clients_without_origin() {
+    // Each layer, with the origin of a page it allows (`None`: a loopback page).
+    let layers = [
+        (open_layer().require_origin(true), None),
+        (
+            open_layer()
+                .require_origin(true)
+                .allowed_origins(["https://app.example.com"])
+                .unwrap(),
+            Some("https://app.example.com"),
+        ),
+        (
+            open_layer()
+                .allowed_origins(["https://app.example.com"])
+                .unwrap()
+                .require_origin(true),
+            Some("https://app.example.com"),
+        ),
+    ];
+    for (ws, allowed) in layers {
+        let (hub, addr) = start(&ws).await;
+        let missing = refused(addr, &[]).await;
+        assert_eq!(
+            (missing.status, missing.body.as_str()),
+            (403, "origin required\n")
+        );
+        assert_eq!(missing.retry_after(), None);
+        let foreign = refused(addr, &[("Origin", "https://evil.example")]).await;
+        assert_eq!(foreign.status, 403);
+        assert_eq!(
+            hub.stats().rejected,
+            only(|r| {
+                r.origin_missing = 1;
+                r.origin = 1;
+            })
+        );
+        // A browser on an allowed origin still connects.
+        let origin = match allowed {
+            Some(origin) => origin.to_owned(),
+            None => format!("http://localhost:{}", addr.port()),
+        };
+        let page = admitted(addr, &[("Origin", &origin)]).await;
+        assert_upgraded(&hub, 1, 1);
+        close(page).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -574,9 +574,11 @@ mod tests {
         ] {
             let err = TrustedProxies::new([input]).unwrap_err();
             assert_eq!(err.input(), input);
+            assert_eq!(err.setting(), "trusted_proxies");
+            assert_eq!(err.reason(), reason);
             assert_eq!(
                 err.to_string(),
-                format!("invalid trusted proxy {input:?}: {reason}")
+                format!("invalid trusted_proxies entry {input:?}: {reason}")
             );
         }
     }

@@ -409,7 +409,9 @@ impl<A> WsLayer<A> {
     ///
     /// The router also answers `GET <path>/status` (e.g. `/ws/status`), outside every check:
     /// the caller's own last refusal, for pages that cannot read a refused handshake's
-    /// status. See [`status`](crate::status).
+    /// status: a JSON object `{"lastRejection": null}` or `{"lastRejection": {"reason",
+    /// "status", "message", "retryAfter", "at"}}`, described in
+    /// [`admission`](crate::admission).
     pub fn router<S>(&self, path: &str) -> Router<S>
     where
         S: Clone + Send + Sync + 'static,

@@ -86,8 +86,8 @@
 //!   installing the hook entries, what the `agentwatch-ws` command is built from.
 //! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
 //!   limit, each a tower layer usable on its own.
-//! - [`status`]: the last refusal per client IP, served at `<path>/status` so a page can say
-//!   why it cannot connect.
+//!   The last refusal per client IP is served at `<path>/status`, so a page can say why it
+//!   cannot connect.
 //! - [`serve()`]: serves the app with deadlines on request heads (slowloris) and idle
 //!   connections, HTTP/2 keep-alive, per-IP connection and per-connection stream bounds,
 //!   `Host` checks, `TCP_NODELAY` and the connect info the rate limit needs; the recommended

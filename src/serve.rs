@@ -154,17 +154,19 @@ const IPV6_PREFIX: u8 = 64;
 /// A TLS listener is a [`Listener`] whose `accept` runs the TLS handshake; with
 /// `tokio-rustls`:
 ///
-/// ```ignore
+/// ```no_run
 /// use std::net::SocketAddr;
 /// use std::sync::Arc;
+/// use std::time::Duration;
 /// use axum::serve::Listener;
 /// use tokio::net::{TcpListener, TcpStream};
+/// use tokio::task::JoinSet;
 /// use tokio_rustls::{TlsAcceptor, server::TlsStream};
 ///
 /// struct TlsListener {
 ///     tcp: TcpListener,
-///     acceptor: TlsAcceptor, // ALPN ["h2", "http/1.1"] in its ServerConfig
-///     handshakes: tokio::task::JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
+///     acceptor: TlsAcceptor, // ALPN ["h2", "http/1.1"] in its rustls ServerConfig
+///     handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
 /// }
 ///
 /// impl Listener for TlsListener {
@@ -178,11 +180,11 @@ const IPV6_PREFIX: u8 = 64;
 ///                     let Ok((tcp, peer)) = accepted else { continue };
 ///                     let _ = tcp.set_nodelay(true);
 ///                     let acceptor = self.acceptor.clone();
-///                     // The handshake runs beside the accept loop, under a deadline, so one
-///                     // slow client cannot stall the others.
+///                     // Each handshake runs beside the accept loop, under its own deadline,
+///                     // so one slow client cannot stall the others.
 ///                     self.handshakes.spawn(async move {
 ///                         let handshake = acceptor.accept(tcp);
-///                         let tls = tokio::time::timeout(std::time::Duration::from_secs(10), handshake);
+///                         let tls = tokio::time::timeout(Duration::from_secs(10), handshake);
 ///                         tls.await.ok()?.ok().map(|tls| (tls, peer))
 ///                     });
 ///                 }
@@ -195,6 +197,15 @@ const IPV6_PREFIX: u8 = 64;
 ///         self.tcp.local_addr()
 ///     }
 /// }
+///
+/// # async fn run(app: axum::Router, config: tokio_rustls::rustls::ServerConfig) -> std::io::Result<()> {
+/// let listener = TlsListener {
+///     tcp: TcpListener::bind("0.0.0.0:443").await?,
+///     acceptor: TlsAcceptor::from(Arc::new(config)),
+///     handshakes: JoinSet::new(),
+/// };
+/// agentwatch_ws::serve(listener, app).await
+/// # }
 /// ```
 ///
 /// A listener may instead return the TCP stream at once and let the handshake happen on

@@ -94,7 +94,7 @@ pub enum ClientIpHeader {
 /// assert!(!trusted.contains("11.0.0.1".parse()?));
 ///
 /// let err = TrustedProxies::new(["10.0.0.0/33"]).unwrap_err();
-/// assert_eq!(err.to_string(), r#"invalid trusted proxy "10.0.0.0/33": prefix length out of range"#);
+/// assert_eq!(err.to_string(), r#"invalid trusted_proxies entry "10.0.0.0/33": prefix length out of range"#);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Default)]

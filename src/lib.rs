@@ -130,10 +130,9 @@ mod upgrade;
 pub mod wire;
 
 pub use admission::auth::{Anonymous, Identity};
-pub use admission::invalid::InvalidSetting;
 pub use admission::client_ip::TrustedProxies;
+pub use admission::invalid::InvalidSetting;
 pub use admission::rate_limit::{MissingClientAddr, RateLimit};
-pub use reject::RejectReason;
 pub use counters::{HubStats, RejectionStats};
 pub use hub::{
     DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, LagPolicy, MAX_REPLAY_WINDOW,
@@ -146,6 +145,7 @@ pub use layer::{
 #[cfg(feature = "monitor")]
 pub use monitor::{Monitor, MonitorBuilder, MonitorHandle};
 pub use publisher::Publisher;
+pub use reject::RejectReason;
 pub use serve::{Serve, WithGracefulShutdown, serve};
 pub use sink::{EventSink, MultiSink, SinkError, Snapshot, SnapshotSource};
 pub use store::SessionStore;

@@ -559,7 +559,11 @@ struct TableSlot {
 impl ConnectionTable {
     /// Counts a new connection from `peer` (its IP, if it has one), or `None` (logged) when a
     /// bound is reached.
-    fn admit(self: &Arc<Self>, ip: Option<SocketAddr>, peer: &impl fmt::Debug) -> Option<TableSlot> {
+    fn admit(
+        self: &Arc<Self>,
+        ip: Option<SocketAddr>,
+        peer: &impl fmt::Debug,
+    ) -> Option<TableSlot> {
         let key = ip.map(|ip| match ip.ip() {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => IpAddr::V4(v4),
@@ -569,7 +573,11 @@ impl ConnectionTable {
         });
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if self.max.is_some_and(|max| open.total >= max) {
-            tracing::debug!(?peer, max = self.max, "connection refused: max_connections reached");
+            tracing::debug!(
+                ?peer,
+                max = self.max,
+                "connection refused: max_connections reached"
+            );
             return None;
         }
         if let Some(key) = key {
@@ -762,8 +770,8 @@ async fn serve_connection<I, A>(
     });
     // `TokioIo<I>` exactly: the upgraded connection is downcast back to `TokioIo<TcpStream>`
     // for the direct write path when `I` is a `TcpStream`.
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(conn);
     let first_head = tokio::time::sleep(limits.header_read_timeout);
     tokio::pin!(first_head);

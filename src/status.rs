@@ -410,7 +410,14 @@ mod tests {
             Some(Duration::from_secs(5)),
             t0,
         );
-        log.record(ip(1), RejectReason::Origin, None, StatusCode::FORBIDDEN, None, t0);
+        log.record(
+            ip(1),
+            RejectReason::Origin,
+            None,
+            StatusCode::FORBIDDEN,
+            None,
+            t0,
+        );
         let last = log.get(ip(1), t0).unwrap();
         assert_eq!(
             (last.reason, last.status, last.retry_after),
@@ -440,7 +447,14 @@ mod tests {
         assert_eq!(log.sweep(t0 + RETENTION), 0, "swept");
         assert!(log.is_empty());
         // A later record sweeps the expired ones of other clients too.
-        log.record(ip(1), RejectReason::Origin, None, StatusCode::FORBIDDEN, None, t0);
+        log.record(
+            ip(1),
+            RejectReason::Origin,
+            None,
+            StatusCode::FORBIDDEN,
+            None,
+            t0,
+        );
         log.record(
             ip(2),
             RejectReason::Origin,
@@ -457,7 +471,14 @@ mod tests {
         let log = RejectionLog::new();
         let t0 = Instant::now();
         for n in 0..(MAX_ENTRIES as u32 + 100) {
-            log.record(ip(n), RejectReason::Origin, None, StatusCode::FORBIDDEN, None, t0);
+            log.record(
+                ip(n),
+                RejectReason::Origin,
+                None,
+                StatusCode::FORBIDDEN,
+                None,
+                t0,
+            );
         }
         assert_eq!(log.len(), MAX_ENTRIES);
         assert_eq!(log.get(ip(0), t0), None, "oldest dropped");
@@ -494,9 +515,23 @@ mod tests {
     fn refreshed_client_is_not_dropped_by_its_older_leftover() {
         let log = RejectionLog::new();
         let t0 = Instant::now();
-        log.record(ip(1), RejectReason::Origin, None, StatusCode::FORBIDDEN, None, t0);
+        log.record(
+            ip(1),
+            RejectReason::Origin,
+            None,
+            StatusCode::FORBIDDEN,
+            None,
+            t0,
+        );
         let t1 = t0 + Duration::from_secs(50);
-        log.record(ip(1), RejectReason::Origin, None, StatusCode::FORBIDDEN, None, t1);
+        log.record(
+            ip(1),
+            RejectReason::Origin,
+            None,
+            StatusCode::FORBIDDEN,
+            None,
+            t1,
+        );
         // The first record's pair has expired, but the entry is the refreshed one.
         assert_eq!(log.sweep(t0 + RETENTION + Duration::from_secs(1)), 1);
         assert!(
@@ -511,7 +546,14 @@ mod tests {
         let log = RejectionLog::new();
         let t0 = Instant::now();
         assert_eq!(log.status_body(ip(1), t0), r#"{"lastRejection":null}"#);
-        log.record(ip(1), RejectReason::Origin, None, StatusCode::FORBIDDEN, None, t0);
+        log.record(
+            ip(1),
+            RejectReason::Origin,
+            None,
+            StatusCode::FORBIDDEN,
+            None,
+            t0,
+        );
         let body: serde_json::Value = serde_json::from_str(&log.status_body(ip(1), t0)).unwrap();
         let last = &body["lastRejection"];
         assert_eq!(last["reason"], "origin");

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use agentwatch_ws::{Event, EventSink, EventType, Hub, SessionStore, WsLayer};
 use axum::Router;
 use axum::routing::get;
+use axum::serve::Listener;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Short, so the test is quick; long enough that a loaded 2-core machine meets it.
@@ -337,7 +337,10 @@ mod tls {
     }
 
     impl LazyTls {
-        fn poll_stream(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut TlsStream<TcpStream>>> {
+        fn poll_stream(
+            &mut self,
+            cx: &mut Context<'_>,
+        ) -> Poll<io::Result<&mut TlsStream<TcpStream>>> {
             loop {
                 match self {
                     LazyTls::Handshaking(accept) => match ready!(accept.as_mut().poll(cx)) {
@@ -487,7 +490,11 @@ async fn over_tls_websockets_stream_and_the_request_head_deadline_holds() {
     store.handle_event(&event).unwrap();
     hub.handle_event(&event).unwrap();
     assert_eq!(next_event(&mut client).await.seq, 1);
-    assert_eq!(hub.stats().rate_limit_skipped, 0, "ConnectInfo reached the rate limit");
+    assert_eq!(
+        hub.stats().rate_limit_skipped,
+        0,
+        "ConnectInfo reached the rate limit"
+    );
 
     // Stalled inside the TLS handshake (TCP only, then a partial ClientHello) ...
     let start = Instant::now();
@@ -496,14 +503,25 @@ async fn over_tls_websockets_stream_and_the_request_head_deadline_holds() {
     partial.write_all(&[0x16, 0x03, 0x01, 0x02]).await.unwrap();
     // ... and after it, half a request head.
     let mut half = within("tls handshake", connector.connect(addr, b"http/1.1")).await;
-    half.write_all(b"GET /ping HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+    half.write_all(b"GET /ping HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
     half.flush().await.unwrap();
     for (what, after) in [
         ("silent", closed_after(&mut silent, start).await),
-        ("partial ClientHello", closed_after(&mut partial, start).await),
+        (
+            "partial ClientHello",
+            closed_after(&mut partial, start).await,
+        ),
     ] {
-        assert!(after >= DEADLINE.mul_f32(0.9), "{what}: closed early, {after:?}");
-        assert!(after <= DEADLINE + Duration::from_secs(2), "{what}: closed late, {after:?}");
+        assert!(
+            after >= DEADLINE.mul_f32(0.9),
+            "{what}: closed early, {after:?}"
+        );
+        assert!(
+            after <= DEADLINE + Duration::from_secs(2),
+            "{what}: closed late, {after:?}"
+        );
     }
     let after = within("the server closes the TLS connection", async {
         let mut buf = [0u8; 256];
@@ -515,8 +533,14 @@ async fn over_tls_websockets_stream_and_the_request_head_deadline_holds() {
         }
     })
     .await;
-    assert!(after >= DEADLINE.mul_f32(0.9), "half a head: closed early, {after:?}");
-    assert!(after <= DEADLINE + Duration::from_secs(2), "half a head: closed late, {after:?}");
+    assert!(
+        after >= DEADLINE.mul_f32(0.9),
+        "half a head: closed early, {after:?}"
+    );
+    assert!(
+        after <= DEADLINE + Duration::from_secs(2),
+        "half a head: closed late, {after:?}"
+    );
 
     // The upgraded WebSocket is not subject to the deadline.
     let event = Event::delta(2, vec![], vec![]);
@@ -562,7 +586,10 @@ async fn over_tls_an_idle_http2_connection_is_closed() {
         .ok();
     let after = quiet_since.elapsed();
     assert!(after >= idle.mul_f32(0.9), "closed early: {after:?}");
-    assert!(after <= idle + Duration::from_secs(3), "closed late: {after:?}");
+    assert!(
+        after <= idle + Duration::from_secs(3),
+        "closed late: {after:?}"
+    );
 }
 
 /// Over a Unix-domain socket: WebSocket clients stream; no IP, so no per-IP bound (two
@@ -606,7 +633,10 @@ async fn over_a_unix_socket_websockets_stream_without_per_ip_bounds() {
     }
     let stats = hub.stats();
     assert_eq!(stats.rejected.total(), 0);
-    assert_eq!(stats.rate_limit_skipped, 0, "a Unix peer is no missing address");
+    assert_eq!(
+        stats.rate_limit_skipped, 0,
+        "a Unix peer is no missing address"
+    );
     assert!(
         !captured.text().contains("no client address"),
         "{}",

@@ -10,8 +10,8 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use agentwatch_ws::{
-    Event, EventSink, EventType, MAX_REPLAY_WINDOW,
-    MAX_REPLAY_WINDOW_BYTES, SessionState, SessionStore, TrustedProxies, WsLayer,
+    Event, EventSink, EventType, MAX_REPLAY_WINDOW, MAX_REPLAY_WINDOW_BYTES, SessionState,
+    SessionStore, TrustedProxies, WsLayer,
 };
 use axum::Router;
 use common::*;

@@ -139,7 +139,11 @@ async fn the_status_tells_a_missing_origin_from_a_foreign_one_and_an_unknown_hos
             .unwrap(),
     )
     .await;
-    assert_eq!(upgrade_status(listed, &[]).await, 101, "no Origin: admitted");
+    assert_eq!(
+        upgrade_status(listed, &[]).await,
+        101,
+        "no Origin: admitted"
+    );
     assert_eq!(status(listed, &[]).await["lastRejection"], Value::Null);
     assert_eq!(
         upgrade_status(listed, &[("Origin", "https://evil.example")]).await,
@@ -153,8 +157,8 @@ async fn the_status_tells_a_missing_origin_from_a_foreign_one_and_an_unknown_hos
     );
 
     // Same origin on a name the server does not know (what DNS rebinding looks like).
-    let unknown = serve_layer(WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled()))
-        .await;
+    let unknown =
+        serve_layer(WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled())).await;
     let host = format!("dash.example.com:{}", unknown.port());
     let origin = format!("http://{host}");
     assert_eq!(

@@ -139,7 +139,11 @@ mod tests {
     #[tokio::test]
     async fn a_rejection_passes_unchanged_with_the_marker() {
         let marked = reject_unauthorized(
-            (StatusCode::IM_A_TEAPOT, [("x-custom", "yes")], "short and stout"),
+            (
+                StatusCode::IM_A_TEAPOT,
+                [("x-custom", "yes")],
+                "short and stout",
+            ),
             None,
         );
         assert_eq!(marked.status(), StatusCode::IM_A_TEAPOT);

@@ -61,9 +61,9 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+use super::InvalidSetting;
 use axum::extract::ConnectInfo;
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
-use super::InvalidSetting;
 
 /// Which forwarding header [`client_ip`] reads when the peer is a trusted proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -111,7 +111,7 @@ impl TrustedProxies {
     ///
     /// # Errors
     ///
-    /// [`InvalidSetting`](crate::InvalidSetting) for the first entry that is not an address or a range with a prefix
+    /// [`InvalidSetting`] for the first entry that is not an address or a range with a prefix
     /// length within the address size.
     pub fn new<I>(entries: I) -> Result<Self, InvalidSetting>
     where

@@ -2,7 +2,7 @@
 //!
 //! [`WsLayer`](crate::WsLayer) applies them in this order:
 //!
-//! | order | check | rejection ([`RejectReason`](crate::RejectReason)) |
+//! | order | check | rejection ([`RejectReason`]) |
 //! |---|---|---|
 //! | 1 | endpoint stopped ([`Publisher::stop`](crate::Publisher::stop)) | `503 Service Unavailable` (`stopped`) |
 //! | 2 | per-IP rate limit ([`rate_limit`]) | `429 Too Many Requests` + `Retry-After` (`rate_limited`) |
@@ -60,8 +60,8 @@ pub mod rate_limit;
 pub(crate) mod stopped;
 pub mod token;
 
-pub use crate::reject::Rejected;
 pub(crate) use crate::reject::RejectReason;
+pub use crate::reject::Rejected;
 pub(crate) use invalid::InvalidSetting;
 
 use std::future::Future;
@@ -71,7 +71,6 @@ use std::task::{Context, Poll};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use pin_project_lite::pin_project;
-
 
 /// Builds a rejection: `status`, a short plain-text `body`, an optional `Retry-After` in whole
 /// seconds, and the [`Rejected`] extension.

@@ -53,7 +53,7 @@
 //! equals it byte for byte.
 //!
 //! Allowlist entries are trimmed and parsed once, at construction, and an invalid one is an
-//! error the caller sees then ([`InvalidSetting`](crate::InvalidSetting)), not a warning logged before any subscriber
+//! error the caller sees then ([`InvalidSetting`]), not a warning logged before any subscriber
 //! exists: an empty entry, `*` (not a wildcard), `null` (sent by every sandboxed iframe and
 //! `file://` page), anything with a path, query, userinfo or whitespace. An entry with another
 //! scheme (`chrome-extension://abcdef`) is matched byte for byte.

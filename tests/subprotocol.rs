@@ -162,7 +162,10 @@ async fn apps_choose_their_protocols_in_order_of_preference() {
         let err = layer().protocols([bad]).unwrap_err();
         assert_eq!(err.input(), bad);
         assert_eq!(err.setting(), "protocols");
-        assert!(err.to_string().starts_with("invalid protocols entry"), "{err}");
+        assert!(
+            err.to_string().starts_with("invalid protocols entry"),
+            "{err}"
+        );
     }
     // A token carrier is refused, and the error never shows its token.
     let err = layer()

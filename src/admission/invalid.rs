@@ -41,14 +41,17 @@ pub struct InvalidSetting {
 
 impl InvalidSetting {
     /// An error for `setting` (the method's name, e.g. `"allowed_origins"`) about `input`.
-    /// The input is kept cut to 128 bytes, and without the token of a token-carrying
-    /// subprotocol.
+    /// The input is kept cut to 128 bytes, and without anything after a token carrier's
+    /// `agentwatch.token.` prefix (compared case-insensitively).
     pub(crate) fn new(setting: &'static str, input: &str, reason: &'static str) -> Self {
-        let input = match input.trim_start().get(..TOKEN_PROTOCOL_PREFIX.len()) {
-            Some(prefix) if prefix.eq_ignore_ascii_case(TOKEN_PROTOCOL_PREFIX) => {
-                format!("{prefix}{}", crate::redact::REDACTED)
+        let lower = input.to_ascii_lowercase();
+        let input = match lower.find(TOKEN_PROTOCOL_PREFIX) {
+            // Everything up to and with the carrier's prefix, never what follows it.
+            Some(at) => {
+                let end = at + TOKEN_PROTOCOL_PREFIX.len();
+                format!("{}{}", &input[..end], crate::redact::REDACTED)
             }
-            _ => {
+            None => {
                 let mut end = input.len().min(MAX_INPUT_SHOWN);
                 while !input.is_char_boundary(end) {
                     end -= 1;
@@ -102,6 +105,8 @@ mod tests {
         let error = InvalidSetting::new("protocols", "agentwatch.token.czNjcmV0", "no");
         assert_eq!(error.input(), "agentwatch.token.<redacted>");
         assert!(!error.to_string().contains("czNjcmV0"));
+        let error = InvalidSetting::new("protocols", "a, AgentWatch.Token.czNjcmV0", "no");
+        assert_eq!(error.input(), "a, AgentWatch.Token.<redacted>");
         let long = "é".repeat(200);
         let error = InvalidSetting::new("allowed_hosts", &long, "too long");
         assert!(error.input().len() <= 128);

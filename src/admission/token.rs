@@ -13,7 +13,7 @@
 //! [`BearerToken`] is an extractor that looks in `Authorization`, then the subprotocol, then
 //! `?access_token=` (RFC 6750 §2.3), and answers `401` with `WWW-Authenticate: Bearer` when
 //! none carries a token. An app checks the token in its own extractor and converts it into an
-//! [`Identity`](super::auth::Identity), as `examples/axum_app.rs` does:
+//! [`Identity`](crate::Identity), as `examples/axum_app.rs` does:
 //!
 //! ```
 //! use agentwatch_ws::admission::token::{BearerToken, TokenRejection};

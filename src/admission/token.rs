@@ -44,6 +44,34 @@
 //! let app: axum::Router = WsLayer::new(SessionStore::new()).auth::<User>().router("/ws");
 //! ```
 //!
+//! A session cookie works the same way, from [`tokens_from_cookie`]: accept the request when
+//! any candidate is a valid session (a planted cookie must not hide the real one).
+//!
+//! ```
+//! use agentwatch_ws::admission::token::{TokenRejection, tokens_from_cookie};
+//! use agentwatch_ws::Identity;
+//! use axum::extract::FromRequestParts;
+//! use http::request::Parts;
+//!
+//! struct Session(String);
+//!
+//! impl<S: Send + Sync> FromRequestParts<S> for Session {
+//!     type Rejection = TokenRejection;
+//!
+//!     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+//!         tokens_from_cookie(parts, "__Host-aw_session")
+//!             .find_map(|token| (token == "s3cret-bob").then(|| Session("bob".into())))
+//!             .ok_or(TokenRejection::Invalid)
+//!     }
+//! }
+//!
+//! impl From<Session> for Identity {
+//!     fn from(Session(name): Session) -> Self {
+//!         Identity::new(name)
+//!     }
+//! }
+//! ```
+//!
 //! The subprotocol carrier needs the token as an HTTP token (RFC 6455 §4.1): base64url
 //! without padding (RFC 4648 §5) does that for any bytes. [`token_protocol`] builds it for
 //! Rust clients; in a page: `btoa(token).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "")`

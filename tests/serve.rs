@@ -643,3 +643,54 @@ async fn over_a_unix_socket_websockets_stream_without_per_ip_bounds() {
         captured.text()
     );
 }
+
+/// The number rule: `None` switches a bound off, a value below the smallest meaningful one is
+/// raised to it and one above the maximum lowered to it, each with a `warn` event naming the
+/// setting; nothing panics.
+#[tokio::test]
+async fn settings_follow_the_number_rule() {
+    let (captured, _guard) = Captured::install(tracing::Level::WARN);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = Router::new().route("/ping", get(|| async { "pong" }));
+    let server = agentwatch_ws::serve(listener, app)
+        .idle_timeout(None)
+        .http2_keep_alive_interval(Duration::ZERO)
+        .http2_keep_alive_timeout(Duration::MAX)
+        .http2_max_concurrent_streams(0)
+        .max_connections(0)
+        .max_connections_per_ip(None);
+    let shown = format!("{server:?}");
+    for expected in [
+        "idle_timeout: None",
+        "http2_keep_alive_interval: Some(1s)",
+        "http2_keep_alive_timeout: 3600s",
+        "http2_max_concurrent_streams: 1",
+        "max_connections: Some(1)",
+        "max_connections_per_ip: None",
+    ] {
+        assert!(shown.contains(expected), "{expected} in {shown}");
+    }
+    let log = captured.text();
+    for setting in [
+        "http2_keep_alive_interval",
+        "http2_keep_alive_timeout",
+        "http2_max_concurrent_streams",
+        "max_connections",
+    ] {
+        assert!(
+            log.lines()
+                .any(|line| line.contains("WARN")
+                    && line.contains(&format!("setting=\"{setting}\""))),
+            "no warning for {setting}: {log}"
+        );
+    }
+    assert!(
+        !log.contains("idle_timeout"),
+        "None is no out-of-range value: {log}"
+    );
+    // It still serves, with no idle deadline.
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.into_future());
+    let (status, _, body) = http_get(addr, "/ping", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "pong"));
+}

@@ -49,7 +49,7 @@ pub(crate) enum CountedEnd {
     ProtocolError,
 }
 
-const REJECT_REASONS: usize = 7;
+const REJECT_REASONS: usize = 8;
 
 fn reason_index(reason: RejectReason) -> usize {
     match reason {
@@ -60,6 +60,7 @@ fn reason_index(reason: RejectReason) -> usize {
         RejectReason::ConnectionCap => 4,
         RejectReason::NotUpgrade => 5,
         RejectReason::MissingConnectInfo => 6,
+        RejectReason::OriginMissing => 7,
     }
 }
 
@@ -216,6 +217,7 @@ impl Counters {
                 stopped: r(RejectReason::Stopped),
                 rate_limited: r(RejectReason::RateLimited),
                 origin: r(RejectReason::Origin),
+                origin_missing: r(RejectReason::OriginMissing),
                 unauthorized: r(RejectReason::Unauthorized),
                 connection_cap: r(RejectReason::ConnectionCap),
                 not_upgrade: r(RejectReason::NotUpgrade),
@@ -308,6 +310,8 @@ pub struct RejectionStats {
     pub rate_limited: u64,
     /// Origin not allowed (`403`).
     pub origin: u64,
+    /// No `Origin` header where one is required (`403`).
+    pub origin_missing: u64,
     /// Authentication failed (`401` or the extractor's rejection).
     pub unauthorized: u64,
     /// Connection cap reached (`503`).
@@ -325,6 +329,7 @@ impl RejectionStats {
             RejectReason::Stopped => self.stopped,
             RejectReason::RateLimited => self.rate_limited,
             RejectReason::Origin => self.origin,
+            RejectReason::OriginMissing => self.origin_missing,
             RejectReason::Unauthorized => self.unauthorized,
             RejectReason::ConnectionCap => self.connection_cap,
             RejectReason::NotUpgrade => self.not_upgrade,
@@ -337,6 +342,7 @@ impl RejectionStats {
         self.stopped
             + self.rate_limited
             + self.origin
+            + self.origin_missing
             + self.unauthorized
             + self.connection_cap
             + self.not_upgrade

@@ -14,23 +14,21 @@ use axum::routing::get;
 use http::request::Parts;
 use tungstenite::protocol::WebSocketConfig;
 
-use crate::admission::auth::{
-    Anonymous, Authenticated, Authenticator, AuthenticatorHandle, Identity, reject_unauthorized,
-};
-use crate::admission::cap::ConnectionLimit;
+use crate::admission::auth::{Anonymous, Identity, reject_unauthorized};
+use crate::admission::cap::ConnectionCap;
 use crate::admission::client_ip::{TrustedProxies, peer_addr};
-use crate::admission::origin::{InvalidOrigin, OriginLayer, OriginPolicy};
+use crate::admission::origin::{CheckOriginLayer, OriginPolicy};
 use crate::admission::rate_limit::{MissingClientAddr, RateLimit, RateLimitLayer, SkipHook};
 use crate::admission::stopped::StoppedLayer;
 use crate::admission::token::{percent_decode, query_param};
-use crate::admission::{RejectReason, Rejected};
+use crate::admission::{InvalidSetting, RejectReason, Rejected};
 use crate::conn::{ClientInfo, ConnConfig, Connection};
 use crate::hub::{
     Hub, LagPolicy, MAX_REPLAY_WINDOW, MAX_REPLAY_WINDOW_BYTES, MAX_SEND_BUFFER, Position,
 };
 use crate::sink::SnapshotSource;
 use crate::status::{self, RecordRejectionsLayer, RejectionLog};
-use crate::upgrade::{Handshake, HandshakeError, InvalidProtocol, Negotiated, Protocols};
+use crate::upgrade::{Handshake, HandshakeError, Negotiated, Protocols};
 use crate::wire::Timestamp;
 
 /// Default ping interval, as in Go's `wsapi`.
@@ -75,7 +73,7 @@ const INBOUND_READ_BUFFER: usize = 512;
 /// ```
 ///
 /// The type parameter `A` is the authentication extractor chosen with [`auth`](WsLayer::auth)
-/// ([`Anonymous`] by default, [`Authenticated`] after [`authenticator`](WsLayer::authenticator)).
+/// ([`Anonymous`] by default).
 ///
 /// Configure everything before calling [`router`](WsLayer::router): each router freezes the
 /// settings it was built with, and the fan-out channel is sized by the first router built.
@@ -100,7 +98,6 @@ pub struct WsLayer<A = Anonymous> {
     rate_limit: RateLimit,
     missing_client_addr: MissingClientAddr,
     trusted_proxies: TrustedProxies,
-    authenticator: Option<AuthenticatorHandle>,
     lag_policy: LagPolicy,
     protocols: Protocols,
     _auth: PhantomData<fn() -> A>,
@@ -140,7 +137,6 @@ impl WsLayer<Anonymous> {
             rate_limit: RateLimit::default(),
             missing_client_addr: MissingClientAddr::default(),
             trusted_proxies: TrustedProxies::default(),
-            authenticator: None,
             lag_policy: LagPolicy::default(),
             protocols: Protocols::default(),
             _auth: PhantomData,
@@ -196,22 +192,30 @@ impl<A> WsLayer<A> {
         self
     }
 
-    /// Only browsers on these origins may connect; see
-    /// [`OriginPolicy`](crate::admission::origin::OriginPolicy) for the exact rules. With an
-    /// empty list (the default), requests without `Origin`, loopback origins, and same-origin
-    /// requests to a loopback host or one of [`allowed_hosts`](WsLayer::allowed_hosts) are
-    /// allowed. A rejected request gets `403 Forbidden`.
+    /// Only pages on these origins may connect; see
+    /// [`admission::origin`](crate::admission::origin) for the exact rules. With an empty list
+    /// (the default), loopback origins and same-origin requests to a loopback host or one of
+    /// [`allowed_hosts`](WsLayer::allowed_hosts) are allowed. A refused request gets
+    /// `403 Forbidden`.
+    ///
+    /// A request **without** `Origin` is admitted whatever the list: browsers always send
+    /// `Origin`, so a client that omits it is not a browser, and cross-site WebSocket
+    /// hijacking is an attack through a victim's browser; a non-browser client could send any
+    /// `Origin` it likes anyway. [`require_origin(true)`](WsLayer::require_origin) refuses
+    /// such requests.
     ///
     /// # Errors
-    /// [`InvalidOrigin`] for the first entry that is not an origin (see
-    /// [`OriginPolicy::new`](crate::admission::origin::OriginPolicy::new)).
-    pub fn allowed_origins<I>(mut self, origins: I) -> Result<Self, InvalidOrigin>
+    /// [`InvalidSetting`] for the first entry that is empty, `*` (not a wildcard), `null`, or
+    /// not a `scheme://host[:port]`; nothing is changed then.
+    pub fn allowed_origins<I>(mut self, origins: I) -> Result<Self, InvalidSetting>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
         let hosts: Vec<String> = self.origins.allowed_hosts().map(String::from).collect();
-        self.origins = OriginPolicy::new(origins)?.with_allowed_hosts(hosts)?;
+        self.origins = OriginPolicy::new(origins)?
+            .with_allowed_hosts(hosts)?
+            .require_origin(self.origins.requires_origin());
         Ok(self)
     }
 
@@ -224,14 +228,26 @@ impl<A> WsLayer<A> {
     /// [`OriginPolicy::with_allowed_hosts`](crate::admission::origin::OriginPolicy::with_allowed_hosts).
     ///
     /// # Errors
-    /// [`InvalidOrigin`] for the first entry that is not a `host[:port]`.
-    pub fn allowed_hosts<I>(mut self, hosts: I) -> Result<Self, InvalidOrigin>
+    /// [`InvalidSetting`] for the first entry that is not a `host[:port]`; nothing is changed
+    /// then.
+    pub fn allowed_hosts<I>(mut self, hosts: I) -> Result<Self, InvalidSetting>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
         self.origins = self.origins.with_allowed_hosts(hosts)?;
         Ok(self)
+    }
+
+    /// Whether a request without an `Origin` header is refused: `false` (the default) admits
+    /// it whatever [`allowed_origins`](WsLayer::allowed_origins) says; `true` answers it
+    /// `403 Forbidden` with [`RejectReason::OriginMissing`] (shown at `<path>/status` as
+    /// "the request has no Origin header, and this server requires one"). Turn it on when
+    /// every legitimate client is a browser; CLIs, scripts and server-side clients send no
+    /// `Origin`.
+    pub fn require_origin(mut self, require: bool) -> Self {
+        self.origins = self.origins.require_origin(require);
+        self
     }
 
     /// How many of the latest events the hub keeps for clients that reconnect with
@@ -345,9 +361,9 @@ impl<A> WsLayer<A> {
     /// a [`Subprotocol`](crate::Subprotocol) before the authentication extractor runs.
     ///
     /// # Errors
-    /// [`InvalidProtocol`] for the first entry that is empty, not an HTTP token, or a token
+    /// [`InvalidSetting`] for the first entry that is empty, not an HTTP token, or a token
     /// carrier (`agentwatch.token.…`, which must never be echoed).
-    pub fn protocols<I>(mut self, protocols: I) -> Result<Self, InvalidProtocol>
+    pub fn protocols<I>(mut self, protocols: I) -> Result<Self, InvalidSetting>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
@@ -356,9 +372,16 @@ impl<A> WsLayer<A> {
         Ok(self)
     }
 
-    /// Authenticates upgrade requests with the axum extractor `B`: it runs before the upgrade,
-    /// its rejection is returned unchanged, and the [`Identity`] it converts into is attached
-    /// to the connection (and its tracing span).
+    /// Authenticates upgrade requests with the axum extractor `B`
+    /// (`B: FromRequestParts<S> + Into<Identity>`, checked when the router is built): it runs
+    /// after the rate limit and the origin check and before the connection cap and the
+    /// upgrade; its rejection is the response, unchanged (counted as
+    /// [`RejectReason::Unauthorized`]); the [`Identity`] it converts into is attached to the
+    /// connection and its tracing span. The default is [`Anonymous`]: no authentication.
+    /// [`BearerToken`](crate::admission::token::BearerToken) and
+    /// [`tokens_from_cookie`](crate::admission::token::tokens_from_cookie) read the token
+    /// from where browsers can put one; see [`admission::token`](crate::admission::token)
+    /// for an extractor built on them.
     pub fn auth<B>(self) -> WsLayer<B> {
         WsLayer {
             hub: self.hub,
@@ -372,20 +395,10 @@ impl<A> WsLayer<A> {
             rate_limit: self.rate_limit,
             missing_client_addr: self.missing_client_addr,
             trusted_proxies: self.trusted_proxies,
-            authenticator: self.authenticator,
             lag_policy: self.lag_policy,
             protocols: self.protocols,
             _auth: PhantomData,
         }
-    }
-
-    /// Authenticates upgrade requests with a Go-style [`Authenticator`] (a closure
-    /// `Fn(&Parts) -> Option<Identity>` works). `None` answers `401`. It goes through the same
-    /// extractor seam as [`auth`](WsLayer::auth), as the [`Authenticated`] extractor.
-    pub fn authenticator(self, authenticator: impl Authenticator) -> WsLayer<Authenticated> {
-        let mut layer = self.auth::<Authenticated>();
-        layer.authenticator = Some(AuthenticatorHandle::new(authenticator));
-        layer
     }
 
     /// The router serving the WebSocket endpoint at `path`, for an app with any state `S`.
@@ -396,7 +409,9 @@ impl<A> WsLayer<A> {
     ///
     /// The router also answers `GET <path>/status` (e.g. `/ws/status`), outside every check:
     /// the caller's own last refusal, for pages that cannot read a refused handshake's
-    /// status. See [`status`](crate::status).
+    /// status: a JSON object `{"lastRejection": null}` or `{"lastRejection": {"reason",
+    /// "status", "message", "retryAfter", "at"}}`, described in
+    /// [`admission`](crate::admission).
     pub fn router<S>(&self, path: &str) -> Router<S>
     where
         S: Clone + Send + Sync + 'static,
@@ -420,7 +435,7 @@ impl<A> WsLayer<A> {
                 // zero-fills all of it on the first read) keeps idle connections lean; a rare
                 // larger message grows it on demand, up to max_message_size.
                 .read_buffer_size(INBOUND_READ_BUFFER.min(self.max_message_size)),
-            cap: ConnectionLimit::new(self.max_connections.map_or(0, NonZeroUsize::get)),
+            cap: ConnectionCap::new(self.max_connections.map_or(0, NonZeroUsize::get)),
         });
         // Negotiated comes before the auth extractor, which may read the chosen Subprotocol.
         let handler = move |peer: PeerAddr,
@@ -438,10 +453,7 @@ impl<A> WsLayer<A> {
             // GET: the HTTP/1.1 upgrade; CONNECT: the HTTP/2 extended CONNECT (RFC 8441).
             .route(path, get(handler.clone()).connect(handler))
             .route_layer(axum::Extension(self.protocols.clone()));
-        if let Some(handle) = &self.authenticator {
-            router = router.route_layer(axum::Extension(handle.clone()));
-        }
-        router = router.route_layer(OriginLayer::new(self.origins.clone()));
+        router = router.route_layer(CheckOriginLayer::new(self.origins.clone()));
         if self.rate_limit.is_enabled() {
             let hub = self.hub.clone();
             let counted = SkipHook(Arc::new(move || hub.counters().record_rate_limit_skip()));
@@ -505,7 +517,7 @@ struct Endpoint {
     config: Arc<ConnConfig>,
     /// How tungstenite reads what clients send.
     protocol: WebSocketConfig,
-    cap: ConnectionLimit,
+    cap: ConnectionCap,
 }
 
 impl Endpoint {

@@ -86,8 +86,8 @@
 //!   installing the hook entries, what the `agentwatch-ws` command is built from.
 //! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
 //!   limit, each a tower layer usable on its own.
-//! - [`status`]: the last refusal per client IP, served at `<path>/status` so a page can say
-//!   why it cannot connect.
+//!   The last refusal per client IP is served at `<path>/status`, so a page can say why it
+//!   cannot connect.
 //! - [`serve()`]: serves the app with deadlines on request heads (slowloris) and idle
 //!   connections, HTTP/2 keep-alive, per-IP connection and per-connection stream bounds,
 //!   `Host` checks, `TCP_NODELAY` and the connect info the rate limit needs; the recommended
@@ -158,17 +158,17 @@ mod reject;
 mod serve;
 mod sink;
 mod snapshot_cache;
-pub mod status;
+mod status;
 mod stop;
 mod store;
 mod stream_end;
 mod upgrade;
 pub mod wire;
 
-pub use admission::auth::{Anonymous, Authenticated, Authenticator, Identity};
+pub use admission::auth::{Anonymous, Identity};
 pub use admission::client_ip::TrustedProxies;
+pub use admission::invalid::InvalidSetting;
 pub use admission::rate_limit::{MissingClientAddr, RateLimit};
-pub use admission::{RejectReason, Rejected};
 pub use counters::{HubStats, RejectionStats};
 pub use hub::{
     DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, LagPolicy, MAX_REPLAY_WINDOW,
@@ -182,14 +182,11 @@ pub use layer::{
 #[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
 pub use monitor::{Monitor, MonitorBuilder, MonitorHandle};
 pub use publisher::Publisher;
-pub use serve::{
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL,
-    DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS_PER_IP,
-    MAX_HEADER_READ_TIMEOUT, MAX_IDLE_TIMEOUT, Serve, WithGracefulShutdown, serve,
-};
+pub use reject::RejectReason;
+pub use serve::{Serve, WithGracefulShutdown, serve};
 pub use sink::{EventSink, MultiSink, SinkError, Snapshot, SnapshotSource};
 pub use store::SessionStore;
-pub use upgrade::{InvalidProtocol, PROTOCOL, Subprotocol};
+pub use upgrade::{PROTOCOL, Subprotocol};
 pub use wire::{
     Activity, Event, EventType, Health, HealthStatus, LifecycleEvent, LifecycleEventType,
     LifecycleState, SessionState, SubagentState, Timestamp,

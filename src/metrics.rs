@@ -203,10 +203,11 @@ const EVICTIONS: &str = "agentwatch_ws_evictions_total";
 const REJECTIONS: &str = "agentwatch_ws_rejections_total";
 
 /// Every [`RejectReason`], for the `reason` label.
-const REJECT_REASONS: [RejectReason; 7] = [
+const REJECT_REASONS: [RejectReason; 8] = [
     RejectReason::Stopped,
     RejectReason::RateLimited,
     RejectReason::Origin,
+    RejectReason::OriginMissing,
     RejectReason::Unauthorized,
     RejectReason::ConnectionCap,
     RejectReason::NotUpgrade,

@@ -1,36 +1,12 @@
 //! Why was I refused? The last admission rejection per client IP, and the route that tells a
-//! client its own.
+//! client its own: `GET <path>/status`, documented for users in the
+//! [`admission`](crate::admission#why-was-i-refused-path-status) module.
 //!
-//! A browser cannot read the HTTP status of a refused WebSocket handshake: whether the server
-//! answered `429`, `403`, `401` or `503`, the page only sees an `error` and a close with code
-//! 1006. So [`WsLayer::router`](crate::WsLayer::router) keeps, per client IP, the most recent
-//! rejection of an upgrade request ([`RejectionLog`]) and serves it at `GET <path>/status`
-//! (for example `/ws/status`), where a page that failed to connect can ask why:
-//!
-//! ```text
-//! 200 OK
-//! Content-Type: application/json
-//! Cache-Control: no-store
-//!
-//! {"lastRejection":null}
-//! {"lastRejection":{"reason":"rate_limited","status":429,"message":"too many connection attempts","retryAfter":12,"at":"2026-11-29T19:12:03.5Z"}}
-//! ```
-//!
-//! - `reason` is [`RejectReason::as_str`]; `status` the HTTP status the upgrade got;
-//!   `message` a short English sentence for people; `at` when it happened (RFC 3339, UTC).
-//! - `retryAfter` is the number of whole seconds **from now** until the `Retry-After` of that
-//!   answer has passed (0 once it has), or `null` when the answer carried none (403, 401).
-//! - A client only ever sees the rejection of its own IP, computed exactly as the rate limit
-//!   computes it (the peer address, or a forwarded one from a
-//!   [trusted proxy](crate::WsLayer::trusted_proxies)); without axum's `ConnectInfo` every
-//!   client shares the key "unknown".
-//! - The route is outside every admission check: it answers while the rate limit, the origin
-//!   policy, authentication or the cap refuse upgrades. It reveals nothing but the caller's own
-//!   refusal, and sends no CORS header, so a foreign page cannot read it.
-//!
-//! Memory is bounded: a record is kept for [`RETENTION`] (60 s) and at most [`MAX_ENTRIES`]
-//! client IPs are remembered (the oldest record is dropped first); expired records are swept
-//! as new ones arrive.
+//! A browser cannot read the HTTP status of a refused WebSocket handshake, so the router keeps,
+//! per client IP, the most recent rejection of an upgrade request ([`RejectionLog`]) and
+//! serves it. Memory is bounded: a record is kept for [`RETENTION`] (60 s) and at most
+//! [`MAX_ENTRIES`] client IPs are remembered (the oldest record is dropped first); expired
+//! records are swept as new ones arrive.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -49,36 +25,41 @@ use tower::{Layer, Service};
 
 use crate::admission::client_ip::{TrustedProxies, client_ip, peer_addr};
 use crate::admission::{RejectReason, Rejected};
+use crate::reject::RejectionMessage;
 use crate::wire::Timestamp;
 
 /// How long a rejection is remembered.
-pub const RETENTION: Duration = Duration::from_secs(60);
+pub(crate) const RETENTION: Duration = Duration::from_secs(60);
 /// How many client IPs are remembered at most; beyond, the oldest record is dropped.
-pub const MAX_ENTRIES: usize = 4096;
+pub(crate) const MAX_ENTRIES: usize = 4096;
 
 /// The last rejection of one client, as `GET <path>/status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LastRejection {
+pub(crate) struct LastRejection {
     /// [`RejectReason::as_str`], e.g. `"rate_limited"`.
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
     /// The HTTP status the upgrade request got, e.g. `429`.
-    pub status: u16,
+    pub(crate) status: u16,
     /// A short sentence for people, e.g. `"too many connection attempts"`.
-    pub message: &'static str,
+    pub(crate) message: &'static str,
     /// Whole seconds from the time of the query until the answer's `Retry-After` has passed
     /// (0 once it has); `None` when the answer carried no `Retry-After`.
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
     /// When the request was refused.
-    pub at: Timestamp,
+    pub(crate) at: Timestamp,
 }
 
-/// A short sentence for people saying why an upgrade was refused.
-pub fn message(reason: RejectReason) -> &'static str {
+/// A short sentence for people saying why an upgrade was refused, when the rejection carries
+/// no [`RejectionMessage`] of its own.
+pub(crate) fn message(reason: RejectReason) -> &'static str {
     match reason {
         RejectReason::Stopped => "the server is stopping",
         RejectReason::RateLimited => "too many connection attempts",
         RejectReason::Origin => "this page's origin is not allowed",
+        RejectReason::OriginMissing => {
+            "the request has no Origin header, and this server requires one"
+        }
         RejectReason::Unauthorized => "not authorized",
         RejectReason::ConnectionCap => "the server has too many connections",
         RejectReason::NotUpgrade => "not a valid WebSocket upgrade request",
@@ -87,10 +68,11 @@ pub fn message(reason: RejectReason) -> &'static str {
 }
 
 /// Who a record belongs to: a client IP, or everyone when the server has no `ConnectInfo`.
-pub type ClientKey = Option<IpAddr>;
+pub(crate) type ClientKey = Option<IpAddr>;
 
 struct Entry {
     reason: RejectReason,
+    message: &'static str,
     status: u16,
     /// When the answer's `Retry-After` has passed.
     retry_at: Option<Instant>,
@@ -112,7 +94,7 @@ struct Records {
 /// The most recent admission rejection per client IP: kept [`RETENTION`], at most
 /// [`MAX_ENTRIES`] clients. Cheap to clone (a handle to shared state).
 #[derive(Clone, Default)]
-pub struct RejectionLog {
+pub(crate) struct RejectionLog {
     records: Arc<Mutex<Records>>,
 }
 
@@ -126,7 +108,7 @@ impl std::fmt::Debug for RejectionLog {
 
 impl RejectionLog {
     /// An empty log.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -136,13 +118,15 @@ impl RejectionLog {
         self.records.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Remembers that `client` was refused at `now` with `reason` and HTTP `status`;
-    /// `retry_after` is the answer's `Retry-After`. Replaces that client's previous record,
+    /// Remembers that `client` was refused at `now` with `reason` (shown as `message`, or
+    /// the reason's default sentence) and HTTP `status`; `retry_after` is the answer's
+    /// `Retry-After`. Replaces that client's previous record,
     /// sweeps expired records and drops the oldest when over [`MAX_ENTRIES`].
-    pub fn record(
+    pub(crate) fn record(
         &self,
         client: ClientKey,
         reason: RejectReason,
+        message: Option<&'static str>,
         status: StatusCode,
         retry_after: Option<Duration>,
         now: Instant,
@@ -154,6 +138,7 @@ impl RejectionLog {
             client,
             Entry {
                 reason,
+                message: message.unwrap_or_else(|| self::message(reason)),
                 status: status.as_u16(),
                 retry_at: retry_after.and_then(|d| now.checked_add(d)),
                 recorded: now,
@@ -167,7 +152,8 @@ impl RejectionLog {
 
     /// Drops expired records (and the oldest beyond [`MAX_ENTRIES`]); returns how many
     /// clients are still remembered.
-    pub fn sweep(&self, now: Instant) -> usize {
+    #[cfg(test)]
+    pub(crate) fn sweep(&self, now: Instant) -> usize {
         let mut records = self.lock();
         Self::sweep_locked(&mut records, now);
         records.entries.len()
@@ -202,7 +188,7 @@ impl RejectionLog {
     }
 
     /// The last rejection of `client`, if one happened within [`RETENTION`] of `now`.
-    pub fn get(&self, client: ClientKey, now: Instant) -> Option<LastRejection> {
+    pub(crate) fn get(&self, client: ClientKey, now: Instant) -> Option<LastRejection> {
         let records = self.lock();
         let entry = records.entries.get(&client)?;
         if now.duration_since(entry.recorded) >= RETENTION {
@@ -215,24 +201,25 @@ impl RejectionLog {
         Some(LastRejection {
             reason: entry.reason.as_str(),
             status: entry.status,
-            message: message(entry.reason),
+            message: entry.message,
             retry_after,
             at: entry.at,
         })
     }
 
     /// How many clients have a record (expired ones included until the next sweep).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().entries.len()
     }
 
     /// Whether no client has a record.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The JSON body of `GET <path>/status` for `client`.
-    pub fn status_body(&self, client: ClientKey, now: Instant) -> String {
+    pub(crate) fn status_body(&self, client: ClientKey, now: Instant) -> String {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Body {
@@ -267,21 +254,21 @@ fn now() -> Instant {
 
 /// The key a request is recorded under: its client IP as the rate limit computes it, or
 /// `None` ("unknown") without `ConnectInfo`.
-pub fn client_key(request: &Request, trusted: &TrustedProxies) -> ClientKey {
+pub(crate) fn client_key(request: &Request, trusted: &TrustedProxies) -> ClientKey {
     peer_addr(request.extensions()).map(|peer| client_ip(peer.ip(), request.headers(), trusted))
 }
 
 /// Records every rejection (a response with the [`Rejected`] extension) the wrapped route
 /// answers into a [`RejectionLog`], under the requesting client's key.
 #[derive(Debug, Clone)]
-pub struct RecordRejectionsLayer {
+pub(crate) struct RecordRejectionsLayer {
     log: RejectionLog,
     trusted: TrustedProxies,
 }
 
 impl RecordRejectionsLayer {
     /// Records into `log`, keying clients as the rate limit does with `trusted` proxies.
-    pub fn new(log: RejectionLog, trusted: TrustedProxies) -> Self {
+    pub(crate) fn new(log: RejectionLog, trusted: TrustedProxies) -> Self {
         RecordRejectionsLayer { log, trusted }
     }
 }
@@ -300,7 +287,7 @@ impl<S> Layer<S> for RecordRejectionsLayer {
 
 /// The service of [`RecordRejectionsLayer`].
 #[derive(Debug, Clone)]
-pub struct RecordRejections<S> {
+pub(crate) struct RecordRejections<S> {
     inner: S,
     log: RejectionLog,
     trusted: TrustedProxies,
@@ -330,7 +317,7 @@ where
 
 pin_project! {
     /// Response future of [`RecordRejections`].
-    pub struct RecordFuture<F> {
+    pub(crate) struct RecordFuture<F> {
         #[pin]
         inner: F,
         log: RejectionLog,
@@ -354,8 +341,18 @@ where
                     .get(header::RETRY_AFTER)
                     .and_then(retry_after_secs)
                     .map(Duration::from_secs);
-                this.log
-                    .record(*this.client, *reason, response.status(), retry_after, now());
+                let message = response
+                    .extensions()
+                    .get::<RejectionMessage>()
+                    .map(|RejectionMessage(message)| *message);
+                this.log.record(
+                    *this.client,
+                    *reason,
+                    message,
+                    response.status(),
+                    retry_after,
+                    now(),
+                );
             }
         }
         Poll::Ready(result)
@@ -383,6 +380,7 @@ mod tests {
         log.record(
             ip(1),
             RejectReason::RateLimited,
+            None,
             StatusCode::TOO_MANY_REQUESTS,
             Some(Duration::from_secs(12)),
             t0,
@@ -407,11 +405,19 @@ mod tests {
         log.record(
             ip(1),
             RejectReason::RateLimited,
+            None,
             StatusCode::TOO_MANY_REQUESTS,
             Some(Duration::from_secs(5)),
             t0,
         );
-        log.record(ip(1), RejectReason::Origin, StatusCode::FORBIDDEN, None, t0);
+        log.record(
+            ip(1),
+            RejectReason::Origin,
+            None,
+            StatusCode::FORBIDDEN,
+            None,
+            t0,
+        );
         let last = log.get(ip(1), t0).unwrap();
         assert_eq!(
             (last.reason, last.status, last.retry_after),
@@ -427,6 +433,7 @@ mod tests {
         log.record(
             None,
             RejectReason::Stopped,
+            None,
             StatusCode::SERVICE_UNAVAILABLE,
             None,
             t0,
@@ -440,10 +447,18 @@ mod tests {
         assert_eq!(log.sweep(t0 + RETENTION), 0, "swept");
         assert!(log.is_empty());
         // A later record sweeps the expired ones of other clients too.
-        log.record(ip(1), RejectReason::Origin, StatusCode::FORBIDDEN, None, t0);
+        log.record(
+            ip(1),
+            RejectReason::Origin,
+            None,
+            StatusCode::FORBIDDEN,
+            None,
+            t0,
+        );
         log.record(
             ip(2),
             RejectReason::Origin,
+            None,
             StatusCode::FORBIDDEN,
             None,
             t0 + RETENTION + Duration::from_secs(1),
@@ -456,7 +471,14 @@ mod tests {
         let log = RejectionLog::new();
         let t0 = Instant::now();
         for n in 0..(MAX_ENTRIES as u32 + 100) {
-            log.record(ip(n), RejectReason::Origin, StatusCode::FORBIDDEN, None, t0);
+            log.record(
+                ip(n),
+                RejectReason::Origin,
+                None,
+                StatusCode::FORBIDDEN,
+                None,
+                t0,
+            );
         }
         assert_eq!(log.len(), MAX_ENTRIES);
         assert_eq!(log.get(ip(0), t0), None, "oldest dropped");
@@ -474,6 +496,7 @@ mod tests {
             log.record(
                 ip(7),
                 RejectReason::RateLimited,
+                None,
                 StatusCode::TOO_MANY_REQUESTS,
                 None,
                 at,
@@ -492,9 +515,23 @@ mod tests {
     fn refreshed_client_is_not_dropped_by_its_older_leftover() {
         let log = RejectionLog::new();
         let t0 = Instant::now();
-        log.record(ip(1), RejectReason::Origin, StatusCode::FORBIDDEN, None, t0);
+        log.record(
+            ip(1),
+            RejectReason::Origin,
+            None,
+            StatusCode::FORBIDDEN,
+            None,
+            t0,
+        );
         let t1 = t0 + Duration::from_secs(50);
-        log.record(ip(1), RejectReason::Origin, StatusCode::FORBIDDEN, None, t1);
+        log.record(
+            ip(1),
+            RejectReason::Origin,
+            None,
+            StatusCode::FORBIDDEN,
+            None,
+            t1,
+        );
         // The first record's pair has expired, but the entry is the refreshed one.
         assert_eq!(log.sweep(t0 + RETENTION + Duration::from_secs(1)), 1);
         assert!(
@@ -509,7 +546,14 @@ mod tests {
         let log = RejectionLog::new();
         let t0 = Instant::now();
         assert_eq!(log.status_body(ip(1), t0), r#"{"lastRejection":null}"#);
-        log.record(ip(1), RejectReason::Origin, StatusCode::FORBIDDEN, None, t0);
+        log.record(
+            ip(1),
+            RejectReason::Origin,
+            None,
+            StatusCode::FORBIDDEN,
+            None,
+            t0,
+        );
         let body: serde_json::Value = serde_json::from_str(&log.status_body(ip(1), t0)).unwrap();
         let last = &body["lastRejection"];
         assert_eq!(last["reason"], "origin");

@@ -47,7 +47,7 @@ use hyper::upgrade::OnUpgrade;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::admission::token::TOKEN_PROTOCOL_PREFIX;
-use crate::admission::{RejectReason, rejection};
+use crate::admission::{InvalidSetting, RejectReason, rejection};
 use crate::conn::{Socket, Transport};
 use crate::host::{self, HostError};
 use crate::stream_end::StreamEnd;
@@ -81,30 +81,6 @@ impl std::fmt::Display for Subprotocol {
     }
 }
 
-/// A protocol given to [`WsLayer::protocols`](crate::WsLayer::protocols) that cannot be one:
-/// empty, not an HTTP token (RFC 9110 §5.6.2; RFC 6455 §4.1 asks for token characters), or a
-/// token carrier (`agentwatch.token.…`), which must never be echoed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidProtocol {
-    input: String,
-    reason: &'static str,
-}
-
-impl InvalidProtocol {
-    /// The offending entry, as given.
-    pub fn input(&self) -> &str {
-        &self.input
-    }
-}
-
-impl std::fmt::Display for InvalidProtocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid subprotocol {:?}: {}", self.input, self.reason)
-    }
-}
-
-impl std::error::Error for InvalidProtocol {}
-
 /// The protocols a server speaks, in order of preference.
 #[derive(Debug, Clone)]
 pub(crate) struct Protocols(std::sync::Arc<[HeaderValue]>);
@@ -116,8 +92,10 @@ impl Default for Protocols {
 }
 
 impl Protocols {
-    /// Checks every entry; the first invalid one is the error.
-    pub(crate) fn new<I>(protocols: I) -> Result<Self, InvalidProtocol>
+    /// Checks every entry: the first that is empty, not an HTTP token (RFC 9110 §5.6.2;
+    /// RFC 6455 §4.1 asks for token characters), or a token carrier (`agentwatch.token.…`,
+    /// which must never be echoed) is the error.
+    pub(crate) fn new<I>(protocols: I) -> Result<Self, InvalidSetting>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
@@ -126,10 +104,7 @@ impl Protocols {
             .into_iter()
             .map(|protocol| {
                 let protocol = protocol.as_ref();
-                let invalid = |reason| InvalidProtocol {
-                    input: protocol.to_owned(),
-                    reason,
-                };
+                let invalid = |reason| InvalidSetting::new("protocols", protocol, reason);
                 if protocol.is_empty() {
                     return Err(invalid("empty"));
                 }

@@ -14,10 +14,10 @@
 //! # Example
 //!
 //! ```
-//! use agentwatch_ws::admission::cap::{ConnectionLimit, ConnectionLimitLayer, ConnectionPermit};
+//! use agentwatch_ws::admission::cap::{ConnectionCap, ConnectionLimitLayer, ConnectionPermit};
 //! use axum::{Extension, Router, routing::get};
 //!
-//! let limit = ConnectionLimit::new(1000);
+//! let limit = ConnectionCap::new(1000);
 //! let app: Router = Router::new()
 //!     .route(
 //!         "/ws",
@@ -46,7 +46,7 @@ use http::{Request, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
 
-pub use super::ResponseFuture;
+use super::ResponseFuture;
 use super::client_ip::peer_addr;
 use super::{RejectReason, rejection};
 
@@ -55,13 +55,13 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// A shared cap on live connections. Cheap to clone; clones share the same count.
 ///
-/// `ConnectionLimit::new(0)` is unlimited: [`try_acquire`](Self::try_acquire) always succeeds
+/// `ConnectionCap::new(0)` is unlimited: [`try_acquire`](Self::try_acquire) always succeeds
 /// (the permits are still counted, for [`in_use`](Self::in_use)).
 ///
 /// ```
-/// use agentwatch_ws::admission::cap::ConnectionLimit;
+/// use agentwatch_ws::admission::cap::ConnectionCap;
 ///
-/// let limit = ConnectionLimit::new(2);
+/// let limit = ConnectionCap::new(2);
 /// let a = limit.try_acquire().ok_or("no free slot")?;
 /// let b = limit.try_acquire().ok_or("no free slot")?;
 /// assert!(limit.try_acquire().is_none());
@@ -75,7 +75,7 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
-pub struct ConnectionLimit {
+pub struct ConnectionCap {
     max: usize,
     slots: Slots,
     retry_after: Duration,
@@ -87,7 +87,7 @@ enum Slots {
     Unlimited(Arc<AtomicUsize>),
 }
 
-impl ConnectionLimit {
+impl ConnectionCap {
     /// A cap of `max` simultaneous connections; `0` means unlimited. Values above
     /// [`Semaphore::MAX_PERMITS`] are clamped to it.
     pub fn new(max: usize) -> Self {
@@ -180,9 +180,9 @@ impl ConnectionLimit {
     }
 }
 
-impl fmt::Debug for ConnectionLimit {
+impl fmt::Debug for ConnectionCap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectionLimit")
+        f.debug_struct("ConnectionCap")
             .field("max", &self.max)
             .field("in_use", &self.in_use())
             .field("retry_after", &self.retry_after)
@@ -199,7 +199,7 @@ pub(crate) fn whole_seconds(duration: Duration) -> u64 {
     secs.max(1)
 }
 
-/// One slot of a [`ConnectionLimit`].
+/// One slot of a [`ConnectionCap`].
 ///
 /// Clone, so it can travel in [`http::Extensions`]; the slot is released when the last clone
 /// is dropped. Keep one clone in the connection task for as long as the connection lives.
@@ -234,21 +234,21 @@ impl fmt::Debug for ConnectionPermit {
 /// is freed as soon as the request is dropped.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimitLayer {
-    limit: ConnectionLimit,
+    limit: ConnectionCap,
 }
 
 impl ConnectionLimitLayer {
     /// A layer drawing from `limit` (clones share the count).
-    pub fn new(limit: ConnectionLimit) -> Self {
+    pub fn new(limit: ConnectionCap) -> Self {
         Self { limit }
     }
 }
 
 impl<S> Layer<S> for ConnectionLimitLayer {
-    type Service = ConnectionLimitService<S>;
+    type Service = ConnectionLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ConnectionLimitService {
+        ConnectionLimit {
             inner,
             limit: self.limit.clone(),
         }
@@ -257,24 +257,24 @@ impl<S> Layer<S> for ConnectionLimitLayer {
 
 /// The service made by [`ConnectionLimitLayer`].
 #[derive(Debug, Clone)]
-pub struct ConnectionLimitService<S> {
+pub struct ConnectionLimit<S> {
     inner: S,
-    limit: ConnectionLimit,
+    limit: ConnectionCap,
 }
 
-impl<S> ConnectionLimitService<S> {
+impl<S> ConnectionLimit<S> {
     /// Wraps `inner` with `limit`.
-    pub fn new(inner: S, limit: ConnectionLimit) -> Self {
+    pub fn new(inner: S, limit: ConnectionCap) -> Self {
         Self { inner, limit }
     }
 
     /// The limit in force.
-    pub fn limit(&self) -> &ConnectionLimit {
+    pub fn limit(&self) -> &ConnectionCap {
         &self.limit
     }
 }
 
-impl<S, B> Service<Request<B>> for ConnectionLimitService<S>
+impl<S, B> Service<Request<B>> for ConnectionLimit<S>
 where
     S: Service<Request<B>, Response = Response>,
 {
@@ -326,7 +326,7 @@ mod tests {
 
     #[test]
     fn limited_acquire_release() {
-        let limit = ConnectionLimit::new(2);
+        let limit = ConnectionCap::new(2);
         assert_eq!(limit.max(), 2);
         assert!(!limit.is_unlimited());
         assert_eq!(limit.in_use(), 0);
@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn unlimited_always_succeeds_and_counts() {
-        let limit = ConnectionLimit::new(0);
+        let limit = ConnectionCap::new(0);
         assert!(limit.is_unlimited());
         let permits: Vec<_> = (0..10_000).map(|_| limit.try_acquire().unwrap()).collect();
         assert_eq!(limit.in_use(), 10_000);
@@ -362,14 +362,14 @@ mod tests {
 
     #[test]
     fn huge_max_is_clamped_not_panicking() {
-        let limit = ConnectionLimit::new(usize::MAX);
+        let limit = ConnectionCap::new(usize::MAX);
         assert_eq!(limit.max(), Semaphore::MAX_PERMITS);
         assert!(limit.try_acquire().is_some());
     }
 
     #[test]
     fn no_race_between_threads() {
-        let limit = ConnectionLimit::new(50);
+        let limit = ConnectionCap::new(50);
         let taken: Vec<_> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
                 .map(|_| {
@@ -392,7 +392,7 @@ mod tests {
 
     #[test]
     fn acquire_or_reject_for_handlers() {
-        let limit = ConnectionLimit::new(1);
+        let limit = ConnectionCap::new(1);
         let peer = Some("192.0.2.1:1".parse::<SocketAddr>().unwrap());
         let permit = limit.acquire_or_reject(peer).unwrap();
         let res = limit.acquire_or_reject(peer).unwrap_err();
@@ -407,7 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn reject_response_shape() {
-        let res = ConnectionLimit::new(1).reject_response();
+        let res = ConnectionCap::new(1).reject_response();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "5");
         assert_eq!(
@@ -417,11 +417,11 @@ mod tests {
         let body = to_bytes(res.into_body(), 1024).await.unwrap();
         assert_eq!(&body[..], b"too many connections\n");
 
-        let res = ConnectionLimit::new(1)
+        let res = ConnectionCap::new(1)
             .retry_after(Duration::from_millis(1500))
             .reject_response();
         assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "2");
-        let res = ConnectionLimit::new(1)
+        let res = ConnectionCap::new(1)
             .retry_after(Duration::ZERO)
             .reject_response();
         assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "1");
@@ -429,7 +429,7 @@ mod tests {
 
     #[tokio::test]
     async fn layer_inserts_permit_and_rejects_when_full() {
-        let limit = ConnectionLimit::new(1);
+        let limit = ConnectionCap::new(1);
         let (tx, mut rx) = mpsc::unbounded_channel::<ConnectionPermit>();
         let app = Router::new()
             .route(
@@ -472,7 +472,7 @@ mod tests {
 
     #[tokio::test]
     async fn permit_released_when_connection_task_ends_or_is_aborted() {
-        let limit = ConnectionLimit::new(1);
+        let limit = ConnectionCap::new(1);
         let permit = limit.try_acquire().unwrap();
         let (release, wait) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -496,8 +496,8 @@ mod tests {
 
     #[tokio::test]
     async fn permit_freed_when_handler_drops_it() {
-        let limit = ConnectionLimit::new(1);
-        let svc = ConnectionLimitService::new(
+        let limit = ConnectionCap::new(1);
+        let svc = ConnectionLimit::new(
             tower::service_fn(|req: Request<Body>| async move {
                 assert!(req.extensions().get::<ConnectionPermit>().is_some());
                 Ok::<_, Infallible>(Response::new(Body::empty()))

@@ -61,6 +61,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+use super::InvalidSetting;
 use axum::extract::ConnectInfo;
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 
@@ -93,7 +94,7 @@ pub enum ClientIpHeader {
 /// assert!(!trusted.contains("11.0.0.1".parse()?));
 ///
 /// let err = TrustedProxies::new(["10.0.0.0/33"]).unwrap_err();
-/// assert_eq!(err.to_string(), r#"invalid trusted proxy "10.0.0.0/33": prefix length out of range"#);
+/// assert_eq!(err.to_string(), r#"invalid trusted_proxies entry "10.0.0.0/33": prefix length out of range"#);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Default)]
@@ -110,9 +111,9 @@ impl TrustedProxies {
     ///
     /// # Errors
     ///
-    /// [`InvalidProxy`] for the first entry that is not an address or a range with a prefix
+    /// [`InvalidSetting`] for the first entry that is not an address or a range with a prefix
     /// length within the address size.
-    pub fn new<I>(entries: I) -> Result<Self, InvalidProxy>
+    pub fn new<I>(entries: I) -> Result<Self, InvalidSetting>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
@@ -161,28 +162,6 @@ impl fmt::Debug for TrustedProxies {
     }
 }
 
-/// An entry given to [`TrustedProxies::new`] that is neither an IP address nor a CIDR range.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidProxy {
-    input: String,
-    reason: &'static str,
-}
-
-impl InvalidProxy {
-    /// The offending entry, as given.
-    pub fn input(&self) -> &str {
-        &self.input
-    }
-}
-
-impl fmt::Display for InvalidProxy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid trusted proxy {:?}: {}", self.input, self.reason)
-    }
-}
-
-impl std::error::Error for InvalidProxy {}
-
 /// One address range: the network address (host bits cleared) and the prefix length.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct IpRange {
@@ -197,11 +176,8 @@ impl fmt::Debug for IpRange {
 }
 
 impl IpRange {
-    fn parse(input: &str) -> Result<Self, InvalidProxy> {
-        let err = |reason| InvalidProxy {
-            input: input.to_owned(),
-            reason,
-        };
+    fn parse(input: &str) -> Result<Self, InvalidSetting> {
+        let err = |reason| InvalidSetting::new("trusted_proxies", input, reason);
         let trimmed = input.trim();
         let (addr, prefix) = match trimmed.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
@@ -505,6 +481,12 @@ pub(crate) fn peer_addr(extensions: &Extensions) -> Option<SocketAddr> {
         .map(|ConnectInfo(addr)| *addr)
 }
 
+/// Request extension set by [`serve`](crate::serve()) when the peer has no IP address (a
+/// Unix-domain socket): per-IP bounds do not apply to it, and its missing
+/// `ConnectInfo<SocketAddr>` is no misconfiguration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NonIpPeer;
+
 #[cfg(test)]
 mod tests {
     // Here unwrap() and expect() are assertions on values the test itself built: a failure
@@ -592,9 +574,11 @@ mod tests {
         ] {
             let err = TrustedProxies::new([input]).unwrap_err();
             assert_eq!(err.input(), input);
+            assert_eq!(err.setting(), "trusted_proxies");
+            assert_eq!(err.reason(), reason);
             assert_eq!(
                 err.to_string(),
-                format!("invalid trusted proxy {input:?}: {reason}")
+                format!("invalid trusted_proxies entry {input:?}: {reason}")
             );
         }
     }

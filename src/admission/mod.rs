@@ -1,31 +1,68 @@
 //! Admission control: the checks an upgrade request passes before it becomes a connection.
 //!
-//! Each check is its own module with a tower [`Layer`](tower::Layer) usable on any axum route.
-//! [`WsLayer`](crate::WsLayer) applies the configured ones in this order:
+//! [`WsLayer`](crate::WsLayer) applies them in this order:
 //!
-//! | order | check | rejection |
+//! | order | check | rejection ([`RejectReason`]) |
 //! |---|---|---|
-//! | 1 | hub stopped | `503 Service Unavailable` |
-//! | 2 | per-IP rate limit ([`rate_limit`]) | `429 Too Many Requests` + `Retry-After` |
-//! | 3 | origin ([`origin`]) | `403 Forbidden` |
-//! | 4 | authentication ([`auth`]) | `401 Unauthorized` or the extractor's own rejection |
-//! | 5 | connection cap ([`cap`]) | `503 Service Unavailable` + `Retry-After` |
-//! | 6 | WebSocket handshake (RFC 6455 §4.2.1) and subprotocol (§4.2.2) | `426 Upgrade Required` or `400 Bad Request` |
+//! | 1 | endpoint stopped ([`Publisher::stop`](crate::Publisher::stop)) | `503 Service Unavailable` (`stopped`) |
+//! | 2 | per-IP rate limit ([`rate_limit`]) | `429 Too Many Requests` + `Retry-After` (`rate_limited`) |
+//! | 3 | origin ([`origin`]) | `403 Forbidden` (`origin`, or `origin_missing` under [`require_origin`](crate::WsLayer::require_origin)) |
+//! | 4 | authentication ([`WsLayer::auth`](crate::WsLayer::auth), carriers in [`token`]) | the extractor's own rejection (`unauthorized`) |
+//! | 5 | connection cap ([`cap`]) | `503 Service Unavailable` + `Retry-After` (`connection_cap`) |
+//! | 6 | WebSocket handshake (RFC 6455 §4.2.1) and subprotocol (§4.2.2) | `426 Upgrade Required` or `400 Bad Request` (`not_upgrade`) |
 //!
-//! [`token`] reads a bearer token from where a browser can put one (a subprotocol, a cookie,
-//! a query parameter) for the authentication extractor.
+//! The origin check, the rate limit and the cap are tower layers usable on any axum route on
+//! their own, named as tower-http names its middleware: [`origin::CheckOriginLayer`] /
+//! [`origin::CheckOrigin`], [`rate_limit::RateLimitLayer`] / [`rate_limit::PerIpRateLimit`],
+//! [`cap::ConnectionLimitLayer`] / [`cap::ConnectionLimit`], all with one [`ResponseFuture`].
+//! Every rejection made here carries a [`Rejected`] response extension naming its reason, so
+//! an outer layer can count it without parsing bodies.
 //!
-//! Every rejection made here carries a [`Rejected`] response extension naming its
-//! [`RejectReason`], so an outer layer (the one `WsLayer` installs) can count it without
-//! parsing bodies.
+//! # Why was I refused? (`<path>/status`)
+//!
+//! A browser cannot read the HTTP status of a refused WebSocket handshake: whatever the server
+//! answered, the page sees an `error` and a close with code 1006. So the router built by
+//! `WsLayer` keeps, per client IP, the most recent refusal of an upgrade request and serves it
+//! at `GET <path>/status` (for example `/ws/status`), outside every check:
+//!
+//! ```text
+//! 200 OK
+//! Content-Type: application/json
+//! Cache-Control: no-store
+//!
+//! {"lastRejection":null}
+//! {"lastRejection":{"reason":"rate_limited","status":429,"message":"too many connection attempts","retryAfter":12,"at":"2026-11-29T19:12:03.5Z"}}
+//! ```
+//!
+//! - `reason` is [`RejectReason::as_str`](crate::RejectReason::as_str); `status` the HTTP
+//!   status the upgrade got; `at` when it happened (RFC 3339, UTC).
+//! - `message` says what happened, in a short English sentence: for `origin`, whether the
+//!   page's origin is foreign (`"this page's origin is not allowed"`) or the page was served
+//!   from a host name the server does not know (`"this page's host name is not one the server
+//!   knows (not in its allowed hosts)"`); for `origin_missing`, `"the request has no Origin
+//!   header, and this server requires one"`.
+//! - `retryAfter` is the number of whole seconds **from now** until the `Retry-After` of that
+//!   answer has passed (0 once it has), or `null` when the answer carried none (403, 401).
+//! - A client only ever sees the refusal of its own IP, computed exactly as the rate limit
+//!   computes it (the peer address, or a forwarded one from a
+//!   [trusted proxy](crate::WsLayer::trusted_proxies)); without `ConnectInfo<SocketAddr>`
+//!   every client shares one record. It reveals nothing but the caller's own refusal, and
+//!   sends no CORS header, so a foreign page cannot read it.
+//! - A refusal is kept 60 s; at most 4 096 client IPs are remembered (the oldest first
+//!   forgotten).
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod cap;
 pub mod client_ip;
+pub(crate) mod invalid;
 pub mod origin;
 pub mod rate_limit;
-pub mod stopped;
+pub(crate) mod stopped;
 pub mod token;
+
+pub(crate) use crate::reject::RejectReason;
+pub use crate::reject::Rejected;
+pub(crate) use invalid::InvalidSetting;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,8 +71,6 @@ use std::task::{Context, Poll};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use pin_project_lite::pin_project;
-
-pub use crate::reject::{RejectReason, Rejected};
 
 /// Builds a rejection: `status`, a short plain-text `body`, an optional `Retry-After` in whole
 /// seconds, and the [`Rejected`] extension.
@@ -63,8 +98,9 @@ pub(crate) fn mark_rejected(mut response: Response, reason: RejectReason) -> Res
 }
 
 pin_project! {
-    /// Response future of every admission service: the inner service's future when the
-    /// request is admitted, or a ready rejection.
+    /// Response future of every admission service ([`origin::CheckOrigin`],
+    /// [`rate_limit::PerIpRateLimit`], [`cap::ConnectionLimit`]): the inner service's future
+    /// when the request is admitted, or a ready rejection.
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,

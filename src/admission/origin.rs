@@ -5,18 +5,31 @@
 //! (cross-site WebSocket hijacking). The `Origin` header is the defence: browsers always set it
 //! and pages cannot forge it.
 //!
+//! # Requests without `Origin`
+//!
+//! A request without an `Origin` header is **admitted** whatever the allowlist, unless the
+//! policy [requires one](OriginPolicy::require_origin) (`WsLayer::require_origin(true)`),
+//! which answers `403` with [`RejectReason::OriginMissing`]. Why: browsers always send
+//! `Origin` on a WebSocket handshake (the Fetch standard sets it on every request whose mode
+//! is `websocket`), and a page's script cannot remove it. A client that omits it is therefore
+//! not a browser — a CLI, a script, a server-side client — and such a client can send any
+//! `Origin` it likes anyway. Cross-site WebSocket hijacking is an attack through a victim's
+//! browser (its cookies, its network position); refusing origin-less clients does not stop
+//! it, it only turns away honest tools. Require `Origin` when every legitimate client of the
+//! endpoint is a browser and you want anything else refused by default.
+//!
 //! # Rules
 //!
 //! With an **empty allowlist** ([`OriginPolicy::default`]):
 //!
-//! - no `Origin` header: allowed (non-browser clients such as CLIs do not send one);
 //! - a loopback origin — `localhost`, `*.localhost`, `127.0.0.0/8` or `[::1]`, on any port,
 //!   scheme `http` or `https`: allowed;
 //! - same origin on a **trusted host**: the Origin's host and port equal the request's `Host`
 //!   (or, for HTTP/2, the URI authority), compared after parsing, case-insensitively, with the
 //!   port defaulted from the Origin's scheme (`https://example.com` matches
 //!   `Host: example.com:443`), **and** that host is a loopback name or address (as above) or
-//!   one listed with [`OriginPolicy::with_allowed_hosts`];
+//!   one listed with [`OriginPolicy::with_allowed_hosts`]; a same-origin request to a host
+//!   that is not trusted is refused (`403`, shown at `<path>/status` as an unknown host);
 //! - anything else: `403 Forbidden`.
 //!
 //! Why the host must be trusted: with DNS rebinding, a page on `http://attacker.example:3000`
@@ -27,7 +40,6 @@
 //!
 //! With an **allowlist** ([`OriginPolicy::new`]):
 //!
-//! - no `Origin` header: `403`;
 //! - the header equals an entry byte for byte: allowed;
 //! - otherwise scheme, host and port are compared after parsing (default ports `http` 80,
 //!   `https` 443), so `http://app.example.com` also matches `http://APP.example.com:80` and
@@ -41,7 +53,7 @@
 //! equals it byte for byte.
 //!
 //! Allowlist entries are trimmed and parsed once, at construction, and an invalid one is an
-//! error the caller sees then ([`InvalidOrigin`]), not a warning logged before any subscriber
+//! error the caller sees then ([`InvalidSetting`]), not a warning logged before any subscriber
 //! exists: an empty entry, `*` (not a wildcard), `null` (sent by every sandboxed iframe and
 //! `file://` page), anything with a path, query, userinfo or whitespace. An entry with another
 //! scheme (`chrome-extension://abcdef`) is matched byte for byte.
@@ -53,13 +65,13 @@
 //! # Example
 //!
 //! ```
-//! use agentwatch_ws::admission::origin::{OriginLayer, OriginPolicy};
+//! use agentwatch_ws::admission::origin::{CheckOriginLayer, OriginPolicy};
 //! use axum::{Router, routing::get};
 //!
 //! let policy = OriginPolicy::new(["https://dash.example.com", "http://localhost:5173"])?;
 //! let app: Router = Router::new()
 //!     .route("/ws", get(|| async { "upgrade here" }))
-//!     .layer(OriginLayer::new(policy));
+//!     .layer(CheckOriginLayer::new(policy));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -72,9 +84,10 @@ use axum::response::Response;
 use http::{HeaderValue, Request, StatusCode, header};
 use tower::{Layer, Service};
 
-pub use super::ResponseFuture;
+use super::ResponseFuture;
 use super::client_ip::peer_addr;
-use super::{RejectReason, rejection};
+use super::{InvalidSetting, RejectReason, rejection};
+use crate::reject::RejectionMessage;
 
 /// Longest `Origin` value worth parsing: a 253-byte host plus scheme and port fit easily.
 const MAX_ORIGIN_LEN: usize = 512;
@@ -101,7 +114,8 @@ const MAX_ORIGIN_LEN: usize = 512;
 /// let listed = OriginPolicy::new(["https://app.example.com"])?;
 /// assert!(listed.is_allowed(Some(&HeaderValue::from_static("https://app.example.com:443")), None));
 /// assert!(!listed.is_allowed(Some(&HeaderValue::from_static("https://app.example.com.evil.net")), None));
-/// assert!(!listed.is_allowed(None, None));
+/// assert!(listed.is_allowed(None, None), "no Origin: not a browser, admitted");
+/// assert!(!listed.require_origin(true).is_allowed(None, None));
 /// assert!(OriginPolicy::new(["https://app.example.com/path"]).is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -110,6 +124,8 @@ pub struct OriginPolicy {
     entries: Arc<[Entry]>,
     /// Hosts trusted for same-origin requests besides loopback ones.
     hosts: Arc<[HostEntry]>,
+    /// Whether a request without `Origin` is refused.
+    require_origin: bool,
 }
 
 /// An allowed host: the name as given, and its parse.
@@ -126,12 +142,8 @@ struct Entry {
 }
 
 impl Entry {
-    fn parse(input: &str) -> Result<Self, InvalidOrigin> {
-        let invalid = |reason| InvalidOrigin {
-            input: input.to_owned(),
-            what: "allowed origin",
-            reason,
-        };
+    fn parse(input: &str) -> Result<Self, InvalidSetting> {
+        let invalid = |reason| InvalidSetting::new("allowed_origins", input, reason);
         let raw = input.trim();
         match raw {
             "" => return Err(invalid("empty")),
@@ -171,29 +183,44 @@ impl Entry {
     }
 }
 
-/// An entry given to [`OriginPolicy::new`] or [`OriginPolicy::with_allowed_hosts`] (or the
-/// `WsLayer` methods built on them) that cannot be one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidOrigin {
-    input: String,
-    what: &'static str,
-    reason: &'static str,
+/// Why an [`OriginPolicy`] refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No `Origin` header, and the policy requires one.
+    Missing,
+    /// An `Origin` the policy does not allow (foreign, malformed, or sent twice).
+    Foreign,
+    /// A same-origin request to a host name that is neither loopback nor an allowed host.
+    UnknownHost,
 }
 
-impl InvalidOrigin {
-    /// The offending entry, as given.
-    pub fn input(&self) -> &str {
-        &self.input
+impl Refusal {
+    /// The reason counted and shown at `<path>/status`.
+    pub(crate) fn reason(self) -> RejectReason {
+        match self {
+            Refusal::Missing => RejectReason::OriginMissing,
+            Refusal::Foreign | Refusal::UnknownHost => RejectReason::Origin,
+        }
+    }
+
+    /// The sentence `<path>/status` shows.
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Refusal::Missing => "the request has no Origin header, and this server requires one",
+            Refusal::Foreign => "this page's origin is not allowed",
+            Refusal::UnknownHost => {
+                "this page's host name is not one the server knows (not in its allowed hosts)"
+            }
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            Refusal::Missing => "origin required\n",
+            Refusal::Foreign | Refusal::UnknownHost => "origin not allowed\n",
+        }
     }
 }
-
-impl fmt::Display for InvalidOrigin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid {} {:?}: {}", self.what, self.input, self.reason)
-    }
-}
-
-impl std::error::Error for InvalidOrigin {}
 
 impl OriginPolicy {
     /// A policy allowing exactly the listed origins (`scheme://host[:port]`). An empty list
@@ -203,10 +230,10 @@ impl OriginPolicy {
     /// parsing) or, for other schemes (`chrome-extension://…`), kept for byte-exact matching.
     ///
     /// # Errors
-    /// [`InvalidOrigin`] for the first entry that is empty, `*` (not a wildcard), `null` (the
+    /// [`InvalidSetting`] for the first entry that is empty, `*` (not a wildcard), `null` (the
     /// opaque origin every sandboxed iframe and `file://` page sends), or not a
     /// `scheme://host[:port]` (a path, a query, userinfo, whitespace inside).
-    pub fn new<I>(allowed: I) -> Result<Self, InvalidOrigin>
+    pub fn new<I>(allowed: I) -> Result<Self, InvalidSetting>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
@@ -218,6 +245,7 @@ impl OriginPolicy {
         Ok(Self {
             entries: entries.into(),
             hosts: Arc::default(),
+            require_origin: false,
         })
     }
 
@@ -227,7 +255,7 @@ impl OriginPolicy {
     /// a bracketed IPv6 address, as in a `Host` header. Replaces any hosts set before.
     ///
     /// # Errors
-    /// [`InvalidOrigin`] for the first entry that is not a valid `host[:port]`.
+    /// [`InvalidSetting`] for the first entry that is not a valid `host[:port]`.
     ///
     /// ```
     /// use agentwatch_ws::admission::origin::OriginPolicy;
@@ -245,7 +273,7 @@ impl OriginPolicy {
     /// assert!(OriginPolicy::default().with_allowed_hosts(["dash example"]).is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn with_allowed_hosts<I>(mut self, hosts: I) -> Result<Self, InvalidOrigin>
+    pub fn with_allowed_hosts<I>(mut self, hosts: I) -> Result<Self, InvalidSetting>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
@@ -256,11 +284,11 @@ impl OriginPolicy {
                 let raw: Box<str> = host.as_ref().trim().into();
                 match Authority::parse(&raw) {
                     Some(parsed) => Ok(HostEntry { raw, parsed }),
-                    None => Err(InvalidOrigin {
-                        input: host.as_ref().to_owned(),
-                        what: "allowed host",
-                        reason: "not a host[:port] (a name, an IPv4 address or a bracketed IPv6 address)",
-                    }),
+                    None => Err(InvalidSetting::new(
+                        "allowed_hosts",
+                        host.as_ref(),
+                        "not a host[:port] (a name, an IPv4 address or a bracketed IPv6 address)",
+                    )),
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -282,6 +310,32 @@ impl OriginPolicy {
             })
     }
 
+    /// The same policy, refusing (`true`) or admitting (`false`, the default) requests that
+    /// carry no `Origin` header. See the [module docs](self) for why they are admitted by
+    /// default: only browsers send `Origin`, and only browsers are the confused deputies
+    /// this check protects against.
+    ///
+    /// ```
+    /// use agentwatch_ws::admission::origin::OriginPolicy;
+    ///
+    /// let listed = OriginPolicy::new(["https://app.example.com"])?;
+    /// assert!(listed.is_allowed(None, None), "a CLI client sends no Origin");
+    /// assert!(!listed.clone().require_origin(true).is_allowed(None, None));
+    /// assert!(listed.requires_origin() == false);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn require_origin(mut self, require: bool) -> Self {
+        self.require_origin = require;
+        self
+    }
+
+    /// Whether a request without `Origin` is refused (see
+    /// [`require_origin`](Self::require_origin)).
+    pub fn requires_origin(&self) -> bool {
+        self.require_origin
+    }
+
     /// Whether the allowlist is empty (same-origin and localhost mode).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -295,42 +349,65 @@ impl OriginPolicy {
     /// Whether a request with this `Origin` header value (if any) and this `Host` header
     /// value (if any) may connect. Never panics, whatever the bytes.
     pub fn is_allowed(&self, origin: Option<&HeaderValue>, host: Option<&HeaderValue>) -> bool {
-        if self.entries.is_empty() {
-            let Some(origin) = origin else {
-                return true;
+        self.check(origin, host).is_ok()
+    }
+
+    /// [`is_allowed`](Self::is_allowed), saying why not.
+    pub(crate) fn check(
+        &self,
+        origin: Option<&HeaderValue>,
+        host: Option<&HeaderValue>,
+    ) -> Result<(), Refusal> {
+        let Some(origin) = origin else {
+            return if self.require_origin {
+                Err(Refusal::Missing)
+            } else {
+                Ok(())
             };
-            let Some(origin) = origin.to_str().ok().and_then(Origin::parse) else {
-                return false;
-            };
-            if origin.host.is_loopback() {
-                return true;
-            }
-            let Some(host) = host
-                .and_then(|h| h.to_str().ok())
-                .and_then(|h| Authority::parse(h.trim()))
-            else {
-                return false;
-            };
-            host.host == origin.host
-                && host.port.unwrap_or_else(|| origin.scheme.default_port()) == origin.port
-                && self.trusts_host(&host)
-        } else {
-            let Some(origin) = origin else {
-                return false;
-            };
+        };
+        if !self.entries.is_empty() {
             if self
                 .entries
                 .iter()
                 .any(|entry| entry.raw.as_bytes() == origin.as_bytes())
             {
-                return true;
+                return Ok(());
             }
-            let Some(origin) = origin.to_str().ok().and_then(Origin::parse) else {
-                return false;
-            };
-            self.entries
+            let origin = origin
+                .to_str()
+                .ok()
+                .and_then(Origin::parse)
+                .ok_or(Refusal::Foreign)?;
+            return if self
+                .entries
                 .iter()
                 .any(|entry| entry.parsed.as_ref() == Some(&origin))
+            {
+                Ok(())
+            } else {
+                Err(Refusal::Foreign)
+            };
+        }
+        let origin = origin
+            .to_str()
+            .ok()
+            .and_then(Origin::parse)
+            .ok_or(Refusal::Foreign)?;
+        if origin.host.is_loopback() {
+            return Ok(());
+        }
+        let host = host
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| Authority::parse(h.trim()))
+            .ok_or(Refusal::Foreign)?;
+        let same_origin = host.host == origin.host
+            && host.port.unwrap_or_else(|| origin.scheme.default_port()) == origin.port;
+        if !same_origin {
+            Err(Refusal::Foreign)
+        } else if self.trusts_host(&host) {
+            Ok(())
+        } else {
+            Err(Refusal::UnknownHost)
         }
     }
 }
@@ -340,6 +417,7 @@ impl fmt::Debug for OriginPolicy {
         f.debug_struct("OriginPolicy")
             .field("allowlist", &self.allowlist().collect::<Vec<_>>())
             .field("allowed_hosts", &self.allowed_hosts().collect::<Vec<_>>())
+            .field("require_origin", &self.require_origin)
             .finish()
     }
 }
@@ -483,39 +561,41 @@ pub(crate) fn log_value(value: &HeaderValue) -> String {
     out
 }
 
-/// Applies an [`OriginPolicy`] to every request: `403 Forbidden` with
-/// [`RejectReason::Origin`] when it says no.
+/// Applies an [`OriginPolicy`] to every request: `403 Forbidden` when it says no, with
+/// [`RejectReason::OriginMissing`] for a missing `Origin` under
+/// [`require_origin`](OriginPolicy::require_origin) and [`RejectReason::Origin`] otherwise.
 #[derive(Debug, Clone, Default)]
-pub struct OriginLayer {
+pub struct CheckOriginLayer {
     policy: OriginPolicy,
 }
 
-impl OriginLayer {
+impl CheckOriginLayer {
     /// A layer enforcing `policy`.
     pub fn new(policy: OriginPolicy) -> Self {
         Self { policy }
     }
 }
 
-impl<S> Layer<S> for OriginLayer {
-    type Service = OriginService<S>;
+impl<S> Layer<S> for CheckOriginLayer {
+    type Service = CheckOrigin<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        OriginService {
+        CheckOrigin {
             inner,
             policy: self.policy.clone(),
         }
     }
 }
 
-/// The service made by [`OriginLayer`].
+/// Checks each request's `Origin` against an [`OriginPolicy`] before calling the inner
+/// service; made by [`CheckOriginLayer`].
 #[derive(Debug, Clone)]
-pub struct OriginService<S> {
+pub struct CheckOrigin<S> {
     inner: S,
     policy: OriginPolicy,
 }
 
-impl<S> OriginService<S> {
+impl<S> CheckOrigin<S> {
     /// Wraps `inner` with `policy`.
     pub fn new(inner: S, policy: OriginPolicy) -> Self {
         Self { inner, policy }
@@ -527,7 +607,7 @@ impl<S> OriginService<S> {
     }
 }
 
-impl<S, B> Service<Request<B>> for OriginService<S>
+impl<S, B> Service<Request<B>> for CheckOrigin<S>
 where
     S: Service<Request<B>, Response = Response>,
 {
@@ -554,20 +634,31 @@ where
                 authority.as_ref()
             }
         };
-        if duplicated || !self.policy.is_allowed(origin, host) {
+        let verdict = if duplicated {
+            Err(Refusal::Foreign)
+        } else {
+            self.policy.check(origin, host)
+        };
+        if let Err(refusal) = verdict {
             tracing::warn!(
                 peer = peer_addr(req.extensions()).map(tracing::field::display),
-                reason = %RejectReason::Origin,
+                reason = %refusal.reason(),
                 origin = origin.map(log_value),
+                host = host.map(log_value),
                 duplicated,
-                "rejected WebSocket upgrade: origin not allowed"
+                "rejected WebSocket upgrade: {}",
+                refusal.message()
             );
-            return ResponseFuture::rejected(rejection(
-                RejectReason::Origin,
+            let mut response = rejection(
+                refusal.reason(),
                 StatusCode::FORBIDDEN,
-                "origin not allowed\n",
+                refusal.body(),
                 None,
-            ));
+            );
+            response
+                .extensions_mut()
+                .insert(RejectionMessage(refusal.message()));
+            return ResponseFuture::rejected(response);
         }
         ResponseFuture::inner(self.inner.call(req))
     }
@@ -840,10 +931,34 @@ mod tests {
     }
 
     #[test]
-    fn allowlist_requires_origin() {
+    fn missing_origin_admitted_unless_required() {
         let p = OriginPolicy::new(["https://app.example.com"]).unwrap();
         assert!(!p.is_empty());
-        assert!(!p.is_allowed(None, Some(&hv("app.example.com"))));
+        assert!(!p.requires_origin());
+        assert_eq!(p.check(None, Some(&hv("app.example.com"))), Ok(()));
+        let strict = p.clone().require_origin(true);
+        assert_eq!(
+            strict.check(None, Some(&hv("app.example.com"))),
+            Err(Refusal::Missing)
+        );
+        assert_eq!(
+            strict.check(Some(&hv("https://app.example.com")), None),
+            Ok(())
+        );
+        let default_strict = OriginPolicy::default().require_origin(true);
+        assert_eq!(default_strict.check(None, None), Err(Refusal::Missing));
+        // with_allowed_hosts keeps the requirement.
+        let kept = default_strict.with_allowed_hosts(["a.example"]).unwrap();
+        assert!(kept.requires_origin());
+        // Foreign vs unknown host.
+        assert_eq!(
+            OriginPolicy::default().check(Some(&hv("https://evil.net")), Some(&hv("a.example"))),
+            Err(Refusal::Foreign)
+        );
+        assert_eq!(
+            OriginPolicy::default().check(Some(&hv("https://a.example")), Some(&hv("a.example"))),
+            Err(Refusal::UnknownHost)
+        );
         // Localhost and same-origin are not implied by an allowlist.
         assert!(!p.is_allowed(
             Some(&hv("http://localhost:3000")),
@@ -940,7 +1055,7 @@ mod tests {
     fn app(policy: OriginPolicy) -> Router {
         Router::new()
             .route("/ws", get(|| async { "ok" }))
-            .layer(OriginLayer::new(policy))
+            .layer(CheckOriginLayer::new(policy))
     }
 
     fn request(origin: Option<&'static str>, host: Option<&'static str>) -> Request<Body> {
@@ -1052,7 +1167,7 @@ mod tests {
 
     #[tokio::test]
     async fn service_fn_without_connect_info() {
-        let svc = OriginService::new(
+        let svc = CheckOrigin::new(
             tower::service_fn(|_req: Request<Body>| async {
                 Ok::<_, std::convert::Infallible>(Response::new(Body::from("inner")))
             }),

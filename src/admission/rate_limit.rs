@@ -68,9 +68,9 @@ use dashmap::mapref::entry::Entry;
 use http::{Request, StatusCode};
 use tower::{Layer, Service};
 
-pub use super::ResponseFuture;
+use super::ResponseFuture;
 use super::cap::whole_seconds;
-use super::client_ip::{TrustedProxies, client_ip, mask, peer_addr};
+use super::client_ip::{NonIpPeer, TrustedProxies, client_ip, mask, peer_addr};
 use super::{RejectReason, rejection};
 
 /// Fewest checks between two automatic sweeps.
@@ -256,7 +256,7 @@ impl RateLimiter {
 
     /// Takes a token for `ip` at time `now`, or returns how long to wait until one is
     /// available. Always `Ok` when disabled. `now` earlier than the limiter's creation counts
-    /// as its creation. [`RateLimitService`] passes `tokio::time::Instant::now().into_std()`
+    /// as its creation. [`PerIpRateLimit`] passes `tokio::time::Instant::now().into_std()`
     /// (which is `std::time::Instant::now()` except under a paused tokio test clock).
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let inner = &*self.inner;
@@ -340,6 +340,10 @@ impl fmt::Debug for RateLimiter {
 ///
 /// Lumping every such request into one bucket would let one client lock everybody out, so
 /// the choice is between serving them unlimited and refusing them.
+///
+/// A peer that has no IP address at all (a Unix-domain socket served by
+/// [`serve`](crate::serve())) is neither: the per-IP limit does not apply to it, and it is
+/// admitted without a warning or a count under either policy.
 ///
 /// [`ConnectInfo<SocketAddr>`]: axum::extract::ConnectInfo
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -425,10 +429,10 @@ impl RateLimitLayer {
 }
 
 impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimitService<S>;
+    type Service = PerIpRateLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimitService {
+        PerIpRateLimit {
             inner,
             limiter: self.limiter.clone(),
             trusted: self.trusted.clone(),
@@ -440,7 +444,7 @@ impl<S> Layer<S> for RateLimitLayer {
 
 /// The service made by [`RateLimitLayer`].
 #[derive(Debug, Clone)]
-pub struct RateLimitService<S> {
+pub struct PerIpRateLimit<S> {
     inner: S,
     limiter: RateLimiter,
     trusted: TrustedProxies,
@@ -448,7 +452,7 @@ pub struct RateLimitService<S> {
     on_skip: Option<SkipHook>,
 }
 
-impl<S> RateLimitService<S> {
+impl<S> PerIpRateLimit<S> {
     /// Wraps `inner` with `limiter`, believing forwarding headers from `trusted_proxies` only;
     /// requests without a client address are admitted unlimited ([`MissingClientAddr::Skip`]).
     pub fn new(inner: S, limiter: RateLimiter, trusted_proxies: TrustedProxies) -> Self {
@@ -467,7 +471,7 @@ impl<S> RateLimitService<S> {
     }
 }
 
-impl<S> RateLimitService<S> {
+impl<S> PerIpRateLimit<S> {
     /// A request without `ConnectInfo`: admitted unlimited ([`MissingClientAddr::Skip`]) or
     /// answered `500` ([`MissingClientAddr::Reject`]). Either way the first one is logged,
     /// once per limiter (so once per router), and every one is counted by the hook.
@@ -518,7 +522,7 @@ impl<S> RateLimitService<S> {
     }
 }
 
-impl<S, B> Service<Request<B>> for RateLimitService<S>
+impl<S, B> Service<Request<B>> for PerIpRateLimit<S>
 where
     S: Service<Request<B>, Response = Response>,
 {
@@ -535,6 +539,10 @@ where
             return ResponseFuture::inner(self.inner.call(req));
         }
         let Some(peer) = peer_addr(req.extensions()) else {
+            if req.extensions().get::<NonIpPeer>().is_some() {
+                // A Unix-domain socket peer under `serve`: no IP to limit, nothing missing.
+                return ResponseFuture::inner(self.inner.call(req));
+            }
             return self.without_client_addr(req);
         };
         let client = client_ip(peer.ip(), req.headers(), &self.trusted);

@@ -1,4 +1,4 @@
-//! Turns every upgrade request away once the hub is stopped.
+//! Turns every upgrade request away once the endpoint is stopped.
 
 use std::task::{Context, Poll};
 
@@ -10,15 +10,15 @@ use super::client_ip::peer_addr;
 use super::{RejectReason, ResponseFuture, rejection};
 use crate::stop::StopFlag;
 
-/// Layer answering `503 Service Unavailable` once [`Hub::stop`](crate::Hub::stop) was
-/// called. [`WsLayer`](crate::WsLayer) installs it.
+/// Layer answering `503 Service Unavailable` once the endpoint was stopped
+/// ([`Publisher::stop`](crate::Publisher::stop)). [`WsLayer`](crate::WsLayer) installs it.
 #[derive(Debug, Clone)]
-pub struct StoppedLayer {
+pub(crate) struct StoppedLayer {
     stopped: StopFlag,
 }
 
 impl StoppedLayer {
-    /// Rejects requests once `stopped` is raised (by `Hub::stop`).
+    /// Rejects requests once `stopped` is raised.
     pub(crate) fn new(stopped: StopFlag) -> Self {
         StoppedLayer { stopped }
     }
@@ -37,7 +37,7 @@ impl<S> Layer<S> for StoppedLayer {
 
 /// Service made by [`StoppedLayer`].
 #[derive(Debug, Clone)]
-pub struct Stopped<S> {
+pub(crate) struct Stopped<S> {
     inner: S,
     stopped: StopFlag,
 }

@@ -13,7 +13,7 @@
 //! [`BearerToken`] is an extractor that looks in `Authorization`, then the subprotocol, then
 //! `?access_token=` (RFC 6750 §2.3), and answers `401` with `WWW-Authenticate: Bearer` when
 //! none carries a token. An app checks the token in its own extractor and converts it into an
-//! [`Identity`](super::auth::Identity), as `examples/axum_app.rs` does:
+//! [`Identity`](crate::Identity), as `examples/axum_app.rs` does:
 //!
 //! ```
 //! use agentwatch_ws::admission::token::{BearerToken, TokenRejection};
@@ -42,6 +42,34 @@
 //! }
 //!
 //! let app: axum::Router = WsLayer::new(SessionStore::new()).auth::<User>().router("/ws");
+//! ```
+//!
+//! A session cookie works the same way, from [`tokens_from_cookie`]: accept the request when
+//! any candidate is a valid session (a planted cookie must not hide the real one).
+//!
+//! ```
+//! use agentwatch_ws::admission::token::{TokenRejection, tokens_from_cookie};
+//! use agentwatch_ws::Identity;
+//! use axum::extract::FromRequestParts;
+//! use http::request::Parts;
+//!
+//! struct Session(String);
+//!
+//! impl<S: Send + Sync> FromRequestParts<S> for Session {
+//!     type Rejection = TokenRejection;
+//!
+//!     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+//!         tokens_from_cookie(parts, "__Host-aw_session")
+//!             .find_map(|token| (token == "s3cret-bob").then(|| Session("bob".into())))
+//!             .ok_or(TokenRejection::Invalid)
+//!     }
+//! }
+//!
+//! impl From<Session> for Identity {
+//!     fn from(Session(name): Session) -> Self {
+//!         Identity::new(name)
+//!     }
+//! }
 //! ```
 //!
 //! The subprotocol carrier needs the token as an HTTP token (RFC 6455 §4.1): base64url

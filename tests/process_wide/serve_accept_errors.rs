@@ -1,5 +1,7 @@
-//! `agentwatch_ws::serve` out of file descriptors (EMFILE): accept errors are logged, retried
-//! with a backoff (no busy loop), and the server recovers once descriptors are free again.
+//! `agentwatch_ws::serve` out of file descriptors (EMFILE): accept errors are logged and
+//! retried after a pause by the listener (axum's `TcpListener`: 1 s, logged at `error` with
+//! axum's `tracing` feature), never in a busy loop, and the server recovers once descriptors
+//! are free again.
 //!
 //! The test lowers this process's own `RLIMIT_NOFILE` with util-linux's `prlimit` (std has no
 //! `setrlimit`), so its binary runs one test at a time (`crate::serial`): no other test shares
@@ -84,16 +86,16 @@ async fn accept_errors_are_logged_backed_off_and_recovered_from() {
         assert!(clients.len() < 64, "the limit was not reached");
     }
     eventually("the accept error is logged", || {
-        log.text().contains("accept failed")
+        log.text().contains("accept error")
     })
     .await;
-    // One second out of descriptors: a backoff doubling from 5 ms retries about eight times;
-    // a busy loop would log thousands of lines.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let failures = log.text().matches("accept failed").count();
+    // Over two more seconds out of descriptors, a retry each second logs two or three more
+    // lines; a busy loop would log thousands.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let failures = log.text().matches("accept error").count();
     assert!(
-        (2..=15).contains(&failures),
-        "{failures} accept failures logged in ~1 s"
+        (2..=5).contains(&failures),
+        "{failures} accept failures logged in ~2.5 s"
     );
     assert!(!server.is_finished(), "the server must not exit");
 

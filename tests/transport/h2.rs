@@ -355,8 +355,9 @@ async fn an_http2_peer_that_stops_answering_pings_is_closed() {
     tokio::spawn(
         agentwatch_ws::serve(listener, app)
             // The shortest keep-alive; no idle close and no WebSocket heartbeat in the way.
-            .http2_keep_alive(Some((Duration::from_secs(1), Duration::from_secs(1))))
-            .idle_timeout(agentwatch_ws::MAX_IDLE_TIMEOUT)
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .http2_keep_alive_timeout(Duration::from_secs(1))
+            .idle_timeout(None)
             .into_future(),
     );
     let (mut client, pause) = pausable_h2_client(addr).await;

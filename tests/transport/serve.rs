@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use agentwatch_ws::{Event, EventSink, EventType, Hub, SessionStore, WsLayer};
 use axum::Router;
 use axum::routing::get;
+use axum::serve::Listener;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -269,7 +270,7 @@ async fn connections_per_ip_are_bounded() {
     let app = Router::new().route("/ping", get(|| async { "pong" }));
     tokio::spawn(
         agentwatch_ws::serve(listener, app)
-            .max_connections_per_ip(std::num::NonZeroUsize::new(3))
+            .max_connections_per_ip(3)
             .into_future(),
     );
     let ping = b"GET /ping HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -299,4 +300,397 @@ async fn connections_per_ip_are_bounded() {
         }
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Other listeners: TLS (rustls) and Unix-domain sockets
+// ---------------------------------------------------------------------------------------------
+
+mod tls {
+    //! A TLS listener as an app writes one: `accept` hands the TCP stream over at once and the
+    //! handshake runs on the connection, inside `serve`'s request-head deadline.
+
+    use std::future::Future;
+    use std::io;
+    use std::net::SocketAddr;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, ready};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+    use tokio_rustls::server::TlsStream;
+    use tokio_rustls::{Accept, TlsAcceptor, TlsConnector};
+
+    pub struct TlsListener {
+        tcp: TcpListener,
+        acceptor: TlsAcceptor,
+    }
+
+    /// A server stream whose TLS handshake completes on first use.
+    pub enum LazyTls {
+        Handshaking(Pin<Box<Accept<TcpStream>>>),
+        Ready(Box<TlsStream<TcpStream>>),
+        Failed,
+    }
+
+    impl LazyTls {
+        fn poll_stream(
+            &mut self,
+            cx: &mut Context<'_>,
+        ) -> Poll<io::Result<&mut TlsStream<TcpStream>>> {
+            loop {
+                match self {
+                    LazyTls::Handshaking(accept) => match ready!(accept.as_mut().poll(cx)) {
+                        Ok(stream) => *self = LazyTls::Ready(Box::new(stream)),
+                        Err(error) => {
+                            *self = LazyTls::Failed;
+                            return Poll::Ready(Err(error));
+                        }
+                    },
+                    LazyTls::Ready(stream) => return Poll::Ready(Ok(stream)),
+                    LazyTls::Failed => return Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+                }
+            }
+        }
+    }
+
+    impl AsyncRead for LazyTls {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let stream = ready!(self.get_mut().poll_stream(cx))?;
+            Pin::new(stream).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for LazyTls {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let stream = ready!(self.get_mut().poll_stream(cx))?;
+            Pin::new(stream).poll_write(cx, buf)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let stream = ready!(self.get_mut().poll_stream(cx))?;
+            Pin::new(stream).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let stream = ready!(self.get_mut().poll_stream(cx))?;
+            Pin::new(stream).poll_shutdown(cx)
+        }
+    }
+
+    impl axum::serve::Listener for TlsListener {
+        type Io = LazyTls;
+        type Addr = SocketAddr;
+
+        async fn accept(&mut self) -> (LazyTls, SocketAddr) {
+            loop {
+                // Test listener: connection errors on loopback are not expected; retry.
+                if let Ok((tcp, peer)) = self.tcp.accept().await {
+                    let _ = tcp.set_nodelay(true);
+                    let handshake = Box::pin(self.acceptor.accept(tcp));
+                    return (LazyTls::Handshaking(handshake), peer);
+                }
+            }
+        }
+
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            self.tcp.local_addr()
+        }
+    }
+
+    /// A TLS listener on 127.0.0.1 with a fresh self-signed certificate (ALPN `h2`, then
+    /// `http/1.1`), and a connector that trusts exactly that certificate.
+    pub async fn listener() -> (TlsListener, Connector) {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let cert: CertificateDer<'static> = certified.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        ));
+        let mut server = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut roots = RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TlsListener {
+            tcp,
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+        };
+        (listener, Connector { roots })
+    }
+
+    pub struct Connector {
+        roots: RootCertStore,
+    }
+
+    impl Connector {
+        /// A TLS connection to `addr` offering `alpn`.
+        pub async fn connect(
+            &self,
+            addr: SocketAddr,
+            alpn: &[u8],
+        ) -> tokio_rustls::client::TlsStream<TcpStream> {
+            let mut config = ClientConfig::builder()
+                .with_root_certificates(self.roots.clone())
+                .with_no_client_auth();
+            config.alpn_protocols = vec![alpn.to_vec()];
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+/// Over a real rustls listener: a WebSocket client streams (`ConnectInfo<SocketAddr>` reaches
+/// the rate limit, which counts no skip), and the request-head deadline holds whether the
+/// client stalls in the TLS handshake or after it, in the middle of its request head.
+#[tokio::test]
+async fn over_tls_websockets_stream_and_the_request_head_deadline_holds() {
+    init_tracing();
+    let (listener, connector) = tls::listener().await;
+    let addr = listener.local_addr().unwrap();
+    let store = SessionStore::new();
+    let ws = WsLayer::new(store.clone());
+    let hub = ws.hub();
+    let app = Router::new()
+        .route("/ping", get(|| async { "pong" }))
+        .merge(ws.router("/ws"));
+    tokio::spawn(
+        agentwatch_ws::serve(listener, app)
+            .header_read_timeout(DEADLINE)
+            .into_future(),
+    );
+
+    let tls = within("tls handshake", connector.connect(addr, b"http/1.1")).await;
+    let (mut client, response) = within(
+        "websocket handshake",
+        tokio_tungstenite::client_async(format!("wss://{addr}/ws"), tls),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 101);
+    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+    let event = Event::delta(1, vec![], vec![]);
+    store.handle_event(&event).unwrap();
+    hub.handle_event(&event).unwrap();
+    assert_eq!(next_event(&mut client).await.seq, 1);
+    assert_eq!(
+        hub.stats().rate_limit_skipped,
+        0,
+        "ConnectInfo reached the rate limit"
+    );
+
+    // Stalled inside the TLS handshake (TCP only, then a partial ClientHello) ...
+    let start = Instant::now();
+    let mut silent = within("connect", TcpStream::connect(addr)).await.unwrap();
+    let mut partial = within("connect", TcpStream::connect(addr)).await.unwrap();
+    partial.write_all(&[0x16, 0x03, 0x01, 0x02]).await.unwrap();
+    // ... and after it, half a request head.
+    let mut half = within("tls handshake", connector.connect(addr, b"http/1.1")).await;
+    half.write_all(b"GET /ping HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    half.flush().await.unwrap();
+    for (what, after) in [
+        ("silent", closed_after(&mut silent, start).await),
+        (
+            "partial ClientHello",
+            closed_after(&mut partial, start).await,
+        ),
+    ] {
+        assert!(
+            after >= DEADLINE.mul_f32(0.9),
+            "{what}: closed early, {after:?}"
+        );
+        assert!(
+            after <= DEADLINE + Duration::from_secs(2),
+            "{what}: closed late, {after:?}"
+        );
+    }
+    let after = within("the server closes the TLS connection", async {
+        let mut buf = [0u8; 256];
+        loop {
+            match half.read(&mut buf).await {
+                Ok(0) | Err(_) => return start.elapsed(),
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        after >= DEADLINE.mul_f32(0.9),
+        "half a head: closed early, {after:?}"
+    );
+    assert!(
+        after <= DEADLINE + Duration::from_secs(2),
+        "half a head: closed late, {after:?}"
+    );
+
+    // The upgraded WebSocket is not subject to the deadline.
+    let event = Event::delta(2, vec![], vec![]);
+    store.handle_event(&event).unwrap();
+    hub.handle_event(&event).unwrap();
+    assert_eq!(next_event(&mut client).await.seq, 2);
+}
+
+/// HTTP/2 over TLS (ALPN `h2`): a connection that made one request and then went quiet is
+/// closed (`GOAWAY`, then the connection ends) within the idle deadline.
+#[tokio::test]
+async fn over_tls_an_idle_http2_connection_is_closed() {
+    init_tracing();
+    let idle = Duration::from_millis(300);
+    let (listener, connector) = tls::listener().await;
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/ping", get(|| async { "pong" }));
+    tokio::spawn(
+        agentwatch_ws::serve(listener, app)
+            .idle_timeout(idle)
+            .into_future(),
+    );
+    let tls = within("tls handshake", connector.connect(addr, b"h2")).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut h2, connection) = within("h2 handshake", h2::client::handshake(tls))
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get(format!("https://{addr}/ping"))
+        .body(())
+        .unwrap();
+    let (response, _) = h2.send_request(request, true).unwrap();
+    let response = within("h2 response", response).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let data = within("h2 body", body.data()).await.unwrap().unwrap();
+    assert_eq!(&data[..], b"pong");
+    drop(body);
+    let quiet_since = Instant::now();
+    within("the server closes the idle connection", connection)
+        .await
+        .unwrap()
+        .ok();
+    let after = quiet_since.elapsed();
+    assert!(after >= idle.mul_f32(0.9), "closed early: {after:?}");
+    assert!(
+        after <= idle + Duration::from_secs(3),
+        "closed late: {after:?}"
+    );
+}
+
+/// Over a Unix-domain socket: WebSocket clients stream; no IP, so no per-IP bound (two
+/// connections under `max_connections_per_ip(1)`) and no rate-limit warning or skip count.
+#[cfg(unix)]
+#[tokio::test]
+async fn over_a_unix_socket_websockets_stream_without_per_ip_bounds() {
+    let (captured, _guard) = Captured::install(tracing::Level::WARN);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ws.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let store = SessionStore::new();
+    let ws = WsLayer::new(store.clone());
+    let hub = ws.hub();
+    let app = Router::new().merge(ws.router("/ws"));
+    tokio::spawn(
+        agentwatch_ws::serve(listener, app)
+            .max_connections_per_ip(1)
+            .into_future(),
+    );
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let stream = within("unix connect", tokio::net::UnixStream::connect(&path))
+            .await
+            .unwrap();
+        let (mut client, response) = within(
+            "websocket handshake",
+            tokio_tungstenite::client_async("ws://localhost/ws", stream),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status().as_u16(), 101);
+        assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+        clients.push(client);
+    }
+    let event = Event::delta(1, vec![], vec![]);
+    store.handle_event(&event).unwrap();
+    hub.handle_event(&event).unwrap();
+    for client in &mut clients {
+        assert_eq!(next_event(client).await.seq, 1);
+    }
+    let stats = hub.stats();
+    assert_eq!(stats.rejected.total(), 0);
+    assert_eq!(
+        stats.rate_limit_skipped, 0,
+        "a Unix peer is no missing address"
+    );
+    assert!(
+        !captured.text().contains("no client address"),
+        "{}",
+        captured.text()
+    );
+}
+
+/// The number rule: `None` switches a bound off, a value below the smallest meaningful one is
+/// raised to it and one above the maximum lowered to it, each with a `warn` event naming the
+/// setting; nothing panics.
+#[tokio::test]
+async fn settings_follow_the_number_rule() {
+    let (captured, _guard) = Captured::install(tracing::Level::WARN);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = Router::new().route("/ping", get(|| async { "pong" }));
+    let server = agentwatch_ws::serve(listener, app)
+        .idle_timeout(None)
+        .http2_keep_alive_interval(Duration::ZERO)
+        .http2_keep_alive_timeout(Duration::MAX)
+        .http2_max_concurrent_streams(0)
+        .max_connections(0)
+        .max_connections_per_ip(None);
+    let shown = format!("{server:?}");
+    for expected in [
+        "idle_timeout: None",
+        "http2_keep_alive_interval: Some(1s)",
+        "http2_keep_alive_timeout: 3600s",
+        "http2_max_concurrent_streams: 1",
+        "max_connections: Some(1)",
+        "max_connections_per_ip: None",
+    ] {
+        assert!(shown.contains(expected), "{expected} in {shown}");
+    }
+    let log = captured.text();
+    for setting in [
+        "http2_keep_alive_interval",
+        "http2_keep_alive_timeout",
+        "http2_max_concurrent_streams",
+        "max_connections",
+    ] {
+        assert!(
+            log.lines()
+                .any(|line| line.contains("WARN")
+                    && line.contains(&format!("setting=\"{setting}\""))),
+            "no warning for {setting}: {log}"
+        );
+    }
+    assert!(
+        !log.contains("idle_timeout"),
+        "None is no out-of-range value: {log}"
+    );
+    // It still serves, with no idle deadline.
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.into_future());
+    let (status, _, body) = http_get(addr, "/ping", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "pong"));
 }

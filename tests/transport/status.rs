@@ -101,3 +101,90 @@ async fn without_connect_info_every_client_shares_the_unknown_key() {
     assert_eq!(body["lastRejection"]["status"], 503);
     assert_eq!(body["lastRejection"]["message"], "the server is stopping");
 }
+
+/// The endpoint under test, served with connect info; one line to change with the builder.
+async fn serve_layer(ws: WsLayer) -> std::net::SocketAddr {
+    serve(Router::new().merge(ws.router("/ws"))).await
+}
+
+/// An upgrade to `/ws` with `headers` (each replacing the client's own, `Host` included):
+/// the status it got, 101 when it connected.
+async fn upgrade_status(addr: std::net::SocketAddr, headers: &[(&'static str, &str)]) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = common::ws_url(addr).into_client_request().unwrap();
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(*name, value.parse().expect("a header value"));
+    }
+    match common::within("handshake", tokio_tungstenite::connect_async(request)).await {
+        Ok((mut client, response)) => {
+            common::within("close", client.close(None)).await.ok();
+            response.status().as_u16()
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("handshake failed without an HTTP answer: {other}"),
+    }
+}
+
+/// The status says what really happened: a foreign origin, a same-origin page on a host the
+/// server does not know, and a missing `Origin` where one is required are three sentences;
+/// a client without `Origin` under the default setting is not refused at all.
+#[tokio::test]
+async fn the_status_tells_a_missing_origin_from_a_foreign_one_and_an_unknown_host() {
+    let listed = serve_layer(
+        WsLayer::new(SessionStore::new())
+            .rate_limit(RateLimit::disabled())
+            .allowed_origins(["https://dashboard.example"])
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        upgrade_status(listed, &[]).await,
+        101,
+        "no Origin: admitted"
+    );
+    assert_eq!(status(listed, &[]).await["lastRejection"], Value::Null);
+    assert_eq!(
+        upgrade_status(listed, &[("Origin", "https://evil.example")]).await,
+        403
+    );
+    let foreign = status(listed, &[]).await;
+    assert_eq!(foreign["lastRejection"]["reason"], "origin", "{foreign}");
+    assert_eq!(
+        foreign["lastRejection"]["message"],
+        "this page's origin is not allowed"
+    );
+
+    // Same origin on a name the server does not know (what DNS rebinding looks like).
+    let unknown =
+        serve_layer(WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled())).await;
+    let host = format!("dash.example.com:{}", unknown.port());
+    let origin = format!("http://{host}");
+    assert_eq!(
+        upgrade_status(unknown, &[("Host", &host), ("Origin", &origin)]).await,
+        403
+    );
+    let body = status(unknown, &[]).await;
+    assert_eq!(body["lastRejection"]["reason"], "origin", "{body}");
+    assert_eq!(
+        body["lastRejection"]["message"],
+        "this page's host name is not one the server knows (not in its allowed hosts)"
+    );
+
+    let strict = serve_layer(
+        WsLayer::new(SessionStore::new())
+            .rate_limit(RateLimit::disabled())
+            .require_origin(true),
+    )
+    .await;
+    assert_eq!(upgrade_status(strict, &[]).await, 403);
+    let body = status(strict, &[]).await;
+    assert_eq!(body["lastRejection"]["reason"], "origin_missing", "{body}");
+    assert_eq!(body["lastRejection"]["status"], 403);
+    assert_eq!(
+        body["lastRejection"]["message"],
+        "the request has no Origin header, and this server requires one"
+    );
+    assert_eq!(body["lastRejection"]["retryAfter"], Value::Null);
+}

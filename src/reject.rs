@@ -5,7 +5,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RejectReason {
-    /// The hub was stopped ([`Hub::stop`](crate::Hub::stop)): `503`.
+    /// The endpoint was stopped ([`Publisher::stop`](crate::Publisher::stop)): `503`.
     Stopped,
     /// The client IP exceeded its rate limit: `429`.
     RateLimited,

@@ -127,27 +127,27 @@ const IPV6_PREFIX: u8 = 64;
 /// connections (close them yourself with `graceful_shutdown`), and an evicted WebSocket over
 /// HTTP/2 then keeps its stream until the peer opens its window or the connection closes.
 ///
-/// Upgraded HTTP/1.1 WebSocket connections leave hyper and are the [`Hub`](crate::Hub)'s: the
-/// deadlines stop applying once the upgrade request is in, and `Hub::stop` closes them. A
-/// WebSocket over HTTP/2 is one stream of an HTTP connection that stays hyper's: graceful
-/// shutdown waits for it, so stop the hub in the shutdown signal (as below).
+/// Upgraded HTTP/1.1 WebSocket connections leave hyper and are the endpoint's: the deadlines
+/// stop applying once the upgrade request is in, and
+/// [`Publisher::stop`](crate::Publisher::stop) closes them. A WebSocket over HTTP/2 is one
+/// stream of an HTTP connection that stays hyper's: graceful shutdown waits for it, so stop
+/// the publisher in the shutdown signal (as below).
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use agentwatch_ws::{SessionStore, WsLayer};
+/// use agentwatch_ws::WsLayer;
 /// use axum::Router;
 ///
 /// # async fn run() -> std::io::Result<()> {
-/// let ws = WsLayer::new(SessionStore::new());
-/// let hub = ws.hub();
-/// let app = Router::new().merge(ws.router("/ws"));
+/// let (ws, publisher) = WsLayer::new().build("/ws");
+/// let app = Router::new().merge(ws);
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 /// agentwatch_ws::serve(listener, app)
 ///     .header_read_timeout(Duration::from_secs(5))
 ///     .idle_timeout(Duration::from_secs(60))
 ///     .with_graceful_shutdown(async move {
 ///         let _ = tokio::signal::ctrl_c().await;
-///         hub.stop(); // 1001 to every WebSocket client, HTTP/1.1 and HTTP/2 alike
+///         publisher.stop(); // 1001 to every WebSocket client, HTTP/1.1 and HTTP/2 alike
 ///     })
 ///     .await
 /// # }
@@ -275,8 +275,8 @@ impl Serve {
     /// Stops accepting when `signal` completes, asks every open HTTP connection to finish
     /// (idle ones close at once, a request in progress completes), and resolves once they
     /// have. Upgraded WebSocket connections are not HTTP connections any more: stop them with
-    /// [`Hub::stop`](crate::Hub::stop). WebSockets over HTTP/2 are streams of an HTTP
-    /// connection, which finishes only once they end: call `Hub::stop` in `signal`.
+    /// [`Publisher::stop`](crate::Publisher::stop). WebSockets over HTTP/2 are streams of an
+    /// HTTP connection, which finishes only once they end: call `Publisher::stop` in `signal`.
     pub fn with_graceful_shutdown<F>(self, signal: F) -> WithGracefulShutdown<F>
     where
         F: Future<Output = ()> + Send + 'static,

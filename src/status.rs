@@ -3,7 +3,7 @@
 //!
 //! A browser cannot read the HTTP status of a refused WebSocket handshake: whether the server
 //! answered `429`, `403`, `401` or `503`, the page only sees an `error` and a close with code
-//! 1006. So [`WsLayer::router`](crate::WsLayer::router) keeps, per client IP, the most recent
+//! 1006. So [`WsLayer::build`](crate::WsLayer::build) keeps, per client IP, the most recent
 //! rejection of an upgrade request ([`RejectionLog`]) and serves it at `GET <path>/status`
 //! (for example `/ws/status`), where a page that failed to connect can ask why:
 //!

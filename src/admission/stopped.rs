@@ -10,7 +10,7 @@ use super::client_ip::peer_addr;
 use super::{RejectReason, ResponseFuture, rejection};
 use crate::stop::StopFlag;
 
-/// Layer answering `503 Service Unavailable` once [`Hub::stop`](crate::Hub::stop) was
+/// Layer answering `503 Service Unavailable` once [`Publisher::stop`](crate::Publisher::stop) was
 /// called. [`WsLayer`](crate::WsLayer) installs it.
 #[derive(Debug, Clone)]
 pub struct StoppedLayer {

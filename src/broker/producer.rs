@@ -27,8 +27,8 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 
 /// Publishes events into a [`Broker`]: the producer side of several-node serving.
 ///
-/// Add it to the monitor's [`MultiSink`](crate::MultiSink) (after the local store and hub,
-/// if the producer also serves). [`handle_event`](EventSink::handle_event) encodes the event
+/// Build the monitor with it as its sink (a producer that also serves runs a
+/// [`Follower`](super::Follower) of its own stream, as every node does). [`handle_event`](EventSink::handle_event) encodes the event
 /// in Go's wire format, folds it into a private [`SessionStore`] (the state checkpoints are
 /// taken from) and queues it; it never waits on the network. A background task appends the
 /// queue in batches, in order, retrying with backoff while the broker is unreachable.
@@ -116,17 +116,22 @@ pub struct BrokerSinkBuilder<B> {
 
 impl<B: Broker> BrokerSinkBuilder<B> {
     /// Bound of the queue of events not yet appended (default [`DEFAULT_BUFFER`]; 0 is
-    /// taken as 1).
+    /// raised to 1, with a `warn`).
     pub fn buffer(mut self, events: usize) -> Self {
-        self.buffer = events.max(1);
+        self.buffer = crate::layer::bounded("broker.buffer", events, 1, usize::MAX);
         self
     }
 
     /// Checkpoint after this many events (default: a quarter of the broker's retention).
     /// Keep it well below the retention, or a node starting late may find the checkpoint's
-    /// entry trimmed (it then waits for the next checkpoint).
+    /// entry trimmed (it then waits for the next checkpoint). 0 is raised to 1, with a `warn`.
     pub fn checkpoint_every(mut self, events: u64) -> Self {
-        self.checkpoint_every = Some(events.max(1));
+        self.checkpoint_every = Some(crate::layer::bounded(
+            "broker.checkpoint_every",
+            events,
+            1,
+            u64::MAX,
+        ));
         self
     }
 

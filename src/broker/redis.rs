@@ -104,17 +104,22 @@ impl RedisBroker {
     }
 
     /// The trim length: Redis keeps at least this many entries (`MAXLEN ~`). Default
-    /// [`DEFAULT_MAX_LEN`]; values below 1 are taken as 1.
+    /// [`DEFAULT_MAX_LEN`]; 0 is raised to 1, with a `warn`.
     pub fn max_len(mut self, max_len: usize) -> Self {
-        self.max_len = max_len.max(1);
+        self.max_len = crate::layer::bounded("broker.max_len", max_len, 1, usize::MAX);
         self
     }
 
     /// How long a command may take (beyond a read's blocking time) before the connection is
-    /// dropped and the operation fails as [`BrokerError::Unavailable`]. Default 2 s; at most
-    /// [`MAX_RESPONSE_TIMEOUT`].
+    /// dropped and the operation fails as [`BrokerError::Unavailable`]. Default 2 s; from
+    /// 1 ms to [`MAX_RESPONSE_TIMEOUT`] (values outside are raised or lowered, with a `warn`).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout.min(MAX_RESPONSE_TIMEOUT);
+        self.response_timeout = crate::layer::bounded(
+            "broker.response_timeout",
+            timeout,
+            Duration::from_millis(1),
+            MAX_RESPONSE_TIMEOUT,
+        );
         self
     }
 

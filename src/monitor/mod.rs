@@ -1,19 +1,18 @@
 //! The producer: a [`Monitor`] that tails Claude Code, Codex CLI and Gemini CLI session logs
-//! and publishes agentwatch [`Event`]s to any [`EventSink`] (cargo feature `monitor`, on by
-//! default).
+//! and publishes agentwatch [`Event`]s to any [`EventSink`], usually the
+//! [`Publisher`](crate::Publisher) of a [`WsLayer`](crate::WsLayer) (cargo feature `monitor`).
 //!
 //! ```no_run
 //! use agentwatch_ws::monitor::Monitor;
-//! use agentwatch_ws::{MultiSink, SessionStore, WsLayer};
+//! use agentwatch_ws::WsLayer;
 //!
 //! # async fn run() -> std::io::Result<()> {
-//! let store = SessionStore::new();
-//! let ws = WsLayer::new(store.clone());
+//! let (ws, publisher) = WsLayer::new().build::<()>("/ws");
 //! let monitor = Monitor::builder()
 //!     .default_roots()                       // ~/.claude/projects, ~/.codex/sessions, ~/.gemini/tmp
-//!     .build(MultiSink::new().with(store).with(ws.hub()));
+//!     .build(publisher);
 //! let handle = monitor.spawn()?;             // its own thread; returns at once
-//! // … serve `ws.router("/ws")` …
+//! // … serve `ws` …
 //! handle.stop();                             // stops and joins the thread
 //! # Ok(()) }
 //! ```
@@ -149,6 +148,7 @@ use std::time::{Duration, Instant};
 
 use notify::RecursiveMode;
 
+use crate::layer::bounded;
 use crate::sink::EventSink;
 use crate::wire::{Event, Health, SessionState};
 
@@ -241,18 +241,23 @@ pub fn default_roots() -> Vec<(SourceKind, PathBuf)> {
 }
 
 /// Configures a [`Monitor`]. Every setting has a documented default; only the roots must
-/// be given (a monitor with none publishes nothing).
+/// be given (a monitor with none publishes nothing). Number settings follow the crate's rule
+/// (see [`WsLayer`](crate::WsLayer#numbers)): `None` switches a behaviour off where that makes
+/// sense, values outside a setting's range are raised or lowered to it with a `warn`, and
+/// nothing panics.
 ///
 /// ```
 /// use std::time::Duration;
-/// use agentwatch_ws::SessionStore;
+/// use agentwatch_ws::WsLayer;
 /// use agentwatch_ws::monitor::{Monitor, SourceKind};
 ///
 /// let dir = tempfile::tempdir()?;
+/// let (_router, publisher) = WsLayer::new().build::<()>("/ws");
 /// let monitor = Monitor::builder()
 ///     .root(SourceKind::Claude, dir.path())
 ///     .stale_after(Duration::from_secs(600))
-///     .build(SessionStore::new());
+///     .idle_after(None)                           // never mark a working session idle
+///     .build(publisher);
 /// assert_eq!(monitor.roots().len(), 1);
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -337,25 +342,32 @@ impl MonitorBuilder {
     }
 
     /// An active session with no new data for this long becomes terminal (`stale`); logs not
-    /// modified within it are not loaded at start. Default [`DEFAULT_STALE_AFTER`];
-    /// [`Duration::ZERO`] disables staleness (and then every log is loaded at start). At most
+    /// modified within it are not loaded at start. Default [`DEFAULT_STALE_AFTER`]; `None`
+    /// disables staleness (and then every log is loaded at start). From 1 ms to
     /// [`MAX_DURATION`].
-    pub fn stale_after(mut self, after: Duration) -> Self {
-        self.stale_after = after.min(MAX_DURATION);
+    pub fn stale_after(mut self, after: impl Into<Option<Duration>>) -> Self {
+        // The lifecycle takes zero as "off".
+        self.stale_after = after.into().map_or(Duration::ZERO, |after| {
+            bounded("stale_after", after, Duration::from_millis(1), MAX_DURATION)
+        });
         self
     }
 
     /// How long a terminal session is kept before it is `removed`. Default
-    /// [`DEFAULT_RETENTION`]. At most [`MAX_DURATION`].
+    /// [`DEFAULT_RETENTION`]; `Duration::ZERO` removes it at the next pass. At most
+    /// [`MAX_DURATION`].
     pub fn retention(mut self, retention: Duration) -> Self {
-        self.retention = retention.min(MAX_DURATION);
+        self.retention = bounded("retention", retention, Duration::ZERO, MAX_DURATION);
         self
     }
 
     /// A `working` session whose latest record is this old becomes `idle`. Default
-    /// [`DEFAULT_IDLE_AFTER`]; [`Duration::ZERO`] disables it. At most [`MAX_DURATION`].
-    pub fn idle_after(mut self, after: Duration) -> Self {
-        self.idle_after = after.min(MAX_DURATION);
+    /// [`DEFAULT_IDLE_AFTER`]; `None` disables it. From 1 ms to [`MAX_DURATION`].
+    pub fn idle_after(mut self, after: impl Into<Option<Duration>>) -> Self {
+        // The lifecycle takes zero as "off".
+        self.idle_after = after.into().map_or(Duration::ZERO, |after| {
+            bounded("idle_after", after, Duration::from_millis(1), MAX_DURATION)
+        });
         self
     }
 
@@ -371,7 +383,7 @@ impl MonitorBuilder {
     /// published at once. Default [`DEFAULT_TURN_END_DELAY`]; [`Duration::ZERO`] publishes
     /// every end at once. At most [`MAX_DURATION`].
     pub fn turn_end_delay(mut self, delay: Duration) -> Self {
-        self.turn_end_delay = delay.min(MAX_DURATION);
+        self.turn_end_delay = bounded("turn_end_delay", delay, Duration::ZERO, MAX_DURATION);
         self
     }
 
@@ -379,7 +391,12 @@ impl MonitorBuilder {
     /// Default [`DEFAULT_RESCAN_INTERVAL`]; values under 100 ms are raised to 100 ms, values
     /// over [`MAX_DURATION`] lowered to it.
     pub fn rescan_interval(mut self, interval: Duration) -> Self {
-        self.rescan_interval = interval.clamp(Duration::from_millis(100), MAX_DURATION);
+        self.rescan_interval = bounded(
+            "rescan_interval",
+            interval,
+            Duration::from_millis(100),
+            MAX_DURATION,
+        );
         self
     }
 
@@ -387,21 +404,22 @@ impl MonitorBuilder {
     /// Default [`DEFAULT_DEBOUNCE`]. It adds to the latency of every change. At most
     /// [`MAX_DURATION`].
     pub fn debounce(mut self, debounce: Duration) -> Self {
-        self.debounce = debounce.min(MAX_DURATION);
+        self.debounce = bounded("debounce", debounce, Duration::ZERO, MAX_DURATION);
         self
     }
 
     /// Consecutive failed scans before a source is `degraded` (twice as many: `failed`).
-    /// Default [`DEFAULT_HEALTH_THRESHOLD`]; 0 is taken as 1.
+    /// Default [`DEFAULT_HEALTH_THRESHOLD`]; 0 is raised to 1. At most `u32::MAX / 2`, so
+    /// that `failed` (twice the threshold) stays reachable.
     pub fn health_threshold(mut self, threshold: u32) -> Self {
-        self.health_threshold = threshold.max(1);
+        self.health_threshold = bounded("health_threshold", threshold, 1, u32::MAX / 2);
         self
     }
 
     /// The seq of the monitor's first event. Default 1 (a new
-    /// [`SessionStore`](crate::SessionStore) is at 0). A monitor publishing into a store
-    /// that already holds events (say, after restarting the monitor in the same process)
-    /// should continue its sequence: `first_seq(store.seq() + 1)`, so clients' seqs never go
+    /// [`Publisher`](crate::Publisher) is at 0). A monitor publishing into a publisher that
+    /// already holds events (say, after restarting the monitor in the same process) should
+    /// continue its sequence, `first_seq(publisher.seq() + 1)`, so clients' seqs never go
     /// backwards.
     pub fn first_seq(mut self, seq: u64) -> Self {
         self.first_seq = seq;

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use agentwatch_ws::broker::{BrokerSink, Follower, RedisBroker};
-use agentwatch_ws::{Event, EventSink, MultiSink, SessionState, SessionStore, Timestamp, WsLayer};
+use agentwatch_ws::{Event, EventSink, SessionState, Timestamp, WsLayer};
 use axum::Router;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -140,8 +140,8 @@ async fn produce(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn serve(ws: &WsLayer, port: u16) -> Result<(), String> {
-    let app = Router::new().merge(ws.router("/ws"));
+async fn serve(ws: Router, port: u16) -> Result<(), String> {
+    let app = Router::new().merge(ws);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| format!("cannot listen on {port}: {e}"))?;
@@ -157,17 +157,13 @@ async fn serve(ws: &WsLayer, port: u16) -> Result<(), String> {
 
 /// The WsLayer as bench_server configures it: no rate limit or cap (thousands of sockets
 /// from one IP), a deep send buffer.
-fn layer(store: &SessionStore) -> WsLayer {
-    WsLayer::new(store.clone())
-        .rate_limit(agentwatch_ws::RateLimit::disabled())
-        .send_buffer(std::num::NonZeroUsize::new(16_384).expect("non-zero"))
+fn layer() -> WsLayer {
+    WsLayer::new().rate_limit(None).send_buffer(16_384)
 }
 
 async fn local(config: Config) -> Result<(), String> {
-    let store = SessionStore::new();
-    let ws = layer(&store);
-    let sink = MultiSink::new().with(store).with(ws.hub());
-    serve(&ws, flag("--port").ok_or("--port")?).await?;
+    let (ws, sink) = layer().build("/ws");
+    serve(ws, flag("--port").ok_or("--port")?).await?;
     wait_for_start().await?;
     publish_schedule(&config, &sink).await;
     std::future::pending::<()>().await;
@@ -175,13 +171,12 @@ async fn local(config: Config) -> Result<(), String> {
 }
 
 async fn node(config: Config) -> Result<(), String> {
-    let store = SessionStore::new();
-    let ws = layer(&store);
+    let (ws, publisher) = layer().build("/ws");
     let broker =
         RedisBroker::open(&config.redis, config.stream.clone()).map_err(|e| e.to_string())?;
-    let follower = Follower::new(broker, store, ws.hub()).spawn();
+    let follower = Follower::new(broker, publisher).spawn();
     follower.ready().await;
-    serve(&ws, flag("--port").ok_or("--port")?).await?;
+    serve(ws, flag("--port").ok_or("--port")?).await?;
     std::future::pending::<()>().await;
     Ok(())
 }

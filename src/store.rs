@@ -227,4 +227,25 @@ mod tests {
         let by_id: Vec<String> = store.sessions_by_id().into_iter().map(|s| s.id).collect();
         assert_eq!(by_id, ["a", "m", "z"]);
     }
+
+    #[test]
+    fn reports_are_kept_across_snapshot_events() {
+        let store = SessionStore::new();
+        let health = Health {
+            source: "claude".into(),
+            status: crate::wire::HealthStatus::Degraded,
+            ..Default::default()
+        };
+        store.handle_event(&Event::health(1, health)).unwrap();
+        store
+            .handle_event(&Event::snapshot(2, vec![session("a", 0)]))
+            .unwrap();
+        let snapshot = store.snapshot();
+        assert_eq!(snapshot.seq, 2);
+        assert_eq!(snapshot.health.len(), 1);
+        assert_eq!(
+            snapshot.health[0].status,
+            crate::wire::HealthStatus::Degraded
+        );
+    }
 }

@@ -763,3 +763,128 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
         Ok(PeerAddr(peer_addr(&parts.extensions)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    // unwrap() and expect() here are assertions on values the test built itself.
+    use super::*;
+    use crate::sink::Snapshot;
+    use crate::wire::{Event, SessionState};
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// Serves an endpoint whose clients' snapshots come from `source`.
+    async fn serve_source(
+        store: SessionStore,
+        source: Arc<dyn SnapshotSource>,
+    ) -> (Publisher, SocketAddr) {
+        let (router, publisher) = WsLayer::new()
+            .rate_limit(None)
+            .build_with_source::<()>("/ws", store, source);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (publisher, addr)
+    }
+
+    /// The first event a new client receives (its snapshot).
+    async fn first_event(addr: SocketAddr) -> Event {
+        let within = Duration::from_secs(10);
+        let (mut client, _) = tokio::time::timeout(
+            within,
+            tokio_tungstenite::connect_async(format!("ws://{addr}/ws")),
+        )
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+        loop {
+            let message = tokio::time::timeout(within, client.next())
+                .await
+                .expect("a message in time")
+                .expect("an open stream")
+                .expect("a message");
+            if let Message::Text(text) = message {
+                return Event::from_json(text.as_bytes()).expect("an event");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_without_a_version_is_encoded_per_client() {
+        let fixed = || Snapshot {
+            seq: 3,
+            sessions: vec![SessionState {
+                id: "x".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let (publisher, addr) = serve_source(SessionStore::new(), Arc::new(fixed)).await;
+        let before = publisher.stats().encodings;
+        for _ in 0..3 {
+            let snapshot = first_event(addr).await;
+            assert_eq!((snapshot.seq, snapshot.sessions.len()), (3, 1));
+        }
+        assert_eq!(
+            publisher.stats().encodings - before,
+            3,
+            "no shared encoding"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_without_an_at_carries_the_at_recorded_for_its_seq() {
+        let store = SessionStore::new();
+        let source = {
+            let store = store.clone();
+            move || Snapshot {
+                seq: store.seq(),
+                sessions: store.snapshot().sessions,
+                ..Default::default()
+            }
+        };
+        let (publisher, addr) = serve_source(store, Arc::new(source)).await;
+        let mut ats = Vec::new();
+        for seq in 1..=3 {
+            let mut event = Event::delta(seq, vec![], vec![]);
+            event.at = Timestamp::from(
+                std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seq),
+            );
+            ats.push(event.at);
+            publisher.publish(event).unwrap();
+        }
+        let snapshot = first_event(addr).await;
+        assert_eq!((snapshot.seq, snapshot.at), (3, ats[2]));
+    }
+
+    #[test]
+    fn numbers_outside_their_range_are_raised_or_lowered() {
+        let layer = WsLayer::new()
+            .send_buffer(0)
+            .max_message_size(1)
+            .replay_window(0)
+            .replay_window_bytes(0)
+            .max_connections(0)
+            .heartbeat(Duration::ZERO)
+            .write_timeout(Duration::MAX);
+        assert_eq!(layer.send_buffer, 1);
+        assert_eq!(layer.max_message_size, MIN_MESSAGE_SIZE);
+        assert_eq!(layer.replay_window, Some(1));
+        assert_eq!(layer.replay_window_bytes, MIN_REPLAY_WINDOW_BYTES);
+        assert_eq!(layer.max_connections, Some(1));
+        assert_eq!(layer.heartbeat, Some(MIN_DURATION));
+        assert_eq!(layer.write_timeout, MAX_DURATION);
+        let layer = layer
+            .send_buffer(usize::MAX)
+            .replay_window(None)
+            .max_connections(None)
+            .heartbeat(None)
+            .rate_limit(None);
+        assert_eq!(layer.send_buffer, MAX_SEND_BUFFER);
+        assert_eq!(
+            (layer.replay_window, layer.max_connections, layer.heartbeat),
+            (None, None, None)
+        );
+        assert!(layer.rate_limit.is_none());
+    }
+}

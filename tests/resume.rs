@@ -157,7 +157,7 @@ async fn outside_the_window_ahead_of_it_or_garbage_since_gets_a_snapshot() {
 
 #[tokio::test]
 async fn replay_disabled_means_every_connect_gets_a_snapshot() {
-    let ws = layer().replay_window(0);
+    let ws = layer().replay_window(None);
     let (hub, addr) = start(&ws).await;
     for seq in 1..=5 {
         publish(&hub, seq);

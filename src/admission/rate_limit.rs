@@ -47,7 +47,7 @@
 //! let app: Router = Router::new()
 //!     .route("/ws", get(|| async { "upgrade here" }))
 //!     .layer(RateLimitLayer::new(
-//!         RateLimitPolicy { limit: 12, burst: 4, window: Duration::from_secs(60) },
+//!         RateLimitPolicy::per_minute(12).burst(4),
 //!         TrustedProxies::new(["127.0.0.1"])?,
 //!     ));
 //! // The client IP comes from `ConnectInfo`, so serve with:
@@ -94,7 +94,7 @@ pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 ///
 /// let default = RateLimitPolicy::default();
 /// assert_eq!(default, RateLimitPolicy::per_minute(12).burst(4));
-/// assert_eq!((default.burst(), default.interval()), (4, Duration::from_secs(5)));
+/// assert_eq!((default.burst_size(), default.interval()), (4, Duration::from_secs(5)));
 /// // One upgrade every 10 s, 3 at once:
 /// let strict = RateLimitPolicy::per(Duration::from_secs(10)).burst(3);
 /// assert_eq!(strict.interval(), Duration::from_secs(10));
@@ -817,9 +817,10 @@ mod tests {
         assert!(l.check(a, before + Duration::from_secs(1)).is_ok());
         let l = RateLimiter::new(RateLimitPolicy::new(u32::MAX, 1, Duration::from_nanos(1)));
         assert!(l.check(a, before).is_ok());
-        assert!(
-            l.check(a, before).is_ok(),
-            "a sub-nanosecond interval limits nothing"
+        assert_eq!(
+            l.check(a, before),
+            Err(Duration::from_nanos(1)),
+            "a sub-nanosecond interval is raised to 1 ns"
         );
     }
 

@@ -78,11 +78,11 @@ const IPV6_PREFIX: u8 = 64;
 /// upgrades) with these bounds:
 ///
 /// - **Request head deadline** ([`Serve::header_read_timeout`], default
-///   [`DEFAULT_HEADER_READ_TIMEOUT`], 10 s): a connection whose first request head is not
+///   10 s): a connection whose first request head is not
 ///   complete within it is closed, whether it sent nothing, part of a request line or headers,
 ///   or part of an HTTP/2 preface. On HTTP/1 the same deadline bounds every later head and an
 ///   idle keep-alive connection waiting for its next request (hyper's `header_read_timeout`).
-/// - **Idle deadline** ([`Serve::idle_timeout`], default [`DEFAULT_IDLE_TIMEOUT`], 30 s), for
+/// - **Idle deadline** ([`Serve::idle_timeout`], default 30 s), for
 ///   HTTP/1 and HTTP/2 alike: a connection with no request being answered, no response body
 ///   being sent and no stream open (an HTTP/2 WebSocket counts while it lives) for that long
 ///   is closed (HTTP/2: `GOAWAY`, then dropped after at most 1 s). An HTTP/2 connection that
@@ -91,9 +91,9 @@ const IPV6_PREFIX: u8 = 64;
 ///   frame from the peer, closed when it is not acknowledged within 20 s): a peer that
 ///   vanished without a FIN stops holding its connection and its streams.
 /// - **Streams per HTTP/2 connection** ([`Serve::http2_max_concurrent_streams`], default
-///   [`DEFAULT_MAX_CONCURRENT_STREAMS`], 100), sent as `SETTINGS_MAX_CONCURRENT_STREAMS`.
+///   100), sent as `SETTINGS_MAX_CONCURRENT_STREAMS`.
 /// - **Connections per client IP** ([`Serve::max_connections_per_ip`], default
-///   [`DEFAULT_MAX_CONNECTIONS_PER_IP`], 64; IPv6 counted by /64) and **in total**
+///   64; IPv6 counted by /64) and **in total**
 ///   ([`Serve::max_connections`], default none): a connection over either is closed as soon
 ///   as it is accepted, before anything is read, and logged at `debug`. The peer is the TCP
 ///   peer: behind a reverse proxy every client shares the proxy's address, so raise or
@@ -203,8 +203,8 @@ impl std::fmt::Debug for Serve {
 impl Serve {
     /// How long a connection may take to send a complete request head (its first one, then,
     /// on HTTP/1, each next one, idle time included) before it is closed. Default
-    /// [`DEFAULT_HEADER_READ_TIMEOUT`] (10 s); `Duration::ZERO` is ignored; at most
-    /// [`MAX_HEADER_READ_TIMEOUT`] (longer values are clamped).
+    /// 10 s; `Duration::ZERO` is ignored; at most
+    /// one hour (longer values are clamped).
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         if !timeout.is_zero() {
             self.limits.header_read_timeout = timeout.min(MAX_HEADER_READ_TIMEOUT);
@@ -214,8 +214,8 @@ impl Serve {
 
     /// How long an HTTP connection (HTTP/1 or HTTP/2) may stay idle — no request being
     /// answered, no response body being sent, no stream (such as a WebSocket over HTTP/2)
-    /// open — before it is closed. Default [`DEFAULT_IDLE_TIMEOUT`] (30 s); `Duration::ZERO`
-    /// is ignored; at most [`MAX_IDLE_TIMEOUT`] (longer values are clamped). An HTTP/1
+    /// open — before it is closed. Default 30 s; `Duration::ZERO`
+    /// is ignored; at most one hour (longer values are clamped). An HTTP/1
     /// keep-alive connection is closed by whichever of this and
     /// [`header_read_timeout`](Self::header_read_timeout) comes first.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
@@ -227,7 +227,7 @@ impl Serve {
 
     /// HTTP/2 keep-alive: a PING after `interval` without a frame from the peer, and the
     /// connection closed when the PING is not acknowledged within `timeout`. Default
-    /// [`DEFAULT_KEEP_ALIVE_INTERVAL`] and [`DEFAULT_KEEP_ALIVE_TIMEOUT`] (20 s each); `None`
+    /// 20 s and 20 s; `None`
     /// turns pings off (the idle deadline still applies). Zero durations are raised to 1 s.
     pub fn http2_keep_alive(mut self, interval_and_timeout: Option<(Duration, Duration)>) -> Self {
         let at_least_1s = |d: Duration| d.max(Duration::from_secs(1));
@@ -238,7 +238,7 @@ impl Serve {
 
     /// How many streams one HTTP/2 connection may have open at once
     /// (`SETTINGS_MAX_CONCURRENT_STREAMS`); more are refused by the peer's own HTTP/2 stack
-    /// or reset with `REFUSED_STREAM`. Default [`DEFAULT_MAX_CONCURRENT_STREAMS`] (100); `0`
+    /// or reset with `REFUSED_STREAM`. Default 100; `0`
     /// is raised to 1.
     pub fn http2_max_concurrent_streams(mut self, max: u32) -> Self {
         self.max_concurrent_streams = max.max(1);
@@ -257,7 +257,7 @@ impl Serve {
 
     /// At most `max` open HTTP connections from one client IP (an IPv6 client by its /64);
     /// a connection over it is closed as soon as it is accepted. Default
-    /// [`DEFAULT_MAX_CONNECTIONS_PER_IP`] (64); `None`: no per-IP bound (behind a reverse
+    /// 64; `None`: no per-IP bound (behind a reverse
     /// proxy, which every connection comes from).
     pub fn max_connections_per_ip(
         mut self,

@@ -28,10 +28,11 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 /// Publishes events into a [`Broker`]: the producer side of several-node serving.
 ///
 /// Build the monitor with it as its sink (a producer that also serves runs a
-/// [`Follower`](super::Follower) of its own stream, as every node does). [`handle_event`](EventSink::handle_event) encodes the event
-/// in Go's wire format, folds it into a private [`SessionStore`] (the state checkpoints are
-/// taken from) and queues it; it never waits on the network. A background task appends the
-/// queue in batches, in order, retrying with backoff while the broker is unreachable.
+/// [`Follower`](super::Follower) of its own stream, as every node does).
+/// [`handle_event`](EventSink::handle_event) encodes the event in Go's wire format, folds it
+/// into a private copy of the state (what checkpoints are taken from) and queues it; it
+/// never waits on the network. A background task appends the queue in batches, in order,
+/// retrying with backoff while the broker is unreachable.
 ///
 /// # Checkpoints
 /// After every `checkpoint_every` queued events (default: a quarter of the broker's

@@ -1,4 +1,4 @@
-//! The crate's real `WsLayer` + `Publisher` + `SessionStore` behind the fan-out bench protocol
+//! The crate's real `WsLayer` and its `Publisher` behind the fan-out bench protocol
 //! (`../shared/bench/PROTOCOL.md`), so `../shared/bench/compare.sh` can measure it beside the
 //! Go-design, Node `ws`, Python `websockets` and raw-socket peers. That harness lives beside
 //! this repository, not in it; nothing in `cargo test` needs it.

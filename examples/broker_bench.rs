@@ -9,7 +9,7 @@
 //! The driver (this binary without `--role`) starts itself as: a producer publishing `rate`
 //! events a second for `seconds` into a fresh stream (`BrokerSink`); three nodes serving
 //! from it (`Follower`); and a *local* node that generates the same schedule at the same
-//! moments straight into its own store and hub (the single-node baseline). It connects
+//! moments straight into its own `Publisher` (the single-node baseline). It connects
 //! `clients` WebSocket clients to each of the four nodes, then starts both schedules and
 //! reports per node: deliveries and losses (a client checks every `seq` follows the one
 //! before), latency from the event's `at` (stamped at publish) to its arrival at the client,

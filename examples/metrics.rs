@@ -1,4 +1,4 @@
-//! The hub's counters in Prometheus text, through the `metrics` facade and
+//! The endpoint's counters in Prometheus text, through the `metrics` facade and
 //! `metrics-exporter-prometheus`.
 //!
 //! ```sh
@@ -9,8 +9,8 @@
 //!
 //! The WebSocket endpoint is at `/ws` and carries one simulated session that keeps working;
 //! connect a client or two and watch `agentwatch_ws_clients` and
-//! `agentwatch_ws_messages_sent_total` move. Each scrape first copies the hub's counters into
-//! the recorder ([`agentwatch_ws::metrics::record`]), so what it shows is exact at that
+//! `agentwatch_ws_messages_sent_total` move. Each scrape first copies the endpoint's counters
+//! into the recorder ([`agentwatch_ws::metrics::record`]), so what it shows is exact at that
 //! moment; nothing on the delivery path touches the recorder.
 
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
-//! End to end: a real `axum::serve` with `WsLayer` + `SessionStore`, the monitor publishing
-//! into the `Publisher` from its own thread, a tokio-tungstenite client, and lines
-//! appended to a Claude Code log in a temp dir.
+//! End to end: a real `axum::serve` with `WsLayer`, the monitor publishing into its
+//! `Publisher` from its own thread, a tokio-tungstenite client, and lines appended to a
+//! Claude Code log in a temp dir.
 
 mod common;
 mod monitor_support;

@@ -1,5 +1,5 @@
-//! End to end, Codex CLI and Gemini CLI: a real `axum::serve` with `WsLayer` +
-//! `SessionStore`, the monitor publishing from its own thread, a tokio-tungstenite client,
+//! End to end, Codex CLI and Gemini CLI: a real `axum::serve` with `WsLayer`, the monitor
+//! publishing into its `Publisher` from its own thread, a tokio-tungstenite client,
 //! and lines appended to a log in a temp dir; the turn's end reaches the client as a delta
 //! that turns `working` into `waiting`.
 

@@ -18,11 +18,11 @@ use super::checkpoint::State;
 use super::{Broker, BrokerError, Entry, EntryId};
 
 /// Default entries per read.
-pub const DEFAULT_READ_BATCH: usize = 512;
+pub(crate) const DEFAULT_READ_BATCH: usize = 512;
 /// Default time a read waits for new entries before asking again.
-pub const DEFAULT_BLOCK: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_BLOCK: Duration = Duration::from_secs(1);
 /// The longest [`Follower::block`]: 60 s. Longer values are lowered to it.
-pub const MAX_BLOCK: Duration = Duration::from_secs(60);
+pub(crate) const MAX_BLOCK: Duration = Duration::from_secs(60);
 
 /// Follows a [`Broker`] stream for one serving node.
 ///
@@ -114,16 +114,16 @@ impl<B: Broker> Follower<B> {
         }
     }
 
-    /// Entries per read (default [`DEFAULT_READ_BATCH`]; 0 is raised to 1, with a `warn`).
+    /// Entries per read (default 512; 0 is raised to 1, with a `warn`).
     pub fn batch(mut self, entries: usize) -> Self {
         self.batch = crate::layer::bounded("follower.batch", entries, 1, usize::MAX);
         self
     }
 
-    /// How long one read waits for new entries (default [`DEFAULT_BLOCK`]). New entries
+    /// How long one read waits for new entries (default 1 s). New entries
     /// wake it at once; this only bounds how long a dead connection can go unnoticed, and
     /// how often a node waiting for the producer's next checkpoint looks again. Between
-    /// 1 ms and [`MAX_BLOCK`]; values outside are raised or lowered to them, with a `warn`.
+    /// 1 ms and 60 s; values outside are raised or lowered to them, with a `warn`.
     pub fn block(mut self, block: Duration) -> Self {
         self.block =
             crate::layer::bounded("follower.block", block, Duration::from_millis(1), MAX_BLOCK);

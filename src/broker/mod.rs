@@ -18,7 +18,7 @@
 //!   before it in the stream, empty for the first), `event` (the event's Go-exact JSON) and,
 //!   only on a *resync* entry, `health` (a JSON array of every source's latest health). The
 //!   stream is trimmed with `MAXLEN ~ N` ([`RedisBroker::max_len`], default
-//!   [`DEFAULT_MAX_LEN`]): Redis keeps at least the last `N` entries.
+//!   10 000): Redis keeps at least the last `N` entries.
 //! - `K:checkpoint`, a hash: the state at one stream entry: `seq`, `entry` (that entry's
 //!   id), `snapshot` (a `snapshot` event's Go-exact JSON with every session) and `health` (a
 //!   JSON array). Written by the producer at least every `N / 4` events
@@ -72,13 +72,9 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use checkpoint::Checkpoint;
-pub use follower::{
-    DEFAULT_BLOCK, DEFAULT_READ_BATCH, Follower, FollowerHandle, FollowerStats, MAX_BLOCK,
-};
-pub use producer::{
-    BrokerSink, BrokerSinkBuilder, BrokerSinkStats, DEFAULT_BUFFER, DEFAULT_CHECKPOINT_INTERVAL,
-};
-pub use redis::{DEFAULT_MAX_LEN, MAX_RESPONSE_TIMEOUT, RedisBroker};
+pub use follower::{Follower, FollowerHandle, FollowerStats};
+pub use producer::{BrokerSink, BrokerSinkBuilder, BrokerSinkStats};
+pub use redis::RedisBroker;
 
 /// A stream entry id, as the broker assigned it (Redis: `<ms>-<n>`). Opaque to the engine.
 pub type EntryId = String;

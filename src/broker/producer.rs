@@ -17,9 +17,9 @@ use super::checkpoint::Image;
 use super::{Broker, BrokerError, EntryId, Record};
 
 /// Default bound of the queue between [`EventSink::handle_event`] and the append task.
-pub const DEFAULT_BUFFER: usize = 8192;
+pub(crate) const DEFAULT_BUFFER: usize = 8192;
 /// Default time after which a quiet producer checkpoints what changed since the last one.
-pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// Records per append call at most.
 const MAX_BATCH: usize = 256;
 /// How often an idle append task looks for a due checkpoint or a pending resync.
@@ -116,7 +116,7 @@ pub struct BrokerSinkBuilder<B> {
 }
 
 impl<B: Broker> BrokerSinkBuilder<B> {
-    /// Bound of the queue of events not yet appended (default [`DEFAULT_BUFFER`]; 0 is
+    /// Bound of the queue of events not yet appended (default 8 192; 0 is
     /// raised to 1, with a `warn`).
     pub fn buffer(mut self, events: usize) -> Self {
         self.buffer = crate::layer::bounded("broker.buffer", events, 1, usize::MAX);
@@ -137,7 +137,7 @@ impl<B: Broker> BrokerSinkBuilder<B> {
     }
 
     /// Checkpoint a quiet producer's changes after this long (default
-    /// [`DEFAULT_CHECKPOINT_INTERVAL`]).
+    /// 5 s).
     pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
         self.checkpoint_interval = interval;
         self

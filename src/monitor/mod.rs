@@ -161,26 +161,26 @@ use watch::Message;
 /// The longest any duration setting of [`MonitorBuilder`] is taken as: 100 years (365-day).
 /// Longer values, up to `Duration::MAX`, are clamped to it: the monitor's clock arithmetic
 /// (`Instant` + duration) cannot overflow, and a value that long already means "never".
-pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
 
-/// Default [`MonitorBuilder::stale_after`]: 5 minutes (Go's default).
-pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5 * 60);
+/// Default `MonitorBuilder::stale_after`: 5 minutes (Go's default).
+pub(crate) const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5 * 60);
 /// Default [`MonitorBuilder::retention`]: 30 seconds (Go's default).
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_RETENTION: Duration = Duration::from_secs(30);
 /// Default [`MonitorBuilder::idle_after`]: 2 minutes.
-pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(2 * 60);
+pub(crate) const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(2 * 60);
 /// Default [`MonitorBuilder::turn_end_delay`]: 3 seconds. In real Claude Code 2.1.38 and
 /// 2.1.39 transcripts (588 text lines followed by a tool call of the same message), the
 /// tool call's line came a median 1.0 s after the text's, over 3 s after it for 22 % of
 /// them, and over 5 s for 14 % (a long tool input: up to 72 s); a wait shows this much
 /// later than the reply where nothing after it says the turn is over.
-pub const DEFAULT_TURN_END_DELAY: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_TURN_END_DELAY: Duration = Duration::from_secs(3);
 /// Default [`MonitorBuilder::rescan_interval`]: 60 seconds.
-pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
 /// Default [`MonitorBuilder::debounce`]: 5 milliseconds.
-pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(5);
+pub(crate) const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(5);
 /// Default [`MonitorBuilder::health_threshold`]: 3 (Go's default).
-pub const DEFAULT_HEALTH_THRESHOLD: u32 = 3;
+pub(crate) const DEFAULT_HEALTH_THRESHOLD: u32 = 3;
 
 /// How long [`MonitorHandle::stop`] waits for the monitor's thread: 2 seconds. A pass ends
 /// within [`PASS_BUDGET`] and the thread checks for the stop between passes, so it ends long
@@ -342,9 +342,9 @@ impl MonitorBuilder {
     }
 
     /// An active session with no new data for this long becomes terminal (`stale`); logs not
-    /// modified within it are not loaded at start. Default [`DEFAULT_STALE_AFTER`]; `None`
+    /// modified within it are not loaded at start. Default 5 minutes (Go's); `None`
     /// disables staleness (and then every log is loaded at start). From 1 ms to
-    /// [`MAX_DURATION`].
+    /// 100 years.
     pub fn stale_after(mut self, after: impl Into<Option<Duration>>) -> Self {
         // The lifecycle takes zero as "off".
         self.stale_after = after.into().map_or(Duration::ZERO, |after| {
@@ -354,15 +354,15 @@ impl MonitorBuilder {
     }
 
     /// How long a terminal session is kept before it is `removed`. Default
-    /// [`DEFAULT_RETENTION`]; `Duration::ZERO` removes it at the next pass. At most
-    /// [`MAX_DURATION`].
+    /// 30 s (Go's); `Duration::ZERO` removes it at the next pass. At most
+    /// 100 years.
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = bounded("retention", retention, Duration::ZERO, MAX_DURATION);
         self
     }
 
     /// A `working` session whose latest record is this old becomes `idle`. Default
-    /// [`DEFAULT_IDLE_AFTER`]; `None` disables it. From 1 ms to [`MAX_DURATION`].
+    /// 2 minutes; `None` disables it. From 1 ms to 100 years.
     pub fn idle_after(mut self, after: impl Into<Option<Duration>>) -> Self {
         // The lifecycle takes zero as "off".
         self.idle_after = after.into().map_or(Duration::ZERO, |after| {
@@ -380,16 +380,16 @@ impl MonitorBuilder {
     /// without the delay a session shows `waiting` between the two. A reply older than the
     /// delay when read, and every stated end (`end_turn`, `turn_duration`,
     /// `stop_hook_summary`, an interrupt, an API error, Codex's `task_complete`, …), is
-    /// published at once. Default [`DEFAULT_TURN_END_DELAY`]; [`Duration::ZERO`] publishes
-    /// every end at once. At most [`MAX_DURATION`].
+    /// published at once. Default 3 s; [`Duration::ZERO`] publishes
+    /// every end at once. At most 100 years.
     pub fn turn_end_delay(mut self, delay: Duration) -> Self {
         self.turn_end_delay = bounded("turn_end_delay", delay, Duration::ZERO, MAX_DURATION);
         self
     }
 
     /// How often every root is walked again, as a safety net for lost notifications.
-    /// Default [`DEFAULT_RESCAN_INTERVAL`]; values under 100 ms are raised to 100 ms, values
-    /// over [`MAX_DURATION`] lowered to it.
+    /// Default 60 s; values under 100 ms are raised to 100 ms, values
+    /// over 100 years lowered to it.
     pub fn rescan_interval(mut self, interval: Duration) -> Self {
         self.rescan_interval = bounded(
             "rescan_interval",
@@ -401,15 +401,15 @@ impl MonitorBuilder {
     }
 
     /// How long to gather notifications before reading, so a burst of appends is one batch.
-    /// Default [`DEFAULT_DEBOUNCE`]. It adds to the latency of every change. At most
-    /// [`MAX_DURATION`].
+    /// Default 5 ms. It adds to the latency of every change. At most
+    /// 100 years.
     pub fn debounce(mut self, debounce: Duration) -> Self {
         self.debounce = bounded("debounce", debounce, Duration::ZERO, MAX_DURATION);
         self
     }
 
     /// Consecutive failed scans before a source is `degraded` (twice as many: `failed`).
-    /// Default [`DEFAULT_HEALTH_THRESHOLD`]; 0 is raised to 1. At most `u32::MAX / 2`, so
+    /// Default 3 (Go's); 0 is raised to 1. At most `u32::MAX / 2`, so
     /// that `failed` (twice the threshold) stays reachable.
     pub fn health_threshold(mut self, threshold: u32) -> Self {
         self.health_threshold = bounded("health_threshold", threshold, 1, u32::MAX / 2);

@@ -9,15 +9,13 @@
 //! (tokio-tungstenite) on 127.0.0.1 read every event; one iteration is "publish one event and
 //! wait until every client has it", measured over batches of events.
 
-use agentwatch_ws::RateLimit;
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use agentwatch_ws::{Event, EventSink, SessionState, SessionStore, SnapshotSource, WsLayer, wire};
+use agentwatch_ws::{Event, EventSink, SessionState, WsLayer, wire};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
 
@@ -56,28 +54,25 @@ fn encoding(c: &mut Criterion) {
 }
 
 fn snapshot_build(c: &mut Criterion) {
-    let store = SessionStore::new();
-    store
-        .handle_event(&Event::delta(1, (0..1000).map(session).collect(), vec![]))
+    let (_router, publisher) = WsLayer::new().build::<()>("/ws");
+    publisher
+        .publish(Event::delta(1, (0..1000).map(session).collect(), vec![]))
         .unwrap_or_default();
     let mut group = c.benchmark_group("snapshot");
-    group.bench_function("store_1000_sessions/copy", |b| {
-        b.iter(|| black_box(store.snapshot()))
+    group.bench_function("state_1000_sessions/copy", |b| {
+        b.iter(|| black_box(publisher.sessions()))
     });
-    group.bench_function("store_1000_sessions/copy_and_encode", |b| {
-        b.iter(|| {
-            let snap = store.snapshot();
-            wire::to_vec(&Event::snapshot(snap.seq, snap.sessions))
-        })
+    group.bench_function("state_1000_sessions/copy_and_encode", |b| {
+        b.iter(|| wire::to_vec(&Event::snapshot(publisher.seq(), publisher.sessions())))
     });
-    group.bench_function("store_fold_delta_1_session", |b| {
+    group.bench_function("publish_delta_1_session", |b| {
         let mut seq = 1;
         b.iter_batched(
             || {
                 seq += 1;
                 Event::delta(seq, vec![session(seq as usize % 1000)], vec![])
             },
-            |event| store.handle_event(&event),
+            |event| publisher.publish(event),
             BatchSize::SmallInput,
         )
     });
@@ -94,11 +89,8 @@ fn fan_out(c: &mut Criterion) {
         Ok(rt) => rt,
         Err(e) => panic!("tokio runtime: {e}"),
     };
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone())
-        .rate_limit(RateLimit::disabled())
-        .send_buffer(NonZeroUsize::new(1 << 16).unwrap());
-    let hub = ws.hub();
+    let ws = WsLayer::new().rate_limit(None).send_buffer(1 << 16);
+    let (ws_router, hub) = ws.clone().build("/ws");
     let received = Arc::new(AtomicU64::new(0));
     let _guard = runtime.enter();
     let addr: SocketAddr = runtime.block_on(async {
@@ -106,7 +98,7 @@ fn fan_out(c: &mut Criterion) {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = axum::Router::new().merge(ws.router("/ws"));
+        let app = axum::Router::new().merge(ws_router);
         tokio::spawn(async move {
             let _ = axum::serve(
                 listener,

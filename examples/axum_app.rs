@@ -15,11 +15,10 @@
 //! `agentwatch.token.<base64url>` subprotocol offered next to `agentwatch.v1` (the server
 //! echoes only `agentwatch.v1`), or `?access_token=`.
 
-use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use agentwatch_ws::admission::token::{BearerToken, TokenRejection};
-use agentwatch_ws::{Event, EventSink, Identity, MultiSink, SessionState, SessionStore, WsLayer};
+use agentwatch_ws::{Event, Identity, SessionState, WsLayer};
 use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::response::Html;
@@ -110,8 +109,7 @@ async fn main() -> std::io::Result<()> {
         .init();
 
     let port = <Args as clap::Parser>::parse().port()?;
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone())
+    let ws = WsLayer::new()
         // The production page, and the demo page this example serves.
         .allowed_origins([
             "https://dashboard.example.com".to_owned(),
@@ -119,8 +117,8 @@ async fn main() -> std::io::Result<()> {
         ])
         .map_err(std::io::Error::other)?
         .auth::<Bearer>()
-        .max_connections(NonZeroUsize::new(100));
-    let monitor = MultiSink::new().with(store).with(ws.hub());
+        .max_connections(100);
+    let (ws, publisher) = ws.build::<AppState>("/ws");
 
     let state = AppState {
         api_token: "let-me-in".into(),
@@ -128,7 +126,7 @@ async fn main() -> std::io::Result<()> {
     let app = Router::new()
         .route("/", get(page))
         .route("/healthz", get(health))
-        .merge(ws.router::<AppState>("/ws"))
+        .merge(ws)
         // Spans print the URI without token carriers (`?access_token=` values): the default
         // `TraceLayer` span would print the token with every event inside it.
         .layer(TraceLayer::new_for_http().make_span_with(agentwatch_ws::redact::make_span))
@@ -141,11 +139,10 @@ async fn main() -> std::io::Result<()> {
             source: "claude".into(),
             ..Default::default()
         };
-        for seq in 1.. {
-            session.message_count = seq as i64;
-            if let Err(error) =
-                monitor.handle_event(&Event::delta(seq, vec![session.clone()], vec![]))
-            {
+        for messages in 1.. {
+            session.message_count = messages;
+            // Seq 0: the publisher numbers the event.
+            if let Err(error) = publisher.publish(Event::delta(0, vec![session.clone()], vec![])) {
                 tracing::error!(%error, "publish failed");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;

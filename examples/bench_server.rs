@@ -1,4 +1,4 @@
-//! The crate's real `WsLayer` + `Hub` + `SessionStore` behind the fan-out bench protocol
+//! The crate's real `WsLayer` and its `Publisher` behind the fan-out bench protocol
 //! (`../shared/bench/PROTOCOL.md`), so `../shared/bench/compare.sh` can measure it beside the
 //! Go-design, Node `ws`, Python `websockets` and raw-socket peers. That harness lives beside
 //! this repository, not in it; nothing in `cargo test` needs it.
@@ -25,16 +25,12 @@
 //! Endpoints: `GET /ws` (the WebSocket), `POST /bench/burst?count=M&bytes=S&rate=R`,
 //! `GET /bench/stats`.
 
-use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use agentwatch_ws::{
-    Activity, Event, EventSink, Hub, LifecycleState, MultiSink, SessionState, SessionStore, WsLayer,
-};
+use agentwatch_ws::{Activity, Event, EventSink, LifecycleState, Publisher, SessionState, WsLayer};
 #[path = "../benches/support/session.rs"]
 mod support;
 
@@ -45,12 +41,11 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 /// Events a client may fall behind before the lag policy applies.
-const SEND_BUFFER: NonZeroUsize = NonZeroUsize::new(16_384).expect("non-zero");
+const SEND_BUFFER: usize = 16_384;
 
 #[derive(Clone)]
 struct Bench {
-    hub: Hub,
-    sink: Arc<MultiSink>,
+    hub: Publisher,
     seq: Arc<AtomicU64>,
     /// Serializes bursts, so seq stays ordered across concurrent POSTs.
     burst: Arc<Mutex<()>>,
@@ -125,7 +120,7 @@ async fn burst(
             tokio::task::yield_now().await;
         }
         let seq = bench.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Err(error) = bench.sink.handle_event(&bench_event(seq, &padding)) {
+        if let Err(error) = bench.hub.handle_event(&bench_event(seq, &padding)) {
             tracing::error!(%error, "publish failed");
         }
     }
@@ -157,24 +152,19 @@ async fn serve(args: Args) -> std::io::Result<()> {
         )
         .init();
 
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone())
-        .rate_limit(RateLimit::disabled())
-        .send_buffer(SEND_BUFFER);
-    let hub = ws.hub();
-    let sink = Arc::new(MultiSink::new().with(store).with(hub.clone()));
+    let ws = WsLayer::new().rate_limit(None).send_buffer(SEND_BUFFER);
+    let (ws_router, hub) = ws.clone().build("/ws");
     let sessions = args.sessions;
     let mut seq = 0;
     if sessions > 0 {
         seq = 1;
         let prefill = Event::snapshot(seq, (0..sessions).map(support::realistic_session).collect());
-        if let Err(error) = sink.handle_event(&prefill) {
+        if let Err(error) = hub.handle_event(&prefill) {
             tracing::error!(%error, "prefill failed");
         }
     }
     let bench = Bench {
         hub,
-        sink,
         seq: Arc::new(AtomicU64::new(seq)),
         burst: Arc::new(Mutex::new(())),
     };
@@ -182,7 +172,7 @@ async fn serve(args: Args) -> std::io::Result<()> {
         .route("/bench/burst", post(burst))
         .route("/bench/stats", get(stats))
         .with_state(bench)
-        .merge(ws.router("/ws"));
+        .merge(ws_router);
 
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port()));
     let socket = tokio::net::TcpSocket::new_v4()?;

@@ -9,7 +9,7 @@
 //! The driver (this binary without `--role`) starts itself as: a producer publishing `rate`
 //! events a second for `seconds` into a fresh stream (`BrokerSink`); three nodes serving
 //! from it (`Follower`); and a *local* node that generates the same schedule at the same
-//! moments straight into its own store and hub (the single-node baseline). It connects
+//! moments straight into its own `Publisher` (the single-node baseline). It connects
 //! `clients` WebSocket clients to each of the four nodes, then starts both schedules and
 //! reports per node: deliveries and losses (a client checks every `seq` follows the one
 //! before), latency from the event's `at` (stamped at publish) to its arrival at the client,
@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use agentwatch_ws::broker::{BrokerSink, Follower, RedisBroker};
-use agentwatch_ws::{Event, EventSink, MultiSink, SessionState, SessionStore, Timestamp, WsLayer};
+use agentwatch_ws::{Event, EventSink, SessionState, Timestamp, WsLayer};
 use axum::Router;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -170,8 +170,8 @@ async fn produce(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn serve(ws: &WsLayer, port: u16) -> Result<(), String> {
-    let app = Router::new().merge(ws.router("/ws"));
+async fn serve(ws: Router, port: u16) -> Result<(), String> {
+    let app = Router::new().merge(ws);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| format!("cannot listen on {port}: {e}"))?;
@@ -187,17 +187,13 @@ async fn serve(ws: &WsLayer, port: u16) -> Result<(), String> {
 
 /// The WsLayer as bench_server configures it: no rate limit or cap (thousands of sockets
 /// from one IP), a deep send buffer.
-fn layer(store: &SessionStore) -> WsLayer {
-    WsLayer::new(store.clone())
-        .rate_limit(agentwatch_ws::RateLimit::disabled())
-        .send_buffer(std::num::NonZeroUsize::new(16_384).expect("non-zero"))
+fn layer() -> WsLayer {
+    WsLayer::new().rate_limit(None).send_buffer(16_384)
 }
 
 async fn local(config: Config) -> Result<(), String> {
-    let store = SessionStore::new();
-    let ws = layer(&store);
-    let sink = MultiSink::new().with(store).with(ws.hub());
-    serve(&ws, config.port.ok_or("--port")?).await?;
+    let (ws, sink) = layer().build("/ws");
+    serve(ws, config.port.ok_or("--port")?).await?;
     wait_for_start().await?;
     publish_schedule(&config, &sink).await;
     std::future::pending::<()>().await;
@@ -205,13 +201,12 @@ async fn local(config: Config) -> Result<(), String> {
 }
 
 async fn node(config: Config) -> Result<(), String> {
-    let store = SessionStore::new();
-    let ws = layer(&store);
+    let (ws, publisher) = layer().build("/ws");
     let broker =
         RedisBroker::open(&config.redis, config.stream.clone()).map_err(|e| e.to_string())?;
-    let follower = Follower::new(broker, store, ws.hub()).spawn();
+    let follower = Follower::new(broker, publisher).spawn();
     follower.ready().await;
-    serve(&ws, config.port.ok_or("--port")?).await?;
+    serve(ws, config.port.ok_or("--port")?).await?;
     std::future::pending::<()>().await;
     Ok(())
 }

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use agentwatch_ws::broker::{BrokerSink, Follower, RedisBroker};
-use agentwatch_ws::{Event, EventSink, MultiSink, SessionState, SessionStore, WsLayer};
+use agentwatch_ws::{Event, EventSink, SessionState, WsLayer};
 use axum::Router;
 
 /// The command line (`--help` lists it).
@@ -60,25 +60,23 @@ async fn main() -> ExitCode {
         }
     };
 
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone());
-    let hub = ws.hub();
+    let (ws_router, publisher) = WsLayer::new().build("/ws");
     // Producer or not, every node serves from the broker: one code path for all of them.
     let Some(broker) = open() else {
         return ExitCode::from(2);
     };
-    let follower = Follower::new(broker, store, hub).spawn();
+    let follower = Follower::new(broker, publisher).spawn();
     if publish {
         let Some(broker) = open() else {
             return ExitCode::from(2);
         };
-        let monitor = MultiSink::new().with(BrokerSink::builder(broker).spawn());
+        let monitor = BrokerSink::builder(broker).spawn();
         tokio::spawn(simulate(monitor));
     }
     tracing::info!(%url, %stream, publish, "waiting for the broker's state");
     follower.ready().await;
 
-    let app = Router::new().merge(ws.router("/ws"));
+    let app = Router::new().merge(ws_router);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,
@@ -102,7 +100,7 @@ async fn main() -> ExitCode {
 
 /// Stand-in for the real monitor: three sessions taking turns, one event a second. Starts
 /// with a snapshot, as a restarted monitor does (seqs start over at 1).
-async fn simulate(monitor: MultiSink) {
+async fn simulate(monitor: BrokerSink) {
     let mut sessions: Vec<SessionState> = ["a8d0e2f4", "b71c93d0", "c05e44aa"]
         .into_iter()
         .map(|id| SessionState {

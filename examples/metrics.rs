@@ -1,4 +1,4 @@
-//! The hub's counters in Prometheus text, through the `metrics` facade and
+//! The endpoint's counters in Prometheus text, through the `metrics` facade and
 //! `metrics-exporter-prometheus`.
 //!
 //! ```sh
@@ -9,15 +9,15 @@
 //!
 //! The WebSocket endpoint is at `/ws` and carries one simulated session that keeps working;
 //! connect a client or two and watch `agentwatch_ws_clients` and
-//! `agentwatch_ws_messages_sent_total` move. Each scrape first copies the hub's counters into
-//! the recorder ([`agentwatch_ws::metrics::record`]), so what it shows is exact at that
+//! `agentwatch_ws_messages_sent_total` move. Each scrape first copies the endpoint's counters
+//! into the recorder ([`agentwatch_ws::metrics::record`]), so what it shows is exact at that
 //! moment; nothing on the delivery path touches the recorder.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agentwatch_ws::{Event, EventSink, MultiSink, SessionState, SessionStore, WsLayer};
+use agentwatch_ws::{Event, SessionState, WsLayer};
 use axum::serve::ListenerExt;
 use axum::{Router, routing::get};
 use metrics_exporter_prometheus::PrometheusBuilder;
@@ -50,11 +50,9 @@ async fn main() -> ExitCode {
     };
     agentwatch_ws::metrics::describe();
 
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone());
-    let hub = ws.hub();
-    let monitor = MultiSink::new().with(store).with(ws.hub());
-    let app = Router::new().merge(ws.router("/ws")).route(
+    let (ws_router, hub) = WsLayer::new().build("/ws");
+    let publisher = hub.clone();
+    let app = Router::new().merge(ws_router).route(
         "/metrics",
         get(move || async move {
             agentwatch_ws::metrics::record(&hub);
@@ -69,11 +67,10 @@ async fn main() -> ExitCode {
             source: "claude".into(),
             ..Default::default()
         };
-        for seq in 1.. {
-            session.message_count = seq as i64;
-            if let Err(error) =
-                monitor.handle_event(&Event::delta(seq, vec![session.clone()], vec![]))
-            {
+        for messages in 1.. {
+            session.message_count = messages;
+            // Seq 0: the publisher numbers the event.
+            if let Err(error) = publisher.publish(Event::delta(0, vec![session.clone()], vec![])) {
                 tracing::error!(%error, "publish failed");
             }
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! - **latency**: 100 active Claude Code session logs, the monitor publishing into
-//!   `MultiSink(store, hub)` of a real `axum::serve` with a connected tokio-tungstenite
+//!   the `Publisher` of a real `axum::serve` with a connected tokio-tungstenite
 //!   client; one line appended at a time (to a random log, every 10 ms) until the client
 //!   receives the `delta` carrying it. Prints p50 / p99 / max.
 //! - **load**: the first scan of a fresh monitor over one large Claude Code log (default
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{Event, MultiSink, SessionStore, WsLayer};
+use agentwatch_ws::{Event, WsLayer};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -133,12 +133,11 @@ fn latency() -> Result<(), Error> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let store = SessionStore::new();
-        let ws = WsLayer::new(store.clone()).send_buffer(std::num::NonZeroUsize::new(1024).expect("non-zero"));
-        let hub = ws.hub();
+        let ws = WsLayer::new().send_buffer(1024);
+        let (ws_router, hub) = ws.clone().build("/ws");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = axum::Router::new().merge(ws.router("/ws"));
+        let app = axum::Router::new().merge(ws_router);
         tokio::spawn(async move {
             axum::serve(
                 listener,
@@ -148,11 +147,11 @@ fn latency() -> Result<(), Error> {
         });
         let handle = Monitor::builder()
             .root(SourceKind::Claude, &root)
-            .build(MultiSink::new().with(store.clone()).with(hub.clone()))
+            .build(hub.clone())
             .spawn()?;
         // Wait until every log is loaded.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while store.len() < LOGS {
+        while hub.sessions().len() < LOGS {
             if Instant::now() > deadline {
                 return Err::<(), Error>("the logs were not loaded within 30 s".into());
             }
@@ -302,7 +301,7 @@ fn load(gib: f64) -> Result<(), Error> {
     let start = Instant::now();
     let mut monitor = Monitor::builder()
         .root(SourceKind::Claude, &root)
-        .build(SessionStore::new());
+        .build(WsLayer::new().build::<()>("/ws").1);
     monitor.scan();
     let scan_time = start.elapsed();
     let (_, hwm_after) = rss_kib();
@@ -371,7 +370,7 @@ fn idle(secs: u64) -> Result<(), Error> {
     historical(&root, 10_000)?;
     let handle = Monitor::builder()
         .root(SourceKind::Claude, &root)
-        .build(SessionStore::new())
+        .build(WsLayer::new().build::<()>("/ws").1)
         .spawn()?;
     // Let the start-up scan finish.
     std::thread::sleep(Duration::from_secs(2));

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use crate::frame::TextFrame;
 use crate::reject::RejectReason;
 
-/// Counters kept by the hub; see [`Hub::stats`](crate::Hub::stats).
+/// Counters kept by the hub; see [`Publisher::stats`](crate::Publisher::stats).
 #[derive(Default)]
 pub(crate) struct Counters {
     connected: AtomicUsize,
@@ -227,22 +227,25 @@ impl Counters {
     }
 }
 
-/// A point-in-time copy of a [`Hub`](crate::Hub)'s counters. Counts are totals since the hub was created,
-/// except `connected` and `connection_tasks`, which are current values.
+/// A point-in-time copy of an endpoint's counters, from
+/// [`Publisher::stats`](crate::Publisher::stats). Counts are totals since
+/// [`WsLayer::build`](crate::WsLayer::build), except `connected`, `connection_tasks`,
+/// `replay_events` and `replay_bytes`, which are current values.
 ///
 /// Serializes (serde) as a JSON object with these field names in snake_case, `rejected` as a
 /// nested object, for a status endpoint of your own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct HubStats {
-    /// Clients connected right now (same as [`Hub::client_count`](crate::Hub::client_count)).
+    /// Clients connected right now (same as
+    /// [`Publisher::client_count`](crate::Publisher::client_count)).
     pub connected: usize,
     /// Connection tasks alive right now: counted from the `101` (before hyper hands the
     /// socket over) until the task ends, so including ones still finishing their close.
-    /// Zero when no connection is left behind; [`Hub::closed`](crate::Hub::closed) waits
-    /// for it.
+    /// Zero when no connection is left behind; [`Publisher::closed`](crate::Publisher::closed)
+    /// waits for it.
     pub connection_tasks: usize,
-    /// Upgrades accepted since the hub was created.
+    /// Upgrades accepted since the endpoint was built.
     pub accepted: u64,
     /// Connections ended, for any reason.
     pub disconnected: u64,
@@ -268,15 +271,14 @@ pub struct HubStats {
     pub snapshots: u64,
     /// Times the replay window was reset because an event's seq did not increase.
     pub replay_resets: u64,
-    /// Events handed to the hub and encoded.
+    /// Events published and encoded.
     pub events_published: u64,
     /// JSON encodings performed (failed attempts included): one per event published,
     /// whatever the number of clients, and one per snapshot event or `health` report after
-    /// it built for connecting clients. Clients connecting while the source's
-    /// [`version`](crate::SnapshotSource::version) is unchanged share one snapshot, so a
-    /// reconnect storm against an unchanged `SessionStore` costs one.
+    /// it built for connecting clients. Clients connecting while no event was published in
+    /// between share one snapshot, so a reconnect storm against an unchanged state costs one.
     pub encodings: u64,
-    /// Events the hub could not encode (and so delivered to nobody).
+    /// Events that could not be encoded (and so delivered to nobody).
     pub encode_errors: u64,
     /// Event messages written to clients (snapshots included; one per client per event).
     pub events_sent: u64,
@@ -304,7 +306,7 @@ pub struct HubStats {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct RejectionStats {
-    /// The hub was stopped (`503`).
+    /// The endpoint was stopped with [`Publisher::stop`](crate::Publisher::stop) (`503`).
     pub stopped: u64,
     /// Per-IP rate limit exceeded (`429`).
     pub rate_limited: u64,

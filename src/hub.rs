@@ -7,13 +7,13 @@
 //! ever costs itself.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::broadcast;
 
 use crate::counters::{Counters, HubStats};
 use crate::frame::TextFrame;
-use crate::sink::{EventSink, SinkError};
+use crate::sink::SinkError;
 use crate::snapshot_cache::SnapshotCache;
 use crate::stop::StopFlag;
 use crate::wire::{self, Event, EventType, Timestamp};
@@ -34,32 +34,16 @@ pub(crate) struct Frame {
     pub(crate) text: TextFrame,
 }
 
-/// The fan-out side of a [`WsLayer`](crate::WsLayer): an [`EventSink`] that delivers every
-/// event to every connected WebSocket client.
+/// The fan-out: delivers every published event to every connected WebSocket client.
 ///
-/// Get it from [`WsLayer::hub`](crate::WsLayer::hub). It is cheap to clone; all clones share
-/// the same clients.
-///
-/// ```
-/// use agentwatch_ws::{Event, EventSink, SessionStore, WsLayer};
-///
-/// let store = SessionStore::new();
-/// let ws = WsLayer::new(store.clone());
-/// let hub = ws.hub();
-///
-/// // The monitor publishes every event to the store first, then to the hub.
-/// let event = Event::delta(1, vec![], vec!["gone".into()]);
-/// store.handle_event(&event)?;
-/// hub.handle_event(&event)?;
-/// assert_eq!(hub.client_count(), 0);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
+/// Crate-private: [`Publisher`](crate::Publisher) owns it and is the only way in. Cheap to
+/// clone; all clones share the same clients.
 ///
 /// # Ordering and delivery
-/// Clients receive events in the order [`handle_event`](EventSink::handle_event) was called,
-/// each exactly once, after the snapshot they got on connect. The hub never drops or reorders
-/// an event because of its `seq`; the only place `seq` matters is the hand-over right after the
-/// snapshot (see [`SnapshotSource`](crate::SnapshotSource)).
+/// Clients receive events in the order [`publish`](Hub::publish) was called, each exactly
+/// once, after the snapshot they got on connect. The hub never drops or reorders an event
+/// because of its `seq`; the only place `seq` matters is the hand-over right after the
+/// snapshot (see [`SnapshotSource`](crate::sink::SnapshotSource)).
 ///
 /// # Slow clients
 /// Each client may fall at most `send_buffer` events behind. A client that falls further behind
@@ -67,7 +51,7 @@ pub(crate) struct Frame {
 /// later") when its socket can still take a frame, and dropped otherwise. Its events are never
 /// skipped silently: a dashboard that missed a delta would show a lie.
 #[derive(Clone)]
-pub struct Hub {
+pub(crate) struct Hub {
     shared: Arc<HubShared>,
 }
 
@@ -75,9 +59,8 @@ struct HubShared {
     /// The last events, for clients resuming with `since`. Its lock is also what makes
     /// "publish" and "subscribe + copy the window" atomic with respect to each other.
     replay: Mutex<Replay>,
-    /// Created when the first router is built, because its capacity is the configured
-    /// `send_buffer` and the builder may still change that after [`WsLayer::hub`] was called.
-    tx: OnceLock<broadcast::Sender<Signal>>,
+    /// The fan-out channel, sized by `send_buffer` when the layer is built.
+    tx: broadcast::Sender<Signal>,
     stopped: StopFlag,
     counters: Counters,
     /// The encoded snapshot shared by clients connecting at the same source version.
@@ -94,30 +77,26 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    pub(crate) fn new() -> Self {
+    /// A hub whose fan-out channel holds at least `send_buffer` events (rounded up to a power
+    /// of two by tokio), so a client is never overtaken by the channel before its own, exact,
+    /// `send_buffer` bound trips; and whose replay window keeps at most `replay_events`
+    /// events and `replay_bytes` bytes (0: resuming off). The layer has already brought every
+    /// value into its range; they are bounded here again so that no caller can make tokio
+    /// panic (it refuses a capacity above `usize::MAX >> 1`).
+    pub(crate) fn new(send_buffer: usize, replay_events: usize, replay_bytes: usize) -> Self {
+        let capacity = send_buffer.clamp(1, MAX_SEND_BUFFER);
         Hub {
             shared: Arc::new(HubShared {
                 replay: Mutex::new(Replay::new(
-                    DEFAULT_REPLAY_WINDOW,
-                    DEFAULT_REPLAY_WINDOW_BYTES,
+                    replay_events.min(MAX_REPLAY_WINDOW),
+                    replay_bytes.min(MAX_REPLAY_WINDOW_BYTES),
                 )),
-                tx: OnceLock::new(),
+                tx: broadcast::channel(capacity).0,
                 stopped: StopFlag::default(),
                 snapshots: SnapshotCache::default(),
                 counters: Counters::default(),
             }),
         }
-    }
-
-    /// Creates the fan-out channel if no router did yet. Its capacity (rounded up to a power
-    /// of two by tokio) is at least `send_buffer`, so a client is never overtaken by the
-    /// channel before its own, exact, `send_buffer` bound trips.
-    /// `send_buffer` is clamped to `1..=MAX_SEND_BUFFER` (tokio panics above `usize::MAX >> 1`).
-    pub(crate) fn init_channel(&self, send_buffer: usize) {
-        let capacity = send_buffer.clamp(1, MAX_SEND_BUFFER);
-        self.shared
-            .tx
-            .get_or_init(|| broadcast::channel(capacity).0);
     }
 
     /// Subscribes a new client and decides where its stream starts: right after the events
@@ -126,7 +105,7 @@ impl Hub {
     /// fresh snapshot otherwise. Must run *before* a snapshot is taken, so that no event
     /// published meanwhile is missed. `None` once the hub is stopped.
     pub(crate) fn subscribe(&self, since: Option<Position>) -> Option<Start> {
-        let tx = self.shared.tx.get()?;
+        let tx = &self.shared.tx;
         // Under the replay lock no event (and no stop signal) can be published: the receiver
         // starts exactly after the last event in the window.
         let replay = self.replay();
@@ -148,18 +127,6 @@ impl Hub {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn set_replay_limits(&self, max_events: usize, max_bytes: usize) {
-        let mut replay = self.replay();
-        replay.max_events = max_events.min(MAX_REPLAY_WINDOW);
-        replay.max_bytes = max_bytes.min(MAX_REPLAY_WINDOW_BYTES);
-        replay.trim();
-    }
-
-    pub(crate) fn replay_limits(&self) -> (usize, usize) {
-        let replay = self.replay();
-        (replay.max_events, replay.max_bytes)
-    }
-
     /// The events and bytes held in the replay window right now.
     fn replay_usage(&self) -> (usize, usize) {
         let replay = self.replay();
@@ -178,7 +145,7 @@ impl Hub {
     /// The number of clients being served right now: upgraded, and not yet closing. A
     /// connection that is saying goodbye (close frame, grace period) still counts in
     /// [`HubStats::connection_tasks`] until its task ends.
-    pub fn client_count(&self) -> usize {
+    pub(crate) fn client_count(&self) -> usize {
         self.shared.counters.connected()
     }
 
@@ -199,10 +166,8 @@ impl Hub {
 
     /// Stops the hub: every connected client is closed with code 1001 ("going away") and every
     /// new upgrade request is answered `503 Service Unavailable`. Idempotent; there is no
-    /// restart.
-    ///
-    /// Events handed to a stopped hub are accepted and discarded.
-    pub fn stop(&self) {
+    /// restart (see [`Publisher::stop`](crate::Publisher::stop)).
+    pub(crate) fn stop(&self) {
         if self.shared.stopped.raise() {
             return;
         }
@@ -211,45 +176,34 @@ impl Hub {
         // poll on every wake-up. Sent under the replay lock, so a client subscribing
         // concurrently either sees the flag or receives the signal.
         let _replay = self.replay();
-        if let Some(tx) = self.shared.tx.get() {
-            let _ = tx.send(Signal::Stop);
-        }
+        // An error only means "no client is subscribed right now".
+        let _ = self.shared.tx.send(Signal::Stop);
     }
 
     /// Whether [`stop`](Hub::stop) was called.
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.shared.stopped.is_raised()
     }
 
-    /// Resolves once every connection task has ended: after [`stop`](Hub::stop), once every
-    /// client has been closed with 1001 and its task is gone
-    /// ([`HubStats::connection_tasks`] is 0); at once when no connection is open.
-    ///
-    /// It waits for tasks, not for the stop: awaited before `stop()`, it resolves the moment
-    /// no client happens to be connected. A connection counts from the moment its `101` is
-    /// sent, so awaiting this after `axum::serve(..).with_graceful_shutdown(..)` has returned
-    /// (which waits for every HTTP connection, hence every `101`) misses none. No polling:
-    /// the last task to end wakes it. Cancel-safe; any number of callers may wait.
-    ///
-    /// ```no_run
-    /// # async fn demo(hub: agentwatch_ws::Hub) {
-    /// hub.stop();
-    /// tokio::time::timeout(std::time::Duration::from_secs(5), hub.closed()).await.ok();
-    /// # }
-    /// ```
-    pub async fn closed(&self) {
+    /// Resolves once every connection task has ended (see [`Publisher::closed`](crate::Publisher::closed)).
+    pub(crate) async fn closed(&self) {
         self.shared.counters.idle().await;
     }
 
     /// A point-in-time copy of the hub's counters.
-    pub fn stats(&self) -> HubStats {
+    pub(crate) fn stats(&self) -> HubStats {
         let mut stats = self.shared.counters.snapshot();
         (stats.replay_events, stats.replay_bytes) = self.replay_usage();
         stats
     }
 
-    /// Encodes `event` once, in Go's exact wire format, and hands it to every client.
-    fn publish(&self, event: &Event) -> Result<(), SinkError> {
+    /// Encodes `event` once, in Go's exact wire format, and hands it to every client. Never
+    /// waits on a socket. Events handed to a stopped hub are encoded, counted and discarded.
+    ///
+    /// # Errors
+    /// [`SinkError::Encode`] when the event cannot be encoded as Go would (a non-finite
+    /// `context_utilization`, a year outside 0..=9999); no client receives it.
+    pub(crate) fn publish(&self, event: &Event) -> Result<(), SinkError> {
         let counters = &self.shared.counters;
         let encoded = counters.encode(|buf| wire::to_writer(buf, event));
         let text = encoded.map_err(|source| SinkError::Encode {
@@ -273,23 +227,10 @@ impl Hub {
         if replay.push(frame.clone(), event.at, continues) {
             counters.record_replay_reset();
         }
-        if let Some(tx) = self.shared.tx.get() {
-            // An error only means "no client is subscribed right now": nothing to deliver.
-            let _ = tx.send(Signal::Event(frame));
-        }
+        // An error only means "no client is subscribed right now": nothing to deliver.
+        let _ = self.shared.tx.send(Signal::Event(frame));
         drop(replay);
         Ok(())
-    }
-}
-
-impl EventSink for Hub {
-    /// Encodes the event once and queues it for every client. Never waits on a socket.
-    ///
-    /// # Errors
-    /// [`SinkError::Encode`] when the event cannot be encoded as Go would (a non-finite
-    /// `context_utilization`, a year outside 0..=9999); no client receives it.
-    fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
-        self.publish(event)
     }
 }
 
@@ -305,19 +246,17 @@ pub(crate) enum Start {
 }
 
 /// Default number of events kept for resuming clients.
-pub const DEFAULT_REPLAY_WINDOW: usize = 1024;
+pub(crate) const DEFAULT_REPLAY_WINDOW: usize = 1024;
 /// Default bound on the bytes kept for resuming clients.
-pub const DEFAULT_REPLAY_WINDOW_BYTES: usize = 8 * 1024 * 1024;
-/// Largest accepted [`WsLayer::send_buffer`](crate::WsLayer::send_buffer); larger values are clamped to it. The fan-out
-/// channel allocates a slot per buffered event up front (tokio's `broadcast` refuses more than
-/// `usize::MAX >> 1`), so the bound keeps that allocation near 6 MiB.
-pub const MAX_SEND_BUFFER: usize = 1 << 16;
-/// Largest accepted [`WsLayer::replay_window`](crate::WsLayer::replay_window), in events
-/// (about a million); larger values are clamped to it.
-pub const MAX_REPLAY_WINDOW: usize = 1 << 20;
-/// Largest accepted [`WsLayer::replay_window_bytes`](crate::WsLayer::replay_window_bytes)
-/// (1 GiB); larger values are clamped to it.
-pub const MAX_REPLAY_WINDOW_BYTES: usize = 1 << 30;
+pub(crate) const DEFAULT_REPLAY_WINDOW_BYTES: usize = 8 * 1024 * 1024;
+/// Largest `send_buffer`. The fan-out channel allocates a slot per buffered event up front
+/// (tokio's `broadcast` refuses more than `usize::MAX >> 1`), so the bound keeps that
+/// allocation near 6 MiB.
+pub(crate) const MAX_SEND_BUFFER: usize = 1 << 16;
+/// Largest replay window, in events (about a million).
+pub(crate) const MAX_REPLAY_WINDOW: usize = 1 << 20;
+/// Largest replay window, in bytes (1 GiB).
+pub(crate) const MAX_REPLAY_WINDOW_BYTES: usize = 1 << 30;
 
 /// What happens to a client that falls `send_buffer` events behind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

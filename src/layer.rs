@@ -1,9 +1,9 @@
-//! [`WsLayer`]: the builder users configure, and the axum [`Router`] it returns.
+//! [`WsLayer`]: the endpoint's configuration, and [`build`](WsLayer::build), which returns the
+//! axum [`Router`] and the [`Publisher`] that feeds it.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,95 +12,132 @@ use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::request::Parts;
+use tokio::sync::Semaphore;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::admission::auth::{Anonymous, Identity, reject_unauthorized};
 use crate::admission::cap::ConnectionCap;
 use crate::admission::client_ip::{TrustedProxies, peer_addr};
 use crate::admission::origin::{CheckOriginLayer, OriginPolicy};
-use crate::admission::rate_limit::{MissingClientAddr, RateLimit, RateLimitLayer, SkipHook};
+use crate::admission::rate_limit::{MissingClientAddr, RateLimitLayer, RateLimitPolicy, SkipHook};
 use crate::admission::stopped::StoppedLayer;
 use crate::admission::token::{percent_decode, query_param};
 use crate::admission::{InvalidSetting, RejectReason, Rejected};
 use crate::conn::{ClientInfo, ConnConfig, Connection};
 use crate::hub::{
-    Hub, LagPolicy, MAX_REPLAY_WINDOW, MAX_REPLAY_WINDOW_BYTES, MAX_SEND_BUFFER, Position,
+    DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, LagPolicy, MAX_REPLAY_WINDOW,
+    MAX_REPLAY_WINDOW_BYTES, MAX_SEND_BUFFER, Position,
 };
+use crate::publisher::Publisher;
 use crate::sink::SnapshotSource;
 use crate::status::{self, RecordRejectionsLayer, RejectionLog};
+use crate::store::SessionStore;
 use crate::upgrade::{Handshake, HandshakeError, Negotiated, Protocols};
 use crate::wire::Timestamp;
 
 /// Default ping interval, as in Go's `wsapi`.
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 /// Default per-client queue length, as in Go's `wsapi`.
-pub const DEFAULT_SEND_BUFFER: usize = 64;
+const DEFAULT_SEND_BUFFER: usize = 64;
 /// Default bound on one write, as in Go's `wsapi`.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on an inbound message: clients have nothing to say but pongs and closes.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024;
+const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024;
 
-/// Longest accepted [`WsLayer::heartbeat`] (one day); longer values are clamped to it, which
-/// in practice disables nothing but keeps the timer arithmetic far from `Instant`'s range.
-pub const MAX_HEARTBEAT: Duration = Duration::from_secs(24 * 60 * 60);
-/// Longest accepted [`WsLayer::write_timeout`] (one day); longer values are clamped to it.
-pub const MAX_WRITE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
-/// Largest accepted [`WsLayer::max_message_size`] (64 MiB, tungstenite's own default);
-/// larger values are clamped to it, so no client can make a connection buffer more.
-pub const MAX_MESSAGE_SIZE_LIMIT: usize = 64 << 20;
+/// Shortest heartbeat and write timeout: 1 ns (a zero would fire in a busy loop).
+const MIN_DURATION: Duration = Duration::from_nanos(1);
+/// Longest heartbeat and write timeout: one day, which keeps the timer arithmetic far from
+/// `Instant`'s range.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// Smallest `max_message_size`: 125 bytes, the largest control-frame payload (RFC 6455
+/// §5.5), so a client can always answer a ping and close.
+const MIN_MESSAGE_SIZE: usize = 125;
+/// Largest `max_message_size`: 64 MiB, tungstenite's own default.
+const MAX_MESSAGE_SIZE: usize = 64 << 20;
+/// Smallest replay window in bytes: 64 KiB, room for a few events of a busy dashboard (a
+/// smaller bound would hold next to nothing; switch resuming off with `replay_window(None)`).
+const MIN_REPLAY_WINDOW_BYTES: usize = 64 * 1024;
 
-/// Initial read buffer of a connection, in bytes. See `WsLayer::router`.
+/// Initial read buffer of a connection, in bytes. See `WsLayer::build`.
 const INBOUND_READ_BUFFER: usize = 512;
 
-/// Builds the WebSocket endpoint: configure it, take its [`Hub`] to publish into, and merge its
-/// [`Router`] into your app.
+/// Configuration for the WebSocket endpoint: plain settings until [`build`] returns the axum
+/// `Router` and the [`Publisher`] that feeds it. It is not a `tower::Layer`.
 ///
 /// ```
-/// use std::num::NonZeroUsize;
 /// use std::time::Duration;
-/// use agentwatch_ws::{Hub, RateLimit, SessionStore, WsLayer};
+/// use agentwatch_ws::{Event, RateLimitPolicy, SessionState, WsLayer};
 /// use axum::Router;
 ///
-/// let store = SessionStore::new();
-/// let ws = WsLayer::new(store.clone())          // any SnapshotSource
-///     .heartbeat(Duration::from_secs(30))       // ping interval; None disables
-///     .send_buffer(NonZeroUsize::new(64).unwrap()) // per-client queue
+/// let (ws, publisher) = WsLayer::new()
+///     .heartbeat(Duration::from_secs(30))       // ping interval; None: no pings
+///     .send_buffer(64)                          // per-client queue, in events
 ///     .write_timeout(Duration::from_secs(10))
-///     .max_connections(NonZeroUsize::new(100))  // None: no cap (the default)
-///     .rate_limit(RateLimit::per_minute(12).burst(4));
-/// let hub: Hub = ws.hub();                      // Clone; impl EventSink
-/// let app: Router = Router::new().merge(ws.router("/ws"));
+///     .max_connections(100)                     // None: no cap (the default)
+///     .rate_limit(RateLimitPolicy::per_minute(12).burst(4)) // None: off
+///     .build("/ws");
+/// let app: Router = Router::new().merge(ws);
+///
+/// let session = SessionState { id: "a8d0e2f4".into(), source: "codex".into(), ..Default::default() };
+/// assert_eq!(publisher.publish(Event::delta(0, vec![session], vec![]))?, 1);
+/// # drop(app);
+/// # Ok::<(), agentwatch_ws::SinkError>(())
 /// ```
+///
+/// `WsLayer` is `Clone`, `Debug` and `Default` ([`WsLayer::new`]); nothing runs until
+/// [`build`], which consumes it: the session store, the fan-out to the clients and every
+/// capacity are created there, once, so no setting can change behind a built router. Build
+/// twice for two independent endpoints.
 ///
 /// The type parameter `A` is the authentication extractor chosen with [`auth`](WsLayer::auth)
 /// ([`Anonymous`] by default).
 ///
-/// Configure everything before calling [`router`](WsLayer::router): each router freezes the
-/// settings it was built with, and the fan-out channel is sized by the first router built.
+/// # Numbers
+/// One rule for every number setting, here and in [`serve`](crate::serve()), the
+/// [`monitor`](crate::monitor) and the [`broker`](crate::broker): `None` switches a bound off
+/// where off makes sense (`heartbeat`, `replay_window`, `max_connections`, `rate_limit`); a
+/// number is a plain `usize`, `u32` or [`Duration`], never a `NonZero*`; a value below the
+/// smallest meaningful one (zero, usually) is raised to it, and a value above the documented
+/// maximum is lowered to it, each with a `warn` tracing event naming the setting. No setting
+/// panics. Each method documents its default, its minimum and its maximum.
 ///
-/// # Out-of-range settings
-/// No setting panics, whatever its value. Each has a documented range; a value above it is
-/// clamped to the maximum (and logged at `warn`): [`MAX_SEND_BUFFER`], [`MAX_HEARTBEAT`],
-/// [`MAX_WRITE_TIMEOUT`], [`MAX_MESSAGE_SIZE_LIMIT`],
-/// [`MAX_REPLAY_WINDOW`](crate::MAX_REPLAY_WINDOW),
-/// [`MAX_REPLAY_WINDOW_BYTES`](crate::MAX_REPLAY_WINDOW_BYTES); `max_connections` is clamped to
-/// tokio's `Semaphore::MAX_PERMITS`; the rate limit saturates its arithmetic (a huge window
-/// means one upgrade per IP for the process's life, with a huge `Retry-After`).
+/// [`build`]: WsLayer::build
 pub struct WsLayer<A = Anonymous> {
-    hub: Hub,
-    source: Arc<dyn SnapshotSource>,
     heartbeat: Option<Duration>,
     send_buffer: usize,
     write_timeout: Duration,
     max_message_size: usize,
     origins: OriginPolicy,
-    max_connections: Option<NonZeroUsize>,
-    rate_limit: RateLimit,
+    max_connections: Option<usize>,
+    rate_limit: Option<RateLimitPolicy>,
     missing_client_addr: MissingClientAddr,
     trusted_proxies: TrustedProxies,
     lag_policy: LagPolicy,
     protocols: Protocols,
+    replay_window: Option<usize>,
+    replay_window_bytes: usize,
     _auth: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for WsLayer<A> {
+    fn clone(&self) -> Self {
+        WsLayer {
+            heartbeat: self.heartbeat,
+            send_buffer: self.send_buffer,
+            write_timeout: self.write_timeout,
+            max_message_size: self.max_message_size,
+            origins: self.origins.clone(),
+            max_connections: self.max_connections,
+            rate_limit: self.rate_limit,
+            missing_client_addr: self.missing_client_addr,
+            trusted_proxies: self.trusted_proxies.clone(),
+            lag_policy: self.lag_policy,
+            protocols: self.protocols.clone(),
+            replay_window: self.replay_window,
+            replay_window_bytes: self.replay_window_bytes,
+            _auth: PhantomData,
+        }
+    }
 }
 
 impl<A> std::fmt::Debug for WsLayer<A> {
@@ -113,61 +150,68 @@ impl<A> std::fmt::Debug for WsLayer<A> {
             .field("max_connections", &self.max_connections)
             .field("rate_limit", &self.rate_limit)
             .field("missing_client_addr", &self.missing_client_addr)
+            .field("lag_policy", &self.lag_policy)
+            .field("replay_window", &self.replay_window)
+            .field("replay_window_bytes", &self.replay_window_bytes)
             .field("protocols", &self.protocols)
             .field("auth", &std::any::type_name::<A>())
             .finish_non_exhaustive()
     }
 }
 
-impl WsLayer<Anonymous> {
-    /// A new endpoint whose clients get their snapshot from `source` (usually a
-    /// [`SessionStore`](crate::SessionStore)), with Go's defaults: heartbeat 30 s, send buffer
-    /// 64, write timeout 10 s, per-IP rate limit 12 per minute with a burst of 4, no connection
-    /// cap, the default origin policy and no authentication.
-    pub fn new(source: impl SnapshotSource) -> Self {
+impl Default for WsLayer<Anonymous> {
+    fn default() -> Self {
         WsLayer {
-            hub: Hub::new(),
-            source: Arc::new(source),
             heartbeat: Some(DEFAULT_HEARTBEAT),
             send_buffer: DEFAULT_SEND_BUFFER,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             origins: OriginPolicy::default(),
             max_connections: None,
-            rate_limit: RateLimit::default(),
+            rate_limit: Some(RateLimitPolicy::default()),
             missing_client_addr: MissingClientAddr::default(),
             trusted_proxies: TrustedProxies::default(),
             lag_policy: LagPolicy::default(),
             protocols: Protocols::default(),
+            replay_window: Some(DEFAULT_REPLAY_WINDOW),
+            replay_window_bytes: DEFAULT_REPLAY_WINDOW_BYTES,
             _auth: PhantomData,
         }
     }
 }
 
-impl<A> WsLayer<A> {
-    /// The hub to publish events into. All calls return handles to the same hub.
-    pub fn hub(&self) -> Hub {
-        self.hub.clone()
+impl WsLayer<Anonymous> {
+    /// The configuration with Go's defaults: heartbeat 30 s, send buffer 64, write timeout
+    /// 10 s, per-IP rate limit 12 per minute with a burst of 4; and a replay window of 1 024
+    /// events (8 MiB), inbound messages up to 4 KiB, no connection cap, the default origin
+    /// policy and no authentication. The same as [`WsLayer::default`].
+    pub fn new() -> Self {
+        Self::default()
     }
+}
 
+impl<A> WsLayer<A> {
     /// The ping interval: `heartbeat(Duration::from_secs(30))`, or `heartbeat(None)` for no
     /// pings and no liveness check. A client that answers none of our pings for two intervals
     /// is dropped: only a pong echoing one of our pings counts (each carries a payload the
-    /// client cannot guess), not its own pings, messages or unsolicited pongs. Default 30 s; from 1 ns (`Duration::ZERO` is raised to it, with a
-    /// warning) to [`MAX_HEARTBEAT`] (longer values are clamped).
+    /// client cannot guess), not its own pings, messages or unsolicited pongs.
+    ///
+    /// Default 30 s; from 1 ns (`Duration::ZERO` is raised to it) to one day (longer values
+    /// are lowered to it).
     pub fn heartbeat(mut self, interval: impl Into<Option<Duration>>) -> Self {
-        self.heartbeat = interval.into().map(|interval| {
-            let interval = raised("heartbeat", interval, Duration::from_nanos(1));
-            clamped("heartbeat", interval, MAX_HEARTBEAT)
-        });
+        self.heartbeat = interval
+            .into()
+            .map(|interval| bounded("heartbeat", interval, MIN_DURATION, MAX_DURATION));
         self
     }
 
     /// How many events a client may fall behind before it is evicted (closed with 1013), or
-    /// resynced under [`LagPolicy::Resync`]. Default 64; at most [`MAX_SEND_BUFFER`] (larger
-    /// values are clamped).
-    pub fn send_buffer(mut self, events: NonZeroUsize) -> Self {
-        self.send_buffer = clamped("send_buffer", events.get(), MAX_SEND_BUFFER);
+    /// resynced under [`LagPolicy::Resync`].
+    ///
+    /// Default 64; from 1 (0 is raised to it) to 65 536 (larger values are lowered to it: the
+    /// fan-out channel allocates a slot per buffered event up front).
+    pub fn send_buffer(mut self, events: usize) -> Self {
+        self.send_buffer = bounded("send_buffer", events, 1, MAX_SEND_BUFFER);
         self
     }
 
@@ -175,20 +219,27 @@ impl<A> WsLayer<A> {
     /// the client is evicted. Progress counts in bytes: a slow reader whose socket keeps
     /// taking bytes is never evicted by this timeout (the lag policy bounds how far behind it
     /// may fall).
-    /// Default 10 s; from 1 ns (`Duration::ZERO` is raised to it, with a warning: every write
-    /// that does not complete at once evicts) to [`MAX_WRITE_TIMEOUT`] (longer values are
-    /// clamped).
+    ///
+    /// Default 10 s; from 1 ns (`Duration::ZERO` is raised to it: every write that does not
+    /// complete at once evicts) to one day (longer values are lowered to it).
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
-        let timeout = raised("write_timeout", timeout, Duration::from_nanos(1));
-        self.write_timeout = clamped("write_timeout", timeout, MAX_WRITE_TIMEOUT);
+        self.write_timeout = bounded("write_timeout", timeout, MIN_DURATION, MAX_DURATION);
         self
     }
 
     /// The largest message (and frame) a client may send, in bytes; a larger one closes the
-    /// connection with 1009. Default 4 KiB; at most [`MAX_MESSAGE_SIZE_LIMIT`] (larger values
-    /// are clamped).
-    pub fn max_message_size(mut self, bytes: NonZeroUsize) -> Self {
-        self.max_message_size = clamped("max_message_size", bytes.get(), MAX_MESSAGE_SIZE_LIMIT);
+    /// connection with 1009.
+    ///
+    /// Default 4 KiB; from 125 bytes (the largest control-frame payload, so a client can
+    /// always answer a ping; smaller values are raised to it) to 64 MiB (larger values are
+    /// lowered to it).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bounded(
+            "max_message_size",
+            bytes,
+            MIN_MESSAGE_SIZE,
+            MAX_MESSAGE_SIZE,
+        );
         self
     }
 
@@ -250,10 +301,13 @@ impl<A> WsLayer<A> {
         self
     }
 
-    /// How many of the latest events the hub keeps for clients that reconnect with
-    /// `?since=<seq>`; 0 disables resuming (every connect gets a snapshot). Default 1 024; at
-    /// most [`MAX_REPLAY_WINDOW`](crate::MAX_REPLAY_WINDOW) (larger values are clamped).
-    /// See [`replay_window_bytes`](WsLayer::replay_window_bytes) for the byte bound.
+    /// How many of the latest events are kept for clients that reconnect with
+    /// `?since=<seq>`: `replay_window(1024)`, or `replay_window(None)` to switch resuming off
+    /// (every connect gets a snapshot). See [`replay_window_bytes`](WsLayer::replay_window_bytes)
+    /// for the byte bound.
+    ///
+    /// Default 1 024 events; from 1 (0 is raised to it) to 1 048 576 (larger values are
+    /// lowered to it).
     ///
     /// # The resume contract
     /// `since=N` means "I have applied every event up to and including seq N". When the
@@ -266,33 +320,36 @@ impl<A> WsLayer<A> {
     ///
     /// Seqs say nothing about which server produced them, so a client should also send
     /// `&since_at=<the "at" of that last event, exactly as received>` (URL-encoded). The pair
-    /// names one event: the hub resumes the client only if its window holds event `since`
-    /// with that very `at` (an identity check, never a comparison of clocks). A position from
-    /// a restarted producer — even one whose seqs have passed the client's, whatever either
+    /// names one event: the client is resumed only if the window holds event `since` with
+    /// that very `at` (an identity check, never a comparison of clocks). A position from a
+    /// restarted producer — even one whose seqs have passed the client's, whatever either
     /// clock says — gets a fresh snapshot; so does a `since_at` that is not a timestamp. The
-    /// `at` of a `snapshot` is the `at` of the last event it reflects (see
-    /// [`Snapshot::at`](crate::Snapshot::at)), so a client can resume from a snapshot it just
-    /// got. Several nodes serving the same events (same seq and at, e.g. behind a broker)
-    /// accept each other's positions.
+    /// `at` of a `snapshot` is the `at` of the last event it reflects, so a client can resume
+    /// from a snapshot it just got. Several nodes serving the same events (same seq and at,
+    /// e.g. behind a broker) accept each other's positions.
     ///
-    /// `snapshot_at`, which earlier versions compared with the hub's start time, is retired:
-    /// sent without `since_at`, it makes the position unverifiable and the client gets a
-    /// snapshot.
-    pub fn replay_window(self, events: usize) -> Self {
-        let events = clamped("replay_window", events, MAX_REPLAY_WINDOW);
-        let (_, bytes) = self.hub.replay_limits();
-        self.hub.set_replay_limits(events, bytes);
+    /// The retired `snapshot_at` parameter, sent without `since_at`, makes the position
+    /// unverifiable: the client gets a snapshot.
+    pub fn replay_window(mut self, events: impl Into<Option<usize>>) -> Self {
+        self.replay_window = events
+            .into()
+            .map(|events| bounded("replay_window", events, 1, MAX_REPLAY_WINDOW));
         self
     }
 
-    /// The bound on the bytes of encoded events kept in the replay window; 0 disables
-    /// resuming. Default 8 MiB; at most
-    /// [`MAX_REPLAY_WINDOW_BYTES`](crate::MAX_REPLAY_WINDOW_BYTES) (larger values are clamped).
-    /// The oldest events leave the window first.
-    pub fn replay_window_bytes(self, bytes: usize) -> Self {
-        let bytes = clamped("replay_window_bytes", bytes, MAX_REPLAY_WINDOW_BYTES);
-        let (events, _) = self.hub.replay_limits();
-        self.hub.set_replay_limits(events, bytes);
+    /// The bound on the bytes of encoded events kept in the replay window; the oldest events
+    /// leave the window first. Irrelevant when resuming is off
+    /// ([`replay_window(None)`](WsLayer::replay_window)).
+    ///
+    /// Default 8 MiB; from 64 KiB (smaller values are raised to it) to 1 GiB (larger values
+    /// are lowered to it).
+    pub fn replay_window_bytes(mut self, bytes: usize) -> Self {
+        self.replay_window_bytes = bounded(
+            "replay_window_bytes",
+            bytes,
+            MIN_REPLAY_WINDOW_BYTES,
+            MAX_REPLAY_WINDOW_BYTES,
+        );
         self
     }
 
@@ -304,19 +361,23 @@ impl<A> WsLayer<A> {
         self
     }
 
-    /// At most `n` clients at once: `max_connections(NonZeroUsize::new(100))`, or
-    /// `max_connections(None)` for no cap (the default). Checked before the upgrade: over the
-    /// cap the answer is `503` with `Retry-After`, and no socket is upgraded. Values above
-    /// tokio's `Semaphore::MAX_PERMITS` (`usize::MAX >> 3`) are clamped to it.
-    pub fn max_connections(mut self, n: impl Into<Option<NonZeroUsize>>) -> Self {
-        self.max_connections = n.into();
+    /// At most `n` clients at once: `max_connections(100)`, or `max_connections(None)` for no
+    /// cap (the default). Checked before the upgrade: over the cap the answer is `503` with
+    /// `Retry-After`, and no socket is upgraded.
+    ///
+    /// From 1 (0 is raised to it) to tokio's `Semaphore::MAX_PERMITS` (`usize::MAX >> 3`;
+    /// larger values are lowered to it).
+    pub fn max_connections(mut self, n: impl Into<Option<usize>>) -> Self {
+        self.max_connections = n
+            .into()
+            .map(|n| bounded("max_connections", n, 1, Semaphore::MAX_PERMITS));
         self
     }
 
-    /// The per-client-IP limit on upgrades: `.rate_limit(RateLimit::per_minute(12).burst(4))`
-    /// (the default, Go's), or `.rate_limit(RateLimit::disabled())`. See [`RateLimit`]. Over the limit the answer is `429`
-    /// with `Retry-After` (whole seconds, rounded up). Every value is accepted: the limiter's
-    /// time arithmetic saturates, so `Duration::MAX` means "`burst` upgrades per IP, ever".
+    /// The per-client-IP limit on upgrades:
+    /// `.rate_limit(RateLimitPolicy::per_minute(12).burst(4))` (the default, Go's), or
+    /// `.rate_limit(None)` to switch it off. See [`RateLimitPolicy`]. Over the limit the answer
+    /// is `429` with `Retry-After` (whole seconds, rounded up).
     ///
     /// The client IP comes from axum's `ConnectInfo<SocketAddr>`: serve the app with
     /// [`serve`](crate::serve()) (which provides it) or, under `axum::serve`, with
@@ -325,8 +386,8 @@ impl<A> WsLayer<A> {
     /// without the per-IP limit, a `warn` is logged once per router and every such upgrade is
     /// counted in [`HubStats::rate_limit_skipped`](crate::HubStats::rate_limit_skipped). See
     /// [`on_missing_client_addr`](WsLayer::on_missing_client_addr) to refuse them instead.
-    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
-        self.rate_limit = limit;
+    pub fn rate_limit(mut self, policy: impl Into<Option<RateLimitPolicy>>) -> Self {
+        self.rate_limit = policy.into();
         self
     }
 
@@ -384,8 +445,6 @@ impl<A> WsLayer<A> {
     /// for an extractor built on them.
     pub fn auth<B>(self) -> WsLayer<B> {
         WsLayer {
-            hub: self.hub,
-            source: self.source,
             heartbeat: self.heartbeat,
             send_buffer: self.send_buffer,
             write_timeout: self.write_timeout,
@@ -397,31 +456,73 @@ impl<A> WsLayer<A> {
             trusted_proxies: self.trusted_proxies,
             lag_policy: self.lag_policy,
             protocols: self.protocols,
+            replay_window: self.replay_window,
+            replay_window_bytes: self.replay_window_bytes,
             _auth: PhantomData,
         }
     }
 
-    /// The router serving the WebSocket endpoint at `path`, for an app with any state `S`.
-    /// Merge it into your app; stack more tower layers on it if you like.
+    /// Builds the endpoint: the axum [`Router`] serving WebSocket upgrades at `path` (merge it
+    /// into your app, with any state `S`; stack more tower layers on it if you like) and the
+    /// [`Publisher`] that feeds its clients. Consumes the configuration: the session store,
+    /// the fan-out and every capacity are created here, once.
     ///
-    /// The admission checks run in this order: stopped (503) → rate limit (429) → origin (403)
-    /// → authentication → connection cap (503) → upgrade.
+    /// The router answers `GET` (HTTP/1.1 upgrades) and `CONNECT` (HTTP/2 extended CONNECT,
+    /// RFC 8441) at `path`. The admission checks run in this order: stopped (503) → rate limit
+    /// (429) → origin (403) → authentication → connection cap (503) → upgrade. Any other
+    /// path falls through to the app's own routes and fallback.
     ///
-    /// The router also answers `GET <path>/status` (e.g. `/ws/status`), outside every check:
-    /// the caller's own last refusal, for pages that cannot read a refused handshake's
-    /// status: a JSON object `{"lastRejection": null}` or `{"lastRejection": {"reason",
-    /// "status", "message", "retryAfter", "at"}}`, described in
-    /// [`admission`](crate::admission).
-    pub fn router<S>(&self, path: &str) -> Router<S>
+    /// # `<path>/status`
+    /// The router also answers `GET <path>/status` (e.g. `/ws/status`), outside every
+    /// check, for pages that cannot read a refused handshake's HTTP status (browsers only see
+    /// a close with 1006). It returns the caller's own last refusal (keyed by client IP as the
+    /// rate limit keys it; kept 60 s), as JSON, with `Cache-Control: no-store` and no CORS
+    /// header:
+    ///
+    /// ```text
+    /// {"lastRejection":null}
+    /// {"lastRejection":{"reason":"rate_limited","status":429,"message":"too many connection attempts","retryAfter":12,"at":"2026-11-29T19:12:03.5Z"}}
+    /// ```
+    ///
+    /// `reason` is [`RejectReason::as_str`]; `status` the HTTP status the upgrade got;
+    /// `message` a short English sentence for people; `retryAfter` the whole seconds from now
+    /// until that answer's `Retry-After` has passed (0 once it has; `null` when it carried
+    /// none); `at` when it happened (RFC 3339, UTC).
+    pub fn build<S>(self, path: &str) -> (Router<S>, Publisher)
     where
         S: Clone + Send + Sync + 'static,
         A: FromRequestParts<S> + Into<Identity> + Send + 'static,
         A::Rejection: Send,
     {
-        self.hub.init_channel(self.send_buffer);
+        let store = SessionStore::new();
+        let source: Arc<dyn SnapshotSource> = Arc::new(store.clone());
+        self.build_with_source(path, store, source)
+    }
+
+    /// [`build`](WsLayer::build), with clients' snapshots taken from `source` rather than
+    /// from the publisher's store: the crate's tests use it for sources without a version or
+    /// an `at`.
+    pub(crate) fn build_with_source<S>(
+        self,
+        path: &str,
+        store: SessionStore,
+        source: Arc<dyn SnapshotSource>,
+    ) -> (Router<S>, Publisher)
+    where
+        S: Clone + Send + Sync + 'static,
+        A: FromRequestParts<S> + Into<Identity> + Send + 'static,
+        A::Rejection: Send,
+    {
+        // Off is a window of 0: every connect gets a snapshot.
+        let hub = Hub::new(
+            self.send_buffer,
+            self.replay_window.unwrap_or(0),
+            self.replay_window_bytes,
+        );
+        let publisher = Publisher::new(store, hub.clone());
         let endpoint = Arc::new(Endpoint {
-            hub: self.hub.clone(),
-            source: self.source.clone(),
+            hub: hub.clone(),
+            source,
             config: Arc::new(ConnConfig {
                 heartbeat: self.heartbeat,
                 send_buffer: self.send_buffer,
@@ -435,7 +536,8 @@ impl<A> WsLayer<A> {
                 // zero-fills all of it on the first read) keeps idle connections lean; a rare
                 // larger message grows it on demand, up to max_message_size.
                 .read_buffer_size(INBOUND_READ_BUFFER.min(self.max_message_size)),
-            cap: ConnectionCap::new(self.max_connections.map_or(0, NonZeroUsize::get)),
+            // ConnectionCap counts 0 as "no cap"; a configured cap is at least 1.
+            cap: ConnectionCap::new(self.max_connections.unwrap_or(0)),
         });
         // Negotiated comes before the auth extractor, which may read the chosen Subprotocol.
         let handler = move |peer: PeerAddr,
@@ -452,22 +554,21 @@ impl<A> WsLayer<A> {
         let mut router = Router::new()
             // GET: the HTTP/1.1 upgrade; CONNECT: the HTTP/2 extended CONNECT (RFC 8441).
             .route(path, get(handler.clone()).connect(handler))
-            .route_layer(axum::Extension(self.protocols.clone()));
-        router = router.route_layer(CheckOriginLayer::new(self.origins.clone()));
-        if self.rate_limit.is_enabled() {
-            let hub = self.hub.clone();
+            .route_layer(axum::Extension(self.protocols));
+        router = router.route_layer(CheckOriginLayer::new(self.origins));
+        if let Some(policy) = self.rate_limit {
+            let hub = hub.clone();
             let counted = SkipHook(Arc::new(move || hub.counters().record_rate_limit_skip()));
             router = router.route_layer(
-                RateLimitLayer::new(self.rate_limit, self.trusted_proxies.clone())
+                RateLimitLayer::new(policy, self.trusted_proxies.clone())
                     .on_missing_client_addr(self.missing_client_addr)
                     .on_skip(counted),
             );
         }
-        router = router.route_layer(StoppedLayer::new(self.hub.stop_flag()));
-        let hub = self.hub.clone();
+        router = router.route_layer(StoppedLayer::new(hub.stop_flag()));
         let rejections = RejectionLog::new();
-        let trusted = self.trusted_proxies.clone();
-        router
+        let trusted = self.trusted_proxies;
+        let router = router
             .route_layer(tower::util::MapResponseLayer::new(
                 move |response: Response| {
                     if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
@@ -486,24 +587,24 @@ impl<A> WsLayer<A> {
                 get(move |request: axum::extract::Request| async move {
                     rejections.status_response(status::client_key(&request, &trusted))
                 }),
-            )
+            );
+        (router, publisher)
     }
 }
 
-/// `value`, or `min` (with a warning) when it is smaller.
-fn raised<T: PartialOrd + std::fmt::Debug>(setting: &'static str, value: T, min: T) -> T {
+/// `value` within `min..=max`: a value outside is raised or lowered to the nearest bound, with
+/// a `warn` naming the setting. The one rule for every number setting (see [`WsLayer`]).
+pub(crate) fn bounded<T: PartialOrd + std::fmt::Debug>(
+    setting: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> T {
     if value < min {
         tracing::warn!(setting, requested = ?value, min = ?min, "setting below its minimum: raised");
         min
-    } else {
-        value
-    }
-}
-
-/// `value`, or `max` (with a warning) when it is larger: the rule for every bounded setting.
-fn clamped<T: PartialOrd + std::fmt::Debug>(setting: &'static str, value: T, max: T) -> T {
-    if value > max {
-        tracing::warn!(setting, requested = ?value, max = ?max, "setting above its maximum: clamped");
+    } else if value > max {
+        tracing::warn!(setting, requested = ?value, max = ?max, "setting above its maximum: lowered");
         max
     } else {
         value
@@ -669,5 +770,130 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
         Ok(PeerAddr(peer_addr(&parts.extensions)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // unwrap() and expect() here are assertions on values the test built itself.
+    use super::*;
+    use crate::sink::Snapshot;
+    use crate::wire::{Event, SessionState};
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// Serves an endpoint whose clients' snapshots come from `source`.
+    async fn serve_source(
+        store: SessionStore,
+        source: Arc<dyn SnapshotSource>,
+    ) -> (Publisher, SocketAddr) {
+        let (router, publisher) = WsLayer::new()
+            .rate_limit(None)
+            .build_with_source::<()>("/ws", store, source);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (publisher, addr)
+    }
+
+    /// The first event a new client receives (its snapshot).
+    async fn first_event(addr: SocketAddr) -> Event {
+        let within = Duration::from_secs(10);
+        let (mut client, _) = tokio::time::timeout(
+            within,
+            tokio_tungstenite::connect_async(format!("ws://{addr}/ws")),
+        )
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+        loop {
+            let message = tokio::time::timeout(within, client.next())
+                .await
+                .expect("a message in time")
+                .expect("an open stream")
+                .expect("a message");
+            if let Message::Text(text) = message {
+                return Event::from_json(text.as_bytes()).expect("an event");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_without_a_version_is_encoded_per_client() {
+        let fixed = || Snapshot {
+            seq: 3,
+            sessions: vec![SessionState {
+                id: "x".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let (publisher, addr) = serve_source(SessionStore::new(), Arc::new(fixed)).await;
+        let before = publisher.stats().encodings;
+        for _ in 0..3 {
+            let snapshot = first_event(addr).await;
+            assert_eq!((snapshot.seq, snapshot.sessions.len()), (3, 1));
+        }
+        assert_eq!(
+            publisher.stats().encodings - before,
+            3,
+            "no shared encoding"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_without_an_at_carries_the_at_recorded_for_its_seq() {
+        let store = SessionStore::new();
+        let source = {
+            let store = store.clone();
+            move || Snapshot {
+                seq: store.seq(),
+                sessions: store.snapshot().sessions,
+                ..Default::default()
+            }
+        };
+        let (publisher, addr) = serve_source(store, Arc::new(source)).await;
+        let mut ats = Vec::new();
+        for seq in 1..=3 {
+            let mut event = Event::delta(seq, vec![], vec![]);
+            event.at = Timestamp::from(
+                std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seq),
+            );
+            ats.push(event.at);
+            publisher.publish(event).unwrap();
+        }
+        let snapshot = first_event(addr).await;
+        assert_eq!((snapshot.seq, snapshot.at), (3, ats[2]));
+    }
+
+    #[test]
+    fn numbers_outside_their_range_are_raised_or_lowered() {
+        let layer = WsLayer::new()
+            .send_buffer(0)
+            .max_message_size(1)
+            .replay_window(0)
+            .replay_window_bytes(0)
+            .max_connections(0)
+            .heartbeat(Duration::ZERO)
+            .write_timeout(Duration::MAX);
+        assert_eq!(layer.send_buffer, 1);
+        assert_eq!(layer.max_message_size, MIN_MESSAGE_SIZE);
+        assert_eq!(layer.replay_window, Some(1));
+        assert_eq!(layer.replay_window_bytes, MIN_REPLAY_WINDOW_BYTES);
+        assert_eq!(layer.max_connections, Some(1));
+        assert_eq!(layer.heartbeat, Some(MIN_DURATION));
+        assert_eq!(layer.write_timeout, MAX_DURATION);
+        let layer = layer
+            .send_buffer(usize::MAX)
+            .replay_window(None)
+            .max_connections(None)
+            .heartbeat(None)
+            .rate_limit(None);
+        assert_eq!(layer.send_buffer, MAX_SEND_BUFFER);
+        assert_eq!(
+            (layer.replay_window, layer.max_connections, layer.heartbeat),
+            (None, None, None)
+        );
+        assert!(layer.rate_limit.is_none());
     }
 }

@@ -10,89 +10,75 @@
 //! # Quick start
 //!
 //! ```no_run
-//! use std::num::NonZeroUsize;
 //! use std::time::Duration;
-//! use agentwatch_ws::{Event, EventSink, Hub, MultiSink, SessionState, SessionStore, WsLayer};
+//! use agentwatch_ws::{Event, SessionState, WsLayer};
 //! use axum::Router;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = SessionStore::new();
-//! let ws = WsLayer::new(store.clone())          // any SnapshotSource
-//!     .heartbeat(Duration::from_secs(30))       // ping interval; None disables
-//!     .send_buffer(NonZeroUsize::new(64).unwrap()) // per-client queue
-//!     .write_timeout(Duration::from_secs(10));
-//! let hub: Hub = ws.hub();                      // Clone; impl EventSink
-//! let app: Router = Router::new().merge(ws.router("/ws"));
-//!
-//! // The monitor publishes every event to the store, then to the hub.
-//! let monitor = MultiSink::new().with(store).with(hub.clone());
+//! let (ws, publisher) = WsLayer::new()            // plain config: Clone + Debug + Default, no hub yet
+//!     .heartbeat(Duration::from_secs(30))         // impl Into<Option<Duration>>; None = no pings
+//!     .send_buffer(64)                            // usize
+//!     .build("/ws");                              // -> (Router<S>, Publisher); consumes the config
+//! let app: Router = Router::new().merge(ws);
 //! let session = SessionState { id: "a8d0e2f4".into(), source: "codex".into(), ..Default::default() };
-//! monitor.handle_event(&Event::delta(1, vec![session], vec![]))?;
-//!
+//! publisher.publish(Event::delta(0, vec![session], vec![]))?;   // seq 0 = numbered for you; returns the seq
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! // A deadline on request heads, TCP_NODELAY, and the client address for the rate limit.
 //! agentwatch_ws::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
 //!
-//! The same snippet, checked without a network:
+//! The same, checked without a network:
 //!
 //! ```
-//! use std::num::NonZeroUsize;
 //! use std::time::Duration;
-//! use agentwatch_ws::{Event, EventSink, Hub, SessionStore, SnapshotSource, WsLayer};
+//! use agentwatch_ws::{Event, SessionState, WsLayer};
 //! use axum::Router;
 //!
-//! let store = SessionStore::new();
-//! let ws = WsLayer::new(store.clone())
+//! let (ws, publisher) = WsLayer::new()
 //!     .heartbeat(Duration::from_secs(30))
-//!     .send_buffer(NonZeroUsize::new(64).unwrap())
-//!     .write_timeout(Duration::from_secs(10));
-//! let hub: Hub = ws.hub();
-//! let app: Router = Router::new().merge(ws.router("/ws"));
-//!
-//! let event = Event::delta(1, vec![], vec![]);
-//! store.handle_event(&event)?;
-//! hub.handle_event(&event)?;
-//! assert_eq!(store.snapshot().seq, 1);
-//! assert_eq!(hub.client_count(), 0);
-//! # drop(app);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//!     .send_buffer(64)
+//!     .build("/ws");
+//! let _app: Router = Router::new().merge(ws);
+//! let session = SessionState { id: "a8d0e2f4".into(), source: "codex".into(), ..Default::default() };
+//! assert_eq!(publisher.publish(Event::delta(0, vec![session], vec![]))?, 1);
+//! assert_eq!(publisher.sessions().len(), 1);
+//! assert_eq!(publisher.client_count(), 0);
+//! # Ok::<(), agentwatch_ws::SinkError>(())
 //! ```
 //!
 //! # What a client sees
 //! Every message is one JSON-encoded [`Event`], as text. The first message is always a
 //! `snapshot` of every session, whose `seq` is the last event it reflects; then every later
-//! event, once each, in publish order. See [`SnapshotSource`] for how the hand-over stays exact
-//! while events keep coming, and [`Hub`] for what happens to a client that cannot keep up.
+//! event, once each, in publish order (see [`Publisher`] for how the hand-over stays exact
+//! while events keep coming). A client that falls `send_buffer` events behind is closed with
+//! 1013 or resynced ([`LagPolicy`]); a client that reconnects with `?since=<seq>&since_at=<at>`
+//! resumes without a snapshot (see [`WsLayer::replay_window`]).
 //!
 //! # The pieces
+//! - [`WsLayer`]: the endpoint's configuration; [`build`](WsLayer::build) returns the axum
+//!   [`Router`](axum::Router) and the [`Publisher`].
+//! - [`Publisher`]: the one way to publish (the state and the clients, in that order, one
+//!   event at a time, `seq` kept rising) and to read the state clients see.
+//! - [`EventSink`]: the seam to producers; `Publisher` implements it.
 //! - [`wire`]: the event model, byte-compatible with Go's `encoding/json`.
-//! - [`EventSink`] / [`SnapshotSource`]: the seams to the monitor; [`SessionStore`] implements
-//!   both, [`MultiSink`] fans one event out to several sinks.
-//! - [`Publisher`]: the one way to publish that cannot get the order wrong (store, then hub,
-//!   one event at a time, `seq` kept rising).
-//! - [`Hub`]: the fan-out (one encoding per event, shared by every client).
-//! - [`WsLayer`]: the builder and the axum [`Router`](axum::Router) it returns.
-//! - [`metrics`] (feature `metrics`, on by default): the hub's counters through the `metrics`
-//!   facade, for Prometheus and other exporters.
-//! - [`broker`] (feature `redis`): several server nodes fed from one producer through Redis
-//!   Streams, with checkpoints, so `?since=` resume works on any node.
-//! - [`monitor`] (feature `monitor`, on by default): the producer, a [`Monitor`] that tails
-//!   Claude Code, Codex CLI and Gemini CLI session logs and publishes events to any sink.
-//! - `markers` (features `monitor` or `hooks`): the hook-marker format and the marker
-//!   directory, through which Claude Code's hooks tell the monitor about permission prompts
-//!   its log does not show; `hooks` (feature `hooks`, enabled by `cli`): writing markers and
-//!   installing the hook entries, what the `agentwatch-ws` command is built from.
-//! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
-//!   limit, each a tower layer usable on its own.
-//!   The last refusal per client IP is served at `<path>/status`, so a page can say why it
-//!   cannot connect.
 //! - [`serve()`]: serves the app with deadlines on request heads (slowloris) and idle
 //!   connections, HTTP/2 keep-alive, per-IP connection and per-connection stream bounds,
 //!   `Host` checks, `TCP_NODELAY` and the connect info the rate limit needs; the recommended
 //!   way to run it.
+//! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
+//!   limit, each a tower layer usable on its own.
 //! - [`redact`]: request URIs for logs without token carriers, and a `TraceLayer` span maker.
+//! - [`monitor`] (feature `monitor`): the producer, a [`Monitor`] that tails Claude Code, Codex
+//!   CLI and Gemini CLI session logs and publishes events into any sink.
+//! - [`broker`] (feature `redis`): several server nodes fed from one producer through Redis
+//!   Streams, with checkpoints, so `?since=` resume works on any node.
+//! - [`metrics`] (feature `metrics`): the endpoint's counters through the `metrics` facade, for
+//!   Prometheus and other exporters.
+//! - [`markers`] (features `monitor` or `hooks`): the hook-marker format and the marker
+//!   directory, through which Claude Code's and Gemini CLI's hooks tell the monitor about
+//!   permission prompts their logs do not show; [`hooks`] (feature `hooks`, enabled by `cli`):
+//!   writing markers and installing the hook entries, what the `agentwatch-ws` command is
+//!   built from.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -168,24 +154,17 @@ pub mod wire;
 pub use admission::auth::{Anonymous, Identity};
 pub use admission::client_ip::TrustedProxies;
 pub use admission::invalid::InvalidSetting;
-pub use admission::rate_limit::{MissingClientAddr, RateLimit};
+pub use admission::rate_limit::{MissingClientAddr, RateLimitPolicy};
 pub use counters::{HubStats, RejectionStats};
-pub use hub::{
-    DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, LagPolicy, MAX_REPLAY_WINDOW,
-    MAX_REPLAY_WINDOW_BYTES, MAX_SEND_BUFFER,
-};
-pub use layer::{
-    DEFAULT_HEARTBEAT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_BUFFER, DEFAULT_WRITE_TIMEOUT,
-    MAX_HEARTBEAT, MAX_MESSAGE_SIZE_LIMIT, MAX_WRITE_TIMEOUT, WsLayer,
-};
+pub use hub::LagPolicy;
+pub use layer::WsLayer;
 #[cfg(feature = "monitor")]
 #[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
 pub use monitor::{Monitor, MonitorBuilder, MonitorHandle};
 pub use publisher::Publisher;
 pub use reject::RejectReason;
 pub use serve::{Serve, WithGracefulShutdown, serve};
-pub use sink::{EventSink, MultiSink, SinkError, Snapshot, SnapshotSource};
-pub use store::SessionStore;
+pub use sink::{EventSink, SinkError};
 pub use upgrade::{PROTOCOL, Subprotocol};
 pub use wire::{
     Activity, Event, EventType, Health, HealthStatus, LifecycleEvent, LifecycleEventType,

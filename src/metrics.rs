@@ -1,25 +1,24 @@
-//! The hub's counters through the [`metrics`] facade, for Prometheus and every other
-//! `metrics` exporter (cargo feature `metrics`, on by default).
+//! The endpoint's counters through the [`metrics`] facade, for Prometheus and every other
+//! `metrics` exporter (cargo feature `metrics`).
 //!
-//! The hub keeps its counters as plain atomics (see [`HubStats`]); nothing on the delivery
+//! The endpoint keeps its counters as plain atomics (see [`HubStats`]); nothing on the delivery
 //! path calls into a metrics recorder. [`record`] copies the current values into whatever
 //! recorder the app installed: call it right before an exporter renders (in a `/metrics`
 //! handler, so a scrape is exact), or every few seconds from a task ([`spawn_recorder`]).
 //!
 //! ```no_run
-//! use agentwatch_ws::{SessionStore, WsLayer};
+//! use agentwatch_ws::WsLayer;
 //! use axum::{Router, routing::get};
 //! use metrics_exporter_prometheus::PrometheusBuilder;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let handle = PrometheusBuilder::new().install_recorder()?;
 //! agentwatch_ws::metrics::describe();
-//! let ws = WsLayer::new(SessionStore::new());
-//! let hub = ws.hub();
-//! let app: Router = Router::new().merge(ws.router("/ws")).route(
+//! let (ws, publisher) = WsLayer::new().build("/ws");
+//! let app: Router = Router::new().merge(ws).route(
 //!     "/metrics",
 //!     get(move || async move {
-//!         agentwatch_ws::metrics::record(&hub);
+//!         agentwatch_ws::metrics::record(&publisher);
 //!         handle.render()
 //!     }),
 //! );
@@ -28,7 +27,7 @@
 //! ```
 //!
 //! # Names
-//! Counters are totals since the hub was created (Prometheus `_total`); gauges are current
+//! Counters are totals since the endpoint was built (Prometheus `_total`); gauges are current
 //! values. Every name starts with `agentwatch_ws_`.
 //!
 //! | name | kind | labels | from [`HubStats`] |
@@ -56,15 +55,15 @@
 //! | `agentwatch_ws_replay_window_events` | gauge | | `replay_events` |
 //! | `agentwatch_ws_replay_window_bytes` | gauge | | `replay_bytes` |
 //!
-//! Several hubs in one process overwrite each other's values; give each its own recorder (or
-//! labels through [`metrics::with_local_recorder`]) if you run more than one.
+//! Several endpoints in one process overwrite each other's values; give each its own recorder
+//! (or labels through [`metrics::with_local_recorder`]) if you run more than one.
 
 use std::time::Duration;
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 
 use crate::counters::HubStats;
-use crate::hub::Hub;
+use crate::publisher::Publisher;
 use crate::reject::RejectReason;
 
 /// Counters: (name, unit, description, value).
@@ -116,7 +115,7 @@ const COUNTERS: &[CounterRow] = &[
     (
         "agentwatch_ws_events_published_total",
         Unit::Count,
-        "Events handed to the hub and encoded",
+        "Events published and encoded",
         |s| s.events_published,
     ),
     (
@@ -235,14 +234,14 @@ pub fn describe() {
     );
 }
 
-/// Copies the hub's current counters and gauges into the installed recorder (see the module
-/// docs for the names). Cheap: one [`Hub::stats`] and a few dozen recorder calls, so calling it
-/// on every scrape is fine.
-pub fn record(hub: &Hub) {
-    record_stats(&hub.stats());
+/// Copies the endpoint's current counters and gauges into the installed recorder (see the
+/// module docs for the names). Cheap: one [`Publisher::stats`] and a few dozen recorder
+/// calls, so calling it on every scrape is fine.
+pub fn record(publisher: &Publisher) {
+    record_stats(&publisher.stats());
 }
 
-/// Copies `stats` into the installed recorder; what [`record`] does with the hub's.
+/// Copies `stats` into the installed recorder; what [`record`] does with the publisher's.
 pub fn record_stats(stats: &HubStats) {
     for &(name, _, _, value) in COUNTERS {
         counter!(name).absolute(value(stats));
@@ -259,20 +258,26 @@ pub fn record_stats(stats: &HubStats) {
 }
 
 /// Spawns a task on the current tokio runtime that calls [`record`] every `interval` until
-/// the hub is stopped, for exporters that push or scrape on their own schedule. Values are at
-/// most `interval` old.
+/// the publisher is [stopped](Publisher::stop), for exporters that push or scrape on their
+/// own schedule. Values are at most `interval` old. `interval` is at least 10 ms (shorter
+/// values are raised to it, with a `warn`).
 ///
 /// # Panics
 /// Outside a tokio runtime (as [`tokio::spawn`] does).
-pub fn spawn_recorder(hub: Hub, interval: Duration) -> tokio::task::JoinHandle<()> {
-    let interval = interval.max(Duration::from_millis(10));
+pub fn spawn_recorder(publisher: Publisher, interval: Duration) -> tokio::task::JoinHandle<()> {
+    let interval = crate::layer::bounded(
+        "metrics.interval",
+        interval,
+        Duration::from_millis(10),
+        Duration::MAX,
+    );
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            record(&hub);
-            if hub.is_stopped() {
+            record(&publisher);
+            if publisher.is_stopped() {
                 break;
             }
         }

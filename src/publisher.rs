@@ -1,133 +1,195 @@
-//! [`Publisher`]: the one way to publish that keeps the snapshot hand-over exact.
+//! [`Publisher`]: the one way to publish, which keeps the snapshot hand-over exact.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::counters::HubStats;
 use crate::hub::Hub;
-use crate::sink::{EventSink, SinkError, SnapshotSource};
+use crate::sink::{EventSink, SinkError};
 use crate::store::SessionStore;
-use crate::wire::Event;
+use crate::wire::{Event, SessionState};
 
-/// Publishes events to a store (the snapshot source) and then to the [`Hub`], one event at a
-/// time, with a `seq` that keeps rising.
+/// Publishes events to the clients of the router [`WsLayer::build`](crate::WsLayer::build)
+/// returned it with, and reads the state they see.
 ///
-/// Connecting clients are subscribed to the hub *before* their snapshot is taken (see
-/// [`SnapshotSource`]), so the hand-over is exact only if every event reaches the store before
-/// the hub, and if the events racing a connect carry increasing seqs. `Publisher` makes both
-/// hold by construction:
+/// Cheap to clone (an `Arc` inside): every clone publishes into the same endpoint. It owns
+/// the endpoint's session store (what a connecting client's `snapshot` is taken from) and
+/// its fan-out to the connected clients, and it is the only way to write to either:
 ///
-/// - **Order.** Each event goes to the store, then to the hub, under one lock: two threads
-///   publishing at once cannot interleave as store(A), store(B), hub(B), hub(A), which a
-///   [`MultiSink`](crate::MultiSink) shared between threads allows.
+/// - **Order.** Each event goes to the store, then to the clients, under one lock. A client
+///   subscribes to the fan-out *before* its snapshot is taken and skips the queued events the
+///   snapshot already reflects, so it sees every event exactly once, whatever the
+///   interleaving of connects and publishes, from any number of threads.
 /// - **Seq.** An event with `seq` 0 gets the last seq plus one. An event that brings its own
-///   seq (the agentwatch monitor numbers its events) keeps it; a seq that does not rise is
-///   taken as the producer restarting, as the hub does (its replay window resets, so resuming
-///   clients get a snapshot), and numbering goes on from there.
+///   seq (the agentwatch monitor numbers its events) keeps it. A seq that does not rise is
+///   taken as the producer restarting: the replay window is emptied (clients resuming with
+///   an older position get a snapshot, counted in [`HubStats::replay_resets`]) and numbering
+///   goes on from there.
 ///
 /// ```
-/// use agentwatch_ws::{Event, Publisher, SessionState, SessionStore, SnapshotSource, WsLayer};
+/// use agentwatch_ws::{Event, SessionState, WsLayer};
+/// use axum::Router;
 ///
-/// let store = SessionStore::new();
-/// let ws = WsLayer::new(store.clone());
-/// let publisher = Publisher::new(store.clone(), ws.hub());
+/// let (ws, publisher) = WsLayer::new().build("/ws");
+/// let _app: Router = Router::new().merge(ws);
 ///
 /// let session = SessionState { id: "a8d0e2f4".into(), source: "codex".into(), ..Default::default() };
 /// let seq = publisher.publish(Event::delta(0, vec![session], vec![]))?;   // 0: numbered for you
 /// assert_eq!(seq, 1);
+/// assert_eq!(publisher.session("a8d0e2f4").map(|s| s.source), Some("codex".into()));
 /// assert_eq!(publisher.publish(Event::delta(0, vec![], vec!["a8d0e2f4".into()]))?, 2);
-/// assert_eq!(store.snapshot().seq, 2);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// assert!(publisher.sessions().is_empty());
+/// # Ok::<(), agentwatch_ws::SinkError>(())
 /// ```
 ///
-/// It is also an [`EventSink`], so a monitor that publishes into any sink can publish into it
-/// (`Monitor` from this crate does).
-pub struct Publisher<S = SessionStore> {
-    store: S,
+/// It is also an [`EventSink`], so a producer that publishes into any sink
+/// ([`Monitor`](crate::monitor::Monitor), the broker's `Follower`) publishes into it.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: SessionStore,
     hub: Hub,
     /// The last seq published; the lock is also what keeps store and hub in step.
     last_seq: Mutex<u64>,
 }
 
-impl<S> std::fmt::Debug for Publisher<S> {
+impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
-            .field("last_seq", &*self.lock())
-            .field("hub", &self.hub)
+            .field("seq", &self.seq())
+            .field("clients", &self.client_count())
+            .field("stopped", &self.is_stopped())
             .finish_non_exhaustive()
     }
 }
 
-impl<S> Publisher<S>
-where
-    S: EventSink + SnapshotSource,
-{
-    /// A publisher into `store` (usually a [`SessionStore`], the source the `WsLayer` was
-    /// built with) and `hub` (from [`WsLayer::hub`](crate::WsLayer::hub)). Numbering starts
-    /// after the store's snapshot seq, so a publisher created over a store that already holds
-    /// events continues from them.
-    pub fn new(store: S, hub: Hub) -> Self {
-        let last_seq = store.snapshot().seq;
+impl Publisher {
+    /// A publisher into `store`, then `hub`. Numbering starts after the store's seq.
+    pub(crate) fn new(store: SessionStore, hub: Hub) -> Self {
+        let last_seq = store.seq();
         Publisher {
-            store,
-            hub,
-            last_seq: Mutex::new(last_seq),
+            inner: Arc::new(Inner {
+                store,
+                hub,
+                last_seq: Mutex::new(last_seq),
+            }),
         }
     }
 
-    /// Publishes `event` to the store, then to the hub, and returns the seq it was published
-    /// with (assigned when `event.seq` is 0).
+    /// Publishes `event` to every client (and to the state later clients get as their
+    /// snapshot), and returns the seq it was published with: `event.seq`, or the last seq
+    /// plus one when `event.seq` is 0. Never waits on a socket.
+    ///
+    /// After [`stop`](Publisher::stop), events still update the state
+    /// ([`sessions`](Publisher::sessions)) but reach no client.
     ///
     /// # Errors
-    /// The store's or the hub's [`SinkError`] (both are tried; a [`SinkError::Multiple`] when
-    /// both fail). The hub fails only when the event cannot be encoded as Go would (a
-    /// non-finite `contextUtilization`, a year outside 0..=9999); the seq is used either way,
-    /// so the next event still rises.
+    /// [`SinkError::Encode`] when the event cannot be encoded as Go's `encoding/json` would (a
+    /// non-finite `contextUtilization`, a year outside 0..=9999): no client receives it, but
+    /// its seq is used and its sessions are in the state, so the next event still rises.
     pub fn publish(&self, mut event: Event) -> Result<u64, SinkError> {
         let mut last_seq = self.lock();
         if event.seq == 0 {
             event.seq = last_seq.saturating_add(1);
         }
         *last_seq = event.seq;
-        self.deliver(&event)?;
+        deliver(&self.inner.store, &self.inner.hub, &event)?;
         Ok(event.seq)
     }
 
-    /// The seq of the last event published (the store's seq when nothing was published yet).
-    pub fn last_seq(&self) -> u64 {
+    /// The seq of the last event published (0 before the first).
+    pub fn seq(&self) -> u64 {
         *self.lock()
     }
 
-    /// The hub this publisher feeds.
-    pub fn hub(&self) -> &Hub {
-        &self.hub
+    /// A copy of the session `id` as of the last event published, if it exists.
+    pub fn session(&self, id: &str) -> Option<SessionState> {
+        self.inner.store.get(id)
+    }
+
+    /// A copy of every session as of the last event published, sorted by id (byte order), so
+    /// two calls over the same state return the same list.
+    pub fn sessions(&self) -> Vec<SessionState> {
+        self.inner.store.sessions_by_id()
+    }
+
+    /// A point-in-time copy of the endpoint's counters.
+    pub fn stats(&self) -> HubStats {
+        self.inner.hub.stats()
+    }
+
+    /// The number of clients being served right now: upgraded, and not yet closing. A
+    /// connection that is saying goodbye (close frame, grace period) still counts in
+    /// [`HubStats::connection_tasks`] until its task ends.
+    pub fn client_count(&self) -> usize {
+        self.inner.hub.client_count()
+    }
+
+    /// Stops the endpoint gracefully: every connected client is closed with code 1001 ("going
+    /// away") and every later upgrade request is answered `503 Service Unavailable`
+    /// ([`RejectReason::Stopped`](crate::RejectReason::Stopped)). Idempotent; there is no
+    /// restart. Wait for the connections to end with [`closed`](Publisher::closed).
+    pub fn stop(&self) {
+        self.inner.hub.stop();
+    }
+
+    /// Whether [`stop`](Publisher::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.hub.is_stopped()
+    }
+
+    /// Resolves once every connection task has ended: after [`stop`](Publisher::stop), once
+    /// every client has been closed with 1001 and its task is gone
+    /// ([`HubStats::connection_tasks`] is 0); at once when no connection is open.
+    ///
+    /// It waits for tasks, not for the stop: awaited before `stop()`, it resolves the moment
+    /// no client happens to be connected. A connection counts from the moment its `101` is
+    /// sent, so awaiting this after the server's graceful shutdown has returned (which waits
+    /// for every HTTP connection, hence every `101`) misses none. No polling: the last task
+    /// to end wakes it. Cancel-safe; any number of callers may wait.
+    ///
+    /// ```no_run
+    /// # async fn demo(publisher: agentwatch_ws::Publisher) {
+    /// publisher.stop();
+    /// tokio::time::timeout(std::time::Duration::from_secs(5), publisher.closed()).await.ok();
+    /// # }
+    /// ```
+    pub async fn closed(&self) {
+        self.inner.hub.closed().await;
+    }
+
+    /// The fan-out this publisher feeds.
+    #[cfg(test)]
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.inner.hub
     }
 
     /// The store this publisher feeds.
-    pub fn store(&self) -> &S {
-        &self.store
+    #[cfg(test)]
+    pub(crate) fn store(&self) -> &SessionStore {
+        &self.inner.store
     }
 
-    fn deliver(&self, event: &Event) -> Result<(), SinkError> {
-        let stored = self.store.handle_event(event);
-        let sent = self.hub.handle_event(event);
-        match (stored, sent) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
-            (Err(a), Err(b)) => Err(SinkError::Multiple(vec![a, b])),
-        }
-    }
-}
-
-impl<S> Publisher<S> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
+    fn lock(&self) -> MutexGuard<'_, u64> {
         // Only a u64 is guarded, consistent after every statement.
-        self.last_seq.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .last_seq
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl<S> EventSink for Publisher<S>
-where
-    S: EventSink + SnapshotSource,
-{
+/// Hands `event` to `store`, then to `hub`: the order the hand-over needs (a client that
+/// subscribed to the hub before its snapshot must find in the snapshot every event the hub
+/// did not queue for it).
+fn deliver<St: EventSink + ?Sized>(store: &St, hub: &Hub, event: &Event) -> Result<(), SinkError> {
+    store.handle_event(event)?;
+    hub.publish(event)
+}
+
+impl EventSink for Publisher {
     /// [`publish`](Publisher::publish)es a copy of `event` when its seq is 0 (to number it),
     /// the event itself otherwise.
     fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
@@ -136,6 +198,78 @@ where
         }
         let mut last_seq = self.lock();
         *last_seq = event.seq;
-        self.deliver(event)
+        deliver(&self.inner.store, &self.inner.hub, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // unwrap() here asserts on values the test built itself.
+    use super::*;
+
+    /// A store that notes, for each event it handles, how many events the hub had already
+    /// published: with store-then-hub order that is always the number of events before it.
+    struct Witness {
+        hub: Hub,
+        seen: Mutex<Vec<(u64, u64)>>,
+    }
+
+    impl EventSink for Witness {
+        fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
+            let published = self.hub.stats().events_published;
+            self.seen.lock().unwrap().push((event.seq, published));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_event_reaches_the_store_before_the_hub() {
+        let hub = Hub::new(64, 16, 1 << 20);
+        let witness = Witness {
+            hub: hub.clone(),
+            seen: Mutex::new(Vec::new()),
+        };
+        for seq in 1..=20 {
+            deliver(&witness, &hub, &Event::delta(seq, vec![], vec![])).unwrap();
+        }
+        let seen = witness.seen.lock().unwrap().clone();
+        let expected: Vec<(u64, u64)> = (1..=20).map(|seq| (seq, seq - 1)).collect();
+        assert_eq!(
+            seen, expected,
+            "(seq, events the hub had published when the store got it)"
+        );
+    }
+
+    #[test]
+    fn seqs_are_assigned_when_missing_and_kept_when_given() {
+        let publisher = Publisher::new(SessionStore::new(), Hub::new(64, 16, 1 << 20));
+        let seqs: Vec<u64> = [0, 0, 10, 0, 5, 0]
+            .into_iter()
+            .map(|seq| {
+                publisher
+                    .publish(Event::delta(seq, vec![], vec![]))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            seqs,
+            [1, 2, 10, 11, 5, 6],
+            "a seq that goes back restarts numbering"
+        );
+        assert_eq!(publisher.seq(), 6);
+        assert_eq!(publisher.store().seq(), 6);
+        assert_eq!(publisher.stats().replay_resets, 1);
+
+        // A publisher over a store that already holds events continues after them.
+        let again = Publisher::new(publisher.store().clone(), publisher.hub().clone());
+        assert_eq!(again.publish(Event::delta(0, vec![], vec![])).unwrap(), 7);
+        // As an EventSink: a given seq is kept, 0 is numbered.
+        again
+            .handle_event(&Event::delta(20, vec![], vec![]))
+            .unwrap();
+        again
+            .handle_event(&Event::delta(0, vec![], vec![]))
+            .unwrap();
+        assert_eq!(again.seq(), 21);
     }
 }

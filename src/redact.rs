@@ -9,13 +9,13 @@
 //! module's [`make_span`]:
 //!
 //! ```
-//! use agentwatch_ws::{SessionStore, WsLayer};
+//! use agentwatch_ws::WsLayer;
 //! use axum::Router;
 //! use tower_http::trace::TraceLayer;
 //!
-//! let ws = WsLayer::new(SessionStore::new());
+//! let (ws, _publisher) = WsLayer::new().build("/ws");
 //! let app: Router = Router::new()
-//!     .merge(ws.router("/ws"))
+//!     .merge(ws)
 //!     .layer(TraceLayer::new_for_http().make_span_with(agentwatch_ws::redact::make_span));
 //! ```
 //!

@@ -99,7 +99,10 @@ const IPV6_PREFIX: u8 = 64;
 ///   connection over either is closed as soon as it is accepted, before anything is read,
 ///   and logged at `debug`. The peer is the TCP peer: behind a reverse proxy every client
 ///   shares the proxy's address, so raise or disable the per-IP bound there. Peers without
-///   an IP (Unix-domain sockets) count towards the total only.
+///   an IP (Unix-domain sockets) count towards the total only. So one peer holds at most
+///   `max_connections_per_ip` connections, each with at most `http2_max_concurrent_streams`
+///   streams, and its WebSockets count against
+///   [`WsLayer::max_connections`](crate::WsLayer::max_connections).
 /// - **`Host`** (RFC 9112 §3.2, RFC 9113 §8.3.1): a request with a repeated or malformed
 ///   `Host`, an HTTP/1.1 request without one, or an HTTP/2 request whose `Host` names another
 ///   authority than its `:authority`, gets `400` with a short reason before it reaches `app`.

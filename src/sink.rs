@@ -1,5 +1,5 @@
-//! The two seams between a monitor and this crate: [`EventSink`] (events in) and
-//! [`SnapshotSource`] (state for a client that just connected).
+//! The seam between a producer and this crate, [`EventSink`] (events in), and the private one
+//! between the store and a connecting client, [`SnapshotSource`] (its snapshot).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -10,8 +10,9 @@ use crate::wire::{Event, Health, SessionState, Timestamp};
 /// Receives the monitor's events. The Rust shape of Go's `monitor.EventSink`.
 ///
 /// Implementations must return quickly and never block on a client: the monitor calls this
-/// on its own thread for every event. [`Hub`](crate::Hub), [`SessionStore`](crate::SessionStore)
-/// and [`MultiSink`] implement it.
+/// on its own thread for every event. [`Publisher`](crate::Publisher) implements it, and so
+/// does the broker's `BrokerSink` (feature `redis`); a producer such as
+/// [`Monitor`](crate::monitor::Monitor) publishes into any of them.
 pub trait EventSink: Send + Sync {
     /// Handles one event.
     ///
@@ -40,20 +41,18 @@ impl<T: EventSink + ?Sized> EventSink for &T {
 }
 
 /// The state a client receives on connect.
-///
-/// Build it with `..Default::default()` for the fields you do not set: fields may be added.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// The seq of the last event already reflected in `sessions` (0 if none).
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// The `at` of that event, when the source knows it. The `snapshot` event a client gets
     /// carries it as its own `at`, so the client holds a position (`seq`, `at`) it can resume
     /// from (`?since=<seq>&since_at=<at>`). `None`: the hub uses the `at` it recorded for
     /// event `seq`, if it still has it, else the current time (which only means that a resume
     /// from this snapshot's position falls back to a new snapshot).
-    pub at: Option<Timestamp>,
+    pub(crate) at: Option<Timestamp>,
     /// Every session, as of `seq`.
-    pub sessions: Vec<SessionState>,
+    pub(crate) sessions: Vec<SessionState>,
     /// The latest health of every source that has reported one, as of `seq`.
     ///
     /// A client receives these right after the `snapshot` event, as one `health` event per
@@ -61,11 +60,11 @@ pub struct Snapshot {
     /// health in a snapshot, and a monitor reports health only when it changes, so without
     /// them a client that connects to a steady system would never learn any source's status.
     /// Empty is fine: no `health` event follows the snapshot then.
-    pub health: Vec<Health>,
+    pub(crate) health: Vec<Health>,
 }
 
-/// Where a connecting client's snapshot comes from. [`SessionStore`](crate::SessionStore) is
-/// the embedded implementation; closures `Fn() -> Snapshot` work too.
+/// Where a connecting client's snapshot comes from: the layer's `SessionStore`, or, in the
+/// crate's own tests, a closure `Fn() -> Snapshot`.
 ///
 /// # The hand-over contract
 /// A connecting client is subscribed to the hub *before* `snapshot()` is called, so every event
@@ -80,7 +79,7 @@ pub struct Snapshot {
 /// A source that can tell cheaply whether its state changed implements
 /// [`version`](SnapshotSource::version): clients connecting while it returns the same value
 /// share one encoded snapshot, and `snapshot()` is not called for them at all.
-pub trait SnapshotSource: Send + Sync + 'static {
+pub(crate) trait SnapshotSource: Send + Sync + 'static {
     /// The current state. Called for a connecting client unless its encoded snapshot is
     /// shared (see [`version`](SnapshotSource::version)); must not block for long.
     fn snapshot(&self) -> Snapshot;
@@ -131,8 +130,6 @@ pub enum SinkError {
         /// What the encoder said.
         source: serde_json::Error,
     },
-    /// Several sinks of a [`MultiSink`] failed; in sink order.
-    Multiple(Vec<SinkError>),
     /// Any other failure, from a user-written sink.
     Other(Box<dyn StdError + Send + Sync + 'static>),
 }
@@ -150,16 +147,6 @@ impl fmt::Display for SinkError {
             // The encoder's message is the source (`Error::source`), not part of this one:
             // a reporter that walks the chain prints each message once.
             SinkError::Encode { seq, .. } => write!(f, "cannot encode event seq {seq}"),
-            SinkError::Multiple(errors) => {
-                write!(f, "{} sinks failed: ", errors.len())?;
-                for (i, e) in errors.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str("; ")?;
-                    }
-                    write!(f, "{e}")?;
-                }
-                Ok(())
-            }
             SinkError::Other(e) => write!(f, "{e}"),
         }
     }
@@ -167,94 +154,12 @@ impl fmt::Display for SinkError {
 
 /// Each message of the chain appears once: `Encode` leaves the encoder's message to
 /// `source()`; `Other` is transparent (it displays the wrapped error and hands on *its*
-/// source); `Multiple` lists every failure in its message and has no single source.
+/// source).
 impl StdError for SinkError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             SinkError::Encode { source, .. } => Some(source),
-            SinkError::Multiple(_) => None,
             SinkError::Other(e) => e.source(),
-        }
-    }
-}
-
-/// Delivers each event to several sinks, in order. The Rust shape of Go's `monitor.MultiSink`.
-///
-/// Every sink gets every event even when an earlier one fails; the errors are joined.
-///
-/// ```
-/// use std::sync::Arc;
-/// use agentwatch_ws::{Event, EventSink, MultiSink, SessionStore, WsLayer};
-///
-/// let store = SessionStore::new();
-/// let hub = WsLayer::new(store.clone()).hub();
-/// // Store first, then hub: a client connecting in between is covered by the hand-over.
-/// let sink = MultiSink::new().with(store.clone()).with(hub);
-/// sink.handle_event(&Event::delta(1, vec![], vec![]))?;
-/// assert_eq!(store.seq(), 1);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Clone, Default)]
-pub struct MultiSink {
-    sinks: Vec<Arc<dyn EventSink>>,
-}
-
-impl MultiSink {
-    /// An empty fan-in with no sinks.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a sink after the existing ones.
-    pub fn with(mut self, sink: impl EventSink + 'static) -> Self {
-        self.push(sink);
-        self
-    }
-
-    /// Adds a sink after the existing ones.
-    pub fn push(&mut self, sink: impl EventSink + 'static) {
-        self.sinks.push(Arc::new(sink));
-    }
-
-    /// The number of sinks.
-    pub fn len(&self) -> usize {
-        self.sinks.len()
-    }
-
-    /// Whether there are no sinks.
-    pub fn is_empty(&self) -> bool {
-        self.sinks.is_empty()
-    }
-}
-
-impl FromIterator<Arc<dyn EventSink>> for MultiSink {
-    fn from_iter<I: IntoIterator<Item = Arc<dyn EventSink>>>(iter: I) -> Self {
-        MultiSink {
-            sinks: iter.into_iter().collect(),
-        }
-    }
-}
-
-impl fmt::Debug for MultiSink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MultiSink")
-            .field("sinks", &self.sinks.len())
-            .finish()
-    }
-}
-
-impl EventSink for MultiSink {
-    fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
-        let mut errors: Vec<SinkError> = Vec::new();
-        for sink in &self.sinks {
-            if let Err(e) = sink.handle_event(event) {
-                errors.push(e);
-            }
-        }
-        match errors.len() {
-            0 => Ok(()),
-            1 => Err(errors.remove(0)),
-            _ => Err(SinkError::Multiple(errors)),
         }
     }
 }
@@ -264,19 +169,6 @@ mod tests {
     // Here unwrap() and expect() are assertions on values the test itself built: a failure
     // fails the test, with the message. The module is built for `cargo test` only.
     use super::*;
-    use std::sync::Mutex;
-
-    struct Recording(Mutex<Vec<u64>>, bool);
-    impl EventSink for Recording {
-        fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
-            self.0.lock().unwrap().push(event.seq);
-            if self.1 {
-                Err(SinkError::other(format!("sink refused {}", event.seq)))
-            } else {
-                Ok(())
-            }
-        }
-    }
 
     /// Every message of an error's chain, outermost first.
     fn chain(error: &dyn StdError) -> Vec<String> {
@@ -316,37 +208,6 @@ mod tests {
             chain(&other),
             ["redis append failed", "connection refused"],
             "Other is transparent"
-        );
-    }
-
-    #[test]
-    fn multi_sink_delivers_in_order_and_joins_errors() {
-        let a = Arc::new(Recording(Mutex::new(vec![]), true));
-        let b = Arc::new(Recording(Mutex::new(vec![]), false));
-        let c = Arc::new(Recording(Mutex::new(vec![]), true));
-        let sink = MultiSink::new()
-            .with(a.clone())
-            .with(b.clone())
-            .with(c.clone());
-        let err = sink
-            .handle_event(&Event::delta(7, vec![], vec![]))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "2 sinks failed: sink refused 7; sink refused 7"
-        );
-        for s in [&a, &b, &c] {
-            assert_eq!(*s.0.lock().unwrap(), vec![7]);
-        }
-        let single = MultiSink::new().with(a.clone()).with(b.clone());
-        let err = single
-            .handle_event(&Event::delta(8, vec![], vec![]))
-            .unwrap_err();
-        assert_eq!(err.to_string(), "sink refused 8");
-        assert!(
-            MultiSink::new()
-                .handle_event(&Event::delta(9, vec![], vec![]))
-                .is_ok()
         );
     }
 }

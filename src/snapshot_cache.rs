@@ -3,7 +3,7 @@
 //! A reconnect storm (every client after a deploy) would otherwise copy and encode the whole
 //! state once per client: 1.4 ms each with 1 000 sessions, on a runtime worker. The cache
 //! keeps one entry: the frames (the `snapshot` event and the `health` events that follow
-//! it) of the last snapshot built, with the source's [`version`](crate::SnapshotSource::version)
+//! it) of the last snapshot built, with the source's [`version`](crate::sink::SnapshotSource::version)
 //! they were built at.
 //!
 //! # Why a hit is exact
@@ -11,7 +11,7 @@
 //! called. A source's version changes whenever its snapshot would, so equal versions mean the
 //! state did not change between the moment the frames were built and this read: serving the
 //! cached frames is serving a snapshot taken at the moment of the read, which the hand-over
-//! contract allows (see [`SnapshotSource`](crate::SnapshotSource)). An entry is stored only
+//! contract allows (see [`SnapshotSource`](crate::sink::SnapshotSource)). An entry is stored only
 //! when the version read before building equals the one read after, so it never mixes two
 //! states. The key is a version rather than the snapshot's `seq` because a `health` event may
 //! carry the very seq and `at` of the event before it and still change the state.

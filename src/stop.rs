@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Set once by [`Hub::stop`](crate::Hub::stop), never cleared. Clones share the flag.
+/// Set once by [`Publisher::stop`](crate::Publisher::stop), never cleared. Clones share the flag.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StopFlag(Arc<AtomicBool>);
 

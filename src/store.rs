@@ -8,9 +8,9 @@ use crate::wire::{Event, EventType, Health, SessionState, Timestamp};
 
 /// The current state of every session, kept from the event stream itself.
 ///
-/// `SessionStore` is both an [`EventSink`] (publish every event to it, before the hub) and a
-/// [`SnapshotSource`] (the snapshot a client gets on connect). Cloning is cheap: clones share
-/// one map.
+/// Crate-private: [`Publisher`](crate::Publisher) owns one and feeds it before the hub. It is
+/// an [`EventSink`] and the [`SnapshotSource`] a connecting client's snapshot comes from.
+/// Cloning is cheap: clones share one map.
 ///
 /// Folding rules, for an event of any type: a `snapshot` event replaces every session with its
 /// `sessions`; then each of `updates` is upserted by id and each id in `removed` deleted; an
@@ -19,20 +19,8 @@ use crate::wire::{Event, EventType, Health, SessionState, Timestamp};
 /// type (a new store is at seq 0, with no `at`), and snapshots carry both: the seq makes the
 /// hand-over to the live stream exact, the `at` lets a client resume from the snapshot (see
 /// [`Snapshot::at`]).
-///
-/// ```
-/// use agentwatch_ws::{Event, EventSink, SessionState, SessionStore, SnapshotSource};
-///
-/// let store = SessionStore::new();
-/// let session = SessionState { id: "a".into(), model: "claude-opus-4-1".into(), ..Default::default() };
-/// store.handle_event(&Event::delta(1, vec![session], vec![]))?;
-/// store.handle_event(&Event::delta(2, vec![], vec!["a".into()]))?;
-/// let snapshot = store.snapshot();
-/// assert_eq!((snapshot.seq, snapshot.sessions.len()), (2, 0));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
 #[derive(Clone, Default)]
-pub struct SessionStore {
+pub(crate) struct SessionStore {
     inner: Arc<RwLock<State>>,
 }
 
@@ -93,28 +81,25 @@ impl std::fmt::Debug for SessionStore {
 
 impl SessionStore {
     /// An empty store at seq 0.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The seq of the last event handled (0 for a new store).
-    pub fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         self.read(|s| s.seq)
     }
 
-    /// The number of sessions.
-    pub fn len(&self) -> usize {
-        self.read(|s| s.sessions.len())
-    }
-
-    /// Whether there are no sessions.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// A copy of one session.
-    pub fn get(&self, id: &str) -> Option<SessionState> {
+    pub(crate) fn get(&self, id: &str) -> Option<SessionState> {
         self.read(|s| s.sessions.get(id).cloned())
+    }
+
+    /// A copy of every session, sorted by id (byte order of the UTF-8 ids).
+    pub(crate) fn sessions_by_id(&self) -> Vec<SessionState> {
+        let mut sessions: Vec<SessionState> = self.read(|s| s.sessions.values().cloned().collect());
+        sessions.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        sessions
     }
 
     fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
@@ -223,7 +208,6 @@ mod tests {
             .unwrap();
         let ids = snapshot_ids(&store);
         assert_eq!(ids, ["c", "d"]);
-        assert_eq!(store.len(), 2);
         assert_eq!(store.get("c"), Some(session("c", 0)));
     }
 
@@ -240,5 +224,28 @@ mod tests {
             .unwrap();
         let ids = snapshot_ids(&store);
         assert_eq!(ids, ["z", "a", "m"]);
+        let by_id: Vec<String> = store.sessions_by_id().into_iter().map(|s| s.id).collect();
+        assert_eq!(by_id, ["a", "m", "z"]);
+    }
+
+    #[test]
+    fn reports_are_kept_across_snapshot_events() {
+        let store = SessionStore::new();
+        let health = Health {
+            source: "claude".into(),
+            status: crate::wire::HealthStatus::Degraded,
+            ..Default::default()
+        };
+        store.handle_event(&Event::health(1, health)).unwrap();
+        store
+            .handle_event(&Event::snapshot(2, vec![session("a", 0)]))
+            .unwrap();
+        let snapshot = store.snapshot();
+        assert_eq!(snapshot.seq, 2);
+        assert_eq!(snapshot.health.len(), 1);
+        assert_eq!(
+            snapshot.health[0].status,
+            crate::wire::HealthStatus::Degraded
+        );
     }
 }

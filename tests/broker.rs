@@ -20,8 +20,7 @@ use std::time::Duration;
 
 use agentwatch_ws::broker::{BrokerSink, Follower, FollowerHandle, RedisBroker};
 use agentwatch_ws::{
-    Event, EventSink, EventType, Health, HealthStatus, Hub, MultiSink, SessionState, SessionStore,
-    SnapshotSource, Timestamp, WsLayer,
+    Event, EventSink, EventType, Health, HealthStatus, Publisher, SessionState, Timestamp, WsLayer,
 };
 use axum::Router;
 use common::stream_key::{StreamKey, redis_available, redis_url};
@@ -154,28 +153,44 @@ impl Drop for Proxy {
     }
 }
 
-/// The producer: a local store (the reference state) and the publisher.
+/// The producer: a local, unserved endpoint's publisher (the reference state: what a node
+/// must hold) and the broker sink.
 struct Producer {
-    store: SessionStore,
+    reference: Publisher,
     publisher: BrokerSink,
-    sink: MultiSink,
     events: Mutex<Vec<Event>>,
 }
 
 impl Producer {
     fn new(publisher: BrokerSink) -> Producer {
-        let store = SessionStore::new();
         Producer {
-            sink: MultiSink::new().with(store.clone()).with(publisher.clone()),
-            store,
+            reference: WsLayer::new().build::<()>("/ws").1,
             publisher,
             events: Mutex::default(),
         }
     }
 
     fn publish(&self, event: Event) {
-        self.sink.handle_event(&event).unwrap();
+        self.reference.handle_event(&event).unwrap();
+        self.publisher.handle_event(&event).unwrap();
         self.events.lock().unwrap().push(event);
+    }
+
+    /// The state a node must hold: the last seq and every session.
+    fn state(&self) -> (u64, Vec<SessionState>) {
+        state(&self.reference)
+    }
+
+    /// Every source's latest health, as the events published reported it (reports are kept
+    /// across snapshots, which carry none).
+    fn health(&self) -> HashMap<String, Health> {
+        let mut latest = HashMap::new();
+        for event in self.events.lock().unwrap().iter() {
+            if let Some(health) = &event.health {
+                latest.insert(health.source.clone(), health.clone());
+            }
+        }
+        latest
     }
 
     fn publish_range(&self, seqs: std::ops::RangeInclusive<u64>) {
@@ -238,10 +253,14 @@ fn event(seq: u64) -> Event {
     )
 }
 
-/// A serving node: store, hub, an `axum::serve` on loopback and its follower.
+/// The state a publisher holds: the last seq and every session.
+fn state(publisher: &Publisher) -> (u64, Vec<SessionState>) {
+    (publisher.seq(), publisher.sessions())
+}
+
+/// A serving node: its publisher, an `axum::serve` on loopback and its follower.
 struct Node {
-    store: SessionStore,
-    hub: Hub,
+    hub: Publisher,
     addr: SocketAddr,
     follower: FollowerHandle,
 }
@@ -253,15 +272,13 @@ async fn start_node(keys: &Keys, url: &str) -> Node {
 }
 
 async fn start_node_unready(keys: &Keys, url: &str) -> Node {
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone()).rate_limit(agentwatch_ws::RateLimit::disabled());
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
-    let follower = Follower::new(keys.broker(url), store.clone(), hub.clone())
+    let ws = WsLayer::new().rate_limit(None);
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
+    let follower = Follower::new(keys.broker(url), hub.clone())
         .block(Duration::from_millis(200))
         .spawn();
     Node {
-        store,
         hub,
         addr,
         follower,
@@ -276,9 +293,9 @@ fn publisher(keys: &Keys, url: &str) -> BrokerSink {
 }
 
 async fn until_seq(node: &Node, seq: u64) {
-    let store = node.store.clone();
-    eventually(&format!("node store at seq {seq}"), move || {
-        store.seq() == seq
+    let hub = node.hub.clone();
+    eventually(&format!("node state at seq {seq}"), move || {
+        hub.seq() == seq
     })
     .await;
 }
@@ -358,26 +375,18 @@ impl View {
         assert_eq!(self.seq, seq, "read past seq {seq}");
     }
 
-    /// Reads until the view equals `store`'s state (seq, sessions and every source's
+    /// Reads until the view equals `producer`'s state (seq, sessions and every source's
     /// health, which may follow a snapshot at its seq), then checks it did not read past it.
-    async fn read_to(&mut self, client: &mut Client, store: &SessionStore) {
-        let snapshot = store.snapshot();
-        let expected: HashMap<_, _> = snapshot
-            .sessions
-            .into_iter()
-            .map(|s| (s.id.clone(), s))
-            .collect();
-        let health: HashMap<_, _> = snapshot
-            .health
-            .into_iter()
-            .map(|h| (h.source.clone(), h))
-            .collect();
-        while self.seq < snapshot.seq
+    async fn read_to(&mut self, client: &mut Client, producer: &Producer) {
+        let (seq, sessions) = producer.state();
+        let expected: HashMap<_, _> = sessions.into_iter().map(|s| (s.id.clone(), s)).collect();
+        let health = producer.health();
+        while self.seq < seq
             || self.announced.is_some()
             || self.sessions != expected
             || self.health != health
         {
-            assert!(self.seq <= snapshot.seq, "read past seq {}", snapshot.seq);
+            assert!(self.seq <= seq, "read past seq {seq}");
             let event = next_event(client).await;
             self.apply(event);
         }
@@ -411,7 +420,7 @@ async fn every_node_serves_the_producers_state_and_events_byte_for_byte() {
     nodes.push(start_node(&keys, &url).await);
     for node in &nodes {
         until_seq(node, 40).await;
-        assert_eq!(node.store.snapshot(), producer.store.snapshot());
+        assert_eq!(state(&node.hub), producer.state());
         assert!(node.follower.stats().builds == 1);
     }
 
@@ -419,13 +428,13 @@ async fn every_node_serves_the_producers_state_and_events_byte_for_byte() {
     for node in &nodes {
         let mut client = connect(node.addr).await;
         let mut view = View::default();
-        view.read_to(&mut client, &producer.store).await;
+        view.read_to(&mut client, &producer).await;
         clients.push((client, view));
     }
     producer.publish_range(41..=90);
     let expected = producer.published(41..=90);
     for ((client, view), node) in clients.iter_mut().zip(&nodes) {
-        view.read_to(client, &producer.store).await;
+        view.read_to(client, &producer).await;
         // The live events are the producer's own: same seq, same `at`, same content.
         let live: Vec<Event> = view
             .received
@@ -435,7 +444,7 @@ async fn every_node_serves_the_producers_state_and_events_byte_for_byte() {
             .collect();
         assert_eq!(live, expected);
         until_seq(node, 90).await;
-        assert_eq!(node.store.snapshot(), producer.store.snapshot());
+        assert_eq!(state(&node.hub), producer.state());
         assert_eq!(view.snapshots, 1);
     }
 }
@@ -494,7 +503,7 @@ async fn a_client_of_a_stopped_node_resumes_on_another_with_exactly_the_missed_e
         view.apply(event);
     }
     producer.publish_range(36..=40);
-    view.read_to(&mut client, &producer.store).await;
+    view.read_to(&mut client, &producer).await;
     assert_eq!(view.snapshots, 1);
     assert_eq!(b.hub.stats().resumed, 1);
 }
@@ -521,11 +530,11 @@ async fn a_broker_outage_loses_nothing_and_costs_no_snapshot() {
     producer.publish_range(11..=30);
     let publisher = producer.publisher.clone();
     eventually("the producer retries", || publisher.stats().retries > 0).await;
-    assert_eq!(node.store.seq(), 10, "nothing can arrive during the outage");
+    assert_eq!(node.hub.seq(), 10, "nothing can arrive during the outage");
     proxy.restore();
     flushed(&producer).await;
     producer.publish_range(31..=40);
-    view.read_to(&mut client, &producer.store).await;
+    view.read_to(&mut client, &producer).await;
     assert_eq!(
         view.snapshots, 1,
         "caught up from its position: no snapshot"
@@ -555,7 +564,7 @@ async fn a_node_started_while_the_broker_is_down_builds_once_it_is_back() {
     proxy.restore();
     within("node ready", node.follower.ready()).await;
     until_seq(&node, 20).await;
-    assert_eq!(node.store.snapshot(), producer.store.snapshot());
+    assert_eq!(state(&node.hub), producer.state());
     assert_eq!(node.follower.stats().recoveries, 1);
 }
 
@@ -586,18 +595,18 @@ async fn a_trimmed_position_gives_connected_clients_a_snapshot() {
     flushed(&producer).await;
     proxy.restore();
 
-    view.read_to(&mut client, &producer.store).await;
+    view.read_to(&mut client, &producer).await;
     assert_eq!(view.snapshots, 2, "the gap is closed by a snapshot");
     let stats = serving.follower.stats();
     assert_eq!((stats.gaps, stats.builds), (1, 2), "{stats:?}");
     producer.publish_range(61..=65);
-    view.read_to(&mut client, &producer.store).await;
+    view.read_to(&mut client, &producer).await;
 
     // A node started now builds from the checkpoint: the stream no longer starts at 1.
     assert!(keys.stream_len() < 65);
     let late = start_node(&keys, &url).await;
     until_seq(&late, 65).await;
-    assert_eq!(late.store.snapshot(), producer.store.snapshot());
+    assert_eq!(state(&late.hub), producer.state());
 }
 
 #[tokio::test]
@@ -614,7 +623,7 @@ async fn a_lost_stream_is_replaced_by_a_resync_from_the_producer() {
     let node = start_node(&keys, &url).await;
     let mut client = connect(node.addr).await;
     let mut view = View::default();
-    view.read_to(&mut client, &producer.store).await;
+    view.read_to(&mut client, &producer).await;
 
     // The broker loses everything; the producer goes on.
     keys.lose();
@@ -626,14 +635,14 @@ async fn a_lost_stream_is_replaced_by_a_resync_from_the_producer() {
     assert_eq!(stats.dropped, 0);
     assert!(stats.superseded > 0, "{stats:?}");
 
-    view.read_to(&mut client, &producer.store).await;
+    view.read_to(&mut client, &producer).await;
     assert_eq!(view.snapshots, 2, "{:?}", view.kinds());
     producer.publish_range(31..=35);
-    view.read_to(&mut client, &producer.store).await;
+    view.read_to(&mut client, &producer).await;
     let late = start_node(&keys, &url).await;
     until_seq(&late, 35).await;
-    assert_eq!(late.store.snapshot(), producer.store.snapshot());
-    assert_eq!(node.store.snapshot(), producer.store.snapshot());
+    assert_eq!(state(&late.hub), producer.state());
+    assert_eq!(state(&node.hub), producer.state());
 }
 
 #[tokio::test]
@@ -665,7 +674,7 @@ async fn a_full_producer_queue_drops_counts_and_resyncs_followers() {
     proxy.restore();
 
     // The queue drains, then a resync carries the whole state: the client gets a snapshot.
-    view.read_to(&mut client, &producer.store).await;
+    view.read_to(&mut client, &producer).await;
     assert_eq!(view.snapshots, 2, "{:?}", view.kinds());
     // The counters move just after the append and the apply the client already saw.
     let publisher = producer.publisher.clone();
@@ -680,9 +689,9 @@ async fn a_full_producer_queue_drops_counts_and_resyncs_followers() {
     })
     .await;
     producer.publish_range(41..=45);
-    view.read_to(&mut client, &producer.store).await;
+    view.read_to(&mut client, &producer).await;
     until_seq(&node, 45).await;
-    assert_eq!(node.store.snapshot(), producer.store.snapshot());
+    assert_eq!(state(&node.hub), producer.state());
 }
 
 #[tokio::test]
@@ -708,10 +717,7 @@ async fn a_producer_restart_with_lower_seqs_reaches_every_node_in_stream_order()
     until_seq(&node, 9).await;
     // Sessions as the new producer has them (health reports survive snapshots, by the
     // store's rule, so the first producer's stay).
-    assert_eq!(
-        node.store.snapshot().sessions,
-        second.store.snapshot().sessions
-    );
+    assert_eq!(node.hub.sessions(), second.reference.sessions());
     assert!(
         node.hub.stats().replay_resets >= 1,
         "the hub's reset rule applied"
@@ -719,7 +725,7 @@ async fn a_producer_restart_with_lower_seqs_reaches_every_node_in_stream_order()
     // A new client gets the new producer's state.
     let mut client = connect(node.addr).await;
     let mut view = View::default();
-    view.read_to(&mut client, &second.store).await;
+    view.read_to(&mut client, &second).await;
 }
 
 /// configured timeouts and intervals at `Duration::MAX`. The
@@ -743,16 +749,15 @@ async fn extreme_timeouts_and_intervals_neither_panic_nor_stall() {
     producer.publish_range(1..=10);
     flushed(&producer).await;
 
-    let store = SessionStore::new();
-    let hub = WsLayer::new(store.clone()).hub();
-    let follower = Follower::new(broker(), store.clone(), hub)
+    let (_router, hub) = WsLayer::new().build::<()>("/ws");
+    let follower = Follower::new(broker(), hub.clone())
         .block(Duration::MAX)
         .spawn();
     within("node built from the broker", follower.ready()).await;
-    eventually("follower at seq 10", || store.seq() == 10).await;
+    eventually("follower at seq 10", || hub.seq() == 10).await;
     // A read blocking for the longest time still wakes for new entries.
     producer.publish_range(11..=20);
     flushed(&producer).await;
-    eventually("follower at seq 20", || store.seq() == 20).await;
-    assert_eq!(store.snapshot(), producer.store.snapshot());
+    eventually("follower at seq 20", || hub.seq() == 20).await;
+    assert_eq!(state(&hub), producer.state());
 }

@@ -1,8 +1,8 @@
 //! Per-client-IP rate limiting of upgrade requests.
 //!
-//! [`RateLimit`] keeps the Go semantics: at most `limit` upgrades per `window` per client, with
-//! `burst` allowed at once from a fresh client (a token bucket of capacity `burst` refilled at
-//! `limit / window`); default 12 per minute, burst 4; any zero disables it. Unlike the Go
+//! [`RateLimitPolicy`] keeps the Go semantics: at most `limit` upgrades per `window` per
+//! client, with `burst` allowed at once from a fresh client (a token bucket of capacity
+//! `burst` refilled at `limit / window`); default 12 per minute, burst 4. Unlike the Go
 //! original, the client is identified with [`client_ip`] (forwarding headers count only from
 //! [`TrustedProxies`]), and `429 Too Many Requests` carries `Retry-After`.
 //!
@@ -39,7 +39,7 @@
 //!
 //! ```
 //! use agentwatch_ws::admission::client_ip::TrustedProxies;
-//! use agentwatch_ws::admission::rate_limit::{RateLimit, RateLimitLayer};
+//! use agentwatch_ws::admission::rate_limit::{RateLimitPolicy, RateLimitLayer};
 //! use axum::{Router, routing::get};
 //! use std::net::SocketAddr;
 //! use std::time::Duration;
@@ -47,7 +47,7 @@
 //! let app: Router = Router::new()
 //!     .route("/ws", get(|| async { "upgrade here" }))
 //!     .layer(RateLimitLayer::new(
-//!         RateLimit { limit: 12, burst: 4, window: Duration::from_secs(60) },
+//!         RateLimitPolicy::per_minute(12).burst(4),
 //!         TrustedProxies::new(["127.0.0.1"])?,
 //!     ));
 //! // The client IP comes from `ConnectInfo`, so serve with:
@@ -79,30 +79,37 @@ const SWEEP_MIN_INTERVAL: usize = 1024;
 /// Default IPv6 prefix length used as the key (see [`RateLimiter::with_ipv6_prefix`]).
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
-/// Rate-limit parameters: at most `limit` upgrades per `window` per client, `burst` at once.
+/// How many upgrades a client IP may make: a token bucket of `burst` tokens, one token back
+/// every [`interval`](RateLimitPolicy::interval). The default, Go's, is 12 per minute with a
+/// burst of 4. There is no "disabled" policy: pass `None` to
+/// [`WsLayer::rate_limit`](crate::WsLayer::rate_limit) to switch the limit off.
+///
+/// Every number follows the crate's rule: zero is raised to 1 (with a `warn` tracing event),
+/// nothing panics, and the limiter's time arithmetic saturates, so
+/// `per(Duration::MAX)` means "`burst` upgrades per IP, ever".
 ///
 /// ```
-/// use agentwatch_ws::admission::rate_limit::RateLimit;
+/// use agentwatch_ws::RateLimitPolicy;
 /// use std::time::Duration;
 ///
-/// let default = RateLimit::default();
-/// assert_eq!(default, RateLimit::per_minute(12).burst(4));
-/// assert_eq!((default.limit, default.burst, default.window), (12, 4, Duration::from_secs(60)));
-/// assert_eq!(default.interval(), Some(Duration::from_secs(5)));
-/// assert!(!RateLimit { limit: 0, ..default }.is_enabled());
-/// assert!(!RateLimit::disabled().is_enabled());
+/// let default = RateLimitPolicy::default();
+/// assert_eq!(default, RateLimitPolicy::per_minute(12).burst(4));
+/// assert_eq!((default.burst_size(), default.interval()), (4, Duration::from_secs(5)));
+/// // One upgrade every 10 s, 3 at once:
+/// let strict = RateLimitPolicy::per(Duration::from_secs(10)).burst(3);
+/// assert_eq!(strict.interval(), Duration::from_secs(10));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RateLimit {
-    /// Sustained upgrades allowed per `window`. `0` disables rate limiting.
-    pub limit: u32,
-    /// Upgrades allowed at once from a client with a full bucket. `0` disables rate limiting.
-    pub burst: u32,
-    /// The period `limit` applies to. Zero disables rate limiting.
-    pub window: Duration,
+pub struct RateLimitPolicy {
+    /// Sustained upgrades allowed per `window`; at least 1.
+    limit: u32,
+    /// Upgrades allowed at once from a client with a full bucket; at least 1.
+    burst: u32,
+    /// The period `limit` applies to; at least 1 ns.
+    window: Duration,
 }
 
-impl Default for RateLimit {
+impl Default for RateLimitPolicy {
     /// 12 per minute, burst 4 (the Go defaults).
     fn default() -> Self {
         Self {
@@ -113,67 +120,80 @@ impl Default for RateLimit {
     }
 }
 
-impl RateLimit {
-    /// `limit` upgrades per `window`, with a burst of 1 (see [`burst`](RateLimit::burst)).
-    /// A zero `limit` or `window` gives a disabled limit; say
-    /// [`disabled`](RateLimit::disabled) instead.
-    pub const fn per(limit: u32, window: Duration) -> Self {
-        Self::new(limit, 1, window)
+impl RateLimitPolicy {
+    /// One upgrade every `interval`, with a burst of 1 (see [`burst`](RateLimitPolicy::burst)).
+    /// `Duration::ZERO` is raised to 1 ns, with a warning.
+    pub fn per(interval: Duration) -> Self {
+        Self::new(1, 1, interval)
     }
 
-    /// `limit` upgrades per second, burst 1.
-    pub const fn per_second(limit: u32) -> Self {
-        Self::per(limit, Duration::from_secs(1))
+    /// `limit` upgrades per minute, burst 1: `RateLimitPolicy::per_minute(12).burst(4)` is the
+    /// default (Go's). 0 is raised to 1, with a warning.
+    pub fn per_minute(limit: u32) -> Self {
+        Self::new(limit, 1, Duration::from_secs(60))
     }
 
-    /// `limit` upgrades per minute, burst 1: `RateLimit::per_minute(12).burst(4)` is the
-    /// default (Go's).
-    pub const fn per_minute(limit: u32) -> Self {
-        Self::per(limit, Duration::from_secs(60))
-    }
-
-    /// The same limit, allowing `burst` upgrades at once from a client with a full bucket.
-    /// A zero `burst` disables the limit.
+    /// The same policy, allowing `burst` upgrades at once from a client with a full bucket.
+    /// 0 is raised to 1, with a warning.
     #[must_use]
-    pub const fn burst(mut self, burst: u32) -> Self {
-        self.burst = burst;
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = at_least_one("rate_limit.burst", burst);
         self
     }
 
-    /// `limit` per `window`, `burst` at once. Prefer the named constructors
-    /// ([`per_minute`](RateLimit::per_minute)`(12).`[`burst`](RateLimit::burst)`(4)`): three
-    /// positional numbers are easy to swap.
-    pub const fn new(limit: u32, burst: u32, window: Duration) -> Self {
+    /// `limit` per `window`, `burst` at once, each raised to its smallest value.
+    pub(crate) fn new(limit: u32, burst: u32, window: Duration) -> Self {
+        let window = if window.is_zero() {
+            tracing::warn!(
+                setting = "rate_limit.interval",
+                requested = ?window,
+                min = ?Duration::from_nanos(1),
+                "setting below its minimum: raised"
+            );
+            Duration::from_nanos(1)
+        } else {
+            window
+        };
         Self {
-            limit,
-            burst,
+            limit: at_least_one("rate_limit.limit", limit),
+            burst: at_least_one("rate_limit.burst", burst),
             window,
         }
     }
 
-    /// A configuration that never rejects.
-    pub const fn disabled() -> Self {
-        Self::new(0, 0, Duration::ZERO)
+    /// Upgrades allowed at once from a client with a full bucket (at least 1).
+    pub fn burst_size(&self) -> u32 {
+        self.burst
     }
 
-    /// Whether this configuration limits anything (every parameter non-zero).
-    pub fn is_enabled(&self) -> bool {
-        self.limit > 0 && self.burst > 0 && !self.window.is_zero()
+    /// Time for one token to come back (at least 1 ns).
+    pub fn interval(&self) -> Duration {
+        (self.window / self.limit).max(Duration::from_nanos(1))
     }
+}
 
-    /// Time for one token to come back (`window / limit`), when enabled.
-    pub fn interval(&self) -> Option<Duration> {
-        self.is_enabled().then(|| self.window / self.limit)
+/// `value`, or 1 (with a warning) when it is 0.
+fn at_least_one(setting: &'static str, value: u32) -> u32 {
+    if value == 0 {
+        tracing::warn!(
+            setting,
+            requested = value,
+            min = 1,
+            "setting below its minimum: raised"
+        );
+        1
+    } else {
+        value
     }
 }
 
 /// A keyed GCRA limiter over client IP addresses. Cheap to clone; clones share the buckets.
 ///
 /// ```
-/// use agentwatch_ws::admission::rate_limit::{RateLimit, RateLimiter};
+/// use agentwatch_ws::admission::rate_limit::{RateLimitPolicy, RateLimiter};
 /// use std::time::{Duration, Instant};
 ///
-/// let limiter = RateLimiter::new(RateLimit::default()); // 12/min, burst 4
+/// let limiter = RateLimiter::new(RateLimitPolicy::default()); // 12/min, burst 4
 /// let t0 = Instant::now();
 /// let ip = "192.0.2.1".parse()?;
 /// for _ in 0..4 {
@@ -189,7 +209,7 @@ pub struct RateLimiter {
 }
 
 struct Inner {
-    config: RateLimit,
+    config: RateLimitPolicy,
     /// `T`: time per token.
     interval: Duration,
     /// `τ = T × (burst − 1)`.
@@ -208,21 +228,16 @@ struct Inner {
 
 impl RateLimiter {
     /// A limiter for `config`, keying IPv6 clients by their `/64`.
-    pub fn new(config: RateLimit) -> Self {
+    pub fn new(config: RateLimitPolicy) -> Self {
         Self::with_ipv6_prefix(config, DEFAULT_IPV6_PREFIX)
     }
 
     /// A limiter keying IPv6 clients by their first `prefix_len` bits (clamped to 128; `128`
     /// gives one bucket per IPv6 address). IPv4 and IPv4-mapped clients are always keyed by
     /// the full IPv4 address.
-    pub fn with_ipv6_prefix(config: RateLimit, prefix_len: u8) -> Self {
-        let (interval, tolerance) = match config.interval() {
-            Some(interval) => (
-                interval,
-                interval.saturating_mul(config.burst.saturating_sub(1)),
-            ),
-            None => (Duration::ZERO, Duration::ZERO),
-        };
+    pub fn with_ipv6_prefix(config: RateLimitPolicy, prefix_len: u8) -> Self {
+        let interval = config.interval();
+        let tolerance = interval.saturating_mul(config.burst.saturating_sub(1));
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -241,7 +256,7 @@ impl RateLimiter {
     }
 
     /// The configuration.
-    pub fn config(&self) -> RateLimit {
+    pub fn config(&self) -> RateLimitPolicy {
         self.inner.config
     }
 
@@ -255,14 +270,11 @@ impl RateLimiter {
     }
 
     /// Takes a token for `ip` at time `now`, or returns how long to wait until one is
-    /// available. Always `Ok` when disabled. `now` earlier than the limiter's creation counts
+    /// available. `now` earlier than the limiter's creation counts
     /// as its creation. [`PerIpRateLimit`] passes `tokio::time::Instant::now().into_std()`
     /// (which is `std::time::Instant::now()` except under a paused tokio test clock).
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let inner = &*self.inner;
-        if !inner.config.is_enabled() {
-            return Ok(());
-        }
         let t = now.saturating_duration_since(inner.epoch);
         let result = match inner.buckets.entry(self.key(ip)) {
             Entry::Occupied(mut entry) => {
@@ -369,7 +381,7 @@ pub enum MissingClientAddr {
 /// extension. A request without it (the server was not started with
 /// `into_make_service_with_connect_info::<SocketAddr>()`) is handled as
 /// [`MissingClientAddr`] says: by default admitted without a limit, with a warning logged
-/// once. A disabled [`RateLimit`] passes every request through and needs no `ConnectInfo`.
+/// once.
 ///
 /// [`ConnectInfo<SocketAddr>`]: axum::extract::ConnectInfo
 #[derive(Debug, Clone)]
@@ -393,7 +405,7 @@ impl fmt::Debug for SkipHook {
 impl RateLimitLayer {
     /// A layer with a new [`RateLimiter`] for `rate_limit`, believing forwarding headers from
     /// `trusted_proxies` only.
-    pub fn new(rate_limit: RateLimit, trusted_proxies: TrustedProxies) -> Self {
+    pub fn new(rate_limit: RateLimitPolicy, trusted_proxies: TrustedProxies) -> Self {
         Self::from_limiter(RateLimiter::new(rate_limit), trusted_proxies)
     }
 
@@ -535,9 +547,6 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if !self.limiter.config().is_enabled() {
-            return ResponseFuture::inner(self.inner.call(req));
-        }
         let Some(peer) = peer_addr(req.extensions()) else {
             if req.extensions().get::<NonIpPeer>().is_some() {
                 // A Unix-domain socket peer under `serve`: no IP to limit, nothing missing.
@@ -595,34 +604,39 @@ mod tests {
         Duration::from_secs(s)
     }
 
-    fn setup(config: RateLimit) -> (RateLimiter, Instant) {
+    fn setup(config: RateLimitPolicy) -> (RateLimiter, Instant) {
         let limiter = RateLimiter::new(config);
         (limiter, Instant::now())
     }
 
     #[test]
-    fn config_defaults_and_disabling() {
-        let d = RateLimit::default();
-        assert_eq!(d, RateLimit::new(12, 4, secs(60)));
-        assert!(d.is_enabled());
-        assert_eq!(d.interval(), Some(secs(5)));
-        for off in [
-            RateLimit { limit: 0, ..d },
-            RateLimit { burst: 0, ..d },
-            RateLimit {
-                window: Duration::ZERO,
-                ..d
-            },
-            RateLimit::disabled(),
-        ] {
-            assert!(!off.is_enabled());
-            assert_eq!(off.interval(), None);
-        }
+    fn config_defaults_and_the_smallest_values() {
+        let d = RateLimitPolicy::default();
+        assert_eq!(d, RateLimitPolicy::new(12, 4, secs(60)));
+        assert_eq!(d.interval(), secs(5));
+        assert_eq!(d.burst_size(), 4);
+        // Zeros are raised to the smallest meaningful value, never "off".
+        assert_eq!(
+            RateLimitPolicy::new(0, 0, Duration::ZERO),
+            RateLimitPolicy::new(1, 1, Duration::from_nanos(1))
+        );
+        assert_eq!(
+            RateLimitPolicy::per_minute(0).burst(0),
+            RateLimitPolicy::per_minute(1)
+        );
+        assert_eq!(
+            RateLimitPolicy::per(Duration::ZERO).interval(),
+            Duration::from_nanos(1)
+        );
+        assert_eq!(
+            RateLimitPolicy::per(secs(10)),
+            RateLimitPolicy::new(1, 1, secs(10))
+        );
     }
 
     #[test]
     fn burst_then_reject_with_exact_wait() {
-        let (l, t0) = setup(RateLimit::default());
+        let (l, t0) = setup(RateLimitPolicy::default());
         let a = ip("192.0.2.1");
         for _ in 0..4 {
             assert_eq!(l.check(a, t0), Ok(()));
@@ -637,7 +651,7 @@ mod tests {
 
     #[test]
     fn refill_after_the_computed_wait() {
-        let (l, t0) = setup(RateLimit::default());
+        let (l, t0) = setup(RateLimitPolicy::default());
         let a = ip("192.0.2.1");
         for _ in 0..4 {
             l.check(a, t0).unwrap();
@@ -668,7 +682,7 @@ mod tests {
 
     #[test]
     fn partial_refill() {
-        let (l, t0) = setup(RateLimit::default());
+        let (l, t0) = setup(RateLimitPolicy::default());
         let a = ip("192.0.2.1");
         for _ in 0..4 {
             l.check(a, t0).unwrap();
@@ -681,11 +695,11 @@ mod tests {
 
     #[test]
     fn burst_of_one_and_large_burst() {
-        let (l, t0) = setup(RateLimit::new(1, 1, secs(10)));
+        let (l, t0) = setup(RateLimitPolicy::new(1, 1, secs(10)));
         let a = ip("192.0.2.1");
         assert_eq!(l.check(a, t0), Ok(()));
         assert_eq!(l.check(a, t0), Err(secs(10)));
-        let (l, t0) = setup(RateLimit::new(60, 100, secs(60)));
+        let (l, t0) = setup(RateLimitPolicy::new(60, 100, secs(60)));
         for _ in 0..100 {
             assert_eq!(l.check(a, t0), Ok(()));
         }
@@ -694,7 +708,7 @@ mod tests {
 
     #[test]
     fn independent_buckets_per_ip() {
-        let (l, t0) = setup(RateLimit::default());
+        let (l, t0) = setup(RateLimitPolicy::default());
         let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
         for _ in 0..4 {
             l.check(a, t0).unwrap();
@@ -709,20 +723,20 @@ mod tests {
 
     #[test]
     fn mapped_ipv4_shares_the_ipv4_bucket() {
-        let (l, t0) = setup(RateLimit::new(1, 1, secs(60)));
+        let (l, t0) = setup(RateLimitPolicy::new(1, 1, secs(60)));
         l.check(ip("192.0.2.1"), t0).unwrap();
         assert!(l.check(ip("::ffff:192.0.2.1"), t0).is_err());
     }
 
     #[test]
     fn ipv6_keyed_by_prefix() {
-        let (l, t0) = setup(RateLimit::new(1, 1, secs(60)));
+        let (l, t0) = setup(RateLimitPolicy::new(1, 1, secs(60)));
         l.check(ip("2001:db8:1:2::1"), t0).unwrap();
         assert!(l.check(ip("2001:db8:1:2:ffff::9"), t0).is_err(), "same /64");
         assert!(l.check(ip("2001:db8:1:3::1"), t0).is_ok(), "other /64");
         assert_eq!(l.key(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
 
-        let per_address = RateLimiter::with_ipv6_prefix(RateLimit::new(1, 1, secs(60)), 200);
+        let per_address = RateLimiter::with_ipv6_prefix(RateLimitPolicy::new(1, 1, secs(60)), 200);
         let t0 = Instant::now();
         per_address.check(ip("2001:db8:1:2::1"), t0).unwrap();
         assert!(per_address.check(ip("2001:db8:1:2::2"), t0).is_ok());
@@ -730,23 +744,8 @@ mod tests {
     }
 
     #[test]
-    fn disabled_never_rejects_and_stores_nothing() {
-        for config in [
-            RateLimit::disabled(),
-            RateLimit::new(0, 4, secs(60)),
-            RateLimit::new(12, 0, secs(60)),
-        ] {
-            let (l, t0) = setup(config);
-            for _ in 0..10_000 {
-                assert_eq!(l.check(ip("192.0.2.1"), t0), Ok(()));
-            }
-            assert!(l.is_empty());
-        }
-    }
-
-    #[test]
     fn sweep_removes_only_full_buckets() {
-        let (l, t0) = setup(RateLimit::default());
+        let (l, t0) = setup(RateLimitPolicy::default());
         let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
         l.check(a, t0).unwrap(); // full again at t0 + 5 s
         for _ in 0..4 {
@@ -774,7 +773,7 @@ mod tests {
 
     #[test]
     fn hundred_thousand_keys_then_sweep() {
-        let (l, t0) = setup(RateLimit::default());
+        let (l, t0) = setup(RateLimitPolicy::default());
         for i in 0..100_000 {
             l.check(nth_ip(i), t0).unwrap();
         }
@@ -787,7 +786,7 @@ mod tests {
 
     #[test]
     fn flood_of_distinct_keys_stays_bounded_without_manual_sweeps() {
-        let (l, t0) = setup(RateLimit::default());
+        let (l, t0) = setup(RateLimitPolicy::default());
         // Ten waves of 100 000 new addresses, each a minute apart: old waves are full again.
         for wave in 0..10u32 {
             let now = t0 + secs(60 * u64::from(wave));
@@ -810,7 +809,7 @@ mod tests {
         assert_eq!(whole_seconds(Duration::ZERO), 1);
         assert_eq!(whole_seconds(Duration::MAX), u64::MAX);
         // 7 per minute: 8.571428571 s per token, sent as 9.
-        let (l, t0) = setup(RateLimit::new(7, 1, secs(60)));
+        let (l, t0) = setup(RateLimitPolicy::new(7, 1, secs(60)));
         l.check(ip("192.0.2.1"), t0).unwrap();
         let wait = l.check(ip("192.0.2.1"), t0).unwrap_err();
         assert_eq!(wait, secs(60) / 7);
@@ -820,26 +819,27 @@ mod tests {
     #[test]
     fn times_before_creation_and_huge_windows_do_not_panic() {
         let before = Instant::now();
-        let l = RateLimiter::new(RateLimit::new(1, u32::MAX, Duration::MAX));
+        let l = RateLimiter::new(RateLimitPolicy::new(1, u32::MAX, Duration::MAX));
         let a = ip("192.0.2.1");
         assert!(l.check(a, before).is_ok());
         assert!(l.check(a, before + Duration::from_secs(1)).is_ok());
-        let l = RateLimiter::new(RateLimit::new(u32::MAX, 1, Duration::from_nanos(1)));
+        let l = RateLimiter::new(RateLimitPolicy::new(u32::MAX, 1, Duration::from_nanos(1)));
         assert!(l.check(a, before).is_ok());
-        assert!(
-            l.check(a, before).is_ok(),
-            "a sub-nanosecond interval limits nothing"
+        assert_eq!(
+            l.check(a, before),
+            Err(Duration::from_nanos(1)),
+            "a sub-nanosecond interval is raised to 1 ns"
         );
     }
 
     // ---- the layer ----
 
-    fn app(config: RateLimit, trusted: TrustedProxies) -> (Router, RateLimiter) {
+    fn app(config: RateLimitPolicy, trusted: TrustedProxies) -> (Router, RateLimiter) {
         app_with(config, trusted, MissingClientAddr::Skip)
     }
 
     fn app_with(
-        config: RateLimit,
+        config: RateLimitPolicy,
         trusted: TrustedProxies,
         missing: MissingClientAddr,
     ) -> (Router, RateLimiter) {
@@ -871,7 +871,7 @@ mod tests {
 
     #[tokio::test]
     async fn layer_429_with_retry_after() {
-        let (app, _) = app(RateLimit::default(), TrustedProxies::default());
+        let (app, _) = app(RateLimitPolicy::default(), TrustedProxies::default());
         for _ in 0..4 {
             assert_eq!(
                 status(&app, req("192.0.2.1:1000", None)).await.status(),
@@ -901,7 +901,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn layer_uses_tokio_time_so_paused_clocks_refill() {
-        let (app, _) = app(RateLimit::new(1, 1, secs(10)), TrustedProxies::default());
+        let (app, _) = app(
+            RateLimitPolicy::new(1, 1, secs(10)),
+            TrustedProxies::default(),
+        );
         assert_eq!(
             status(&app, req("192.0.2.1:1", None)).await.status(),
             StatusCode::OK
@@ -918,7 +921,7 @@ mod tests {
     #[tokio::test]
     async fn spoofed_xff_from_untrusted_peer_does_not_change_the_key() {
         let (app, limiter) = app(
-            RateLimit::new(12, 2, secs(60)),
+            RateLimitPolicy::new(12, 2, secs(60)),
             TrustedProxies::new(["10.0.0.0/8"]).unwrap(),
         );
         for i in 0..2 {
@@ -934,7 +937,7 @@ mod tests {
     #[tokio::test]
     async fn trusted_proxy_headers_are_honoured() {
         let (app, limiter) = app(
-            RateLimit::new(12, 1, secs(60)),
+            RateLimitPolicy::new(12, 1, secs(60)),
             TrustedProxies::new(["10.0.0.0/8"]).unwrap(),
         );
         assert_eq!(
@@ -962,7 +965,7 @@ mod tests {
     #[tokio::test]
     async fn non_ascii_forwarding_header_does_not_panic() {
         let (app, _) = app(
-            RateLimit::default(),
+            RateLimitPolicy::default(),
             TrustedProxies::new(["10.0.0.0/8"]).unwrap(),
         );
         let mut r = req("10.0.0.2:1", None);
@@ -971,16 +974,6 @@ mod tests {
             http::HeaderValue::from_bytes(b"\xff\xfe, 1.2.3.4").unwrap(),
         );
         assert_eq!(status(&app, r).await.status(), StatusCode::OK);
-    }
-
-    #[tokio::test]
-    async fn disabled_layer_needs_no_connect_info() {
-        let (app, limiter) = app(RateLimit::disabled(), TrustedProxies::default());
-        for _ in 0..100 {
-            let r = Request::get("/ws").body(Body::empty()).unwrap();
-            assert_eq!(status(&app, r).await.status(), StatusCode::OK);
-        }
-        assert!(limiter.is_empty());
     }
 
     /// A `MakeWriter` collecting log output.
@@ -1015,7 +1008,7 @@ mod tests {
         let _guard = tracing::subscriber::set_default(subscriber);
 
         let (app, limiter) = app_with(
-            RateLimit::default(),
+            RateLimitPolicy::default(),
             TrustedProxies::default(),
             MissingClientAddr::Reject,
         );
@@ -1052,10 +1045,13 @@ mod tests {
 
         let skipped = Arc::new(AtomicUsize::new(0));
         let counter = skipped.clone();
-        let layer = RateLimitLayer::new(RateLimit::new(1, 1, secs(60)), TrustedProxies::default())
-            .on_skip(SkipHook(Arc::new(move || {
-                counter.fetch_add(1, Ordering::Relaxed);
-            })));
+        let layer = RateLimitLayer::new(
+            RateLimitPolicy::new(1, 1, secs(60)),
+            TrustedProxies::default(),
+        )
+        .on_skip(SkipHook(Arc::new(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        })));
         let limiter = layer.limiter().clone();
         let app = Router::new()
             .route("/ws", get(|| async { "ok" }))
@@ -1086,7 +1082,10 @@ mod tests {
             .with_ansi(false)
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
-        let (app, _) = app(RateLimit::new(1, 1, secs(60)), TrustedProxies::default());
+        let (app, _) = app(
+            RateLimitPolicy::new(1, 1, secs(60)),
+            TrustedProxies::default(),
+        );
         status(&app, req("192.0.2.77:4242", None)).await;
         status(&app, req("192.0.2.77:4242", None)).await;
         let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();

@@ -17,7 +17,7 @@
 //!
 //! ```
 //! use agentwatch_ws::admission::token::{BearerToken, TokenRejection};
-//! use agentwatch_ws::{Identity, SessionStore, WsLayer};
+//! use agentwatch_ws::{Identity, WsLayer};
 //! use axum::extract::FromRequestParts;
 //! use http::request::Parts;
 //!
@@ -41,7 +41,7 @@
 //!     }
 //! }
 //!
-//! let app: axum::Router = WsLayer::new(SessionStore::new()).auth::<User>().router("/ws");
+//! let (app, _publisher): (axum::Router, _) = WsLayer::new().auth::<User>().build("/ws");
 //! ```
 //!
 //! A session cookie works the same way, from [`tokens_from_cookie`]: accept the request when

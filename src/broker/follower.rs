@@ -1,5 +1,5 @@
-//! The node side: [`Follower`], a task that rebuilds a node's store from the broker and then
-//! feeds it and the node's hub from the stream.
+//! The node side: [`Follower`], a task that rebuilds a node's state from the broker and then
+//! publishes the stream into the node's [`Publisher`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::publisher::Publisher;
 use crate::sink::{EventSink, SnapshotSource};
 use crate::store::SessionStore;
 use crate::wire::{Event, EventType, Timestamp};
@@ -17,11 +18,11 @@ use super::checkpoint::State;
 use super::{Broker, BrokerError, Entry, EntryId};
 
 /// Default entries per read.
-pub const DEFAULT_READ_BATCH: usize = 512;
+pub(crate) const DEFAULT_READ_BATCH: usize = 512;
 /// Default time a read waits for new entries before asking again.
-pub const DEFAULT_BLOCK: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_BLOCK: Duration = Duration::from_secs(1);
 /// The longest [`Follower::block`]: 60 s. Longer values are lowered to it.
-pub const MAX_BLOCK: Duration = Duration::from_secs(60);
+pub(crate) const MAX_BLOCK: Duration = Duration::from_secs(60);
 
 /// Follows a [`Broker`] stream for one serving node.
 ///
@@ -29,8 +30,8 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(60);
 /// folds every entry after it into a fresh store, then publishes the result to the node as
 /// one `snapshot` event (preceded by a `health` event per source whose health differs from
 /// the node's). Then it *follows*: reads the stream after its position with blocking reads
-/// and hands each event to the node's store, then to its hub, exactly as a local monitor
-/// would, with the producer's `seq` and `at`.
+/// and publishes each event into the node's [`Publisher`], exactly as a local monitor would,
+/// with the producer's `seq` and `at`.
 ///
 /// It checks that each entry's `prev` is the entry it applied last; when not (the position
 /// was trimmed, the stream was deleted), it builds again. A resync entry (the producer
@@ -39,20 +40,18 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(60);
 ///
 /// ```no_run
 /// use agentwatch_ws::broker::{Follower, RedisBroker};
-/// use agentwatch_ws::{SessionStore, WsLayer};
+/// use agentwatch_ws::WsLayer;
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = SessionStore::new();
-/// let ws = WsLayer::new(store.clone());
+/// let (ws, publisher) = WsLayer::new().build::<()>("/ws");
 /// let broker = RedisBroker::open("redis://127.0.0.1:6379", "agentwatch:events")?;
-/// let follower = Follower::new(broker, store, ws.hub()).spawn();
+/// let follower = Follower::new(broker, publisher).spawn();
 /// follower.ready().await; // built from the checkpoint: serve now
 /// # Ok(()) }
 /// ```
 pub struct Follower<B> {
     broker: B,
-    store: SessionStore,
-    hub: Arc<dyn EventSink>,
+    publisher: Publisher,
     batch: usize,
     block: Duration,
 }
@@ -103,31 +102,31 @@ pub struct FollowerStats {
 }
 
 impl<B: Broker> Follower<B> {
-    /// A follower feeding `store` then `hub` (usually the node's [`Hub`](crate::Hub)) from
-    /// `broker`. `store` must be the node's [`SnapshotSource`] and receive events from
-    /// nothing else.
-    pub fn new(broker: B, store: SessionStore, hub: impl EventSink + 'static) -> Self {
+    /// A follower publishing the stream of `broker` into `publisher` (the node's, from
+    /// [`WsLayer::build`](crate::WsLayer::build)). Nothing else should publish into that
+    /// publisher: the follower's builds replace its whole state.
+    pub fn new(broker: B, publisher: Publisher) -> Self {
         Follower {
             broker,
-            store,
-            hub: Arc::new(hub),
+            publisher,
             batch: DEFAULT_READ_BATCH,
             block: DEFAULT_BLOCK,
         }
     }
 
-    /// Entries per read (default [`DEFAULT_READ_BATCH`]; 0 is taken as 1).
+    /// Entries per read (default 512; 0 is raised to 1, with a `warn`).
     pub fn batch(mut self, entries: usize) -> Self {
-        self.batch = entries.max(1);
+        self.batch = crate::layer::bounded("follower.batch", entries, 1, usize::MAX);
         self
     }
 
-    /// How long one read waits for new entries (default [`DEFAULT_BLOCK`]). New entries
+    /// How long one read waits for new entries (default 1 s). New entries
     /// wake it at once; this only bounds how long a dead connection can go unnoticed, and
     /// how often a node waiting for the producer's next checkpoint looks again. Between
-    /// 1 ms and [`MAX_BLOCK`]; values outside are raised or lowered to them.
+    /// 1 ms and 60 s; values outside are raised or lowered to them, with a `warn`.
     pub fn block(mut self, block: Duration) -> Self {
-        self.block = block.clamp(Duration::from_millis(1), MAX_BLOCK);
+        self.block =
+            crate::layer::bounded("follower.block", block, Duration::from_millis(1), MAX_BLOCK);
         self
     }
 
@@ -146,18 +145,16 @@ impl<B: Broker> Follower<B> {
         }
     }
 
-    /// Hands one event to the node: store first, then hub.
+    /// Hands one event to the node, with its own seq.
     fn publish(&self, event: &Event) {
-        // The store never fails; the hub fails only on an event it cannot encode, which
-        // the producer encoded already.
-        let _ = self.store.handle_event(event);
-        if let Err(error) = self.hub.handle_event(event) {
-            tracing::error!(seq = event.seq, %error, "hub refused a broker event");
+        // Fails only on an event that cannot be encoded, which the producer encoded already.
+        if let Err(error) = self.publisher.handle_event(event) {
+            tracing::error!(seq = event.seq, %error, "publisher refused a broker event");
         }
     }
 
     /// Publishes a whole state: the snapshot, then every health report (see
-    /// `State::events`), to the store and the hub. On a node that has just started, the hub's
+    /// `State::events`), into the publisher. On a node that has just started, the replay
     /// window then begins with that snapshot, so a client resuming from its position (on this
     /// node or any other) is verified against it.
     fn publish_state(&self, state: State) {
@@ -302,7 +299,7 @@ async fn run<B: Broker>(follower: Follower<B>, shared: Arc<Shared>, ready: watch
                         shared.builds.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(
                             entry = at.as_deref().unwrap_or(""),
-                            seq = follower.store.seq(),
+                            seq = follower.publisher.seq(),
                             "node state built from the broker"
                         );
                         waiting_for_checkpoint = false;

@@ -2,14 +2,13 @@
 //!
 //! One process, the *producer*, runs the monitor and publishes every event into a broker
 //! stream with a [`BrokerSink`]. Every serving *node* runs a [`Follower`] that rebuilds the
-//! node's [`SessionStore`](crate::SessionStore) from the broker and then feeds the stream to
-//! the store and the node's [`Hub`](crate::Hub), store first, exactly as a local monitor
-//! would. Every node therefore serves the same events with the same `seq` and `at`, and a
+//! node's state from the broker and then publishes the stream into the node's
+//! [`Publisher`](crate::Publisher), exactly as a local monitor would. Every node therefore serves the same events with the same `seq` and `at`, and a
 //! client may resume with `?since=` on any node whose replay window holds its position.
 //!
 //! ```text
-//!  monitor ──► MultiSink(store, hub, BrokerSink) ──XADD──► stream ──XREAD──► Follower ──► store, hub (node 1)
-//!                                        └──HSET──► checkpoint ──────────► Follower ──► store, hub (node 2)
+//!  monitor ──► BrokerSink ──XADD──► stream ──XREAD──► Follower ──► Publisher (node 1)
+//!                 └──HSET──► checkpoint ──────────► Follower ──► Publisher (node 2)
 //! ```
 //!
 //! # What is stored where
@@ -19,7 +18,7 @@
 //!   before it in the stream, empty for the first), `event` (the event's Go-exact JSON) and,
 //!   only on a *resync* entry, `health` (a JSON array of every source's latest health). The
 //!   stream is trimmed with `MAXLEN ~ N` ([`RedisBroker::max_len`], default
-//!   [`DEFAULT_MAX_LEN`]): Redis keeps at least the last `N` entries.
+//!   10 000): Redis keeps at least the last `N` entries.
 //! - `K:checkpoint`, a hash: the state at one stream entry: `seq`, `entry` (that entry's
 //!   id), `snapshot` (a `snapshot` event's Go-exact JSON with every session) and `health` (a
 //!   JSON array). Written by the producer at least every `N / 4` events
@@ -36,13 +35,13 @@
 //! slow, or the stream was deleted), the follower rebuilds the state from the checkpoint plus
 //! the stream after it and publishes it to the node as a connecting client gets it: one
 //! `snapshot` event at the rebuilt `seq` (carrying the last rebuilt event's `at`), then one
-//! `health` event per source at the same position. The store replaces its sessions; the hub
-//! forwards these like any event, so connected clients keep their sockets and replace their
+//! `health` event per source at the same position. The node's state replaces its sessions;
+//! its clients get these like any event, so connected clients keep their sockets and replace their
 //! state (a dashboard treats every `snapshot` message as "replace everything", health
-//! included, and applies the reports after it). The hub takes reports at the snapshot's very
-//! position as part of it; a snapshot whose `seq` does not rise resets the hub's replay
-//! window (see [`Hub`](crate::Hub)) like any producer restart, so an older position gets a
-//! fresh snapshot on connect.
+//! included, and applies the reports after it). Reports at the snapshot's very position are
+//! taken as part of it; a snapshot whose `seq` does not rise resets the node's replay window
+//! (see [`Publisher`](crate::Publisher)) like any producer restart, so an older position gets
+//! a fresh snapshot on connect.
 //!
 //! # Faults
 //! - Broker unreachable when a node starts, or lost while serving: the follower retries with
@@ -58,7 +57,7 @@
 //!   append finds it empty, and appends a resync and a checkpoint instead of its queue
 //!   (which the resync covers); followers see the gap and rebuild from it.
 //! - The producer restarting with seqs going back: followers forward in stream order; each
-//!   node's hub applies its reset rule.
+//!   node's publisher applies its reset rule.
 //!
 //! Exactly one producer per stream is assumed.
 
@@ -73,13 +72,9 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use checkpoint::Checkpoint;
-pub use follower::{
-    DEFAULT_BLOCK, DEFAULT_READ_BATCH, Follower, FollowerHandle, FollowerStats, MAX_BLOCK,
-};
-pub use producer::{
-    BrokerSink, BrokerSinkBuilder, BrokerSinkStats, DEFAULT_BUFFER, DEFAULT_CHECKPOINT_INTERVAL,
-};
-pub use redis::{DEFAULT_MAX_LEN, MAX_RESPONSE_TIMEOUT, RedisBroker};
+pub use follower::{Follower, FollowerHandle, FollowerStats};
+pub use producer::{BrokerSink, BrokerSinkBuilder, BrokerSinkStats};
+pub use redis::RedisBroker;
 
 /// A stream entry id, as the broker assigned it (Redis: `<ms>-<n>`). Opaque to the engine.
 pub type EntryId = String;

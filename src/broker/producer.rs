@@ -17,9 +17,9 @@ use super::checkpoint::Image;
 use super::{Broker, BrokerError, EntryId, Record};
 
 /// Default bound of the queue between [`EventSink::handle_event`] and the append task.
-pub const DEFAULT_BUFFER: usize = 8192;
+pub(crate) const DEFAULT_BUFFER: usize = 8192;
 /// Default time after which a quiet producer checkpoints what changed since the last one.
-pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// Records per append call at most.
 const MAX_BATCH: usize = 256;
 /// How often an idle append task looks for a due checkpoint or a pending resync.
@@ -27,11 +27,12 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 
 /// Publishes events into a [`Broker`]: the producer side of several-node serving.
 ///
-/// Add it to the monitor's [`MultiSink`](crate::MultiSink) (after the local store and hub,
-/// if the producer also serves). [`handle_event`](EventSink::handle_event) encodes the event
-/// in Go's wire format, folds it into a private [`SessionStore`] (the state checkpoints are
-/// taken from) and queues it; it never waits on the network. A background task appends the
-/// queue in batches, in order, retrying with backoff while the broker is unreachable.
+/// Build the monitor with it as its sink (a producer that also serves runs a
+/// [`Follower`](super::Follower) of its own stream, as every node does).
+/// [`handle_event`](EventSink::handle_event) encodes the event in Go's wire format, folds it
+/// into a private copy of the state (what checkpoints are taken from) and queues it; it
+/// never waits on the network. A background task appends the queue in batches, in order,
+/// retrying with backoff while the broker is unreachable.
 ///
 /// # Checkpoints
 /// After every `checkpoint_every` queued events (default: a quarter of the broker's
@@ -115,23 +116,28 @@ pub struct BrokerSinkBuilder<B> {
 }
 
 impl<B: Broker> BrokerSinkBuilder<B> {
-    /// Bound of the queue of events not yet appended (default [`DEFAULT_BUFFER`]; 0 is
-    /// taken as 1).
+    /// Bound of the queue of events not yet appended (default 8 192; 0 is
+    /// raised to 1, with a `warn`).
     pub fn buffer(mut self, events: usize) -> Self {
-        self.buffer = events.max(1);
+        self.buffer = crate::layer::bounded("broker.buffer", events, 1, usize::MAX);
         self
     }
 
     /// Checkpoint after this many events (default: a quarter of the broker's retention).
     /// Keep it well below the retention, or a node starting late may find the checkpoint's
-    /// entry trimmed (it then waits for the next checkpoint).
+    /// entry trimmed (it then waits for the next checkpoint). 0 is raised to 1, with a `warn`.
     pub fn checkpoint_every(mut self, events: u64) -> Self {
-        self.checkpoint_every = Some(events.max(1));
+        self.checkpoint_every = Some(crate::layer::bounded(
+            "broker.checkpoint_every",
+            events,
+            1,
+            u64::MAX,
+        ));
         self
     }
 
     /// Checkpoint a quiet producer's changes after this long (default
-    /// [`DEFAULT_CHECKPOINT_INTERVAL`]).
+    /// 5 s).
     pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
         self.checkpoint_interval = interval;
         self

@@ -10,13 +10,13 @@ use super::{Broker, BrokerError, Checkpoint, Entry, EntryId, Record};
 
 /// Default trim length of the stream: Redis keeps at least this many entries
 /// (`XADD … MAXLEN ~ 10000`).
-pub const DEFAULT_MAX_LEN: usize = 10_000;
+pub(crate) const DEFAULT_MAX_LEN: usize = 10_000;
 
 /// How long one command may take (beyond a read's own blocking time) before the connection
 /// is given up as broken and reopened.
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest [`RedisBroker::response_timeout`]: one hour. Longer values are lowered to it.
-pub const MAX_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Appends a batch atomically. Each entry's `prev` is the id of the entry before it in the
 /// stream, read inside the script, so it is exact whoever appended before. The batch id kept
@@ -104,17 +104,22 @@ impl RedisBroker {
     }
 
     /// The trim length: Redis keeps at least this many entries (`MAXLEN ~`). Default
-    /// [`DEFAULT_MAX_LEN`]; values below 1 are taken as 1.
+    /// 10 000; 0 is raised to 1, with a `warn`.
     pub fn max_len(mut self, max_len: usize) -> Self {
-        self.max_len = max_len.max(1);
+        self.max_len = crate::layer::bounded("broker.max_len", max_len, 1, usize::MAX);
         self
     }
 
     /// How long a command may take (beyond a read's blocking time) before the connection is
-    /// dropped and the operation fails as [`BrokerError::Unavailable`]. Default 2 s; at most
-    /// [`MAX_RESPONSE_TIMEOUT`].
+    /// dropped and the operation fails as [`BrokerError::Unavailable`]. Default 2 s; from
+    /// 1 ms to 1 hour (values outside are raised or lowered, with a `warn`).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout.min(MAX_RESPONSE_TIMEOUT);
+        self.response_timeout = crate::layer::bounded(
+            "broker.response_timeout",
+            timeout,
+            Duration::from_millis(1),
+            MAX_RESPONSE_TIMEOUT,
+        );
         self
     }
 

@@ -1,6 +1,6 @@
 //! One WebSocket client: snapshot first, then the live stream, with heartbeat, write timeout
 //! and slow-client eviction. One task per connection, no extra reader or writer task; a
-//! wake-up polls only the sources that fired ([`sources`]). Events arrive framed once for
+//! wake-up polls only the triggers that fired ([`wakers`]). Events arrive framed once for
 //! every client ([`frame`]), wait in the client's bounded [`outbox`] and go to the socket as
 //! they are ([`socket`]). What a client sends is bounded by [`inbound`]; how a connection
 //! ends is [`end`], and how it says goodbye is [`close`].
@@ -32,12 +32,12 @@ mod end;
 mod inbound;
 mod outbox;
 mod socket;
-mod sources;
+mod wakers;
 use end::End;
 use inbound::{Heartbeat, InboundBudget};
 use outbox::Outbox;
 pub(crate) use socket::{Socket, Transport};
-use sources::{EventFeed, Source, Sources};
+use wakers::{EventFeed, Trigger, Triggers};
 
 /// Per-connection settings, frozen when the router is built.
 #[derive(Debug, Clone)]
@@ -210,7 +210,7 @@ struct Live<'a> {
     socket: &'a mut Socket,
     out: &'a mut Outbox,
     feed: EventFeed,
-    sources: Sources,
+    triggers: Triggers,
     /// The snapshot's seq until the first event after it: events up to it are skipped.
     handover: Option<u64>,
     heartbeat: Option<(Interval, Heartbeat)>,
@@ -227,7 +227,7 @@ impl Live<'_> {
     /// client whose write hangs; then inbound frames, before events so that pongs are seen
     /// even under a sustained stream; then events; then the heartbeat. The read side and the
     /// timers are polled only when they fired (or have not yet been polled back to
-    /// `Pending`); see [`sources`].
+    /// `Pending`); see [`wakers`].
     ///
     /// The read side is not polled while a pong the client is owed waits to go out: a client
     /// that pings faster than it reads has its pings left in the kernel's buffers, where TCP
@@ -238,7 +238,7 @@ impl Live<'_> {
     /// since then has woken the task, which will be polled again). Polling it anyway would
     /// take the channel's tail lock a second time per event.
     fn poll_step(&mut self, cx: &mut Context<'_>, writing: bool, feed_parked: bool) -> Poll<Step> {
-        self.sources.refresh(cx);
+        self.triggers.refresh(cx);
         if writing {
             if let Poll::Ready(flushed) = self.out.poll_drive(self.socket, cx) {
                 return Poll::Ready(Step::Flushed(flushed));
@@ -248,15 +248,15 @@ impl Live<'_> {
             if self.out.stalled() {
                 self.last_progress = Instant::now();
             }
-            let mut timers = self.sources.context(Source::Timers);
+            let mut timers = self.triggers.context(Trigger::Timers);
             if self.write_deadline.as_mut().poll(&mut timers).is_ready() {
                 return Poll::Ready(Step::WriteDeadline);
             }
         }
-        if self.sources.is_due(Source::Read) && !self.out.owes_pong() {
+        if self.triggers.is_due(Trigger::Read) && !self.out.owes_pong() {
             let inbound = self
                 .socket
-                .poll_recv(&mut self.sources.context(Source::Read));
+                .poll_recv(&mut self.triggers.context(Trigger::Read));
             let read = self.socket.take_read();
             if read > 0 && !self.inbound.charge(read, Instant::now()) {
                 return Poll::Ready(Step::Flood);
@@ -271,7 +271,7 @@ impl Live<'_> {
             match inbound {
                 // More frames may be buffered already, so the read side stays due.
                 Poll::Ready(inbound) => return Poll::Ready(Step::Inbound(inbound)),
-                Poll::Pending => self.sources.settle(Source::Read),
+                Poll::Pending => self.triggers.settle(Trigger::Read),
             }
             if replied {
                 return Poll::Ready(Step::Replied);
@@ -282,14 +282,14 @@ impl Live<'_> {
                 return Poll::Ready(Step::Queued(self.queue_events(cx, received)));
             }
         }
-        if self.sources.is_due(Source::Timers) {
+        if self.triggers.is_due(Trigger::Timers) {
             if let Some((interval, _)) = &mut self.heartbeat {
-                let mut timers = self.sources.context(Source::Timers);
+                let mut timers = self.triggers.context(Trigger::Timers);
                 if interval.poll_tick(&mut timers).is_ready() {
                     return Poll::Ready(Step::Heartbeat);
                 }
             }
-            self.sources.settle(Source::Timers);
+            self.triggers.settle(Trigger::Timers);
         }
         Poll::Pending
     }
@@ -374,7 +374,7 @@ async fn stream(
         socket,
         out,
         feed: EventFeed::new(events),
-        sources: Sources::new(),
+        triggers: Triggers::new(),
         handover,
         // A period too long to add to the clock (`Duration::MAX`) never ticks: no heartbeat.
         heartbeat: config.heartbeat.and_then(|period| {

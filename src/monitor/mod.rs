@@ -1,19 +1,18 @@
 //! The producer: a [`Monitor`] that tails Claude Code, Codex CLI and Gemini CLI session logs
-//! and publishes agentwatch [`Event`]s to any [`EventSink`] (cargo feature `monitor`, on by
-//! default).
+//! and publishes agentwatch [`Event`]s to any [`EventSink`], usually the
+//! [`Publisher`](crate::Publisher) of a [`WsLayer`](crate::WsLayer) (cargo feature `monitor`).
 //!
 //! ```no_run
 //! use agentwatch_ws::monitor::Monitor;
-//! use agentwatch_ws::{MultiSink, SessionStore, WsLayer};
+//! use agentwatch_ws::WsLayer;
 //!
 //! # async fn run() -> std::io::Result<()> {
-//! let store = SessionStore::new();
-//! let ws = WsLayer::new(store.clone());
+//! let (ws, publisher) = WsLayer::new().build::<()>("/ws");
 //! let monitor = Monitor::builder()
 //!     .default_roots()                       // ~/.claude/projects, ~/.codex/sessions, ~/.gemini/tmp
-//!     .build(MultiSink::new().with(store).with(ws.hub()));
+//!     .build(publisher);
 //! let handle = monitor.spawn()?;             // its own thread; returns at once
-//! // … serve `ws.router("/ws")` …
+//! // … serve `ws` …
 //! handle.stop();                             // stops and joins the thread
 //! # Ok(()) }
 //! ```
@@ -200,6 +199,7 @@ use std::time::{Duration, Instant};
 
 use notify::RecursiveMode;
 
+use crate::layer::bounded;
 use crate::sink::EventSink;
 use crate::wire::{Event, Health, SessionState};
 
@@ -212,26 +212,26 @@ use watch::Message;
 /// The longest any duration setting of [`MonitorBuilder`] is taken as: 100 years (365-day).
 /// Longer values, up to `Duration::MAX`, are clamped to it: the monitor's clock arithmetic
 /// (`Instant` + duration) cannot overflow, and a value that long already means "never".
-pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
 
-/// Default [`MonitorBuilder::stale_after`]: 5 minutes (Go's default).
-pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5 * 60);
+/// Default `MonitorBuilder::stale_after`: 5 minutes (Go's default).
+pub(crate) const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5 * 60);
 /// Default [`MonitorBuilder::retention`]: 30 seconds (Go's default).
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_RETENTION: Duration = Duration::from_secs(30);
 /// Default [`MonitorBuilder::idle_after`]: 2 minutes.
-pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(2 * 60);
+pub(crate) const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(2 * 60);
 /// Default [`MonitorBuilder::turn_end_delay`]: 3 seconds. In real Claude Code 2.1.38 and
 /// 2.1.39 transcripts (588 text lines followed by a tool call of the same message), the
 /// tool call's line came a median 1.0 s after the text's, over 3 s after it for 22 % of
 /// them, and over 5 s for 14 % (a long tool input: up to 72 s); a wait shows this much
 /// later than the reply where nothing after it says the turn is over.
-pub const DEFAULT_TURN_END_DELAY: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_TURN_END_DELAY: Duration = Duration::from_secs(3);
 /// Default [`MonitorBuilder::rescan_interval`]: 60 seconds.
-pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
 /// Default [`MonitorBuilder::debounce`]: 5 milliseconds.
-pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(5);
+pub(crate) const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(5);
 /// Default [`MonitorBuilder::health_threshold`]: 3 (Go's default).
-pub const DEFAULT_HEALTH_THRESHOLD: u32 = 3;
+pub(crate) const DEFAULT_HEALTH_THRESHOLD: u32 = 3;
 
 /// How long [`MonitorHandle::stop`] waits for the monitor's thread: 2 seconds. A pass ends
 /// within [`PASS_BUDGET`] and the thread checks for the stop between passes, so it ends long
@@ -292,18 +292,23 @@ pub fn default_roots() -> Vec<(SourceKind, PathBuf)> {
 }
 
 /// Configures a [`Monitor`]. Every setting has a documented default; only the roots must
-/// be given (a monitor with none publishes nothing).
+/// be given (a monitor with none publishes nothing). Number settings follow the crate's rule
+/// (see [`WsLayer`](crate::WsLayer#numbers)): `None` switches a behaviour off where that makes
+/// sense, values outside a setting's range are raised or lowered to it with a `warn`, and
+/// nothing panics.
 ///
 /// ```
 /// use std::time::Duration;
-/// use agentwatch_ws::SessionStore;
+/// use agentwatch_ws::WsLayer;
 /// use agentwatch_ws::monitor::{Monitor, SourceKind};
 ///
 /// let dir = tempfile::tempdir()?;
+/// let (_router, publisher) = WsLayer::new().build::<()>("/ws");
 /// let monitor = Monitor::builder()
 ///     .root(SourceKind::Claude, dir.path())
 ///     .stale_after(Duration::from_secs(600))
-///     .build(SessionStore::new());
+///     .idle_after(None)                           // never mark a working session idle
+///     .build(publisher);
 /// assert_eq!(monitor.roots().len(), 1);
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -388,25 +393,32 @@ impl MonitorBuilder {
     }
 
     /// An active session with no new data for this long becomes terminal (`stale`); logs not
-    /// modified within it are not loaded at start. Default [`DEFAULT_STALE_AFTER`];
-    /// [`Duration::ZERO`] disables staleness (and then every log is loaded at start). At most
-    /// [`MAX_DURATION`].
-    pub fn stale_after(mut self, after: Duration) -> Self {
-        self.stale_after = after.min(MAX_DURATION);
+    /// modified within it are not loaded at start. Default 5 minutes (Go's); `None`
+    /// disables staleness (and then every log is loaded at start). From 1 ms to
+    /// 100 years.
+    pub fn stale_after(mut self, after: impl Into<Option<Duration>>) -> Self {
+        // The lifecycle takes zero as "off".
+        self.stale_after = after.into().map_or(Duration::ZERO, |after| {
+            bounded("stale_after", after, Duration::from_millis(1), MAX_DURATION)
+        });
         self
     }
 
     /// How long a terminal session is kept before it is `removed`. Default
-    /// [`DEFAULT_RETENTION`]. At most [`MAX_DURATION`].
+    /// 30 s (Go's); `Duration::ZERO` removes it at the next pass. At most
+    /// 100 years.
     pub fn retention(mut self, retention: Duration) -> Self {
-        self.retention = retention.min(MAX_DURATION);
+        self.retention = bounded("retention", retention, Duration::ZERO, MAX_DURATION);
         self
     }
 
     /// A `working` session whose latest record is this old becomes `idle`. Default
-    /// [`DEFAULT_IDLE_AFTER`]; [`Duration::ZERO`] disables it. At most [`MAX_DURATION`].
-    pub fn idle_after(mut self, after: Duration) -> Self {
-        self.idle_after = after.min(MAX_DURATION);
+    /// 2 minutes; `None` disables it. From 1 ms to 100 years.
+    pub fn idle_after(mut self, after: impl Into<Option<Duration>>) -> Self {
+        // The lifecycle takes zero as "off".
+        self.idle_after = after.into().map_or(Duration::ZERO, |after| {
+            bounded("idle_after", after, Duration::from_millis(1), MAX_DURATION)
+        });
         self
     }
 
@@ -419,40 +431,46 @@ impl MonitorBuilder {
     /// without the delay a session shows `waiting` between the two. A reply older than the
     /// delay when read, and every stated end (`end_turn`, `turn_duration`,
     /// `stop_hook_summary`, an interrupt, an API error, Codex's `task_complete`, …), is
-    /// published at once. Default [`DEFAULT_TURN_END_DELAY`]; [`Duration::ZERO`] publishes
-    /// every end at once. At most [`MAX_DURATION`].
+    /// published at once. Default 3 s; [`Duration::ZERO`] publishes
+    /// every end at once. At most 100 years.
     pub fn turn_end_delay(mut self, delay: Duration) -> Self {
-        self.turn_end_delay = delay.min(MAX_DURATION);
+        self.turn_end_delay = bounded("turn_end_delay", delay, Duration::ZERO, MAX_DURATION);
         self
     }
 
     /// How often every root is walked again, as a safety net for lost notifications.
-    /// Default [`DEFAULT_RESCAN_INTERVAL`]; values under 100 ms are raised to 100 ms, values
-    /// over [`MAX_DURATION`] lowered to it.
+    /// Default 60 s; values under 100 ms are raised to 100 ms, values
+    /// over 100 years lowered to it.
     pub fn rescan_interval(mut self, interval: Duration) -> Self {
-        self.rescan_interval = interval.clamp(Duration::from_millis(100), MAX_DURATION);
+        self.rescan_interval = bounded(
+            "rescan_interval",
+            interval,
+            Duration::from_millis(100),
+            MAX_DURATION,
+        );
         self
     }
 
     /// How long to gather notifications before reading, so a burst of appends is one batch.
-    /// Default [`DEFAULT_DEBOUNCE`]. It adds to the latency of every change. At most
-    /// [`MAX_DURATION`].
+    /// Default 5 ms. It adds to the latency of every change. At most
+    /// 100 years.
     pub fn debounce(mut self, debounce: Duration) -> Self {
-        self.debounce = debounce.min(MAX_DURATION);
+        self.debounce = bounded("debounce", debounce, Duration::ZERO, MAX_DURATION);
         self
     }
 
     /// Consecutive failed scans before a source is `degraded` (twice as many: `failed`).
-    /// Default [`DEFAULT_HEALTH_THRESHOLD`]; 0 is taken as 1.
+    /// Default 3 (Go's); 0 is raised to 1. At most `u32::MAX / 2`, so
+    /// that `failed` (twice the threshold) stays reachable.
     pub fn health_threshold(mut self, threshold: u32) -> Self {
-        self.health_threshold = threshold.max(1);
+        self.health_threshold = bounded("health_threshold", threshold, 1, u32::MAX / 2);
         self
     }
 
     /// The seq of the monitor's first event. Default 1 (a new
-    /// [`SessionStore`](crate::SessionStore) is at 0). A monitor publishing into a store
-    /// that already holds events (say, after restarting the monitor in the same process)
-    /// should continue its sequence: `first_seq(store.seq() + 1)`, so clients' seqs never go
+    /// [`Publisher`](crate::Publisher) is at 0). A monitor publishing into a publisher that
+    /// already holds events (say, after restarting the monitor in the same process) should
+    /// continue its sequence, `first_seq(publisher.seq() + 1)`, so clients' seqs never go
     /// backwards.
     pub fn first_seq(mut self, seq: u64) -> Self {
         self.first_seq = seq;

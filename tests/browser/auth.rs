@@ -7,11 +7,10 @@
 
 use crate::common;
 
-use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;
 
 use agentwatch_ws::admission::token::{BearerToken, TokenRejection, tokens_from_cookie};
-use agentwatch_ws::{Identity, SessionStore, WsLayer};
+use agentwatch_ws::{Identity, WsLayer};
 use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -63,17 +62,15 @@ async fn run(browser: &mut Browser, path: &str, protocols: &str) -> Value {
 /// `/open`: anonymous; `/ws`: the `User` extractor; `/`: an empty page to run scripts in.
 async fn start() -> SocketAddr {
     // The rate limit is off: one page connects many times.
-    let open = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled());
-    let authed = WsLayer::new(SessionStore::new())
-        .rate_limit(RateLimit::disabled())
-        .auth::<User>();
+    let open = WsLayer::new().rate_limit(None);
+    let authed = WsLayer::new().rate_limit(None).auth::<User>();
     let app = Router::new()
         .route(
             "/",
             get(|| async { Html("<!doctype html><title>auth test</title>") }),
         )
-        .merge(open.router("/open"))
-        .merge(authed.router("/ws"));
+        .merge(open.clone().build("/open").0)
+        .merge(authed.clone().build("/ws").0);
     serve(app).await
 }
 

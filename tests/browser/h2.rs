@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentwatch_ws::{Event, EventSink, RateLimit, SessionStore, WsLayer};
+use agentwatch_ws::{Event, EventSink, WsLayer};
 use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
@@ -85,15 +85,15 @@ async fn chromium_streams_events_over_http2_extended_connect() {
     if !chromium_available() {
         return;
     }
-    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled());
-    let hub = ws.hub();
+    let ws = WsLayer::new().rate_limit(None);
+    let (ws_router, hub) = ws.clone().build("/ws");
     let seen = Seen::default();
     let app = Router::new()
         .route(
             "/",
             get(|| async { Html("<!doctype html><title>h2 test</title>") }),
         )
-        .merge(ws.router("/ws"));
+        .merge(ws_router);
     let addr = serve_tls(app, seen.clone()).await;
 
     let mut browser = Browser::start(&["--ignore-certificate-errors"]).await;

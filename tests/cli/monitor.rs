@@ -14,7 +14,7 @@ use agentwatch_ws::hooks::write_marker;
 use agentwatch_ws::markers::{HookEvent, HookMarker};
 use agentwatch_ws::monitor::{Monitor, SourceKind};
 use agentwatch_ws::wire::Timestamp;
-use agentwatch_ws::{Activity, Event, EventType, LifecycleState, MultiSink, SessionStore, WsLayer};
+use agentwatch_ws::{Activity, Event, EventType, LifecycleState, WsLayer};
 use axum::Router;
 use common::{connect, next_event, serve, within};
 use hooks_support::{SAMPLE_SESSION as ID, files, hook, payload, tool_use, ts};
@@ -61,7 +61,7 @@ fn monitor(s: &Setup, sink: Recorder) -> Monitor {
     Monitor::builder()
         .root(SourceKind::Claude, &s.root)
         .marker_dir(&s.markers)
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(sink)
 }
 
@@ -101,15 +101,15 @@ fn session_is(ev: &Event, activity: Activity, tool: &str) -> bool {
 async fn permission_request_reaches_a_client_as_waiting_within_a_second() {
     let now = Timestamp::now();
     let s = setup(ID, now);
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone());
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new();
+    let (ws_router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(ws_router)).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     let handle = Monitor::builder()
         .root(SourceKind::Claude, &s.root)
         .marker_dir(&s.markers)
-        .build(MultiSink::new().with(store.clone()).with(ws.hub()))
+        .build(hub.clone())
         .spawn()
         .unwrap();
 
@@ -336,7 +336,7 @@ fn a_hook_wait_does_not_go_stale() {
         .root(SourceKind::Claude, &s.root)
         .marker_dir(&s.markers)
         .stale_after(Duration::from_millis(200))
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(rec.clone());
     m.scan();
     assert_eq!(
@@ -617,16 +617,16 @@ async fn gemini_permission_notification_reaches_a_client_as_waiting_with_the_too
             ),
         ),
     );
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone());
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new();
+    let (ws_router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(ws_router)).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     let handle = Monitor::builder()
         .root(SourceKind::Gemini, &root)
         .marker_dir(&markers)
-        .idle_after(Duration::ZERO)
-        .build(MultiSink::new().with(store.clone()).with(ws.hub()))
+        .idle_after(None)
+        .build(hub.clone())
         .spawn()
         .unwrap();
 

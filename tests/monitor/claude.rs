@@ -19,7 +19,7 @@ const SESSION: &str = "5e55a1b2-0000-4000-8000-00000000c1a0";
 fn monitor(root: &std::path::Path, rec: &Recorder) -> Monitor {
     Monitor::builder()
         .root(SourceKind::Claude, root)
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(rec.clone())
 }
 
@@ -303,7 +303,7 @@ fn session_end_marker_makes_terminal_then_removed_then_resumed() {
         .root(SourceKind::Claude, &root)
         .marker_dir(&ends)
         .retention(Duration::from_millis(50))
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(rec.clone());
     m.scan();
     rec.take();
@@ -369,7 +369,7 @@ fn quiet_sessions_go_stale_and_old_logs_stay_dormant_until_they_change() {
     let mut m = Monitor::builder()
         .root(SourceKind::Claude, dir.path())
         .stale_after(Duration::from_millis(300))
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(rec.clone());
     m.scan();
     let events = rec.take();
@@ -758,7 +758,7 @@ fn v2_1_248_a_background_agent_finishes_from_its_task_notification() {
 /// `lastActivityAt` does not move with the bookkeeping lines that follow its start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turns_reach_a_connected_client_as_working_then_waiting() {
-    use agentwatch_ws::{MultiSink, SessionStore, WsLayer};
+    use agentwatch_ws::WsLayer;
     use axum::Router;
     use common::{connect, next_event, serve};
 
@@ -784,16 +784,15 @@ async fn turns_reach_a_connected_client_as_working_then_waiting() {
     ));
     write(&log, "");
 
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone());
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new();
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     let handle = Monitor::builder()
         .root(SourceKind::Claude, dir.path())
-        .idle_after(Duration::ZERO)
-        .build(MultiSink::new().with(store.clone()).with(hub.clone()))
+        .idle_after(None)
+        .build(hub.clone())
         .spawn()
         .unwrap();
 
@@ -861,7 +860,7 @@ async fn turns_reach_a_connected_client_as_working_then_waiting() {
 /// at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_line_before_its_tool_call_is_no_turn_end() {
-    use agentwatch_ws::{MultiSink, SessionStore, WsLayer};
+    use agentwatch_ws::WsLayer;
     use axum::Router;
     use common::{connect, next_event, serve};
     use std::time::Instant;
@@ -871,16 +870,16 @@ async fn a_text_line_before_its_tool_call_is_no_turn_end() {
     let dir = tempfile::tempdir().unwrap();
     let log = claude_project(dir.path()).join(format!("{id}.jsonl"));
     write(&log, "");
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone());
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new();
+    let (ws_router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(ws_router)).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     let handle = Monitor::builder()
         .root(SourceKind::Claude, dir.path())
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .turn_end_delay(DELAY)
-        .build(MultiSink::new().with(store.clone()).with(ws.hub()))
+        .build(hub.clone())
         .spawn()
         .unwrap();
 

@@ -1,16 +1,12 @@
-//! End to end: a real `axum::serve` with `WsLayer` + `SessionStore`, the monitor publishing
-//! into `MultiSink(store, hub)` from its own thread, a tokio-tungstenite client, and lines
-//! appended to a Claude Code log in a temp dir.
+//! End to end: a real `axum::serve` with `WsLayer`, the monitor publishing into its
+//! `Publisher` from its own thread, a tokio-tungstenite client, and lines appended to a
+//! Claude Code log in a temp dir.
 
 use crate::common;
 use crate::monitor_support;
 
-use std::time::Duration;
-
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{
-    Activity, Event, EventType, HealthStatus, LifecycleEventType, MultiSink, SessionStore, WsLayer,
-};
+use agentwatch_ws::{Activity, Event, EventType, HealthStatus, LifecycleEventType, WsLayer};
 use axum::Router;
 use common::{connect, next_event, serve};
 use monitor_support::{append, claude_assistant, claude_project, claude_user, write};
@@ -40,10 +36,9 @@ async fn appended_lines_reach_a_connected_client() {
         &claude_user(ID, "u1", "2026-01-05T09:00:00Z", "start"),
     );
 
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone());
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new();
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
     let mut client = connect(addr).await;
     let snapshot = next_event(&mut client).await;
     assert_eq!(
@@ -54,8 +49,8 @@ async fn appended_lines_reach_a_connected_client() {
 
     let handle = Monitor::builder()
         .root(SourceKind::Claude, &root)
-        .idle_after(Duration::ZERO)
-        .build(MultiSink::new().with(store.clone()).with(hub.clone()))
+        .idle_after(None)
+        .build(hub.clone())
         .spawn()
         .unwrap();
 
@@ -159,8 +154,8 @@ async fn appended_lines_reach_a_connected_client() {
         assert_eq!(pair[1].kind, EventType::Delta);
     }
     // The store agrees with what the client saw.
-    assert_eq!(store.get(ID), Some(last));
-    assert_eq!(store.seq(), *seqs.last().unwrap());
+    assert_eq!(hub.session(ID), Some(last));
+    assert_eq!(hub.seq(), *seqs.last().unwrap());
 
     tokio::task::spawn_blocking(move || handle.stop())
         .await

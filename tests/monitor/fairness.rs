@@ -33,7 +33,7 @@ const FAST_LOG_MAX: u64 = 1 << 30;
 fn spawn(root: &Path, rec: &Recorder) -> MonitorHandle {
     Monitor::builder()
         .root(SourceKind::Claude, root)
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(rec.clone())
         .spawn()
         .unwrap()

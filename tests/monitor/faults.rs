@@ -13,7 +13,7 @@ use monitor_support::*;
 fn monitor(root: &std::path::Path, rec: &Recorder) -> Monitor {
     Monitor::builder()
         .root(SourceKind::Claude, root)
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(rec.clone())
 }
 
@@ -184,7 +184,7 @@ fn deleted_log_leaves_the_session_to_go_stale() {
     let mut m = Monitor::builder()
         .root(SourceKind::Claude, dir.path())
         .stale_after(Duration::from_millis(200))
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(rec.clone());
     m.scan();
     rec.take();
@@ -297,7 +297,7 @@ fn fifos_sockets_and_devices_in_a_root_change_nothing_and_never_block() {
             .root(SourceKind::Codex, &codex)
             .root(SourceKind::Gemini, &gemini)
             .marker_dir(&ends)
-            .idle_after(Duration::ZERO)
+            .idle_after(None)
     };
     let rec = Recorder::default();
     let handle = builder().build(rec.clone()).spawn().unwrap();

@@ -4,7 +4,6 @@ use crate::monitor_support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use agentwatch_ws::monitor::{Monitor, SourceKind};
 use monitor_support::*;
@@ -116,7 +115,7 @@ fn secrets_in_logs_reach_no_event_and_no_trace() {
             .root(SourceKind::Codex, &codex)
             .root(SourceKind::Gemini, &gemini)
             .marker_dir(&ends)
-            .idle_after(Duration::ZERO)
+            .idle_after(None)
             .build(rec.clone());
         m.scan();
         // A failing scan, for an error message too.

@@ -2,8 +2,6 @@
 
 use crate::monitor_support;
 
-use std::time::Duration;
-
 use agentwatch_ws::monitor::{Monitor, SourceKind};
 use agentwatch_ws::{Activity, LifecycleEventType};
 use monitor_support::*;
@@ -13,7 +11,7 @@ const CODEX_ID: &str = "0199a7c3-0000-7000-8000-00000000c0de";
 fn monitor(source: SourceKind, root: &std::path::Path, rec: &Recorder) -> Monitor {
     Monitor::builder()
         .root(source, root)
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(rec.clone())
 }
 
@@ -155,7 +153,7 @@ fn a_rollout_in_a_new_day_directory_is_picked_up_while_running() {
     let rec = Recorder::default();
     let handle = Monitor::builder()
         .root(SourceKind::Codex, dir.path())
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(rec.clone())
         .spawn()
         .unwrap();

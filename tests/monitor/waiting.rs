@@ -1,5 +1,5 @@
-//! End to end, Codex CLI and Gemini CLI: a real `axum::serve` with `WsLayer` +
-//! `SessionStore`, the monitor publishing from its own thread, a tokio-tungstenite client,
+//! End to end, Codex CLI and Gemini CLI: a real `axum::serve` with `WsLayer`, the monitor
+//! publishing into its `Publisher` from its own thread, a tokio-tungstenite client,
 //! and lines appended to a log in a temp dir; the turn's end reaches the client as a delta
 //! that turns `working` into `waiting`.
 
@@ -7,29 +7,27 @@ use crate::common;
 use crate::monitor_support;
 
 use std::path::Path;
-use std::time::Duration;
 
 use agentwatch_ws::monitor::{Monitor, MonitorHandle, SourceKind};
-use agentwatch_ws::{Activity, Event, EventType, MultiSink, SessionState, SessionStore, WsLayer};
+use agentwatch_ws::{Activity, Event, EventType, Publisher, SessionState, WsLayer};
 use axum::Router;
 use common::{connect, next_event, serve};
 use monitor_support::{append, sample, write};
 
 /// A server with a connected client (its snapshot read) and a monitor of `root`.
-async fn start(source: SourceKind, root: &Path) -> (common::Client, SessionStore, MonitorHandle) {
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone());
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+async fn start(source: SourceKind, root: &Path) -> (common::Client, Publisher, MonitorHandle) {
+    let ws = WsLayer::new();
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     let handle = Monitor::builder()
         .root(source, root)
-        .idle_after(Duration::ZERO)
-        .build(MultiSink::new().with(store.clone()).with(hub))
+        .idle_after(None)
+        .build(hub.clone())
         .spawn()
         .unwrap();
-    (client, store, handle)
+    (client, hub, handle)
 }
 
 /// Reads events until a delta carries session `id`; returns that state.
@@ -71,7 +69,7 @@ async fn codex_turn_end_reaches_a_client_as_waiting() {
         .path()
         .join(format!("2026/03/10/rollout-2026-03-10T11-00-00-{id}.jsonl"));
     write(&log, &sample("codex/codex-0.77-turn-events.jsonl"));
-    let (mut client, store, handle) = start(SourceKind::Codex, dir.path()).await;
+    let (mut client, hub, handle) = start(SourceKind::Codex, dir.path()).await;
 
     let working = until_activity(&mut client, id, Activity::Working).await;
     assert_eq!(working.max_context_tokens, 258_400);
@@ -85,7 +83,7 @@ async fn codex_turn_end_reaches_a_client_as_waiting() {
         "2026-03-10T11:00:06.2Z",
         "the wait starts at task_complete"
     );
-    assert_eq!(store.get(id), Some(waiting.clone()));
+    assert_eq!(hub.session(id), Some(waiting.clone()));
 
     // A rate-limit update while the session waits: still waiting since the same time (the
     // dashboard's "waiting for you" clock and its once-per-wait notification key).
@@ -117,7 +115,7 @@ async fn gemini_turn_end_reaches_a_client_as_waiting() {
             r#"{"id":"e-u1","timestamp":"2026-02-15T10:00:01.000Z","type":"user","content":[{"text":"Run the tests."}]}"#
         ),
     );
-    let (mut client, store, handle) = start(SourceKind::Gemini, dir.path()).await;
+    let (mut client, hub, handle) = start(SourceKind::Gemini, dir.path()).await;
 
     until_activity(&mut client, id, Activity::Working).await;
     append(
@@ -136,7 +134,7 @@ async fn gemini_turn_end_reaches_a_client_as_waiting() {
     );
     assert_eq!(waiting.current_tool, "");
     assert_eq!(waiting.last_activity_at.to_string(), "2026-02-15T10:00:09Z");
-    assert_eq!(store.get(id), Some(waiting.clone()));
+    assert_eq!(hub.session(id), Some(waiting.clone()));
 
     // An info line while the chat waits: still waiting since the same time.
     append(

@@ -9,10 +9,9 @@ use crate::common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use agentwatch_ws::{Event, EventSink, RateLimit, SessionStore, WsLayer};
+use agentwatch_ws::{Event, EventSink, WsLayer};
 use axum::Router;
 use bytes::Bytes;
 use common::*;
@@ -83,15 +82,15 @@ async fn open(
 async fn stalled_http2_websockets_are_reset_their_memory_returned_and_the_cap_holds() {
     let _serial = crate::serial().await;
     init_tracing();
-    let ws = WsLayer::new(SessionStore::new())
-        .rate_limit(RateLimit::disabled())
-        .max_connections(NonZeroUsize::new(CAP))
-        .send_buffer(NonZeroUsize::new(2).unwrap())
+    let ws = WsLayer::new()
+        .rate_limit(None)
+        .max_connections(CAP)
+        .send_buffer(2)
         .replay_window(0);
-    let hub = ws.hub();
+    let (ws_router, hub) = ws.clone().build("/ws");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new().merge(ws.router("/ws"));
+    let app = Router::new().merge(ws_router);
     tokio::spawn(agentwatch_ws::serve(listener, app).into_future());
 
     // A client that never releases capacity: each stream's window stays at 1 KiB.

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-use agentwatch_ws::{Hub, RateLimit, SessionStore, WsLayer};
+use agentwatch_ws::{Publisher, WsLayer};
 use axum::Router;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,11 +57,11 @@ fn assert_no_panics(case: &str) {
     );
 }
 
-async fn start() -> (Hub, SocketAddr) {
+async fn start() -> (Publisher, SocketAddr) {
     // The default max_message_size: 4 KiB.
-    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled());
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new().rate_limit(None);
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
     (hub, addr)
 }
 

@@ -5,17 +5,15 @@
 
 use crate::common;
 
-use agentwatch_ws::RateLimit;
+use agentwatch_ws::RateLimitPolicy;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentwatch_ws::admission::rate_limit::MissingClientAddr;
 use agentwatch_ws::{
-    Event, EventSink, EventType, Hub, Identity, RejectionStats, SessionStore, TrustedProxies,
-    WsLayer,
+    Event, EventSink, EventType, Identity, Publisher, RejectionStats, TrustedProxies, WsLayer,
 };
 use axum::Router;
 use axum::extract::{FromRef, FromRequestParts, State};
@@ -35,16 +33,16 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A layer with the rate limit off, for the tests that are not about rate limiting.
 fn open_layer() -> WsLayer {
-    WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled())
+    WsLayer::new().rate_limit(None)
 }
 
-async fn start<A>(ws: &WsLayer<A>) -> (Hub, SocketAddr)
+async fn start<A>(ws: &WsLayer<A>) -> (Publisher, SocketAddr)
 where
     A: FromRequestParts<()> + Into<Identity> + Send + 'static,
     A::Rejection: Send,
 {
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
     (hub, addr)
 }
 
@@ -150,7 +148,7 @@ fn only(set: impl FnOnce(&mut RejectionStats)) -> RejectionStats {
 }
 
 /// No socket was upgraded beyond the `accepted` ones, and `connected` are live.
-fn assert_upgraded(hub: &Hub, accepted: u64, connected: usize) {
+fn assert_upgraded(hub: &Publisher, accepted: u64, connected: usize) {
     let stats = hub.stats();
     assert_eq!(stats.accepted, accepted, "upgraded sockets");
     assert_eq!(hub.client_count(), connected, "live clients");
@@ -613,8 +611,7 @@ async fn bearer_extractor_admits_the_right_token_and_its_rejection_passes_unchan
 
 #[tokio::test]
 async fn stateful_extractor_works_through_router_with_app_state() {
-    let ws = open_layer().auth::<StateBearer>();
-    let hub = ws.hub();
+    let (ws_router, hub) = open_layer().auth::<StateBearer>().build::<AppState>("/ws");
     let state = AppState {
         tokens: Tokens(Arc::new(HashMap::from([(
             "tok-carol".to_owned(),
@@ -627,7 +624,7 @@ async fn stateful_extractor_works_through_router_with_app_state() {
             "/hello",
             get(|State(state): State<AppState>| async move { state.greeting }),
         )
-        .merge(ws.router::<AppState>("/ws"))
+        .merge(ws_router)
         .with_state(state);
     let addr = serve(app).await;
 
@@ -690,7 +687,7 @@ async fn identity_is_recorded_on_the_connection_span() {
 
 #[tokio::test]
 async fn connection_cap_answers_503_before_upgrading_and_frees_slots() {
-    let ws = open_layer().max_connections(NonZeroUsize::new(2));
+    let ws = open_layer().max_connections(2);
     let (hub, addr) = start(&ws).await;
 
     let mut first = admitted(addr, &[]).await;
@@ -731,9 +728,9 @@ async fn connection_cap_answers_503_before_upgrading_and_frees_slots() {
 async fn two_hundred_simultaneous_upgrades_admit_exactly_the_cap() {
     const CAP: usize = 10;
     const CLIENTS: usize = 200;
-    let ws = open_layer().max_connections(NonZeroUsize::new(CAP));
-    let hub = ws.hub();
-    let addr = serve_with_backlog(Router::new().merge(ws.router("/ws")), 1024).await;
+    let ws = open_layer().max_connections(CAP);
+    let (ws_router, hub) = ws.build("/ws");
+    let addr = serve_with_backlog(Router::new().merge(ws_router), 1024).await;
 
     let barrier = Arc::new(Barrier::new(CLIENTS));
     let tasks: Vec<_> = (0..CLIENTS)
@@ -795,7 +792,7 @@ async fn burst(addr: SocketAddr, headers: &[(&str, &str)], n: usize) {
 #[tokio::test]
 async fn default_rate_limit_allows_a_burst_of_4_then_429_with_retry_after() {
     // Go's default: 12 per minute (one token every 5 s), burst 4.
-    let ws = WsLayer::new(SessionStore::new());
+    let ws = WsLayer::new();
     let (hub, addr) = start(&ws).await;
 
     let began = Instant::now();
@@ -824,7 +821,7 @@ async fn default_rate_limit_allows_a_burst_of_4_then_429_with_retry_after() {
 /// times within a minute (here, at once: the harder case) is never refused.
 #[tokio::test]
 async fn twenty_reloads_a_minute_pass_with_the_local_dashboard_limit() {
-    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::per_minute(60).burst(20));
+    let ws = WsLayer::new().rate_limit(RateLimitPolicy::per_minute(60).burst(20));
     let (hub, addr) = start(&ws).await;
     burst(addr, &[], 20).await;
     assert_eq!(hub.stats().rejected.total(), 0);
@@ -833,7 +830,7 @@ async fn twenty_reloads_a_minute_pass_with_the_local_dashboard_limit() {
 
 #[tokio::test]
 async fn spoofed_forwarded_headers_from_an_untrusted_peer_are_ignored() {
-    let ws = WsLayer::new(SessionStore::new());
+    let ws = WsLayer::new();
     let (hub, addr) = start(&ws).await;
 
     for n in 1..=4 {
@@ -868,8 +865,7 @@ async fn spoofed_forwarded_headers_from_an_untrusted_peer_are_ignored() {
 
 #[tokio::test]
 async fn trusted_proxy_forwarded_address_gets_its_own_bucket() {
-    let ws = WsLayer::new(SessionStore::new())
-        .trusted_proxies(TrustedProxies::new(["127.0.0.1"]).unwrap());
+    let ws = WsLayer::new().trusted_proxies(TrustedProxies::new(["127.0.0.1"]).unwrap());
     let (hub, addr) = start(&ws).await;
 
     // Six clients behind the proxy, one upgrade each: more than one bucket's burst of 4.
@@ -906,9 +902,9 @@ async fn trusted_proxy_forwarded_address_gets_its_own_bucket() {
 #[tokio::test]
 async fn plain_axum_serve_with_defaults_serves_clients_and_warns_once() {
     let (log, _guard) = Captured::install(tracing::Level::WARN);
-    let ws = WsLayer::new(SessionStore::new());
-    let hub = ws.hub();
-    let addr = serve_plain(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new();
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve_plain(Router::new().merge(router)).await;
 
     // Twice the default burst (4): nothing is refused.
     for n in 1..=8u64 {
@@ -938,19 +934,20 @@ async fn plain_axum_serve_with_defaults_serves_clients_and_warns_once() {
     );
 
     // Once per router: a second router logs its own warning, once.
-    let other = WsLayer::new(SessionStore::new());
-    let other_addr = serve_plain(Router::new().merge(other.router("/ws"))).await;
+    let other = WsLayer::new();
+    let (other_router, other_publisher) = other.clone().build("/ws");
+    let other_addr = serve_plain(Router::new().merge(other_router)).await;
     close(admitted(other_addr, &[]).await).await;
     close(admitted(other_addr, &[]).await).await;
     assert_eq!(log.text().matches("no client address").count(), 2);
-    assert_eq!(other.hub().stats().rate_limit_skipped, 2);
+    assert_eq!(other_publisher.clone().stats().rate_limit_skipped, 2);
 }
 
 #[tokio::test]
 async fn without_connect_info_the_strict_mode_answers_500_saying_how_to_serve() {
-    let ws = WsLayer::new(SessionStore::new()).on_missing_client_addr(MissingClientAddr::Reject);
-    let hub = ws.hub();
-    let addr = serve_plain(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new().on_missing_client_addr(MissingClientAddr::Reject);
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve_plain(Router::new().merge(router)).await;
 
     for _ in 0..2 {
         let refused = refused(addr, &[]).await;
@@ -970,7 +967,7 @@ async fn without_connect_info_the_strict_mode_answers_500_saying_how_to_serve() 
 /// With connect info, nothing is skipped: the counter stays at zero.
 #[tokio::test]
 async fn with_connect_info_the_rate_limit_is_never_skipped() {
-    let ws = WsLayer::new(SessionStore::new());
+    let ws = WsLayer::new();
     let (hub, addr) = start(&ws).await;
     burst(addr, &[], 2).await;
     assert_eq!(hub.stats().rate_limit_skipped, 0);
@@ -978,11 +975,9 @@ async fn with_connect_info_the_rate_limit_is_never_skipped() {
 
 #[tokio::test]
 async fn without_connect_info_and_without_rate_limit_clients_connect() {
-    let ws = open_layer()
-        .max_connections(NonZeroUsize::new(5))
-        .auth::<Bearer>();
-    let hub = ws.hub();
-    let addr = serve_plain(Router::new().merge(ws.router("/ws"))).await;
+    let ws = open_layer().max_connections(5).auth::<Bearer>();
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve_plain(Router::new().merge(router)).await;
 
     let mut client = admitted(addr, &[("Authorization", "Bearer s3cret-alice")]).await;
     eventually("registered", || hub.client_count() == 1).await;
@@ -1012,9 +1007,7 @@ async fn without_connect_info_and_without_rate_limit_clients_connect() {
 
 #[tokio::test]
 async fn stopped_comes_before_every_other_check() {
-    let ws = WsLayer::new(SessionStore::new())
-        .auth::<Bearer>()
-        .max_connections(NonZeroUsize::new(1));
+    let ws = WsLayer::new().auth::<Bearer>().max_connections(1);
     let (hub, addr) = start(&ws).await;
     hub.stop();
 
@@ -1030,7 +1023,7 @@ async fn stopped_comes_before_every_other_check() {
 
 #[tokio::test]
 async fn rate_limit_comes_before_origin() {
-    let ws = WsLayer::new(SessionStore::new());
+    let ws = WsLayer::new();
     let (hub, addr) = start(&ws).await;
     let evil = [("Origin", "https://evil.example")];
 
@@ -1079,9 +1072,7 @@ async fn origin_comes_before_authentication() {
 
 #[tokio::test]
 async fn authentication_comes_before_the_connection_cap() {
-    let ws = open_layer()
-        .auth::<Bearer>()
-        .max_connections(NonZeroUsize::new(1));
+    let ws = open_layer().auth::<Bearer>().max_connections(1);
     let (hub, addr) = start(&ws).await;
     let alice = [("Authorization", "Bearer s3cret-alice")];
 
@@ -1121,12 +1112,9 @@ async fn authentication_comes_before_the_connection_cap() {
 
 #[tokio::test]
 async fn tower_layers_stack_on_the_returned_router() {
-    let ws = open_layer().max_connections(NonZeroUsize::new(1));
-    let hub = ws.hub();
-    let app = Router::new().merge(
-        ws.router("/ws")
-            .layer(tower_http::trace::TraceLayer::new_for_http()),
-    );
+    let ws = open_layer().max_connections(1);
+    let (ws_router, hub) = ws.build("/ws");
+    let app = Router::new().merge(ws_router.layer(tower_http::trace::TraceLayer::new_for_http()));
     let addr = serve(app).await;
 
     let mut client = admitted(addr, &[]).await;

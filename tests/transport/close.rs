@@ -11,17 +11,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agentwatch_ws::{Hub, SessionStore, WsLayer};
+use agentwatch_ws::Publisher;
+use agentwatch_ws::WsLayer;
 use axum::Router;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinHandle;
 
-async fn start() -> (Hub, SocketAddr) {
-    let ws = WsLayer::new(SessionStore::new()).rate_limit(agentwatch_ws::RateLimit::disabled());
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+async fn start() -> (Publisher, SocketAddr) {
+    let ws = WsLayer::new().rate_limit(None);
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
     (hub, addr)
 }
 

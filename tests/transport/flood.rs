@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use agentwatch_ws::{Event, EventSink, EventType, SessionState, SessionStore, WsLayer};
+use agentwatch_ws::{Event, EventSink, EventType, SessionState, WsLayer};
 use axum::Router;
 use common::*;
 use futures_util::StreamExt;
@@ -151,11 +151,10 @@ fn session(seq: u64) -> SessionState {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooding_clients_cannot_grow_server_memory_and_a_good_client_gets_every_event() {
-    let store = SessionStore::new();
     // Defaults but the rate limit (the flooders reconnect hundreds of times).
-    let ws = WsLayer::new(store.clone()).rate_limit(agentwatch_ws::RateLimit::disabled());
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new().rate_limit(None);
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
 
     let mut good = connect(addr).await;
     assert_eq!(next_event(&mut good).await.kind, EventType::Snapshot);
@@ -197,7 +196,7 @@ async fn flooding_clients_cannot_grow_server_memory_and_a_good_client_gets_every
     });
     // The good client's events: 100 per second for the whole flood.
     let publisher = tokio::spawn({
-        let (store, hub) = (store.clone(), hub.clone());
+        let hub = hub.clone();
         async move {
             let mut tick = tokio::time::interval(Duration::from_millis(10));
             let mut seq = 0;
@@ -205,7 +204,6 @@ async fn flooding_clients_cannot_grow_server_memory_and_a_good_client_gets_every
                 tick.tick().await;
                 seq += 1;
                 let event = Event::delta(seq, vec![session(seq)], vec![]);
-                store.handle_event(&event).unwrap();
                 hub.handle_event(&event).unwrap();
             }
             seq

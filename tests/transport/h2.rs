@@ -6,11 +6,10 @@
 
 use crate::common;
 
-use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agentwatch_ws::{Event, EventSink, EventType, Hub, SessionStore, WsLayer};
+use agentwatch_ws::{Event, EventSink, EventType, Publisher, WsLayer};
 use axum::Router;
 use axum::body::Body;
 use common::*;
@@ -25,17 +24,18 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 fn layer() -> WsLayer {
-    WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled())
+    WsLayer::new().rate_limit(None)
 }
 
 /// Serves `ws` at `/ws` with `agentwatch_ws::serve`.
-async fn start_crate_serve(ws: &WsLayer) -> SocketAddr {
+async fn start_crate_serve(ws: &WsLayer) -> (Publisher, SocketAddr) {
     init_tracing();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new().merge(ws.router("/ws"));
+    let (router, publisher) = ws.clone().build("/ws");
+    let app = Router::new().merge(router);
     tokio::spawn(async move { agentwatch_ws::serve(listener, app).await.unwrap() });
-    addr
+    (publisher, addr)
 }
 
 /// An HTTP/2 connection (prior knowledge) that has seen the server's SETTINGS.
@@ -120,7 +120,7 @@ async fn open(
 
 /// Two WebSockets multiplexed on one HTTP/2 connection, each getting its snapshot and every
 /// event, then closing cleanly.
-async fn streams_events(hub: &Hub, addr: SocketAddr) {
+async fn streams_events(hub: &Publisher, addr: SocketAddr) {
     let mut sender = h2_client(addr).await;
     let mut a = open(
         &mut sender,
@@ -161,22 +161,22 @@ async fn streams_events(hub: &Hub, addr: SocketAddr) {
 #[tokio::test]
 async fn extended_connect_streams_under_the_crates_serve() {
     let ws = layer();
-    let addr = start_crate_serve(&ws).await;
-    streams_events(&ws.hub(), addr).await;
+    let (hub, addr) = start_crate_serve(&ws).await;
+    streams_events(&hub, addr).await;
 }
 
 #[tokio::test]
 async fn extended_connect_streams_under_axum_serve() {
     let ws = layer();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
-    streams_events(&ws.hub(), addr).await;
+    let (router, hub) = ws.build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
+    streams_events(&hub, addr).await;
 }
 
 #[tokio::test]
 async fn refused_http2_attempts_are_answered_and_counted() {
     let ws = layer();
-    let hub = ws.hub();
-    let addr = start_crate_serve(&ws).await;
+    let (hub, addr) = start_crate_serve(&ws).await;
     let mut sender = h2_client(addr).await;
 
     // An extended CONNECT for another protocol, and a GET: not a WebSocket over h2. (A plain
@@ -225,7 +225,7 @@ async fn an_idle_http2_connection_is_closed_within_the_idle_deadline() {
     let ws = layer();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new().merge(ws.router("/ws"));
+    let app = Router::new().merge(ws.build("/ws").0);
     tokio::spawn(
         agentwatch_ws::serve(listener, app)
             .idle_timeout(IDLE)
@@ -265,10 +265,10 @@ async fn a_websocket_stream_keeps_its_http2_connection_open_until_it_ends() {
     const IDLE: Duration = Duration::from_millis(300);
     init_tracing();
     let ws = layer();
-    let hub = ws.hub();
+    let (ws_router, hub) = ws.clone().build("/ws");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new().merge(ws.router("/ws"));
+    let app = Router::new().merge(ws_router);
     tokio::spawn(
         agentwatch_ws::serve(listener, app)
             .idle_timeout(IDLE)
@@ -332,7 +332,7 @@ async fn streams_per_http2_connection_are_bounded() {
     let ws = layer();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new().merge(ws.router("/ws"));
+    let app = Router::new().merge(ws.clone().build("/ws").0);
     tokio::spawn(
         agentwatch_ws::serve(listener, app)
             .http2_max_concurrent_streams(7)
@@ -348,10 +348,10 @@ async fn streams_per_http2_connection_are_bounded() {
 async fn an_http2_peer_that_stops_answering_pings_is_closed() {
     init_tracing();
     let ws = layer().heartbeat(None);
-    let hub = ws.hub();
+    let (ws_router, hub) = ws.clone().build("/ws");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new().merge(ws.router("/ws"));
+    let app = Router::new().merge(ws_router);
     tokio::spawn(
         agentwatch_ws::serve(listener, app)
             // The shortest keep-alive; no idle close and no WebSocket heartbeat in the way.
@@ -387,8 +387,7 @@ async fn an_http2_peer_that_stops_answering_pings_is_closed() {
 async fn http2_host_must_agree_with_authority() {
     init_tracing();
     let ws = layer();
-    let hub = ws.hub();
-    let addr = start_crate_serve(&ws).await;
+    let (hub, addr) = start_crate_serve(&ws).await;
     let (mut client, _pause) = pausable_h2_client(addr).await;
     let cases: [(&[&str], StatusCode); 4] = [
         (&[], StatusCode::OK),

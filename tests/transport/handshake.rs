@@ -4,10 +4,10 @@
 
 use crate::common;
 
-use agentwatch_ws::RateLimit;
+use agentwatch_ws::Publisher;
 use std::net::SocketAddr;
 
-use agentwatch_ws::{Hub, SessionStore, WsLayer};
+use agentwatch_ws::WsLayer;
 use axum::Router;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,10 +17,10 @@ const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 /// RFC 6455 §1.3's example: the accept value for `KEY`.
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
-async fn start() -> (Hub, SocketAddr) {
-    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled());
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+async fn start() -> (Publisher, SocketAddr) {
+    let ws = WsLayer::new().rate_limit(None);
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
     (hub, addr)
 }
 

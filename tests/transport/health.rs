@@ -6,11 +6,8 @@
 
 use crate::common;
 
-use agentwatch_ws::RateLimit;
-
 use agentwatch_ws::{
-    Event, EventSink, EventType, Health, HealthStatus, MultiSink, SessionState, SessionStore,
-    Timestamp, WsLayer,
+    Event, EventSink, EventType, Health, HealthStatus, SessionState, Timestamp, WsLayer,
 };
 use axum::Router;
 use common::*;
@@ -34,10 +31,10 @@ fn session(id: &str) -> SessionState {
 
 #[tokio::test]
 async fn a_new_client_gets_every_sources_latest_health_after_its_snapshot() {
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone()).rate_limit(RateLimit::disabled());
-    let monitor = MultiSink::new().with(store.clone()).with(ws.hub());
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new().rate_limit(None);
+    let (ws_router, hub) = ws.clone().build("/ws");
+    let monitor = hub.clone();
+    let addr = serve(Router::new().merge(ws_router)).await;
 
     // Three sources report; one of them changes again later. A delta in between.
     monitor
@@ -98,10 +95,10 @@ async fn a_new_client_gets_every_sources_latest_health_after_its_snapshot() {
 
 #[tokio::test]
 async fn no_report_follows_the_snapshot_when_no_source_has_reported() {
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone()).rate_limit(RateLimit::disabled());
-    let monitor = MultiSink::new().with(store.clone()).with(ws.hub());
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new().rate_limit(None);
+    let (ws_router, hub) = ws.clone().build("/ws");
+    let monitor = hub.clone();
+    let addr = serve(Router::new().merge(ws_router)).await;
     monitor
         .handle_event(&Event::delta(1, vec![session("a")], vec![]))
         .unwrap();
@@ -116,28 +113,12 @@ async fn no_report_follows_the_snapshot_when_no_source_has_reported() {
     assert_eq!((next.kind, next.seq), (EventType::Delta, 2));
 }
 
-#[test]
-fn the_store_keeps_reports_across_snapshot_events() {
-    let store = SessionStore::new();
-    store
-        .handle_event(&Event::health(1, health("claude", HealthStatus::Degraded)))
-        .unwrap();
-    store
-        .handle_event(&Event::snapshot(2, vec![session("a")]))
-        .unwrap();
-    let snapshot = agentwatch_ws::SnapshotSource::snapshot(&store);
-    assert_eq!(snapshot.seq, 2);
-    assert_eq!(snapshot.health.len(), 1);
-    assert_eq!(snapshot.health[0].status, HealthStatus::Degraded);
-}
-
 #[tokio::test]
 async fn reports_published_after_a_snapshot_at_its_position_are_no_restart() {
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone()).rate_limit(RateLimit::disabled());
-    let hub = ws.hub();
-    let monitor = MultiSink::new().with(store.clone()).with(ws.hub());
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new().rate_limit(None);
+    let (ws_router, hub) = ws.clone().build("/ws");
+    let monitor = hub.clone();
+    let addr = serve(Router::new().merge(ws_router)).await;
     monitor
         .handle_event(&Event::delta(1, vec![session("a")], vec![]))
         .unwrap();

@@ -5,12 +5,11 @@
 
 use crate::common;
 
-use agentwatch_ws::RateLimit;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use agentwatch_ws::{Event, EventSink, MultiSink, SessionStore, WsLayer};
+use agentwatch_ws::{Event, EventSink, WsLayer};
 use axum::Router;
 use common::*;
 use metrics_exporter_prometheus::PrometheusBuilder;
@@ -27,11 +26,10 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn prometheus_text_carries_the_hubs_exact_counters() {
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone()).rate_limit(RateLimit::disabled());
-    let hub = ws.hub();
-    let monitor = MultiSink::new().with(store).with(ws.hub());
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new().rate_limit(None);
+    let (ws_router, hub) = ws.clone().build("/ws");
+    let monitor = hub.clone();
+    let addr = serve(Router::new().merge(ws_router)).await;
 
     let mut a = connect(addr).await;
     let mut b = connect(addr).await;

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use agentwatch_ws::admission::token::{
     BearerToken, TokenRejection, token_protocol, tokens_from_cookie,
 };
-use agentwatch_ws::{Identity, RateLimit, SessionStore, WsLayer};
+use agentwatch_ws::{Identity, WsLayer};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::FromRequestParts;
@@ -52,12 +52,10 @@ impl From<User> for Identity {
 }
 
 async fn start() -> SocketAddr {
-    let ws = WsLayer::new(SessionStore::new())
-        .rate_limit(RateLimit::disabled())
-        .auth::<User>();
+    let ws = WsLayer::new().rate_limit(None).auth::<User>();
     // As in examples/axum_app.rs.
     let app = Router::new()
-        .merge(ws.router("/ws"))
+        .merge(ws.clone().build("/ws").0)
         .layer(TraceLayer::new_for_http().make_span_with(agentwatch_ws::redact::make_span));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -3,16 +3,13 @@
 
 use crate::common;
 
-use agentwatch_ws::RateLimit;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use agentwatch_ws::{
-    Event, EventSink, EventType, Hub, LagPolicy, MultiSink, SessionState, SessionStore, Snapshot,
-    SnapshotSource, Timestamp, WsLayer,
+    Event, EventSink, EventType, LagPolicy, Publisher, SessionState, Timestamp, WsLayer,
 };
 use axum::Router;
 use common::*;
@@ -28,22 +25,21 @@ fn session(id: &str, n: i64) -> SessionState {
     }
 }
 
-fn layer(store: &SessionStore) -> WsLayer {
-    WsLayer::new(store.clone()).rate_limit(RateLimit::disabled())
+fn layer() -> WsLayer {
+    WsLayer::new().rate_limit(None)
 }
 
-async fn start(ws: &WsLayer) -> (Hub, SocketAddr) {
-    let hub = ws.hub();
-    (hub, serve(Router::new().merge(ws.router("/ws"))).await)
+async fn start(ws: &WsLayer) -> (Publisher, SocketAddr) {
+    let (ws_router, hub) = ws.clone().build("/ws");
+    (hub, serve(Router::new().merge(ws_router)).await)
 }
 
-fn publish(store: &SessionStore, hub: &Hub, seq: u64) {
+fn publish(hub: &Publisher, seq: u64) {
     let event = Event::delta(
         seq,
         vec![session(&format!("s{}", seq % 7), seq as i64)],
         vec![],
     );
-    store.handle_event(&event).unwrap();
     hub.handle_event(&event).unwrap();
 }
 
@@ -66,18 +62,17 @@ async fn seqs(client: &mut Client, n: usize) -> Vec<(u64, EventType)> {
 
 #[tokio::test]
 async fn resume_inside_the_window_replays_exactly_the_missed_events_then_live_ones() {
-    let store = SessionStore::new();
-    let ws = layer(&store);
+    let ws = layer();
     let (hub, addr) = start(&ws).await;
     for seq in 1..=5 {
-        publish(&store, &hub, seq);
+        publish(&hub, seq);
     }
     let mut client = connect(addr).await;
     let snapshot = next_event(&mut client).await;
     assert_eq!((snapshot.kind, snapshot.seq), (EventType::Snapshot, 5));
     drop(client);
     for seq in 6..=9 {
-        publish(&store, &hub, seq);
+        publish(&hub, seq);
     }
     let mut client = connect_since(addr, "?since=5").await;
     let got = seqs(&mut client, 4).await;
@@ -86,7 +81,7 @@ async fn resume_inside_the_window_replays_exactly_the_missed_events_then_live_on
         (6..=9).map(|s| (s, EventType::Delta)).collect::<Vec<_>>()
     );
     eventually("registered", || hub.client_count() == 1).await;
-    publish(&store, &hub, 10);
+    publish(&hub, 10);
     assert_eq!(seqs(&mut client, 1).await, [(10, EventType::Delta)]);
     let stats = hub.stats();
     assert_eq!((stats.resumed, stats.snapshots), (1, 1));
@@ -94,26 +89,24 @@ async fn resume_inside_the_window_replays_exactly_the_missed_events_then_live_on
 
 #[tokio::test]
 async fn resume_when_up_to_date_sends_nothing_until_the_next_event() {
-    let store = SessionStore::new();
-    let ws = layer(&store);
+    let ws = layer();
     let (hub, addr) = start(&ws).await;
     for seq in 1..=3 {
-        publish(&store, &hub, seq);
+        publish(&hub, seq);
     }
     let mut client = connect_since(addr, "?since=3").await;
     eventually("registered", || hub.client_count() == 1).await;
-    publish(&store, &hub, 4);
+    publish(&hub, 4);
     assert_eq!(seqs(&mut client, 1).await, [(4, EventType::Delta)]);
     assert_eq!(hub.stats().snapshots, 0);
 }
 
 #[tokio::test]
 async fn last_event_id_header_resumes_too() {
-    let store = SessionStore::new();
-    let ws = layer(&store);
+    let ws = layer();
     let (hub, addr) = start(&ws).await;
     for seq in 1..=6 {
-        publish(&store, &hub, seq);
+        publish(&hub, seq);
     }
     let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
     request
@@ -130,11 +123,10 @@ async fn last_event_id_header_resumes_too() {
 
 #[tokio::test]
 async fn outside_the_window_ahead_of_it_or_garbage_since_gets_a_snapshot() {
-    let store = SessionStore::new();
-    let ws = layer(&store).replay_window(10);
+    let ws = layer().replay_window(10);
     let (hub, addr) = start(&ws).await;
     for seq in 1..=50 {
-        publish(&store, &hub, seq);
+        publish(&hub, seq);
     }
     // The window holds 41..=50, so it covers since >= 40.
     for query in [
@@ -165,11 +157,10 @@ async fn outside_the_window_ahead_of_it_or_garbage_since_gets_a_snapshot() {
 
 #[tokio::test]
 async fn replay_disabled_means_every_connect_gets_a_snapshot() {
-    let store = SessionStore::new();
-    let ws = layer(&store).replay_window(0);
+    let ws = layer().replay_window(None);
     let (hub, addr) = start(&ws).await;
     for seq in 1..=5 {
-        publish(&store, &hub, seq);
+        publish(&hub, seq);
     }
     let mut client = connect_since(addr, "?since=4").await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
@@ -178,10 +169,7 @@ async fn replay_disabled_means_every_connect_gets_a_snapshot() {
 
 #[tokio::test]
 async fn the_window_keeps_its_count_and_byte_bounds_under_large_events() {
-    let store = SessionStore::new();
-    let ws = layer(&store)
-        .replay_window(100)
-        .replay_window_bytes(1024 * 1024);
+    let ws = layer().replay_window(100).replay_window_bytes(1024 * 1024);
     let (hub, addr) = start(&ws).await;
     for seq in 1..=500u64 {
         let mut s = session("big", seq as i64);
@@ -223,15 +211,14 @@ async fn the_window_keeps_its_count_and_byte_bounds_under_large_events() {
 
 #[tokio::test]
 async fn a_backwards_seq_resets_the_window() {
-    let store = SessionStore::new();
-    let ws = layer(&store);
+    let ws = layer();
     let (hub, addr) = start(&ws).await;
     for seq in 1..=20 {
-        publish(&store, &hub, seq);
+        publish(&hub, seq);
     }
     // The producer restarts: seq begins again.
     for seq in 5..=8 {
-        publish(&store, &hub, seq);
+        publish(&hub, seq);
     }
     assert_eq!(hub.stats().replay_resets, 1);
     // A position from before the restart cannot be trusted any more.
@@ -251,16 +238,15 @@ async fn a_backwards_seq_resets_the_window() {
 /// while its socket is writable.
 #[tokio::test(flavor = "current_thread")]
 async fn disconnect_policy_closes_with_1013_and_the_client_resumes_without_a_snapshot() {
-    let store = SessionStore::new();
-    let ws = layer(&store).send_buffer(NonZeroUsize::new(8).unwrap());
+    let ws = layer().send_buffer(8);
     let (hub, addr) = start(&ws).await;
-    publish(&store, &hub, 1);
+    publish(&hub, 1);
     let mut client = connect(addr).await;
     let snapshot = next_event(&mut client).await;
     assert_eq!(snapshot.seq, 1);
     eventually("registered", || hub.client_count() == 1).await;
     for seq in 2..=60 {
-        publish(&store, &hub, seq);
+        publish(&hub, seq);
     }
     // Events before the close frame may or may not arrive; track what was applied.
     let mut applied = snapshot.seq;
@@ -292,10 +278,8 @@ async fn disconnect_policy_closes_with_1013_and_the_client_resumes_without_a_sna
     );
 }
 
-fn as_map(store: &SessionStore) -> HashMap<String, SessionState> {
-    store
-        .snapshot()
-        .sessions
+fn as_map(hub: &Publisher) -> HashMap<String, SessionState> {
+    hub.sessions()
         .into_iter()
         .map(|s| (s.id.clone(), s))
         .collect()
@@ -303,18 +287,15 @@ fn as_map(store: &SessionStore) -> HashMap<String, SessionState> {
 
 #[tokio::test(flavor = "current_thread")]
 async fn resync_policy_replaces_the_backlog_with_a_snapshot_and_stays_exact() {
-    let store = SessionStore::new();
-    let ws = layer(&store)
-        .send_buffer(NonZeroUsize::new(8).unwrap())
-        .on_lag(LagPolicy::Resync);
+    let ws = layer().send_buffer(8).on_lag(LagPolicy::Resync);
     let (hub, addr) = start(&ws).await;
-    publish(&store, &hub, 1);
+    publish(&hub, 1);
     let mut client = connect(addr).await;
     let mut state = Rebuilt::default();
     state.apply(next_event(&mut client).await).unwrap();
     eventually("registered", || hub.client_count() == 1).await;
     for seq in 2..=60 {
-        publish(&store, &hub, seq);
+        publish(&hub, seq);
     }
     while state.seq < 60 {
         state.apply(next_event(&mut client).await).unwrap();
@@ -325,13 +306,13 @@ async fn resync_policy_replaces_the_backlog_with_a_snapshot_and_stays_exact() {
     );
     // The connection survives and live events continue with no gap.
     for seq in 61..=64 {
-        publish(&store, &hub, seq);
+        publish(&hub, seq);
         tokio::task::yield_now().await;
     }
     while state.seq < 64 {
         state.apply(next_event(&mut client).await).unwrap();
     }
-    assert_eq!(state.sessions, as_map(&store));
+    assert_eq!(state.sessions, as_map(&hub));
     let stats = hub.stats();
     assert!(stats.resyncs >= 1);
     assert_eq!(stats.evicted, 0);
@@ -342,13 +323,12 @@ async fn resync_policy_replaces_the_backlog_with_a_snapshot_and_stays_exact() {
 async fn reconnecting_at_random_points_while_the_producer_runs_rebuilds_the_exact_state() {
     const EVENTS: u64 = 8_000;
     const CLIENTS: u64 = 20;
-    let store = SessionStore::new();
-    let ws = layer(&store)
-        .send_buffer(NonZeroUsize::new(EVENTS as usize).unwrap())
+    let ws = layer()
+        .send_buffer(EVENTS as usize)
         .replay_window(4096)
         .write_timeout(Duration::from_secs(120));
     let (hub, addr) = start(&ws).await;
-    let sink = Arc::new(MultiSink::new().with(store.clone()).with(hub.clone()));
+    let sink = Arc::new(hub.clone());
     let producer = std::thread::spawn(move || {
         let mut rng = Rng(42);
         for seq in 1..=EVENTS {
@@ -391,7 +371,7 @@ async fn reconnecting_at_random_points_while_the_producer_runs_rebuilds_the_exac
     })
     .await;
     producer.join().unwrap();
-    let expected = as_map(&store);
+    let expected = as_map(&hub);
     let mut total_reconnects = 0;
     for t in tasks {
         let (state, reconnects) = within_for(Duration::from_secs(180), "client", t)
@@ -413,14 +393,13 @@ async fn reconnecting_at_random_points_while_the_producer_runs_rebuilds_the_exac
 }
 
 /// Publishes `seq` with an `at` of `clock` + `seq` ms: the producer's clock, chosen by the test.
-fn publish_at(store: &SessionStore, hub: &Hub, seq: u64, clock: SystemTime) -> Timestamp {
+fn publish_at(hub: &Publisher, seq: u64, clock: SystemTime) -> Timestamp {
     let mut event = Event::delta(
         seq,
         vec![session(&format!("s{}", seq % 7), seq as i64)],
         vec![],
     );
     event.at = Timestamp::from(clock + Duration::from_millis(seq));
-    store.handle_event(&event).unwrap();
     hub.handle_event(&event).unwrap();
     event.at
 }
@@ -437,25 +416,23 @@ async fn a_client_of_an_earlier_server_gets_a_snapshot_whatever_the_clocks_say()
     let hour = Duration::from_secs(3600);
     // The restarted server's clock behind the old one (NTP step, VM restore), then ahead.
     for new_clock in [now - hour, now + hour] {
-        let old_store = SessionStore::new();
-        let (old_hub, old_addr) = start(&layer(&old_store)).await;
+        let (old_hub, old_addr) = start(&layer()).await;
         for seq in 1..=10 {
-            publish_at(&old_store, &old_hub, seq, now);
+            publish_at(&old_hub, seq, now);
         }
         let mut client = connect(old_addr).await;
         let snapshot = next_event(&mut client).await;
         assert_eq!((snapshot.kind, snapshot.seq), (EventType::Snapshot, 10));
-        let at11 = publish_at(&old_store, &old_hub, 11, now);
+        let at11 = publish_at(&old_hub, 11, now);
         let event = next_event(&mut client).await;
         assert_eq!((event.seq, event.at), (11, at11));
         drop(client);
         old_hub.stop();
 
         // A new server (and monitor): seqs start again and pass the client's.
-        let store = SessionStore::new();
-        let (hub, addr) = start(&layer(&store)).await;
+        let (hub, addr) = start(&layer()).await;
         for seq in 1..=20 {
-            publish_at(&store, &hub, seq, new_clock);
+            publish_at(&hub, seq, new_clock);
         }
         // From the last event the client applied, and from its snapshot: both inside the
         // new window by seq, neither the new server's event.
@@ -475,19 +452,18 @@ async fn a_client_of_an_earlier_server_gets_a_snapshot_whatever_the_clocks_say()
 
 #[tokio::test]
 async fn a_client_of_the_same_server_resumes_from_an_event_or_a_snapshot_without_a_snapshot() {
-    let store = SessionStore::new();
-    let (hub, addr) = start(&layer(&store)).await;
+    let (hub, addr) = start(&layer()).await;
     let clock = SystemTime::now();
     let mut ats = vec![Timestamp::default()];
     for seq in 1..=5 {
-        ats.push(publish_at(&store, &hub, seq, clock));
+        ats.push(publish_at(&hub, seq, clock));
     }
     let mut client = connect(addr).await;
     let snapshot = next_event(&mut client).await;
     // The snapshot carries the at of the last event it reflects: a position the hub knows.
     assert_eq!((snapshot.seq, snapshot.at), (5, ats[5]));
     for seq in 6..=8 {
-        ats.push(publish_at(&store, &hub, seq, clock));
+        ats.push(publish_at(&hub, seq, clock));
     }
     assert_eq!(seqs(&mut client, 3).await.len(), 3);
     drop(client);
@@ -497,7 +473,7 @@ async fn a_client_of_the_same_server_resumes_from_an_event_or_a_snapshot_without
     // Unencoded works too (a UTC stamp has no '+').
     let mut unencoded = connect_since(addr, &format!("?since=7&since_at={}", ats[7])).await;
     let mut up_to_date = connect_since(addr, &position(8, ats[8])).await;
-    publish_at(&store, &hub, 9, clock);
+    publish_at(&hub, 9, clock);
     assert_eq!(
         seqs(&mut from_snapshot, 4).await,
         [6, 7, 8, 9].map(|seq| (seq, EventType::Delta))
@@ -515,12 +491,11 @@ async fn a_client_of_the_same_server_resumes_from_an_event_or_a_snapshot_without
 
 #[tokio::test]
 async fn a_since_at_that_is_not_the_events_gets_a_snapshot() {
-    let store = SessionStore::new();
-    let (hub, addr) = start(&layer(&store)).await;
+    let (hub, addr) = start(&layer()).await;
     let clock = SystemTime::now();
     let mut ats = vec![Timestamp::default()];
     for seq in 1..=8 {
-        ats.push(publish_at(&store, &hub, seq, clock));
+        ats.push(publish_at(&hub, seq, clock));
     }
     let one_ns_later = Timestamp::from(ats[7].to_system_time().unwrap() + Duration::from_nanos(1));
     let cases = [
@@ -545,11 +520,10 @@ async fn a_since_at_that_is_not_the_events_gets_a_snapshot() {
 async fn since_alone_keeps_the_go_behaviour() {
     // A Go client (or Last-Event-ID) knows nothing of since_at: its seq is trusted, as
     // before (and as in Go).
-    let store = SessionStore::new();
-    let (hub, addr) = start(&layer(&store)).await;
+    let (hub, addr) = start(&layer()).await;
     let clock = SystemTime::now() - Duration::from_secs(3600);
     for seq in 1..=12 {
-        publish_at(&store, &hub, seq, clock);
+        publish_at(&hub, seq, clock);
     }
     let mut client = connect_since(addr, "?since=10").await;
     assert_eq!(
@@ -562,45 +536,30 @@ async fn since_alone_keeps_the_go_behaviour() {
 #[tokio::test]
 async fn nodes_serving_the_same_events_accept_each_others_positions() {
     let clock = SystemTime::now();
-    let node_a = SessionStore::new();
-    let (hub_a, addr_a) = start(&layer(&node_a)).await;
-    let node_b = SessionStore::new();
-    let (hub_b, addr_b) = start(&layer(&node_b)).await;
+    let (hub_a, addr_a) = start(&layer()).await;
+    let (hub_b, addr_b) = start(&layer()).await;
     for seq in 1..=6 {
-        let a = publish_at(&node_a, &hub_a, seq, clock);
-        let b = publish_at(&node_b, &hub_b, seq, clock);
+        let a = publish_at(&hub_a, seq, clock);
+        let b = publish_at(&hub_b, seq, clock);
         assert_eq!(a, b);
     }
     let mut client = connect(addr_a).await;
     let snapshot = next_event(&mut client).await;
     drop(client);
     let mut client = connect_since(addr_b, &position(snapshot.seq, snapshot.at)).await;
-    publish_at(&node_b, &hub_b, 7, clock);
+    publish_at(&hub_b, 7, clock);
     assert_eq!(seqs(&mut client, 1).await, [(7, EventType::Delta)]);
     assert_eq!(hub_b.stats().resumed, 1);
 }
 
 #[tokio::test]
-async fn the_window_floor_and_a_source_without_at_give_verifiable_positions() {
-    let store = SessionStore::new();
-    // A source that knows seqs but not ats: the hub stamps the snapshot with the at it
-    // recorded for that seq.
-    let source = {
-        let store = store.clone();
-        move || Snapshot {
-            seq: store.seq(),
-            sessions: store.snapshot().sessions,
-            ..Default::default()
-        }
-    };
-    let ws = WsLayer::new(source)
-        .rate_limit(RateLimit::disabled())
-        .replay_window(3);
+async fn the_window_floor_gives_verifiable_positions() {
+    let ws = layer().replay_window(3);
     let (hub, addr) = start(&ws).await;
     let clock = SystemTime::now();
     let mut ats = vec![Timestamp::default()];
     for seq in 1..=10 {
-        ats.push(publish_at(&store, &hub, seq, clock));
+        ats.push(publish_at(&hub, seq, clock));
     }
     let mut client = connect(addr).await;
     let snapshot = next_event(&mut client).await;

@@ -8,7 +8,7 @@ use crate::common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use agentwatch_ws::{Event, EventSink, EventType, Hub, SessionStore, WsLayer};
+use agentwatch_ws::{Event, EventSink, EventType, Publisher, WsLayer};
 use axum::Router;
 use axum::routing::get;
 use axum::serve::Listener;
@@ -21,14 +21,12 @@ const DEADLINE: Duration = Duration::from_millis(400);
 
 /// Serves a `WsLayer` (default configuration: the rate limit needs `ConnectInfo`) plus a
 /// plain route with `agentwatch_ws::serve`.
-async fn start(deadline: Duration) -> (Hub, SessionStore, SocketAddr) {
+async fn start(deadline: Duration) -> (Publisher, SocketAddr) {
     init_tracing();
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone());
-    let hub = ws.hub();
+    let (ws, hub) = WsLayer::new().build("/ws");
     let app = Router::new()
         .route("/ping", get(|| async { "pong" }))
-        .merge(ws.router("/ws"));
+        .merge(ws);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -36,7 +34,7 @@ async fn start(deadline: Duration) -> (Hub, SessionStore, SocketAddr) {
             .header_read_timeout(deadline)
             .into_future(),
     );
-    (hub, store, addr)
+    (hub, addr)
 }
 
 /// Reads (and discards) until the server closes the connection; returns when that happened,
@@ -56,7 +54,7 @@ async fn closed_after(stream: &mut TcpStream, since: Instant) -> Duration {
 
 #[tokio::test]
 async fn stalled_request_heads_are_closed_within_the_deadline() {
-    let (_, _, addr) = start(DEADLINE).await;
+    let (_, addr) = start(DEADLINE).await;
     let stalls: [&[u8]; 5] = [
         b"",                                                  // nothing at all
         b"G",                                                 // one byte
@@ -87,7 +85,7 @@ async fn stalled_request_heads_are_closed_within_the_deadline() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_within_the_deadline_too() {
-    let (_, _, addr) = start(DEADLINE).await;
+    let (_, addr) = start(DEADLINE).await;
     let mut stream = within("connect", TcpStream::connect(addr)).await.unwrap();
     stream
         .write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -118,13 +116,12 @@ async fn an_idle_keep_alive_connection_is_closed_within_the_deadline_too() {
 async fn a_websocket_client_streams_through_it_on_the_tcp_path_with_connect_info() {
     let (captured, _guard) = Captured::install(tracing::Level::DEBUG);
     // A deadline shorter than the test: an upgraded connection is not subject to it.
-    let (hub, store, addr) = start(DEADLINE).await;
+    let (hub, addr) = start(DEADLINE).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     tokio::time::sleep(DEADLINE * 2).await;
     for seq in 1..=3 {
         let event = Event::delta(seq, vec![], vec![format!("gone-{seq}")]);
-        store.handle_event(&event).unwrap();
         hub.handle_event(&event).unwrap();
     }
     for seq in 1..=3 {
@@ -218,10 +215,9 @@ async fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
 /// servers, and on every route under `agentwatch_ws::serve`.
 #[tokio::test]
 async fn requests_without_a_single_valid_host_get_400() {
-    let (hub, _, crate_addr) = start(Duration::from_secs(10)).await;
-    let ws = WsLayer::new(SessionStore::new()).rate_limit(agentwatch_ws::RateLimit::disabled());
-    let axum_hub = ws.hub();
-    let axum_addr = common::serve(Router::new().merge(ws.router("/ws"))).await;
+    let (hub, crate_addr) = start(Duration::from_secs(10)).await;
+    let (ws, axum_hub) = WsLayer::new().rate_limit(None).build("/ws");
+    let axum_addr = common::serve(Router::new().merge(ws)).await;
     let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
                    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
     for addr in [crate_addr, axum_addr] {
@@ -465,12 +461,10 @@ async fn over_tls_websockets_stream_and_the_request_head_deadline_holds() {
     init_tracing();
     let (listener, connector) = tls::listener().await;
     let addr = listener.local_addr().unwrap();
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone());
-    let hub = ws.hub();
+    let (ws, hub) = WsLayer::new().build("/ws");
     let app = Router::new()
         .route("/ping", get(|| async { "pong" }))
-        .merge(ws.router("/ws"));
+        .merge(ws);
     tokio::spawn(
         agentwatch_ws::serve(listener, app)
             .header_read_timeout(DEADLINE)
@@ -487,7 +481,6 @@ async fn over_tls_websockets_stream_and_the_request_head_deadline_holds() {
     assert_eq!(response.status().as_u16(), 101);
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     let event = Event::delta(1, vec![], vec![]);
-    store.handle_event(&event).unwrap();
     hub.handle_event(&event).unwrap();
     assert_eq!(next_event(&mut client).await.seq, 1);
     assert_eq!(
@@ -544,7 +537,6 @@ async fn over_tls_websockets_stream_and_the_request_head_deadline_holds() {
 
     // The upgraded WebSocket is not subject to the deadline.
     let event = Event::delta(2, vec![], vec![]);
-    store.handle_event(&event).unwrap();
     hub.handle_event(&event).unwrap();
     assert_eq!(next_event(&mut client).await.seq, 2);
 }
@@ -601,10 +593,8 @@ async fn over_a_unix_socket_websockets_stream_without_per_ip_bounds() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ws.sock");
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone());
-    let hub = ws.hub();
-    let app = Router::new().merge(ws.router("/ws"));
+    let (ws, hub) = WsLayer::new().build("/ws");
+    let app = Router::new().merge(ws);
     tokio::spawn(
         agentwatch_ws::serve(listener, app)
             .max_connections_per_ip(1)
@@ -626,7 +616,6 @@ async fn over_a_unix_socket_websockets_stream_without_per_ip_bounds() {
         clients.push(client);
     }
     let event = Event::delta(1, vec![], vec![]);
-    store.handle_event(&event).unwrap();
     hub.handle_event(&event).unwrap();
     for client in &mut clients {
         assert_eq!(next_event(client).await.seq, 1);

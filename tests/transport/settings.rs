@@ -1,18 +1,15 @@
 //! Every `WsLayer` setting at its extremes, over real sockets: the router builds, clients are
-//! served, and nothing panics. Values above a documented maximum are
-//! clamped to it; the smallest values are honoured and end connections the documented way.
+//! served, and nothing panics. Values above a documented maximum are lowered to it; values
+//! below the smallest meaningful one (zero) are raised to it and end connections the
+//! documented way.
 
 use crate::common;
 
-use agentwatch_ws::RateLimit;
+use agentwatch_ws::RateLimitPolicy;
 use std::future::IntoFuture;
-use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use agentwatch_ws::{
-    Event, EventSink, EventType, MAX_REPLAY_WINDOW, MAX_REPLAY_WINDOW_BYTES, SessionState,
-    SessionStore, TrustedProxies, WsLayer,
-};
+use agentwatch_ws::{Event, EventSink, EventType, SessionState, TrustedProxies, WsLayer};
 use axum::Router;
 use common::*;
 
@@ -26,19 +23,18 @@ fn session(id: &str) -> SessionState {
 
 #[tokio::test]
 async fn every_setting_at_its_maximum_serves_clients() {
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone())
-        .send_buffer(NonZeroUsize::new(usize::MAX).unwrap())
+    let ws = WsLayer::new()
+        .send_buffer(usize::MAX)
         .heartbeat(Duration::MAX)
         .write_timeout(Duration::MAX)
-        .max_message_size(NonZeroUsize::new(usize::MAX).unwrap())
+        .max_message_size(usize::MAX)
         .replay_window(usize::MAX)
         .replay_window_bytes(usize::MAX)
-        .max_connections(NonZeroUsize::new(usize::MAX))
-        .rate_limit(RateLimit::per(u32::MAX, Duration::MAX).burst(u32::MAX))
+        .max_connections(usize::MAX)
+        .rate_limit(RateLimitPolicy::per(Duration::MAX).burst(u32::MAX))
         .trusted_proxies(TrustedProxies::new(["0.0.0.0/0", "::/0"]).unwrap());
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
 
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
@@ -46,7 +42,6 @@ async fn every_setting_at_its_maximum_serves_clients() {
     send_text(&mut client, &"x".repeat(64 * 1024)).await;
     for seq in 1..=3 {
         let event = Event::delta(seq, vec![session(&format!("s{seq}"))], vec![]);
-        store.handle_event(&event).unwrap();
         hub.handle_event(&event).unwrap();
     }
     for seq in 1..=3 {
@@ -62,26 +57,26 @@ async fn every_setting_at_its_maximum_serves_clients() {
     assert_eq!(next_event(&mut resumed).await.seq, 2);
     assert_eq!(next_event(&mut resumed).await.seq, 3);
     assert_eq!(hub.stats().resumed, 1);
-    assert!(hub.stats().replay_events <= MAX_REPLAY_WINDOW);
-    assert!(hub.stats().replay_bytes <= MAX_REPLAY_WINDOW_BYTES);
+    // The documented maxima: 1 048 576 events, 1 GiB.
+    assert!(hub.stats().replay_events <= 1 << 20);
+    assert!(hub.stats().replay_bytes <= 1 << 30);
     close_and_expect_reply(client).await;
     close_and_expect_reply(resumed).await;
 }
 
 #[tokio::test]
 async fn the_smallest_durations_end_connections_without_panicking() {
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store)
-        .send_buffer(NonZeroUsize::new(1).unwrap())
-        .heartbeat(Duration::from_nanos(1))
-        .write_timeout(Duration::from_nanos(1))
-        .max_message_size(NonZeroUsize::new(1).unwrap())
-        .replay_window(1)
-        .replay_window_bytes(1)
-        .max_connections(NonZeroUsize::new(1))
-        .rate_limit(RateLimit::per(u32::MAX, Duration::from_nanos(1)));
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new()
+        .send_buffer(0)
+        .heartbeat(Duration::ZERO)
+        .write_timeout(Duration::ZERO)
+        .max_message_size(0)
+        .replay_window(0)
+        .replay_window_bytes(0)
+        .max_connections(0)
+        .rate_limit(RateLimitPolicy::per(Duration::ZERO).burst(0));
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
 
     for round in 1..=2u64 {
         let mut client = connect(addr).await;
@@ -108,9 +103,9 @@ async fn the_smallest_durations_end_connections_without_panicking() {
 
 #[tokio::test]
 async fn a_rate_limit_window_of_duration_max_answers_429_with_a_saturated_retry_after() {
-    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::per(1, Duration::MAX));
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new().rate_limit(RateLimitPolicy::per(Duration::MAX));
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     let (status, head, _) = http_get(addr, "/ws", &upgrade_headers(&[])).await;
@@ -126,10 +121,10 @@ async fn a_rate_limit_window_of_duration_max_answers_429_with_a_saturated_retry_
 
 #[tokio::test]
 async fn serve_with_the_longest_header_read_timeout_serves_clients() {
-    let ws = WsLayer::new(SessionStore::new());
+    let ws = WsLayer::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = agentwatch_ws::serve(listener, Router::new().merge(ws.router("/ws")))
+    let server = agentwatch_ws::serve(listener, Router::new().merge(ws.clone().build("/ws").0))
         .header_read_timeout(Duration::ZERO);
     // Zero is raised to the smallest deadline (1 ms), the longest lowered to one hour.
     assert!(
@@ -154,11 +149,9 @@ async fn no_heartbeat_sends_no_pings_and_a_zero_heartbeat_is_the_smallest() {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
 
-    let quiet = WsLayer::new(SessionStore::new())
-        .rate_limit(RateLimit::disabled())
-        .heartbeat(None);
-    let hub = quiet.hub();
-    let addr = serve(Router::new().merge(quiet.router("/ws"))).await;
+    let quiet = WsLayer::new().rate_limit(None).heartbeat(None);
+    let (router, hub) = quiet.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     // Under a 50 ms heartbeat a ping would come within this window; none may come here.
@@ -168,20 +161,18 @@ async fn no_heartbeat_sends_no_pings_and_a_zero_heartbeat_is_the_smallest() {
     assert_eq!(hub.stats().heartbeat_timeouts, 0);
     close_and_expect_reply(client).await;
 
-    let pinging = WsLayer::new(SessionStore::new())
-        .rate_limit(RateLimit::disabled())
+    let pinging = WsLayer::new()
+        .rate_limit(None)
         .heartbeat(Duration::from_millis(50));
-    let addr = serve(Router::new().merge(pinging.router("/ws"))).await;
+    let addr = serve(Router::new().merge(pinging.clone().build("/ws").0)).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     let ping = within("a ping", client.next()).await;
     assert!(matches!(ping, Some(Ok(Message::Ping(_)))), "{ping:?}");
 
-    let zero = WsLayer::new(SessionStore::new())
-        .rate_limit(RateLimit::disabled())
-        .heartbeat(Duration::ZERO);
-    let hub = zero.hub();
-    let addr = serve(Router::new().merge(zero.router("/ws"))).await;
+    let zero = WsLayer::new().rate_limit(None).heartbeat(Duration::ZERO);
+    let (router, hub) = zero.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
     let mut client = connect(addr).await;
     within("server ends the connection", async {
         while let Some(Ok(_)) = client.next().await {}

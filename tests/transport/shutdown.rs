@@ -1,12 +1,13 @@
-//! Graceful shutdown over real sockets: `Hub::closed` resolves once every
-//! connection task has ended after `Hub::stop`, each client having been told 1001, and at
+//! Graceful shutdown over real sockets: `Publisher::closed` resolves once every
+//! connection task has ended after `Publisher::stop`, each client having been told 1001, and at
 //! once when no client is connected.
 
 use crate::common;
 
 use std::time::Duration;
 
-use agentwatch_ws::{Hub, SessionStore, WsLayer};
+use agentwatch_ws::Publisher;
+use agentwatch_ws::WsLayer;
 use axum::Router;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -26,10 +27,9 @@ async fn close_code(mut client: Client) -> u16 {
 #[tokio::test]
 async fn closed_resolves_after_every_client_got_1001_and_its_task_ended() {
     init_tracing();
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store);
-    let hub = ws.hub();
-    let app = Router::new().merge(ws.router("/ws"));
+    let ws = WsLayer::new();
+    let (router, hub) = ws.clone().build("/ws");
+    let app = Router::new().merge(router);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -97,9 +97,8 @@ async fn closed_resolves_after_every_client_got_1001_and_its_task_ended() {
 
 #[tokio::test]
 async fn closed_resolves_at_once_without_clients() {
-    let ws = WsLayer::new(SessionStore::new());
-    let hub: Hub = ws.hub();
-    let _router: Router = ws.router("/ws");
+    let ws = WsLayer::new();
+    let (_router, hub): (Router, Publisher) = ws.build("/ws");
     within_for(
         Duration::from_millis(500),
         "closed() on an idle hub",
@@ -117,9 +116,9 @@ async fn closed_resolves_at_once_without_clients() {
 
 #[tokio::test]
 async fn closed_waits_for_a_client_that_leaves_by_itself() {
-    let ws = WsLayer::new(SessionStore::new());
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new();
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
     let mut client = connect(addr).await;
     next_event(&mut client).await;
     let waiter = tokio::spawn({

@@ -8,8 +8,7 @@ use crate::common;
 use std::collections::HashMap;
 
 use agentwatch_ws::{
-    Event, EventSink, EventType, Health, HealthStatus, Hub, SessionState, SessionStore,
-    SnapshotSource, WsLayer,
+    Event, EventSink, EventType, Health, HealthStatus, Publisher, SessionState, WsLayer,
 };
 use axum::Router;
 use common::*;
@@ -31,17 +30,15 @@ fn health(source: &str, status: HealthStatus) -> Health {
     }
 }
 
-fn publish(store: &SessionStore, hub: &Hub, event: &Event) {
-    store.handle_event(event).unwrap();
+fn publish(hub: &Publisher, event: &Event) {
     hub.handle_event(event).unwrap();
 }
 
-async fn start() -> (SessionStore, Hub, std::net::SocketAddr) {
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone()).rate_limit(agentwatch_ws::RateLimit::disabled());
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
-    (store, hub, addr)
+async fn start() -> (Publisher, std::net::SocketAddr) {
+    let ws = WsLayer::new().rate_limit(None);
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
+    (hub, addr)
 }
 
 /// A client's view after its snapshot and the health reports that follow it.
@@ -76,10 +73,8 @@ async fn connect_and_rebuild(addr: std::net::SocketAddr, health_count: usize) ->
     }
 }
 
-fn store_sessions(store: &SessionStore) -> HashMap<String, SessionState> {
-    store
-        .snapshot()
-        .sessions
+fn store_sessions(hub: &Publisher) -> HashMap<String, SessionState> {
+    hub.sessions()
         .into_iter()
         .map(|s| (s.id.clone(), s))
         .collect()
@@ -87,10 +82,9 @@ fn store_sessions(store: &SessionStore) -> HashMap<String, SessionState> {
 
 #[tokio::test]
 async fn clients_at_the_same_state_share_one_encoding_and_rebuild_it_exactly() {
-    let (store, hub, addr) = start().await;
+    let (hub, addr) = start().await;
     for seq in 1..=40 {
         publish(
-            &store,
             &hub,
             &Event::delta(
                 seq,
@@ -100,7 +94,6 @@ async fn clients_at_the_same_state_share_one_encoding_and_rebuild_it_exactly() {
         );
     }
     publish(
-        &store,
         &hub,
         &Event::health(41, health("claude", HealthStatus::Healthy)),
     );
@@ -121,14 +114,13 @@ async fn clients_at_the_same_state_share_one_encoding_and_rebuild_it_exactly() {
     assert_eq!(after.snapshots - before.snapshots, 50);
     for view in &views {
         assert_eq!(view.rebuilt.seq, 41);
-        assert_eq!(view.rebuilt.sessions, store_sessions(&store));
+        assert_eq!(view.rebuilt.sessions, store_sessions(&hub));
         assert_eq!(view.health, vec![health("claude", HealthStatus::Healthy)]);
     }
 
     // A publish in between: one more encoding for the event, one for the new snapshot
     // (two frames: snapshot and health), whatever the number of clients connecting then.
     publish(
-        &store,
         &hub,
         &Event::delta(42, vec![session("new", 1)], vec!["s1".into()]),
     );
@@ -141,28 +133,28 @@ async fn clients_at_the_same_state_share_one_encoding_and_rebuild_it_exactly() {
     assert_eq!(hub.stats().encodings - before.encodings, 2);
     for view in &late {
         assert_eq!(view.rebuilt.seq, 42);
-        assert_eq!(view.rebuilt.sessions, store_sessions(&store));
+        assert_eq!(view.rebuilt.sessions, store_sessions(&hub));
     }
     // The early clients got the delta live and agree with the store too.
     for mut view in views {
         let event = next_event(&mut view.client).await;
         view.rebuilt.apply(event).unwrap();
-        assert_eq!(view.rebuilt.sessions, store_sessions(&store));
+        assert_eq!(view.rebuilt.sessions, store_sessions(&hub));
     }
 }
 
 #[tokio::test]
 async fn a_health_report_at_the_same_position_is_not_served_stale() {
-    let (store, hub, addr) = start().await;
+    let (hub, addr) = start().await;
     let snapshot = Event::snapshot(7, vec![session("a", 1)]);
-    publish(&store, &hub, &snapshot);
+    publish(&hub, &snapshot);
     let first = connect_and_rebuild(addr, 0).await;
     assert!(first.health.is_empty());
 
     // A health report continuing the snapshot: the same seq and at, a different state.
     let mut report = Event::health(7, health("codex", HealthStatus::Degraded));
     report.at = snapshot.at;
-    publish(&store, &hub, &report);
+    publish(&hub, &report);
     let before = hub.stats().encodings;
     let second = connect_and_rebuild(addr, 1).await;
     assert_eq!(second.rebuilt.seq, 7);
@@ -172,22 +164,4 @@ async fn a_health_report_at_the_same_position_is_not_served_stale() {
         2,
         "rebuilt, not the cached one"
     );
-}
-
-#[tokio::test]
-async fn a_source_without_a_version_is_encoded_per_client() {
-    let ws = WsLayer::new(|| agentwatch_ws::Snapshot {
-        seq: 3,
-        sessions: vec![session("x", 2)],
-        ..Default::default()
-    })
-    .rate_limit(agentwatch_ws::RateLimit::disabled());
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
-    let before = hub.stats().encodings;
-    for _ in 0..3 {
-        let view = connect_and_rebuild(addr, 0).await;
-        assert_eq!(view.rebuilt.seq, 3);
-    }
-    assert_eq!(hub.stats().encodings - before, 3);
 }

@@ -3,10 +3,9 @@
 
 use crate::common;
 
-use agentwatch_ws::RateLimit;
-use std::num::NonZeroUsize;
+use agentwatch_ws::RateLimitPolicy;
 
-use agentwatch_ws::{SessionStore, TrustedProxies, WsLayer};
+use agentwatch_ws::{TrustedProxies, WsLayer};
 use axum::Router;
 use common::{http_get, serve, serve_plain, upgrade_headers};
 use serde_json::Value;
@@ -22,8 +21,8 @@ async fn status(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> Value {
 
 #[tokio::test]
 async fn after_a_429_the_status_says_rate_limited_with_the_retry_delay() {
-    let ws = WsLayer::new(SessionStore::new()).rate_limit(RateLimit::per_minute(1));
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new().rate_limit(RateLimitPolicy::per_minute(1));
+    let addr = serve(Router::new().merge(ws.clone().build("/ws").0)).await;
 
     assert_eq!(
         status(addr, &[]).await,
@@ -53,12 +52,12 @@ async fn after_a_429_the_status_says_rate_limited_with_the_retry_delay() {
 #[tokio::test]
 async fn a_client_sees_only_its_own_rejection() {
     let proxies = TrustedProxies::new(["127.0.0.1"]).unwrap();
-    let ws = WsLayer::new(SessionStore::new())
-        .rate_limit(RateLimit::disabled())
+    let ws = WsLayer::new()
+        .rate_limit(None)
         .trusted_proxies(proxies)
         .allowed_origins(["https://dashboard.example"])
         .unwrap();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let addr = serve(Router::new().merge(ws.clone().build("/ws").0)).await;
 
     let alice = ("X-Forwarded-For", "203.0.113.7");
     let bob = ("X-Forwarded-For", "203.0.113.8");
@@ -88,11 +87,9 @@ async fn a_client_sees_only_its_own_rejection() {
 
 #[tokio::test]
 async fn without_connect_info_every_client_shares_the_unknown_key() {
-    let ws = WsLayer::new(SessionStore::new())
-        .rate_limit(RateLimit::disabled())
-        .max_connections(NonZeroUsize::new(1));
-    let hub = ws.hub();
-    let addr = serve_plain(Router::new().merge(ws.router("/ws"))).await;
+    let ws = WsLayer::new().rate_limit(None).max_connections(1);
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve_plain(Router::new().merge(router)).await;
     hub.stop();
     let (code, head, _) = http_get(addr, "/ws", &upgrade_headers(&[])).await;
     assert_eq!(code, 503, "{head}");
@@ -104,7 +101,7 @@ async fn without_connect_info_every_client_shares_the_unknown_key() {
 
 /// The endpoint under test, served with connect info; one line to change with the builder.
 async fn serve_layer(ws: WsLayer) -> std::net::SocketAddr {
-    serve(Router::new().merge(ws.router("/ws"))).await
+    serve(Router::new().merge(ws.build("/ws").0)).await
 }
 
 /// An upgrade to `/ws` with `headers` (each replacing the client's own, `Host` included):
@@ -133,8 +130,8 @@ async fn upgrade_status(addr: std::net::SocketAddr, headers: &[(&'static str, &s
 #[tokio::test]
 async fn the_status_tells_a_missing_origin_from_a_foreign_one_and_an_unknown_host() {
     let listed = serve_layer(
-        WsLayer::new(SessionStore::new())
-            .rate_limit(RateLimit::disabled())
+        WsLayer::new()
+            .rate_limit(None)
             .allowed_origins(["https://dashboard.example"])
             .unwrap(),
     )
@@ -158,7 +155,7 @@ async fn the_status_tells_a_missing_origin_from_a_foreign_one_and_an_unknown_hos
 
     // Same origin on a name the server does not know (what DNS rebinding looks like).
     let unknown =
-        serve_layer(WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled())).await;
+        serve_layer(WsLayer::new().rate_limit(None)).await;
     let host = format!("dash.example.com:{}", unknown.port());
     let origin = format!("http://{host}");
     assert_eq!(
@@ -173,8 +170,8 @@ async fn the_status_tells_a_missing_origin_from_a_foreign_one_and_an_unknown_hos
     );
 
     let strict = serve_layer(
-        WsLayer::new(SessionStore::new())
-            .rate_limit(RateLimit::disabled())
+        WsLayer::new()
+            .rate_limit(None)
             .require_origin(true),
     )
     .await;

@@ -3,17 +3,12 @@
 
 use crate::common;
 
-use agentwatch_ws::RateLimit;
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agentwatch_ws::{
-    Event, EventSink, EventType, Hub, MultiSink, SessionState, SessionStore, SnapshotSource,
-    WsLayer,
-};
+use agentwatch_ws::{Event, EventSink, EventType, Publisher, SessionState, WsLayer};
 use axum::Router;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -31,36 +26,29 @@ fn session(id: &str, messages: i64) -> SessionState {
 }
 
 /// A layer with the rate limit off: these tests open many connections from one IP.
-fn layer(store: &SessionStore) -> WsLayer {
-    WsLayer::new(store.clone()).rate_limit(RateLimit::disabled())
+fn layer() -> WsLayer {
+    WsLayer::new().rate_limit(None)
 }
 
-async fn start(ws: &WsLayer) -> (Hub, std::net::SocketAddr) {
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+async fn start(ws: &WsLayer) -> (Publisher, std::net::SocketAddr) {
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
     (hub, addr)
 }
 
-fn publish(store: &SessionStore, hub: &Hub, event: &Event) {
-    store.handle_event(event).unwrap();
+fn publish(hub: &Publisher, event: &Event) {
     hub.handle_event(event).unwrap();
 }
 
 #[tokio::test]
 async fn snapshot_first_then_live_events_in_order() {
-    let store = SessionStore::new();
-    let ws = layer(&store);
+    let ws = layer();
     let (hub, addr) = start(&ws).await;
     publish(
-        &store,
         &hub,
         &Event::delta(1, vec![session("a", 1), session("b", 2)], vec![]),
     );
-    publish(
-        &store,
-        &hub,
-        &Event::delta(2, vec![session("a", 3)], vec![]),
-    );
+    publish(&hub, &Event::delta(2, vec![session("a", 3)], vec![]));
 
     let mut client = connect(addr).await;
     let snapshot = next_event(&mut client).await;
@@ -69,13 +57,13 @@ async fn snapshot_first_then_live_events_in_order() {
     assert_eq!(snapshot.sessions, vec![session("a", 3), session("b", 2)]);
     eventually("client registered", || hub.client_count() == 1).await;
 
-    publish(&store, &hub, &Event::delta(3, vec![], vec!["b".into()]));
+    publish(&hub, &Event::delta(3, vec![], vec!["b".into()]));
     let lifecycle = agentwatch_ws::LifecycleEvent {
         session_id: "a".into(),
         ..Default::default()
     };
-    publish(&store, &hub, &Event::lifecycle(4, lifecycle));
-    publish(&store, &hub, &Event::health(5, Default::default()));
+    publish(&hub, &Event::lifecycle(4, lifecycle));
+    publish(&hub, &Event::health(5, Default::default()));
     let kinds: Vec<(u64, EventType)> = [
         next_event(&mut client).await,
         next_event(&mut client).await,
@@ -99,8 +87,7 @@ async fn snapshot_first_then_live_events_in_order() {
 
 #[tokio::test]
 async fn events_are_sent_in_handle_order_even_when_seq_goes_backwards() {
-    let store = SessionStore::new();
-    let ws = layer(&store);
+    let ws = layer();
     let (hub, addr) = start(&ws).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
@@ -121,15 +108,14 @@ async fn events_are_sent_in_handle_order_even_when_seq_goes_backwards() {
 async fn no_gap_no_duplicate_while_clients_connect_during_a_full_speed_stream() {
     const EVENTS: u64 = 20_000;
     const CLIENTS: usize = 60;
-    let store = SessionStore::new();
     // Big enough that nobody is evicted: this test is about the hand-over, not about lag.
     // The test clients decode every event in a debug build, on two cores shared with the
     // other tests: give them all the time they need, this test is not about slow clients.
-    let ws = layer(&store)
-        .send_buffer(NonZeroUsize::new(EVENTS as usize + 16).unwrap())
+    let ws = layer()
+        .send_buffer(EVENTS as usize + 16)
         .write_timeout(Duration::from_secs(120));
     let (hub, addr) = start(&ws).await;
-    let sink = Arc::new(MultiSink::new().with(store.clone()).with(hub.clone()));
+    let sink = Arc::new(hub.clone());
 
     let started = Arc::new(AtomicBool::new(false));
     let producer = {
@@ -180,9 +166,8 @@ async fn no_gap_no_duplicate_while_clients_connect_during_a_full_speed_stream() 
     producer.join().unwrap();
     assert!(started.load(Ordering::SeqCst));
 
-    let expected: HashMap<String, SessionState> = store
-        .snapshot()
-        .sessions
+    let expected: HashMap<String, SessionState> = hub
+        .sessions()
         .into_iter()
         .map(|s| (s.id.clone(), s))
         .collect();
@@ -211,8 +196,7 @@ async fn no_gap_no_duplicate_while_clients_connect_during_a_full_speed_stream() 
 
 #[tokio::test]
 async fn one_encoding_per_event_whatever_the_number_of_clients() {
-    let store = SessionStore::new();
-    let ws = layer(&store);
+    let ws = layer();
     let (hub, addr) = start(&ws).await;
     let mut clients = Vec::new();
     for _ in 0..5 {
@@ -248,10 +232,9 @@ fn big_event(seq: u64) -> Event {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handle_event_never_waits_and_a_stuck_client_is_evicted_promptly() {
-    let store = SessionStore::new();
     // A long write timeout: the eviction must come from the lag bound, not the timeout.
-    let ws = layer(&store)
-        .send_buffer(NonZeroUsize::new(32).unwrap())
+    let ws = layer()
+        .send_buffer(32)
         .write_timeout(Duration::from_secs(60));
     let (hub, addr) = start(&ws).await;
     let mut healthy = connect(addr).await;
@@ -301,8 +284,7 @@ async fn handle_event_never_waits_and_a_stuck_client_is_evicted_promptly() {
 /// client's socket is perfectly writable: the server must say why it closes.
 #[tokio::test(flavor = "current_thread")]
 async fn a_lagging_client_with_a_writable_socket_gets_close_1013() {
-    let store = SessionStore::new();
-    let ws = layer(&store).send_buffer(NonZeroUsize::new(8).unwrap());
+    let ws = layer().send_buffer(8);
     let (hub, addr) = start(&ws).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
@@ -322,9 +304,8 @@ async fn a_lagging_client_with_a_writable_socket_gets_close_1013() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_whose_socket_stops_accepting_writes_is_evicted_after_the_write_timeout() {
-    let store = SessionStore::new();
-    let ws = layer(&store)
-        .send_buffer(NonZeroUsize::new(1_000_000).unwrap())
+    let ws = layer()
+        .send_buffer(1_000_000)
         .write_timeout(Duration::from_millis(300));
     let (hub, addr) = start(&ws).await;
     let _stuck = connect_small_buffer(addr).await;
@@ -353,10 +334,7 @@ async fn a_client_whose_socket_stops_accepting_writes_is_evicted_after_the_write
 async fn a_slow_but_steady_reader_outlasts_the_write_timeout_and_a_stopped_one_does_not() {
     const EVENTS: u64 = 200;
     const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-    let store = SessionStore::new();
-    let ws = layer(&store)
-        .send_buffer(std::num::NonZeroUsize::new(1_000).unwrap())
-        .write_timeout(WRITE_TIMEOUT);
+    let ws = layer().send_buffer(1_000).write_timeout(WRITE_TIMEOUT);
     let (hub, addr) = start(&ws).await;
     let mut client = connect_small_buffer(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
@@ -402,8 +380,7 @@ async fn a_slow_but_steady_reader_outlasts_the_write_timeout_and_a_stopped_one_d
 
 #[tokio::test]
 async fn a_silent_peer_is_dropped_after_two_heartbeats_and_a_live_one_is_kept() {
-    let store = SessionStore::new();
-    let ws = layer(&store).heartbeat(Duration::from_millis(100));
+    let ws = layer().heartbeat(Duration::from_millis(100));
     let (hub, addr) = start(&ws).await;
 
     // Answers pings (tungstenite replies while the client reads).
@@ -443,8 +420,7 @@ async fn a_silent_peer_is_dropped_after_two_heartbeats_and_a_live_one_is_kept() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_and_messages_from_a_client_that_never_reads_do_not_keep_it_alive() {
     use tokio::io::AsyncWriteExt;
-    let store = SessionStore::new();
-    let ws = layer(&store).heartbeat(Duration::from_millis(100));
+    let ws = layer().heartbeat(Duration::from_millis(100));
     let (hub, addr) = start(&ws).await;
     // Timed from before it connects: its two heartbeat intervals start no earlier than that
     // (timed from after the registration was seen, the drop could come a poll early).
@@ -488,9 +464,8 @@ async fn inbound_traffic_heartbeats_and_a_steady_stream_share_one_connection() {
     const MIN_EVENTS: u64 = 300;
     const NOISE: usize = 300;
     const IN_FLIGHT: usize = 16;
-    let store = SessionStore::new();
     // A pong is due within two intervals: 500 ms, ample for a loaded machine.
-    let ws = layer(&store).heartbeat(Duration::from_millis(250));
+    let ws = layer().heartbeat(Duration::from_millis(250));
     let (hub, addr) = start(&ws).await;
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
@@ -517,7 +492,7 @@ async fn inbound_traffic_heartbeats_and_a_steady_stream_share_one_connection() {
     // the permits are closed; returns the last seq published.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let producer = {
-        let (store, hub, in_flight) = (store.clone(), hub.clone(), in_flight.clone());
+        let (hub, in_flight) = (hub.clone(), in_flight.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -527,7 +502,6 @@ async fn inbound_traffic_heartbeats_and_a_steady_stream_share_one_connection() {
                 tick.tick().await;
                 seq += 1;
                 publish(
-                    &store,
                     &hub,
                     &Event::delta(seq, vec![session("a", seq as i64)], vec![]),
                 );
@@ -586,8 +560,7 @@ async fn inbound_traffic_heartbeats_and_a_steady_stream_share_one_connection() {
 
 #[tokio::test]
 async fn inbound_messages_are_discarded_and_oversized_ones_close_with_1009() {
-    let store = SessionStore::new();
-    let ws = layer(&store);
+    let ws = layer();
     let (hub, addr) = start(&ws).await;
     let mut client = connect(addr).await;
     next_event(&mut client).await;
@@ -615,8 +588,7 @@ async fn inbound_messages_are_discarded_and_oversized_ones_close_with_1009() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_are_answered_between_whole_frames_during_a_stream_of_large_events() {
     const EVENTS: u64 = 200;
-    let store = SessionStore::new();
-    let ws = layer(&store).send_buffer(NonZeroUsize::new(EVENTS as usize).unwrap());
+    let ws = layer().send_buffer(EVENTS as usize);
     let (hub, addr) = start(&ws).await;
     // A small receive buffer: every 64 KiB event takes the server many partial writes, and
     // the pings arrive while a frame is half written.
@@ -679,19 +651,17 @@ async fn pings_are_answered_between_whole_frames_during_a_stream_of_large_events
 /// heartbeat, pongs and both closing handshakes must work the same there.
 #[tokio::test]
 async fn a_connection_behind_a_wrapped_stream_works_the_same() {
-    let store = SessionStore::new();
-    let ws = layer(&store)
+    let ws = layer()
         .heartbeat(Duration::from_millis(100))
-        .send_buffer(NonZeroUsize::new(128).unwrap());
-    let hub = ws.hub();
-    let addr = serve_wrapped(Router::new().merge(ws.router("/ws"))).await;
+        .send_buffer(128);
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve_wrapped(Router::new().merge(router)).await;
 
     let mut client = connect(addr).await;
     assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
     eventually("client registered", || hub.client_count() == 1).await;
     for seq in 1..=100 {
         publish(
-            &store,
             &hub,
             &Event::delta(seq, vec![session("a", seq as i64)], vec![]),
         );
@@ -734,8 +704,7 @@ async fn a_frame_sent_along_with_the_handshake_is_read() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::protocol::Role;
 
-    let store = SessionStore::new();
-    let ws = layer(&store);
+    let ws = layer();
     let (hub, addr) = start(&ws).await;
     let mut stream = within("tcp connect", tokio::net::TcpStream::connect(addr))
         .await
@@ -786,8 +755,7 @@ async fn a_frame_sent_along_with_the_handshake_is_read() {
 
 #[tokio::test]
 async fn a_client_close_is_answered_and_cleaned_up() {
-    let store = SessionStore::new();
-    let ws = layer(&store);
+    let ws = layer();
     let (hub, addr) = start(&ws).await;
     let mut client = connect(addr).await;
     next_event(&mut client).await;
@@ -799,8 +767,7 @@ async fn a_client_close_is_answered_and_cleaned_up() {
 
 #[tokio::test]
 async fn stop_closes_every_client_with_1001_and_refuses_new_ones() {
-    let store = SessionStore::new();
-    let ws = layer(&store);
+    let ws = layer();
     let (hub, addr) = start(&ws).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
@@ -825,8 +792,7 @@ async fn stop_closes_every_client_with_1001_and_refuses_new_ones() {
 
 #[tokio::test]
 async fn a_plain_get_is_426_with_a_clear_body() {
-    let store = SessionStore::new();
-    let ws = layer(&store);
+    let ws = layer();
     let (hub, addr) = start(&ws).await;
     let (status, _, body) = http_get(addr, "/ws", &[]).await;
     assert_eq!(status, 426);
@@ -839,12 +805,10 @@ async fn a_plain_get_is_426_with_a_clear_body() {
 async fn ten_thousand_connect_disconnect_cycles_leave_nothing_behind() {
     const CYCLES: usize = 10_000;
     const PARALLEL: usize = 50;
-    let store = SessionStore::new();
-    store
-        .handle_event(&Event::delta(1, vec![session("a", 1)], vec![]))
-        .unwrap();
-    let ws = layer(&store);
+    let ws = layer();
     let (hub, addr) = start(&ws).await;
+    hub.handle_event(&Event::delta(1, vec![session("a", 1)], vec![]))
+        .unwrap();
     // Warm up, so lazily started runtime machinery is not counted as a leak.
     drop(connect(addr).await);
     eventually("warm-up client gone", || hub.client_count() == 0).await;
@@ -894,16 +858,4 @@ async fn ten_thousand_connect_disconnect_cycles_leave_nothing_behind() {
     let stats = hub.stats();
     assert_eq!(stats.accepted, CYCLES as u64 + 1);
     assert_eq!(stats.disconnected, CYCLES as u64 + 1);
-}
-
-#[test]
-fn the_store_is_a_snapshot_source_and_closures_are_too() {
-    let store = SessionStore::new();
-    let _ = WsLayer::new(store.clone());
-    let fixed = || agentwatch_ws::Snapshot {
-        seq: 9,
-        ..Default::default()
-    };
-    assert_eq!(fixed.snapshot().seq, 9);
-    let _ = WsLayer::new(fixed);
 }

@@ -4,13 +4,12 @@
 
 use crate::common;
 
-use agentwatch_ws::RateLimit;
 use std::net::SocketAddr;
 
 use agentwatch_ws::admission::token::{
     BearerToken, TokenRejection, token_protocol, tokens_from_cookie,
 };
-use agentwatch_ws::{EventType, Hub, Identity, PROTOCOL, SessionStore, Subprotocol, WsLayer};
+use agentwatch_ws::{EventType, Identity, PROTOCOL, Publisher, Subprotocol, WsLayer};
 use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -20,16 +19,16 @@ use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 fn layer() -> WsLayer {
-    WsLayer::new(SessionStore::new()).rate_limit(RateLimit::disabled())
+    WsLayer::new().rate_limit(None)
 }
 
-async fn start<A>(ws: &WsLayer<A>) -> (Hub, SocketAddr)
+async fn start<A>(ws: &WsLayer<A>) -> (Publisher, SocketAddr)
 where
     A: FromRequestParts<()> + Into<Identity> + Send + 'static,
     A::Rejection: Send,
 {
-    let hub = ws.hub();
-    let addr = serve(Router::new().merge(ws.router("/ws"))).await;
+    let (router, hub) = ws.clone().build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
     (hub, addr)
 }
 

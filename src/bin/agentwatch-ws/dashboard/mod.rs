@@ -70,13 +70,13 @@
 //! first change.
 //!
 //! How it is wired: the monitor (or the simulation, [`sim`]) publishes every event through
-//! one [`Publisher`], which stamps each with the next `seq` and hands it to a
-//! [`SessionStore`] and then to the [`WsLayer`]'s hub (one [`MultiSink`], store first). The
-//! store gives each connecting browser its first `snapshot`; the hub fans out the live
-//! stream. With `--redis --publish` the same stamped events go into a [`BrokerSink`] instead,
-//! and a [`Follower`] feeds store and hub from the broker (without `--publish`, only the
-//! follower runs). The page (`index.html`, embedded in the binary) is served at `/`, the
-//! WebSocket at `/ws`. On Ctrl-C the monitor and the hub are stopped, so every browser sees
+//! the [`Publisher`] the [`WsLayer`] was built with, which stamps each with the next `seq`,
+//! keeps the state each connecting browser gets as its first `snapshot`, and fans out the
+//! live stream. With `--redis --publish` the same stamped events go into a [`BrokerSink`]
+//! instead, and a [`Follower`] publishes the broker's stream into the publisher (without
+//! `--publish`, only the follower runs). The page (`index.html`, embedded in the binary) is
+//! served at `/`, the WebSocket at `/ws`. On Ctrl-C the monitor and the publisher are
+//! stopped, so every browser sees
 //! close code 1001.
 //!
 //! **Admission.** Upgrades are rate-limited per client IP to 60 a minute with a burst of 20
@@ -116,7 +116,6 @@ mod notify;
 mod sim;
 
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -125,9 +124,7 @@ use std::time::Duration;
 use agentwatch_ws::broker::{BrokerSink, Follower, FollowerHandle, RedisBroker};
 use agentwatch_ws::markers::{self, HooksStatus};
 use agentwatch_ws::monitor::{Monitor, MonitorHandle, SourceKind};
-use agentwatch_ws::{
-    Event, EventSink, Hub, Publisher, RateLimit, SessionStore, SinkError, WsLayer,
-};
+use agentwatch_ws::{Event, EventSink, Publisher, RateLimitPolicy, SinkError, WsLayer};
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
@@ -138,11 +135,7 @@ use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
 /// Events a client may fall behind before the lag policy applies.
-// Evaluated at compile time: a zero here would fail the build, never a run.
-const SEND_BUFFER: NonZeroUsize = match NonZeroUsize::new(256) {
-    Some(n) => n,
-    None => panic!("the send buffer must not be zero"),
-};
+const SEND_BUFFER: usize = 256;
 
 const INDEX_HTML: &str = include_str!("index.html");
 
@@ -612,10 +605,10 @@ async fn stop_requested() {
     }
 }
 
-async fn shutdown_signal(hub: Hub) {
+async fn shutdown_signal(publisher: Publisher) {
     stop_requested().await;
     tracing::info!("shutting down: closing WebSocket clients with 1001");
-    hub.stop();
+    publisher.stop();
 }
 
 /// What feeds the dashboard.
@@ -918,12 +911,12 @@ fn redacted(url: &str) -> String {
 }
 
 /// Starts the follower (and, with `--publish`, the producer) of a `--redis` node.
-fn start_node(url: &str, opts: &Options, store: &SessionStore, hub: &Hub) -> Result<Node, String> {
+fn start_node(url: &str, opts: &Options, publisher: &Publisher) -> Result<Node, String> {
     let open = || {
         RedisBroker::open(url, opts.stream.clone())
             .map_err(|error| format!("--redis {}: {error}", redacted(url)))
     };
-    let follower = Follower::new(open()?, store.clone(), hub.clone()).spawn();
+    let follower = Follower::new(open()?, publisher.clone()).spawn();
     let producer = if opts.publish {
         Some(BrokerSink::builder(open()?).spawn())
     } else {
@@ -995,21 +988,25 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
         )
         .init();
 
-    let store = SessionStore::new();
-    let ws = WsLayer::new(store.clone())
+    let (ws, publisher) = WsLayer::new()
         .heartbeat(Duration::from_secs(30))
         // Room for bursts at a high --rate. A tab that still falls behind is closed with 1013
         // and reconnects with `?since=`, resuming from the hub's replay window.
         .send_buffer(SEND_BUFFER)
         .write_timeout(Duration::from_secs(10))
-        .max_connections(NonZeroUsize::new(opts.max_connections))
+        // 0: no cap (the flag's documented meaning).
+        .max_connections((opts.max_connections > 0).then_some(opts.max_connections))
         // By default a developer reloading the page 20 times a minute is never refused (the
         // crate's default, 12 a minute with a burst of 4, refuses the fifth quick reload).
-        .rate_limit(RateLimit::per_minute(opts.rate_limit.0).burst(opts.rate_limit.1));
-    let hub = ws.hub();
+        // `--rate-limit 0,0` (either number 0): no limit, as documented for the flag.
+        .rate_limit(match opts.rate_limit {
+            (0, _) | (_, 0) => None,
+            (per_minute, burst) => Some(RateLimitPolicy::per_minute(per_minute).burst(burst)),
+        })
+        .build("/ws");
 
     let node = match &opts.redis {
-        Some(url) => match start_node(url, &opts, &store, &hub) {
+        Some(url) => match start_node(url, &opts, &publisher) {
             Ok(node) => Some(node),
             Err(message) => {
                 eprintln!("error: {message}");
@@ -1041,10 +1038,7 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
             }),
             true,
         ) => Some(Arc::new(Output::broker(sink.clone(), notifier.clone()))),
-        (_, true) => Some(Arc::new(Output::local(
-            Publisher::new(store.clone(), hub.clone()),
-            notifier.clone(),
-        ))),
+        (_, true) => Some(Arc::new(Output::local(publisher.clone(), notifier.clone()))),
     };
 
     let mut app = Router::new().route("/", get(index));
@@ -1065,7 +1059,7 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
                 .route("/attention", get(attention))
                 .with_state(attention_state.clone()),
         )
-        .merge(ws.router("/ws"));
+        .merge(ws);
 
     let addr = SocketAddr::from(([127, 0, 0, 1], opts.port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -1116,7 +1110,7 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
         }
         println!(
             "broker: state built from the stream (seq {})",
-            agentwatch_ws::SnapshotSource::snapshot(&store).seq
+            publisher.seq()
         );
     }
 
@@ -1124,7 +1118,7 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
 
     // TCP_NODELAY, a deadline on request heads, and connect info for the rate limit.
     let served = agentwatch_ws::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal(hub.clone()))
+        .with_graceful_shutdown(shutdown_signal(publisher.clone()))
         .await;
 
     if let Some(input) = input {
@@ -1148,7 +1142,7 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
     }
     // Give the closing handshakes a moment to go out before the runtime goes away: every
     // connection task has ended when `closed()` resolves.
-    let _ = tokio::time::timeout(Duration::from_secs(2), hub.closed()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), publisher.closed()).await;
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

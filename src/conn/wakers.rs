@@ -5,7 +5,7 @@
 //! yet a plain `select!` polls every branch on every wake-up. Polling the read side is the
 //! expensive one (tungstenite's frame reader, a flush of its protocol state and the socket's
 //! readiness), and the timers come next; both would run once per delivery for nothing. So the read side and the timers are polled with wakers of their own, which
-//! record which source fired before waking the task, and a wake-up polls them only when they
+//! record which trigger fired before waking the task, and a wake-up polls them only when they
 //! fired (the idea behind `FuturesUnordered`).
 //!
 //! The event channel and the write side use the task's own waker: they are what a wake-up is
@@ -21,32 +21,32 @@ use tokio_util::sync::ReusableBoxFuture;
 
 use crate::hub::Signal;
 
-/// A source that woke the task. Bits of one mask.
+/// What woke the task. Bits of one mask.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Source {
+pub(super) enum Trigger {
     /// The socket's read side.
     Read = 1,
     /// The heartbeat and the write deadline.
     Timers = 2,
 }
 
-const ALL: u8 = Source::Read as u8 | Source::Timers as u8;
+const ALL: u8 = Trigger::Read as u8 | Trigger::Timers as u8;
 
 /// Shared between the task and the wakers it hands out.
 #[derive(Default)]
 struct Fired {
-    /// Sources woken since the task last looked.
+    /// Triggers woken since the task last looked.
     mask: AtomicU8,
     /// The task's own waker. It stays in place when used (unlike an `AtomicWaker`, which
     /// hands it out on wake and must be re-registered on every poll), so a poll that finds
-    /// nothing fired has nothing to do. The lock is only taken when a source fires, which
+    /// nothing fired has nothing to do. The lock is only taken when a trigger fires, which
     /// is rare, or when the task's waker changes.
     task: Mutex<Option<Waker>>,
 }
 
 impl Fired {
-    fn mark(&self, source: Source) {
-        self.mask.fetch_or(source as u8, Ordering::AcqRel);
+    fn mark(&self, trigger: Trigger) {
+        self.mask.fetch_or(trigger as u8, Ordering::AcqRel);
     }
 
     fn notify(&self) {
@@ -61,10 +61,10 @@ impl Fired {
     }
 }
 
-/// Wakes the task on behalf of one source.
+/// Wakes the task on behalf of one trigger.
 struct SourceWaker {
     fired: Arc<Fired>,
-    source: Source,
+    trigger: Trigger,
 }
 
 impl Wake for SourceWaker {
@@ -74,34 +74,34 @@ impl Wake for SourceWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         // Mark first: the task, once woken, must find the bit.
-        self.fired.mark(self.source);
+        self.fired.mark(self.trigger);
         self.fired.notify();
     }
 }
 
-/// The per-source wakers of one connection task, and which sources are due to be polled.
-pub(super) struct Sources {
+/// The per-trigger wakers of one connection task, and which triggers are due to be polled.
+pub(super) struct Triggers {
     fired: Arc<Fired>,
     read: Waker,
     timers: Waker,
-    /// Sources to poll: fired, or not yet polled back to `Pending` since they last were.
+    /// Triggers to poll: fired, or not yet polled back to `Pending` since they last were.
     due: u8,
     /// The task waker registered last, to tell when it changes.
     task: Option<Waker>,
 }
 
-impl Sources {
+impl Triggers {
     pub(super) fn new() -> Self {
         let fired = Arc::new(Fired::default());
-        let waker = |source| {
+        let waker = |trigger| {
             Waker::from(Arc::new(SourceWaker {
                 fired: fired.clone(),
-                source,
+                trigger,
             }))
         };
-        Sources {
-            read: waker(Source::Read),
-            timers: waker(Source::Timers),
+        Triggers {
+            read: waker(Trigger::Read),
+            timers: waker(Trigger::Timers),
             // Everything is polled once, which registers every waker.
             due: ALL,
             task: None,
@@ -113,7 +113,7 @@ impl Sources {
     pub(super) fn refresh(&mut self, cx: &Context<'_>) {
         let waker = cx.waker();
         if !self.task.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            // Stored before the mask is read: a source firing in between wakes this waker.
+            // Stored before the mask is read: a trigger firing in between wakes this waker.
             *self
                 .fired
                 .task
@@ -127,20 +127,20 @@ impl Sources {
         }
     }
 
-    pub(super) fn is_due(&self, source: Source) -> bool {
-        self.due & source as u8 != 0
+    pub(super) fn is_due(&self, trigger: Trigger) -> bool {
+        self.due & trigger as u8 != 0
     }
 
-    /// `source` returned `Pending` with its waker registered.
-    pub(super) fn settle(&mut self, source: Source) {
-        self.due &= !(source as u8);
+    /// `trigger` returned `Pending` with its waker registered.
+    pub(super) fn settle(&mut self, trigger: Trigger) {
+        self.due &= !(trigger as u8);
     }
 
-    /// The context to poll `source` with.
-    pub(super) fn context(&self, source: Source) -> Context<'_> {
-        Context::from_waker(match source {
-            Source::Read => &self.read,
-            Source::Timers => &self.timers,
+    /// The context to poll `trigger` with.
+    pub(super) fn context(&self, trigger: Trigger) -> Context<'_> {
+        Context::from_waker(match trigger {
+            Trigger::Read => &self.read,
+            Trigger::Timers => &self.timers,
         })
     }
 }
@@ -201,54 +201,54 @@ mod tests {
 
     #[test]
     fn a_source_waker_marks_its_source_and_wakes_the_task() {
-        let mut sources = Sources::new();
+        let mut triggers = Triggers::new();
         let task = Arc::new(Counter::default());
         let task_waker = Waker::from(task.clone());
-        sources.refresh(&Context::from_waker(&task_waker));
-        assert!(sources.is_due(Source::Read) && sources.is_due(Source::Timers));
-        for source in [Source::Read, Source::Timers] {
-            sources.settle(source);
+        triggers.refresh(&Context::from_waker(&task_waker));
+        assert!(triggers.is_due(Trigger::Read) && triggers.is_due(Trigger::Timers));
+        for trigger in [Trigger::Read, Trigger::Timers] {
+            triggers.settle(trigger);
         }
-        assert!(!sources.is_due(Source::Read));
+        assert!(!triggers.is_due(Trigger::Read));
 
-        sources.context(Source::Timers).waker().wake_by_ref();
+        triggers.context(Trigger::Timers).waker().wake_by_ref();
         assert_eq!(task.count(), 1);
-        sources.refresh(&Context::from_waker(&task_waker));
-        assert!(sources.is_due(Source::Timers));
-        assert!(!sources.is_due(Source::Read));
+        triggers.refresh(&Context::from_waker(&task_waker));
+        assert!(triggers.is_due(Trigger::Timers));
+        assert!(!triggers.is_due(Trigger::Read));
 
-        // A fired source stays due until it is settled, whatever fires next.
-        sources.context(Source::Read).waker().wake_by_ref();
-        sources.refresh(&Context::from_waker(&task_waker));
-        assert!(sources.is_due(Source::Timers) && sources.is_due(Source::Read));
+        // A fired trigger stays due until it is settled, whatever fires next.
+        triggers.context(Trigger::Read).waker().wake_by_ref();
+        triggers.refresh(&Context::from_waker(&task_waker));
+        assert!(triggers.is_due(Trigger::Timers) && triggers.is_due(Trigger::Read));
         assert_eq!(task.count(), 2);
     }
 
     #[test]
     fn a_wake_racing_with_a_refresh_is_never_lost() {
-        // A source marks its bit, the task refreshes (taking the bit), and only then does
-        // the source's notify run. The task's waker must still be in place for the next fire.
-        let mut sources = Sources::new();
+        // A trigger marks its bit, the task refreshes (taking the bit), and only then does
+        // the trigger's notify run. The task's waker must still be in place for the next fire.
+        let mut triggers = Triggers::new();
         let task = Arc::new(Counter::default());
         let task_waker = Waker::from(task.clone());
         let cx = Context::from_waker(&task_waker);
-        sources.refresh(&cx);
-        sources.settle(Source::Read);
-        sources.settle(Source::Timers);
+        triggers.refresh(&cx);
+        triggers.settle(Trigger::Read);
+        triggers.settle(Trigger::Timers);
 
-        sources.fired.mark(Source::Read);
-        sources.refresh(&cx);
-        sources.fired.notify();
-        assert!(sources.is_due(Source::Read));
-        sources.settle(Source::Read);
-        sources.refresh(&cx);
+        triggers.fired.mark(Trigger::Read);
+        triggers.refresh(&cx);
+        triggers.fired.notify();
+        assert!(triggers.is_due(Trigger::Read));
+        triggers.settle(Trigger::Read);
+        triggers.refresh(&cx);
         assert_eq!(task.count(), 1);
 
-        sources.context(Source::Timers).waker().wake_by_ref();
+        triggers.context(Trigger::Timers).waker().wake_by_ref();
         assert_eq!(task.count(), 2, "the second fire woke the task");
-        sources.refresh(&cx);
-        assert!(sources.is_due(Source::Timers));
-        assert!(!sources.is_due(Source::Read));
+        triggers.refresh(&cx);
+        assert!(triggers.is_due(Trigger::Timers));
+        assert!(!triggers.is_due(Trigger::Read));
     }
 
     #[test]

@@ -31,8 +31,11 @@ use super::health::SourceHealth;
 use super::lifecycle::Lifecycle;
 use super::sources::claude::ClaudeLog;
 use super::sources::codex::CodexLog;
+use super::sources::cursor::CursorLog;
 use super::sources::gemini::GeminiChat;
 use super::sources::marker_dir::{self, Taken};
+use super::sources::pi::PiLog;
+use super::sources::project_dir::ProjectDirs;
 use super::sources::{Counts, FileKind, LineResult, SourceKind, classify};
 use super::tail::{FileId, Item, Limit, Opened, Tail, open_regular, special_kind};
 use super::watch::walk;
@@ -81,6 +84,8 @@ enum Parser {
     Claude(ClaudeLog),
     Codex(CodexLog),
     Gemini(GeminiChat),
+    Pi(PiLog),
+    Cursor(CursorLog),
 }
 
 impl Parser {
@@ -92,6 +97,10 @@ impl Parser {
             FileKind::GeminiJson | FileKind::GeminiJsonl | FileKind::GeminiSubagent { .. } => {
                 Parser::Gemini(GeminiChat::new())
             }
+            FileKind::PiSession => Parser::Pi(PiLog::new()),
+            FileKind::CursorTranscript { project } => Parser::Cursor(CursorLog::jsonl(project)),
+            FileKind::CursorText { project } => Parser::Cursor(CursorLog::text(project)),
+            FileKind::CursorSubagent { .. } => Parser::Cursor(CursorLog::jsonl("")),
         }
     }
 
@@ -100,6 +109,8 @@ impl Parser {
             Parser::Claude(p) => p.line(line),
             Parser::Codex(p) => p.line(line),
             Parser::Gemini(p) => p.line(line),
+            Parser::Pi(p) => p.line(line),
+            Parser::Cursor(p) => p.line(line),
         }
     }
 
@@ -108,6 +119,8 @@ impl Parser {
             Parser::Claude(p) => p.session_id(),
             Parser::Codex(p) => p.session_id(),
             Parser::Gemini(p) => p.session_id(),
+            Parser::Pi(p) => p.session_id(),
+            Parser::Cursor(p) => p.session_id(),
         }
     }
 }
@@ -165,6 +178,8 @@ pub(crate) struct Scanner {
     ignored: HashSet<PathBuf>,
     /// Paths ever added to `ignored`.
     ignored_total: u64,
+    /// Working directories decoded from Cursor's project folder names.
+    project_dirs: ProjectDirs,
 }
 
 /// Rejected marker-directory files logged one by one in a pass; the rest of the pass's are
@@ -201,6 +216,7 @@ impl Scanner {
             pass_until: None,
             ignored: HashSet::new(),
             ignored_total: 0,
+            project_dirs: ProjectDirs::default(),
         }
     }
 
@@ -634,6 +650,20 @@ impl Scanner {
             invalid += outcome.over_long;
             data = outcome.lines > 0 || outcome.over_long > 0 || outcome.restarted;
             behind = outcome.behind;
+            if let Parser::Pi(log) = parser {
+                if log.rewritten() {
+                    // Rewritten in place and grown (pi migrating an old format): read it
+                    // again from the start in the next backlog pass.
+                    tracing::debug!(source = "pi", "log rewritten in place; reading it again");
+                    *tail = Tail::new();
+                    *parser = Parser::new(kind);
+                    behind = true;
+                }
+            }
+            if let Parser::Cursor(log) = parser {
+                // Cursor's lines carry no time: the file's own times date the session.
+                log.file_times(meta.created().ok(), meta.modified().ok());
+            }
         } else if let Parser::Gemini(chat) = &mut tracked.parser {
             match chat.read_whole(file) {
                 Ok(()) => data = true,
@@ -668,12 +698,13 @@ impl Scanner {
         let Some(tracked) = self.files.get_mut(path) else {
             return Ok(());
         };
-        if let Parser::Claude(log) = &tracked.parser {
+        match &tracked.parser {
             // No message yet (only `summary`, `file-history-snapshot`, local commands), or a
             // warm-up: nothing to report.
-            if !log.is_conversation() {
-                return Ok(());
-            }
+            Parser::Claude(log) if !log.is_conversation() => return Ok(()),
+            // Not a pi session (no header on line 1), or being read again after a rewrite.
+            Parser::Pi(log) if !log.is_session() => return Ok(()),
+            _ => {}
         }
         match (&tracked.kind, &tracked.parser) {
             (FileKind::ClaudeSubagent { parent, agent }, Parser::Claude(log)) => {
@@ -689,6 +720,10 @@ impl Scanner {
             }
             (FileKind::GeminiSubagent { parent, agent }, Parser::Gemini(chat)) => {
                 let sub = chat.subagent_state(agent, parent);
+                self.lifecycle.apply_subagent(parent, sub, now);
+            }
+            (FileKind::CursorSubagent { parent, agent }, Parser::Cursor(log)) => {
+                let sub = log.subagent_state(agent, parent);
                 self.lifecycle.apply_subagent(parent, sub, now);
             }
             (_, parser) => {
@@ -711,6 +746,14 @@ impl Scanner {
                     Parser::Claude(p) => p.report(&id),
                     Parser::Codex(p) => p.report(&id),
                     Parser::Gemini(p) => p.report(&id),
+                    Parser::Pi(p) => p.report(&id),
+                    Parser::Cursor(p) => {
+                        let mut report = p.report(&id);
+                        if report.working_dir.is_empty() {
+                            report.working_dir = self.project_dirs.working_dir(p.project());
+                        }
+                        report
+                    }
                 };
                 let delta = report.counts.since(tracked.reported);
                 tracked.reported = report.counts;

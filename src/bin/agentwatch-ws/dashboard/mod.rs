@@ -12,18 +12,21 @@
 //!
 //! **Which input.** Without flags it watches the default log roots that exist, from the
 //! environment at run time: `$HOME/.claude/projects`, `$HOME/.config/claude/projects`,
-//! `$CODEX_HOME/sessions` (else `$HOME/.codex/sessions`) and `$HOME/.gemini/tmp`. It prints
+//! `$CODEX_HOME/sessions` (else `$HOME/.codex/sessions`), `$HOME/.gemini/tmp`, Pi's sessions
+//! dir (`$PI_CODING_AGENT_SESSION_DIR`, else `$HOME/.pi/agent/sessions`) and
+//! `$HOME/.cursor/projects` (see `monitor::default_roots`). It prints
 //! each root it watches and how many sessions it found (logs modified within the last 5
 //! minutes; older ones join when they change). When none of the roots exists, or they hold
 //! no log at all, it runs the simulation instead, and says so. When they hold logs but none
 //! written recently it still watches them (an agent started now shows up at once) and says
-//! so: `--demo` gives the simulation. `--claude DIR`, `--codex DIR`, `--gemini DIR` (repeatable) watch exactly those
+//! so: `--demo` gives the simulation. `--claude DIR`, `--codex DIR`, `--gemini DIR`, `--pi DIR`,
+//! `--cursor DIR` (repeatable) watch exactly those
 //! roots instead of the defaults; a root that does not exist is an error (exit code 2).
 //!
 //! Open the printed URL in a browser. You see one card per session — discovered, switching
 //! between working, waiting and idle, running tools, filling their context windows, spawning
 //! subagents, ending and finally removed — plus a health strip per source (`claude`, `codex`,
-//! `gemini`), a feed of lifecycle events, and a connection indicator. Stop the server (Ctrl-C)
+//! `gemini`, `pi`, `cursor`), a feed of lifecycle events, and a connection indicator. Stop the server (Ctrl-C)
 //! and the page shows "reconnecting in Ns", backing off (0.5 s doubling to 15 s); start it
 //! again and the page reconnects by itself. Reconnects ask for only the missed events
 //! (`/ws?since=<last seq>`); a server that cannot serve them (such as a restarted one)
@@ -74,7 +77,8 @@
 //!
 //! - `--port N`: the port on 127.0.0.1 (default: the `PORT` environment variable, else 3000).
 //! - `--demo`: run the simulation, whatever logs exist.
-//! - `--claude DIR`, `--codex DIR`, `--gemini DIR`: watch these roots (repeatable) instead of
+//! - `--claude DIR`, `--codex DIR`, `--gemini DIR`, `--pi DIR`, `--cursor DIR`: watch these
+//!   roots (repeatable) instead of
 //!   the defaults. Not with `--demo`.
 //! - `--rate N`: simulated events per second (default 5; simulation only).
 //! - `--seed N`: seed of the simulation's PRNG (default 1); the same seed gives the same story.
@@ -154,6 +158,7 @@ const INDEX_HTML: &str = include_str!("index.html");
 
 const USAGE: &str = "\
 usage: dashboard [--port N] [--demo] [--claude DIR] [--codex DIR] [--gemini DIR]
+                 [--pi DIR] [--cursor DIR]
                  [--rate N] [--seed N] [--inject] [--notify-url URL] [--max-connections N]
                  [--rate-limit N,B]
                  [--redis URL [--publish] [--stream KEY]]
@@ -163,6 +168,9 @@ usage: dashboard [--port N] [--demo] [--claude DIR] [--codex DIR] [--gemini DIR]
   --claude DIR    watch this Claude Code projects root (repeatable; replaces the defaults)
   --codex DIR     watch this Codex CLI sessions root (repeatable; replaces the defaults)
   --gemini DIR    watch this Gemini CLI tmp root (repeatable; replaces the defaults)
+  --pi DIR        watch this Pi sessions dir (repeatable; replaces the defaults)
+  --cursor DIR    watch this Cursor projects root, ~/.cursor/projects (repeatable;
+                  replaces the defaults)
   --rate N        simulated events per second (default 5)
   --seed N        seed of the simulation (default 1)
   --inject        enable POST /debug/sessions?id=ID&source=SRC (tests and demos only)
@@ -177,7 +185,8 @@ usage: dashboard [--port N] [--demo] [--claude DIR] [--codex DIR] [--gemini DIR]
 
 Without --demo or roots, it watches the default roots that exist ($HOME/.claude/projects,
 $HOME/.config/claude/projects, $CODEX_HOME/sessions or $HOME/.codex/sessions,
-$HOME/.gemini/tmp), and runs the simulation when there are none. With --redis but without
+$HOME/.gemini/tmp, $PI_CODING_AGENT_SESSION_DIR or $HOME/.pi/agent/sessions,
+$HOME/.cursor/projects), and runs the simulation when there are none. With --redis but without
 --publish there is no input: the node serves what the publishing node puts in the stream.";
 
 /// The stream key when `--stream` is not given.
@@ -254,6 +263,8 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
                 | "--claude"
                 | "--codex"
                 | "--gemini"
+                | "--pi"
+                | "--cursor"
                 | "--notify-url"
         ) && !opts.input_flags.contains(&flag)
         {
@@ -291,10 +302,12 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
             }
             "--inject" => opts.inject = true,
             "--demo" => opts.demo = true,
-            "--claude" | "--codex" | "--gemini" => {
+            "--claude" | "--codex" | "--gemini" | "--pi" | "--cursor" => {
                 let source = match flag.as_str() {
                     "--claude" => SourceKind::Claude,
                     "--codex" => SourceKind::Codex,
+                    "--pi" => SourceKind::Pi,
+                    "--cursor" => SourceKind::Cursor,
                     _ => SourceKind::Gemini,
                 };
                 let dir = PathBuf::from(value(&flag)?);
@@ -338,7 +351,7 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
     }
     if opts.demo && !opts.roots.is_empty() {
         return Err(
-            "--demo runs the simulation: it cannot be combined with --claude, --codex or --gemini"
+            "--demo runs the simulation: it cannot be combined with --claude, --codex, --gemini, --pi or --cursor"
                 .into(),
         );
     }
@@ -608,7 +621,8 @@ fn start_input(
     if roots.is_empty() {
         return Ok(simulation(
             "no agent logs: none of $HOME/.claude/projects, $HOME/.config/claude/projects, \
-             $CODEX_HOME/sessions or $HOME/.codex/sessions, $HOME/.gemini/tmp exists",
+             $CODEX_HOME/sessions or $HOME/.codex/sessions, $HOME/.gemini/tmp, \
+             $HOME/.pi/agent/sessions, $HOME/.cursor/projects exists",
         ));
     }
     let mut builder = Monitor::builder();
@@ -760,6 +774,16 @@ impl Attention {
                     SourceKind::Gemini => {
                         hooks_attention(markers::HookAgent::Gemini, watched.marker_dir.as_deref())
                     }
+                    SourceKind::Pi => (
+                        false,
+                        "permission prompts are not detected: Pi has none of its own (an extension's are not in its session log)"
+                            .to_owned(),
+                    ),
+                    SourceKind::Cursor => (
+                        false,
+                        "permission prompts are not detected: Cursor's transcripts do not record them"
+                            .to_owned(),
+                    ),
                 };
                 serde_json::json!({"source": k.name(), "permissionPrompts": detected, "note": note})
             })

@@ -146,7 +146,7 @@ fn walk(dir: &Path, rest: &str, budget: &mut usize) -> Option<PathBuf> {
         }
     }
     // Whole names first: `a-b` before `a` then `b`.
-    next.sort_by(|a, b| b.0.cmp(&a.0));
+    next.sort_by_key(|n| std::cmp::Reverse(n.0));
     for (len, name) in next {
         let path = dir.join(&name);
         if !path.is_dir() {

@@ -240,7 +240,12 @@ pub fn default_roots() -> Vec<(SourceKind, PathBuf)> {
     if let Some(home) = &home {
         candidates.push((SourceKind::Gemini, home.join(".gemini/tmp")));
     }
-    if let Some(dir) = pi_sessions_dir(home.as_deref()) {
+    let pi = pi_sessions_dir(
+        env_dir("PI_CODING_AGENT_SESSION_DIR", home.as_deref()),
+        env_dir("PI_CODING_AGENT_DIR", home.as_deref()),
+        home.as_deref(),
+    );
+    if let Some(dir) = pi {
         candidates.push((SourceKind::Pi, dir));
     }
     if let Some(dir) = env_dir("CURSOR_CONFIG_DIR", home.as_deref()) {
@@ -274,14 +279,18 @@ fn env_dir(name: &str, home: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// Pi's sessions directory, as pi itself decides it (`config.ts`, `settings-manager.ts`):
-/// `$PI_CODING_AGENT_SESSION_DIR`, else `sessionDir` in `<agent dir>/settings.json`, else
-/// `<agent dir>/sessions`.
-fn pi_sessions_dir(home: Option<&Path>) -> Option<PathBuf> {
-    if let Some(dir) = env_dir("PI_CODING_AGENT_SESSION_DIR", home) {
+/// `session_env` (`$PI_CODING_AGENT_SESSION_DIR`), else `sessionDir` in
+/// `<agent dir>/settings.json`, else `<agent dir>/sessions`; the agent dir is `agent_env`
+/// (`$PI_CODING_AGENT_DIR`), else `<home>/.pi/agent`.
+fn pi_sessions_dir(
+    session_env: Option<PathBuf>,
+    agent_env: Option<PathBuf>,
+    home: Option<&Path>,
+) -> Option<PathBuf> {
+    if let Some(dir) = session_env {
         return Some(dir);
     }
-    let agent =
-        env_dir("PI_CODING_AGENT_DIR", home).or_else(|| home.map(|h| h.join(".pi/agent")))?;
+    let agent = agent_env.or_else(|| home.map(|h| h.join(".pi/agent")))?;
     let configured = pi_settings_session_dir(&agent.join("settings.json"))
         .and_then(|dir| expand_home(&dir, home))
         .filter(|dir| dir.is_absolute());
@@ -799,5 +808,63 @@ impl MonitorHandle {
 impl Drop for MonitorHandle {
     fn drop(&mut self) {
         let _ = self.tx.send(Message::Stop);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pi_sessions_dir_follows_pi() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        let agent = home.join(".pi/agent");
+        std::fs::create_dir_all(&agent).unwrap();
+        let env = |p: &str| Some(PathBuf::from(p));
+        assert_eq!(
+            pi_sessions_dir(env("/s"), env("/a"), Some(home)),
+            env("/s"),
+            "the session-dir variable wins"
+        );
+        assert_eq!(pi_sessions_dir(None, env("/a"), None), env("/a/sessions"));
+        assert_eq!(
+            pi_sessions_dir(None, None, Some(home)),
+            Some(agent.join("sessions"))
+        );
+        assert_eq!(pi_sessions_dir(None, None, None), None);
+        let settings = agent.join("settings.json");
+        std::fs::write(
+            &settings,
+            r#"{"sessionDir":"~/pi-sessions","theme":"dark"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            pi_sessions_dir(None, None, Some(home)),
+            Some(home.join("pi-sessions"))
+        );
+        // A relative dir, another type, or a file that is no JSON: the default.
+        for text in [
+            r#"{"sessionDir":"rel"}"#,
+            r#"{"sessionDir":7}"#,
+            "{not json",
+        ] {
+            std::fs::write(&settings, text).unwrap();
+            assert_eq!(
+                pi_sessions_dir(None, None, Some(home)),
+                Some(agent.join("sessions")),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn home_expansion() {
+        let home = Path::new("/h");
+        assert_eq!(expand_home("~", Some(home)), Some(PathBuf::from("/h")));
+        assert_eq!(expand_home("~/x", Some(home)), Some(PathBuf::from("/h/x")));
+        assert_eq!(expand_home("~x", Some(home)), Some(PathBuf::from("~x")));
+        assert_eq!(expand_home("/abs", None), Some(PathBuf::from("/abs")));
+        assert_eq!(expand_home("~/x", None), None);
     }
 }

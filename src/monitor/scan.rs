@@ -180,7 +180,14 @@ pub(crate) struct Scanner {
     ignored_total: u64,
     /// Working directories decoded from Cursor's project folder names.
     project_dirs: ProjectDirs,
+    /// Codex subagent threads seen, by thread id: the session each is shown under (its
+    /// parent's, or the parent's own session for a subagent of a subagent).
+    codex_threads: HashMap<String, String>,
 }
+
+/// At most this many Codex subagent threads are remembered for nesting (the map is cleared
+/// when full: a deeper thread read afterwards is shown under its direct parent's id).
+const MAX_CODEX_THREADS: usize = 4096;
 
 /// Rejected marker-directory files logged one by one in a pass; the rest of the pass's are
 /// logged as one line.
@@ -217,6 +224,7 @@ impl Scanner {
             ignored: HashSet::new(),
             ignored_total: 0,
             project_dirs: ProjectDirs::default(),
+            codex_threads: HashMap::new(),
         }
     }
 
@@ -725,6 +733,29 @@ impl Scanner {
             (FileKind::CursorSubagent { parent, agent }, Parser::Cursor(log)) => {
                 let sub = log.subagent_state(agent, parent);
                 self.lifecycle.apply_subagent(parent, sub, now);
+            }
+            (FileKind::CodexRollout, Parser::Codex(log)) if !log.parent_id().is_empty() => {
+                // A subagent thread: shown under the session that spawned it (a thread
+                // spawned by a subagent thread goes under that one's session).
+                let agent = if log.session_id().is_empty() {
+                    tracked.stem.clone()
+                } else {
+                    log.session_id().to_owned()
+                };
+                let direct = log.parent_id();
+                let parent = self
+                    .codex_threads
+                    .get(direct)
+                    .cloned()
+                    .unwrap_or_else(|| direct.to_owned());
+                let sub = log.subagent_state(&agent, &parent);
+                if !self.codex_threads.contains_key(&agent) {
+                    if self.codex_threads.len() >= MAX_CODEX_THREADS {
+                        self.codex_threads.clear();
+                    }
+                    self.codex_threads.insert(agent, parent.clone());
+                }
+                self.lifecycle.apply_subagent(&parent, sub, now);
             }
             (_, parser) => {
                 let id = match &tracked.session_id {

@@ -46,6 +46,21 @@
 //!   [`idle_after`](MonitorBuilder::idle_after) (default 2 min: longer than any tool call
 //!   that streams nothing, short enough to spot an agent that died mid-turn).
 //!
+//! # Working directory, threads and forks
+//! - `workingDir` is the directory the agent runs in, from its log (Claude Code, Codex, Pi,
+//!   Cursor) or its project folder. Gemini CLI records it beside the chats from v0.29
+//!   (`.project_root`, `projects.json`) and in a chat's `directories` after a
+//!   `/directory add`; older Gemini CLI folders are only the SHA-256 of the directory,
+//!   matched against the working directories of the other sessions the monitor reads and,
+//!   on Linux, of running `gemini` processes. A Gemini session whose directory none of
+//!   those names has no `workingDir`; it is filled in (an `updated` event) when a session
+//!   in that directory is found.
+//! - Codex CLI: a subagent thread that names the thread that spawned it is a subagent of
+//!   that session (`subagents`, its nickname as `slug`, its own activity and counts); one
+//!   that does not (`/review`, auto-compaction) and a fork the person made are sessions of
+//!   their own. The copy of the parent's history a fork or subagent starts with is not
+//!   counted: tokens, messages and tool calls are the thread's own work.
+//!
 //! # Hook markers: waits the log does not show
 //! A Claude Code permission prompt leaves only a `tool_use` without its result in the
 //! transcript, so from the log alone the session reads `working` with that tool. With

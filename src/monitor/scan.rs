@@ -33,6 +33,7 @@ use super::sources::claude::ClaudeLog;
 use super::sources::codex::CodexLog;
 use super::sources::cursor::CursorLog;
 use super::sources::gemini::GeminiChat;
+use super::sources::gemini_project::{GeminiProjects, Resolution};
 use super::sources::marker_dir::{self, Taken};
 use super::sources::pi::PiLog;
 use super::sources::project_dir::ProjectDirs;
@@ -183,7 +184,16 @@ pub(crate) struct Scanner {
     /// Codex subagent threads seen, by thread id: the session each is shown under (its
     /// parent's, or the parent's own session for a subagent of a subagent).
     codex_threads: HashMap<String, String>,
+    /// Gemini CLI project folders resolved to working directories (only with a Gemini
+    /// root).
+    gemini_projects: Option<GeminiProjects>,
+    /// Gemini sessions whose working directory is not known, by project hash: a working
+    /// directory learned later whose SHA-256 it is fills it in.
+    gemini_unresolved: HashMap<String, HashSet<String>>,
 }
+
+/// At most this many unresolved Gemini project hashes are remembered.
+const MAX_GEMINI_UNRESOLVED: usize = 1024;
 
 /// At most this many Codex subagent threads are remembered for nesting (the map is cleared
 /// when full: a deeper thread read afterwards is shown under its direct parent's id).
@@ -207,6 +217,10 @@ impl Scanner {
                 health.push((kind, SourceHealth::new(kind.name(), health_threshold)));
             }
         }
+        let gemini_projects = roots
+            .iter()
+            .any(|r| r.source == SourceKind::Gemini)
+            .then(GeminiProjects::default);
         Scanner {
             roots,
             health,
@@ -225,6 +239,8 @@ impl Scanner {
             ignored_total: 0,
             project_dirs: ProjectDirs::default(),
             codex_threads: HashMap::new(),
+            gemini_projects,
+            gemini_unresolved: HashMap::new(),
         }
     }
 
@@ -773,10 +789,26 @@ impl Scanner {
                         id
                     }
                 };
+                let mut unresolved = None;
                 let report = match parser {
                     Parser::Claude(p) => p.report(&id),
                     Parser::Codex(p) => p.report(&id),
-                    Parser::Gemini(p) => p.report(&id),
+                    Parser::Gemini(p) => {
+                        let mut report = p.report(&id);
+                        let folder = path
+                            .strip_prefix(&root.path)
+                            .ok()
+                            .and_then(|rel| rel.components().next())
+                            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        if let Some(projects) = &mut self.gemini_projects {
+                            match projects.working_dir(&root.path, &folder, p, now) {
+                                Resolution::Known(dir) => report.working_dir = dir,
+                                Resolution::Unknown(hash) => unresolved = hash,
+                            }
+                        }
+                        report
+                    }
                     Parser::Pi(p) => p.report(&id),
                     Parser::Cursor(p) => {
                         let mut report = p.report(&id);
@@ -789,9 +821,34 @@ impl Scanner {
                 let delta = report.counts.since(tracked.reported);
                 tracked.reported = report.counts;
                 self.lifecycle.apply(source.name(), &report, delta, now);
+                if let Some(hash) = unresolved {
+                    if self.gemini_unresolved.len() >= MAX_GEMINI_UNRESOLVED {
+                        self.gemini_unresolved.clear();
+                    }
+                    self.gemini_unresolved.entry(hash).or_default().insert(id);
+                }
+                self.learn_working_dir(&report.working_dir);
             }
         }
         Ok(())
+    }
+
+    /// A session's working directory, as a candidate Gemini CLI project root: Gemini
+    /// sessions whose project hash it matches get it as their working directory.
+    fn learn_working_dir(&mut self, dir: &str) {
+        let Some(projects) = &mut self.gemini_projects else {
+            return;
+        };
+        if !projects.learn(dir) || self.gemini_unresolved.is_empty() {
+            return;
+        }
+        let hash = super::sources::gemini_project::sha256_hex(dir.as_bytes());
+        if let Some(ids) = self.gemini_unresolved.remove(&hash) {
+            for id in ids {
+                tracing::debug!(session = %id, "gemini project resolved from another session");
+                self.lifecycle.fill_working_dir(&id, dir);
+            }
+        }
     }
 
     /// Gemini CLI resumes a `.json` chat by copying its whole history into `<name>.jsonl`

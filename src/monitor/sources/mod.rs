@@ -13,6 +13,7 @@ pub(crate) mod claude;
 pub(crate) mod codex;
 pub(crate) mod cursor;
 pub(crate) mod gemini;
+pub(crate) mod gemini_project;
 mod lenient;
 pub(crate) mod marker_dir;
 pub(crate) mod pi;
@@ -32,8 +33,9 @@ pub enum SourceKind {
     Claude,
     /// Codex CLI: `$CODEX_HOME/sessions/YYYY/MM/DD/rollout-*.jsonl`.
     Codex,
-    /// Gemini CLI: `~/.gemini/tmp/<project hash>/chats/session-*.json` or `.jsonl`; a
-    /// subagent's chat is `chats/<parent session id>/<id>.jsonl`.
+    /// Gemini CLI: `~/.gemini/tmp/<project folder>/chats/session-*.json` or `.jsonl` (the
+    /// folder is the SHA-256 of the project root up to v0.28, a slug of its name from
+    /// v0.29); a subagent's chat is `chats/<parent session id>/<id>.jsonl`.
     Gemini,
     /// Pi coding agent: `<sessions dir>/--<encoded cwd>--/<time>_<session id>.jsonl`, the
     /// sessions dir being `$PI_CODING_AGENT_SESSION_DIR`, else

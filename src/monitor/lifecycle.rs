@@ -382,6 +382,26 @@ impl Lifecycle {
         }
     }
 
+    /// Sets the working directory of an active session that has none (found after its
+    /// log was read: a Gemini CLI project resolved by another session's directory), as an
+    /// `updated` event. Nothing else changes: the session's data did not.
+    pub(crate) fn fill_working_dir(&mut self, id: &str, dir: &str) {
+        let Some(entry) = self.sessions.get_mut(id) else {
+            return;
+        };
+        if entry.state.lifecycle != LifecycleState::Active || !entry.state.working_dir.is_empty() {
+            return;
+        }
+        dir.clone_into(&mut entry.state.working_dir);
+        let ev = transition_of(
+            LifecycleEventType::Updated,
+            &entry.state,
+            LifecycleState::Active,
+            "",
+        );
+        self.transition(ev);
+    }
+
     /// Merges a subagent's own log into its parent session (if the parent is tracked; else
     /// it is kept until the parent appears).
     pub(crate) fn apply_subagent(&mut self, parent: &str, sub: SubagentState, now: Instant) {

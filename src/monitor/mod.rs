@@ -1,5 +1,5 @@
-//! The producer: a [`Monitor`] that tails Claude Code, Codex CLI and Gemini CLI session logs
-//! and publishes agentwatch [`Event`]s to any [`EventSink`], usually the
+//! The producer: a [`Monitor`] that tails Claude Code, Codex CLI, Gemini CLI, Pi and Cursor
+//! session logs and publishes agentwatch [`Event`]s to any [`EventSink`], usually the
 //! [`Publisher`](crate::Publisher) of a [`WsLayer`](crate::WsLayer) (cargo feature `monitor`).
 //!
 //! ```no_run
@@ -33,7 +33,7 @@
 //!   never cleared it); `contextUtilization = contextTokens / maxContextTokens` (0 when the
 //!   size is unknown); `lastDataReceivedAt` is when the monitor read the data,
 //!   `lastActivityAt` the log's own timestamp of its latest record.
-//! - Health per source (`claude`, `codex`, `gemini`): `degraded` after 3 consecutive failed
+//! - Health per source (`claude`, `codex`, `gemini`, `pi`, `cursor`): `degraded` after 3 consecutive failed
 //!   scans, `failed` after 6 (see [`health_threshold`](MonitorBuilder::health_threshold));
 //!   `lastError` has paths replaced by `<path>`. **Deviation from Go:** besides each change,
 //!   every source's health is published once at start (Go publishes only changes, so a
@@ -44,6 +44,21 @@
 //!   otherwise meanwhile), `idle` once a `working` session has had no record for
 //!   [`idle_after`](MonitorBuilder::idle_after) (default 2 min: longer than any tool call
 //!   that streams nothing, short enough to spot an agent that died mid-turn).
+//!
+//! # Working directory, threads and forks
+//! - `workingDir` is the directory the agent runs in, from its log (Claude Code, Codex, Pi,
+//!   Cursor) or its project folder. Gemini CLI records it beside the chats from v0.29
+//!   (`.project_root`, `projects.json`) and in a chat's `directories` after a
+//!   `/directory add`; older Gemini CLI folders are only the SHA-256 of the directory,
+//!   matched against the working directories of the other sessions the monitor reads and,
+//!   on Linux, of running `gemini` processes. A Gemini session whose directory none of
+//!   those names has no `workingDir`; it is filled in (an `updated` event) when a session
+//!   in that directory is found.
+//! - Codex CLI: a subagent thread that names the thread that spawned it is a subagent of
+//!   that session (`subagents`, its nickname as `slug`, its own activity and counts); one
+//!   that does not (`/review`, auto-compaction) and a fork the person made are sessions of
+//!   their own. The copy of the parent's history a fork or subagent starts with is not
+//!   counted: tokens, messages and tool calls are the thread's own work.
 //!
 //! # Hook markers: waits the log does not show
 //! A Claude Code permission prompt leaves only a `tool_use` without its result in the
@@ -254,12 +269,18 @@ const MIN_FORCED_RESCAN: Duration = Duration::from_secs(1);
 const MAX_MESSAGES_PER_PASS: usize = 10_000;
 
 /// The default log roots that exist, from the environment at call time:
-/// `$HOME/.claude/projects`, `$HOME/.config/claude/projects` and `<dir>/projects` for each
-/// comma-separated `<dir>` of `$CLAUDE_CONFIG_DIR`; `$CODEX_HOME/sessions` (else
-/// `$HOME/.codex/sessions`); `$HOME/.gemini/tmp`.
+/// - Claude Code: `$HOME/.claude/projects`, `$HOME/.config/claude/projects` and
+///   `<dir>/projects` for each comma-separated `<dir>` of `$CLAUDE_CONFIG_DIR`;
+/// - Codex CLI: `$CODEX_HOME/sessions` (else `$HOME/.codex/sessions`);
+/// - Gemini CLI: `$HOME/.gemini/tmp`;
+/// - Pi: `$PI_CODING_AGENT_SESSION_DIR`, else the `sessionDir` of
+///   `<agent dir>/settings.json`, else `<agent dir>/sessions`, the agent dir being
+///   `$PI_CODING_AGENT_DIR` (else `$HOME/.pi/agent`); a leading `~` in any of them is
+///   `$HOME`, and a relative `sessionDir` is ignored;
+/// - Cursor: `$CURSOR_CONFIG_DIR/projects` and `$HOME/.cursor/projects`.
 ///
 /// Roots that are not directories are left out, and each directory is listed once; with no
-/// `HOME` only `CLAUDE_CONFIG_DIR` and `CODEX_HOME` count.
+/// `HOME` only the roots the variables name count.
 pub fn default_roots() -> Vec<(SourceKind, PathBuf)> {
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
@@ -285,10 +306,89 @@ pub fn default_roots() -> Vec<(SourceKind, PathBuf)> {
     if let Some(home) = &home {
         candidates.push((SourceKind::Gemini, home.join(".gemini/tmp")));
     }
+    let pi = pi_sessions_dir(
+        env_dir("PI_CODING_AGENT_SESSION_DIR", home.as_deref()),
+        env_dir("PI_CODING_AGENT_DIR", home.as_deref()),
+        home.as_deref(),
+    );
+    if let Some(dir) = pi {
+        candidates.push((SourceKind::Pi, dir));
+    }
+    if let Some(dir) = env_dir("CURSOR_CONFIG_DIR", home.as_deref()) {
+        candidates.push((SourceKind::Cursor, dir.join("projects")));
+    }
+    if let Some(home) = &home {
+        candidates.push((SourceKind::Cursor, home.join(".cursor/projects")));
+    }
     candidates.retain(|(_, p)| p.is_dir());
     let mut seen = std::collections::HashSet::new();
     candidates.retain(|(_, p)| seen.insert(p.canonicalize().unwrap_or_else(|_| p.clone())));
     candidates
+}
+
+/// `path` with a leading `~` (alone or before a separator) replaced by `home`; `None` when
+/// it needs a home and there is none.
+fn expand_home(path: &str, home: Option<&Path>) -> Option<PathBuf> {
+    match path.strip_prefix('~') {
+        Some("") => home.map(Path::to_path_buf),
+        Some(rest) if rest.starts_with(['/', '\\']) => {
+            home.map(|h| h.join(rest.trim_start_matches(['/', '\\'])))
+        }
+        _ => Some(PathBuf::from(path)),
+    }
+}
+
+/// The directory an environment variable names (non-empty, `~` expanded).
+fn env_dir(name: &str, home: Option<&Path>) -> Option<PathBuf> {
+    let value = std::env::var_os(name).filter(|v| !v.is_empty())?;
+    expand_home(&value.to_string_lossy(), home)
+}
+
+/// Pi's sessions directory, as pi itself decides it (`config.ts`, `settings-manager.ts`):
+/// `session_env` (`$PI_CODING_AGENT_SESSION_DIR`), else `sessionDir` in
+/// `<agent dir>/settings.json`, else `<agent dir>/sessions`; the agent dir is `agent_env`
+/// (`$PI_CODING_AGENT_DIR`), else `<home>/.pi/agent`.
+fn pi_sessions_dir(
+    session_env: Option<PathBuf>,
+    agent_env: Option<PathBuf>,
+    home: Option<&Path>,
+) -> Option<PathBuf> {
+    if let Some(dir) = session_env {
+        return Some(dir);
+    }
+    let agent = agent_env.or_else(|| home.map(|h| h.join(".pi/agent")))?;
+    let configured = pi_settings_session_dir(&agent.join("settings.json"))
+        .and_then(|dir| expand_home(&dir, home))
+        .filter(|dir| dir.is_absolute());
+    Some(configured.unwrap_or_else(|| agent.join("sessions")))
+}
+
+/// The `sessionDir` string of pi's settings file, if the file is a regular file of at most
+/// 1 MiB holding a JSON object with one.
+fn pi_settings_session_dir(path: &Path) -> Option<String> {
+    use std::io::Read;
+    const MAX_SETTINGS: u64 = 1 << 20;
+    let file = match tail::open_regular(path).ok()? {
+        tail::Opened::File(file, meta) if meta.len() <= MAX_SETTINGS => file,
+        _ => return None,
+    };
+    let mut text = Vec::new();
+    file.take(MAX_SETTINGS).read_to_end(&mut text).ok()?;
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Settings {
+        session_dir: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Settings>(&text) {
+        Ok(settings) => settings
+            .session_dir
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .filter(|d| !d.is_empty()),
+        Err(_) => {
+            tracing::debug!("pi's settings file is not valid JSON; using the default sessions dir");
+            None
+        }
+    }
 }
 
 /// Configures a [`Monitor`]. Every setting has a documented default; only the roots must
@@ -361,7 +461,10 @@ impl MonitorBuilder {
     ///
     /// Layouts under the root: Claude `<root>/<encoded cwd>/<uuid>.jsonl` (and
     /// `<uuid>/subagents/*.jsonl`); Codex `<root>/YYYY/MM/DD/rollout-*.jsonl`; Gemini
-    /// `<root>/<project hash>/chats/session-*.json` or `.jsonl`.
+    /// `<root>/<project hash>/chats/session-*.json` or `.jsonl`; Pi (the sessions dir)
+    /// `<root>/--<encoded cwd>--/<time>_<id>.jsonl`; Cursor (`~/.cursor/projects`)
+    /// `<root>/<encoded cwd>/agent-transcripts/<id>/<id>.jsonl`, `<id>.jsonl`, `<id>.txt`
+    /// and `<id>/subagents/<child>.jsonl`.
     pub fn root(mut self, source: SourceKind, path: impl AsRef<Path>) -> Self {
         let path = path.as_ref();
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
@@ -789,5 +892,63 @@ impl MonitorHandle {
 impl Drop for MonitorHandle {
     fn drop(&mut self) {
         let _ = self.tx.send(Message::Stop);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pi_sessions_dir_follows_pi() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        let agent = home.join(".pi/agent");
+        std::fs::create_dir_all(&agent).unwrap();
+        let env = |p: &str| Some(PathBuf::from(p));
+        assert_eq!(
+            pi_sessions_dir(env("/s"), env("/a"), Some(home)),
+            env("/s"),
+            "the session-dir variable wins"
+        );
+        assert_eq!(pi_sessions_dir(None, env("/a"), None), env("/a/sessions"));
+        assert_eq!(
+            pi_sessions_dir(None, None, Some(home)),
+            Some(agent.join("sessions"))
+        );
+        assert_eq!(pi_sessions_dir(None, None, None), None);
+        let settings = agent.join("settings.json");
+        std::fs::write(
+            &settings,
+            r#"{"sessionDir":"~/pi-sessions","theme":"dark"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            pi_sessions_dir(None, None, Some(home)),
+            Some(home.join("pi-sessions"))
+        );
+        // A relative dir, another type, or a file that is no JSON: the default.
+        for text in [
+            r#"{"sessionDir":"rel"}"#,
+            r#"{"sessionDir":7}"#,
+            "{not json",
+        ] {
+            std::fs::write(&settings, text).unwrap();
+            assert_eq!(
+                pi_sessions_dir(None, None, Some(home)),
+                Some(agent.join("sessions")),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn home_expansion() {
+        let home = Path::new("/h");
+        assert_eq!(expand_home("~", Some(home)), Some(PathBuf::from("/h")));
+        assert_eq!(expand_home("~/x", Some(home)), Some(PathBuf::from("/h/x")));
+        assert_eq!(expand_home("~x", Some(home)), Some(PathBuf::from("~x")));
+        assert_eq!(expand_home("/abs", None), Some(PathBuf::from("/abs")));
+        assert_eq!(expand_home("~/x", None), None);
     }
 }

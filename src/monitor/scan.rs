@@ -31,8 +31,12 @@ use super::health::SourceHealth;
 use super::lifecycle::Lifecycle;
 use super::sources::claude::ClaudeLog;
 use super::sources::codex::CodexLog;
+use super::sources::cursor::CursorLog;
 use super::sources::gemini::GeminiChat;
+use super::sources::gemini_project::{GeminiProjects, Resolution};
 use super::sources::marker_dir::{self, Taken};
+use super::sources::pi::PiLog;
+use super::sources::project_dir::ProjectDirs;
 use super::sources::{Counts, FileKind, LineResult, SourceKind, classify};
 use super::tail::{FileId, Item, Limit, Opened, Tail, open_regular, special_kind};
 use super::watch::walk;
@@ -81,6 +85,8 @@ enum Parser {
     Claude(ClaudeLog),
     Codex(CodexLog),
     Gemini(GeminiChat),
+    Pi(PiLog),
+    Cursor(CursorLog),
 }
 
 impl Parser {
@@ -92,6 +98,10 @@ impl Parser {
             FileKind::GeminiJson | FileKind::GeminiJsonl | FileKind::GeminiSubagent { .. } => {
                 Parser::Gemini(GeminiChat::new())
             }
+            FileKind::PiSession => Parser::Pi(PiLog::new()),
+            FileKind::CursorTranscript { project } => Parser::Cursor(CursorLog::jsonl(project)),
+            FileKind::CursorText { project } => Parser::Cursor(CursorLog::text(project)),
+            FileKind::CursorSubagent { .. } => Parser::Cursor(CursorLog::jsonl("")),
         }
     }
 
@@ -100,6 +110,8 @@ impl Parser {
             Parser::Claude(p) => p.line(line),
             Parser::Codex(p) => p.line(line),
             Parser::Gemini(p) => p.line(line),
+            Parser::Pi(p) => p.line(line),
+            Parser::Cursor(p) => p.line(line),
         }
     }
 
@@ -108,6 +120,8 @@ impl Parser {
             Parser::Claude(p) => p.session_id(),
             Parser::Codex(p) => p.session_id(),
             Parser::Gemini(p) => p.session_id(),
+            Parser::Pi(p) => p.session_id(),
+            Parser::Cursor(p) => p.session_id(),
         }
     }
 }
@@ -165,7 +179,25 @@ pub(crate) struct Scanner {
     ignored: HashSet<PathBuf>,
     /// Paths ever added to `ignored`.
     ignored_total: u64,
+    /// Working directories decoded from Cursor's project folder names.
+    project_dirs: ProjectDirs,
+    /// Codex subagent threads seen, by thread id: the session each is shown under (its
+    /// parent's, or the parent's own session for a subagent of a subagent).
+    codex_threads: HashMap<String, String>,
+    /// Gemini CLI project folders resolved to working directories (only with a Gemini
+    /// root).
+    gemini_projects: Option<GeminiProjects>,
+    /// Gemini sessions whose working directory is not known, by project hash: a working
+    /// directory learned later whose SHA-256 it is fills it in.
+    gemini_unresolved: HashMap<String, HashSet<String>>,
 }
+
+/// At most this many unresolved Gemini project hashes are remembered.
+const MAX_GEMINI_UNRESOLVED: usize = 1024;
+
+/// At most this many Codex subagent threads are remembered for nesting (the map is cleared
+/// when full: a deeper thread read afterwards is shown under its direct parent's id).
+const MAX_CODEX_THREADS: usize = 4096;
 
 /// Rejected marker-directory files logged one by one in a pass; the rest of the pass's are
 /// logged as one line.
@@ -185,6 +217,10 @@ impl Scanner {
                 health.push((kind, SourceHealth::new(kind.name(), health_threshold)));
             }
         }
+        let gemini_projects = roots
+            .iter()
+            .any(|r| r.source == SourceKind::Gemini)
+            .then(GeminiProjects::default);
         Scanner {
             roots,
             health,
@@ -201,6 +237,10 @@ impl Scanner {
             pass_until: None,
             ignored: HashSet::new(),
             ignored_total: 0,
+            project_dirs: ProjectDirs::default(),
+            codex_threads: HashMap::new(),
+            gemini_projects,
+            gemini_unresolved: HashMap::new(),
         }
     }
 
@@ -634,6 +674,20 @@ impl Scanner {
             invalid += outcome.over_long;
             data = outcome.lines > 0 || outcome.over_long > 0 || outcome.restarted;
             behind = outcome.behind;
+            if let Parser::Pi(log) = parser {
+                if log.rewritten() {
+                    // Rewritten in place and grown (pi migrating an old format): read it
+                    // again from the start in the next backlog pass.
+                    tracing::debug!(source = "pi", "log rewritten in place; reading it again");
+                    *tail = Tail::new();
+                    *parser = Parser::new(kind);
+                    behind = true;
+                }
+            }
+            if let Parser::Cursor(log) = parser {
+                // Cursor's lines carry no time: the file's own times date the session.
+                log.file_times(meta.created().ok(), meta.modified().ok());
+            }
         } else if let Parser::Gemini(chat) = &mut tracked.parser {
             match chat.read_whole(file) {
                 Ok(()) => data = true,
@@ -668,12 +722,13 @@ impl Scanner {
         let Some(tracked) = self.files.get_mut(path) else {
             return Ok(());
         };
-        if let Parser::Claude(log) = &tracked.parser {
+        match &tracked.parser {
             // No message yet (only `summary`, `file-history-snapshot`, local commands), or a
             // warm-up: nothing to report.
-            if !log.is_conversation() {
-                return Ok(());
-            }
+            Parser::Claude(log) if !log.is_conversation() => return Ok(()),
+            // Not a pi session (no header on line 1), or being read again after a rewrite.
+            Parser::Pi(log) if !log.is_session() => return Ok(()),
+            _ => {}
         }
         match (&tracked.kind, &tracked.parser) {
             (FileKind::ClaudeSubagent { parent, agent }, Parser::Claude(log)) => {
@@ -691,6 +746,33 @@ impl Scanner {
                 let sub = chat.subagent_state(agent, parent);
                 self.lifecycle.apply_subagent(parent, sub, now);
             }
+            (FileKind::CursorSubagent { parent, agent }, Parser::Cursor(log)) => {
+                let sub = log.subagent_state(agent, parent);
+                self.lifecycle.apply_subagent(parent, sub, now);
+            }
+            (FileKind::CodexRollout, Parser::Codex(log)) if !log.parent_id().is_empty() => {
+                // A subagent thread: shown under the session that spawned it (a thread
+                // spawned by a subagent thread goes under that one's session).
+                let agent = if log.session_id().is_empty() {
+                    tracked.stem.clone()
+                } else {
+                    log.session_id().to_owned()
+                };
+                let direct = log.parent_id();
+                let parent = self
+                    .codex_threads
+                    .get(direct)
+                    .cloned()
+                    .unwrap_or_else(|| direct.to_owned());
+                let sub = log.subagent_state(&agent, &parent);
+                if !self.codex_threads.contains_key(&agent) {
+                    if self.codex_threads.len() >= MAX_CODEX_THREADS {
+                        self.codex_threads.clear();
+                    }
+                    self.codex_threads.insert(agent, parent.clone());
+                }
+                self.lifecycle.apply_subagent(&parent, sub, now);
+            }
             (_, parser) => {
                 let id = match &tracked.session_id {
                     Some(id) => id.clone(),
@@ -707,17 +789,66 @@ impl Scanner {
                         id
                     }
                 };
+                let mut unresolved = None;
                 let report = match parser {
                     Parser::Claude(p) => p.report(&id),
                     Parser::Codex(p) => p.report(&id),
-                    Parser::Gemini(p) => p.report(&id),
+                    Parser::Gemini(p) => {
+                        let mut report = p.report(&id);
+                        let folder = path
+                            .strip_prefix(&root.path)
+                            .ok()
+                            .and_then(|rel| rel.components().next())
+                            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        if let Some(projects) = &mut self.gemini_projects {
+                            match projects.working_dir(&root.path, &folder, p, now) {
+                                Resolution::Known(dir) => report.working_dir = dir,
+                                Resolution::Unknown(hash) => unresolved = hash,
+                            }
+                        }
+                        report
+                    }
+                    Parser::Pi(p) => p.report(&id),
+                    Parser::Cursor(p) => {
+                        let mut report = p.report(&id);
+                        if report.working_dir.is_empty() {
+                            report.working_dir = self.project_dirs.working_dir(p.project());
+                        }
+                        report
+                    }
                 };
                 let delta = report.counts.since(tracked.reported);
                 tracked.reported = report.counts;
                 self.lifecycle.apply(source.name(), &report, delta, now);
+                if let Some(hash) = unresolved {
+                    if self.gemini_unresolved.len() >= MAX_GEMINI_UNRESOLVED {
+                        self.gemini_unresolved.clear();
+                    }
+                    self.gemini_unresolved.entry(hash).or_default().insert(id);
+                }
+                self.learn_working_dir(&report.working_dir);
             }
         }
         Ok(())
+    }
+
+    /// A session's working directory, as a candidate Gemini CLI project root: Gemini
+    /// sessions whose project hash it matches get it as their working directory.
+    fn learn_working_dir(&mut self, dir: &str) {
+        let Some(projects) = &mut self.gemini_projects else {
+            return;
+        };
+        if !projects.learn(dir) || self.gemini_unresolved.is_empty() {
+            return;
+        }
+        let hash = super::sources::gemini_project::sha256_hex(dir.as_bytes());
+        if let Some(ids) = self.gemini_unresolved.remove(&hash) {
+            for id in ids {
+                tracing::debug!(session = %id, "gemini project resolved from another session");
+                self.lifecycle.fill_working_dir(&id, dir);
+            }
+        }
     }
 
     /// Gemini CLI resumes a `.json` chat by copying its whole history into `<name>.jsonl`

@@ -1,5 +1,5 @@
-//! The monitor (feature `monitor`) on real log files in temp dirs: Claude Code, Codex CLI and
-//! Gemini CLI sources, bad input, fair reading, privacy, and end to end over a WebSocket.
+//! The monitor (feature `monitor`) on real log files in temp dirs: Claude Code, Codex CLI,
+//! Gemini CLI, Pi and Cursor sources, bad input, fair reading, privacy, and end to end over a WebSocket.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -7,9 +7,13 @@ mod common;
 mod monitor_support;
 
 mod claude;
+mod codex_threads;
+mod cursor;
 mod e2e;
 mod fairness;
 mod faults;
+mod gemini_cwd;
+mod pi;
 mod privacy;
 mod sources;
 mod waiting;

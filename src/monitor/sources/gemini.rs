@@ -1,4 +1,4 @@
-//! Gemini CLI chats: `<root>/<sha256 of the project path>/chats/session-*.json`, rewritten
+//! Gemini CLI chats: `<root>/<project folder>/chats/session-*.json`, rewritten
 //! whole on each save (0.38 and earlier), and the append-only `session-*.jsonl` (0.39 and
 //! later, `packages/core/src/services/chatRecordingService.ts`).
 //!
@@ -42,6 +42,13 @@
 //! a wait while the chat keeps waiting (an `info` line does not move it), and it never runs
 //! backwards.
 //!
+//! **Working directory.** The project folder is the SHA-256 of the project root (v0.28 and
+//! earlier) or a slug of its name (v0.29 and later, with the root in `.project_root` and
+//! `projects.json`); the header's `projectHash` is the SHA-256 in every version, and
+//! `directories` (in a `.json` chat's object, a `.jsonl` header or a `$set` line) starts
+//! with the root. The scanner resolves the folder to the session's workingDir (see
+//! `gemini_project`); an old hash folder whose root no other source names stays without one.
+//!
 //! Memory: one small record per message in the history (ids, counts and the model; no
 //! text) and three totals for compressed-away messages.
 
@@ -59,6 +66,8 @@ use crate::wire::{Activity, SubagentState, Timestamp};
 struct ChatFile {
     session_id: Option<String>,
     start_time: Option<String>,
+    project_hash: Option<String>,
+    directories: Option<Vec<String>>,
     #[serde(default)]
     messages: Vec<Message>,
 }
@@ -68,6 +77,9 @@ struct ChatFile {
 struct Line {
     session_id: Option<String>,
     start_time: Option<String>,
+    project_hash: Option<String>,
+    /// The header of a subagent's chat, or of a `.json` chat migrated on resume.
+    directories: Option<Vec<String>>,
     /// `{"$rewindTo": id}`: the person rewound the chat to just before message `id`.
     #[serde(rename = "$rewindTo")]
     rewind_to: Option<String>,
@@ -81,6 +93,8 @@ struct Line {
 #[derive(Deserialize, Default)]
 struct SetRecord {
     messages: Option<Vec<Message>>,
+    /// After `/directory add`: the workspace's directories, the project root first.
+    directories: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
@@ -143,6 +157,11 @@ impl Message {
 #[derive(Debug, Default)]
 pub(crate) struct GeminiChat {
     session_id: String,
+    /// The header's `projectHash`: the SHA-256 (hex) of the project root.
+    project_hash: String,
+    /// The first of the workspace's `directories` (the project root, as a realpath), once
+    /// a record names them.
+    first_directory: String,
     started_at: Timestamp,
     messages: Vec<Message>,
     by_id: HashMap<String, usize>,
@@ -169,6 +188,8 @@ impl GeminiChat {
         let file: ChatFile = serde_json::from_reader(std::io::BufReader::new(reader))?;
         *self = GeminiChat::new();
         set_if_some(&mut self.session_id, file.session_id.as_deref());
+        set_if_some(&mut self.project_hash, file.project_hash.as_deref());
+        self.directories(file.directories.as_deref());
         self.started_at = parse_time(file.start_time.as_deref()).unwrap_or_default();
         for mut m in file.messages {
             m.turn = true;
@@ -191,11 +212,14 @@ impl GeminiChat {
             used = true;
         }
         used |= rec.session_id.is_some();
+        set_if_some(&mut self.project_hash, rec.project_hash.as_deref());
+        self.directories(rec.directories.as_deref());
         if let Some(id) = &rec.rewind_to {
             self.rewind(id);
             return LineResult::Used;
         }
         if let Some(set) = rec.set {
+            self.directories(set.directories.as_deref());
             if let Some(messages) = set.messages {
                 self.replace_history(messages);
             }
@@ -215,6 +239,24 @@ impl GeminiChat {
         } else {
             LineResult::Unknown
         }
+    }
+
+    /// The header's `projectHash` (SHA-256 hex of the project root), or `""`.
+    pub(crate) fn project_hash(&self) -> &str {
+        &self.project_hash
+    }
+
+    /// The workspace's first directory (the project root, resolved through symbolic
+    /// links), when a record named the directories; else `""`.
+    pub(crate) fn first_directory(&self) -> &str {
+        &self.first_directory
+    }
+
+    fn directories(&mut self, dirs: Option<&[String]>) {
+        set_if_some(
+            &mut self.first_directory,
+            dirs.and_then(<[String]>::first).map(String::as_str),
+        );
     }
 
     fn upsert(&mut self, m: Message) {
@@ -466,6 +508,51 @@ mod tests {
         }
         let r = chat.report("g");
         assert_eq!((r.counts.messages, r.output_tokens), (0, 0));
+    }
+
+    fn sample(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/monitor/gemini")
+            .join(name);
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    /// v0.28 `.json` chat after `/directory add`: the project root is the first directory;
+    /// the header's hash is the SHA-256 of the root.
+    #[test]
+    fn v0_28_directories_in_a_json_chat() {
+        let mut chat = GeminiChat::new();
+        chat.read_whole(sample("v0.28-directories.json").as_bytes())
+            .unwrap();
+        assert_eq!(chat.first_directory(), "/home/dev/web-app");
+        assert_eq!(
+            chat.project_hash(),
+            super::super::gemini_project::sha256_hex(b"/home/dev/web-app")
+        );
+        assert_eq!(chat.report("x").counts.messages, 2);
+    }
+
+    /// v0.39 `.jsonl` chat: `{"$set": {"directories": …}}` after `/directory add`; a
+    /// header without directories names none.
+    #[test]
+    fn v0_39_directories_from_a_set_line() {
+        let text = sample("v0.39-dir-add.jsonl");
+        let mut chat = GeminiChat::new();
+        let mut lines = text.lines();
+        for line in lines.by_ref().take(3) {
+            assert_eq!(chat.line(line.as_bytes()), LineResult::Used);
+        }
+        assert_eq!(chat.first_directory(), "");
+        assert_eq!(chat.project_hash().len(), 64);
+        for line in lines {
+            assert_eq!(chat.line(line.as_bytes()), LineResult::Used);
+        }
+        assert_eq!(chat.first_directory(), "/home/dev/web-app");
+        assert_eq!(chat.report("x").counts.messages, 2);
+        // A subagent's header carries them too.
+        let mut chat = GeminiChat::new();
+        chat.line(br#"{"sessionId":"s","projectHash":"ab","kind":"subagent","directories":["/w/a","/w/b"]}"#);
+        assert_eq!(chat.first_directory(), "/w/a");
     }
 
     /// Found by `fuzz/` (`gemini_line`): the sum of `tokens.output + tokens.thoughts` over

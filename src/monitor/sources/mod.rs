@@ -11,8 +11,13 @@
 
 pub(crate) mod claude;
 pub(crate) mod codex;
+pub(crate) mod cursor;
 pub(crate) mod gemini;
+pub(crate) mod gemini_project;
+mod lenient;
 pub(crate) mod marker_dir;
+pub(crate) mod pi;
+pub(crate) mod project_dir;
 pub(crate) mod session_end;
 
 use std::collections::VecDeque;
@@ -28,21 +33,39 @@ pub enum SourceKind {
     Claude,
     /// Codex CLI: `$CODEX_HOME/sessions/YYYY/MM/DD/rollout-*.jsonl`.
     Codex,
-    /// Gemini CLI: `~/.gemini/tmp/<project hash>/chats/session-*.json` or `.jsonl`; a
-    /// subagent's chat is `chats/<parent session id>/<id>.jsonl`.
+    /// Gemini CLI: `~/.gemini/tmp/<project folder>/chats/session-*.json` or `.jsonl` (the
+    /// folder is the SHA-256 of the project root up to v0.28, a slug of its name from
+    /// v0.29); a subagent's chat is `chats/<parent session id>/<id>.jsonl`.
     Gemini,
+    /// Pi coding agent: `<sessions dir>/--<encoded cwd>--/<time>_<session id>.jsonl`, the
+    /// sessions dir being `$PI_CODING_AGENT_SESSION_DIR`, else
+    /// `$PI_CODING_AGENT_DIR/sessions` (default `~/.pi/agent/sessions`).
+    Pi,
+    /// Cursor's agent (IDE and `cursor-agent` CLI):
+    /// `~/.cursor/projects/<encoded cwd>/agent-transcripts/<id>/<id>.jsonl` (also
+    /// `<id>.jsonl`, and the legacy text `<id>.txt`); a subagent's transcript is
+    /// `<id>/subagents/<child id>.jsonl`.
+    Cursor,
 }
 
 impl SourceKind {
     /// Every source, in the order the monitor reports them.
-    pub const ALL: [SourceKind; 3] = [SourceKind::Claude, SourceKind::Codex, SourceKind::Gemini];
+    pub const ALL: [SourceKind; 5] = [
+        SourceKind::Claude,
+        SourceKind::Codex,
+        SourceKind::Gemini,
+        SourceKind::Pi,
+        SourceKind::Cursor,
+    ];
 
-    /// The source name on the wire: `claude`, `codex` or `gemini`.
+    /// The source name on the wire: `claude`, `codex`, `gemini`, `pi` or `cursor`.
     pub fn name(self) -> &'static str {
         match self {
             SourceKind::Claude => "claude",
             SourceKind::Codex => "codex",
             SourceKind::Gemini => "gemini",
+            SourceKind::Pi => "pi",
+            SourceKind::Cursor => "cursor",
         }
     }
 }
@@ -69,6 +92,27 @@ pub(crate) enum FileKind {
     GeminiJsonl,
     /// A Gemini CLI subagent's chat: `<project>/chats/<parent session id>/<id>.jsonl`.
     GeminiSubagent {
+        /// The parent session's id: the directory name.
+        parent: String,
+        /// The subagent's id: the file stem.
+        agent: String,
+    },
+    /// A pi session file: `<project dir>/<time>_<id>.jsonl`.
+    PiSession,
+    /// A Cursor JSONL transcript: `agent-transcripts/<id>/<id>.jsonl` or
+    /// `agent-transcripts/<id>.jsonl`.
+    CursorTranscript {
+        /// The project folder name (the encoded working directory); empty in the
+        /// workspace-less layout.
+        project: String,
+    },
+    /// A Cursor legacy text transcript: `agent-transcripts/<id>.txt`.
+    CursorText {
+        /// The project folder name; empty in the workspace-less layout.
+        project: String,
+    },
+    /// A Cursor subagent's transcript: `agent-transcripts/<parent id>/subagents/<id>.jsonl`.
+    CursorSubagent {
         /// The parent session's id: the directory name.
         parent: String,
         /// The subagent's id: the file stem.
@@ -130,6 +174,35 @@ pub(crate) fn classify(source: SourceKind, root: &Path, path: &Path) -> Option<F
                 None
             }
         }
+        // Only files directly in a project directory: an extension's
+        // `<project>/subagent-artifacts/*.jsonl` are no sessions.
+        SourceKind::Pi => {
+            (parts.len() == 2 && name.ends_with(".jsonl")).then_some(FileKind::PiSession)
+        }
+        SourceKind::Cursor => classify_cursor(&parts),
+    }
+}
+
+/// A Cursor file from its path under the root: `[<project>/]agent-transcripts/…`.
+fn classify_cursor(parts: &[String]) -> Option<FileKind> {
+    let at = parts.iter().position(|p| p == "agent-transcripts")?;
+    let project = match at {
+        0 => String::new(),
+        1 => parts[0].clone(),
+        _ => return None,
+    };
+    let rest = &parts[at + 1..];
+    let name = rest.last()?;
+    let stem = name.strip_suffix(".jsonl");
+    match rest {
+        [_] if stem.is_some() => Some(FileKind::CursorTranscript { project }),
+        [_] if name.ends_with(".txt") => Some(FileKind::CursorText { project }),
+        [dir, _] if stem == Some(dir.as_str()) => Some(FileKind::CursorTranscript { project }),
+        [parent, sub, _] if sub == "subagents" => stem.map(|agent| FileKind::CursorSubagent {
+            parent: parent.clone(),
+            agent: agent.to_owned(),
+        }),
+        _ => None,
     }
 }
 
@@ -285,6 +358,14 @@ impl PendingTools {
         self.calls.retain(|(k, _)| k != id);
     }
 
+    /// The oldest running call named `name` finished (for logs whose results name the tool,
+    /// not the call).
+    pub(crate) fn finish_oldest_named(&mut self, name: &str) {
+        if let Some(i) = self.calls.iter().position(|(_, n)| n == name) {
+            self.calls.remove(i);
+        }
+    }
+
     /// The turn ended: nothing is running any more.
     pub(crate) fn clear(&mut self) {
         self.calls.clear();
@@ -350,6 +431,43 @@ mod tests {
             })
         );
         assert_eq!(g("ab12/chats/p/notes.txt"), None);
+        let p = |p: &str| classify(SourceKind::Pi, &root, &root.join(p));
+        assert_eq!(
+            p("--home-a--/2026-01-05T13-00-00-000Z_0c1d.jsonl"),
+            Some(FileKind::PiSession)
+        );
+        assert_eq!(p("--home-a--/subagent-artifacts/0c1d_scout.jsonl"), None);
+        assert_eq!(p("stray.jsonl"), None);
+        assert_eq!(p("--home-a--/notes.txt"), None);
+        let c = |p: &str| classify(SourceKind::Cursor, &root, &root.join(p));
+        let transcript = |project: &str| {
+            Some(FileKind::CursorTranscript {
+                project: project.into(),
+            })
+        };
+        assert_eq!(
+            c("home-a/agent-transcripts/0f/0f.jsonl"),
+            transcript("home-a")
+        );
+        assert_eq!(c("home-a/agent-transcripts/0f.jsonl"), transcript("home-a"));
+        assert_eq!(c("agent-transcripts/0f/0f.jsonl"), transcript(""));
+        assert_eq!(
+            c("home-a/agent-transcripts/0f.txt"),
+            Some(FileKind::CursorText {
+                project: "home-a".into()
+            })
+        );
+        assert_eq!(
+            c("home-a/agent-transcripts/0f/subagents/5e.jsonl"),
+            Some(FileKind::CursorSubagent {
+                parent: "0f".into(),
+                agent: "5e".into()
+            })
+        );
+        assert_eq!(c("home-a/agent-transcripts/0f/other.jsonl"), None);
+        assert_eq!(c("home-a/agent-tools/out.txt"), None);
+        assert_eq!(c("home-a/terminals/1.txt"), None);
+        assert_eq!(c("a/b/agent-transcripts/0f.jsonl"), None);
     }
 
     #[test]

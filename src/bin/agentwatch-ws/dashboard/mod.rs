@@ -1,5 +1,5 @@
-//! A live dashboard of AI coding-agent sessions: your real Claude Code, Codex CLI and Gemini
-//! CLI sessions, read from their logs by the crate's [`Monitor`], or a simulated monitor.
+//! A live dashboard of AI coding-agent sessions: your real Claude Code, Codex CLI, Gemini CLI,
+//! Pi and Cursor sessions, read from their logs by the crate's [`Monitor`], or a simulated monitor.
 //!
 //! ```text
 //! agentwatch-ws dashboard                      # installed: cargo install agentwatch-ws --features cli
@@ -179,7 +179,9 @@ impl Options {
 /// Without input flags it watches the default log roots that exist, read from the
 /// environment at start: $HOME/.claude/projects, $HOME/.config/claude/projects and
 /// <dir>/projects for each <dir> of $CLAUDE_CONFIG_DIR (Claude Code), $CODEX_HOME/sessions,
-/// else $HOME/.codex/sessions (Codex CLI), and $HOME/.gemini/tmp (Gemini CLI). It prints
+/// else $HOME/.codex/sessions (Codex CLI), $HOME/.gemini/tmp (Gemini CLI),
+/// $PI_CODING_AGENT_SESSION_DIR, else $HOME/.pi/agent/sessions (Pi) and $CURSOR_CONFIG_DIR/projects
+/// or $HOME/.cursor/projects (Cursor). It prints
 /// each root it watches and how many recent sessions it found (logs written within the last
 /// 5 minutes; older ones join when they change). When no root exists, or the roots hold no
 /// log at all, it runs a simulation instead and says so; when they hold only older logs it
@@ -242,6 +244,19 @@ struct Flags {
     /// A directory that does not exist is an error. Not with --demo.
     #[arg(long, value_name = "DIR")]
     gemini: Vec<PathBuf>,
+
+    /// Watch this Pi sessions dir (repeatable; replaces the default roots).
+    ///
+    /// A directory that does not exist is an error. Not with --demo.
+    #[arg(long, value_name = "DIR")]
+    pi: Vec<PathBuf>,
+
+    /// Watch this Cursor projects root, like ~/.cursor/projects (repeatable; replaces the
+    /// default roots).
+    ///
+    /// A directory that does not exist is an error. Not with --demo.
+    #[arg(long, value_name = "DIR")]
+    cursor: Vec<PathBuf>,
 
     /// Simulated events per second, in (0, 10000] [default: 5].
     #[arg(long, value_name = "N", value_parser = parse_rate)]
@@ -340,6 +355,8 @@ impl TryFrom<Flags> for Options {
             ("--claude", SourceKind::Claude, &flags.claude),
             ("--codex", SourceKind::Codex, &flags.codex),
             ("--gemini", SourceKind::Gemini, &flags.gemini),
+            ("--pi", SourceKind::Pi, &flags.pi),
+            ("--cursor", SourceKind::Cursor, &flags.cursor),
         ] {
             for dir in dirs {
                 if !dir.is_dir() {
@@ -353,8 +370,8 @@ impl TryFrom<Flags> for Options {
         }
         if flags.demo && !roots.is_empty() {
             return Err(usage_error(
-                "--demo runs the simulation: it cannot be combined with --claude, --codex or \
-                 --gemini",
+                "--demo runs the simulation: it cannot be combined with --claude, --codex, \
+                 --gemini, --pi or --cursor",
             ));
         }
         if flags.redis.is_none() && (flags.publish || flags.stream.is_some()) {
@@ -370,6 +387,8 @@ impl TryFrom<Flags> for Options {
             ("--claude", !flags.claude.is_empty()),
             ("--codex", !flags.codex.is_empty()),
             ("--gemini", !flags.gemini.is_empty()),
+            ("--pi", !flags.pi.is_empty()),
+            ("--cursor", !flags.cursor.is_empty()),
             ("--rate", flags.rate.is_some()),
             ("--seed", flags.seed.is_some()),
             ("--inject", flags.inject),
@@ -664,7 +683,8 @@ fn start_input(
     if roots.is_empty() {
         return Ok(simulation(
             "no agent logs: none of $HOME/.claude/projects, $HOME/.config/claude/projects, \
-             $CODEX_HOME/sessions or $HOME/.codex/sessions, $HOME/.gemini/tmp exists",
+             $CODEX_HOME/sessions or $HOME/.codex/sessions, $HOME/.gemini/tmp, \
+             $HOME/.pi/agent/sessions, $HOME/.cursor/projects exists",
         ));
     }
     let mut builder = Monitor::builder();
@@ -816,6 +836,16 @@ impl Attention {
                     SourceKind::Gemini => {
                         hooks_attention(markers::HookAgent::Gemini, watched.marker_dir.as_deref())
                     }
+                    SourceKind::Pi => (
+                        false,
+                        "permission prompts are not detected: Pi has none of its own (an extension's are not in its session log)"
+                            .to_owned(),
+                    ),
+                    SourceKind::Cursor => (
+                        false,
+                        "permission prompts are not detected: Cursor's transcripts do not record them"
+                            .to_owned(),
+                    ),
                 };
                 serde_json::json!({"source": k.name(), "permissionPrompts": detected, "note": note})
             })

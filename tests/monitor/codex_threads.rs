@@ -62,7 +62,7 @@ async fn subagent_threads_reach_a_client_under_their_parent() {
 
     let handle = Monitor::builder()
         .root(SourceKind::Codex, &root)
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(hub.clone())
         .spawn()
         .unwrap();
@@ -168,7 +168,7 @@ async fn a_fork_reaches_a_client_with_its_own_work_only() {
 
     let handle = Monitor::builder()
         .root(SourceKind::Codex, &root)
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(hub.clone())
         .spawn()
         .unwrap();
@@ -223,7 +223,7 @@ async fn a_fork_reaches_a_client_with_its_own_work_only() {
 fn scan_monitor(root: &Path, rec: &Recorder) -> Monitor {
     Monitor::builder()
         .root(SourceKind::Codex, root)
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(rec.clone())
 }
 

@@ -71,7 +71,7 @@ async fn a_cursor_session_and_its_subagent_reach_a_connected_client() {
 
     let handle = Monitor::builder()
         .root(SourceKind::Cursor, &root)
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(hub.clone())
         .spawn()
         .unwrap();
@@ -195,7 +195,7 @@ fn legacy_text_flat_and_workspace_less_transcripts() {
     let rec = Recorder::default();
     let mut m = Monitor::builder()
         .root(SourceKind::Cursor, root)
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .turn_end_delay(Duration::ZERO)
         .build(rec.clone());
     m.scan();

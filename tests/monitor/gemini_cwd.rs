@@ -59,7 +59,7 @@ async fn a_slug_folder_chat_reaches_a_client_with_its_project_root() {
 
     let handle = Monitor::builder()
         .root(SourceKind::Gemini, &root)
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(hub.clone())
         .spawn()
         .unwrap();
@@ -89,7 +89,7 @@ async fn a_slug_folder_chat_reaches_a_client_with_its_project_root() {
 }
 
 fn scan_monitor(roots: &[(SourceKind, &Path)], rec: &Recorder) -> Monitor {
-    let mut b = Monitor::builder().idle_after(Duration::ZERO);
+    let mut b = Monitor::builder().idle_after(None);
     for (source, root) in roots {
         b = b.root(*source, root);
     }

@@ -54,7 +54,7 @@ async fn a_pi_session_reaches_a_connected_client() {
 
     let handle = Monitor::builder()
         .root(SourceKind::Pi, &root)
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(hub.clone())
         .spawn()
         .unwrap();
@@ -138,7 +138,7 @@ async fn a_pi_session_reaches_a_connected_client() {
 fn scan_monitor(root: &std::path::Path, rec: &Recorder) -> Monitor {
     Monitor::builder()
         .root(SourceKind::Pi, root)
-        .idle_after(Duration::ZERO)
+        .idle_after(None)
         .build(rec.clone())
 }
 

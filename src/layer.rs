@@ -328,8 +328,8 @@ impl<A> WsLayer<A> {
     /// from a snapshot it just got. Several nodes serving the same events (same seq and at,
     /// e.g. behind a broker) accept each other's positions.
     ///
-    /// The retired `snapshot_at` parameter, sent without `since_at`, makes the position
-    /// unverifiable: the client gets a snapshot.
+    /// A `snapshot_at` parameter sent without `since_at` names no event, so the position
+    /// cannot be verified: the client gets a snapshot.
     pub fn replay_window(mut self, events: impl Into<Option<usize>>) -> Self {
         self.replay_window = events
             .into()
@@ -708,19 +708,18 @@ struct ResumeFrom {
     since: Option<u64>,
     /// `None`: not sent. `Some(None)`: sent but not a timestamp.
     since_at: Option<Option<Timestamp>>,
-    /// Whether the retired `snapshot_at` parameter was sent.
+    /// Whether a `snapshot_at` parameter was sent.
     snapshot_at: bool,
 }
 
 impl ResumeFrom {
     /// The position to resume from, if any is claimed and checkable:
     /// - `since` with a valid `since_at`: the hub checks that it holds that very event;
-    /// - `since` alone (Go clients, `Last-Event-ID`): trusted by seq, as before;
+    /// - `since` alone (Go clients, `Last-Event-ID`): trusted by seq;
     /// - `since` with a `since_at` that is not a timestamp: none (snapshot);
-    /// - `since` with the retired `snapshot_at` and no `since_at`: none (snapshot). It used to
-    ///   be compared with the hub's start time, which trusted wall clocks; a client sending it
-    ///   asked for restart safety, and the only safe answer without an event identity is a
-    ///   snapshot.
+    /// - `since` with `snapshot_at` and no `since_at`: none (snapshot). Comparing it with the
+    ///   hub's start time would trust wall clocks; a client sending it asks for restart
+    ///   safety, and the only safe answer without an event identity is a snapshot.
     fn position(&self) -> Option<Position> {
         let seq = self.since?;
         match self.since_at {

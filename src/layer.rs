@@ -99,7 +99,18 @@ const INBOUND_READ_BUFFER: usize = 512;
 /// number is a plain `usize`, `u32` or [`Duration`], never a `NonZero*`; a value below the
 /// smallest meaningful one (zero, usually) is raised to it, and a value above the documented
 /// maximum is lowered to it, each with a `warn` tracing event naming the setting. No setting
-/// panics. Each method documents its default, its minimum and its maximum.
+/// panics. Each method documents its default, its minimum and its maximum; at a glance:
+///
+/// | setting | default | range |
+/// |---|---|---|
+/// | [`heartbeat`](WsLayer::heartbeat) | 30 s | 1 ns – 1 day, or `None` (no pings) |
+/// | [`send_buffer`](WsLayer::send_buffer) | 64 events | 1 – 65 536 |
+/// | [`write_timeout`](WsLayer::write_timeout) | 10 s | 1 ns – 1 day |
+/// | [`max_message_size`](WsLayer::max_message_size) | 4 KiB | 125 B – 64 MiB |
+/// | [`replay_window`](WsLayer::replay_window) | 1 024 events | 1 – 1 048 576, or `None` (resuming off) |
+/// | [`replay_window_bytes`](WsLayer::replay_window_bytes) | 8 MiB | 64 KiB – 1 GiB |
+/// | [`max_connections`](WsLayer::max_connections) | `None` (no cap) | 1 – `usize::MAX >> 3` |
+/// | [`rate_limit`](WsLayer::rate_limit) | 12 per minute, burst 4 (Go's) | a [`RateLimitPolicy`], or `None` (off) |
 ///
 /// [`build`]: WsLayer::build
 pub struct WsLayer<A = Anonymous> {

@@ -94,7 +94,7 @@ const INBOUND_READ_BUFFER: usize = 512;
 ///
 /// # Numbers
 /// One rule for every number setting, here and in [`serve`](crate::serve()), the
-/// [`monitor`](crate::monitor) and the [`broker`](crate::broker): `None` switches a bound off
+/// [`monitor`] and the [`broker`]: `None` switches a bound off
 /// where off makes sense (`heartbeat`, `replay_window`, `max_connections`, `rate_limit`); a
 /// number is a plain `usize`, `u32` or [`Duration`], never a `NonZero*`; a value below the
 /// smallest meaningful one (zero, usually) is raised to it, and a value above the documented
@@ -113,6 +113,16 @@ const INBOUND_READ_BUFFER: usize = 512;
 /// | [`rate_limit`](WsLayer::rate_limit) | 12 per minute, burst 4 (Go's) | a [`RateLimitPolicy`], or `None` (off) |
 ///
 /// [`build`]: WsLayer::build
+#[cfg_attr(feature = "monitor", doc = "[`monitor`]: crate::monitor")]
+#[cfg_attr(
+    not(feature = "monitor"),
+    doc = "[`monitor`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/index.html"
+)]
+#[cfg_attr(feature = "redis", doc = "[`broker`]: crate::broker")]
+#[cfg_attr(
+    not(feature = "redis"),
+    doc = "[`broker`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/broker/index.html"
+)]
 pub struct WsLayer<A = Anonymous> {
     heartbeat: Option<Duration>,
     send_buffer: usize,

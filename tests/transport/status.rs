@@ -154,8 +154,7 @@ async fn the_status_tells_a_missing_origin_from_a_foreign_one_and_an_unknown_hos
     );
 
     // Same origin on a name the server does not know (what DNS rebinding looks like).
-    let unknown =
-        serve_layer(WsLayer::new().rate_limit(None)).await;
+    let unknown = serve_layer(WsLayer::new().rate_limit(None)).await;
     let host = format!("dash.example.com:{}", unknown.port());
     let origin = format!("http://{host}");
     assert_eq!(
@@ -169,12 +168,7 @@ async fn the_status_tells_a_missing_origin_from_a_foreign_one_and_an_unknown_hos
         "this page's host name is not one the server knows (not in its allowed hosts)"
     );
 
-    let strict = serve_layer(
-        WsLayer::new()
-            .rate_limit(None)
-            .require_origin(true),
-    )
-    .await;
+    let strict = serve_layer(WsLayer::new().rate_limit(None).require_origin(true)).await;
     assert_eq!(upgrade_status(strict, &[]).await, 403);
     let body = status(strict, &[]).await;
     assert_eq!(body["lastRejection"]["reason"], "origin_missing", "{body}");

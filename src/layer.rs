@@ -94,14 +94,35 @@ const INBOUND_READ_BUFFER: usize = 512;
 ///
 /// # Numbers
 /// One rule for every number setting, here and in [`serve`](crate::serve()), the
-/// [`monitor`](crate::monitor) and the [`broker`](crate::broker): `None` switches a bound off
+/// [`monitor`] and the [`broker`]: `None` switches a bound off
 /// where off makes sense (`heartbeat`, `replay_window`, `max_connections`, `rate_limit`); a
 /// number is a plain `usize`, `u32` or [`Duration`], never a `NonZero*`; a value below the
 /// smallest meaningful one (zero, usually) is raised to it, and a value above the documented
 /// maximum is lowered to it, each with a `warn` tracing event naming the setting. No setting
-/// panics. Each method documents its default, its minimum and its maximum.
+/// panics. Each method documents its default, its minimum and its maximum; at a glance:
+///
+/// | setting | default | range |
+/// |---|---|---|
+/// | [`heartbeat`](WsLayer::heartbeat) | 30 s | 1 ns – 1 day, or `None` (no pings) |
+/// | [`send_buffer`](WsLayer::send_buffer) | 64 events | 1 – 65 536 |
+/// | [`write_timeout`](WsLayer::write_timeout) | 10 s | 1 ns – 1 day |
+/// | [`max_message_size`](WsLayer::max_message_size) | 4 KiB | 125 B – 64 MiB |
+/// | [`replay_window`](WsLayer::replay_window) | 1 024 events | 1 – 1 048 576, or `None` (resuming off) |
+/// | [`replay_window_bytes`](WsLayer::replay_window_bytes) | 8 MiB | 64 KiB – 1 GiB |
+/// | [`max_connections`](WsLayer::max_connections) | `None` (no cap) | 1 – `usize::MAX >> 3` |
+/// | [`rate_limit`](WsLayer::rate_limit) | 12 per minute, burst 4 (Go's) | a [`RateLimitPolicy`], or `None` (off) |
 ///
 /// [`build`]: WsLayer::build
+#[cfg_attr(feature = "monitor", doc = "[`monitor`]: crate::monitor")]
+#[cfg_attr(
+    not(feature = "monitor"),
+    doc = "[`monitor`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/index.html"
+)]
+#[cfg_attr(feature = "redis", doc = "[`broker`]: crate::broker")]
+#[cfg_attr(
+    not(feature = "redis"),
+    doc = "[`broker`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/broker/index.html"
+)]
 pub struct WsLayer<A = Anonymous> {
     heartbeat: Option<Duration>,
     send_buffer: usize,
@@ -328,8 +349,8 @@ impl<A> WsLayer<A> {
     /// from a snapshot it just got. Several nodes serving the same events (same seq and at,
     /// e.g. behind a broker) accept each other's positions.
     ///
-    /// The retired `snapshot_at` parameter, sent without `since_at`, makes the position
-    /// unverifiable: the client gets a snapshot.
+    /// A `snapshot_at` parameter sent without `since_at` names no event, so the position
+    /// cannot be verified: the client gets a snapshot.
     pub fn replay_window(mut self, events: impl Into<Option<usize>>) -> Self {
         self.replay_window = events
             .into()
@@ -708,19 +729,18 @@ struct ResumeFrom {
     since: Option<u64>,
     /// `None`: not sent. `Some(None)`: sent but not a timestamp.
     since_at: Option<Option<Timestamp>>,
-    /// Whether the retired `snapshot_at` parameter was sent.
+    /// Whether a `snapshot_at` parameter was sent.
     snapshot_at: bool,
 }
 
 impl ResumeFrom {
     /// The position to resume from, if any is claimed and checkable:
     /// - `since` with a valid `since_at`: the hub checks that it holds that very event;
-    /// - `since` alone (Go clients, `Last-Event-ID`): trusted by seq, as before;
+    /// - `since` alone (Go clients, `Last-Event-ID`): trusted by seq;
     /// - `since` with a `since_at` that is not a timestamp: none (snapshot);
-    /// - `since` with the retired `snapshot_at` and no `since_at`: none (snapshot). It used to
-    ///   be compared with the hub's start time, which trusted wall clocks; a client sending it
-    ///   asked for restart safety, and the only safe answer without an event identity is a
-    ///   snapshot.
+    /// - `since` with `snapshot_at` and no `since_at`: none (snapshot). Comparing it with the
+    ///   hub's start time would trust wall clocks; a client sending it asks for restart
+    ///   safety, and the only safe answer without an event identity is a snapshot.
     fn position(&self) -> Option<Position> {
         let seq = self.since?;
         match self.since_at {

@@ -55,18 +55,23 @@
 //! resumes without a snapshot (see [`WsLayer::replay_window`]).
 //!
 //! # The pieces
+//! Every feature is opt-in: with none, the crate is the transport (the items below up to
+//! [`redact`]); the features `monitor`, `redis`, `metrics` and `hooks` add the modules named
+//! with them, and `cli` the `agentwatch-ws` command.
+//!
 //! - [`WsLayer`]: the endpoint's configuration; [`build`](WsLayer::build) returns the axum
 //!   [`Router`](axum::Router) and the [`Publisher`].
 //! - [`Publisher`]: the one way to publish (the state and the clients, in that order, one
 //!   event at a time, `seq` kept rising) and to read the state clients see.
 //! - [`EventSink`]: the seam to producers; `Publisher` implements it.
 //! - [`wire`]: the event model, byte-compatible with Go's `encoding/json`.
-//! - [`serve()`]: serves the app with deadlines on request heads (slowloris) and idle
-//!   connections, HTTP/2 keep-alive, per-IP connection and per-connection stream bounds,
-//!   `Host` checks, `TCP_NODELAY` and the connect info the rate limit needs; the recommended
-//!   way to run it.
-//! - [`admission`]: origin check, authentication extractor, connection cap and per-IP rate
-//!   limit, each a tower layer usable on its own.
+//! - [`serve()`]: serves the app on any `axum::serve::Listener` (TCP, Unix socket, your TLS
+//!   listener) with deadlines on request heads (slowloris) and idle connections, HTTP/2
+//!   keep-alive, per-IP connection and per-connection stream bounds, `Host` checks,
+//!   `TCP_NODELAY` and the connect info the rate limit needs; the recommended way to run it.
+//! - [`admission`]: the checks an upgrade passes, in order, with every rejection's status and
+//!   body; the origin check, the connection cap and the per-IP rate limit as tower layers
+//!   usable on their own; the token carriers an authentication extractor reads.
 //! - [`redact`]: request URIs for logs without token carriers, and a `TraceLayer` span maker.
 //! - [`monitor`] (feature `monitor`): the producer, a [`Monitor`] that tails Claude Code, Codex
 //!   CLI and Gemini CLI session logs and publishes events into any sink.

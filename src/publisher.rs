@@ -42,7 +42,13 @@ use crate::wire::{Event, SessionState};
 /// ```
 ///
 /// It is also an [`EventSink`], so a producer that publishes into any sink
-/// ([`Monitor`](crate::monitor::Monitor), the broker's `Follower`) publishes into it.
+/// ([`Monitor`], the broker's `Follower`) publishes into it.
+///
+#[cfg_attr(feature = "monitor", doc = "[`Monitor`]: crate::monitor::Monitor")]
+#[cfg_attr(
+    not(feature = "monitor"),
+    doc = "[`Monitor`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/struct.Monitor.html"
+)]
 #[derive(Clone)]
 pub struct Publisher {
     inner: Arc<Inner>,

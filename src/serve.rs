@@ -355,8 +355,8 @@ where
         self
     }
 
-    /// At most `max` open HTTP connections in total (upgraded HTTP/1.1 WebSockets no longer
-    /// count: they are the endpoint's, capped by
+    /// At most `max` open HTTP connections in total (an HTTP/1.1 connection stops counting
+    /// once upgraded to a WebSocket: it is then the endpoint's, capped by
     /// [`WsLayer::max_connections`](crate::WsLayer::max_connections)); a connection over it
     /// is closed as soon as it is accepted. Default `None`: no bound but the process's file
     /// descriptors. `Some(0)` is raised to 1, with a warning.

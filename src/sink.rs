@@ -12,7 +12,13 @@ use crate::wire::{Event, Health, SessionState, Timestamp};
 /// Implementations must return quickly and never block on a client: the monitor calls this
 /// on its own thread for every event. [`Publisher`](crate::Publisher) implements it, and so
 /// does the broker's `BrokerSink` (feature `redis`); a producer such as
-/// [`Monitor`](crate::monitor::Monitor) publishes into any of them.
+/// [`Monitor`] publishes into any of them.
+///
+#[cfg_attr(feature = "monitor", doc = "[`Monitor`]: crate::monitor::Monitor")]
+#[cfg_attr(
+    not(feature = "monitor"),
+    doc = "[`Monitor`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/struct.Monitor.html"
+)]
 pub trait EventSink: Send + Sync {
     /// Handles one event.
     ///

@@ -1,15 +1,31 @@
 //! Admission control: the checks an upgrade request passes before it becomes a connection.
 //!
-//! [`WsLayer`](crate::WsLayer) applies them in this order:
+//! [`WsLayer`](crate::WsLayer) applies them in this order; the first that fails answers, with
+//! a short plain-text body (ending in a newline), and no rejection ever upgrades the socket:
 //!
-//! | order | check | rejection ([`RejectReason`]) |
-//! |---|---|---|
-//! | 1 | endpoint stopped ([`Publisher::stop`](crate::Publisher::stop)) | `503 Service Unavailable` (`stopped`) |
-//! | 2 | per-IP rate limit ([`rate_limit`]) | `429 Too Many Requests` + `Retry-After` (`rate_limited`) |
-//! | 3 | origin ([`origin`]) | `403 Forbidden` (`origin`, or `origin_missing` under [`require_origin`](crate::WsLayer::require_origin)) |
-//! | 4 | authentication ([`WsLayer::auth`](crate::WsLayer::auth), carriers in [`token`]) | the extractor's own rejection (`unauthorized`) |
-//! | 5 | connection cap ([`cap`]) | `503 Service Unavailable` + `Retry-After` (`connection_cap`) |
-//! | 6 | WebSocket handshake (RFC 6455 §4.2.1) and subprotocol (§4.2.2) | `426 Upgrade Required` or `400 Bad Request` (`not_upgrade`) |
+//! | order | check | status | body | headers | reason ([`RejectReason`]) |
+//! |---|---|---|---|---|---|
+//! | 1 | endpoint stopped ([`Publisher::stop`](crate::Publisher::stop)) | `503` | `server is stopping` | | `stopped` |
+//! | 2 | per-IP rate limit ([`rate_limit`]) | `429` | `too many connection attempts` | `Retry-After` (whole seconds, rounded up) | `rate_limited` |
+//! | 2 | the rate limit finds no client address (served without `ConnectInfo<SocketAddr>`), under [`MissingClientAddr::Reject`](crate::MissingClientAddr::Reject) only | `500` | names `into_make_service_with_connect_info::<SocketAddr>()` | | `missing_connect_info` |
+//! | 3 | origin ([`origin`]): a foreign, malformed or repeated `Origin`, or a same-origin page on a host the server does not know | `403` | `origin not allowed` | | `origin` |
+//! | 3 | origin: no `Origin` header, under [`require_origin(true)`](crate::WsLayer::require_origin) only (without it such a request passes) | `403` | `origin required` | | `origin_missing` |
+//! | 4 | authentication ([`WsLayer::auth`](crate::WsLayer::auth), carriers in [`token`]) | the extractor's rejection, unchanged (`BearerToken`'s: `401`) | the extractor's | the extractor's (`BearerToken`'s: `WWW-Authenticate: Bearer`) | `unauthorized` |
+//! | 5 | connection cap ([`cap`]) | `503` | `too many connections` | `Retry-After` | `connection_cap` |
+//! | 6 | `Host` missing (HTTP/2: no `:authority`), repeated, malformed, or naming another authority than `:authority` | `400` | names the `Host` rule (RFC 9112 §3.2, RFC 9113 §8.3.1) | | `not_upgrade` |
+//! | 6 | not a WebSocket upgrade (a plain `GET`: `Upgrade` lacks `websocket` or `Connection` lacks `upgrade`) | `426` | `this endpoint needs a WebSocket upgrade: …` | `Upgrade: websocket`, `Connection: upgrade` | `not_upgrade` |
+//! | 6 | an upgrade over HTTP/1.0 | `400` | `a WebSocket upgrade needs HTTP/1.1` | | `not_upgrade` |
+//! | 6 | `Sec-WebSocket-Version` missing, repeated or not `13` | `400` | `unsupported Sec-WebSocket-Version: …` | `Sec-WebSocket-Version: 13` (RFC 6455 §4.2.2) | `not_upgrade` |
+//! | 6 | `Sec-WebSocket-Key` missing, repeated or not the base64 of 16 bytes | `400` | `Sec-WebSocket-Key must be the base64 of 16 bytes, sent once` | | `not_upgrade` |
+//! | 6 | over HTTP/2, not an extended `CONNECT` with `:protocol = websocket` (RFC 8441 §4) | `400` | `over HTTP/2 a WebSocket is an extended CONNECT …` | | `not_upgrade` |
+//! | 6 | a valid upgrade on a connection hyper cannot upgrade (the request did not come through a hyper server: `tower::ServiceExt::oneshot` in a test, some proxies' adapters) | `400` | `websocket upgrade not available on this connection` | | `not_upgrade` |
+//! | 6 | `Sec-WebSocket-Protocol` offers only protocols the server does not speak (RFC 6455 §4.2.2) | `400` | `none of the offered Sec-WebSocket-Protocol values is spoken here` | | `not_upgrade` |
+//!
+//! `Connection` and `Upgrade` are read as field lists (RFC 9110 §5.3, §7.6.1): their tokens
+//! are compared case-insensitively across every line, so `Connection: keep-alive, Upgrade`
+//! and `Upgrade: WebSocket` pass. Each rejection is logged at `warn` with the peer and the
+//! reason (never a credential), counted in [`Publisher::stats`](crate::Publisher::stats)
+//! (`rejected`, per reason), and kept for the client at `<path>/status` (below).
 //!
 //! The origin check, the rate limit and the cap are tower layers usable on any axum route on
 //! their own, named as tower-http names its middleware: [`origin::CheckOriginLayer`] /

@@ -1019,7 +1019,7 @@ mod tests {
         );
         assert!(!p.is_allowed(Some(&hv("null")), None));
         assert!(format!("{p:?}").contains("chrome-extension"));
-        // What used to be kept with a warning is now an error, naming the entry.
+        // An entry that can never match is an error naming the entry, not a warning.
         for (bad, says) in [
             ("", "empty"),
             ("  ", "empty"),

@@ -98,7 +98,7 @@ fn cases() -> Vec<Case> {
     let zero = Some([0u8; 4]);
     let mut cases = vec![
         Case {
-            // The reproducer, byte for byte: 14 header bytes + 498 = the 512-byte
+            // The smallest reproducer, byte for byte: 14 header bytes + 498 = the 512-byte
             // read buffer.
             name: "binary frame declaring 4097 bytes (64-bit length), 498 bytes of it",
             bytes: [header(0x82, 4097, true, zero), vec![0x78; 498]].concat(),
@@ -218,7 +218,7 @@ async fn every_protocol_error_closes_with_its_code_and_never_reads_through_the_f
     }
 }
 
-/// The reproducer alone, and every declared length over the limit in each length
+/// That reproducer alone, and every declared length over the limit in each length
 /// encoding, each followed by exactly enough payload to fill the read buffer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_declared_length_over_the_limit_closes_with_1009_without_a_panic() {

@@ -73,9 +73,10 @@ fn every_case_decodes_as_go_decodes_it() {
     assert!(wrong.is_empty(), "decoded unlike Go:\n{}", wrong.join("\n"));
 }
 
-/// The three faults of the issue, spelled out.
+/// Where serde_json's defaults decode unlike Go, spelled out: repeated keys merge, invalid
+/// UTF-8 becomes U+FFFD, a top-level `null` is the zero event.
 #[test]
-fn the_issue_cases() {
+fn where_serde_json_decodes_unlike_go() {
     // A repeated key merges, as Go does; serde_json's last-wins would lose `source`.
     let ev = Event::from_json(
         br#"{"type":"health","health":{"source":"codex"},"health":{"status":"failed"}}"#,

@@ -108,7 +108,7 @@
 //! same `seq` and `at`, so a page reconnects anywhere with `?since=<seq>&since_at=<at>` and
 //! gets only what it missed. A page reconnects to its own origin: to move to another node,
 //! the nodes sit behind one address (a load balancer sending `/ws` to any live node; no
-//! stickiness is needed). `tests/dashboard_cluster.rs` runs three dashboard processes and
+//! stickiness is needed). `tests/dashboard/cluster.rs` runs three dashboard processes and
 //! checks that their messages are byte-for-byte equal and that a client moving from one to
 //! another with its position gets exactly what it missed, without a snapshot.
 

@@ -25,14 +25,13 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::num::NonZeroUsize;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use agentwatch_ws::admission::client_ip::ClientIpHeader;
-use agentwatch_ws::admission::token::BearerToken;
-use agentwatch_ws::{Identity, RateLimit, SessionStore, TrustedProxies, WsLayer};
+use agentwatch_ws::admission::token::{BearerToken, TokenRejection};
+use agentwatch_ws::{Identity, RateLimitPolicy, TrustedProxies, WsLayer};
 use arbitrary::{Arbitrary, Unstructured};
 use axum::Router;
 use axum::body::Body;
@@ -65,7 +64,7 @@ struct Routers {
 
 fn layer(header: ClientIpHeader) -> WsLayer {
     let proxies = TrustedProxies::new(TRUSTED).map(|p| p.header(header));
-    WsLayer::new(SessionStore::new())
+    WsLayer::new()
         .allowed_hosts(["dash.example.com", "dash.example.com:8443"])
         .and_then(|layer| {
             // One router with an origin allowlist, the others with the default policy.
@@ -78,16 +77,35 @@ fn layer(header: ClientIpHeader) -> WsLayer {
         .map(|layer| {
             layer
                 .trusted_proxies(proxies.unwrap_or_else(|e| panic!("trusted proxies: {e}")))
-                .max_connections(NonZeroUsize::new(2))
-                .rate_limit(RateLimit::per_minute(1).burst(1))
+                .max_connections(2)
+                .rate_limit(RateLimitPolicy::per_minute(1).burst(1))
         })
         .unwrap_or_else(|e| panic!("layer: {e}"))
 }
 
-fn authenticate(parts: &http::request::Parts) -> Option<Identity> {
-    BearerToken::from_parts(parts)
-        .filter(|BearerToken(token)| token == TOKEN)
-        .map(|_| Identity::new("fuzz"))
+/// The authenticated routers' extractor: a bearer token equal to [`TOKEN`].
+struct Fuzzer;
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Fuzzer {
+    type Rejection = TokenRejection;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let BearerToken(token) = BearerToken::from_request_parts(parts, state).await?;
+        if token == TOKEN {
+            Ok(Fuzzer)
+        } else {
+            Err(TokenRejection::Invalid)
+        }
+    }
+}
+
+impl From<Fuzzer> for Identity {
+    fn from(_: Fuzzer) -> Self {
+        Identity::new("fuzz")
+    }
 }
 
 fn routers() -> &'static Routers {
@@ -100,17 +118,15 @@ fn routers() -> &'static Routers {
         // Routers spawn nothing at build time, but build them inside the runtime anyway.
         let _guard = runtime.enter();
         let untrusted = [
-            layer(ClientIpHeader::Auto)
-                .authenticator(authenticate)
-                .router(PATH),
+            layer(ClientIpHeader::Auto).auth::<Fuzzer>().build(PATH).0,
             layer(ClientIpHeader::Forwarded)
-                .authenticator(authenticate)
-                .router(PATH),
+                .auth::<Fuzzer>()
+                .build(PATH)
+                .0,
         ];
-        let other = layer(ClientIpHeader::Auto).router(PATH);
-        let stopped_layer = layer(ClientIpHeader::Auto);
-        stopped_layer.hub().stop();
-        let stopped = stopped_layer.router(PATH);
+        let other = layer(ClientIpHeader::Auto).build(PATH).0;
+        let (stopped, stopped_publisher) = layer(ClientIpHeader::Auto).build(PATH);
+        stopped_publisher.stop();
         drop(_guard);
         Routers {
             untrusted,

@@ -29,11 +29,10 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::num::NonZeroUsize;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use agentwatch_ws::{Event, Hub, Publisher, RateLimit, SessionState, SessionStore, WsLayer};
+use agentwatch_ws::{Event, Publisher, SessionState, WsLayer};
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
@@ -54,7 +53,7 @@ const DOCUMENTED_CLOSE_CODES: [u16; 7] = [1001, 1002, 1007, 1008, 1009, 1011, 10
 
 struct Server {
     addr: SocketAddr,
-    hub: Hub,
+    hub: Publisher,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -72,12 +71,11 @@ fn server() -> &'static Server {
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("runtime: {e}"));
-        let store = SessionStore::new();
-        let ws = WsLayer::new(store.clone())
-            .max_message_size(NonZeroUsize::new(MAX_MESSAGE_SIZE).unwrap_or(NonZeroUsize::MIN))
-            .rate_limit(RateLimit::disabled());
-        let hub = ws.hub();
-        let app = axum::Router::new().merge(ws.router("/ws"));
+        let (ws, hub) = WsLayer::new()
+            .max_message_size(MAX_MESSAGE_SIZE)
+            .rate_limit(None)
+            .build("/ws");
+        let app = axum::Router::new().merge(ws);
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap_or_else(|e| panic!("bind: {e}"));
@@ -85,7 +83,7 @@ fn server() -> &'static Server {
             .local_addr()
             .unwrap_or_else(|e| panic!("local_addr: {e}"));
         runtime.spawn(async move { agentwatch_ws::serve(listener, app).await });
-        let publisher = Publisher::new(store, hub.clone());
+        let publisher = hub.clone();
         runtime.spawn(async move {
             let mut ticks = tokio::time::interval(Duration::from_millis(20));
             for n in 0u64.. {

@@ -29,16 +29,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::health::SourceHealth;
 use super::lifecycle::Lifecycle;
+use super::sources::antigravity::{self, AgyLog, SubagentRecord};
 use super::sources::claude::ClaudeLog;
 use super::sources::codex::CodexLog;
 use super::sources::cursor::CursorLog;
 use super::sources::gemini::GeminiChat;
 use super::sources::marker_dir::{self, Taken};
+use super::sources::opencode::{self, OpenCodeDb};
 use super::sources::pi::PiLog;
 use super::sources::project_dir::ProjectDirs;
 use super::sources::{Counts, FileKind, LineResult, SourceKind, classify};
 use super::tail::{FileId, Item, Limit, Opened, Tail, open_regular, special_kind};
-use super::watch::walk;
+use super::watch::{MAX_DEPTH, walk};
 use crate::wire::{Event, Health, Timestamp};
 
 /// At most this many junk files left in the marker directory are remembered (so each is
@@ -60,6 +62,12 @@ pub(crate) const MIN_SLICE: Duration = Duration::from_millis(1);
 pub(crate) struct Root {
     pub(crate) source: SourceKind,
     pub(crate) path: PathBuf,
+}
+
+/// The depth a root's walk starts at: the deepest for a [flat](SourceKind::flat) root, so
+/// its subdirectories are not entered.
+fn start_depth(source: SourceKind) -> usize {
+    if source.flat() { MAX_DEPTH } else { 0 }
 }
 
 /// What identifies a version of a file's content well enough to know it changed.
@@ -86,6 +94,15 @@ enum Parser {
     Gemini(GeminiChat),
     Pi(PiLog),
     Cursor(CursorLog),
+    Agy(AgyLog),
+    /// OpenCode's database, with the stamp of its `-wal` file when last read.
+    OpenCode {
+        db: Box<OpenCodeDb>,
+        wal: Option<Stamp>,
+    },
+    /// A file read whole into the scanner's own tables (Antigravity's subagent records and
+    /// workspace map): no parser state.
+    Whole,
 }
 
 impl Parser {
@@ -101,6 +118,12 @@ impl Parser {
             FileKind::CursorTranscript { project } => Parser::Cursor(CursorLog::jsonl(project)),
             FileKind::CursorText { project } => Parser::Cursor(CursorLog::text(project)),
             FileKind::CursorSubagent { .. } => Parser::Cursor(CursorLog::jsonl("")),
+            FileKind::AntigravityTranscript { conversation } => {
+                Parser::Agy(AgyLog::new(conversation))
+            }
+            FileKind::OpenCodeDb
+            | FileKind::AntigravitySubagent { .. }
+            | FileKind::AntigravityWorkspaces => Parser::Whole,
         }
     }
 
@@ -111,6 +134,8 @@ impl Parser {
             Parser::Gemini(p) => p.line(line),
             Parser::Pi(p) => p.line(line),
             Parser::Cursor(p) => p.line(line),
+            Parser::Agy(p) => p.line(line),
+            Parser::OpenCode { .. } | Parser::Whole => LineResult::Unknown,
         }
     }
 
@@ -121,6 +146,8 @@ impl Parser {
             Parser::Gemini(p) => p.session_id(),
             Parser::Pi(p) => p.session_id(),
             Parser::Cursor(p) => p.session_id(),
+            Parser::Agy(p) => p.session_id(),
+            Parser::OpenCode { .. } | Parser::Whole => "",
         }
     }
 }
@@ -180,6 +207,11 @@ pub(crate) struct Scanner {
     ignored_total: u64,
     /// Working directories decoded from Cursor's project folder names.
     project_dirs: ProjectDirs,
+    /// Antigravity CLI subagent records, by the child conversation's id.
+    agy_children: HashMap<String, SubagentRecord>,
+    /// Antigravity CLI's working directories, by conversation id
+    /// (`cache/last_conversations.json` reversed).
+    agy_cwds: HashMap<String, String>,
 }
 
 /// Rejected marker-directory files logged one by one in a pass; the rest of the pass's are
@@ -217,6 +249,8 @@ impl Scanner {
             ignored: HashSet::new(),
             ignored_total: 0,
             project_dirs: ProjectDirs::default(),
+            agy_children: HashMap::new(),
+            agy_cwds: HashMap::new(),
         }
     }
 
@@ -347,7 +381,7 @@ impl Scanner {
         let mut found: Vec<(usize, PathBuf, Metadata)> = Vec::new();
         let mut errors: Vec<Option<String>> = Vec::with_capacity(self.roots.len());
         for (i, root) in self.roots.iter().enumerate() {
-            let walk_errors = walk(&root.path, 0, &mut |p, m| {
+            let walk_errors = walk(&root.path, start_depth(root.source), &mut |p, m| {
                 if classify(root.source, &root.path, p).is_some() {
                     found.push((i, p.to_path_buf(), m.clone()));
                 }
@@ -419,9 +453,13 @@ impl Scanner {
                 Err(_) => continue,
             };
             if meta.is_dir() {
+                if root.source.flat() && path != root.path {
+                    continue;
+                }
                 let depth = path
                     .strip_prefix(&root.path)
-                    .map_or(0, |r| r.components().count());
+                    .map_or(0, |r| r.components().count())
+                    .max(start_depth(root.source));
                 let errors = walk(&path, depth, &mut |p, m| {
                     if classify(root.source, &root.path, p).is_some() {
                         found.push((i, p.to_path_buf(), m.clone()));
@@ -567,6 +605,9 @@ impl Scanner {
             }
             return Ok(());
         }
+        if root.source == SourceKind::OpenCode {
+            return self.read_opencode(root, path, now);
+        }
         let stamp = Stamp::of(meta);
         let stale_after = self.stale_after;
         let pass_until = self.pass_until;
@@ -670,6 +711,20 @@ impl Scanner {
                 // Often a file caught mid-rewrite: read again at its next change.
                 Err(_) => invalid += 1,
             }
+        } else if matches!(
+            tracked.kind,
+            FileKind::AntigravitySubagent { .. } | FileKind::AntigravityWorkspaces
+        ) {
+            tracked.stamp = Some(stamp);
+            let kind = tracked.kind.clone();
+            let source = tracked.source;
+            if !self.read_agy_record(&kind, file, now) {
+                tracing::debug!(source = source.name(), "skipped an unreadable record");
+                if let Some(h) = self.health_mut(source) {
+                    h.parse_failures(1);
+                }
+            }
+            return Ok(());
         }
         tracked.stamp = Some(stamp);
         tracked.behind = behind;
@@ -726,6 +781,14 @@ impl Scanner {
                 let sub = log.subagent_state(agent, parent);
                 self.lifecycle.apply_subagent(parent, sub, now);
             }
+            (FileKind::AntigravityTranscript { conversation }, Parser::Agy(log))
+                if self.agy_children.contains_key(conversation) =>
+            {
+                if let Some(record) = self.agy_children.get(conversation) {
+                    let sub = log.subagent_state(record);
+                    self.lifecycle.apply_subagent(&record.parent, sub, now);
+                }
+            }
             (_, parser) => {
                 let id = match &tracked.session_id {
                     Some(id) => id.clone(),
@@ -754,10 +817,164 @@ impl Scanner {
                         }
                         report
                     }
+                    Parser::Agy(p) => p.report(&id, self.agy_cwds.get(&id).map(String::as_str)),
+                    Parser::OpenCode { .. } | Parser::Whole => return Ok(()),
                 };
                 let delta = report.counts.since(tracked.reported);
                 tracked.reported = report.counts;
                 self.lifecycle.apply(source.name(), &report, delta, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads an Antigravity CLI record file whole (at most [`antigravity::MAX_RECORD`]
+    /// bytes) into the scanner's tables; a subagent record also updates the subagent the
+    /// child's transcript shows. Returns `false` when the file is no valid record (often one
+    /// caught mid-rewrite: read again at its next change).
+    fn read_agy_record(&mut self, kind: &FileKind, file: fs::File, now: Instant) -> bool {
+        use std::io::Read;
+        let mut text = Vec::new();
+        if file
+            .take(antigravity::MAX_RECORD + 1)
+            .read_to_end(&mut text)
+            .is_err()
+            || text.len() as u64 > antigravity::MAX_RECORD
+        {
+            return false;
+        }
+        match kind {
+            FileKind::AntigravityWorkspaces => match antigravity::parse_workspaces(&text) {
+                Some(map) => {
+                    self.agy_cwds = map;
+                    true
+                }
+                None => false,
+            },
+            FileKind::AntigravitySubagent { parent } => {
+                let Some(record) = SubagentRecord::parse(&text, parent) else {
+                    return false;
+                };
+                let child = record.child.clone();
+                let state = self
+                    .files
+                    .iter()
+                    .find_map(|(_, t)| match (&t.kind, &t.parser) {
+                        (FileKind::AntigravityTranscript { conversation }, Parser::Agy(log))
+                            if *conversation == child && t.session_id.is_none() =>
+                        {
+                            Some(log.subagent_state(&record))
+                        }
+                        _ => None,
+                    });
+                if let Some(sub) = state {
+                    self.lifecycle.apply_subagent(&record.parent, sub, now);
+                }
+                self.agy_children.insert(child, record);
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// Polls OpenCode's database for what changed, when it (`opencode.db`) or its WAL
+    /// (`opencode.db-wal`, the path may name either) changed since the last poll or work was
+    /// left over; merges the sessions it reports.
+    fn read_opencode(&mut self, root: &Root, path: &Path, now: Instant) -> io::Result<()> {
+        let db_path = match path.file_name().and_then(|n| n.to_str()) {
+            Some("opencode.db-wal") => path.with_file_name("opencode.db"),
+            _ => path.to_path_buf(),
+        };
+        let meta = fs::metadata(&db_path)?;
+        if !meta.is_file() {
+            self.note_ignored(Some(root.source), &db_path, special_kind(&meta));
+            return Ok(());
+        }
+        let wal = fs::metadata(db_path.with_file_name("opencode.db-wal"))
+            .ok()
+            .filter(Metadata::is_file)
+            .map(|m| Stamp::of(&m));
+        let stamp = Stamp::of(&meta);
+        let (stale_after, pass_until) = (self.stale_after, self.pass_until);
+        let tracked = self
+            .files
+            .entry(db_path.clone())
+            .or_insert_with(|| Tracked {
+                source: root.source,
+                kind: FileKind::OpenCodeDb,
+                parser: Parser::OpenCode {
+                    db: Box::new(OpenCodeDb::new(stale_after)),
+                    wal: None,
+                },
+                tail: Tail::new(),
+                stamp: None,
+                dormant: false,
+                session_id: None,
+                reported: Counts::default(),
+                stem: String::new(),
+                superseded: false,
+                behind: false,
+                queued: false,
+            });
+        let Parser::OpenCode { db, wal: seen_wal } = &mut tracked.parser else {
+            return Ok(());
+        };
+        if tracked.queued || (tracked.stamp == Some(stamp) && *seen_wal == wal && !tracked.behind) {
+            return Ok(());
+        }
+        let behind;
+        if pass_until.is_some_and(|until| Instant::now() >= until) {
+            behind = true;
+        } else {
+            if tracked.stamp.is_some_and(|s| s.id != stamp.id) {
+                // Another database at the path: read it as new.
+                db.reset();
+            }
+            tracked.stamp = Some(stamp);
+            *seen_wal = wal;
+            match db.poll(&db_path, pass_until) {
+                Ok(poll) => {
+                    behind = poll.behind;
+                    tracked.behind = behind;
+                    if behind && !tracked.queued {
+                        tracked.queued = true;
+                        self.backlog.push_back(db_path.clone());
+                    }
+                    if poll.invalid > 0 {
+                        tracing::debug!(
+                            source = "opencode",
+                            skipped = poll.invalid,
+                            "skipped rows"
+                        );
+                        if let Some(h) = self.health_mut(SourceKind::OpenCode) {
+                            h.parse_failures(poll.invalid);
+                        }
+                    }
+                    for (report, delta, archived) in poll.sessions {
+                        self.lifecycle.apply("opencode", &report, delta, now);
+                        if let Some(at) = archived {
+                            self.lifecycle
+                                .terminate(&report.session_id, "archived", at, now);
+                        }
+                    }
+                    for (parent, sub) in poll.subagents {
+                        self.lifecycle.apply_subagent(&parent, sub, now);
+                    }
+                    return Ok(());
+                }
+                // The writer holds a lock for a moment (WAL recovery): try again.
+                Err(e) if opencode::is_busy(&e) => behind = true,
+                Err(e) => {
+                    db.close();
+                    return Err(io::Error::other(format!("cannot read the database: {e}")));
+                }
+            }
+        }
+        if behind {
+            tracked.behind = true;
+            if !tracked.queued {
+                tracked.queued = true;
+                self.backlog.push_back(db_path);
             }
         }
         Ok(())

@@ -14,19 +14,21 @@
 //! environment at run time: `$HOME/.claude/projects`, `$HOME/.config/claude/projects`,
 //! `$CODEX_HOME/sessions` (else `$HOME/.codex/sessions`), `$HOME/.gemini/tmp`, Pi's sessions
 //! dir (`$PI_CODING_AGENT_SESSION_DIR`, else `$HOME/.pi/agent/sessions`) and
-//! `$HOME/.cursor/projects` (see `monitor::default_roots`). It prints
+//! `$HOME/.cursor/projects`, OpenCode's data dir (`$XDG_DATA_HOME/opencode`, else
+//! `$HOME/.local/share/opencode`) and `$HOME/.gemini/antigravity-cli` (see
+//! `monitor::default_roots`). It prints
 //! each root it watches and how many sessions it found (logs modified within the last 5
 //! minutes; older ones join when they change). When none of the roots exists, or they hold
 //! no log at all, it runs the simulation instead, and says so. When they hold logs but none
 //! written recently it still watches them (an agent started now shows up at once) and says
 //! so: `--demo` gives the simulation. `--claude DIR`, `--codex DIR`, `--gemini DIR`, `--pi DIR`,
-//! `--cursor DIR` (repeatable) watch exactly those
+//! `--cursor DIR`, `--opencode DIR`, `--antigravity DIR` (repeatable) watch exactly those
 //! roots instead of the defaults; a root that does not exist is an error (exit code 2).
 //!
 //! Open the printed URL in a browser. You see one card per session — discovered, switching
 //! between working, waiting and idle, running tools, filling their context windows, spawning
 //! subagents, ending and finally removed — plus a health strip per source (`claude`, `codex`,
-//! `gemini`, `pi`, `cursor`), a feed of lifecycle events, and a connection indicator. Stop the server (Ctrl-C)
+//! `gemini`, `pi`, `cursor`, `opencode`, `antigravity`), a feed of lifecycle events, and a connection indicator. Stop the server (Ctrl-C)
 //! and the page shows "reconnecting in Ns", backing off (0.5 s doubling to 15 s); start it
 //! again and the page reconnects by itself. Reconnects ask for only the missed events
 //! (`/ws?since=<last seq>`); a server that cannot serve them (such as a restarted one)
@@ -77,7 +79,9 @@
 //!
 //! - `--port N`: the port on 127.0.0.1 (default: the `PORT` environment variable, else 3000).
 //! - `--demo`: run the simulation, whatever logs exist.
-//! - `--claude DIR`, `--codex DIR`, `--gemini DIR`, `--pi DIR`, `--cursor DIR`: watch these
+//! - `--claude DIR`, `--codex DIR`, `--gemini DIR`, `--pi DIR`, `--cursor DIR`,
+//!   `--opencode DIR` (OpenCode's data dir, where `opencode.db` is), `--antigravity DIR`
+//!   (`~/.gemini/antigravity-cli`): watch these
 //!   roots (repeatable) instead of
 //!   the defaults. Not with `--demo`.
 //! - `--rate N`: simulated events per second (default 5; simulation only).
@@ -158,7 +162,7 @@ const INDEX_HTML: &str = include_str!("index.html");
 
 const USAGE: &str = "\
 usage: dashboard [--port N] [--demo] [--claude DIR] [--codex DIR] [--gemini DIR]
-                 [--pi DIR] [--cursor DIR]
+                 [--pi DIR] [--cursor DIR] [--opencode DIR] [--antigravity DIR]
                  [--rate N] [--seed N] [--inject] [--notify-url URL] [--max-connections N]
                  [--rate-limit N,B]
                  [--redis URL [--publish] [--stream KEY]]
@@ -171,6 +175,10 @@ usage: dashboard [--port N] [--demo] [--claude DIR] [--codex DIR] [--gemini DIR]
   --pi DIR        watch this Pi sessions dir (repeatable; replaces the defaults)
   --cursor DIR    watch this Cursor projects root, ~/.cursor/projects (repeatable;
                   replaces the defaults)
+  --opencode DIR  watch this OpenCode data dir, where opencode.db is (repeatable;
+                  replaces the defaults)
+  --antigravity DIR  watch this Antigravity CLI root, ~/.gemini/antigravity-cli
+                  (repeatable; replaces the defaults)
   --rate N        simulated events per second (default 5)
   --seed N        seed of the simulation (default 1)
   --inject        enable POST /debug/sessions?id=ID&source=SRC (tests and demos only)
@@ -265,6 +273,8 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
                 | "--gemini"
                 | "--pi"
                 | "--cursor"
+                | "--opencode"
+                | "--antigravity"
                 | "--notify-url"
         ) && !opts.input_flags.contains(&flag)
         {
@@ -302,12 +312,15 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
             }
             "--inject" => opts.inject = true,
             "--demo" => opts.demo = true,
-            "--claude" | "--codex" | "--gemini" | "--pi" | "--cursor" => {
+            "--claude" | "--codex" | "--gemini" | "--pi" | "--cursor" | "--opencode"
+            | "--antigravity" => {
                 let source = match flag.as_str() {
                     "--claude" => SourceKind::Claude,
                     "--codex" => SourceKind::Codex,
                     "--pi" => SourceKind::Pi,
                     "--cursor" => SourceKind::Cursor,
+                    "--opencode" => SourceKind::OpenCode,
+                    "--antigravity" => SourceKind::Antigravity,
                     _ => SourceKind::Gemini,
                 };
                 let dir = PathBuf::from(value(&flag)?);
@@ -351,7 +364,7 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
     }
     if opts.demo && !opts.roots.is_empty() {
         return Err(
-            "--demo runs the simulation: it cannot be combined with --claude, --codex, --gemini, --pi or --cursor"
+            "--demo runs the simulation: it cannot be combined with --claude, --codex, --gemini, --pi, --cursor, --opencode or --antigravity"
                 .into(),
         );
     }
@@ -782,6 +795,16 @@ impl Attention {
                     SourceKind::Cursor => (
                         false,
                         "permission prompts are not detected: Cursor's transcripts do not record them"
+                            .to_owned(),
+                    ),
+                    SourceKind::OpenCode => (
+                        false,
+                        "permission prompts are not detected: OpenCode does not store them in its database"
+                            .to_owned(),
+                    ),
+                    SourceKind::Antigravity => (
+                        false,
+                        "permission prompts are not detected: Antigravity CLI's transcripts do not record them"
                             .to_owned(),
                     ),
                 };

@@ -95,11 +95,8 @@ enum Parser {
     Pi(PiLog),
     Cursor(CursorLog),
     Agy(AgyLog),
-    /// OpenCode's database, with the stamp of its `-wal` file when last read.
-    OpenCode {
-        db: Box<OpenCodeDb>,
-        wal: Option<Stamp>,
-    },
+    /// OpenCode's database.
+    OpenCode(Box<OpenCodeDb>),
     /// A file read whole into the scanner's own tables (Antigravity's subagent records and
     /// workspace map): no parser state.
     Whole,
@@ -135,7 +132,7 @@ impl Parser {
             Parser::Pi(p) => p.line(line),
             Parser::Cursor(p) => p.line(line),
             Parser::Agy(p) => p.line(line),
-            Parser::OpenCode { .. } | Parser::Whole => LineResult::Unknown,
+            Parser::OpenCode(_) | Parser::Whole => LineResult::Unknown,
         }
     }
 
@@ -147,7 +144,7 @@ impl Parser {
             Parser::Pi(p) => p.session_id(),
             Parser::Cursor(p) => p.session_id(),
             Parser::Agy(p) => p.session_id(),
-            Parser::OpenCode { .. } | Parser::Whole => "",
+            Parser::OpenCode(_) | Parser::Whole => "",
         }
     }
 }
@@ -818,7 +815,7 @@ impl Scanner {
                         report
                     }
                     Parser::Agy(p) => p.report(&id, self.agy_cwds.get(&id).map(String::as_str)),
-                    Parser::OpenCode { .. } | Parser::Whole => return Ok(()),
+                    Parser::OpenCode(_) | Parser::Whole => return Ok(()),
                 };
                 let delta = report.counts.since(tracked.reported);
                 tracked.reported = report.counts;
@@ -877,9 +874,9 @@ impl Scanner {
         }
     }
 
-    /// Polls OpenCode's database for what changed, when it (`opencode.db`) or its WAL
-    /// (`opencode.db-wal`, the path may name either) changed since the last poll or work was
-    /// left over; merges the sessions it reports.
+    /// Polls OpenCode's database (`path` names `opencode.db` or its `opencode.db-wal`) for
+    /// what changed, and merges the sessions it reports. Another file at the path (a new
+    /// inode) is read as a new database.
     fn read_opencode(&mut self, root: &Root, path: &Path, now: Instant) -> io::Result<()> {
         let db_path = match path.file_name().and_then(|n| n.to_str()) {
             Some("opencode.db-wal") => path.with_file_name("opencode.db"),
@@ -890,10 +887,6 @@ impl Scanner {
             self.note_ignored(Some(root.source), &db_path, special_kind(&meta));
             return Ok(());
         }
-        let wal = fs::metadata(db_path.with_file_name("opencode.db-wal"))
-            .ok()
-            .filter(Metadata::is_file)
-            .map(|m| Stamp::of(&m));
         let stamp = Stamp::of(&meta);
         let (stale_after, pass_until) = (self.stale_after, self.pass_until);
         let tracked = self
@@ -902,10 +895,7 @@ impl Scanner {
             .or_insert_with(|| Tracked {
                 source: root.source,
                 kind: FileKind::OpenCodeDb,
-                parser: Parser::OpenCode {
-                    db: Box::new(OpenCodeDb::new(stale_after)),
-                    wal: None,
-                },
+                parser: Parser::OpenCode(Box::new(OpenCodeDb::new(stale_after))),
                 tail: Tail::new(),
                 stamp: None,
                 dormant: false,
@@ -916,10 +906,12 @@ impl Scanner {
                 behind: false,
                 queued: false,
             });
-        let Parser::OpenCode { db, wal: seen_wal } = &mut tracked.parser else {
+        let Parser::OpenCode(db) = &mut tracked.parser else {
             return Ok(());
         };
-        if tracked.queued || (tracked.stamp == Some(stamp) && *seen_wal == wal && !tracked.behind) {
+        // Whether anything was committed is the database's to say (`PRAGMA data_version`):
+        // the WAL is rewritten in place, so its size and time can stay the same.
+        if tracked.queued {
             return Ok(());
         }
         let behind;
@@ -931,7 +923,6 @@ impl Scanner {
                 db.reset();
             }
             tracked.stamp = Some(stamp);
-            *seen_wal = wal;
             match db.poll(&db_path, pass_until) {
                 Ok(poll) => {
                     behind = poll.behind;

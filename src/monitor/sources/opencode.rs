@@ -222,7 +222,9 @@ impl Session {
 
     fn subagent(&self, id: &str) -> SubagentState {
         let r = self.report(id);
-        let done = self.archived.is_some() || r.activity == Activity::Waiting;
+        // Done once it answered (a child just created, with no message yet, is starting).
+        let done = self.archived.is_some()
+            || (r.activity == Activity::Waiting && self.latest_role == "assistant");
         SubagentState {
             id: id.to_owned(),
             parent_id: self.parent.clone(),
@@ -262,6 +264,12 @@ pub(crate) struct OpenCodeDb {
     dirty_set: HashSet<String>,
     /// The counts last reported per session (kept across a reopened database).
     reported: HashMap<String, Counts>,
+    /// `PRAGMA data_version` at the last poll: it changes when another connection commits.
+    data_version: Option<i64>,
+    /// The last poll left work for the next.
+    left_over: bool,
+    /// The cursors were set at a first open (a connection opened again keeps them).
+    started: bool,
 }
 
 impl std::fmt::Debug for OpenCodeDb {
@@ -309,6 +317,9 @@ impl OpenCodeDb {
             dirty: VecDeque::new(),
             dirty_set: HashSet::new(),
             reported: HashMap::new(),
+            data_version: None,
+            left_over: false,
+            started: false,
         }
     }
 
@@ -323,6 +334,8 @@ impl OpenCodeDb {
     /// Closes the connection (after an error): the next poll opens the database again.
     pub(crate) fn close(&mut self) {
         self.conn = None;
+        // A version of another connection says nothing: read at the next poll.
+        self.data_version = None;
     }
 
     fn mark(&mut self, id: &str) {
@@ -337,6 +350,10 @@ impl OpenCodeDb {
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        if self.started {
+            self.conn = Some(conn);
+            return Ok(());
+        }
         // Only sessions updated within the stale threshold are loaded at start; rows
         // inserted from now on are found by rowid.
         let since = if self.stale_after.is_zero() {
@@ -359,19 +376,57 @@ impl OpenCodeDb {
         self.msg_cursor = max("message")?;
         self.part_cursor = max("part")?;
         self.conn = Some(conn);
+        self.started = true;
         Ok(())
     }
 
     /// Reads what changed since the last poll (opening the database at `path` first if
     /// needed), until `until` at the latest (after at least one session).
+    ///
+    /// A failed poll is tried once more on a new connection: a connection opened while no
+    /// other had the database open (no `-shm` file) can read a WAL that another process then
+    /// starts writing as garbage (SQLite's "file is not a database"); a new connection sees
+    /// the shared WAL index. Such a connection is also closed after each poll until the
+    /// `-shm` file exists.
     pub(crate) fn poll(
         &mut self,
         path: &Path,
         until: Option<Instant>,
     ) -> Result<Poll, rusqlite::Error> {
+        let result = match self.poll_once(path, until) {
+            Err(e) if !is_busy(&e) && self.conn.is_some() => {
+                self.close();
+                self.poll_once(path, until)
+            }
+            result => result,
+        };
+        let mut shm = path.as_os_str().to_owned();
+        shm.push("-shm");
+        if result.is_err() || !Path::new(&shm).exists() {
+            self.close();
+        }
+        result
+    }
+
+    fn poll_once(&mut self, path: &Path, until: Option<Instant>) -> Result<Poll, rusqlite::Error> {
         if self.conn.is_none() {
             self.open(path)?;
         }
+        // Nothing committed since the last poll and nothing left over: nothing to read. (A
+        // file's size and time cannot tell: the WAL is rewritten in place within one tick.)
+        let version: i64 = self
+            .conn()?
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if self.data_version == Some(version) && !self.left_over {
+            return Ok(Poll::default());
+        }
+        self.data_version = Some(version);
+        let poll = self.read_changes(until);
+        self.left_over = poll.as_ref().map_or(true, |p| p.behind);
+        poll
+    }
+
+    fn read_changes(&mut self, until: Option<Instant>) -> Result<Poll, rusqlite::Error> {
         let mut poll = Poll::default();
         match self.changed_sessions(&mut poll) {
             Ok(()) => {}

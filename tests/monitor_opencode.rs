@@ -240,9 +240,11 @@ async fn an_opencode_session_written_by_another_connection_reaches_a_client() {
 
     tx.send(1).unwrap();
     let events = read_until(&mut client, |e| {
-        e.updates
-            .iter()
-            .any(|s| s.id == ID && s.activity == Activity::Waiting && !s.subagents.is_empty())
+        e.updates.iter().any(|s| {
+            s.id == ID
+                && s.activity == Activity::Waiting
+                && s.subagents.iter().any(|a| a.message_count == 1)
+        })
     })
     .await;
     let s = last_state(&events, ID).unwrap();

@@ -708,6 +708,9 @@ impl Monitor {
             if let Some(d) = self.scanner.lifecycle.next_deadline(now) {
                 deadline = deadline.min(d);
             }
+            if let Some(d) = self.scanner.next_recheck() {
+                deadline = deadline.min(d);
+            }
             if self.scanner.has_backlog() {
                 deadline = now;
             }
@@ -760,6 +763,9 @@ impl Monitor {
                 self.publish();
                 // Shrink the list after a flood of notifications.
                 pending.shrink_to(1024);
+            } else if self.scanner.next_recheck().is_some_and(|d| now >= d) {
+                self.scanner.recheck();
+                self.publish();
             } else if self.scanner.has_backlog() {
                 // Cut short when the pending changes are due.
                 self.scanner

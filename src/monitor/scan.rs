@@ -70,6 +70,12 @@ fn start_depth(source: SourceKind) -> usize {
     if source.flat() { MAX_DEPTH } else { 0 }
 }
 
+/// How long after a poll of OpenCode's database that found a commit it is polled again. A
+/// writer appends a commit to the WAL (the notification) before it publishes it in the WAL
+/// index: a poll right after the notification can miss the commit, and no other
+/// notification may follow.
+pub(crate) const OPENCODE_RECHECK: Duration = Duration::from_millis(50);
+
 /// What identifies a version of a file's content well enough to know it changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
@@ -209,6 +215,8 @@ pub(crate) struct Scanner {
     /// Antigravity CLI's working directories, by conversation id
     /// (`cache/last_conversations.json` reversed).
     agy_cwds: HashMap<String, String>,
+    /// When OpenCode's databases are polled again (see [`OPENCODE_RECHECK`]).
+    opencode_recheck: Option<Instant>,
 }
 
 /// Rejected marker-directory files logged one by one in a pass; the rest of the pass's are
@@ -248,7 +256,25 @@ impl Scanner {
             project_dirs: ProjectDirs::default(),
             agy_children: HashMap::new(),
             agy_cwds: HashMap::new(),
+            opencode_recheck: None,
         }
+    }
+
+    /// When OpenCode's databases are due to be polled again, if they are.
+    pub(crate) fn next_recheck(&self) -> Option<Instant> {
+        self.opencode_recheck
+    }
+
+    /// Polls OpenCode's databases again (a commit published after the last poll).
+    pub(crate) fn recheck(&mut self) {
+        self.opencode_recheck = None;
+        let paths: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(_, t)| t.kind == FileKind::OpenCodeDb)
+            .map(|(p, _)| p.clone())
+            .collect();
+        self.changed(paths);
     }
 
     /// Whether files have bytes left to read.
@@ -925,8 +951,18 @@ impl Scanner {
             tracked.stamp = Some(stamp);
             match db.poll(&db_path, pass_until) {
                 Ok(poll) => {
+                    tracing::trace!(
+                        source = "opencode",
+                        sessions = poll.sessions.len(),
+                        subagents = poll.subagents.len(),
+                        behind = poll.behind,
+                        "database polled"
+                    );
                     behind = poll.behind;
                     tracked.behind = behind;
+                    if poll.changed {
+                        self.opencode_recheck = Some(Instant::now() + OPENCODE_RECHECK);
+                    }
                     if behind && !tracked.queued {
                         tracked.queued = true;
                         self.backlog.push_back(db_path.clone());

@@ -109,6 +109,8 @@ pub(crate) struct Poll {
     pub(crate) invalid: u64,
     /// Work was left for the next poll.
     pub(crate) behind: bool,
+    /// Something was committed since the previous poll.
+    pub(crate) changed: bool,
 }
 
 /// One tool part still running.
@@ -229,7 +231,14 @@ impl Session {
             id: id.to_owned(),
             parent_id: self.parent.clone(),
             slug: r.slug,
-            activity: if done { Activity::Terminal } else { r.activity },
+            activity: if done {
+                Activity::Terminal
+            } else if self.latest_role.is_empty() {
+                // Created, its prompt not written yet: starting.
+                Activity::Working
+            } else {
+                r.activity
+            },
             current_tool: if done { String::new() } else { r.current_tool },
             started_at: r.started_at,
             last_activity_at: r.last_activity_at,
@@ -270,6 +279,9 @@ pub(crate) struct OpenCodeDb {
     left_over: bool,
     /// The cursors were set at a first open (a connection opened again keeps them).
     started: bool,
+    /// The `-shm` file existed when the connection was opened: it uses the WAL index other
+    /// connections update.
+    shared_index: bool,
 }
 
 impl std::fmt::Debug for OpenCodeDb {
@@ -287,6 +299,15 @@ pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
+}
+
+/// Whether the file at `path` starts with SQLite's header string.
+fn has_sqlite_header(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| &head == b"SQLite format 3\0")
 }
 
 /// The tables are not there (yet): OpenCode creates them at its first start.
@@ -320,6 +341,7 @@ impl OpenCodeDb {
             data_version: None,
             left_over: false,
             started: false,
+            shared_index: false,
         }
     }
 
@@ -345,6 +367,9 @@ impl OpenCodeDb {
     }
 
     fn open(&mut self, path: &Path) -> Result<(), rusqlite::Error> {
+        let mut shm = path.as_os_str().to_owned();
+        shm.push("-shm");
+        self.shared_index = Path::new(&shm).is_file();
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
@@ -383,11 +408,11 @@ impl OpenCodeDb {
     /// Reads what changed since the last poll (opening the database at `path` first if
     /// needed), until `until` at the latest (after at least one session).
     ///
-    /// A failed poll is tried once more on a new connection: a connection opened while no
-    /// other had the database open (no `-shm` file) can read a WAL that another process then
-    /// starts writing as garbage (SQLite's "file is not a database"); a new connection sees
-    /// the shared WAL index. Such a connection is also closed after each poll until the
-    /// `-shm` file exists.
+    /// A connection opened while no other had the database open (no `-shm` file, which a
+    /// read-only connection cannot create) reads without the shared WAL index: it may not see
+    /// what a writer that opens the database later commits, or fail on it ("file is not a
+    /// database"). So such a connection is closed after its poll, and a failed poll is tried
+    /// once more on a new connection.
     pub(crate) fn poll(
         &mut self,
         path: &Path,
@@ -400,12 +425,29 @@ impl OpenCodeDb {
             }
             result => result,
         };
-        let mut shm = path.as_os_str().to_owned();
-        shm.push("-shm");
-        if result.is_err() || !Path::new(&shm).exists() {
+        let shared = self.shared_index;
+        if result.is_err() || !shared {
             self.close();
         }
-        result
+        match result {
+            // A writer starting up under a connection without the WAL index: not the file's
+            // fault when it starts as an SQLite database. Polled again shortly.
+            Err(e)
+                if !shared
+                    && e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase)
+                    && has_sqlite_header(path) =>
+            {
+                tracing::debug!(
+                    source = "opencode",
+                    "database being opened by its writer; polling again"
+                );
+                Ok(Poll {
+                    changed: true,
+                    ..Poll::default()
+                })
+            }
+            result => result,
+        }
     }
 
     fn poll_once(&mut self, path: &Path, until: Option<Instant>) -> Result<Poll, rusqlite::Error> {
@@ -418,10 +460,14 @@ impl OpenCodeDb {
             .conn()?
             .query_row("PRAGMA data_version", [], |r| r.get(0))?;
         if self.data_version == Some(version) && !self.left_over {
+            tracing::trace!(source = "opencode", version, "database unchanged");
             return Ok(Poll::default());
         }
         self.data_version = Some(version);
-        let poll = self.read_changes(until);
+        let poll = self.read_changes(until).map(|mut p| {
+            p.changed = true;
+            p
+        });
         self.left_over = poll.as_ref().map_or(true, |p| p.behind);
         poll
     }

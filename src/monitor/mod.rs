@@ -119,6 +119,13 @@
 //!   buffer, at most one partial line (1 MiB) per log, and the backlog lists each log once.
 //!   The first load of a large log runs in the background the same way, at the same
 //!   throughput; [`Monitor::scan`] reads it to the end before returning.
+//! - OpenCode keeps every session in one SQLite database, not in logs: it is opened
+//!   read-only (OpenCode, its writer, is never locked out) and polled when it or its WAL
+//!   changes, and again 50 ms after a poll that found a commit (the WAL is written, and
+//!   notifies, before the commit is published); a poll reads only the sessions whose rows
+//!   changed or whose turn is in progress, at most 32 sessions and 1000 rows a query, the
+//!   rest in the next poll. The data dir's subdirectories (OpenCode's file snapshots) are
+//!   neither walked nor watched.
 //! - [`MonitorHandle::stop`] returns within [`STOP_TIMEOUT`] even if a file-system call
 //!   hangs: the thread checks for the stop between passes.
 //!

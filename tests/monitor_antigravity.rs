@@ -156,6 +156,36 @@ async fn an_agy_conversation_reaches_a_connected_client() {
         ("research", Activity::Working)
     );
     assert_eq!(store.len(), 1, "the subagent is no session");
+
+    // A subagent whose transcript was read before its record (a record written late): a
+    // session until the record says otherwise, then a subagent.
+    let late = "3d2c1b0a-0000-4000-8000-00000000c002";
+    write(
+        &transcript(&root, late),
+        &lines("v1.0-transcript-two-turns.jsonl").concat(),
+    );
+    read_until(&mut client, |e| e.updates.iter().any(|s| s.id == late)).await;
+    write(
+        &root.join(format!(
+            "brain/{ID}/.system_generated/subagents/{late}.json"
+        )),
+        &sample("antigravity/v1.2.17-subagent-record.json").replace(CHILD, late),
+    );
+    let events = read_until(&mut client, |e| {
+        e.updates
+            .iter()
+            .any(|s| s.id == ID && s.subagents.iter().any(|a| a.id == late))
+    })
+    .await;
+    let ended = events
+        .iter()
+        .filter_map(|e| e.lifecycle.as_ref())
+        .find(|l| l.session_id == late)
+        .expect("the session ends");
+    assert_eq!(
+        (ended.kind.clone(), ended.reason.as_str()),
+        (LifecycleEventType::Terminal, "subagent")
+    );
     let json = serde_json::to_string(&events).unwrap();
     assert!(!json.contains("prompt"), "no prompt text on the wire");
 

@@ -881,16 +881,23 @@ impl Scanner {
                 let child = record.child.clone();
                 let state = self
                     .files
-                    .iter()
+                    .iter_mut()
                     .find_map(|(_, t)| match (&t.kind, &t.parser) {
                         (FileKind::AntigravityTranscript { conversation }, Parser::Agy(log))
-                            if *conversation == child && t.session_id.is_none() =>
+                            if *conversation == child =>
                         {
-                            Some(log.subagent_state(&record))
+                            Some((log.subagent_state(&record), t.session_id.take()))
                         }
                         _ => None,
                     });
-                if let Some(sub) = state {
+                if let Some((sub, was_session)) = state {
+                    if let Some(id) = was_session {
+                        // Its transcript was read before the record: it showed as a session
+                        // of its own, which ends here.
+                        self.claimed.remove(&id);
+                        self.lifecycle
+                            .terminate(&id, "subagent", Timestamp::now(), now);
+                    }
                     self.lifecycle.apply_subagent(&record.parent, sub, now);
                 }
                 self.agy_children.insert(child, record);

@@ -59,6 +59,10 @@ async fn an_agy_conversation_reaches_a_connected_client() {
         &sample("antigravity/go-assumed-not-real.json"),
     );
     write(
+        &root.join("settings.json"),
+        r#"{"model":"Gemini 3.5 Pro (High)","theme":"dark"}"#,
+    );
+    write(
         &root.join("cache/last_conversations.json"),
         &sample("antigravity/v1.0-last_conversations.json"),
     );
@@ -164,7 +168,12 @@ async fn an_agy_conversation_reaches_a_connected_client() {
         &transcript(&root, late),
         &lines("v1.0-transcript-two-turns.jsonl").concat(),
     );
-    read_until(&mut client, |e| e.updates.iter().any(|s| s.id == late)).await;
+    let events = read_until(&mut client, |e| e.updates.iter().any(|s| s.id == late)).await;
+    let s = last_state(&events, late).unwrap();
+    assert_eq!(
+        s.model, "Gemini 3.5 Pro (High)",
+        "no settings notice in its prompts: settings.json's model"
+    );
     write(
         &root.join(format!(
             "brain/{ID}/.system_generated/subagents/{late}.json"

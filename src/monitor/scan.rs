@@ -126,7 +126,8 @@ impl Parser {
             }
             FileKind::OpenCodeDb
             | FileKind::AntigravitySubagent { .. }
-            | FileKind::AntigravityWorkspaces => Parser::Whole,
+            | FileKind::AntigravityWorkspaces
+            | FileKind::AntigravitySettings => Parser::Whole,
         }
     }
 
@@ -215,6 +216,8 @@ pub(crate) struct Scanner {
     /// Antigravity CLI's working directories, by conversation id
     /// (`cache/last_conversations.json` reversed).
     agy_cwds: HashMap<String, String>,
+    /// Antigravity CLI's default model (`settings.json`), for conversations that name none.
+    agy_model: String,
     /// When OpenCode's databases are polled again (see [`OPENCODE_RECHECK`]).
     opencode_recheck: Option<Instant>,
 }
@@ -256,6 +259,7 @@ impl Scanner {
             project_dirs: ProjectDirs::default(),
             agy_children: HashMap::new(),
             agy_cwds: HashMap::new(),
+            agy_model: String::new(),
             opencode_recheck: None,
         }
     }
@@ -736,7 +740,9 @@ impl Scanner {
             }
         } else if matches!(
             tracked.kind,
-            FileKind::AntigravitySubagent { .. } | FileKind::AntigravityWorkspaces
+            FileKind::AntigravitySubagent { .. }
+                | FileKind::AntigravityWorkspaces
+                | FileKind::AntigravitySettings
         ) {
             tracked.stamp = Some(stamp);
             let kind = tracked.kind.clone();
@@ -840,7 +846,13 @@ impl Scanner {
                         }
                         report
                     }
-                    Parser::Agy(p) => p.report(&id, self.agy_cwds.get(&id).map(String::as_str)),
+                    Parser::Agy(p) => {
+                        let mut report = p.report(&id, self.agy_cwds.get(&id).map(String::as_str));
+                        if report.model.is_empty() {
+                            report.model.clone_from(&self.agy_model);
+                        }
+                        report
+                    }
                     Parser::OpenCode(_) | Parser::Whole => return Ok(()),
                 };
                 let delta = report.counts.since(tracked.reported);
@@ -870,6 +882,13 @@ impl Scanner {
             FileKind::AntigravityWorkspaces => match antigravity::parse_workspaces(&text) {
                 Some(map) => {
                     self.agy_cwds = map;
+                    true
+                }
+                None => false,
+            },
+            FileKind::AntigravitySettings => match antigravity::parse_settings_model(&text) {
+                Some(model) => {
+                    self.agy_model = model;
                     true
                 }
                 None => false,

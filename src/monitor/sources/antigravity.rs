@@ -11,6 +11,7 @@
 //! - `cache/last_conversations.json`, rewritten whole: `{"<absolute cwd>": "<conversation
 //!   id>"}`, the latest conversation per working directory: the only place the working
 //!   directory is written.
+//! - `settings.json`: its `model` (a display name) is the default model.
 //!
 //! A step: `{step_index, source, type, status, created_at, content?, thinking?,
 //! tool_calls?: [{name, args}]}`; `source` `USER_EXPLICIT`, `MODEL` or `SYSTEM`; `status`
@@ -27,7 +28,8 @@
 //!   the conversation's next step.
 //! - model: the newest `USER_SETTINGS_CHANGE` notice in a `USER_INPUT` step ("changed
 //!   setting `Model Selection` from X to Y": Y, a display name such as "Gemini 3.5 Flash
-//!   (Low)"); no step names the model otherwise. The prompt text around it is scanned, never
+//!   (Low)"); no step names the model otherwise, so a conversation without such a notice
+//!   shows `settings.json`'s `model`. The prompt text around the notice is scanned, never
 //!   kept.
 //! - startedAt: the first step's `created_at`; lastActivityAt: the latest step's, except
 //!   that it stays at the start of a wait while the conversation keeps waiting (a trailing
@@ -449,6 +451,24 @@ impl SubagentRecord {
     }
 }
 
+/// The `model` of Antigravity CLI's `settings.json` (empty if none); `None` if the text is
+/// not a JSON object.
+pub(crate) fn parse_settings_model(text: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Settings {
+        #[serde(default)]
+        model: LooseStr,
+    }
+    let settings: Settings = serde_json::from_slice(text).ok()?;
+    Some(
+        settings
+            .model
+            .0
+            .filter(|m| m.len() <= 200)
+            .unwrap_or_default(),
+    )
+}
+
 /// `cache/last_conversations.json` reversed: conversation id → working directory. `None` if
 /// the text is not a JSON object; entries whose value is not a string are skipped.
 pub(crate) fn parse_workspaces(text: &[u8]) -> Option<HashMap<String, String>> {
@@ -610,6 +630,12 @@ mod tests {
             Some("/home/dev/other")
         );
         assert!(parse_workspaces(b"[]").is_none());
+        assert_eq!(
+            parse_settings_model(br#"{"model":"Gemini 3.5 Flash (Low)","theme":{}}"#).as_deref(),
+            Some("Gemini 3.5 Flash (Low)")
+        );
+        assert_eq!(parse_settings_model(br#"{"model":7}"#).as_deref(), Some(""));
+        assert!(parse_settings_model(b"[").is_none());
         assert_eq!(parse_workspaces(br#"{"/a":7,"/b":"id"}"#).unwrap().len(), 1);
     }
 }

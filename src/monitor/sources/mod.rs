@@ -56,7 +56,7 @@ pub enum SourceKind {
     /// steps are `brain/<conversation id>/.system_generated/logs/transcript.jsonl`, a
     /// subagent's record `brain/<parent id>/.system_generated/subagents/<child id>.json`, and
     /// `cache/last_conversations.json` maps each working directory to its latest
-    /// conversation.
+    /// conversation, and `settings.json` has the default model.
     Antigravity,
 }
 
@@ -160,6 +160,8 @@ pub(crate) enum FileKind {
     /// Antigravity CLI's `cache/last_conversations.json`: working directory → latest
     /// conversation id, rewritten whole.
     AntigravityWorkspaces,
+    /// Antigravity CLI's `settings.json`: the default `model` (a display name).
+    AntigravitySettings,
 }
 
 impl FileKind {
@@ -171,6 +173,7 @@ impl FileKind {
                 | FileKind::OpenCodeDb
                 | FileKind::AntigravitySubagent { .. }
                 | FileKind::AntigravityWorkspaces
+                | FileKind::AntigravitySettings
         )
     }
 }
@@ -261,6 +264,7 @@ fn classify_antigravity(parts: &[String]) -> Option<FileKind> {
         [cache, name] if cache == "cache" && name == "last_conversations.json" => {
             Some(FileKind::AntigravityWorkspaces)
         }
+        [name] if name == "settings.json" => Some(FileKind::AntigravitySettings),
         _ => None,
     }
 }
@@ -576,6 +580,7 @@ mod tests {
             a("cache/last_conversations.json"),
             Some(FileKind::AntigravityWorkspaces)
         );
+        assert_eq!(a("settings.json"), Some(FileKind::AntigravitySettings));
         assert_eq!(a("conversations/3d2c.db"), None);
         assert_eq!(a("3d2c.json"), None);
     }

@@ -47,7 +47,8 @@
 //! - lastActivityAt: the latest `time_updated` of the rows read (messages and parts), never
 //!   before `time_created`.
 //! - `time_archived` set: the session ends (`terminal`, reason `archived`, `completedAt` the
-//!   archive time). A session archived when first seen is not reported.
+//!   archive time). A session archived when first seen is not reported, nor one without
+//!   a message yet.
 //! - A session with `parent_id` (a subagent the `task` tool started) is a subagent of its
 //!   parent: `completed` once its turn ended (or it was archived).
 //!
@@ -724,7 +725,8 @@ impl OpenCodeDb {
             }
             return;
         }
-        if s.ended {
+        if s.ended || s.latest_role.is_empty() {
+            // Ended, or no message yet (a session row written just before its prompt).
             return;
         }
         let archived = s.archived.map(Timestamp::from_unix_millis);

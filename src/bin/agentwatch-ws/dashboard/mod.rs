@@ -194,7 +194,8 @@ usage: dashboard [--port N] [--demo] [--claude DIR] [--codex DIR] [--gemini DIR]
 Without --demo or roots, it watches the default roots that exist ($HOME/.claude/projects,
 $HOME/.config/claude/projects, $CODEX_HOME/sessions or $HOME/.codex/sessions,
 $HOME/.gemini/tmp, $PI_CODING_AGENT_SESSION_DIR or $HOME/.pi/agent/sessions,
-$HOME/.cursor/projects), and runs the simulation when there are none. With --redis but without
+$HOME/.cursor/projects, $XDG_DATA_HOME/opencode or $HOME/.local/share/opencode,
+$HOME/.gemini/antigravity-cli), and runs the simulation when there are none. With --redis but without
 --publish there is no input: the node serves what the publishing node puts in the stream.";
 
 /// The stream key when `--stream` is not given.

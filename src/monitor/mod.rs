@@ -1,6 +1,7 @@
-//! The producer: a [`Monitor`] that tails Claude Code, Codex CLI, Gemini CLI, Pi and Cursor
-//! session logs and publishes agentwatch [`Event`]s to any [`EventSink`], usually the
-//! [`Publisher`](crate::Publisher) of a [`WsLayer`](crate::WsLayer) (cargo feature `monitor`).
+//! The producer: a [`Monitor`] that tails Claude Code, Codex CLI, Gemini CLI, Pi, Cursor and
+//! Antigravity CLI session logs and reads OpenCode's session database, and publishes
+//! agentwatch [`Event`]s to any [`EventSink`], usually the [`Publisher`](crate::Publisher) of a
+//! [`WsLayer`](crate::WsLayer) (cargo feature `monitor`).
 //!
 //! ```no_run
 //! use agentwatch_ws::monitor::Monitor;
@@ -33,7 +34,8 @@
 //!   never cleared it); `contextUtilization = contextTokens / maxContextTokens` (0 when the
 //!   size is unknown); `lastDataReceivedAt` is when the monitor read the data,
 //!   `lastActivityAt` the log's own timestamp of its latest record.
-//! - Health per source (`claude`, `codex`, `gemini`, `pi`, `cursor`): `degraded` after 3 consecutive failed
+//! - Health per source (`claude`, `codex`, `gemini`, `pi`, `cursor`, `opencode`,
+//!   `antigravity`): `degraded` after 3 consecutive failed
 //!   scans, `failed` after 6 (see [`health_threshold`](MonitorBuilder::health_threshold));
 //!   `lastError` has paths replaced by `<path>`. **Deviation from Go:** besides each change,
 //!   every source's health is published once at start (Go publishes only changes, so a
@@ -132,6 +134,13 @@
 //!   buffer, at most one partial line (1 MiB) per log, and the backlog lists each log once.
 //!   The first load of a large log runs in the background the same way, at the same
 //!   throughput; [`Monitor::scan`] reads it to the end before returning.
+//! - OpenCode keeps every session in one SQLite database, not in logs: it is opened
+//!   read-only (OpenCode, its writer, is never locked out) and polled when it or its WAL
+//!   changes, and again 50 ms after a poll that found a commit (the WAL is written, and
+//!   notifies, before the commit is published); a poll reads only the sessions whose rows
+//!   changed or whose turn is in progress, at most 32 sessions and 1000 rows a query, the
+//!   rest in the next poll. The data dir's subdirectories (OpenCode's file snapshots) are
+//!   neither walked nor watched.
 //! - [`MonitorHandle::stop`] returns within [`STOP_TIMEOUT`] even if a file-system call
 //!   hangs: the thread checks for the stop between passes.
 //!
@@ -277,7 +286,10 @@ const MAX_MESSAGES_PER_PASS: usize = 10_000;
 ///   `<agent dir>/settings.json`, else `<agent dir>/sessions`, the agent dir being
 ///   `$PI_CODING_AGENT_DIR` (else `$HOME/.pi/agent`); a leading `~` in any of them is
 ///   `$HOME`, and a relative `sessionDir` is ignored;
-/// - Cursor: `$CURSOR_CONFIG_DIR/projects` and `$HOME/.cursor/projects`.
+/// - Cursor: `$CURSOR_CONFIG_DIR/projects` and `$HOME/.cursor/projects`;
+/// - OpenCode: its data dir, `$XDG_DATA_HOME/opencode` (else `$HOME/.local/share/opencode`),
+///   where `opencode.db` is;
+/// - Antigravity CLI: `$HOME/.gemini/antigravity-cli`.
 ///
 /// Roots that are not directories are left out, and each directory is listed once; with no
 /// `HOME` only the roots the variables name count.
@@ -319,6 +331,20 @@ pub fn default_roots() -> Vec<(SourceKind, PathBuf)> {
     }
     if let Some(home) = &home {
         candidates.push((SourceKind::Cursor, home.join(".cursor/projects")));
+    }
+    let data_home = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute())
+        .or_else(|| home.as_ref().map(|h| h.join(".local/share")));
+    if let Some(data) = data_home {
+        candidates.push((SourceKind::OpenCode, data.join("opencode")));
+    }
+    if let Some(home) = &home {
+        candidates.push((
+            SourceKind::Antigravity,
+            home.join(".gemini/antigravity-cli"),
+        ));
     }
     candidates.retain(|(_, p)| p.is_dir());
     let mut seen = std::collections::HashSet::new();
@@ -464,7 +490,12 @@ impl MonitorBuilder {
     /// `<root>/<project hash>/chats/session-*.json` or `.jsonl`; Pi (the sessions dir)
     /// `<root>/--<encoded cwd>--/<time>_<id>.jsonl`; Cursor (`~/.cursor/projects`)
     /// `<root>/<encoded cwd>/agent-transcripts/<id>/<id>.jsonl`, `<id>.jsonl`, `<id>.txt`
-    /// and `<id>/subagents/<child>.jsonl`.
+    /// and `<id>/subagents/<child>.jsonl`; OpenCode (its data dir) `<root>/opencode.db`, the
+    /// root's subdirectories neither walked nor watched; Antigravity CLI
+    /// (`~/.gemini/antigravity-cli`)
+    /// `<root>/brain/<id>/.system_generated/logs/transcript.jsonl`,
+    /// `<root>/brain/<id>/.system_generated/subagents/<child>.json` and
+    /// `<root>/cache/last_conversations.json`.
     pub fn root(mut self, source: SourceKind, path: impl AsRef<Path>) -> Self {
         let path = path.as_ref();
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
@@ -729,7 +760,14 @@ impl Monitor {
             .scanner
             .roots()
             .iter()
-            .map(|r| (r.path.clone(), RecursiveMode::Recursive))
+            .map(|r| {
+                let mode = if r.source.flat() {
+                    RecursiveMode::NonRecursive
+                } else {
+                    RecursiveMode::Recursive
+                };
+                (r.path.clone(), mode)
+            })
             .collect();
         if let Some(dir) = self.scanner.marker_dir() {
             dirs.push((dir.to_path_buf(), RecursiveMode::NonRecursive));
@@ -760,6 +798,9 @@ impl Monitor {
                 deadline = deadline.min(since + self.debounce);
             }
             if let Some(d) = self.scanner.lifecycle.next_deadline(now) {
+                deadline = deadline.min(d);
+            }
+            if let Some(d) = self.scanner.next_recheck() {
                 deadline = deadline.min(d);
             }
             if self.scanner.has_backlog() {
@@ -814,6 +855,9 @@ impl Monitor {
                 self.publish();
                 // Shrink the list after a flood of notifications.
                 pending.shrink_to(1024);
+            } else if self.scanner.next_recheck().is_some_and(|d| now >= d) {
+                self.scanner.recheck();
+                self.publish();
             } else if self.scanner.has_backlog() {
                 // Cut short when the pending changes are due.
                 self.scanner

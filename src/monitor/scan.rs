@@ -29,17 +29,19 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::health::SourceHealth;
 use super::lifecycle::Lifecycle;
+use super::sources::antigravity::{self, AgyLog, SubagentRecord};
 use super::sources::claude::ClaudeLog;
 use super::sources::codex::CodexLog;
 use super::sources::cursor::CursorLog;
 use super::sources::gemini::GeminiChat;
 use super::sources::gemini_project::{GeminiProjects, Resolution};
 use super::sources::marker_dir::{self, Taken};
+use super::sources::opencode::{self, OpenCodeDb};
 use super::sources::pi::PiLog;
 use super::sources::project_dir::ProjectDirs;
 use super::sources::{Counts, FileKind, LineResult, SourceKind, classify};
 use super::tail::{FileId, Item, Limit, Opened, Tail, open_regular, special_kind};
-use super::watch::walk;
+use super::watch::{MAX_DEPTH, walk};
 use crate::wire::{Event, Health, Timestamp};
 
 /// At most this many junk files left in the marker directory are remembered (so each is
@@ -62,6 +64,18 @@ pub(crate) struct Root {
     pub(crate) source: SourceKind,
     pub(crate) path: PathBuf,
 }
+
+/// The depth a root's walk starts at: the deepest for a [flat](SourceKind::flat) root, so
+/// its subdirectories are not entered.
+fn start_depth(source: SourceKind) -> usize {
+    if source.flat() { MAX_DEPTH } else { 0 }
+}
+
+/// How long after a poll of OpenCode's database that found a commit it is polled again. A
+/// writer appends a commit to the WAL (the notification) before it publishes it in the WAL
+/// index: a poll right after the notification can miss the commit, and no other
+/// notification may follow.
+pub(crate) const OPENCODE_RECHECK: Duration = Duration::from_millis(50);
 
 /// What identifies a version of a file's content well enough to know it changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +101,12 @@ enum Parser {
     Gemini(GeminiChat),
     Pi(PiLog),
     Cursor(CursorLog),
+    Agy(AgyLog),
+    /// OpenCode's database.
+    OpenCode(Box<OpenCodeDb>),
+    /// A file read whole into the scanner's own tables (Antigravity's subagent records and
+    /// workspace map): no parser state.
+    Whole,
 }
 
 impl Parser {
@@ -102,6 +122,13 @@ impl Parser {
             FileKind::CursorTranscript { project } => Parser::Cursor(CursorLog::jsonl(project)),
             FileKind::CursorText { project } => Parser::Cursor(CursorLog::text(project)),
             FileKind::CursorSubagent { .. } => Parser::Cursor(CursorLog::jsonl("")),
+            FileKind::AntigravityTranscript { conversation } => {
+                Parser::Agy(AgyLog::new(conversation))
+            }
+            FileKind::OpenCodeDb
+            | FileKind::AntigravitySubagent { .. }
+            | FileKind::AntigravityWorkspaces
+            | FileKind::AntigravitySettings => Parser::Whole,
         }
     }
 
@@ -112,6 +139,8 @@ impl Parser {
             Parser::Gemini(p) => p.line(line),
             Parser::Pi(p) => p.line(line),
             Parser::Cursor(p) => p.line(line),
+            Parser::Agy(p) => p.line(line),
+            Parser::OpenCode(_) | Parser::Whole => LineResult::Unknown,
         }
     }
 
@@ -122,6 +151,8 @@ impl Parser {
             Parser::Gemini(p) => p.session_id(),
             Parser::Pi(p) => p.session_id(),
             Parser::Cursor(p) => p.session_id(),
+            Parser::Agy(p) => p.session_id(),
+            Parser::OpenCode(_) | Parser::Whole => "",
         }
     }
 }
@@ -190,6 +221,15 @@ pub(crate) struct Scanner {
     /// Gemini sessions whose working directory is not known, by project hash: a working
     /// directory learned later whose SHA-256 it is fills it in.
     gemini_unresolved: HashMap<String, HashSet<String>>,
+    /// Antigravity CLI subagent records, by the child conversation's id.
+    agy_children: HashMap<String, SubagentRecord>,
+    /// Antigravity CLI's working directories, by conversation id
+    /// (`cache/last_conversations.json` reversed).
+    agy_cwds: HashMap<String, String>,
+    /// Antigravity CLI's default model (`settings.json`), for conversations that name none.
+    agy_model: String,
+    /// When OpenCode's databases are polled again (see [`OPENCODE_RECHECK`]).
+    opencode_recheck: Option<Instant>,
 }
 
 /// At most this many unresolved Gemini project hashes are remembered.
@@ -241,7 +281,28 @@ impl Scanner {
             codex_threads: HashMap::new(),
             gemini_projects,
             gemini_unresolved: HashMap::new(),
+            agy_children: HashMap::new(),
+            agy_cwds: HashMap::new(),
+            agy_model: String::new(),
+            opencode_recheck: None,
         }
+    }
+
+    /// When OpenCode's databases are due to be polled again, if they are.
+    pub(crate) fn next_recheck(&self) -> Option<Instant> {
+        self.opencode_recheck
+    }
+
+    /// Polls OpenCode's databases again (a commit published after the last poll).
+    pub(crate) fn recheck(&mut self) {
+        self.opencode_recheck = None;
+        let paths: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(_, t)| t.kind == FileKind::OpenCodeDb)
+            .map(|(p, _)| p.clone())
+            .collect();
+        self.changed(paths);
     }
 
     /// Whether files have bytes left to read.
@@ -371,7 +432,7 @@ impl Scanner {
         let mut found: Vec<(usize, PathBuf, Metadata)> = Vec::new();
         let mut errors: Vec<Option<String>> = Vec::with_capacity(self.roots.len());
         for (i, root) in self.roots.iter().enumerate() {
-            let walk_errors = walk(&root.path, 0, &mut |p, m| {
+            let walk_errors = walk(&root.path, start_depth(root.source), &mut |p, m| {
                 if classify(root.source, &root.path, p).is_some() {
                     found.push((i, p.to_path_buf(), m.clone()));
                 }
@@ -443,9 +504,13 @@ impl Scanner {
                 Err(_) => continue,
             };
             if meta.is_dir() {
+                if root.source.flat() && path != root.path {
+                    continue;
+                }
                 let depth = path
                     .strip_prefix(&root.path)
-                    .map_or(0, |r| r.components().count());
+                    .map_or(0, |r| r.components().count())
+                    .max(start_depth(root.source));
                 let errors = walk(&path, depth, &mut |p, m| {
                     if classify(root.source, &root.path, p).is_some() {
                         found.push((i, p.to_path_buf(), m.clone()));
@@ -591,6 +656,9 @@ impl Scanner {
             }
             return Ok(());
         }
+        if root.source == SourceKind::OpenCode {
+            return self.read_opencode(root, path, now);
+        }
         let stamp = Stamp::of(meta);
         let stale_after = self.stale_after;
         let pass_until = self.pass_until;
@@ -694,6 +762,22 @@ impl Scanner {
                 // Often a file caught mid-rewrite: read again at its next change.
                 Err(_) => invalid += 1,
             }
+        } else if matches!(
+            tracked.kind,
+            FileKind::AntigravitySubagent { .. }
+                | FileKind::AntigravityWorkspaces
+                | FileKind::AntigravitySettings
+        ) {
+            tracked.stamp = Some(stamp);
+            let kind = tracked.kind.clone();
+            let source = tracked.source;
+            if !self.read_agy_record(&kind, file, now) {
+                tracing::debug!(source = source.name(), "skipped an unreadable record");
+                if let Some(h) = self.health_mut(source) {
+                    h.parse_failures(1);
+                }
+            }
+            return Ok(());
         }
         tracked.stamp = Some(stamp);
         tracked.behind = behind;
@@ -773,6 +857,14 @@ impl Scanner {
                 }
                 self.lifecycle.apply_subagent(&parent, sub, now);
             }
+            (FileKind::AntigravityTranscript { conversation }, Parser::Agy(log))
+                if self.agy_children.contains_key(conversation) =>
+            {
+                if let Some(record) = self.agy_children.get(conversation) {
+                    let sub = log.subagent_state(record);
+                    self.lifecycle.apply_subagent(&record.parent, sub, now);
+                }
+            }
             (_, parser) => {
                 let id = match &tracked.session_id {
                     Some(id) => id.clone(),
@@ -817,6 +909,14 @@ impl Scanner {
                         }
                         report
                     }
+                    Parser::Agy(p) => {
+                        let mut report = p.report(&id, self.agy_cwds.get(&id).map(String::as_str));
+                        if report.model.is_empty() {
+                            report.model.clone_from(&self.agy_model);
+                        }
+                        report
+                    }
+                    Parser::OpenCode(_) | Parser::Whole => return Ok(()),
                 };
                 let delta = report.counts.since(tracked.reported);
                 tracked.reported = report.counts;
@@ -849,6 +949,176 @@ impl Scanner {
                 self.lifecycle.fill_working_dir(&id, dir);
             }
         }
+    }
+
+    /// Reads an Antigravity CLI record file whole (at most [`antigravity::MAX_RECORD`]
+    /// bytes) into the scanner's tables; a subagent record also updates the subagent the
+    /// child's transcript shows. Returns `false` when the file is no valid record (often one
+    /// caught mid-rewrite: read again at its next change).
+    fn read_agy_record(&mut self, kind: &FileKind, file: fs::File, now: Instant) -> bool {
+        use std::io::Read;
+        let mut text = Vec::new();
+        if file
+            .take(antigravity::MAX_RECORD + 1)
+            .read_to_end(&mut text)
+            .is_err()
+            || text.len() as u64 > antigravity::MAX_RECORD
+        {
+            return false;
+        }
+        match kind {
+            FileKind::AntigravityWorkspaces => match antigravity::parse_workspaces(&text) {
+                Some(map) => {
+                    self.agy_cwds = map;
+                    true
+                }
+                None => false,
+            },
+            FileKind::AntigravitySettings => match antigravity::parse_settings_model(&text) {
+                Some(model) => {
+                    self.agy_model = model;
+                    true
+                }
+                None => false,
+            },
+            FileKind::AntigravitySubagent { parent } => {
+                let Some(record) = SubagentRecord::parse(&text, parent) else {
+                    return false;
+                };
+                let child = record.child.clone();
+                let state = self
+                    .files
+                    .iter_mut()
+                    .find_map(|(_, t)| match (&t.kind, &t.parser) {
+                        (FileKind::AntigravityTranscript { conversation }, Parser::Agy(log))
+                            if *conversation == child =>
+                        {
+                            Some((log.subagent_state(&record), t.session_id.take()))
+                        }
+                        _ => None,
+                    });
+                if let Some((sub, was_session)) = state {
+                    if let Some(id) = was_session {
+                        // Its transcript was read before the record: it showed as a session
+                        // of its own, which ends here.
+                        self.claimed.remove(&id);
+                        self.lifecycle
+                            .terminate(&id, "subagent", Timestamp::now(), now);
+                    }
+                    self.lifecycle.apply_subagent(&record.parent, sub, now);
+                }
+                self.agy_children.insert(child, record);
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// Polls OpenCode's database (`path` names `opencode.db` or its `opencode.db-wal`) for
+    /// what changed, and merges the sessions it reports. Another file at the path (a new
+    /// inode) is read as a new database.
+    fn read_opencode(&mut self, root: &Root, path: &Path, now: Instant) -> io::Result<()> {
+        let db_path = match path.file_name().and_then(|n| n.to_str()) {
+            Some("opencode.db-wal") => path.with_file_name("opencode.db"),
+            _ => path.to_path_buf(),
+        };
+        let meta = fs::metadata(&db_path)?;
+        if !meta.is_file() {
+            self.note_ignored(Some(root.source), &db_path, special_kind(&meta));
+            return Ok(());
+        }
+        let stamp = Stamp::of(&meta);
+        let (stale_after, pass_until) = (self.stale_after, self.pass_until);
+        let tracked = self
+            .files
+            .entry(db_path.clone())
+            .or_insert_with(|| Tracked {
+                source: root.source,
+                kind: FileKind::OpenCodeDb,
+                parser: Parser::OpenCode(Box::new(OpenCodeDb::new(stale_after))),
+                tail: Tail::new(),
+                stamp: None,
+                dormant: false,
+                session_id: None,
+                reported: Counts::default(),
+                stem: String::new(),
+                superseded: false,
+                behind: false,
+                queued: false,
+            });
+        let Parser::OpenCode(db) = &mut tracked.parser else {
+            return Ok(());
+        };
+        // Whether anything was committed is the database's to say (`PRAGMA data_version`):
+        // the WAL is rewritten in place, so its size and time can stay the same.
+        if tracked.queued {
+            return Ok(());
+        }
+        let behind;
+        if pass_until.is_some_and(|until| Instant::now() >= until) {
+            behind = true;
+        } else {
+            if tracked.stamp.is_some_and(|s| s.id != stamp.id) {
+                // Another database at the path: read it as new.
+                db.reset();
+            }
+            tracked.stamp = Some(stamp);
+            match db.poll(&db_path, pass_until) {
+                Ok(poll) => {
+                    tracing::trace!(
+                        source = "opencode",
+                        sessions = poll.sessions.len(),
+                        subagents = poll.subagents.len(),
+                        behind = poll.behind,
+                        "database polled"
+                    );
+                    behind = poll.behind;
+                    tracked.behind = behind;
+                    if poll.changed {
+                        self.opencode_recheck = Some(Instant::now() + OPENCODE_RECHECK);
+                    }
+                    if behind && !tracked.queued {
+                        tracked.queued = true;
+                        self.backlog.push_back(db_path.clone());
+                    }
+                    if poll.invalid > 0 {
+                        tracing::debug!(
+                            source = "opencode",
+                            skipped = poll.invalid,
+                            "skipped rows"
+                        );
+                        if let Some(h) = self.health_mut(SourceKind::OpenCode) {
+                            h.parse_failures(poll.invalid);
+                        }
+                    }
+                    for (report, delta, archived) in poll.sessions {
+                        self.lifecycle.apply("opencode", &report, delta, now);
+                        if let Some(at) = archived {
+                            self.lifecycle
+                                .terminate(&report.session_id, "archived", at, now);
+                        }
+                    }
+                    for (parent, sub) in poll.subagents {
+                        self.lifecycle.apply_subagent(&parent, sub, now);
+                    }
+                    return Ok(());
+                }
+                // The writer holds a lock for a moment (WAL recovery): try again.
+                Err(e) if opencode::is_busy(&e) => behind = true,
+                Err(e) => {
+                    db.close();
+                    return Err(io::Error::other(format!("cannot read the database: {e}")));
+                }
+            }
+        }
+        if behind {
+            tracked.behind = true;
+            if !tracked.queued {
+                tracked.queued = true;
+                self.backlog.push_back(db_path);
+            }
+        }
+        Ok(())
     }
 
     /// Gemini CLI resumes a `.json` chat by copying its whole history into `<name>.jsonl`

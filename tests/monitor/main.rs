@@ -1,11 +1,12 @@
 //! The monitor (feature `monitor`) on real log files in temp dirs: Claude Code, Codex CLI,
-//! Gemini CLI, Pi and Cursor sources, bad input, fair reading, privacy, and end to end over a WebSocket.
+//! Gemini CLI, Pi, Cursor, OpenCode and Antigravity sources, bad input, fair reading, privacy, and end to end over a WebSocket.
 
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../monitor_support/mod.rs"]
 mod monitor_support;
 
+mod antigravity;
 mod claude;
 mod codex_threads;
 mod cursor;
@@ -13,6 +14,7 @@ mod e2e;
 mod fairness;
 mod faults;
 mod gemini_cwd;
+mod opencode;
 mod pi;
 mod privacy;
 mod sources;

@@ -9,6 +9,7 @@
 //! Parsers read only the fields the wire model needs. Prompt text, assistant text, thinking,
 //! tool input and tool output are skipped by the JSON parser and never stored.
 
+pub(crate) mod antigravity;
 pub(crate) mod claude;
 pub(crate) mod codex;
 pub(crate) mod cursor;
@@ -16,6 +17,7 @@ pub(crate) mod gemini;
 pub(crate) mod gemini_project;
 mod lenient;
 pub(crate) mod marker_dir;
+pub(crate) mod opencode;
 pub(crate) mod pi;
 pub(crate) mod project_dir;
 pub(crate) mod session_end;
@@ -46,19 +48,34 @@ pub enum SourceKind {
     /// `<id>.jsonl`, and the legacy text `<id>.txt`); a subagent's transcript is
     /// `<id>/subagents/<child id>.jsonl`.
     Cursor,
+    /// OpenCode (1.2 and later): the SQLite database `<data dir>/opencode.db` (with its
+    /// `-wal`), the data dir being `$XDG_DATA_HOME/opencode` (default
+    /// `~/.local/share/opencode`); the root is the data dir, and only the files directly in it
+    /// are looked at. Every session is a row of that one database; a session with a parent
+    /// is a subagent of it.
+    OpenCode,
+    /// Antigravity CLI (`agy`): the root is `~/.gemini/antigravity-cli`; a conversation's
+    /// steps are `brain/<conversation id>/.system_generated/logs/transcript.jsonl`, a
+    /// subagent's record `brain/<parent id>/.system_generated/subagents/<child id>.json`, and
+    /// `cache/last_conversations.json` maps each working directory to its latest
+    /// conversation, and `settings.json` has the default model.
+    Antigravity,
 }
 
 impl SourceKind {
     /// Every source, in the order the monitor reports them.
-    pub const ALL: [SourceKind; 5] = [
+    pub const ALL: [SourceKind; 7] = [
         SourceKind::Claude,
         SourceKind::Codex,
         SourceKind::Gemini,
         SourceKind::Pi,
         SourceKind::Cursor,
+        SourceKind::OpenCode,
+        SourceKind::Antigravity,
     ];
 
-    /// The source name on the wire: `claude`, `codex`, `gemini`, `pi` or `cursor`.
+    /// The source name on the wire: `claude`, `codex`, `gemini`, `pi`, `cursor`, `opencode`
+    /// or `antigravity`.
     pub fn name(self) -> &'static str {
         match self {
             SourceKind::Claude => "claude",
@@ -66,7 +83,16 @@ impl SourceKind {
             SourceKind::Gemini => "gemini",
             SourceKind::Pi => "pi",
             SourceKind::Cursor => "cursor",
+            SourceKind::OpenCode => "opencode",
+            SourceKind::Antigravity => "antigravity",
         }
+    }
+
+    /// Whether only the files directly in the root belong to the source: its
+    /// subdirectories are neither walked nor watched (OpenCode's data dir also holds its
+    /// file snapshots, git objects by the thousand).
+    pub(crate) fn flat(self) -> bool {
+        self == SourceKind::OpenCode
     }
 }
 
@@ -118,12 +144,39 @@ pub(crate) enum FileKind {
         /// The subagent's id: the file stem.
         agent: String,
     },
+    /// OpenCode's database `opencode.db`, or its `opencode.db-wal` (a change of either is a
+    /// change of the database; the database's path is tracked).
+    OpenCodeDb,
+    /// An Antigravity CLI conversation's transcript:
+    /// `brain/<id>/.system_generated/logs/transcript.jsonl`.
+    AntigravityTranscript {
+        /// The conversation id: the `brain` directory's name.
+        conversation: String,
+    },
+    /// An Antigravity CLI subagent record:
+    /// `brain/<parent>/.system_generated/subagents/<child>.json`, rewritten whole.
+    AntigravitySubagent {
+        /// The parent conversation's id.
+        parent: String,
+    },
+    /// Antigravity CLI's `cache/last_conversations.json`: working directory → latest
+    /// conversation id, rewritten whole.
+    AntigravityWorkspaces,
+    /// Antigravity CLI's `settings.json`: the default `model` (a display name).
+    AntigravitySettings,
 }
 
 impl FileKind {
     /// Whether the file is read line by line from a saved offset (else whole, on change).
     pub(crate) fn is_jsonl(&self) -> bool {
-        !matches!(self, FileKind::GeminiJson)
+        !matches!(
+            self,
+            FileKind::GeminiJson
+                | FileKind::OpenCodeDb
+                | FileKind::AntigravitySubagent { .. }
+                | FileKind::AntigravityWorkspaces
+                | FileKind::AntigravitySettings
+        )
     }
 }
 
@@ -180,6 +233,41 @@ pub(crate) fn classify(source: SourceKind, root: &Path, path: &Path) -> Option<F
             (parts.len() == 2 && name.ends_with(".jsonl")).then_some(FileKind::PiSession)
         }
         SourceKind::Cursor => classify_cursor(&parts),
+        SourceKind::OpenCode => (parts.len() == 1
+            && (name == "opencode.db" || name == "opencode.db-wal"))
+            .then_some(FileKind::OpenCodeDb),
+        SourceKind::Antigravity => classify_antigravity(&parts),
+    }
+}
+
+/// An Antigravity CLI file from its path under the root (`~/.gemini/antigravity-cli`).
+fn classify_antigravity(parts: &[String]) -> Option<FileKind> {
+    match parts {
+        [brain, id, sys, logs, name]
+            if brain == "brain"
+                && sys == ".system_generated"
+                && logs == "logs"
+                && name == "transcript.jsonl" =>
+        {
+            Some(FileKind::AntigravityTranscript {
+                conversation: id.clone(),
+            })
+        }
+        [brain, parent, sys, subagents, name]
+            if brain == "brain"
+                && sys == ".system_generated"
+                && subagents == "subagents"
+                && name.ends_with(".json") =>
+        {
+            Some(FileKind::AntigravitySubagent {
+                parent: parent.clone(),
+            })
+        }
+        [cache, name] if cache == "cache" && name == "last_conversations.json" => {
+            Some(FileKind::AntigravityWorkspaces)
+        }
+        [name] if name == "settings.json" => Some(FileKind::AntigravitySettings),
+        _ => None,
     }
 }
 
@@ -468,6 +556,35 @@ mod tests {
         assert_eq!(c("home-a/agent-tools/out.txt"), None);
         assert_eq!(c("home-a/terminals/1.txt"), None);
         assert_eq!(c("a/b/agent-transcripts/0f.jsonl"), None);
+        let o = |p: &str| classify(SourceKind::OpenCode, &root, &root.join(p));
+        assert_eq!(o("opencode.db"), Some(FileKind::OpenCodeDb));
+        assert_eq!(o("opencode.db-wal"), Some(FileKind::OpenCodeDb));
+        assert_eq!(o("opencode.db-shm"), None);
+        assert_eq!(o("storage/opencode.db"), None);
+        let a = |p: &str| classify(SourceKind::Antigravity, &root, &root.join(p));
+        assert_eq!(
+            a("brain/3d2c/.system_generated/logs/transcript.jsonl"),
+            Some(FileKind::AntigravityTranscript {
+                conversation: "3d2c".into()
+            })
+        );
+        assert_eq!(
+            a("brain/3d2c/.system_generated/logs/transcript_full.jsonl"),
+            None
+        );
+        assert_eq!(
+            a("brain/3d2c/.system_generated/subagents/5e6f.json"),
+            Some(FileKind::AntigravitySubagent {
+                parent: "3d2c".into()
+            })
+        );
+        assert_eq!(
+            a("cache/last_conversations.json"),
+            Some(FileKind::AntigravityWorkspaces)
+        );
+        assert_eq!(a("settings.json"), Some(FileKind::AntigravitySettings));
+        assert_eq!(a("conversations/3d2c.db"), None);
+        assert_eq!(a("3d2c.json"), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A live dashboard of AI coding-agent sessions: your real Claude Code, Codex CLI, Gemini CLI,
-//! Pi and Cursor sessions, read from their logs by the crate's [`Monitor`], or a simulated monitor.
+//! Pi, Cursor, OpenCode and Antigravity CLI sessions, read from their logs by the crate's [`Monitor`], or a simulated monitor.
 //!
 //! ```text
 //! agentwatch-ws dashboard                      # installed: cargo install agentwatch-ws --features cli
@@ -180,8 +180,10 @@ impl Options {
 /// environment at start: $HOME/.claude/projects, $HOME/.config/claude/projects and
 /// <dir>/projects for each <dir> of $CLAUDE_CONFIG_DIR (Claude Code), $CODEX_HOME/sessions,
 /// else $HOME/.codex/sessions (Codex CLI), $HOME/.gemini/tmp (Gemini CLI),
-/// $PI_CODING_AGENT_SESSION_DIR, else $HOME/.pi/agent/sessions (Pi) and $CURSOR_CONFIG_DIR/projects
-/// or $HOME/.cursor/projects (Cursor). It prints
+/// $PI_CODING_AGENT_SESSION_DIR, else $HOME/.pi/agent/sessions (Pi), $CURSOR_CONFIG_DIR/projects
+/// or $HOME/.cursor/projects (Cursor), $XDG_DATA_HOME/opencode, else
+/// $HOME/.local/share/opencode (OpenCode) and $HOME/.gemini/antigravity-cli (Antigravity CLI).
+/// It prints
 /// each root it watches and how many recent sessions it found (logs written within the last
 /// 5 minutes; older ones join when they change). When no root exists, or the roots hold no
 /// log at all, it runs a simulation instead and says so; when they hold only older logs it
@@ -257,6 +259,20 @@ struct Flags {
     /// A directory that does not exist is an error. Not with --demo.
     #[arg(long, value_name = "DIR")]
     cursor: Vec<PathBuf>,
+
+    /// Watch this OpenCode data dir, holding opencode.db (repeatable; replaces the default
+    /// roots).
+    ///
+    /// A directory that does not exist is an error. Not with --demo.
+    #[arg(long, value_name = "DIR")]
+    opencode: Vec<PathBuf>,
+
+    /// Watch this Antigravity CLI dir, like ~/.gemini/antigravity-cli (repeatable; replaces
+    /// the default roots).
+    ///
+    /// A directory that does not exist is an error. Not with --demo.
+    #[arg(long, value_name = "DIR")]
+    antigravity: Vec<PathBuf>,
 
     /// Simulated events per second, in (0, 10000] [default: 5].
     #[arg(long, value_name = "N", value_parser = parse_rate)]
@@ -357,6 +373,8 @@ impl TryFrom<Flags> for Options {
             ("--gemini", SourceKind::Gemini, &flags.gemini),
             ("--pi", SourceKind::Pi, &flags.pi),
             ("--cursor", SourceKind::Cursor, &flags.cursor),
+            ("--opencode", SourceKind::OpenCode, &flags.opencode),
+            ("--antigravity", SourceKind::Antigravity, &flags.antigravity),
         ] {
             for dir in dirs {
                 if !dir.is_dir() {
@@ -371,7 +389,7 @@ impl TryFrom<Flags> for Options {
         if flags.demo && !roots.is_empty() {
             return Err(usage_error(
                 "--demo runs the simulation: it cannot be combined with --claude, --codex, \
-                 --gemini, --pi or --cursor",
+                 --gemini, --pi, --cursor, --opencode or --antigravity",
             ));
         }
         if flags.redis.is_none() && (flags.publish || flags.stream.is_some()) {
@@ -389,6 +407,8 @@ impl TryFrom<Flags> for Options {
             ("--gemini", !flags.gemini.is_empty()),
             ("--pi", !flags.pi.is_empty()),
             ("--cursor", !flags.cursor.is_empty()),
+            ("--opencode", !flags.opencode.is_empty()),
+            ("--antigravity", !flags.antigravity.is_empty()),
             ("--rate", flags.rate.is_some()),
             ("--seed", flags.seed.is_some()),
             ("--inject", flags.inject),
@@ -844,6 +864,16 @@ impl Attention {
                     SourceKind::Cursor => (
                         false,
                         "permission prompts are not detected: Cursor's transcripts do not record them"
+                            .to_owned(),
+                    ),
+                    SourceKind::OpenCode => (
+                        false,
+                        "permission prompts are not detected: OpenCode does not store them in its database"
+                            .to_owned(),
+                    ),
+                    SourceKind::Antigravity => (
+                        false,
+                        "permission prompts are not detected: Antigravity CLI's transcripts do not record them"
                             .to_owned(),
                     ),
                 };

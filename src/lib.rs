@@ -74,8 +74,9 @@
 //!   body; the origin check, the connection cap and the per-IP rate limit as tower layers
 //!   usable on their own; the token carriers an authentication extractor reads.
 //! - [`redact`]: request URIs for logs without token carriers, and a `TraceLayer` span maker.
-//! - [`monitor`] (feature `monitor`): the producer, a [`Monitor`] that tails the session logs of
-//!   Claude Code, Codex CLI, Gemini CLI, Pi, Cursor and Antigravity CLI and OpenCode's database, and publishes events into any sink.
+//! - [`monitor`] (feature `monitor`): the producer, a [`Monitor`] that reads the session logs
+//!   of Claude Code, Codex CLI, Gemini CLI, Pi, Cursor and Antigravity CLI and OpenCode's
+//!   database, and publishes events into any sink.
 //! - [`broker`] (feature `redis`): several server nodes fed from one producer through Redis
 //!   Streams, with checkpoints, so `?since=` resume works on any node.
 //! - [`metrics`] (feature `metrics`): the endpoint's counters through the `metrics` facade, for

@@ -210,6 +210,7 @@ mod health;
 mod lifecycle;
 mod models;
 mod scan;
+mod source;
 mod sources;
 mod tail;
 mod watch;
@@ -227,10 +228,12 @@ use crate::layer::bounded;
 use crate::sink::EventSink;
 use crate::wire::{Event, Health, SessionState};
 
-pub use sources::SourceKind;
+pub use source::{LogFile, LogParser, SessionReport, Source};
+pub use sources::{LineResult, SourceKind};
 
 use lifecycle::{Lifecycle, Timing};
 use scan::{Root, Scanner};
+use source::SourceId;
 use watch::Message;
 
 /// The longest any duration setting of [`MonitorBuilder`] is taken as: 100 years (365-day).
@@ -440,7 +443,7 @@ fn pi_settings_session_dir(path: &Path) -> Option<String> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct MonitorBuilder {
-    roots: Vec<(SourceKind, PathBuf)>,
+    roots: Vec<(SourceId, PathBuf)>,
     marker_dir: Option<PathBuf>,
     stale_after: Duration,
     retention: Duration,
@@ -477,7 +480,11 @@ impl MonitorBuilder {
 
     /// Adds every [`default_roots`] directory that exists now.
     pub fn default_roots(mut self) -> Self {
-        self.roots.extend(default_roots());
+        self.roots.extend(
+            default_roots()
+                .into_iter()
+                .map(|(kind, path)| (SourceId::Builtin(kind), path)),
+        );
         self
     }
 
@@ -499,7 +506,53 @@ impl MonitorBuilder {
     pub fn root(mut self, source: SourceKind, path: impl AsRef<Path>) -> Self {
         let path = path.as_ref();
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        self.roots.push((source, path));
+        self.roots.push((SourceId::Builtin(source), path));
+        self
+    }
+
+    /// Adds a root directory for a [`Source`] of your own: its files that
+    /// [`Source::classify`] recognises are tracked, read, merged, and reported under its
+    /// [`name`](Source::name) exactly as a built-in source's logs are (see the
+    /// [`source` contract](Source)). Several roots per source are allowed (call it once per
+    /// root; they share one health). As with [`root`](Self::root), a root that cannot be
+    /// read degrades the source's health until it can.
+    ///
+    /// A source with an empty name is not added (a `warn` tracing event says so). A name
+    /// equal to a built-in source's is allowed, and then shares that source's health.
+    ///
+    /// ```
+    /// # use std::path::Path;
+    /// # use agentwatch_ws::monitor::{LineResult, LogFile, LogParser, SessionReport, Source};
+    /// # struct Mine;
+    /// # impl Source for Mine {
+    /// #     fn name(&self) -> &str { "mine" }
+    /// #     fn classify(&self, _: &Path) -> Option<LogFile> { None }
+    /// #     fn parser(&self, _: &LogFile) -> Box<dyn LogParser> { unimplemented!() }
+    /// # }
+    /// use agentwatch_ws::monitor::Monitor;
+    /// use agentwatch_ws::WsLayer;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let (_router, publisher) = WsLayer::new().build::<()>("/ws");
+    /// let monitor = Monitor::builder().source(Mine, dir.path()).build(publisher);
+    /// assert_eq!(monitor.roots()[0].0, "mine");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn source(mut self, source: impl Source, path: impl AsRef<Path>) -> Self {
+        if source.name().is_empty() {
+            tracing::warn!("a source with an empty name is not added");
+            return self;
+        }
+        if SourceKind::ALL.iter().any(|k| k.name() == source.name()) {
+            tracing::warn!(
+                source = source.name(),
+                "a source named as a built-in one: both share its health"
+            );
+        }
+        let path = path.as_ref();
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        self.roots
+            .push((SourceId::Custom(std::sync::Arc::new(source)), path));
         self
     }
 
@@ -624,7 +677,7 @@ impl MonitorBuilder {
             .roots
             .iter()
             .map(|(source, path)| Root {
-                source: *source,
+                source: source.clone(),
                 path: path.clone(),
             })
             .collect();
@@ -670,12 +723,13 @@ impl Monitor {
         MonitorBuilder::new()
     }
 
-    /// The configured roots, with their source.
-    pub fn roots(&self) -> Vec<(SourceKind, PathBuf)> {
+    /// The configured roots, in the order they were added, each with its source's name
+    /// ([`SourceKind::name`] or [`Source::name`]).
+    pub fn roots(&self) -> Vec<(String, PathBuf)> {
         self.scanner
             .roots()
             .iter()
-            .map(|r| (r.source, r.path.clone()))
+            .map(|r| (r.source.name().to_owned(), r.path.clone()))
             .collect()
     }
 

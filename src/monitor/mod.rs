@@ -35,7 +35,7 @@
 //!   size is unknown); `lastDataReceivedAt` is when the monitor read the data,
 //!   `lastActivityAt` the log's own timestamp of its latest record.
 //! - Health per source (`claude`, `codex`, `gemini`, `pi`, `cursor`, `opencode`,
-//!   `antigravity`): `degraded` after 3 consecutive failed
+//!   `antigravity`, or a registered [`Source`]'s name): `degraded` after 3 consecutive failed
 //!   scans, `failed` after 6 (see [`health_threshold`](MonitorBuilder::health_threshold));
 //!   `lastError` has paths replaced by `<path>`. **Deviation from Go:** besides each change,
 //!   every source's health is published once at start (Go publishes only changes, so a
@@ -150,8 +150,24 @@
 //! log path reaches a session, an event, an error or a trace.
 //!
 //! # Sources
-//! See [`SourceKind`] for the layouts, and the source modules' docs in the crate sources
-//! (`src/monitor/sources/`) for which record fields become which session fields.
+//! See [`SourceKind`] for the built-in sources' layouts, and the source modules' docs in the
+//! crate sources (`src/monitor/sources/`) for which record fields become which session
+//! fields.
+//!
+//! An agent of your own is a [`Source`]: it names itself (the wire `source`), says which
+//! files under a root are its logs ([`LogFile`]) and parses each with a [`LogParser`] into a
+//! [`SessionReport`]. Register it with [`MonitorBuilder::source`]; its logs are then tracked,
+//! read (incrementally, within the same read budget and backlog), merged, aged and reported
+//! through the same code as the built-in logs, with a health of its own under its name. The
+//! example `examples/custom_source.rs` reads a small JSON-lines agent.
+//!
+//! What a [`Source`] cannot express, the built-in sources do in the monitor itself: joining
+//! two files into one session (Gemini CLI's `.json` continued in a `.jsonl`), learning a
+//! working directory or a model from files that are no session logs (Gemini CLI's project
+//! folders, Cursor's project names, Antigravity CLI's workspace map, settings and subagent
+//! records), nesting Codex CLI threads, and polling OpenCode's SQLite database (no log
+//! files: one database for every session). So the built-in sources stay [`SourceKind`]s,
+//! registered with [`MonitorBuilder::root`], not [`Source`] implementations.
 //!
 //! # What each agent's logs tell
 //!

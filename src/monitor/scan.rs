@@ -173,6 +173,8 @@ impl Parser {
             Parser::Pi(p) => p.line(line),
             Parser::Cursor(p) => p.line(line),
             Parser::Agy(p) => p.line(line),
+            // A blank line is no record of any format.
+            Parser::Custom(_) if line.is_empty() => LineResult::Unknown,
             Parser::Custom(p) => p.line(line),
             Parser::OpenCode(_) | Parser::Whole => LineResult::Unknown,
         }
@@ -813,17 +815,15 @@ impl Scanner {
         } else if matches!(tracked.kind, FileKind::Custom(_)) {
             // A fresh parser for each version of a whole file.
             tracked.parser = Parser::new(&tracked.source, &tracked.kind);
-            match read_capped(file, READ_CAP) {
-                Some(bytes) => match &mut tracked.parser {
-                    Parser::Custom(p) => match p.whole(&bytes) {
-                        LineResult::Used => data = true,
-                        LineResult::Unknown => {}
-                        LineResult::Invalid => invalid += 1,
-                    },
-                    _ => {}
+            match (read_capped(file, READ_CAP), &mut tracked.parser) {
+                (Some(bytes), Parser::Custom(p)) => match p.whole(&bytes) {
+                    LineResult::Used => data = true,
+                    LineResult::Unknown => {}
+                    LineResult::Invalid => invalid += 1,
                 },
+                (Some(_), _) => {}
                 // Unreadable or over the cap: a failure of this version.
-                None => invalid += 1,
+                (None, _) => invalid += 1,
             }
         } else if let Parser::Gemini(chat) = &mut tracked.parser {
             match chat.read_whole(file) {

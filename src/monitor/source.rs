@@ -1,34 +1,5 @@
-//! The seam for agents of your own: a [`Source`] says which files under a root are its
-//! session logs and gives each a [`LogParser`], which turns the log into a
-//! [`SessionReport`]. Registered with [`MonitorBuilder::source`](super::MonitorBuilder::source),
-//! a source's logs are tracked, read, merged and reported exactly as the built-in sources'
-//! are: the same incremental reading from a saved offset, the same backlog and read
-//! budget, the same lifecycle (`discovered` → `updated` → `stale` → `resumed` →
-//! `removed`), the same merge rules, the same per-source health (its `source` is the
-//! source's [`name`](Source::name)), and the same session-end and hook markers.
-//!
-//! # Contract
-//! - A parser reads one version of one file, from its first byte. When the file is
-//!   truncated or replaced (a line log), or changes at all (a [whole](LogFile::whole) file),
-//!   the monitor asks the source for a fresh parser and reads the file again from the start.
-//! - A parser keeps the *absolute* state of its file: counts in its report are the file's own
-//!   totals, never increments. The monitor adds the difference between two reports to the
-//!   session, so a file read again from the start is never counted twice.
-//! - A line is at most 1 MiB (longer lines are skipped and counted as parse failures); a
-//!   whole file is at most 16 MiB (a larger one is not read, and counts as one failure).
-//! - [`LineResult::Invalid`] counts as a parse failure in the source's health and a `debug`
-//!   trace; nothing else is logged about a line.
-//!
-//! # Privacy
-//! Logs hold prompts, code and tool output. A parser must keep only the fields a
-//! [`SessionReport`] has, and nothing else of a line: no prompt or reply text, tool input or
-//! output. The monitor never logs a line, a report or a log path.
-//!
-//! # Session ids
-//! A session log's id is its report's [`session_id`](SessionReport::session_id), fixed at the
-//! first report; an empty id, or one another file already reports, is replaced by the file's
-//! stem (file name without extension). Ids are shared with every other source in the monitor:
-//! a source should use the agent's own ids (UUIDs in practice).
+//! Sources of your own: the [`Source`] and [`LogParser`] traits, and what they exchange
+//! ([`LogFile`], [`SessionReport`]).
 
 use std::fmt;
 use std::path::Path;
@@ -37,8 +8,38 @@ use super::sources::{Counts, LineResult, Report};
 use crate::wire::{Activity, SubagentState, Timestamp};
 
 /// An agent whose logs the monitor reads. Implement it for an agent of your own and
-/// register it with [`MonitorBuilder::source`](super::MonitorBuilder::source); see the
-/// [module docs](self) for the contract.
+/// register it with [`MonitorBuilder::source`](super::MonitorBuilder::source): it says which
+/// files under a root are its session logs and gives each a [`LogParser`], which turns the
+/// log into a [`SessionReport`]. Its logs are then tracked, read, merged and reported exactly
+/// as the built-in sources' are: the same incremental reading from a saved offset, the same
+/// backlog and read budget, the same lifecycle (`discovered` → `updated` → `stale` →
+/// `resumed` → `removed`), the same merge rules, the same per-source health (its `source` is
+/// the source's [`name`](Source::name)), and the same session-end and hook markers.
+///
+/// # Contract
+/// - A parser reads one version of one file, from its first byte. When the file is
+///   truncated or replaced (a line log), or changes at all (a [whole](LogFile::whole) file),
+///   the monitor asks the source for a fresh parser and reads the file again from the start.
+/// - A parser keeps the *absolute* state of its file: counts in its report are the file's own
+///   totals, never increments. The monitor adds the difference between two reports to the
+///   session, so a file read again from the start is never counted twice.
+/// - A line is at most 1 MiB (longer lines are skipped and counted as parse failures); a
+///   whole file is at most 16 MiB (a larger one is not read, and counts as one failure).
+/// - [`LineResult::Invalid`] counts as a parse failure in the source's health and a `debug`
+///   trace; nothing else is logged about a line.
+///
+/// # Privacy
+/// Logs hold prompts, code and tool output. A parser must keep only the fields a
+/// [`SessionReport`] has, and nothing else of a line: no prompt or reply text, tool input or
+/// output. The monitor never logs a line, a report or a log path.
+///
+/// # Session ids
+/// A session log's id is its report's [`session_id`](SessionReport::session_id), fixed at the
+/// first report; an empty id, or one another file already reports, is replaced by the file's
+/// stem (file name without extension). Ids are shared with every other source in the monitor:
+/// a source should use the agent's own ids (UUIDs in practice).
+///
+/// # Example
 ///
 /// ```
 /// use std::path::Path;
@@ -89,8 +90,8 @@ pub trait Source: Send + Sync + 'static {
     fn parser(&self, file: &LogFile) -> Box<dyn LogParser>;
 }
 
-/// Reads one version of one log file into a [`SessionReport`]; see the
-/// [module docs](self) for the contract.
+/// Reads one version of one log file into a [`SessionReport`]; see [`Source`] for the
+/// contract.
 pub trait LogParser: Send {
     /// One line of a line log, without its line ending (`\n` or `\r\n`). Empty lines are
     /// not passed.
@@ -169,7 +170,7 @@ impl LogFile {
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SessionReport {
-    /// The session id (`id` on the wire). See "Session ids" in the [module docs](self).
+    /// The session id (`id` on the wire). See "Session ids" in the [`Source`] docs.
     pub session_id: String,
     /// A short human-readable name of the session.
     pub slug: String,

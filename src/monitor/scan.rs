@@ -95,6 +95,15 @@ fn start_depth(source: &SourceId) -> usize {
 /// notification may follow.
 pub(crate) const OPENCODE_RECHECK: Duration = Duration::from_millis(50);
 
+/// Runs a registered source's parser on one record: a panic (a parser bug on input it did
+/// not expect) makes the record a parse failure instead of ending the monitor's thread.
+fn guarded(parse: impl FnOnce() -> LineResult) -> LineResult {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)).unwrap_or_else(|_| {
+        tracing::warn!("a source's parser panicked; the record counts as a parse failure");
+        LineResult::Invalid
+    })
+}
+
 /// The whole content of `file`, or `None` when it cannot be read or holds more than `cap`
 /// bytes.
 fn read_capped(file: fs::File, cap: u64) -> Option<Vec<u8>> {
@@ -175,7 +184,7 @@ impl Parser {
             Parser::Agy(p) => p.line(line),
             // A blank line is no record of any format.
             Parser::Custom(_) if line.is_empty() => LineResult::Unknown,
-            Parser::Custom(p) => p.line(line),
+            Parser::Custom(p) => guarded(|| p.line(line)),
             Parser::OpenCode(_) | Parser::Whole => LineResult::Unknown,
         }
     }
@@ -816,7 +825,7 @@ impl Scanner {
             // A fresh parser for each version of a whole file.
             tracked.parser = Parser::new(&tracked.source, &tracked.kind);
             match (read_capped(file, READ_CAP), &mut tracked.parser) {
-                (Some(bytes), Parser::Custom(p)) => match p.whole(&bytes) {
+                (Some(bytes), Parser::Custom(p)) => match guarded(|| p.whole(&bytes)) {
                     LineResult::Used => data = true,
                     LineResult::Unknown => {}
                     LineResult::Invalid => invalid += 1,

@@ -25,8 +25,10 @@ use crate::wire::{Activity, SubagentState, Timestamp};
 ///   session, so a file read again from the start is never counted twice.
 /// - A line is at most 1 MiB (longer lines are skipped and counted as parse failures); a
 ///   whole file is at most 16 MiB (a larger one is not read, and counts as one failure).
-/// - [`LineResult::Invalid`] counts as a parse failure in the source's health and a `debug`
-///   trace; nothing else is logged about a line.
+/// - [`LineResult::Invalid`] counts as a parse failure in the source's health
+///   (`parseFailures`) and a `debug` trace; nothing else is logged about a line. A parser
+///   should not panic; if it does on a line or a whole file, that record counts as a parse
+///   failure (with a `warn` trace), and the parser goes on with the next one.
 ///
 /// # Privacy
 /// Logs hold prompts, code and tool output. A parser must keep only the fields a

@@ -81,6 +81,7 @@ impl LogParser for TinyLog {
             }
             Some("tool") => r.current_tool.clear(),
             Some("exit") => r.activity = Activity::Terminal,
+            Some("boom") => panic!("a parser bug"),
             _ => return LineResult::Unknown,
         }
         self.time(&v);
@@ -284,5 +285,33 @@ fn an_unreadable_root_degrades_the_sources_health_under_its_name() {
     assert_eq!(
         (health[0].source.as_str(), health[0].status.clone()),
         ("tiny", HealthStatus::Degraded)
+    );
+}
+
+#[test]
+fn a_parser_that_panics_loses_the_line_not_the_monitor() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join(format!("{ID}.jsonl"));
+    write(
+        &log,
+        &(line("user", &format!(",\"session\":\"{ID}\""))
+            + &line("boom", "")
+            + "\n"
+            + &line("tool", ",\"name\":\"Edit\",\"status\":\"start\"")),
+    );
+    let rec = Recorder::default();
+    let mut m = Monitor::builder()
+        .source(Tiny, dir.path())
+        .idle_after(None)
+        .build(rec.clone());
+    m.scan();
+    let s = last_state(&rec.take(), ID).expect("the session");
+    assert_eq!((s.message_count, s.tool_call_count), (1, 1));
+    assert_eq!(s.current_tool, "Edit");
+    let health = m.health();
+    assert_eq!(
+        (health[0].source.as_str(), health[0].parse_failures),
+        ("tiny", 1),
+        "the panicking line is one failure, the blank line none"
     );
 }

@@ -92,6 +92,37 @@ pub trait Source: Send + Sync + 'static {
     fn parser(&self, file: &LogFile) -> Box<dyn LogParser>;
 }
 
+/// A shared source: one value registered for several roots
+/// (`.source(Arc::clone(&mine), a).source(mine, b)`).
+impl<S: Source + ?Sized> Source for std::sync::Arc<S> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn classify(&self, relative: &Path) -> Option<LogFile> {
+        (**self).classify(relative)
+    }
+
+    fn parser(&self, file: &LogFile) -> Box<dyn LogParser> {
+        (**self).parser(file)
+    }
+}
+
+/// A boxed source, such as one picked at run time (`Box<dyn Source>`).
+impl<S: Source + ?Sized> Source for Box<S> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn classify(&self, relative: &Path) -> Option<LogFile> {
+        (**self).classify(relative)
+    }
+
+    fn parser(&self, file: &LogFile) -> Box<dyn LogParser> {
+        (**self).parser(file)
+    }
+}
+
 /// Reads one version of one log file into a [`SessionReport`]; see [`Source`] for the
 /// contract.
 pub trait LogParser: Send {

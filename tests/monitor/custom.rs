@@ -275,10 +275,15 @@ fn a_whole_file_is_read_again_at_each_change_without_counting_twice() {
 fn an_unreadable_root_degrades_the_sources_health_under_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::default();
+    // One source value for two roots (an `Arc`, and a `Box<dyn Source>`): one health.
+    let shared = std::sync::Arc::new(Tiny);
+    let boxed: Box<dyn Source> = Box::new(std::sync::Arc::clone(&shared));
     let mut m = Monitor::builder()
-        .source(Tiny, dir.path().join("missing"))
+        .source(boxed, dir.path())
+        .source(shared, dir.path().join("missing"))
         .health_threshold(1)
         .build(rec.clone());
+    assert_eq!(m.roots().len(), 2);
     m.scan();
     let health = m.health();
     assert_eq!(health.len(), 1);

@@ -35,7 +35,7 @@
 //!   size is unknown); `lastDataReceivedAt` is when the monitor read the data,
 //!   `lastActivityAt` the log's own timestamp of its latest record.
 //! - Health per source (`claude`, `codex`, `gemini`, `pi`, `cursor`, `opencode`,
-//!   `antigravity`): `degraded` after 3 consecutive failed
+//!   `antigravity`, or a registered [`Source`]'s name): `degraded` after 3 consecutive failed
 //!   scans, `failed` after 6 (see [`health_threshold`](MonitorBuilder::health_threshold));
 //!   `lastError` has paths replaced by `<path>`. **Deviation from Go:** besides each change,
 //!   every source's health is published once at start (Go publishes only changes, so a
@@ -150,8 +150,24 @@
 //! log path reaches a session, an event, an error or a trace.
 //!
 //! # Sources
-//! See [`SourceKind`] for the layouts, and the source modules' docs in the crate sources
-//! (`src/monitor/sources/`) for which record fields become which session fields.
+//! See [`SourceKind`] for the built-in sources' layouts, and the source modules' docs in the
+//! crate sources (`src/monitor/sources/`) for which record fields become which session
+//! fields.
+//!
+//! An agent of your own is a [`Source`]: it names itself (the wire `source`), says which
+//! files under a root are its logs ([`LogFile`]) and parses each with a [`LogParser`] into a
+//! [`SessionReport`]. Register it with [`MonitorBuilder::source`]; its logs are then tracked,
+//! read (incrementally, within the same read budget and backlog), merged, aged and reported
+//! through the same code as the built-in logs, with a health of its own under its name. The
+//! example `examples/custom_source.rs` reads a small JSON-lines agent.
+//!
+//! What a [`Source`] cannot express, the built-in sources do in the monitor itself: joining
+//! two files into one session (Gemini CLI's `.json` continued in a `.jsonl`), learning a
+//! working directory or a model from files that are no session logs (Gemini CLI's project
+//! folders, Cursor's project names, Antigravity CLI's workspace map, settings and subagent
+//! records), nesting Codex CLI threads, and polling OpenCode's SQLite database (no log
+//! files: one database for every session). So the built-in sources stay [`SourceKind`]s,
+//! registered with [`MonitorBuilder::root`], not [`Source`] implementations.
 //!
 //! # What each agent's logs tell
 //!
@@ -210,6 +226,7 @@ mod health;
 mod lifecycle;
 mod models;
 mod scan;
+mod source;
 mod sources;
 mod tail;
 mod watch;
@@ -227,10 +244,12 @@ use crate::layer::bounded;
 use crate::sink::EventSink;
 use crate::wire::{Event, Health, SessionState};
 
-pub use sources::SourceKind;
+pub use source::{LogFile, LogParser, SessionReport, Source};
+pub use sources::{LineResult, SourceKind};
 
 use lifecycle::{Lifecycle, Timing};
 use scan::{Root, Scanner};
+use source::SourceId;
 use watch::Message;
 
 /// The longest any duration setting of [`MonitorBuilder`] is taken as: 100 years (365-day).
@@ -440,7 +459,7 @@ fn pi_settings_session_dir(path: &Path) -> Option<String> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct MonitorBuilder {
-    roots: Vec<(SourceKind, PathBuf)>,
+    roots: Vec<(SourceId, PathBuf)>,
     marker_dir: Option<PathBuf>,
     stale_after: Duration,
     retention: Duration,
@@ -477,7 +496,11 @@ impl MonitorBuilder {
 
     /// Adds every [`default_roots`] directory that exists now.
     pub fn default_roots(mut self) -> Self {
-        self.roots.extend(default_roots());
+        self.roots.extend(
+            default_roots()
+                .into_iter()
+                .map(|(kind, path)| (SourceId::Builtin(kind), path)),
+        );
         self
     }
 
@@ -499,7 +522,53 @@ impl MonitorBuilder {
     pub fn root(mut self, source: SourceKind, path: impl AsRef<Path>) -> Self {
         let path = path.as_ref();
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        self.roots.push((source, path));
+        self.roots.push((SourceId::Builtin(source), path));
+        self
+    }
+
+    /// Adds a root directory for a [`Source`] of your own: its files that
+    /// [`Source::classify`] recognises are tracked, read, merged, and reported under its
+    /// [`name`](Source::name) exactly as a built-in source's logs are (see the
+    /// [`source` contract](Source)). Several roots per source are allowed (call it once per
+    /// root; they share one health). As with [`root`](Self::root), a root that cannot be
+    /// read degrades the source's health until it can.
+    ///
+    /// A source with an empty name is not added (a `warn` tracing event says so). A name
+    /// equal to a built-in source's is allowed, and then shares that source's health.
+    ///
+    /// ```
+    /// # use std::path::Path;
+    /// # use agentwatch_ws::monitor::{LineResult, LogFile, LogParser, SessionReport, Source};
+    /// # struct Mine;
+    /// # impl Source for Mine {
+    /// #     fn name(&self) -> &str { "mine" }
+    /// #     fn classify(&self, _: &Path) -> Option<LogFile> { None }
+    /// #     fn parser(&self, _: &LogFile) -> Box<dyn LogParser> { unimplemented!() }
+    /// # }
+    /// use agentwatch_ws::monitor::Monitor;
+    /// use agentwatch_ws::WsLayer;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let (_router, publisher) = WsLayer::new().build::<()>("/ws");
+    /// let monitor = Monitor::builder().source(Mine, dir.path()).build(publisher);
+    /// assert_eq!(monitor.roots()[0].0, "mine");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn source(mut self, source: impl Source, path: impl AsRef<Path>) -> Self {
+        if source.name().is_empty() {
+            tracing::warn!("a source with an empty name is not added");
+            return self;
+        }
+        if SourceKind::ALL.iter().any(|k| k.name() == source.name()) {
+            tracing::warn!(
+                source = source.name(),
+                "a source named as a built-in one: both share its health"
+            );
+        }
+        let path = path.as_ref();
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        self.roots
+            .push((SourceId::Custom(std::sync::Arc::new(source)), path));
         self
     }
 
@@ -624,7 +693,7 @@ impl MonitorBuilder {
             .roots
             .iter()
             .map(|(source, path)| Root {
-                source: *source,
+                source: source.clone(),
                 path: path.clone(),
             })
             .collect();
@@ -670,12 +739,13 @@ impl Monitor {
         MonitorBuilder::new()
     }
 
-    /// The configured roots, with their source.
-    pub fn roots(&self) -> Vec<(SourceKind, PathBuf)> {
+    /// The configured roots, in the order they were added, each with its source's name
+    /// ([`SourceKind::name`] or [`Source::name`]).
+    pub fn roots(&self) -> Vec<(String, PathBuf)> {
         self.scanner
             .roots()
             .iter()
-            .map(|r| (r.source, r.path.clone()))
+            .map(|r| (r.source.name().to_owned(), r.path.clone()))
             .collect()
     }
 

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::health::SourceHealth;
 use super::lifecycle::Lifecycle;
+use super::source::{LogParser, SourceId};
 use super::sources::antigravity::{self, AgyLog, SubagentRecord};
 use super::sources::claude::ClaudeLog;
 use super::sources::codex::CodexLog;
@@ -61,13 +62,30 @@ pub(crate) const MIN_SLICE: Duration = Duration::from_millis(1);
 /// A root directory of one source.
 #[derive(Debug, Clone)]
 pub(crate) struct Root {
-    pub(crate) source: SourceKind,
+    pub(crate) source: SourceId,
     pub(crate) path: PathBuf,
+}
+
+impl Root {
+    /// What `path` (somewhere under the root) is for the root's source, or `None` for any
+    /// other file.
+    fn classify(&self, path: &Path) -> Option<FileKind> {
+        match &self.source {
+            SourceId::Builtin(kind) => classify(*kind, &self.path, path),
+            SourceId::Custom(source) => {
+                let rel = path.strip_prefix(&self.path).ok()?;
+                if rel.as_os_str().is_empty() {
+                    return None;
+                }
+                source.classify(rel).map(FileKind::Custom)
+            }
+        }
+    }
 }
 
 /// The depth a root's walk starts at: the deepest for a [flat](SourceKind::flat) root, so
 /// its subdirectories are not entered.
-fn start_depth(source: SourceKind) -> usize {
+fn start_depth(source: &SourceId) -> usize {
     if source.flat() { MAX_DEPTH } else { 0 }
 }
 
@@ -76,6 +94,24 @@ fn start_depth(source: SourceKind) -> usize {
 /// index: a poll right after the notification can miss the commit, and no other
 /// notification may follow.
 pub(crate) const OPENCODE_RECHECK: Duration = Duration::from_millis(50);
+
+/// Runs a registered source's parser on one record: a panic (a parser bug on input it did
+/// not expect) makes the record a parse failure instead of ending the monitor's thread.
+fn guarded(parse: impl FnOnce() -> LineResult) -> LineResult {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)).unwrap_or_else(|_| {
+        tracing::warn!("a source's parser panicked; the record counts as a parse failure");
+        LineResult::Invalid
+    })
+}
+
+/// The whole content of `file`, or `None` when it cannot be read or holds more than `cap`
+/// bytes.
+fn read_capped(file: fs::File, cap: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    file.take(cap + 1).read_to_end(&mut bytes).ok()?;
+    (bytes.len() as u64 <= cap).then_some(bytes)
+}
 
 /// What identifies a version of a file's content well enough to know it changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,11 +143,17 @@ enum Parser {
     /// A file read whole into the scanner's own tables (Antigravity's subagent records and
     /// workspace map): no parser state.
     Whole,
+    /// A log of a source registered through [`Source`](super::Source).
+    Custom(Box<dyn LogParser>),
 }
 
 impl Parser {
-    fn new(kind: &FileKind) -> Self {
+    fn new(source: &SourceId, kind: &FileKind) -> Self {
         match kind {
+            FileKind::Custom(file) => match source {
+                SourceId::Custom(source) => Parser::Custom(source.parser(file)),
+                SourceId::Builtin(_) => Parser::Whole,
+            },
             FileKind::ClaudeSession => Parser::Claude(ClaudeLog::session()),
             FileKind::ClaudeSubagent { .. } => Parser::Claude(ClaudeLog::subagent()),
             FileKind::CodexRollout => Parser::Codex(CodexLog::new()),
@@ -140,6 +182,9 @@ impl Parser {
             Parser::Pi(p) => p.line(line),
             Parser::Cursor(p) => p.line(line),
             Parser::Agy(p) => p.line(line),
+            // A blank line is no record of any format.
+            Parser::Custom(_) if line.is_empty() => LineResult::Unknown,
+            Parser::Custom(p) => guarded(|| p.line(line)),
             Parser::OpenCode(_) | Parser::Whole => LineResult::Unknown,
         }
     }
@@ -152,13 +197,14 @@ impl Parser {
             Parser::Pi(p) => p.session_id(),
             Parser::Cursor(p) => p.session_id(),
             Parser::Agy(p) => p.session_id(),
+            Parser::Custom(p) => p.report().session_id.as_str(),
             Parser::OpenCode(_) | Parser::Whole => "",
         }
     }
 }
 
 struct Tracked {
-    source: SourceKind,
+    source: SourceId,
     kind: FileKind,
     parser: Parser,
     tail: Tail,
@@ -183,7 +229,8 @@ struct Tracked {
 /// The monitor's state: roots, tracked files, health and sessions.
 pub(crate) struct Scanner {
     roots: Vec<Root>,
-    health: Vec<(SourceKind, SourceHealth)>,
+    /// Each source's health, by name, in the order the monitor reports them.
+    health: Vec<(String, SourceHealth)>,
     marker_dir: Option<PathBuf>,
     /// Junk files left in the marker directory (directories, other users' files), each
     /// reported once.
@@ -251,15 +298,24 @@ impl Scanner {
         health_threshold: u32,
         lifecycle: Lifecycle,
     ) -> Self {
-        let mut health: Vec<(SourceKind, SourceHealth)> = Vec::new();
-        for kind in SourceKind::ALL {
-            if roots.iter().any(|r| r.source == kind) {
-                health.push((kind, SourceHealth::new(kind.name(), health_threshold)));
+        // Built-in sources first, in their order, then the others in registration order.
+        let mut names: Vec<&str> = SourceKind::ALL
+            .into_iter()
+            .filter(|kind| roots.iter().any(|r| r.source.is(*kind)))
+            .map(SourceKind::name)
+            .collect();
+        for root in &roots {
+            if !names.contains(&root.source.name()) {
+                names.push(root.source.name());
             }
         }
+        let health = names
+            .into_iter()
+            .map(|name| (name.to_owned(), SourceHealth::new(name, health_threshold)))
+            .collect();
         let gemini_projects = roots
             .iter()
-            .any(|r| r.source == SourceKind::Gemini)
+            .any(|r| r.source.is(SourceKind::Gemini))
             .then(GeminiProjects::default);
         Scanner {
             roots,
@@ -315,11 +371,11 @@ impl Scanner {
         self.ignored_total
     }
 
-    fn note_ignored(&mut self, source: Option<SourceKind>, path: &Path, kind: &'static str) {
+    fn note_ignored(&mut self, source: Option<&str>, path: &Path, kind: &'static str) {
         if self.ignored.insert(path.to_path_buf()) {
             self.ignored_total += 1;
             tracing::warn!(
-                source = source.map_or("session-end", SourceKind::name),
+                source = source.unwrap_or("session-end"),
                 kind,
                 "ignored a file that is not a regular file"
             );
@@ -387,11 +443,11 @@ impl Scanner {
         self.lifecycle.sweep(now);
     }
 
-    fn record_read_failures(&mut self, failed: Vec<(SourceKind, io::Error)>) {
+    fn record_read_failures(&mut self, failed: Vec<(SourceId, io::Error)>) {
         for (source, e) in failed {
             let message = format!("cannot read log: {e}");
             tracing::warn!(source = source.name(), error = %super::health::sanitize_error(&message), "read failed");
-            if let Some(h) = self.health_mut(source) {
+            if let Some(h) = self.health_mut(source.name()) {
                 h.failure(&message);
             }
         }
@@ -417,10 +473,10 @@ impl Scanner {
             .collect()
     }
 
-    fn health_mut(&mut self, source: SourceKind) -> Option<&mut SourceHealth> {
+    fn health_mut(&mut self, source: &str) -> Option<&mut SourceHealth> {
         self.health
             .iter_mut()
-            .find(|(k, _)| *k == source)
+            .find(|(name, _)| name == source)
             .map(|(_, h)| h)
     }
 
@@ -432,8 +488,8 @@ impl Scanner {
         let mut found: Vec<(usize, PathBuf, Metadata)> = Vec::new();
         let mut errors: Vec<Option<String>> = Vec::with_capacity(self.roots.len());
         for (i, root) in self.roots.iter().enumerate() {
-            let walk_errors = walk(&root.path, start_depth(root.source), &mut |p, m| {
-                if classify(root.source, &root.path, p).is_some() {
+            let walk_errors = walk(&root.path, start_depth(&root.source), &mut |p, m| {
+                if root.classify(p).is_some() {
                     found.push((i, p.to_path_buf(), m.clone()));
                 }
             });
@@ -453,22 +509,27 @@ impl Scanner {
         self.pass_until = None;
         self.ignored
             .retain(|p| fs::metadata(p).is_ok_and(|m| !m.is_file()));
-        let outcomes: Vec<(SourceKind, Option<String>)> =
-            self.roots.iter().map(|r| r.source).zip(errors).collect();
-        for kind in SourceKind::ALL {
+        let outcomes: Vec<(String, Option<String>)> = self
+            .roots
+            .iter()
+            .map(|r| r.source.name().to_owned())
+            .zip(errors)
+            .collect();
+        let names: Vec<String> = self.health.iter().map(|(name, _)| name.clone()).collect();
+        for name in names {
             let mine: Vec<&Option<String>> = outcomes
                 .iter()
-                .filter(|(k, _)| *k == kind)
+                .filter(|(k, _)| *k == name)
                 .map(|(_, e)| e)
                 .collect();
             if mine.is_empty() {
                 continue;
             }
             let first_error = mine.iter().find_map(|e| e.as_deref()).map(str::to_owned);
-            if let Some(h) = self.health_mut(kind) {
+            if let Some(h) = self.health_mut(&name) {
                 match first_error {
                     Some(e) => {
-                        tracing::warn!(source = kind.name(), error = %super::health::sanitize_error(&e), "scan failed");
+                        tracing::warn!(source = %name, error = %super::health::sanitize_error(&e), "scan failed");
                         h.failure(&e);
                     }
                     None => h.success(),
@@ -484,7 +545,7 @@ impl Scanner {
         let now = Instant::now();
         self.pass_until = Some(now + PASS_BUDGET);
         let mut found: Vec<(usize, PathBuf, Metadata)> = Vec::new();
-        let mut failed: Vec<(SourceKind, io::Error)> = Vec::new();
+        let mut failed: Vec<(SourceId, io::Error)> = Vec::new();
         for path in paths {
             if let Some(dir) = &self.marker_dir {
                 if path.parent() == Some(dir.as_path()) {
@@ -510,14 +571,14 @@ impl Scanner {
                 let depth = path
                     .strip_prefix(&root.path)
                     .map_or(0, |r| r.components().count())
-                    .max(start_depth(root.source));
+                    .max(start_depth(&root.source));
                 let errors = walk(&path, depth, &mut |p, m| {
-                    if classify(root.source, &root.path, p).is_some() {
+                    if root.classify(p).is_some() {
                         found.push((i, p.to_path_buf(), m.clone()));
                     }
                 });
                 if let Some(e) = errors.into_iter().next() {
-                    failed.push((root.source, e));
+                    failed.push((root.source.clone(), e));
                 }
             } else {
                 found.push((i, path, meta));
@@ -527,7 +588,7 @@ impl Scanner {
         for (i, path, meta) in found {
             let root = self.roots[i].clone();
             if let Err(e) = self.refresh(&root, &path, &meta, now) {
-                failed.push((root.source, e));
+                failed.push((root.source.clone(), e));
             }
         }
         self.pass_until = None;
@@ -651,12 +712,12 @@ impl Scanner {
         now: Instant,
     ) -> io::Result<()> {
         if !meta.is_file() {
-            if classify(root.source, &root.path, path).is_some() {
-                self.note_ignored(Some(root.source), path, special_kind(meta));
+            if root.classify(path).is_some() {
+                self.note_ignored(Some(root.source.name()), path, special_kind(meta));
             }
             return Ok(());
         }
-        if root.source == SourceKind::OpenCode {
+        if root.source.is(SourceKind::OpenCode) {
             return self.read_opencode(root, path, now);
         }
         let stamp = Stamp::of(meta);
@@ -665,7 +726,7 @@ impl Scanner {
         let tracked = match self.files.get_mut(path) {
             Some(t) => t,
             None => {
-                let Some(kind) = classify(root.source, &root.path, path) else {
+                let Some(kind) = root.classify(path) else {
                     return Ok(());
                 };
                 let old = !stale_after.is_zero()
@@ -678,8 +739,8 @@ impl Scanner {
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 self.files.entry(path.to_path_buf()).or_insert(Tracked {
-                    source: root.source,
-                    parser: Parser::new(&kind),
+                    source: root.source.clone(),
+                    parser: Parser::new(&root.source, &kind),
                     kind,
                     tail: Tail::new(),
                     stamp: old.then_some(stamp),
@@ -710,8 +771,8 @@ impl Scanner {
         let (mut file, meta) = match open_regular(path)? {
             Opened::File(file, meta) => (file, meta),
             Opened::Special(kind) => {
-                let source = tracked.source;
-                self.note_ignored(Some(source), path, kind);
+                let source = tracked.source.clone();
+                self.note_ignored(Some(source.name()), path, kind);
                 return Ok(());
             }
         };
@@ -725,14 +786,18 @@ impl Scanner {
         let mut behind = false;
         if tracked.kind.is_jsonl() {
             let Tracked {
-                parser, tail, kind, ..
+                parser,
+                tail,
+                kind,
+                source,
+                ..
             } = tracked;
             let limit = Limit {
                 bytes: READ_CAP,
                 until: pass_until,
             };
             let outcome = tail.read(&mut file, &meta, limit, |item| match item {
-                Item::Restart => *parser = Parser::new(kind),
+                Item::Restart => *parser = Parser::new(source, kind),
                 Item::Line(line) => {
                     if parser.line(line) == LineResult::Invalid {
                         invalid += 1;
@@ -748,13 +813,26 @@ impl Scanner {
                     // again from the start in the next backlog pass.
                     tracing::debug!(source = "pi", "log rewritten in place; reading it again");
                     *tail = Tail::new();
-                    *parser = Parser::new(kind);
+                    *parser = Parser::new(source, kind);
                     behind = true;
                 }
             }
             if let Parser::Cursor(log) = parser {
                 // Cursor's lines carry no time: the file's own times date the session.
                 log.file_times(meta.created().ok(), meta.modified().ok());
+            }
+        } else if matches!(tracked.kind, FileKind::Custom(_)) {
+            // A fresh parser for each version of a whole file.
+            tracked.parser = Parser::new(&tracked.source, &tracked.kind);
+            match (read_capped(file, READ_CAP), &mut tracked.parser) {
+                (Some(bytes), Parser::Custom(p)) => match guarded(|| p.whole(&bytes)) {
+                    LineResult::Used => data = true,
+                    LineResult::Unknown => {}
+                    LineResult::Invalid => invalid += 1,
+                },
+                (Some(_), _) => {}
+                // Unreadable or over the cap: a failure of this version.
+                (None, _) => invalid += 1,
             }
         } else if let Parser::Gemini(chat) = &mut tracked.parser {
             match chat.read_whole(file) {
@@ -770,10 +848,10 @@ impl Scanner {
         ) {
             tracked.stamp = Some(stamp);
             let kind = tracked.kind.clone();
-            let source = tracked.source;
+            let source = tracked.source.clone();
             if !self.read_agy_record(&kind, file, now) {
                 tracing::debug!(source = source.name(), "skipped an unreadable record");
-                if let Some(h) = self.health_mut(source) {
+                if let Some(h) = self.health_mut(source.name()) {
                     h.parse_failures(1);
                 }
             }
@@ -785,7 +863,7 @@ impl Scanner {
             tracked.queued = true;
             self.backlog.push_back(path.to_path_buf());
         }
-        let source = tracked.source;
+        let source = tracked.source.clone();
         if !self.ignored.is_empty() {
             // Regular again (a special file replaced by a log).
             self.ignored.remove(path);
@@ -796,7 +874,7 @@ impl Scanner {
                 skipped = invalid,
                 "skipped log lines"
             );
-            if let Some(h) = self.health_mut(source) {
+            if let Some(h) = self.health_mut(source.name()) {
                 h.parse_failures(invalid);
             }
         }
@@ -812,9 +890,18 @@ impl Scanner {
             Parser::Claude(log) if !log.is_conversation() => return Ok(()),
             // Not a pi session (no header on line 1), or being read again after a rewrite.
             Parser::Pi(log) if !log.is_session() => return Ok(()),
+            // No record with a time yet.
+            Parser::Custom(log) if log.report().last_activity_at == Timestamp::ZERO => {
+                return Ok(());
+            }
             _ => {}
         }
         match (&tracked.kind, &tracked.parser) {
+            (FileKind::Custom(file), Parser::Custom(log)) if file.parent().is_some() => {
+                let (parent, agent) = (file.parent().unwrap_or(""), file.agent().unwrap_or(""));
+                let sub = log.report().to_subagent(agent, parent);
+                self.lifecycle.apply_subagent(parent, sub, now);
+            }
             (FileKind::ClaudeSubagent { parent, agent }, Parser::Claude(log)) => {
                 let parent = if parent.is_empty() {
                     log.session_id().to_owned()
@@ -916,6 +1003,7 @@ impl Scanner {
                         }
                         report
                     }
+                    Parser::Custom(p) => p.report().to_report(&id),
                     Parser::OpenCode(_) | Parser::Whole => return Ok(()),
                 };
                 let delta = report.counts.since(tracked.reported);
@@ -1024,7 +1112,7 @@ impl Scanner {
         };
         let meta = fs::metadata(&db_path)?;
         if !meta.is_file() {
-            self.note_ignored(Some(root.source), &db_path, special_kind(&meta));
+            self.note_ignored(Some(root.source.name()), &db_path, special_kind(&meta));
             return Ok(());
         }
         let stamp = Stamp::of(&meta);
@@ -1033,7 +1121,7 @@ impl Scanner {
             .files
             .entry(db_path.clone())
             .or_insert_with(|| Tracked {
-                source: root.source,
+                source: root.source.clone(),
                 kind: FileKind::OpenCodeDb,
                 parser: Parser::OpenCode(Box::new(OpenCodeDb::new(stale_after))),
                 tail: Tail::new(),
@@ -1087,7 +1175,7 @@ impl Scanner {
                             skipped = poll.invalid,
                             "skipped rows"
                         );
-                        if let Some(h) = self.health_mut(SourceKind::OpenCode) {
+                        if let Some(h) = self.health_mut(SourceKind::OpenCode.name()) {
                             h.parse_failures(poll.invalid);
                         }
                     }

@@ -1,5 +1,6 @@
 //! The monitor (feature `monitor`) on real log files in temp dirs: Claude Code, Codex CLI,
-//! Gemini CLI, Pi, Cursor, OpenCode and Antigravity sources, bad input, fair reading, privacy, and end to end over a WebSocket.
+//! Gemini CLI, Pi, Cursor, OpenCode and Antigravity sources, a source of the user's own
+//! (`Source`), bad input, fair reading, privacy, and end to end over a WebSocket.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -10,6 +11,7 @@ mod antigravity;
 mod claude;
 mod codex_threads;
 mod cursor;
+mod custom;
 mod e2e;
 mod fairness;
 mod faults;

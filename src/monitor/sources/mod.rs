@@ -164,6 +164,8 @@ pub(crate) enum FileKind {
     AntigravityWorkspaces,
     /// Antigravity CLI's `settings.json`: the default `model` (a display name).
     AntigravitySettings,
+    /// A log of a source registered through [`Source`](super::Source).
+    Custom(super::LogFile),
 }
 
 impl FileKind {
@@ -176,7 +178,7 @@ impl FileKind {
                 | FileKind::AntigravitySubagent { .. }
                 | FileKind::AntigravityWorkspaces
                 | FileKind::AntigravitySettings
-        )
+        ) && !matches!(self, FileKind::Custom(file) if file.is_whole())
     }
 }
 
@@ -345,14 +347,15 @@ pub(crate) struct Report {
     pub(crate) finished_subagents: Vec<(String, Timestamp)>,
 }
 
-/// How one log line went.
+/// How a [`LogParser`](super::LogParser) took one line (or one whole file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LineResult {
+pub enum LineResult {
     /// A record the parser used (or knowingly ignored).
     Used,
-    /// Valid JSON of a record type the parser does not know: skipped.
+    /// A well-formed record of a type the parser does not know: skipped, not a failure.
     Unknown,
-    /// Not a JSON object: skipped and counted as a parse failure.
+    /// Not a record of the log's format (for JSON lines: not a JSON object): skipped and
+    /// counted as a parse failure in the source's health.
     Invalid,
 }
 

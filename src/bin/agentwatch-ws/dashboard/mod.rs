@@ -751,7 +751,7 @@ fn start_input(
     }
     let sessions = monitor.sessions();
     for (source, root) in monitor.roots() {
-        println!("watching {:<6} {}", source.name(), root.display());
+        println!("watching {source:<6} {}", root.display());
     }
     let per_source: Vec<String> = SourceKind::ALL
         .iter()

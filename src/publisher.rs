@@ -21,9 +21,18 @@ use crate::wire::{Event, SessionState};
 ///   interleaving of connects and publishes, from any number of threads.
 /// - **Seq.** An event with `seq` 0 gets the last seq plus one. An event that brings its own
 ///   seq (the agentwatch monitor numbers its events) keeps it. A seq that does not rise is
-///   taken as the producer restarting: the replay window is emptied (clients resuming with
-///   an older position get a snapshot, counted in [`HubStats::replay_resets`]) and numbering
-///   goes on from there.
+///   taken as the producer restarting: every connected client gets a fresh `snapshot` (the
+///   state as it is then, which a client applies by replacing its own) in place of the
+///   events it had not yet been sent, then the restarted stream; the replay window is emptied
+///   (clients resuming with an older position get a snapshot, counted in
+///   [`HubStats::replay_resets`]); and numbering goes on from there.
+/// - **One numbering.** The seqs of one publisher come from one party: either the publisher
+///   itself (every producer publishes with seq 0, from any number of threads), or a single
+///   producer that numbers its own events (one [`Monitor`], one broker `Follower`). Do not
+///   publish seq-0 events into a publisher a [`Monitor`] feeds while it runs: their numbers
+///   collide with the monitor's, each collision reads as a restart, and every client is sent
+///   a snapshot. Publish such events to another endpoint, or through the producer that owns
+///   the numbering.
 ///
 /// ```
 /// use agentwatch_ws::{Event, SessionState, WsLayer};

@@ -571,10 +571,16 @@ impl MonitorBuilder {
     }
 
     /// The seq of the monitor's first event. Default 1 (a new
-    /// [`Publisher`](crate::Publisher) is at 0). A monitor publishing into a publisher that
-    /// already holds events (say, after restarting the monitor in the same process) should
-    /// continue its sequence, `first_seq(publisher.seq() + 1)`, so clients' seqs never go
-    /// backwards.
+    /// [`Publisher`](crate::Publisher) is at 0). The monitor numbers every event it publishes
+    /// from there, one by one, so it must be the only producer numbering the events of the
+    /// sink it publishes into (see the publisher's "One numbering" rule): nothing else
+    /// publishes into that [`Publisher`](crate::Publisher) while the monitor runs.
+    ///
+    /// A monitor publishing into a publisher that already holds events (say, after restarting
+    /// the monitor in the same process) should continue its sequence,
+    /// `first_seq(publisher.seq() + 1)`, so clients' seqs never go backwards. Starting lower
+    /// is allowed and reads as a producer restart: every connected client gets a fresh
+    /// snapshot.
     pub fn first_seq(mut self, seq: u64) -> Self {
         self.first_seq = seq;
         self

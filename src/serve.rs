@@ -155,21 +155,29 @@ const IPV6_PREFIX: u8 = 64;
 /// # TLS
 ///
 /// A TLS listener is a [`Listener`] whose `accept` runs the TLS handshake; with
-/// `tokio-rustls`:
+/// `tokio-rustls`. Each handshake runs in its own task under its own deadline, so one slow
+/// or failing client never holds up the others; a finished handshake is returned at once,
+/// whatever became of the ones before it; and a failed accept is retried as axum's
+/// `TcpListener` does (at once for an error of that one connection, after 1 s for the
+/// listener's own, such as running out of file descriptors, `EMFILE`):
 ///
 /// ```no_run
+/// use std::io;
 /// use std::net::SocketAddr;
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use axum::serve::Listener;
 /// use tokio::net::{TcpListener, TcpStream};
 /// use tokio::task::JoinSet;
+/// use tokio::time::Instant;
 /// use tokio_rustls::{TlsAcceptor, server::TlsStream};
 ///
 /// struct TlsListener {
 ///     tcp: TcpListener,
 ///     acceptor: TlsAcceptor, // ALPN ["h2", "http/1.1"] in its rustls ServerConfig
 ///     handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
+///     /// Set after a failed accept: no accept before then.
+///     retry_at: Option<Instant>,
 /// }
 ///
 /// impl Listener for TlsListener {
@@ -178,25 +186,51 @@ const IPV6_PREFIX: u8 = 64;
 ///
 ///     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
 ///         loop {
-///             tokio::select! {
-///                 accepted = self.tcp.accept() => {
-///                     let Ok((tcp, peer)) = accepted else { continue };
-///                     let _ = tcp.set_nodelay(true);
-///                     let acceptor = self.acceptor.clone();
-///                     // Each handshake runs beside the accept loop, under its own deadline,
-///                     // so one slow client cannot stall the others.
-///                     self.handshakes.spawn(async move {
-///                         let handshake = acceptor.accept(tcp);
-///                         let tls = tokio::time::timeout(Duration::from_secs(10), handshake);
-///                         tls.await.ok()?.ok().map(|tls| (tls, peer))
-///                     });
+///             let retry_at = self.retry_at;
+///             let tcp = &self.tcp;
+///             let accept = async move {
+///                 if let Some(at) = retry_at {
+///                     tokio::time::sleep_until(at).await;
 ///                 }
-///                 Some(Ok(Some(done))) = self.handshakes.join_next() => return done,
+///                 tcp.accept().await
+///             };
+///             tokio::select! {
+///                 accepted = accept => match accepted {
+///                     Ok((tcp, peer)) => {
+///                         self.retry_at = None;
+///                         let _ = tcp.set_nodelay(true);
+///                         let acceptor = self.acceptor.clone();
+///                         self.handshakes.spawn(async move {
+///                             let handshake = acceptor.accept(tcp);
+///                             let tls = tokio::time::timeout(Duration::from_secs(10), handshake);
+///                             tls.await.ok()?.ok().map(|tls| (tls, peer))
+///                         });
+///                     }
+///                     // That connection is gone; the next one may be fine.
+///                     Err(e) if matches!(
+///                         e.kind(),
+///                         io::ErrorKind::ConnectionRefused
+///                             | io::ErrorKind::ConnectionAborted
+///                             | io::ErrorKind::ConnectionReset
+///                     ) => {}
+///                     Err(error) => {
+///                         tracing::error!(%error, "accept failed; retrying in 1 s");
+///                         self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+///                     }
+///                 },
+///                 // `Some(..)` fails to match only when no handshake is running; then the
+///                 // next accept starts one and the loop polls the set again. A failed or
+///                 // timed-out handshake (`Ok(None)`) or a panicked one (`Err`) is dropped.
+///                 Some(joined) = self.handshakes.join_next() => {
+///                     if let Ok(Some(done)) = joined {
+///                         return done;
+///                     }
+///                 }
 ///             }
 ///         }
 ///     }
 ///
-///     fn local_addr(&self) -> std::io::Result<SocketAddr> {
+///     fn local_addr(&self) -> io::Result<SocketAddr> {
 ///         self.tcp.local_addr()
 ///     }
 /// }
@@ -206,6 +240,7 @@ const IPV6_PREFIX: u8 = 64;
 ///     tcp: TcpListener::bind("0.0.0.0:443").await?,
 ///     acceptor: TlsAcceptor::from(Arc::new(config)),
 ///     handshakes: JoinSet::new(),
+///     retry_at: None,
 /// };
 /// agentwatch_ws::serve(listener, app).await
 /// # }

@@ -256,6 +256,58 @@ async fn requests_without_a_single_valid_host_get_400() {
     assert_eq!(hub.stats().rejected.total(), 0);
 }
 
+/// A WebSocket is a connection: HTTP/1.1 WebSockets count towards `max_connections_per_ip`
+/// and `max_connections` for as long as they live, and free their place when they end.
+#[tokio::test]
+async fn websockets_count_towards_the_connection_bounds_while_they_live() {
+    init_tracing();
+    for per_ip in [true, false] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ws, publisher) = WsLayer::new().rate_limit(None).build("/ws");
+        let app = Router::new()
+            .route("/ping", get(|| async { "pong" }))
+            .merge(ws);
+        let server = agentwatch_ws::serve(listener, app);
+        let server = if per_ip {
+            server.max_connections_per_ip(3)
+        } else {
+            server.max_connections_per_ip(None).max_connections(3)
+        };
+        tokio::spawn(server.into_future());
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            let mut client = connect(addr).await;
+            assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+            clients.push(client);
+        }
+        eventually("three clients", || publisher.client_count() == 3).await;
+
+        let ping = b"GET /ping HTTP/1.1\r\nHost: a\r\n\r\n";
+        let mut fourth = within("connect", TcpStream::connect(addr)).await.unwrap();
+        let _ = fourth.write_all(ping).await;
+        let mut chunk = [0u8; 512];
+        let n = within("closed", fourth.read(&mut chunk)).await.unwrap_or(0);
+        assert_eq!(
+            n, 0,
+            "per_ip {per_ip}: a fourth connection was served beside three WebSockets"
+        );
+
+        // A WebSocket that ends gives its place back.
+        close_and_expect_reply(clients.pop().unwrap()).await;
+        within("a place frees", async {
+            loop {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                let _ = stream.write_all(ping).await;
+                if matches!(stream.read(&mut chunk).await, Ok(n) if n > 0) {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+}
+
 /// One peer holds at most `max_connections_per_ip` connections: the next is closed at once,
 /// and a slot frees when a connection ends.
 #[tokio::test]

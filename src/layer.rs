@@ -417,6 +417,12 @@ impl<A> WsLayer<A> {
     /// the limit, warns once and counts it; [`MissingClientAddr::Reject`] answers `500` with
     /// [`RejectReason::MissingConnectInfo`], for deployments where an unlimited endpoint is
     /// worse than an unavailable one. Irrelevant when the rate limit is disabled.
+    ///
+    /// A peer without an IP address is neither: under [`serve`](crate::serve()) a
+    /// Unix-domain socket peer is admitted under either policy, without a warning, and is not
+    /// counted in [`HubStats::rate_limit_skipped`](crate::HubStats::rate_limit_skipped) (there
+    /// is no IP to limit; whoever can open the socket file is trusted as far as the file's
+    /// permissions say). `Reject` refuses only requests that should have had an address.
     pub fn on_missing_client_addr(mut self, policy: MissingClientAddr) -> Self {
         self.missing_client_addr = policy;
         self

@@ -119,7 +119,10 @@ const IPV6_PREFIX: u8 = 64;
 ///   stream itself, before the handshake.)
 /// - **Connect info**: `ConnectInfo<L::Addr>` in every request, so `ConnectInfo<SocketAddr>`
 ///   for IP peers, which the per-IP rate limit of [`WsLayer`](crate::WsLayer) and the
-///   `<path>/status` route key on. The rate limit does not apply to peers without an IP.
+///   `<path>/status` route key on. The rate limit does not apply to peers without an IP:
+///   they are admitted, not counted as skipped, and not refused even under
+///   [`MissingClientAddr::Reject`](crate::MissingClientAddr::Reject) (which is for IP
+///   peers whose address is missing, as under plain `axum::serve`).
 /// - **WebSockets over HTTP/2** (RFC 8441 extended CONNECT, advertised with
 ///   `SETTINGS_ENABLE_CONNECT_PROTOCOL`), on the same route as HTTP/1.1 upgrades.
 /// - **Accept errors** are the listener's to handle ([`Listener::accept`] never fails):

@@ -832,7 +832,8 @@ async fn over_tls_an_idle_http2_connection_is_closed() {
 }
 
 /// Over a Unix-domain socket: WebSocket clients stream; no IP, so no per-IP bound (two
-/// connections under `max_connections_per_ip(1)`) and no rate-limit warning or skip count.
+/// connections under `max_connections_per_ip(1)`) and no rate-limit warning, skip count or
+/// refusal, even under `MissingClientAddr::Reject`.
 #[cfg(unix)]
 #[tokio::test]
 async fn over_a_unix_socket_websockets_stream_without_per_ip_bounds() {
@@ -840,7 +841,10 @@ async fn over_a_unix_socket_websockets_stream_without_per_ip_bounds() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ws.sock");
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
-    let (ws, hub) = WsLayer::new().build("/ws");
+    // Even `Reject` admits them: a Unix peer has no IP, which is not a missing address.
+    let (ws, hub) = WsLayer::new()
+        .on_missing_client_addr(agentwatch_ws::MissingClientAddr::Reject)
+        .build("/ws");
     let app = Router::new().merge(ws);
     tokio::spawn(
         agentwatch_ws::serve(listener, app)

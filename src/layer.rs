@@ -515,6 +515,14 @@ impl<A> WsLayer<A> {
     /// `message` a short English sentence for people; `retryAfter` the whole seconds from now
     /// until that answer's `Retry-After` has passed (0 once it has; `null` when it carried
     /// none); `at` when it happened (RFC 3339, UTC).
+    ///
+    /// # Panics
+    /// As axum's [`Router::route`] does, when `path` is not a route path axum accepts for
+    /// both routes: empty, not starting with `/` (`"ws"`), or ending in a wildcard
+    /// (`"/ws/*x"`, `"/ws/{*rest}"`: nothing may follow a catch-all, and `<path>/status`
+    /// would). Merging the returned router into an app that already has a route at `path`
+    /// or at `<path>/status` panics in axum's [`Router::merge`], as any overlapping route
+    /// does. Both happen once, at startup, with the path given in code.
     pub fn build<S>(self, path: &str) -> (Router<S>, Publisher)
     where
         S: Clone + Send + Sync + 'static,
@@ -807,6 +815,26 @@ mod tests {
     use crate::wire::{Event, SessionState};
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
+
+    #[test]
+    fn build_panics_on_the_paths_its_docs_name() {
+        for path in ["", "ws", "/ws/*x", "/ws/{*rest}"] {
+            let built = std::panic::catch_unwind(|| {
+                let _ = WsLayer::new().build::<()>(path);
+            });
+            assert!(built.is_err(), "{path:?} built");
+        }
+        for taken in ["/ws", "/ws/status"] {
+            let merged = std::panic::catch_unwind(|| {
+                let (ws, _) = WsLayer::new().build::<()>("/ws");
+                let _ = Router::<()>::new()
+                    .route(taken, axum::routing::get(|| async { "" }))
+                    .merge(ws);
+            });
+            assert!(merged.is_err(), "merged over {taken}");
+        }
+        let _ = WsLayer::new().build::<()>("/ws/{id}");
+    }
 
     /// Serves an endpoint whose clients' snapshots come from `source`.
     async fn serve_source(

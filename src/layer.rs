@@ -44,8 +44,10 @@ const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on an inbound message: clients have nothing to say but pongs and closes.
 const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024;
 
-/// Shortest heartbeat and write timeout: 1 ns (a zero would fire in a busy loop).
-const MIN_DURATION: Duration = Duration::from_nanos(1);
+/// Shortest heartbeat and write timeout: 100 ms. A client has two heartbeat intervals to
+/// answer a ping, and a write waits on the peer's ACKs: both take a network round trip plus
+/// the client's own scheduling, so anything shorter only drops healthy clients.
+const MIN_DURATION: Duration = Duration::from_millis(100);
 /// Longest heartbeat and write timeout: one day, which keeps the timer arithmetic far from
 /// `Instant`'s range.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -103,9 +105,9 @@ const INBOUND_READ_BUFFER: usize = 512;
 ///
 /// | setting | default | range |
 /// |---|---|---|
-/// | [`heartbeat`](WsLayer::heartbeat) | 30 s | 1 ns – 1 day, or `None` (no pings) |
+/// | [`heartbeat`](WsLayer::heartbeat) | 30 s | 100 ms – 1 day, or `None` (no pings) |
 /// | [`send_buffer`](WsLayer::send_buffer) | 64 events | 1 – 65 536 |
-/// | [`write_timeout`](WsLayer::write_timeout) | 10 s | 1 ns – 1 day |
+/// | [`write_timeout`](WsLayer::write_timeout) | 10 s | 100 ms – 1 day |
 /// | [`max_message_size`](WsLayer::max_message_size) | 4 KiB | 125 B – 64 MiB |
 /// | [`replay_window`](WsLayer::replay_window) | 1 024 events | 1 – 1 048 576, or `None` (resuming off) |
 /// | [`replay_window_bytes`](WsLayer::replay_window_bytes) | 8 MiB | 64 KiB – 1 GiB |
@@ -217,8 +219,9 @@ impl<A> WsLayer<A> {
     /// is dropped: only a pong echoing one of our pings counts (each carries a payload the
     /// client cannot guess), not its own pings, messages or unsolicited pongs.
     ///
-    /// Default 30 s; from 1 ns (`Duration::ZERO` is raised to it) to one day (longer values
-    /// are lowered to it).
+    /// Default 30 s; from 100 ms (shorter values, `Duration::ZERO` included, are raised to
+    /// it: a client must be able to answer within two intervals over a real network) to one
+    /// day (longer values are lowered to it).
     pub fn heartbeat(mut self, interval: impl Into<Option<Duration>>) -> Self {
         self.heartbeat = interval
             .into()
@@ -241,8 +244,9 @@ impl<A> WsLayer<A> {
     /// taking bytes is never evicted by this timeout (the lag policy bounds how far behind it
     /// may fall).
     ///
-    /// Default 10 s; from 1 ns (`Duration::ZERO` is raised to it: every write that does not
-    /// complete at once evicts) to one day (longer values are lowered to it).
+    /// Default 10 s; from 100 ms (shorter values, `Duration::ZERO` included, are raised to
+    /// it: the kernel frees room in the socket only as the peer's ACKs come back, a round trip
+    /// away) to one day (longer values are lowered to it).
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = bounded("write_timeout", timeout, MIN_DURATION, MAX_DURATION);
         self

@@ -231,6 +231,9 @@ pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400
 
 /// Default `MonitorBuilder::stale_after`: 5 minutes (Go's default).
 pub(crate) const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5 * 60);
+/// Shortest `MonitorBuilder::stale_after`: 1 s, the modification-time resolution of common
+/// file systems (ext3, HFS+; FAT's is 2 s).
+const MIN_STALE_AFTER: Duration = Duration::from_secs(1);
 /// Default [`MonitorBuilder::retention`]: 30 seconds (Go's default).
 pub(crate) const DEFAULT_RETENTION: Duration = Duration::from_secs(30);
 /// Default [`MonitorBuilder::idle_after`]: 2 minutes.
@@ -497,12 +500,14 @@ impl MonitorBuilder {
 
     /// An active session with no new data for this long becomes terminal (`stale`); logs not
     /// modified within it are not loaded at start. Default 5 minutes (Go's); `None`
-    /// disables staleness (and then every log is loaded at start). From 1 ms to
-    /// 100 years.
+    /// disables staleness (and then every log is loaded at start). From 1 s (shorter
+    /// values, `Duration::ZERO` included, are raised to it, with a `warn`: file systems
+    /// record modification times to the second or coarser, so a shorter bound could take a
+    /// log written just now for an old one, and it would never appear) to 100 years.
     pub fn stale_after(mut self, after: impl Into<Option<Duration>>) -> Self {
         // The lifecycle takes zero as "off".
         self.stale_after = after.into().map_or(Duration::ZERO, |after| {
-            bounded("stale_after", after, Duration::from_millis(1), MAX_DURATION)
+            bounded("stale_after", after, MIN_STALE_AFTER, MAX_DURATION)
         });
         self
     }

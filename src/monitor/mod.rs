@@ -231,6 +231,9 @@ pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400
 
 /// Default `MonitorBuilder::stale_after`: 5 minutes (Go's default).
 pub(crate) const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5 * 60);
+/// Largest `MonitorBuilder::first_seq`: 2^63 - 1, leaving the monitor 2^63 events before
+/// its seq could overflow.
+const MAX_FIRST_SEQ: u64 = u64::MAX >> 1;
 /// Shortest `MonitorBuilder::stale_after`: 1 s, the modification-time resolution of common
 /// file systems (ext3, HFS+; FAT's is 2 s).
 const MIN_STALE_AFTER: Duration = Duration::from_secs(1);
@@ -586,8 +589,13 @@ impl MonitorBuilder {
     /// `first_seq(publisher.seq() + 1)`, so clients' seqs never go backwards. Starting lower
     /// is allowed and reads as a producer restart: every connected client gets a fresh
     /// snapshot.
+    ///
+    /// From 1 to 2^63 − 1 (`u64::MAX >> 1`, which a monitor publishing a million events a
+    /// second would take 290 000 years to leave): 0 is raised to 1 (to a
+    /// [`Publisher`](crate::Publisher), seq 0 means "number this for me", which would mix two
+    /// numberings) and larger values are lowered to 2^63 − 1, each with a `warn`.
     pub fn first_seq(mut self, seq: u64) -> Self {
-        self.first_seq = seq;
+        self.first_seq = bounded("first_seq", seq, 1, MAX_FIRST_SEQ);
         self
     }
 

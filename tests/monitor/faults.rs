@@ -228,6 +228,30 @@ fn the_smallest_stale_after_shows_a_log_written_just_now() {
     assert_eq!(state.lifecycle, agentwatch_ws::LifecycleState::Active);
 }
 
+/// `first_seq` near `u64::MAX` is lowered to 2^63 - 1 (the monitor's numbering cannot
+/// overflow and panic its thread), and 0 is raised to 1 (0 means "number it for me").
+#[test]
+fn first_seq_at_its_extremes_numbers_without_panicking() {
+    for (first, expected) in [(u64::MAX - 2, u64::MAX >> 1), (0, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        for id in ["a", "b", "c", "d"] {
+            let log = claude_project(dir.path()).join(format!("{id}.jsonl"));
+            write(&log, &claude_user(id, "u1", "2026-01-05T09:00:00Z", "a"));
+        }
+        let rec = Recorder::default();
+        let mut m = Monitor::builder()
+            .root(SourceKind::Claude, dir.path())
+            .idle_after(None)
+            .first_seq(first)
+            .build(rec.clone());
+        m.scan();
+        let seqs: Vec<u64> = rec.take().iter().map(|e| e.seq).collect();
+        assert!(seqs.len() >= 4, "{seqs:?}");
+        let rising: Vec<u64> = (expected..).take(seqs.len()).collect();
+        assert_eq!(seqs, rising, "first_seq({first})");
+    }
+}
+
 /// a configured duration near `Duration::MAX` overflowed the
 /// monitor's clock arithmetic (`Instant + Duration`) and killed its thread. Every duration
 /// setting at its extreme: the monitor keeps running and reading.

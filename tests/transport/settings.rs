@@ -120,6 +120,16 @@ async fn a_rate_limit_window_of_duration_max_answers_429_with_a_saturated_retry_
         .unwrap_or_else(|| panic!("no Retry-After in {head}"));
     assert_eq!(retry_after, u64::MAX.to_string());
     assert_eq!(hub.stats().rejected.rate_limited, 1);
+    // The status endpoint says the same wait, not `null`.
+    let (status, head, body) = http_get(addr, "/ws/status", &[]).await;
+    assert_eq!(status, 200, "{head}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["lastRejection"]["reason"], "rate_limited", "{body}");
+    assert_eq!(
+        body["lastRejection"]["retryAfter"].as_u64(),
+        Some(u64::MAX),
+        "{body}"
+    );
     close_and_expect_reply(client).await;
 }
 

@@ -8,7 +8,6 @@
 
 use crate::common;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::common::{connect, next_event, serve};
 use crate::monitor_support::{Recorder, append, last_state, sample, write};

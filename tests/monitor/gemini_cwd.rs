@@ -4,7 +4,6 @@
 
 use crate::common;
 use std::path::Path;
-use std::time::Duration;
 
 use crate::common::{connect, next_event, serve};
 use crate::monitor_support::{

@@ -3,7 +3,6 @@
 //! rewrites pi does to its files, read with `Monitor::scan`.
 
 use crate::common;
-use std::time::Duration;
 
 use crate::common::{connect, next_event, serve};
 use crate::monitor_support::{Recorder, append, last_state, lifecycle_kinds, sample, write};

@@ -32,6 +32,10 @@ pub(crate) enum Signal {
 pub(crate) struct Frame {
     pub(crate) seq: u64,
     pub(crate) text: TextFrame,
+    /// The event's seq did not rise: the producer restarted, and a connected client gets a
+    /// fresh snapshot in place of this event (its seq cannot be compared with the ones
+    /// before it, so the snapshot hand-over could not place it).
+    pub(crate) restart: bool,
 }
 
 /// The fan-out: delivers every published event to every connected WebSocket client.
@@ -43,7 +47,10 @@ pub(crate) struct Frame {
 /// Clients receive events in the order [`publish`](Hub::publish) was called, each exactly
 /// once, after the snapshot they got on connect. The hub never drops or reorders an event
 /// because of its `seq`; the only place `seq` matters is the hand-over right after the
-/// snapshot (see [`SnapshotSource`](crate::sink::SnapshotSource)).
+/// snapshot (see [`SnapshotSource`](crate::sink::SnapshotSource)). An event whose seq does
+/// not rise (a producer restart) is marked as such, and each connected client replaces it,
+/// and whatever it had not yet sent, with a fresh snapshot: the hand-over that follows
+/// compares seqs of the restarted stream only.
 ///
 /// # Slow clients
 /// Each client may fall at most `send_buffer` events behind. A client that falls further behind
@@ -214,9 +221,10 @@ impl Hub {
         if self.is_stopped() {
             return Ok(());
         }
-        let frame = Frame {
+        let mut frame = Frame {
             seq: event.seq,
             text,
+            restart: false,
         };
         let mut replay = self.replay();
         // A `health` event with the very position (seq and at) of the event before it belongs
@@ -226,6 +234,7 @@ impl Hub {
             event.kind == EventType::Health && replay.last == Some((event.seq, event.at));
         if replay.push(frame.clone(), event.at, continues) {
             counters.record_replay_reset();
+            frame.restart = true;
         }
         // An error only means "no client is subscribed right now": nothing to deliver.
         let _ = self.shared.tx.send(Signal::Event(frame));
@@ -412,6 +421,7 @@ mod tests {
         let frame = Frame {
             seq,
             text: TextFrame::from_text(b"{}"),
+            restart: false,
         };
         replay.push(frame, at(ms), false);
     }

@@ -44,8 +44,10 @@ const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on an inbound message: clients have nothing to say but pongs and closes.
 const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024;
 
-/// Shortest heartbeat and write timeout: 1 ns (a zero would fire in a busy loop).
-const MIN_DURATION: Duration = Duration::from_nanos(1);
+/// Shortest heartbeat and write timeout: 100 ms. A client has two heartbeat intervals to
+/// answer a ping, and a write waits on the peer's ACKs: both take a network round trip plus
+/// the client's own scheduling, so anything shorter only drops healthy clients.
+const MIN_DURATION: Duration = Duration::from_millis(100);
 /// Longest heartbeat and write timeout: one day, which keeps the timer arithmetic far from
 /// `Instant`'s range.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -103,9 +105,9 @@ const INBOUND_READ_BUFFER: usize = 512;
 ///
 /// | setting | default | range |
 /// |---|---|---|
-/// | [`heartbeat`](WsLayer::heartbeat) | 30 s | 1 ns – 1 day, or `None` (no pings) |
+/// | [`heartbeat`](WsLayer::heartbeat) | 30 s | 100 ms – 1 day, or `None` (no pings) |
 /// | [`send_buffer`](WsLayer::send_buffer) | 64 events | 1 – 65 536 |
-/// | [`write_timeout`](WsLayer::write_timeout) | 10 s | 1 ns – 1 day |
+/// | [`write_timeout`](WsLayer::write_timeout) | 10 s | 100 ms – 1 day |
 /// | [`max_message_size`](WsLayer::max_message_size) | 4 KiB | 125 B – 64 MiB |
 /// | [`replay_window`](WsLayer::replay_window) | 1 024 events | 1 – 1 048 576, or `None` (resuming off) |
 /// | [`replay_window_bytes`](WsLayer::replay_window_bytes) | 8 MiB | 64 KiB – 1 GiB |
@@ -217,8 +219,9 @@ impl<A> WsLayer<A> {
     /// is dropped: only a pong echoing one of our pings counts (each carries a payload the
     /// client cannot guess), not its own pings, messages or unsolicited pongs.
     ///
-    /// Default 30 s; from 1 ns (`Duration::ZERO` is raised to it) to one day (longer values
-    /// are lowered to it).
+    /// Default 30 s; from 100 ms (shorter values, `Duration::ZERO` included, are raised to
+    /// it: a client must be able to answer within two intervals over a real network) to one
+    /// day (longer values are lowered to it).
     pub fn heartbeat(mut self, interval: impl Into<Option<Duration>>) -> Self {
         self.heartbeat = interval
             .into()
@@ -241,8 +244,9 @@ impl<A> WsLayer<A> {
     /// taking bytes is never evicted by this timeout (the lag policy bounds how far behind it
     /// may fall).
     ///
-    /// Default 10 s; from 1 ns (`Duration::ZERO` is raised to it: every write that does not
-    /// complete at once evicts) to one day (longer values are lowered to it).
+    /// Default 10 s; from 100 ms (shorter values, `Duration::ZERO` included, are raised to
+    /// it: the kernel frees room in the socket only as the peer's ACKs come back, a round trip
+    /// away) to one day (longer values are lowered to it).
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = bounded("write_timeout", timeout, MIN_DURATION, MAX_DURATION);
         self
@@ -417,6 +421,12 @@ impl<A> WsLayer<A> {
     /// the limit, warns once and counts it; [`MissingClientAddr::Reject`] answers `500` with
     /// [`RejectReason::MissingConnectInfo`], for deployments where an unlimited endpoint is
     /// worse than an unavailable one. Irrelevant when the rate limit is disabled.
+    ///
+    /// A peer without an IP address is neither: under [`serve`](crate::serve()) a
+    /// Unix-domain socket peer is admitted under either policy, without a warning, and is not
+    /// counted in [`HubStats::rate_limit_skipped`](crate::HubStats::rate_limit_skipped) (there
+    /// is no IP to limit; whoever can open the socket file is trusted as far as the file's
+    /// permissions say). `Reject` refuses only requests that should have had an address.
     pub fn on_missing_client_addr(mut self, policy: MissingClientAddr) -> Self {
         self.missing_client_addr = policy;
         self
@@ -509,6 +519,14 @@ impl<A> WsLayer<A> {
     /// `message` a short English sentence for people; `retryAfter` the whole seconds from now
     /// until that answer's `Retry-After` has passed (0 once it has; `null` when it carried
     /// none); `at` when it happened (RFC 3339, UTC).
+    ///
+    /// # Panics
+    /// As axum's [`Router::route`] does, when `path` is not a route path axum accepts for
+    /// both routes: empty, not starting with `/` (`"ws"`), or ending in a wildcard
+    /// (`"/ws/*x"`, `"/ws/{*rest}"`: nothing may follow a catch-all, and `<path>/status`
+    /// would). Merging the returned router into an app that already has a route at `path`
+    /// or at `<path>/status` panics in axum's [`Router::merge`], as any overlapping route
+    /// does. Both happen once, at startup, with the path given in code.
     pub fn build<S>(self, path: &str) -> (Router<S>, Publisher)
     where
         S: Clone + Send + Sync + 'static,
@@ -801,6 +819,26 @@ mod tests {
     use crate::wire::{Event, SessionState};
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
+
+    #[test]
+    fn build_panics_on_the_paths_its_docs_name() {
+        for path in ["", "ws", "/ws/*x", "/ws/{*rest}"] {
+            let built = std::panic::catch_unwind(|| {
+                let _ = WsLayer::new().build::<()>(path);
+            });
+            assert!(built.is_err(), "{path:?} built");
+        }
+        for taken in ["/ws", "/ws/status"] {
+            let merged = std::panic::catch_unwind(|| {
+                let (ws, _) = WsLayer::new().build::<()>("/ws");
+                let _ = Router::<()>::new()
+                    .route(taken, axum::routing::get(|| async { "" }))
+                    .merge(ws);
+            });
+            assert!(merged.is_err(), "merged over {taken}");
+        }
+        let _ = WsLayer::new().build::<()>("/ws/{id}");
+    }
 
     /// Serves an endpoint whose clients' snapshots come from `source`.
     async fn serve_source(

@@ -21,9 +21,18 @@ use crate::wire::{Event, SessionState};
 ///   interleaving of connects and publishes, from any number of threads.
 /// - **Seq.** An event with `seq` 0 gets the last seq plus one. An event that brings its own
 ///   seq (the agentwatch monitor numbers its events) keeps it. A seq that does not rise is
-///   taken as the producer restarting: the replay window is emptied (clients resuming with
-///   an older position get a snapshot, counted in [`HubStats::replay_resets`]) and numbering
-///   goes on from there.
+///   taken as the producer restarting: every connected client gets a fresh `snapshot` (the
+///   state as it is then, which a client applies by replacing its own) in place of the
+///   events it had not yet been sent, then the restarted stream; the replay window is emptied
+///   (clients resuming with an older position get a snapshot, counted in
+///   [`HubStats::replay_resets`]); and numbering goes on from there.
+/// - **One numbering.** The seqs of one publisher come from one party: either the publisher
+///   itself (every producer publishes with seq 0, from any number of threads), or a single
+///   producer that numbers its own events (one [`Monitor`], one broker `Follower`). Do not
+///   publish seq-0 events into a publisher a [`Monitor`] feeds while it runs: their numbers
+///   collide with the monitor's, each collision reads as a restart, and every client is sent
+///   a snapshot. Publish such events to another endpoint, or through the producer that owns
+///   the numbering.
 ///
 /// ```
 /// use agentwatch_ws::{Event, SessionState, WsLayer};
@@ -88,6 +97,16 @@ impl Publisher {
     /// snapshot), and returns the seq it was published with: `event.seq`, or the last seq
     /// plus one when `event.seq` is 0. Never waits on a socket.
     ///
+    /// What it does to the state: a `snapshot` event first *replaces* every session with its
+    /// `sessions` (the sessions it does not list are gone, and connected clients, which apply
+    /// it by the same rule, drop them too); then any event's `updates` are upserted and its
+    /// `removed` deleted; a `health` report becomes its source's entry among those a
+    /// snapshot carries. `lifecycle` events change no session: they only reach clients.
+    ///
+    /// Seqs are `u64`: after seq `u64::MAX` (only a producer that brings its own seqs gets
+    /// there), a seq-0 event is numbered 1, which is a producer restart like any seq that does
+    /// not rise (see [`Publisher`]): clients get a fresh snapshot, and numbering goes on.
+    ///
     /// After [`stop`](Publisher::stop), events still update the state
     /// ([`sessions`](Publisher::sessions)) but reach no client.
     ///
@@ -98,7 +117,8 @@ impl Publisher {
     pub fn publish(&self, mut event: Event) -> Result<u64, SinkError> {
         let mut last_seq = self.lock();
         if event.seq == 0 {
-            event.seq = last_seq.saturating_add(1);
+            // Past u64::MAX numbering starts again at 1: a restart, as documented.
+            event.seq = last_seq.checked_add(1).unwrap_or(1);
         }
         *last_seq = event.seq;
         deliver(&self.inner.store, &self.inner.hub, &event)?;

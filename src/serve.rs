@@ -97,11 +97,14 @@ const IPV6_PREFIX: u8 = 64;
 /// - **Connections per client IP** ([`Serve::max_connections_per_ip`], default 64; IPv6
 ///   counted by /64) and **in total** ([`Serve::max_connections`], default none): a
 ///   connection over either is closed as soon as it is accepted, before anything is read,
-///   and logged at `debug`. The peer is the TCP peer: behind a reverse proxy every client
-///   shares the proxy's address, so raise or disable the per-IP bound there. Peers without
-///   an IP (Unix-domain sockets) count towards the total only. So one peer holds at most
-///   `max_connections_per_ip` connections, each with at most `http2_max_concurrent_streams`
-///   streams, and its WebSockets count against
+///   and logged at `debug`. A connection counts from its accept until its socket closes,
+///   through an HTTP/1.1 upgrade: a WebSocket is one of its peer's connections for as long
+///   as it lives (any upgrade served by `app`, not only this crate's endpoint). The peer is
+///   the TCP peer: behind a reverse proxy every client shares the proxy's address, so raise
+///   or disable the per-IP bound there. Peers without an IP (Unix-domain sockets) count
+///   towards the total only. So one peer holds at most `max_connections_per_ip`
+///   connections, HTTP/1.1 WebSockets included, each HTTP/2 one with at most
+///   `http2_max_concurrent_streams` streams; and its WebSockets also count against
 ///   [`WsLayer::max_connections`](crate::WsLayer::max_connections).
 /// - **`Host`** (RFC 9112 §3.2, RFC 9113 §8.3.1): a request with a repeated or malformed
 ///   `Host`, an HTTP/1.1 request without one, or an HTTP/2 request whose `Host` names another
@@ -116,7 +119,10 @@ const IPV6_PREFIX: u8 = 64;
 ///   stream itself, before the handshake.)
 /// - **Connect info**: `ConnectInfo<L::Addr>` in every request, so `ConnectInfo<SocketAddr>`
 ///   for IP peers, which the per-IP rate limit of [`WsLayer`](crate::WsLayer) and the
-///   `<path>/status` route key on. The rate limit does not apply to peers without an IP.
+///   `<path>/status` route key on. The rate limit does not apply to peers without an IP:
+///   they are admitted, not counted as skipped, and not refused even under
+///   [`MissingClientAddr::Reject`](crate::MissingClientAddr::Reject) (which is for IP
+///   peers whose address is missing, as under plain `axum::serve`).
 /// - **WebSockets over HTTP/2** (RFC 8441 extended CONNECT, advertised with
 ///   `SETTINGS_ENABLE_CONNECT_PROTOCOL`), on the same route as HTTP/1.1 upgrades.
 /// - **Accept errors** are the listener's to handle ([`Listener::accept`] never fails):
@@ -130,7 +136,7 @@ const IPV6_PREFIX: u8 = 64;
 /// [`MissingClientAddr`](crate::MissingClientAddr)).
 ///
 /// Upgraded HTTP/1.1 WebSocket connections leave hyper and are the endpoint's: the deadlines
-/// stop applying once the upgrade request is in, and
+/// stop applying once the upgrade request is in (the connection bounds do not), and
 /// [`Publisher::stop`](crate::Publisher::stop) closes them. A WebSocket over HTTP/2 is one
 /// stream of an HTTP connection that stays hyper's: graceful shutdown waits for it, so stop
 /// the publisher in the shutdown signal (as below).
@@ -155,21 +161,29 @@ const IPV6_PREFIX: u8 = 64;
 /// # TLS
 ///
 /// A TLS listener is a [`Listener`] whose `accept` runs the TLS handshake; with
-/// `tokio-rustls`:
+/// `tokio-rustls`. Each handshake runs in its own task under its own deadline, so one slow
+/// or failing client never holds up the others; a finished handshake is returned at once,
+/// whatever became of the ones before it; and a failed accept is retried as axum's
+/// `TcpListener` does (at once for an error of that one connection, after 1 s for the
+/// listener's own, such as running out of file descriptors, `EMFILE`):
 ///
 /// ```no_run
+/// use std::io;
 /// use std::net::SocketAddr;
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use axum::serve::Listener;
 /// use tokio::net::{TcpListener, TcpStream};
 /// use tokio::task::JoinSet;
+/// use tokio::time::Instant;
 /// use tokio_rustls::{TlsAcceptor, server::TlsStream};
 ///
 /// struct TlsListener {
 ///     tcp: TcpListener,
 ///     acceptor: TlsAcceptor, // ALPN ["h2", "http/1.1"] in its rustls ServerConfig
 ///     handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
+///     /// Set after a failed accept: no accept before then.
+///     retry_at: Option<Instant>,
 /// }
 ///
 /// impl Listener for TlsListener {
@@ -178,25 +192,51 @@ const IPV6_PREFIX: u8 = 64;
 ///
 ///     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
 ///         loop {
-///             tokio::select! {
-///                 accepted = self.tcp.accept() => {
-///                     let Ok((tcp, peer)) = accepted else { continue };
-///                     let _ = tcp.set_nodelay(true);
-///                     let acceptor = self.acceptor.clone();
-///                     // Each handshake runs beside the accept loop, under its own deadline,
-///                     // so one slow client cannot stall the others.
-///                     self.handshakes.spawn(async move {
-///                         let handshake = acceptor.accept(tcp);
-///                         let tls = tokio::time::timeout(Duration::from_secs(10), handshake);
-///                         tls.await.ok()?.ok().map(|tls| (tls, peer))
-///                     });
+///             let retry_at = self.retry_at;
+///             let tcp = &self.tcp;
+///             let accept = async move {
+///                 if let Some(at) = retry_at {
+///                     tokio::time::sleep_until(at).await;
 ///                 }
-///                 Some(Ok(Some(done))) = self.handshakes.join_next() => return done,
+///                 tcp.accept().await
+///             };
+///             tokio::select! {
+///                 accepted = accept => match accepted {
+///                     Ok((tcp, peer)) => {
+///                         self.retry_at = None;
+///                         let _ = tcp.set_nodelay(true);
+///                         let acceptor = self.acceptor.clone();
+///                         self.handshakes.spawn(async move {
+///                             let handshake = acceptor.accept(tcp);
+///                             let tls = tokio::time::timeout(Duration::from_secs(10), handshake);
+///                             tls.await.ok()?.ok().map(|tls| (tls, peer))
+///                         });
+///                     }
+///                     // That connection is gone; the next one may be fine.
+///                     Err(e) if matches!(
+///                         e.kind(),
+///                         io::ErrorKind::ConnectionRefused
+///                             | io::ErrorKind::ConnectionAborted
+///                             | io::ErrorKind::ConnectionReset
+///                     ) => {}
+///                     Err(error) => {
+///                         tracing::error!(%error, "accept failed; retrying in 1 s");
+///                         self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+///                     }
+///                 },
+///                 // `Some(..)` fails to match only when no handshake is running; then the
+///                 // next accept starts one and the loop polls the set again. A failed or
+///                 // timed-out handshake (`Ok(None)`) or a panicked one (`Err`) is dropped.
+///                 Some(joined) = self.handshakes.join_next() => {
+///                     if let Ok(Some(done)) = joined {
+///                         return done;
+///                     }
+///                 }
 ///             }
 ///         }
 ///     }
 ///
-///     fn local_addr(&self) -> std::io::Result<SocketAddr> {
+///     fn local_addr(&self) -> io::Result<SocketAddr> {
 ///         self.tcp.local_addr()
 ///     }
 /// }
@@ -206,6 +246,7 @@ const IPV6_PREFIX: u8 = 64;
 ///     tcp: TcpListener::bind("0.0.0.0:443").await?,
 ///     acceptor: TlsAcceptor::from(Arc::new(config)),
 ///     handshakes: JoinSet::new(),
+///     retry_at: None,
 /// };
 /// agentwatch_ws::serve(listener, app).await
 /// # }
@@ -355,8 +396,9 @@ where
         self
     }
 
-    /// At most `max` open HTTP connections in total (an HTTP/1.1 connection stops counting
-    /// once upgraded to a WebSocket: it is then the endpoint's, capped by
+    /// At most `max` open connections in total, counted from accept until the socket closes
+    /// (an HTTP/1.1 connection upgraded to a WebSocket still counts; the endpoint caps its
+    /// WebSockets on its own with
     /// [`WsLayer::max_connections`](crate::WsLayer::max_connections)); a connection over it
     /// is closed as soon as it is accepted. Default `None`: no bound but the process's file
     /// descriptors. `Some(0)` is raised to 1, with a warning.
@@ -367,8 +409,9 @@ where
         self
     }
 
-    /// At most `max` open HTTP connections from one client IP (an IPv6 client by its /64);
-    /// a connection over it is closed as soon as it is accepted. Default 64; `None`: no
+    /// At most `max` open connections from one client IP (an IPv6 client by its /64),
+    /// counted from accept until the socket closes, HTTP/1.1 WebSockets included; a
+    /// connection over it is closed as soon as it is accepted. Default 64; `None`: no
     /// per-IP bound (behind a reverse proxy, which every connection comes from). `Some(0)` is
     /// raised to 1, with a warning. Peers without an IP (Unix-domain sockets) are not bound by
     /// it.
@@ -460,12 +503,11 @@ where
             }
             tokio::spawn(serve_connection(
                 builder.clone(),
-                io,
+                Counted { io, slot },
                 Peer { addr, ip },
                 app.clone(),
                 limits,
                 shutdown_rx.clone(),
-                slot,
             ));
         }
 
@@ -553,7 +595,7 @@ struct Open {
 }
 
 /// One admitted connection's place in the [`ConnectionTable`], given back on drop.
-struct TableSlot {
+pub(crate) struct TableSlot {
     table: Arc<ConnectionTable>,
     /// The key it counts under by IP; `None` for a peer without an IP.
     ip: Option<IpAddr>,
@@ -619,6 +661,61 @@ impl Drop for TableSlot {
                 }
             }
         }
+    }
+}
+
+/// An accepted connection's IO with its place in the [`ConnectionTable`]: the connection
+/// counts for as long as its socket is open, through an HTTP/1.1 upgrade too (the upgraded
+/// IO, this very value, lives on in the WebSocket's task).
+pub(crate) struct Counted<I> {
+    io: I,
+    slot: TableSlot,
+}
+
+impl<I> Counted<I> {
+    /// The IO and the place it holds, which the caller keeps for as long as the IO lives.
+    pub(crate) fn into_parts(self) -> (I, TableSlot) {
+        (self.io, self.slot)
+    }
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -757,7 +854,6 @@ async fn serve_connection<I, A>(
     app: Router,
     limits: Limits,
     mut shutdown: watch::Receiver<()>,
-    _slot: TableSlot,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     A: Clone + fmt::Debug + Send + Sync + 'static,
@@ -771,8 +867,8 @@ async fn serve_connection<I, A>(
         seen.store(true, Ordering::Relaxed);
         answer(app.clone(), request, peer.clone(), busy.clone())
     });
-    // `TokioIo<I>` exactly: the upgraded connection is downcast back to `TokioIo<TcpStream>`
-    // for the direct write path when `I` is a `TcpStream`.
+    // `TokioIo<Counted<I>>` exactly: the upgraded connection is downcast back to
+    // `TokioIo<Counted<TcpStream>>` for the direct write path when `I` is a `TcpStream`.
     let conn =
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(conn);

@@ -74,8 +74,9 @@ struct Entry {
     reason: RejectReason,
     message: &'static str,
     status: u16,
-    /// When the answer's `Retry-After` has passed.
-    retry_at: Option<Instant>,
+    /// The answer's `Retry-After`, counted from `recorded` (kept as a span rather than an
+    /// instant: any span, `u64::MAX` seconds included, then counts down without overflow).
+    retry_after: Option<Duration>,
     recorded: Instant,
     at: Timestamp,
     /// Which push to `order` is this entry's current one.
@@ -140,7 +141,7 @@ impl RejectionLog {
                 reason,
                 message: message.unwrap_or_else(|| self::message(reason)),
                 status: status.as_u16(),
-                retry_at: retry_after.and_then(|d| now.checked_add(d)),
+                retry_after,
                 recorded: now,
                 at: Timestamp::now(),
                 generation,
@@ -194,9 +195,10 @@ impl RejectionLog {
         if now.duration_since(entry.recorded) >= RETENTION {
             return None;
         }
-        let retry_after = entry.retry_at.map(|at| {
-            let left = at.saturating_duration_since(now);
-            left.as_secs() + u64::from(left.subsec_nanos() > 0)
+        let retry_after = entry.retry_after.map(|after| {
+            let left = after.saturating_sub(now.saturating_duration_since(entry.recorded));
+            left.as_secs()
+                .saturating_add(u64::from(left.subsec_nanos() > 0))
         });
         Some(LastRejection {
             reason: entry.reason.as_str(),
@@ -562,5 +564,26 @@ mod tests {
         assert_eq!(last["retryAfter"], serde_json::Value::Null);
         let at = last["at"].as_str().unwrap();
         assert!(Timestamp::parse(at).is_ok(), "{at}");
+    }
+
+    #[test]
+    fn the_longest_retry_after_counts_down_from_u64_max_seconds() {
+        let log = RejectionLog::new();
+        let t0 = Instant::now();
+        let longest = Duration::from_secs(u64::MAX);
+        log.record(
+            ip(1),
+            RejectReason::RateLimited,
+            None,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(longest),
+            t0,
+        );
+        assert_eq!(log.get(ip(1), t0).unwrap().retry_after, Some(u64::MAX));
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(
+            log.get(ip(1), later).unwrap().retry_after,
+            Some(u64::MAX - 10)
+        );
     }
 }

@@ -403,7 +403,9 @@ impl UpgradeHandle {
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let (transport, early) = Transport::from_upgraded(upgraded);
+                    // `_slot`: the connection keeps its place under `serve`'s connection
+                    // bounds until it ends.
+                    let (transport, early, _slot) = Transport::from_upgraded(upgraded);
                     // Which write path this connection gets: the bare TcpStream (axum::serve,
                     // crate::serve) or hyper's boxed `Upgraded` (TLS, custom listeners).
                     tracing::debug!(

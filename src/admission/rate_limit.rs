@@ -122,7 +122,11 @@ impl Default for RateLimitPolicy {
 
 impl RateLimitPolicy {
     /// One upgrade every `interval`, with a burst of 1 (see [`burst`](RateLimitPolicy::burst)).
-    /// `Duration::ZERO` is raised to 1 ns, with a warning.
+    ///
+    /// From 1 ns (`Duration::ZERO` is raised to it, with a warning) to [`Duration::MAX`], with
+    /// no lower maximum: `Duration::MAX` means "`burst` upgrades per IP, ever". The `429`'s
+    /// `Retry-After` is the wait in whole seconds, rounded up and saturating at `u64::MAX`
+    /// (what `per(Duration::MAX)` answers), and `<path>/status` counts the same number down.
     pub fn per(interval: Duration) -> Self {
         Self::new(1, 1, interval)
     }

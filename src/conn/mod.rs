@@ -201,8 +201,17 @@ enum Step {
     /// Reading found nothing new, but tungstenite framed a reply that is now queued.
     Replied,
     /// Events were taken from the channel and queued.
-    Queued(Result<(), End>),
+    Queued(Result<Queued, End>),
     Heartbeat,
+}
+
+/// How taking events from the channel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    /// Every waiting event is queued; the feed waits for the next one.
+    Drained,
+    /// The producer restarted: the client needs a fresh snapshot before the restarted stream.
+    Restart,
 }
 
 /// A connection past its hand-over start: what a wake-up polls.
@@ -296,19 +305,24 @@ impl Live<'_> {
 
     /// Queues `received` and every frame already waiting in the channel, so one flush can
     /// carry them all, and leaves the feed waiting for the next one, registered with the
-    /// channel: one tail lock per batch. Fails with `Lagging` when the client has fallen more
-    /// than `send_buffer` events behind, and with `Stopped` when the hub stops.
+    /// channel: one tail lock per batch. Stops at an event that restarts the producer's
+    /// numbering (`Queued::Restart`: the caller sends a snapshot in its place). Fails with
+    /// `Lagging` when the client has fallen more than `send_buffer` events behind, and with
+    /// `Stopped` when the hub stops.
     fn queue_events(
         &mut self,
         cx: &mut Context<'_>,
         mut received: Result<Signal, RecvError>,
-    ) -> Result<(), End> {
+    ) -> Result<Queued, End> {
         loop {
             let frame = match received {
                 Ok(Signal::Event(frame)) => frame,
                 Ok(Signal::Stop) | Err(RecvError::Closed) => return Err(End::Stopped),
                 Err(RecvError::Lagged(_)) => return Err(End::Lagging),
             };
+            if frame.restart {
+                return Ok(Queued::Restart);
+            }
             let already_in_snapshot = match self.handover {
                 Some(snapshot_seq) if frame.seq <= snapshot_seq => true,
                 Some(_) => {
@@ -325,7 +339,7 @@ impl Live<'_> {
             }
             received = match self.feed.poll_recv(cx) {
                 Poll::Ready(received) => received,
-                Poll::Pending => return Ok(()),
+                Poll::Pending => return Ok(Queued::Drained),
             };
         }
     }
@@ -399,7 +413,7 @@ async fn stream(
             step
         })
         .await;
-        feed_parked |= matches!(step, Step::Queued(Ok(())));
+        feed_parked |= matches!(step, Step::Queued(Ok(Queued::Drained)));
         let lagged = match step {
             Step::Flushed(Ok(())) => {
                 count_sent(counters, live.out);
@@ -444,7 +458,21 @@ async fn stream(
             }
             Step::Inbound(None) => return End::PeerGone,
             Step::Replied => false,
-            Step::Queued(Ok(())) => false,
+            Step::Queued(Ok(Queued::Drained)) => false,
+            Step::Queued(Ok(Queued::Restart)) => {
+                // Events before the restart and after it cannot be told apart by seq: the
+                // client gets the state as it is now, then the restarted stream after it.
+                let dropped = live.out.drop_backlog();
+                tracing::info!(
+                    dropped,
+                    "producer restarted (seq did not rise): sending a fresh snapshot"
+                );
+                feed_parked = false;
+                if let Err(end) = resnapshot(&mut live, hub, source) {
+                    return end;
+                }
+                false
+            }
             Step::Queued(Err(End::Lagging)) => true,
             Step::Queued(Err(end)) => return end,
             Step::Heartbeat => {
@@ -472,22 +500,27 @@ async fn stream(
                         dropped,
                         "client fell behind: backlog replaced by a snapshot"
                     );
-                    let Some(
-                        Start::Snapshot { events: fresh } | Start::Resume { events: fresh, .. },
-                    ) = hub.subscribe(None)
-                    else {
-                        return End::Stopped;
-                    };
-                    live.feed.replace(fresh);
                     feed_parked = false;
-                    match queue_snapshot(live.out, hub, source) {
-                        Ok(seq) => live.handover = Some(seq),
-                        Err(end) => return end,
+                    if let Err(end) = resnapshot(&mut live, hub, source) {
+                        return end;
                     }
                 }
             }
         }
     }
+}
+
+/// Follows the hub afresh and queues a snapshot: a new subscription, taken before the
+/// snapshot, restarts the hand-over. The caller has dropped the backlog the snapshot replaces.
+fn resnapshot(live: &mut Live<'_>, hub: &Hub, source: &dyn SnapshotSource) -> Result<(), End> {
+    let Some(Start::Snapshot { events: fresh } | Start::Resume { events: fresh, .. }) =
+        hub.subscribe(None)
+    else {
+        return Err(End::Stopped);
+    };
+    live.feed.replace(fresh);
+    live.handover = Some(queue_snapshot(live.out, hub, source)?);
+    Ok(())
 }
 
 /// Queues a snapshot, followed by one `health` event per source it carries (each with the

@@ -18,6 +18,8 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::serve::{Counted, TableSlot};
 use tungstenite::protocol::frame::coding::{CloseCode, Control as OpCtl, OpCode, OpCode::Control};
 use tungstenite::protocol::frame::{Frame, FrameHeader};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
@@ -38,18 +40,33 @@ impl Transport {
     /// On the bare `TcpStream` path, sets `TCP_NODELAY` whoever served the app (plain
     /// `axum::serve` does not): the outbox already batches what it writes, so Nagle's
     /// algorithm would only hold a lone event back until the client's delayed ACK.
-    pub(crate) fn from_upgraded(upgraded: Upgraded) -> (Self, Bytes) {
-        // axum::serve runs hyper-util's HTTP/1-or-2 server, which wraps the stream in a type
-        // of its own; a plain hyper HTTP/1 server does not.
-        let upgraded =
-            match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded)
-            {
-                Ok(parts) => return (Self::tcp(parts.io.into_inner()), parts.read_buf),
-                Err(upgraded) => upgraded,
-            };
+    ///
+    /// Under [`serve`](crate::serve) the connection's place among the server's open
+    /// connections comes along (`Some`): the caller holds it until the connection ends, so a
+    /// WebSocket counts towards the per-IP and total bounds for as long as it lives. (Over
+    /// other transports than a bare `TcpStream` it travels inside the boxed `Upgraded`.)
+    pub(crate) fn from_upgraded(upgraded: Upgraded) -> (Self, Bytes, Option<TableSlot>) {
+        use hyper_util::server::conn::auto::upgrade::downcast;
+        // crate::serve and axum::serve run hyper-util's HTTP/1-or-2 server, which wraps the
+        // stream in a type of its own; a plain hyper HTTP/1 server does not.
+        let upgraded = match downcast::<TokioIo<Counted<TcpStream>>>(upgraded) {
+            Ok(parts) => {
+                let (stream, slot) = parts.io.into_inner().into_parts();
+                return (Self::tcp(stream), parts.read_buf, Some(slot));
+            }
+            Err(upgraded) => upgraded,
+        };
+        let upgraded = match downcast::<TokioIo<TcpStream>>(upgraded) {
+            Ok(parts) => return (Self::tcp(parts.io.into_inner()), parts.read_buf, None),
+            Err(upgraded) => upgraded,
+        };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (Self::tcp(parts.io.into_inner()), parts.read_buf),
-            Err(upgraded) => (Transport::Upgraded(TokioIo::new(upgraded)), Bytes::new()),
+            Ok(parts) => (Self::tcp(parts.io.into_inner()), parts.read_buf, None),
+            Err(upgraded) => (
+                Transport::Upgraded(TokioIo::new(upgraded)),
+                Bytes::new(),
+                None,
+            ),
         }
     }
 
@@ -379,7 +396,7 @@ mod tests {
                 let on_upgrade = hyper::upgrade::on(request);
                 let tx = tx.lock().unwrap().take();
                 tokio::spawn(async move {
-                    let (transport, _) = Transport::from_upgraded(on_upgrade.await.unwrap());
+                    let (transport, _, _) = Transport::from_upgraded(on_upgrade.await.unwrap());
                     if let Some(tx) = tx {
                         let _ = tx.send(transport.nodelay());
                     }

@@ -196,6 +196,7 @@ mod tests {
         Signal::Event(Frame {
             seq,
             text: TextFrame::from_text(b"{}"),
+            restart: false,
         })
     }
 

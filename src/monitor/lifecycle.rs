@@ -624,7 +624,9 @@ impl Lifecycle {
         }
         for ev in &mut events {
             ev.seq = self.next_seq;
-            self.next_seq += 1;
+            // The builder keeps the first seq at most 2^63 - 1: out of reach in practice, and
+            // saturating (never panicking) beyond.
+            self.next_seq = self.next_seq.saturating_add(1);
         }
         debug_assert!(events.iter().all(|e| e.kind != EventType::Snapshot));
         events

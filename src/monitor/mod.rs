@@ -259,6 +259,12 @@ pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400
 
 /// Default `MonitorBuilder::stale_after`: 5 minutes (Go's default).
 pub(crate) const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5 * 60);
+/// Largest `MonitorBuilder::first_seq`: 2^63 - 1, leaving the monitor 2^63 events before
+/// its seq could overflow.
+const MAX_FIRST_SEQ: u64 = u64::MAX >> 1;
+/// Shortest `MonitorBuilder::stale_after`: 1 s, the modification-time resolution of common
+/// file systems (ext3, HFS+; FAT's is 2 s).
+const MIN_STALE_AFTER: Duration = Duration::from_secs(1);
 /// Default [`MonitorBuilder::retention`]: 30 seconds (Go's default).
 pub(crate) const DEFAULT_RETENTION: Duration = Duration::from_secs(30);
 /// Default [`MonitorBuilder::idle_after`]: 2 minutes.
@@ -597,12 +603,14 @@ impl MonitorBuilder {
 
     /// An active session with no new data for this long becomes terminal (`stale`); logs not
     /// modified within it are not loaded at start. Default 5 minutes (Go's); `None`
-    /// disables staleness (and then every log is loaded at start). From 1 ms to
-    /// 100 years.
+    /// disables staleness (and then every log is loaded at start). From 1 s (shorter
+    /// values, `Duration::ZERO` included, are raised to it, with a `warn`: file systems
+    /// record modification times to the second or coarser, so a shorter bound could take a
+    /// log written just now for an old one, and it would never appear) to 100 years.
     pub fn stale_after(mut self, after: impl Into<Option<Duration>>) -> Self {
         // The lifecycle takes zero as "off".
         self.stale_after = after.into().map_or(Duration::ZERO, |after| {
-            bounded("stale_after", after, Duration::from_millis(1), MAX_DURATION)
+            bounded("stale_after", after, MIN_STALE_AFTER, MAX_DURATION)
         });
         self
     }
@@ -671,12 +679,23 @@ impl MonitorBuilder {
     }
 
     /// The seq of the monitor's first event. Default 1 (a new
-    /// [`Publisher`](crate::Publisher) is at 0). A monitor publishing into a publisher that
-    /// already holds events (say, after restarting the monitor in the same process) should
-    /// continue its sequence, `first_seq(publisher.seq() + 1)`, so clients' seqs never go
-    /// backwards.
+    /// [`Publisher`](crate::Publisher) is at 0). The monitor numbers every event it publishes
+    /// from there, one by one, so it must be the only producer numbering the events of the
+    /// sink it publishes into (see the publisher's "One numbering" rule): nothing else
+    /// publishes into that [`Publisher`](crate::Publisher) while the monitor runs.
+    ///
+    /// A monitor publishing into a publisher that already holds events (say, after restarting
+    /// the monitor in the same process) should continue its sequence,
+    /// `first_seq(publisher.seq() + 1)`, so clients' seqs never go backwards. Starting lower
+    /// is allowed and reads as a producer restart: every connected client gets a fresh
+    /// snapshot.
+    ///
+    /// From 1 to 2^63 − 1 (`u64::MAX >> 1`, which a monitor publishing a million events a
+    /// second would take 290 000 years to leave): 0 is raised to 1 (to a
+    /// [`Publisher`](crate::Publisher), seq 0 means "number this for me", which would mix two
+    /// numberings) and larger values are lowered to 2^63 − 1, each with a `warn`.
     pub fn first_seq(mut self, seq: u64) -> Self {
-        self.first_seq = seq;
+        self.first_seq = bounded("first_seq", seq, 1, MAX_FIRST_SEQ);
         self
     }
 

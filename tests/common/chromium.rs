@@ -33,11 +33,10 @@ pub fn chromium_available() -> bool {
              install it with `apt-get install chromium`"
         );
     }
-    eprintln!(
-        "\n{bar}\n  SKIPPED browser test: {CHROMIUM} not found.\n  \
-         Install it with `apt-get install chromium` to run it;\n  \
-         set AGENTWATCH_REQUIRE_BROWSER=1 to make its absence a failure.\n{bar}\n",
-        bar = "!".repeat(72)
+    super::skip_notice(
+        &format!("{CHROMIUM} not found"),
+        "Install it with `apt-get install chromium`",
+        "AGENTWATCH_REQUIRE_BROWSER",
     );
     false
 }

@@ -25,6 +25,26 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub type RawClient = WebSocketStream<TcpStream>;
 
+/// Tells the person running the tests that the current test (named by its thread, as
+/// libtest names it) did not run, or did not run in full: `missing` is what it needs, `to_run`
+/// how to provide it, and `require_var=1` makes the absence a failure instead.
+///
+/// Written straight to the process's stderr: libtest captures `eprintln!` of a passing test
+/// (it shows captured output only for failures), but not writes to `std::io::stderr()`, so
+/// the notice shows in a plain `cargo test`.
+pub fn skip_notice(missing: &str, to_run: &str, require_var: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let bar = "!".repeat(72);
+    let notice = format!(
+        "\n{bar}\n  SKIPPED {test} (or the part of it that needs this): {missing}.\n  \
+         {to_run} to run it;\n  \
+         set {require_var}=1 to make its absence a failure.\n{bar}\n"
+    );
+    let _ = std::io::stderr().lock().write_all(notice.as_bytes());
+}
+
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 

@@ -30,11 +30,10 @@ pub fn redis_available() -> bool {
              or point AGENTWATCH_REDIS_URL at one"
         );
     }
-    eprintln!(
-        "\n{bar}\n  SKIPPED Redis test: nothing answers at {url} ({error}).\n  \
-         Start a Redis (or set AGENTWATCH_REDIS_URL) to run it;\n  \
-         set AGENTWATCH_REQUIRE_REDIS=1 to make its absence a failure.\n{bar}\n",
-        bar = "!".repeat(72)
+    super::skip_notice(
+        &format!("no Redis answers at {url} ({error})"),
+        "Start a Redis (or set AGENTWATCH_REDIS_URL)",
+        "AGENTWATCH_REQUIRE_REDIS",
     );
     false
 }

@@ -368,7 +368,7 @@ fn quiet_sessions_go_stale_and_old_logs_stay_dormant_until_they_change() {
     let rec = Recorder::default();
     let mut m = Monitor::builder()
         .root(SourceKind::Claude, dir.path())
-        .stale_after(Duration::from_millis(300))
+        .stale_after(Duration::from_secs(1))
         .idle_after(None)
         .build(rec.clone());
     m.scan();
@@ -377,7 +377,7 @@ fn quiet_sessions_go_stale_and_old_logs_stay_dormant_until_they_change() {
     assert!(last_state(&events, "old").is_none());
     assert_eq!(m.file_counts(), (2, 1));
 
-    std::thread::sleep(Duration::from_millis(320));
+    std::thread::sleep(Duration::from_millis(1_050));
     m.scan();
     let events = rec.take();
     assert_eq!(lifecycle_kinds(&events), [LifecycleEventType::Stale]);

@@ -183,7 +183,7 @@ fn deleted_log_leaves_the_session_to_go_stale() {
     let rec = Recorder::default();
     let mut m = Monitor::builder()
         .root(SourceKind::Claude, dir.path())
-        .stale_after(Duration::from_millis(200))
+        .stale_after(Duration::from_secs(1))
         .idle_after(None)
         .build(rec.clone());
     m.scan();
@@ -195,10 +195,61 @@ fn deleted_log_leaves_the_session_to_go_stale() {
             .iter()
             .all(|e| e.kind == EventType::Health || e.lifecycle.is_none())
     );
-    std::thread::sleep(Duration::from_millis(220));
+    // Past the threshold (1 s, the smallest).
+    std::thread::sleep(Duration::from_millis(1_050));
     m.scan();
     assert_eq!(lifecycle_kinds(&rec.take()), [LifecycleEventType::Stale]);
     assert_eq!(m.health()[0].status, HealthStatus::Healthy);
+}
+
+/// The smallest staleness bound still shows a log written just now: `stale_after(ZERO)` is
+/// raised to 1 s, so the session is discovered, active, and not stale at once.
+#[test]
+fn the_smallest_stale_after_shows_a_log_written_just_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = claude_project(dir.path()).join("new.jsonl");
+    write(&log, &claude_user("new", "u1", "2026-01-05T09:00:00Z", "a"));
+    let rec = Recorder::default();
+    let mut m = Monitor::builder()
+        .root(SourceKind::Claude, dir.path())
+        .stale_after(Duration::ZERO)
+        .idle_after(None)
+        .build(rec.clone());
+    m.scan();
+    m.scan();
+    let events = rec.take();
+    assert_eq!(
+        lifecycle_kinds(&events),
+        [LifecycleEventType::Discovered],
+        "{events:?}"
+    );
+    let state = last_state(&events, "new").expect("the session");
+    assert_eq!(state.message_count, 1);
+    assert_eq!(state.lifecycle, agentwatch_ws::LifecycleState::Active);
+}
+
+/// `first_seq` near `u64::MAX` is lowered to 2^63 - 1 (the monitor's numbering cannot
+/// overflow and panic its thread), and 0 is raised to 1 (0 means "number it for me").
+#[test]
+fn first_seq_at_its_extremes_numbers_without_panicking() {
+    for (first, expected) in [(u64::MAX - 2, u64::MAX >> 1), (0, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        for id in ["a", "b", "c", "d"] {
+            let log = claude_project(dir.path()).join(format!("{id}.jsonl"));
+            write(&log, &claude_user(id, "u1", "2026-01-05T09:00:00Z", "a"));
+        }
+        let rec = Recorder::default();
+        let mut m = Monitor::builder()
+            .root(SourceKind::Claude, dir.path())
+            .idle_after(None)
+            .first_seq(first)
+            .build(rec.clone());
+        m.scan();
+        let seqs: Vec<u64> = rec.take().iter().map(|e| e.seq).collect();
+        assert!(seqs.len() >= 4, "{seqs:?}");
+        let rising: Vec<u64> = (expected..).take(seqs.len()).collect();
+        assert_eq!(seqs, rising, "first_seq({first})");
+    }
 }
 
 /// a configured duration near `Duration::MAX` overflowed the

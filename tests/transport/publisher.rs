@@ -8,7 +8,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use agentwatch_ws::{Event, EventSink, SessionState, WsLayer};
+use agentwatch_ws::{Event, EventSink, EventType, SessionState, WsLayer};
 use axum::Router;
 use common::*;
 
@@ -18,6 +18,59 @@ fn session(id: &str) -> SessionState {
         source: "claude".into(),
         ..Default::default()
     }
+}
+
+/// Past seq `u64::MAX` numbering starts again at 1, a producer restart: a connected client
+/// gets a fresh snapshot, and later events rise again instead of sticking at `u64::MAX`.
+#[tokio::test]
+async fn numbering_past_u64_max_restarts_at_1_with_a_snapshot() {
+    let (router, publisher) = WsLayer::new().rate_limit(None).build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
+    publisher
+        .publish(Event::delta(u64::MAX, vec![session("a")], vec![]))
+        .unwrap();
+    let mut client = connect(addr).await;
+    let snapshot = next_event(&mut client).await;
+    assert_eq!(
+        (snapshot.kind, snapshot.seq),
+        (EventType::Snapshot, u64::MAX)
+    );
+    eventually("client registered", || publisher.client_count() == 1).await;
+
+    let next = publisher.publish(Event::delta(0, vec![session("b")], vec![]));
+    assert_eq!(next.unwrap(), 1);
+    assert_eq!(
+        publisher.publish(Event::delta(0, vec![], vec![])).unwrap(),
+        2
+    );
+    let resent = next_event(&mut client).await;
+    assert_eq!(resent.kind, EventType::Snapshot, "{resent:?}");
+    assert_eq!(resent.sessions.len(), 2);
+    if resent.seq == 1 {
+        assert_eq!(next_event(&mut client).await.seq, 2);
+    }
+}
+
+/// Publishing a `snapshot` replaces the state: sessions it does not list are gone, for the
+/// publisher and for connected clients alike.
+#[tokio::test]
+async fn a_published_snapshot_replaces_the_state() {
+    let (router, publisher) = WsLayer::new().rate_limit(None).build("/ws");
+    let addr = serve(Router::new().merge(router)).await;
+    publisher
+        .publish(Event::delta(0, vec![session("a"), session("b")], vec![]))
+        .unwrap();
+    let mut client = connect(addr).await;
+    assert_eq!(next_event(&mut client).await.sessions.len(), 2);
+    eventually("client registered", || publisher.client_count() == 1).await;
+    publisher
+        .publish(Event::snapshot(0, vec![session("c")]))
+        .unwrap();
+    let ids: Vec<String> = publisher.sessions().into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, ["c"]);
+    let event = next_event(&mut client).await;
+    assert_eq!((event.kind, event.seq), (EventType::Snapshot, 2));
+    assert_eq!(event.sessions, vec![session("c")]);
 }
 
 #[test]

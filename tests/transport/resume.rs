@@ -69,7 +69,7 @@ async fn resume_inside_the_window_replays_exactly_the_missed_events_then_live_on
     }
     let mut client = connect(addr).await;
     let snapshot = next_event(&mut client).await;
-    assert_eq!((snapshot.kind, snapshot.seq), (EventType::Snapshot, 5));
+    assert_eq!((&snapshot.kind, snapshot.seq), (&EventType::Snapshot, 5));
     drop(client);
     for seq in 6..=9 {
         publish(&hub, seq);
@@ -232,6 +232,59 @@ async fn a_backwards_seq_resets_the_window() {
         seqs(&mut client, 2).await,
         [(7, EventType::Delta), (8, EventType::Delta)]
     );
+}
+
+/// A producer that restarts (its seqs begin again below the last one) while a client is
+/// connected: the client gets a fresh snapshot before the restarted stream and ends with the
+/// publisher's state, rather than having the restarted events taken for ones its snapshot
+/// already held.
+#[tokio::test]
+async fn a_connected_client_gets_a_snapshot_when_the_producer_restarts() {
+    let ws = layer();
+    let (publisher, addr) = start(&ws).await;
+    let old = |seq: u64| Event::delta(seq, vec![session(&format!("old{seq}"), 1)], vec![]);
+    let new = |seq: u64| Event::delta(seq, vec![session(&format!("new{seq}"), 2)], vec![]);
+    for seq in 1..=5 {
+        publisher.publish(old(seq)).unwrap();
+    }
+    let mut client = connect(addr).await;
+    let snapshot = next_event(&mut client).await;
+    assert_eq!((&snapshot.kind, snapshot.seq), (&EventType::Snapshot, 5));
+    let before_restart = position(snapshot.seq, snapshot.at);
+    eventually("client registered", || publisher.client_count() == 1).await;
+
+    for seq in 1..=7 {
+        publisher.publish(new(seq)).unwrap();
+    }
+    let mut rebuilt = Rebuilt::default();
+    rebuilt.apply(snapshot).unwrap();
+    while rebuilt.seq != 7 || rebuilt.snapshots < 2 {
+        let event = next_event(&mut client).await;
+        let (seq, kind) = (event.seq, event.kind.clone());
+        rebuilt
+            .apply(event)
+            .unwrap_or_else(|e| panic!("{e} ({kind:?} {seq})"));
+        // Before the second snapshot arrives, nothing of the restarted stream may.
+        assert!(
+            rebuilt.snapshots == 2 || seq > 5,
+            "an event of the restarted stream before its snapshot: {kind:?} {seq}"
+        );
+        if rebuilt.seq == 7 && rebuilt.snapshots < 2 {
+            panic!("reached seq 7 without a snapshot after the restart");
+        }
+    }
+    let expected: HashMap<String, SessionState> = publisher
+        .sessions()
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect();
+    assert_eq!(expected.len(), 12, "old1..=5 and new1..=7");
+    assert_eq!(rebuilt.sessions, expected);
+
+    // A client resuming from its position before the restart gets a snapshot, too.
+    let mut resumed = connect_since(addr, &before_restart).await;
+    let first = next_event(&mut resumed).await;
+    assert_eq!((first.kind, first.seq), (EventType::Snapshot, 7));
 }
 
 /// On a current-thread runtime, publishing without yielding overflows the client's queue

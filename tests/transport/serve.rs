@@ -256,6 +256,58 @@ async fn requests_without_a_single_valid_host_get_400() {
     assert_eq!(hub.stats().rejected.total(), 0);
 }
 
+/// A WebSocket is a connection: HTTP/1.1 WebSockets count towards `max_connections_per_ip`
+/// and `max_connections` for as long as they live, and free their place when they end.
+#[tokio::test]
+async fn websockets_count_towards_the_connection_bounds_while_they_live() {
+    init_tracing();
+    for per_ip in [true, false] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ws, publisher) = WsLayer::new().rate_limit(None).build("/ws");
+        let app = Router::new()
+            .route("/ping", get(|| async { "pong" }))
+            .merge(ws);
+        let server = agentwatch_ws::serve(listener, app);
+        let server = if per_ip {
+            server.max_connections_per_ip(3)
+        } else {
+            server.max_connections_per_ip(None).max_connections(3)
+        };
+        tokio::spawn(server.into_future());
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            let mut client = connect(addr).await;
+            assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
+            clients.push(client);
+        }
+        eventually("three clients", || publisher.client_count() == 3).await;
+
+        let ping = b"GET /ping HTTP/1.1\r\nHost: a\r\n\r\n";
+        let mut fourth = within("connect", TcpStream::connect(addr)).await.unwrap();
+        let _ = fourth.write_all(ping).await;
+        let mut chunk = [0u8; 512];
+        let n = within("closed", fourth.read(&mut chunk)).await.unwrap_or(0);
+        assert_eq!(
+            n, 0,
+            "per_ip {per_ip}: a fourth connection was served beside three WebSockets"
+        );
+
+        // A WebSocket that ends gives its place back.
+        close_and_expect_reply(clients.pop().unwrap()).await;
+        within("a place frees", async {
+            loop {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                let _ = stream.write_all(ping).await;
+                if matches!(stream.read(&mut chunk).await, Ok(n) if n > 0) {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+}
+
 /// One peer holds at most `max_connections_per_ip` connections: the next is closed at once,
 /// and a slot frees when a connection ends.
 #[tokio::test]
@@ -313,8 +365,13 @@ mod tls {
     use std::sync::Arc;
     use std::task::{Context, Poll, ready};
 
+    use std::time::Duration;
+
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::oneshot;
+    use tokio::task::JoinSet;
+    use tokio::time::Instant;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
     use tokio_rustls::server::TlsStream;
@@ -405,6 +462,128 @@ mod tls {
         }
     }
 
+    /// The listener of the TLS example in `serve`'s docs, as written there: handshakes in a
+    /// `JoinSet` beside the accept loop, accept errors backed off.
+    pub struct HandshakingListener {
+        tcp: TcpListener,
+        acceptor: TlsAcceptor,
+        handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
+        retry_at: Option<Instant>,
+    }
+
+    impl HandshakingListener {
+        pub fn new(listener: TlsListener) -> Self {
+            HandshakingListener {
+                tcp: listener.tcp,
+                acceptor: listener.acceptor,
+                handshakes: JoinSet::new(),
+                retry_at: None,
+            }
+        }
+    }
+
+    impl axum::serve::Listener for HandshakingListener {
+        type Io = TlsStream<TcpStream>;
+        type Addr = SocketAddr;
+
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            loop {
+                let retry_at = self.retry_at;
+                let tcp = &self.tcp;
+                let accept = async move {
+                    if let Some(at) = retry_at {
+                        tokio::time::sleep_until(at).await;
+                    }
+                    tcp.accept().await
+                };
+                tokio::select! {
+                    accepted = accept => match accepted {
+                        Ok((tcp, peer)) => {
+                            self.retry_at = None;
+                            let _ = tcp.set_nodelay(true);
+                            let acceptor = self.acceptor.clone();
+                            self.handshakes.spawn(async move {
+                                let handshake = acceptor.accept(tcp);
+                                let tls = tokio::time::timeout(Duration::from_secs(10), handshake);
+                                tls.await.ok()?.ok().map(|tls| (tls, peer))
+                            });
+                        }
+                        Err(e) if matches!(
+                            e.kind(),
+                            io::ErrorKind::ConnectionRefused
+                                | io::ErrorKind::ConnectionAborted
+                                | io::ErrorKind::ConnectionReset
+                        ) => {}
+                        Err(error) => {
+                            tracing::error!(%error, "accept failed; retrying in 1 s");
+                            self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                        }
+                    },
+                    Some(joined) = self.handshakes.join_next() => {
+                        if let Ok(Some(done)) = joined {
+                            return done;
+                        }
+                    }
+                }
+            }
+        }
+
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            self.tcp.local_addr()
+        }
+    }
+
+    /// A client stream that holds its writes after the server's first reply until `open`
+    /// fires, telling `ready` when it starts holding: a TLS client over it stops just before
+    /// its `Finished`, with its handshake accepted and under way on the server.
+    pub struct Gated {
+        pub tcp: TcpStream,
+        pub replied: bool,
+        pub ready: Option<oneshot::Sender<()>>,
+        pub open: oneshot::Receiver<()>,
+        pub opened: bool,
+    }
+
+    impl AsyncRead for Gated {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
+            this.replied |= buf.filled().len() > before;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Gated {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            if this.replied && !this.opened {
+                if let Some(ready) = this.ready.take() {
+                    let _ = ready.send(());
+                }
+                let _ = ready!(Pin::new(&mut this.open).poll(cx));
+                this.opened = true;
+            }
+            Pin::new(&mut this.tcp).poll_write(cx, buf)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+        }
+    }
+
     /// A TLS listener on 127.0.0.1 with a fresh self-signed certificate (ALPN `h2`, then
     /// `http/1.1`), and a connector that trusts exactly that certificate.
     pub async fn listener() -> (TlsListener, Connector) {
@@ -433,6 +612,21 @@ mod tls {
     }
 
     impl Connector {
+        /// A TLS client handshake over `io` offering `alpn`.
+        pub async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
+            &self,
+            addr: SocketAddr,
+            io: IO,
+            alpn: &[u8],
+        ) -> io::Result<tokio_rustls::client::TlsStream<IO>> {
+            let mut config = ClientConfig::builder()
+                .with_root_certificates(self.roots.clone())
+                .with_no_client_auth();
+            config.alpn_protocols = vec![alpn.to_vec()];
+            let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            TlsConnector::from(Arc::new(config)).connect(name, io).await
+        }
+
         /// A TLS connection to `addr` offering `alpn`.
         pub async fn connect(
             &self,
@@ -541,6 +735,59 @@ async fn over_tls_websockets_stream_and_the_request_head_deadline_holds() {
     assert_eq!(next_event(&mut client).await.seq, 2);
 }
 
+/// The TLS listener of `serve`'s docs: a client whose handshake fails does not hold up one
+/// whose handshake completes after it; that one is served without a third connection.
+#[tokio::test]
+async fn over_the_documented_tls_listener_a_failed_handshake_holds_up_no_other() {
+    init_tracing();
+    let (listener, connector) = tls::listener().await;
+    let addr = listener.local_addr().unwrap();
+    let listener = tls::HandshakingListener::new(listener);
+    let app = Router::new().route("/ping", get(|| async { "pong" }));
+    tokio::spawn(agentwatch_ws::serve(listener, app).into_future());
+
+    // A connects; B starts its handshake and stops just before its last flight, so the
+    // server has accepted it and waits on it.
+    let mut failing = within("connect", TcpStream::connect(addr)).await.unwrap();
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let (open, open_rx) = tokio::sync::oneshot::channel();
+    let gated = tls::Gated {
+        tcp: within("connect", TcpStream::connect(addr)).await.unwrap(),
+        replied: false,
+        ready: Some(ready_tx),
+        open: open_rx,
+        opened: false,
+    };
+    let completing =
+        tokio::spawn(async move { connector.handshake(addr, gated, b"http/1.1").await });
+    within("B's handshake under way", ready).await.unwrap();
+
+    // A's handshake fails (not TLS at all), and the server hangs up on it.
+    failing
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    within("the server drops the failed handshake", async {
+        let mut buf = [0u8; 256];
+        while let Ok(1..) = failing.read(&mut buf).await {}
+    })
+    .await;
+
+    // B finishes its handshake and is served, with no other connection coming.
+    open.send(()).unwrap();
+    let mut tls = within("B's handshake", completing).await.unwrap().unwrap();
+    tls.write_all(b"GET /ping HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    within("B's response", tls.read_to_end(&mut response))
+        .await
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("pong"), "{response}");
+}
+
 /// HTTP/2 over TLS (ALPN `h2`): a connection that made one request and then went quiet is
 /// closed (`GOAWAY`, then the connection ends) within the idle deadline.
 #[tokio::test]
@@ -585,7 +832,8 @@ async fn over_tls_an_idle_http2_connection_is_closed() {
 }
 
 /// Over a Unix-domain socket: WebSocket clients stream; no IP, so no per-IP bound (two
-/// connections under `max_connections_per_ip(1)`) and no rate-limit warning or skip count.
+/// connections under `max_connections_per_ip(1)`) and no rate-limit warning, skip count or
+/// refusal, even under `MissingClientAddr::Reject`.
 #[cfg(unix)]
 #[tokio::test]
 async fn over_a_unix_socket_websockets_stream_without_per_ip_bounds() {
@@ -593,7 +841,10 @@ async fn over_a_unix_socket_websockets_stream_without_per_ip_bounds() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ws.sock");
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
-    let (ws, hub) = WsLayer::new().build("/ws");
+    // Even `Reject` admits them: a Unix peer has no IP, which is not a missing address.
+    let (ws, hub) = WsLayer::new()
+        .on_missing_client_addr(agentwatch_ws::MissingClientAddr::Reject)
+        .build("/ws");
     let app = Router::new().merge(ws);
     tokio::spawn(
         agentwatch_ws::serve(listener, app)

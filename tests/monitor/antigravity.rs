@@ -3,39 +3,18 @@
 //! over a real socket, read by a WebSocket client; and the bad inputs, read with
 //! `Monitor::scan`.
 
-use crate::common;
 use std::path::{Path, PathBuf};
 
 use crate::common::{connect, next_event, serve};
-use crate::monitor_support::{Recorder, append, last_state, sample, write};
+use crate::monitor_support::{
+    Recorder, append, last_state, read_until, sample, sample_lines, write,
+};
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{Activity, Event, EventType, HealthStatus, LifecycleEventType, WsLayer};
+use agentwatch_ws::{Activity, EventType, HealthStatus, LifecycleEventType, WsLayer};
 use axum::Router;
 
 const ID: &str = "3d2c1b0a-0000-4000-8000-00000000a001";
 const CHILD: &str = "3d2c1b0a-0000-4000-8000-00000000c001";
-
-/// Reads events until `pred` holds for one of them (each read bounded by `next_event`'s
-/// timeout), returning every event read.
-async fn read_until(client: &mut common::Client, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-    let mut seen = Vec::new();
-    loop {
-        let ev = next_event(client).await;
-        let done = pred(&ev);
-        seen.push(ev);
-        if done {
-            return seen;
-        }
-    }
-}
-
-/// The lines of an Antigravity sample, each with its newline.
-fn lines(name: &str) -> Vec<String> {
-    sample(&format!("antigravity/{name}"))
-        .lines()
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
 
 fn transcript(root: &Path, id: &str) -> PathBuf {
     root.join(format!(
@@ -82,7 +61,7 @@ async fn an_agy_conversation_reaches_a_connected_client() {
     assert!(events.iter().all(|e| e.updates.is_empty()), "{events:#?}");
 
     // The prompt and the first tool call, then one step at a time.
-    let all = lines("v1.0.16-transcript-tools.jsonl");
+    let all = sample_lines("antigravity/v1.0.16-transcript-tools.jsonl");
     let log = transcript(&root, ID);
     write(&log, &all[..3].concat());
     let events = read_until(&mut client, |e| e.updates.iter().any(|s| s.id == ID)).await;
@@ -138,7 +117,7 @@ async fn an_agy_conversation_reaches_a_connected_client() {
     // agy writes the record when it spawns the subagent, before the child's first step.
     write(
         &transcript(&root, CHILD),
-        &lines("v1.0-transcript-two-turns.jsonl").concat(),
+        &sample_lines("antigravity/v1.0-transcript-two-turns.jsonl").concat(),
     );
     let events = read_until(&mut client, |e| {
         e.updates
@@ -159,7 +138,7 @@ async fn an_agy_conversation_reaches_a_connected_client() {
     let late = "3d2c1b0a-0000-4000-8000-00000000c002";
     write(
         &transcript(&root, late),
-        &lines("v1.0-transcript-two-turns.jsonl").concat(),
+        &sample_lines("antigravity/v1.0-transcript-two-turns.jsonl").concat(),
     );
     let events = read_until(&mut client, |e| e.updates.iter().any(|s| s.id == late)).await;
     let s = last_state(&events, late).unwrap();
@@ -205,7 +184,7 @@ fn bad_inputs() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let all = lines("v1.0.16-transcript-tools.jsonl");
+    let all = sample_lines("antigravity/v1.0.16-transcript-tools.jsonl");
     let log = transcript(root, ID);
     let huge = format!(
         "{{\"type\":\"USER_INPUT\",\"content\":\"{}\"}}\n",

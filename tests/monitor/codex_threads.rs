@@ -6,13 +6,12 @@
 //! the person made is a session of its own. Neither counts the copy of the parent's history
 //! it starts with.
 
-use crate::common;
 use std::path::{Path, PathBuf};
 
 use crate::common::{connect, next_event, serve};
-use crate::monitor_support::{Recorder, append, last_state, sample, write};
+use crate::monitor_support::{Recorder, append, last_state, read_until, sample_lines, write};
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{Activity, Event, EventType, WsLayer};
+use agentwatch_ws::{Activity, EventType, WsLayer};
 use axum::Router;
 
 const PARENT: &str = "019f1000-0000-7000-8000-0000000000b1";
@@ -20,28 +19,6 @@ const FRESH: &str = "019f1000-0005-7000-8000-0000000000c1";
 const WITH_HISTORY: &str = "019f1000-0005-7000-8000-0000000000c2";
 const FORK: &str = "019e7000-0000-7000-8000-00000000f0a1";
 const FORKED_FROM: &str = "019e6000-0000-7000-8000-00000000a0a1";
-
-/// Reads events until `pred` holds for one of them (each read bounded by `next_event`'s
-/// timeout), returning every event read.
-async fn read_until(client: &mut common::Client, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-    let mut seen = Vec::new();
-    loop {
-        let ev = next_event(client).await;
-        let done = pred(&ev);
-        seen.push(ev);
-        if done {
-            return seen;
-        }
-    }
-}
-
-/// The lines of a Codex sample, each with its newline.
-fn lines(name: &str) -> Vec<String> {
-    sample(&format!("codex/{name}"))
-        .lines()
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
 
 /// Where Codex writes the rollout of thread `id`.
 fn rollout(root: &Path, id: &str) -> PathBuf {
@@ -68,7 +45,7 @@ async fn subagent_threads_reach_a_client_under_their_parent() {
     read_until(&mut client, |e| e.kind == EventType::Health).await;
 
     // The parent's turn up to the two spawn calls and their outputs.
-    let parent = lines("v0.146-parent-spawn-call.jsonl");
+    let parent = sample_lines("codex/v0.146-parent-spawn-call.jsonl");
     let parent_log = rollout(&root, PARENT);
     write(&parent_log, &parent[..10].concat());
     read_until(&mut client, |e| e.updates.iter().any(|s| s.id == PARENT)).await;
@@ -76,11 +53,11 @@ async fn subagent_threads_reach_a_client_under_their_parent() {
     // The fresh subagent, then the one spawned with the parent's history.
     write(
         &rollout(&root, FRESH),
-        &lines("v0.146-subagent-spawn.jsonl").concat(),
+        &sample_lines("codex/v0.146-subagent-spawn.jsonl").concat(),
     );
     write(
         &rollout(&root, WITH_HISTORY),
-        &lines("v0.146-subagent-fork-all.jsonl").concat(),
+        &sample_lines("codex/v0.146-subagent-fork-all.jsonl").concat(),
     );
     let events = read_until(&mut client, |e| {
         e.updates
@@ -174,7 +151,7 @@ async fn a_fork_reaches_a_client_with_its_own_work_only() {
     read_until(&mut client, |e| e.kind == EventType::Health).await;
 
     // Codex writes the fork's meta and the copy of the parent's history in one burst.
-    let all = lines("v0.135-fork-replay.jsonl");
+    let all = sample_lines("codex/v0.135-fork-replay.jsonl");
     let log = rollout(&root, FORK);
     write(&log, &all[..12].concat());
     let events = read_until(&mut client, |e| e.updates.iter().any(|s| s.id == FORK)).await;
@@ -233,7 +210,7 @@ fn a_subagent_read_before_its_parent_joins_it() {
     let dir = tempfile::tempdir().unwrap();
     write(
         &rollout(dir.path(), FRESH),
-        &lines("v0.146-subagent-spawn.jsonl").concat(),
+        &sample_lines("codex/v0.146-subagent-spawn.jsonl").concat(),
     );
     let rec = Recorder::default();
     let mut m = scan_monitor(dir.path(), &rec);
@@ -245,7 +222,7 @@ fn a_subagent_read_before_its_parent_joins_it() {
     );
     write(
         &rollout(dir.path(), PARENT),
-        &lines("v0.146-parent-spawn-call.jsonl").concat(),
+        &sample_lines("codex/v0.146-parent-spawn-call.jsonl").concat(),
     );
     m.scan();
     let s = last_state(&rec.take(), PARENT).unwrap();
@@ -265,15 +242,15 @@ fn a_subagent_of_a_subagent_joins_the_top_session() {
     let mut m = scan_monitor(dir.path(), &rec);
     write(
         &rollout(dir.path(), PARENT),
-        &lines("v0.146-parent-spawn-call.jsonl").concat(),
+        &sample_lines("codex/v0.146-parent-spawn-call.jsonl").concat(),
     );
     write(
         &rollout(dir.path(), FRESH),
-        &lines("v0.146-subagent-spawn.jsonl").concat(),
+        &sample_lines("codex/v0.146-subagent-spawn.jsonl").concat(),
     );
     m.scan();
     let grandchild = "019f1000-0009-7000-8000-0000000000d1";
-    let child_lines = lines("v0.146-subagent-spawn.jsonl");
+    let child_lines = sample_lines("codex/v0.146-subagent-spawn.jsonl");
     let mut text = child_lines[0]
         .replace(FRESH, grandchild)
         .replace(PARENT, FRESH)
@@ -298,7 +275,7 @@ fn a_subagent_of_a_subagent_joins_the_top_session() {
 fn a_subagent_without_a_named_parent_is_a_session() {
     let dir = tempfile::tempdir().unwrap();
     let id = "019f1000-0007-7000-8000-0000000000e7";
-    let child = lines("v0.146-subagent-spawn.jsonl");
+    let child = sample_lines("codex/v0.146-subagent-spawn.jsonl");
     let meta = format!(
         r#"{{"timestamp":"2026-07-10T12:00:05.000Z","type":"session_meta","payload":{{"id":"{id}","timestamp":"2026-07-10T12:00:05.000Z","cwd":"/home/dev/svc","originator":"codex-tui","cli_version":"0.146.0","source":{{"subagent":"review"}},"model_provider":"openai"}}}}
 "#

@@ -2,40 +2,19 @@
 //! monitor runs, served by `WsLayer` over a real socket, read by a WebSocket client; and the
 //! legacy text transcript, read with `Monitor::scan`.
 
-use crate::common;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::common::{connect, next_event, serve};
-use crate::monitor_support::{Recorder, append, last_state, lifecycle_kinds, sample, write};
+use crate::monitor_support::{
+    Recorder, append, last_state, lifecycle_kinds, read_until, sample, sample_lines, write,
+};
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{Activity, Event, EventType, HealthStatus, LifecycleEventType, WsLayer};
+use agentwatch_ws::{Activity, EventType, HealthStatus, LifecycleEventType, WsLayer};
 use axum::Router;
 
 const ID: &str = "3c0f9a10-0000-4000-8000-0000000c0501";
 const CHILD: &str = "3c0f9a10-0000-4000-8000-0000000c05c1";
-
-/// Reads events until `pred` holds for one of them (each read bounded by `next_event`'s
-/// timeout), returning every event read.
-async fn read_until(client: &mut common::Client, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-    let mut seen = Vec::new();
-    loop {
-        let ev = next_event(client).await;
-        let done = pred(&ev);
-        seen.push(ev);
-        if done {
-            return seen;
-        }
-    }
-}
-
-/// The lines of a Cursor sample, each with its newline.
-fn lines(name: &str) -> Vec<String> {
-    sample(&format!("cursor/{name}"))
-        .lines()
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
 
 /// Cursor's folder name for `path`: the root dropped, every other character that is not
 /// alphanumeric or `-` turned into `-`.
@@ -83,7 +62,7 @@ async fn a_cursor_session_and_its_subagent_reach_a_connected_client() {
     );
 
     // The prompt and a step delegating to a subagent (no tool path names the directory).
-    let parent = lines("v2026.09-jsonl-subagent-parent.jsonl");
+    let parent = sample_lines("cursor/v2026.09-jsonl-subagent-parent.jsonl");
     let log = transcripts.join(ID).join(format!("{ID}.jsonl"));
     write(&log, &parent[..2].concat());
     let events = read_until(&mut client, |e| e.updates.iter().any(|s| s.id == ID)).await;
@@ -107,7 +86,7 @@ async fn a_cursor_session_and_its_subagent_reach_a_connected_client() {
     assert_eq!((s.model.as_str(), s.context_tokens), ("", 0));
 
     // The subagent's transcript: a subagent of the session, never a session.
-    let child = lines("v2026.09-jsonl-subagent-child.jsonl");
+    let child = sample_lines("cursor/v2026.09-jsonl-subagent-child.jsonl");
     let child_log = transcripts
         .join(ID)
         .join("subagents")

@@ -7,12 +7,10 @@ use crate::common;
 use crate::monitor_support;
 
 use agentwatch_ws::monitor::{LineResult, LogFile, LogParser, Monitor, SessionReport, Source};
-use agentwatch_ws::{
-    Activity, Event, EventType, HealthStatus, LifecycleEventType, Timestamp, WsLayer,
-};
+use agentwatch_ws::{Activity, EventType, HealthStatus, LifecycleEventType, Timestamp, WsLayer};
 use axum::Router;
 use common::{connect, next_event, serve};
-use monitor_support::{Recorder, append, last_state, lifecycle_kinds, write};
+use monitor_support::{Recorder, append, last_state, lifecycle_kinds, read_until, write};
 
 const ID: &str = "7c1d2e3f-0000-4000-8000-00000000c051";
 
@@ -108,19 +106,6 @@ fn line(kind: &str, rest: &str) -> String {
         "{{\"type\":\"{kind}\",\"time\":\"{}\"{rest}}}\n",
         Timestamp::now()
     )
-}
-
-/// Reads events until `pred` holds for one of them, returning every event read.
-async fn read_until(client: &mut common::Client, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-    let mut seen = Vec::new();
-    loop {
-        let ev = next_event(client).await;
-        let done = pred(&ev);
-        seen.push(ev);
-        if done {
-            return seen;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

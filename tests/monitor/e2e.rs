@@ -6,25 +6,12 @@ use crate::common;
 use crate::monitor_support;
 
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{Activity, Event, EventType, HealthStatus, LifecycleEventType, WsLayer};
+use agentwatch_ws::{Activity, EventType, HealthStatus, LifecycleEventType, WsLayer};
 use axum::Router;
 use common::{connect, next_event, serve};
-use monitor_support::{append, claude_assistant, claude_project, claude_user, write};
+use monitor_support::{append, claude_assistant, claude_project, claude_user, read_until, write};
 
 const ID: &str = "e2e00000-0000-4000-8000-000000000001";
-
-/// Reads events until `pred` holds for one of them, returning every event read.
-async fn read_until(client: &mut common::Client, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-    let mut seen = Vec::new();
-    loop {
-        let ev = next_event(client).await;
-        let done = pred(&ev);
-        seen.push(ev);
-        if done {
-            return seen;
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appended_lines_reach_a_connected_client() {

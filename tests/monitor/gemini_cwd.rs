@@ -2,31 +2,16 @@
 //! while a monitor runs, served by `WsLayer` over a real socket and read by a WebSocket
 //! client; and each way a project folder names its root, read with `Monitor::scan`.
 
-use crate::common;
 use std::path::Path;
 
 use crate::common::{connect, next_event, serve};
 use crate::monitor_support::{
-    Recorder, claude_assistant, claude_project, claude_user, last_state, lifecycle_kinds, sample,
-    write,
+    Recorder, claude_assistant, claude_project, claude_user, last_state, lifecycle_kinds,
+    read_until, sample, write,
 };
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{Event, EventType, LifecycleEventType, WsLayer};
+use agentwatch_ws::{EventType, LifecycleEventType, WsLayer};
 use axum::Router;
-
-/// Reads events until `pred` holds for one of them (each read bounded by `next_event`'s
-/// timeout), returning every event read.
-async fn read_until(client: &mut common::Client, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-    let mut seen = Vec::new();
-    loop {
-        let ev = next_event(client).await;
-        let done = pred(&ev);
-        seen.push(ev);
-        if done {
-            return seen;
-        }
-    }
-}
 
 /// A `.jsonl` chat with session `id` whose header has `project_hash`.
 fn chat(id: &str, project_hash: &str) -> String {

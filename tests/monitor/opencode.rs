@@ -8,27 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::{connect, next_event, serve};
-use crate::monitor_support::{Recorder, last_state, lifecycle_kinds, sample};
+use crate::monitor_support::{Recorder, last_state, lifecycle_kinds, read_until, sample};
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{
-    Activity, Event, EventType, HealthStatus, LifecycleEventType, Timestamp, WsLayer,
-};
+use agentwatch_ws::{Activity, EventType, HealthStatus, LifecycleEventType, Timestamp, WsLayer};
 use axum::Router;
 use rusqlite::{Connection, params};
-
-/// Reads events until `pred` holds for one of them (each read bounded by `next_event`'s
-/// timeout), returning every event read.
-async fn read_until(client: &mut common::Client, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-    let mut seen = Vec::new();
-    loop {
-        let ev = next_event(client).await;
-        let done = pred(&ev);
-        seen.push(ev);
-        if done {
-            return seen;
-        }
-    }
-}
 
 /// A writer connection on `dir/opencode.db` in WAL mode, as OpenCode opens it, with the
 /// 1.18 schema. It never waits for a lock: a reader that locked it out fails its writes.

@@ -2,37 +2,15 @@
 //! monitor runs, served by `WsLayer` over a real socket, read by a WebSocket client; and the
 //! rewrites pi does to its files, read with `Monitor::scan`.
 
-use crate::common;
-
 use crate::common::{connect, next_event, serve};
-use crate::monitor_support::{Recorder, append, last_state, lifecycle_kinds, sample, write};
+use crate::monitor_support::{
+    Recorder, append, last_state, lifecycle_kinds, read_until, sample_lines, write,
+};
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{Activity, Event, EventType, HealthStatus, LifecycleEventType, WsLayer};
+use agentwatch_ws::{Activity, EventType, HealthStatus, LifecycleEventType, WsLayer};
 use axum::Router;
 
 const ID: &str = "0c1d2e3f-0000-4000-8000-000000000005";
-
-/// Reads events until `pred` holds for one of them (each read bounded by `next_event`'s
-/// timeout), returning every event read.
-async fn read_until(client: &mut common::Client, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-    let mut seen = Vec::new();
-    loop {
-        let ev = next_event(client).await;
-        let done = pred(&ev);
-        seen.push(ev);
-        if done {
-            return seen;
-        }
-    }
-}
-
-/// The lines of a pi sample, each with its newline.
-fn lines(name: &str) -> Vec<String> {
-    sample(&format!("pi/{name}"))
-        .lines()
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pi_session_reaches_a_connected_client() {
@@ -43,7 +21,7 @@ async fn a_pi_session_reaches_a_connected_client() {
     // An extension's artifact beside the sessions: never a session.
     write(
         &project.join("subagent-artifacts/0c1d_scout.jsonl"),
-        &lines("v0.58-tree-v3-tools.jsonl").concat(),
+        &sample_lines("pi/v0.58-tree-v3-tools.jsonl").concat(),
     );
 
     let (ws, hub) = WsLayer::new().build("/ws");
@@ -66,7 +44,7 @@ async fn a_pi_session_reaches_a_connected_client() {
     );
 
     // Pi writes the header and every entry up to the first assistant message at once.
-    let all = lines("v0.58-tree-v3-tools.jsonl");
+    let all = sample_lines("pi/v0.58-tree-v3-tools.jsonl");
     let log = project.join(format!("2026-01-05T13-00-00-000Z_{ID}.jsonl"));
     write(&log, &all[..5].concat());
     let events = read_until(&mut client, |e| e.updates.iter().any(|s| s.id == ID)).await;
@@ -150,7 +128,7 @@ fn a_migration_in_place_is_read_again_from_the_start() {
     let log = dir.path().join(format!(
         "--home-user-proj-a--/2026-01-05T10-00-00-000Z_{id}.jsonl"
     ));
-    let old = lines("v0.9-linear-header-model.jsonl");
+    let old = sample_lines("pi/v0.9-linear-header-model.jsonl");
     write(&log, &old[..4].concat());
     let rec = Recorder::default();
     let mut m = scan_monitor(dir.path(), &rec);
@@ -204,7 +182,7 @@ fn a_shrunk_file_is_read_again_and_a_headerless_file_is_no_session() {
     let log = dir.path().join(format!(
         "--home-user-proj-c--/2026-01-05T14-00-00-000Z_{id}.jsonl"
     ));
-    let all = lines("v0.58-tree-v3-abort-error-compaction.jsonl");
+    let all = sample_lines("pi/v0.58-tree-v3-abort-error-compaction.jsonl");
     write(&log, &all.concat());
     // Not a pi session: no header on line 1.
     write(

@@ -60,6 +60,29 @@ pub fn sample(name: &str) -> String {
 }
 
 /// Writes `content` to `path`, creating parent directories.
+/// The lines of the sample `tests/data/monitor/<name>`, each with its newline, to write or
+/// append one at a time.
+pub fn sample_lines(name: &str) -> Vec<String> {
+    sample(name).lines().map(|l| format!("{l}\n")).collect()
+}
+
+/// Reads events until `pred` holds for one of them (each read bounded by `next_event`'s
+/// timeout), returning every event read.
+pub async fn read_until(
+    client: &mut crate::common::Client,
+    pred: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
+    let mut seen = Vec::new();
+    loop {
+        let event = crate::common::next_event(client).await;
+        let done = pred(&event);
+        seen.push(event);
+        if done {
+            return seen;
+        }
+    }
+}
+
 pub fn write(path: &Path, content: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, content).unwrap();

@@ -16,13 +16,13 @@
 //! use axum::Router;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let (ws, publisher) = WsLayer::new()            // plain config: Clone + Debug + Default, no hub yet
-//!     .heartbeat(Duration::from_secs(30))         // impl Into<Option<Duration>>; None = no pings
-//!     .send_buffer(64)                            // usize
-//!     .build("/ws");                              // -> (Router<S>, Publisher); consumes the config
+//! let (ws, publisher) = WsLayer::new()
+//!     .heartbeat(Duration::from_secs(30)) // None: no pings
+//!     .send_buffer(64) // events a client may fall behind before it is closed
+//!     .build("/ws"); // the router and the Publisher that feeds it
 //! let app: Router = Router::new().merge(ws);
 //! let session = SessionState { id: "a8d0e2f4".into(), source: "codex".into(), ..Default::default() };
-//! publisher.publish(Event::delta(0, vec![session], vec![]))?;   // seq 0 = numbered for you; returns the seq
+//! publisher.publish(Event::delta(0, vec![session], vec![]))?; // seq 0: numbered for you
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! agentwatch_ws::serve(listener, app).await?;
 //! # Ok(()) }

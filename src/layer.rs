@@ -139,6 +139,7 @@ pub struct WsLayer<A = Anonymous> {
     protocols: Protocols,
     replay_window: Option<usize>,
     replay_window_bytes: usize,
+    http_api: bool,
     _auth: PhantomData<fn() -> A>,
 }
 
@@ -158,6 +159,7 @@ impl<A> Clone for WsLayer<A> {
             protocols: self.protocols.clone(),
             replay_window: self.replay_window,
             replay_window_bytes: self.replay_window_bytes,
+            http_api: self.http_api,
             _auth: PhantomData,
         }
     }
@@ -176,6 +178,7 @@ impl<A> std::fmt::Debug for WsLayer<A> {
             .field("lag_policy", &self.lag_policy)
             .field("replay_window", &self.replay_window)
             .field("replay_window_bytes", &self.replay_window_bytes)
+            .field("http_api", &self.http_api)
             .field("protocols", &self.protocols)
             .field("auth", &std::any::type_name::<A>())
             .finish_non_exhaustive()
@@ -198,6 +201,7 @@ impl Default for WsLayer<Anonymous> {
             protocols: Protocols::default(),
             replay_window: Some(DEFAULT_REPLAY_WINDOW),
             replay_window_bytes: DEFAULT_REPLAY_WINDOW_BYTES,
+            http_api: false,
             _auth: PhantomData,
         }
     }
@@ -489,8 +493,35 @@ impl<A> WsLayer<A> {
             protocols: self.protocols,
             replay_window: self.replay_window,
             replay_window_bytes: self.replay_window_bytes,
+            http_api: self.http_api,
             _auth: PhantomData,
         }
+    }
+
+    /// Whether the router [`build`](WsLayer::build) returns also serves agentwatch's HTTP
+    /// API at Go's paths, `/sessions`, `/sessions/{id}`, `/healthz` and `/sources` (routes,
+    /// JSON shapes, `ETag` and status codes as on [`Publisher::http_api`]). Default: `false`.
+    ///
+    /// The routes sit behind the same admission as the WebSocket: the rate limit (`429`, a
+    /// limiter of its own with the same [`RateLimitPolicy`], so polling does not use up the
+    /// WebSocket's reconnect budget; a poller faster than the policy gets `429` with
+    /// `Retry-After`), the origin and host policy (`403`) and the [`auth`](WsLayer::auth)
+    /// extractor (its rejection returned unchanged). They are answered after
+    /// [`Publisher::stop`] too, and no connection cap applies. For an unchecked router (an
+    /// internal listener, a prefix of your choosing) use [`Publisher::http_api`].
+    ///
+    /// ```text
+    /// $ curl -s http://127.0.0.1:8080/sessions/a8d0e2f4
+    /// {"id":"a8d0e2f4","source":"codex","activity":"","lifecycle":"",...}
+    /// $ curl -s http://127.0.0.1:8080/healthz
+    /// {"status":"degraded","sources":[{"source":"gemini","status":"degraded",...}]}
+    /// ```
+    ///
+    /// # Panics
+    /// [`Router::merge`] panics when the app already has a route at one of these paths.
+    pub fn http_api(mut self, serve: bool) -> Self {
+        self.http_api = serve;
+        self
     }
 
     /// Builds the endpoint: the axum [`Router`] serving WebSocket upgrades at `path` (merge it
@@ -588,6 +619,9 @@ impl<A> WsLayer<A> {
             async move { endpoint.admit(peer.0, since, negotiated, auth, handshake) }
         };
 
+        let api = self
+            .http_api
+            .then(|| self.admitted_http_api::<S>(publisher.clone(), &hub));
         // route_layer: applied to this route only, so unknown paths still fall through to
         // the app's own fallback. The last layer added runs first.
         let mut router = Router::new()
@@ -627,7 +661,43 @@ impl<A> WsLayer<A> {
                     rejections.status_response(status::client_key(&request, &trusted))
                 }),
             );
+        let router = match api {
+            Some(api) => router.merge(api),
+            None => router,
+        };
         (router, publisher)
+    }
+
+    /// The HTTP API routes behind this configuration's rate limit, origin policy and auth
+    /// extractor; refusals are counted as the WebSocket's are.
+    fn admitted_http_api<S>(&self, publisher: Publisher, hub: &Hub) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+        A: FromRequestParts<S> + Send + 'static,
+        A::Rejection: Send,
+    {
+        let mut api = crate::http_api::routes::<S, A>(publisher)
+            .route_layer(CheckOriginLayer::new(self.origins.clone()));
+        if let Some(policy) = self.rate_limit {
+            let counters = hub.clone();
+            let counted = SkipHook(Arc::new(move || {
+                counters.counters().record_rate_limit_skip()
+            }));
+            api = api.route_layer(
+                RateLimitLayer::new(policy, self.trusted_proxies.clone())
+                    .on_missing_client_addr(self.missing_client_addr)
+                    .on_skip(counted),
+            );
+        }
+        let hub = hub.clone();
+        api.route_layer(tower::util::MapResponseLayer::new(
+            move |response: Response| {
+                if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
+                    hub.counters().record_rejection(*reason);
+                }
+                response
+            },
+        ))
     }
 }
 

@@ -134,6 +134,7 @@ pub mod fuzzing;
 #[cfg_attr(docsrs, doc(cfg(feature = "hooks")))]
 pub mod hooks;
 mod host;
+mod http_api;
 mod hub;
 mod layer;
 #[cfg(any(feature = "monitor", feature = "hooks"))]

@@ -186,6 +186,45 @@ impl Publisher {
         self.inner.hub.closed().await;
     }
 
+    /// The HTTP API over this publisher's state, with no admission check at all: for an
+    /// internal listener (a health check, a status bar on the same host). To serve it behind
+    /// the WebSocket's admission, use [`WsLayer::http_api`](crate::WsLayer::http_api) instead.
+    ///
+    /// Routes, each `GET` (and `HEAD`; any other method is `405 Method Not Allowed` with
+    /// `Allow: GET,HEAD`), each answering JSON in the bytes agentwatch's Go `transport/httpapi`
+    /// writes (Go's `encoding/json`, then a newline), `Content-Type: application/json`:
+    ///
+    /// | route | `200` body |
+    /// |---|---|
+    /// | `/sessions` | every session, sorted by id (byte order): `[{"id":..},..]`, `[]` when none |
+    /// | `/sessions/{id}` | that session; `404` with `{"error":"session not found"}` when absent |
+    /// | `/healthz` | `{"status":"healthy","sources":[..]}`: the worst status among the sources' latest `health` reports (`failed` > `degraded` > `healthy`; `healthy` before any report) and every report |
+    /// | `/sources` | `{"sources":["claude",..]}`: the names of the sources that have reported health, in the order each first reported |
+    ///
+    /// Every answer carries `Cache-Control: no-store`. A `200` carries an `ETag` that changes
+    /// with every event published (opaque; different for every router, so it never matches
+    /// across restarts); a request whose `If-None-Match` names it (or is `*`) gets
+    /// `304 Not Modified` with no body. State that Go would refuse to encode (a non-finite
+    /// `contextUtilization`) is a `500` with `{"error":"..."}` and an `error` tracing event.
+    ///
+    /// ```
+    /// use agentwatch_ws::WsLayer;
+    /// use axum::Router;
+    ///
+    /// let (ws, publisher) = WsLayer::new().build("/ws");
+    /// let _public: Router = Router::new().merge(ws);
+    /// // Served on another listener, e.g. 127.0.0.1:9090:
+    /// //   curl -s http://127.0.0.1:9090/api/healthz
+    /// //   {"status":"healthy","sources":[]}
+    /// let _internal: Router = Router::new().nest("/api", publisher.http_api());
+    /// ```
+    pub fn http_api<S>(&self) -> axum::Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        crate::http_api::routes::<S, crate::Anonymous>(self.clone())
+    }
+
     /// The fan-out this publisher feeds.
     #[cfg(test)]
     pub(crate) fn hub(&self) -> &Hub {
@@ -193,7 +232,6 @@ impl Publisher {
     }
 
     /// The store this publisher feeds.
-    #[cfg(test)]
     pub(crate) fn store(&self) -> &SessionStore {
         &self.inner.store
     }

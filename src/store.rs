@@ -102,6 +102,26 @@ impl SessionStore {
         sessions
     }
 
+    /// The number of events handled (the store's version) with every session sorted by id,
+    /// read under one lock so the two agree.
+    pub(crate) fn versioned_sessions(&self) -> (u64, Vec<SessionState>) {
+        let (version, mut sessions) =
+            self.read(|s| (s.version, s.sessions.values().cloned().collect::<Vec<_>>()));
+        sessions.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        (version, sessions)
+    }
+
+    /// The version with one session, read under one lock.
+    pub(crate) fn versioned_session(&self, id: &str) -> (u64, Option<SessionState>) {
+        self.read(|s| (s.version, s.sessions.get(id).cloned()))
+    }
+
+    /// The version with every source's latest health report, in the order sources first
+    /// reported, read under one lock.
+    pub(crate) fn versioned_health(&self) -> (u64, Vec<Health>) {
+        self.read(|s| (s.version, s.health.clone()))
+    }
+
     fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         // A panic while holding the lock cannot leave the map half-updated in a way that
         // matters more than losing the whole store would, so a poisoned lock is used as is.

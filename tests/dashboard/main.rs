@@ -9,6 +9,7 @@ mod dashboard_support;
 mod monitor_support;
 
 mod cluster;
+mod http_api;
 mod monitor;
 mod notify;
 mod reload;

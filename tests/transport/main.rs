@@ -12,6 +12,7 @@ mod flood;
 mod h2;
 mod handshake;
 mod health;
+mod http_api;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod publisher;

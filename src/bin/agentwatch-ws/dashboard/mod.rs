@@ -82,6 +82,10 @@
 //! **Admission.** Upgrades are rate-limited per client IP to 60 a minute with a burst of 20
 //! (`--rate-limit N,B`), so a developer reloading the page 20 times a minute is never refused
 //! (the crate's default, 12 a minute with a burst of 4, refuses the fifth quick reload).
+//! The same admission guards the HTTP API it serves for scripts and status bars
+//! ([`WsLayer::http_api`]: `GET /sessions`, `/sessions/{id}`, `/healthz`, `/sources`, Go's
+//! JSON), e.g. `curl -s http://127.0.0.1:3000/healthz`; each request there counts against
+//! the same per-minute budget (a limiter of its own), so poll no faster than it allows.
 //! `--inject` (tests and demos only) enables `POST /debug/sessions`, which publishes through
 //! the same publisher as the input; the browser tests use it.
 //!
@@ -1063,6 +1067,9 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
             (0, _) | (_, 0) => None,
             (per_minute, burst) => Some(RateLimitPolicy::per_minute(per_minute).burst(burst)),
         })
+        // GET /sessions, /sessions/{id}, /healthz, /sources for curl and status bars, behind
+        // the same admission as /ws.
+        .http_api(true)
         .build("/ws");
 
     let node = match &opts.redis {

@@ -1,0 +1,267 @@
+//! The HTTP API: agentwatch's `transport/httpapi` routes over a [`Publisher`]'s state.
+//!
+//! `GET /sessions`, `GET /sessions/{id}`, `GET /healthz`, `GET /sources`, each answering
+//! JSON in the bytes Go's `json.NewEncoder(w).Encode` writes (Go's `encoding/json` rules,
+//! then a newline). Mounted by [`WsLayer::http_api`](crate::WsLayer::http_api) behind the
+//! endpoint's admission, or on its own by [`Publisher::http_api`].
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Path};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+use crate::admission::auth::reject_unauthorized;
+use crate::admission::client_ip::peer_addr;
+use crate::publisher::Publisher;
+use crate::wire::{self, Health, HealthStatus};
+
+/// What every answer of one router shares: the publisher it reads and the prefix that keeps
+/// its entity tags apart from those of any other router or process.
+#[derive(Clone)]
+struct Api {
+    publisher: Publisher,
+    /// Random per router: a restarted process numbers its state from 0 again, and a client's
+    /// `If-None-Match` from before the restart must not match.
+    epoch: u64,
+}
+
+/// Go's `healthzResponse`.
+#[derive(Serialize)]
+struct Healthz<'a> {
+    status: HealthStatus,
+    sources: &'a [Health],
+}
+
+/// Go's `sourcesResponse`.
+#[derive(Serialize)]
+struct Sources<'a> {
+    sources: Vec<&'a str>,
+}
+
+/// Go's `errorResponse`.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+/// The four routes, with `A` extracted (and its rejection returned unchanged) before each
+/// answer. `A = Anonymous` admits every request.
+pub(crate) fn routes<S, A>(publisher: Publisher) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    A: FromRequestParts<S> + Send + 'static,
+    A::Rejection: Send,
+{
+    let api = Api {
+        publisher,
+        epoch: std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish(),
+    };
+    let (sessions, session, healthz, sources) = (api.clone(), api.clone(), api.clone(), api);
+    Router::new()
+        .route(
+            "/sessions",
+            get(
+                move |auth: Result<A, A::Rejection>, ext: Extensions, headers: HeaderMap| async move {
+                    if let Err(rejection) = auth {
+                        return refuse(rejection, &ext);
+                    }
+                    let (version, list) = sessions.publisher.store().versioned_sessions();
+                    sessions.answer(&headers, version, &list)
+                },
+            ),
+        )
+        .route(
+            "/sessions/{id}",
+            get(
+                move |auth: Result<A, A::Rejection>,
+                      ext: Extensions,
+                      headers: HeaderMap,
+                      Path(id): Path<String>| async move {
+                    if let Err(rejection) = auth {
+                        return refuse(rejection, &ext);
+                    }
+                    match session.publisher.store().versioned_session(&id) {
+                        (version, Some(found)) => session.answer(&headers, version, &found),
+                        (_, None) => json(
+                            StatusCode::NOT_FOUND,
+                            &ErrorBody {
+                                error: "session not found",
+                            },
+                        ),
+                    }
+                },
+            ),
+        )
+        .route(
+            "/healthz",
+            get(
+                move |auth: Result<A, A::Rejection>, ext: Extensions, headers: HeaderMap| async move {
+                    if let Err(rejection) = auth {
+                        return refuse(rejection, &ext);
+                    }
+                    let (version, reports) = healthz.publisher.store().versioned_health();
+                    let body = Healthz {
+                        status: worst(&reports),
+                        sources: &reports,
+                    };
+                    healthz.answer(&headers, version, &body)
+                },
+            ),
+        )
+        .route(
+            "/sources",
+            get(
+                move |auth: Result<A, A::Rejection>, ext: Extensions, headers: HeaderMap| async move {
+                    if let Err(rejection) = auth {
+                        return refuse(rejection, &ext);
+                    }
+                    let (version, reports) = sources.publisher.store().versioned_health();
+                    let body = Sources {
+                        sources: reports.iter().map(|h| h.source.as_str()).collect(),
+                    };
+                    sources.answer(&headers, version, &body)
+                },
+            ),
+        )
+}
+
+/// Go's rule: `failed` if any source failed, else `degraded` if any is degraded, else
+/// `healthy` (no reports at all included; a status Go does not name counts as healthy).
+fn worst(reports: &[Health]) -> HealthStatus {
+    let mut overall = HealthStatus::Healthy;
+    for report in reports {
+        match report.status {
+            HealthStatus::Failed => return HealthStatus::Failed,
+            HealthStatus::Degraded => overall = HealthStatus::Degraded,
+            _ => {}
+        }
+    }
+    overall
+}
+
+fn refuse(rejection: impl IntoResponse, extensions: &Extensions) -> Response {
+    let peer: Option<SocketAddr> = peer_addr(extensions);
+    reject_unauthorized(rejection, peer)
+}
+
+impl Api {
+    /// `200` with `value` and an `ETag` for `version`, or `304 Not Modified` when the
+    /// request's `If-None-Match` already names that tag.
+    fn answer<T: Serialize + ?Sized>(
+        &self,
+        headers: &HeaderMap,
+        version: u64,
+        value: &T,
+    ) -> Response {
+        let tag = format!("\"{:016x}-{version}\"", self.epoch);
+        let Ok(etag) = HeaderValue::from_str(&tag) else {
+            // Hex digits, a dash and decimal digits: always a valid header value.
+            return json(StatusCode::OK, value);
+        };
+        if matches_etag(headers, &tag) {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            let h = response.headers_mut();
+            h.insert(header::ETAG, etag);
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return response;
+        }
+        let mut response = json(StatusCode::OK, value);
+        if response.status() == StatusCode::OK {
+            response.headers_mut().insert(header::ETAG, etag);
+        }
+        response
+    }
+}
+
+/// Whether any `If-None-Match` value is `*` or names `tag` (weak comparison, RFC 9110
+/// §13.1.2: a `W/` prefix is ignored).
+fn matches_etag(headers: &HeaderMap, tag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == tag)
+}
+
+/// `value` as Go's `json.Encoder` writes it (compact, Go's escaping, then `\n`), with
+/// `Content-Type: application/json` and `Cache-Control: no-store`. A value Go would refuse
+/// to encode (a non-finite `contextUtilization`, a year outside 0..=9999) is a `500` with
+/// `{"error":"..."}` and an `error` tracing event.
+fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
+    let (status, mut body) = match wire::to_vec(value) {
+        Ok(body) => (status, body),
+        Err(error) => {
+            tracing::error!(%error, "HTTP API: state cannot be encoded as Go's encoding/json would");
+            let fallback = ErrorBody {
+                error: "state cannot be encoded as JSON",
+            };
+            let body = wire::to_vec(&fallback)
+                .unwrap_or_else(|_| br#"{"error":"internal error"}"#.to_vec());
+            (StatusCode::INTERNAL_SERVER_ERROR, body)
+        }
+    };
+    body.push(b'\n');
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_forms() {
+        let tag = "\"00000000000000ab-3\"";
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_NONE_MATCH, HeaderValue::from_static(v));
+            matches_etag(&h, tag)
+        };
+        assert!(with("\"00000000000000ab-3\""));
+        assert!(with("W/\"00000000000000ab-3\""));
+        assert!(with("\"x\", \"00000000000000ab-3\""));
+        assert!(with("*"));
+        assert!(!with("\"00000000000000ab-4\""));
+        assert!(!with("00000000000000ab-3"));
+        assert!(!matches_etag(&HeaderMap::new(), tag));
+    }
+
+    #[test]
+    fn worst_follows_go() {
+        let report = |status| Health {
+            status,
+            ..Default::default()
+        };
+        assert_eq!(worst(&[]), HealthStatus::Healthy);
+        assert_eq!(
+            worst(&[
+                report(HealthStatus::Degraded),
+                report(HealthStatus::Healthy)
+            ]),
+            HealthStatus::Degraded
+        );
+        assert_eq!(
+            worst(&[report(HealthStatus::Degraded), report(HealthStatus::Failed)]),
+            HealthStatus::Failed
+        );
+        assert_eq!(
+            worst(&[report(HealthStatus::from("unknown"))]),
+            HealthStatus::Healthy
+        );
+    }
+}

@@ -5,13 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{connect, next_event, serve};
 use crate::monitor_support::{
-    Recorder, append, last_state, read_until, sample, sample_lines, write,
+    Recorder, Served, append, last_state, read_until, sample, sample_lines, serve_monitor, write,
 };
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{Activity, EventType, HealthStatus, LifecycleEventType, WsLayer};
-use axum::Router;
+use agentwatch_ws::{Activity, HealthStatus, LifecycleEventType};
 
 const ID: &str = "3d2c1b0a-0000-4000-8000-00000000a001";
 const CHILD: &str = "3d2c1b0a-0000-4000-8000-00000000c001";
@@ -41,18 +39,12 @@ async fn an_agy_conversation_reaches_a_connected_client() {
         &sample("antigravity/v1.0-last_conversations.json"),
     );
 
-    let (ws, hub) = WsLayer::new().build("/ws");
-    let addr = serve(Router::new().merge(ws)).await;
-    let mut client = connect(addr).await;
-    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
-
-    let handle = Monitor::builder()
-        .root(SourceKind::Antigravity, &root)
-        .idle_after(None)
-        .build(hub.clone())
-        .spawn()
-        .unwrap();
-    let events = read_until(&mut client, |e| e.kind == EventType::Health).await;
+    let Served {
+        publisher: hub,
+        mut client,
+        handle,
+        events,
+    } = serve_monitor(SourceKind::Antigravity, &root).await;
     let h = events.last().unwrap().health.clone().unwrap();
     assert_eq!(
         (h.source.as_str(), h.status),

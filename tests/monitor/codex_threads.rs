@@ -8,11 +8,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{connect, next_event, serve};
-use crate::monitor_support::{Recorder, append, last_state, read_until, sample_lines, write};
+use crate::monitor_support::{
+    Recorder, Served, append, last_state, read_until, sample_lines, serve_monitor, write,
+};
+use agentwatch_ws::Activity;
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{Activity, EventType, WsLayer};
-use axum::Router;
 
 const PARENT: &str = "019f1000-0000-7000-8000-0000000000b1";
 const FRESH: &str = "019f1000-0005-7000-8000-0000000000c1";
@@ -31,18 +31,12 @@ async fn subagent_threads_reach_a_client_under_their_parent() {
     let root = dir.path().join("sessions");
     std::fs::create_dir_all(&root).unwrap();
 
-    let (ws, hub) = WsLayer::new().build("/ws");
-    let addr = serve(Router::new().merge(ws)).await;
-    let mut client = connect(addr).await;
-    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
-
-    let handle = Monitor::builder()
-        .root(SourceKind::Codex, &root)
-        .idle_after(None)
-        .build(hub.clone())
-        .spawn()
-        .unwrap();
-    read_until(&mut client, |e| e.kind == EventType::Health).await;
+    let Served {
+        publisher: hub,
+        mut client,
+        handle,
+        ..
+    } = serve_monitor(SourceKind::Codex, &root).await;
 
     // The parent's turn up to the two spawn calls and their outputs.
     let parent = sample_lines("codex/v0.146-parent-spawn-call.jsonl");
@@ -137,18 +131,12 @@ async fn a_fork_reaches_a_client_with_its_own_work_only() {
     let root = dir.path().join("sessions");
     std::fs::create_dir_all(&root).unwrap();
 
-    let (ws, hub) = WsLayer::new().build("/ws");
-    let addr = serve(Router::new().merge(ws)).await;
-    let mut client = connect(addr).await;
-    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
-
-    let handle = Monitor::builder()
-        .root(SourceKind::Codex, &root)
-        .idle_after(None)
-        .build(hub.clone())
-        .spawn()
-        .unwrap();
-    read_until(&mut client, |e| e.kind == EventType::Health).await;
+    let Served {
+        publisher: hub,
+        mut client,
+        handle,
+        ..
+    } = serve_monitor(SourceKind::Codex, &root).await;
 
     // Codex writes the fork's meta and the copy of the parent's history in one burst.
     let all = sample_lines("codex/v0.135-fork-replay.jsonl");

@@ -5,13 +5,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::{connect, next_event, serve};
 use crate::monitor_support::{
-    Recorder, append, last_state, lifecycle_kinds, read_until, sample, sample_lines, write,
+    Recorder, Served, append, last_state, lifecycle_kinds, read_until, sample, sample_lines,
+    serve_monitor, write,
 };
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{Activity, EventType, HealthStatus, LifecycleEventType, WsLayer};
-use axum::Router;
+use agentwatch_ws::{Activity, HealthStatus, LifecycleEventType};
 
 const ID: &str = "3c0f9a10-0000-4000-8000-0000000c0501";
 const CHILD: &str = "3c0f9a10-0000-4000-8000-0000000c05c1";
@@ -43,18 +42,12 @@ async fn a_cursor_session_and_its_subagent_reach_a_connected_client() {
     let transcripts = root.join(encode(&cwd)).join("agent-transcripts");
     std::fs::create_dir_all(&transcripts).unwrap();
 
-    let (ws, hub) = WsLayer::new().build("/ws");
-    let addr = serve(Router::new().merge(ws)).await;
-    let mut client = connect(addr).await;
-    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
-
-    let handle = Monitor::builder()
-        .root(SourceKind::Cursor, &root)
-        .idle_after(None)
-        .build(hub.clone())
-        .spawn()
-        .unwrap();
-    let events = read_until(&mut client, |e| e.kind == EventType::Health).await;
+    let Served {
+        publisher: hub,
+        mut client,
+        handle,
+        events,
+    } = serve_monitor(SourceKind::Cursor, &root).await;
     let h = events.last().unwrap().health.clone().unwrap();
     assert_eq!(
         (h.source.as_str(), h.status),

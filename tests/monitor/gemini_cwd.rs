@@ -4,14 +4,12 @@
 
 use std::path::Path;
 
-use crate::common::{connect, next_event, serve};
 use crate::monitor_support::{
-    Recorder, claude_assistant, claude_project, claude_user, last_state, lifecycle_kinds,
-    read_until, sample, write,
+    Recorder, Served, claude_assistant, claude_project, claude_user, last_state, lifecycle_kinds,
+    read_until, sample, serve_monitor, write,
 };
+use agentwatch_ws::LifecycleEventType;
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{EventType, LifecycleEventType, WsLayer};
-use axum::Router;
 
 /// A `.jsonl` chat with session `id` whose header has `project_hash`.
 fn chat(id: &str, project_hash: &str) -> String {
@@ -36,18 +34,12 @@ async fn a_slug_folder_chat_reaches_a_client_with_its_project_root() {
     let root = home.path().join("tmp");
     std::fs::create_dir_all(&root).unwrap();
 
-    let (ws, hub) = WsLayer::new().build("/ws");
-    let addr = serve(Router::new().merge(ws)).await;
-    let mut client = connect(addr).await;
-    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
-
-    let handle = Monitor::builder()
-        .root(SourceKind::Gemini, &root)
-        .idle_after(None)
-        .build(hub.clone())
-        .spawn()
-        .unwrap();
-    read_until(&mut client, |e| e.kind == EventType::Health).await;
+    let Served {
+        publisher: _hub,
+        mut client,
+        handle,
+        ..
+    } = serve_monitor(SourceKind::Gemini, &root).await;
 
     // v0.29+: Gemini CLI writes the marker when it creates the folder, then the chat.
     let folder = root.join("web-app-1");

@@ -7,11 +7,11 @@ use crate::common;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::{connect, next_event, serve};
-use crate::monitor_support::{Recorder, last_state, lifecycle_kinds, read_until, sample};
+use crate::monitor_support::{
+    Recorder, Served, last_state, lifecycle_kinds, read_until, sample, serve_monitor,
+};
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{Activity, EventType, HealthStatus, LifecycleEventType, Timestamp, WsLayer};
-use axum::Router;
+use agentwatch_ws::{Activity, HealthStatus, LifecycleEventType, Timestamp};
 use rusqlite::{Connection, params};
 
 /// A writer connection on `dir/opencode.db` in WAL mode, as OpenCode opens it, with the
@@ -76,18 +76,12 @@ async fn an_opencode_session_written_by_another_connection_reaches_a_client() {
     // OpenCode's file snapshots beside the database: never walked.
     std::fs::create_dir_all(root.join("snapshot/abc/objects")).unwrap();
 
-    let (ws, hub) = WsLayer::new().build("/ws");
-    let addr = serve(Router::new().merge(ws)).await;
-    let mut client = connect(addr).await;
-    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
-
-    let handle = Monitor::builder()
-        .root(SourceKind::OpenCode, &root)
-        .idle_after(None)
-        .build(hub.clone())
-        .spawn()
-        .unwrap();
-    let events = read_until(&mut client, |e| e.kind == EventType::Health).await;
+    let Served {
+        publisher: hub,
+        mut client,
+        handle,
+        events,
+    } = serve_monitor(SourceKind::OpenCode, &root).await;
     let h = events.last().unwrap().health.clone().unwrap();
     assert_eq!(
         (h.source.as_str(), h.status),

@@ -2,13 +2,12 @@
 //! monitor runs, served by `WsLayer` over a real socket, read by a WebSocket client; and the
 //! rewrites pi does to its files, read with `Monitor::scan`.
 
-use crate::common::{connect, next_event, serve};
 use crate::monitor_support::{
-    Recorder, append, last_state, lifecycle_kinds, read_until, sample_lines, write,
+    Recorder, Served, append, last_state, lifecycle_kinds, read_until, sample_lines, serve_monitor,
+    write,
 };
 use agentwatch_ws::monitor::{Monitor, SourceKind};
-use agentwatch_ws::{Activity, EventType, HealthStatus, LifecycleEventType, WsLayer};
-use axum::Router;
+use agentwatch_ws::{Activity, HealthStatus, LifecycleEventType};
 
 const ID: &str = "0c1d2e3f-0000-4000-8000-000000000005";
 
@@ -24,18 +23,12 @@ async fn a_pi_session_reaches_a_connected_client() {
         &sample_lines("pi/v0.58-tree-v3-tools.jsonl").concat(),
     );
 
-    let (ws, hub) = WsLayer::new().build("/ws");
-    let addr = serve(Router::new().merge(ws)).await;
-    let mut client = connect(addr).await;
-    assert_eq!(next_event(&mut client).await.kind, EventType::Snapshot);
-
-    let handle = Monitor::builder()
-        .root(SourceKind::Pi, &root)
-        .idle_after(None)
-        .build(hub.clone())
-        .spawn()
-        .unwrap();
-    let events = read_until(&mut client, |e| e.kind == EventType::Health).await;
+    let Served {
+        publisher: hub,
+        mut client,
+        handle,
+        events,
+    } = serve_monitor(SourceKind::Pi, &root).await;
     let h = events.last().unwrap().health.clone().unwrap();
     assert_eq!((h.source.as_str(), h.status), ("pi", HealthStatus::Healthy));
     assert!(

@@ -83,6 +83,42 @@ pub async fn read_until(
     }
 }
 
+/// One source's monitor serving a connected client: the endpoint is served, a client has read
+/// its (empty) snapshot, and a `Monitor` over `root` (never marking a session idle) publishes
+/// into the endpoint's `Publisher`. `events` are what the client read up to the monitor's first
+/// `health` event.
+pub struct Served {
+    pub publisher: agentwatch_ws::Publisher,
+    pub client: crate::common::Client,
+    pub handle: agentwatch_ws::monitor::MonitorHandle,
+    pub events: Vec<Event>,
+}
+
+/// Serves a [`Monitor`](agentwatch_ws::monitor::Monitor) of `source` over `root` to one
+/// connected client; see [`Served`].
+pub async fn serve_monitor(source: agentwatch_ws::monitor::SourceKind, root: &Path) -> Served {
+    let (ws, publisher) = agentwatch_ws::WsLayer::new().build("/ws");
+    let addr = crate::common::serve(axum::Router::new().merge(ws)).await;
+    let mut client = crate::common::connect(addr).await;
+    assert_eq!(
+        crate::common::next_event(&mut client).await.kind,
+        EventType::Snapshot
+    );
+    let handle = agentwatch_ws::monitor::Monitor::builder()
+        .root(source, root)
+        .idle_after(None)
+        .build(publisher.clone())
+        .spawn()
+        .unwrap();
+    let events = read_until(&mut client, |e| e.kind == EventType::Health).await;
+    Served {
+        publisher,
+        client,
+        handle,
+        events,
+    }
+}
+
 pub fn write(path: &Path, content: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, content).unwrap();

@@ -15,8 +15,9 @@ use axum::routing::get;
 use http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-use crate::admission::auth::reject_unauthorized;
+use crate::admission::auth::{Identity, reject_unauthorized};
 use crate::admission::client_ip::peer_addr;
+use crate::privacy::Viewer;
 use crate::publisher::Publisher;
 use crate::wire::{self, Health, HealthStatus};
 
@@ -50,11 +51,12 @@ struct ErrorBody<'a> {
 }
 
 /// The four routes, with `A` extracted (and its rejection returned unchanged) before each
-/// answer. `A = Anonymous` admits every request.
+/// answer, and each answer redacted by the privacy policy chosen for `A`'s identity.
+/// `A = Anonymous` admits every request (and gets the anonymous viewer's policy).
 pub(crate) fn routes<S, A>(publisher: Publisher) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
-    A: FromRequestParts<S> + Send + 'static,
+    A: FromRequestParts<S> + Into<Identity> + Send + 'static,
     A::Rejection: Send,
 {
     let api = Api {
@@ -69,11 +71,17 @@ where
             "/sessions",
             get(
                 move |auth: Result<A, A::Rejection>, ext: Extensions, headers: HeaderMap| async move {
-                    if let Err(rejection) = auth {
-                        return refuse(rejection, &ext);
+                    let viewer = match sessions.viewer(auth, &ext) {
+                        Ok(viewer) => viewer,
+                        Err(refused) => return refused,
+                    };
+                    let (version, mut list) = sessions.publisher.store().versioned_sessions();
+                    if let Some(redactor) = &viewer.redactor {
+                        list.iter_mut().for_each(|state| redactor.session(state));
+                        // Sorted by the ids this viewer sees: the real ids' order is theirs.
+                        list.sort_unstable_by(|a, b| a.id.cmp(&b.id));
                     }
-                    let (version, list) = sessions.publisher.store().versioned_sessions();
-                    sessions.answer(&headers, version, &list)
+                    sessions.answer(&headers, &viewer, version, &list)
                 },
             ),
         )
@@ -84,11 +92,29 @@ where
                       ext: Extensions,
                       headers: HeaderMap,
                       Path(id): Path<String>| async move {
-                    if let Err(rejection) = auth {
-                        return refuse(rejection, &ext);
-                    }
-                    match session.publisher.store().versioned_session(&id) {
-                        (version, Some(found)) => session.answer(&headers, version, &found),
+                    let viewer = match session.viewer(auth, &ext) {
+                        Ok(viewer) => viewer,
+                        Err(refused) => return refused,
+                    };
+                    let store = session.publisher.store();
+                    let found = match &viewer.redactor {
+                        None => store.versioned_session(&id),
+                        // Only the pseudonym finds a session: the real id must not, or it
+                        // would tell this viewer which ids exist.
+                        Some(redactor) => {
+                            let (version, list) = store.versioned_sessions();
+                            let found = list
+                                .into_iter()
+                                .find(|state| redactor.session_id(&state.id) == id)
+                                .map(|mut state| {
+                                    redactor.session(&mut state);
+                                    state
+                                });
+                            (version, found)
+                        }
+                    };
+                    match found {
+                        (version, Some(found)) => session.answer(&headers, &viewer, version, &found),
                         (_, None) => json(
                             StatusCode::NOT_FOUND,
                             &ErrorBody {
@@ -103,15 +129,19 @@ where
             "/healthz",
             get(
                 move |auth: Result<A, A::Rejection>, ext: Extensions, headers: HeaderMap| async move {
-                    if let Err(rejection) = auth {
-                        return refuse(rejection, &ext);
+                    let viewer = match healthz.viewer(auth, &ext) {
+                        Ok(viewer) => viewer,
+                        Err(refused) => return refused,
+                    };
+                    let (version, mut reports) = healthz.publisher.store().versioned_health();
+                    if let Some(redactor) = &viewer.redactor {
+                        reports.iter_mut().for_each(|health| redactor.health(health));
                     }
-                    let (version, reports) = healthz.publisher.store().versioned_health();
                     let body = Healthz {
                         status: worst(&reports),
                         sources: &reports,
                     };
-                    healthz.answer(&headers, version, &body)
+                    healthz.answer(&headers, &viewer, version, &body)
                 },
             ),
         )
@@ -119,14 +149,22 @@ where
             "/sources",
             get(
                 move |auth: Result<A, A::Rejection>, ext: Extensions, headers: HeaderMap| async move {
-                    if let Err(rejection) = auth {
-                        return refuse(rejection, &ext);
-                    }
-                    let (version, reports) = sources.publisher.store().versioned_health();
-                    let body = Sources {
-                        sources: reports.iter().map(|h| h.source.as_str()).collect(),
+                    let viewer = match sources.viewer(auth, &ext) {
+                        Ok(viewer) => viewer,
+                        Err(refused) => return refused,
                     };
-                    sources.answer(&headers, version, &body)
+                    let (version, reports) = sources.publisher.store().versioned_health();
+                    let names: Vec<String> = reports
+                        .iter()
+                        .map(|h| match &viewer.redactor {
+                            Some(redactor) => redactor.source_name(&h.source),
+                            None => h.source.clone(),
+                        })
+                        .collect();
+                    let body = Sources {
+                        sources: names.iter().map(String::as_str).collect(),
+                    };
+                    sources.answer(&headers, &viewer, version, &body)
                 },
             ),
         )
@@ -152,15 +190,33 @@ fn refuse(rejection: impl IntoResponse, extensions: &Extensions) -> Response {
 }
 
 impl Api {
-    /// `200` with `value` and an `ETag` for `version`, or `304 Not Modified` when the
-    /// request's `If-None-Match` already names that tag.
+    /// The viewer the request's identity gets, or the extractor's rejection as the answer.
+    fn viewer<A: Into<Identity>>(
+        &self,
+        auth: Result<A, impl IntoResponse>,
+        extensions: &Extensions,
+    ) -> Result<Viewer, Response> {
+        match auth {
+            Ok(extracted) => Ok(self.publisher.hub().privacy().viewer(&extracted.into())),
+            Err(rejection) => Err(refuse(rejection, extensions)),
+        }
+    }
+
+    /// `200` with `value` and an `ETag` for `version` as `viewer` sees it, or
+    /// `304 Not Modified` when the request's `If-None-Match` already names that tag. The tag
+    /// names the viewer's policy slot, never a field: viewers with different policies get
+    /// different tags for the same version.
     fn answer<T: Serialize + ?Sized>(
         &self,
         headers: &HeaderMap,
+        viewer: &Viewer,
         version: u64,
         value: &T,
     ) -> Response {
-        let tag = format!("\"{:016x}-{version}\"", self.epoch);
+        let policy = viewer
+            .slot
+            .map_or_else(|| "own".to_owned(), |slot| slot.to_string());
+        let tag = format!("\"{:016x}-{policy}-{version}\"", self.epoch);
         let Ok(etag) = HeaderValue::from_str(&tag) else {
             // Hex digits, a dash and decimal digits: always a valid header value.
             return json(StatusCode::OK, value);

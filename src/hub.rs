@@ -7,12 +7,13 @@
 //! ever costs itself.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::broadcast;
 
 use crate::counters::{Counters, HubStats};
 use crate::frame::TextFrame;
+use crate::privacy::{Privacy, Viewer};
 use crate::sink::SinkError;
 use crate::snapshot_cache::SnapshotCache;
 use crate::stop::StopFlag;
@@ -36,6 +37,49 @@ pub(crate) struct Frame {
     /// fresh snapshot in place of this event (its seq cannot be compared with the ones
     /// before it, so the snapshot hand-over could not place it).
     pub(crate) restart: bool,
+    /// When a privacy policy may apply to some viewer: the event, and its redacted encodings
+    /// by policy slot, each made by the first viewer that needs it and shared by the rest.
+    pub(crate) variants: Option<Arc<Variants>>,
+}
+
+/// An event kept for the viewers who may not see all of it (see [`crate::privacy`]).
+#[derive(Debug)]
+pub(crate) struct Variants {
+    event: Event,
+    /// Index: policy slot - 1, for the policies known when the event was published.
+    encoded: Box<[OnceLock<TextFrame>]>,
+}
+
+impl Frame {
+    /// The bytes `viewer` may receive for this event: the shared bytes for a viewer who sees
+    /// everything, else the viewer's policy's encoding, made once per policy and shared.
+    /// `None` when the event cannot be redacted (no event kept, or its redacted form cannot
+    /// be encoded): the caller must then send nothing of it.
+    pub(crate) fn text_for(&self, viewer: &Viewer, counters: &Counters) -> Option<TextFrame> {
+        let Some(redactor) = &viewer.redactor else {
+            return Some(self.text.clone());
+        };
+        let variants = self.variants.as_ref()?;
+        let cell = viewer
+            .slot
+            .and_then(|slot| slot.checked_sub(1))
+            .and_then(|i| variants.encoded.get(i));
+        if let Some(text) = cell.and_then(OnceLock::get) {
+            return Some(text.clone());
+        }
+        let redacted = redactor.event(&variants.event);
+        let text = counters
+            .encode(|buf| wire::to_writer(buf, &redacted))
+            .map_err(|error| {
+                tracing::error!(seq = self.seq, %error, "cannot encode a redacted event");
+            })
+            .ok()?;
+        // Two viewers may encode at once: the first stored wins, both are the same bytes.
+        Some(match cell {
+            Some(cell) => cell.get_or_init(|| text).clone(),
+            None => text,
+        })
+    }
 }
 
 /// The fan-out: delivers every published event to every connected WebSocket client.
@@ -72,6 +116,8 @@ struct HubShared {
     counters: Counters,
     /// The encoded snapshot shared by clients connecting at the same source version.
     snapshots: SnapshotCache,
+    /// Who may see what; the policies seen so far.
+    privacy: Arc<Privacy>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -90,7 +136,12 @@ impl Hub {
     /// events and `replay_bytes` bytes (0: resuming off). The layer has already brought every
     /// value into its range; they are bounded here again so that no caller can make tokio
     /// panic (it refuses a capacity above `usize::MAX >> 1`).
-    pub(crate) fn new(send_buffer: usize, replay_events: usize, replay_bytes: usize) -> Self {
+    pub(crate) fn new(
+        send_buffer: usize,
+        replay_events: usize,
+        replay_bytes: usize,
+        privacy: Arc<Privacy>,
+    ) -> Self {
         let capacity = send_buffer.clamp(1, MAX_SEND_BUFFER);
         Hub {
             shared: Arc::new(HubShared {
@@ -102,6 +153,7 @@ impl Hub {
                 stopped: StopFlag::default(),
                 snapshots: SnapshotCache::default(),
                 counters: Counters::default(),
+                privacy,
             }),
         }
     }
@@ -166,6 +218,11 @@ impl Hub {
         &self.shared.snapshots
     }
 
+    /// Who may see what.
+    pub(crate) fn privacy(&self) -> &Arc<Privacy> {
+        &self.shared.privacy
+    }
+
     /// The flag [`stop`](Hub::stop) raises, for the admission check.
     pub(crate) fn stop_flag(&self) -> StopFlag {
         self.shared.stopped.clone()
@@ -221,10 +278,18 @@ impl Hub {
         if self.is_stopped() {
             return Ok(());
         }
+        let privacy = &self.shared.privacy;
+        let variants = privacy.is_configured().then(|| {
+            Arc::new(Variants {
+                event: event.clone(),
+                encoded: (0..privacy.slots()).map(|_| OnceLock::new()).collect(),
+            })
+        });
         let mut frame = Frame {
             seq: event.seq,
             text,
             restart: false,
+            variants,
         };
         let mut replay = self.replay();
         // A `health` event with the very position (seq and at) of the event before it belongs
@@ -422,6 +487,7 @@ mod tests {
             seq,
             text: TextFrame::from_text(b"{}"),
             restart: false,
+            variants: None,
         };
         replay.push(frame, at(ms), false);
     }

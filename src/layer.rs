@@ -24,6 +24,7 @@ use crate::admission::stopped::StoppedLayer;
 use crate::admission::token::{percent_decode, query_param};
 use crate::admission::{InvalidSetting, RejectReason, Rejected};
 use crate::conn::{ClientInfo, ConnConfig, Connection};
+use crate::privacy::{Chooser, Policy, Privacy, PseudonymKey};
 use crate::hub::{
     DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, LagPolicy, MAX_REPLAY_WINDOW,
     MAX_REPLAY_WINDOW_BYTES, MAX_SEND_BUFFER, Position,
@@ -140,6 +141,9 @@ pub struct WsLayer<A = Anonymous> {
     replay_window: Option<usize>,
     replay_window_bytes: usize,
     http_api: bool,
+    policy: Policy,
+    policy_for: Option<Chooser>,
+    pseudonym_key: Option<PseudonymKey>,
     _auth: PhantomData<fn() -> A>,
 }
 
@@ -160,6 +164,9 @@ impl<A> Clone for WsLayer<A> {
             replay_window: self.replay_window,
             replay_window_bytes: self.replay_window_bytes,
             http_api: self.http_api,
+            policy: self.policy.clone(),
+            policy_for: self.policy_for.clone(),
+            pseudonym_key: self.pseudonym_key.clone(),
             _auth: PhantomData,
         }
     }
@@ -179,6 +186,8 @@ impl<A> std::fmt::Debug for WsLayer<A> {
             .field("replay_window", &self.replay_window)
             .field("replay_window_bytes", &self.replay_window_bytes)
             .field("http_api", &self.http_api)
+            .field("policy", &self.policy)
+            .field("policy_for", &self.policy_for.is_some())
             .field("protocols", &self.protocols)
             .field("auth", &std::any::type_name::<A>())
             .finish_non_exhaustive()
@@ -202,6 +211,9 @@ impl Default for WsLayer<Anonymous> {
             replay_window: Some(DEFAULT_REPLAY_WINDOW),
             replay_window_bytes: DEFAULT_REPLAY_WINDOW_BYTES,
             http_api: false,
+            policy: Policy::none(),
+            policy_for: None,
+            pseudonym_key: None,
             _auth: PhantomData,
         }
     }
@@ -494,6 +506,9 @@ impl<A> WsLayer<A> {
             replay_window: self.replay_window,
             replay_window_bytes: self.replay_window_bytes,
             http_api: self.http_api,
+            policy: self.policy.clone(),
+            policy_for: self.policy_for.clone(),
+            pseudonym_key: self.pseudonym_key.clone(),
             _auth: PhantomData,
         }
     }
@@ -521,6 +536,48 @@ impl<A> WsLayer<A> {
     /// [`Router::merge`] panics when the app already has a route at one of these paths.
     pub fn http_api(mut self, serve: bool) -> Self {
         self.http_api = serve;
+        self
+    }
+
+    /// The [privacy policy](crate::privacy) of every viewer [`policy_for`](WsLayer::policy_for)
+    /// does not choose one for: the fields redacted from everything they receive, over the
+    /// WebSocket and the [HTTP API](WsLayer::http_api). Default: [`Policy::none`], every field
+    /// visible (as Go's zero `Policy`).
+    ///
+    /// ```
+    /// use agentwatch_ws::WsLayer;
+    /// use agentwatch_ws::privacy::{Field, Policy};
+    ///
+    /// let (router, _publisher) = WsLayer::new()
+    ///     .policy(Policy::none().redact(Field::WorkingDir).redact(Field::Branch))
+    ///     .build::<()>("/ws");
+    /// # drop(router);
+    /// ```
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Chooses each viewer's [privacy policy](crate::privacy) from the [`Identity`] the
+    /// [`auth`](WsLayer::auth) extractor returned (anonymous without one), once per WebSocket
+    /// connection and per HTTP API request; `None` means [the default](WsLayer::policy).
+    /// Called on a runtime worker during the upgrade: keep it quick (a lookup, not I/O). The
+    /// [privacy module](crate::privacy#one-policy-per-viewer) shows a team's setup.
+    pub fn policy_for<F>(mut self, choose: F) -> Self
+    where
+        F: Fn(&Identity) -> Option<Policy> + Send + Sync + 'static,
+    {
+        self.policy_for = Some(Arc::new(choose));
+        self
+    }
+
+    /// The key session ids and source names are [pseudonymised](crate::privacy#pseudonyms-not-blanks)
+    /// under, for policies without a key of their own. Default: 32 random bytes drawn when
+    /// the router is built, so pseudonyms are stable for the server's life. Nodes serving
+    /// the same clients (behind one load balancer, on one broker) must share it: a client that
+    /// resumes on another node must meet the pseudonyms it already knows.
+    pub fn pseudonym_key(mut self, key: PseudonymKey) -> Self {
+        self.pseudonym_key = Some(key);
         self
     }
 
@@ -583,11 +640,17 @@ impl<A> WsLayer<A> {
         A: FromRequestParts<S> + Into<Identity> + Send + 'static,
         A::Rejection: Send,
     {
+        let privacy = Arc::new(Privacy::new(
+            self.policy.clone(),
+            self.policy_for.clone(),
+            self.pseudonym_key.clone().unwrap_or_else(server_key),
+        ));
         // Off is a window of 0: every connect gets a snapshot.
         let hub = Hub::new(
             self.send_buffer,
             self.replay_window.unwrap_or(0),
             self.replay_window_bytes,
+            privacy,
         );
         let publisher = Publisher::new(store, hub.clone());
         let endpoint = Arc::new(Endpoint {
@@ -673,7 +736,7 @@ impl<A> WsLayer<A> {
     fn admitted_http_api<S>(&self, publisher: Publisher, hub: &Hub) -> Router<S>
     where
         S: Clone + Send + Sync + 'static,
-        A: FromRequestParts<S> + Send + 'static,
+        A: FromRequestParts<S> + Into<Identity> + Send + 'static,
         A::Rejection: Send,
     {
         let mut api = crate::http_api::routes::<S, A>(publisher)
@@ -699,6 +762,24 @@ impl<A> WsLayer<A> {
             },
         ))
     }
+}
+
+/// A random server key for pseudonyms. Without the OS's random source (which does not fail
+/// once a system is booted) a key from std's randomly seeded hasher keeps pseudonyms
+/// unpredictable to clients.
+fn server_key() -> PseudonymKey {
+    PseudonymKey::random().unwrap_or_else(|| {
+        use std::hash::{BuildHasher, Hasher};
+        tracing::warn!("no OS random source: pseudonym key drawn from std's hasher seed");
+        let mut bytes = [0u8; 32];
+        for chunk in bytes.chunks_mut(8) {
+            let word = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        PseudonymKey::from_bytes(bytes)
+    })
 }
 
 /// `value` within `min..=max`: a value outside is raised or lowered to the nearest bound, with
@@ -780,6 +861,7 @@ impl Endpoint {
         );
         let client = ClientInfo {
             peer,
+            viewer: self.hub.privacy().viewer(&identity),
             identity,
             since: resume.position(),
         };

@@ -73,6 +73,9 @@
 //! - [`admission`]: the checks an upgrade passes, in order, with every rejection's status and
 //!   body; the origin check, the connection cap and the per-IP rate limit as tower layers
 //!   usable on their own; the token carriers an authentication extractor reads.
+//! - [`privacy`]: which session fields each viewer may see (working directory, branch,
+//!   model, session id, source: Go's `session.Policy`), chosen per viewer from their identity
+//!   and applied to every event and HTTP answer they get.
 //! - [`redact`]: request URIs for logs without token carriers, and a `TraceLayer` span maker.
 //! - [`monitor`] (feature `monitor`): the producer, a [`Monitor`] that reads the session logs
 //!   of Claude Code, Codex CLI, Gemini CLI, Pi, Cursor and Antigravity CLI and OpenCode's
@@ -146,6 +149,7 @@ pub mod metrics;
 #[cfg(feature = "monitor")]
 #[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
 pub mod monitor;
+pub mod privacy;
 mod publisher;
 pub mod redact;
 mod reject;

@@ -201,6 +201,11 @@ impl Publisher {
     /// | `/healthz` | `{"status":"healthy","sources":[..]}`: the worst status among the sources' latest `health` reports (`failed` > `degraded` > `healthy`; `healthy` before any report) and every report |
     /// | `/sources` | `{"sources":["claude",..]}`: the names of the sources that have reported health, in the order each first reported |
     ///
+    /// Answers are redacted by the router's default [privacy policy](crate::privacy) (the
+    /// one [`WsLayer::policy_for`](crate::WsLayer::policy_for) chooses for an anonymous
+    /// viewer, else [`WsLayer::policy`](crate::WsLayer::policy)): these routes authenticate
+    /// nobody.
+    ///
     /// Every answer carries `Cache-Control: no-store`. A `200` carries an `ETag` that changes
     /// with every event published (opaque; different for every router, so it never matches
     /// across restarts); a request whose `If-None-Match` names it (or is `*`) gets
@@ -226,7 +231,6 @@ impl Publisher {
     }
 
     /// The fan-out this publisher feeds.
-    #[cfg(test)]
     pub(crate) fn hub(&self) -> &Hub {
         &self.inner.hub
     }
@@ -270,6 +274,7 @@ impl EventSink for Publisher {
 mod tests {
     // unwrap() here asserts on values the test built itself.
     use super::*;
+    use crate::privacy::Privacy;
 
     /// A store that notes, for each event it handles, how many events the hub had already
     /// published: with store-then-hub order that is always the number of events before it.
@@ -288,7 +293,7 @@ mod tests {
 
     #[test]
     fn every_event_reaches_the_store_before_the_hub() {
-        let hub = Hub::new(64, 16, 1 << 20);
+        let hub = Hub::new(64, 16, 1 << 20, Arc::new(Privacy::off()));
         let witness = Witness {
             hub: hub.clone(),
             seen: Mutex::new(Vec::new()),
@@ -306,7 +311,7 @@ mod tests {
 
     #[test]
     fn seqs_are_assigned_when_missing_and_kept_when_given() {
-        let publisher = Publisher::new(SessionStore::new(), Hub::new(64, 16, 1 << 20));
+        let publisher = Publisher::new(SessionStore::new(), Hub::new(64, 16, 1 << 20, Arc::new(Privacy::off())));
         let seqs: Vec<u64> = [0, 0, 10, 0, 5, 0]
             .into_iter()
             .map(|seq| {

@@ -2,7 +2,8 @@
 //!
 //! A reconnect storm (every client after a deploy) would otherwise copy and encode the whole
 //! state once per client: 1.4 ms each with 1 000 sessions, on a runtime worker. The cache
-//! keeps one entry: the frames (the `snapshot` event and the `health` events that follow
+//! keeps one entry per privacy policy slot (slot 0: everything visible; see
+//! [`crate::privacy`]): the frames (the `snapshot` event and the `health` events that follow
 //! it) of the last snapshot built, with the source's [`version`](crate::sink::SnapshotSource::version)
 //! they were built at.
 //!
@@ -30,27 +31,33 @@ pub(crate) struct EncodedSnapshot {
     pub(crate) frames: Arc<[TextFrame]>,
 }
 
-/// One entry: the last snapshot built, by source version.
+/// One entry per policy slot: the last snapshot built for it, by source version.
 #[derive(Debug, Default)]
 pub(crate) struct SnapshotCache {
-    slot: Mutex<Option<(u64, EncodedSnapshot)>>,
+    slots: Mutex<Vec<Option<(u64, EncodedSnapshot)>>>,
 }
 
 impl SnapshotCache {
-    /// The snapshot for `version`: the cached one when it was built at that version, else
-    /// `build()`'s, stored when `version_after()` still equals `version`. Without a version
-    /// (`None`: the source cannot tell) every call builds and nothing is stored.
+    /// The snapshot for `version` and policy `slot`: the cached one when it was built at that
+    /// version, else `build()`'s, stored when `version_after()` still equals `version`.
+    /// Without a version (`None`: the source cannot tell) or a slot (a policy past the shared
+    /// ones) every call builds and nothing is stored.
     pub(crate) fn get_or_build<E>(
         &self,
         version: Option<u64>,
+        slot: Option<usize>,
         build: impl FnOnce() -> Result<EncodedSnapshot, E>,
         version_after: impl FnOnce() -> Option<u64>,
     ) -> Result<EncodedSnapshot, E> {
-        let Some(version) = version else {
+        let (Some(version), Some(index)) = (version, slot) else {
             return build();
         };
         // Plain data, consistent after every statement: a poisoned lock is used as is.
-        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if slots.len() <= index {
+            slots.resize(index + 1, None);
+        }
+        let slot = &mut slots[index];
         if let Some((cached, snapshot)) = &*slot {
             if *cached == version {
                 return Ok(snapshot.clone());
@@ -83,6 +90,7 @@ mod tests {
             cache
                 .get_or_build(
                     version,
+                    Some(0),
                     || {
                         builds.set(builds.get() + 1);
                         encoded(version.unwrap_or(0))

@@ -23,6 +23,7 @@ use crate::admission::cap::ConnectionPermit;
 use crate::counters::Counters;
 use crate::frame::TextFrame;
 use crate::hub::{Hub, LagPolicy, Position, Signal, Start};
+use crate::privacy::Viewer;
 use crate::sink::SnapshotSource;
 use crate::snapshot_cache::EncodedSnapshot;
 use crate::wire::{self, Event, EventType};
@@ -56,6 +57,8 @@ pub(crate) struct ClientInfo {
     pub(crate) identity: Identity,
     /// The last event the client says it applied (`?since=` and `since_at`), if any.
     pub(crate) since: Option<Position>,
+    /// What the client may see.
+    pub(crate) viewer: Viewer,
 }
 
 /// Counts a connection task, from the moment its `101` is promised until the task ends or
@@ -167,7 +170,15 @@ fn serve(mut socket: Socket, connection: Connection) -> impl Future<Output = ()>
         let mut registration = Registration::new(counters);
         tracing::info!(clients = hub.client_count(), "client connected");
         let mut out = Outbox::new(config.send_buffer);
-        let end = stream(&mut socket, &mut out, &hub, &*source, &config, client.since).await;
+        let end = stream(
+            &mut socket,
+            &mut out,
+            &hub,
+            &*source,
+            &config,
+            &client,
+        )
+        .await;
         end.count(counters);
         end.log();
         registration.closing();
@@ -217,6 +228,8 @@ enum Queued {
 /// A connection past its hand-over start: what a wake-up polls.
 struct Live<'a> {
     socket: &'a mut Socket,
+    viewer: &'a Viewer,
+    counters: &'a Counters,
     out: &'a mut Outbox,
     feed: EventFeed,
     triggers: Triggers,
@@ -332,7 +345,12 @@ impl Live<'_> {
                 None => false,
             };
             if !already_in_snapshot {
-                self.out.push_event(frame.text);
+                // A viewer never gets an event it may not see in full: one that cannot be
+                // redacted ends the connection.
+                let text = frame
+                    .text_for(self.viewer, self.counters)
+                    .ok_or(End::EncodeError)?;
+                self.out.push_event(text);
                 if self.out.is_over_limit() {
                     return Err(End::Lagging);
                 }
@@ -353,9 +371,10 @@ async fn stream(
     hub: &Hub,
     source: &dyn SnapshotSource,
     config: &ConnConfig,
-    since: Option<Position>,
+    client: &ClientInfo,
 ) -> End {
     let counters = hub.counters();
+    let (since, viewer) = (client.since, &client.viewer);
     let Some(start) = hub.subscribe(since) else {
         // The hub was stopped before this client could subscribe.
         return End::Stopped;
@@ -368,10 +387,17 @@ async fn stream(
                 missed = missed.len(),
                 "resuming from the replay window"
             );
-            out.push_backlog(missed);
+            let mut frames = Vec::with_capacity(missed.len());
+            for frame in missed {
+                match frame.text_for(viewer, counters) {
+                    Some(text) => frames.push(text),
+                    None => return End::EncodeError,
+                }
+            }
+            out.push_backlog(frames);
             (events, None)
         }
-        Start::Snapshot { events } => match queue_snapshot(out, hub, source) {
+        Start::Snapshot { events } => match queue_snapshot(out, hub, source, viewer) {
             Ok(seq) => (events, Some(seq)),
             Err(end) => return end,
         },
@@ -386,6 +412,8 @@ async fn stream(
     let mut live = Live {
         inbound: InboundBudget::new(socket.max_message_size(), now),
         socket,
+        viewer,
+        counters,
         out,
         feed: EventFeed::new(events),
         triggers: Triggers::new(),
@@ -519,7 +547,7 @@ fn resnapshot(live: &mut Live<'_>, hub: &Hub, source: &dyn SnapshotSource) -> Re
         return Err(End::Stopped);
     };
     live.feed.replace(fresh);
-    live.handover = Some(queue_snapshot(live.out, hub, source)?);
+    live.handover = Some(queue_snapshot(live.out, hub, source, live.viewer)?);
     Ok(())
 }
 
@@ -527,11 +555,18 @@ fn resnapshot(live: &mut Live<'_>, hub: &Hub, source: &dyn SnapshotSource) -> Re
 /// snapshot's seq and `at`, so a client's last seq never goes backwards and a resume from it
 /// stays exact). Returns its seq, from which the hand-over skips events already reflected in
 /// it. Clients connecting at the same source version share one encoding (see
-/// `snapshot_cache`); `source.snapshot()` is called only when there is none yet.
-fn queue_snapshot(out: &mut Outbox, hub: &Hub, source: &dyn SnapshotSource) -> Result<u64, End> {
+/// `snapshot_cache`, one encoding per privacy policy); `source.snapshot()` is called only
+/// when there is none yet.
+fn queue_snapshot(
+    out: &mut Outbox,
+    hub: &Hub,
+    source: &dyn SnapshotSource,
+    viewer: &Viewer,
+) -> Result<u64, End> {
     let snapshot = hub.snapshot_cache().get_or_build(
         source.version(),
-        || encode_snapshot(hub, source),
+        viewer.cache_slot(),
+        || encode_snapshot(hub, source, viewer),
         || source.version(),
     )?;
     hub.counters().record_snapshot();
@@ -539,8 +574,13 @@ fn queue_snapshot(out: &mut Outbox, hub: &Hub, source: &dyn SnapshotSource) -> R
     Ok(snapshot.seq)
 }
 
-/// Takes a snapshot from `source` and encodes it with its `health` events.
-fn encode_snapshot(hub: &Hub, source: &dyn SnapshotSource) -> Result<EncodedSnapshot, End> {
+/// Takes a snapshot from `source` and encodes it with its `health` events, as `viewer` may
+/// see them.
+fn encode_snapshot(
+    hub: &Hub,
+    source: &dyn SnapshotSource,
+    viewer: &Viewer,
+) -> Result<EncodedSnapshot, End> {
     let counters = hub.counters();
     let snapshot = source.snapshot();
     // The `at` of the last event the snapshot reflects: a client can resume from it.
@@ -553,10 +593,11 @@ fn encode_snapshot(hub: &Hub, source: &dyn SnapshotSource) -> Result<EncodedSnap
         ..Event::default()
     };
     let mut frames = Vec::with_capacity(1 + snapshot.health.len());
-    frames.push(encode_for_client(counters, &event)?);
+    frames.push(encode_for_client(counters, viewer, &event)?);
     for health in snapshot.health {
         frames.push(encode_for_client(
             counters,
+            viewer,
             &Event {
                 seq: snapshot.seq,
                 at,
@@ -572,8 +613,16 @@ fn encode_snapshot(hub: &Hub, source: &dyn SnapshotSource) -> Result<EncodedSnap
     })
 }
 
-/// Encodes a snapshot event or a `health` event that follows it.
-fn encode_for_client(counters: &Counters, event: &Event) -> Result<TextFrame, End> {
+/// Encodes a snapshot event or a `health` event that follows it, redacted for `viewer`.
+fn encode_for_client(counters: &Counters, viewer: &Viewer, event: &Event) -> Result<TextFrame, End> {
+    let redacted;
+    let event = match &viewer.redactor {
+        Some(redactor) => {
+            redacted = redactor.event(event);
+            &redacted
+        }
+        None => event,
+    };
     counters.encode(|buf| wire::to_writer(buf, event)).map_err(|error| {
         tracing::error!(seq = event.seq, kind = event.kind.as_str(), %error, "cannot encode snapshot");
         End::EncodeError

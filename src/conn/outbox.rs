@@ -20,7 +20,6 @@ use bytes::Bytes;
 
 use super::socket::{ControlKind, Socket};
 use crate::frame::TextFrame;
-use crate::hub::Frame;
 
 /// How many frames one call of [`Outbox::poll_drive`] writes at most before it hands the
 /// task back to the connection loop, so that a long backlog does not keep the channel, the
@@ -129,10 +128,9 @@ impl Outbox {
     }
 
     /// Queues replayed events; they do not count against `send_buffer` until written.
-    pub(super) fn push_backlog(&mut self, frames: Vec<Frame>) {
+    pub(super) fn push_backlog(&mut self, frames: Vec<TextFrame>) {
         self.backlog_allowance = frames.len();
-        self.events
-            .extend(frames.into_iter().map(|frame| frame.text));
+        self.events.extend(frames);
     }
 
     /// Queues a snapshot and the health reports that follow it. The reports do not count as

@@ -197,6 +197,7 @@ mod tests {
             seq,
             text: TextFrame::from_text(b"{}"),
             restart: false,
+            variants: None,
         })
     }
 

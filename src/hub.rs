@@ -46,8 +46,9 @@ pub(crate) struct Frame {
 #[derive(Debug)]
 pub(crate) struct Variants {
     event: Event,
-    /// Index: policy slot - 1, for the policies known when the event was published.
-    encoded: Box<[OnceLock<TextFrame>]>,
+    /// Index: policy slot - 1, for the policies known when the event was published; `None`
+    /// inside: the redacted event could not be encoded.
+    encoded: Box<[OnceLock<Option<TextFrame>>]>,
 }
 
 impl Frame {
@@ -60,25 +61,25 @@ impl Frame {
             return Some(self.text.clone());
         };
         let variants = self.variants.as_ref()?;
+        let encode = || {
+            let redacted = redactor.event(&variants.event);
+            counters
+                .encode(|buf| wire::to_writer(buf, &redacted))
+                .map_err(|error| {
+                    tracing::error!(seq = self.seq, %error, "cannot encode a redacted event");
+                })
+                .ok()
+        };
         let cell = viewer
             .slot
             .and_then(|slot| slot.checked_sub(1))
             .and_then(|i| variants.encoded.get(i));
-        if let Some(text) = cell.and_then(OnceLock::get) {
-            return Some(text.clone());
+        match cell {
+            // The first viewer of a policy encodes; others of the same policy wait for it
+            // rather than encode too. A failure is kept as well: every such viewer ends.
+            Some(cell) => cell.get_or_init(encode).clone(),
+            None => encode(),
         }
-        let redacted = redactor.event(&variants.event);
-        let text = counters
-            .encode(|buf| wire::to_writer(buf, &redacted))
-            .map_err(|error| {
-                tracing::error!(seq = self.seq, %error, "cannot encode a redacted event");
-            })
-            .ok()?;
-        // Two viewers may encode at once: the first stored wins, both are the same bytes.
-        Some(match cell {
-            Some(cell) => cell.get_or_init(|| text).clone(),
-            None => text,
-        })
     }
 }
 

@@ -88,7 +88,9 @@
 //!
 //! # Pseudonyms, not blanks
 //! A redacted session id is replaced by a pseudonym: 32 lower-case hex digits, the first
-//! 128 bits of HMAC-SHA-256 of the id under a key. The same id always gets the same
+//! 128 bits of HMAC-SHA-256 under a key of the bytes `session`, a zero byte and the id
+//! (a source name: `source`, a zero byte and the name), so a tool holding the key can compute
+//! them too. The same id always gets the same
 //! pseudonym under the same key, so a `delta` still names the session the viewer's
 //! `snapshot` introduced, a `removed` id still removes it and `/sessions/{pseudonym}` still
 //! finds it; without the key, a pseudonym says nothing about the id, and two keys give

@@ -15,6 +15,7 @@ mod health;
 mod http_api;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod privacy;
 mod publisher;
 mod redact;
 mod resume;

@@ -128,6 +128,7 @@ use std::time::Duration;
 use agentwatch_ws::broker::{BrokerSink, Follower, FollowerHandle, RedisBroker};
 use agentwatch_ws::markers::{self, HooksStatus};
 use agentwatch_ws::monitor::{Monitor, MonitorHandle, SourceKind};
+use agentwatch_ws::privacy::{Field, Policy};
 use agentwatch_ws::{Event, EventSink, Publisher, RateLimitPolicy, SinkError, WsLayer};
 use axum::Router;
 use axum::extract::{Query, State};
@@ -169,6 +170,8 @@ struct Options {
     input_flags: Vec<String>,
     /// `--notify-url URL` (repeatable): where new waits are pushed.
     notify: Vec<notify::Target>,
+    /// `--redact FIELDS`: what the page and the HTTP API hide.
+    redact: Policy,
 }
 
 impl Options {
@@ -212,6 +215,7 @@ Examples:
   HOME=/some/dir dashboard --port 8080        # that home's agents
   PORT=8080 RUST_LOG=agentwatch_ws=debug dashboard
   dashboard --notify-url https://ntfy.sh/my-secret-topic
+  dashboard --redact dir,branch,id            # for a shared screen: no paths, branches or ids
 
   # three nodes on one Redis: one publishes its input, all three serve the same stream
   dashboard --redis redis://127.0.0.1:6379 --publish --port 3001
@@ -340,6 +344,25 @@ struct Flags {
     /// With --redis: the stream key [default: agentwatch:events].
     #[arg(long, value_name = "KEY")]
     stream: Option<String>,
+
+    /// Hide these session fields from the page and the HTTP API: dir, branch, model, id,
+    /// source, comma-separated (or all).
+    ///
+    /// For a shared screen or a dashboard others look at. dir and branch are emptied (the
+    /// cards then show no repository or branch), model is emptied, id replaces session ids
+    /// with pseudonyms (32 hex digits, stable while the dashboard runs, so links and
+    /// notifications still work) and empties slugs, source empties the agent's name (health
+    /// reports keep a pseudonym). Error texts in health reports are emptied under dir, id or
+    /// source. --notify-url pushes are not redacted: they go to your own receivers. For a
+    /// policy per viewer (per token), build your own server with the crate's
+    /// WsLayer::policy_for.
+    #[arg(long, value_name = "FIELDS", value_parser = parse_policy)]
+    redact: Option<Policy>,
+}
+
+/// `--redact`: a privacy policy's text form.
+fn parse_policy(v: &str) -> Result<Policy, String> {
+    v.parse::<Policy>().map_err(|error| error.to_string())
 }
 
 /// `--rate`: a finite number of events per second in (0, 10000].
@@ -450,6 +473,7 @@ impl TryFrom<Flags> for Options {
             publish: flags.publish,
             input_flags,
             notify,
+            redact: flags.redact.unwrap_or_default(),
         };
         if !opts.has_input() && !opts.input_flags.is_empty() {
             return Err(usage_error(format_args!(
@@ -1070,6 +1094,8 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
         // GET /sessions, /sessions/{id}, /healthz, /sources for curl and status bars, behind
         // the same admission as /ws.
         .http_api(true)
+        // --redact: the same policy for every page and every HTTP API request.
+        .policy(opts.redact.clone())
         .build("/ws");
 
     let node = match &opts.redis {
@@ -1120,10 +1146,22 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
         );
     }
     let attention_state = Attention::default();
+    // Under `--redact source` the page must not learn which agents are watched: the notes
+    // name them, so none is given.
+    let attention_route = if opts.redact.redacts(Field::Source) {
+        get(|| async {
+            (
+                [(header::CACHE_CONTROL, "no-store")],
+                axum::Json(serde_json::json!({ "sources": [] })),
+            )
+        })
+    } else {
+        get(attention)
+    };
     let app = app
         .merge(
             Router::new()
-                .route("/attention", get(attention))
+                .route("/attention", attention_route)
                 .with_state(attention_state.clone()),
         )
         .merge(ws);

@@ -1202,6 +1202,85 @@ async fn rate_limited_page_says_so_then_connects() {
     demo.finish().await;
 }
 
+/// `--redact dir,branch,id`: the page works (cards, attention order) and neither its text,
+/// its attributes, its state nor the HTTP API holds a path, a branch or a session id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redacted_dashboard_shows_no_paths_branches_or_ids() {
+    let Some(mut demo) = Demo::start_with("redact", &["--redact", "dir,branch,id"]).await else {
+        return;
+    };
+    let port = demo.port;
+    for (id, params) in INJECTED {
+        let (status, body) =
+            http_request(port, "POST", &format!("/debug/sessions?id={id}&{params}"));
+        assert_eq!(status, 200, "POST /debug/sessions answered {status}: {body}");
+    }
+    let browser = &mut demo.browser;
+    // The injected sessions cannot be found by id: wait for their tokens on waiting cards.
+    browser
+        .cdp
+        .wait_for(
+            "the injected waiting sessions",
+            Duration::from_secs(5),
+            "(() => { window.agentwatchDashboard.flush(); \
+               return document.querySelectorAll('#sessions [data-cat=waiting]').length >= 2; })()",
+        )
+        .await;
+    let page = browser
+        .cdp
+        .eval(
+            "(() => { window.agentwatchDashboard.flush(); \
+               const attrs = Array.from(document.querySelectorAll('*')).flatMap(e => \
+                 Array.from(e.attributes).map(a => a.value)); \
+               const state = Array.from(window.agentwatchDashboard.sessions.values()); \
+               return { text: document.body.innerText, attrs: attrs.join('\\n'), \
+                        url: location.href, state: JSON.stringify(state), \
+                        ids: state.map(s => s.id) }; })()",
+        )
+        .await;
+    let ids: Vec<String> = serde_json::from_value(page["ids"].clone()).expect("ids");
+    assert!(ids.len() >= 4, "the page holds the sessions: {ids:?}");
+    for id in &ids {
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "a session id is not a pseudonym: {id}"
+        );
+    }
+    let state: Vec<Value> =
+        serde_json::from_str(page["state"].as_str().expect("state")).expect("state json");
+    for s in &state {
+        // Empty, or left out as Go's `omitempty` does.
+        for field in ["workingDir", "branch", "slug"] {
+            assert!(
+                s[field].is_null() || s[field] == "",
+                "{field} not redacted: {s}"
+            );
+        }
+    }
+    let (status, api) = http_request(port, "GET", "/sessions");
+    assert_eq!(status, 200);
+    for secret in ["/home/dev", "feature/browser-test", "bt-wait-long", "zz-approve-migration"] {
+        for (what, text) in [
+            ("text", page["text"].as_str().unwrap_or_default()),
+            ("attributes", page["attrs"].as_str().unwrap_or_default()),
+            ("url", page["url"].as_str().unwrap_or_default()),
+            ("state", page["state"].as_str().unwrap_or_default()),
+            ("GET /sessions", api.as_str()),
+        ] {
+            assert!(!text.contains(secret), "{secret:?} shown in the page's {what}");
+        }
+    }
+    // Attention still works: the two long waits on top.
+    let cards = browser.cards().await;
+    assert_eq!(
+        (cards[0].1.as_str(), cards[1].1.as_str()),
+        ("waiting", "waiting"),
+        "{cards:?}"
+    );
+    browser.screenshot("dashboard-redacted.png").await;
+    demo.finish().await;
+}
+
 /// a message over `max_message_size` (4 KiB) must close with 1009 and its
 /// reason, seen by the browser as such, not as 1006 (which it reports when the server resets
 /// the socket while the client's data is still unread).

@@ -22,6 +22,11 @@
 //! the load generator, one worker leaves it a core: that lowers the median latency of the
 //! `latency` scenario but raised its p99 in our runs, so the figures in BENCHMARKS.md use the default.
 //!
+//! `--policies 2` gives every client whose port is odd a privacy policy (`id,dir`: pseudonymous
+//! ids, no working directory; `agentwatch_ws::privacy`) and the others none, so the `fanout`
+//! scenario measures two policies among its clients side by side with one (the default): each
+//! event is then encoded twice, and half the clients get the redacted bytes.
+//!
 //! Endpoints: `GET /ws` (the WebSocket), `POST /bench/burst?count=M&bytes=S&rate=R`,
 //! `GET /bench/stats`.
 
@@ -30,7 +35,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use agentwatch_ws::{Activity, Event, EventSink, LifecycleState, Publisher, SessionState, WsLayer};
+use agentwatch_ws::privacy::{Field, Policy};
+use agentwatch_ws::{
+    Activity, Event, EventSink, Identity, LifecycleState, Publisher, SessionState, WsLayer,
+};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 #[path = "../benches/support/session.rs"]
 mod support;
 
@@ -72,6 +82,31 @@ struct Args {
     /// Tokio worker threads [default: one per core, tokio's default].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
+    /// Distinct privacy policies among the clients: 1 (everyone sees everything) or 2 (clients
+    /// on odd ports get `id,dir`).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    policies: u8,
+}
+
+/// The identity of `--policies 2`: the parity of the client's port.
+struct PortParity(bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for PortParity {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let port = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(0, |info| info.0.port());
+        Ok(PortParity(port % 2 == 1))
+    }
+}
+
+impl From<PortParity> for Identity {
+    fn from(parity: PortParity) -> Identity {
+        Identity::new(if parity.0 { "odd" } else { "even" })
+    }
 }
 
 impl Args {
@@ -153,7 +188,18 @@ async fn serve(args: Args) -> std::io::Result<()> {
         .init();
 
     let ws = WsLayer::new().rate_limit(None).send_buffer(SEND_BUFFER);
-    let (ws_router, hub) = ws.clone().build("/ws");
+    let (ws_router, hub) = if args.policies == 2 {
+        let redacted = Policy::none()
+            .redact(Field::SessionId)
+            .redact(Field::WorkingDir);
+        ws.auth::<PortParity>()
+            .policy_for(move |identity: &Identity| {
+                (identity.id() == "odd").then(|| redacted.clone())
+            })
+            .build("/ws")
+    } else {
+        ws.build("/ws")
+    };
     let sessions = args.sessions;
     let mut seq = 0;
     if sessions > 0 {

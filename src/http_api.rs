@@ -73,7 +73,7 @@ where
                 move |auth: Result<A, A::Rejection>, ext: Extensions, headers: HeaderMap| async move {
                     let viewer = match sessions.viewer(auth, &ext) {
                         Ok(viewer) => viewer,
-                        Err(refused) => return refused,
+                        Err(refused) => return *refused,
                     };
                     let (version, mut list) = sessions.publisher.store().versioned_sessions();
                     if let Some(redactor) = &viewer.redactor {
@@ -94,7 +94,7 @@ where
                       Path(id): Path<String>| async move {
                     let viewer = match session.viewer(auth, &ext) {
                         Ok(viewer) => viewer,
-                        Err(refused) => return refused,
+                        Err(refused) => return *refused,
                     };
                     let store = session.publisher.store();
                     let found = match &viewer.redactor {
@@ -131,7 +131,7 @@ where
                 move |auth: Result<A, A::Rejection>, ext: Extensions, headers: HeaderMap| async move {
                     let viewer = match healthz.viewer(auth, &ext) {
                         Ok(viewer) => viewer,
-                        Err(refused) => return refused,
+                        Err(refused) => return *refused,
                     };
                     let (version, mut reports) = healthz.publisher.store().versioned_health();
                     if let Some(redactor) = &viewer.redactor {
@@ -151,7 +151,7 @@ where
                 move |auth: Result<A, A::Rejection>, ext: Extensions, headers: HeaderMap| async move {
                     let viewer = match sources.viewer(auth, &ext) {
                         Ok(viewer) => viewer,
-                        Err(refused) => return refused,
+                        Err(refused) => return *refused,
                     };
                     let (version, reports) = sources.publisher.store().versioned_health();
                     let names: Vec<String> = reports
@@ -195,10 +195,10 @@ impl Api {
         &self,
         auth: Result<A, impl IntoResponse>,
         extensions: &Extensions,
-    ) -> Result<Viewer, Response> {
+    ) -> Result<Viewer, Box<Response>> {
         match auth {
             Ok(extracted) => Ok(self.publisher.hub().privacy().viewer(&extracted.into())),
-            Err(rejection) => Err(refuse(rejection, extensions)),
+            Err(rejection) => Err(Box::new(refuse(rejection, extensions))),
         }
     }
 

@@ -24,11 +24,11 @@ use crate::admission::stopped::StoppedLayer;
 use crate::admission::token::{percent_decode, query_param};
 use crate::admission::{InvalidSetting, RejectReason, Rejected};
 use crate::conn::{ClientInfo, ConnConfig, Connection};
-use crate::privacy::{Chooser, Policy, Privacy, PseudonymKey};
 use crate::hub::{
     DEFAULT_REPLAY_WINDOW, DEFAULT_REPLAY_WINDOW_BYTES, Hub, LagPolicy, MAX_REPLAY_WINDOW,
     MAX_REPLAY_WINDOW_BYTES, MAX_SEND_BUFFER, Position,
 };
+use crate::privacy::{Chooser, Policy, Privacy, PseudonymKey};
 use crate::publisher::Publisher;
 use crate::sink::SnapshotSource;
 use crate::status::{self, RecordRejectionsLayer, RejectionLog};

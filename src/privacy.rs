@@ -304,7 +304,11 @@ impl FromStr for Policy {
 
     fn from_str(text: &str) -> Result<Self, InvalidSetting> {
         let mut policy = Policy::none();
-        for name in text.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+        for name in text
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        {
             let name = name.to_ascii_lowercase();
             match name.as_str() {
                 "all" => policy = Policy::all(),
@@ -390,7 +394,9 @@ impl Redactor {
 
     /// Whether error texts, which may name log paths, are hidden.
     fn hides_errors(&self) -> bool {
-        self.redacts(Field::WorkingDir) || self.redacts(Field::Source) || self.redacts(Field::SessionId)
+        self.redacts(Field::WorkingDir)
+            || self.redacts(Field::Source)
+            || self.redacts(Field::SessionId)
     }
 
     /// Redacts one session in place.
@@ -621,10 +627,18 @@ mod tests {
             let r = Redactor::new(field.bit(), &PseudonymKey::from_bytes(b"k"));
             let mut s = full.clone();
             r.session(&mut s);
-            assert_eq!(s.working_dir.is_empty(), field == Field::WorkingDir, "{field}");
+            assert_eq!(
+                s.working_dir.is_empty(),
+                field == Field::WorkingDir,
+                "{field}"
+            );
             assert_eq!(s.branch.is_empty(), field == Field::Branch, "{field}");
             assert_eq!(s.model.is_empty(), field == Field::Model, "{field}");
-            assert_eq!(s.subagents[0].model.is_empty(), field == Field::Model, "{field}");
+            assert_eq!(
+                s.subagents[0].model.is_empty(),
+                field == Field::Model,
+                "{field}"
+            );
             assert_eq!(s.id != full.id, field == Field::SessionId, "{field}");
             assert_eq!(s.slug.is_empty(), field == Field::SessionId, "{field}");
             assert_eq!(s.source.is_empty(), field == Field::Source, "{field}");
@@ -644,7 +658,10 @@ mod tests {
         assert_eq!(s.id, a.pseudonym(b"session", "sess-abc"));
         assert_eq!(s.subagents[0].parent_id, s.id);
         assert_ne!(s.id, b.pseudonym(b"session", "sess-abc"));
-        assert_ne!(a.pseudonym(b"session", "claude"), a.pseudonym(b"source", "claude"));
+        assert_ne!(
+            a.pseudonym(b"session", "claude"),
+            a.pseudonym(b"source", "claude")
+        );
         assert_eq!(a.pseudonym(b"session", ""), "");
     }
 
@@ -692,10 +709,7 @@ mod tests {
             assert!(policy.redacts(field));
             assert_eq!(policy.to_string(), field.name());
         }
-        assert_eq!(
-            Policy::all().to_string(),
-            "dir,branch,model,id,source"
-        );
+        assert_eq!(Policy::all().to_string(), "dir,branch,model,id,source");
         assert_eq!(" DIR , dir ".parse::<Policy>().unwrap().to_string(), "dir");
         assert_eq!(Policy::none().to_string(), "none");
         let error = "dir,secret-token".parse::<Policy>().unwrap_err();

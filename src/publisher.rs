@@ -311,7 +311,10 @@ mod tests {
 
     #[test]
     fn seqs_are_assigned_when_missing_and_kept_when_given() {
-        let publisher = Publisher::new(SessionStore::new(), Hub::new(64, 16, 1 << 20, Arc::new(Privacy::off())));
+        let publisher = Publisher::new(
+            SessionStore::new(),
+            Hub::new(64, 16, 1 << 20, Arc::new(Privacy::off())),
+        );
         let seqs: Vec<u64> = [0, 0, 10, 0, 5, 0]
             .into_iter()
             .map(|seq| {

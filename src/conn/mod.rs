@@ -170,15 +170,7 @@ fn serve(mut socket: Socket, connection: Connection) -> impl Future<Output = ()>
         let mut registration = Registration::new(counters);
         tracing::info!(clients = hub.client_count(), "client connected");
         let mut out = Outbox::new(config.send_buffer);
-        let end = stream(
-            &mut socket,
-            &mut out,
-            &hub,
-            &*source,
-            &config,
-            &client,
-        )
-        .await;
+        let end = stream(&mut socket, &mut out, &hub, &*source, &config, &client).await;
         end.count(counters);
         end.log();
         registration.closing();
@@ -614,7 +606,11 @@ fn encode_snapshot(
 }
 
 /// Encodes a snapshot event or a `health` event that follows it, redacted for `viewer`.
-fn encode_for_client(counters: &Counters, viewer: &Viewer, event: &Event) -> Result<TextFrame, End> {
+fn encode_for_client(
+    counters: &Counters,
+    viewer: &Viewer,
+    event: &Event,
+) -> Result<TextFrame, End> {
     let redacted;
     let event = match &viewer.redactor {
         Some(redactor) => {

@@ -1213,7 +1213,10 @@ async fn redacted_dashboard_shows_no_paths_branches_or_ids() {
     for (id, params) in INJECTED {
         let (status, body) =
             http_request(port, "POST", &format!("/debug/sessions?id={id}&{params}"));
-        assert_eq!(status, 200, "POST /debug/sessions answered {status}: {body}");
+        assert_eq!(
+            status, 200,
+            "POST /debug/sessions answered {status}: {body}"
+        );
     }
     let browser = &mut demo.browser;
     // The injected sessions cannot be found by id: wait for their tokens on waiting cards.
@@ -1259,7 +1262,12 @@ async fn redacted_dashboard_shows_no_paths_branches_or_ids() {
     }
     let (status, api) = http_request(port, "GET", "/sessions");
     assert_eq!(status, 200);
-    for secret in ["/home/dev", "feature/browser-test", "bt-wait-long", "zz-approve-migration"] {
+    for secret in [
+        "/home/dev",
+        "feature/browser-test",
+        "bt-wait-long",
+        "zz-approve-migration",
+    ] {
         for (what, text) in [
             ("text", page["text"].as_str().unwrap_or_default()),
             ("attributes", page["attrs"].as_str().unwrap_or_default()),
@@ -1267,7 +1275,10 @@ async fn redacted_dashboard_shows_no_paths_branches_or_ids() {
             ("state", page["state"].as_str().unwrap_or_default()),
             ("GET /sessions", api.as_str()),
         ] {
-            assert!(!text.contains(secret), "{secret:?} shown in the page's {what}");
+            assert!(
+                !text.contains(secret),
+                "{secret:?} shown in the page's {what}"
+            );
         }
     }
     // Attention still works: the two long waits on top.

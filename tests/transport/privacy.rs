@@ -176,9 +176,8 @@ fn secrets(fields: &[Field], tag: &str) -> Vec<String> {
     out
 }
 
-type Client = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(addr: SocketAddr, query: &str) -> Client {
     let (client, _) = within(
@@ -271,7 +270,10 @@ async fn two_viewers_see_their_own_redaction_live_after_resume_and_over_http() {
     let snap_team = Event::from_json(&raw).unwrap();
     let team_id = pseudonym(SERVER_KEY, "session", "id-a-1");
     assert_eq!(snap_team.sessions[0].id, team_id);
-    assert_eq!(snap_team.sessions[0].model, "model-a-1", "not in the team policy");
+    assert_eq!(
+        snap_team.sessions[0].model, "model-a-1",
+        "not in the team policy"
+    );
     assert_eq!(snap_team.sessions[0].subagents[0].parent_id, team_id);
     assert_eq!(
         raw,
@@ -338,7 +340,11 @@ async fn two_viewers_see_their_own_redaction_live_after_resume_and_over_http() {
     for expected in &published {
         let raw = next_text(&mut team).await;
         assert_no_secret(&raw, &secrets(TEAM, "a"), "team resume");
-        assert_eq!(raw, encode(&redact(expected, TEAM, SERVER_KEY)), "replayed, not a snapshot");
+        assert_eq!(
+            raw,
+            encode(&redact(expected, TEAM, SERVER_KEY)),
+            "replayed, not a snapshot"
+        );
     }
 
     // The HTTP API, per viewer: the pseudonym finds the session, the real id does not.
@@ -352,28 +358,48 @@ async fn two_viewers_see_their_own_redaction_live_after_resume_and_over_http() {
     assert!(body.contains(&pseudo), "{body}");
     let team_etag = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("etag: ").map(str::to_owned))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("etag: ")
+                .map(str::to_owned)
+        })
         .unwrap();
     assert_no_secret(team_etag.as_bytes(), &secrets(TEAM, "a"), "team ETag");
     let (code, _, body) = http_get(addr, &format!("/sessions/{pseudo}?viewer=team"), &[]).await;
     assert_eq!(code, 200);
     let found: SessionState = serde_json::from_str(&body).unwrap();
-    assert_eq!((found.id.as_str(), found.model.as_str()), (pseudo.as_str(), "model-a-3"));
+    assert_eq!(
+        (found.id.as_str(), found.model.as_str()),
+        (pseudo.as_str(), "model-a-3")
+    );
     let (code, _, body) = http_get(addr, "/sessions/id-a-3?viewer=team", &[]).await;
-    assert_eq!((code, body.as_str()), (404, "{\"error\":\"session not found\"}\n"));
+    assert_eq!(
+        (code, body.as_str()),
+        (404, "{\"error\":\"session not found\"}\n")
+    );
     let (code, head, body) = http_get(addr, "/sessions/id-a-3?viewer=full", &[]).await;
     assert_eq!(code, 200);
     assert!(body.contains("/home/dev/proj-a-3"), "{body}");
     let full_etag = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("etag: ").map(str::to_owned))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("etag: ")
+                .map(str::to_owned)
+        })
         .unwrap();
     assert_ne!(full_etag, team_etag, "one tag per policy");
     // The default viewer: model only.
     let (_, _, body) = http_get(addr, "/sessions", &[]).await;
-    assert!(!body.contains("model-a-3") && body.contains("/home/dev/proj-a-3"), "{body}");
+    assert!(
+        !body.contains("model-a-3") && body.contains("/home/dev/proj-a-3"),
+        "{body}"
+    );
     let (_, _, body) = http_get(addr, "/healthz?viewer=team", &[]).await;
-    assert!(body.contains("\"source\":\"src-a\"") && !body.contains("error-text"), "{body}");
+    assert!(
+        body.contains("\"source\":\"src-a\"") && !body.contains("error-text"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -400,7 +426,10 @@ async fn source_redaction_covers_health_sources_and_lifecycle() {
         .unwrap();
     let pseudo = pseudonym(SERVER_KEY, "source", "src-s");
     let (code, _, body) = http_get(addr, "/sources", &[]).await;
-    assert_eq!((code, body), (200, format!("{{\"sources\":[\"{pseudo}\"]}}\n")));
+    assert_eq!(
+        (code, body),
+        (200, format!("{{\"sources\":[\"{pseudo}\"]}}\n"))
+    );
     let (code, _, body) = http_get(addr, "/healthz", &[]).await;
     assert_eq!(code, 200);
     assert!(body.starts_with("{\"status\":\"failed\""), "{body}");
@@ -470,7 +499,10 @@ async fn a_lag_resync_sends_the_redacted_snapshot() {
         }
     })
     .await;
-    assert!(snapshots >= 2, "the first snapshot and the resync's: {snapshots}");
+    assert!(
+        snapshots >= 2,
+        "the first snapshot and the resync's: {snapshots}"
+    );
     slow.close(None).await.ok();
 }
 
@@ -480,7 +512,11 @@ async fn each_event_is_encoded_once_per_policy_not_per_client() {
     let (addr, publisher) = start(layer(&[], TEAM)).await;
     let mut clients = Vec::new();
     for i in 0..20 {
-        let query = if i % 2 == 0 { "viewer=team" } else { "viewer=full" };
+        let query = if i % 2 == 0 {
+            "viewer=team"
+        } else {
+            "viewer=full"
+        };
         let mut client = connect(addr, query).await;
         next_text(&mut client).await; // the snapshot
         clients.push(client);
@@ -621,7 +657,9 @@ async fn property_random_policies_streams_and_reconnects_leak_nothing() {
 
             // Every connected viewer reads until it has applied this event.
             for w in &mut watchers {
-                let Some(client) = &mut w.client else { continue };
+                let Some(client) = &mut w.client else {
+                    continue;
+                };
                 loop {
                     let raw = next_text(client).await;
                     assert_no_secret(&raw, &secrets(&w.fields, &tag), &w.name);
@@ -667,9 +705,7 @@ async fn property_random_policies_streams_and_reconnects_leak_nothing() {
                         // Exactly the published event (or report), redacted.
                         assert_eq!(
                             String::from_utf8_lossy(&raw),
-                            String::from_utf8_lossy(&encode(&redact(
-                                &original, &w.fields, &w.key
-                            ))),
+                            String::from_utf8_lossy(&encode(&redact(&original, &w.fields, &w.key))),
                             "seed {seed} step {step} viewer {} ({:?})",
                             w.name,
                             w.fields
@@ -696,7 +732,11 @@ async fn property_random_policies_streams_and_reconnects_leak_nothing() {
                     (s.id.clone(), s)
                 })
                 .collect();
-            assert_eq!(w.view, expected, "seed {seed} viewer {} ({:?})", w.name, w.fields);
+            assert_eq!(
+                w.view, expected,
+                "seed {seed} viewer {} ({:?})",
+                w.name, w.fields
+            );
         }
         let stats = publisher.stats();
         assert!(

@@ -751,3 +751,54 @@ async fn property_random_policies_streams_and_reconnects_leak_nothing() {
         drop(live);
     }
 }
+
+/// Nothing sideways: every tracing event of a redacted viewer's connection, resume, HTTP
+/// requests and lag close (at TRACE), its close reason and its `/ws/status` answer hold no
+/// redacted value.
+#[tokio::test(flavor = "current_thread")]
+async fn no_redacted_value_in_logs_close_reasons_or_status() {
+    let (log, _guard) = crate::common::Captured::install(tracing::Level::TRACE);
+    let all = Field::ALL.to_vec();
+    let (addr, publisher) = start(layer(&all, &[]).send_buffer(2)).await;
+    publisher
+        .publish(Event::delta(0, vec![session(1, "t")], vec![]))
+        .unwrap();
+    let mut client = connect(addr, "").await;
+    let snapshot = next_text(&mut client).await;
+    assert_no_secret(&snapshot, &secrets(&all, "t"), "snapshot");
+    for path in ["/sessions", "/healthz", "/sources", "/ws/status"] {
+        let (_, head, body) = http_get(addr, path, &[]).await;
+        assert_no_secret(head.as_bytes(), &secrets(&all, "t"), path);
+        assert_no_secret(body.as_bytes(), &secrets(&all, "t"), path);
+    }
+    let pseudo = pseudonym(SERVER_KEY, "session", "id-t-1");
+    let (code, _, _) = http_get(addr, &format!("/sessions/{pseudo}"), &[]).await;
+    assert_eq!(code, 200);
+    // A burst the connection task cannot keep up with (this runtime has one thread and the
+    // burst does not yield): closed with 1013 and a reason.
+    for n in 2..200 {
+        publisher
+            .publish(Event::delta(0, vec![session(n, "t")], vec![]))
+            .unwrap();
+    }
+    let close = within("the lag close", async {
+        loop {
+            match client.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(Message::Text(text))) => {
+                    assert_no_secret(text.as_bytes(), &secrets(&all, "t"), "delta");
+                }
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a close frame with a reason");
+    assert_eq!(u16::from(close.code), 1013);
+    assert_no_secret(close.reason.as_bytes(), &secrets(&all, "t"), "close reason");
+    eventually("the connection ends", || publisher.client_count() == 0).await;
+    let logged = log.text();
+    assert!(logged.contains("client connected"), "the log was captured: {logged}");
+    assert_no_secret(logged.as_bytes(), &secrets(&all, "t"), "the log");
+}

@@ -141,6 +141,12 @@ where
                         status: worst(&reports),
                         sources: &reports,
                     };
+                    // A load balancer takes a node out once its publisher is stopped (the
+                    // WebSocket then answers 503 too); before that, Go's 200 whatever the
+                    // sources' status says.
+                    if healthz.publisher.is_stopped() {
+                        return json(StatusCode::SERVICE_UNAVAILABLE, &body);
+                    }
                     healthz.answer(&headers, &viewer, version, &body)
                 },
             ),

@@ -522,7 +522,8 @@ impl<A> WsLayer<A> {
     /// WebSocket's reconnect budget; a poller faster than the policy gets `429` with
     /// `Retry-After`), the origin and host policy (`403`) and the [`auth`](WsLayer::auth)
     /// extractor (its rejection returned unchanged). They are answered after
-    /// [`Publisher::stop`] too, and no connection cap applies. For an unchecked router (an
+    /// [`Publisher::stop`] too (`/healthz` then with `503`, so a load balancer drains the
+    /// node), and no connection cap applies. For an unchecked router (an
     /// internal listener, a prefix of your choosing) use [`Publisher::http_api`].
     ///
     /// ```text

@@ -198,7 +198,7 @@ impl Publisher {
     /// |---|---|
     /// | `/sessions` | every session, sorted by id (byte order): `[{"id":..},..]`, `[]` when none |
     /// | `/sessions/{id}` | that session; `404` with `{"error":"session not found"}` when absent |
-    /// | `/healthz` | `{"status":"healthy","sources":[..]}`: the worst status among the sources' latest `health` reports (`failed` > `degraded` > `healthy`; `healthy` before any report) and every report |
+    /// | `/healthz` | `{"status":"healthy","sources":[..]}`: the worst status among the sources' latest `health` reports (`failed` > `degraded` > `healthy`; `healthy` before any report) and every report; `200` whatever the status (as Go), `503` with the same body once [`stop`](Publisher::stop) was called, so a load balancer drains a node that is shutting down |
     /// | `/sources` | `{"sources":["claude",..]}`: the names of the sources that have reported health, in the order each first reported |
     ///
     /// Answers are redacted by the router's default [privacy policy](crate::privacy) (the

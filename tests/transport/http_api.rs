@@ -361,10 +361,14 @@ async fn the_layer_mounts_it_behind_auth_origin_and_rate_limit() {
         "{rejected:?}"
     );
 
-    // Answered after stop, too.
+    // Answered after stop, too; `/healthz` says 503, so a load balancer drains the node.
+    let (code, _, before) = request(addr, "GET", "/healthz", &[key]).await;
+    assert_eq!(code, 200);
     publisher.stop();
     let (code, ..) = request(addr, "GET", "/sources", &[key]).await;
     assert_eq!(code, 200);
+    let (code, head, after) = request(addr, "GET", "/healthz", &[key]).await;
+    assert_eq!((code, after), (503, before), "{head}");
 }
 
 #[tokio::test]

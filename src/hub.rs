@@ -5,6 +5,11 @@
 //! channel send, whatever the number of clients: it never waits on a socket. Each connection
 //! task drains the channel into its own bounded outbox (see `conn/`), so a slow client only
 //! ever costs itself.
+//!
+//! With a privacy policy configured ([`crate::privacy`]), a frame also carries the event
+//! itself and a cell per policy: the first client of a policy encodes the redacted bytes and
+//! every other client of that policy shares them, so an event costs one encoding per
+//! distinct policy in use, still none per client.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};

@@ -16,7 +16,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 use tokio_util::sync::ReusableBoxFuture;
 
 use crate::hub::Signal;
@@ -150,12 +153,17 @@ type Received = (Result<Signal, RecvError>, broadcast::Receiver<Signal>);
 /// A broadcast receiver that can be polled, keeping its place in the waiter list between
 /// polls.
 ///
-/// `Receiver::recv` is an `async fn`: the future must survive from one poll to the next,
-/// or each wake-up would unlink and relink the waiter under the channel's tail lock. The
-/// receiver lives inside a reusable boxed future that hands it back with each value, so
-/// there is one allocation per connection, not one per event.
+/// `Receiver::recv` is an `async fn`: a future waiting on it must survive from one poll to
+/// the next, or each wake-up would unlink and relink the waiter under the channel's tail
+/// lock. The receiver lives inside a reusable boxed future while it waits, so there is one
+/// allocation per connection, not one per event. Once a value came out, the receiver is kept
+/// bare and the next values are taken with `try_recv`, which costs no future (no box to
+/// refill, no cooperative-budget bookkeeping): the future is only set again when the channel
+/// is empty and the task must wait.
 pub(super) struct EventFeed {
     next: ReusableBoxFuture<'static, Received>,
+    /// The receiver, while no future holds it (after a value, until the channel is empty).
+    bare: Option<broadcast::Receiver<Signal>>,
 }
 
 async fn receive(mut events: broadcast::Receiver<Signal>) -> Received {
@@ -167,19 +175,38 @@ impl EventFeed {
     pub(super) fn new(events: broadcast::Receiver<Signal>) -> Self {
         EventFeed {
             next: ReusableBoxFuture::new(receive(events)),
+            bare: None,
         }
     }
 
     /// The next signal. `Pending` leaves the waker registered with the channel, so draining
     /// until `Pending` costs one tail lock per batch, not one per event plus one to wait.
     pub(super) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Signal, RecvError>> {
+        if let Some(events) = &mut self.bare {
+            match events.try_recv() {
+                Ok(signal) => return Poll::Ready(Ok(signal)),
+                Err(TryRecvError::Lagged(missed)) => {
+                    return Poll::Ready(Err(RecvError::Lagged(missed)));
+                }
+                Err(TryRecvError::Closed) => return Poll::Ready(Err(RecvError::Closed)),
+                Err(TryRecvError::Empty) => {
+                    // Wait: the future registers the task with the channel (and takes a
+                    // value that arrived since the check).
+                    if let Some(events) = self.bare.take() {
+                        self.next.set(receive(events));
+                    }
+                }
+            }
+        }
         let (received, events) = std::task::ready!(self.next.poll(cx));
-        self.next.set(receive(events));
+        self.bare = Some(events);
         Poll::Ready(received)
     }
 
-    /// Follows `events` from now on; the old receiver is dropped.
+    /// Follows `events` from now on; the old receiver is dropped (with the future that may
+    /// hold it).
     pub(super) fn replace(&mut self, events: broadcast::Receiver<Signal>) {
+        self.bare = None;
         self.next.set(receive(events));
     }
 }
@@ -305,5 +332,45 @@ mod tests {
         fn wake_by_ref(self: &Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    #[test]
+    fn the_feed_reports_lag_and_a_replace_drops_the_old_receiver() {
+        let (tx, rx) = broadcast::channel(2);
+        let mut feed = EventFeed::new(rx);
+        let task = Arc::new(Counter::default());
+        let waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        tx.send(frame(1)).ok();
+        assert!(matches!(
+            feed.poll_recv(&mut cx),
+            Poll::Ready(Ok(Signal::Event(Frame { seq: 1, .. })))
+        ));
+        // Taken bare (no future) from here: five more into a channel of two.
+        for seq in 2..=6 {
+            tx.send(frame(seq)).ok();
+        }
+        assert!(matches!(
+            feed.poll_recv(&mut cx),
+            Poll::Ready(Err(RecvError::Lagged(3)))
+        ));
+        assert!(matches!(
+            feed.poll_recv(&mut cx),
+            Poll::Ready(Ok(Signal::Event(Frame { seq: 5, .. })))
+        ));
+        // Bare, then replaced: one receiver left. Waiting, then replaced: the same.
+        feed.replace(tx.subscribe());
+        assert_eq!(tx.receiver_count(), 1);
+        assert!(feed.poll_recv(&mut cx).is_pending());
+        feed.replace(tx.subscribe());
+        assert_eq!(tx.receiver_count(), 1);
+        // The caller polls a replaced feed, which registers the task.
+        assert!(feed.poll_recv(&mut cx).is_pending());
+        tx.send(frame(7)).ok();
+        assert_eq!(task.count(), 1, "the replacement registered the task");
+        assert!(matches!(
+            feed.poll_recv(&mut cx),
+            Poll::Ready(Ok(Signal::Event(Frame { seq: 7, .. })))
+        ));
     }
 }

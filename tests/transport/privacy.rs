@@ -799,6 +799,9 @@ async fn no_redacted_value_in_logs_close_reasons_or_status() {
     assert_no_secret(close.reason.as_bytes(), &secrets(&all, "t"), "close reason");
     eventually("the connection ends", || publisher.client_count() == 0).await;
     let logged = log.text();
-    assert!(logged.contains("client connected"), "the log was captured: {logged}");
+    assert!(
+        logged.contains("client connected"),
+        "the log was captured: {logged}"
+    );
     assert_no_secret(logged.as_bytes(), &secrets(&all, "t"), "the log");
 }

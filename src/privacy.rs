@@ -22,7 +22,7 @@
 //!
 //! # One policy per viewer
 //! [`WsLayer::policy_for`](crate::WsLayer::policy_for) chooses a policy from the
-//! [`Identity`](crate::Identity) the [`auth`](crate::WsLayer::auth) extractor returned, for
+//! [`Identity`] the [`auth`](crate::WsLayer::auth) extractor returned, for
 //! the WebSocket and the HTTP API alike; [`WsLayer::policy`](crate::WsLayer::policy) is the
 //! default for everyone it does not choose for. A team sharing one dashboard, each token
 //! with its own view:

@@ -5,3 +5,10 @@
 
 #[cfg(feature = "monitor")]
 pub use crate::monitor::fuzzing::{claude_lines, codex_lines, gemini_lines, gemini_whole};
+
+/// The redaction one policy applies to an event: `fields` is a bit set over
+/// [`Field::ALL`](crate::privacy::Field::ALL) (bit 0: the working directory), under a fixed
+/// key.
+pub fn redact(event: &crate::Event, fields: u8) -> crate::Event {
+    crate::privacy::fuzz_redact(event, fields)
+}

@@ -461,6 +461,12 @@ impl Redactor {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// See `crate::fuzzing::redact`.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_redact(event: &Event, fields: u8) -> Event {
+    Redactor::new(fields & 0x1f, &PseudonymKey::from_bytes(b"fuzzing key")).event(event)
+}
+
 /// One viewer's policy, resolved: `redactor` is `None` for a viewer who sees everything;
 /// `slot` is where the shared encodings for its policy are kept (`None`: past
 /// [`MAX_SHARED_POLICIES`], encoded for this viewer alone).

@@ -128,7 +128,7 @@ use std::time::Duration;
 use agentwatch_ws::broker::{BrokerSink, Follower, FollowerHandle, RedisBroker};
 use agentwatch_ws::markers::{self, HooksStatus};
 use agentwatch_ws::monitor::{Monitor, MonitorHandle, SourceKind};
-use agentwatch_ws::privacy::{Field, Policy};
+use agentwatch_ws::privacy::{Field, Policy, PseudonymKey};
 use agentwatch_ws::{Event, EventSink, Publisher, RateLimitPolicy, SinkError, WsLayer};
 use axum::Router;
 use axum::extract::{Query, State};
@@ -172,6 +172,8 @@ struct Options {
     notify: Vec<notify::Target>,
     /// `--redact FIELDS`: what the page and the HTTP API hide.
     redact: Policy,
+    /// `$AGENTWATCH_PSEUDONYM_KEY`: the key pseudonyms are made with (else a random one).
+    pseudonym_key: Option<PseudonymKey>,
 }
 
 impl Options {
@@ -356,6 +358,11 @@ struct Flags {
     /// source. --notify-url pushes are not redacted: they go to your own receivers. For a
     /// policy per viewer (per token), build your own server with the crate's
     /// WsLayer::policy_for.
+    ///
+    /// Pseudonyms come from a key drawn at start, or from $AGENTWATCH_PSEUDONYM_KEY (any text;
+    /// 16 random bytes or more): with --redis, every node must be given the same one (a page
+    /// that reconnects to another node must meet the pseudonyms it knows), so --redact with
+    /// id or source and --redis without it is an error.
     #[arg(long, value_name = "FIELDS", value_parser = parse_policy)]
     redact: Option<Policy>,
 }
@@ -474,7 +481,20 @@ impl TryFrom<Flags> for Options {
             input_flags,
             notify,
             redact: flags.redact.unwrap_or_default(),
+            pseudonym_key: std::env::var_os("AGENTWATCH_PSEUDONYM_KEY")
+                .filter(|key| !key.is_empty())
+                .map(|key| PseudonymKey::from_bytes(key.as_encoded_bytes())),
         };
+        if opts.redis.is_some()
+            && (opts.redact.redacts(Field::SessionId) || opts.redact.redacts(Field::Source))
+            && opts.pseudonym_key.is_none()
+        {
+            return Err(usage_error(
+                "--redact with id or source on a --redis node needs AGENTWATCH_PSEUDONYM_KEY: \
+                 every node must pseudonymise with the same key, or a page that reconnects to \
+                 another node meets ids it never saw",
+            ));
+        }
         if !opts.has_input() && !opts.input_flags.is_empty() {
             return Err(usage_error(format_args!(
                 "input flags ({}) need --publish: with --redis, a node without --publish runs \
@@ -1076,7 +1096,7 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
         )
         .init();
 
-    let (ws, publisher) = WsLayer::new()
+    let ws = WsLayer::new()
         .heartbeat(Duration::from_secs(30))
         // Room for bursts at a high --rate. A tab that still falls behind is closed with 1013
         // and reconnects with `?since=`, resuming from the hub's replay window.
@@ -1095,8 +1115,12 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
         // the same admission as /ws.
         .http_api(true)
         // --redact: the same policy for every page and every HTTP API request.
-        .policy(opts.redact.clone())
-        .build("/ws");
+        .policy(opts.redact.clone());
+    let ws = match opts.pseudonym_key.clone() {
+        Some(key) => ws.pseudonym_key(key),
+        None => ws,
+    };
+    let (ws, publisher) = ws.build("/ws");
 
     let node = match &opts.redis {
         Some(url) => match start_node(url, &opts, &publisher) {

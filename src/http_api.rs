@@ -5,7 +5,7 @@
 //! then a newline). Mounted by [`WsLayer::http_api`](crate::WsLayer::http_api) behind the
 //! endpoint's admission, or on its own by [`Publisher::http_api`].
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -210,8 +210,8 @@ impl Api {
 
     /// `200` with `value` and an `ETag` for `version` as `viewer` sees it, or
     /// `304 Not Modified` when the request's `If-None-Match` already names that tag. The tag
-    /// names the viewer's policy slot, never a field: viewers with different policies get
-    /// different tags for the same version.
+    /// hashes the viewer's policy (never a field, never which policy): viewers with
+    /// different policies get different tags for the same version.
     fn answer<T: Serialize + ?Sized>(
         &self,
         headers: &HeaderMap,
@@ -219,10 +219,13 @@ impl Api {
         version: u64,
         value: &T,
     ) -> Response {
-        let policy = viewer
-            .slot
-            .map_or_else(|| "own".to_owned(), |slot| slot.to_string());
-        let tag = format!("\"{:016x}-{policy}-{version}\"", self.epoch);
+        // The router's epoch and the viewer's policy, hashed: opaque, and one per policy.
+        let prefix = {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (self.epoch, viewer.fingerprint).hash(&mut hasher);
+            hasher.finish()
+        };
+        let tag = format!("\"{prefix:016x}-{version}\"");
         let Ok(etag) = HeaderValue::from_str(&tag) else {
             // Hex digits, a dash and decimal digits: always a valid header value.
             return json(StatusCode::OK, value);

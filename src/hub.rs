@@ -371,6 +371,22 @@ pub(crate) struct Position {
 struct Kept {
     frame: Frame,
     at: Timestamp,
+    /// What it counts against the window's byte bound: see [`Frame::kept_bytes`].
+    bytes: usize,
+}
+
+impl Frame {
+    /// The bytes this frame is taken to hold while kept: its payload, and with privacy
+    /// policies also the event's copy and one redacted encoding per policy known when it
+    /// was published (each about the payload's size), made or not: the replay window's
+    /// byte bound then bounds what redaction adds too.
+    fn kept_bytes(&self) -> usize {
+        let payload = self.text.payload().len();
+        match &self.variants {
+            None => payload,
+            Some(variants) => payload.saturating_mul(2 + variants.encoded.len()),
+        }
+    }
 }
 
 /// The replay window: the last events' encoded bytes, bounded in count and in bytes.
@@ -421,8 +437,9 @@ impl Replay {
             self.floor = Some((frame.seq, at));
             return reset;
         }
-        self.bytes += frame.text.payload().len();
-        self.frames.push_back(Kept { frame, at });
+        let bytes = frame.kept_bytes();
+        self.bytes += bytes;
+        self.frames.push_back(Kept { frame, at, bytes });
         self.trim();
         reset
     }
@@ -432,7 +449,7 @@ impl Replay {
             let Some(old) = self.frames.pop_front() else {
                 break;
             };
-            self.bytes -= old.frame.text.payload().len();
+            self.bytes -= old.bytes;
             self.floor = Some((old.frame.seq, old.at));
         }
     }
@@ -546,5 +563,30 @@ mod tests {
         }
         assert_eq!(seqs(replay.since(pos(3, Some(1003)))), None);
         assert_eq!(seqs(replay.since(pos(3, Some(3)))), Some(vec![4, 5]));
+    }
+
+    #[test]
+    fn redacted_variants_count_against_the_byte_bound() {
+        let frame = |seq, slots: Option<usize>| Frame {
+            seq,
+            text: TextFrame::from_text(&[b'x'; 1000]),
+            restart: false,
+            variants: slots.map(|n| {
+                Arc::new(Variants {
+                    event: Event::default(),
+                    encoded: (0..n).map(|_| OnceLock::new()).collect(),
+                })
+            }),
+        };
+        let mut plain = Replay::new(100, 12_000);
+        let mut redacted = Replay::new(100, 12_000);
+        for seq in 1..=20 {
+            plain.push(frame(seq, None), at(seq), false);
+            // Four policies: the payload, the event's copy and four encodings.
+            redacted.push(frame(seq, Some(4)), at(seq), false);
+        }
+        assert_eq!(plain.frames.len(), 12);
+        assert_eq!(redacted.frames.len(), 2);
+        assert!(redacted.bytes <= 12_000);
     }
 }

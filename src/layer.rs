@@ -380,7 +380,10 @@ impl<A> WsLayer<A> {
 
     /// The bound on the bytes of encoded events kept in the replay window; the oldest events
     /// leave the window first. Irrelevant when resuming is off
-    /// ([`replay_window(None)`](WsLayer::replay_window)).
+    /// ([`replay_window(None)`](WsLayer::replay_window)). With [privacy
+    /// policies](crate::privacy) an event also keeps its copy and one redacted encoding per
+    /// distinct policy in use, so it counts its encoded size 2 + P times (P policies): the
+    /// bound holds what redaction adds, and the window holds fewer events.
     ///
     /// Default 8 MiB; from 64 KiB (smaller values are raised to it) to 1 GiB (larger values
     /// are lowered to it).
@@ -860,11 +863,18 @@ impl Endpoint {
             protocol = subprotocol.as_ref().map(tracing::field::display),
             "websocket upgrade accepted"
         );
+        let privacy = self.hub.privacy();
+        let viewer = privacy.viewer(&identity);
+        let mut since = resume.position();
+        if !privacy.same_policy_as_before(&identity, &viewer) && since.take().is_some() {
+            // What the client holds was redacted otherwise: it starts over from a snapshot.
+            tracing::debug!(identity = %identity, policy = %viewer.policy, "privacy policy changed: resume refused");
+        }
         let client = ClientInfo {
             peer,
-            viewer: self.hub.privacy().viewer(&identity),
+            viewer,
             identity,
-            since: resume.position(),
+            since,
         };
         // Counted as a connection task from here, before the 101: see `Hub::closed`.
         let connection = Connection::new(

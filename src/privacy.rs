@@ -32,7 +32,7 @@
 //! use agentwatch_ws::privacy::{Field, Policy};
 //! use agentwatch_ws::{Identity, WsLayer};
 //! use axum::extract::FromRequestParts;
-//! use http::{StatusCode, request::Parts};
+//! use axum::http::{StatusCode, request::Parts};
 //!
 //! /// A member of the team, known by their token.
 //! struct Member(&'static str);
@@ -108,7 +108,17 @@
 //! # What a viewer can still learn
 //! A redacted viewer receives every event, at the moment it happens, with its `seq`: an event
 //! whose only change is a redacted field still arrives (unchanged to that viewer), so the
-//! timing of changes is visible. The HTTP API's `ETag` changes with the same events.
+//! timing of changes is visible. The HTTP API's `ETag` changes with the same events. Fields
+//! no policy touches hint at some redacted ones, as in Go: `maxContextTokens` (and
+//! `contextUtilization`) at the model's family, `currentTool` (`apply_patch`,
+//! `read_many_files`) at the agent.
+//!
+//! # When a viewer's policy changes
+//! A client holds what it was sent. One that reconnects with `?since=` after
+//! [`policy_for`](crate::WsLayer::policy_for) started choosing another policy for it is not
+//! resumed: it gets a snapshot under its new policy, which replaces what it held. The router
+//! remembers the policy of the last 65 536 identities' connections; a node the identity never
+//! connected to trusts the resume.
 //!
 //! # Cost
 //! Each event is encoded once per distinct policy in use, on first need, and shared by every
@@ -116,6 +126,7 @@
 //! Up to 64 distinct policies are cached; viewers with a policy past that get their own
 //! encodings (correct, one encoding per event per viewer) and a `warn` is logged once.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -317,7 +328,7 @@ impl FromStr for Policy {
                     let Some(field) = Field::ALL.into_iter().find(|f| f.name() == name) else {
                         return Err(InvalidSetting::new(
                             "policy",
-                            text,
+                            &name,
                             "expected field names separated by commas: dir, branch, model, id, source (or all, none)",
                         ));
                     };
@@ -474,12 +485,17 @@ pub(crate) fn fuzz_redact(event: &Event, fields: u8) -> Event {
 pub(crate) struct Viewer {
     pub(crate) redactor: Option<Arc<Redactor>>,
     pub(crate) slot: Option<usize>,
+    /// Names the resolved policy (fields and key) without showing either: equal for equal
+    /// policies in this process, different otherwise.
+    pub(crate) fingerprint: u64,
+    /// The policy's text form (`dir,branch`, `none`), for logs: never the key.
+    pub(crate) policy: Arc<str>,
 }
 
 impl fmt::Debug for Viewer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Viewer")
-            .field("redacted", &self.redactor.is_some())
+            .field("policy", &self.policy)
             .field("slot", &self.slot)
             .finish()
     }
@@ -491,6 +507,8 @@ impl Viewer {
         Viewer {
             redactor: None,
             slot: Some(0),
+            fingerprint: 0,
+            policy: Arc::from("none"),
         }
     }
 
@@ -500,6 +518,9 @@ impl Viewer {
     }
 }
 
+/// How many identities [`Privacy`] remembers the policy of (see [`Privacy::viewer`]).
+const REMEMBERED_IDENTITIES: usize = 65_536;
+
 /// The endpoint's privacy settings and the policies seen so far, shared by the WebSocket
 /// connections, the hub and the HTTP API of one router.
 pub(crate) struct Privacy {
@@ -508,6 +529,10 @@ pub(crate) struct Privacy {
     key: PseudonymKey,
     /// The distinct policies met so far, each with its redactor; index + 1 is its slot.
     seen: Mutex<Vec<(Policy, Arc<Redactor>)>>,
+    /// The fingerprint of the policy each identity's last WebSocket got, by identity id.
+    last: Mutex<HashMap<String, u64>>,
+    /// Keys the fingerprints: random per router, so a fingerprint says nothing of a key.
+    fingerprints: std::collections::hash_map::RandomState,
     warned: std::sync::atomic::AtomicBool,
 }
 
@@ -527,6 +552,8 @@ impl Privacy {
             chooser,
             key,
             seen: Mutex::new(Vec::new()),
+            last: Mutex::new(HashMap::new()),
+            fingerprints: std::collections::hash_map::RandomState::new(),
             warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -557,6 +584,26 @@ impl Privacy {
         self.viewer_with(chosen.as_ref().unwrap_or(&self.default))
     }
 
+    /// Records that `identity` connects as `viewer`; `false` when its last connection (that
+    /// this router remembers) had another policy. A client resuming with `since` after its
+    /// policy changed holds events redacted otherwise (or not at all): it must start over
+    /// from a snapshot. The last policy of up to 65 536 identities is remembered; past
+    /// that, or on a node the identity never connected to, a resume is trusted.
+    pub(crate) fn same_policy_as_before(&self, identity: &Identity, viewer: &Viewer) -> bool {
+        if !self.is_configured() {
+            return true;
+        }
+        // Plain data, consistent after every statement.
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.len() >= REMEMBERED_IDENTITIES && !last.contains_key(identity.id()) {
+            last.clear();
+        }
+        match last.insert(identity.id().to_owned(), viewer.fingerprint) {
+            Some(before) => before == viewer.fingerprint,
+            None => true,
+        }
+    }
+
     fn viewer_with(&self, policy: &Policy) -> Viewer {
         if policy.is_none() {
             return Viewer::full();
@@ -565,12 +612,17 @@ impl Privacy {
             fields: policy.fields,
             key: Some(policy.key.clone().unwrap_or_else(|| self.key.clone())),
         };
+        // 0 is the full view's.
+        let fingerprint = std::hash::BuildHasher::hash_one(&self.fingerprints, &resolved).max(1);
+        let text: Arc<str> = Arc::from(policy.to_string());
         // Plain data, consistent after every statement.
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(i) = seen.iter().position(|(known, _)| *known == resolved) {
             return Viewer {
                 redactor: Some(seen[i].1.clone()),
                 slot: Some(i + 1),
+                fingerprint,
+                policy: text,
             };
         }
         let key = resolved.key.as_ref().unwrap_or(&self.key);
@@ -580,6 +632,8 @@ impl Privacy {
             return Viewer {
                 redactor: Some(redactor),
                 slot: Some(seen.len()),
+                fingerprint,
+                policy: text,
             };
         }
         if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -591,6 +645,8 @@ impl Privacy {
         Viewer {
             redactor: Some(redactor),
             slot: None,
+            fingerprint,
+            policy: text,
         }
     }
 }

@@ -164,6 +164,7 @@ fn serve(mut socket: Socket, connection: Connection) -> impl Future<Output = ()>
         "ws_client",
         peer = %client.peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
         identity = %client.identity,
+        policy = %client.viewer.policy,
     );
     async move {
         let counters = hub.counters();

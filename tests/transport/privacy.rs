@@ -805,3 +805,60 @@ async fn no_redacted_value_in_logs_close_reasons_or_status() {
     );
     assert_no_secret(logged.as_bytes(), &secrets(&all, "t"), "the log");
 }
+
+/// A viewer whose policy was tightened while it was away is not resumed: what it holds was
+/// redacted otherwise (here: not at all), so it gets a snapshot under its new policy.
+#[tokio::test]
+async fn a_changed_policy_means_a_snapshot_not_a_resume() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let strict = Arc::new(AtomicBool::new(false));
+    let chosen = strict.clone();
+    let (ws, publisher) = WsLayer::new()
+        .rate_limit(None)
+        .pseudonym_key(PseudonymKey::from_bytes(SERVER_KEY))
+        .auth::<Viewer>()
+        .policy_for(move |_: &Identity| {
+            Some(if chosen.load(Ordering::SeqCst) {
+                Policy::all()
+            } else {
+                Policy::none()
+            })
+        })
+        .build::<()>("/ws");
+    let addr = serve(Router::new().merge(ws)).await;
+    publisher
+        .publish(Event::delta(0, vec![session(1, "c")], vec![]))
+        .unwrap();
+    let mut owner = connect(addr, "viewer=owner").await;
+    let snapshot = Event::from_json(&next_text(&mut owner).await).unwrap();
+    assert_eq!(snapshot.sessions[0].working_dir, "/home/dev/proj-c-1");
+    let position = |e: &Event| {
+        format!(
+            "viewer=owner&since={}&since_at={}",
+            e.seq,
+            e.at.to_string().replace(':', "%3A").replace('+', "%2B")
+        )
+    };
+    // Unchanged policy: a resume (the next message is the missed delta, not a snapshot).
+    owner.close(None).await.ok();
+    publisher
+        .publish(Event::delta(0, vec![session(2, "c")], vec![]))
+        .unwrap();
+    let mut owner = connect(addr, &position(&snapshot)).await;
+    let missed = Event::from_json(&next_text(&mut owner).await).unwrap();
+    assert_eq!(missed.kind, EventType::Delta, "resumed");
+    owner.close(None).await.ok();
+
+    // Tightened while away: a snapshot under the new policy, whatever `since` says.
+    strict.store(true, Ordering::SeqCst);
+    publisher
+        .publish(Event::delta(0, vec![session(3, "c")], vec![]))
+        .unwrap();
+    let mut owner = connect(addr, &position(&missed)).await;
+    let raw = next_text(&mut owner).await;
+    assert_no_secret(&raw, &secrets(&Field::ALL, "c"), "after the change");
+    let got = Event::from_json(&raw).unwrap();
+    assert_eq!(got.kind, EventType::Snapshot, "not resumed: {got:?}");
+    assert_eq!(got.sessions.len(), 3);
+}

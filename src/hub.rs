@@ -7,7 +7,9 @@
 //! ever costs itself.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::broadcast;
 
@@ -72,6 +74,20 @@ struct HubShared {
     counters: Counters,
     /// The encoded snapshot shared by clients connecting at the same source version.
     snapshots: SnapshotCache,
+    /// Where the events older than the replay window can still be found (a broker stream).
+    backfill: OnceLock<Arc<dyn Backfill>>,
+}
+
+/// A source of the events older than the replay window, for resuming clients: the broker
+/// `Follower` reads them back from the stream.
+pub(crate) trait Backfill: Send + Sync + 'static {
+    /// The events after `since`, in order, each `seq` following the one before and the
+    /// first following `since` (which, when it carries an `at`, must be that very event),
+    /// up to an event this hub has published. `None` when they cannot all be found.
+    fn events_after(
+        &self,
+        since: Position,
+    ) -> Pin<Box<dyn Future<Output = Option<Vec<Event>>> + Send + '_>>;
 }
 
 impl std::fmt::Debug for Hub {
@@ -102,6 +118,7 @@ impl Hub {
                 stopped: StopFlag::default(),
                 snapshots: SnapshotCache::default(),
                 counters: Counters::default(),
+                backfill: OnceLock::new(),
             }),
         }
     }
@@ -124,6 +141,51 @@ impl Hub {
             Some(missed) => Start::Resume { events, missed },
             None => Start::Snapshot { events },
         })
+    }
+
+    /// Installs the source of events older than the window; the first one installed stays.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn set_backfill(&self, backfill: Arc<dyn Backfill>) {
+        let _ = self.shared.backfill.set(backfill);
+    }
+
+    /// For a client resuming from `since` that the window no longer covers: the missed
+    /// events the backfill source still has, framed, and the position after them, from which
+    /// [`subscribe`](Hub::subscribe) continues. `(since, [])` when there is nothing to add.
+    pub(crate) async fn backfill(&self, since: Option<Position>) -> (Option<Position>, Vec<Frame>) {
+        let nothing = (since, Vec::new());
+        let (Some(position), Some(source)) = (since, self.shared.backfill.get()) else {
+            return nothing;
+        };
+        if self.replay().covers(position) {
+            return nothing;
+        }
+        let Some(events) = source.events_after(position).await else {
+            return nothing;
+        };
+        let Some(last) = events.last() else {
+            return nothing;
+        };
+        let after = Position {
+            seq: last.seq,
+            at: Some(last.at),
+        };
+        let mut frames = Vec::with_capacity(events.len());
+        for event in &events {
+            let Ok(text) = self
+                .shared
+                .counters
+                .encode(|buf| wire::to_writer(buf, event))
+            else {
+                return nothing;
+            };
+            frames.push(Frame {
+                seq: event.seq,
+                text,
+                restart: false,
+            });
+        }
+        (Some(after), frames)
     }
 
     fn replay(&self) -> MutexGuard<'_, Replay> {
@@ -366,6 +428,26 @@ impl Replay {
         }
     }
 
+    /// Whether the window holds every event after `since` and, when `since` carries an `at`,
+    /// event `since.seq` with that `at`.
+    fn covers(&self, since: Position) -> bool {
+        let Some((last, _)) = self.last else {
+            return false;
+        };
+        let floor = match (self.floor, self.frames.front()) {
+            (Some((floor, _)), _) => floor,
+            (None, Some(first)) => match first.frame.seq.checked_sub(1) {
+                Some(floor) => floor,
+                None => return false,
+            },
+            (None, None) => return false,
+        };
+        if since.seq < floor || since.seq > last {
+            return false;
+        }
+        !since.at.is_some_and(|at| self.at_of(since.seq) != Some(at))
+    }
+
     /// The `at` of event `seq`, if the window, its floor or the last event is that event.
     fn at_of(&self, seq: u64) -> Option<Timestamp> {
         let i = self.frames.partition_point(|kept| kept.frame.seq < seq);
@@ -382,16 +464,7 @@ impl Replay {
     /// `at`, event `since.seq` is the very event the client applied (same `at`: an identity
     /// check, never an order comparison of clocks).
     fn since(&self, since: Position) -> Option<Vec<Frame>> {
-        let (last, _) = self.last?;
-        let floor = match (self.floor, self.frames.front()) {
-            (Some((floor, _)), _) => floor,
-            (None, Some(first)) => first.frame.seq.checked_sub(1)?,
-            (None, None) => return None,
-        };
-        if since.seq < floor || since.seq > last {
-            return None;
-        }
-        if since.at.is_some_and(|at| self.at_of(since.seq) != Some(at)) {
+        if !self.covers(since) {
             return None;
         }
         // Seqs increase along the window, so the missed events are a suffix of it.

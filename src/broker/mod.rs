@@ -113,14 +113,27 @@ pub trait Broker: Send + Sync + 'static {
     /// call: appending again with the batch id of the last successful append must not append
     /// twice (it returns the same id), so a retry after an unknown outcome is safe.
     ///
-    /// With `continues` (the producer appended before), an empty stream means its entries
-    /// were lost: nothing is appended and the answer is [`BrokerError::StreamLost`].
+    /// With `after` (the id of the entry this producer appended last), the stream must still
+    /// end with that entry: when it does not (the stream was deleted or emptied, the broker
+    /// restarted from older data or failed over to a lagging replica, someone else appended),
+    /// nothing is appended and the answer is [`BrokerError::StreamLost`]. The check and the
+    /// append are one atomic step.
     fn append(
         &self,
         batch: &str,
-        continues: bool,
+        after: Option<&str>,
         records: &[Record],
     ) -> impl Future<Output = Result<EntryId, BrokerError>> + Send;
+
+    /// The id of the stream's last entry; `None` when the stream is empty or missing.
+    fn tail(&self) -> impl Future<Output = Result<Option<EntryId>, BrokerError>> + Send;
+
+    /// Another handle on the same stream with a connection of its own, so that a short read
+    /// (a node serving a resuming client from the stream) never waits behind a blocking one.
+    /// Engines whose reads never block a connection may share it.
+    fn handle(&self) -> Self
+    where
+        Self: Sized;
 
     /// Replaces the checkpoint.
     fn write_checkpoint(
@@ -157,8 +170,10 @@ pub enum BrokerError {
     /// The broker answered something this crate cannot read: a foreign or corrupt entry or
     /// checkpoint. Carries what was wrong, never the payload.
     Malformed(String),
-    /// An append that continues the stream found it empty: it was deleted, or the broker
-    /// restarted without its data. The producer answers with a resync.
+    /// An append that continues the stream found that the stream no longer ends with the
+    /// producer's last entry: it was deleted or emptied, the broker restarted from older data
+    /// (or without any), a lagging replica took over, or another writer appended. The
+    /// producer answers with a resync.
     StreamLost,
 }
 
@@ -167,7 +182,9 @@ impl fmt::Display for BrokerError {
         match self {
             BrokerError::Unavailable(e) => write!(f, "broker unavailable: {e}"),
             BrokerError::Malformed(what) => write!(f, "malformed broker data: {what}"),
-            BrokerError::StreamLost => f.write_str("the stream lost the producer's entries"),
+            BrokerError::StreamLost => {
+                f.write_str("the stream no longer ends with the producer's last entry")
+            }
         }
     }
 }

@@ -356,12 +356,17 @@ async fn stream(
     since: Option<Position>,
 ) -> End {
     let counters = hub.counters();
+    // Events older than the replay window, from the broker stream when a follower feeds it.
+    let (since, backfilled) = hub.backfill(since).await;
     let Some(start) = hub.subscribe(since) else {
         // The hub was stopped before this client could subscribe.
         return End::Stopped;
     };
     let (events, handover) = match start {
-        Start::Resume { events, missed } => {
+        Start::Resume { events, mut missed } => {
+            if !backfilled.is_empty() {
+                missed.splice(0..0, backfilled);
+            }
             counters.record_resume();
             tracing::debug!(
                 since = since.map(|position| position.seq),

@@ -144,7 +144,7 @@ impl Hub {
     }
 
     /// Installs the source of events older than the window; the first one installed stays.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
     pub(crate) fn set_backfill(&self, backfill: Arc<dyn Backfill>) {
         let _ = self.shared.backfill.set(backfill);
     }

@@ -127,7 +127,7 @@ impl Publisher {
 
     /// Installs where a client resuming from before the replay window finds the events it
     /// missed (the broker follower's stream).
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "nats"))]
     pub(crate) fn set_backfill(&self, backfill: Arc<dyn crate::hub::Backfill>) {
         self.inner.hub.set_backfill(backfill);
     }

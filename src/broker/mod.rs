@@ -64,7 +64,10 @@
 mod backoff;
 mod checkpoint;
 mod follower;
+#[cfg(feature = "nats")]
+mod nats;
 mod producer;
+#[cfg(feature = "redis")]
 mod redis;
 
 use std::fmt;
@@ -73,7 +76,12 @@ use std::time::Duration;
 
 pub use checkpoint::Checkpoint;
 pub use follower::{Follower, FollowerHandle, FollowerStats};
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub use nats::NatsBroker;
 pub use producer::{BrokerSink, BrokerSinkBuilder, BrokerSinkStats};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisBroker;
 
 /// A stream entry id, as the broker assigned it (Redis: `<ms>-<n>`). Opaque to the engine.

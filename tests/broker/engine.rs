@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use agentwatch_ws::broker::{Broker, RedisBroker};
+use agentwatch_ws::broker::{Broker, NatsBroker, RedisBroker};
 
 use crate::common::stream_key::{StreamKey, redis_available, redis_url};
 
@@ -321,6 +321,272 @@ impl OwnServer for OwnRedis {
         Box::pin(async move {
             let _: String = redis::cmd("SAVE").query(&mut self.control()).unwrap();
             replace_dir(to, &self.dir);
+        })
+    }
+
+    fn restart_from<'a>(
+        &'a mut self,
+        from: &'a Path,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            self.process.kill();
+            replace_dir(&self.dir, from);
+            self.start().await;
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// NATS JetStream
+
+/// The NATS server the tests use: `AGENTWATCH_NATS_URL`, else nats://127.0.0.1:4222.
+pub fn nats_url() -> String {
+    std::env::var("AGENTWATCH_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// Whether a NATS server with JetStream answers at [`nats_url`]: false (after a loud notice)
+/// when none does and `AGENTWATCH_REQUIRE_NATS=1` is not set; a panic when it is set.
+pub async fn nats_available() -> bool {
+    let url = nats_url();
+    let answer = async {
+        let client = async_nats::connect(&url).await.map_err(|e| e.to_string())?;
+        // JetStream answers "stream not found" for a name no test uses.
+        match async_nats::jetstream::new(client)
+            .get_stream("agentwatch-probe-none")
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match e.kind() {
+                async_nats::jetstream::context::GetStreamErrorKind::JetStream(e)
+                    if e.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!("JetStream: {e}")),
+            },
+        }
+    };
+    let error = match tokio::time::timeout(Duration::from_secs(3), answer).await {
+        Ok(Ok(())) => return true,
+        Ok(Err(e)) => e,
+        Err(_) => "no answer within 3 s".into(),
+    };
+    if std::env::var("AGENTWATCH_REQUIRE_NATS").as_deref() == Ok("1") {
+        panic!(
+            "no NATS JetStream at {url} ({error}) and AGENTWATCH_REQUIRE_NATS=1: start one with \
+             `nats-server -js -a 127.0.0.1 -p 4222` or point AGENTWATCH_NATS_URL at one"
+        );
+    }
+    crate::common::skip_notice(
+        &format!("no NATS JetStream answers at {url} ({error})"),
+        "Start `nats-server -js` (or set AGENTWATCH_NATS_URL)",
+        "AGENTWATCH_REQUIRE_NATS",
+    );
+    false
+}
+
+/// NATS JetStream: the shared server on 127.0.0.1:4222 (or `AGENTWATCH_NATS_URL`).
+pub struct Nats {
+    key: String,
+    url: String,
+}
+
+impl Nats {
+    async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("no NATS at {} ({e})", self.url));
+        async_nats::jetstream::new(client)
+    }
+
+    async fn entries(&self) -> async_nats::jetstream::stream::Stream {
+        let broker = self.broker();
+        self.jetstream()
+            .await
+            .get_stream(broker.stream_name())
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let (url, broker) = (self.url.clone(), self.broker());
+        // Drop runs inside the test's runtime: clean up from a thread with one of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let cleanup = async {
+                    let client = async_nats::connect(&url).await.ok()?;
+                    let jetstream = async_nats::jetstream::new(client);
+                    let _ = jetstream.delete_stream(broker.stream_name()).await;
+                    let _ = jetstream.delete_stream(broker.checkpoint_stream()).await;
+                    Some(())
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(3), cleanup).await;
+            });
+        })
+        .join();
+    }
+}
+
+impl Engine for Nats {
+    type Broker = NatsBroker;
+
+    fn shared() -> Option<String> {
+        // Engine::shared is called from async tests; the check needs its own runtime.
+        let available = std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(nats_available())
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        available.then(nats_url)
+    }
+
+    fn stream(url: &str, scope: &str) -> Self {
+        Nats {
+            key: StreamKey::unique_name(scope),
+            url: url.into(),
+        }
+    }
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn longest_timeouts(broker: NatsBroker) -> NatsBroker {
+        broker.response_timeout(Duration::MAX)
+    }
+
+    fn broker_via(&self, url: &str) -> NatsBroker {
+        NatsBroker::open(url, self.key.clone()).unwrap()
+    }
+
+    fn url_of(&self, addr: SocketAddr) -> String {
+        format!("nats://{addr}")
+    }
+
+    fn address(&self) -> String {
+        self.url
+            .trim_start_matches("nats://")
+            .trim_end_matches('/')
+            .into()
+    }
+
+    async fn stream_len(&self) -> usize {
+        let mut stream = self.entries().await;
+        stream.info().await.unwrap().state.messages as usize
+    }
+
+    async fn trim(&self, keep: usize) {
+        self.entries()
+            .await
+            .purge()
+            .keep(keep as u64)
+            .await
+            .unwrap();
+    }
+
+    async fn delete_stream(&self) {
+        let broker = self.broker();
+        self.jetstream()
+            .await
+            .delete_stream(broker.stream_name())
+            .await
+            .unwrap();
+    }
+
+    async fn lose(&self) {
+        self.delete_stream().await;
+        let broker = self.broker();
+        self.jetstream()
+            .await
+            .delete_stream(broker.checkpoint_stream())
+            .await
+            .unwrap();
+    }
+
+    async fn corrupt_checkpoint(&self) {
+        let broker = self.broker();
+        let mut checkpoint = broker.read_checkpoint().await.unwrap().unwrap();
+        checkpoint.snapshot = b"{\"seq\": not json".to_vec();
+        broker.write_checkpoint(&checkpoint).await.unwrap();
+    }
+
+    async fn append_raw(&self, seq: u64, event: Vec<u8>) {
+        let broker = self.broker();
+        let prev = broker.tail().await.unwrap().unwrap_or_default();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Agentwatch-Seq", seq.to_string());
+        headers.insert("Agentwatch-Prev", prev);
+        let id = StreamKey::unique_name("forged");
+        headers.insert("Nats-Msg-Id", id.as_str());
+        headers.insert("Agentwatch-Id", id);
+        self.jetstream()
+            .await
+            .publish_with_headers(broker.subject().to_string(), headers, event.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    async fn own_server(dir: &Path) -> Box<dyn OwnServer> {
+        let mut server = OwnNats {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            process: Process(None),
+        };
+        server.start().await;
+        Box::new(server)
+    }
+}
+
+/// `nats-server -js` on a free port, its store in `dir`.
+struct OwnNats {
+    port: u16,
+    dir: PathBuf,
+    process: Process,
+}
+
+impl OwnNats {
+    async fn start(&mut self) {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("-sd")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH (Debian's nats-server package)");
+        self.process = Process(Some(child));
+        until_listening(&format!("127.0.0.1:{}", self.port)).await;
+    }
+}
+
+impl OwnServer for OwnNats {
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn save_to<'a>(
+        &'a mut self,
+        to: &'a Path,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            // A consistent copy of the store: taken while the server is down.
+            self.process.kill();
+            replace_dir(to, &self.dir);
+            self.start().await;
         })
     }
 

@@ -48,6 +48,14 @@ macro_rules! engine_tests {
                 }
             )*
         }
+        mod nats {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test::<crate::engine::Nats>().await
+                }
+            )*
+        }
     };
 }
 pub(crate) use engine_tests;

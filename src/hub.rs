@@ -445,7 +445,7 @@ impl Replay {
         if since.seq < floor || since.seq > last {
             return false;
         }
-        !since.at.is_some_and(|at| self.at_of(since.seq) != Some(at))
+        since.at.is_none_or(|at| self.at_of(since.seq) == Some(at))
     }
 
     /// The `at` of event `seq`, if the window, its floor or the last event is that event.

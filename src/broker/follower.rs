@@ -31,6 +31,9 @@ pub(crate) const MAX_BLOCK: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_BACKFILL: usize = 10_000;
 /// The most entries [`Follower::backfill`] remembers (about 6 MiB of positions).
 pub(crate) const MAX_BACKFILL: usize = 100_000;
+/// The most event bytes read back for one resuming client (as the hub's default replay
+/// window); a client further behind gets a snapshot.
+const MAX_BACKFILL_BYTES: usize = 8 * 1024 * 1024;
 
 /// Follows a [`Broker`] stream for one serving node.
 ///
@@ -63,8 +66,8 @@ pub(crate) const MAX_BACKFILL: usize = 100_000;
 /// The follower remembers the position (`seq`, `at`, entry id) of the last
 /// [`backfill`](Follower::backfill) entries it applied. A client resuming with a `?since=`
 /// older than the node's replay window gets the events it missed read back from the stream,
-/// checked as above, instead of a snapshot, as long as the stream still holds them
-/// ([`FollowerStats::backfills`]).
+/// checked as above, instead of a snapshot, as long as the stream still holds them and they
+/// come to at most 8 MiB ([`FollowerStats::backfills`]).
 ///
 /// Broker failures are retried with backoff (logged once per change of state); the node's
 /// clients keep their sockets meanwhile.
@@ -517,12 +520,13 @@ struct StreamBackfill<B> {
 
 impl<B: Broker> StreamBackfill<B> {
     /// The events after `since` up to the node's last one, skipping what the follower
-    /// refused; `None` past a resync, a gap or an unknown position.
+    /// refused; `None` past a resync, a gap, an unknown position or 8 MiB of events.
     async fn read(&self, since: ClientPosition) -> Option<Vec<Event>> {
         let mut after = lock(&self.index).find(since)?;
         let until = self.publisher.seq();
         let mut seq = since.seq;
         let mut events = Vec::new();
+        let mut bytes = 0usize;
         while seq < until {
             let entries = self
                 .broker
@@ -539,6 +543,10 @@ impl<B: Broker> StreamBackfill<B> {
                 after = entry.id.clone();
                 match check(&entry, seq) {
                     Checked::Event(event) if event.kind != EventType::Snapshot => {
+                        bytes = bytes.saturating_add(entry.record.event.len());
+                        if bytes > MAX_BACKFILL_BYTES {
+                            return None;
+                        }
                         seq = event.seq;
                         events.push(event);
                         if seq >= until {

@@ -1,9 +1,11 @@
-//! Benchmark of the broker hop (feature `redis`): one producer and three nodes on one Redis,
-//! beside a single node fed directly, in the same run, each a process of its own.
+//! Benchmark of the broker hop (features `redis`, `nats`): one producer and three nodes on
+//! one Redis (or, with `--nats URL`, one NATS JetStream), beside a single node fed directly,
+//! in the same run, each a process of its own.
 //!
 //! ```sh
 //! cargo build --release --example broker_bench
 //! target/release/examples/broker_bench --clients 1000 --rate 50 --seconds 10
+//! target/release/examples/broker_bench --nats nats://127.0.0.1:4222 --clients 1000 --rate 50 --seconds 10
 //! ```
 //!
 //! The driver (this binary without `--role`) starts itself as: a producer publishing `rate`
@@ -25,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use agentwatch_ws::broker::{BrokerSink, Follower, RedisBroker};
+use agentwatch_ws::broker::{Broker, BrokerSink, Follower, NatsBroker, RedisBroker};
 use agentwatch_ws::{Event, EventSink, SessionState, Timestamp, WsLayer};
 use axum::Router;
 use futures_util::StreamExt;
@@ -39,6 +41,9 @@ struct Flags {
     /// The Redis broker.
     #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
     redis: String,
+    /// A NATS JetStream broker instead of Redis.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
     /// The stream key, deleted at the end [default: agentwatch-bench:<driver's pid>].
     #[arg(long, value_name = "KEY")]
     stream: Option<String>,
@@ -64,6 +69,7 @@ struct Flags {
 
 struct Config {
     redis: String,
+    nats: Option<String>,
     stream: String,
     clients: usize,
     rate: u64,
@@ -77,6 +83,7 @@ fn config() -> Config {
     let flags = <Flags as clap::Parser>::parse();
     Config {
         redis: flags.redis,
+        nats: flags.nats,
         stream: flags
             .stream
             .unwrap_or_else(|| format!("agentwatch-bench:{}", std::process::id())),
@@ -155,11 +162,23 @@ async fn publish_schedule(config: &Config, sink: &dyn EventSink) {
 }
 
 async fn produce(config: Config) -> Result<(), String> {
-    let broker =
-        RedisBroker::open(&config.redis, config.stream.clone()).map_err(|e| e.to_string())?;
+    match &config.nats {
+        Some(url) => {
+            let broker = NatsBroker::open(url, config.stream.clone()).map_err(|e| e.to_string())?;
+            produce_into(&config, broker).await
+        }
+        None => {
+            let broker = RedisBroker::open(&config.redis, config.stream.clone())
+                .map_err(|e| e.to_string())?;
+            produce_into(&config, broker).await
+        }
+    }
+}
+
+async fn produce_into<B: Broker>(config: &Config, broker: B) -> Result<(), String> {
     let publisher = BrokerSink::builder(broker).spawn();
     wait_for_start().await?;
-    publish_schedule(&config, &publisher).await;
+    publish_schedule(config, &publisher).await;
     tokio::time::timeout(Duration::from_secs(30), publisher.flush())
         .await
         .map_err(|_| "flush timed out".to_string())?;
@@ -201,9 +220,21 @@ async fn local(config: Config) -> Result<(), String> {
 }
 
 async fn node(config: Config) -> Result<(), String> {
+    match &config.nats {
+        Some(url) => {
+            let broker = NatsBroker::open(url, config.stream.clone()).map_err(|e| e.to_string())?;
+            node_on(&config, broker).await
+        }
+        None => {
+            let broker = RedisBroker::open(&config.redis, config.stream.clone())
+                .map_err(|e| e.to_string())?;
+            node_on(&config, broker).await
+        }
+    }
+}
+
+async fn node_on<B: Broker>(config: &Config, broker: B) -> Result<(), String> {
     let (ws, publisher) = layer().build("/ws");
-    let broker =
-        RedisBroker::open(&config.redis, config.stream.clone()).map_err(|e| e.to_string())?;
     let follower = Follower::new(broker, publisher).spawn();
     follower.ready().await;
     serve(ws, config.port.ok_or("--port")?).await?;
@@ -341,6 +372,9 @@ async fn drive(config: Config) -> Result<(), String> {
             &config.seconds.to_string(),
         ])
         .stdin(Stdio::piped());
+        if let Some(nats) = &config.nats {
+            cmd.args(["--nats", nats]);
+        }
         if let Some(port) = port {
             cmd.args(["--port", &port.to_string()]);
         }
@@ -469,6 +503,17 @@ async fn drive(config: Config) -> Result<(), String> {
         broker_mean / per_delivery[0]
     );
     drop(children);
+    if let Some(url) = &config.nats {
+        if let (Ok(client), Ok(broker)) = (
+            async_nats::connect(url).await,
+            NatsBroker::open(url, config.stream.clone()),
+        ) {
+            let jetstream = async_nats::jetstream::new(client);
+            let _ = jetstream.delete_stream(broker.stream_name()).await;
+            let _ = jetstream.delete_stream(broker.checkpoint_stream()).await;
+        }
+        return Ok(());
+    }
     if let Ok(client) = redis::Client::open(config.redis.as_str()) {
         if let Ok(mut conn) = client.get_connection() {
             let s = &config.stream;

@@ -1,6 +1,7 @@
 //! The NATS JetStream engine: [`NatsBroker`].
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -84,6 +85,8 @@ pub struct NatsBroker {
     max_len: usize,
     response_timeout: Duration,
     conn: Mutex<Option<Connection>>,
+    /// The stream is known to exist: appends skip creating it.
+    created: AtomicBool,
     /// Wakes a blocking read: every message on the subject, through core NATS.
     wake: Mutex<Option<async_nats::Subscriber>>,
 }
@@ -139,6 +142,7 @@ impl NatsBroker {
             max_len: DEFAULT_MAX_LEN,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             conn: Mutex::new(None),
+            created: AtomicBool::new(false),
             wake: Mutex::new(None),
         })
     }
@@ -286,8 +290,9 @@ impl NatsBroker {
         records: &[Record],
     ) -> Result<EntryId, BrokerError> {
         let conn = self.connection().await?;
-        if self.stream(&conn, true).await?.is_none() {
-            return Err(BrokerError::Unavailable("stream not created".into()));
+        if !self.created.load(Ordering::Relaxed) {
+            self.stream(&conn, true).await?;
+            self.created.store(true, Ordering::Relaxed);
         }
         let (mut prev, mut last_sequence) = match after {
             Some(after) => (after.to_owned(), sequence_of(after)?),
@@ -318,6 +323,9 @@ impl NatsBroker {
             let ack = match ack {
                 Ok(ack) => ack,
                 Err(error) => {
+                    // A deleted stream may answer "no responders" or nothing at all: the
+                    // next attempt makes sure it exists (its sequence then shows the loss).
+                    self.created.store(false, Ordering::Relaxed);
                     return Err(match error.kind() {
                         PublishErrorKind::WrongLastSequence if after.is_some() => {
                             BrokerError::StreamLost
@@ -363,34 +371,41 @@ impl NatsBroker {
                 {}
             }
             let mut entries = Vec::new();
-            if let Some(mut stream) = self.stream(&conn, false).await? {
-                while entries.len() < count.max(1) {
-                    match self
-                        .timed(self.response_timeout, async {
-                            Ok(stream
-                                .direct_get_next_for_subject(self.subject.clone(), Some(from))
-                                .await)
-                        })
-                        .await?
-                    {
-                        Ok(message) => {
-                            from = message.sequence.saturating_add(1);
-                            entries.push(parse_entry(&message));
-                        }
-                        Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => {
-                            break;
-                        }
-                        Err(error) => return Err(unavailable(error)),
+            let stream = conn
+                .jetstream
+                .get_stream_no_info(&self.stream)
+                .await
+                .map_err(unavailable)?;
+            while entries.len() < count.max(1) {
+                let got = self
+                    .timed(self.response_timeout, async {
+                        Ok(stream
+                            .direct_get_next_for_subject(self.subject.clone(), Some(from))
+                            .await)
+                    })
+                    .await?;
+                match got {
+                    Ok(message) => {
+                        from = message.sequence.saturating_add(1);
+                        entries.push(parse_entry(&message));
                     }
+                    Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => break,
+                    // No stream (deleted, not created yet): nothing to read.
+                    Err(error) => match self.stream(&conn, false).await? {
+                        None => break,
+                        Some(_) => return Err(unavailable(error)),
+                    },
                 }
-                // A stream that went back (deleted and created again, restored from older
-                // data) has not reached `after`'s sequence, or hands it out again (then the
-                // entry's `prev` shows the gap): read it from its first entry, whose `prev`
-                // shows the reader the gap.
-                if let (true, false, Some(after_sequence)) =
-                    (entries.is_empty(), rewound, after_sequence)
-                {
-                    rewound = true;
+            }
+            // A stream that went back (deleted and created again, restored from older data)
+            // has not reached `after`'s sequence (or hands it out again, when the entry's
+            // `prev` shows the gap): read it from its first entry, whose `prev` shows the
+            // reader the gap.
+            if let (true, false, Some(after_sequence)) =
+                (entries.is_empty(), rewound, after_sequence)
+            {
+                rewound = true;
+                if let Some(mut stream) = self.stream(&conn, false).await? {
                     let state = &stream.info().await.map_err(unavailable)?.state;
                     if state.last_sequence < after_sequence && state.messages > 0 {
                         from = state.first_sequence.max(1);
@@ -553,6 +568,7 @@ impl Broker for NatsBroker {
             max_len: self.max_len,
             response_timeout: self.response_timeout,
             conn: Mutex::new(None),
+            created: AtomicBool::new(false),
             wake: Mutex::new(None),
         }
     }

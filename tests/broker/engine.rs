@@ -55,6 +55,9 @@ pub trait Engine: Sized + Send + Sync + 'static {
     /// Deletes the stream and the checkpoint, as a broker restarted without its data.
     fn lose(&self) -> impl Future<Output = ()> + Send;
 
+    /// Deletes the checkpoint (the stream stays).
+    fn delete_checkpoint(&self) -> impl Future<Output = ()> + Send;
+
     /// Replaces the checkpoint's snapshot with bytes that are not JSON.
     fn corrupt_checkpoint(&self) -> impl Future<Output = ()> + Send;
 
@@ -224,6 +227,13 @@ impl Engine for Redis {
         let _: usize = redis::cmd("DEL")
             .arg(key)
             .arg(format!("{key}:checkpoint"))
+            .query(&mut self.control())
+            .unwrap();
+    }
+
+    async fn delete_checkpoint(&self) {
+        let _: usize = redis::cmd("DEL")
+            .arg(format!("{}:checkpoint", self.key()))
             .query(&mut self.control())
             .unwrap();
     }
@@ -507,6 +517,15 @@ impl Engine for Nats {
 
     async fn lose(&self) {
         self.delete_stream().await;
+        let broker = self.broker();
+        self.jetstream()
+            .await
+            .delete_stream(broker.checkpoint_stream())
+            .await
+            .unwrap();
+    }
+
+    async fn delete_checkpoint(&self) {
         let broker = self.broker();
         self.jetstream()
             .await

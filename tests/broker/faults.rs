@@ -223,6 +223,28 @@ async fn a_corrupt_checkpoint_is_written_again_by_the_producer<E: Engine>() {
     );
 }
 
+/// The checkpoint is deleted and the stream no longer starts at its first entry, the producer
+/// idle: a new node can build only once the producer notices the missing checkpoint and
+/// writes it again.
+async fn a_lost_checkpoint_is_written_again_by_the_producer<E: Engine>() {
+    let Some(url) = E::shared() else {
+        return;
+    };
+    let env = E::stream(&url, "lost-checkpoint");
+    let producer = Producer::new(lagging_checkpoints(&env));
+    producer.publish_range(1..=20);
+    flushed(&producer).await;
+    env.trim(4).await;
+    env.delete_checkpoint().await;
+    let node = start_node(&env, &url).await;
+    converged("a node started without a checkpoint", &node, &producer).await;
+    assert!(
+        sink_stats(&producer).checkpoint_repairs >= 1,
+        "{:?}",
+        sink_stats(&producer)
+    );
+}
+
 /// A client resumes with a position far older than the node's replay window (2 events)
 /// while the stream still holds every event after it: it gets exactly the missed events,
 /// read back from the stream, and no snapshot; with `since` alone too.
@@ -282,5 +304,6 @@ engine_tests!(
     a_forged_entry_is_refused_and_clients_keep_following,
     a_corrupt_checkpoint_is_skipped_for_the_stream,
     a_corrupt_checkpoint_is_written_again_by_the_producer,
+    a_lost_checkpoint_is_written_again_by_the_producer,
     a_resume_older_than_the_replay_window_is_served_from_the_stream,
 );

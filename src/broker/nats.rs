@@ -85,7 +85,7 @@ pub struct NatsBroker {
     max_len: usize,
     response_timeout: Duration,
     conn: Mutex<Option<Connection>>,
-    /// The stream is known to exist: appends skip creating it.
+    /// The stream is known to exist: appends skip creating it, reads asking whether it does.
     created: AtomicBool,
     /// Wakes a blocking read: every message on the subject, through core NATS.
     wake: Mutex<Option<async_nats::Subscriber>>,
@@ -371,12 +371,17 @@ impl NatsBroker {
                 {}
             }
             let mut entries = Vec::new();
+            // A direct get on a stream that does not exist waits for the request timeout:
+            // ask once whether it exists until it does.
+            if !self.created.load(Ordering::Relaxed) && self.stream(&conn, false).await?.is_some() {
+                self.created.store(true, Ordering::Relaxed);
+            }
             let stream = conn
                 .jetstream
                 .get_stream_no_info(&self.stream)
                 .await
                 .map_err(unavailable)?;
-            while entries.len() < count.max(1) {
+            while self.created.load(Ordering::Relaxed) && entries.len() < count.max(1) {
                 let got = self
                     .timed(self.response_timeout, async {
                         Ok(stream
@@ -392,7 +397,10 @@ impl NatsBroker {
                     Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => break,
                     // No stream (deleted, not created yet): nothing to read.
                     Err(error) => match self.stream(&conn, false).await? {
-                        None => break,
+                        None => {
+                            self.created.store(false, Ordering::Relaxed);
+                            break;
+                        }
                         Some(_) => return Err(unavailable(error)),
                     },
                 }

@@ -78,12 +78,12 @@ struct HubShared {
     backfill: OnceLock<Arc<dyn Backfill>>,
 }
 
-/// A source of the events older than the replay window, for resuming clients: the broker
-/// `Follower` reads them back from the stream.
+/// A source of the events older than the replay window, for resuming clients (the broker
+/// `Follower` reads them back from its stream); `crate::backfill` uses it.
 pub(crate) trait Backfill: Send + Sync + 'static {
     /// The events after `since`, in order, each `seq` following the one before and the
     /// first following `since` (which, when it carries an `at`, must be that very event),
-    /// up to an event this hub has published. `None` when they cannot all be found.
+    /// up to an event the hub has published. `None` when they cannot all be found.
     fn events_after(
         &self,
         since: Position,
@@ -149,43 +149,14 @@ impl Hub {
         let _ = self.shared.backfill.set(backfill);
     }
 
-    /// For a client resuming from `since` that the window no longer covers: the missed
-    /// events the backfill source still has, framed, and the position after them, from which
-    /// [`subscribe`](Hub::subscribe) continues. `(since, [])` when there is nothing to add.
-    pub(crate) async fn backfill(&self, since: Option<Position>) -> (Option<Position>, Vec<Frame>) {
-        let nothing = (since, Vec::new());
-        let (Some(position), Some(source)) = (since, self.shared.backfill.get()) else {
-            return nothing;
-        };
-        if self.replay().covers(position) {
-            return nothing;
-        }
-        let Some(events) = source.events_after(position).await else {
-            return nothing;
-        };
-        let Some(last) = events.last() else {
-            return nothing;
-        };
-        let after = Position {
-            seq: last.seq,
-            at: Some(last.at),
-        };
-        let mut frames = Vec::with_capacity(events.len());
-        for event in &events {
-            let Ok(text) = self
-                .shared
-                .counters
-                .encode(|buf| wire::to_writer(buf, event))
-            else {
-                return nothing;
-            };
-            frames.push(Frame {
-                seq: event.seq,
-                text,
-                restart: false,
-            });
-        }
-        (Some(after), frames)
+    /// The source of events older than the window, if one is installed.
+    pub(crate) fn backfill_source(&self) -> Option<&Arc<dyn Backfill>> {
+        self.shared.backfill.get()
+    }
+
+    /// Whether the window can resume a client from `since` (see [`subscribe`](Hub::subscribe)).
+    pub(crate) fn covers(&self, since: Position) -> bool {
+        self.replay().since(since).is_some()
     }
 
     fn replay(&self) -> MutexGuard<'_, Replay> {
@@ -428,26 +399,6 @@ impl Replay {
         }
     }
 
-    /// Whether the window holds every event after `since` and, when `since` carries an `at`,
-    /// event `since.seq` with that `at`.
-    fn covers(&self, since: Position) -> bool {
-        let Some((last, _)) = self.last else {
-            return false;
-        };
-        let floor = match (self.floor, self.frames.front()) {
-            (Some((floor, _)), _) => floor,
-            (None, Some(first)) => match first.frame.seq.checked_sub(1) {
-                Some(floor) => floor,
-                None => return false,
-            },
-            (None, None) => return false,
-        };
-        if since.seq < floor || since.seq > last {
-            return false;
-        }
-        since.at.is_none_or(|at| self.at_of(since.seq) == Some(at))
-    }
-
     /// The `at` of event `seq`, if the window, its floor or the last event is that event.
     fn at_of(&self, seq: u64) -> Option<Timestamp> {
         let i = self.frames.partition_point(|kept| kept.frame.seq < seq);
@@ -464,7 +415,16 @@ impl Replay {
     /// `at`, event `since.seq` is the very event the client applied (same `at`: an identity
     /// check, never an order comparison of clocks).
     fn since(&self, since: Position) -> Option<Vec<Frame>> {
-        if !self.covers(since) {
+        let (last, _) = self.last?;
+        let floor = match (self.floor, self.frames.front()) {
+            (Some((floor, _)), _) => floor,
+            (None, Some(first)) => first.frame.seq.checked_sub(1)?,
+            (None, None) => return None,
+        };
+        if since.seq < floor || since.seq > last {
+            return None;
+        }
+        if since.at.is_some_and(|at| self.at_of(since.seq) != Some(at)) {
             return None;
         }
         // Seqs increase along the window, so the missed events are a suffix of it.

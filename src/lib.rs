@@ -121,6 +121,7 @@
 )]
 
 pub mod admission;
+mod backfill;
 #[cfg(any(feature = "redis", feature = "nats"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "redis", feature = "nats"))))]
 pub mod broker;

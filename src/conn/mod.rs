@@ -357,7 +357,7 @@ async fn stream(
 ) -> End {
     let counters = hub.counters();
     // Events older than the replay window, from the broker stream when a follower feeds it.
-    let (since, backfilled) = hub.backfill(since).await;
+    let (since, backfilled) = crate::backfill::backfill(hub, since).await;
     let Some(start) = hub.subscribe(since) else {
         // The hub was stopped before this client could subscribe.
         return End::Stopped;

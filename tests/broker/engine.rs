@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use agentwatch_ws::broker::{Broker, NatsBroker, RedisBroker};
 
+use crate::common::nats::nats_url;
 use crate::common::stream_key::{StreamKey, redis_available, redis_url};
 
 /// A broker engine as the tests drive it. Each value is one stream of the test's own on one
@@ -349,52 +350,6 @@ impl OwnServer for OwnRedis {
 // ---------------------------------------------------------------------------------------
 // NATS JetStream
 
-/// The NATS server the tests use: `AGENTWATCH_NATS_URL`, else nats://127.0.0.1:4222.
-pub fn nats_url() -> String {
-    std::env::var("AGENTWATCH_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-/// Whether a NATS server with JetStream answers at [`nats_url`]: false (after a loud notice)
-/// when none does and `AGENTWATCH_REQUIRE_NATS=1` is not set; a panic when it is set.
-pub async fn nats_available() -> bool {
-    let url = nats_url();
-    let answer = async {
-        let client = async_nats::connect(&url).await.map_err(|e| e.to_string())?;
-        // JetStream answers "stream not found" for a name no test uses.
-        match async_nats::jetstream::new(client)
-            .get_stream("agentwatch-probe-none")
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => match e.kind() {
-                async_nats::jetstream::context::GetStreamErrorKind::JetStream(e)
-                    if e.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND =>
-                {
-                    Ok(())
-                }
-                _ => Err(format!("JetStream: {e}")),
-            },
-        }
-    };
-    let error = match tokio::time::timeout(Duration::from_secs(3), answer).await {
-        Ok(Ok(())) => return true,
-        Ok(Err(e)) => e,
-        Err(_) => "no answer within 3 s".into(),
-    };
-    if std::env::var("AGENTWATCH_REQUIRE_NATS").as_deref() == Ok("1") {
-        panic!(
-            "no NATS JetStream at {url} ({error}) and AGENTWATCH_REQUIRE_NATS=1: start one with \
-             `nats-server -js -a 127.0.0.1 -p 4222` or point AGENTWATCH_NATS_URL at one"
-        );
-    }
-    crate::common::skip_notice(
-        &format!("no NATS JetStream answers at {url} ({error})"),
-        "Start `nats-server -js` (or set AGENTWATCH_NATS_URL)",
-        "AGENTWATCH_REQUIRE_NATS",
-    );
-    false
-}
-
 /// NATS JetStream: the shared server on 127.0.0.1:4222 (or `AGENTWATCH_NATS_URL`).
 pub struct Nats {
     key: String,
@@ -450,15 +405,7 @@ impl Engine for Nats {
 
     fn shared() -> Option<String> {
         // Engine::shared is called from async tests; the check needs its own runtime.
-        let available = std::thread::spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(nats_available())
-        })
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let available = crate::common::nats::nats_available_blocking();
         available.then(nats_url)
     }
 

@@ -1,9 +1,11 @@
-//! Benchmark of the broker hop (feature `redis`): one producer and three nodes on one Redis,
-//! beside a single node fed directly, in the same run, each a process of its own.
+//! Benchmark of the broker hop (features `redis`, `nats`): one producer and three nodes on
+//! one Redis (or, with `--nats URL`, one NATS JetStream), beside a single node fed directly,
+//! in the same run, each a process of its own.
 //!
 //! ```sh
 //! cargo build --release --example broker_bench
 //! target/release/examples/broker_bench --clients 1000 --rate 50 --seconds 10
+//! target/release/examples/broker_bench --nats nats://127.0.0.1:4222 --clients 1000 --rate 50 --seconds 10
 //! ```
 //!
 //! The driver (this binary without `--role`) starts itself as: a producer publishing `rate`
@@ -12,7 +14,8 @@
 //! moments straight into its own `Publisher` (the single-node baseline). It connects
 //! `clients` WebSocket clients to each of the four nodes, then starts both schedules and
 //! reports per node: deliveries and losses (a client checks every `seq` follows the one
-//! before), latency from the event's `at` (stamped at publish) to its arrival at the client,
+//! before; the events a later snapshot stands for, such as the producer's first entry, a
+//! resync, count as received), latency from the event's `at` (stamped at publish) to its arrival at the client,
 //! and the node process's CPU time (utime + stime from `/proc`) per delivery.
 //!
 //! Everything shares this machine's cores with the clients, which run in the driver: the
@@ -25,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use agentwatch_ws::broker::{BrokerSink, Follower, RedisBroker};
+use agentwatch_ws::broker::{Broker, BrokerSink, Follower, NatsBroker, RedisBroker};
 use agentwatch_ws::{Event, EventSink, SessionState, Timestamp, WsLayer};
 use axum::Router;
 use futures_util::StreamExt;
@@ -39,6 +42,9 @@ struct Flags {
     /// The Redis broker.
     #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
     redis: String,
+    /// A NATS JetStream broker instead of Redis.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
     /// The stream key, deleted at the end [default: agentwatch-bench:<driver's pid>].
     #[arg(long, value_name = "KEY")]
     stream: Option<String>,
@@ -64,6 +70,7 @@ struct Flags {
 
 struct Config {
     redis: String,
+    nats: Option<String>,
     stream: String,
     clients: usize,
     rate: u64,
@@ -77,6 +84,7 @@ fn config() -> Config {
     let flags = <Flags as clap::Parser>::parse();
     Config {
         redis: flags.redis,
+        nats: flags.nats,
         stream: flags
             .stream
             .unwrap_or_else(|| format!("agentwatch-bench:{}", std::process::id())),
@@ -155,11 +163,23 @@ async fn publish_schedule(config: &Config, sink: &dyn EventSink) {
 }
 
 async fn produce(config: Config) -> Result<(), String> {
-    let broker =
-        RedisBroker::open(&config.redis, config.stream.clone()).map_err(|e| e.to_string())?;
+    match &config.nats {
+        Some(url) => {
+            let broker = NatsBroker::open(url, config.stream.clone()).map_err(|e| e.to_string())?;
+            produce_into(&config, broker).await
+        }
+        None => {
+            let broker = RedisBroker::open(&config.redis, config.stream.clone())
+                .map_err(|e| e.to_string())?;
+            produce_into(&config, broker).await
+        }
+    }
+}
+
+async fn produce_into<B: Broker>(config: &Config, broker: B) -> Result<(), String> {
     let publisher = BrokerSink::builder(broker).spawn();
     wait_for_start().await?;
-    publish_schedule(&config, &publisher).await;
+    publish_schedule(config, &publisher).await;
     tokio::time::timeout(Duration::from_secs(30), publisher.flush())
         .await
         .map_err(|_| "flush timed out".to_string())?;
@@ -201,9 +221,21 @@ async fn local(config: Config) -> Result<(), String> {
 }
 
 async fn node(config: Config) -> Result<(), String> {
+    match &config.nats {
+        Some(url) => {
+            let broker = NatsBroker::open(url, config.stream.clone()).map_err(|e| e.to_string())?;
+            node_on(&config, broker).await
+        }
+        None => {
+            let broker = RedisBroker::open(&config.redis, config.stream.clone())
+                .map_err(|e| e.to_string())?;
+            node_on(&config, broker).await
+        }
+    }
+}
+
+async fn node_on<B: Broker>(config: &Config, broker: B) -> Result<(), String> {
     let (ws, publisher) = layer().build("/ws");
-    let broker =
-        RedisBroker::open(&config.redis, config.stream.clone()).map_err(|e| e.to_string())?;
     let follower = Follower::new(broker, publisher).spawn();
     follower.ready().await;
     serve(ws, config.port.ok_or("--port")?).await?;
@@ -215,6 +247,9 @@ async fn node(config: Config) -> Result<(), String> {
 #[derive(Default)]
 struct Seen {
     deliveries: AtomicU64,
+    /// Events a snapshot after the first one stood for (a producer's first entry is a
+    /// resync): received as state, not lost.
+    in_snapshots: AtomicU64,
     gaps: AtomicU64,
     /// Microseconds from `at` to arrival, one per delivery.
     latencies: Mutex<Vec<u32>>,
@@ -240,10 +275,19 @@ async fn client(
         let now = SystemTime::now();
         let (seq, at, snapshot) = parse(text.as_str()).ok_or("undecodable event")?;
         if snapshot {
-            if last.is_none() {
-                ready.fetch_add(1, Ordering::Relaxed);
+            match last {
+                None => {
+                    ready.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(prev) => {
+                    seen.in_snapshots
+                        .fetch_add(seq.saturating_sub(prev), Ordering::Relaxed);
+                }
             }
             last = Some(seq);
+            if seq >= total {
+                break;
+            }
             continue;
         }
         if let Some(prev) = last {
@@ -341,6 +385,9 @@ async fn drive(config: Config) -> Result<(), String> {
             &config.seconds.to_string(),
         ])
         .stdin(Stdio::piped());
+        if let Some(nats) = &config.nats {
+            cmd.args(["--nats", nats]);
+        }
         if let Some(port) = port {
             cmd.args(["--port", &port.to_string()]);
         }
@@ -452,7 +499,8 @@ async fn drive(config: Config) -> Result<(), String> {
             "{:<8} {:>11} {:>6} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>11} {:>12.3}",
             name,
             deliveries,
-            (total * config.clients as u64).saturating_sub(deliveries),
+            (total * config.clients as u64)
+                .saturating_sub(deliveries + s.in_snapshots.load(Ordering::Relaxed)),
             s.gaps.load(Ordering::Relaxed),
             percentile(&lat, 0.5),
             percentile(&lat, 0.99),
@@ -469,6 +517,17 @@ async fn drive(config: Config) -> Result<(), String> {
         broker_mean / per_delivery[0]
     );
     drop(children);
+    if let Some(url) = &config.nats {
+        if let (Ok(client), Ok(broker)) = (
+            async_nats::connect(url).await,
+            NatsBroker::open(url, config.stream.clone()),
+        ) {
+            let jetstream = async_nats::jetstream::new(client);
+            let _ = jetstream.delete_stream(broker.stream_name()).await;
+            let _ = jetstream.delete_stream(broker.checkpoint_stream()).await;
+        }
+        return Ok(());
+    }
     if let Ok(client) = redis::Client::open(config.redis.as_str()) {
         if let Ok(mut conn) = client.get_connection() {
             let s = &config.stream;

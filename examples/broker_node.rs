@@ -1,4 +1,5 @@
-//! One node of a cluster fed through Redis Streams (feature `redis`).
+//! One node of a cluster fed through Redis Streams or NATS JetStream (features `redis`,
+//! `nats`).
 //!
 //! ```sh
 //! # the producer: a simulated monitor publishing into the stream, serving too
@@ -6,6 +7,8 @@
 //! # two more nodes, serving from the broker only
 //! cargo run --example broker_node -- --port 3102
 //! cargo run --example broker_node -- --port 3103
+//! # the same on NATS JetStream (`nats-server -js`)
+//! cargo run --example broker_node -- --nats nats://127.0.0.1:4222 --port 3201 --publish
 //! ```
 //!
 //! `--help` lists the flags. Every node serves the same events on
@@ -16,17 +19,20 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agentwatch_ws::broker::{BrokerSink, Follower, RedisBroker};
+use agentwatch_ws::broker::{Broker, BrokerError, BrokerSink, Follower, NatsBroker, RedisBroker};
 use agentwatch_ws::{Event, EventSink, SessionState, WsLayer};
 use axum::Router;
 
 /// The command line (`--help` lists it).
 #[derive(clap::Parser)]
-#[command(about = "One node of a cluster fed through Redis Streams")]
+#[command(about = "One node of a cluster fed through Redis Streams or NATS JetStream")]
 struct Args {
-    /// The Redis broker.
+    /// The Redis broker (the default engine).
     #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
     redis: String,
+    /// A NATS JetStream broker instead of Redis.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
     /// The stream key.
     #[arg(long, value_name = "KEY", default_value = "agentwatch:events")]
     stream: String,
@@ -46,13 +52,30 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    let args: Args = clap::Parser::parse();
+    let stream = args.stream.clone();
+    match args.nats.clone() {
+        Some(url) => run(args, "nats", || NatsBroker::open(&url, stream.clone())).await,
+        None => {
+            let url = args.redis.clone();
+            run(args, "redis", || RedisBroker::open(&url, stream.clone())).await
+        }
+    }
+}
+
+/// Serves one node on the engine `open` opens.
+async fn run<B: Broker>(
+    args: Args,
+    engine: &'static str,
+    open: impl Fn() -> Result<B, BrokerError>,
+) -> ExitCode {
     let Args {
-        redis: url,
         stream,
         port,
         publish,
-    } = clap::Parser::parse();
-    let open = || match RedisBroker::open(&url, stream.clone()) {
+        ..
+    } = args;
+    let open = || match open() {
         Ok(broker) => Some(broker),
         Err(error) => {
             eprintln!("{error}");
@@ -73,7 +96,7 @@ async fn main() -> ExitCode {
         let monitor = BrokerSink::builder(broker).spawn();
         tokio::spawn(simulate(monitor));
     }
-    tracing::info!(%url, %stream, publish, "waiting for the broker's state");
+    tracing::info!(engine, %stream, publish, "waiting for the broker's state");
     follower.ready().await;
 
     let app = Router::new().merge(ws_router);

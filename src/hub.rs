@@ -12,6 +12,8 @@
 //! distinct policy in use, still none per client.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::broadcast;
@@ -124,6 +126,20 @@ struct HubShared {
     snapshots: SnapshotCache,
     /// Who may see what; the policies seen so far.
     privacy: Arc<Privacy>,
+    /// Where the events older than the replay window can still be found (a broker stream).
+    backfill: OnceLock<Arc<dyn Backfill>>,
+}
+
+/// A source of the events older than the replay window, for resuming clients (the broker
+/// `Follower` reads them back from its stream); `crate::backfill` uses it.
+pub(crate) trait Backfill: Send + Sync + 'static {
+    /// The events after `since`, in order, each `seq` following the one before and the
+    /// first following `since` (which, when it carries an `at`, must be that very event),
+    /// up to an event the hub has published. `None` when they cannot all be found.
+    fn events_after(
+        &self,
+        since: Position,
+    ) -> Pin<Box<dyn Future<Output = Option<Vec<Event>>> + Send + '_>>;
 }
 
 impl std::fmt::Debug for Hub {
@@ -160,6 +176,7 @@ impl Hub {
                 snapshots: SnapshotCache::default(),
                 counters: Counters::default(),
                 privacy,
+                backfill: OnceLock::new(),
             }),
         }
     }
@@ -182,6 +199,22 @@ impl Hub {
             Some(missed) => Start::Resume { events, missed },
             None => Start::Snapshot { events },
         })
+    }
+
+    /// Installs the source of events older than the window; the first one installed stays.
+    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
+    pub(crate) fn set_backfill(&self, backfill: Arc<dyn Backfill>) {
+        let _ = self.shared.backfill.set(backfill);
+    }
+
+    /// The source of events older than the window, if one is installed.
+    pub(crate) fn backfill_source(&self) -> Option<&Arc<dyn Backfill>> {
+        self.shared.backfill.get()
+    }
+
+    /// Whether the window can resume a client from `since` (see [`subscribe`](Hub::subscribe)).
+    pub(crate) fn covers(&self, since: Position) -> bool {
+        self.replay().since(since).is_some()
     }
 
     fn replay(&self) -> MutexGuard<'_, Replay> {
@@ -227,6 +260,19 @@ impl Hub {
     /// Who may see what.
     pub(crate) fn privacy(&self) -> &Arc<Privacy> {
         &self.shared.privacy
+    }
+
+    /// What a frame of `event` keeps for redacted viewers: nothing without a privacy policy;
+    /// else the event, and (`shared`: a frame every client gets) a cell per known policy.
+    pub(crate) fn variants(&self, event: &Event, shared: bool) -> Option<Arc<Variants>> {
+        let privacy = &self.shared.privacy;
+        privacy.is_configured().then(|| {
+            let slots = if shared { privacy.slots() } else { 0 };
+            Arc::new(Variants {
+                event: event.clone(),
+                encoded: (0..slots).map(|_| OnceLock::new()).collect(),
+            })
+        })
     }
 
     /// The flag [`stop`](Hub::stop) raises, for the admission check.
@@ -284,13 +330,7 @@ impl Hub {
         if self.is_stopped() {
             return Ok(());
         }
-        let privacy = &self.shared.privacy;
-        let variants = privacy.is_configured().then(|| {
-            Arc::new(Variants {
-                event: event.clone(),
-                encoded: (0..privacy.slots()).map(|_| OnceLock::new()).collect(),
-            })
-        });
+        let variants = self.variants(event, true);
         let mut frame = Frame {
             seq: event.seq,
             text,

@@ -121,9 +121,12 @@ const INBOUND_READ_BUFFER: usize = 512;
     not(feature = "monitor"),
     doc = "[`monitor`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/index.html"
 )]
-#[cfg_attr(feature = "redis", doc = "[`broker`]: crate::broker")]
 #[cfg_attr(
-    not(feature = "redis"),
+    any(feature = "redis", feature = "nats"),
+    doc = "[`broker`]: crate::broker"
+)]
+#[cfg_attr(
+    not(any(feature = "redis", feature = "nats")),
     doc = "[`broker`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/broker/index.html"
 )]
 pub struct WsLayer<A = Anonymous> {

@@ -80,8 +80,8 @@
 //! - [`monitor`] (feature `monitor`): the producer, a [`Monitor`] that reads the session logs
 //!   of Claude Code, Codex CLI, Gemini CLI, Pi, Cursor and Antigravity CLI and OpenCode's
 //!   database, and publishes events into any sink.
-//! - [`broker`] (feature `redis`): several server nodes fed from one producer through Redis
-//!   Streams, with checkpoints, so `?since=` resume works on any node.
+//! - [`broker`] (features `redis`, `nats`): several server nodes fed from one producer through
+//!   Redis Streams or NATS JetStream, with checkpoints, so `?since=` resume works on any node.
 //! - [`metrics`] (feature `metrics`): the endpoint's counters through the `metrics` facade, for
 //!   Prometheus and other exporters.
 //! - [`markers`] (features `monitor` or `hooks`): the hook-marker format and the marker
@@ -103,7 +103,7 @@
     doc = "[`MonitorHandle`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/monitor/struct.MonitorHandle.html"
 )]
 #![cfg_attr(
-    not(feature = "redis"),
+    not(any(feature = "redis", feature = "nats")),
     doc = "",
     doc = "[`broker`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/broker/index.html"
 )]
@@ -124,8 +124,9 @@
 )]
 
 pub mod admission;
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+mod backfill;
+#[cfg(any(feature = "redis", feature = "nats"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "redis", feature = "nats"))))]
 pub mod broker;
 mod conn;
 mod counters;

@@ -125,6 +125,13 @@ impl Publisher {
         Ok(event.seq)
     }
 
+    /// Installs where a client resuming from before the replay window finds the events it
+    /// missed (the broker follower's stream).
+    #[cfg(any(feature = "redis", feature = "nats"))]
+    pub(crate) fn set_backfill(&self, backfill: Arc<dyn crate::hub::Backfill>) {
+        self.inner.hub.set_backfill(backfill);
+    }
+
     /// The seq of the last event published (0 before the first).
     pub fn seq(&self) -> u64 {
         *self.lock()

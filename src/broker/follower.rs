@@ -1,13 +1,17 @@
 //! The node side: [`Follower`], a task that rebuilds a node's state from the broker and then
 //! publishes the stream into the node's [`Publisher`].
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::hub::{Backfill, Position as ClientPosition};
 use crate::publisher::Publisher;
 use crate::sink::{EventSink, SnapshotSource};
 use crate::store::SessionStore;
@@ -23,20 +27,50 @@ pub(crate) const DEFAULT_READ_BATCH: usize = 512;
 pub(crate) const DEFAULT_BLOCK: Duration = Duration::from_secs(1);
 /// The longest [`Follower::block`]: 60 s. Longer values are lowered to it.
 pub(crate) const MAX_BLOCK: Duration = Duration::from_secs(60);
+/// Default number of applied entries remembered for serving resuming clients from the stream.
+pub(crate) const DEFAULT_BACKFILL: usize = 10_000;
+/// The most entries [`Follower::backfill`] remembers (about 6 MiB of positions).
+pub(crate) const MAX_BACKFILL: usize = 100_000;
+/// The most event bytes read back for one resuming client (as the hub's default replay
+/// window); a client further behind gets a snapshot.
+const MAX_BACKFILL_BYTES: usize = 8 * 1024 * 1024;
 
 /// Follows a [`Broker`] stream for one serving node.
 ///
 /// On start (and after a gap) it *builds*: reads the [`Checkpoint`](super::Checkpoint),
 /// folds every entry after it into a fresh store, then publishes the result to the node as
-/// one `snapshot` event (preceded by a `health` event per source whose health differs from
-/// the node's). Then it *follows*: reads the stream after its position with blocking reads
-/// and publishes each event into the node's [`Publisher`], exactly as a local monitor would,
-/// with the producer's `seq` and `at`.
+/// one `snapshot` event (followed by a `health` event per source). Then it *follows*: reads
+/// the stream after its position with blocking reads and publishes each event into the
+/// node's [`Publisher`], exactly as a local monitor would, with the producer's `seq` and `at`.
 ///
+/// # What it accepts
 /// It checks that each entry's `prev` is the entry it applied last; when not (the position
-/// was trimmed, the stream was deleted), it builds again. A resync entry (the producer
-/// dropped events) is applied like a build. Broker failures are retried with backoff
-/// (logged once per change of state); the node's clients keep their sockets meanwhile.
+/// was trimmed, the stream was deleted or restored from older data), it builds again. A
+/// resync entry (the producer's first entry, or one after it dropped events or found the
+/// stream lost) is applied like a build. Any other entry must hold an event of a known type
+/// whose `seq` is the one after the last applied (a `snapshot` event may carry any `seq`):
+/// an entry that does not (a foreign writer, a corrupt or forged entry, a `seq` that jumps)
+/// is *refused*: logged (a `warn` with the entry id and the seqs, never the payload),
+/// counted in [`FollowerStats::refused`] or [`FollowerStats::malformed`], never handed to
+/// the node, and the follower moves past it. The node's clients therefore only ever get
+/// events that continue what they have.
+///
+/// # An unreadable checkpoint
+/// A checkpoint that cannot be read or decoded is skipped (a `warn`, counted in
+/// [`FollowerStats::unreadable_checkpoints`]): the node builds from the stream's first entry
+/// when the stream still starts there, else waits for the producer, which notices the bad
+/// checkpoint and writes it again within its
+/// [`verify_interval`](super::BrokerSinkBuilder::verify_interval).
+///
+/// # Resuming clients from the stream
+/// The follower remembers the position (`seq`, `at`, entry id) of the last
+/// [`backfill`](Follower::backfill) entries it applied. A client resuming with a `?since=`
+/// older than the node's replay window gets the events it missed read back from the stream,
+/// checked as above, instead of a snapshot, as long as the stream still holds them and they
+/// come to at most 8 MiB ([`FollowerStats::backfills`]).
+///
+/// Broker failures are retried with backoff (logged once per change of state); the node's
+/// clients keep their sockets meanwhile.
 ///
 /// ```no_run
 /// use agentwatch_ws::broker::{Follower, RedisBroker};
@@ -54,6 +88,7 @@ pub struct Follower<B> {
     publisher: Publisher,
     batch: usize,
     block: Duration,
+    backfill: usize,
 }
 
 impl<B> std::fmt::Debug for Follower<B> {
@@ -61,6 +96,7 @@ impl<B> std::fmt::Debug for Follower<B> {
         f.debug_struct("Follower")
             .field("batch", &self.batch)
             .field("block", &self.block)
+            .field("backfill", &self.backfill)
             .finish()
     }
 }
@@ -81,6 +117,10 @@ struct Shared {
     resyncs: AtomicU64,
     recoveries: AtomicU64,
     malformed: AtomicU64,
+    refused: AtomicU64,
+    unreadable_checkpoints: AtomicU64,
+    backfills: AtomicU64,
+    backfilled: AtomicU64,
 }
 
 /// A point-in-time copy of a [`Follower`]'s counters (totals since it started).
@@ -93,12 +133,23 @@ pub struct FollowerStats {
     pub builds: u64,
     /// Times continuity could not be proven (the last position was trimmed or deleted).
     pub gaps: u64,
-    /// Resync entries applied (the producer had dropped events).
+    /// Resync entries applied (the producer started, had dropped events, or found the
+    /// stream lost).
     pub resyncs: u64,
     /// Times the broker became reachable again after failures.
     pub recoveries: u64,
     /// Entries skipped because their event could not be decoded (logged each time).
     pub malformed: u64,
+    /// Entries refused because their `seq` does not follow the last one applied (logged
+    /// each time, never handed to the node).
+    pub refused: u64,
+    /// Times a checkpoint was skipped because it could not be read or decoded.
+    pub unreadable_checkpoints: u64,
+    /// Resuming clients served the events they missed from the stream, past the node's
+    /// replay window.
+    pub backfills: u64,
+    /// Events read back from the stream for them.
+    pub backfilled: u64,
 }
 
 impl<B: Broker> Follower<B> {
@@ -111,6 +162,7 @@ impl<B: Broker> Follower<B> {
             publisher,
             batch: DEFAULT_READ_BATCH,
             block: DEFAULT_BLOCK,
+            backfill: DEFAULT_BACKFILL,
         }
     }
 
@@ -130,6 +182,16 @@ impl<B: Broker> Follower<B> {
         self
     }
 
+    /// How many of the last entries applied the follower remembers (their `seq`, `at` and
+    /// entry id: about 60 bytes each) to serve a client resuming from before the node's
+    /// replay window from the stream (see "Resuming clients from the stream"). Default
+    /// 10 000; 0 turns it off (such clients get a snapshot); at most 100 000 (larger values
+    /// are lowered, with a `warn`).
+    pub fn backfill(mut self, entries: usize) -> Self {
+        self.backfill = crate::layer::bounded("follower.backfill", entries, 0, MAX_BACKFILL);
+        self
+    }
+
     /// Starts following.
     ///
     /// # Panics
@@ -137,7 +199,17 @@ impl<B: Broker> Follower<B> {
     pub fn spawn(self) -> FollowerHandle {
         let shared = Arc::new(Shared::default());
         let (ready_tx, ready) = watch::channel(false);
-        let task = tokio::spawn(run(self, shared.clone(), ready_tx));
+        let index = Arc::new(Mutex::new(Index::new(self.backfill)));
+        if self.backfill > 0 {
+            self.publisher.set_backfill(Arc::new(StreamBackfill {
+                broker: self.broker.handle(),
+                index: index.clone(),
+                publisher: self.publisher.clone(),
+                batch: self.batch,
+                shared: shared.clone(),
+            }));
+        }
+        let task = tokio::spawn(run(self, shared.clone(), ready_tx, index));
         FollowerHandle {
             shared,
             ready,
@@ -164,22 +236,62 @@ impl<B: Broker> Follower<B> {
         }
     }
 
-    /// Builds the state from the checkpoint and the stream after it. `Ok(None)` when the
-    /// stream does not continue the checkpoint (or, without one, does not start at its first
-    /// entry): the producer's next checkpoint will.
-    async fn build(&self) -> Result<Option<(Option<EntryId>, State)>, BrokerError> {
+    /// The checkpoint, or `None` when there is none or it cannot be read (`unreadable` is
+    /// set then, and it is logged and counted once per episode).
+    async fn checkpoint(
+        &self,
+        shared: &Shared,
+        unreadable: &mut bool,
+    ) -> Result<Option<(EntryId, State)>, BrokerError> {
+        let found = match self.broker.read_checkpoint().await {
+            Ok(None) => return Ok(None),
+            Ok(Some(checkpoint)) => checkpoint.state().map(|state| (checkpoint.entry, state)),
+            Err(BrokerError::Malformed(what)) => Err(BrokerError::Malformed(what)),
+            Err(error) => return Err(error),
+        };
+        match found {
+            Ok(found) => {
+                *unreadable = false;
+                Ok(Some(found))
+            }
+            Err(error) => {
+                if !*unreadable {
+                    *unreadable = true;
+                    shared
+                        .unreadable_checkpoints
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        %error,
+                        "skipping a broker checkpoint that cannot be read: building from the stream, or waiting for the producer to write it again"
+                    );
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Builds the state from the checkpoint and the stream after it, checking each entry as
+    /// the follow loop does. `Ok(None)` when the stream does not continue the checkpoint (or,
+    /// without a readable one, does not start at its first entry): the producer's next
+    /// checkpoint will.
+    async fn build(
+        &self,
+        shared: &Shared,
+        unreadable: &mut bool,
+    ) -> Result<Option<Built>, BrokerError> {
         let scratch = SessionStore::new();
         let mut at = Timestamp::default();
         let mut position = None;
         let mut folded = false;
-        if let Some(checkpoint) = self.broker.read_checkpoint().await? {
-            let state = checkpoint.state()?;
+        let mut seq = 0;
+        if let Some((entry, state)) = self.checkpoint(shared, unreadable).await? {
             at = state.snapshot.at;
+            seq = state.snapshot.seq;
             let (snapshot, health) = state.events();
             for event in std::iter::once(&snapshot).chain(&health) {
                 let _ = scratch.handle_event(event);
             }
-            position = Some(checkpoint.entry);
+            position = Some(entry);
             folded = true;
         }
         loop {
@@ -195,25 +307,30 @@ impl<B: Broker> Follower<B> {
                     return Ok(None);
                 }
                 position = Some(entry.id.clone());
-                match decode(&entry) {
-                    Ok(Decoded::Event(event)) => {
+                match check(&entry, seq) {
+                    Checked::Event(event) => {
                         at = event.at;
+                        seq = event.seq;
                         let _ = scratch.handle_event(&event);
                     }
-                    Ok(Decoded::Resync(state)) => {
+                    Checked::Resync(state) => {
                         at = state.snapshot.at;
+                        seq = state.snapshot.seq;
                         let (snapshot, health) = state.events();
                         for event in std::iter::once(&snapshot).chain(&health) {
                             let _ = scratch.handle_event(event);
                         }
                     }
-                    Err(error) => self.malformed(&entry, &error),
+                    Checked::Refused(refusal) => refusal.count(shared, &entry, seq),
                 }
                 folded = true;
             }
         }
         if !folded {
-            return Ok(Some((None, State::empty())));
+            return Ok(Some(Built {
+                entry: None,
+                state: State::empty(),
+            }));
         }
         let snapshot = scratch.snapshot();
         let event = Event {
@@ -223,18 +340,20 @@ impl<B: Broker> Follower<B> {
             sessions: snapshot.sessions,
             ..Event::default()
         };
-        Ok(Some((
-            position,
-            State {
+        Ok(Some(Built {
+            entry: position,
+            state: State {
                 snapshot: event,
                 health: snapshot.health,
             },
-        )))
+        }))
     }
+}
 
-    fn malformed(&self, entry: &Entry, error: &BrokerError) {
-        tracing::error!(entry = %entry.id, seq = entry.record.seq, %error, "skipping a broker entry that cannot be decoded");
-    }
+/// A built state and the entry it stands at (`None`: before the stream's first entry).
+struct Built {
+    entry: Option<EntryId>,
+    state: State,
 }
 
 enum Decoded {
@@ -273,6 +392,56 @@ fn decode(entry: &Entry) -> Result<Decoded, BrokerError> {
     }
 }
 
+/// What the follower makes of an entry that continues the chain.
+enum Checked {
+    Event(Event),
+    Resync(State),
+    Refused(Refusal),
+}
+
+/// Why an entry is not applied.
+enum Refusal {
+    Malformed(BrokerError),
+    /// An event whose seq does not follow the last one applied.
+    OutOfSequence(u64),
+}
+
+impl Refusal {
+    /// Logs and counts the refusal of `entry` after seq `last`.
+    fn count(&self, shared: &Shared, entry: &Entry, last: u64) {
+        match self {
+            Refusal::Malformed(error) => {
+                shared.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(entry = %entry.id, seq = entry.record.seq, %error, "skipping a broker entry that cannot be decoded");
+            }
+            Refusal::OutOfSequence(seq) => {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    entry = %entry.id,
+                    seq,
+                    expected = last.checked_add(1),
+                    "refusing a broker entry whose seq does not follow the last one applied"
+                );
+            }
+        }
+    }
+}
+
+/// Checks an entry (whose `prev` was checked) against `last`, the seq applied last: a resync
+/// or a `snapshot` event at any seq, any other event at `last + 1`.
+fn check(entry: &Entry, last: u64) -> Checked {
+    match decode(entry) {
+        Ok(Decoded::Resync(state)) => Checked::Resync(state),
+        Ok(Decoded::Event(event))
+            if event.kind == EventType::Snapshot || last.checked_add(1) == Some(event.seq) =>
+        {
+            Checked::Event(event)
+        }
+        Ok(Decoded::Event(event)) => Checked::Refused(Refusal::OutOfSequence(event.seq)),
+        Err(error) => Checked::Refused(Refusal::Malformed(error)),
+    }
+}
+
 /// Where the follower stands.
 enum Position {
     /// Must build (first start, or after a gap).
@@ -281,29 +450,174 @@ enum Position {
     At(Option<EntryId>),
 }
 
-async fn run<B: Broker>(follower: Follower<B>, shared: Arc<Shared>, ready: watch::Sender<bool>) {
+/// One applied entry's position, for resuming clients.
+#[derive(Debug, Clone)]
+struct Mark {
+    seq: u64,
+    at: Timestamp,
+    entry: EntryId,
+}
+
+/// The last applied entries' positions, oldest first, bounded.
+#[derive(Debug)]
+struct Index {
+    marks: VecDeque<Mark>,
+    capacity: usize,
+}
+
+impl Index {
+    fn new(capacity: usize) -> Index {
+        Index {
+            marks: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn push(&mut self, seq: u64, at: Timestamp, entry: &str) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.marks.len() >= self.capacity {
+            self.marks.pop_front();
+        }
+        self.marks.push_back(Mark {
+            seq,
+            at,
+            entry: entry.to_owned(),
+        });
+    }
+
+    /// Starts over (a build or a resync): the entries before it cannot be resumed across.
+    fn reset(&mut self, seq: u64, at: Timestamp, entry: Option<&str>) {
+        self.marks.clear();
+        if let Some(entry) = entry {
+            self.push(seq, at, entry);
+        }
+    }
+
+    /// The entry holding the event a client resumes from.
+    fn find(&self, since: ClientPosition) -> Option<EntryId> {
+        let i = self.marks.partition_point(|mark| mark.seq < since.seq);
+        let mark = self.marks.get(i)?;
+        (mark.seq == since.seq && since.at.is_none_or(|at| at == mark.at))
+            .then(|| mark.entry.clone())
+    }
+}
+
+fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
+    // Plain data, consistent after every statement.
+    index.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reads the events a resuming client missed back from the stream.
+struct StreamBackfill<B> {
+    broker: B,
+    index: Arc<Mutex<Index>>,
+    publisher: Publisher,
+    batch: usize,
+    shared: Arc<Shared>,
+}
+
+impl<B: Broker> StreamBackfill<B> {
+    /// The events after `since` up to the node's last one, skipping what the follower
+    /// refused; `None` past a resync, a gap, an unknown position or 8 MiB of events.
+    async fn read(&self, since: ClientPosition) -> Option<Vec<Event>> {
+        let mut after = lock(&self.index).find(since)?;
+        let until = self.publisher.seq();
+        let mut seq = since.seq;
+        let mut events = Vec::new();
+        let mut bytes = 0usize;
+        while seq < until {
+            let entries = self
+                .broker
+                .read(Some(&after), self.batch, None)
+                .await
+                .ok()?;
+            if entries.is_empty() {
+                break;
+            }
+            for entry in entries {
+                if entry.prev != after {
+                    return None;
+                }
+                after = entry.id.clone();
+                match check(&entry, seq) {
+                    Checked::Event(event) if event.kind != EventType::Snapshot => {
+                        bytes = bytes.saturating_add(entry.record.event.len());
+                        if bytes > MAX_BACKFILL_BYTES {
+                            return None;
+                        }
+                        seq = event.seq;
+                        events.push(event);
+                        if seq >= until {
+                            break;
+                        }
+                    }
+                    Checked::Event(_) | Checked::Resync(_) => return None,
+                    Checked::Refused(_) => {}
+                }
+            }
+        }
+        Some(events)
+    }
+}
+
+impl<B: Broker> Backfill for StreamBackfill<B> {
+    fn events_after(
+        &self,
+        since: ClientPosition,
+    ) -> Pin<Box<dyn Future<Output = Option<Vec<Event>>> + Send + '_>> {
+        Box::pin(async move {
+            let events = self.read(since).await?;
+            if !events.is_empty() {
+                self.shared.backfills.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .backfilled
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                tracing::debug!(
+                    since = since.seq,
+                    events = events.len(),
+                    "resuming a client from the broker stream"
+                );
+            }
+            Some(events)
+        })
+    }
+}
+
+async fn run<B: Broker>(
+    follower: Follower<B>,
+    shared: Arc<Shared>,
+    ready: watch::Sender<bool>,
+    index: Arc<Mutex<Index>>,
+) {
     let mut link = Link::new("follower");
     let mut position = Position::Build;
     let mut waiting_for_checkpoint = false;
+    let mut unreadable = false;
+    // The seq of the last event applied.
+    let mut seq = 0;
     loop {
         let after = match &position {
             Position::Build => {
-                match follower.build().await {
-                    Ok(Some((at, state))) => {
+                match follower.build(&shared, &mut unreadable).await {
+                    Ok(Some(Built { entry, state })) => {
                         if link.ok() {
                             shared.recoveries.fetch_add(1, Ordering::Relaxed);
                         }
+                        seq = state.snapshot.seq;
+                        lock(&index).reset(seq, state.snapshot.at, entry.as_deref());
                         if !state.is_empty() {
                             follower.publish_state(state);
                         }
                         shared.builds.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(
-                            entry = at.as_deref().unwrap_or(""),
+                            entry = entry.as_deref().unwrap_or(""),
                             seq = follower.publisher.seq(),
                             "node state built from the broker"
                         );
                         waiting_for_checkpoint = false;
-                        position = Position::At(at);
+                        position = Position::At(entry);
                         ready.send_replace(true);
                     }
                     Ok(None) => {
@@ -313,7 +627,7 @@ async fn run<B: Broker>(follower: Follower<B>, shared: Arc<Shared>, ready: watch
                         if !waiting_for_checkpoint {
                             waiting_for_checkpoint = true;
                             tracing::warn!(
-                                "the stream does not continue the checkpoint (trimmed past it?): waiting for the producer's next checkpoint"
+                                "the stream does not continue the checkpoint (trimmed past it, or none readable): waiting for the producer's next checkpoint"
                             );
                         }
                         tokio::time::sleep(follower.block).await;
@@ -346,28 +660,29 @@ async fn run<B: Broker>(follower: Follower<B>, shared: Arc<Shared>, ready: watch
                     after = last.as_deref().unwrap_or(""),
                     next = %entry.id,
                     next_prev = %entry.prev,
-                    "stream position lost (trimmed or deleted): rebuilding from the checkpoint; clients get a snapshot"
+                    "stream position lost (trimmed, deleted or restored from older data): rebuilding from the checkpoint; clients get a snapshot"
                 );
                 position = Position::Build;
                 break;
             }
-            match decode(&entry) {
-                Ok(Decoded::Event(event)) => {
+            match check(&entry, seq) {
+                Checked::Event(event) => {
+                    seq = event.seq;
                     follower.publish(&event);
+                    lock(&index).push(event.seq, event.at, &entry.id);
                     shared.applied.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(Decoded::Resync(state)) => {
+                Checked::Resync(state) => {
                     tracing::info!(
                         seq = entry.record.seq,
                         "resync from the producer: clients get a snapshot"
                     );
+                    seq = state.snapshot.seq;
+                    lock(&index).reset(seq, state.snapshot.at, Some(&entry.id));
                     follower.publish_state(state);
                     shared.resyncs.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(error) => {
-                    shared.malformed.fetch_add(1, Ordering::Relaxed);
-                    follower.malformed(&entry, &error);
-                }
+                Checked::Refused(refusal) => refusal.count(&shared, &entry, seq),
             }
             last = Some(entry.id);
             position = Position::At(last.clone());
@@ -399,6 +714,10 @@ impl FollowerHandle {
             resyncs: s.resyncs.load(Ordering::Relaxed),
             recoveries: s.recoveries.load(Ordering::Relaxed),
             malformed: s.malformed.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+            unreadable_checkpoints: s.unreadable_checkpoints.load(Ordering::Relaxed),
+            backfills: s.backfills.load(Ordering::Relaxed),
+            backfilled: s.backfilled.load(Ordering::Relaxed),
         }
     }
 

@@ -1,47 +1,59 @@
-//! Fan-out across several server nodes through a broker (feature `redis`).
+//! Fan-out across several server nodes through a broker (features `redis`, `nats`).
 //!
 //! One process, the *producer*, runs the monitor and publishes every event into a broker
 //! stream with a [`BrokerSink`]. Every serving *node* runs a [`Follower`] that rebuilds the
 //! node's state from the broker and then publishes the stream into the node's
-//! [`Publisher`](crate::Publisher), exactly as a local monitor would. Every node therefore serves the same events with the same `seq` and `at`, and a
-//! client may resume with `?since=` on any node whose replay window holds its position.
+//! [`Publisher`](crate::Publisher), exactly as a local monitor would. Every node therefore
+//! serves the same events with the same `seq` and `at`, and a client may resume with
+//! `?since=` on any node whose replay window holds its position, or whose broker stream
+//! still does.
 //!
 //! ```text
-//!  monitor ──► BrokerSink ──XADD──► stream ──XREAD──► Follower ──► Publisher (node 1)
-//!                 └──HSET──► checkpoint ──────────► Follower ──► Publisher (node 2)
+//!  monitor ──► BrokerSink ──append──► stream ──read──► Follower ──► Publisher (node 1)
+//!                 └──write──► checkpoint ─────────► Follower ──► Publisher (node 2)
 //! ```
 //!
-//! # What is stored where
-//! The engine is the [`Broker`] trait; [`RedisBroker`] implements it on Redis Streams.
-//! For a stream key `K` (e.g. `agentwatch:events`):
-//! - `K`, a stream: one entry per event, fields `seq` (decimal), `prev` (the id of the entry
-//!   before it in the stream, empty for the first), `event` (the event's Go-exact JSON) and,
-//!   only on a *resync* entry, `health` (a JSON array of every source's latest health). The
-//!   stream is trimmed with `MAXLEN ~ N` ([`RedisBroker::max_len`], default
-//!   10 000): Redis keeps at least the last `N` entries.
-//! - `K:checkpoint`, a hash: the state at one stream entry: `seq`, `entry` (that entry's
-//!   id), `snapshot` (a `snapshot` event's Go-exact JSON with every session) and `health` (a
-//!   JSON array). Written by the producer at least every `N / 4` events
-//!   ([`BrokerSinkBuilder::checkpoint_every`]) and after a quiet
-//!   [`checkpoint_interval`](BrokerSinkBuilder::checkpoint_interval), so a node that starts
-//!   late replays at most a quarter of the stream.
-//! - `K:append`, a hash: the id of the producer's last append batch, which makes a retried
-//!   append (after a timeout whose outcome is unknown) a no-op instead of a duplicate.
+//! # Engines
+//! The engine is the [`Broker`] trait; two implement it:
+//! - [`RedisBroker`] (feature `redis`), on Redis Streams. For a stream key `K` (e.g.
+//!   `agentwatch:events`): `K`, a stream with one entry per event, fields `seq` (decimal),
+//!   `prev` (the id of the entry before it in the stream, empty for the first), `event` (the
+//!   event's Go-exact JSON) and, only on a *resync* entry, `health` (a JSON array of every
+//!   source's latest health), trimmed with `MAXLEN ~ N` (default 10 000: Redis keeps at least
+//!   the last `N` entries); `K:checkpoint`, a hash with the [`Checkpoint`]'s fields `seq`,
+//!   `entry`, `snapshot` and `health`; `K:append`, a hash with the id of the producer's last
+//!   append batch, which makes a retried append (after a timeout whose outcome is unknown) a
+//!   no-op instead of a duplicate. An append is one Lua script: atomic.
+//! - [`NatsBroker`] (feature `nats`), on NATS JetStream: a stream of one message per entry
+//!   (the same fields, as headers and payload), chained with `Nats-Expected-Last-Sequence` and
+//!   deduplicated with `Nats-Msg-Id`, and a one-message stream for the checkpoint (see its
+//!   docs).
+//!
+//! The producer writes the checkpoint at least every `N / 4` events
+//! ([`BrokerSinkBuilder::checkpoint_every`]) and after a quiet
+//! [`checkpoint_interval`](BrokerSinkBuilder::checkpoint_interval), so a node that starts
+//! late replays at most a quarter of the stream.
 //!
 //! # Continuity, and what clients see after a gap
-//! Each entry names its predecessor (`prev`, set atomically by the append script), so a
-//! follower *proves* it missed nothing: the first entry it reads after position `p` must have
+//! Each entry names its predecessor (`prev`, set atomically by the append), so a follower
+//! *proves* it missed nothing: the first entry it reads after position `p` must have
 //! `prev == p`. When it does not (the position was trimmed while the node was cut off or too
-//! slow, or the stream was deleted), the follower rebuilds the state from the checkpoint plus
-//! the stream after it and publishes it to the node as a connecting client gets it: one
-//! `snapshot` event at the rebuilt `seq` (carrying the last rebuilt event's `at`), then one
-//! `health` event per source at the same position. The node's state replaces its sessions;
-//! its clients get these like any event, so connected clients keep their sockets and replace their
-//! state (a dashboard treats every `snapshot` message as "replace everything", health
-//! included, and applies the reports after it). Reports at the snapshot's very position are
-//! taken as part of it; a snapshot whose `seq` does not rise resets the node's replay window
-//! (see [`Publisher`](crate::Publisher)) like any producer restart, so an older position gets
-//! a fresh snapshot on connect.
+//! slow, the stream was deleted or restored from older data), the follower rebuilds the
+//! state from the checkpoint plus the stream after it and publishes it to the node as a
+//! connecting client gets it: one `snapshot` event at the rebuilt `seq` (carrying the last
+//! rebuilt event's `at`), then one `health` event per source at the same position. The
+//! node's state replaces its sessions; its clients get these like any event, so connected
+//! clients keep their sockets and replace their state (a dashboard treats every `snapshot`
+//! message as "replace everything", health included, and applies the reports after it).
+//! Reports at the snapshot's very position are taken as part of it; a snapshot whose `seq`
+//! does not rise resets the node's replay window (see [`Publisher`](crate::Publisher)) like
+//! any producer restart, so an older position gets a fresh snapshot on connect.
+//!
+//! Every entry is also checked before it reaches a node: an ordinary entry must carry the
+//! `seq` after the last one applied (a resync, and a `snapshot` event, may carry any), so a
+//! forged or corrupt entry is refused, logged and counted ([`FollowerStats::refused`],
+//! [`FollowerStats::malformed`]) and never reaches a client. A producer's first entry is a
+//! resync, so a producer restart (seqs starting over) is still taken.
 //!
 //! # Faults
 //! - Broker unreachable when a node starts, or lost while serving: the follower retries with
@@ -53,18 +65,43 @@
 //!   with backoff. Past the bound, events are dropped *and counted*
 //!   ([`BrokerSinkStats::dropped`]), and once the queue has room again the producer appends a
 //!   resync entry carrying the full state, so every follower recovers through a snapshot.
-//! - The stream lost (deleted, or Redis restarted without persistence): the producer's next
-//!   append finds it empty, and appends a resync and a checkpoint instead of its queue
-//!   (which the resync covers); followers see the gap and rebuild from it.
-//! - The producer restarting with seqs going back: followers forward in stream order; each
-//!   node's publisher applies its reset rule.
+//! - The stream no longer ending with the producer's last entry (deleted or emptied, the
+//!   broker restarted without its data or from an older snapshot, a failover to a lagging
+//!   replica, another writer): every append checks it atomically, and an idle producer
+//!   checks it every [`verify_interval`](BrokerSinkBuilder::verify_interval); the producer
+//!   then appends a resync and a checkpoint instead of its queue (which the resync covers)
+//!   and counts it ([`BrokerSinkStats::stream_losses`]); followers see the gap and rebuild
+//!   from it.
+//! - The checkpoint missing, unreadable, changed, or no longer continued by the stream
+//!   (trimmed past it): a follower skips an unreadable one
+//!   ([`FollowerStats::unreadable_checkpoints`]) and builds from the stream's start when it
+//!   can; the idle producer notices within its verify interval and writes the checkpoint
+//!   again ([`BrokerSinkStats::checkpoint_repairs`]). So every node converges on the
+//!   producer's state within about the verify interval plus the follower's
+//!   [`block`](Follower::block), whatever happened to the broker.
+//! - The producer restarting with seqs going back: its first entry is a resync; each node's
+//!   publisher applies its reset rule.
 //!
 //! Exactly one producer per stream is assumed.
+// Built with one engine only, the other's name links to docs.rs (built with every feature).
+#![cfg_attr(
+    not(feature = "redis"),
+    doc = "",
+    doc = "[`RedisBroker`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/broker/struct.RedisBroker.html"
+)]
+#![cfg_attr(
+    not(feature = "nats"),
+    doc = "",
+    doc = "[`NatsBroker`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/broker/struct.NatsBroker.html"
+)]
 
 mod backoff;
 mod checkpoint;
 mod follower;
+#[cfg(feature = "nats")]
+mod nats;
 mod producer;
+#[cfg(feature = "redis")]
 mod redis;
 
 use std::fmt;
@@ -73,7 +110,12 @@ use std::time::Duration;
 
 pub use checkpoint::Checkpoint;
 pub use follower::{Follower, FollowerHandle, FollowerStats};
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub use nats::NatsBroker;
 pub use producer::{BrokerSink, BrokerSinkBuilder, BrokerSinkStats};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisBroker;
 
 /// A stream entry id, as the broker assigned it (Redis: `<ms>-<n>`). Opaque to the engine.
@@ -104,23 +146,46 @@ pub struct Entry {
 
 /// A broker engine: an append-only, trimmed stream of [`Record`]s plus one [`Checkpoint`].
 ///
-/// [`RedisBroker`] is the Redis Streams implementation; another engine (NATS JetStream…)
-/// implements the same four operations and the rest of this module works unchanged.
+/// [`RedisBroker`] (Redis Streams) and [`NatsBroker`] (NATS JetStream) implement it; another
+/// engine implements the same operations and the rest of this module works unchanged.
 /// Implementations must set [`Entry::prev`] atomically with the append, so that continuity
 /// can be proven by the reader.
+#[cfg_attr(
+    not(feature = "redis"),
+    doc = "",
+    doc = "[`RedisBroker`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/broker/struct.RedisBroker.html"
+)]
+#[cfg_attr(
+    not(feature = "nats"),
+    doc = "",
+    doc = "[`NatsBroker`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/broker/struct.NatsBroker.html"
+)]
 pub trait Broker: Send + Sync + 'static {
     /// Appends `records` in order and returns the id of the last one. `batch` identifies the
     /// call: appending again with the batch id of the last successful append must not append
     /// twice (it returns the same id), so a retry after an unknown outcome is safe.
     ///
-    /// With `continues` (the producer appended before), an empty stream means its entries
-    /// were lost: nothing is appended and the answer is [`BrokerError::StreamLost`].
+    /// With `after` (the id of the entry this producer appended last), the stream must still
+    /// end with that entry: when it does not (the stream was deleted or emptied, the broker
+    /// restarted from older data or failed over to a lagging replica, someone else appended),
+    /// nothing is appended and the answer is [`BrokerError::StreamLost`]. The check and the
+    /// append are one atomic step.
     fn append(
         &self,
         batch: &str,
-        continues: bool,
+        after: Option<&str>,
         records: &[Record],
     ) -> impl Future<Output = Result<EntryId, BrokerError>> + Send;
+
+    /// The id of the stream's last entry; `None` when the stream is empty or missing.
+    fn tail(&self) -> impl Future<Output = Result<Option<EntryId>, BrokerError>> + Send;
+
+    /// Another handle on the same stream with a connection of its own, so that a short read
+    /// (a node serving a resuming client from the stream) never waits behind a blocking one.
+    /// Engines whose reads never block a connection may share it.
+    fn handle(&self) -> Self
+    where
+        Self: Sized;
 
     /// Replaces the checkpoint.
     fn write_checkpoint(
@@ -157,8 +222,10 @@ pub enum BrokerError {
     /// The broker answered something this crate cannot read: a foreign or corrupt entry or
     /// checkpoint. Carries what was wrong, never the payload.
     Malformed(String),
-    /// An append that continues the stream found it empty: it was deleted, or the broker
-    /// restarted without its data. The producer answers with a resync.
+    /// An append that continues the stream found that the stream no longer ends with the
+    /// producer's last entry: it was deleted or emptied, the broker restarted from older data
+    /// (or without any), a lagging replica took over, or another writer appended. The
+    /// producer answers with a resync.
     StreamLost,
 }
 
@@ -167,7 +234,9 @@ impl fmt::Display for BrokerError {
         match self {
             BrokerError::Unavailable(e) => write!(f, "broker unavailable: {e}"),
             BrokerError::Malformed(what) => write!(f, "malformed broker data: {what}"),
-            BrokerError::StreamLost => f.write_str("the stream lost the producer's entries"),
+            BrokerError::StreamLost => {
+                f.write_str("the stream no longer ends with the producer's last entry")
+            }
         }
     }
 }

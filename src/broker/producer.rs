@@ -14,7 +14,7 @@ use crate::wire::{self, Event};
 
 use super::backoff::Link;
 use super::checkpoint::Image;
-use super::{Broker, BrokerError, EntryId, Record};
+use super::{Broker, BrokerError, Checkpoint, EntryId, Record};
 
 /// Default bound of the queue between [`EventSink::handle_event`] and the append task.
 pub(crate) const DEFAULT_BUFFER: usize = 8192;
@@ -24,6 +24,8 @@ pub(crate) const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_BATCH: usize = 256;
 /// How often an idle append task looks for a due checkpoint or a pending resync.
 const IDLE_TICK: Duration = Duration::from_millis(200);
+/// Default time between two checks that the broker still holds what the producer wrote.
+pub(crate) const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Publishes events into a [`Broker`]: the producer side of several-node serving.
 ///
@@ -39,6 +41,27 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 /// [`retention`](Broker::retention), else 2 500), and after `checkpoint_interval` (default
 /// 5 s) with changes and nothing queued, the state is written as the [`Checkpoint`](super::Checkpoint),
 /// tied to the stream entry of the last event it reflects.
+///
+/// # The first entry
+/// The first thing a sink appends is a *resync* entry with its state (the first event folded
+/// in): a follower accepts a resync at any `seq`, so a producer that restarts (its seqs
+/// starting over) is taken as such, while an ordinary entry must carry the `seq` after the
+/// one before it (see [`Follower`](super::Follower)).
+///
+/// # Checking the broker
+/// Every `verify_interval` (default 1 s) while nothing is queued, the sink checks that the
+/// broker still holds what it wrote, and repairs what it does not:
+/// - the stream must end with the last entry it appended; when it does not (deleted or
+///   emptied, the broker restarted from an older snapshot or failed over to a lagging
+///   replica, another writer appended), it appends a resync and writes a checkpoint, and
+///   counts it in [`BrokerSinkStats::stream_losses`]. Appends check the same atomically.
+/// - the checkpoint must be the one it wrote last (not missing, unreadable or changed), and
+///   the stream must still continue it (not trimmed past it); when not, it writes the
+///   checkpoint again at its last entry and counts it in
+///   [`BrokerSinkStats::checkpoint_repairs`].
+///
+/// So every node converges on the producer's state within about `verify_interval` plus the
+/// follower's [`block`](super::Follower::block), whatever happened to the broker.
 ///
 /// # When the queue is full
 /// The event is dropped, counted in [`BrokerSinkStats::dropped`] and logged (once per
@@ -69,6 +92,7 @@ struct Shared {
     tx: mpsc::Sender<Item>,
     checkpoint_every: u64,
     checkpoint_interval: Duration,
+    verify_interval: Duration,
     stats: Arc<Stats>,
 }
 
@@ -85,6 +109,8 @@ struct State {
     last_checkpoint: Instant,
     /// Events were dropped: the next thing queued must be a resync.
     resync: bool,
+    /// Nothing queued yet: the first thing queued is a resync (see "The first entry").
+    start: bool,
 }
 
 #[derive(Default)]
@@ -96,14 +122,20 @@ struct Counters {
     checkpoints: AtomicU64,
     retries: AtomicU64,
     superseded: AtomicU64,
+    stream_losses: AtomicU64,
+    checkpoint_repairs: AtomicU64,
 }
 
 enum Item {
     Event(Record),
     /// Write this image as the checkpoint, tied to the last appended entry.
     Checkpoint(Image),
-    /// Append this image as a resync entry, then as the checkpoint.
-    Resync(Image),
+    /// Append this image as a resync entry, then as the checkpoint. `start`: the sink's
+    /// first entry, not counted in [`BrokerSinkStats::resyncs`].
+    Resync {
+        image: Image,
+        start: bool,
+    },
 }
 
 /// Builds a [`BrokerSink`]; see [`BrokerSink::builder`].
@@ -113,6 +145,7 @@ pub struct BrokerSinkBuilder<B> {
     buffer: usize,
     checkpoint_every: Option<u64>,
     checkpoint_interval: Duration,
+    verify_interval: Duration,
 }
 
 impl<B: Broker> BrokerSinkBuilder<B> {
@@ -143,6 +176,19 @@ impl<B: Broker> BrokerSinkBuilder<B> {
         self
     }
 
+    /// How often an idle producer checks that the broker still holds its stream and its
+    /// checkpoint (see "Checking the broker" on [`BrokerSink`]). Default 1 s; from 10 ms to
+    /// 1 hour (values outside are raised or lowered, with a `warn`).
+    pub fn verify_interval(mut self, interval: Duration) -> Self {
+        self.verify_interval = crate::layer::bounded(
+            "broker.verify_interval",
+            interval,
+            Duration::from_millis(10),
+            Duration::from_secs(3600),
+        );
+        self
+    }
+
     /// Starts the append task and returns the sink.
     ///
     /// # Panics
@@ -160,10 +206,12 @@ impl<B: Broker> BrokerSinkBuilder<B> {
                 since_checkpoint: 0,
                 last_checkpoint: Instant::now(),
                 resync: false,
+                start: true,
             }),
             tx,
             checkpoint_every,
             checkpoint_interval: self.checkpoint_interval,
+            verify_interval: self.verify_interval,
             stats: Arc::default(),
         });
         tokio::spawn(run(
@@ -195,6 +243,13 @@ pub struct BrokerSinkStats {
     /// Queued events replaced by a resync because the stream had lost this producer's
     /// entries (the stream was deleted, or the broker restarted without its data).
     pub superseded: u64,
+    /// Times the stream was found not to end with this producer's last entry (deleted,
+    /// emptied, restored from older data, appended to by another writer), each answered by a
+    /// resync.
+    pub stream_losses: u64,
+    /// Times the checkpoint was found missing, unreadable, changed or no longer continued by
+    /// the stream, each answered by writing it again.
+    pub checkpoint_repairs: u64,
 }
 
 impl std::fmt::Debug for BrokerSink {
@@ -213,6 +268,7 @@ impl BrokerSink {
             buffer: DEFAULT_BUFFER,
             checkpoint_every: None,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            verify_interval: DEFAULT_VERIFY_INTERVAL,
         }
     }
 
@@ -227,6 +283,8 @@ impl BrokerSink {
             checkpoints: c.checkpoints.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             superseded: c.superseded.load(Ordering::Relaxed),
+            stream_losses: c.stream_losses.load(Ordering::Relaxed),
+            checkpoint_repairs: c.checkpoint_repairs.load(Ordering::Relaxed),
         }
     }
 
@@ -288,19 +346,25 @@ impl EventSink for BrokerSink {
         let mut state = shared.state();
         // The store never fails.
         let _ = state.mirror.handle_event(event);
-        if state.resync {
+        if state.resync || state.start {
             let permit = match shared.tx.try_reserve() {
                 Ok(permit) => permit,
                 Err(e) => return dropped(counters, &mut state, event.seq, e),
             };
             // The image reflects this event too: it replaces it.
             if let Some(image) = state.image() {
-                permit.send(Item::Resync(image));
+                let start = !state.resync;
+                permit.send(Item::Resync { image, start });
                 state.resync = false;
-                tracing::info!(
-                    seq = event.seq,
-                    "broker queue has room again: appending a resync with the whole state"
-                );
+                state.start = false;
+                if start {
+                    tracing::debug!(seq = event.seq, "first broker entry: a resync");
+                } else {
+                    tracing::info!(
+                        seq = event.seq,
+                        "broker queue has room again: appending a resync with the whole state"
+                    );
+                }
             }
             return Ok(());
         }
@@ -375,16 +439,61 @@ async fn run<B: Broker>(
     let mut batches = 0u64;
     let mut link = Link::new("producer");
     let mut last: Option<EntryId> = None;
+    // The checkpoint this task wrote last, tied to an entry of the stream as it is now.
+    let mut written: Option<Checkpoint> = None;
+    let mut verified = Instant::now();
     let mut pending: VecDeque<Item> = VecDeque::new();
     loop {
         if pending.is_empty() {
             match tokio::time::timeout(IDLE_TICK, rx.recv()).await {
                 Ok(Some(item)) => pending.push_back(item),
                 Ok(None) => return,
-                Err(_) => match shared.upgrade().and_then(|shared| idle(&shared, &rx)) {
-                    Some(item) => pending.push_back(item),
-                    None => continue,
-                },
+                Err(_) => {
+                    let Some(shared) = shared.upgrade() else {
+                        continue;
+                    };
+                    let due = verified.elapsed() >= shared.verify_interval;
+                    let verdict = match &last {
+                        Some(entry) if due && rx.is_empty() => {
+                            verified = Instant::now();
+                            verify(&broker, entry, written.as_ref()).await
+                        }
+                        _ => Verdict::Fine,
+                    };
+                    match verdict {
+                        Verdict::Fine => {}
+                        Verdict::Lost => {
+                            counters.stream_losses.fetch_add(1, Ordering::Relaxed);
+                            let Some(image) = lost(&shared, &mut rx, &mut pending, 0, counters)
+                            else {
+                                continue;
+                            };
+                            last = None;
+                            written = None;
+                            pending.push_back(Item::Resync {
+                                image,
+                                start: false,
+                            });
+                        }
+                        Verdict::Repair(why) => {
+                            if let Some(image) = exact_image(&shared, &rx) {
+                                counters.checkpoint_repairs.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(
+                                    why,
+                                    seq = image.seq,
+                                    "broker checkpoint not as written: writing it again at the producer's last entry"
+                                );
+                                pending.push_back(Item::Checkpoint(image));
+                            }
+                        }
+                    }
+                    if pending.is_empty() {
+                        match idle(&shared, &rx) {
+                            Some(item) => pending.push_back(item),
+                            None => continue,
+                        }
+                    }
+                }
             }
             while pending.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -397,14 +506,18 @@ async fn run<B: Broker>(
         let mut records = Vec::new();
         let mut events = 0u64;
         let mut checkpoint = None;
+        let mut resync = false;
         while let Some(item) = pending.pop_front() {
             match item {
                 Item::Event(record) => {
                     records.push(record);
                     events += 1;
                 }
-                Item::Resync(image) => {
+                Item::Resync { image, start } => {
                     records.push(image.record());
+                    if !start {
+                        resync = true;
+                    }
                     checkpoint = Some(image);
                     break;
                 }
@@ -421,9 +534,8 @@ async fn run<B: Broker>(
         if !records.is_empty() {
             batches += 1;
             let batch = format!("{producer}:{batches}");
-            let continues = last.is_some();
             let id = loop {
-                match broker.append(&batch, continues, &records).await {
+                match broker.append(&batch, last.as_deref(), &records).await {
                     Ok(id) => break Some(id),
                     Err(BrokerError::StreamLost) => break None,
                     Err(error) => {
@@ -437,11 +549,12 @@ async fn run<B: Broker>(
                 Some(id) => {
                     last = Some(id);
                     counters.appended.fetch_add(events, Ordering::SeqCst);
-                    if checkpoint.is_some() {
+                    if resync {
                         counters.resyncs.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 None => {
+                    counters.stream_losses.fetch_add(1, Ordering::Relaxed);
                     // Whatever is queued is in the private store already: one resync with
                     // it replaces the lost stream's state, this group and the queue.
                     let Some(image) = shared
@@ -451,7 +564,11 @@ async fn run<B: Broker>(
                         return;
                     };
                     last = None;
-                    pending.push_front(Item::Resync(image));
+                    written = None;
+                    pending.push_front(Item::Resync {
+                        image,
+                        start: false,
+                    });
                     continue;
                 }
             }
@@ -466,8 +583,69 @@ async fn run<B: Broker>(
             link.ok();
             counters.checkpoints.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(seq = checkpoint.seq, entry = %checkpoint.entry, "checkpoint written");
+            written = Some(checkpoint);
         }
     }
+}
+
+/// What a check of the broker found (see "Checking the broker" on [`BrokerSink`]).
+enum Verdict {
+    /// As the producer left it (or the broker did not answer: checked again later).
+    Fine,
+    /// The stream does not end with the producer's last entry.
+    Lost,
+    /// The checkpoint must be written again, for this reason.
+    Repair(&'static str),
+}
+
+/// Checks that the stream ends with `last` and that the checkpoint is `written` and still
+/// continued by the stream.
+async fn verify<B: Broker>(broker: &B, last: &str, written: Option<&Checkpoint>) -> Verdict {
+    match broker.tail().await {
+        Ok(tail) if tail.as_deref() == Some(last) => {}
+        Ok(tail) => {
+            tracing::warn!(
+                last,
+                tail = tail.as_deref().unwrap_or(""),
+                "the broker stream does not end with this producer's last entry"
+            );
+            return Verdict::Lost;
+        }
+        // Unreachable: the next append or check finds out.
+        Err(_) => return Verdict::Fine,
+    }
+    let Some(written) = written else {
+        return Verdict::Fine;
+    };
+    let found = match broker.read_checkpoint().await {
+        Ok(found) => found,
+        Err(BrokerError::Malformed(_)) => return Verdict::Repair("unreadable"),
+        Err(_) => return Verdict::Fine,
+    };
+    let found = match found {
+        None => return Verdict::Repair("missing"),
+        Some(found) if found != *written => return Verdict::Repair("changed"),
+        Some(found) => found,
+    };
+    if found.entry == last {
+        return Verdict::Fine;
+    }
+    match broker.read(Some(&found.entry), 1, None).await {
+        Ok(next) => match next.first() {
+            Some(next) if next.prev == found.entry => Verdict::Fine,
+            _ => Verdict::Repair("no longer continued by the stream (trimmed past it)"),
+        },
+        Err(_) => Verdict::Fine,
+    }
+}
+
+/// The image of exactly what was appended: with nothing queued, the private store is it.
+fn exact_image(shared: &Shared, rx: &mpsc::Receiver<Item>) -> Option<Image> {
+    let mut state = shared.state();
+    if !rx.is_empty() {
+        return None;
+    }
+    state.image()
 }
 
 /// The stream lost the producer's entries (deleted, or the broker restarted without its
@@ -494,7 +672,7 @@ fn lost(
     state.resync = false;
     tracing::warn!(
         superseded,
-        "the broker stream lost this producer's entries (deleted, or the broker restarted empty): appending a resync with the whole state"
+        "the broker stream lost this producer's entries (deleted, trimmed empty, or the broker restarted from older data): appending a resync with the whole state"
     );
     state.image()
 }
@@ -509,7 +687,10 @@ fn idle(shared: &Shared, rx: &mpsc::Receiver<Item>) -> Option<Item> {
     if state.resync {
         state.resync = false;
         tracing::info!("broker queue drained: appending a resync with the whole state");
-        return state.image().map(Item::Resync);
+        return state.image().map(|image| Item::Resync {
+            image,
+            start: false,
+        });
     }
     if state.since_checkpoint > 0 && state.last_checkpoint.elapsed() >= shared.checkpoint_interval {
         return state.image().map(Item::Checkpoint);

@@ -22,9 +22,10 @@ pub(crate) const MAX_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// stream, read inside the script, so it is exact whoever appended before. The batch id kept
 /// in `KEYS[2]` makes a retried batch a no-op that returns the same last id.
 ///
-/// KEYS: stream, append-state hash. ARGV: max_len, batch id, continues ('1': an empty stream
-/// means it was lost: append nothing, answer ''), then (seq, event, health) per record,
-/// health empty for an ordinary event.
+/// KEYS: stream, append-state hash. ARGV: max_len, batch id, the id the stream must end with
+/// ('' when the producer has not appended yet; any other tail means the producer's entries
+/// were lost: append nothing, answer ''), then (seq, event, health) per record, health empty
+/// for an ordinary event.
 const APPEND_SCRIPT: &str = r#"
 if redis.call('HGET', KEYS[2], 'batch') == ARGV[2] then
   return redis.call('HGET', KEYS[2], 'last')
@@ -32,7 +33,7 @@ end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local prev = ''
 if #last > 0 then prev = last[1][1] end
-if prev == '' and ARGV[3] == '1' then return '' end
+if ARGV[3] ~= '' and prev ~= ARGV[3] then return '' end
 for i = 4, #ARGV, 3 do
   if ARGV[i + 2] == '' then
     prev = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
@@ -190,7 +191,7 @@ impl Broker for RedisBroker {
     async fn append(
         &self,
         batch: &str,
-        continues: bool,
+        after: Option<&str>,
         records: &[Record],
     ) -> Result<EntryId, BrokerError> {
         let mut invocation = self.script.prepare_invoke();
@@ -199,7 +200,7 @@ impl Broker for RedisBroker {
             .key(&self.append_key)
             .arg(self.max_len)
             .arg(batch)
-            .arg(if continues { "1" } else { "0" });
+            .arg(after.unwrap_or(""));
         for record in records {
             invocation
                 .arg(record.seq)
@@ -215,6 +216,38 @@ impl Broker for RedisBroker {
             return Err(BrokerError::StreamLost);
         }
         Ok(last)
+    }
+
+    async fn tail(&self) -> Result<Option<EntryId>, BrokerError> {
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(&self.stream).arg("+").arg("-").arg("COUNT").arg(1);
+        let reply: Value = self
+            .with_conn(self.response_timeout, |mut conn| async move {
+                cmd.query_async(&mut conn).await
+            })
+            .await?;
+        let entries = match reply {
+            Value::Nil => return Ok(None),
+            Value::Array(entries) => entries,
+            _ => return Err(malformed("XREVRANGE reply shape")),
+        };
+        Ok(match entries.into_iter().next() {
+            Some(entry) => Some(parse_entry(entry)?.id),
+            None => None,
+        })
+    }
+
+    fn handle(&self) -> Self {
+        RedisBroker {
+            client: self.client.clone(),
+            stream: self.stream.clone(),
+            checkpoint_key: self.checkpoint_key.clone(),
+            append_key: self.append_key.clone(),
+            max_len: self.max_len,
+            response_timeout: self.response_timeout,
+            conn: tokio::sync::Mutex::new(None),
+            script: redis::Script::new(APPEND_SCRIPT),
+        }
     }
 
     async fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), BrokerError> {

@@ -367,13 +367,18 @@ async fn stream(
     client: &ClientInfo,
 ) -> End {
     let counters = hub.counters();
-    let (since, viewer) = (client.since, &client.viewer);
+    // Events older than the replay window, from the broker stream when a follower feeds it.
+    let (since, backfilled) = crate::backfill::backfill(hub, client.since).await;
+    let viewer = &client.viewer;
     let Some(start) = hub.subscribe(since) else {
         // The hub was stopped before this client could subscribe.
         return End::Stopped;
     };
     let (events, handover) = match start {
-        Start::Resume { events, missed } => {
+        Start::Resume { events, mut missed } => {
+            if !backfilled.is_empty() {
+                missed.splice(0..0, backfilled);
+            }
             counters.record_resume();
             tracing::debug!(
                 since = since.map(|position| position.seq),

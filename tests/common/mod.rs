@@ -2,6 +2,8 @@
 //! tokio-tungstenite clients. Every wait is bounded.
 #![allow(dead_code)]
 
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "redis")]
 pub mod stream_key;
 

@@ -43,16 +43,21 @@ pub struct StreamKey(pub String);
 
 impl StreamKey {
     pub fn new(scope: &str) -> StreamKey {
+        StreamKey(Self::unique_name(scope))
+    }
+
+    /// `agentwatch-test:<scope>:<pid>:<nanos>:<n>`, unique in this machine's runs.
+    pub fn unique_name(scope: &str) -> String {
         static N: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("a clock after 1970")
             .as_nanos();
-        StreamKey(format!(
+        format!(
             "agentwatch-test:{scope}:{}:{nanos}:{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
-        ))
+        )
     }
 }
 

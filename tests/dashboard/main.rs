@@ -1,5 +1,5 @@
 //! The `dashboard` example as a child process (features `monitor` and `redis`): its roots
-//! and output on real logs, reloads, `--notify-url` pushes, and nodes sharing one Redis.
+//! and output on real logs, reloads, `--notify-url` pushes, and nodes sharing one Redis or one NATS JetStream.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -9,6 +9,7 @@ mod dashboard_support;
 mod monitor_support;
 
 mod cluster;
+mod cluster_nats;
 mod http_api;
 mod monitor;
 mod notify;

@@ -106,7 +106,8 @@
 //! (the first: `publishing the input into it and serving from it`), then `broker: state built
 //! from the stream (seq N)` and its URL. With Redis down it prints `waiting for the broker at
 //! redis://127.0.0.1:6379 (stream agentwatch:events): retrying until it answers` and serves
-//! once it does. `redis-cli XLEN agentwatch:events` counts the events; a restarted
+//! once it does. `--nats nats://127.0.0.1:4222` does the same on NATS JetStream
+//! (`nats-server -js`). `redis-cli XLEN agentwatch:events` counts the events; a restarted
 //! `--publish` node begins with an empty `snapshot` at seq 1, which replaces every node's
 //! state (seqs going back: a producer restart). Every node serves the same events with the
 //! same `seq` and `at`, so a page reconnects anywhere with `?since=<seq>&since_at=<at>` and
@@ -125,7 +126,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use agentwatch_ws::broker::{BrokerSink, Follower, FollowerHandle, RedisBroker};
+use agentwatch_ws::broker::{
+    Broker, BrokerError, BrokerSink, Follower, FollowerHandle, NatsBroker, RedisBroker,
+};
 use agentwatch_ws::markers::{self, HooksStatus};
 use agentwatch_ws::monitor::{Monitor, MonitorHandle, SourceKind};
 use agentwatch_ws::privacy::{Field, Policy, PseudonymKey};
@@ -160,8 +163,8 @@ struct Options {
     demo: bool,
     /// Roots given on the command line (replacing the defaults).
     roots: Vec<(SourceKind, PathBuf)>,
-    /// `--redis URL`: serve from this broker.
-    redis: Option<String>,
+    /// `--redis URL` or `--nats URL`: serve from this broker.
+    broker: Option<BrokerUrl>,
     /// `--stream KEY`.
     stream: String,
     /// `--publish`: run the input and publish it into the broker.
@@ -179,7 +182,31 @@ struct Options {
 impl Options {
     /// Whether this process runs an input (the monitor or the simulation).
     fn has_input(&self) -> bool {
-        self.redis.is_none() || self.publish
+        self.broker.is_none() || self.publish
+    }
+}
+
+/// The broker a node serves from, by engine.
+#[derive(Debug, Clone)]
+enum BrokerUrl {
+    /// `--redis URL`: Redis Streams.
+    Redis(String),
+    /// `--nats URL`: NATS JetStream.
+    Nats(String),
+}
+
+impl BrokerUrl {
+    fn url(&self) -> &str {
+        match self {
+            BrokerUrl::Redis(url) | BrokerUrl::Nats(url) => url,
+        }
+    }
+
+    fn flag(&self) -> &'static str {
+        match self {
+            BrokerUrl::Redis(_) => "--redis",
+            BrokerUrl::Nats(_) => "--nats",
+        }
     }
 }
 
@@ -198,12 +225,14 @@ impl Options {
 /// log at all, it runs a simulation instead and says so; when they hold only older logs it
 /// still watches them (an agent started now shows up at once) and says so.
 ///
-/// With --redis it is one node of a cluster fed through a Redis stream: every node serves the
+/// With --redis (or --nats) it is one node of a cluster fed through a Redis (or NATS JetStream)
+/// stream: every node serves the
 /// same events with the same seq and at, so a page can resume on any node. One node runs the
 /// input and publishes it (--publish); the others run none. One stream has one producer.
 ///
 /// Exit status: 0 after Ctrl-C or SIGTERM (every browser is closed with 1001), 1 when the
-/// port is taken or the server fails, 2 for a bad flag or a --redis URL that cannot be used.
+/// port is taken or the server fails, 2 for a bad flag or a --redis or --nats URL that cannot
+/// be used.
 #[derive(Parser, Debug)]
 #[command(
     name = "dashboard",
@@ -335,6 +364,14 @@ struct Flags {
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
 
+    /// Serve from this NATS JetStream broker (nats://host:port) instead, as one node of a
+    /// cluster.
+    ///
+    /// As --redis, on a JetStream stream (nats-server -js); --publish and --stream apply the
+    /// same way.
+    #[arg(long, value_name = "URL", conflicts_with = "redis")]
+    nats: Option<String>,
+
     /// With --redis: also run the input and publish it into the broker.
     ///
     /// This node then serves it back through its own follower, like every other node, so all
@@ -360,9 +397,9 @@ struct Flags {
     /// WsLayer::policy_for.
     ///
     /// Pseudonyms come from a key drawn at start, or from $AGENTWATCH_PSEUDONYM_KEY (any text;
-    /// 16 random bytes or more): with --redis, every node must be given the same one (a page
-    /// that reconnects to another node must meet the pseudonyms it knows), so --redact with
-    /// id or source and --redis without it is an error.
+    /// 16 random bytes or more): with --redis or --nats, every node must be given the same
+    /// one (a page that reconnects to another node must meet the pseudonyms it knows), so
+    /// --redact with id or source on such a node without it is an error.
     #[arg(long, value_name = "FIELDS", value_parser = parse_policy)]
     redact: Option<Policy>,
 }
@@ -426,9 +463,15 @@ impl TryFrom<Flags> for Options {
                  --gemini, --pi, --cursor, --opencode or --antigravity",
             ));
         }
-        if flags.redis.is_none() && (flags.publish || flags.stream.is_some()) {
+        let broker = match (flags.redis, flags.nats) {
+            (Some(url), _) => Some(BrokerUrl::Redis(url)),
+            (None, Some(url)) => Some(BrokerUrl::Nats(url)),
+            (None, None) => None,
+        };
+        if broker.is_none() && (flags.publish || flags.stream.is_some()) {
             return Err(usage_error(
-                "--publish and --stream are about a broker: give it with --redis URL",
+                "--publish and --stream are about a broker: give it with --redis URL or \
+                 --nats URL",
             ));
         }
         if flags.stream.as_deref() == Some("") {
@@ -475,7 +518,7 @@ impl TryFrom<Flags> for Options {
             rate_limit: flags.rate_limit,
             demo: flags.demo,
             roots,
-            redis: flags.redis,
+            broker,
             stream: flags.stream.unwrap_or_else(|| DEFAULT_STREAM.to_string()),
             publish: flags.publish,
             input_flags,
@@ -485,12 +528,13 @@ impl TryFrom<Flags> for Options {
                 .filter(|key| !key.is_empty())
                 .map(|key| PseudonymKey::from_bytes(key.as_encoded_bytes())),
         };
-        if opts.redis.is_some()
+        if opts.broker.is_some()
             && (opts.redact.redacts(Field::SessionId) || opts.redact.redacts(Field::Source))
             && opts.pseudonym_key.is_none()
         {
             return Err(usage_error(
-                "--redact with id or source on a --redis node needs AGENTWATCH_PSEUDONYM_KEY: \
+                "--redact with id or source on a --redis or --nats node needs \
+                 AGENTWATCH_PSEUDONYM_KEY: \
                  every node must pseudonymise with the same key, or a page that reconnects to \
                  another node meets ids it never saw",
             ));
@@ -996,7 +1040,7 @@ async fn attention(State(state): State<Attention>) -> Response {
     }
 }
 
-/// The broker side of a `--redis` node.
+/// The broker side of a `--redis` or `--nats` node.
 struct Node {
     follower: FollowerHandle,
     /// On a `--publish` node: the producer, flushed on the way out.
@@ -1018,12 +1062,30 @@ fn redacted(url: &str) -> String {
     }
 }
 
-/// Starts the follower (and, with `--publish`, the producer) of a `--redis` node.
-fn start_node(url: &str, opts: &Options, publisher: &Publisher) -> Result<Node, String> {
-    let open = || {
-        RedisBroker::open(url, opts.stream.clone())
-            .map_err(|error| format!("--redis {}: {error}", redacted(url)))
-    };
+/// Starts the follower (and, with `--publish`, the producer) of a `--redis` or `--nats` node.
+fn start_node(broker: &BrokerUrl, opts: &Options, publisher: &Publisher) -> Result<Node, String> {
+    let url = broker.url();
+    let error = |error: BrokerError| format!("{} {}: {error}", broker.flag(), redacted(url));
+    match broker {
+        BrokerUrl::Redis(_) => start_follower(
+            || RedisBroker::open(url, opts.stream.clone()).map_err(error),
+            opts,
+            publisher,
+        ),
+        BrokerUrl::Nats(_) => start_follower(
+            || NatsBroker::open(url, opts.stream.clone()).map_err(error),
+            opts,
+            publisher,
+        ),
+    }
+}
+
+/// The follower on the broker `open` opens, and with `--publish` the producer.
+fn start_follower<B: Broker>(
+    open: impl Fn() -> Result<B, String>,
+    opts: &Options,
+    publisher: &Publisher,
+) -> Result<Node, String> {
     let follower = Follower::new(open()?, publisher.clone()).spawn();
     let producer = if opts.publish {
         Some(BrokerSink::builder(open()?).spawn())
@@ -1122,8 +1184,8 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
     };
     let (ws, publisher) = ws.build("/ws");
 
-    let node = match &opts.redis {
-        Some(url) => match start_node(url, &opts, &publisher) {
+    let node = match &opts.broker {
+        Some(broker) => match start_node(broker, &opts, &publisher) {
             Ok(node) => Some(node),
             Err(message) => {
                 eprintln!("error: {message}");
@@ -1220,7 +1282,7 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
         None => None,
     };
 
-    if let (Some(node), Some(url)) = (&node, &opts.redis) {
+    if let (Some(node), Some(url)) = (&node, opts.broker.as_ref().map(BrokerUrl::url)) {
         let role = if opts.publish {
             "publishing the input into it and serving"
         } else {

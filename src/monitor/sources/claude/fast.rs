@@ -45,6 +45,7 @@ pub(super) fn record(line: &[u8]) -> Option<Record<'_>> {
         s: text,
         i: 0,
         depth: 0,
+        surrogate: false,
     };
     p.ws();
     if p.peek()? != b'{' {
@@ -131,6 +132,59 @@ fn plain(line: &[u8]) -> Option<&str> {
     (!control).then_some(text)
 }
 
+/// Decoded bytes of an escaped text that decide its [`TextKind`] (the longest prefix
+/// [`TextKind::of`] tests is 84 bytes, after leading white space).
+const PREFIX: usize = 256;
+
+/// The [`TextKind`] of the escaped JSON string contents `raw` (valid UTF-8, escapes checked,
+/// no surrogate escape: then `serde_json` decodes it without error) from its first
+/// [`PREFIX`] decoded bytes, when those decide it: the whole text fits, or what follows its
+/// leading white space is long enough for every prefix test and is no task notification
+/// (whose id may come anywhere). `None`: decode it all.
+fn prefix_kind(raw: &[u8]) -> Option<TextKind> {
+    let mut out = Vec::with_capacity(PREFIX + 4);
+    let mut i = 0;
+    while i < raw.len() {
+        // Stop at a character boundary once the prefix is long enough.
+        if out.len() >= PREFIX && (raw[i] & 0xC0) != 0x80 {
+            break;
+        }
+        if raw[i] != b'\\' {
+            out.push(raw[i]);
+            i += 1;
+            continue;
+        }
+        let c = match *raw.get(i + 1)? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hex = std::str::from_utf8(raw.get(i + 2..i + 6)?).ok()?;
+                let c = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
+                i += 4;
+                c
+            }
+            _ => return None,
+        };
+        i += 2;
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    }
+    let text = String::from_utf8(out).ok()?;
+    if i < raw.len() {
+        let t = text.trim_start();
+        if t.len() < 128 || t.starts_with("<task-notification>") {
+            return None;
+        }
+    }
+    Some(TextKind::of(&text))
+}
+
 /// A cursor over one line; every method returns `None` where the line leaves the subset
 /// this reader is sure of.
 struct Reader<'a> {
@@ -139,6 +193,9 @@ struct Reader<'a> {
     s: &'a str,
     i: usize,
     depth: u32,
+    /// The last [`Reader::string`] held a `\u` escape of a UTF-16 surrogate (`serde_json`
+    /// decodes those only in pairs).
+    surrogate: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -170,6 +227,7 @@ impl<'a> Reader<'a> {
         let start = self.i + 1;
         let mut at = start;
         let mut escaped = false;
+        self.surrogate = false;
         loop {
             at += memchr::memchr2(b'"', b'\\', self.b.get(at..)?)?;
             if self.b[at] == b'"' {
@@ -184,6 +242,9 @@ impl<'a> Reader<'a> {
                     if !hex.iter().all(u8::is_ascii_hexdigit) {
                         return None;
                     }
+                    // `\uD800` to `\uDFFF` (hex digits in any case).
+                    self.surrogate |= matches!(hex[0], b'd' | b'D')
+                        && matches!(hex[1], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F');
                     at += 6;
                 }
                 _ => return None,
@@ -354,15 +415,20 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A string classified as [`TextKind`] (its raw contents when it holds no escape).
+    /// A string classified as [`TextKind`]: its raw contents when it holds no escape, else
+    /// the start of it decoded (see [`prefix_kind`]), else what `serde_json` makes of it.
     fn text_kind(&mut self) -> Option<TextKind> {
         let at = self.i;
         let (s, e, escaped) = self.string()?;
-        if escaped {
-            serde_json::from_slice(&self.b[at..self.i]).ok()
-        } else {
-            Some(TextKind::of(self.s.get(s..e)?))
+        if !escaped {
+            return Some(TextKind::of(self.s.get(s..e)?));
         }
+        if !self.surrogate {
+            if let Some(kind) = prefix_kind(&self.b[s..e]) {
+                return Some(kind);
+            }
+        }
+        serde_json::from_slice(&self.b[at..self.i]).ok()
     }
 
     /// `isSidechain`: `Option<bool>`.
@@ -607,5 +673,57 @@ impl<'a> Reader<'a> {
             .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
         self.i = end;
         Some(if negative { -n } else { n })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decoded start of an escaped text classifies it as `serde_json`'s whole decoding
+    /// does, whatever its length, leading white space or start.
+    #[test]
+    fn a_decoded_prefix_classifies_as_the_whole_text() {
+        let starts = [
+            "",
+            "\n\n",
+            " \t\u{a0}\u{2003}",
+            "[Request interrupted by user]",
+            "[Request interrupted by user for tool use]",
+            "<command-name>/model</command-name>",
+            "Caveat: The messages below were generated by the user while running local commands",
+            "<bash-input>ls</bash-input>",
+            "Warmup",
+            "<task-notification>\n<task-id>a1</task-id>",
+            "<task-notification>",
+            "fix the \"bug\" in C:\\src\u{1}",
+            "é😀 \u{7f}",
+        ];
+        let fills = ["", "x", "\n", " ", "\"quoted\"", "😀"];
+        let (mut decided, mut total) = (0, 0);
+        for start in starts {
+            for lead in ["", "\n", &" ".repeat(300)] {
+                for fill in fills {
+                    for (n, end) in [0, 1, 40, 200, 300]
+                        .into_iter()
+                        .zip(["", "<task-id>a9</task-id>"].into_iter().cycle())
+                    {
+                        let text = format!("{lead}{start}{}{end}", fill.repeat(n));
+                        let json = serde_json::to_string(&text).unwrap();
+                        let full: TextKind = serde_json::from_str(&json).unwrap();
+                        let raw = &json.as_bytes()[1..json.len() - 1];
+                        total += 1;
+                        if let Some(kind) = prefix_kind(raw) {
+                            assert_eq!(kind, full, "{json}");
+                            decided += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            decided * 2 > total,
+            "{decided} of {total} decided by the prefix"
+        );
     }
 }

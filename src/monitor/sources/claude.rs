@@ -1183,6 +1183,20 @@ mod tests {
         "\"x\":\"\u{e9}\",",
     ];
 
+    /// Members with bytes that are not UTF-8, where `serde_json` reads text (an error) and
+    /// where it skips it (no error).
+    const INVALID_UTF8: &[&[u8]] = &[
+        b"\"isMeta\":\"\xff\",",
+        b"\"toolUseResult\":\"\xc3\",",
+        b"\"toolUseResult\":{\"agentId\":\"\xe9\"},",
+        b"\"content\":[\"\xff\"],",
+        b"\"content\":\"\xff\\n\",",
+        b"\"uuid\":\"\xe9\",",
+        b"\"x\":\"\xff\",",
+        b"\"x\":{\"\xff\":1},",
+        b"\"\xff\":1,",
+    ];
+
     /// Every sample line, and many mutations of each, read by the fast reader: where it
     /// gives a record it is exactly `serde_json`'s. Every sample line takes the fast path
     /// (else it would test nothing), and so do many mutations.
@@ -1223,7 +1237,10 @@ mod tests {
                             .map(|(i, _)| i + 1)
                             .collect();
                         let i = at[next(at.len())];
-                        let member = MEMBERS[next(MEMBERS.len())].as_bytes();
+                        let k = next(MEMBERS.len() + INVALID_UTF8.len());
+                        let member = MEMBERS
+                            .get(k)
+                            .map_or_else(|| INVALID_UTF8[k - MEMBERS.len()], |m| m.as_bytes());
                         m.splice(i..i, member.iter().copied());
                     }
                 }

@@ -6,16 +6,17 @@
 //! Most of a transcript's bytes are text the state never reads: tool results, prompts,
 //! thinking, file snapshots, `progress` records with whole nested messages. `serde_json`
 //! walks them a byte (or a word) at a time and decodes every prompt it classifies. This
-//! reader checks the line once (valid UTF-8, no control byte: a vectorised pass), then walks
-//! only the structure: strings end at the next `"` or `\` (`memchr2`), values no field reads
-//! are skipped, and the fields [`Record`] holds are taken as borrowed slices.
+//! reader checks the line once for control bytes (a vectorised pass), then walks only the
+//! structure: strings end at the next `"` or `\` (`memchr2`), values no field reads are
+//! skipped, and the fields [`Record`] holds are taken as borrowed slices (checked as UTF-8
+//! where `serde_json` reads a string, not where it skips one: as `serde_json` does).
 //!
 //! # Same result, or none
 //! The reader accepts a strict subset of what `serde_json` accepts and returns `Some` only
 //! when `serde_json::from_slice::<Record>` returns an equal record:
 //! - skipped values follow `serde_json`'s own rules for ignored values (JSON grammar,
-//!   escapes checked but not decoded), and a line with invalid UTF-8 or a control byte
-//!   anywhere is left to `serde_json`;
+//!   escapes checked but not decoded), strings read and keys are checked as UTF-8, and a
+//!   line with a control byte anywhere is left to `serde_json`;
 //! - keys are matched in any order, only at the level they belong to (a key or a
 //!   `"type":"assistant"` inside a prompt, a tool result or a nested message is text or a
 //!   skipped value, never a field of the record); a field given twice, a key with an
@@ -39,10 +40,11 @@ const MAX_DEPTH: u32 = 64;
 
 /// The line as a record, or `None` if only `serde_json` can say (see the module docs).
 pub(super) fn record(line: &[u8]) -> Option<Record<'_>> {
-    let text = plain(line)?;
+    if has_control(line) {
+        return None;
+    }
     let mut p = Reader {
         b: line,
-        s: text,
         i: 0,
         depth: 0,
         surrogate: false,
@@ -119,40 +121,38 @@ pub(super) fn record(line: &[u8]) -> Option<Record<'_>> {
     (p.i == line.len()).then_some(rec)
 }
 
-/// `line` as text if it is valid UTF-8 without a control byte (below 0x20) anywhere: then
-/// every string in it is valid UTF-8 as it stands, and only white space other than the space
-/// (tab, CR, LF: valid between tokens, but never written by Claude Code) is left to
-/// `serde_json`.
-fn plain(line: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(line).ok()?;
-    // Branch-free per chunk: compiled to vector compares.
-    let control = line
-        .chunks(64)
-        .any(|chunk| chunk.iter().fold(0u8, |c, &b| c | u8::from(b < 0x20)) != 0);
-    (!control).then_some(text)
+/// Whether `line` holds a control byte (below 0x20): invalid in a JSON string, and outside
+/// strings only as white space other than the space (tab, CR, LF), which Claude Code never
+/// writes there. Such a line is left to `serde_json`.
+fn has_control(line: &[u8]) -> bool {
+    // No early exit: a branch-free fold compiles to vector compares.
+    line.iter().fold(0u8, |c, &b| c | u8::from(b < 0x20)) != 0
 }
 
 /// Decoded bytes of an escaped text that decide its [`TextKind`] (the longest prefix
 /// [`TextKind::of`] tests is 84 bytes, after leading white space).
-const PREFIX: usize = 256;
+const PREFIX: usize = 128;
 
 /// The [`TextKind`] of the escaped JSON string contents `raw` (valid UTF-8, escapes checked,
 /// no surrogate escape: then `serde_json` decodes it without error) from its first
 /// [`PREFIX`] decoded bytes, when those decide it: the whole text fits, or what follows its
-/// leading white space is long enough for every prefix test and is no task notification
-/// (whose id may come anywhere). `None`: decode it all.
+/// leading white space (at least 96 bytes) is long enough for every prefix test and is no
+/// task notification (whose id may come anywhere). `None`: decode it all.
 fn prefix_kind(raw: &[u8]) -> Option<TextKind> {
-    let mut out = Vec::with_capacity(PREFIX + 4);
+    let mut out = Vec::with_capacity(PREFIX + 8);
     let mut i = 0;
-    while i < raw.len() {
-        // Stop at a character boundary once the prefix is long enough.
-        if out.len() >= PREFIX && (raw[i] & 0xC0) != 0x80 {
-            break;
+    while i < raw.len() && out.len() < PREFIX {
+        // Plain bytes up to the next escape, at most to the prefix's end (then on to a
+        // character boundary).
+        let run = memchr::memchr(b'\\', &raw[i..]).unwrap_or(raw.len() - i);
+        let mut take = run.min(PREFIX - out.len());
+        while i + take < raw.len() && take < run && (raw[i + take] & 0xC0) == 0x80 {
+            take += 1;
         }
-        if raw[i] != b'\\' {
-            out.push(raw[i]);
-            i += 1;
-            continue;
+        out.extend_from_slice(&raw[i..i + take]);
+        i += take;
+        if take < run || i >= raw.len() {
+            break;
         }
         let c = match *raw.get(i + 1)? {
             b'"' => '"',
@@ -178,7 +178,7 @@ fn prefix_kind(raw: &[u8]) -> Option<TextKind> {
     let text = String::from_utf8(out).ok()?;
     if i < raw.len() {
         let t = text.trim_start();
-        if t.len() < 128 || t.starts_with("<task-notification>") {
+        if t.len() < 96 || t.starts_with("<task-notification>") {
             return None;
         }
     }
@@ -189,8 +189,6 @@ fn prefix_kind(raw: &[u8]) -> Option<TextKind> {
 /// this reader is sure of.
 struct Reader<'a> {
     b: &'a [u8],
-    /// The same bytes as text (checked once by [`plain`]).
-    s: &'a str,
     i: usize,
     depth: u32,
     /// The last [`Reader::string`] held a `\u` escape of a UTF-16 surrogate (`serde_json`
@@ -199,6 +197,12 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// Bytes `s..e` as text: what `serde_json` checks of a string it reads (of a string it
+    /// skips it checks only the escapes and control bytes).
+    fn utf8(&self, s: usize, e: usize) -> Option<&'a str> {
+        std::str::from_utf8(&self.b[s..e]).ok()
+    }
+
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
@@ -271,6 +275,10 @@ impl<'a> Reader<'a> {
                 return None;
             }
             let (s, e, escaped) = self.string()?;
+            // Keys are read as text by typed structs and some visitors: checked here for all.
+            if !self.b[s..e].is_ascii() {
+                self.utf8(s, e)?;
+            }
             self.ws();
             if self.peek()? != b':' {
                 return None;
@@ -390,7 +398,7 @@ impl<'a> Reader<'a> {
     fn plain_str<T: Deserialize<'a>>(&mut self, value: T) -> Option<T> {
         let at = self.i;
         match self.string()? {
-            (_, _, false) => Some(value),
+            (s, e, false) => self.utf8(s, e).map(|_| value),
             _ => serde_json::from_slice(&self.b[at..self.i]).ok(),
         }
     }
@@ -407,7 +415,7 @@ impl<'a> Reader<'a> {
                         .ok()
                         .map(Some)
                 } else {
-                    Some(Some(Str(Cow::Borrowed(self.s.get(s..e)?))))
+                    Some(Some(Str(Cow::Borrowed(self.utf8(s, e)?))))
                 }
             }
             // `serde_json` rejects the line (a number, a map… where text is expected).
@@ -421,9 +429,9 @@ impl<'a> Reader<'a> {
         let at = self.i;
         let (s, e, escaped) = self.string()?;
         if !escaped {
-            return Some(TextKind::of(self.s.get(s..e)?));
+            return Some(TextKind::of(self.utf8(s, e)?));
         }
-        if !self.surrogate {
+        if !self.surrogate && self.utf8(s, e).is_some() {
             if let Some(kind) = prefix_kind(&self.b[s..e]) {
                 return Some(kind);
             }
@@ -463,7 +471,7 @@ impl<'a> Reader<'a> {
                         .ok()
                         .map(|id| id.0);
                 }
-                let v = self.s.get(s..e)?;
+                let v = self.utf8(s, e)?;
                 Some((!v.is_empty() && v.len() <= MAX_ID).then(|| v.to_owned()))
             }
             b't' | b'f' | b'n' | b'{' | b'[' => self.skip().map(|()| None),

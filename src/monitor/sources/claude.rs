@@ -987,7 +987,8 @@ impl ClaudeLog {
     pub(crate) fn line(&mut self, line: &[u8]) -> LineResult {
         // The fast reader where it is sure of the result (most lines), else `serde_json`,
         // which also tells an invalid line.
-        self.apply(fast::record(line).or_else(|| serde_json::from_slice(line).ok()))
+        let parsed = fast::record(line).or_else(|| serde_json::from_slice(line).ok());
+        self.apply(parsed.as_ref())
     }
 
     /// Whether the fast reader agrees with `serde_json` on `line`: it gives no record, or the
@@ -998,12 +999,12 @@ impl ClaudeLog {
     }
 
     /// Feeds one parsed line (`None`: invalid).
-    fn apply(&mut self, rec: Option<Record>) -> LineResult {
+    fn apply(&mut self, rec: Option<&Record>) -> LineResult {
         let Some(rec) = rec else {
             return LineResult::Invalid;
         };
         if self.subagent_file || rec.is_sidechain != Some(true) {
-            return self.main.apply(&rec);
+            return self.main.apply(rec);
         }
         let agent = rec
             .agent_id
@@ -1011,13 +1012,13 @@ impl ClaudeLog {
             .filter(|a| !a.is_empty())
             .unwrap_or(SIDECHAIN);
         if let Some((_, t)) = self.sidechains.iter_mut().find(|(id, _)| id == agent) {
-            return t.apply(&rec);
+            return t.apply(rec);
         }
         if self.sidechains.len() >= MAX_SIDECHAINS {
             self.sidechains.remove(0);
         }
         let mut t = Transcript::default();
-        let result = t.apply(&rec);
+        let result = t.apply(rec);
         self.sidechains.push((agent.to_owned(), t));
         result
     }
@@ -1296,8 +1297,9 @@ mod tests {
             let (mut a, mut b) = (ClaudeLog::session(), ClaudeLog::session());
             let (mut c, mut d) = (ClaudeLog::subagent(), ClaudeLog::subagent());
             for line in bytes.split(|&x| x == b'\n').filter(|l| !l.is_empty()) {
-                assert_eq!(a.line(line), b.apply(serde_json::from_slice(line).ok()));
-                assert_eq!(c.line(line), d.apply(serde_json::from_slice(line).ok()));
+                let full = serde_json::from_slice(line).ok();
+                assert_eq!(a.line(line), b.apply(full.as_ref()));
+                assert_eq!(c.line(line), d.apply(full.as_ref()));
                 assert_eq!(a.report("s"), b.report("s"), "{}", path.display());
                 assert_eq!(c.subagent_state("x", "s"), d.subagent_state("x", "s"));
             }

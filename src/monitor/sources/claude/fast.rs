@@ -125,8 +125,9 @@ pub(super) fn record(line: &[u8]) -> Option<Record<'_>> {
 /// strings only as white space other than the space (tab, CR, LF), which Claude Code never
 /// writes there. Such a line is left to `serde_json`.
 fn has_control(line: &[u8]) -> bool {
-    // No early exit: a branch-free fold compiles to vector compares.
-    line.iter().fold(0u8, |c, &b| c | u8::from(b < 0x20)) != 0
+    // The smallest byte, in a branch-free fold that compiles to vector minimums (about the
+    // speed of `memchr`; a fold of `b < 0x20` flags ran at a seventh of it).
+    line.iter().fold(u8::MAX, |m, &b| m.min(b)) < 0x20
 }
 
 /// Decoded bytes of an escaped text that decide its [`TextKind`] (the longest prefix

@@ -208,7 +208,7 @@ impl<'a> Reader<'a> {
         self.b.get(self.i).copied()
     }
 
-    /// Skips spaces ([`plain`] leaves no other white space).
+    /// Skips spaces ([`has_control`] leaves no other white space).
     fn ws(&mut self) {
         while self.b.get(self.i) == Some(&b' ') {
             self.i += 1;

@@ -1255,6 +1255,33 @@ mod tests {
         );
     }
 
+    /// Every line of every JSONL test file (other agents' logs too: JSON of other shapes)
+    /// gets the same record from the fast reader as from `serde_json`, or none.
+    #[test]
+    fn every_jsonl_test_file_reads_the_same() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+        let mut dirs = vec![root];
+        let (mut lines, mut fast) = (0u32, 0u32);
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "jsonl") {
+                    let bytes = std::fs::read(&path).unwrap();
+                    for line in bytes.split(|&b| b == b'\n') {
+                        lines += 1;
+                        fast += u32::from(same(line, &path.display().to_string()));
+                    }
+                }
+            }
+        }
+        assert!(
+            lines > 300 && fast > lines / 2,
+            "{fast} of {lines} lines read fast"
+        );
+    }
+
     /// Record keys inside text or nested values are not the record's.
     #[test]
     fn nested_keys_do_not_fool_the_fast_reader() {

@@ -4,4 +4,6 @@
 //! hidden from the docs and not part of the API. See CONTRIBUTING.md, "Fuzzing".
 
 #[cfg(feature = "monitor")]
-pub use crate::monitor::fuzzing::{claude_lines, codex_lines, gemini_lines, gemini_whole};
+pub use crate::monitor::fuzzing::{
+    claude_fast_matches_serde, claude_lines, codex_lines, gemini_lines, gemini_whole,
+};

@@ -1168,6 +1168,8 @@ mod tests {
         r#""usage":{"output_tokens":1.5},"#,
         r#""usage":{"output_tokens":9223372036854775808},"#,
         r#""usage":{"output_tokens":-0,"input_tokens":012},"#,
+        r#""usage":{"output_tokens":-0},"#,
+        r#""usage":{"input_tokens":-12},"#,
         r#""usage":{"output_tokens":1,"output_tokens":2},"#,
         r#""usage":[1,2,3,4],"#,
         r#""x":{"\u0041":1},"#,

@@ -660,7 +660,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An `i64`: plain integers of up to 18 digits here, anything else by `serde_json`.
+    /// An `i64`: plain integers of up to 18 digits here (not `-0`), anything else by
+    /// `serde_json`.
     fn int(&mut self) -> Option<i64> {
         let start = self.i;
         let negative = self.peek()? == b'-';
@@ -670,9 +671,10 @@ impl<'a> Reader<'a> {
             end += 1;
         }
         let digits = &self.b[first..end];
+        // `-0` is a float to `serde_json` (the sign kept): an error for an `i64`.
         let simple = !digits.is_empty()
             && digits.len() <= 18
-            && (digits[0] != b'0' || digits.len() == 1)
+            && (digits[0] != b'0' || (digits.len() == 1 && !negative))
             && !matches!(self.b.get(end), Some(b'.' | b'e' | b'E'));
         if !simple {
             return self.delegate();

@@ -4,7 +4,9 @@
 //! hidden from the docs and not part of the API. See CONTRIBUTING.md, "Fuzzing".
 
 #[cfg(feature = "monitor")]
-pub use crate::monitor::fuzzing::{claude_lines, codex_lines, gemini_lines, gemini_whole};
+pub use crate::monitor::fuzzing::{
+    claude_fast_matches_serde, claude_lines, codex_lines, gemini_lines, gemini_whole,
+};
 
 /// The redaction one policy applies to an event: `fields` is a bit set over
 /// [`Field::ALL`](crate::privacy::Field::ALL) (bit 0: the working directory), under a fixed

@@ -94,6 +94,12 @@ pub fn claude_lines<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Vec<Event>
     events
 }
 
+/// Whether the Claude parser's fast line reader agrees with `serde_json` on `line`: it
+/// gives no record (the parser then uses `serde_json`), or exactly `serde_json`'s record.
+pub fn claude_fast_matches_serde(line: &[u8]) -> bool {
+    ClaudeLog::fast_matches_serde(line)
+}
+
 /// Feeds `lines` to a fresh Codex CLI rollout parser; returns every event.
 pub fn codex_lines<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Vec<Event> {
     let mut lc = lifecycle();

@@ -106,6 +106,8 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 
 use super::{LineResult, PendingTools, Recent, Report, parse_time, set_if_some};
+
+mod fast;
 use crate::monitor::models::claude_window;
 use crate::wire::{Activity, SubagentState, Timestamp};
 
@@ -119,7 +121,16 @@ const MAX_SIDECHAINS: usize = 16;
 type Text<'a> = Option<Str<'a>>;
 
 /// A string borrowed from the input when possible (serde's own `Cow` impl always copies).
+/// Compared (in tests) by content, not by whether it is borrowed.
+#[cfg_attr(any(test, fuzzing), derive(Debug))]
 struct Str<'a>(Cow<'a, str>);
+
+#[cfg(any(test, fuzzing))]
+impl PartialEq for Str<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        *self.0 == *other.0
+    }
+}
 
 impl std::ops::Deref for Str<'_> {
     type Target = str;
@@ -150,6 +161,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     }
 }
 
+#[cfg_attr(any(test, fuzzing), derive(Debug, PartialEq))]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Record<'a> {
@@ -248,6 +260,7 @@ impl<'de> Deserialize<'de> for Loose {
 /// agent's `agentId` and `status` (`completed`, or `async_launched` for a background agent
 /// still running); for other tools a string, an array or an object without them. Only the
 /// two fields are read; the rest (prompt, output, usage) is skipped.
+#[cfg_attr(any(test, fuzzing), derive(Debug, PartialEq))]
 #[derive(Default)]
 struct AgentResult {
     agent_id: Option<String>,
@@ -305,6 +318,7 @@ impl<'de> Deserialize<'de> for AgentResult {
 }
 
 /// A short id-like string (at most [`MAX_ID`] bytes), or `None` for any other value.
+#[cfg_attr(any(test, fuzzing), derive(Debug, PartialEq))]
 struct Id(Option<String>);
 
 /// Longer "ids" are not ids: they are not kept.
@@ -351,6 +365,7 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
+#[cfg_attr(any(test, fuzzing), derive(Debug, PartialEq))]
 #[derive(Deserialize)]
 struct Message<'a> {
     #[serde(borrow)]
@@ -364,6 +379,7 @@ struct Message<'a> {
     usage: Option<Usage>,
 }
 
+#[cfg_attr(any(test, fuzzing), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default)]
 struct Usage {
     #[serde(default)]
@@ -479,12 +495,14 @@ impl<'de> Deserialize<'de> for TextKind {
     }
 }
 
+#[cfg_attr(any(test, fuzzing), derive(Debug, PartialEq))]
 /// `message.content`: a plain string (classified, never kept) or blocks.
 enum Content<'a> {
     Text(TextKind),
     Blocks(Vec<Block<'a>>),
 }
 
+#[cfg_attr(any(test, fuzzing), derive(Debug, PartialEq))]
 #[derive(Deserialize)]
 struct Block<'a> {
     #[serde(rename = "type", borrow)]
@@ -531,6 +549,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
     }
 }
 
+#[cfg_attr(any(test, fuzzing), derive(Debug, PartialEq))]
 /// An array element that is a block object, or anything else (skipped).
 enum BlockOrOther<'a> {
     Block(Block<'a>),
@@ -966,11 +985,26 @@ impl ClaudeLog {
 
     /// Feeds one line.
     pub(crate) fn line(&mut self, line: &[u8]) -> LineResult {
-        let Ok(rec) = serde_json::from_slice::<Record>(line) else {
+        // The fast reader where it is sure of the result (most lines), else `serde_json`,
+        // which also tells an invalid line.
+        let parsed = fast::record(line).or_else(|| serde_json::from_slice(line).ok());
+        self.apply(parsed.as_ref())
+    }
+
+    /// Whether the fast reader agrees with `serde_json` on `line`: it gives no record, or the
+    /// record `serde_json` gives. For the fuzz target.
+    #[cfg(fuzzing)]
+    pub(crate) fn fast_matches_serde(line: &[u8]) -> bool {
+        fast::record(line).is_none_or(|r| serde_json::from_slice::<Record>(line).ok() == Some(r))
+    }
+
+    /// Feeds one parsed line (`None`: invalid).
+    fn apply(&mut self, rec: Option<&Record>) -> LineResult {
+        let Some(rec) = rec else {
             return LineResult::Invalid;
         };
         if self.subagent_file || rec.is_sidechain != Some(true) {
-            return self.main.apply(&rec);
+            return self.main.apply(rec);
         }
         let agent = rec
             .agent_id
@@ -978,13 +1012,13 @@ impl ClaudeLog {
             .filter(|a| !a.is_empty())
             .unwrap_or(SIDECHAIN);
         if let Some((_, t)) = self.sidechains.iter_mut().find(|(id, _)| id == agent) {
-            return t.apply(&rec);
+            return t.apply(rec);
         }
         if self.sidechains.len() >= MAX_SIDECHAINS {
             self.sidechains.remove(0);
         }
         let mut t = Transcript::default();
-        let result = t.apply(&rec);
+        let result = t.apply(rec);
         self.sidechains.push((agent.to_owned(), t));
         result
     }
@@ -1052,6 +1086,254 @@ impl ClaudeLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lines of every sample transcript.
+    fn sample_lines() -> Vec<(String, Vec<u8>)> {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/monitor/claude");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let mut out = Vec::new();
+        for path in files {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            for (n, line) in std::fs::read(&path)
+                .unwrap()
+                .split(|&b| b == b'\n')
+                .enumerate()
+            {
+                if !line.is_empty() {
+                    out.push((format!("{name}:{}", n + 1), line.to_vec()));
+                }
+            }
+        }
+        assert!(out.len() > 50, "{} sample lines", out.len());
+        out
+    }
+
+    /// The fast reader gives `serde_json`'s record or none.
+    fn same(line: &[u8], what: &str) -> bool {
+        let full = serde_json::from_slice::<Record>(line).ok();
+        match fast::record(line) {
+            None => false,
+            Some(r) => {
+                assert_eq!(
+                    Some(&r),
+                    full.as_ref(),
+                    "{what}: {}",
+                    String::from_utf8_lossy(line)
+                );
+                true
+            }
+        }
+    }
+
+    /// Members that test the reader's edges when put into an object: fields twice, keys
+    /// spelled with escapes, values of the wrong type, numbers out of range, escapes that
+    /// decode to nothing valid, record keys inside text.
+    const MEMBERS: &[&str] = &[
+        r#""type":"assistant","#,
+        r#""type":null,"#,
+        r#""type":7,"#,
+        r#""t\u0079pe":"user","#,
+        r#""uuid":"u\u0031","#,
+        r#""uuid":"\ud800","#,
+        r#""message":null,"#,
+        r#""message":["m1","claude-x",null,"end_turn",null],"#,
+        r#""message":"text","#,
+        r#""content":7,"#,
+        r#""content":{"a":1},"#,
+        r#""content":"\u005bRequest interrupted by user]","#,
+        r#""content":[1e999,"x",null,[{}]],"#,
+        r#""text":"\n\n","#,
+        r#""content":"\ud83d\ude00 hi","#,
+        r#""content":"\ud83dx","#,
+        r#""content":"\uDE00","#,
+        r#""text":"\uD83D\u0041","#,
+        r#""text":"\ud83d\uDE00","#,
+        r#""text":17,"#,
+        r#""text":"say \"type\":\"assistant\"","#,
+        r#""isSidechain":"true","#,
+        r#""isSidechain":true,"#,
+        r#""isMeta":1e999,"#,
+        r#""isMeta":"yes","#,
+        r#""isMeta":"\ud800","#,
+        r#""isMeta":true,"#,
+        r#""toolUseResult":{"agentId":"a1","status":"completed","agentId":"a2"},"#,
+        r#""toolUseResult":{"agentId":1e999},"#,
+        r#""toolUseResult":"Error\n","#,
+        r#""toolUseResult":"\udc00","#,
+        r#""usage":{"output_tokens":1.5},"#,
+        r#""usage":{"output_tokens":9223372036854775808},"#,
+        r#""usage":{"output_tokens":-0,"input_tokens":012},"#,
+        r#""usage":{"output_tokens":-0},"#,
+        r#""usage":{"input_tokens":-12},"#,
+        r#""usage":{"output_tokens":1,"output_tokens":2},"#,
+        r#""usage":[1,2,3,4],"#,
+        r#""x":{"\u0041":1},"#,
+        r#""x":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],"#,
+        r#""x":-,"#,
+        r#""x":01,"#,
+        r#""x":1.,"#,
+        r#""x":1e+,"#,
+        r#""x":tru,"#,
+        r#""x":"\x","#,
+        r#""x":"\u12g4","#,
+        r#"  "x"  :  [ 1 , { } ]  ,"#,
+        "\"x\":\"\t\",",
+        "\"x\":\"\u{e9}\",",
+    ];
+
+    /// Members with bytes that are not UTF-8, where `serde_json` reads text (an error) and
+    /// where it skips it (no error).
+    const INVALID_UTF8: &[&[u8]] = &[
+        b"\"isMeta\":\"\xff\",",
+        b"\"toolUseResult\":\"\xc3\",",
+        b"\"toolUseResult\":{\"agentId\":\"\xe9\"},",
+        b"\"content\":[\"\xff\"],",
+        b"\"content\":\"\xff\\n\",",
+        b"\"uuid\":\"\xe9\",",
+        b"\"x\":\"\xff\",",
+        b"\"x\":{\"\xff\":1},",
+        b"\"\xff\":1,",
+    ];
+
+    /// Every sample line, and many mutations of each, read by the fast reader: where it
+    /// gives a record it is exactly `serde_json`'s. Every sample line takes the fast path
+    /// (else it would test nothing), and so do many mutations.
+    #[test]
+    fn fast_path_equals_serde() {
+        let lines = sample_lines();
+        for (what, line) in &lines {
+            assert!(same(line, what), "{what} fell back to serde_json");
+        }
+        const BYTES: &[u8] = b"\"\\{}[],: \t0-e.ntu\x01\xff\xc3a";
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let (mut tried, mut fast) = (0u32, 0u32);
+        for (what, line) in &lines {
+            for _ in 0..400 {
+                let mut m = line.clone();
+                match next(6) {
+                    0 => {
+                        let i = next(m.len());
+                        m[i] = BYTES[next(BYTES.len())];
+                    }
+                    1 => {
+                        m.remove(next(m.len()));
+                    }
+                    2 => m.insert(next(m.len() + 1), BYTES[next(BYTES.len())]),
+                    3 => m.truncate(next(m.len())),
+                    _ => {
+                        // A member after a random `{` or `,` (at any depth).
+                        let at: Vec<usize> = m
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, b)| matches!(b, b'{' | b','))
+                            .map(|(i, _)| i + 1)
+                            .collect();
+                        let i = at[next(at.len())];
+                        let k = next(MEMBERS.len() + INVALID_UTF8.len());
+                        let member = MEMBERS
+                            .get(k)
+                            .map_or_else(|| INVALID_UTF8[k - MEMBERS.len()], |m| m.as_bytes());
+                        m.splice(i..i, member.iter().copied());
+                    }
+                }
+                tried += 1;
+                fast += u32::from(same(&m, what));
+            }
+        }
+        assert!(
+            fast > tried / 4,
+            "only {fast} of {tried} mutations took the fast path"
+        );
+    }
+
+    /// Every line of every JSONL test file (other agents' logs too: JSON of other shapes)
+    /// gets the same record from the fast reader as from `serde_json`, or none.
+    #[test]
+    fn every_jsonl_test_file_reads_the_same() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+        let mut dirs = vec![root];
+        let (mut lines, mut fast) = (0u32, 0u32);
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "jsonl") {
+                    let bytes = std::fs::read(&path).unwrap();
+                    for line in bytes.split(|&b| b == b'\n') {
+                        lines += 1;
+                        fast += u32::from(same(line, &path.display().to_string()));
+                    }
+                }
+            }
+        }
+        assert!(
+            lines > 300 && fast > lines / 2,
+            "{fast} of {lines} lines read fast"
+        );
+    }
+
+    /// Record keys inside text or nested values are not the record's.
+    #[test]
+    fn nested_keys_do_not_fool_the_fast_reader() {
+        let lines: [&[u8]; 3] = [
+            br#"{"type":"user","message":{"role":"user","content":"{\"type\":\"assistant\",\"isMeta\":true}"},"uuid":"u1"}"#,
+            br#"{"data":{"message":{"type":"assistant","message":{"id":"m9","stop_reason":"end_turn"}}},"type":"progress","uuid":"p1"}"#,
+            br#"{"message":{"content":[{"type":"tool_result","content":[{"type":"text","text":"x"}],"tool_use_id":"t1"}]},"type":"user","toolUseResult":{"stdout":"\"agentId\":\"a1\"","file":{"status":"completed"}}}"#,
+        ];
+        for line in lines {
+            assert!(same(line, "nested"));
+        }
+        let kinds: Vec<_> = lines
+            .iter()
+            .map(|l| fast::record(l).unwrap().kind.unwrap().0.into_owned())
+            .collect();
+        assert_eq!(kinds, ["user", "progress", "user"]);
+        let rec = fast::record(lines[0]).unwrap();
+        assert!(!rec.is_meta.0);
+        assert!(matches!(
+            rec.message.unwrap().content,
+            Some(Content::Text(TextKind::Prompt))
+        ));
+        assert!(fast::record(lines[1]).unwrap().message.is_none());
+        let rec = fast::record(lines[2]).unwrap();
+        assert_eq!(
+            (rec.tool_use_result.agent_id, rec.tool_use_result.status),
+            (None, None)
+        );
+    }
+
+    /// Fed every sample, the session parser reports the same with the fast reader as with
+    /// `serde_json` alone.
+    #[test]
+    fn samples_report_the_same_either_way() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/monitor/claude");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            let (mut a, mut b) = (ClaudeLog::session(), ClaudeLog::session());
+            let (mut c, mut d) = (ClaudeLog::subagent(), ClaudeLog::subagent());
+            for line in bytes.split(|&x| x == b'\n').filter(|l| !l.is_empty()) {
+                let full = serde_json::from_slice(line).ok();
+                assert_eq!(a.line(line), b.apply(full.as_ref()));
+                assert_eq!(c.line(line), d.apply(full.as_ref()));
+                assert_eq!(a.report("s"), b.report("s"), "{}", path.display());
+                assert_eq!(c.subagent_state("x", "s"), d.subagent_state("x", "s"));
+            }
+        }
+    }
 
     fn feed(log: &mut ClaudeLog, lines: &[&str]) {
         for l in lines {

@@ -30,6 +30,7 @@ use crate::wire::{self, Event, EventType};
 mod close;
 mod end;
 mod inbound;
+mod inflate;
 mod outbox;
 mod socket;
 mod wakers;
@@ -166,7 +167,7 @@ fn serve(mut socket: Socket, connection: Connection) -> impl Future<Output = ()>
         let counters = hub.counters();
         let mut registration = Registration::new(counters);
         tracing::info!(clients = hub.client_count(), "client connected");
-        let mut out = Outbox::new(config.send_buffer);
+        let mut out = Outbox::new(config.send_buffer, socket.wire());
         let end = stream(&mut socket, &mut out, &hub, &*source, &config, client.since).await;
         end.count(counters);
         end.log();
@@ -181,11 +182,16 @@ fn serve(mut socket: Socket, connection: Connection) -> impl Future<Output = ()>
     .instrument(span)
 }
 
-/// Adds the events the outbox wrote since the last call to the hub's counters.
+/// Adds the events the outbox wrote since the last call, and the frames it compressed, to
+/// the hub's counters.
 fn count_sent(counters: &Counters, out: &mut Outbox) {
     let (events, bytes) = out.take_sent();
     if events > 0 {
         counters.record_sent(events, bytes);
+    }
+    let compressed = out.take_compressed();
+    if compressed > 0 {
+        counters.record_compressed(compressed);
     }
 }
 

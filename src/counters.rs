@@ -269,7 +269,8 @@ pub struct HubStats {
     /// inbound budget (see the close codes in [`wire`](crate::wire#close-codes)).
     pub inbound_floods: u64,
     /// Clients closed because what they sent broke the protocol (1002), was not UTF-8 where
-    /// text must be (1007) or exceeded `max_message_size` (1009).
+    /// text must be (1007), was invalid compressed data (1007) or exceeded
+    /// `max_message_size`, inflated or not (1009).
     pub protocol_errors: u64,
     /// Lagging clients given a fresh snapshot instead of their backlog ([`LagPolicy::Resync`](crate::LagPolicy::Resync)).
     pub resyncs: u64,

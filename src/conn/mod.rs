@@ -2,8 +2,10 @@
 //! and slow-client eviction. One task per connection, no extra reader or writer task; a
 //! wake-up polls only the triggers that fired ([`wakers`]). Events arrive framed once for
 //! every client ([`frame`]), wait in the client's bounded [`outbox`] and go to the socket as
-//! they are ([`socket`]). What a client sends is bounded by [`inbound`]; how a connection
-//! ends is [`end`], and how it says goodbye is [`close`].
+//! they are ([`socket`]), or as their shared compressed twin to a client that negotiated
+//! permessage-deflate. What a client sends is bounded by [`inbound`], and inflated with a
+//! bound by [`inflate`] when it comes compressed; how a connection ends is [`end`], and how
+//! it says goodbye is [`close`].
 
 use std::future::poll_fn;
 use std::net::SocketAddr;

@@ -95,10 +95,7 @@ impl AsyncWrite for Counted {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -116,7 +113,12 @@ impl Server {
             .map(|addr| addr.port())
             .expect("a free port");
         let child = std::process::Command::new(binary)
-            .args(["--port", &port.to_string(), "--sessions", &sessions.to_string()])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--sessions",
+                &sessions.to_string(),
+            ])
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {binary}: {error} (build it first)"));
@@ -138,7 +140,8 @@ impl Server {
             .split(' ')
             .collect();
         // utime and stime: fields 14 and 15 of stat(5), 12 and 13 after the command.
-        let ticks: u64 = fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        let ticks: u64 =
+            fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
         Duration::from_millis(ticks * 1000 / clock_ticks())
     }
 
@@ -275,7 +278,10 @@ where
         next_text(&mut ws, &mut buf).await; // the snapshot
         clients.push((ws, read));
     }
-    let bytes_before: u64 = clients.iter().map(|(_, read)| read.load(Ordering::Relaxed)).sum();
+    let bytes_before: u64 = clients
+        .iter()
+        .map(|(_, read)| read.load(Ordering::Relaxed))
+        .sum();
     let counters: Vec<_> = clients.iter().map(|(_, read)| read.clone()).collect();
     let count = args.count;
     let cpu = server.cpu();
@@ -297,7 +303,11 @@ where
     }
     let elapsed = started.elapsed();
     let cpu = server.cpu() - cpu;
-    let bytes: u64 = counters.iter().map(|read| read.load(Ordering::Relaxed)).sum::<u64>() - bytes_before;
+    let bytes: u64 = counters
+        .iter()
+        .map(|read| read.load(Ordering::Relaxed))
+        .sum::<u64>()
+        - bytes_before;
     let deliveries = (args.clients * args.count) as f64;
     Figures {
         per_second: deliveries / elapsed.as_secs_f64(),
@@ -356,7 +366,10 @@ async fn run(args: Args) {
     } else {
         ("deliveries/s", "B per delivery")
     };
-    println!("| {} (median of {}) | off | on | on/off |", args.scenario, args.runs);
+    println!(
+        "| {} (median of {}) | off | on | on/off |",
+        args.scenario, args.runs
+    );
     println!("|---|---|---|---|");
     for (name, f) in [
         (unit, (|f: &Figures| f.per_second) as fn(&Figures) -> f64),

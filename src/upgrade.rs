@@ -621,10 +621,11 @@ mod tests {
     #[test]
     fn deflate_offers_are_accepted_when_they_can_be_honoured() {
         let plain = Some(Deflate::default());
-        let client_nct = Some(Deflate {
+        let takeover_off = Deflate {
             client_no_context_takeover: true,
             ..Deflate::default()
-        });
+        };
+        let client_nct = Some(takeover_off);
         // Browsers (Chromium, Firefox), Python websockets, soketto.
         assert_eq!(
             offer(&["permessage-deflate; client_max_window_bits"]),
@@ -653,7 +654,7 @@ mod tests {
             "permessage-deflate; server_no_context_takeover; server_max_window_bits=15"
         );
         assert_eq!(
-            client_nct.unwrap().response(),
+            takeover_off.response(),
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
         );
         for declined in [

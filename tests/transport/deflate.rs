@@ -520,3 +520,42 @@ asyncio.run(main())
     assert!(status.success());
     assert_eq!(publisher.stats().compressions, 2);
 }
+
+/// Go's bytes survive compression: each golden fixture written by Go's `json.Marshal`
+/// (`tests/fixtures/go`), published as it is, reaches a compressing client byte for byte
+/// once inflated, compressed or not.
+#[tokio::test]
+async fn go_fixtures_inflate_to_gos_bytes() {
+    use agentwatch_ws::EventSink;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go");
+    let mut fixtures: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    fixtures.sort();
+    let mut checked = 0;
+    for path in fixtures {
+        let bytes = std::fs::read(&path).unwrap();
+        let event = Event::from_json(&bytes).unwrap();
+        if event.seq == 0 {
+            // The publisher numbers such events: the bytes would differ by design.
+            continue;
+        }
+        let (publisher, addr) = start(WsLayer::new(), 0).await;
+        let (mut stream, extensions) = connect_offering(addr, Some(BROWSER_OFFER)).await;
+        assert!(extensions.is_some());
+        read_text(&mut stream).await; // the empty snapshot
+        eventually("connected", || publisher.client_count() == 1).await;
+        publisher.handle_event(&event).unwrap();
+        let (text, _) = read_text(&mut stream).await;
+        assert_eq!(
+            String::from_utf8_lossy(&text),
+            String::from_utf8_lossy(&bytes),
+            "{}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} fixtures checked");
+}

@@ -15,7 +15,9 @@
 //! connection closes with 1009 as for an uncompressed message that is too big, and no more
 //! than `max_message_size` plus one output chunk ([`CHUNK`]) is ever held, whatever the
 //! compression ratio. The compressed frame itself is bounded the same way (a frame is
-//! passed to tungstenite only whole, and no frame may be larger than `max_message_size`).
+//! passed to tungstenite only whole, and no frame may be larger than `max_message_size`),
+//! and so is a read full of small compressed frames: they are inflated as tungstenite takes
+//! them, while at most [`READY_LIMIT`] bytes (plus one frame) wait.
 //!
 //! The inflater (zlib's state and its 32 KiB window) is created by the first compressed
 //! message only: browsers never send one, so an ordinary connection pays nothing. With
@@ -31,6 +33,10 @@ const CHUNK: usize = 16 * 1024;
 
 /// The trailer a sender removes from every compressed message (§7.2.2: append it back).
 const SYNC_TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// Bytes waiting for tungstenite past which [`Inflater::process`] stops (one inflated frame
+/// may go past it: a frame is handed over whole).
+const READY_LIMIT: usize = 16 * 1024;
 
 /// The longest client frame header: 2 bytes, an 8-byte length, a 4-byte mask.
 const MAX_HEADER: usize = 14;
@@ -93,6 +99,9 @@ pub(crate) struct Inflater {
     /// Bytes for tungstenite, from `ready_from` on.
     ready: Vec<u8>,
     ready_from: usize,
+    /// Bytes read from the client not yet processed, from `raw_from` on.
+    raw: Vec<u8>,
+    raw_from: usize,
     /// Inflated payload bytes produced since the last [`take_inflated`](Self::take_inflated).
     inflated: u64,
     failed: Option<InflateError>,
@@ -112,6 +121,8 @@ impl Inflater {
             inflate: None,
             ready: Vec::new(),
             ready_from: 0,
+            raw: Vec::new(),
+            raw_from: 0,
             inflated: 0,
             failed: None,
         }
@@ -149,26 +160,51 @@ impl Inflater {
         n
     }
 
-    /// Takes bytes read from the client. Errors (and every call after one) say why the
-    /// stream cannot go on; bytes ready before stay readable.
-    pub(crate) fn feed(&mut self, mut input: &[u8]) -> Result<(), InflateError> {
+    /// Takes bytes read from the client and processes what it can of them (see
+    /// [`process`](Self::process)). Errors (and every call after one) say why the stream
+    /// cannot go on; bytes ready before stay readable.
+    pub(crate) fn feed(&mut self, input: &[u8]) -> Result<(), InflateError> {
         if let Some(error) = self.failed {
             return Err(error);
         }
-        while !input.is_empty() {
-            let consumed = match self.step(input) {
-                Ok(consumed) => consumed,
+        self.raw.extend_from_slice(input);
+        self.process()
+    }
+
+    /// Whether bytes fed are not yet processed: call [`process`](Self::process) once the
+    /// ready bytes are taken.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.failed.is_none() && self.raw_from < self.raw.len()
+    }
+
+    /// Processes the bytes fed, until [`READY_LIMIT`] bytes wait for tungstenite: a read
+    /// full of small compressed frames (each inflating to up to `max_message_size`) is
+    /// inflated a few frames at a time as tungstenite takes them, never all at once.
+    pub(crate) fn process(&mut self) -> Result<(), InflateError> {
+        if let Some(error) = self.failed {
+            return Err(error);
+        }
+        let raw = std::mem::take(&mut self.raw);
+        let mut result = Ok(());
+        while self.raw_from < raw.len() && self.ready.len() - self.ready_from < READY_LIMIT {
+            match self.step(&raw[self.raw_from..]) {
+                Ok(consumed) => self.raw_from += consumed,
                 Err(error) => {
                     self.failed = Some(error);
                     // Whatever was inflated is dropped now, not when the connection ends.
                     self.state = State::Pass { remaining: 0 };
                     self.inflate = None;
-                    return Err(error);
+                    result = Err(error);
+                    break;
                 }
-            };
-            input = &input[consumed..];
+            }
         }
-        Ok(())
+        self.raw = raw;
+        if self.raw_from == self.raw.len() || self.failed.is_some() {
+            self.raw.clear();
+            self.raw_from = 0;
+        }
+        result
     }
 
     /// Takes what it can of `input` in the current state; returns how many bytes.
@@ -539,6 +575,85 @@ mod tests {
             inflater.feed(&frame(0xc1, &[0xff; 40])),
             Err(InflateError::Corrupt)
         );
+    }
+
+    /// Random client streams (frames with random first bytes, lengths around the encodings'
+    /// boundaries, compressed or random payloads), fed in random pieces: nothing panics,
+    /// what waits for tungstenite stays bounded, and a failure sticks.
+    #[test]
+    fn random_streams_never_panic_and_stay_bounded() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let good = deflate(&b"{\"a\":\"bcdefgh\"}".repeat(40));
+        for _ in 0..2_000 {
+            let mut stream = Vec::new();
+            for _ in 0..1 + next(6) {
+                let first = [0xc1, 0x41, 0x80, 0x00, 0xc9, 0x81, next(256) as u8][next(7)];
+                let payload: Vec<u8> = match next(3) {
+                    0 => good.clone(),
+                    1 => good[..next(good.len())].to_vec(),
+                    _ => (0..next(300)).map(|_| next(256) as u8).collect(),
+                };
+                let mut f = frame(first, &payload);
+                if next(10) == 0 {
+                    // A mangled length or mask bit.
+                    f[1] ^= 1 << next(8);
+                }
+                stream.extend(f);
+            }
+            let mut inflater = Inflater::new(Deflate::default(), 4096);
+            let mut failed = None;
+            let mut at = 0;
+            while at < stream.len() {
+                let end = (at + 1 + next(64)).min(stream.len());
+                let mut result = inflater.feed(&stream[at..end]);
+                loop {
+                    match result {
+                        Ok(()) => assert!(failed.is_none(), "a failure did not stick"),
+                        Err(error) => {
+                            assert!(failed.is_none_or(|f| f == error));
+                            failed = Some(error);
+                        }
+                    }
+                    // At most the limit plus one inflated frame (max_message_size + 1 and
+                    // a header) waits at once.
+                    assert!(inflater.ready.len() <= READY_LIMIT + 4096 + 1 + 14);
+                    drain(&mut inflater);
+                    if !inflater.has_pending() {
+                        break;
+                    }
+                    result = inflater.process();
+                }
+                at = end;
+            }
+        }
+    }
+
+    /// A read full of small frames that each inflate to just under the bound is inflated
+    /// as tungstenite takes it, not all at once.
+    #[test]
+    fn many_small_bombs_in_one_read_are_inflated_a_few_at_a_time() {
+        let small = deflate(&[b'a'; 4000]);
+        let one = frame(0xc1, &small);
+        let stream = one.repeat(64 * 1024 / one.len());
+        let mut inflater = Inflater::new(Deflate::default(), 4096);
+        inflater.feed(&stream).unwrap();
+        let mut frames = 0;
+        loop {
+            assert!(inflater.ready.len() <= READY_LIMIT + 4096 + 1 + 14);
+            let ready = drain(&mut inflater);
+            frames += ready.len() / (4000 + 8);
+            if !inflater.has_pending() {
+                break;
+            }
+            inflater.process().unwrap();
+        }
+        assert_eq!(frames, stream.len() / one.len(), "every frame, inflated");
     }
 
     #[test]

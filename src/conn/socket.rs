@@ -432,6 +432,12 @@ impl Read for ProtocolIo<'_, '_> {
             if let Some(error) = inflater.failed() {
                 return Err(io::Error::other(error));
             }
+            if inflater.has_pending() {
+                // Bytes read earlier, held back while tungstenite took the inflated ones.
+                let _ = inflater.process();
+                *self.read += inflater.take_inflated();
+                continue;
+            }
             let n = self.read_transport(buf)?;
             let Some(inflater) = self.inflater.as_deref_mut() else {
                 return Ok(n);

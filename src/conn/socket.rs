@@ -155,8 +155,9 @@ pub(crate) struct Socket {
     /// `max_message_size`, then a full read buffer of its payload).
     failed: bool,
     /// permessage-deflate was negotiated: what the client sends goes through the inflater
-    /// before tungstenite (see `inflate.rs`), and events go out compressed.
-    inflater: Option<Inflater>,
+    /// before tungstenite (see `inflate.rs`), and events go out compressed. Boxed: a
+    /// connection without it pays one pointer.
+    inflater: Option<Box<Inflater>>,
 }
 
 impl Socket {
@@ -169,8 +170,12 @@ impl Socket {
         deflate: Option<Deflate>,
     ) -> Self {
         let read = early.len() as u64;
-        let mut inflater = deflate
-            .map(|deflate| Inflater::new(deflate, config.max_message_size.unwrap_or(usize::MAX)));
+        let mut inflater = deflate.map(|deflate| {
+            Box::new(Inflater::new(
+                deflate,
+                config.max_message_size.unwrap_or(usize::MAX),
+            ))
+        });
         // A copy, not `early.into()`: that can hand tungstenite hyper's whole read buffer
         // (8 KiB, already touched) to keep as this connection's read buffer.
         let early = match &mut inflater {
@@ -232,7 +237,7 @@ impl Socket {
             cx,
             written: &mut self.control,
             read: &mut self.read,
-            inflater: self.inflater.as_mut(),
+            inflater: self.inflater.as_deref_mut(),
         };
         match self.protocol.read(&mut io) {
             Ok(message) => Poll::Ready(Some(Ok(message))),
@@ -240,7 +245,7 @@ impl Socket {
             Err(Error::ConnectionClosed | Error::AlreadyClosed) => Poll::Ready(None),
             Err(error) => {
                 self.failed = true;
-                let inflated = self.inflater.as_ref().and_then(Inflater::failed);
+                let inflated = self.inflater.as_deref().and_then(Inflater::failed);
                 let error = match (inflated, error) {
                     // Too big once inflated: what tungstenite says of an uncompressed message
                     // that is too big (1009).

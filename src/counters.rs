@@ -34,6 +34,7 @@ pub(crate) struct Counters {
     encode_errors: AtomicU64,
     events_sent: AtomicU64,
     bytes_sent: AtomicU64,
+    compressions: AtomicU64,
     rate_limit_skipped: AtomicU64,
     streams_reset: AtomicU64,
     rejected: [AtomicU64; REJECT_REASONS],
@@ -167,6 +168,12 @@ impl Counters {
         self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Event frames compressed for permessage-deflate clients (by the connection that was
+    /// first to need them).
+    pub(crate) fn record_compressed(&self, frames: u64) {
+        self.compressions.fetch_add(frames, Ordering::Relaxed);
+    }
+
     /// Encodes one frame with [`TextFrame::encode`], counting the attempt (failed ones
     /// included) in `encodings` and a failure in `encode_errors`: every frame the crate
     /// encodes goes through here, so a change that encoded an event once per client would
@@ -209,6 +216,7 @@ impl Counters {
             encode_errors: load(&self.encode_errors),
             events_sent: load(&self.events_sent),
             bytes_sent: load(&self.bytes_sent),
+            compressions: load(&self.compressions),
             rate_limit_skipped: load(&self.rate_limit_skipped),
             streams_reset: load(&self.streams_reset),
             replay_events: 0,
@@ -261,7 +269,8 @@ pub struct HubStats {
     /// inbound budget (see the close codes in [`wire`](crate::wire#close-codes)).
     pub inbound_floods: u64,
     /// Clients closed because what they sent broke the protocol (1002), was not UTF-8 where
-    /// text must be (1007) or exceeded `max_message_size` (1009).
+    /// text must be (1007), was invalid compressed data (1007) or exceeded
+    /// `max_message_size`, inflated or not (1009).
     pub protocol_errors: u64,
     /// Lagging clients given a fresh snapshot instead of their backlog ([`LagPolicy::Resync`](crate::LagPolicy::Resync)).
     pub resyncs: u64,
@@ -282,8 +291,14 @@ pub struct HubStats {
     pub encode_errors: u64,
     /// Event messages written to clients (snapshots included; one per client per event).
     pub events_sent: u64,
-    /// Payload bytes of those messages.
+    /// Payload bytes of those messages, as sent: compressed for a client that negotiated
+    /// permessage-deflate (see [`WsLayer::compression`](crate::WsLayer::compression)).
     pub bytes_sent: u64,
+    /// Frames compressed for permessage-deflate clients: at most one per encoded frame
+    /// (event, snapshot or `health` report), however many clients get it compressed, and
+    /// none while no connected client negotiated compression. A frame that compression does
+    /// not shrink counts too (it is then sent uncompressed).
+    pub compressions: u64,
     /// Upgrade requests admitted without the per-IP rate limit because they carried no client
     /// address (the app was served without `ConnectInfo<SocketAddr>`: use
     /// [`serve`](crate::serve()) or `into_make_service_with_connect_info::<SocketAddr>()`).

@@ -50,7 +50,8 @@
 //! | `agentwatch_ws_rate_limit_skipped_total` | counter | | `rate_limit_skipped` (non-zero: the per-IP limit is not protecting the endpoint) |
 //! | `agentwatch_ws_encode_errors_total` | counter | | `encode_errors` |
 //! | `agentwatch_ws_messages_sent_total` | counter | | `events_sent` |
-//! | `agentwatch_ws_sent_bytes_total` | counter | | `bytes_sent` (payload bytes) |
+//! | `agentwatch_ws_sent_bytes_total` | counter | | `bytes_sent` (payload bytes, as sent: compressed ones for permessage-deflate clients) |
+//! | `agentwatch_ws_compressions_total` | counter | | `compressions` (frames compressed for permessage-deflate clients, once each) |
 //! | `agentwatch_ws_rejections_total` | counter | `reason` = [`RejectReason::as_str`] | `rejected` |
 //! | `agentwatch_ws_replay_window_events` | gauge | | `replay_events` |
 //! | `agentwatch_ws_replay_window_bytes` | gauge | | `replay_bytes` |
@@ -163,8 +164,14 @@ const COUNTERS: &[CounterRow] = &[
     (
         "agentwatch_ws_sent_bytes_total",
         Unit::Bytes,
-        "Payload bytes of the event messages written to clients",
+        "Payload bytes of the event messages written to clients, as sent",
         |s| s.bytes_sent,
+    ),
+    (
+        "agentwatch_ws_compressions_total",
+        Unit::Count,
+        "Frames compressed for permessage-deflate clients, once per frame",
+        |s| s.compressions,
     ),
 ];
 

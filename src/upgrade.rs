@@ -17,7 +17,7 @@
 //! | `Sec-WebSocket-Protocol` offers protocols, none of which the server speaks | `400` |
 //! | HTTP/2: not a `CONNECT` with `:protocol = websocket` (RFC 8441 §4) | `400` |
 //! | HTTP/2: an extended CONNECT otherwise valid | `200` (RFC 8441 §5), the stream carries the WebSocket |
-//! | anything else | `101 Switching Protocols` with `Sec-WebSocket-Accept`, and `Sec-WebSocket-Protocol` when the client offered one the server speaks |
+//! | anything else | `101 Switching Protocols` with `Sec-WebSocket-Accept`, and `Sec-WebSocket-Protocol` when the client offered one the server speaks, `Sec-WebSocket-Extensions` when it offered a permessage-deflate the server can honour |
 //!
 //! # Subprotocols (RFC 6455 §1.9, §4.2.2 (5.4))
 //! The server speaks the protocols configured with [`WsLayer::protocols`](crate::WsLayer::protocols),
@@ -30,6 +30,22 @@
 //! see a bare 1006 and the server would log an accepted connection; a `400` is logged, counted
 //! and readable at `<path>/status`. Token carriers (`agentwatch.token.…`, see
 //! [`admission::token`](crate::admission::token)) are never chosen: they cannot be configured.
+//!
+//! # permessage-deflate (RFC 7692)
+//! Unless [`WsLayer::compression(false)`](crate::WsLayer::compression), the server accepts the
+//! first `permessage-deflate` offer in `Sec-WebSocket-Extensions` (every line, in the
+//! client's order of preference; over HTTP/1.1 and over an RFC 8441 extended CONNECT alike)
+//! that it can honour, and answers it with
+//! `permessage-deflate; server_no_context_takeover`, plus `client_no_context_takeover` and
+//! `server_max_window_bits=15` when the offer carried them (§7.1.1.2, §7.1.2.1). The server
+//! never takes over its context, so one compressed frame per event serves every client (see
+//! [`frame`](crate::frame)). An offer is declined (the next one is tried, and without any the
+//! connection goes on uncompressed, never refused) when it carries an unknown parameter, a
+//! parameter twice, a value where none belongs or an invalid one (§5.1), or a
+//! `server_max_window_bits` below 15: the shared frames are compressed with a 32 KiB window,
+//! which a client asking for a smaller one could not inflate. `client_max_window_bits` (with
+//! or without a value) is accepted and not answered: the server inflates any window up to 15
+//! bits. Browsers offer `permessage-deflate; client_max_window_bits`, which is accepted.
 //!
 //! `Connection` and `Upgrade` are field lists (RFC 9110 §5.3, §7.6.1, §7.8): their tokens are
 //! compared case-insensitively, across every line the header was sent on, so `Connection:
@@ -142,6 +158,108 @@ impl Protocols {
     }
 }
 
+/// A permessage-deflate offer the server accepted (RFC 7692 §7): what the `101` answers and
+/// how the connection inflates what the client sends compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Deflate {
+    /// The client offered `client_no_context_takeover`: it compresses every message afresh,
+    /// so each inbound message is inflated from an empty window. Otherwise the connection's
+    /// inflater keeps its window from one message to the next (§7.2.3 takeover).
+    pub(crate) client_no_context_takeover: bool,
+    /// The client offered `server_max_window_bits=15`: the answer must carry it (§7.1.2.1).
+    pub(crate) server_max_window_bits: bool,
+}
+
+/// The extension token (RFC 7692 §7).
+const PERMESSAGE_DEFLATE: &str = "permessage-deflate";
+
+impl Deflate {
+    /// The first `permessage-deflate` offer in `Sec-WebSocket-Extensions` the server can
+    /// honour (see the module docs), if any.
+    pub(crate) fn negotiate(headers: &HeaderMap) -> Option<Deflate> {
+        headers
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .find_map(Deflate::accept_offer)
+    }
+
+    /// One offer (`name; param; param=value`), if it is a permessage-deflate the server
+    /// can honour.
+    fn accept_offer(offer: &str) -> Option<Deflate> {
+        let mut parts = offer.split(';').map(str::trim);
+        if !parts.next()?.eq_ignore_ascii_case(PERMESSAGE_DEFLATE) {
+            return None;
+        }
+        let mut accepted = Deflate::default();
+        let (mut server_nct, mut client_bits) = (false, false);
+        for param in parts {
+            let (name, value) = match param.split_once('=') {
+                Some((name, value)) => {
+                    let value = value.trim();
+                    // A quoted-string value (RFC 7692 §7.1.2.1 allows one): its content.
+                    let value = value
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(value);
+                    (name.trim(), Some(value))
+                }
+                None => (param, None),
+            };
+            let seen = match (name.to_ascii_lowercase().as_str(), value) {
+                ("server_no_context_takeover", None) => &mut server_nct,
+                ("client_no_context_takeover", None) => &mut accepted.client_no_context_takeover,
+                ("server_max_window_bits", Some(bits)) => {
+                    // Only 15: the shared frames use a 32 KiB window.
+                    if window_bits(bits)? != 15 {
+                        return None;
+                    }
+                    &mut accepted.server_max_window_bits
+                }
+                ("client_max_window_bits", bits) => {
+                    if let Some(bits) = bits {
+                        window_bits(bits)?;
+                    }
+                    &mut client_bits
+                }
+                // Unknown, or a value where none belongs (or none where one does).
+                _ => return None,
+            };
+            if std::mem::replace(seen, true) {
+                // The same parameter twice (§7: "MUST decline").
+                return None;
+            }
+        }
+        Some(accepted)
+    }
+
+    /// The `Sec-WebSocket-Extensions` value of the `101` (or the RFC 8441 `200`).
+    fn response(&self) -> HeaderValue {
+        let value = match (self.client_no_context_takeover, self.server_max_window_bits) {
+            (false, false) => "permessage-deflate; server_no_context_takeover",
+            (true, false) => {
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+            }
+            (false, true) => {
+                "permessage-deflate; server_no_context_takeover; server_max_window_bits=15"
+            }
+            (true, true) => {
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15"
+            }
+        };
+        HeaderValue::from_static(value)
+    }
+}
+
+/// A window-bits value (RFC 7692 §7.1.2: 8 to 15, decimal, no leading zero).
+fn window_bits(value: &str) -> Option<u8> {
+    if value.starts_with('0') || value.len() > 2 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok().filter(|bits| (8..=15).contains(bits))
+}
+
 /// RFC 9110 §5.6.2 `tchar`.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -177,6 +295,8 @@ pub(crate) struct Handshake(pub(crate) Result<UpgradeHandle, HandshakeError>);
 pub(crate) struct UpgradeHandle {
     on_upgrade: OnUpgrade,
     key: Option<HeaderValue>,
+    /// The permessage-deflate offer the server can honour, if the client made one.
+    deflate: Option<Deflate>,
     /// Over HTTP/2 under [`serve`](crate::serve()): resets the stream when the connection
     /// task ends (see [`stream_end`](crate::stream_end)).
     stream_end: Option<StreamEnd>,
@@ -319,6 +439,7 @@ fn check(parts: &mut Parts) -> Result<UpgradeHandle, HandshakeError> {
     Ok(UpgradeHandle {
         on_upgrade,
         key: Some(key),
+        deflate: Deflate::negotiate(headers),
         stream_end: None,
     })
 }
@@ -347,6 +468,7 @@ fn check_extended_connect(parts: &mut Parts) -> Result<UpgradeHandle, HandshakeE
     Ok(UpgradeHandle {
         on_upgrade,
         key: None,
+        deflate: Deflate::negotiate(&parts.headers),
         stream_end: parts.extensions.remove::<StreamEnd>(),
     })
 }
@@ -384,11 +506,19 @@ fn is_valid_key(key: &[u8]) -> bool {
 }
 
 impl UpgradeHandle {
+    /// The permessage-deflate offer the server can honour, if the client made one (whether
+    /// it is used is [`accept`](Self::accept)'s `compression`).
+    pub(crate) fn deflate_offer(&self) -> Option<Deflate> {
+        self.deflate
+    }
+
     /// Answers `101 Switching Protocols` and runs `serve` on the socket once hyper hands the
-    /// connection over.
+    /// connection over. `compression`: whether an acceptable permessage-deflate offer is
+    /// accepted (the endpoint's setting).
     pub(crate) fn accept<F, Fut>(
         self,
         protocol: Option<&Subprotocol>,
+        compression: bool,
         config: WebSocketConfig,
         on_failed: impl FnOnce(hyper::Error) + Send + 'static,
         on_reset: impl FnOnce() + Send + 'static,
@@ -400,6 +530,7 @@ impl UpgradeHandle {
     {
         let on_upgrade = self.on_upgrade;
         let stream_end = self.stream_end;
+        let deflate = self.deflate.filter(|_| compression);
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
@@ -416,7 +547,7 @@ impl UpgradeHandle {
                         },
                         "websocket connection taken from hyper"
                     );
-                    serve(Socket::new(transport, early, config)).await;
+                    serve(Socket::new(transport, early, config, deflate)).await;
                     // The socket is dropped; an HTTP/2 stream hyper still holds (its peer
                     // never took the last bytes) is reset now rather than never.
                     if stream_end.is_some_and(|end| end.reset()) {
@@ -444,6 +575,9 @@ impl UpgradeHandle {
         if let Some(Subprotocol(protocol)) = protocol {
             headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol.clone());
         }
+        if let Some(deflate) = deflate {
+            headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, deflate.response());
+        }
         response
     }
 }
@@ -470,6 +604,74 @@ mod tests {
             b"dGhlIHNhbXBsZSBub25jZQ==dGhlIH", // two keys run together
         ] {
             assert!(!is_valid_key(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    fn offer(lines: &[&'static str]) -> Option<Deflate> {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(
+                header::SEC_WEBSOCKET_EXTENSIONS,
+                HeaderValue::from_static(line),
+            );
+        }
+        Deflate::negotiate(&headers)
+    }
+
+    #[test]
+    fn deflate_offers_are_accepted_when_they_can_be_honoured() {
+        let plain = Some(Deflate::default());
+        let takeover_off = Deflate {
+            client_no_context_takeover: true,
+            ..Deflate::default()
+        };
+        let client_nct = Some(takeover_off);
+        // Browsers (Chromium, Firefox), Python websockets, soketto.
+        assert_eq!(
+            offer(&["permessage-deflate; client_max_window_bits"]),
+            plain
+        );
+        assert_eq!(
+            offer(&[
+                "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12, permessage-deflate; client_max_window_bits"
+            ]),
+            plain,
+            "the first offer cannot be honoured: the second is taken"
+        );
+        assert_eq!(
+            offer(&["x-webkit-deflate-frame", "Permessage-Deflate"]),
+            plain
+        );
+        assert_eq!(
+            offer(&["permessage-deflate; client_no_context_takeover; server_no_context_takeover"]),
+            client_nct
+        );
+        let bits =
+            offer(&["permessage-deflate; server_max_window_bits=\"15\"; client_max_window_bits=9"])
+                .unwrap();
+        assert_eq!(
+            bits.response(),
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=15"
+        );
+        assert_eq!(
+            takeover_off.response(),
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        );
+        for declined in [
+            "",
+            "x-webkit-deflate-frame",
+            "permessage-deflate; server_max_window_bits=10",
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; server_max_window_bits=015",
+            "permessage-deflate; client_max_window_bits=16",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; client_max_window_bits=x",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; client_no_context_takeover=1",
+            "permessage-deflate; mystery",
+            "permessage-deflatex",
+        ] {
+            assert_eq!(offer(&[declined]), None, "{declined:?}");
         }
     }
 

@@ -6,9 +6,15 @@
 //! write the client frames the input describes, then send a close frame (1000) and shut down
 //! the write half, and read what the server sends until the end of the stream.
 //!
+//! An input whose first byte has its high bit set, or that starts with `D`, offers
+//! permessage-deflate in the handshake (and the `101` must accept it): its compressed frames
+//! (RSV1) go through the server's bounded inflation, and the server's text frames may carry
+//! RSV1.
+//!
 //! The input is either
 //! - `R` followed by raw bytes, written as they are after the handshake (seeds written by
-//!   hand: see `fuzz/seeds/connection/`), or
+//!   hand: see `fuzz/seeds/connection/`), or `D` followed by raw bytes, the same after a
+//!   handshake that negotiated permessage-deflate (`deflate-*` seeds), or
 //! - anything else: a sequence of [`Chunk`]s decoded with `arbitrary` (frames with any opcode,
 //!   FIN and RSV bits, masked or not, any length encoding and declared length, and raw
 //!   garbage), at most [`MAX_WRITTEN`] bytes in all.
@@ -18,7 +24,8 @@
 //!   connection task (which tokio would otherwise catch) is a crash too;
 //! - the connection ends (end of stream or reset) within [`END_TIMEOUT`] of the client's close
 //!   and FIN, and its task is gone within [`END_TIMEOUT`] (`Hub::closed`, no client counted);
-//! - the server's frames are well-formed (unmasked, RSV 0, opcodes text, close, ping, pong,
+//! - the server's frames are well-formed (unmasked, RSV 0 but RSV1 on a text frame when
+//!   permessage-deflate was negotiated, opcodes text, close, ping, pong,
 //!   control frames unfragmented), nothing follows its close frame, and the close code, if
 //!   any, is one the `wire` docs' close-code table promises (1001, 1002, 1007, 1008, 1009, 1011, 1013) or the
 //!   answer to the client's own close (tungstenite echoes the code of the client's close
@@ -199,7 +206,7 @@ impl Frame {
 
 /// The bytes to write after the handshake, one `Vec` per write.
 fn writes(data: &[u8]) -> Vec<Vec<u8>> {
-    if let Some(raw) = data.strip_prefix(b"R") {
+    if let Some(raw) = data.strip_prefix(b"R").or_else(|| data.strip_prefix(b"D")) {
         return vec![raw.to_vec()];
     }
     let mut u = Unstructured::new(data);
@@ -274,8 +281,29 @@ fn client_close_codes(sent: &[u8]) -> Vec<u16> {
     codes
 }
 
+/// A compressed message's payload inflated from an empty window (RFC 7692 §7.2.2: the sync
+/// trailer appended); panics when it is not valid deflate data.
+fn inflate(payload: &[u8]) -> Vec<u8> {
+    let mut input = payload.to_vec();
+    input.extend_from_slice(&[0x00, 0x00, 0xff, 0xff]);
+    let mut inflater = flate2::Decompress::new(false);
+    let mut out = Vec::with_capacity(4 * input.len() + 1024);
+    while (inflater.total_in() as usize) < input.len() {
+        let consumed = inflater.total_in() as usize;
+        let status = inflater
+            .decompress_vec(&input[consumed..], &mut out, flate2::FlushDecompress::Sync)
+            .unwrap_or_else(|e| panic!("the server sent invalid compressed data: {e}"));
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity());
+        } else if status == flate2::Status::StreamEnd || inflater.total_in() as usize == consumed {
+            panic!("the server's compressed message ends early or stalls");
+        }
+    }
+    out
+}
+
 /// Checks the frames the server sent after the `101`; returns its close frame's code, if any.
-fn check_server_frames(received: &[u8], client_codes: &[u16]) -> Option<u16> {
+fn check_server_frames(received: &[u8], client_codes: &[u16], deflate: bool) -> Option<u16> {
     let mut close_code = None;
     let mut rest = received;
     let mut closed = false;
@@ -289,7 +317,11 @@ fn check_server_frames(received: &[u8], client_codes: &[u16]) -> Option<u16> {
         };
         assert!(!closed, "the server sent a frame after its close frame");
         assert!(mask.is_none(), "the server masked a frame");
-        assert_eq!(rsv, 0, "the server set RSV bits");
+        // RSV1 (the high bit of the three) marks a compressed text frame.
+        assert!(
+            rsv == 0 || (deflate && rsv == 4 && opcode == 0x1),
+            "the server set RSV bits {rsv:#b} on opcode {opcode:#x}"
+        );
         assert!(
             matches!(opcode, 0x1 | 0x8 | 0x9 | 0xa),
             "the server sent opcode {opcode:#x}"
@@ -301,8 +333,14 @@ fn check_server_frames(received: &[u8], client_codes: &[u16]) -> Option<u16> {
             );
         }
         if opcode == 0x1 {
+            // A compressed frame inflates on its own (server_no_context_takeover).
+            let text = if rsv == 4 {
+                inflate(payload)
+            } else {
+                payload.to_vec()
+            };
             assert!(
-                std::str::from_utf8(payload).is_ok(),
+                std::str::from_utf8(&text).is_ok(),
                 "the server sent invalid UTF-8"
             );
         }
@@ -348,14 +386,19 @@ fn read_to_end(stream: &mut TcpStream, into: &mut Vec<u8>, deadline: Instant, wh
 
 /// Connects and completes the opening handshake; returns the stream and any bytes read past
 /// the `101`'s head.
-fn connect(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
+fn connect(addr: SocketAddr, deflate: bool) -> (TcpStream, Vec<u8>) {
     let mut stream =
         TcpStream::connect_timeout(&addr, END_TIMEOUT).unwrap_or_else(|e| panic!("connect: {e}"));
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let extension = if deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    } else {
+        ""
+    };
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extension}\r\n"
     );
     stream
         .write_all(request.as_bytes())
@@ -386,6 +429,10 @@ fn connect(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
         String::from_utf8_lossy(&head[..end])
     );
     let rest = head.split_off(end);
+    let accepted = String::from_utf8_lossy(&head)
+        .to_ascii_lowercase()
+        .contains("sec-websocket-extensions: permessage-deflate");
+    assert_eq!(accepted, deflate, "permessage-deflate offered: {deflate}");
     (stream, rest)
 }
 
@@ -411,7 +458,10 @@ fn rss() -> u64 {
 
 fuzz_target!(|data: &[u8]| {
     let server = server();
-    let (mut stream, mut received) = connect(server.addr);
+    let deflate = data
+        .first()
+        .is_some_and(|&first| first & 0x80 != 0 || first == b'D');
+    let (mut stream, mut received) = connect(server.addr, deflate);
 
     let mut sent = Vec::new();
     for bytes in writes(data) {
@@ -436,7 +486,7 @@ fuzz_target!(|data: &[u8]| {
     );
     drop(stream);
 
-    let close_code = check_server_frames(&received, &client_close_codes(&sent));
+    let close_code = check_server_frames(&received, &client_close_codes(&sent), deflate);
 
     let ended = server
         .runtime

@@ -4,6 +4,7 @@
 use axum::extract::ws::close_code;
 use tungstenite::error::{Error as WsError, ProtocolError};
 
+use super::inflate::InflateError;
 use crate::counters::{CountedEnd, Counters};
 
 /// Why a connection ended.
@@ -19,6 +20,8 @@ pub(super) enum End {
     ProtocolError,
     /// A text message that is not UTF-8.
     InvalidText,
+    /// A compressed message that is not valid deflate data (permessage-deflate).
+    InvalidCompressed,
     WriteError,
     MessageTooBig,
     /// The client sent more than its inbound budget: see `inbound.rs`.
@@ -37,6 +40,13 @@ impl End {
             WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::PeerGone,
             WsError::Protocol(_) => End::ProtocolError,
             WsError::Utf8(_) => End::InvalidText,
+            WsError::Io(error)
+                if error
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<InflateError>()) =>
+            {
+                End::InvalidCompressed
+            }
             _ => End::ReadError,
         }
     }
@@ -49,6 +59,7 @@ impl End {
             End::ReadError => "read error",
             End::ProtocolError => "protocol error",
             End::InvalidText => "invalid UTF-8 in a text message",
+            End::InvalidCompressed => "invalid compressed data in a message",
             End::WriteError => "write error",
             End::MessageTooBig => "inbound message too big",
             End::InboundFlood => "sent more than the inbound limit",
@@ -71,6 +82,7 @@ impl End {
             )),
             End::ProtocolError => Some((close_code::PROTOCOL, "protocol error")),
             End::InvalidText => Some((close_code::INVALID, "invalid UTF-8")),
+            End::InvalidCompressed => Some((close_code::INVALID, "invalid compressed data")),
             End::EncodeError => Some((close_code::ERROR, "internal error")),
             // The socket is stuck, gone or closing already: nothing more to say on it.
             End::WriteTimeout
@@ -89,7 +101,9 @@ impl End {
             End::WriteTimeout => CountedEnd::EvictedWriteTimeout,
             End::HeartbeatTimeout => CountedEnd::HeartbeatTimeout,
             End::InboundFlood => CountedEnd::InboundFlood,
-            End::ProtocolError | End::InvalidText | End::MessageTooBig => CountedEnd::ProtocolError,
+            End::ProtocolError | End::InvalidText | End::InvalidCompressed | End::MessageTooBig => {
+                CountedEnd::ProtocolError
+            }
             _ => return,
         });
     }
@@ -100,7 +114,11 @@ impl End {
             End::Lagging | End::WriteTimeout | End::HeartbeatTimeout => {
                 tracing::warn!(reason = self.as_str(), "client evicted")
             }
-            End::InboundFlood | End::ProtocolError | End::InvalidText | End::MessageTooBig => {
+            End::InboundFlood
+            | End::ProtocolError
+            | End::InvalidText
+            | End::InvalidCompressed
+            | End::MessageTooBig => {
                 tracing::warn!(reason = self.as_str(), "client closed for what it sent")
             }
             End::EncodeError => tracing::error!(reason = self.as_str(), "client closed"),

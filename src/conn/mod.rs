@@ -2,8 +2,10 @@
 //! and slow-client eviction. One task per connection, no extra reader or writer task; a
 //! wake-up polls only the triggers that fired ([`wakers`]). Events arrive framed once for
 //! every client ([`frame`]), wait in the client's bounded [`outbox`] and go to the socket as
-//! they are ([`socket`]). What a client sends is bounded by [`inbound`]; how a connection
-//! ends is [`end`], and how it says goodbye is [`close`].
+//! they are ([`socket`]), or as their shared compressed twin to a client that negotiated
+//! permessage-deflate. What a client sends is bounded by [`inbound`], and inflated with a
+//! bound by [`inflate`] when it comes compressed; how a connection ends is [`end`], and how
+//! it says goodbye is [`close`].
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -31,6 +33,7 @@ use crate::wire::{self, Event, EventType};
 mod close;
 mod end;
 mod inbound;
+mod inflate;
 mod outbox;
 mod socket;
 mod wakers;
@@ -170,7 +173,7 @@ fn serve(mut socket: Socket, connection: Connection) -> impl Future<Output = ()>
         let counters = hub.counters();
         let mut registration = Registration::new(counters);
         tracing::info!(clients = hub.client_count(), "client connected");
-        let mut out = Outbox::new(config.send_buffer);
+        let mut out = Outbox::new(config.send_buffer, socket.wire());
         let end = stream(&mut socket, &mut out, &hub, &*source, &config, &client).await;
         end.count(counters);
         end.log();
@@ -185,11 +188,16 @@ fn serve(mut socket: Socket, connection: Connection) -> impl Future<Output = ()>
     .instrument(span)
 }
 
-/// Adds the events the outbox wrote since the last call to the hub's counters.
+/// Adds the events the outbox wrote since the last call, and the frames it compressed, to
+/// the hub's counters.
 fn count_sent(counters: &Counters, out: &mut Outbox) {
     let (events, bytes) = out.take_sent();
     if events > 0 {
         counters.record_sent(events, bytes);
+    }
+    let compressed = out.take_compressed();
+    if compressed > 0 {
+        counters.record_compressed(compressed);
     }
 }
 

@@ -19,7 +19,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 
 use super::socket::{ControlKind, Socket};
-use crate::frame::TextFrame;
+use crate::frame::{TextFrame, Wire};
 
 /// How many frames one call of [`Outbox::poll_drive`] writes at most before it hands the
 /// task back to the connection loop, so that a long backlog does not keep the channel, the
@@ -68,9 +68,9 @@ enum Outgoing {
 }
 
 impl Outgoing {
-    fn as_bytes(&self) -> &[u8] {
+    fn as_bytes(&self, wire: Wire) -> &[u8] {
         match self {
-            Outgoing::Event(frame) => frame.as_bytes(),
+            Outgoing::Event(frame) => frame.wire(wire).0,
             Outgoing::Control(bytes) => bytes,
         }
     }
@@ -103,10 +103,18 @@ pub(super) struct Outbox {
     sent_bytes: u64,
     /// The socket has refused bytes since the write last moved: see [`stalled`](Self::stalled).
     waiting: bool,
+    /// Which form of each event this client gets (compressed with permessage-deflate).
+    wire: Wire,
+    /// Event frames this connection compressed (the first to need their compressed twin)
+    /// since the last [`take_compressed`](Self::take_compressed).
+    compressed: u64,
 }
 
 impl Outbox {
-    pub(super) fn new(limit: usize) -> Self {
+    /// `limit`: `send_buffer`; `wire`: plain or compressed frames. A compressing client's
+    /// events get their compressed twin computed as they are queued (once per frame, by
+    /// whichever connection queues it first), so writing only reads it.
+    pub(super) fn new(limit: usize, wire: Wire) -> Self {
         Outbox {
             started: None,
             written: 0,
@@ -120,24 +128,44 @@ impl Outbox {
             sent_events: 0,
             sent_bytes: 0,
             waiting: false,
+            wire,
+            compressed: 0,
+        }
+    }
+
+    /// Computes the frame's compressed twin now if this client needs it and no connection
+    /// has yet.
+    fn prepare(&mut self, frame: &TextFrame) {
+        if self.wire == Wire::Deflate && frame.wire(Wire::Deflate).1 {
+            self.compressed += 1;
         }
     }
 
     pub(super) fn push_event(&mut self, frame: TextFrame) {
+        self.prepare(&frame);
         self.events.push_back(frame);
     }
 
     /// Queues replayed events; they do not count against `send_buffer` until written.
     pub(super) fn push_backlog(&mut self, frames: Vec<TextFrame>) {
         self.backlog_allowance = frames.len();
-        self.events.extend(frames);
+        for frame in frames {
+            self.push_event(frame);
+        }
     }
 
     /// Queues a snapshot and the health reports that follow it. The reports do not count as
     /// lag: a client may fall `send_buffer` events behind after them.
     pub(super) fn push_snapshot(&mut self, frames: &[TextFrame]) {
         self.backlog_allowance += frames.len().saturating_sub(1);
-        self.events.extend(frames.iter().cloned());
+        for frame in frames {
+            self.push_event(frame.clone());
+        }
+    }
+
+    /// Event frames this connection compressed since the last call (see [`new`](Self::new)).
+    pub(super) fn take_compressed(&mut self) -> u64 {
+        std::mem::take(&mut self.compressed)
     }
 
     /// Queues a control frame in its kind's slot, replacing one of the same kind that has not
@@ -195,7 +223,8 @@ impl Outbox {
             || self.unflushed
     }
 
-    /// Event frames and payload bytes completely written since the last call.
+    /// Event frames and payload bytes (as sent: compressed ones for a compressing client)
+    /// completely written since the last call.
     pub(super) fn take_sent(&mut self) -> (u64, u64) {
         (
             std::mem::take(&mut self.sent_events),
@@ -215,7 +244,8 @@ impl Outbox {
     fn pending(&self) -> impl Iterator<Item = &[u8]> {
         let pong = self.pong.as_deref();
         let ping = self.ping.as_deref();
-        let events = self.events.iter().map(|frame| &frame.as_bytes()[..]);
+        let wire = self.wire;
+        let events = self.events.iter().map(move |frame| frame.wire(wire).0);
         let close = self.close.as_deref();
         pong.into_iter().chain(ping).chain(events).chain(close)
     }
@@ -259,7 +289,7 @@ impl Outbox {
                 // without building a slice array.
                 let Some(frame) = self.started.as_ref().map_or_else(
                     || self.pending().next(),
-                    |started| Some(&started.as_bytes()[self.written..]),
+                    |started| Some(&started.as_bytes(self.wire)[self.written..]),
                 ) else {
                     break;
                 };
@@ -268,7 +298,7 @@ impl Outbox {
                 let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
                 let mut count = 0;
                 if let Some(started) = &self.started {
-                    slices[0] = IoSlice::new(&started.as_bytes()[self.written..]);
+                    slices[0] = IoSlice::new(&started.as_bytes(self.wire)[self.written..]);
                     count = 1;
                 }
                 for (slot, frame) in slices[count..].iter_mut().zip(self.pending()) {
@@ -304,7 +334,7 @@ impl Outbox {
                 // A transport claiming more than it was given: nothing is left to account.
                 break;
             };
-            let left = frame.as_bytes().len() - self.written;
+            let left = frame.as_bytes(self.wire).len() - self.written;
             if written < left {
                 self.written += written;
                 self.started = Some(frame);
@@ -315,7 +345,7 @@ impl Outbox {
             completed += 1;
             if let Outgoing::Event(event) = frame {
                 self.sent_events += 1;
-                self.sent_bytes += event.payload().len() as u64;
+                self.sent_bytes += event.wire_payload_len(self.wire) as u64;
                 self.backlog_allowance = self.backlog_allowance.saturating_sub(1);
             }
         }
@@ -448,7 +478,7 @@ mod tests {
     fn random_operations_keep_whole_frames_in_order_and_counts_exact() {
         for seed in 1..=3_000u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-            let mut out = Outbox::new(usize::MAX / 2);
+            let mut out = Outbox::new(usize::MAX / 2, Wire::Plain);
             let mut socket = FakeSocket::default();
             // The model: events pushed and not started, and events started (on the wire,
             // whole or in part), each in order.
@@ -559,7 +589,7 @@ mod tests {
 
     #[test]
     fn a_partly_written_frame_survives_a_backlog_drop_and_counts_once_written() {
-        let mut out = Outbox::new(8);
+        let mut out = Outbox::new(8, Wire::Plain);
         for _ in 0..3 {
             out.push_event(event(100));
         }
@@ -594,7 +624,7 @@ mod tests {
 
     #[test]
     fn a_newer_pong_replaces_one_not_started_and_control_goes_between_frames() {
-        let mut out = Outbox::new(8);
+        let mut out = Outbox::new(8, Wire::Plain);
         out.push_event(event(10));
         let mut socket = FakeSocket {
             budget: 5,
@@ -616,7 +646,7 @@ mod tests {
 
     #[test]
     fn the_stall_clock_restarts_whenever_bytes_move() {
-        let mut out = Outbox::new(8);
+        let mut out = Outbox::new(8, Wire::Plain);
         out.push_event(event(1000));
         let mut socket = FakeSocket::default();
         assert!(drive(&mut out, &mut socket).is_pending());

@@ -19,7 +19,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::inflate::{InflateError, Inflater};
+use crate::frame::Wire;
 use crate::serve::{Counted, TableSlot};
+use crate::upgrade::Deflate;
+use tungstenite::error::CapacityError;
 use tungstenite::protocol::frame::coding::{CloseCode, Control as OpCtl, OpCode, OpCode::Control};
 use tungstenite::protocol::frame::{Frame, FrameHeader};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
@@ -150,20 +154,55 @@ pub(crate) struct Socket {
     /// error trips tungstenite's own debug assertions (a frame declaring more than
     /// `max_message_size`, then a full read buffer of its payload).
     failed: bool,
+    /// permessage-deflate was negotiated: what the client sends goes through the inflater
+    /// before tungstenite (see `inflate.rs`), and events go out compressed. Boxed: a
+    /// connection without it pays one pointer.
+    inflater: Option<Box<Inflater>>,
 }
 
 impl Socket {
     /// `early`: bytes the client sent right after its handshake, already read by hyper.
-    pub(crate) fn new(transport: Transport, early: Bytes, config: WebSocketConfig) -> Self {
+    /// `deflate`: the permessage-deflate parameters, when the handshake negotiated it.
+    pub(crate) fn new(
+        transport: Transport,
+        early: Bytes,
+        config: WebSocketConfig,
+        deflate: Option<Deflate>,
+    ) -> Self {
+        let read = early.len() as u64;
+        let mut inflater = deflate.map(|deflate| {
+            Box::new(Inflater::new(
+                deflate,
+                config.max_message_size.unwrap_or(usize::MAX),
+            ))
+        });
         // A copy, not `early.into()`: that can hand tungstenite hyper's whole read buffer
         // (8 KiB, already touched) to keep as this connection's read buffer.
-        let early = early.to_vec();
+        let early = match &mut inflater {
+            Some(inflater) => {
+                // Goes through the inflater like everything else the client sends; a
+                // failure is reported by the first read.
+                let _ = inflater.feed(&early);
+                Vec::new()
+            }
+            None => early.to_vec(),
+        };
         Socket {
             transport,
-            read: early.len() as u64,
+            read,
             protocol: WebSocketContext::from_partially_read(early, Role::Server, Some(config)),
             control: Vec::new(),
             failed: false,
+            inflater,
+        }
+    }
+
+    /// How events go out to this client: compressed when it negotiated permessage-deflate.
+    pub(crate) fn wire(&self) -> Wire {
+        if self.inflater.is_some() {
+            Wire::Deflate
+        } else {
+            Wire::Plain
         }
     }
 
@@ -198,6 +237,7 @@ impl Socket {
             cx,
             written: &mut self.control,
             read: &mut self.read,
+            inflater: self.inflater.as_deref_mut(),
         };
         match self.protocol.read(&mut io) {
             Ok(message) => Poll::Ready(Some(Ok(message))),
@@ -205,6 +245,18 @@ impl Socket {
             Err(Error::ConnectionClosed | Error::AlreadyClosed) => Poll::Ready(None),
             Err(error) => {
                 self.failed = true;
+                let inflated = self.inflater.as_deref().and_then(Inflater::failed);
+                let error = match (inflated, error) {
+                    // Too big once inflated: what tungstenite says of an uncompressed message
+                    // that is too big (1009).
+                    (Some(InflateError::TooBig { size }), Error::Io(_)) => {
+                        Error::Capacity(CapacityError::MessageTooLong {
+                            size,
+                            max_size: self.max_message_size(),
+                        })
+                    }
+                    (_, error) => error,
+                };
                 Poll::Ready(Some(Err(error)))
             }
         }
@@ -309,6 +361,7 @@ impl Socket {
             cx: &mut cx,
             written: &mut self.control,
             read: &mut self.read,
+            inflater: None,
         };
         // Errors only say the protocol is past the point where this frame applies (closed
         // already): then there is nothing to send.
@@ -341,16 +394,19 @@ impl Socket {
 }
 
 /// What tungstenite reads from and writes to: reads come from the socket (registering the
-/// caller's waker when there is nothing to read), writes go to the control buffer.
+/// caller's waker when there is nothing to read), through the inflater when there is one;
+/// writes go to the control buffer.
 struct ProtocolIo<'a, 'b> {
     transport: &'a mut Transport,
     cx: &'a mut Context<'b>,
     written: &'a mut Vec<u8>,
+    /// Bytes read from the client, plus the bytes inflated from them: both cost the server.
     read: &'a mut u64,
+    inflater: Option<&'a mut Inflater>,
 }
 
-impl Read for ProtocolIo<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl ProtocolIo<'_, '_> {
+    fn read_transport(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut buf = ReadBuf::new(buf);
         match self.transport.poll_read(self.cx, &mut buf) {
             Poll::Ready(Ok(())) => {
@@ -360,6 +416,43 @@ impl Read for ProtocolIo<'_, '_> {
             }
             Poll::Ready(Err(error)) => Err(error),
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl Read for ProtocolIo<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.inflater.is_none() || buf.is_empty() {
+            return self.read_transport(buf);
+        }
+        loop {
+            let Some(inflater) = self.inflater.as_deref_mut() else {
+                return Ok(0);
+            };
+            // What came before a failure is handed over first: a close the client sent
+            // ahead of a bad frame is still seen.
+            if inflater.has_ready() {
+                return Ok(inflater.read_ready(buf));
+            }
+            if let Some(error) = inflater.failed() {
+                return Err(io::Error::other(error));
+            }
+            if inflater.has_pending() {
+                // Bytes read earlier, held back while tungstenite took the inflated ones.
+                let _ = inflater.process();
+                *self.read += inflater.take_inflated();
+                continue;
+            }
+            let n = self.read_transport(buf)?;
+            let Some(inflater) = self.inflater.as_deref_mut() else {
+                return Ok(n);
+            };
+            if n == 0 {
+                return Ok(0);
+            }
+            // An error is recorded in the inflater and reported on the next turn.
+            let _ = inflater.feed(&buf[..n]);
+            *self.read += inflater.take_inflated();
         }
     }
 }

@@ -105,9 +105,9 @@
 //! | 1001 going away | the server stops (`Publisher::stop`) |
 //! | 1013 try again later | the client fell the send buffer behind (lag policy `Disconnect`) |
 //! | 1008 policy violation | the client sent more than its inbound budget (below) |
-//! | 1009 message too big | the client sent a message or frame over the maximum message size |
+//! | 1009 message too big | the client sent a message or frame over the maximum message size (a compressed one: once inflated, which stops there) |
 //! | 1002 protocol error | the client broke RFC 6455 (unmasked or reserved frame, fragmented control frame, a close frame with an invalid code such as 1005 or a one-byte payload) |
-//! | 1007 invalid payload | a text message that is not UTF-8 |
+//! | 1007 invalid payload | a text message that is not UTF-8; with permessage-deflate, a compressed message that is not valid deflate data |
 //! | 1011 internal error | the snapshot could not be encoded |
 //! | the client's own | the client closed: its close frame is answered with its code (RFC 6455 §5.5.1) |
 //!
@@ -120,7 +120,8 @@
 //!
 //! **What a client may send.** The stream is server-to-client; clients only answer pings
 //! (and close). Everything a client sends is read and discarded, and every byte of it
-//! (pings, pongs, data, fragments) counts against a token bucket of 64 KiB (or 4 × the
+//! (pings, pongs, data, fragments, and a compressed message's inflated bytes on top of its
+//! compressed ones) counts against a token bucket of 64 KiB (or 4 × the
 //! maximum message size, if larger) refilled at a quarter of that per second: overdrawing
 //! it closes with 1008. At most one pong waits per client (a newer ping replaces an
 //! unanswered one, as RFC 6455 §5.5.3 allows), and a client is not read from while its pong

@@ -123,6 +123,11 @@ async fn chromium_streams_events_over_http2_extended_connect() {
         )
         .await;
     assert_eq!(state, "open agentwatch.v1");
+    // RFC 7692 over RFC 8441: the extended CONNECT's 200 accepts Chromium's offer.
+    assert_eq!(
+        browser.cdp.eval("ws.extensions").await,
+        "permessage-deflate; server_no_context_takeover"
+    );
     eventually("registered", || hub.client_count() == 1).await;
     for seq in 1..=3 {
         hub.handle_event(&Event::delta(seq, vec![], vec![format!("gone-{seq}")]))

@@ -12,5 +12,6 @@ mod dashboard_support;
 
 mod auth;
 mod dashboard;
+mod deflate;
 mod h2;
 mod notify;

@@ -18,16 +18,20 @@ use common::*;
 use http::{Method, Request, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Counts the bytes allocated and not yet freed, process-wide.
+/// Counts the bytes allocated and not yet freed, process-wide, and their high-water mark
+/// (the binary's one global allocator: `deflate_bomb.rs` reads it too).
 struct Counting;
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
+pub(crate) static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// The highest `LIVE` since it was last reset (store `LIVE`'s value to reset it).
+pub(crate) static PEAK: AtomicIsize = AtomicIsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            let live = LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            PEAK.fetch_max(live + layout.size() as isize, Ordering::Relaxed);
         }
         ptr
     }
@@ -38,10 +42,9 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
-            LIVE.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
+            let grown = new_size as isize - layout.size() as isize;
+            let live = LIVE.fetch_add(grown, Ordering::Relaxed);
+            PEAK.fetch_max(live + grown, Ordering::Relaxed);
         }
         new
     }

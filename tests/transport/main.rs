@@ -8,6 +8,7 @@ mod common;
 
 mod admission;
 mod close;
+mod deflate;
 mod flood;
 mod h2;
 mod handshake;

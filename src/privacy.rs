@@ -479,8 +479,8 @@ pub(crate) fn fuzz_redact(event: &Event, fields: u8) -> Event {
 }
 
 /// One viewer's policy, resolved: `redactor` is `None` for a viewer who sees everything;
-/// `slot` is where the shared encodings for its policy are kept (`None`: past
-/// [`MAX_SHARED_POLICIES`], encoded for this viewer alone).
+/// `slot` is where the shared encodings and cached snapshot for its policy are kept (0: the
+/// full view; `None`: past [`MAX_SHARED_POLICIES`], encoded for this viewer alone).
 #[derive(Clone)]
 pub(crate) struct Viewer {
     pub(crate) redactor: Option<Arc<Redactor>>,
@@ -510,11 +510,6 @@ impl Viewer {
             fingerprint: 0,
             policy: Arc::from("none"),
         }
-    }
-
-    /// The slot of the snapshot cache this viewer shares (0: everything visible).
-    pub(crate) fn cache_slot(&self) -> Option<usize> {
-        self.slot
     }
 }
 
@@ -608,9 +603,10 @@ impl Privacy {
         if policy.is_none() {
             return Viewer::full();
         }
+        let key = policy.key.clone().unwrap_or_else(|| self.key.clone());
         let resolved = Policy {
             fields: policy.fields,
-            key: Some(policy.key.clone().unwrap_or_else(|| self.key.clone())),
+            key: Some(key.clone()),
         };
         // 0 is the full view's.
         let fingerprint = std::hash::BuildHasher::hash_one(&self.fingerprints, &resolved).max(1);
@@ -625,8 +621,7 @@ impl Privacy {
                 policy: text,
             };
         }
-        let key = resolved.key.as_ref().unwrap_or(&self.key);
-        let redactor = Arc::new(Redactor::new(resolved.fields, key));
+        let redactor = Arc::new(Redactor::new(resolved.fields, &key));
         if seen.len() < MAX_SHARED_POLICIES {
             seen.push((resolved, redactor.clone()));
             return Viewer {

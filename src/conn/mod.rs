@@ -571,7 +571,7 @@ fn queue_snapshot(
 ) -> Result<u64, End> {
     let snapshot = hub.snapshot_cache().get_or_build(
         source.version(),
-        viewer.cache_slot(),
+        viewer.slot,
         || encode_snapshot(hub, source, viewer),
         || source.version(),
     )?;

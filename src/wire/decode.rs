@@ -24,7 +24,10 @@
 //! and each `\u` escape of a lone UTF-16 surrogate with `\ufffd`, as Go's decoder does;
 //! serde_json alone rejects both.
 
-use serde::de::{Deserialize, DeserializeOwned, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::de::{
+    Deserialize, DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
+    Visitor,
+};
 
 use super::enums::{Activity, EventType, HealthStatus, LifecycleEventType, LifecycleState};
 use super::time::Timestamp;
@@ -176,6 +179,82 @@ impl<'de, T: GoDecode<'de> + Default> GoDecode<'de> for Vec<T> {
     }
 }
 
+/// A [`DeserializeSeed`] for a string key of this crate's own, which Go's structs lack
+/// (`machine`): Go's decoder ignores such a key whatever its value, so a string is read into
+/// the place, `null` leaves it as it is (as for any Go string), and any other value is
+/// skipped like an unknown key's, where a Go string field would be an error. Every input Go
+/// accepts is accepted; the place only ever holds what a string said.
+///
+/// One difference remains, as under Go's own fields: a number too large for an `f64`
+/// (`1e400`) is an error here, where Go skips it.
+pub(crate) struct ExtensionString<'a>(pub(crate) &'a mut String);
+
+impl<'de> DeserializeSeed<'de> for ExtensionString<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        struct StringOrSkip<'a>(&'a mut String);
+
+        impl<'de> Visitor<'de> for StringOrSkip<'_> {
+            type Value = ();
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+                v.clone_into(self.0);
+                Ok(())
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<(), E> {
+                *self.0 = v;
+                Ok(())
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+                Ok(())
+            }
+
+            fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+                Ok(())
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_any(self)
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+                Ok(())
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+                Ok(())
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+                Ok(())
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+                Ok(())
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(())
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(())
+            }
+        }
+
+        deserializer.deserialize_any(StringOrSkip(self.0))
+    }
+}
+
 /// Decodes a `T` from JSON bytes, reading strings the way Go's `json.Unmarshal` does: each
 /// byte of invalid UTF-8 inside a string reads as U+FFFD, and so does each `\u` escape of a
 /// lone UTF-16 surrogate (`"\ud800"`), where `serde_json::from_slice` rejects the whole
@@ -307,18 +386,32 @@ pub(crate) fn fold_eq(input: &str, key: &str) -> bool {
     key.next().is_none()
 }
 
+/// The seed a field decodes through: [`GoPlace`], or the one named after `with`.
+macro_rules! go_field_seed {
+    ($place:expr) => {
+        $crate::wire::decode::GoPlace($place)
+    };
+    ($place:expr, $seed:path) => {
+        $seed($place)
+    };
+}
+
+pub(crate) use go_field_seed;
+
 /// Implements [`GoDecode`] and [`Deserialize`] for a wire struct with Go's decoding rules
 /// (see the module docs). The struct must implement [`Default`]; every listed field's type
-/// must implement [`GoDecode`].
+/// must implement [`GoDecode`], unless the field names the [`DeserializeSeed`] it decodes
+/// through (`field = "key" with Seed`, `Seed(&mut field)`, e.g. [`ExtensionString`] for a
+/// key Go's struct lacks).
 macro_rules! go_struct_deserialize {
-    ($name:ident { $($field:ident = $key:literal),+ $(,)? }) => {
+    ($name:ident { $($field:ident = $key:literal $(with $seed:path)?),+ $(,)? }) => {
         impl<'de> $crate::wire::decode::GoDecode<'de> for $name {
             fn go_decode_into<D: ::serde::Deserializer<'de>>(
                 place: &mut Self,
                 deserializer: D,
             ) -> ::std::result::Result<(), D::Error> {
                 use ::serde::de::{IgnoredAny, MapAccess, Visitor};
-                use $crate::wire::decode::{GoPlace, fold_eq};
+                use $crate::wire::decode::fold_eq;
 
                 #[allow(non_camel_case_types)]
                 enum Field {
@@ -393,7 +486,9 @@ macro_rules! go_struct_deserialize {
                         let out = self.0;
                         while let Some(field) = map.next_key::<Field>()? {
                             match field {
-                                $(Field::$field => map.next_value_seed(GoPlace(&mut out.$field))?,)+
+                                $(Field::$field => map.next_value_seed(
+                                    $crate::wire::decode::go_field_seed!(&mut out.$field $(, $seed)?)
+                                )?,)+
                                 Field::__unknown => {
                                     map.next_value::<IgnoredAny>()?;
                                 }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::decode::go_struct_deserialize;
+use super::decode::{ExtensionString, go_struct_deserialize};
 use super::enums::{Activity, EventType, HealthStatus, LifecycleEventType, LifecycleState};
 use super::json::{finite_f64, is_zero_i64};
 use super::time::Timestamp;
@@ -12,7 +12,9 @@ use super::time::Timestamp;
 /// JSON keys are camelCase in Go's declaration order. `slug`, `outputTokens` (when 0),
 /// `branch`, `currentTool`, `completedAt` (when `None`) and `subagents` (when empty)
 /// are omitted; every other field is always written, including `model` and
-/// `workingDir` as `""`.
+/// `workingDir` as `""`. Then `machine`, this crate's own key (Go has no such field): the
+/// producer the session comes from, set by broker nodes serving several producers, omitted
+/// when empty, so a session without one is Go's bytes.
 ///
 /// ```
 /// use agentwatch_ws::{Activity, LifecycleState, SessionState, wire};
@@ -87,6 +89,12 @@ pub struct SessionState {
     /// Subagents spawned by the session (`subagents`, omitted when empty).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subagents: Vec<SubagentState>,
+    /// The name of the producer (machine) the session comes from, e.g. a host name
+    /// (`machine`, omitted when empty). Set by broker nodes that serve several producers;
+    /// empty, and so omitted, otherwise: a single producer's output stays Go's bytes. Go's
+    /// agentwatch has no such field, and its decoder ignores the key.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub machine: String,
 }
 
 /// A subagent of a session (Go `session.SubagentState`).
@@ -186,7 +194,7 @@ pub struct LifecycleEvent {
 }
 
 /// The health of one session source (Go `monitor.Health`). `lastError` is omitted
-/// when empty.
+/// when empty; `machine` (this crate's own key, last) too.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
@@ -203,6 +211,12 @@ pub struct Health {
     pub last_error: String,
     /// When the status last changed (`updatedAt`).
     pub updated_at: Timestamp,
+    /// The name of the producer (machine) the report comes from, e.g. a host name
+    /// (`machine`, omitted when empty). Set by broker nodes that serve several producers,
+    /// whose sources of the same name are distinct reports; empty, and so omitted,
+    /// otherwise. Go's agentwatch has no such field, and its decoder ignores the key.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub machine: String,
 }
 
 /// One agentwatch monitor event (Go `monitor.Event`): the unit sent to clients, one
@@ -228,6 +242,9 @@ pub struct Health {
 ///   meaningful event is required;
 /// - unknown keys are ignored; missing keys and `null` give zero values (`null` in an
 ///   array gives a zero element);
+/// - `machine` (on a session or a health report: the crate's own key, which Go's structs
+///   lack and Go's decoder skips) is read when its value is a string and skipped like an
+///   unknown key otherwise, so every input Go accepts is accepted;
 /// - keys match exactly or else case-insensitively (`"SEQ"` fills `seq`);
 /// - a repeated key decodes into what the earlier one left, as Go does: objects merge
 ///   (`"health":{"source":"codex"},"health":{"status":"failed"}` keeps both fields), arrays
@@ -313,6 +330,7 @@ go_struct_deserialize!(SessionState {
     last_data_received_at = "lastDataReceivedAt",
     completed_at = "completedAt",
     subagents = "subagents",
+    machine = "machine" with ExtensionString,
 });
 
 go_struct_deserialize!(SubagentState {
@@ -348,6 +366,7 @@ go_struct_deserialize!(Health {
     parse_failures = "parseFailures",
     last_error = "lastError",
     updated_at = "updatedAt",
+    machine = "machine" with ExtensionString,
 });
 
 go_struct_deserialize!(Event {
@@ -560,6 +579,7 @@ mod tests {
                 tool_call_count: 10,
                 completed_at: ts("2025-01-01T00:00:07Z"),
             }],
+            machine: String::new(),
         };
         let want = r#"{"id":"i","source":"s","slug":"sl","activity":"waiting","lifecycle":"terminal","contextTokens":1,"outputTokens":2,"tokenEstimated":true,"maxContextTokens":3,"contextUtilization":0.25,"model":"m","workingDir":"/w","branch":"b","currentTool":"t","messageCount":4,"toolCallCount":5,"compactionCount":6,"startedAt":"2025-01-01T00:00:01Z","lastActivityAt":"2025-01-01T00:00:02Z","lastDataReceivedAt":"2025-01-01T00:00:03Z","completedAt":"2025-01-01T00:00:04Z","subagents":[{"id":"si","parentId":"i","slug":"ss","activity":"idle","currentTool":"st","startedAt":"2025-01-01T00:00:05Z","lastActivityAt":"2025-01-01T00:00:06Z","model":"sm","contextTokens":7,"outputTokens":8,"messageCount":9,"toolCallCount":10,"completedAt":"2025-01-01T00:00:07Z"}]}"#;
         assert_eq!(enc(&s), want);
@@ -573,11 +593,84 @@ mod tests {
             parse_failures: 2,
             last_error: "e".into(),
             updated_at: ts("2025-01-01T00:00:00Z"),
+            machine: String::new(),
         };
         assert_eq!(
             enc(&h),
             r#"{"source":"x","status":"degraded","discoverFailures":1,"parseFailures":2,"lastError":"e","updatedAt":"2025-01-01T00:00:00Z"}"#
         );
+    }
+
+    #[test]
+    fn machine_is_written_last_and_only_when_set() {
+        let s = SessionState {
+            id: "i".into(),
+            completed_at: Some(ts("2025-01-01T00:00:04Z")),
+            subagents: vec![SubagentState::default()],
+            machine: "host-a".into(),
+            ..Default::default()
+        };
+        let json = enc(&s);
+        assert!(
+            json.ends_with(r#""completedAt":"0001-01-01T00:00:00Z"}],"machine":"host-a"}"#),
+            "{json}"
+        );
+        let back: SessionState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        // Without subagents, after `completedAt`; without either, after `lastDataReceivedAt`.
+        let bare = SessionState {
+            machine: "m".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            enc(&bare),
+            ZERO_SESSION.replacen('}', r#","machine":"m"}"#, 1)
+        );
+        let h = Health {
+            source: "claude".into(),
+            machine: "host-b".into(),
+            ..Default::default()
+        };
+        let json = enc(&h);
+        assert_eq!(
+            json,
+            r#"{"source":"claude","status":"","discoverFailures":0,"parseFailures":0,"updatedAt":"0001-01-01T00:00:00Z","machine":"host-b"}"#
+        );
+        let back: Health = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, h);
+        // Keys match as Go's do (case-insensitively), and `null` leaves a string as it is.
+        let ev = Event::from_json(
+            br#"{"sessions":[{"id":"a","MACHINE":"x"}],"health":{"Machine":"y","machine":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(ev.sessions[0].machine, "x");
+        assert_eq!(ev.health.unwrap().machine, "y");
+        // Go's structs have no `machine`: Go skips the key whatever its value, and so does
+        // the crate when the value is not a string, keeping every other field.
+        for value in [
+            "1",
+            "-2.5e3",
+            "true",
+            r#"["x",{"y":[]}]"#,
+            r#"{"name":"x"}"#,
+            "18446744073709551616",
+        ] {
+            let json =
+                format!(r#"{{"seq":4,"sessions":[{{"id":"a","machine":{value},"model":"m"}}]}}"#);
+            let ev = Event::from_json(json.as_bytes()).unwrap();
+            assert_eq!(ev.seq, 4);
+            assert_eq!(
+                (ev.sessions[0].id.as_str(), ev.sessions[0].model.as_str()),
+                ("a", "m")
+            );
+            assert_eq!(ev.sessions[0].machine, "", "{value}");
+        }
+        // A later value of another type leaves the string an earlier one gave.
+        let h: Health =
+            serde_json::from_str(r#"{"machine":"kept","machine":7,"source":"s"}"#).unwrap();
+        assert_eq!((h.machine.as_str(), h.source.as_str()), ("kept", "s"));
+        // Malformed JSON inside the value is still an error, as it is for Go.
+        assert!(Event::from_json(br#"{"health":{"machine":[1,]}}"#).is_err());
     }
 
     #[test]

@@ -6,11 +6,40 @@
 //!
 //! The truth is Go's own: `tests/fixtures/go/decoding/expected.json` holds, for each input
 //! of `cases.txt`, what `json.Marshal(json.Unmarshal(input))` gave with Go's encoding/json
-//! (`main.go` there, run with Go 1.19), or that Unmarshal failed: 23 hand-made cases and 80
-//! sampled from a differential run over 106 209 generated inputs. Each case here must give
-//! the same bytes, or fail too.
+//! (`main.go` there, run with Go 1.19), or that Unmarshal failed: 23 hand-made cases, 80
+//! sampled from a differential run over 106 209 generated inputs, and 11 with `machine`.
+//! Each case here must give the same bytes, or fail too.
+//!
+//! `machine` is the crate's own key (set by broker nodes serving several producers); Go's
+//! structs have none, so Go skips it and its output never holds it. The crate keeps it: its
+//! output is compared with Go's with every `machine` emptied (which also omits it), so Go
+//! must decode each such case without error and keep every other field as the crate does;
+//! what the crate kept is checked on its own.
 
 use agentwatch_ws::{Event, wire};
+
+/// What Go's struct holds of an event the crate decoded: the same, without `machine`.
+fn without_machine(mut event: Event) -> Event {
+    for session in event.sessions.iter_mut().chain(event.updates.iter_mut()) {
+        session.machine.clear();
+    }
+    if let Some(health) = &mut event.health {
+        health.machine.clear();
+    }
+    event
+}
+
+/// Every `machine` the crate kept: the sessions', then the updates', then the health
+/// report's.
+fn machines(event: &Event) -> Vec<&str> {
+    event
+        .sessions
+        .iter()
+        .chain(&event.updates)
+        .map(|s| s.machine.as_str())
+        .chain(event.health.iter().map(|h| h.machine.as_str()))
+        .collect()
+}
 
 struct Case {
     name: String,
@@ -50,6 +79,7 @@ fn every_case_decodes_as_go_decodes_it() {
     for case in &cases {
         let ours = Event::from_json(&case.input)
             .map_err(|e| e.to_string())
+            .map(without_machine)
             .and_then(|ev| {
                 wire::to_vec(&ev)
                     .map(|b| String::from_utf8(b).unwrap())
@@ -71,6 +101,61 @@ fn every_case_decodes_as_go_decodes_it() {
         }
     }
     assert!(wrong.is_empty(), "decoded unlike Go:\n{}", wrong.join("\n"));
+}
+
+/// Go decodes every `machine` case but the malformed one; the crate keeps each `machine`
+/// that is a string, drops one of any other type as Go drops the key, and fails where Go
+/// fails.
+#[test]
+fn machine_is_kept_where_go_drops_it() {
+    let cases = cases();
+    let expected: &[(&str, &[&str])] = &[
+        ("machine_on_session", &["laptop"]),
+        ("machine_on_session_with_subagents", &["laptop"]),
+        ("machine_on_health", &["build-box"]),
+        (
+            "machine_snapshot_several",
+            &["laptop", "build-box", "", "desk.example.org"],
+        ),
+        ("machine_empty_and_null", &["", ""]),
+        ("machine_case_folded", &["laptop", "desk"]),
+        ("machine_wrong_type_number", &[""]),
+        ("machine_wrong_type_object", &[""]),
+        ("machine_wrong_type_array_and_bool", &["", ""]),
+        ("machine_string_then_wrong_type", &["laptop"]),
+    ];
+    let machine_cases: Vec<&Case> = cases
+        .iter()
+        .filter(|case| case.name.starts_with("machine_"))
+        .collect();
+    assert_eq!(
+        machine_cases.len(),
+        expected.len() + 1,
+        "the fixture lost its machine cases"
+    );
+    for (name, want) in expected {
+        let case = machine_cases
+            .iter()
+            .find(|case| case.name == *name)
+            .unwrap_or_else(|| panic!("no case {name}"));
+        let go = case
+            .output
+            .as_deref()
+            .unwrap_or_else(|| panic!("{name}: Go failed to decode it"));
+        assert!(!go.contains("machine"), "{name}: Go's struct has no machine");
+        let ours = Event::from_json(&case.input).unwrap();
+        assert_eq!(machines(&ours), *want, "{name}");
+        // Written back, last in each struct, where set.
+        let json = String::from_utf8(wire::to_vec(&ours).unwrap()).unwrap();
+        let written = want.iter().filter(|m| !m.is_empty()).count();
+        assert_eq!(json.matches(r#","machine":""#).count(), written, "{name}");
+    }
+    let malformed = machine_cases
+        .iter()
+        .find(|case| case.name == "machine_malformed_value")
+        .unwrap();
+    assert!(malformed.output.is_none());
+    assert!(Event::from_json(&malformed.input).is_err());
 }
 
 /// Where serde_json's defaults decode unlike Go, spelled out: repeated keys merge, invalid

@@ -4,6 +4,10 @@
 //! JSON in the bytes Go's `json.NewEncoder(w).Encode` writes (Go's `encoding/json` rules,
 //! then a newline). Mounted by [`WsLayer::http_api`](crate::WsLayer::http_api) behind the
 //! endpoint's admission, or on its own by [`Publisher::http_api`].
+//!
+//! Where a broker node serves several producers, sessions and health reports carry
+//! `machine` (see [`SessionState::machine`](crate::SessionState::machine)), and `/sources`
+//! adds `machines`: keys Go's clients ignore, absent for a single producer.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
@@ -38,10 +42,16 @@ struct Healthz<'a> {
     sources: &'a [Health],
 }
 
-/// Go's `sourcesResponse`.
+/// Go's `sourcesResponse`: the source of each health report, in first-report order. Where
+/// a broker node serves several producers, `machines` (this crate's own key, omitted when no
+/// report has a machine, so a single producer's answer stays Go's bytes) gives each report's
+/// machine at the same index (`""` for a report without one): two machines' `claude` are
+/// two entries. Go's decoder ignores the key.
 #[derive(Serialize)]
 struct Sources<'a> {
     sources: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    machines: Vec<&'a str>,
 }
 
 /// Go's `errorResponse`.
@@ -160,15 +170,24 @@ where
                         Err(refused) => return *refused,
                     };
                     let (version, reports) = sources.publisher.store().versioned_health();
-                    let names: Vec<String> = reports
+                    let names: Vec<(String, String)> = reports
                         .iter()
                         .map(|h| match &viewer.redactor {
-                            Some(redactor) => redactor.source_name(&h.source),
-                            None => h.source.clone(),
+                            Some(redactor) => (
+                                redactor.source_name(&h.source),
+                                redactor.machine_name(&h.machine),
+                            ),
+                            None => (h.source.clone(), h.machine.clone()),
                         })
                         .collect();
+                    let any_machine = names.iter().any(|(_, machine)| !machine.is_empty());
                     let body = Sources {
-                        sources: names.iter().map(String::as_str).collect(),
+                        sources: names.iter().map(|(source, _)| source.as_str()).collect(),
+                        machines: names
+                            .iter()
+                            .filter(|_| any_machine)
+                            .map(|(_, machine)| machine.as_str())
+                            .collect(),
                     };
                     sources.answer(&headers, &viewer, version, &body)
                 },

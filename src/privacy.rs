@@ -1,7 +1,9 @@
 //! Privacy policies: which session fields a viewer may see.
 //!
-//! A [`Policy`] names the fields to redact, with Go's five choices ([`Field`]): the working
-//! directory, the branch, the model, the session id and the source. The endpoint applies one
+//! A [`Policy`] names the fields to redact ([`Field`]): Go's five choices, the working
+//! directory, the branch, the model, the session id and the source, and this crate's
+//! `machine` (the producer a broker node serving several producers labels sessions and
+//! health reports with). The endpoint applies one
 //! policy per viewer to everything that viewer receives: the `snapshot`, every `delta`,
 //! `lifecycle` and `health` event, the events replayed on resume, the snapshot after a lag or
 //! a producer restart, the [HTTP API](crate::WsLayer::http_api) and the subagents inside each
@@ -80,17 +82,23 @@
 //! | [`Source`](Field::Source) | `source` | a session's and a `lifecycle` event's `source` | emptied |
 //! | | | a `health` event's `source` (and the HTTP API's `/sources`, `/healthz`) | pseudonymised |
 //! | | | a `health` event's `lastError` | emptied |
+//! | [`Machine`](Field::Machine) | `machine` | a session's and a `health` event's `machine` (and the HTTP API's `/sessions`, `/healthz`, `/sources`) | pseudonymised |
+//! | | | a `health` event's `lastError` | emptied |
 //!
-//! A `health` event's `lastError` is emptied under `dir` and `source` (and `id`): error texts
-//! may name the agents' log paths, which hold project paths, agent names and session ids.
+//! A `health` event's `lastError` is emptied under `dir`, `source` and `machine` (and `id`):
+//! error texts may name the agents' log paths, which hold project paths, agent names and
+//! session ids, and host names. Subagents carry no `machine` (their session's is theirs).
 //! Every other field (activity, lifecycle state, token counts, the current tool's name,
 //! counts, times) is never redacted, as in Go.
 //!
 //! # Pseudonyms, not blanks
 //! A redacted session id is replaced by a pseudonym: 32 lower-case hex digits, the first
 //! 128 bits of HMAC-SHA-256 under a key of the bytes `session`, a zero byte and the id
-//! (a source name: `source`, a zero byte and the name), so a tool holding the key can compute
-//! them too. The same id always gets the same
+//! (a source name: `source`, a zero byte and the name; a machine name: `machine`, a zero byte
+//! and the name), so a tool holding the key can compute them too. The three never share a
+//! pseudonym: a machine called `claude` is not the source `claude`. A machine's pseudonym is
+//! the same in every session and health report, so a page can still group sessions by
+//! machine, and tell two machines' `claude` reports apart, without learning their names. The same id always gets the same
 //! pseudonym under the same key, so a `delta` still names the session the viewer's
 //! `snapshot` introduced, a `removed` id still removes it and `/sessions/{pseudonym}` still
 //! finds it; without the key, a pseudonym says nothing about the id, and two keys give
@@ -138,7 +146,8 @@ use crate::admission::auth::Identity;
 use crate::admission::invalid::InvalidSetting;
 use crate::wire::{Event, Health, SessionState};
 
-/// A field a [`Policy`] can redact: Go's five (`session.Policy`'s `Redact*` flags).
+/// A field a [`Policy`] can redact: Go's five (`session.Policy`'s `Redact*` flags) and
+/// [`Machine`](Field::Machine), this crate's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Field {
@@ -152,19 +161,25 @@ pub enum Field {
     SessionId,
     /// The agent the session belongs to (`source`).
     Source,
+    /// The producer (machine) a session or a health report comes from (`machine`, set by
+    /// broker nodes serving several producers): host names name people and places.
+    /// Pseudonymised (see the [module docs](self)). Go has no such field.
+    Machine,
 }
 
 impl Field {
     /// Every field, in the order of [`Policy`]'s text form.
-    pub const ALL: [Field; 5] = [
+    pub const ALL: [Field; 6] = [
         Field::WorkingDir,
         Field::Branch,
         Field::Model,
         Field::SessionId,
         Field::Source,
+        Field::Machine,
     ];
 
-    /// The field's name in a policy's text form: `dir`, `branch`, `model`, `id`, `source`.
+    /// The field's name in a policy's text form: `dir`, `branch`, `model`, `id`, `source`,
+    /// `machine`.
     pub const fn name(self) -> &'static str {
         match self {
             Field::WorkingDir => "dir",
@@ -172,6 +187,7 @@ impl Field {
             Field::Model => "model",
             Field::SessionId => "id",
             Field::Source => "source",
+            Field::Machine => "machine",
         }
     }
 
@@ -220,7 +236,7 @@ impl fmt::Debug for PseudonymKey {
 ///
 /// [`Policy::none`] (the `Default`) redacts nothing. Build one with [`redact`](Policy::redact)
 /// or parse its text form: field names separated by commas (`dir`, `branch`, `model`, `id`,
-/// `source`; case, spaces and repeats ignored), `all` for every field, `none` or the empty
+/// `source`, `machine`; case, spaces and repeats ignored), `all` for every field, `none` or the empty
 /// string for none. [`Display`](fmt::Display) writes the same form (`dir,branch`), never
 /// the key.
 ///
@@ -276,7 +292,7 @@ impl Policy {
 
     /// This policy, pseudonymising ids under `key` rather than the server's key: viewers
     /// under different keys cannot link their pseudonyms. Only matters with
-    /// [`Field::SessionId`] or [`Field::Source`].
+    /// [`Field::SessionId`], [`Field::Source`] or [`Field::Machine`].
     #[must_use]
     pub fn pseudonym_key(mut self, key: PseudonymKey) -> Self {
         self.key = Some(key);
@@ -329,7 +345,7 @@ impl FromStr for Policy {
                         return Err(InvalidSetting::new(
                             "policy",
                             &name,
-                            "expected field names separated by commas: dir, branch, model, id, source (or all, none)",
+                            "expected field names separated by commas: dir, branch, model, id, source, machine (or all, none)",
                         ));
                     };
                     policy = policy.redact(field);
@@ -403,11 +419,21 @@ impl Redactor {
         }
     }
 
-    /// Whether error texts, which may name log paths, are hidden.
+    /// The name of a machine as this viewer sees it, in sessions and health reports.
+    pub(crate) fn machine_name(&self, machine: &str) -> String {
+        if self.redacts(Field::Machine) {
+            self.pseudonym(b"machine", machine)
+        } else {
+            machine.to_owned()
+        }
+    }
+
+    /// Whether error texts, which may name log paths (and hosts), are hidden.
     fn hides_errors(&self) -> bool {
         self.redacts(Field::WorkingDir)
             || self.redacts(Field::Source)
             || self.redacts(Field::SessionId)
+            || self.redacts(Field::Machine)
     }
 
     /// Redacts one session in place.
@@ -436,11 +462,17 @@ impl Redactor {
         if self.redacts(Field::Source) {
             state.source.clear();
         }
+        if self.redacts(Field::Machine) {
+            state.machine = self.pseudonym(b"machine", &state.machine);
+        }
     }
 
     /// Redacts one health report in place.
     pub(crate) fn health(&self, health: &mut Health) {
         health.source = self.source_name(&health.source);
+        if self.redacts(Field::Machine) {
+            health.machine = self.pseudonym(b"machine", &health.machine);
+        }
         if self.hides_errors() {
             health.last_error.clear();
         }
@@ -475,7 +507,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// See `crate::fuzzing::redact`.
 #[cfg(fuzzing)]
 pub(crate) fn fuzz_redact(event: &Event, fields: u8) -> Event {
-    Redactor::new(fields & 0x1f, &PseudonymKey::from_bytes(b"fuzzing key")).event(event)
+    Redactor::new(fields & 0x3f, &PseudonymKey::from_bytes(b"fuzzing key")).event(event)
 }
 
 /// One viewer's policy, resolved: `redactor` is `None` for a viewer who sees everything;
@@ -668,6 +700,7 @@ mod tests {
                 model: "haiku".into(),
                 ..SubagentState::default()
             }],
+            machine: "alice-laptop".into(),
             ..SessionState::default()
         }
     }
@@ -699,6 +732,11 @@ mod tests {
             assert_eq!(s.id != full.id, field == Field::SessionId, "{field}");
             assert_eq!(s.slug.is_empty(), field == Field::SessionId, "{field}");
             assert_eq!(s.source.is_empty(), field == Field::Source, "{field}");
+            assert_eq!(
+                s.machine != full.machine,
+                field == Field::Machine,
+                "{field}"
+            );
             assert_eq!(s.current_tool, "Bash");
             assert_eq!(s.message_count, 10);
         }
@@ -720,11 +758,34 @@ mod tests {
             a.pseudonym(b"source", "claude")
         );
         assert_eq!(a.pseudonym(b"session", ""), "");
+
+        // A machine's pseudonym: its own domain, the same in sessions and health reports.
+        let a = redactor("machine", b"key-a");
+        let mut s = state();
+        a.session(&mut s);
+        assert_eq!(s.machine, a.pseudonym(b"machine", "alice-laptop"));
+        assert_eq!(s.machine.len(), 32);
+        assert_ne!(s.machine, a.pseudonym(b"source", "alice-laptop"));
+        let mut h = Health {
+            source: "claude".into(),
+            machine: "alice-laptop".into(),
+            last_error: "dial alice-laptop.local: refused".into(),
+            ..Health::default()
+        };
+        a.health(&mut h);
+        assert_eq!(h.machine, s.machine);
+        assert_eq!((h.source.as_str(), h.last_error.as_str()), ("claude", ""));
+        assert_eq!(a.machine_name("alice-laptop"), s.machine);
+        assert_eq!(redactor("source", b"key-a").machine_name("m"), "m");
+        // No machine: nothing to hide, and nothing appears.
+        let mut bare = SessionState::default();
+        a.session(&mut bare);
+        assert_eq!(bare.machine, "");
     }
 
     #[test]
     fn events_are_redacted_everywhere_an_id_or_source_appears() {
-        let r = redactor("id,source,dir", b"k");
+        let r = redactor("id,source,dir,machine", b"k");
         let event = Event {
             seq: 3,
             kind: EventType::Delta,
@@ -735,6 +796,15 @@ mod tests {
         let out = r.event(&event);
         assert_eq!(out.removed, vec![r.pseudonym(b"session", "gone-1")]);
         assert_eq!(out.updates[0].source, "");
+        assert_eq!(
+            out.updates[0].machine,
+            r.pseudonym(b"machine", "alice-laptop")
+        );
+        let snapshot = r.event(&Event::snapshot(4, vec![state()]));
+        assert_eq!(
+            snapshot.sessions[0].machine,
+            r.pseudonym(b"machine", "alice-laptop")
+        );
         let lifecycle = Event {
             lifecycle: Some(LifecycleEvent {
                 session_id: "sess-abc".into(),
@@ -750,12 +820,14 @@ mod tests {
             health: Some(Health {
                 source: "codex".into(),
                 last_error: "open <path>: denied".into(),
+                machine: "build-box".into(),
                 ..Health::default()
             }),
             ..Event::default()
         };
         let out = r.event(&health).health.unwrap();
         assert_eq!(out.source, r.pseudonym(b"source", "codex"));
+        assert_eq!(out.machine, r.pseudonym(b"machine", "build-box"));
         assert_eq!(out.last_error, "");
     }
 
@@ -766,7 +838,17 @@ mod tests {
             assert!(policy.redacts(field));
             assert_eq!(policy.to_string(), field.name());
         }
-        assert_eq!(Policy::all().to_string(), "dir,branch,model,id,source");
+        assert_eq!(
+            Policy::all().to_string(),
+            "dir,branch,model,id,source,machine"
+        );
+        assert_eq!(
+            "Machine, source".parse::<Policy>().unwrap(),
+            Policy::none().redact(Field::Source).redact(Field::Machine)
+        );
+        assert_eq!("machine".parse::<Policy>().unwrap().to_string(), "machine");
+        assert!("all".parse::<Policy>().unwrap().redacts(Field::Machine));
+        assert!("machines".parse::<Policy>().is_err());
         assert_eq!(" DIR , dir ".parse::<Policy>().unwrap().to_string(), "dir");
         assert_eq!(Policy::none().to_string(), "none");
         let error = "dir,secret-token".parse::<Policy>().unwrap_err();

@@ -100,8 +100,8 @@ impl Publisher {
     /// What it does to the state: a `snapshot` event first *replaces* every session with its
     /// `sessions` (the sessions it does not list are gone, and connected clients, which apply
     /// it by the same rule, drop them too); then any event's `updates` are upserted and its
-    /// `removed` deleted; a `health` report becomes its source's entry among those a
-    /// snapshot carries. `lifecycle` events change no session: they only reach clients.
+    /// `removed` deleted; a `health` report becomes the entry of its (`machine`, `source`)
+    /// pair among those a snapshot carries. `lifecycle` events change no session: they only reach clients.
     ///
     /// Seqs are `u64`: after seq `u64::MAX` (only a producer that brings its own seqs gets
     /// there), a seq-0 event is numbered 1, which is a producer restart like any seq that does
@@ -205,8 +205,8 @@ impl Publisher {
     /// |---|---|
     /// | `/sessions` | every session, sorted by id (byte order): `[{"id":..},..]`, `[]` when none |
     /// | `/sessions/{id}` | that session; `404` with `{"error":"session not found"}` when absent |
-    /// | `/healthz` | `{"status":"healthy","sources":[..]}`: the worst status among the sources' latest `health` reports (`failed` > `degraded` > `healthy`; `healthy` before any report) and every report; `200` whatever the status (as Go), `503` with the same body once [`stop`](Publisher::stop) was called, so a load balancer drains a node that is shutting down |
-    /// | `/sources` | `{"sources":["claude",..]}`: the names of the sources that have reported health, in the order each first reported |
+    /// | `/healthz` | `{"status":"healthy","sources":[..]}`: the worst status among the sources' latest `health` reports (`failed` > `degraded` > `healthy`; `healthy` before any report) and every report, one per source (per [`machine`](crate::Health::machine) and source where a broker node serves several producers); `200` whatever the status (as Go), `503` with the same body once [`stop`](Publisher::stop) was called, so a load balancer drains a node that is shutting down |
+    /// | `/sources` | `{"sources":["claude",..]}`: the source of each latest health report, in the order each first reported; when any report has a `machine`, `"machines":["laptop",..]` follows, each report's machine at the same index (`""` for none), a key Go's clients ignore |
     ///
     /// Answers are redacted by the router's default [privacy policy](crate::privacy) (the
     /// one [`WsLayer::policy_for`](crate::WsLayer::policy_for) chooses for an anonymous

@@ -59,10 +59,11 @@ pub(crate) struct Snapshot {
     pub(crate) at: Option<Timestamp>,
     /// Every session, as of `seq`.
     pub(crate) sessions: Vec<SessionState>,
-    /// The latest health of every source that has reported one, as of `seq`.
+    /// The latest health of every source that has reported one, as of `seq`: one report per
+    /// (`machine`, `source`) pair, so two machines' sources of the same name are two reports.
     ///
     /// A client receives these right after the `snapshot` event, as one `health` event per
-    /// source carrying the snapshot's `seq` and `at`: Go's `monitor.Event` has no room for
+    /// report carrying the snapshot's `seq` and `at`: Go's `monitor.Event` has no room for
     /// health in a snapshot, and a monitor reports health only when it changes, so without
     /// them a client that connects to a steady system would never learn any source's status.
     /// Empty is fine: no `health` event follows the snapshot then.

@@ -14,8 +14,9 @@ use crate::wire::{Event, EventType, Health, SessionState, Timestamp};
 ///
 /// Folding rules, for an event of any type: a `snapshot` event replaces every session with its
 /// `sessions`; then each of `updates` is upserted by id and each id in `removed` deleted; an
-/// event's `health` replaces its source's last report (reports are kept across snapshots, which
-/// carry none). The store remembers the seq and the `at` of the last event it handled, of any
+/// event's `health` replaces the last report of its (`machine`, `source`) pair: two machines'
+/// `claude` reports are two entries, a report without a machine is its source's (reports are
+/// kept across snapshots, which carry none). The store remembers the seq and the `at` of the last event it handled, of any
 /// type (a new store is at seq 0, with no `at`), and snapshots carry both: the seq makes the
 /// hand-over to the live stream exact, the `at` lets a client resume from the snapshot (see
 /// [`Snapshot::at`]).
@@ -34,7 +35,7 @@ struct State {
     /// Insertion order is kept so snapshots list sessions in the order they were discovered.
     order: Vec<String>,
     sessions: HashMap<String, SessionState>,
-    /// The latest health per source, in the order sources first reported.
+    /// The latest health per (machine, source), in the order the pairs first reported.
     health: Vec<Health>,
 }
 
@@ -49,9 +50,13 @@ impl State {
         }
     }
 
-    /// Keeps `health` as its source's latest report.
+    /// Keeps `health` as the latest report of its (machine, source) pair.
     fn report(&mut self, health: &Health) {
-        match self.health.iter_mut().find(|h| h.source == health.source) {
+        match self
+            .health
+            .iter_mut()
+            .find(|h| h.source == health.source && h.machine == health.machine)
+        {
             Some(existing) => existing.clone_from(health),
             None => self.health.push(health.clone()),
         }
@@ -116,8 +121,8 @@ impl SessionStore {
         self.read(|s| (s.version, s.sessions.get(id).cloned()))
     }
 
-    /// The version with every source's latest health report, in the order sources first
-    /// reported, read under one lock.
+    /// The version with the latest health report of every (machine, source) pair, in the
+    /// order the pairs first reported, read under one lock.
     pub(crate) fn versioned_health(&self) -> (u64, Vec<Health>) {
         self.read(|s| (s.version, s.health.clone()))
     }
@@ -267,5 +272,44 @@ mod tests {
             snapshot.health[0].status,
             crate::wire::HealthStatus::Degraded
         );
+    }
+
+    #[test]
+    fn health_is_kept_per_machine_and_source() {
+        let store = SessionStore::new();
+        let report = |machine: &str, source: &str, status: &str| Health {
+            source: source.into(),
+            machine: machine.into(),
+            status: crate::wire::HealthStatus::from(status),
+            ..Default::default()
+        };
+        let events = [
+            report("laptop", "claude", "healthy"),
+            report("desk", "claude", "degraded"),
+            report("", "claude", "healthy"),
+            report("laptop", "codex", "healthy"),
+            // Replaces laptop's claude report in place, and only it.
+            report("laptop", "claude", "failed"),
+        ];
+        for (seq, health) in events.into_iter().enumerate() {
+            store
+                .handle_event(&Event::health(seq as u64 + 1, health))
+                .unwrap();
+        }
+        let (_, reports) = store.versioned_health();
+        let kept: Vec<(&str, &str, &str)> = reports
+            .iter()
+            .map(|h| (h.machine.as_str(), h.source.as_str(), h.status.as_str()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("laptop", "claude", "failed"),
+                ("desk", "claude", "degraded"),
+                ("", "claude", "healthy"),
+                ("laptop", "codex", "healthy"),
+            ]
+        );
+        assert_eq!(store.snapshot().health, reports);
     }
 }

@@ -557,7 +557,8 @@ fn resnapshot(live: &mut Live<'_>, hub: &Hub, source: &dyn SnapshotSource) -> Re
     Ok(())
 }
 
-/// Queues a snapshot, followed by one `health` event per source it carries (each with the
+/// Queues a snapshot, followed by one `health` event per report it carries (one per
+/// (machine, source) pair) (each with the
 /// snapshot's seq and `at`, so a client's last seq never goes backwards and a resume from it
 /// stays exact). Returns its seq, from which the hand-over skips events already reflected in
 /// it. Clients connecting at the same source version share one encoding (see

@@ -35,8 +35,8 @@
 //! # What a client receives
 //!
 //! A client connecting without `since` first gets a `snapshot` (every session; its `seq` is
-//! the last event it reflects), then one `health` event per source that has reported (its
-//! latest report, with the snapshot's `seq` and `at`), then every later event once, in
+//! the last event it reflects), then one `health` event per source that has reported (per
+//! (`machine`, `source`) pair where a broker node serves several producers: its latest report, with the snapshot's `seq` and `at`), then every later event once, in
 //! publish order. Captured from `cargo run --example dashboard -- --demo` (long lines cut
 //! here; the `snapshot` had 11 sessions):
 //!

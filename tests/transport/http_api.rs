@@ -223,6 +223,102 @@ async fn healthz_and_sources_follow_reports_in_first_report_order() {
 }
 
 #[tokio::test]
+async fn several_machines_report_the_same_source_apart() {
+    let (addr, publisher) = internal().await;
+    let report = |machine: &str, source: &str, status: HealthStatus| Health {
+        source: source.into(),
+        machine: machine.into(),
+        status,
+        ..Default::default()
+    };
+    // A report without a machine: Go's bytes, no `machines`.
+    publisher
+        .publish(Event::health(0, report("", "codex", HealthStatus::Healthy)))
+        .unwrap();
+    let (_, _, body) = get(addr, "/api/sources").await;
+    assert_eq!(body, b"{\"sources\":[\"codex\"]}\n");
+
+    publisher
+        .publish(Event::health(
+            0,
+            report("laptop", "claude", HealthStatus::Healthy),
+        ))
+        .unwrap();
+    publisher
+        .publish(Event::health(
+            0,
+            report("desk", "claude", HealthStatus::Degraded),
+        ))
+        .unwrap();
+    // laptop's claude again: its own entry changes, desk's stays.
+    publisher
+        .publish(Event::health(
+            0,
+            report("laptop", "claude", HealthStatus::Failed),
+        ))
+        .unwrap();
+    let (code, head, body) = get(addr, "/api/sources").await;
+    assert_eq!(code, 200, "{head}");
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "{\"sources\":[\"codex\",\"claude\",\"claude\"],\"machines\":[\"\",\"laptop\",\"desk\"]}\n"
+    );
+    let (_, _, body) = get(addr, "/api/healthz").await;
+    let text = String::from_utf8(body).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["status"], "failed");
+    let kept: Vec<(String, String, String)> = value["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["machine"].as_str().unwrap_or("<absent>").to_owned(),
+                h["source"].as_str().unwrap().to_owned(),
+                h["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let kept: Vec<(&str, &str, &str)> = kept
+        .iter()
+        .map(|(m, s, st)| (m.as_str(), s.as_str(), st.as_str()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("<absent>", "codex", "healthy"),
+            ("laptop", "claude", "failed"),
+            ("desk", "claude", "degraded"),
+        ]
+    );
+    // Each report's `machine` is its last key, after `updatedAt`.
+    assert!(
+        text.contains(r#""updatedAt":"0001-01-01T00:00:00Z","machine":"laptop"}"#),
+        "{text}"
+    );
+
+    // Sessions carry their machine too.
+    let session = SessionState {
+        id: "s1".into(),
+        source: "claude".into(),
+        machine: "desk".into(),
+        ..Default::default()
+    };
+    publisher
+        .publish(Event::delta(0, vec![session], vec![]))
+        .unwrap();
+    let (_, _, body) = get(addr, "/api/sessions/s1").await;
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.ends_with(
+            r#""lastDataReceivedAt":"0001-01-01T00:00:00Z","machine":"desk"}
+"#
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn etag_changes_with_each_event_and_if_none_match_gets_304() {
     let (addr, publisher) = internal().await;
     publish_fixture(&publisher, "snapshot_full.json");

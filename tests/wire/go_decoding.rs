@@ -142,7 +142,10 @@ fn machine_is_kept_where_go_drops_it() {
             .output
             .as_deref()
             .unwrap_or_else(|| panic!("{name}: Go failed to decode it"));
-        assert!(!go.contains("machine"), "{name}: Go's struct has no machine");
+        assert!(
+            !go.contains("machine"),
+            "{name}: Go's struct has no machine"
+        );
         let ours = Event::from_json(&case.input).unwrap();
         assert_eq!(machines(&ours), *want, "{name}");
         // Written back, last in each struct, where set.

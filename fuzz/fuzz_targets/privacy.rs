@@ -1,12 +1,13 @@
 //! A privacy policy applied to arbitrary events: never panics, and what comes out holds no
 //! redacted value. The first byte chooses the policy (bits over `Field::ALL`: working
-//! directory, branch, model, session id, source); the rest is decoded as an event.
+//! directory, branch, model, session id, source, machine); the rest is decoded as an event.
 //!
 //! Checked on the redacted event as encoded and decoded again (what a viewer gets): every
 //! redacted field is empty, every id under `id` redaction is a pseudonym (32 lower-case hex
 //! digits, or empty where the input's was), a health report's source under `source`
-//! redaction is a pseudonym, its `lastError` is empty under `dir`, `id` or `source`; and
-//! seq, at, type and every count are the input's.
+//! redaction is a pseudonym, its `lastError` is empty under `dir`, `id`, `source` or
+//! `machine`; every `machine` (a session's, a health report's) is a pseudonym under `machine`
+//! redaction and the input's otherwise; and seq, at, type and every count are the input's.
 #![no_main]
 
 use agentwatch_ws::{Event, fuzzing, wire};
@@ -40,12 +41,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let out = Event::from_json(&bytes).expect("the crate's own encoding decodes");
-    let (dir, branch, model, id, source) = (
+    let (dir, branch, model, id, source, machine) = (
         fields & 1 != 0,
         fields & 2 != 0,
         fields & 4 != 0,
         fields & 8 != 0,
         fields & 16 != 0,
+        fields & 32 != 0,
     );
     assert_eq!(
         (out.seq, out.at, &out.kind),
@@ -64,6 +66,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(!model || s.model.is_empty());
         assert!(!source || s.source.is_empty());
         assert!(!id || (pseudonym_or_empty(&s.id, &original.id) && s.slug.is_empty()));
+        assert!(!machine || pseudonym_or_empty(&s.machine, &original.machine));
+        assert!(machine || s.machine == original.machine);
         assert_eq!(s.message_count, original.message_count);
         assert_eq!(s.subagents.len(), original.subagents.len());
         for (sub, o) in s.subagents.iter().zip(&original.subagents) {
@@ -85,6 +89,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let (Some(h), Some(o)) = (&out.health, &input.health) {
         assert!(!source || pseudonym_or_empty(&h.source, &o.source));
-        assert!(!(dir || id || source) || h.last_error.is_empty());
+        assert!(!machine || pseudonym_or_empty(&h.machine, &o.machine));
+        assert!(machine || h.machine == o.machine);
+        assert!(!(dir || id || source || machine) || h.last_error.is_empty());
     }
 });

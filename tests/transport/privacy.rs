@@ -92,6 +92,9 @@ fn redact(event: &Event, fields: &[Field], key: &[u8]) -> Event {
         if has(Field::SessionId) {
             s.slug = String::new();
         }
+        if has(Field::Machine) {
+            s.machine = pseudonym(key, "machine", &s.machine);
+        }
         s.id = id(&s.id);
         for sub in &mut s.subagents {
             if has(Field::Model) {
@@ -115,7 +118,14 @@ fn redact(event: &Event, fields: &[Field], key: &[u8]) -> Event {
         if has(Field::Source) {
             h.source = pseudonym(key, "source", &h.source);
         }
-        if has(Field::WorkingDir) || has(Field::Source) || has(Field::SessionId) {
+        if has(Field::Machine) {
+            h.machine = pseudonym(key, "machine", &h.machine);
+        }
+        if has(Field::WorkingDir)
+            || has(Field::Source)
+            || has(Field::SessionId)
+            || has(Field::Machine)
+        {
             h.last_error = String::new();
         }
     }
@@ -126,6 +136,15 @@ fn policy_of(fields: &[Field]) -> Policy {
     fields
         .iter()
         .fold(Policy::none(), |policy, &field| policy.redact(field))
+}
+
+/// The machine of session `n` (or of a health report): two machines and none, in turn.
+fn machine(n: u64, tag: &str) -> String {
+    match n % 3 {
+        0 => format!("host-{tag}"),
+        1 => format!("host-{tag}-b"),
+        _ => String::new(),
+    }
 }
 
 /// A session whose every redactable value is a distinct, recognisable string.
@@ -146,6 +165,7 @@ fn session(n: u64, tag: &str) -> SessionState {
             model: format!("submodel-{tag}-{n}"),
             ..SubagentState::default()
         }],
+        machine: machine(n, tag),
         ..SessionState::default()
     }
 }
@@ -160,6 +180,7 @@ fn secrets(fields: &[Field], tag: &str) -> Vec<String> {
             Field::Model => format!("model-{tag}"),
             Field::SessionId => format!("id-{tag}"),
             Field::Source => format!("src-{tag}"),
+            Field::Machine => format!("host-{tag}"),
             _ => unreachable!(),
         });
     }
@@ -167,10 +188,12 @@ fn secrets(fields: &[Field], tag: &str) -> Vec<String> {
         out.push(format!("slug-{tag}"));
         out.push(format!("sub-{tag}"));
     }
-    if fields
-        .iter()
-        .any(|f| matches!(f, Field::WorkingDir | Field::Source | Field::SessionId))
-    {
+    if fields.iter().any(|f| {
+        matches!(
+            f,
+            Field::WorkingDir | Field::Source | Field::SessionId | Field::Machine
+        )
+    }) {
         out.push("error-text".into());
     }
     out
@@ -450,6 +473,98 @@ async fn source_redaction_covers_health_sources_and_lifecycle() {
 }
 
 #[tokio::test]
+async fn machine_redaction_covers_sessions_health_and_the_http_api() {
+    const MACHINE: &[Field] = &[Field::Machine];
+    let (addr, publisher) = start(layer(MACHINE, &[])).await;
+    let report = |machine: &str| Health {
+        source: "src-m".into(),
+        status: HealthStatus::Degraded,
+        last_error: "error-text".into(),
+        machine: machine.into(),
+        ..Health::default()
+    };
+    publisher
+        .publish(Event::health(0, report("host-m")))
+        .unwrap();
+    publisher
+        .publish(Event::health(0, report("host-m-b")))
+        .unwrap();
+    publisher
+        .publish(Event::delta(
+            0,
+            vec![session(0, "m"), session(1, "m")],
+            vec![],
+        ))
+        .unwrap();
+    let (a, b) = (
+        pseudonym(SERVER_KEY, "machine", "host-m"),
+        pseudonym(SERVER_KEY, "machine", "host-m-b"),
+    );
+    let secrets = secrets(MACHINE, "m");
+
+    // The HTTP API: one entry per (machine, source), machines pseudonymised.
+    let (code, _, body) = http_get(addr, "/sources", &[]).await;
+    assert_eq!(
+        (code, body),
+        (
+            200,
+            format!("{{\"sources\":[\"src-m\",\"src-m\"],\"machines\":[\"{a}\",\"{b}\"]}}\n")
+        )
+    );
+    let (_, _, body) = http_get(addr, "/healthz", &[]).await;
+    assert_no_secret(body.as_bytes(), &secrets, "/healthz");
+    assert!(body.contains(&format!("\"machine\":\"{a}\"")), "{body}");
+    assert!(body.contains(&format!("\"machine\":\"{b}\"")), "{body}");
+    let (_, _, body) = http_get(addr, "/sessions", &[]).await;
+    assert_no_secret(body.as_bytes(), &secrets, "/sessions");
+    let sessions: Vec<SessionState> = agentwatch_ws::wire::from_slice(body.as_bytes()).unwrap();
+    let mut machines: Vec<&str> = sessions.iter().map(|s| s.machine.as_str()).collect();
+    machines.sort_unstable();
+    let mut want = vec![a.as_str(), b.as_str()];
+    want.sort_unstable();
+    assert_eq!(machines, want);
+    // The id is not redacted, so the session is found by it, its machine redacted.
+    let (_, _, body) = http_get(addr, "/sessions/id-m-0", &[]).await;
+    assert!(body.contains(&format!("\"machine\":\"{a}\"}}")), "{body}");
+    // The full viewer sees the names.
+    let (_, _, body) = http_get(addr, "/sources?viewer=full", &[]).await;
+    assert_eq!(
+        body,
+        "{\"sources\":[\"src-m\",\"src-m\"],\"machines\":[\"host-m\",\"host-m-b\"]}\n"
+    );
+
+    // The WebSocket: the snapshot, both reports after it, and a live delta.
+    let mut client = connect(addr, "").await;
+    let snapshot = next_text(&mut client).await;
+    assert_no_secret(&snapshot, &secrets, "snapshot");
+    let snapshot = Event::from_json(&snapshot).unwrap();
+    assert_eq!(snapshot.sessions[0].machine, a);
+    assert_eq!(snapshot.sessions[1].machine, b);
+    for expected in [&a, &b] {
+        let raw = next_text(&mut client).await;
+        assert_no_secret(&raw, &secrets, "health after the snapshot");
+        let health = Event::from_json(&raw).unwrap().health.unwrap();
+        assert_eq!(&health.machine, expected);
+        assert_eq!(
+            (health.source.as_str(), health.last_error.as_str()),
+            ("src-m", "")
+        );
+    }
+    publisher
+        .publish(Event::delta(0, vec![session(3, "m")], vec![]))
+        .unwrap();
+    let raw = next_text(&mut client).await;
+    assert_no_secret(&raw, &secrets, "delta");
+    assert_eq!(Event::from_json(&raw).unwrap().updates[0].machine, a);
+    publisher
+        .publish(Event::health(0, report("host-m-b")))
+        .unwrap();
+    let raw = next_text(&mut client).await;
+    assert_no_secret(&raw, &secrets, "live health");
+    assert_eq!(Event::from_json(&raw).unwrap().health.unwrap().machine, b);
+}
+
+#[tokio::test]
 async fn a_lag_resync_sends_the_redacted_snapshot() {
     const TEAM: &[Field] = &[Field::WorkingDir, Field::SessionId];
     let layer = layer(TEAM, &[]).on_lag(LagPolicy::Resync).send_buffer(4);
@@ -551,6 +666,26 @@ struct Watcher {
     view: BTreeMap<String, SessionState>,
     /// The seq of the last snapshot it got on this connection.
     snapshot_seq: Option<u64>,
+    /// How many `health` events followed that snapshot so far.
+    after_snapshot: usize,
+}
+
+/// The store's latest report per (machine, source) up to `seq`, in first-report order:
+/// what follows a snapshot at `seq`.
+fn reports_up_to(by_seq: &HashMap<u64, Event>, seq: u64) -> Vec<Health> {
+    let mut seqs: Vec<u64> = by_seq.keys().copied().filter(|s| *s <= seq).collect();
+    seqs.sort_unstable();
+    let mut reports: Vec<Health> = Vec::new();
+    for health in seqs.iter().filter_map(|s| by_seq[s].health.as_ref()) {
+        match reports
+            .iter_mut()
+            .find(|h| h.machine == health.machine && h.source == health.source)
+        {
+            Some(kept) => *kept = health.clone(),
+            None => reports.push(health.clone()),
+        }
+    }
+    reports
 }
 
 #[tokio::test]
@@ -585,6 +720,7 @@ async fn property_random_policies_streams_and_reconnects_leak_nothing() {
                 last: None,
                 view: BTreeMap::new(),
                 snapshot_seq: None,
+                after_snapshot: 0,
             });
         }
         let (ws, publisher) = WsLayer::new()
@@ -644,6 +780,8 @@ async fn property_random_policies_streams_and_reconnects_leak_nothing() {
                         source: format!("src-{tag}"),
                         status: HealthStatus::Degraded,
                         last_error: format!("error-text {step}"),
+                        // Three reports of one source: two machines' and one without.
+                        machine: machine(n, &tag),
                         ..Health::default()
                     }),
                     ..Event::default()
@@ -673,16 +811,17 @@ async fn property_random_policies_streams_and_reconnects_leak_nothing() {
                             .map(|s| (s.id.clone(), s.clone()))
                             .collect();
                         w.snapshot_seq = Some(got.seq);
+                        w.after_snapshot = 0;
                         None
                     } else if follows_snapshot {
-                        // A health report after the snapshot: the source's latest report
-                        // up to the snapshot, with the snapshot's position.
-                        let latest = by_seq
-                            .iter()
-                            .filter(|(s, e)| **s <= got.seq && e.health.is_some())
-                            .max_by_key(|(s, _)| **s)
-                            .map(|(_, e)| e.health.clone())
-                            .unwrap();
+                        // The reports after the snapshot: the latest of each (machine,
+                        // source) up to the snapshot, in first-report order, with the
+                        // snapshot's position.
+                        let latest = reports_up_to(&by_seq, got.seq)
+                            .get(w.after_snapshot)
+                            .cloned();
+                        assert!(latest.is_some(), "seed {seed}: an extra health report");
+                        w.after_snapshot += 1;
                         Some(Event {
                             seq: got.seq,
                             at: got.at,

@@ -5,20 +5,23 @@ use crate::wire::{self, Event, Health, Timestamp};
 
 use super::{BrokerError, EntryId, Record};
 
-/// The state at one stream entry, from which a node starts without replaying the stream from
-/// its beginning.
+/// One machine's state at one of its stream entries, from which a node starts without
+/// replaying the stream from its beginning.
 ///
-/// Redis: the hash `<stream>:checkpoint` with fields `seq`, `entry`, `snapshot` and `health`
-/// (see the [module docs](super)).
+/// Redis: the hash `<stream>:checkpoint:<machine>` with fields `seq`, `entry`, `snapshot` and
+/// `health` (see the [module docs](super)).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
-    /// The `seq` of the last event reflected.
+    /// The machine (producer name) whose state this is.
+    pub machine: String,
+    /// The stream `seq` of the entry reflected last.
     pub seq: u64,
-    /// The id of the stream entry holding that event: a node continues right after it.
+    /// The id of that entry: a node applies the machine's entries after it.
     pub entry: EntryId,
-    /// A `snapshot` event with every session at `seq`, Go-exact JSON.
+    /// A `snapshot` event with every session of the machine, Go-exact JSON, as the producer
+    /// encoded it (its own `seq`; no `machine` on the sessions: nodes set it).
     pub snapshot: Vec<u8>,
-    /// Every source's latest health at `seq`, as a Go-exact JSON array.
+    /// Every source's latest health on the machine, as a Go-exact JSON array.
     pub health: Vec<u8>,
 }
 
@@ -48,15 +51,16 @@ impl Image {
     /// The resync record carrying this image.
     pub(crate) fn record(&self) -> Record {
         Record {
-            seq: self.seq,
             event: self.snapshot.clone(),
             health: Some(self.health.clone()),
         }
     }
 
-    pub(crate) fn at(self, entry: EntryId) -> Checkpoint {
+    /// The checkpoint of `machine` at the entry `entry` of stream seq `seq`.
+    pub(crate) fn at(self, machine: &str, entry: EntryId, seq: u64) -> Checkpoint {
         Checkpoint {
-            seq: self.seq,
+            machine: machine.to_owned(),
+            seq,
             entry,
             snapshot: self.snapshot,
             health: self.health,
@@ -83,25 +87,6 @@ impl State {
         };
         Ok(State { snapshot, health })
     }
-
-    /// The events that publish this state, as a connecting client gets it: the snapshot,
-    /// then one `health` event per source (the snapshot's `seq` and `at`). A dashboard
-    /// replaces everything on a snapshot, health included, so every report follows it; the
-    /// hub takes reports at the snapshot's position as part of it, not as a restart.
-    pub(crate) fn events(self) -> (Event, Vec<Event>) {
-        let seq = self.snapshot.seq;
-        let at: Timestamp = self.snapshot.at;
-        let health = self
-            .health
-            .into_iter()
-            .map(|h| {
-                let mut event = Event::health(seq, h);
-                event.at = at;
-                event
-            })
-            .collect();
-        (self.snapshot, health)
-    }
 }
 
 impl Checkpoint {
@@ -117,7 +102,7 @@ mod tests {
     use crate::wire::{HealthStatus, SessionState};
 
     #[test]
-    fn image_round_trips_and_publishes_the_snapshot_then_every_report() {
+    fn image_round_trips() {
         let health = |source: &str, status: HealthStatus| Health {
             source: source.into(),
             status,
@@ -137,7 +122,7 @@ mod tests {
             ],
         };
         let image = Image::encode(snapshot.clone()).unwrap();
-        let state = image.clone().at("1-0".into()).state().unwrap();
+        let state = image.clone().at("m", "1-0".into(), 1).state().unwrap();
         assert_eq!(state.snapshot.seq, 9);
         assert_eq!(
             state.snapshot.at, last_at,
@@ -145,12 +130,5 @@ mod tests {
         );
         assert_eq!(state.snapshot.sessions, snapshot.sessions);
         assert_eq!(state.health, snapshot.health);
-        let (snapshot_event, health_events) = state.events();
-        assert_eq!(snapshot_event.kind, crate::wire::EventType::Snapshot);
-        let sources: Vec<_> = health_events
-            .iter()
-            .map(|e| (e.seq, e.at, e.health.as_ref().unwrap().source.as_str()))
-            .collect();
-        assert_eq!(sources, [(9, last_at, "codex"), (9, last_at, "claude")]);
     }
 }

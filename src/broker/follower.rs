@@ -1,7 +1,7 @@
 //! The node side: [`Follower`], a task that rebuilds a node's state from the broker and then
 //! publishes the stream into the node's [`Publisher`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,13 +13,15 @@ use tokio::task::JoinHandle;
 
 use crate::hub::{Backfill, Position as ClientPosition};
 use crate::publisher::Publisher;
-use crate::sink::{EventSink, SnapshotSource};
-use crate::store::SessionStore;
-use crate::wire::{Event, EventType, Timestamp};
+use crate::sink::EventSink;
+use crate::wire::{
+    self, Event, EventType, Health, HealthStatus, LifecycleState, SessionState, Timestamp,
+};
 
 use super::backoff::Link;
 use super::checkpoint::State;
-use super::{Broker, BrokerError, Entry, EntryId};
+use super::producer::DEFAULT_STALE_AFTER;
+use super::{Broker, BrokerError, Checkpoint, Entry, EntryId, Record};
 
 /// Default entries per read.
 pub(crate) const DEFAULT_READ_BATCH: usize = 512;
@@ -89,6 +91,7 @@ pub struct Follower<B> {
     batch: usize,
     block: Duration,
     backfill: usize,
+    stale_after: Duration,
 }
 
 impl<B> std::fmt::Debug for Follower<B> {
@@ -97,6 +100,7 @@ impl<B> std::fmt::Debug for Follower<B> {
             .field("batch", &self.batch)
             .field("block", &self.block)
             .field("backfill", &self.backfill)
+            .field("stale_after", &self.stale_after)
             .finish()
     }
 }
@@ -121,6 +125,7 @@ struct Shared {
     unreadable_checkpoints: AtomicU64,
     backfills: AtomicU64,
     backfilled: AtomicU64,
+    marked_gone: AtomicU64,
 }
 
 /// A point-in-time copy of a [`Follower`]'s counters (totals since it started).
@@ -150,6 +155,8 @@ pub struct FollowerStats {
     pub backfills: u64,
     /// Events read back from the stream for them.
     pub backfilled: u64,
+    /// *Gone* entries this node appended for machines that stopped renewing their claim.
+    pub marked_gone: u64,
 }
 
 impl<B: Broker> Follower<B> {
@@ -163,7 +170,22 @@ impl<B: Broker> Follower<B> {
             batch: DEFAULT_READ_BATCH,
             block: DEFAULT_BLOCK,
             backfill: DEFAULT_BACKFILL,
+            stale_after: DEFAULT_STALE_AFTER,
         }
+    }
+
+    /// How long a machine may go without renewing its claim before this node marks it gone
+    /// (default 20 s, as [`BrokerSinkBuilder::stale_after`](super::BrokerSinkBuilder::stale_after),
+    /// which should be the same; from 100 ms to 1 hour, with a `warn` outside). The node
+    /// looks every quarter of it.
+    pub fn stale_after(mut self, timeout: Duration) -> Self {
+        self.stale_after = crate::layer::bounded(
+            "follower.stale_after",
+            timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        );
+        self
     }
 
     /// Entries per read (default 512; 0 is raised to 1, with a `warn`).
@@ -225,38 +247,36 @@ impl<B: Broker> Follower<B> {
         }
     }
 
-    /// Publishes a whole state: the snapshot, then every health report (see
-    /// `State::events`), into the publisher. On a node that has just started, the replay
+    /// Publishes the whole merged state at `seq`: the snapshot, then every health report at
+    /// the same position (see `Merged::events`). On a node that has just started, the replay
     /// window then begins with that snapshot, so a client resuming from its position (on this
     /// node or any other) is verified against it.
-    fn publish_state(&self, state: State) {
-        let (snapshot, health) = state.events();
+    fn publish_state(&self, merged: &Merged, seq: u64, at: Timestamp) {
+        let (snapshot, health) = merged.events(seq, at);
         for event in std::iter::once(&snapshot).chain(&health) {
             self.publish(event);
         }
     }
 
-    /// The checkpoint, or `None` when there is none or it cannot be read (`unreadable` is
-    /// set then, and it is logged and counted once per episode).
-    async fn checkpoint(
+    /// Every machine's checkpoint that can be read; `unreadable` is set when one cannot (it
+    /// is logged and counted once per episode).
+    async fn checkpoints(
         &self,
         shared: &Shared,
         unreadable: &mut bool,
-    ) -> Result<Option<(EntryId, State)>, BrokerError> {
-        let found = match self.broker.read_checkpoint().await {
-            Ok(None) => return Ok(None),
-            Ok(Some(checkpoint)) => checkpoint.state().map(|state| (checkpoint.entry, state)),
-            Err(BrokerError::Malformed(what)) => Err(BrokerError::Malformed(what)),
-            Err(error) => return Err(error),
-        };
-        match found {
-            Ok(found) => {
-                *unreadable = false;
-                Ok(Some(found))
+    ) -> Result<Vec<(Checkpoint, State)>, BrokerError> {
+        let mut bad = None;
+        let mut found = Vec::new();
+        for checkpoint in self.broker.read_checkpoints().await? {
+            match checkpoint.and_then(|c| c.state().map(|state| (c, state))) {
+                Ok(pair) => found.push(pair),
+                Err(error) => bad = Some(error),
             }
-            Err(error) => {
+        }
+        match bad {
+            None => *unreadable = false,
+            Some(error) => {
                 if !*unreadable {
-                    *unreadable = true;
                     shared
                         .unreadable_checkpoints
                         .fetch_add(1, Ordering::Relaxed);
@@ -265,35 +285,72 @@ impl<B: Broker> Follower<B> {
                         "skipping a broker checkpoint that cannot be read: building from the stream, or waiting for the producer to write it again"
                     );
                 }
-                Ok(None)
+                *unreadable = true;
             }
         }
+        Ok(found)
     }
 
-    /// Builds the state from the checkpoint and the stream after it, checking each entry as
-    /// the follow loop does. `Ok(None)` when the stream does not continue the checkpoint (or,
-    /// without a readable one, does not start at its first entry): the producer's next
-    /// checkpoint will.
+    /// Builds the state from every machine's checkpoint and the stream after the oldest one
+    /// the stream still continues, checking each entry as the follow loop does. `Ok(None)`
+    /// when the stream continues none of them (or, with an unreadable one, does not start at
+    /// its first entry): the producers' next checkpoints will.
     async fn build(
         &self,
         shared: &Shared,
         unreadable: &mut bool,
     ) -> Result<Option<Built>, BrokerError> {
-        let scratch = SessionStore::new();
+        let mut merged = Merged::default();
+        let mut anchors: BTreeMap<String, u64> = BTreeMap::new();
         let mut at = Timestamp::default();
-        let mut position = None;
-        let mut folded = false;
         let mut seq = 0;
-        if let Some((entry, state)) = self.checkpoint(shared, unreadable).await? {
-            at = state.snapshot.at;
-            seq = state.snapshot.seq;
-            let (snapshot, health) = state.events();
-            for event in std::iter::once(&snapshot).chain(&health) {
-                let _ = scratch.handle_event(event);
+        let checkpoints = self.checkpoints(shared, unreadable).await?;
+        let mut candidates = Vec::new();
+        for (checkpoint, state) in checkpoints {
+            if checkpoint.seq >= seq {
+                seq = checkpoint.seq;
+                at = state.snapshot.at;
             }
-            position = Some(entry);
-            folded = true;
+            merged.replace(
+                &checkpoint.machine,
+                state.snapshot.sessions,
+                Some(state.health),
+            );
+            anchors.insert(checkpoint.machine.clone(), checkpoint.seq);
+            candidates.push((checkpoint.seq, checkpoint.entry));
         }
+        candidates.sort();
+        let mut start = None;
+        if !*unreadable {
+            for (anchor, entry) in &candidates {
+                let next = self.broker.read(Some(entry), 1, None).await?;
+                match next.first() {
+                    Some(next) if next.prev != *entry => continue,
+                    _ => {
+                        start = Some((Some(entry.clone()), *anchor));
+                        break;
+                    }
+                }
+            }
+        }
+        if start.is_none() {
+            // The stream's beginning, when it still starts there.
+            let first = self.broker.read(None, 1, None).await?;
+            match first.first() {
+                None if candidates.is_empty() => start = Some((None, 0)),
+                Some(first) if first.prev.is_empty() => {
+                    start = Some((None, first.seq.saturating_sub(1)));
+                }
+                _ => {}
+            }
+        }
+        let Some((mut position, start_seq)) = start else {
+            return Ok(None);
+        };
+        let mut last = start_seq;
+        // The positions of the events applied since the last whole-state change: a client
+        // that saw them on another node resumes here from the stream.
+        let mut marks = Vec::new();
         loop {
             let entries = self
                 .broker
@@ -307,64 +364,314 @@ impl<B: Broker> Follower<B> {
                     return Ok(None);
                 }
                 position = Some(entry.id.clone());
-                match check(&entry, seq) {
-                    Checked::Event(event) => {
+                if anchors
+                    .get(&entry.machine)
+                    .is_some_and(|&anchor| entry.seq <= anchor)
+                {
+                    // In the machine's checkpoint already.
+                    last = entry.seq;
+                    continue;
+                }
+                match merged.apply(&entry, last) {
+                    Applied::Event(event) => {
                         at = event.at;
-                        seq = event.seq;
-                        let _ = scratch.handle_event(&event);
+                        last = entry.seq;
+                        marks.push((entry.seq, at, entry.id.clone()));
                     }
-                    Checked::Resync(state) => {
-                        at = state.snapshot.at;
-                        seq = state.snapshot.seq;
-                        let (snapshot, health) = state.events();
-                        for event in std::iter::once(&snapshot).chain(&health) {
-                            let _ = scratch.handle_event(event);
+                    Applied::State(state_at) => {
+                        at = state_at;
+                        last = entry.seq;
+                        marks.clear();
+                    }
+                    Applied::Refused(refusal) => {
+                        refusal.count(shared, &entry, last);
+                        if let Refusal::Malformed(_) = refusal {
+                            last = entry.seq;
                         }
                     }
-                    Checked::Refused(refusal) => refusal.count(shared, &entry, seq),
                 }
-                folded = true;
             }
         }
-        if !folded {
-            return Ok(Some(Built {
-                entry: None,
-                state: State::empty(),
-            }));
-        }
-        let snapshot = scratch.snapshot();
-        let event = Event {
-            seq: snapshot.seq,
-            at,
-            kind: EventType::Snapshot,
-            sessions: snapshot.sessions,
-            ..Event::default()
-        };
+        seq = seq.max(last);
         Ok(Some(Built {
             entry: position,
-            state: State {
-                snapshot: event,
-                health: snapshot.health,
-            },
+            merged,
+            seq,
+            at,
+            marks,
         }))
+    }
+
+    /// Marks gone every machine of `merged` not gone yet whose claim lapsed; returns those
+    /// this node marked.
+    async fn mark_gone(&self, shared: &Shared, merged: &Merged, tail: Option<&str>) -> Vec<String> {
+        let mut marked = Vec::new();
+        for (machine, part) in &merged.machines {
+            if part.gone {
+                continue;
+            }
+            let reason = format!(
+                "machine {machine} gone: no producer renewed its claim for {} s",
+                self.stale_after.as_secs_f64()
+            );
+            let mut event = Event::health(
+                0,
+                Health {
+                    status: HealthStatus::Failed,
+                    last_error: reason,
+                    updated_at: Timestamp::now(),
+                    ..Health::default()
+                },
+            );
+            event.at = Timestamp::now();
+            let Ok(bytes) = wire::to_vec(&event) else {
+                continue;
+            };
+            let record = Record {
+                event: bytes,
+                health: None,
+            };
+            match self
+                .broker
+                .mark_gone(machine, self.stale_after, tail, &record)
+                .await
+            {
+                Ok(Some(appended)) => {
+                    marked.push(machine.clone());
+                    shared.marked_gone.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        machine,
+                        seq = appended.seq,
+                        "machine stopped renewing its claim: marked gone"
+                    );
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::debug!(machine, %error, "could not mark a machine gone");
+                    break;
+                }
+            }
+        }
+        marked
+    }
+
+    /// Writes the checkpoint of a machine this node marked gone, at the gone entry: a node
+    /// built later starts from its final state even once the entry is trimmed.
+    async fn write_gone_checkpoint(&self, merged: &Merged, machine: &str, entry: &Entry) {
+        let Some(part) = merged.machines.get(machine) else {
+            return;
+        };
+        let mut snapshot = Event::snapshot(entry.seq, part.sessions.clone());
+        snapshot.at = merged.at;
+        let (Ok(snapshot), Ok(health)) = (wire::to_vec(&snapshot), wire::to_vec(&part.health))
+        else {
+            return;
+        };
+        let checkpoint = Checkpoint {
+            machine: machine.to_owned(),
+            seq: entry.seq,
+            entry: entry.id.clone(),
+            snapshot,
+            health,
+        };
+        if let Err(error) = self.broker.write_checkpoint(&checkpoint).await {
+            tracing::debug!(machine, %error, "could not write a gone machine's checkpoint");
+        }
     }
 }
 
 /// A built state and the entry it stands at (`None`: before the stream's first entry).
 struct Built {
     entry: Option<EntryId>,
-    state: State,
+    merged: Merged,
+    seq: u64,
+    at: Timestamp,
+    /// The events applied after the last whole-state change: `(seq, at, entry)`.
+    marks: Vec<(u64, Timestamp, EntryId)>,
+}
+
+/// What the node holds: every machine's sessions and health reports, labelled.
+#[derive(Debug, Default, Clone)]
+struct Merged {
+    machines: BTreeMap<String, Part>,
+    /// The `at` of the last entry applied.
+    at: Timestamp,
+}
+
+/// One machine's part of the state.
+#[derive(Debug, Default, Clone)]
+struct Part {
+    /// In the order the machine's producer listed or first reported them.
+    sessions: Vec<SessionState>,
+    /// One report per source, in the order sources first reported.
+    health: Vec<Health>,
+    /// Marked gone (until the machine's next resync).
+    gone: bool,
+}
+
+/// What applying an entry gave.
+enum Applied {
+    /// One event to hand to the node as is.
+    Event(Event),
+    /// The state changed as a whole (a resync, a producer's `snapshot`, a machine gone): the
+    /// node gets the merged state, stamped with this `at`.
+    State(Timestamp),
+    Refused(Refusal),
+}
+
+impl Merged {
+    /// Removes the session `id` from every machine.
+    fn remove(&mut self, id: &str) {
+        for part in self.machines.values_mut() {
+            part.sessions.retain(|s| s.id != id);
+        }
+    }
+
+    /// Replaces `machine`'s sessions (and health reports, when given).
+    fn replace(&mut self, machine: &str, sessions: Vec<SessionState>, health: Option<Vec<Health>>) {
+        for session in &sessions {
+            self.remove(&session.id);
+        }
+        let part = self.machines.entry(machine.to_owned()).or_default();
+        part.sessions = sessions
+            .into_iter()
+            .map(|mut s| {
+                s.machine = machine.to_owned();
+                s
+            })
+            .collect();
+        if let Some(health) = health {
+            part.health = health
+                .into_iter()
+                .map(|mut h| {
+                    h.machine = machine.to_owned();
+                    h
+                })
+                .collect();
+        }
+        part.gone = false;
+    }
+
+    /// Applies an entry whose `prev` was checked, after the entry of seq `last`.
+    fn apply(&mut self, entry: &Entry, last: u64) -> Applied {
+        if last.checked_add(1) != Some(entry.seq) {
+            return Applied::Refused(Refusal::OutOfSequence(entry.seq));
+        }
+        let machine = entry.machine.as_str();
+        match decode(entry) {
+            Err(error) => Applied::Refused(Refusal::Malformed(error)),
+            Ok(Decoded::Gone(template)) => {
+                let part = self.machines.entry(machine.to_owned()).or_default();
+                for session in &mut part.sessions {
+                    session.lifecycle = LifecycleState::Terminal;
+                }
+                for health in &mut part.health {
+                    health.status = template.status.clone();
+                    health.last_error.clone_from(&template.last_error);
+                    health.updated_at = template.updated_at;
+                }
+                part.gone = true;
+                self.at = template.updated_at;
+                Applied::State(self.at)
+            }
+            Ok(Decoded::Resync(state)) => {
+                self.replace(machine, state.snapshot.sessions, Some(state.health));
+                self.at = state.snapshot.at;
+                Applied::State(self.at)
+            }
+            Ok(Decoded::Event(event)) if event.kind == EventType::Snapshot => {
+                self.replace(machine, event.sessions, None);
+                self.at = event.at;
+                Applied::State(self.at)
+            }
+            Ok(Decoded::Event(mut event)) => {
+                event.seq = entry.seq;
+                for id in &event.removed {
+                    self.remove(id);
+                }
+                for update in &mut event.updates {
+                    update.machine = machine.to_owned();
+                    self.remove_elsewhere(machine, &update.id);
+                    let part = self.machines.entry(machine.to_owned()).or_default();
+                    match part.sessions.iter_mut().find(|s| s.id == update.id) {
+                        Some(existing) => existing.clone_from(update),
+                        None => part.sessions.push(update.clone()),
+                    }
+                }
+                if let Some(health) = &mut event.health {
+                    health.machine = machine.to_owned();
+                    let part = self.machines.entry(machine.to_owned()).or_default();
+                    match part.health.iter_mut().find(|h| h.source == health.source) {
+                        Some(existing) => existing.clone_from(health),
+                        None => part.health.push(health.clone()),
+                    }
+                }
+                self.machines.entry(machine.to_owned()).or_default();
+                self.at = event.at;
+                Applied::Event(event)
+            }
+        }
+    }
+
+    /// Removes the session `id` from every machine but `machine` (a session moving).
+    fn remove_elsewhere(&mut self, machine: &str, id: &str) {
+        for (name, part) in &mut self.machines {
+            if name != machine {
+                part.sessions.retain(|s| s.id != id);
+            }
+        }
+    }
+
+    /// The events that publish the merged state at `seq`, as a connecting client gets it:
+    /// one `snapshot` with every machine's sessions (machines in name order), then one
+    /// `health` event per (machine, source) at the same position.
+    fn events(&self, seq: u64, at: Timestamp) -> (Event, Vec<Event>) {
+        let sessions = self
+            .machines
+            .values()
+            .flat_map(|part| part.sessions.iter().cloned())
+            .collect();
+        let mut snapshot = Event::snapshot(seq, sessions);
+        snapshot.at = at;
+        let health = self
+            .machines
+            .values()
+            .flat_map(|part| part.health.iter().cloned())
+            .map(|h| {
+                let mut event = Event::health(seq, h);
+                event.at = at;
+                event
+            })
+            .collect();
+        (snapshot, health)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.machines
+            .values()
+            .all(|part| part.sessions.is_empty() && part.health.is_empty())
+    }
 }
 
 enum Decoded {
     Event(Event),
     Resync(State),
+    /// A gone entry: the report every source of the machine takes.
+    Gone(Health),
 }
 
 /// Decodes an entry. The decoder is Go's (a `null` or `{}` event decodes to the zero event),
-/// so what it gives is checked too: an event of a known type at the record's `seq`, and a
-/// resync's `snapshot`.
+/// so what it gives is checked too: an event of a known type, a resync's `snapshot`, a gone
+/// entry's `health`.
 fn decode(entry: &Entry) -> Result<Decoded, BrokerError> {
+    if entry.gone {
+        let event = Event::from_json(&entry.record.event)
+            .map_err(|e| BrokerError::Malformed(format!("gone: {e}")))?;
+        return event
+            .health
+            .map(Decoded::Gone)
+            .ok_or_else(|| BrokerError::Malformed("gone: no health report".into()));
+    }
     match &entry.record.health {
         Some(health) => {
             let state = State::decode(&entry.record.event, health)?;
@@ -379,12 +686,10 @@ fn decode(entry: &Entry) -> Result<Decoded, BrokerError> {
         None => {
             let event = Event::from_json(&entry.record.event)
                 .map_err(|e| BrokerError::Malformed(format!("event: {e}")))?;
-            if !event.kind.is_known() || event.seq != entry.record.seq {
+            if !event.kind.is_known() {
                 return Err(BrokerError::Malformed(format!(
-                    "event: type {:?} at seq {} in a record of seq {}",
-                    event.kind.as_str(),
-                    event.seq,
-                    entry.record.seq
+                    "event: type {:?}",
+                    event.kind.as_str()
                 )));
             }
             Ok(Decoded::Event(event))
@@ -392,17 +697,10 @@ fn decode(entry: &Entry) -> Result<Decoded, BrokerError> {
     }
 }
 
-/// What the follower makes of an entry that continues the chain.
-enum Checked {
-    Event(Event),
-    Resync(State),
-    Refused(Refusal),
-}
-
 /// Why an entry is not applied.
 enum Refusal {
     Malformed(BrokerError),
-    /// An event whose seq does not follow the last one applied.
+    /// An entry whose seq does not follow the last one applied.
     OutOfSequence(u64),
 }
 
@@ -412,7 +710,7 @@ impl Refusal {
         match self {
             Refusal::Malformed(error) => {
                 shared.malformed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(entry = %entry.id, seq = entry.record.seq, %error, "skipping a broker entry that cannot be decoded");
+                tracing::error!(entry = %entry.id, seq = entry.seq, %error, "skipping a broker entry that cannot be decoded");
             }
             Refusal::OutOfSequence(seq) => {
                 shared.refused.fetch_add(1, Ordering::Relaxed);
@@ -424,21 +722,6 @@ impl Refusal {
                 );
             }
         }
-    }
-}
-
-/// Checks an entry (whose `prev` was checked) against `last`, the seq applied last: a resync
-/// or a `snapshot` event at any seq, any other event at `last + 1`.
-fn check(entry: &Entry, last: u64) -> Checked {
-    match decode(entry) {
-        Ok(Decoded::Resync(state)) => Checked::Resync(state),
-        Ok(Decoded::Event(event))
-            if event.kind == EventType::Snapshot || last.checked_add(1) == Some(event.seq) =>
-        {
-            Checked::Event(event)
-        }
-        Ok(Decoded::Event(event)) => Checked::Refused(Refusal::OutOfSequence(event.seq)),
-        Err(error) => Checked::Refused(Refusal::Malformed(error)),
     }
 }
 
@@ -541,11 +824,22 @@ impl<B: Broker> StreamBackfill<B> {
                     return None;
                 }
                 after = entry.id.clone();
-                match check(&entry, seq) {
-                    Checked::Event(event) if event.kind != EventType::Snapshot => {
+                if seq.checked_add(1) != Some(entry.seq) {
+                    // Refused by the follower too.
+                    continue;
+                }
+                match decode(&entry) {
+                    Ok(Decoded::Event(mut event)) if event.kind != EventType::Snapshot => {
                         bytes = bytes.saturating_add(entry.record.event.len());
                         if bytes > MAX_BACKFILL_BYTES {
                             return None;
+                        }
+                        event.seq = entry.seq;
+                        for update in &mut event.updates {
+                            update.machine.clone_from(&entry.machine);
+                        }
+                        if let Some(health) = &mut event.health {
+                            health.machine.clone_from(&entry.machine);
                         }
                         seq = event.seq;
                         events.push(event);
@@ -553,8 +847,12 @@ impl<B: Broker> StreamBackfill<B> {
                             break;
                         }
                     }
-                    Checked::Event(_) | Checked::Resync(_) => return None,
-                    Checked::Refused(_) => {}
+                    Ok(_) => return None,
+                    // Refused by the follower too, which sent an empty delta in its place.
+                    Err(_) => {
+                        seq = entry.seq;
+                        events.push(Event::delta(seq, Vec::new(), Vec::new()));
+                    }
                 }
             }
         }
@@ -595,25 +893,51 @@ async fn run<B: Broker>(
     let mut position = Position::Build;
     let mut waiting_for_checkpoint = false;
     let mut unreadable = false;
-    // The seq of the last event applied.
+    let mut merged = Merged::default();
+    // The seq of the last entry applied (or refused).
     let mut seq = 0;
+    let check_every = follower.stale_after / 4;
+    let mut checked = tokio::time::Instant::now();
+    // Gone entries this node appended, whose checkpoint it writes once applied.
+    let mut marked: HashSet<String> = HashSet::new();
     loop {
         let after = match &position {
             Position::Build => {
                 match follower.build(&shared, &mut unreadable).await {
-                    Ok(Some(Built { entry, state })) => {
+                    Ok(Some(built)) => {
                         if link.ok() {
                             shared.recoveries.fetch_add(1, Ordering::Relaxed);
                         }
-                        seq = state.snapshot.seq;
-                        lock(&index).reset(seq, state.snapshot.at, entry.as_deref());
-                        if !state.is_empty() {
-                            follower.publish_state(state);
+                        let Built {
+                            entry,
+                            merged: state,
+                            seq: built_seq,
+                            at,
+                            marks,
+                        } = built;
+                        seq = built_seq;
+                        merged = state;
+                        merged.at = at;
+                        {
+                            let mut index = lock(&index);
+                            index.reset(seq, at, None);
+                            for (seq, at, entry) in &marks {
+                                index.push(*seq, *at, entry);
+                            }
+                            if let Some(entry) = entry.as_deref() {
+                                if marks.last().map(|(_, _, e)| e.as_str()) != Some(entry) {
+                                    index.push(seq, at, entry);
+                                }
+                            }
+                        }
+                        if seq > 0 || !merged.is_empty() {
+                            follower.publish_state(&merged, seq, at);
                         }
                         shared.builds.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(
                             entry = entry.as_deref().unwrap_or(""),
                             seq = follower.publisher.seq(),
+                            machines = merged.machines.len(),
                             "node state built from the broker"
                         );
                         waiting_for_checkpoint = false;
@@ -627,7 +951,7 @@ async fn run<B: Broker>(
                         if !waiting_for_checkpoint {
                             waiting_for_checkpoint = true;
                             tracing::warn!(
-                                "the stream does not continue the checkpoint (trimmed past it, or none readable): waiting for the producer's next checkpoint"
+                                "the stream continues no checkpoint (trimmed past them, or one unreadable): waiting for the producers' next checkpoints"
                             );
                         }
                         tokio::time::sleep(follower.block).await;
@@ -638,9 +962,13 @@ async fn run<B: Broker>(
             }
             Position::At(after) => after.clone(),
         };
+        let block = follower
+            .block
+            .min(check_every.saturating_sub(checked.elapsed()))
+            .max(Duration::from_millis(1));
         let entries = match follower
             .broker
-            .read(after.as_deref(), follower.batch, Some(follower.block))
+            .read(after.as_deref(), follower.batch, Some(block))
             .await
         {
             Ok(entries) => entries,
@@ -652,6 +980,12 @@ async fn run<B: Broker>(
         if link.ok() {
             shared.recoveries.fetch_add(1, Ordering::Relaxed);
         }
+        if entries.is_empty() && checked.elapsed() >= check_every {
+            checked = tokio::time::Instant::now();
+            marked.extend(follower.mark_gone(&shared, &merged, after.as_deref()).await);
+            // What was appended is read next, by every node alike.
+            continue;
+        }
         let mut last = after;
         for entry in entries {
             if entry.prev != last.as_deref().unwrap_or("") {
@@ -660,46 +994,51 @@ async fn run<B: Broker>(
                     after = last.as_deref().unwrap_or(""),
                     next = %entry.id,
                     next_prev = %entry.prev,
-                    "stream position lost (trimmed, deleted or restored from older data): rebuilding from the checkpoint; clients get a snapshot"
+                    "stream position lost (trimmed, deleted or restored from older data): rebuilding from the checkpoints; clients get a snapshot"
                 );
                 position = Position::Build;
                 break;
             }
-            match check(&entry, seq) {
-                Checked::Event(event) => {
+            match merged.apply(&entry, seq) {
+                Applied::Event(event) => {
                     seq = event.seq;
                     follower.publish(&event);
                     lock(&index).push(event.seq, event.at, &entry.id);
                     shared.applied.fetch_add(1, Ordering::Relaxed);
                 }
-                Checked::Resync(state) => {
+                Applied::State(at) => {
+                    seq = entry.seq;
                     tracing::info!(
-                        seq = entry.record.seq,
-                        "resync from the producer: clients get a snapshot"
+                        seq,
+                        machine = %entry.machine,
+                        gone = entry.gone,
+                        "a machine's whole state changed (resync, snapshot or gone): clients get a snapshot"
                     );
-                    seq = state.snapshot.seq;
-                    lock(&index).reset(seq, state.snapshot.at, Some(&entry.id));
-                    follower.publish_state(state);
+                    lock(&index).reset(seq, at, Some(&entry.id));
+                    follower.publish_state(&merged, seq, at);
                     shared.resyncs.fetch_add(1, Ordering::Relaxed);
+                    if entry.gone && marked.remove(&entry.machine) {
+                        follower
+                            .write_gone_checkpoint(&merged, &entry.machine, &entry)
+                            .await;
+                    }
                 }
-                Checked::Refused(refusal) => refusal.count(&shared, &entry, seq),
+                Applied::Refused(refusal) => {
+                    refusal.count(&shared, &entry, seq);
+                    if let Refusal::Malformed(_) = refusal {
+                        // The entry took its seq: clients get an empty delta in its place,
+                        // so theirs still follow each other.
+                        seq = entry.seq;
+                        let mut event = Event::delta(seq, Vec::new(), Vec::new());
+                        event.at = merged.at;
+                        follower.publish(&event);
+                        lock(&index).push(seq, event.at, &entry.id);
+                    }
+                }
             }
             last = Some(entry.id);
             position = Position::At(last.clone());
         }
-    }
-}
-
-impl State {
-    fn empty() -> State {
-        State {
-            snapshot: Event::default(),
-            health: Vec::new(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.snapshot.seq == 0 && self.snapshot.sessions.is_empty() && self.health.is_empty()
     }
 }
 
@@ -718,6 +1057,7 @@ impl FollowerHandle {
             unreadable_checkpoints: s.unreadable_checkpoints.load(Ordering::Relaxed),
             backfills: s.backfills.load(Ordering::Relaxed),
             backfilled: s.backfilled.load(Ordering::Relaxed),
+            marked_gone: s.marked_gone.load(Ordering::Relaxed),
         }
     }
 
@@ -758,8 +1098,10 @@ mod tests {
         Entry {
             id: "1-0".into(),
             prev: String::new(),
+            seq,
+            machine: "m".into(),
+            gone: false,
             record: Record {
-                seq,
                 event: event.to_vec(),
                 health: health.map(<[u8]>::to_vec),
             },

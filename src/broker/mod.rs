@@ -121,15 +121,15 @@ pub use redis::RedisBroker;
 /// A stream entry id, as the broker assigned it (Redis: `<ms>-<n>`). Opaque to the engine.
 pub type EntryId = String;
 
-/// What the producer appends: one event, or a resync carrying the whole state.
+/// What a producer appends: one event, or a resync carrying its whole state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    /// The event's `seq`.
-    pub seq: u64,
-    /// The event's Go-exact JSON ([`wire::to_vec`](crate::wire::to_vec)); for a resync, a
-    /// `snapshot` event with every session.
+    /// The event's Go-exact JSON ([`wire::to_vec`](crate::wire::to_vec)), with the producer's
+    /// own `seq` (nodes replace it with the entry's); for a resync, a `snapshot` event with
+    /// every session of the producer.
     pub event: Vec<u8>,
-    /// Only on a resync: every source's latest health, as a Go-exact JSON array.
+    /// Only on a resync: every source's latest health on the producer, as a Go-exact JSON
+    /// array.
     pub health: Option<Vec<u8>>,
 }
 
@@ -138,18 +138,66 @@ pub struct Record {
 pub struct Entry {
     /// Its id in the stream.
     pub id: EntryId,
-    /// The id of the entry before it when it was appended (empty for the first entry).
+    /// The id of the entry before it in the stream when it was appended (empty for the first
+    /// entry).
     pub prev: EntryId,
+    /// Its place in the one order of every producer's events, assigned by the broker with
+    /// the append: the entry before it has `seq - 1`. Nodes serve the entry's event with it.
+    pub seq: u64,
+    /// The machine (producer name) it comes from.
+    pub machine: String,
+    /// A *gone* entry: appended by a node when `machine` stopped renewing its claim, its
+    /// `event` a `health` event whose report every source of the machine takes (see the
+    /// [module docs](self)).
+    pub gone: bool,
     /// The record.
     pub record: Record,
 }
 
-/// A broker engine: an append-only, trimmed stream of [`Record`]s plus one [`Checkpoint`].
+/// One call to [`Broker::append`].
+#[derive(Debug, Clone, Copy)]
+pub struct Append<'a> {
+    /// The producer's machine name.
+    pub machine: &'a str,
+    /// Identifies the call: appending again with the batch id of the machine's last
+    /// successful append must not append twice (it returns the same answer), so a retry
+    /// after an unknown outcome is safe.
+    pub batch: &'a str,
+    /// The id of the entry this producer appended last, which must still be the machine's
+    /// last entry in the stream; `None` for a producer's first append and a resync after a
+    /// loss.
+    pub after: Option<&'a str>,
+    /// The records, in order.
+    pub records: &'a [Record],
+}
+
+/// Where an append put the last of its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The entry's id.
+    pub entry: EntryId,
+    /// Its `seq`.
+    pub seq: u64,
+}
+
+/// What [`Broker::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Claim {
+    /// The machine name was this instance's already: renewed.
+    Held,
+    /// The name was free (never used, marked gone, or not renewed for `stale_after`) and is
+    /// now this instance's: its next append must be a resync.
+    Taken,
+}
+
+/// A broker engine: one append-only, trimmed stream of every producer's [`Record`]s, one
+/// [`Checkpoint`] and one claim per machine.
 ///
 /// [`RedisBroker`] (Redis Streams) and [`NatsBroker`] (NATS JetStream) implement it; another
 /// engine implements the same operations and the rest of this module works unchanged.
-/// Implementations must set [`Entry::prev`] atomically with the append, so that continuity
-/// can be proven by the reader.
+/// Implementations must assign [`Entry::seq`] and set [`Entry::prev`] atomically with the
+/// append, so that continuity can be proven by the reader.
 #[cfg_attr(
     not(feature = "redis"),
     doc = "",
@@ -161,24 +209,46 @@ pub struct Entry {
     doc = "[`NatsBroker`]: https://docs.rs/agentwatch-ws/latest/agentwatch_ws/broker/struct.NatsBroker.html"
 )]
 pub trait Broker: Send + Sync + 'static {
-    /// Appends `records` in order and returns the id of the last one. `batch` identifies the
-    /// call: appending again with the batch id of the last successful append must not append
-    /// twice (it returns the same id), so a retry after an unknown outcome is safe.
+    /// Appends the records in order, each with the next `seq`, and returns where the last
+    /// one went.
     ///
-    /// With `after` (the id of the entry this producer appended last), the stream must still
-    /// end with that entry: when it does not (the stream was deleted or emptied, the broker
-    /// restarted from older data or failed over to a lagging replica, someone else appended),
-    /// nothing is appended and the answer is [`BrokerError::StreamLost`]. The check and the
-    /// append are one atomic step.
+    /// With [`Append::after`], the machine's last entry must still be that one, and still be
+    /// in the stream: when not (the stream was deleted or emptied, the broker restarted from
+    /// older data or failed over to a lagging replica, a node marked the machine gone,
+    /// another writer used its name), nothing is appended and the answer is
+    /// [`BrokerError::StreamLost`]. The check and the append are one atomic step.
     fn append(
         &self,
-        batch: &str,
-        after: Option<&str>,
-        records: &[Record],
-    ) -> impl Future<Output = Result<EntryId, BrokerError>> + Send;
+        append: &Append<'_>,
+    ) -> impl Future<Output = Result<Appended, BrokerError>> + Send;
 
-    /// The id of the stream's last entry; `None` when the stream is empty or missing.
-    fn tail(&self) -> impl Future<Output = Result<Option<EntryId>, BrokerError>> + Send;
+    /// Claims `machine` for the producer instance `instance`, or renews its claim. Fails with
+    /// [`BrokerError::NameTaken`] while another instance holds it: one that renewed it less
+    /// than `stale_after` ago and was not marked gone.
+    fn claim(
+        &self,
+        machine: &str,
+        instance: &str,
+        stale_after: Duration,
+    ) -> impl Future<Output = Result<Claim, BrokerError>> + Send;
+
+    /// Appends a *gone* entry for `machine` carrying `record`, if its claim was not renewed
+    /// for `stale_after` and it is not marked gone already; `tail` is the caller's position,
+    /// which engines without atomic scripts require to still be the stream's end. `None`
+    /// when nothing was appended (alive, gone already, or the stream moved on).
+    fn mark_gone(
+        &self,
+        machine: &str,
+        stale_after: Duration,
+        tail: Option<&str>,
+        record: &Record,
+    ) -> impl Future<Output = Result<Option<Appended>, BrokerError>> + Send;
+
+    /// The id of `machine`'s last entry, if the stream still holds it.
+    fn last_of(
+        &self,
+        machine: &str,
+    ) -> impl Future<Output = Result<Option<EntryId>, BrokerError>> + Send;
 
     /// Another handle on the same stream with a connection of its own, so that a short read
     /// (a node serving a resuming client from the stream) never waits behind a blocking one.
@@ -187,16 +257,22 @@ pub trait Broker: Send + Sync + 'static {
     where
         Self: Sized;
 
-    /// Replaces the checkpoint.
+    /// Replaces the checkpoint of [`Checkpoint::machine`].
     fn write_checkpoint(
         &self,
         checkpoint: &Checkpoint,
     ) -> impl Future<Output = Result<(), BrokerError>> + Send;
 
-    /// The latest checkpoint, if any was written.
+    /// The latest checkpoint of `machine`, if any was written.
     fn read_checkpoint(
         &self,
+        machine: &str,
     ) -> impl Future<Output = Result<Option<Checkpoint>, BrokerError>> + Send;
+
+    /// Every machine's latest checkpoint; one that cannot be read is an `Err` in the list.
+    fn read_checkpoints(
+        &self,
+    ) -> impl Future<Output = Result<Vec<Result<Checkpoint, BrokerError>>, BrokerError>> + Send;
 
     /// Up to `count` entries after `after` (`None`: from the oldest entry held), in stream
     /// order, waiting up to `block` for the first when there is none yet (`None`: no wait).
@@ -208,8 +284,8 @@ pub trait Broker: Send + Sync + 'static {
         block: Option<Duration>,
     ) -> impl Future<Output = Result<Vec<Entry>, BrokerError>> + Send;
 
-    /// How many entries the broker keeps at least (the trim length), if bounded. The producer
-    /// checkpoints every quarter of it by default.
+    /// How many entries the broker keeps at least (the trim length), if bounded. Producers
+    /// checkpoint every quarter of it by default.
     fn retention(&self) -> Option<usize>;
 }
 
@@ -222,11 +298,20 @@ pub enum BrokerError {
     /// The broker answered something this crate cannot read: a foreign or corrupt entry or
     /// checkpoint. Carries what was wrong, never the payload.
     Malformed(String),
-    /// An append that continues the stream found that the stream no longer ends with the
-    /// producer's last entry: it was deleted or emptied, the broker restarted from older data
-    /// (or without any), a lagging replica took over, or another writer appended. The
+    /// An append that continues the producer's entries found that the machine's last entry
+    /// is no longer the producer's last one, or no longer in the stream: it was deleted or
+    /// emptied, the broker restarted from older data (or without any), a lagging replica
+    /// took over, a node marked the machine gone, or another writer used its name. The
     /// producer answers with a resync.
     StreamLost,
+    /// Another producer instance holds this machine name: it renewed its claim `age` ago
+    /// (less than `stale_after`) and was not marked gone.
+    NameTaken {
+        /// The machine name.
+        machine: String,
+        /// How long ago the holder renewed its claim.
+        age: Duration,
+    },
 }
 
 impl fmt::Display for BrokerError {
@@ -235,8 +320,15 @@ impl fmt::Display for BrokerError {
             BrokerError::Unavailable(e) => write!(f, "broker unavailable: {e}"),
             BrokerError::Malformed(what) => write!(f, "malformed broker data: {what}"),
             BrokerError::StreamLost => {
-                f.write_str("the stream no longer ends with the producer's last entry")
+                f.write_str("the stream no longer holds the producer's last entry as its last")
             }
+            BrokerError::NameTaken { machine, age } => write!(
+                f,
+                "machine name {machine:?} is held by another producer (renewed {} ms ago): \
+                 give this one another name, or wait until the other has been gone for the \
+                 stale timeout",
+                age.as_millis()
+            ),
         }
     }
 }
@@ -245,7 +337,9 @@ impl std::error::Error for BrokerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             BrokerError::Unavailable(e) => Some(&**e),
-            BrokerError::Malformed(_) | BrokerError::StreamLost => None,
+            BrokerError::Malformed(_) | BrokerError::StreamLost | BrokerError::NameTaken { .. } => {
+                None
+            }
         }
     }
 }

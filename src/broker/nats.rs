@@ -13,7 +13,7 @@ use async_nats::jetstream::{self as js, Context};
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
-use super::{Broker, BrokerError, Checkpoint, Entry, EntryId, Record};
+use super::{Append, Appended, Broker, BrokerError, Checkpoint, Claim, Entry, EntryId, Record};
 
 /// Default retention of the stream: JetStream keeps the last this many entries.
 pub(crate) const DEFAULT_MAX_LEN: usize = 10_000;
@@ -22,10 +22,12 @@ const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest [`NatsBroker::response_timeout`]: one hour.
 const MAX_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The first line of a checkpoint value: the format's version.
-const CHECKPOINT_MAGIC: &str = "agentwatch-checkpoint-1";
+const CHECKPOINT_MAGIC: &str = "agentwatch-checkpoint-2";
 
-/// Header: the record's `seq` (decimal).
-const SEQ: &str = "Agentwatch-Seq";
+/// Header: the machine the entry comes from.
+const MACHINE: &str = "Agentwatch-Machine";
+/// Header: `1` on a gone entry.
+const GONE: &str = "Agentwatch-Gone";
 /// Header: the id of the entry before it in the stream (empty for the first).
 const PREV: &str = "Agentwatch-Prev";
 /// Header, only on a resync: the length of the event in the payload; the health list follows it.
@@ -36,30 +38,42 @@ const ID: &str = "Agentwatch-Id";
 const MSG_ID: &str = "Nats-Msg-Id";
 /// JetStream's optimistic-concurrency header: the stream's last sequence must be this.
 const EXPECTED_LAST_SEQUENCE: &str = "Nats-Expected-Last-Sequence";
+/// The same for the last message on the message's subject.
+const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+/// How many times an append tries again when another producer appended first.
+const CONTENDED_TRIES: usize = 64;
 
 /// [`Broker`] on NATS JetStream (nats-server ≥ 2.9 with JetStream enabled).
 ///
 /// For the stream key `K` (e.g. `agentwatch:events`) it uses, with `N` the key with every
-/// character other than ASCII letters, digits, `-` and `_` replaced by `_`:
-/// - the JetStream stream `N` on the subject `agentwatch.N.entries` (file storage, the last
-///   [`max_len`](NatsBroker::max_len) messages kept, direct gets allowed), created when the
-///   producer first appends. Each entry is one message: headers `Agentwatch-Seq` (decimal),
-///   `Agentwatch-Prev` (the id of the entry before it) and, on a resync, `Agentwatch-Event-Len`;
-///   the payload is the event's Go-exact JSON (followed, on a resync, by the health list).
-///   `Agentwatch-Id` repeats the message's `Nats-Msg-Id`; an entry's id is
+/// character other than ASCII letters, digits, `-` and `_` replaced by `_`, and `H` a machine
+/// name in lowercase hex:
+/// - the JetStream stream `N` on the subjects `agentwatch.N.entries.>` (file storage, the
+///   last [`max_len`](NatsBroker::max_len) messages kept, direct gets allowed), created when
+///   a producer first appends. Each entry is one message on its machine's subject
+///   `agentwatch.N.entries.H`: headers `Agentwatch-Prev` (the id of the entry before it),
+///   `Agentwatch-Machine`, `Agentwatch-Gone` (`1` on a gone entry) and, on a resync,
+///   `Agentwatch-Event-Len`; the payload is the event's Go-exact JSON (followed, on a resync,
+///   by the health list). An entry's `seq` is its stream sequence, assigned once by the
+///   server. `Agentwatch-Id` repeats the message's `Nats-Msg-Id`; an entry's id is
 ///   `<stream sequence>-<Agentwatch-Id>`: unique even when a restored stream hands out the
 ///   same sequence numbers again.
-/// - the JetStream stream `N-checkpoint` on the subject `agentwatch.N.checkpoint`, keeping
-///   one message (the last): the [`Checkpoint`], read back with a direct get of the
-///   subject's last message.
+/// - the JetStream stream `N-checkpoint` on the subjects `agentwatch.N.checkpoint.>` and
+///   `agentwatch.N.alive.>`, keeping one message per subject: each machine's [`Checkpoint`]
+///   on `agentwatch.N.checkpoint.H`, and its claim on `agentwatch.N.alive.H` (`live
+///   <instance>` or `gone`, renewed by publishing it again; its age is the server's
+///   timestamp of that message against this host's clock, so keep clocks in sync).
 ///
 /// # Appends
 /// Each message of a batch carries `Nats-Msg-Id` `<batch>/<i>` (so a retried batch is
-/// deduplicated by the server within its two-minute window, and returns the same id) and
-/// `Nats-Expected-Last-Sequence` (the sequence of the entry before it), so that its
-/// `Agentwatch-Prev` is exact and a stream that no longer ends where the producer left it is
-/// refused ([`BrokerError::StreamLost`]). A batch is not atomic as a whole (a reader may see
-/// its first messages before the rest), which the contract allows: every message is chained.
+/// deduplicated by the server within its two-minute window, and returns the same id),
+/// `Nats-Expected-Last-Sequence` (the stream's last sequence, so that its `Agentwatch-Prev`
+/// is exact; when another producer appended first, the append reads the new end and tries
+/// again) and, continuing the producer's entries, `Nats-Expected-Last-Subject-Sequence` (its
+/// machine's last entry), so that a stream that no longer holds the producer's last entry as
+/// its machine's last is refused ([`BrokerError::StreamLost`]). A batch is not atomic as a
+/// whole (a reader may see its first messages before the rest), which the contract allows:
+/// every message is chained.
 ///
 /// # Reads
 /// A read fetches messages one by one with JetStream's direct get (`next_by_subj` from a
@@ -173,9 +187,36 @@ impl NatsBroker {
         &self.stream
     }
 
-    /// The subject the entries are published on: `agentwatch.<stream name>.entries`.
+    /// The subject prefix the entries are published under: `agentwatch.<stream name>.entries`
+    /// (each machine's on `<prefix>.<machine in hex>`).
     pub fn subject(&self) -> &str {
         &self.subject
+    }
+
+    /// The subject of `machine`'s entries.
+    pub fn machine_subject(&self, machine: &str) -> String {
+        format!("{}.{}", self.subject, hex(machine))
+    }
+
+    fn entries_filter(&self) -> String {
+        format!("{}.>", self.subject)
+    }
+
+    fn checkpoint_subject_of(&self, machine: &str) -> String {
+        format!("{}.{}", self.checkpoint_subject, hex(machine))
+    }
+
+    fn alive_prefix(&self) -> String {
+        self.checkpoint_subject
+            .strip_suffix(".checkpoint")
+            .map_or_else(
+                || format!("{}.alive", self.checkpoint_subject),
+                |base| format!("{base}.alive"),
+            )
+    }
+
+    fn alive_subject(&self, machine: &str) -> String {
+        format!("{}.{}", self.alive_prefix(), hex(machine))
     }
 
     /// The checkpoint's stream: `<stream name>-checkpoint`.
@@ -215,7 +256,7 @@ impl NatsBroker {
     fn stream_config(&self) -> stream::Config {
         stream::Config {
             name: self.stream.clone(),
-            subjects: vec![self.subject.clone()],
+            subjects: vec![self.entries_filter()],
             max_messages: i64::try_from(self.max_len).unwrap_or(i64::MAX),
             discard: DiscardPolicy::Old,
             storage: StorageType::File,
@@ -256,7 +297,10 @@ impl NatsBroker {
         conn.jetstream
             .get_or_create_stream(stream::Config {
                 name: self.checkpoint_stream.clone(),
-                subjects: vec![self.checkpoint_subject.clone()],
+                subjects: vec![
+                    format!("{}.>", self.checkpoint_subject),
+                    format!("{}.>", self.alive_prefix()),
+                ],
                 max_messages_per_subject: 1,
                 discard: DiscardPolicy::Old,
                 storage: StorageType::File,
@@ -283,64 +327,256 @@ impl NatsBroker {
         Ok((Some(entry_id(&message)), state.last_sequence))
     }
 
-    async fn append_now(
-        &self,
-        batch: &str,
-        after: Option<&str>,
-        records: &[Record],
-    ) -> Result<EntryId, BrokerError> {
+    async fn append_now(&self, append: &Append<'_>) -> Result<Appended, BrokerError> {
         let conn = self.connection().await?;
         if !self.created.load(Ordering::Relaxed) {
             self.stream(&conn, true).await?;
             self.created.store(true, Ordering::Relaxed);
         }
-        let (mut prev, mut last_sequence) = match after {
-            Some(after) => (after.to_owned(), sequence_of(after)?),
+        let subject = self.machine_subject(append.machine);
+        // The sequence the machine's last message must have (a producer continuing its own).
+        let mut subject_last = append.after.map(sequence_of).transpose()?;
+        let (tail, mut last_sequence) = self.last(&conn).await?;
+        let mut prev = tail.unwrap_or_default();
+        let mut done = None;
+        for (i, record) in append.records.iter().enumerate() {
+            let msg_id = format!("{}/{i}", append.batch);
+            let mut tries = 0;
+            let ack = loop {
+                let mut headers = HeaderMap::new();
+                headers.insert(MSG_ID, msg_id.as_str());
+                headers.insert(ID, msg_id.as_str());
+                if last_sequence > 0 {
+                    headers.insert(EXPECTED_LAST_SEQUENCE, last_sequence.to_string());
+                }
+                if let Some(expected) = subject_last {
+                    headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string());
+                }
+                headers.insert(PREV, prev.as_str());
+                headers.insert(MACHINE, append.machine);
+                let mut payload = record.event.clone();
+                if let Some(health) = &record.health {
+                    headers.insert(EVENT_LEN, record.event.len().to_string());
+                    payload.extend_from_slice(health);
+                }
+                let ack = conn
+                    .jetstream
+                    .publish_with_headers(subject.clone(), headers, Bytes::from(payload))
+                    .await
+                    .map_err(unavailable)?
+                    .await;
+                match ack {
+                    Ok(ack) => break ack,
+                    Err(error) => match error.kind() {
+                        PublishErrorKind::WrongLastSequence => {
+                            // Another producer appended first, or the machine's last entry
+                            // is no longer this producer's: which one tells.
+                            if let Some(expected) = subject_last {
+                                let last = self.last_of_now(&conn, append.machine).await?;
+                                if last.as_deref().map(sequence_of).transpose()? != Some(expected) {
+                                    return Err(BrokerError::StreamLost);
+                                }
+                            }
+                            tries += 1;
+                            if tries >= CONTENDED_TRIES {
+                                return Err(BrokerError::Unavailable(
+                                    "the stream kept moving under the append".into(),
+                                ));
+                            }
+                            let (tail, sequence) = self.last(&conn).await?;
+                            prev = tail.unwrap_or_default();
+                            last_sequence = sequence;
+                        }
+                        PublishErrorKind::StreamNotFound if append.after.is_some() => {
+                            self.created.store(false, Ordering::Relaxed);
+                            return Err(BrokerError::StreamLost);
+                        }
+                        _ => {
+                            // A deleted stream may answer "no responders" or nothing at
+                            // all: the next attempt makes sure it exists.
+                            self.created.store(false, Ordering::Relaxed);
+                            return Err(unavailable(error));
+                        }
+                    },
+                }
+            };
+            last_sequence = ack.sequence;
+            subject_last = Some(ack.sequence);
+            prev = format!("{}-{msg_id}", ack.sequence);
+            done = Some(Appended {
+                entry: prev.clone(),
+                seq: ack.sequence,
+            });
+        }
+        done.ok_or_else(|| malformed("an append of no records"))
+    }
+
+    /// The id of `machine`'s last entry.
+    async fn last_of_now(
+        &self,
+        conn: &Connection,
+        machine: &str,
+    ) -> Result<Option<EntryId>, BrokerError> {
+        let Some(stream) = self.stream(conn, false).await? else {
+            return Ok(None);
+        };
+        match stream
+            .direct_get_last_for_subject(self.machine_subject(machine))
+            .await
+        {
+            Ok(message) => Ok(Some(entry_id(&message))),
+            Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => Ok(None),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    /// The claim on `machine`: its message sequence, whether it says gone, the instance
+    /// holding it and its age. `None`: never claimed.
+    async fn alive(
+        &self,
+        checkpoints: &stream::Stream,
+        machine: &str,
+    ) -> Result<Option<(u64, Option<String>, Duration)>, BrokerError> {
+        match checkpoints
+            .direct_get_last_for_subject(self.alive_subject(machine))
+            .await
+        {
+            Ok(message) => {
+                let text = std::str::from_utf8(&message.payload).unwrap_or("");
+                let holder = text.strip_prefix("live ").map(str::to_owned);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i128);
+                let age = now
+                    .saturating_sub(message.time.unix_timestamp_nanos())
+                    .max(0);
+                let age = Duration::from_nanos(u64::try_from(age).unwrap_or(u64::MAX));
+                Ok(Some((message.sequence, holder, age)))
+            }
+            Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => Ok(None),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    /// Publishes `payload` as `machine`'s claim if its last claim message is still `expected`
+    /// (0: none). `Ok(None)` when another got there first.
+    async fn publish_alive(
+        &self,
+        conn: &Connection,
+        machine: &str,
+        expected: u64,
+        payload: String,
+    ) -> Result<Option<u64>, BrokerError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string());
+        let ack = conn
+            .jetstream
+            .publish_with_headers(self.alive_subject(machine), headers, Bytes::from(payload))
+            .await
+            .map_err(unavailable)?
+            .await;
+        match ack {
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(error) if matches!(error.kind(), PublishErrorKind::WrongLastSequence) => Ok(None),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn claim_now(
+        &self,
+        machine: &str,
+        instance: &str,
+        stale_after: Duration,
+    ) -> Result<Claim, BrokerError> {
+        let conn = self.connection().await?;
+        let checkpoints = self.checkpoints(&conn).await?;
+        for _ in 0..CONTENDED_TRIES {
+            let found = self.alive(&checkpoints, machine).await?;
+            let (expected, claim) = match &found {
+                None => (0, Claim::Taken),
+                Some((sequence, Some(holder), _)) if holder == instance => (*sequence, Claim::Held),
+                Some((_, Some(_), age)) if *age < stale_after => {
+                    return Err(BrokerError::NameTaken {
+                        machine: machine.to_owned(),
+                        age: *age,
+                    });
+                }
+                Some((sequence, _, _)) => (*sequence, Claim::Taken),
+            };
+            if self
+                .publish_alive(&conn, machine, expected, format!("live {instance}"))
+                .await?
+                .is_some()
+            {
+                return Ok(claim);
+            }
+        }
+        Err(BrokerError::Unavailable(
+            "the claim kept changing under this producer".into(),
+        ))
+    }
+
+    async fn mark_gone_now(
+        &self,
+        machine: &str,
+        stale_after: Duration,
+        tail: Option<&str>,
+        record: &Record,
+    ) -> Result<Option<Appended>, BrokerError> {
+        let conn = self.connection().await?;
+        let checkpoints = self.checkpoints(&conn).await?;
+        let gone_at = match self.alive(&checkpoints, machine).await? {
+            Some((_, Some(_), age)) if age < stale_after => return Ok(None),
+            // Marked gone on the claim by a node that has not appended the entry (yet).
+            Some((sequence, None, _)) => sequence,
+            found => {
+                let expected = found.map_or(0, |(sequence, _, _)| sequence);
+                match self
+                    .publish_alive(&conn, machine, expected, "gone".to_owned())
+                    .await?
+                {
+                    Some(sequence) => sequence,
+                    None => return Ok(None),
+                }
+            }
+        };
+        // Without a position (a producer leaving), after whatever the stream ends with.
+        let (tail, tail_sequence) = match tail {
+            Some(tail) => (tail.to_owned(), sequence_of(tail)?),
             None => {
                 let (tail, sequence) = self.last(&conn).await?;
                 (tail.unwrap_or_default(), sequence)
             }
         };
-        for (i, record) in records.iter().enumerate() {
-            let msg_id = format!("{batch}/{i}");
-            let mut headers = HeaderMap::new();
-            headers.insert(MSG_ID, msg_id.as_str());
-            headers.insert(ID, msg_id.as_str());
-            headers.insert(EXPECTED_LAST_SEQUENCE, last_sequence.to_string());
-            headers.insert(SEQ, record.seq.to_string());
-            headers.insert(PREV, prev.as_str());
-            let mut payload = record.event.clone();
-            if let Some(health) = &record.health {
-                headers.insert(EVENT_LEN, record.event.len().to_string());
-                payload.extend_from_slice(health);
-            }
-            let ack = conn
-                .jetstream
-                .publish_with_headers(self.subject.clone(), headers, Bytes::from(payload))
-                .await
-                .map_err(unavailable)?
-                .await;
-            let ack = match ack {
-                Ok(ack) => ack,
-                Err(error) => {
-                    // A deleted stream may answer "no responders" or nothing at all: the
-                    // next attempt makes sure it exists (its sequence then shows the loss).
-                    self.created.store(false, Ordering::Relaxed);
-                    return Err(match error.kind() {
-                        PublishErrorKind::WrongLastSequence if after.is_some() => {
-                            BrokerError::StreamLost
-                        }
-                        PublishErrorKind::StreamNotFound if after.is_some() => {
-                            BrokerError::StreamLost
-                        }
-                        _ => unavailable(error),
-                    });
-                }
-            };
-            last_sequence = ack.sequence;
-            prev = format!("{}-{msg_id}", ack.sequence);
+        let msg_id = format!("gone/{}/{gone_at}", hex(machine));
+        let mut headers = HeaderMap::new();
+        headers.insert(MSG_ID, msg_id.as_str());
+        headers.insert(ID, msg_id.as_str());
+        if tail_sequence > 0 {
+            headers.insert(EXPECTED_LAST_SEQUENCE, tail_sequence.to_string());
         }
-        Ok(prev)
+        headers.insert(PREV, tail.as_str());
+        headers.insert(MACHINE, machine);
+        headers.insert(GONE, "1");
+        let ack = conn
+            .jetstream
+            .publish_with_headers(
+                self.machine_subject(machine),
+                headers,
+                Bytes::from(record.event.clone()),
+            )
+            .await
+            .map_err(unavailable)?
+            .await;
+        match ack {
+            Ok(ack) if ack.duplicate => Ok(None),
+            Ok(ack) => Ok(Some(Appended {
+                entry: format!("{}-{msg_id}", ack.sequence),
+                seq: ack.sequence,
+            })),
+            Err(error) if matches!(error.kind(), PublishErrorKind::WrongLastSequence) => Ok(None),
+            Err(error) => Err(unavailable(error)),
+        }
     }
 
     async fn read_now(
@@ -358,7 +594,7 @@ impl NatsBroker {
         if block.is_some() && wake.is_none() {
             *wake = Some(
                 conn.client
-                    .subscribe(self.subject.clone())
+                    .subscribe(self.entries_filter())
                     .await
                     .map_err(unavailable)?,
             );
@@ -385,7 +621,7 @@ impl NatsBroker {
                 let got = self
                     .timed(self.response_timeout, async {
                         Ok(stream
-                            .direct_get_next_for_subject(self.subject.clone(), Some(from))
+                            .direct_get_next_for_subject(self.entries_filter(), Some(from))
                             .await)
                     })
                     .await?;
@@ -467,6 +703,11 @@ fn sequence_of(id: &str) -> Result<u64, BrokerError> {
         .ok_or_else(|| malformed("entry id"))
 }
 
+/// `text` in lowercase hex: a subject token for any machine name.
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
 fn header<'a>(message: &'a StreamMessage, name: &str) -> Option<&'a str> {
     message.headers.get(name).map(|value| value.as_str())
 }
@@ -478,9 +719,8 @@ fn entry_id(message: &StreamMessage) -> EntryId {
 /// One message as an entry. What is missing or unreadable (a foreign writer) leaves the
 /// entry without an event, which the follower counts as malformed and moves past.
 fn parse_entry(message: &StreamMessage) -> Entry {
-    let seq = header(message, SEQ)
-        .and_then(|seq| seq.parse().ok())
-        .unwrap_or(0);
+    let machine = header(message, MACHINE).unwrap_or("").to_owned();
+    let gone = header(message, GONE) == Some("1");
     let prev = header(message, PREV).unwrap_or("").to_owned();
     let payload = &message.payload[..];
     let (event, health) = match header(message, EVENT_LEN).map(str::parse::<usize>) {
@@ -493,7 +733,10 @@ fn parse_entry(message: &StreamMessage) -> Entry {
     Entry {
         id: entry_id(message),
         prev,
-        record: Record { seq, event, health },
+        seq: message.sequence,
+        machine,
+        gone,
+        record: Record { event, health },
     }
 }
 
@@ -501,7 +744,8 @@ fn parse_entry(message: &StreamMessage) -> Entry {
 /// each on its line, then the snapshot and the health list.
 fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<u8> {
     let mut value = format!(
-        "{CHECKPOINT_MAGIC}\n{}\n{}\n{}\n",
+        "{CHECKPOINT_MAGIC}\n{}\n{}\n{}\n{}\n",
+        checkpoint.machine,
         checkpoint.seq,
         checkpoint.entry,
         checkpoint.snapshot.len()
@@ -524,6 +768,7 @@ fn decode_checkpoint(value: &[u8]) -> Result<Checkpoint, BrokerError> {
     if line()? != CHECKPOINT_MAGIC {
         return Err(bad());
     }
+    let machine = line()?.to_owned();
     let seq = line()?.parse().map_err(|_| bad())?;
     let entry = line()?.to_owned();
     let len: usize = line()?.parse().map_err(|_| bad())?;
@@ -531,6 +776,7 @@ fn decode_checkpoint(value: &[u8]) -> Result<Checkpoint, BrokerError> {
         return Err(bad());
     }
     Ok(Checkpoint {
+        machine,
         seq,
         entry,
         snapshot: rest[..len].to_vec(),
@@ -539,18 +785,11 @@ fn decode_checkpoint(value: &[u8]) -> Result<Checkpoint, BrokerError> {
 }
 
 impl Broker for NatsBroker {
-    async fn append(
-        &self,
-        batch: &str,
-        after: Option<&str>,
-        records: &[Record],
-    ) -> Result<EntryId, BrokerError> {
+    async fn append(&self, append: &Append<'_>) -> Result<Appended, BrokerError> {
         let limit = self
             .response_timeout
-            .saturating_mul(2 + records.len() as u32);
-        let result = self
-            .timed(limit, self.append_now(batch, after, records))
-            .await;
+            .saturating_mul(4 + append.records.len() as u32);
+        let result = self.timed(limit, self.append_now(append)).await;
         if let Err(BrokerError::Unavailable(_)) = &result {
             // The next call connects again if the client gave up.
             self.conn.lock().await.take();
@@ -558,10 +797,37 @@ impl Broker for NatsBroker {
         result
     }
 
-    async fn tail(&self) -> Result<Option<EntryId>, BrokerError> {
-        self.timed(self.response_timeout, async {
+    async fn claim(
+        &self,
+        machine: &str,
+        instance: &str,
+        stale_after: Duration,
+    ) -> Result<Claim, BrokerError> {
+        self.timed(
+            self.response_timeout.saturating_mul(4),
+            self.claim_now(machine, instance, stale_after),
+        )
+        .await
+    }
+
+    async fn mark_gone(
+        &self,
+        machine: &str,
+        stale_after: Duration,
+        tail: Option<&str>,
+        record: &Record,
+    ) -> Result<Option<Appended>, BrokerError> {
+        self.timed(
+            self.response_timeout.saturating_mul(4),
+            self.mark_gone_now(machine, stale_after, tail, record),
+        )
+        .await
+    }
+
+    async fn last_of(&self, machine: &str) -> Result<Option<EntryId>, BrokerError> {
+        self.timed(self.response_timeout.saturating_mul(2), async {
             let conn = self.connection().await?;
-            Ok(self.last(&conn).await?.0)
+            self.last_of_now(&conn, machine).await
         })
         .await
     }
@@ -587,7 +853,7 @@ impl Broker for NatsBroker {
             self.checkpoints(&conn).await?;
             conn.jetstream
                 .publish(
-                    self.checkpoint_subject.clone(),
+                    self.checkpoint_subject_of(&checkpoint.machine),
                     Bytes::from(encode_checkpoint(checkpoint)),
                 )
                 .await
@@ -599,17 +865,43 @@ impl Broker for NatsBroker {
         .await
     }
 
-    async fn read_checkpoint(&self) -> Result<Option<Checkpoint>, BrokerError> {
+    async fn read_checkpoint(&self, machine: &str) -> Result<Option<Checkpoint>, BrokerError> {
         self.timed(self.response_timeout.saturating_mul(2), async {
             let conn = self.connection().await?;
             let checkpoints = self.checkpoints(&conn).await?;
             match checkpoints
-                .direct_get_last_for_subject(self.checkpoint_subject.clone())
+                .direct_get_last_for_subject(self.checkpoint_subject_of(machine))
                 .await
             {
                 Ok(message) => decode_checkpoint(&message.payload).map(Some),
                 Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => Ok(None),
                 Err(error) => Err(unavailable(error)),
+            }
+        })
+        .await
+    }
+
+    async fn read_checkpoints(&self) -> Result<Vec<Result<Checkpoint, BrokerError>>, BrokerError> {
+        self.timed(self.response_timeout.saturating_mul(8), async {
+            let conn = self.connection().await?;
+            let checkpoints = self.checkpoints(&conn).await?;
+            let filter = format!("{}.>", self.checkpoint_subject);
+            let mut found = Vec::new();
+            let mut from = 1;
+            loop {
+                match checkpoints
+                    .direct_get_next_for_subject(filter.clone(), Some(from))
+                    .await
+                {
+                    Ok(message) => {
+                        from = message.sequence.saturating_add(1);
+                        found.push(decode_checkpoint(&message.payload));
+                    }
+                    Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => {
+                        return Ok(found);
+                    }
+                    Err(error) => return Err(unavailable(error)),
+                }
             }
         })
         .await
@@ -641,6 +933,7 @@ mod tests {
     #[test]
     fn checkpoints_round_trip_and_garbage_is_malformed() {
         let checkpoint = Checkpoint {
+            machine: "alice-laptop".into(),
             seq: 42,
             entry: "17-123-456:3/0".into(),
             snapshot: b"{\"seq\":42}\nwith a newline".to_vec(),
@@ -648,7 +941,11 @@ mod tests {
         };
         let value = encode_checkpoint(&checkpoint);
         assert_eq!(decode_checkpoint(&value).unwrap(), checkpoint);
-        for bad in [&b""[..], b"x\n", b"agentwatch-checkpoint-1\n1\ne\n99\n{}"] {
+        for bad in [
+            &b""[..],
+            b"x\n",
+            b"agentwatch-checkpoint-2\nm\n1\ne\n99\n{}",
+        ] {
             assert!(matches!(
                 decode_checkpoint(bad),
                 Err(BrokerError::Malformed(_))

@@ -14,7 +14,7 @@ use crate::wire::{self, Event};
 
 use super::backoff::Link;
 use super::checkpoint::Image;
-use super::{Broker, BrokerError, Checkpoint, EntryId, Record};
+use super::{Append, Broker, BrokerError, Checkpoint, Claim, EntryId, Record};
 
 /// Default bound of the queue between [`EventSink::handle_event`] and the append task.
 pub(crate) const DEFAULT_BUFFER: usize = 8192;
@@ -26,6 +26,35 @@ const MAX_BATCH: usize = 256;
 const IDLE_TICK: Duration = Duration::from_millis(200);
 /// Default time between two checks that the broker still holds what the producer wrote.
 pub(crate) const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(1);
+/// Default time after which a machine that stopped renewing its claim is gone.
+pub(crate) const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(20);
+/// The longest machine name, in bytes.
+const MAX_MACHINE: usize = 64;
+
+/// `name` as a machine name: ASCII letters, digits, `.`, `-` and `_`, other characters
+/// replaced by `-`, at most 64 bytes; `""` gives `"unnamed"`.
+pub(crate) fn valid_machine(name: &str) -> String {
+    let mut machine: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(MAX_MACHINE)
+        .collect();
+    if machine.is_empty() {
+        machine.push_str("unnamed");
+    }
+    machine
+}
+
+/// The host name, as a machine name.
+fn host_machine() -> String {
+    valid_machine(&gethostname::gethostname().to_string_lossy())
+}
 
 /// Publishes events into a [`Broker`]: the producer side of several-node serving.
 ///
@@ -93,6 +122,8 @@ struct Shared {
     checkpoint_every: u64,
     checkpoint_interval: Duration,
     verify_interval: Duration,
+    stale_after: Duration,
+    machine: String,
     stats: Arc<Stats>,
 }
 
@@ -101,6 +132,12 @@ struct Shared {
 struct Stats {
     counters: Counters,
     appended_changed: Notify,
+    /// How the start went: `None` while claiming the name; the name and the holder's age
+    /// when it is taken.
+    started: Mutex<Option<Result<(), (String, Duration)>>>,
+    started_changed: Notify,
+    /// Set when the task stopped for good (the name was taken): events are refused.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 struct State {
@@ -124,6 +161,12 @@ struct Counters {
     superseded: AtomicU64,
     stream_losses: AtomicU64,
     checkpoint_repairs: AtomicU64,
+    reclaims: AtomicU64,
+    last_seq: AtomicU64,
+    /// Resyncs queued (by events or by the task) and resyncs appended or superseded: what
+    /// [`BrokerSink::flush`] waits for besides events.
+    resyncs_queued: AtomicU64,
+    resyncs_done: AtomicU64,
 }
 
 enum Item {
@@ -136,6 +179,8 @@ enum Item {
         image: Image,
         start: bool,
     },
+    /// Append what is queued, then leave: mark the machine gone at once, and stop.
+    Close(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Builds a [`BrokerSink`]; see [`BrokerSink::builder`].
@@ -146,6 +191,8 @@ pub struct BrokerSinkBuilder<B> {
     checkpoint_every: Option<u64>,
     checkpoint_interval: Duration,
     verify_interval: Duration,
+    stale_after: Duration,
+    machine: Option<String>,
 }
 
 impl<B: Broker> BrokerSinkBuilder<B> {
@@ -189,7 +236,37 @@ impl<B: Broker> BrokerSinkBuilder<B> {
         self
     }
 
-    /// Starts the append task and returns the sink.
+    /// The machine name this producer publishes under (default: the host name). Nodes label
+    /// its sessions and health reports with it (`machine`). Letters, digits, `.`, `-` and `_`,
+    /// at most 64 bytes: other characters are replaced by `-` (with a `warn`), an empty name
+    /// becomes `unnamed`. One live producer per name: see "Machines" on [`BrokerSink`].
+    pub fn machine(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        let machine = valid_machine(&name);
+        if machine != name {
+            tracing::warn!(%machine, "machine name changed to letters, digits, '.', '-' and '_'");
+        }
+        self.machine = Some(machine);
+        self
+    }
+
+    /// How long after its last renewal a machine's claim lapses (default 20 s; from 100 ms to
+    /// 1 hour, with a `warn` outside). The producer renews it every quarter of this; nodes
+    /// mark a machine gone after this long without a renewal
+    /// ([`Follower::stale_after`](super::Follower::stale_after), which should be the same),
+    /// and a second producer may take the name only then.
+    pub fn stale_after(mut self, timeout: Duration) -> Self {
+        self.stale_after = crate::layer::bounded(
+            "broker.stale_after",
+            timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        );
+        self
+    }
+
+    /// Starts the append task and returns the sink. The task first claims the machine name
+    /// ([`BrokerSink::started`] tells how that went), then appends.
     ///
     /// # Panics
     /// Outside a Tokio runtime, as [`tokio::spawn`] does.
@@ -212,6 +289,8 @@ impl<B: Broker> BrokerSinkBuilder<B> {
             checkpoint_every,
             checkpoint_interval: self.checkpoint_interval,
             verify_interval: self.verify_interval,
+            stale_after: self.stale_after,
+            machine: self.machine.unwrap_or_else(host_machine),
             stats: Arc::default(),
         });
         tokio::spawn(run(
@@ -219,6 +298,8 @@ impl<B: Broker> BrokerSinkBuilder<B> {
             rx,
             Arc::downgrade(&shared),
             shared.stats.clone(),
+            shared.machine.clone(),
+            shared.stale_after,
         ));
         BrokerSink { shared }
     }
@@ -250,6 +331,13 @@ pub struct BrokerSinkStats {
     /// Times the checkpoint was found missing, unreadable, changed or no longer continued by
     /// the stream, each answered by writing it again.
     pub checkpoint_repairs: u64,
+    /// Times the machine name had to be claimed again while running (a node had marked it
+    /// gone, or its claim lapsed while the broker was unreachable), each answered by a
+    /// resync.
+    pub reclaims: u64,
+    /// The stream `seq` of the last entry appended (0 before the first): nodes serve this
+    /// producer's last event with it.
+    pub last_seq: u64,
 }
 
 impl std::fmt::Debug for BrokerSink {
@@ -269,6 +357,32 @@ impl BrokerSink {
             checkpoint_every: None,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             verify_interval: DEFAULT_VERIFY_INTERVAL,
+            stale_after: DEFAULT_STALE_AFTER,
+            machine: None,
+        }
+    }
+
+    /// The machine name this producer publishes under.
+    pub fn machine(&self) -> &str {
+        &self.shared.machine
+    }
+
+    /// Waits until the machine name is claimed and appending has started. Waits while the
+    /// broker is unreachable: wrap it in a timeout where that matters.
+    ///
+    /// # Errors
+    /// [`BrokerError::NameTaken`] when another live producer holds the name; the sink then
+    /// refuses every event ([`EventSink::handle_event`] fails).
+    pub async fn started(&self) -> Result<(), BrokerError> {
+        let stats = &self.shared.stats;
+        loop {
+            let notified = stats.started_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(outcome) = lock(&stats.started).clone() {
+                return outcome.map_err(|(machine, age)| BrokerError::NameTaken { machine, age });
+            }
+            notified.await;
         }
     }
 
@@ -285,26 +399,49 @@ impl BrokerSink {
             superseded: c.superseded.load(Ordering::Relaxed),
             stream_losses: c.stream_losses.load(Ordering::Relaxed),
             checkpoint_repairs: c.checkpoint_repairs.load(Ordering::Relaxed),
+            reclaims: c.reclaims.load(Ordering::Relaxed),
+            last_seq: c.last_seq.load(Ordering::SeqCst),
         }
     }
 
     /// Waits until every event queued before the call is appended (or superseded by a
-    /// resync). Does not return while the broker is unreachable: wrap it in a timeout.
+    /// resync), and the resync that covers dropped events too. Does not return while the
+    /// broker is unreachable: wrap it in a timeout. Returns at once once the sink stopped.
     pub async fn flush(&self) {
         let stats = &self.shared.stats;
-        let target = stats.counters.queued.load(Ordering::SeqCst);
+        let c = &stats.counters;
+        let target = c.queued.load(Ordering::SeqCst);
         loop {
             let notified = stats.appended_changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let done = stats.counters.appended.load(Ordering::SeqCst)
-                + stats.counters.superseded.load(Ordering::SeqCst);
-            if done >= target {
+            let done = c.appended.load(Ordering::SeqCst) + c.superseded.load(Ordering::SeqCst);
+            let resynced = c.resyncs_done.load(Ordering::SeqCst)
+                >= c.resyncs_queued.load(Ordering::SeqCst)
+                && !self.shared.state().resync;
+            if (done >= target && resynced) || stats.stopped.load(Ordering::Relaxed) {
                 return;
             }
             notified.await;
         }
     }
+
+    /// Appends what is queued, then leaves: the machine is marked gone at once (its sessions
+    /// end, its sources report `failed`, "machine NAME stopped publishing") and its name is
+    /// free for the next producer. The sink refuses events afterwards. Without `close`, a
+    /// dropped sink simply goes quiet and nodes mark it gone after `stale_after`. Waits
+    /// while the broker is unreachable: wrap it in a timeout.
+    pub async fn close(&self) {
+        let (done, closed) = tokio::sync::oneshot::channel();
+        if self.shared.tx.send(Item::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data, consistent after every statement.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
@@ -335,6 +472,11 @@ impl EventSink for BrokerSink {
     /// [`SinkError::Encode`] when the event cannot be encoded as Go would; [`SinkError::Other`]
     /// when the append task has stopped (its runtime shut down).
     fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
+        if self.shared.stats.stopped.load(Ordering::Relaxed) {
+            return Err(SinkError::other(
+                "broker producer stopped: its machine name is held by another producer",
+            ));
+        }
         let bytes = wire::to_vec(event).map_err(|source| SinkError::Encode {
             seq: event.seq,
             source,
@@ -354,6 +496,7 @@ impl EventSink for BrokerSink {
             // The image reflects this event too: it replaces it.
             if let Some(image) = state.image() {
                 let start = !state.resync;
+                counters.resyncs_queued.fetch_add(1, Ordering::SeqCst);
                 permit.send(Item::Resync { image, start });
                 state.resync = false;
                 state.start = false;
@@ -369,7 +512,6 @@ impl EventSink for BrokerSink {
             return Ok(());
         }
         let record = Record {
-            seq: event.seq,
             event: bytes,
             health: None,
         };
@@ -420,15 +562,54 @@ fn dropped(
     }
 }
 
-/// The append task: drains the queue in order, in batches, until every [`BrokerSink`] clone
-/// is dropped and the queue is empty.
+/// Claims `machine` until the broker answers: `Err` when another producer holds it.
+async fn claim<B: Broker>(
+    broker: &B,
+    machine: &str,
+    instance: &str,
+    stale_after: Duration,
+    link: &mut Link,
+    counters: &Counters,
+) -> Result<Claim, (String, Duration)> {
+    loop {
+        match broker.claim(machine, instance, stale_after).await {
+            Ok(claim) => {
+                link.ok();
+                return Ok(claim);
+            }
+            Err(BrokerError::NameTaken { machine, age }) => return Err((machine, age)),
+            Err(error) => {
+                counters.retries.fetch_add(1, Ordering::Relaxed);
+                link.failed(&error).await;
+            }
+        }
+    }
+}
+
+/// Stops the sink for good: another producer holds its machine name.
+fn taken(stats: &Stats, machine: &str, age: Duration) {
+    stats.stopped.store(true, Ordering::Relaxed);
+    *lock(&stats.started) = Some(Err((machine.to_owned(), age)));
+    stats.started_changed.notify_waiters();
+    stats.appended_changed.notify_waiters();
+    tracing::error!(
+        machine,
+        age_ms = age.as_millis() as u64,
+        "another producer holds this machine name: this producer stops (give it another name)"
+    );
+}
+
+/// The append task: claims the machine name, then drains the queue in order, in batches,
+/// until every [`BrokerSink`] clone is dropped and the queue is empty.
 async fn run<B: Broker>(
     broker: B,
     mut rx: mpsc::Receiver<Item>,
     shared: Weak<Shared>,
     stats: Arc<Stats>,
+    machine: String,
+    stale_after: Duration,
 ) {
-    let producer = format!(
+    let instance = format!(
         "{}-{}",
         std::process::id(),
         std::time::SystemTime::now()
@@ -436,14 +617,66 @@ async fn run<B: Broker>(
             .map_or(0, |d| d.as_nanos())
     );
     let counters = &stats.counters;
-    let mut batches = 0u64;
     let mut link = Link::new("producer");
+    if let Err((name, age)) = claim(
+        &broker,
+        &machine,
+        &instance,
+        stale_after,
+        &mut link,
+        counters,
+    )
+    .await
+    {
+        taken(&stats, &name, age);
+        return;
+    }
+    *lock(&stats.started) = Some(Ok(()));
+    stats.started_changed.notify_waiters();
+    tracing::info!(%machine, "machine name claimed: appending");
+    let renew_every = stale_after / 4;
+    let mut renewed = Instant::now();
+    let mut batches = 0u64;
     let mut last: Option<EntryId> = None;
+    // The stream seq of `last`.
+    let mut last_seq = 0u64;
     // The checkpoint this task wrote last, tied to an entry of the stream as it is now.
     let mut written: Option<Checkpoint> = None;
     let mut verified = Instant::now();
     let mut pending: VecDeque<Item> = VecDeque::new();
     loop {
+        if renewed.elapsed() >= renew_every {
+            renewed = Instant::now();
+            match broker.claim(&machine, &instance, stale_after).await {
+                Ok(Claim::Held) => {}
+                Ok(Claim::Taken) => {
+                    // Marked gone by a node, or the claim lapsed: what nodes hold of this
+                    // machine may be the gone state; a resync brings it back.
+                    counters.reclaims.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        %machine,
+                        "machine name had lapsed or been marked gone: claimed again, appending a resync"
+                    );
+                    if let Some(shared) = shared.upgrade() {
+                        if let Some(image) = lost(&shared, &mut rx, &mut pending, 0, counters) {
+                            last = None;
+                            written = None;
+                            counters.resyncs_queued.fetch_add(1, Ordering::SeqCst);
+                            pending.push_front(Item::Resync {
+                                image,
+                                start: false,
+                            });
+                        }
+                    }
+                }
+                Err(BrokerError::NameTaken { machine, age }) => {
+                    taken(&stats, &machine, age);
+                    return;
+                }
+                // Unreachable: the appends retry, and the next renewal tries again.
+                Err(_) => {}
+            }
+        }
         if pending.is_empty() {
             match tokio::time::timeout(IDLE_TICK, rx.recv()).await {
                 Ok(Some(item)) => pending.push_back(item),
@@ -456,7 +689,7 @@ async fn run<B: Broker>(
                     let verdict = match &last {
                         Some(entry) if due && rx.is_empty() => {
                             verified = Instant::now();
-                            verify(&broker, entry, written.as_ref()).await
+                            verify(&broker, &machine, entry, written.as_ref()).await
                         }
                         _ => Verdict::Fine,
                     };
@@ -470,6 +703,7 @@ async fn run<B: Broker>(
                             };
                             last = None;
                             written = None;
+                            counters.resyncs_queued.fetch_add(1, Ordering::SeqCst);
                             pending.push_back(Item::Resync {
                                 image,
                                 start: false,
@@ -529,14 +763,30 @@ async fn run<B: Broker>(
                     pending.push_front(Item::Checkpoint(image));
                     break;
                 }
+                Item::Close(done) if records.is_empty() && checkpoint.is_none() => {
+                    leave(&broker, &machine).await;
+                    stats.stopped.store(true, Ordering::Relaxed);
+                    let _ = done.send(());
+                    return;
+                }
+                Item::Close(done) => {
+                    pending.push_front(Item::Close(done));
+                    break;
+                }
             }
         }
         if !records.is_empty() {
             batches += 1;
-            let batch = format!("{producer}:{batches}");
-            let id = loop {
-                match broker.append(&batch, last.as_deref(), &records).await {
-                    Ok(id) => break Some(id),
+            let batch = format!("{instance}:{batches}");
+            let appended = loop {
+                let append = Append {
+                    machine: &machine,
+                    batch: &batch,
+                    after: last.as_deref(),
+                    records: &records,
+                };
+                match broker.append(&append).await {
+                    Ok(appended) => break Some(appended),
                     Err(BrokerError::StreamLost) => break None,
                     Err(error) => {
                         counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -545,12 +795,18 @@ async fn run<B: Broker>(
                 }
             };
             link.ok();
-            match id {
-                Some(id) => {
-                    last = Some(id);
+            renewed = Instant::now();
+            match appended {
+                Some(appended) => {
+                    last = Some(appended.entry);
+                    last_seq = appended.seq;
+                    counters.last_seq.store(appended.seq, Ordering::SeqCst);
                     counters.appended.fetch_add(events, Ordering::SeqCst);
                     if resync {
                         counters.resyncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if checkpoint.is_some() && records.len() > events as usize {
+                        counters.resyncs_done.fetch_add(1, Ordering::SeqCst);
                     }
                 }
                 None => {
@@ -565,6 +821,7 @@ async fn run<B: Broker>(
                     };
                     last = None;
                     written = None;
+                    counters.resyncs_queued.fetch_add(1, Ordering::SeqCst);
                     pending.push_front(Item::Resync {
                         image,
                         start: false,
@@ -575,7 +832,7 @@ async fn run<B: Broker>(
             stats.appended_changed.notify_waiters();
         }
         if let (Some(image), Some(entry)) = (checkpoint, &last) {
-            let checkpoint = image.at(entry.clone());
+            let checkpoint = image.at(&machine, entry.clone(), last_seq);
             while let Err(error) = broker.write_checkpoint(&checkpoint).await {
                 counters.retries.fetch_add(1, Ordering::Relaxed);
                 link.failed(&error).await;
@@ -588,26 +845,62 @@ async fn run<B: Broker>(
     }
 }
 
+/// Marks this producer's machine gone at once: it stops publishing, and a producer of the
+/// same name may start right away.
+async fn leave<B: Broker>(broker: &B, machine: &str) {
+    let mut event = Event::health(
+        0,
+        crate::wire::Health {
+            status: crate::wire::HealthStatus::Failed,
+            last_error: format!("machine {machine} stopped publishing"),
+            updated_at: crate::wire::Timestamp::now(),
+            ..Default::default()
+        },
+    );
+    event.at = crate::wire::Timestamp::now();
+    let Ok(bytes) = wire::to_vec(&event) else {
+        return;
+    };
+    let record = Record {
+        event: bytes,
+        health: None,
+    };
+    match broker
+        .mark_gone(machine, Duration::ZERO, None, &record)
+        .await
+    {
+        Ok(_) => tracing::info!(machine, "producer closed: machine marked gone"),
+        Err(error) => {
+            tracing::warn!(machine, %error, "producer closed without marking its machine gone")
+        }
+    }
+}
+
 /// What a check of the broker found (see "Checking the broker" on [`BrokerSink`]).
 enum Verdict {
     /// As the producer left it (or the broker did not answer: checked again later).
     Fine,
-    /// The stream does not end with the producer's last entry.
+    /// The machine's last entry is not the producer's last, or is gone from the stream.
     Lost,
     /// The checkpoint must be written again, for this reason.
     Repair(&'static str),
 }
 
-/// Checks that the stream ends with `last` and that the checkpoint is `written` and still
-/// continued by the stream.
-async fn verify<B: Broker>(broker: &B, last: &str, written: Option<&Checkpoint>) -> Verdict {
-    match broker.tail().await {
-        Ok(tail) if tail.as_deref() == Some(last) => {}
-        Ok(tail) => {
+/// Checks that the machine's last entry is still `last` and that the checkpoint is `written`
+/// and still continued by the stream.
+async fn verify<B: Broker>(
+    broker: &B,
+    machine: &str,
+    last: &str,
+    written: Option<&Checkpoint>,
+) -> Verdict {
+    match broker.last_of(machine).await {
+        Ok(found) if found.as_deref() == Some(last) => {}
+        Ok(found) => {
             tracing::warn!(
                 last,
-                tail = tail.as_deref().unwrap_or(""),
-                "the broker stream does not end with this producer's last entry"
+                found = found.as_deref().unwrap_or(""),
+                "the broker stream no longer holds this producer's last entry as its machine's last"
             );
             return Verdict::Lost;
         }
@@ -617,7 +910,7 @@ async fn verify<B: Broker>(broker: &B, last: &str, written: Option<&Checkpoint>)
     let Some(written) = written else {
         return Verdict::Fine;
     };
-    let found = match broker.read_checkpoint().await {
+    let found = match broker.read_checkpoint(machine).await {
         Ok(found) => found,
         Err(BrokerError::Malformed(_)) => return Verdict::Repair("unreadable"),
         Err(_) => return Verdict::Fine,
@@ -660,14 +953,22 @@ fn lost(
 ) -> Option<Image> {
     let mut state = shared.state();
     let mut superseded = group;
-    let queued = pending
+    let mut closes = Vec::new();
+    let queued: Vec<Item> = pending
         .drain(..)
-        .chain(std::iter::from_fn(|| rx.try_recv().ok()));
+        .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        .collect();
     for item in queued {
-        if let Item::Event(_) = item {
-            superseded += 1;
+        match item {
+            Item::Event(_) => superseded += 1,
+            Item::Resync { .. } => {
+                counters.resyncs_done.fetch_add(1, Ordering::SeqCst);
+            }
+            Item::Checkpoint(_) => {}
+            Item::Close(done) => closes.push(Item::Close(done)),
         }
     }
+    pending.extend(closes);
     counters.superseded.fetch_add(superseded, Ordering::SeqCst);
     state.resync = false;
     tracing::warn!(
@@ -687,6 +988,11 @@ fn idle(shared: &Shared, rx: &mpsc::Receiver<Item>) -> Option<Item> {
     if state.resync {
         state.resync = false;
         tracing::info!("broker queue drained: appending a resync with the whole state");
+        shared
+            .stats
+            .counters
+            .resyncs_queued
+            .fetch_add(1, Ordering::SeqCst);
         return state.image().map(|image| Item::Resync {
             image,
             start: false,

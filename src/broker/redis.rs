@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
 
-use super::{Broker, BrokerError, Checkpoint, Entry, EntryId, Record};
+use super::{Append, Appended, Broker, BrokerError, Checkpoint, Claim, Entry, EntryId, Record};
 
 /// Default trim length of the stream: Redis keeps at least this many entries
 /// (`XADD … MAXLEN ~ 10000`).
@@ -26,30 +26,79 @@ pub(crate) const MAX_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// ('' when the producer has not appended yet; any other tail means the producer's entries
 /// were lost: append nothing, answer ''), then (seq, event, health) per record, health empty
 /// for an ordinary event.
+// KEYS: stream, machine hash, seq counter, machines set. ARGV: max length, batch, after
+// ('' for none), machine, then an event and a health ('' for none) per record.
 const APPEND_SCRIPT: &str = r#"
 if redis.call('HGET', KEYS[2], 'batch') == ARGV[2] then
-  return redis.call('HGET', KEYS[2], 'last')
+  return {redis.call('HGET', KEYS[2], 'last'), redis.call('HGET', KEYS[2], 'lastseq')}
+end
+if ARGV[3] ~= '' then
+  if redis.call('HGET', KEYS[2], 'last') ~= ARGV[3] then return {'', '0'} end
+  if #redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3]) == 0 then return {'', '0'} end
 end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local prev = ''
 if #last > 0 then prev = last[1][1] end
-if ARGV[3] ~= '' and prev ~= ARGV[3] then return '' end
-for i = 4, #ARGV, 3 do
-  if ARGV[i + 2] == '' then
+local seq = 0
+for i = 5, #ARGV, 2 do
+  seq = redis.call('INCR', KEYS[3])
+  if ARGV[i + 1] == '' then
     prev = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-      'seq', ARGV[i], 'prev', prev, 'event', ARGV[i + 1])
+      'seq', seq, 'prev', prev, 'machine', ARGV[4], 'event', ARGV[i])
   else
     prev = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-      'seq', ARGV[i], 'prev', prev, 'event', ARGV[i + 1], 'health', ARGV[i + 2])
+      'seq', seq, 'prev', prev, 'machine', ARGV[4], 'event', ARGV[i], 'health', ARGV[i + 1])
   end
 end
-redis.call('HSET', KEYS[2], 'batch', ARGV[2], 'last', prev)
-return prev
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[2], 'batch', ARGV[2], 'last', prev, 'lastseq', seq,
+  'seen', t[1] * 1000 + math.floor(t[2] / 1000), 'gone', '')
+redis.call('SADD', KEYS[4], ARGV[4])
+return {prev, tostring(seq)}
+"#;
+
+// KEYS: machine hash, machines set. ARGV: instance, stale_after (ms), machine.
+const CLAIM_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local holder = redis.call('HGET', KEYS[1], 'instance')
+local gone = redis.call('HGET', KEYS[1], 'gone') == '1'
+if holder == ARGV[1] and not gone then
+  redis.call('HSET', KEYS[1], 'seen', now)
+  return 'held'
+end
+if holder and holder ~= ARGV[1] and not gone then
+  local age = now - tonumber(redis.call('HGET', KEYS[1], 'seen') or '0')
+  if age < tonumber(ARGV[2]) then return 'taken:' .. age end
+end
+redis.call('HSET', KEYS[1], 'instance', ARGV[1], 'seen', now)
+redis.call('SADD', KEYS[2], ARGV[3])
+return 'fresh'
+"#;
+
+// KEYS: stream, machine hash, seq counter. ARGV: max length, stale_after (ms), machine,
+// event.
+const GONE_SCRIPT: &str = r#"
+if redis.call('HGET', KEYS[2], 'gone') == '1' then return {'', '0'} end
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local age = now - tonumber(redis.call('HGET', KEYS[2], 'seen') or '0')
+if age < tonumber(ARGV[2]) then return {'', '0'} end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = ''
+if #last > 0 then prev = last[1][1] end
+local seq = redis.call('INCR', KEYS[3])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+  'seq', seq, 'prev', prev, 'machine', ARGV[3], 'gone', '1', 'event', ARGV[4])
+redis.call('HSET', KEYS[2], 'last', id, 'lastseq', seq, 'gone', '1')
+return {id, tostring(seq)}
 "#;
 
 /// [`Broker`] on Redis Streams (Redis ≥ 5; tested on 7).
 ///
-/// For the stream key `K` it uses `K` (the stream), `K:checkpoint` and `K:append` (see the
+/// For the stream key `K` it uses `K` (the stream), `K:seq` (the last `seq` assigned),
+/// `K:machines` (a set of every machine name seen), and per machine `M`,
+/// `K:machine:M` (its claim and last append) and `K:checkpoint:M` (see the
 /// [module docs](super) for their fields). It holds one multiplexed connection, opened on
 /// first use and reopened after any failure; a blocking read occupies it, so give each
 /// [`Follower`](super::Follower) its own `RedisBroker`.
@@ -59,18 +108,33 @@ return prev
 ///
 /// let broker = RedisBroker::open("redis://127.0.0.1:6379", "agentwatch:events")?
 ///     .max_len(10_000);
-/// assert_eq!(broker.checkpoint_key(), "agentwatch:events:checkpoint");
+/// assert_eq!(broker.checkpoint_key("alice-laptop"), "agentwatch:events:checkpoint:alice-laptop");
 /// # Ok::<(), agentwatch_ws::broker::BrokerError>(())
 /// ```
 pub struct RedisBroker {
     client: Client,
     stream: String,
-    checkpoint_key: String,
-    append_key: String,
     max_len: usize,
     response_timeout: Duration,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-    script: redis::Script,
+    scripts: Scripts,
+}
+
+#[derive(Clone)]
+struct Scripts {
+    append: redis::Script,
+    claim: redis::Script,
+    gone: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            append: redis::Script::new(APPEND_SCRIPT),
+            claim: redis::Script::new(CLAIM_SCRIPT),
+            gone: redis::Script::new(GONE_SCRIPT),
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -94,13 +158,11 @@ impl RedisBroker {
         let stream = stream.into();
         Ok(RedisBroker {
             client,
-            checkpoint_key: format!("{stream}:checkpoint"),
-            append_key: format!("{stream}:append"),
             stream,
             max_len: DEFAULT_MAX_LEN,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             conn: tokio::sync::Mutex::new(None),
-            script: redis::Script::new(APPEND_SCRIPT),
+            scripts: Scripts::new(),
         })
     }
 
@@ -129,14 +191,26 @@ impl RedisBroker {
         &self.stream
     }
 
-    /// The checkpoint hash key: `<stream>:checkpoint`.
-    pub fn checkpoint_key(&self) -> &str {
-        &self.checkpoint_key
+    /// The checkpoint hash key of `machine`: `<stream>:checkpoint:<machine>`.
+    pub fn checkpoint_key(&self, machine: &str) -> String {
+        format!("{}:checkpoint:{machine}", self.stream)
     }
 
-    /// The append-state hash key: `<stream>:append`.
-    pub fn append_key(&self) -> &str {
-        &self.append_key
+    /// The hash key of `machine`'s claim and last append: `<stream>:machine:<machine>`,
+    /// fields `instance` (the producer instance holding the name), `seen` (when it last
+    /// appended or renewed its claim, Redis's clock, ms since the Unix epoch), `gone` (`1`
+    /// once a node marked it gone), `last`/`lastseq` (its last entry) and `batch` (the id of
+    /// its last append call).
+    pub fn machine_key(&self, machine: &str) -> String {
+        format!("{}:machine:{machine}", self.stream)
+    }
+
+    fn seq_key(&self) -> String {
+        format!("{}:seq", self.stream)
+    }
+
+    fn machines_key(&self) -> String {
+        format!("{}:machines", self.stream)
     }
 
     /// Runs `op` on the connection (opened if needed) within `limit`; any failure drops the
@@ -188,52 +262,120 @@ fn unavailable(e: redis::RedisError) -> BrokerError {
 }
 
 impl Broker for RedisBroker {
-    async fn append(
-        &self,
-        batch: &str,
-        after: Option<&str>,
-        records: &[Record],
-    ) -> Result<EntryId, BrokerError> {
-        let mut invocation = self.script.prepare_invoke();
+    async fn append(&self, append: &Append<'_>) -> Result<Appended, BrokerError> {
+        let mut invocation = self.scripts.append.prepare_invoke();
         invocation
             .key(&self.stream)
-            .key(&self.append_key)
+            .key(self.machine_key(append.machine))
+            .key(self.seq_key())
+            .key(self.machines_key())
             .arg(self.max_len)
-            .arg(batch)
-            .arg(after.unwrap_or(""));
-        for record in records {
+            .arg(append.batch)
+            .arg(append.after.unwrap_or(""))
+            .arg(append.machine);
+        for record in append.records {
             invocation
-                .arg(record.seq)
                 .arg(&record.event[..])
                 .arg(record.health.as_deref().unwrap_or(b""));
         }
-        let last: String = self
+        let (entry, seq): (String, String) = self
             .with_conn(self.response_timeout, |mut conn| async move {
                 invocation.invoke_async(&mut conn).await
             })
             .await?;
-        if last.is_empty() {
+        if entry.is_empty() {
             return Err(BrokerError::StreamLost);
         }
-        Ok(last)
+        let seq = parse_seq(seq.as_bytes()).ok_or_else(|| malformed("assigned seq"))?;
+        Ok(Appended { entry, seq })
     }
 
-    async fn tail(&self) -> Result<Option<EntryId>, BrokerError> {
-        let mut cmd = redis::cmd("XREVRANGE");
-        cmd.arg(&self.stream).arg("+").arg("-").arg("COUNT").arg(1);
+    async fn claim(
+        &self,
+        machine: &str,
+        instance: &str,
+        stale_after: Duration,
+    ) -> Result<Claim, BrokerError> {
+        let mut invocation = self.scripts.claim.prepare_invoke();
+        invocation
+            .key(self.machine_key(machine))
+            .key(self.machines_key())
+            .arg(instance)
+            .arg(stale_after.as_millis() as u64)
+            .arg(machine);
+        let answer: String = self
+            .with_conn(self.response_timeout, |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        match answer.as_str() {
+            "held" => Ok(Claim::Held),
+            "fresh" => Ok(Claim::Taken),
+            taken => match taken
+                .strip_prefix("taken:")
+                .and_then(|age| age.parse().ok())
+            {
+                Some(age) => Err(BrokerError::NameTaken {
+                    machine: machine.to_owned(),
+                    age: Duration::from_millis(age),
+                }),
+                None => Err(malformed("claim answer")),
+            },
+        }
+    }
+
+    async fn mark_gone(
+        &self,
+        machine: &str,
+        stale_after: Duration,
+        _tail: Option<&str>,
+        record: &Record,
+    ) -> Result<Option<Appended>, BrokerError> {
+        let mut invocation = self.scripts.gone.prepare_invoke();
+        invocation
+            .key(&self.stream)
+            .key(self.machine_key(machine))
+            .key(self.seq_key())
+            .arg(self.max_len)
+            .arg(stale_after.as_millis() as u64)
+            .arg(machine)
+            .arg(&record.event[..]);
+        let (entry, seq): (String, String) = self
+            .with_conn(self.response_timeout, |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        if entry.is_empty() {
+            return Ok(None);
+        }
+        let seq = parse_seq(seq.as_bytes()).ok_or_else(|| malformed("assigned seq"))?;
+        Ok(Some(Appended { entry, seq }))
+    }
+
+    async fn last_of(&self, machine: &str) -> Result<Option<EntryId>, BrokerError> {
+        let key = self.machine_key(machine);
+        let last: Option<String> = self
+            .with_conn(self.response_timeout, |mut conn| async move {
+                redis::cmd("HGET")
+                    .arg(key)
+                    .arg("last")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let Some(last) = last.filter(|last| !last.is_empty()) else {
+            return Ok(None);
+        };
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(&self.stream).arg(&last).arg(&last);
         let reply: Value = self
             .with_conn(self.response_timeout, |mut conn| async move {
                 cmd.query_async(&mut conn).await
             })
             .await?;
-        let entries = match reply {
-            Value::Nil => return Ok(None),
-            Value::Array(entries) => entries,
-            _ => return Err(malformed("XREVRANGE reply shape")),
-        };
-        Ok(match entries.into_iter().next() {
-            Some(entry) => Some(parse_entry(entry)?.id),
-            None => None,
+        Ok(match reply {
+            Value::Array(entries) if !entries.is_empty() => Some(last),
+            _ => None,
         })
     }
 
@@ -241,18 +383,18 @@ impl Broker for RedisBroker {
         RedisBroker {
             client: self.client.clone(),
             stream: self.stream.clone(),
-            checkpoint_key: self.checkpoint_key.clone(),
-            append_key: self.append_key.clone(),
             max_len: self.max_len,
             response_timeout: self.response_timeout,
             conn: tokio::sync::Mutex::new(None),
-            script: redis::Script::new(APPEND_SCRIPT),
+            scripts: self.scripts.clone(),
         }
     }
 
     async fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), BrokerError> {
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg(&self.checkpoint_key)
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(self.checkpoint_key(&checkpoint.machine))
             .arg("seq")
             .arg(checkpoint.seq)
             .arg("entry")
@@ -260,17 +402,22 @@ impl Broker for RedisBroker {
             .arg("snapshot")
             .arg(&checkpoint.snapshot[..])
             .arg("health")
-            .arg(&checkpoint.health[..]);
+            .arg(&checkpoint.health[..])
+            .ignore()
+            .cmd("SADD")
+            .arg(self.machines_key())
+            .arg(&checkpoint.machine)
+            .ignore();
         self.with_conn(self.response_timeout, |mut conn| async move {
-            cmd.query_async::<Value>(&mut conn).await
+            pipe.query_async::<Value>(&mut conn).await
         })
         .await
         .map(drop)
     }
 
-    async fn read_checkpoint(&self) -> Result<Option<Checkpoint>, BrokerError> {
+    async fn read_checkpoint(&self, machine: &str) -> Result<Option<Checkpoint>, BrokerError> {
         let mut cmd = redis::cmd("HMGET");
-        cmd.arg(&self.checkpoint_key)
+        cmd.arg(self.checkpoint_key(machine))
             .arg("seq")
             .arg("entry")
             .arg("snapshot")
@@ -287,12 +434,35 @@ impl Broker for RedisBroker {
             return Ok(None);
         };
         Ok(Some(Checkpoint {
+            machine: machine.to_owned(),
             seq: parse_seq(&seq).ok_or_else(|| BrokerError::Malformed("checkpoint seq".into()))?,
             entry: String::from_utf8(entry)
                 .map_err(|_| BrokerError::Malformed("checkpoint entry id".into()))?,
             snapshot,
             health: health.unwrap_or_default(),
         }))
+    }
+
+    async fn read_checkpoints(&self) -> Result<Vec<Result<Checkpoint, BrokerError>>, BrokerError> {
+        let key = self.machines_key();
+        let mut machines: Vec<String> = self
+            .with_conn(self.response_timeout, |mut conn| async move {
+                redis::cmd("SMEMBERS").arg(key).query_async(&mut conn).await
+            })
+            .await?;
+        machines.sort();
+        let mut checkpoints = Vec::with_capacity(machines.len());
+        for machine in machines {
+            match self.read_checkpoint(&machine).await {
+                Ok(Some(checkpoint)) => checkpoints.push(Ok(checkpoint)),
+                Ok(None) => {}
+                Err(BrokerError::Malformed(what)) => {
+                    checkpoints.push(Err(BrokerError::Malformed(what)));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(checkpoints)
     }
 
     async fn read(
@@ -373,6 +543,7 @@ fn parse_entry(value: Value) -> Result<Entry, BrokerError> {
     // event: the follower counts it as malformed and moves past it, rather than stalling on a
     // read that can never succeed.
     let (mut seq, mut prev, mut event, mut health) = (0, String::new(), Vec::new(), None);
+    let (mut machine, mut gone) = (String::new(), false);
     let mut fields = fields.into_iter();
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
         let (Value::BulkString(name), Value::BulkString(value)) = (name, value) else {
@@ -383,6 +554,8 @@ fn parse_entry(value: Value) -> Result<Entry, BrokerError> {
             b"prev" => prev = String::from_utf8(value).unwrap_or_default(),
             b"event" => event = value,
             b"health" => health = Some(value),
+            b"machine" => machine = String::from_utf8(value).unwrap_or_default(),
+            b"gone" => gone = value == b"1",
             // Unknown fields are left for newer writers.
             _ => {}
         }
@@ -390,7 +563,10 @@ fn parse_entry(value: Value) -> Result<Entry, BrokerError> {
     Ok(Entry {
         id,
         prev,
-        record: Record { seq, event, health },
+        seq,
+        machine,
+        gone,
+        record: Record { event, health },
     })
 }
 
@@ -440,7 +616,7 @@ mod tests {
                 ("1-0", "")
             );
             assert_eq!(
-                (parsed[0].record.seq, parsed[0].record.health.is_none()),
+                (parsed[0].seq, parsed[0].record.health.is_none()),
                 (7, true)
             );
             assert_eq!(parsed[1].prev, "1-0");
@@ -456,7 +632,7 @@ mod tests {
             Value::Array(vec![entry("1-0", &[("seq", "x"), ("other", "{}")])]),
         ])]);
         let parsed = parse_xread(reply).unwrap();
-        assert_eq!((parsed[0].record.seq, parsed[0].record.event.len()), (0, 0));
+        assert_eq!((parsed[0].seq, parsed[0].record.event.len()), (0, 0));
         assert!(parse_xread(Value::Int(3)).is_err());
     }
 }

@@ -18,6 +18,10 @@ use crate::common::stream_key::{StreamKey, redis_available, redis_url};
 pub trait Engine: Sized + Send + Sync + 'static {
     type Broker: Broker;
 
+    /// Whether the server assigns an entry's `seq` itself (NATS: the stream sequence), so
+    /// that no writer can forge it.
+    const ASSIGNS_SEQ: bool;
+
     /// The shared server's URL, or `None` (after a skip notice) when none answers and its
     /// `AGENTWATCH_REQUIRE_…` variable is not set.
     fn shared() -> Option<String>;
@@ -56,14 +60,15 @@ pub trait Engine: Sized + Send + Sync + 'static {
     /// Deletes the stream and the checkpoint, as a broker restarted without its data.
     fn lose(&self) -> impl Future<Output = ()> + Send;
 
-    /// Deletes the checkpoint (the stream stays).
-    fn delete_checkpoint(&self) -> impl Future<Output = ()> + Send;
+    /// Deletes `machine`'s checkpoint (the stream stays).
+    fn delete_checkpoint(&self, machine: &str) -> impl Future<Output = ()> + Send;
 
-    /// Replaces the checkpoint's snapshot with bytes that are not JSON.
-    fn corrupt_checkpoint(&self) -> impl Future<Output = ()> + Send;
+    /// Replaces `machine`'s checkpoint's snapshot with bytes that are not JSON.
+    fn corrupt_checkpoint(&self, machine: &str) -> impl Future<Output = ()> + Send;
 
-    /// Appends an entry chained to the stream's tail, as the producer would write it, with
-    /// this `seq` and event bytes.
+    /// Appends an entry chained to the stream's tail, as a producer of machine `forger` would
+    /// write it, with this `seq` (where the engine stores one: Redis; NATS assigns its own)
+    /// and event bytes.
     fn append_raw(&self, seq: u64, event: Vec<u8>) -> impl Future<Output = ()> + Send;
 
     /// A server of the test's own, its data in `dir`.
@@ -165,6 +170,7 @@ impl Redis {
 
 impl Engine for Redis {
     type Broker = RedisBroker;
+    const ASSIGNS_SEQ: bool = false;
 
     fn shared() -> Option<String> {
         redis_available().then(redis_url)
@@ -225,23 +231,25 @@ impl Engine for Redis {
 
     async fn lose(&self) {
         let key = self.key();
+        let mut conn = self.control();
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{key}:*"))
+            .query(&mut conn)
+            .unwrap();
+        keys.push(key.to_owned());
+        let _: usize = redis::cmd("DEL").arg(keys).query(&mut conn).unwrap();
+    }
+
+    async fn delete_checkpoint(&self, machine: &str) {
         let _: usize = redis::cmd("DEL")
-            .arg(key)
-            .arg(format!("{key}:checkpoint"))
+            .arg(format!("{}:checkpoint:{machine}", self.key()))
             .query(&mut self.control())
             .unwrap();
     }
 
-    async fn delete_checkpoint(&self) {
-        let _: usize = redis::cmd("DEL")
-            .arg(format!("{}:checkpoint", self.key()))
-            .query(&mut self.control())
-            .unwrap();
-    }
-
-    async fn corrupt_checkpoint(&self) {
+    async fn corrupt_checkpoint(&self, machine: &str) {
         let _: usize = redis::cmd("HSET")
-            .arg(format!("{}:checkpoint", self.key()))
+            .arg(format!("{}:checkpoint:{machine}", self.key()))
             .arg("snapshot")
             .arg("{\"seq\": not json")
             .query(&mut self.control())
@@ -266,6 +274,8 @@ impl Engine for Redis {
             .arg(seq)
             .arg("prev")
             .arg(prev)
+            .arg("machine")
+            .arg("forger")
             .arg("event")
             .arg(event)
             .query(&mut conn)
@@ -402,6 +412,7 @@ impl Drop for Nats {
 
 impl Engine for Nats {
     type Broker = NatsBroker;
+    const ASSIGNS_SEQ: bool = true;
 
     fn shared() -> Option<String> {
         // Engine::shared is called from async tests; the check needs its own runtime.
@@ -472,34 +483,57 @@ impl Engine for Nats {
             .unwrap();
     }
 
-    async fn delete_checkpoint(&self) {
+    async fn delete_checkpoint(&self, machine: &str) {
         let broker = self.broker();
-        self.jetstream()
+        let checkpoints = self
+            .jetstream()
             .await
-            .delete_stream(broker.checkpoint_stream())
+            .get_stream(broker.checkpoint_stream())
             .await
             .unwrap();
+        let subject = format!(
+            "{}.{}",
+            broker.subject().replace(".entries", ".checkpoint"),
+            machine
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        checkpoints.purge().filter(subject).await.unwrap();
     }
 
-    async fn corrupt_checkpoint(&self) {
+    async fn corrupt_checkpoint(&self, machine: &str) {
         let broker = self.broker();
-        let mut checkpoint = broker.read_checkpoint().await.unwrap().unwrap();
+        let mut checkpoint = broker.read_checkpoint(machine).await.unwrap().unwrap();
         checkpoint.snapshot = b"{\"seq\": not json".to_vec();
         broker.write_checkpoint(&checkpoint).await.unwrap();
     }
 
     async fn append_raw(&self, seq: u64, event: Vec<u8>) {
         let broker = self.broker();
-        let prev = broker.tail().await.unwrap().unwrap_or_default();
+        let mut stream = self.entries().await;
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let prev = match stream.direct_get(last).await {
+            Ok(message) => format!(
+                "{last}-{}",
+                message
+                    .headers
+                    .get("Agentwatch-Id")
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default()
+            ),
+            Err(_) => String::new(),
+        };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Agentwatch-Seq", seq.to_string());
         headers.insert("Agentwatch-Prev", prev);
+        headers.insert("Agentwatch-Machine", "forger");
         let id = StreamKey::unique_name("forged");
         headers.insert("Nats-Msg-Id", id.as_str());
         headers.insert("Agentwatch-Id", id);
         self.jetstream()
             .await
-            .publish_with_headers(broker.subject().to_string(), headers, event.into())
+            .publish_with_headers(broker.machine_subject("forger"), headers, event.into())
             .await
             .unwrap()
             .await

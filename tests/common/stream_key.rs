@@ -1,6 +1,6 @@
 //! Stream keys of their own for the tests that use the shared Redis on 127.0.0.1:6379 (or
 //! `AGENTWATCH_REDIS_URL`): unique per test, and deleted with their companion keys
-//! (`:checkpoint`, `:append`) when dropped, so no test sees another's stream or leaves one.
+//! (every `<key>:*`) when dropped, so no test sees another's stream or leaves one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -66,11 +66,14 @@ impl Drop for StreamKey {
         let key = &self.0;
         if let Ok(client) = redis::Client::open(redis_url().as_str()) {
             if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) {
-                let _: Result<usize, _> = redis::cmd("DEL")
-                    .arg(key)
-                    .arg(format!("{key}:checkpoint"))
-                    .arg(format!("{key}:append"))
-                    .query(&mut conn);
+                // The stream, and every key under it (`:seq`, `:machines`, each machine's
+                // `:machine:M` and `:checkpoint:M`).
+                let mut keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{key}:*"))
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                keys.push(key.clone());
+                let _: Result<usize, _> = redis::cmd("DEL").arg(keys).query(&mut conn);
             }
         }
     }

@@ -89,28 +89,31 @@
 //! `--inject` (tests and demos only) enables `POST /debug/sessions`, which publishes through
 //! the same publisher as the input; the browser tests use it.
 //!
-//! **Several nodes.** With `--redis URL` the dashboard is one node of a cluster on one
-//! Redis stream (one stream per producer; a second `--publish` on the same stream would
-//! interleave two seq sequences). One node runs the input and publishes it (`--publish`);
-//! the others run none and serve what the stream holds. The publishing node does not serve
-//! its input directly: it too serves it back from the broker, so every node sends the same
-//! bytes.
+//! **Several nodes, several machines.** With `--redis URL` the dashboard is one node of a
+//! cluster on one Redis stream. Nodes with `--publish` run the input and publish it as one
+//! machine each (`--machine NAME`, default the host name): a team's laptops each publish
+//! their agents, and every node serves the union, each session and source health labelled
+//! with its machine (the page groups and filters by it). Nodes without `--publish` run no
+//! input and serve what the stream holds. A publishing node does not serve its input
+//! directly: it too serves it back from the broker, so every node sends the same bytes.
 //!
 //! ```text
-//! cargo run --example dashboard -- --redis redis://127.0.0.1:6379 --publish --port 3001
-//! cargo run --example dashboard -- --redis redis://127.0.0.1:6379 --port 3002
+//! cargo run --example dashboard -- --redis redis://127.0.0.1:6379 --publish --machine alice --port 3001
+//! cargo run --example dashboard -- --redis redis://127.0.0.1:6379 --publish --machine bob --port 3002
 //! cargo run --example dashboard -- --redis redis://127.0.0.1:6379 --port 3003
 //! ```
 //!
 //! Each prints `broker: redis://127.0.0.1:6379 stream agentwatch:events (serving from it)`
-//! (the first: `publishing the input into it and serving from it`), then `broker: state built
-//! from the stream (seq N)` and its URL. With Redis down it prints `waiting for the broker at
-//! redis://127.0.0.1:6379 (stream agentwatch:events): retrying until it answers` and serves
-//! once it does. `--nats nats://127.0.0.1:4222` does the same on NATS JetStream
-//! (`nats-server -js`). `redis-cli XLEN agentwatch:events` counts the events; a restarted
-//! `--publish` node begins with an empty `snapshot` at seq 1, which replaces every node's
-//! state (seqs going back: a producer restart). Every node serves the same events with the
-//! same `seq` and `at`, so a page reconnects anywhere with `?since=<seq>&since_at=<at>` and
+//! (a publisher: `publishing the input into it and serving from it`, then `broker:
+//! publishing as machine alice`), then `broker: state built from the stream (seq N)` and its
+//! URL. With Redis down it prints `waiting for the broker at redis://127.0.0.1:6379 (stream
+//! agentwatch:events): retrying until it answers` and serves once it does. `--nats
+//! nats://127.0.0.1:4222` does the same on NATS JetStream (`nats-server -js`). A second
+//! `--publish` with a machine name that is live is refused (exit 2). A publisher restarted
+//! replaces only its own machine's sessions; one that stops for 20 s is marked gone (its
+//! sessions ended, its sources failed) until it comes back. Every node serves the same
+//! events with the same `seq` and `at`, so a page reconnects anywhere with
+//! `?since=<seq>&since_at=<at>` and
 //! gets only what it missed. A page reconnects to its own origin: to move to another node,
 //! the nodes sit behind one address (a load balancer sending `/ws` to any live node; no
 //! stickiness is needed). `tests/dashboard/cluster.rs` runs three dashboard processes and
@@ -167,6 +170,8 @@ struct Options {
     broker: Option<BrokerUrl>,
     /// `--stream KEY`.
     stream: String,
+    /// `--machine NAME`: the machine name this node publishes under.
+    machine: Option<String>,
     /// `--publish`: run the input and publish it into the broker.
     publish: bool,
     /// The input flags given (`--demo`, `--rate`…), for the error on a node without input.
@@ -226,9 +231,10 @@ impl BrokerUrl {
 /// still watches them (an agent started now shows up at once) and says so.
 ///
 /// With --redis (or --nats) it is one node of a cluster fed through a Redis (or NATS JetStream)
-/// stream: every node serves the
-/// same events with the same seq and at, so a page can resume on any node. One node runs the
-/// input and publishes it (--publish); the others run none. One stream has one producer.
+/// stream: every node serves the same events with the same seq and at, so a page can resume
+/// on any node. Nodes with --publish run the input and publish it as one machine each
+/// (--machine, default the host name); every node shows every machine's agents, labelled.
+/// Exit status 2 also when --machine names a machine another live publisher holds.
 ///
 /// Exit status: 0 after Ctrl-C or SIGTERM (every browser is closed with 1001), 1 when the
 /// port is taken or the server fails, 2 for a bad flag or a --redis or --nats URL that cannot
@@ -248,9 +254,9 @@ Examples:
   dashboard --notify-url https://ntfy.sh/my-secret-topic
   dashboard --redact dir,branch,id            # for a shared screen: no paths, branches or ids
 
-  # three nodes on one Redis: one publishes its input, all three serve the same stream
-  dashboard --redis redis://127.0.0.1:6379 --publish --port 3001
-  dashboard --redis redis://127.0.0.1:6379 --port 3002
+  # two machines publish into one Redis, three nodes serve both machines' agents
+  dashboard --redis redis://127.0.0.1:6379 --publish --machine alice --port 3001
+  dashboard --redis redis://127.0.0.1:6379 --publish --machine bob --port 3002
   dashboard --redis redis://127.0.0.1:6379 --port 3003"
 )]
 struct Flags {
@@ -372,13 +378,23 @@ struct Flags {
     #[arg(long, value_name = "URL", conflicts_with = "redis")]
     nats: Option<String>,
 
-    /// With --redis: also run the input and publish it into the broker.
+    /// With --redis or --nats: also run the input and publish it into the broker, as one
+    /// machine among any number.
     ///
     /// This node then serves it back through its own follower, like every other node, so all
-    /// nodes serve the identical stream. It starts the stream with an empty snapshot at seq
-    /// 1, which replaces what an earlier producer left on every node.
+    /// nodes serve the identical stream: every publishing machine's sessions, labelled with
+    /// its name. A restart replaces only this machine's sessions.
     #[arg(long)]
     publish: bool,
+
+    /// With --publish: the machine name this node publishes under [default: the host name].
+    ///
+    /// Letters, digits, '.', '-' and '_' (others become '-'), at most 64 bytes. One live
+    /// publisher per name: a second one is refused (exit 2) until the first has been silent
+    /// for 20 s, after which every node shows the first machine's sessions as ended and its
+    /// sources as failed ("gone").
+    #[arg(long, value_name = "NAME", requires = "publish")]
+    machine: Option<String>,
 
     /// With --redis: the stream key [default: agentwatch:events].
     #[arg(long, value_name = "KEY")]
@@ -520,6 +536,7 @@ impl TryFrom<Flags> for Options {
             roots,
             broker,
             stream: flags.stream.unwrap_or_else(|| DEFAULT_STREAM.to_string()),
+            machine: flags.machine,
             publish: flags.publish,
             input_flags,
             notify,
@@ -582,9 +599,9 @@ impl Output {
         }
     }
 
-    /// A producer into the broker. It starts with an empty `snapshot` at seq 1, which tells
-    /// every node to replace what an earlier producer of the same stream left (a producer
-    /// restarting: seqs go back, each node's hub resets its window, clients get a snapshot).
+    /// A producer into the broker. It starts with a resync of its (empty) state, which tells
+    /// every node to replace what an earlier producer of the same machine left (a producer
+    /// restarting: clients get a snapshot, seqs keep rising).
     fn broker(sink: BrokerSink, notifier: Option<notify::Notifier>) -> Output {
         let output = Output {
             to: Destination::Broker {
@@ -1088,7 +1105,11 @@ fn start_follower<B: Broker>(
 ) -> Result<Node, String> {
     let follower = Follower::new(open()?, publisher.clone()).spawn();
     let producer = if opts.publish {
-        Some(BrokerSink::builder(open()?).spawn())
+        let mut builder = BrokerSink::builder(open()?);
+        if let Some(machine) = &opts.machine {
+            builder = builder.machine(machine.clone());
+        }
+        Some(builder.spawn())
     } else {
         None
     };
@@ -1293,6 +1314,32 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
             redacted(url),
             opts.stream
         );
+        if let Some(producer) = &node.producer {
+            let started = producer.started();
+            tokio::pin!(started);
+            let stop = stop_requested();
+            tokio::pin!(stop);
+            let outcome = tokio::select! {
+                outcome = &mut started => Some(outcome),
+                () = &mut stop => None,
+            };
+            match outcome {
+                Some(Ok(())) => println!("broker: publishing as machine {}", producer.machine()),
+                Some(Err(error)) => {
+                    eprintln!("error: {error} (--machine NAME)");
+                    if let Some(input) = input {
+                        input.stop().await;
+                    }
+                    return ExitCode::from(2);
+                }
+                None => {
+                    if let Some(input) = input {
+                        input.stop().await;
+                    }
+                    return ExitCode::SUCCESS;
+                }
+            }
+        }
         if !wait_for_broker(node, url, &opts.stream).await {
             if let Some(input) = input {
                 input.stop().await;
@@ -1317,8 +1364,9 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
     }
     if let Some(node) = &node {
         if let Some(producer) = &node.producer {
-            // The input's last events go out to the other nodes, unless the broker is gone.
-            if tokio::time::timeout(Duration::from_secs(2), producer.flush())
+            // The input's last events go out to the other nodes, then the machine leaves
+            // (marked gone at once, its name free), unless the broker is gone.
+            if tokio::time::timeout(Duration::from_secs(2), producer.close())
                 .await
                 .is_err()
             {

@@ -22,6 +22,15 @@
 //! does the per-IP rate limit once plain GETs have used its burst (13). Screenshots go to
 //! `target/browser-test/` (1400, 420 and 360 px, reconnecting, refused).
 //!
+//! Several machines (as a broker node serving several producers labels sessions and health
+//! reports), on a dashboard that shows only what the test injects: each card and health chip
+//! names its machine; grouping by machine gives one section per machine in attention order
+//! with a count of waits; the machine filter shows one machine's sessions; both survive a
+//! reload (`dashboard-machines.png`, `dashboard-machines-filtered.png`). Under
+//! `--redact machine`, the page labels, groups and filters by pseudonym, and no machine's
+//! name is in its text, attributes, URL, state or the HTTP API
+//! (`dashboard-machines-redacted.png`).
+//!
 //! `dashboard_on_real_logs_in_chromium` runs the example on real log files instead
 //! ("with real logs, a person finds the session that waits for them in under a second"):
 //! `--claude DIR --codex DIR` with an empty `HOME`, on Claude Code and Codex CLI logs the test
@@ -1289,6 +1298,403 @@ async fn redacted_dashboard_shows_no_paths_branches_or_ids() {
         "{cards:?}"
     );
     browser.screenshot("dashboard-redacted.png").await;
+    demo.finish().await;
+}
+
+/// Sessions of three machines (as a broker node serving several producers labels them),
+/// with the machine, source and injection parameters of each: one repository each, waits of
+/// different lengths so that attention order is known.
+const MACHINE_SESSIONS: [(&str, &str, &str); 7] = [
+    (
+        "m-lap-wait",
+        "laptop-ana",
+        "source=claude&activity=waiting&idle_secs=600&dir=/home/dev/src/lap-repo",
+    ),
+    (
+        "m-lap-work",
+        "laptop-ana",
+        "source=claude&activity=working&dir=/home/dev/src/lap-repo",
+    ),
+    (
+        "m-lap-idle",
+        "laptop-ana",
+        "source=claude&activity=idle&idle_secs=100&dir=/home/dev/src/lap-repo",
+    ),
+    (
+        "m-desk-wait",
+        "desk-bob",
+        "source=claude&activity=waiting&idle_secs=1200&dir=/home/dev/src/desk-repo",
+    ),
+    (
+        "m-desk-ended",
+        "desk-bob",
+        "source=claude&activity=terminal&idle_secs=50&dir=/home/dev/src/desk-repo",
+    ),
+    (
+        "m-box-work",
+        "build-box-7",
+        "source=codex&activity=working&dir=/home/dev/src/box-repo",
+    ),
+    (
+        "m-box-idle",
+        "build-box-7",
+        "source=codex&activity=idle&idle_secs=300&dir=/home/dev/src/box-repo",
+    ),
+];
+
+/// One health report per machine: `(machine, source, status)`.
+const MACHINE_HEALTH: [(&str, &str, &str); 3] = [
+    ("laptop-ana", "claude", "healthy"),
+    ("desk-bob", "claude", "degraded"),
+    ("build-box-7", "codex", "failed"),
+];
+
+/// The sections grouping by machine gives, in order (the longest wait's machine first), each
+/// with its sessions in attention order and how many wait for the person.
+const MACHINE_SECTIONS: [(&str, &[&str], u32); 3] = [
+    ("desk-bob", &["m-desk-wait", "m-desk-ended"], 1),
+    ("laptop-ana", &["m-lap-wait", "m-lap-work", "m-lap-idle"], 1),
+    ("build-box-7", &["m-box-work", "m-box-idle"], 0),
+];
+
+/// The page's sections, each `{kind, name, count, wait, waiting, ids}`, after rendering.
+const SECTIONS: &str = "(() => { const d = window.agentwatchDashboard; d.flush(); \
+    return Array.from(document.querySelectorAll('#sessions .group')).map(g => ({ \
+      kind: g.dataset.kind, name: g.querySelector('.gname').textContent, \
+      count: g.querySelector('.gcount').textContent, wait: g.querySelector('.gwait').textContent, \
+      waiting: g.dataset.waiting || null, \
+      ids: Array.from(g.querySelectorAll('[data-session-id]')).map(c => c.dataset.sessionId) })); })()";
+
+impl Demo {
+    /// A dashboard without sessions of its own (its monitor watches an empty Claude Code
+    /// directory: given explicitly, so there is no fallback to the simulation) and
+    /// `--inject` with `extra`: the page shows only what the test publishes. Chromium is on
+    /// `about:blank`; `None` when it is missing.
+    async fn launch_empty(scenario: &'static str, extra: &[&str]) -> Option<Demo> {
+        if !chromium_available() {
+            return None;
+        }
+        let started = Instant::now();
+        let scratch = ScratchDir::new(&format!("agentwatch-browser-{scenario}"));
+        let home = scratch.path.join("home");
+        let claude = home.join("claude-projects");
+        fs::create_dir_all(&claude).expect("create the empty log directory");
+        let claude = claude.to_str().expect("a UTF-8 scratch path");
+        let port = free_port();
+        let mut args = vec!["--inject", "--claude", claude];
+        args.extend_from_slice(extra);
+        let log = scratch.path.join("dashboard.log");
+        let server = spawn_dashboard(binary(), port, &log, &args, Some(&home));
+        let browser = start_browser().await;
+        Some(Demo {
+            scenario,
+            started,
+            scratch,
+            port,
+            server,
+            browser,
+        })
+    }
+
+    /// Publishes `MACHINE_SESSIONS` and `MACHINE_HEALTH` through `--inject`, opens the page
+    /// and waits until it shows every session and every machine's health chip.
+    async fn publish_machines(&mut self) {
+        for (id, machine, params) in MACHINE_SESSIONS {
+            let (status, body) = http_request(
+                self.port,
+                "POST",
+                &format!("/debug/sessions?id={id}&machine={machine}&{params}"),
+            );
+            assert_eq!(
+                status, 200,
+                "POST /debug/sessions answered {status}: {body}"
+            );
+        }
+        for (machine, source, health) in MACHINE_HEALTH {
+            let (status, body) = http_request(
+                self.port,
+                "POST",
+                &format!(
+                    "/debug/health?source={source}&machine={machine}&status={health}\
+                     &error=disk%20full%20on%20{machine}"
+                ),
+            );
+            assert_eq!(status, 200, "POST /debug/health answered {status}: {body}");
+        }
+        let base = self.base();
+        self.browser.open(&format!("{base}/")).await;
+        self.browser
+            .wait_connected("the page to connect and show cards")
+            .await;
+        self.browser
+            .cdp
+            .wait_for(
+                "every machine's sessions and health chip",
+                Duration::from_secs(10),
+                "(() => { window.agentwatchDashboard.flush(); \
+                   return document.querySelectorAll('#sessions [data-session-id]').length === 7 \
+                     && document.querySelectorAll('.src-chip[data-machine]').length === 3; })()",
+            )
+            .await;
+    }
+}
+
+/// Several machines: each card and health chip names its machine; grouping by machine gives
+/// one section per machine, in attention order inside, with a count of waits; the machine
+/// filter shows one machine's sessions; both survive a reload. Screenshots:
+/// `dashboard-machines.png` (grouped), `dashboard-machines-filtered.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_several_machines_group_and_filter_by_machine() {
+    let Some(mut demo) = Demo::launch_empty("machines", &[]).await else {
+        return;
+    };
+    demo.publish_machines().await;
+    let browser = &mut demo.browser;
+
+    // Each card shows its session's machine.
+    let labels = browser
+        .cdp
+        .eval(
+            "(() => { window.agentwatchDashboard.flush(); \
+               return Array.from(document.querySelectorAll('#sessions [data-session-id]')).map(c => { \
+                 const m = c.querySelector('.mach'); \
+                 return [c.dataset.sessionId, m.textContent, !m.hidden && getComputedStyle(m).display !== 'none']; }); })()",
+        )
+        .await;
+    let labels: Vec<(String, String, bool)> = serde_json::from_value(labels).expect("labels");
+    assert_eq!(labels.len(), MACHINE_SESSIONS.len(), "{labels:?}");
+    for (id, machine, shown) in &labels {
+        let (_, want, _) = MACHINE_SESSIONS
+            .iter()
+            .find(|(i, ..)| i == id)
+            .expect("an injected session");
+        assert_eq!((machine.as_str(), *shown), (*want, true), "card {id}");
+    }
+    // Flat, the cards keep the page's attention order across machines.
+    assert_eq!(
+        browser.card_ids().await,
+        [
+            "m-desk-wait",
+            "m-lap-wait",
+            "m-box-work",
+            "m-lap-work",
+            "m-box-idle",
+            "m-lap-idle",
+            "m-desk-ended"
+        ]
+    );
+    // Each machine's health chip names it: two machines' `claude` are two chips.
+    let chips = browser
+        .cdp
+        .eval(
+            "Array.from(document.querySelectorAll('.src-chip[data-machine]')).map(c => \
+               [c.dataset.machine, c.dataset.source, c.querySelector('.mach').textContent, c.dataset.status])",
+        )
+        .await;
+    assert_eq!(
+        chips,
+        json!([
+            ["build-box-7", "codex", "build-box-7", "failed"],
+            ["desk-bob", "claude", "desk-bob", "degraded"],
+            ["laptop-ana", "claude", "laptop-ana", "healthy"]
+        ])
+    );
+    let shown = browser
+        .cdp
+        .eval(
+            "[document.getElementById('machine-filter').hidden, document.getElementById('machine-group').hidden, \
+              Array.from(document.getElementById('f-machine').options).map(o => o.value)]",
+        )
+        .await;
+    assert_eq!(
+        shown,
+        json!([false, false, ["", "build-box-7", "desk-bob", "laptop-ana"]]),
+        "the machine controls, with two machines or more"
+    );
+
+    // Group by machine: three sections, the longest wait's first, attention order inside.
+    browser.choose("f-group-machine", "true").await;
+    let sections = browser.cdp.eval(SECTIONS).await;
+    let sections = sections.as_array().expect("sections").clone();
+    assert_eq!(sections.len(), 3, "one section per machine: {sections:?}");
+    for (section, (name, ids, waiting)) in sections.iter().zip(MACHINE_SECTIONS) {
+        assert_eq!(section["kind"], "machine", "{section}");
+        assert_eq!(section["name"], name, "{section}");
+        assert_eq!(section["ids"], json!(ids), "attention order in {name}");
+        assert_eq!(section["waiting"], json!(waiting.to_string()), "{section}");
+        let wait = if waiting == 0 {
+            "· none waiting".to_string()
+        } else {
+            format!("· {waiting} waiting for you")
+        };
+        assert_eq!(section["wait"], json!(wait), "{section}");
+        assert_eq!(
+            section["count"],
+            json!(format!("{} sessions", ids.len())),
+            "{section}"
+        );
+    }
+    assert_eq!(
+        browser.cdp.eval("location.search").await,
+        json!("?group=machine")
+    );
+    browser
+        .cdp
+        .eval("(() => { window.scrollTo(0, 0); return true; })()")
+        .await;
+    browser.screenshot("dashboard-machines.png").await;
+
+    // Group by repository instead: one grouping at a time.
+    browser.choose("f-group", "true").await;
+    let state = browser
+        .cdp
+        .eval("[document.getElementById('f-group-machine').checked, location.search]")
+        .await;
+    assert_eq!(state, json!([false, "?group=repo"]));
+    browser.choose("f-group-machine", "true").await;
+
+    // The machine filter: one machine's sessions, still in attention order.
+    browser.choose("f-machine", "laptop-ana").await;
+    assert_eq!(
+        browser.card_ids().await,
+        ["m-lap-wait", "m-lap-work", "m-lap-idle"]
+    );
+    assert_eq!(
+        browser.cdp.eval("location.search").await,
+        json!("?machine=laptop-ana&group=machine")
+    );
+
+    // Both hold across a reload.
+    browser
+        .cdp
+        .call("Page.reload", json!({ "ignoreCache": false }))
+        .await;
+    browser
+        .wait_connected("the page to come back after a reload")
+        .await;
+    browser
+        .cdp
+        .wait_for(
+            "the machine controls restored",
+            Duration::from_secs(5),
+            "(() => { window.agentwatchDashboard.flush(); \
+               return !document.getElementById('machine-filter').hidden \
+                 && document.getElementById('f-machine').value === 'laptop-ana' \
+                 && document.getElementById('f-group-machine').checked; })()",
+        )
+        .await;
+    let sections = browser.cdp.eval(SECTIONS).await;
+    assert_eq!(
+        sections,
+        json!([{
+            "kind": "machine", "name": "laptop-ana", "count": "3 sessions",
+            "wait": "· 1 waiting for you", "waiting": "1",
+            "ids": ["m-lap-wait", "m-lap-work", "m-lap-idle"]
+        }]),
+        "the filtered, grouped view restored from the URL"
+    );
+    browser.screenshot("dashboard-machines-filtered.png").await;
+
+    // All machines again.
+    browser.choose("f-machine", "").await;
+    assert_eq!(browser.card_ids().await.len(), MACHINE_SESSIONS.len());
+    assert_eq!(
+        browser.cdp.eval("location.search").await,
+        json!("?group=machine")
+    );
+    demo.finish().await;
+}
+
+/// `--redact machine`: the page still labels, groups and filters by machine, by pseudonym,
+/// and neither its text, its attributes, its URL, its state nor the HTTP API holds a
+/// machine's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redacted_machines_are_pseudonyms_everywhere_in_the_page() {
+    let Some(mut demo) = Demo::launch_empty("redact-machine", &["--redact", "machine"]).await
+    else {
+        return;
+    };
+    demo.publish_machines().await;
+    let port = demo.port;
+    let browser = &mut demo.browser;
+    let is_pseudonym = |v: &str| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit());
+
+    let labels = browser
+        .cdp
+        .eval(
+            "(() => { window.agentwatchDashboard.flush(); \
+               return Array.from(document.querySelectorAll('#sessions [data-session-id]')) \
+                 .map(c => [c.dataset.sessionId, c.querySelector('.mach').textContent]); })()",
+        )
+        .await;
+    let labels: Vec<(String, String)> = serde_json::from_value(labels).expect("labels");
+    assert_eq!(labels.len(), MACHINE_SESSIONS.len());
+    let mut pseudonyms: HashMap<&str, String> = HashMap::new();
+    for (id, label) in &labels {
+        assert!(is_pseudonym(label), "card {id} shows {label:?}");
+        let (_, machine, _) = MACHINE_SESSIONS
+            .iter()
+            .find(|(i, ..)| i == id)
+            .expect("an injected session");
+        let known = pseudonyms.entry(machine).or_insert_with(|| label.clone());
+        assert_eq!(known, label, "one pseudonym per machine");
+    }
+    assert_eq!(pseudonyms.len(), 3, "three machines, three pseudonyms");
+
+    // Grouping and filtering work on the pseudonyms.
+    browser.choose("f-group-machine", "true").await;
+    let sections = browser.cdp.eval(SECTIONS).await;
+    let sections = sections.as_array().expect("sections").clone();
+    assert_eq!(sections.len(), 3, "{sections:?}");
+    for (section, (name, ids, _)) in sections.iter().zip(MACHINE_SECTIONS) {
+        assert_eq!(section["name"], json!(pseudonyms[name]), "{section}");
+        assert_eq!(section["ids"], json!(ids), "{section}");
+    }
+    let desk = pseudonyms["desk-bob"].clone();
+    browser.choose("f-machine", &desk).await;
+    assert_eq!(browser.card_ids().await, ["m-desk-wait", "m-desk-ended"]);
+
+    let page = browser
+        .cdp
+        .eval(
+            "(() => { const d = window.agentwatchDashboard; d.flush(); \
+               const attrs = Array.from(document.querySelectorAll('*')).flatMap(e => \
+                 Array.from(e.attributes).map(a => a.value)); \
+               const storage = Object.keys(localStorage).map(k => k + '=' + localStorage.getItem(k)); \
+               return { text: document.body.innerText, attrs: attrs.join('\\n'), url: location.href, \
+                        state: JSON.stringify([Array.from(d.sessions.values()), \
+                          Array.from(d.health.entries()), d.view, storage]) }; })()",
+        )
+        .await;
+    assert!(
+        page["url"].as_str().unwrap_or_default().contains(&desk),
+        "the filter names the pseudonym: {}",
+        page["url"]
+    );
+    let (_, sessions) = http_request(port, "GET", "/sessions");
+    let (_, sources) = http_request(port, "GET", "/sources");
+    let (_, healthz) = http_request(port, "GET", "/healthz");
+    assert!(
+        sources.contains(&desk),
+        "/sources names machines by pseudonym: {sources}"
+    );
+    for secret in ["laptop-ana", "desk-bob", "build-box-7", "disk full"] {
+        for (what, text) in [
+            ("text", page["text"].as_str().unwrap_or_default()),
+            ("attributes", page["attrs"].as_str().unwrap_or_default()),
+            ("url", page["url"].as_str().unwrap_or_default()),
+            ("state", page["state"].as_str().unwrap_or_default()),
+            ("GET /sessions", sessions.as_str()),
+            ("GET /sources", sources.as_str()),
+            ("GET /healthz", healthz.as_str()),
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{secret:?} shown in the page's {what}"
+            );
+        }
+    }
+    browser.screenshot("dashboard-machines-redacted.png").await;
     demo.finish().await;
 }
 

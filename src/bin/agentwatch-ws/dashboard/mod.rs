@@ -86,8 +86,9 @@
 //! ([`WsLayer::http_api`]: `GET /sessions`, `/sessions/{id}`, `/healthz`, `/sources`, Go's
 //! JSON), e.g. `curl -s http://127.0.0.1:3000/healthz`; each request there counts against
 //! the same per-minute budget (a limiter of its own), so poll no faster than it allows.
-//! `--inject` (tests and demos only) enables `POST /debug/sessions`, which publishes through
-//! the same publisher as the input; the browser tests use it.
+//! `--inject` (tests and demos only) enables `POST /debug/sessions` and `POST /debug/health`,
+//! which publish a session or a health report through the same publisher as the input; the
+//! browser tests use them.
 //!
 //! **Several nodes, several machines.** With `--redis URL` the dashboard is one node of a
 //! cluster on one Redis stream. Nodes with `--publish` run the input and publish it as one
@@ -327,12 +328,16 @@ struct Flags {
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
 
-    /// Tests and demos only: enable POST /debug/sessions?id=ID&source=SRC.
+    /// Tests and demos only: enable POST /debug/sessions?id=ID&source=SRC and
+    /// POST /debug/health?source=SRC&status=STATUS.
     ///
-    /// Publishes a delta adding (or updating) the session with that id through the same
-    /// publisher as the monitor or the simulation; more query fields: slug, activity, tool,
-    /// at_ms (the activity's time, Unix milliseconds), messages, tokens, output, idle_secs,
-    /// dir, branch. Never enable it on a server others can reach.
+    /// The first publishes a delta adding (or updating) the session with that id through the
+    /// same publisher as the monitor or the simulation; more query fields: slug, activity,
+    /// tool, at_ms (the activity's time, Unix milliseconds), messages, tokens, output,
+    /// idle_secs, dir, branch, machine (the producer's name, as a broker node serving several
+    /// producers sets it). The second publishes a health report for that source (status:
+    /// healthy, degraded or failed; more: machine, error). Never enable it on a server
+    /// others can reach.
     #[arg(long)]
     inject: bool,
 
@@ -715,6 +720,13 @@ async fn inject_session(State(state): State<AppState>, Query(q): Query<InjectQue
     if q.id.is_empty() || q.id.len() > 200 {
         return (StatusCode::BAD_REQUEST, "id must be 1 to 200 bytes\n").into_response();
     }
+    if q.more.machine.as_ref().is_some_and(|m| m.len() > 200) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "machine must be at most 200 bytes\n",
+        )
+            .into_response();
+    }
     let source = q
         .source
         .filter(|s| !s.is_empty())
@@ -725,6 +737,47 @@ async fn inject_session(State(state): State<AppState>, Query(q): Query<InjectQue
         vec![Event::delta(0, vec![session], Vec::new())],
     );
     tracing::info!(id = %q.id, %source, seq, "injected session");
+    (StatusCode::OK, format!("{{\"seq\":{seq}}}\n")).into_response()
+}
+
+#[derive(Deserialize)]
+struct InjectHealthQuery {
+    source: String,
+    status: String,
+    machine: Option<String>,
+    error: Option<String>,
+}
+
+/// `POST /debug/health?source=SRC&status=STATUS[&machine=M][&error=TEXT]` (only with
+/// `--inject`): publishes that source's health report, stamped now.
+async fn inject_health(
+    State(state): State<AppState>,
+    Query(q): Query<InjectHealthQuery>,
+) -> Response {
+    let too_long = [Some(&q.source), Some(&q.status), q.machine.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|v| v.len() > 200);
+    if q.source.is_empty() || q.status.is_empty() || too_long {
+        return (
+            StatusCode::BAD_REQUEST,
+            "source and status must be 1 to 200 bytes, machine at most 200\n",
+        )
+            .into_response();
+    }
+    let failing = q.status != "healthy";
+    let health = agentwatch_ws::Health {
+        source: q.source,
+        status: agentwatch_ws::HealthStatus::from(q.status.as_str()),
+        discover_failures: i64::from(failing),
+        last_error: q.error.unwrap_or_default(),
+        updated_at: agentwatch_ws::Timestamp::now(),
+        machine: q.machine.unwrap_or_default(),
+        ..Default::default()
+    };
+    let (source, machine) = (health.source.clone(), health.machine.clone());
+    let seq = publish_all(&state.output, vec![Event::health(0, health)]);
+    tracing::info!(%source, %machine, seq, "injected health report");
     (StatusCode::OK, format!("{{\"seq\":{seq}}}\n")).into_response()
 }
 
@@ -1243,10 +1296,13 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
 
     let mut app = Router::new().route("/", get(index));
     if let (true, Some(output)) = (opts.inject, &output) {
-        tracing::warn!("--inject: POST /debug/sessions is enabled (tests and demos only)");
+        tracing::warn!(
+            "--inject: POST /debug/sessions and /debug/health are enabled (tests and demos only)"
+        );
         app = app.merge(
             Router::new()
                 .route("/debug/sessions", post(inject_session))
+                .route("/debug/health", post(inject_health))
                 .with_state(AppState {
                     output: output.clone(),
                 }),

@@ -693,6 +693,9 @@ pub struct InjectOptions {
     pub at_ms: Option<String>,
     /// `messageCount`; default 1.
     pub messages: Option<String>,
+    /// `machine`: the producer the session comes from, as a broker node serving several
+    /// producers labels it; default none (omitted, as for a single producer).
+    pub machine: Option<String>,
 }
 
 /// The session `POST /debug/sessions` publishes: by default a fresh, working session with
@@ -748,6 +751,7 @@ pub fn injected_session(id: &str, source: &str, opts: &InjectOptions) -> Session
         last_activity_at: last_activity,
         last_data_received_at: now,
         completed_at: terminal.then_some(last_activity),
+        machine: opts.machine.clone().unwrap_or_default(),
         ..SessionState::default()
     }
 }

@@ -1,12 +1,38 @@
-//! Fan-out across several server nodes through a broker (features `redis`, `nats`).
+//! Fan-out across several server nodes, from several machines, through a broker (features
+//! `redis`, `nats`).
 //!
-//! One process, the *producer*, runs the monitor and publishes every event into a broker
-//! stream with a [`BrokerSink`]. Every serving *node* runs a [`Follower`] that rebuilds the
-//! node's state from the broker and then publishes the stream into the node's
-//! [`Publisher`](crate::Publisher), exactly as a local monitor would. Every node therefore
-//! serves the same events with the same `seq` and `at`, and a client may resume with
-//! `?since=` on any node whose replay window holds its position, or whose broker stream
-//! still does.
+//! *Producers* (one per machine: a developer's laptop, a build box) run the monitor and
+//! publish every event into one broker stream with a [`BrokerSink`]. Every serving *node*
+//! runs a [`Follower`] that rebuilds the node's state from the broker and then publishes the
+//! stream into the node's [`Publisher`](crate::Publisher), exactly as a local monitor would,
+//! every session and health report labelled with its machine (`machine`, see
+//! [`SessionState::machine`](crate::SessionState::machine)). Every node therefore serves the
+//! same events with the same `seq` and `at`, and a client may resume with `?since=` on any
+//! node whose replay window holds its position, or whose broker stream still does.
+//!
+//! # Machines
+//! - **One order.** The broker assigns every entry its `seq` as it appends it (Redis: a
+//!   counter incremented by the append script; NATS: the stream sequence), so every
+//!   producer's events are in one order and nodes serve each with the entry's `seq` (the
+//!   producer's own is replaced).
+//! - **One live producer per name.** A producer claims its machine name
+//!   ([`BrokerSinkBuilder::machine`], default the host name) before appending and renews the
+//!   claim every quarter of [`stale_after`](BrokerSinkBuilder::stale_after) (default 20 s);
+//!   a second producer of a name whose claim is live is refused
+//!   ([`BrokerError::NameTaken`], from [`BrokerSink::started`]).
+//! - **A restart is the machine's own.** A producer's first entry is a *resync* of its state:
+//!   nodes replace that machine's sessions and health reports, and leave the others'.
+//! - **Gone.** A claim not renewed for `stale_after` (the producer killed, its machine asleep
+//!   or cut off) is seen by the nodes, one of which appends a *gone* entry for it (exactly
+//!   once: Redis checks and appends in one script; NATS marks the claim gone with
+//!   `Nats-Expected-Last-Subject-Sequence` and appends at the node's own position). Every node
+//!   then shows that machine's sessions as ended (`lifecycle` `terminal`) and its sources as
+//!   `failed` with "machine NAME gone: …", and writes nothing else for it until its producer
+//!   is back (its claim is free then, its first entry a resync). [`BrokerSink::close`] leaves
+//!   at once ("machine NAME stopped publishing"). Keep clocks in sync (NTP): NATS claims age
+//!   by the server's timestamps against the node's clock.
+//! - **Session ids** are assumed unique across machines (agents use UUIDs): a session id
+//!   reported by a second machine moves to it.
 //!
 //! ```text
 //!  monitor ──► BrokerSink ──append──► stream ──read──► Follower ──► Publisher (node 1)
@@ -16,20 +42,24 @@
 //! # Engines
 //! The engine is the [`Broker`] trait; two implement it:
 //! - [`RedisBroker`] (feature `redis`), on Redis Streams. For a stream key `K` (e.g.
-//!   `agentwatch:events`): `K`, a stream with one entry per event, fields `seq` (decimal),
-//!   `prev` (the id of the entry before it in the stream, empty for the first), `event` (the
-//!   event's Go-exact JSON) and, only on a *resync* entry, `health` (a JSON array of every
-//!   source's latest health), trimmed with `MAXLEN ~ N` (default 10 000: Redis keeps at least
-//!   the last `N` entries); `K:checkpoint`, a hash with the [`Checkpoint`]'s fields `seq`,
-//!   `entry`, `snapshot` and `health`; `K:append`, a hash with the id of the producer's last
-//!   append batch, which makes a retried append (after a timeout whose outcome is unknown) a
-//!   no-op instead of a duplicate. An append is one Lua script: atomic.
+//!   `agentwatch:events`): `K`, a stream with one entry per event, fields `seq` (decimal,
+//!   assigned by the append from the counter `K:seq`), `prev` (the id of the entry before it
+//!   in the stream, empty for the first), `machine`, `event` (the event's Go-exact JSON),
+//!   only on a *resync* entry `health` (a JSON array of every source's latest health on the
+//!   machine), only on a *gone* entry `gone` (`1`), trimmed with `MAXLEN ~ N` (default
+//!   10 000: Redis keeps at least the last `N` entries); `K:machines`, the set of machine
+//!   names; per machine `M`, `K:machine:M`, a hash with its claim (`instance`, `seen`,
+//!   `gone`) and its last append (`last`, `lastseq`, `batch`: a retried append after a
+//!   timeout whose outcome is unknown is a no-op instead of a duplicate), and
+//!   `K:checkpoint:M`, a hash with the [`Checkpoint`]'s fields `seq`, `entry`, `snapshot` and
+//!   `health`. An append, a claim and a gone entry are each one Lua script: atomic.
 //! - [`NatsBroker`] (feature `nats`), on NATS JetStream: a stream of one message per entry
-//!   (the same fields, as headers and payload), chained with `Nats-Expected-Last-Sequence` and
-//!   deduplicated with `Nats-Msg-Id`, and a one-message stream for the checkpoint (see its
-//!   docs).
+//!   on a subject per machine (the same fields, as headers and payload), chained with
+//!   `Nats-Expected-Last-Sequence` and `Nats-Expected-Last-Subject-Sequence` and
+//!   deduplicated with `Nats-Msg-Id`, and a stream keeping one message per subject for each
+//!   machine's checkpoint and claim (see its docs).
 //!
-//! The producer writes the checkpoint at least every `N / 4` events
+//! Each producer writes its machine's checkpoint at least every `N / 4` of its events
 //! ([`BrokerSinkBuilder::checkpoint_every`]) and after a quiet
 //! [`checkpoint_interval`](BrokerSinkBuilder::checkpoint_interval), so a node that starts
 //! late replays at most a quarter of the stream.
@@ -49,11 +79,12 @@
 //! does not rise resets the node's replay window (see [`Publisher`](crate::Publisher)) like
 //! any producer restart, so an older position gets a fresh snapshot on connect.
 //!
-//! Every entry is also checked before it reaches a node: an ordinary entry must carry the
-//! `seq` after the last one applied (a resync, and a `snapshot` event, may carry any), so a
-//! forged or corrupt entry is refused, logged and counted ([`FollowerStats::refused`],
-//! [`FollowerStats::malformed`]) and never reaches a client. A producer's first entry is a
-//! resync, so a producer restart (seqs starting over) is still taken.
+//! Every entry is also checked before it reaches a node: it must carry the `seq` after the
+//! last one applied, so an entry written around the append (Redis) is refused, logged and
+//! counted ([`FollowerStats::refused`]); one that cannot be decoded is counted
+//! ([`FollowerStats::malformed`]) and replaced, for clients, by an empty `delta` at its
+//! `seq`, so theirs still follow each other. No client ever gets an event its node could
+//! not apply.
 //!
 //! # Faults
 //! - Broker unreachable when a node starts, or lost while serving: the follower retries with
@@ -79,10 +110,7 @@
 //!   again ([`BrokerSinkStats::checkpoint_repairs`]). So every node converges on the
 //!   producer's state within about the verify interval plus the follower's
 //!   [`block`](Follower::block), whatever happened to the broker.
-//! - The producer restarting with seqs going back: its first entry is a resync; each node's
-//!   publisher applies its reset rule.
-//!
-//! Exactly one producer per stream is assumed.
+//! - A producer restarting: its first entry is a resync of its machine; seqs keep rising.
 // Built with one engine only, the other's name links to docs.rs (built with every feature).
 #![cfg_attr(
     not(feature = "redis"),

@@ -318,3 +318,121 @@ fn url_encode(raw: &str) -> String {
         })
         .collect()
 }
+
+/// Three machines publish into one Redis stream (`--publish --machine`, each its own
+/// simulation), a fourth node only serves: it lists every machine's sessions, each labelled
+/// with its machine, and every message decodes as Go's `monitor.Event` (the crate's decoder
+/// is Go's). A second publisher with a live machine name exits with status 2 and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_machines_publish_and_every_node_shows_them_labelled() {
+    if !redis_available() {
+        return;
+    }
+    let key = StreamKey::new("cluster-machines");
+    let url = redis_url();
+    let machines = ["alpha", "beta", "gamma"];
+    let (publishers, viewer) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        let stream = key.0.clone();
+        move || {
+            let common = ["--redis", url.as_str(), "--stream", stream.as_str()];
+            let publishers: Vec<Dashboard> = machines
+                .iter()
+                .enumerate()
+                .map(|(i, machine)| {
+                    let seed = (i + 1).to_string();
+                    Dashboard::start(
+                        machine,
+                        &[
+                            &common[..],
+                            &[
+                                "--publish",
+                                "--machine",
+                                machine,
+                                "--demo",
+                                "--seed",
+                                &seed,
+                                "--rate",
+                                "20",
+                            ],
+                        ]
+                        .concat(),
+                    )
+                })
+                .collect();
+            let viewer = Dashboard::start("viewer", &common);
+            (publishers, viewer)
+        }
+    })
+    .await
+    .expect("start the nodes");
+    for (publisher, machine) in publishers.iter().zip(machines) {
+        publisher.wait_for(&format!("publishing as machine {machine}"));
+    }
+
+    // The serving node's HTTP API and WebSocket show all three machines.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, body) = viewer.request("GET", "/sessions");
+        assert_eq!(status, 200, "{body}");
+        let sessions: Vec<serde_json::Value> = serde_json::from_str(&body).expect("JSON");
+        let seen: std::collections::BTreeSet<&str> = sessions
+            .iter()
+            .filter_map(|s| s["machine"].as_str())
+            .collect();
+        if seen.len() == 3 {
+            assert!(sessions.iter().all(|s| s["machine"].is_string()), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "machines seen: {seen:?}\n{body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut client = connect(&viewer.ws_url("")).await;
+    let first = next(&mut client).await;
+    assert_eq!(first.event.kind, EventType::Snapshot);
+    let labelled: std::collections::BTreeSet<String> = first
+        .event
+        .sessions
+        .iter()
+        .map(|s| s.machine.clone())
+        .collect();
+    assert_eq!(labelled.len(), 3, "{labelled:?}");
+    for _ in 0..20 {
+        let received = next(&mut client).await;
+        // Decodes as Go's monitor.Event: the crate's decoder follows Go's rules, and Go
+        // ignores the `machine` key (tests/wire/go_decoding.rs holds Go's own answer).
+        assert!(received.text.contains("\"machine\":\"") || received.event.updates.is_empty());
+    }
+
+    // A second publisher under a live name is refused.
+    let duplicate = tokio::task::spawn_blocking({
+        let url = url.clone();
+        let stream = key.0.clone();
+        move || {
+            let mut dashboard = Dashboard::spawn(
+                "duplicate",
+                &[
+                    "--redis",
+                    &url,
+                    "--stream",
+                    &stream,
+                    "--publish",
+                    "--machine",
+                    "beta",
+                    "--demo",
+                ],
+            );
+            let line = dashboard.wait_for("is held by another producer");
+            let status = dashboard.wait_exit();
+            (line, status)
+        }
+    })
+    .await
+    .expect("the duplicate's outcome");
+    assert!(duplicate.0.contains("\"beta\""), "{}", duplicate.0);
+    assert_eq!(duplicate.1, Some(2));
+    drop(publishers);
+}

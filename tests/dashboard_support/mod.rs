@@ -86,6 +86,23 @@ impl Dashboard {
         }
     }
 
+    /// Waits (at most [`START`]) for it to exit on its own; its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + START;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the dashboard") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dashboard {} did not exit within {START:?}:\n{}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills it now (SIGKILL), as a node that dies.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -406,21 +406,22 @@ struct Flags {
     stream: Option<String>,
 
     /// Hide these session fields from the page and the HTTP API: dir, branch, model, id,
-    /// source, comma-separated (or all).
+    /// source, machine, comma-separated (or all).
     ///
     /// For a shared screen or a dashboard others look at. dir and branch are emptied (the
     /// cards then show no repository or branch), model is emptied, id replaces session ids
     /// with pseudonyms (32 hex digits, stable while the dashboard runs, so links and
     /// notifications still work) and empties slugs, source empties the agent's name (health
-    /// reports keep a pseudonym). Error texts in health reports are emptied under dir, id or
-    /// source. --notify-url pushes are not redacted: they go to your own receivers. For a
+    /// reports keep a pseudonym), machine replaces machine names with pseudonyms (the page
+    /// still groups by machine). Error texts in health reports are emptied under dir, id,
+    /// source or machine. --notify-url pushes are not redacted: they go to your own receivers. For a
     /// policy per viewer (per token), build your own server with the crate's
     /// WsLayer::policy_for.
     ///
     /// Pseudonyms come from a key drawn at start, or from $AGENTWATCH_PSEUDONYM_KEY (any text;
     /// 16 random bytes or more): with --redis or --nats, every node must be given the same
     /// one (a page that reconnects to another node must meet the pseudonyms it knows), so
-    /// --redact with id or source on such a node without it is an error.
+    /// --redact with id, source or machine on such a node without it is an error.
     #[arg(long, value_name = "FIELDS", value_parser = parse_policy)]
     redact: Option<Policy>,
 }
@@ -551,11 +552,13 @@ impl TryFrom<Flags> for Options {
                 .map(|key| PseudonymKey::from_bytes(key.as_encoded_bytes())),
         };
         if opts.broker.is_some()
-            && (opts.redact.redacts(Field::SessionId) || opts.redact.redacts(Field::Source))
+            && (opts.redact.redacts(Field::SessionId)
+                || opts.redact.redacts(Field::Source)
+                || opts.redact.redacts(Field::Machine))
             && opts.pseudonym_key.is_none()
         {
             return Err(usage_error(
-                "--redact with id or source on a --redis or --nats node needs \
+                "--redact with id, source or machine on a --redis or --nats node needs \
                  AGENTWATCH_PSEUDONYM_KEY: \
                  every node must pseudonymise with the same key, or a page that reconnects to \
                  another node meets ids it never saw",

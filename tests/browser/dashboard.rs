@@ -26,7 +26,7 @@
 //! reports), on a dashboard that shows only what the test injects: each card and health chip
 //! names its machine; grouping by machine gives one section per machine in attention order
 //! with a count of waits; the machine filter shows one machine's sessions; both survive a
-//! reload (`dashboard-machines.png`, `dashboard-machines-filtered.png`). Under
+//! reload (`dashboard-machines.png`, `-420.png`, `-filtered.png`). Under
 //! `--redact machine`, the page labels, groups and filters by pseudonym, and no machine's
 //! name is in its text, attributes, URL, state or the HTTP API
 //! (`dashboard-machines-redacted.png`).
@@ -1543,6 +1543,24 @@ async fn sessions_of_several_machines_group_and_filter_by_machine() {
         .eval("(() => { window.scrollTo(0, 0); return true; })()")
         .await;
     browser.screenshot("dashboard-machines.png").await;
+    let low = browser.cdp.eval(CONTRAST_FAILURES).await;
+    assert_eq!(
+        low,
+        json!([]),
+        "machine labels and sections: text below WCAG AA contrast"
+    );
+    // The machine controls and labels fit a phone: no sideways scroll at 420 px.
+    browser.viewport(420, 800).await;
+    let (sw, iw) = browser.widths().await;
+    assert!(sw <= iw, "420 px with machines: the page is {sw} px wide");
+    let low = browser.cdp.eval(CONTRAST_FAILURES).await;
+    assert_eq!(
+        low,
+        json!([]),
+        "420 px with machines: text below WCAG AA contrast"
+    );
+    browser.screenshot("dashboard-machines-420.png").await;
+    browser.viewport(VIEWPORT.0, VIEWPORT.1).await;
 
     // Group by repository instead: one grouping at a time.
     browser.choose("f-group", "true").await;

@@ -512,7 +512,7 @@ struct Part {
 /// What applying an entry gave.
 enum Applied {
     /// One event to hand to the node as is.
-    Event(Event),
+    Event(Box<Event>),
     /// The state changed as a whole (a resync, a producer's `snapshot`, a machine gone): the
     /// node gets the merged state, stamped with this `at`.
     State(Timestamp),
@@ -608,7 +608,7 @@ impl Merged {
                 }
                 self.machines.entry(machine.to_owned()).or_default();
                 self.at = event.at;
-                Applied::Event(event)
+                Applied::Event(Box::new(event))
             }
         }
     }

@@ -310,8 +310,7 @@ async fn a_killed_producer_is_marked_gone_and_its_restart_replaces_only_its_sess
         .received
         .iter()
         .filter_map(|e| e.health.as_ref())
-        .filter(|h| h.machine == "a")
-        .next_back()
+        .rfind(|h| h.machine == "a")
         .unwrap();
     assert_eq!(report.status, HealthStatus::Failed);
     assert!(report.last_error.contains("gone"), "{}", report.last_error);

@@ -1,17 +1,21 @@
-//! Benchmark of the broker hop (features `redis`, `nats`): one producer and three nodes on
-//! one Redis (or, with `--nats URL`, one NATS JetStream), beside a single node fed directly,
-//! in the same run, each a process of its own.
+//! Benchmark of the broker hop (features `redis`, `nats`): producers (one per machine) and
+//! three nodes on one Redis (or, with `--nats URL`, one NATS JetStream), beside a single node
+//! fed directly, in the same run, each a process of its own.
 //!
 //! ```sh
 //! cargo build --release --example broker_bench
 //! target/release/examples/broker_bench --clients 1000 --rate 50 --seconds 10
 //! target/release/examples/broker_bench --nats nats://127.0.0.1:4222 --clients 1000 --rate 50 --seconds 10
+//! # three machines, 100 sessions each
+//! target/release/examples/broker_bench --producers 3 --sessions 100 --clients 1000 --rate 10 --seconds 15
 //! ```
 //!
-//! The driver (this binary without `--role`) starts itself as: a producer publishing `rate`
-//! events a second for `seconds` into a fresh stream (`BrokerSink`); three nodes serving
-//! from it (`Follower`); and a *local* node that generates the same schedule at the same
-//! moments straight into its own `Publisher` (the single-node baseline). It connects
+//! The driver (this binary without `--role`) starts itself as: `producers` producers, each
+//! publishing `rate` events a second for `seconds` into a fresh stream (`BrokerSink`, machine
+//! `machine-<i>`, its events spread over `sessions` sessions of its own); three nodes
+//! serving from it (`Follower`); and a *local* node that generates every producer's schedule
+//! at the same moments straight into its own `Publisher`, its sessions labelled as the broker
+//! nodes label them (the single-node baseline). It connects
 //! `clients` WebSocket clients to each of the four nodes, then starts both schedules and
 //! reports per node: deliveries and losses (a client checks every `seq` follows the one
 //! before; the events a later snapshot stands for, such as the producer's first entry, a
@@ -51,9 +55,15 @@ struct Flags {
     /// WebSocket clients per node.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     clients: usize,
-    /// Events published a second.
+    /// Events published a second, by each producer.
     #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     rate: u64,
+    /// Producers, one machine each.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    producers: u64,
+    /// Sessions per producer its events update in turn.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    sessions: u64,
     /// How long the schedule publishes, in seconds.
     #[arg(long, value_name = "S", default_value_t = 10)]
     seconds: u64,
@@ -66,6 +76,9 @@ struct Flags {
     /// A node's port (set by the driver).
     #[arg(long, hide = true)]
     port: Option<u16>,
+    /// A producer's index (set by the driver).
+    #[arg(long, hide = true)]
+    index: Option<u64>,
 }
 
 struct Config {
@@ -74,10 +87,13 @@ struct Config {
     stream: String,
     clients: usize,
     rate: u64,
+    producers: u64,
+    sessions: u64,
     seconds: u64,
     base_port: u16,
     role: String,
     port: Option<u16>,
+    index: u64,
 }
 
 fn config() -> Config {
@@ -90,10 +106,13 @@ fn config() -> Config {
             .unwrap_or_else(|| format!("agentwatch-bench:{}", std::process::id())),
         clients: flags.clients,
         rate: flags.rate,
+        producers: flags.producers,
+        sessions: flags.sessions,
         seconds: flags.seconds,
         base_port: flags.base_port,
         role: flags.role.unwrap_or_default(),
         port: flags.port,
+        index: flags.index.unwrap_or(0),
     }
 }
 
@@ -139,21 +158,40 @@ async fn wait_for_start() -> Result<(), String> {
     .map_err(|e| e.to_string())?
 }
 
-/// The schedule: `rate` events a second for `seconds`, each a delta of one of 20 sessions,
-/// stamped when it is published.
-async fn publish_schedule(config: &Config, sink: &dyn EventSink) {
+/// The machine name of producer `index`.
+fn machine(index: u64) -> String {
+    format!("machine-{index}")
+}
+
+/// The schedule: every producer publishes `rate` events a second for `seconds`, producer
+/// `p`'s `j`-th at `(j * producers + p) / (rate * producers)` s, each a delta of one of its
+/// `sessions` sessions, stamped when it is published. `only`: one producer's share, with its
+/// own seqs and no label (a broker producer); `None`: every producer's, one seq for all, each
+/// session labelled with its machine (the local node, as the broker nodes serve it).
+async fn publish_schedule(config: &Config, sink: &dyn EventSink, only: Option<u64>) {
     let start = Instant::now();
-    let total = config.rate * config.seconds;
+    let per_second = (config.rate * config.producers) as f64;
+    let total = config.rate * config.seconds * config.producers;
+    let mut seq = 0;
     for i in 0..total {
-        let due = start + Duration::from_secs_f64(i as f64 / config.rate as f64);
+        let producer = i % config.producers;
+        if only.is_some_and(|only| only != producer) {
+            continue;
+        }
+        let due = start + Duration::from_secs_f64(i as f64 / per_second);
         tokio::time::sleep_until(due.into()).await;
-        let seq = i + 1;
+        seq += 1;
+        let name = machine(producer);
         let session = SessionState {
-            id: format!("session-{:02}", seq % 20),
+            id: format!(
+                "{name}-session-{:03}",
+                (i / config.producers) % config.sessions
+            ),
             source: "claude".into(),
             model: "claude-opus-4-1".into(),
             message_count: seq as i64,
             context_tokens: 1000 + seq as i64,
+            machine: if only.is_none() { name } else { String::new() },
             ..Default::default()
         };
         if let Err(e) = sink.handle_event(&Event::delta(seq, vec![session], vec![])) {
@@ -177,9 +215,12 @@ async fn produce(config: Config) -> Result<(), String> {
 }
 
 async fn produce_into<B: Broker>(config: &Config, broker: B) -> Result<(), String> {
-    let publisher = BrokerSink::builder(broker).spawn();
+    let publisher = BrokerSink::builder(broker)
+        .machine(machine(config.index))
+        .spawn();
+    publisher.started().await.map_err(|e| e.to_string())?;
     wait_for_start().await?;
-    publish_schedule(config, &publisher).await;
+    publish_schedule(config, &publisher, Some(config.index)).await;
     tokio::time::timeout(Duration::from_secs(30), publisher.flush())
         .await
         .map_err(|_| "flush timed out".to_string())?;
@@ -215,7 +256,7 @@ async fn local(config: Config) -> Result<(), String> {
     let (ws, sink) = layer().build("/ws");
     serve(ws, config.port.ok_or("--port")?).await?;
     wait_for_start().await?;
-    publish_schedule(&config, &sink).await;
+    publish_schedule(&config, &sink, None).await;
     std::future::pending::<()>().await;
     Ok(())
 }
@@ -368,7 +409,7 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 
 async fn drive(config: Config) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let spawn = |role: &str, port: Option<u16>| -> Result<Child, String> {
+    let spawn = |role: &str, port: Option<u16>, index: u64| -> Result<Child, String> {
         let mut cmd = Command::new(&exe);
         cmd.args([
             "--role",
@@ -383,6 +424,12 @@ async fn drive(config: Config) -> Result<(), String> {
             &config.rate.to_string(),
             "--seconds",
             &config.seconds.to_string(),
+            "--producers",
+            &config.producers.to_string(),
+            "--sessions",
+            &config.sessions.to_string(),
+            "--index",
+            &index.to_string(),
         ])
         .stdin(Stdio::piped());
         if let Some(nats) = &config.nats {
@@ -395,11 +442,14 @@ async fn drive(config: Config) -> Result<(), String> {
     };
     let names = ["local", "node-1", "node-2", "node-3"];
     let ports: Vec<u16> = (0..4).map(|i| config.base_port + i).collect();
+    let producers = config.producers as usize;
     let mut children = Kill(Vec::new());
-    children.0.push(spawn("producer", None)?);
-    children.0.push(spawn("local", Some(ports[0]))?);
+    for index in 0..config.producers {
+        children.0.push(spawn("producer", None, index)?);
+    }
+    children.0.push(spawn("local", Some(ports[0]), 0)?);
     for port in &ports[1..] {
-        children.0.push(spawn("node", Some(*port))?);
+        children.0.push(spawn("node", Some(*port), 0)?);
     }
     // Every node listening.
     for port in &ports {
@@ -414,7 +464,7 @@ async fn drive(config: Config) -> Result<(), String> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let total = config.rate * config.seconds;
+    let total = config.rate * config.seconds * config.producers;
     let ready = Arc::new(AtomicU64::new(0));
     let mut seen = Vec::new();
     let mut tasks = Vec::new();
@@ -439,8 +489,8 @@ async fn drive(config: Config) -> Result<(), String> {
     let pids: Vec<u32> = children.0.iter().map(Child::id).collect();
     let cpu_before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
     let started = Instant::now();
-    // Producer and local node start their schedules together.
-    for child in &mut children.0[..2] {
+    // Producers and local node start their schedules together.
+    for child in &mut children.0[..producers + 1] {
         if let Some(stdin) = child.stdin.as_mut() {
             stdin.write_all(b"start\n").map_err(|e| e.to_string())?;
         }
@@ -461,11 +511,13 @@ async fn drive(config: Config) -> Result<(), String> {
     }
     let cpu_after: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
     println!(
-        "broker_bench: {} clients per node, {} events ({} /s for {} s), producer + 3 nodes + local node, {} cores",
+        "broker_bench: {} clients per node, {} events ({} producers x {} /s for {} s, {} sessions each), producers + 3 nodes + local node, {} cores",
         config.clients,
         total,
+        config.producers,
         config.rate,
         config.seconds,
+        config.sessions,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
@@ -486,8 +538,8 @@ async fn drive(config: Config) -> Result<(), String> {
         let deliveries = s.deliveries.load(Ordering::Relaxed);
         let mut lat = s.latencies.lock().map_err(|e| e.to_string())?.clone();
         lat.sort_unstable();
-        // Child 0 is the producer; node i is child i + 1.
-        let ticks = cpu_after[i + 1].saturating_sub(cpu_before[i + 1]);
+        // Children 0.. are the producers; node i is child producers + i.
+        let ticks = cpu_after[producers + i].saturating_sub(cpu_before[producers + i]);
         let cpu_ms = ticks * 1000 / TICKS_PER_SECOND;
         let us = if deliveries == 0 {
             f64::NAN
@@ -509,7 +561,11 @@ async fn drive(config: Config) -> Result<(), String> {
             us
         );
     }
-    let producer_ms = cpu_after[0].saturating_sub(cpu_before[0]) * 1000 / TICKS_PER_SECOND;
+    let producer_ms = (0..producers)
+        .map(|i| cpu_after[i].saturating_sub(cpu_before[i]))
+        .sum::<u64>()
+        * 1000
+        / TICKS_PER_SECOND;
     let broker_mean = per_delivery[1..].iter().sum::<f64>() / 3.0;
     println!("producer cpu ms: {producer_ms}; failed clients: {failed}");
     println!(
@@ -531,11 +587,12 @@ async fn drive(config: Config) -> Result<(), String> {
     if let Ok(client) = redis::Client::open(config.redis.as_str()) {
         if let Ok(mut conn) = client.get_connection() {
             let s = &config.stream;
-            let _: Result<u64, _> = redis::cmd("DEL")
-                .arg(s)
-                .arg(format!("{s}:checkpoint"))
-                .arg(format!("{s}:append"))
-                .query(&mut conn);
+            let mut keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{s}:*"))
+                .query(&mut conn)
+                .unwrap_or_default();
+            keys.push(s.clone());
+            let _: Result<u64, _> = redis::cmd("DEL").arg(keys).query(&mut conn);
         }
     }
     Ok(())

@@ -320,6 +320,7 @@ impl<B: Broker> Follower<B> {
             candidates.push((checkpoint.seq, checkpoint.entry));
         }
         candidates.sort();
+        merged.at = at;
         let mut start = None;
         if !*unreadable {
             for (anchor, entry) in &candidates {
@@ -376,7 +377,7 @@ impl<B: Broker> Follower<B> {
                     Applied::Event(event) => {
                         at = event.at;
                         last = entry.seq;
-                        marks.push((entry.seq, at, entry.id.clone()));
+                        marks.push((entry.seq, at, entry.id.clone(), false));
                     }
                     Applied::State(state_at) => {
                         at = state_at;
@@ -385,8 +386,9 @@ impl<B: Broker> Follower<B> {
                     }
                     Applied::Refused(refusal) => {
                         refusal.count(shared, &entry, last);
-                        if let Refusal::Malformed(_) = refusal {
+                        if refusal.took_seq() {
                             last = entry.seq;
+                            marks.push((entry.seq, merged.at, entry.id.clone(), true));
                         }
                     }
                 }
@@ -486,8 +488,8 @@ struct Built {
     merged: Merged,
     seq: u64,
     at: Timestamp,
-    /// The events applied after the last whole-state change: `(seq, at, entry)`.
-    marks: Vec<(u64, Timestamp, EntryId)>,
+    /// The entries applied after the last whole-state change: `(seq, at, entry, blank)`.
+    marks: Vec<(u64, Timestamp, EntryId, bool)>,
 }
 
 /// What the node holds: every machine's sessions and health reports, labelled.
@@ -560,6 +562,9 @@ impl Merged {
         let machine = entry.machine.as_str();
         match decode(entry) {
             Err(error) => Applied::Refused(Refusal::Malformed(error)),
+            Ok(Decoded::Gone(_)) if !self.machines.contains_key(machine) => {
+                Applied::Refused(Refusal::UnknownMachine)
+            }
             Ok(Decoded::Gone(template)) => {
                 let part = self.machines.entry(machine.to_owned()).or_default();
                 for session in &mut part.sessions {
@@ -584,6 +589,9 @@ impl Merged {
                 self.at = event.at;
                 Applied::State(self.at)
             }
+            Ok(Decoded::Event(_)) if !self.machines.contains_key(machine) => {
+                Applied::Refused(Refusal::UnknownMachine)
+            }
             Ok(Decoded::Event(mut event)) => {
                 event.seq = entry.seq;
                 for id in &event.removed {
@@ -606,7 +614,6 @@ impl Merged {
                         None => part.health.push(health.clone()),
                     }
                 }
-                self.machines.entry(machine.to_owned()).or_default();
                 self.at = event.at;
                 Applied::Event(Box::new(event))
             }
@@ -702,6 +709,16 @@ enum Refusal {
     Malformed(BrokerError),
     /// An entry whose seq does not follow the last one applied.
     OutOfSequence(u64),
+    /// An event of a machine that never started here (no resync or checkpoint of it): not a
+    /// producer's, whose first entry is always a resync.
+    UnknownMachine,
+}
+
+impl Refusal {
+    /// Whether the entry took its seq (clients get an empty `delta` in its place).
+    fn took_seq(&self) -> bool {
+        !matches!(self, Refusal::OutOfSequence(_))
+    }
 }
 
 impl Refusal {
@@ -711,6 +728,15 @@ impl Refusal {
             Refusal::Malformed(error) => {
                 shared.malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(entry = %entry.id, seq = entry.seq, %error, "skipping a broker entry that cannot be decoded");
+            }
+            Refusal::UnknownMachine => {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    entry = %entry.id,
+                    seq = entry.seq,
+                    machine = %entry.machine,
+                    "refusing an event of a machine that never started (no resync or checkpoint of it)"
+                );
             }
             Refusal::OutOfSequence(seq) => {
                 shared.refused.fetch_add(1, Ordering::Relaxed);
@@ -739,6 +765,8 @@ struct Mark {
     seq: u64,
     at: Timestamp,
     entry: EntryId,
+    /// Refused after taking its seq: clients got an empty `delta` in its place.
+    blank: bool,
 }
 
 /// The last applied entries' positions, oldest first, bounded.
@@ -757,6 +785,10 @@ impl Index {
     }
 
     fn push(&mut self, seq: u64, at: Timestamp, entry: &str) {
+        self.push_mark(seq, at, entry, false);
+    }
+
+    fn push_mark(&mut self, seq: u64, at: Timestamp, entry: &str, blank: bool) {
         if self.capacity == 0 {
             return;
         }
@@ -767,7 +799,18 @@ impl Index {
             seq,
             at,
             entry: entry.to_owned(),
+            blank,
         });
+    }
+
+    /// The `at` of the empty `delta` that stood for the entry of `seq`, when it was refused
+    /// after taking its seq.
+    fn blank(&self, seq: u64, entry: &str) -> Option<Timestamp> {
+        let i = self.marks.partition_point(|mark| mark.seq < seq);
+        self.marks
+            .get(i)
+            .filter(|mark| mark.seq == seq && mark.entry == entry && mark.blank)
+            .map(|mark| mark.at)
     }
 
     /// Starts over (a build or a resync): the entries before it cannot be resumed across.
@@ -828,6 +871,15 @@ impl<B: Broker> StreamBackfill<B> {
                     // Refused by the follower too.
                     continue;
                 }
+                let blank = lock(&self.index).blank(entry.seq, &entry.id);
+                if let Some(at) = blank {
+                    // Refused by the follower, which sent an empty delta in its place.
+                    seq = entry.seq;
+                    let mut event = Event::delta(seq, Vec::new(), Vec::new());
+                    event.at = at;
+                    events.push(event);
+                    continue;
+                }
                 match decode(&entry) {
                     Ok(Decoded::Event(mut event)) if event.kind != EventType::Snapshot => {
                         bytes = bytes.saturating_add(entry.record.event.len());
@@ -847,12 +899,8 @@ impl<B: Broker> StreamBackfill<B> {
                             break;
                         }
                     }
-                    Ok(_) => return None,
-                    // Refused by the follower too, which sent an empty delta in its place.
-                    Err(_) => {
-                        seq = entry.seq;
-                        events.push(Event::delta(seq, Vec::new(), Vec::new()));
-                    }
+                    // A whole-state change, or a refused entry whose mark is gone: a snapshot.
+                    Ok(_) | Err(_) => return None,
                 }
             }
         }
@@ -921,11 +969,11 @@ async fn run<B: Broker>(
                         {
                             let mut index = lock(&index);
                             index.reset(seq, at, None);
-                            for (seq, at, entry) in &marks {
-                                index.push(*seq, *at, entry);
+                            for (seq, at, entry, blank) in &marks {
+                                index.push_mark(*seq, *at, entry, *blank);
                             }
                             if let Some(entry) = entry.as_deref() {
-                                if marks.last().map(|(_, _, e)| e.as_str()) != Some(entry) {
+                                if marks.last().map(|(_, _, e, _)| e.as_str()) != Some(entry) {
                                     index.push(seq, at, entry);
                                 }
                             }
@@ -980,12 +1028,6 @@ async fn run<B: Broker>(
         if link.ok() {
             shared.recoveries.fetch_add(1, Ordering::Relaxed);
         }
-        if entries.is_empty() && checked.elapsed() >= check_every {
-            checked = tokio::time::Instant::now();
-            marked.extend(follower.mark_gone(&shared, &merged, after.as_deref()).await);
-            // What was appended is read next, by every node alike.
-            continue;
-        }
         let mut last = after;
         for entry in entries {
             if entry.prev != last.as_deref().unwrap_or("") {
@@ -1025,19 +1067,27 @@ async fn run<B: Broker>(
                 }
                 Applied::Refused(refusal) => {
                     refusal.count(&shared, &entry, seq);
-                    if let Refusal::Malformed(_) = refusal {
-                        // The entry took its seq: clients get an empty delta in its place,
-                        // so theirs still follow each other.
+                    if refusal.took_seq() {
+                        // Clients get an empty delta in its place, so theirs still follow
+                        // each other.
                         seq = entry.seq;
                         let mut event = Event::delta(seq, Vec::new(), Vec::new());
                         event.at = merged.at;
                         follower.publish(&event);
-                        lock(&index).push(seq, event.at, &entry.id);
+                        lock(&index).push_mark(seq, event.at, &entry.id, true);
                     }
                 }
             }
             last = Some(entry.id);
             position = Position::At(last.clone());
+        }
+        // Every quarter of `stale_after`, busy or idle, from the position just reached (what
+        // is appended is read next, by every node alike).
+        if checked.elapsed() >= check_every {
+            if let Position::At(at) = &position {
+                checked = tokio::time::Instant::now();
+                marked.extend(follower.mark_gone(&shared, &merged, at.as_deref()).await);
+            }
         }
     }
 }

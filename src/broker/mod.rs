@@ -28,8 +28,9 @@
 //!   `Nats-Expected-Last-Subject-Sequence` and appends at the node's own position). Every node
 //!   then shows that machine's sessions as ended (`lifecycle` `terminal`) and its sources as
 //!   `failed` with "machine NAME gone: …", and writes nothing else for it until its producer
-//!   is back (its claim is free then, its first entry a resync). [`BrokerSink::close`] leaves
-//!   at once ("machine NAME stopped publishing"). Keep clocks in sync (NTP): NATS claims age
+//!   is back (its claim is free then, its first entry a resync). A machine with no claim at
+//!   all (lost with the broker's data) gets `stale_after` from when a node first finds it
+//!   missing. [`BrokerSink::close`] leaves at once ("machine NAME stopped publishing"). Keep clocks in sync (NTP): NATS claims age
 //!   by the server's timestamps against the node's clock.
 //! - **Session ids** are assumed unique across machines (agents use UUIDs): a session id
 //!   reported by a second machine moves to it.

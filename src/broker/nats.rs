@@ -61,8 +61,10 @@ const CONTENDED_TRIES: usize = 64;
 /// - the JetStream stream `N-checkpoint` on the subjects `agentwatch.N.checkpoint.>` and
 ///   `agentwatch.N.alive.>`, keeping one message per subject: each machine's [`Checkpoint`]
 ///   on `agentwatch.N.checkpoint.H`, and its claim on `agentwatch.N.alive.H` (`live
-///   <instance>` or `gone`, renewed by publishing it again; its age is the server's
-///   timestamp of that message against this host's clock, so keep clocks in sync).
+///   <instance>`, renewed by publishing it again; `gone` once a node marked the machine
+///   gone; `unclaimed` when a node found none, starting the machine's clock; its age is the
+///   server's timestamp of that message against this host's clock, so keep clocks in
+///   sync).
 ///
 /// # Appends
 /// Each message of a batch carries `Nats-Msg-Id` `<batch>/<i>` (so a retried batch is
@@ -99,6 +101,9 @@ pub struct NatsBroker {
     max_len: usize,
     response_timeout: Duration,
     conn: Mutex<Option<Connection>>,
+    /// The stream's end as this handle last saw it (`(sequence, entry id)`): an append's
+    /// first guess, refreshed when another producer appended first.
+    tail: std::sync::Mutex<Option<(u64, EntryId)>>,
     /// The stream is known to exist: appends skip creating it, reads asking whether it does.
     created: AtomicBool,
     /// Wakes a blocking read: every message on the subject, through core NATS.
@@ -156,6 +161,7 @@ impl NatsBroker {
             max_len: DEFAULT_MAX_LEN,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             conn: Mutex::new(None),
+            tail: std::sync::Mutex::new(None),
             created: AtomicBool::new(false),
             wake: Mutex::new(None),
         })
@@ -336,8 +342,18 @@ impl NatsBroker {
         let subject = self.machine_subject(append.machine);
         // The sequence the machine's last message must have (a producer continuing its own).
         let mut subject_last = append.after.map(sequence_of).transpose()?;
-        let (tail, mut last_sequence) = self.last(&conn).await?;
-        let mut prev = tail.unwrap_or_default();
+        let cached = self
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let (mut last_sequence, mut prev) = match cached {
+            Some(cached) => cached,
+            None => {
+                let (tail, sequence) = self.last(&conn).await?;
+                (sequence, tail.unwrap_or_default())
+            }
+        };
         let mut done = None;
         for (i, record) in append.records.iter().enumerate() {
             let msg_id = format!("{}/{i}", append.batch);
@@ -389,12 +405,14 @@ impl NatsBroker {
                         }
                         PublishErrorKind::StreamNotFound if append.after.is_some() => {
                             self.created.store(false, Ordering::Relaxed);
+                            self.forget_tail();
                             return Err(BrokerError::StreamLost);
                         }
                         _ => {
                             // A deleted stream may answer "no responders" or nothing at
                             // all: the next attempt makes sure it exists.
                             self.created.store(false, Ordering::Relaxed);
+                            self.forget_tail();
                             return Err(unavailable(error));
                         }
                     },
@@ -403,12 +421,50 @@ impl NatsBroker {
             last_sequence = ack.sequence;
             subject_last = Some(ack.sequence);
             prev = format!("{}-{msg_id}", ack.sequence);
+            *self
+                .tail
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((last_sequence, prev.clone()));
             done = Some(Appended {
                 entry: prev.clone(),
                 seq: ack.sequence,
             });
         }
         done.ok_or_else(|| malformed("an append of no records"))
+    }
+
+    /// The last message of every subject matching `filter` in `stream` (one message per
+    /// subject: the checkpoint stream), in stream order.
+    async fn every_last(
+        &self,
+        stream: &stream::Stream,
+        filter: String,
+    ) -> Result<Vec<StreamMessage>, BrokerError> {
+        let mut found = Vec::new();
+        let mut from = 1;
+        loop {
+            match stream
+                .direct_get_next_for_subject(filter.clone(), Some(from))
+                .await
+            {
+                Ok(message) => {
+                    from = message.sequence.saturating_add(1);
+                    found.push(message);
+                }
+                Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => {
+                    return Ok(found);
+                }
+                Err(error) => return Err(unavailable(error)),
+            }
+        }
+    }
+
+    fn forget_tail(&self) {
+        *self
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     /// The id of `machine`'s last entry.
@@ -430,20 +486,24 @@ impl NatsBroker {
         }
     }
 
-    /// The claim on `machine`: its message sequence, whether it says gone, the instance
-    /// holding it and its age. `None`: never claimed.
+    /// The claim on `machine`: its message sequence, what it says and its age. `None`: no
+    /// claim message at all.
     async fn alive(
         &self,
         checkpoints: &stream::Stream,
         machine: &str,
-    ) -> Result<Option<(u64, Option<String>, Duration)>, BrokerError> {
+    ) -> Result<Option<(u64, Alive, Duration)>, BrokerError> {
         match checkpoints
             .direct_get_last_for_subject(self.alive_subject(machine))
             .await
         {
             Ok(message) => {
                 let text = std::str::from_utf8(&message.payload).unwrap_or("");
-                let holder = text.strip_prefix("live ").map(str::to_owned);
+                let alive = match text.strip_prefix("live ") {
+                    Some(instance) => Alive::Live(instance.to_owned()),
+                    None if text == "gone" => Alive::Gone,
+                    None => Alive::Unclaimed,
+                };
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as i128);
@@ -451,7 +511,7 @@ impl NatsBroker {
                     .saturating_sub(message.time.unix_timestamp_nanos())
                     .max(0);
                 let age = Duration::from_nanos(u64::try_from(age).unwrap_or(u64::MAX));
-                Ok(Some((message.sequence, holder, age)))
+                Ok(Some((message.sequence, alive, age)))
             }
             Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => Ok(None),
             Err(error) => Err(unavailable(error)),
@@ -494,8 +554,10 @@ impl NatsBroker {
             let found = self.alive(&checkpoints, machine).await?;
             let (expected, claim) = match &found {
                 None => (0, Claim::Taken),
-                Some((sequence, Some(holder), _)) if holder == instance => (*sequence, Claim::Held),
-                Some((_, Some(_), age)) if *age < stale_after => {
+                Some((sequence, Alive::Live(holder), _)) if holder == instance => {
+                    (*sequence, Claim::Held)
+                }
+                Some((_, Alive::Live(_), age)) if *age < stale_after => {
                     return Err(BrokerError::NameTaken {
                         machine: machine.to_owned(),
                         age: *age,
@@ -526,11 +588,19 @@ impl NatsBroker {
         let conn = self.connection().await?;
         let checkpoints = self.checkpoints(&conn).await?;
         let gone_at = match self.alive(&checkpoints, machine).await? {
-            Some((_, Some(_), age)) if age < stale_after => return Ok(None),
+            // No claim at all (lost with the broker's data, or never made): the clock
+            // starts now.
+            None => {
+                self.publish_alive(&conn, machine, 0, "unclaimed".to_owned())
+                    .await?;
+                return Ok(None);
+            }
+            Some((_, Alive::Live(_) | Alive::Unclaimed, age)) if age < stale_after => {
+                return Ok(None);
+            }
             // Marked gone on the claim by a node that has not appended the entry (yet).
-            Some((sequence, None, _)) => sequence,
-            found => {
-                let expected = found.map_or(0, |(sequence, _, _)| sequence);
+            Some((sequence, Alive::Gone, _)) => sequence,
+            Some((expected, _, _)) => {
                 match self
                     .publish_alive(&conn, machine, expected, "gone".to_owned())
                     .await?
@@ -703,9 +773,31 @@ fn sequence_of(id: &str) -> Result<u64, BrokerError> {
         .ok_or_else(|| malformed("entry id"))
 }
 
+/// What a machine's claim message says.
+enum Alive {
+    /// `live <instance>`: held by that producer instance.
+    Live(String),
+    /// `gone`: a node marked the machine gone.
+    Gone,
+    /// `unclaimed`: a node found no claim and started the clock.
+    Unclaimed,
+}
+
 /// `text` in lowercase hex: a subject token for any machine name.
 fn hex(text: &str) -> String {
     text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The machine name a subject token in [`hex`] stands for.
+fn unhex(token: &str) -> Option<String> {
+    if token.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
 }
 
 fn header<'a>(message: &'a StreamMessage, name: &str) -> Option<&'a str> {
@@ -842,6 +934,7 @@ impl Broker for NatsBroker {
             max_len: self.max_len,
             response_timeout: self.response_timeout,
             conn: Mutex::new(None),
+            tail: std::sync::Mutex::new(None),
             created: AtomicBool::new(false),
             wake: Mutex::new(None),
         }
@@ -885,24 +978,41 @@ impl Broker for NatsBroker {
         self.timed(self.response_timeout.saturating_mul(8), async {
             let conn = self.connection().await?;
             let checkpoints = self.checkpoints(&conn).await?;
-            let filter = format!("{}.>", self.checkpoint_subject);
             let mut found = Vec::new();
-            let mut from = 1;
-            loop {
-                match checkpoints
-                    .direct_get_next_for_subject(filter.clone(), Some(from))
-                    .await
-                {
-                    Ok(message) => {
-                        from = message.sequence.saturating_add(1);
-                        found.push(decode_checkpoint(&message.payload));
+            let mut machines = std::collections::BTreeSet::new();
+            for message in self
+                .every_last(&checkpoints, format!("{}.>", self.checkpoint_subject))
+                .await?
+            {
+                let checkpoint = decode_checkpoint(&message.payload);
+                if let Ok(checkpoint) = &checkpoint {
+                    machines.insert(checkpoint.machine.clone());
+                }
+                found.push(checkpoint);
+            }
+            // A machine that claimed its name and is not gone has a checkpoint, once it
+            // appended: one without is missing (deleted), which a node must not build past.
+            let prefix = format!("{}.", self.alive_prefix());
+            for message in self
+                .every_last(&checkpoints, format!("{}>", prefix))
+                .await?
+            {
+                let live = message.payload.starts_with(b"live ");
+                let machine = message
+                    .subject
+                    .strip_prefix(prefix.as_str())
+                    .and_then(unhex);
+                if let (true, Some(machine)) = (live, machine) {
+                    if !machines.contains(&machine)
+                        && self.last_of_now(&conn, &machine).await?.is_some()
+                    {
+                        found.push(Err(malformed(&format!(
+                            "no checkpoint of machine {machine:?}"
+                        ))));
                     }
-                    Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => {
-                        return Ok(found);
-                    }
-                    Err(error) => return Err(unavailable(error)),
                 }
             }
+            Ok(found)
         })
         .await
     }
@@ -954,5 +1064,10 @@ mod tests {
         assert_eq!(sequence_of("17-123-456:3/0").unwrap(), 17);
         assert!(sequence_of("x-1").is_err());
         assert_eq!(name_of("agentwatch:events.a b"), "agentwatch_events_a_b");
+        assert_eq!(
+            unhex(&hex("alice.laptop-2")).as_deref(),
+            Some("alice.laptop-2")
+        );
+        assert_eq!(unhex("zz"), None);
     }
 }

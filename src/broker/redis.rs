@@ -57,7 +57,7 @@ redis.call('SADD', KEYS[4], ARGV[4])
 return {prev, tostring(seq)}
 "#;
 
-// KEYS: machine hash, machines set. ARGV: instance, stale_after (ms), machine.
+// KEYS: machine hash. ARGV: instance, stale_after (ms).
 const CLAIM_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -72,7 +72,6 @@ if holder and holder ~= ARGV[1] and not gone then
   if age < tonumber(ARGV[2]) then return 'taken:' .. age end
 end
 redis.call('HSET', KEYS[1], 'instance', ARGV[1], 'seen', now)
-redis.call('SADD', KEYS[2], ARGV[3])
 return 'fresh'
 "#;
 
@@ -82,8 +81,13 @@ const GONE_SCRIPT: &str = r#"
 if redis.call('HGET', KEYS[2], 'gone') == '1' then return {'', '0'} end
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local age = now - tonumber(redis.call('HGET', KEYS[2], 'seen') or '0')
-if age < tonumber(ARGV[2]) then return {'', '0'} end
+local seen = redis.call('HGET', KEYS[2], 'seen')
+if not seen then
+  -- No claim at all (lost with the broker's data, or never made): the clock starts now.
+  redis.call('HSET', KEYS[2], 'seen', now)
+  return {'', '0'}
+end
+if now - tonumber(seen) < tonumber(ARGV[2]) then return {'', '0'} end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local prev = ''
 if #last > 0 then prev = last[1][1] end
@@ -299,10 +303,8 @@ impl Broker for RedisBroker {
         let mut invocation = self.scripts.claim.prepare_invoke();
         invocation
             .key(self.machine_key(machine))
-            .key(self.machines_key())
             .arg(instance)
-            .arg(stale_after.as_millis() as u64)
-            .arg(machine);
+            .arg(stale_after.as_millis() as u64);
         let answer: String = self
             .with_conn(self.response_timeout, |mut conn| async move {
                 invocation.invoke_async(&mut conn).await
@@ -455,7 +457,26 @@ impl Broker for RedisBroker {
         for machine in machines {
             match self.read_checkpoint(&machine).await {
                 Ok(Some(checkpoint)) => checkpoints.push(Ok(checkpoint)),
-                Ok(None) => {}
+                // Every machine that appended writes a checkpoint right after: one without
+                // is missing (deleted), which a node must not build past, unless the machine
+                // is gone (and its entries with it).
+                Ok(None) => {
+                    let key = self.machine_key(&machine);
+                    let gone: Option<String> = self
+                        .with_conn(self.response_timeout, |mut conn| async move {
+                            redis::cmd("HGET")
+                                .arg(key)
+                                .arg("gone")
+                                .query_async(&mut conn)
+                                .await
+                        })
+                        .await?;
+                    if gone.as_deref() != Some("1") && self.last_of(&machine).await?.is_some() {
+                        checkpoints.push(Err(BrokerError::Malformed(format!(
+                            "no checkpoint of machine {machine:?}"
+                        ))));
+                    }
+                }
                 Err(BrokerError::Malformed(what)) => {
                     checkpoints.push(Err(BrokerError::Malformed(what)));
                 }

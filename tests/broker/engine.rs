@@ -18,10 +18,6 @@ use crate::common::stream_key::{StreamKey, redis_available, redis_url};
 pub trait Engine: Sized + Send + Sync + 'static {
     type Broker: Broker;
 
-    /// Whether the server assigns an entry's `seq` itself (NATS: the stream sequence), so
-    /// that no writer can forge it.
-    const ASSIGNS_SEQ: bool;
-
     /// The shared server's URL, or `None` (after a skip notice) when none answers and its
     /// `AGENTWATCH_REQUIRE_…` variable is not set.
     fn shared() -> Option<String>;
@@ -170,7 +166,6 @@ impl Redis {
 
 impl Engine for Redis {
     type Broker = RedisBroker;
-    const ASSIGNS_SEQ: bool = false;
 
     fn shared() -> Option<String> {
         redis_available().then(redis_url)
@@ -412,7 +407,6 @@ impl Drop for Nats {
 
 impl Engine for Nats {
     type Broker = NatsBroker;
-    const ASSIGNS_SEQ: bool = true;
 
     fn shared() -> Option<String> {
         // Engine::shared is called from async tests; the check needs its own runtime.

@@ -284,13 +284,15 @@ async fn a_killed_producer_is_marked_gone_and_its_restart_replaces_only_its_sess
     // `a` is killed: its sink dropped without closing, its task stopped with it.
     let a_sessions = a.state().1;
     drop(a);
-    let hub = nodes[1].hub.clone();
-    eventually("the nodes mark machine a gone", move || {
-        hub.sessions()
-            .iter()
-            .any(|s| s.machine == "a" && s.lifecycle == LifecycleState::Terminal)
-    })
-    .await;
+    for node in &nodes {
+        let hub = node.hub.clone();
+        eventually("the nodes mark machine a gone", move || {
+            hub.sessions()
+                .iter()
+                .any(|s| s.machine == "a" && s.lifecycle == LifecycleState::Terminal)
+        })
+        .await;
+    }
     let marked: u64 = nodes.iter().map(|n| n.follower.stats().marked_gone).sum();
     assert_eq!(marked, 1, "exactly one node appends the gone entry");
     for node in &nodes {

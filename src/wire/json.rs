@@ -178,6 +178,7 @@ fn may_need_escape(word: u64) -> bool {
 ///     parse_failures: 2,
 ///     last_error: "open <path>: permission denied".into(),
 ///     updated_at: at,
+///     ..Default::default()
 /// });
 /// ev.at = at;
 /// let bytes = wire::to_vec(&ev)?;

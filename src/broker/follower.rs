@@ -148,7 +148,8 @@ pub struct FollowerStats {
     /// Entries refused because their `seq` does not follow the last one applied (logged
     /// each time, never handed to the node).
     pub refused: u64,
-    /// Times a checkpoint was skipped because it could not be read or decoded.
+    /// Times a checkpoint was skipped because it could not be read or decoded, or was
+    /// missing for a machine whose entries the stream holds (deleted).
     pub unreadable_checkpoints: u64,
     /// Resuming clients served the events they missed from the stream, past the node's
     /// replay window.

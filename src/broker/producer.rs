@@ -634,8 +634,11 @@ async fn run<B: Broker>(
     *lock(&stats.started) = Some(Ok(()));
     stats.started_changed.notify_waiters();
     tracing::info!(%machine, "machine name claimed: appending");
+    // Every quarter of `stale_after`, busy or idle (an append does not renew the claim on
+    // every engine).
     let renew_every = stale_after / 4;
     let mut renewed = Instant::now();
+    let mut renew_now = false;
     let mut batches = 0u64;
     let mut last: Option<EntryId> = None;
     // The stream seq of `last`.
@@ -645,8 +648,9 @@ async fn run<B: Broker>(
     let mut verified = Instant::now();
     let mut pending: VecDeque<Item> = VecDeque::new();
     loop {
-        if renewed.elapsed() >= renew_every {
+        if renew_now || renewed.elapsed() >= renew_every {
             renewed = Instant::now();
+            renew_now = false;
             match broker.claim(&machine, &instance, stale_after).await {
                 Ok(Claim::Held) => {}
                 Ok(Claim::Taken) => {
@@ -795,7 +799,6 @@ async fn run<B: Broker>(
                 }
             };
             link.ok();
-            renewed = Instant::now();
             match appended {
                 Some(appended) => {
                     last = Some(appended.entry);
@@ -811,6 +814,8 @@ async fn run<B: Broker>(
                 }
                 None => {
                     counters.stream_losses.fetch_add(1, Ordering::Relaxed);
+                    // A node may have marked the machine gone: claim it again first thing.
+                    renew_now = true;
                     // Whatever is queued is in the private store already: one resync with
                     // it replaces the lost stream's state, this group and the queue.
                     let Some(image) = shared

@@ -334,7 +334,37 @@ async fn a_killed_producer_is_marked_gone_and_its_restart_replaces_only_its_sess
     assert!(view.sessions.contains_key("b-s1") && view.sessions.contains_key("b-s2"));
 }
 
+/// A producer that appends all the time still renews its claim (an append does not renew
+/// it on every engine): over several `stale_after` of steady appends, no node marks it gone.
+async fn a_busy_producer_is_never_marked_gone<E: Engine>() {
+    let Some(url) = E::shared() else {
+        return;
+    };
+    let env = E::stream(&url, "machines-busy");
+    let stale = Duration::from_millis(800);
+    let busy = producer_of(&env, &url, "busy", stale);
+    within("started", busy.publisher.started()).await.unwrap();
+    let node = node_with_stale(&env, &url, stale).await;
+    let deadline = tokio::time::Instant::now() + stale * 4;
+    let mut seq = 0;
+    while tokio::time::Instant::now() < deadline {
+        seq += 1;
+        busy.publish(Event::delta(
+            seq,
+            vec![machine_session("busy", seq % 3, seq as i64)],
+            vec![],
+        ));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    flushed(&busy).await;
+    until_seq(&node, busy.publisher.stats().last_seq).await;
+    assert_eq!(node.follower.stats().marked_gone, 0);
+    assert_eq!(busy.publisher.stats().reclaims, 0);
+    assert_eq!(node.hub.sessions(), busy.state().1);
+}
+
 engine_tests!(
+    a_busy_producer_is_never_marked_gone,
     three_producers_and_three_nodes_agree_byte_for_byte,
     a_second_producer_with_a_live_machine_name_is_refused,
     a_killed_producer_is_marked_gone_and_its_restart_replaces_only_its_sessions,

@@ -2,13 +2,13 @@
 //! `nats`).
 //!
 //! ```sh
-//! # the producer: a simulated monitor publishing into the stream, serving too
-//! cargo run --example broker_node -- --port 3101 --publish
-//! # two more nodes, serving from the broker only
-//! cargo run --example broker_node -- --port 3102
+//! # two producers (machines), each a simulated monitor publishing into the stream, serving too
+//! cargo run --example broker_node -- --port 3101 --publish alice
+//! cargo run --example broker_node -- --port 3102 --publish bob
+//! # one more node, serving both machines' sessions from the broker only
 //! cargo run --example broker_node -- --port 3103
 //! # the same on NATS JetStream (`nats-server -js`)
-//! cargo run --example broker_node -- --nats nats://127.0.0.1:4222 --port 3201 --publish
+//! cargo run --example broker_node -- --nats nats://127.0.0.1:4222 --port 3201 --publish alice
 //! ```
 //!
 //! `--help` lists the flags. Every node serves the same events on
@@ -39,10 +39,10 @@ struct Args {
     /// Port to listen on, on 127.0.0.1.
     #[arg(long, value_name = "N", default_value_t = 3101)]
     port: u16,
-    /// Also run a simulated monitor and publish it into the stream (one producer per
-    /// stream).
-    #[arg(long)]
-    publish: bool,
+    /// Also run a simulated monitor and publish it into the stream as this machine (one
+    /// live producer per machine name; any number of machines per stream).
+    #[arg(long, value_name = "MACHINE")]
+    publish: Option<String>,
 }
 
 #[tokio::main]
@@ -89,14 +89,20 @@ async fn run<B: Broker>(
         return ExitCode::from(2);
     };
     let follower = Follower::new(broker, publisher).spawn();
-    if publish {
+    if let Some(machine) = &publish {
         let Some(broker) = open() else {
             return ExitCode::from(2);
         };
-        let monitor = BrokerSink::builder(broker).spawn();
-        tokio::spawn(simulate(monitor));
+        let monitor = BrokerSink::builder(broker)
+            .machine(machine.as_str())
+            .spawn();
+        if let Err(error) = monitor.started().await {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+        tokio::spawn(simulate(monitor, machine.clone()));
     }
-    tracing::info!(engine, %stream, publish, "waiting for the broker's state");
+    tracing::info!(engine, %stream, publish = publish.as_deref().unwrap_or(""), "waiting for the broker's state");
     follower.ready().await;
 
     let app = Router::new().merge(ws_router);
@@ -123,11 +129,11 @@ async fn run<B: Broker>(
 
 /// Stand-in for the real monitor: three sessions taking turns, one event a second. Starts
 /// with a snapshot, as a restarted monitor does (seqs start over at 1).
-async fn simulate(monitor: BrokerSink) {
+async fn simulate(monitor: BrokerSink, machine: String) {
     let mut sessions: Vec<SessionState> = ["a8d0e2f4", "b71c93d0", "c05e44aa"]
         .into_iter()
         .map(|id| SessionState {
-            id: id.into(),
+            id: format!("{machine}-{id}"),
             source: "claude".into(),
             ..Default::default()
         })

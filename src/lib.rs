@@ -80,8 +80,9 @@
 //! - [`monitor`] (feature `monitor`): the producer, a [`Monitor`] that reads the session logs
 //!   of Claude Code, Codex CLI, Gemini CLI, Pi, Cursor and Antigravity CLI and OpenCode's
 //!   database, and publishes events into any sink.
-//! - [`broker`] (features `redis`, `nats`): several server nodes fed from one producer through
-//!   Redis Streams or NATS JetStream, with checkpoints, so `?since=` resume works on any node.
+//! - [`broker`] (features `redis`, `nats`): several server nodes fed from producers on any
+//!   number of machines through Redis Streams or NATS JetStream, with checkpoints, so
+//!   `?since=` resume works on any node.
 //! - [`metrics`] (feature `metrics`): the endpoint's counters through the `metrics` facade, for
 //!   Prometheus and other exporters.
 //! - [`markers`] (features `monitor` or `hooks`): the hook-marker format and the marker

@@ -39,26 +39,39 @@ const MAX_BACKFILL_BYTES: usize = 8 * 1024 * 1024;
 
 /// Follows a [`Broker`] stream for one serving node.
 ///
-/// On start (and after a gap) it *builds*: reads the [`Checkpoint`](super::Checkpoint),
-/// folds every entry after it into a fresh store, then publishes the result to the node as
-/// one `snapshot` event (followed by a `health` event per source). Then it *follows*: reads
-/// the stream after its position with blocking reads and publishes each event into the
-/// node's [`Publisher`], exactly as a local monitor would, with the producer's `seq` and `at`.
+/// On start (and after a gap) it *builds*: reads every machine's
+/// [`Checkpoint`](super::Checkpoint), folds every entry after the oldest one the stream still
+/// continues into a fresh state (each machine's entries after its own checkpoint), then
+/// publishes the result to the node as one `snapshot` event with every machine's sessions
+/// (followed by a `health` event per machine and source). Then it *follows*: reads the
+/// stream after its position with blocking reads and publishes each event into the node's
+/// [`Publisher`], exactly as a local monitor would, with the entry's `seq`, the producer's
+/// `at`, and its sessions and health reports labelled with their machine.
 ///
 /// # What it accepts
 /// It checks that each entry's `prev` is the entry it applied last; when not (the position
-/// was trimmed, the stream was deleted or restored from older data), it builds again. A
-/// resync entry (the producer's first entry, or one after it dropped events or found the
-/// stream lost) is applied like a build. Any other entry must hold an event of a known type
-/// whose `seq` is the one after the last applied (a `snapshot` event may carry any `seq`):
-/// an entry that does not (a foreign writer, a corrupt or forged entry, a `seq` that jumps)
-/// is *refused*: logged (a `warn` with the entry id and the seqs, never the payload),
-/// counted in [`FollowerStats::refused`] or [`FollowerStats::malformed`], never handed to
-/// the node, and the follower moves past it. The node's clients therefore only ever get
-/// events that continue what they have.
+/// was trimmed, the stream was deleted or restored from older data), it builds again. An
+/// entry that replaces a machine's whole state (a resync: a producer's first entry, or one
+/// after it dropped events or found the stream lost; a producer's `snapshot` event; a gone
+/// entry) replaces that machine's part and publishes the whole state again (a `snapshot`
+/// and the health reports, at the entry's `seq`). Every entry must carry the `seq` after the
+/// last one applied and, but for a resync, come from a machine that started (a resync or a
+/// checkpoint of it seen); an entry that does not (a foreign writer, a corrupt or forged
+/// entry, a `seq` that jumps) is *refused*: logged (a `warn` with the entry id and the seqs,
+/// never the payload), counted in [`FollowerStats::refused`] or
+/// [`FollowerStats::malformed`], never handed to the node, and the follower moves past it
+/// (clients get an empty `delta` in its place when it took a `seq`). The node's clients
+/// therefore only ever get events that continue what they have.
+///
+/// # Machines that go quiet
+/// Every quarter of [`stale_after`](Follower::stale_after) the follower asks the broker to
+/// mark gone every machine whose producer stopped renewing its claim (see the
+/// [module docs](super)); exactly one node appends the gone entry, every node applies it,
+/// and the one that appended it writes that machine's checkpoint at it.
 ///
 /// # An unreadable checkpoint
-/// A checkpoint that cannot be read or decoded is skipped (a `warn`, counted in
+/// A checkpoint that cannot be read or decoded, or that is missing for a machine whose
+/// entries the stream holds, is skipped (a `warn`, counted in
 /// [`FollowerStats::unreadable_checkpoints`]): the node builds from the stream's first entry
 /// when the stream still starts there, else waits for the producer, which notices the bad
 /// checkpoint and writes it again within its
@@ -138,8 +151,9 @@ pub struct FollowerStats {
     pub builds: u64,
     /// Times continuity could not be proven (the last position was trimmed or deleted).
     pub gaps: u64,
-    /// Resync entries applied (the producer started, had dropped events, or found the
-    /// stream lost).
+    /// Entries that changed a machine's whole state, each sent to clients as a snapshot:
+    /// resyncs (a producer started, had dropped events, or found the stream lost), a
+    /// producer's own `snapshot` events, and gone entries.
     pub resyncs: u64,
     /// Times the broker became reachable again after failures.
     pub recoveries: u64,

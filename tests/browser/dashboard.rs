@@ -2585,3 +2585,99 @@ fn base64_decodes() {
     assert_eq!(base64_decode("aGk="), b"hi");
     assert_eq!(base64_decode("YWJj"), b"abc");
 }
+
+/// The team view end to end: three dashboards publish their machines' simulations into one
+/// Redis stream (`--publish --machine`), a fourth runs no input and serves the stream; its
+/// page shows every machine's agents, each card labelled with its machine, and groups them
+/// by machine. Needs Redis (skips with a notice without it, unless `AGENTWATCH_REQUIRE_REDIS`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_a_cluster_shows_three_machines_agents_labelled() {
+    if !chromium_available() || !common::stream_key::redis_available() {
+        return;
+    }
+    let key = common::stream_key::StreamKey::new("browser-machines");
+    let url = common::stream_key::redis_url();
+    let started = Instant::now();
+    let scratch = ScratchDir::new("agentwatch-browser-cluster-machines");
+    let machines = ["alpha", "beta", "gamma"];
+    let mut publishers = Vec::new();
+    for (i, machine) in machines.iter().enumerate() {
+        let seed = (i + 1).to_string();
+        let args = [
+            "--redis",
+            &url,
+            "--stream",
+            &key.0,
+            "--publish",
+            "--machine",
+            machine,
+            "--demo",
+            "--seed",
+            &seed,
+            "--rate",
+            "20",
+        ];
+        let log = scratch.path.join(format!("{machine}.log"));
+        publishers.push(spawn_dashboard(binary(), free_port(), &log, &args, None));
+    }
+    let port = free_port();
+    let viewer = spawn_dashboard(
+        binary(),
+        port,
+        &scratch.path.join("viewer.log"),
+        &["--redis", &url, "--stream", &key.0],
+        None,
+    );
+    let browser = start_browser().await;
+    let mut demo = Demo {
+        scenario: "cluster-machines",
+        started,
+        scratch,
+        port,
+        server: viewer,
+        browser,
+    };
+    let base = demo.base();
+    demo.browser.open(&format!("{base}/")).await;
+    demo.browser
+        .wait_connected("the viewer's page to connect and show cards")
+        .await;
+    let labels = demo
+        .browser
+        .cdp
+        .wait_for(
+            "cards of all three machines",
+            Duration::from_secs(30),
+            "(() => { window.agentwatchDashboard.flush(); \
+               const m = new Set(Array.from(document.querySelectorAll('#sessions [data-session-id] .mach')) \
+                 .filter(e => !e.hidden && getComputedStyle(e).display !== 'none').map(e => e.textContent)); \
+               return m.size === 3 ? Array.from(m).sort() : null; })()",
+        )
+        .await;
+    assert_eq!(labels, json!(machines));
+    // Every card is labelled, and grouping by machine gives one section per machine.
+    let unlabelled = demo
+        .browser
+        .cdp
+        .eval(
+            "Array.from(document.querySelectorAll('#sessions [data-session-id]')) \
+               .filter(c => !c.querySelector('.mach') || c.querySelector('.mach').textContent === '').length",
+        )
+        .await;
+    assert_eq!(unlabelled, json!(0));
+    demo.browser.choose("f-group-machine", "true").await;
+    let sections = demo.browser.cdp.eval(SECTIONS).await;
+    let names: Vec<String> = sections
+        .as_array()
+        .expect("sections")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, machines, "one section per machine: {names:?}");
+    demo.browser
+        .screenshot("dashboard-cluster-machines.png")
+        .await;
+    drop(publishers);
+}

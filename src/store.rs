@@ -32,7 +32,8 @@ struct State {
     seq: u64,
     /// The `at` of the event `seq`, once one was handled.
     at: Option<Timestamp>,
-    /// Insertion order is kept so snapshots list sessions in the order they were discovered.
+    /// Insertion order is kept so snapshots list sessions in the order they were discovered
+    /// (machine by machine, when sessions carry one: see `insert_in_order`).
     order: Vec<String>,
     sessions: HashMap<String, SessionState>,
     /// The latest health per (machine, source), in the order the pairs first reported.
@@ -42,15 +43,33 @@ struct State {
 impl State {
     fn upsert(&mut self, session: &SessionState) {
         match self.sessions.get_mut(&session.id) {
-            Some(existing) => existing.clone_from(session),
-            None => {
-                self.order.push(session.id.clone());
+            Some(existing) if existing.machine == session.machine => existing.clone_from(session),
+            Some(_) => {
+                // Moved to another machine: to the end of that machine's sessions.
+                self.order.retain(|id| *id != session.id);
                 self.sessions.insert(session.id.clone(), session.clone());
+                self.insert_in_order(session);
+            }
+            None => {
+                self.sessions.insert(session.id.clone(), session.clone());
+                self.insert_in_order(session);
             }
         }
     }
 
-    /// Keeps `health` as the latest report of its (machine, source) pair.
+    /// Puts a new session after the last one of its machine (machines in name order): the
+    /// order is the order sessions were discovered, machine by machine, so every broker node
+    /// lists them alike however it learnt them; without machines, plain discovery order.
+    fn insert_in_order(&mut self, session: &SessionState) {
+        let sessions = &self.sessions;
+        let at = self.order.partition_point(|id| {
+            sessions.get(id).map_or("", |s| s.machine.as_str()) <= session.machine.as_str()
+        });
+        self.order.insert(at, session.id.clone());
+    }
+
+    /// Keeps `health` as the latest report of its (machine, source) pair; a new pair goes
+    /// after the last report of its machine (machines in name order), as sessions do.
     fn report(&mut self, health: &Health) {
         match self
             .health
@@ -58,7 +77,12 @@ impl State {
             .find(|h| h.source == health.source && h.machine == health.machine)
         {
             Some(existing) => existing.clone_from(health),
-            None => self.health.push(health.clone()),
+            None => {
+                let at = self
+                    .health
+                    .partition_point(|h| h.machine.as_str() <= health.machine.as_str());
+                self.health.insert(at, health.clone());
+            }
         }
     }
 
@@ -254,6 +278,63 @@ mod tests {
     }
 
     #[test]
+    fn sessions_of_several_machines_are_listed_machine_by_machine() {
+        let store = SessionStore::new();
+        let on = |id: &str, machine: &str| SessionState {
+            machine: machine.into(),
+            ..session(id, 0)
+        };
+        // Discovered interleaved, listed by machine (in name order), each in discovery order:
+        // what a node built later from each machine's checkpoint lists too.
+        for (seq, (id, machine)) in [("b1", "bob"), ("a1", "ana"), ("b0", "bob"), ("a0", "ana")]
+            .into_iter()
+            .enumerate()
+        {
+            store
+                .handle_event(&Event::delta(seq as u64 + 1, vec![on(id, machine)], vec![]))
+                .unwrap();
+        }
+        assert_eq!(snapshot_ids(&store), ["a1", "a0", "b1", "b0"]);
+        // A session moving to another machine goes to the end of that machine's.
+        store
+            .handle_event(&Event::delta(5, vec![on("b1", "ana")], vec![]))
+            .unwrap();
+        assert_eq!(snapshot_ids(&store), ["a1", "a0", "b1", "b0"]);
+        store
+            .handle_event(&Event::delta(6, vec![on("a1", "bob")], vec![]))
+            .unwrap();
+        assert_eq!(snapshot_ids(&store), ["a0", "b1", "b0", "a1"]);
+        // Health reports likewise.
+        for (seq, (source, machine)) in [("codex", "bob"), ("claude", "ana"), ("claude", "bob")]
+            .into_iter()
+            .enumerate()
+        {
+            let report = Health {
+                source: source.into(),
+                machine: machine.into(),
+                ..Default::default()
+            };
+            store
+                .handle_event(&Event::health(7 + seq as u64, report))
+                .unwrap();
+        }
+        let pairs: Vec<(String, String)> = store
+            .snapshot()
+            .health
+            .into_iter()
+            .map(|h| (h.machine, h.source))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("ana".to_string(), "claude".to_string()),
+                ("bob".to_string(), "codex".to_string()),
+                ("bob".to_string(), "claude".to_string())
+            ]
+        );
+    }
+
+    #[test]
     fn reports_are_kept_across_snapshot_events() {
         let store = SessionStore::new();
         let health = Health {
@@ -301,12 +382,13 @@ mod tests {
             .iter()
             .map(|h| (h.machine.as_str(), h.source.as_str(), h.status.as_str()))
             .collect();
+        // Machine by machine (in name order), each in the order its pairs first reported.
         assert_eq!(
             kept,
             [
-                ("laptop", "claude", "failed"),
-                ("desk", "claude", "degraded"),
                 ("", "claude", "healthy"),
+                ("desk", "claude", "degraded"),
+                ("laptop", "claude", "failed"),
                 ("laptop", "codex", "healthy"),
             ]
         );

@@ -609,9 +609,7 @@ impl Merged {
             }
             Ok(Decoded::Event(mut event)) => {
                 event.seq = entry.seq;
-                for id in &event.removed {
-                    self.remove(id);
-                }
+                // As the store folds an event: upserts, then removals.
                 for update in &mut event.updates {
                     update.machine = machine.to_owned();
                     self.remove_elsewhere(machine, &update.id);
@@ -620,6 +618,9 @@ impl Merged {
                         Some(existing) => existing.clone_from(update),
                         None => part.sessions.push(update.clone()),
                     }
+                }
+                for id in &event.removed {
+                    self.remove(id);
                 }
                 if let Some(health) = &mut event.health {
                     health.machine = machine.to_owned();
@@ -1181,7 +1182,6 @@ mod tests {
             (0, &b"null"[..]),
             (0, b"{}"),
             (7, br#"{"seq":7,"type":"nonsense"}"#),
-            (8, ok),
         ] {
             assert!(
                 matches!(

@@ -91,11 +91,10 @@ async fn three_producers_and_three_nodes_agree_byte_for_byte<E: Engine>() {
             let event = if round % 5 == 4 {
                 Event::health(seq, health("claude", HealthStatus::Healthy))
             } else {
-                Event::delta(
-                    seq,
-                    vec![machine_session(machine, round % 3, round as i64)],
-                    vec![],
-                )
+                // Sessions 0–2 before the first nodes start, then 3–6: new sessions of the
+                // three machines discovered interleaved while the nodes follow.
+                let i = if round < 10 { round % 3 } else { 3 + round % 4 };
+                Event::delta(seq, vec![machine_session(machine, i, round as i64)], vec![])
             };
             p.publish(event);
         }
@@ -143,6 +142,26 @@ async fn three_producers_and_three_nodes_agree_byte_for_byte<E: Engine>() {
             node.hub.sessions().into_iter().map(|s| s.machine).collect();
         assert_eq!(machines_seen.len(), 3);
     }
+    // A client connecting now gets the same snapshot and health reports, byte for byte, from
+    // every node, whether it followed from the start or was built from the checkpoints
+    // later.
+    let mut first_frames = Vec::new();
+    for node in &nodes {
+        let mut fresh = connect(node.addr).await;
+        let mut frames = Vec::new();
+        for _ in 0..4 {
+            frames.push(next_text(&mut fresh).await);
+        }
+        first_frames.push(frames);
+    }
+    assert!(first_frames[0][0].contains("\"type\":\"snapshot\""));
+    assert!(
+        first_frames[0][1..]
+            .iter()
+            .all(|f| f.contains("\"type\":\"health\""))
+    );
+    assert_eq!(first_frames[0], first_frames[1]);
+    assert_eq!(first_frames[0], first_frames[2], "the node built later");
     // The live frames after the snapshot are the same bytes on every node, seqs following
     // each other.
     let mut frames: Vec<Vec<String>> = Vec::new();

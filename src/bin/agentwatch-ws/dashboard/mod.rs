@@ -105,9 +105,8 @@
 //! ```
 //!
 //! Each prints `broker: redis://127.0.0.1:6379 stream agentwatch:events (serving from it)`
-//! (a publisher: `publishing the input into it and serving from it`, then `broker:
-//! publishing as machine alice`), then `broker: state built from the stream (seq N)` and its
-//! URL. With Redis down it prints `waiting for the broker at redis://127.0.0.1:6379 (stream
+//! (a publisher first `broker: publishing as machine alice`, then `publishing the input into
+//! it and serving from it`), then `broker: state built from the stream (seq N)` and its URL. With Redis down it prints `waiting for the broker at redis://127.0.0.1:6379 (stream
 //! agentwatch:events): retrying until it answers` and serves once it does. `--nats
 //! nats://127.0.0.1:4222` does the same on NATS JetStream (`nats-server -js`). A second
 //! `--publish` with a machine name that is live is refused (exit 2). A publisher restarted
@@ -1351,6 +1350,41 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
     };
     let local = listener.local_addr().unwrap_or(addr);
 
+    // The machine name first: a name another live producer holds stops here, before the
+    // input starts.
+    if let Some(producer) = node.as_ref().and_then(|node| node.producer.as_ref()) {
+        let started = producer.started();
+        tokio::pin!(started);
+        let stop = stop_requested();
+        tokio::pin!(stop);
+        let patience = tokio::time::sleep(Duration::from_secs(1));
+        let mut outcome = tokio::select! {
+            outcome = &mut started => Some(Some(outcome)),
+            () = &mut stop => Some(None),
+            () = patience => None,
+        };
+        if outcome.is_none() {
+            if let Some(url) = opts.broker.as_ref().map(BrokerUrl::url) {
+                println!(
+                    "waiting for the broker at {} to claim machine {}: retrying until it answers (Ctrl-C to stop)",
+                    redacted(url),
+                    producer.machine()
+                );
+            }
+            outcome = Some(tokio::select! {
+                outcome = &mut started => Some(outcome),
+                () = &mut stop => None,
+            });
+        }
+        match outcome.flatten() {
+            Some(Ok(())) => println!("broker: publishing as machine {}", producer.machine()),
+            Some(Err(error)) => {
+                eprintln!("error: {error} (--machine NAME)");
+                return ExitCode::from(2);
+            }
+            None => return ExitCode::SUCCESS,
+        }
+    }
     let input = match &output {
         Some(output) => match start_input(&opts, output, &attention_state) {
             Ok(input) => Some(input),
@@ -1373,32 +1407,6 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
             redacted(url),
             opts.stream
         );
-        if let Some(producer) = &node.producer {
-            let started = producer.started();
-            tokio::pin!(started);
-            let stop = stop_requested();
-            tokio::pin!(stop);
-            let outcome = tokio::select! {
-                outcome = &mut started => Some(outcome),
-                () = &mut stop => None,
-            };
-            match outcome {
-                Some(Ok(())) => println!("broker: publishing as machine {}", producer.machine()),
-                Some(Err(error)) => {
-                    eprintln!("error: {error} (--machine NAME)");
-                    if let Some(input) = input {
-                        input.stop().await;
-                    }
-                    return ExitCode::from(2);
-                }
-                None => {
-                    if let Some(input) = input {
-                        input.stop().await;
-                    }
-                    return ExitCode::SUCCESS;
-                }
-            }
-        }
         if !wait_for_broker(node, url, &opts.stream).await {
             if let Some(input) = input {
                 input.stop().await;

@@ -261,7 +261,7 @@ async fn several_machines_report_the_same_source_apart() {
     assert_eq!(code, 200, "{head}");
     assert_eq!(
         String::from_utf8(body).unwrap(),
-        "{\"sources\":[\"codex\",\"claude\",\"claude\"],\"machines\":[\"\",\"laptop\",\"desk\"]}\n"
+        "{\"sources\":[\"codex\",\"claude\",\"claude\"],\"machines\":[\"\",\"desk\",\"laptop\"]}\n"
     );
     let (_, _, body) = get(addr, "/api/healthz").await;
     let text = String::from_utf8(body).unwrap();
@@ -287,8 +287,8 @@ async fn several_machines_report_the_same_source_apart() {
         kept,
         [
             ("<absent>", "codex", "healthy"),
-            ("laptop", "claude", "failed"),
             ("desk", "claude", "degraded"),
+            ("laptop", "claude", "failed"),
         ]
     );
     // Each report's `machine` is its last key, after `updatedAt`.

@@ -670,8 +670,8 @@ struct Watcher {
     after_snapshot: usize,
 }
 
-/// The store's latest report per (machine, source) up to `seq`, in first-report order:
-/// what follows a snapshot at `seq`.
+/// The store's latest report per (machine, source) up to `seq`, machine by machine (in name
+/// order), each machine's in first-report order: what follows a snapshot at `seq`.
 fn reports_up_to(by_seq: &HashMap<u64, Event>, seq: u64) -> Vec<Health> {
     let mut seqs: Vec<u64> = by_seq.keys().copied().filter(|s| *s <= seq).collect();
     seqs.sort_unstable();
@@ -682,7 +682,10 @@ fn reports_up_to(by_seq: &HashMap<u64, Event>, seq: u64) -> Vec<Health> {
             .find(|h| h.machine == health.machine && h.source == health.source)
         {
             Some(kept) => *kept = health.clone(),
-            None => reports.push(health.clone()),
+            None => {
+                let at = reports.partition_point(|h| h.machine <= health.machine);
+                reports.insert(at, health.clone());
+            }
         }
     }
     reports

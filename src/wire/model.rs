@@ -90,9 +90,10 @@ pub struct SessionState {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subagents: Vec<SubagentState>,
     /// The name of the producer (machine) the session comes from, e.g. a host name
-    /// (`machine`, omitted when empty). Set by broker nodes that serve several producers;
-    /// empty, and so omitted, otherwise: a single producer's output stays Go's bytes. Go's
-    /// agentwatch has no such field, and its decoder ignores the key.
+    /// (`machine`, omitted when empty). Set by broker nodes (`agentwatch_ws::broker`), which serve
+    /// producers on one or more machines; empty, and so omitted, otherwise: a server without
+    /// a broker sends Go's bytes. Go's agentwatch has no such field, and its decoder ignores
+    /// the key.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub machine: String,
 }
@@ -212,9 +213,9 @@ pub struct Health {
     /// When the status last changed (`updatedAt`).
     pub updated_at: Timestamp,
     /// The name of the producer (machine) the report comes from, e.g. a host name
-    /// (`machine`, omitted when empty). Set by broker nodes that serve several producers,
-    /// whose sources of the same name are distinct reports; empty, and so omitted,
-    /// otherwise. Go's agentwatch has no such field, and its decoder ignores the key.
+    /// (`machine`, omitted when empty). Set by broker nodes, for which two machines' sources
+    /// of the same name are distinct reports; empty, and so omitted, otherwise. Go's
+    /// agentwatch has no such field, and its decoder ignores the key.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub machine: String,
 }

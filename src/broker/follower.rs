@@ -389,10 +389,15 @@ impl<B: Broker> Follower<B> {
                     continue;
                 }
                 match merged.apply(&entry, last) {
-                    Applied::Event(event) => {
+                    Applied::Event(event, altered) => {
                         at = event.at;
                         last = entry.seq;
-                        marks.push((entry.seq, at, entry.id.clone(), false));
+                        let kind = if altered {
+                            Served::Altered
+                        } else {
+                            Served::Event
+                        };
+                        marks.push((entry.seq, at, entry.id.clone(), kind));
                     }
                     Applied::State(state_at) => {
                         at = state_at;
@@ -403,7 +408,7 @@ impl<B: Broker> Follower<B> {
                         refusal.count(shared, &entry, last);
                         if refusal.took_seq() {
                             last = entry.seq;
-                            marks.push((entry.seq, merged.at, entry.id.clone(), true));
+                            marks.push((entry.seq, merged.at, entry.id.clone(), Served::Blank));
                         }
                     }
                 }
@@ -503,8 +508,8 @@ struct Built {
     merged: Merged,
     seq: u64,
     at: Timestamp,
-    /// The entries applied after the last whole-state change: `(seq, at, entry, blank)`.
-    marks: Vec<(u64, Timestamp, EntryId, bool)>,
+    /// The entries applied after the last whole-state change: `(seq, at, entry, served)`.
+    marks: Vec<(u64, Timestamp, EntryId, Served)>,
 }
 
 /// What the node holds: every machine's sessions and health reports, labelled.
@@ -528,8 +533,10 @@ struct Part {
 
 /// What applying an entry gave.
 enum Applied {
-    /// One event to hand to the node as is.
-    Event(Box<Event>),
+    /// One event to hand to the node; `true` when it is not the entry's event as is (a
+    /// session id another machine also reports: clients get what changes in what the node
+    /// shows), so a client resuming across it gets a snapshot rather than the stream's event.
+    Event(Box<Event>, bool),
     /// The state changed as a whole (a resync, a producer's `snapshot`, a machine gone): the
     /// node gets the merged state, stamped with this `at`.
     State(Timestamp),
@@ -537,18 +544,19 @@ enum Applied {
 }
 
 impl Merged {
-    /// Removes the session `id` from every machine.
-    fn remove(&mut self, id: &str) {
-        for part in self.machines.values_mut() {
-            part.sessions.retain(|s| s.id != id);
-        }
+    /// The machine whose copy of session `id` the node shows: the first, by name, of the
+    /// machines that hold one (ids collide only when two machines report the same id).
+    fn visible(&self, id: &str) -> Option<(&str, &SessionState)> {
+        self.machines.iter().find_map(|(name, part)| {
+            part.sessions
+                .iter()
+                .find(|s| s.id == id)
+                .map(|s| (name.as_str(), s))
+        })
     }
 
     /// Replaces `machine`'s sessions (and health reports, when given).
     fn replace(&mut self, machine: &str, sessions: Vec<SessionState>, health: Option<Vec<Health>>) {
-        for session in &sessions {
-            self.remove(&session.id);
-        }
         let part = self.machines.entry(machine.to_owned()).or_default();
         part.sessions = sessions
             .into_iter()
@@ -609,19 +617,48 @@ impl Merged {
             }
             Ok(Decoded::Event(mut event)) => {
                 event.seq = entry.seq;
-                // As the store folds an event: upserts, then removals.
-                for update in &mut event.updates {
+                // As the store folds an event: upserts, then removals; each machine keeps its
+                // own sessions, and clients get what changes in what the node shows.
+                let mut altered = false;
+                let mut shown = Vec::with_capacity(event.updates.len());
+                for mut update in std::mem::take(&mut event.updates) {
                     update.machine = machine.to_owned();
-                    self.remove_elsewhere(machine, &update.id);
                     let part = self.machines.entry(machine.to_owned()).or_default();
                     match part.sessions.iter_mut().find(|s| s.id == update.id) {
-                        Some(existing) => existing.clone_from(update),
+                        Some(existing) => existing.clone_from(&update),
                         None => part.sessions.push(update.clone()),
                     }
+                    match self.visible(&update.id) {
+                        Some((name, _)) if name == machine => shown.push(update),
+                        // Another machine's copy of this id is the one shown.
+                        _ => altered = true,
+                    }
                 }
-                for id in &event.removed {
-                    self.remove(id);
+                let mut removed = Vec::with_capacity(event.removed.len());
+                for id in std::mem::take(&mut event.removed) {
+                    let was_shown = self.visible(&id).is_some_and(|(name, _)| name == machine);
+                    let part = self.machines.entry(machine.to_owned()).or_default();
+                    let held = part.sessions.len();
+                    part.sessions.retain(|s| s.id != id);
+                    if part.sessions.len() == held {
+                        // Not this machine's: nothing to remove.
+                        altered = true;
+                        continue;
+                    }
+                    match (was_shown, self.visible(&id)) {
+                        (true, None) => removed.push(id),
+                        (true, Some((_, other))) => {
+                            // Another machine's copy of the id shows now.
+                            shown.retain(|s| s.id != id);
+                            shown.push(other.clone());
+                            altered = true;
+                        }
+                        (false, _) => altered = true,
+                    }
                 }
+                shown.retain(|s| !removed.contains(&s.id));
+                event.updates = shown;
+                event.removed = removed;
                 if let Some(health) = &mut event.health {
                     health.machine = machine.to_owned();
                     let part = self.machines.entry(machine.to_owned()).or_default();
@@ -631,16 +668,7 @@ impl Merged {
                     }
                 }
                 self.at = event.at;
-                Applied::Event(Box::new(event))
-            }
-        }
-    }
-
-    /// Removes the session `id` from every machine but `machine` (a session moving).
-    fn remove_elsewhere(&mut self, machine: &str, id: &str) {
-        for (name, part) in &mut self.machines {
-            if name != machine {
-                part.sessions.retain(|s| s.id != id);
+                Applied::Event(Box::new(event), altered)
             }
         }
     }
@@ -649,10 +677,13 @@ impl Merged {
     /// one `snapshot` with every machine's sessions (machines in name order), then one
     /// `health` event per (machine, source) at the same position.
     fn events(&self, seq: u64, at: Timestamp) -> (Event, Vec<Event>) {
+        let mut ids = HashSet::new();
         let sessions = self
             .machines
             .values()
-            .flat_map(|part| part.sessions.iter().cloned())
+            .flat_map(|part| part.sessions.iter())
+            .filter(|s| ids.insert(s.id.as_str()))
+            .cloned()
             .collect();
         let mut snapshot = Event::snapshot(seq, sessions);
         snapshot.at = at;
@@ -781,8 +812,19 @@ struct Mark {
     seq: u64,
     at: Timestamp,
     entry: EntryId,
-    /// Refused after taking its seq: clients got an empty `delta` in its place.
-    blank: bool,
+    kind: Served,
+}
+
+/// What clients got for an applied entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    /// The entry's event (its seq and machine set).
+    Event,
+    /// An empty `delta`: the entry was refused after taking its seq.
+    Blank,
+    /// An event other than the entry's (colliding session ids): a client resuming across it
+    /// gets a snapshot.
+    Altered,
 }
 
 /// The last applied entries' positions, oldest first, bounded.
@@ -801,10 +843,10 @@ impl Index {
     }
 
     fn push(&mut self, seq: u64, at: Timestamp, entry: &str) {
-        self.push_mark(seq, at, entry, false);
+        self.push_mark(seq, at, entry, Served::Event);
     }
 
-    fn push_mark(&mut self, seq: u64, at: Timestamp, entry: &str, blank: bool) {
+    fn push_mark(&mut self, seq: u64, at: Timestamp, entry: &str, kind: Served) {
         if self.capacity == 0 {
             return;
         }
@@ -815,18 +857,17 @@ impl Index {
             seq,
             at,
             entry: entry.to_owned(),
-            blank,
+            kind,
         });
     }
 
-    /// The `at` of the empty `delta` that stood for the entry of `seq`, when it was refused
-    /// after taking its seq.
-    fn blank(&self, seq: u64, entry: &str) -> Option<Timestamp> {
+    /// What clients got for the entry of `seq`, and its `at`, when it is remembered.
+    fn served(&self, seq: u64, entry: &str) -> Option<(Served, Timestamp)> {
         let i = self.marks.partition_point(|mark| mark.seq < seq);
         self.marks
             .get(i)
-            .filter(|mark| mark.seq == seq && mark.entry == entry && mark.blank)
-            .map(|mark| mark.at)
+            .filter(|mark| mark.seq == seq && mark.entry == entry)
+            .map(|mark| (mark.kind, mark.at))
     }
 
     /// Starts over (a build or a resync): the entries before it cannot be resumed across.
@@ -887,14 +928,18 @@ impl<B: Broker> StreamBackfill<B> {
                     // Refused by the follower too.
                     continue;
                 }
-                let blank = lock(&self.index).blank(entry.seq, &entry.id);
-                if let Some(at) = blank {
-                    // Refused by the follower, which sent an empty delta in its place.
-                    seq = entry.seq;
-                    let mut event = Event::delta(seq, Vec::new(), Vec::new());
-                    event.at = at;
-                    events.push(event);
-                    continue;
+                let served = lock(&self.index).served(entry.seq, &entry.id);
+                match served {
+                    Some((Served::Blank, at)) => {
+                        // Refused by the follower, which sent an empty delta in its place.
+                        seq = entry.seq;
+                        let mut event = Event::delta(seq, Vec::new(), Vec::new());
+                        event.at = at;
+                        events.push(event);
+                        continue;
+                    }
+                    Some((Served::Altered, _)) => return None,
+                    _ => {}
                 }
                 match decode(&entry) {
                     Ok(Decoded::Event(mut event)) if event.kind != EventType::Snapshot => {
@@ -985,8 +1030,8 @@ async fn run<B: Broker>(
                         {
                             let mut index = lock(&index);
                             index.reset(seq, at, None);
-                            for (seq, at, entry, blank) in &marks {
-                                index.push_mark(*seq, *at, entry, *blank);
+                            for (seq, at, entry, kind) in &marks {
+                                index.push_mark(*seq, *at, entry, *kind);
                             }
                             if let Some(entry) = entry.as_deref() {
                                 if marks.last().map(|(_, _, e, _)| e.as_str()) != Some(entry) {
@@ -1058,10 +1103,15 @@ async fn run<B: Broker>(
                 break;
             }
             match merged.apply(&entry, seq) {
-                Applied::Event(event) => {
+                Applied::Event(event, altered) => {
                     seq = event.seq;
                     follower.publish(&event);
-                    lock(&index).push(event.seq, event.at, &entry.id);
+                    let kind = if altered {
+                        Served::Altered
+                    } else {
+                        Served::Event
+                    };
+                    lock(&index).push_mark(event.seq, event.at, &entry.id, kind);
                     shared.applied.fetch_add(1, Ordering::Relaxed);
                 }
                 Applied::State(at) => {
@@ -1090,7 +1140,7 @@ async fn run<B: Broker>(
                         let mut event = Event::delta(seq, Vec::new(), Vec::new());
                         event.at = merged.at;
                         follower.publish(&event);
-                        lock(&index).push_mark(seq, event.at, &entry.id, true);
+                        lock(&index).push_mark(seq, event.at, &entry.id, Served::Blank);
                     }
                 }
             }

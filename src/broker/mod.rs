@@ -32,8 +32,14 @@
 //!   all (lost with the broker's data) gets `stale_after` from when a node first finds it
 //!   missing. [`BrokerSink::close`] leaves at once ("machine NAME stopped publishing"). Keep clocks in sync (NTP): NATS claims age
 //!   by the server's timestamps against the node's clock.
-//! - **Session ids** are assumed unique across machines (agents use UUIDs): a session id
-//!   reported by a second machine moves to it.
+//! - **Session ids** are unique across machines in practice (agents use UUIDs). Where two
+//!   machines report the same id (a copied session directory, two simulations with one
+//!   seed), each keeps its own copy and nodes show one: that of the machine first by name;
+//!   when it drops the session, the other's shows. Every node decides alike, and a client
+//!   resuming across such a change gets a snapshot.
+//! - **A machine gone for good** stays listed, its sessions ended and its sources `failed`,
+//!   until a producer of that name comes back (then its first entry replaces them); a
+//!   node's `/healthz` reports `failed` meanwhile.
 //!
 //! ```text
 //!  monitor ──► BrokerSink ──append──► stream ──read──► Follower ──► Publisher (node 1)
@@ -188,6 +194,10 @@ pub struct Entry {
 pub struct Append<'a> {
     /// The producer's machine name.
     pub machine: &'a str,
+    /// The producer instance appending (the one that claimed the name with
+    /// [`Broker::claim`]): an engine that can check it atomically refuses the append with
+    /// [`BrokerError::NameTaken`] when another instance holds the claim.
+    pub instance: &'a str,
     /// Identifies the call: appending again with the batch id of the machine's last
     /// successful append must not append twice (it returns the same answer), so a retry
     /// after an unknown outcome is safe.
@@ -341,6 +351,11 @@ pub enum BrokerError {
         /// How long ago the holder renewed its claim.
         age: Duration,
     },
+    /// Not a machine name: it must be 1 to 64 bytes of UTF-8 without control characters.
+    InvalidMachine {
+        /// The name given.
+        machine: String,
+    },
 }
 
 impl fmt::Display for BrokerError {
@@ -351,6 +366,10 @@ impl fmt::Display for BrokerError {
             BrokerError::StreamLost => {
                 f.write_str("the stream no longer holds the producer's last entry as its last")
             }
+            BrokerError::InvalidMachine { machine } => write!(
+                f,
+                "{machine:?} is not a machine name: 1 to 64 bytes without control characters"
+            ),
             BrokerError::NameTaken { machine, age } => write!(
                 f,
                 "machine name {machine:?} is held by another producer (renewed {} ms ago): \
@@ -366,9 +385,10 @@ impl std::error::Error for BrokerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             BrokerError::Unavailable(e) => Some(&**e),
-            BrokerError::Malformed(_) | BrokerError::StreamLost | BrokerError::NameTaken { .. } => {
-                None
-            }
+            BrokerError::Malformed(_)
+            | BrokerError::StreamLost
+            | BrokerError::NameTaken { .. }
+            | BrokerError::InvalidMachine { .. } => None,
         }
     }
 }

@@ -31,29 +31,28 @@ pub(crate) const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(20);
 /// The longest machine name, in bytes.
 const MAX_MACHINE: usize = 64;
 
-/// `name` as a machine name: ASCII letters, digits, `.`, `-` and `_`, other characters
-/// replaced by `-`, at most 64 bytes; `""` gives `"unnamed"`.
-pub(crate) fn valid_machine(name: &str) -> String {
-    let mut machine: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(MAX_MACHINE)
-        .collect();
+/// Whether `name` can be a machine name: 1 to 64 bytes of UTF-8 without control characters
+/// (any other character, spaces and non-ASCII letters included, is kept as is: names are
+/// compared exactly, never rewritten).
+pub(crate) fn valid_machine(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_MACHINE && !name.chars().any(char::is_control)
+}
+
+/// The host name, as a machine name: control characters dropped, cut to 64 bytes (on a
+/// character boundary), `unnamed` when nothing is left.
+fn host_machine() -> String {
+    let host = gethostname::gethostname();
+    let mut machine = String::new();
+    for c in host.to_string_lossy().chars().filter(|c| !c.is_control()) {
+        if machine.len() + c.len_utf8() > MAX_MACHINE {
+            break;
+        }
+        machine.push(c);
+    }
     if machine.is_empty() {
         machine.push_str("unnamed");
     }
     machine
-}
-
-/// The host name, as a machine name.
-fn host_machine() -> String {
-    valid_machine(&gethostname::gethostname().to_string_lossy())
 }
 
 /// Publishes events into a [`Broker`]: the producer side of several-node serving.
@@ -127,14 +126,22 @@ struct Shared {
     stats: Arc<Stats>,
 }
 
+/// Why a sink stopped at start or later.
+#[derive(Debug, Clone)]
+enum Refused {
+    /// Another instance holds the name (renewed this long ago).
+    Taken(String, Duration),
+    /// The name is not a machine name.
+    Invalid(String),
+}
+
 /// Shared with the append task, which must not keep the queue's sender alive.
 #[derive(Default)]
 struct Stats {
     counters: Counters,
     appended_changed: Notify,
-    /// How the start went: `None` while claiming the name; the name and the holder's age
-    /// when it is taken.
-    started: Mutex<Option<Result<(), (String, Duration)>>>,
+    /// How the start went: `None` while claiming the name.
+    started: Mutex<Option<Result<(), Refused>>>,
     started_changed: Notify,
     /// Set when the task stopped for good (the name was taken): events are refused.
     stopped: std::sync::atomic::AtomicBool,
@@ -236,17 +243,13 @@ impl<B: Broker> BrokerSinkBuilder<B> {
         self
     }
 
-    /// The machine name this producer publishes under (default: the host name). Nodes label
-    /// its sessions and health reports with it (`machine`). Letters, digits, `.`, `-` and `_`,
-    /// at most 64 bytes: other characters are replaced by `-` (with a `warn`), an empty name
-    /// becomes `unnamed`. One live producer per name: see "Machines" on [`BrokerSink`].
+    /// The machine name this producer publishes under (default: the host name, cut to 64
+    /// bytes). Nodes label its sessions and health reports with it (`machine`). 1 to 64 bytes
+    /// of UTF-8 without control characters, compared exactly: any other name stops the sink
+    /// at start ([`BrokerSink::started`] answers [`BrokerError::InvalidMachine`]). One live
+    /// producer per name: see "Machines" in the [module docs](super).
     pub fn machine(mut self, name: impl Into<String>) -> Self {
-        let name = name.into();
-        let machine = valid_machine(&name);
-        if machine != name {
-            tracing::warn!(%machine, "machine name changed to letters, digits, '.', '-' and '_'");
-        }
-        self.machine = Some(machine);
+        self.machine = Some(name.into());
         self
     }
 
@@ -371,8 +374,9 @@ impl BrokerSink {
     /// broker is unreachable: wrap it in a timeout where that matters.
     ///
     /// # Errors
-    /// [`BrokerError::NameTaken`] when another live producer holds the name; the sink then
-    /// refuses every event ([`EventSink::handle_event`] fails).
+    /// [`BrokerError::NameTaken`] when another live producer holds the name,
+    /// [`BrokerError::InvalidMachine`] when the name is not one; the sink then refuses every
+    /// event ([`EventSink::handle_event`] fails).
     pub async fn started(&self) -> Result<(), BrokerError> {
         let stats = &self.shared.stats;
         loop {
@@ -380,7 +384,10 @@ impl BrokerSink {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Some(outcome) = lock(&stats.started).clone() {
-                return outcome.map_err(|(machine, age)| BrokerError::NameTaken { machine, age });
+                return outcome.map_err(|refused| match refused {
+                    Refused::Taken(machine, age) => BrokerError::NameTaken { machine, age },
+                    Refused::Invalid(machine) => BrokerError::InvalidMachine { machine },
+                });
             }
             notified.await;
         }
@@ -474,7 +481,7 @@ impl EventSink for BrokerSink {
     fn handle_event(&self, event: &Event) -> Result<(), SinkError> {
         if self.shared.stats.stopped.load(Ordering::Relaxed) {
             return Err(SinkError::other(
-                "broker producer stopped: its machine name is held by another producer",
+                "broker producer stopped: its machine name is held by another producer, or is not one",
             ));
         }
         let bytes = wire::to_vec(event).map_err(|source| SinkError::Encode {
@@ -589,7 +596,7 @@ async fn claim<B: Broker>(
 /// Stops the sink for good: another producer holds its machine name.
 fn taken(stats: &Stats, machine: &str, age: Duration) {
     stats.stopped.store(true, Ordering::Relaxed);
-    *lock(&stats.started) = Some(Err((machine.to_owned(), age)));
+    *lock(&stats.started) = Some(Err(Refused::Taken(machine.to_owned(), age)));
     stats.started_changed.notify_waiters();
     stats.appended_changed.notify_waiters();
     tracing::error!(
@@ -618,6 +625,15 @@ async fn run<B: Broker>(
     );
     let counters = &stats.counters;
     let mut link = Link::new("producer");
+    if !valid_machine(&machine) {
+        stats.stopped.store(true, Ordering::Relaxed);
+        *lock(&stats.started) = Some(Err(Refused::Invalid(machine.clone())));
+        stats.started_changed.notify_waiters();
+        tracing::error!(
+            "not a machine name (1 to 64 bytes without control characters): this producer stops"
+        );
+        return;
+    }
     if let Err((name, age)) = claim(
         &broker,
         &machine,
@@ -785,6 +801,7 @@ async fn run<B: Broker>(
             let appended = loop {
                 let append = Append {
                     machine: &machine,
+                    instance: &instance,
                     batch: &batch,
                     after: last.as_deref(),
                     records: &records,
@@ -792,6 +809,10 @@ async fn run<B: Broker>(
                 match broker.append(&append).await {
                     Ok(appended) => break Some(appended),
                     Err(BrokerError::StreamLost) => break None,
+                    Err(BrokerError::NameTaken { machine, age }) => {
+                        taken(&stats, &machine, age);
+                        return;
+                    }
                     Err(error) => {
                         counters.retries.fetch_add(1, Ordering::Relaxed);
                         link.failed(&error).await;

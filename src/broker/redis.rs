@@ -27,11 +27,13 @@ pub(crate) const MAX_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// were lost: append nothing, answer ''), then (seq, event, health) per record, health empty
 /// for an ordinary event.
 // KEYS: stream, machine hash, seq counter, machines set. ARGV: max length, batch, after
-// ('' for none), machine, then an event and a health ('' for none) per record.
+// ('' for none), machine, instance, then an event and a health ('' for none) per record.
 const APPEND_SCRIPT: &str = r#"
 if redis.call('HGET', KEYS[2], 'batch') == ARGV[2] then
   return {redis.call('HGET', KEYS[2], 'last'), redis.call('HGET', KEYS[2], 'lastseq')}
 end
+local holder = redis.call('HGET', KEYS[2], 'instance')
+if holder and holder ~= ARGV[5] then return {'', 'taken'} end
 if ARGV[3] ~= '' then
   if redis.call('HGET', KEYS[2], 'last') ~= ARGV[3] then return {'', '0'} end
   if #redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3]) == 0 then return {'', '0'} end
@@ -40,7 +42,7 @@ local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local prev = ''
 if #last > 0 then prev = last[1][1] end
 local seq = 0
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   seq = redis.call('INCR', KEYS[3])
   if ARGV[i + 1] == '' then
     prev = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
@@ -276,7 +278,8 @@ impl Broker for RedisBroker {
             .arg(self.max_len)
             .arg(append.batch)
             .arg(append.after.unwrap_or(""))
-            .arg(append.machine);
+            .arg(append.machine)
+            .arg(append.instance);
         for record in append.records {
             invocation
                 .arg(&record.event[..])
@@ -288,6 +291,12 @@ impl Broker for RedisBroker {
             })
             .await?;
         if entry.is_empty() {
+            if seq == "taken" {
+                return Err(BrokerError::NameTaken {
+                    machine: append.machine.to_owned(),
+                    age: Duration::ZERO,
+                });
+            }
             return Err(BrokerError::StreamLost);
         }
         let seq = parse_seq(seq.as_bytes()).ok_or_else(|| malformed("assigned seq"))?;

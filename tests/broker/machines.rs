@@ -382,7 +382,139 @@ async fn a_busy_producer_is_never_marked_gone<E: Engine>() {
     assert_eq!(node.hub.sessions(), busy.state().1);
 }
 
+/// Machine names are kept as given: spaces, dots and non-ASCII letters included, so names
+/// that differ stay apart; a name that is empty, longer than 64 bytes or holds a control
+/// character stops its sink at start with a clear error.
+async fn machine_names_are_kept_exactly_and_bad_ones_refused<E: Engine>() {
+    let Some(url) = E::shared() else {
+        return;
+    };
+    let env = E::stream(&url, "machines-names");
+    let stale = Duration::from_secs(60);
+    let names = ["日本", "中国", "a b", "a.b", "a:b", &"x".repeat(64)];
+    let producers: Vec<Producer> = names
+        .iter()
+        .map(|name| producer_of(&env, &url, name, stale))
+        .collect();
+    for (i, p) in producers.iter().enumerate() {
+        within("started", p.publisher.started()).await.unwrap();
+        p.publish(Event::delta(
+            1,
+            vec![machine_session(&format!("n{i}"), 0, 1)],
+            vec![],
+        ));
+        flushed(p).await;
+    }
+    let node = node_with_stale(&env, &url, stale).await;
+    let last = producers
+        .iter()
+        .map(|p| p.publisher.stats().last_seq)
+        .max()
+        .unwrap();
+    until_seq(&node, last).await;
+    let refs: Vec<&Producer> = producers.iter().collect();
+    assert_eq!(node.hub.sessions(), union(&refs));
+    let seen: std::collections::BTreeSet<String> =
+        node.hub.sessions().into_iter().map(|s| s.machine).collect();
+    assert_eq!(seen.len(), names.len(), "{seen:?}");
+
+    for bad in ["", "tab\there", &"y".repeat(65)] {
+        let refused = producer_of(&env, &url, bad, stale);
+        match within("refused", refused.publisher.started()).await {
+            Err(BrokerError::InvalidMachine { machine }) => assert_eq!(machine, bad),
+            other => panic!("{bad:?} must be refused: {other:?}"),
+        }
+        assert!(
+            refused
+                .publisher
+                .handle_event(&Event::delta(1, vec![], vec![]))
+                .is_err()
+        );
+    }
+}
+
+/// Two machines report the same session id: every node shows one copy, the machine first by
+/// name's, whatever the order things happened in, and a node started later shows the same;
+/// when that machine drops it, the other's copy shows.
+async fn a_session_id_two_machines_report_shows_one_copy_alike_on_every_node<E: Engine>() {
+    let Some(url) = E::shared() else {
+        return;
+    };
+    let env = E::stream(&url, "machines-collide");
+    let stale = Duration::from_secs(60);
+    let (a, b) = (
+        producer_of(&env, &url, "m00", stale),
+        producer_of(&env, &url, "m01", stale),
+    );
+    for p in [&a, &b] {
+        within("started", p.publisher.started()).await.unwrap();
+    }
+    let shared = |n: i64| SessionState {
+        id: "shared".into(),
+        source: "claude".into(),
+        message_count: n,
+        ..Default::default()
+    };
+    a.publish(Event::delta(
+        1,
+        vec![shared(1), machine_session("m00", 0, 1)],
+        vec![],
+    ));
+    flushed(&a).await;
+    let early = node_with_stale(&env, &url, stale).await;
+    // m01 reports the same id, then restarts without it.
+    b.publish(Event::delta(
+        1,
+        vec![shared(100), machine_session("m01", 0, 1)],
+        vec![],
+    ));
+    b.publish(Event::delta(2, vec![shared(101)], vec![]));
+    flushed(&b).await;
+    b.publish(Event::snapshot(3, vec![machine_session("m01", 1, 1)]));
+    a.publish(Event::delta(2, vec![shared(2)], vec![]));
+    flushed(&a).await;
+    flushed(&b).await;
+    let late = node_with_stale(&env, &url, stale).await;
+    let seq = a
+        .publisher
+        .stats()
+        .last_seq
+        .max(b.publisher.stats().last_seq);
+    for node in [&early, &late] {
+        until_seq(node, seq).await;
+        let sessions = node.hub.sessions();
+        let copy = sessions.iter().find(|s| s.id == "shared").expect("shown");
+        assert_eq!((copy.machine.as_str(), copy.message_count), ("m00", 2));
+        assert_eq!(sessions.len(), 3, "{sessions:?}");
+    }
+    let snapshot = |addr| async move {
+        let mut client = connect(addr).await;
+        next_text(&mut client).await
+    };
+    assert_eq!(snapshot(early.addr).await, snapshot(late.addr).await);
+
+    // m01 reports it again, m00 drops it: m01's copy shows.
+    b.publish(Event::delta(4, vec![shared(102)], vec![]));
+    flushed(&b).await;
+    a.publish(Event::delta(3, vec![], vec!["shared".into()]));
+    flushed(&a).await;
+    let seq = a
+        .publisher
+        .stats()
+        .last_seq
+        .max(b.publisher.stats().last_seq);
+    let later = node_with_stale(&env, &url, stale).await;
+    for node in [&early, &late, &later] {
+        until_seq(node, seq).await;
+        let sessions = node.hub.sessions();
+        let copy = sessions.iter().find(|s| s.id == "shared").expect("shown");
+        assert_eq!((copy.machine.as_str(), copy.message_count), ("m01", 102));
+    }
+}
+
 engine_tests!(
+    a_session_id_two_machines_report_shows_one_copy_alike_on_every_node,
+    machine_names_are_kept_exactly_and_bad_ones_refused,
     a_busy_producer_is_never_marked_gone,
     three_producers_and_three_nodes_agree_byte_for_byte,
     a_second_producer_with_a_live_machine_name_is_refused,

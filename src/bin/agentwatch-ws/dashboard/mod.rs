@@ -323,7 +323,9 @@ struct Flags {
     #[arg(long, value_name = "N", value_parser = parse_rate)]
     rate: Option<f64>,
 
-    /// Seed of the simulation; the same seed tells the same story [default: 1].
+    /// Seed of the simulation; the same seed tells the same story [default: 1, or with
+    /// --machine one drawn from the machine name, so that machines simulating side by side
+    /// tell different stories].
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
 
@@ -393,14 +395,14 @@ struct Flags {
 
     /// With --publish: the machine name this node publishes under [default: the host name].
     ///
-    /// Letters, digits, '.', '-' and '_' (others become '-'), at most 64 bytes. One live
+    /// 1 to 64 bytes without control characters, compared exactly (exit 2 otherwise). One live
     /// publisher per name: a second one is refused (exit 2) until the first has been silent
     /// for 20 s, after which every node shows the first machine's sessions as ended and its
     /// sources as failed ("gone").
     #[arg(long, value_name = "NAME", requires = "publish")]
     machine: Option<String>,
 
-    /// With --redis: the stream key [default: agentwatch:events].
+    /// With --redis or --nats: the stream key [default: agentwatch:events].
     #[arg(long, value_name = "KEY")]
     stream: Option<String>,
 
@@ -533,7 +535,16 @@ impl TryFrom<Flags> for Options {
         let opts = Options {
             port,
             rate: flags.rate.unwrap_or(5.0),
-            seed: flags.seed.unwrap_or(1),
+            seed: flags.seed.unwrap_or_else(|| {
+                // FNV-1a of the machine name: a stable seed per machine.
+                flags.machine.as_deref().map_or(1, |machine| {
+                    machine
+                        .bytes()
+                        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+                        })
+                })
+            }),
             inject: flags.inject,
             max_connections: flags.max_connections,
             rate_limit: flags.rate_limit,

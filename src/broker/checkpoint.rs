@@ -68,6 +68,27 @@ impl Image {
     }
 }
 
+/// The record of a *gone* entry: a `health` event, now, whose report (`failed`, `reason` as
+/// its `lastError`) every source of the machine takes. `None` if it cannot be encoded (it
+/// always can: a fixed shape).
+pub(crate) fn gone_record(reason: String) -> Option<Record> {
+    let now = Timestamp::now();
+    let mut event = Event::health(
+        0,
+        Health {
+            status: crate::wire::HealthStatus::Failed,
+            last_error: reason,
+            updated_at: now,
+            ..Health::default()
+        },
+    );
+    event.at = now;
+    wire::to_vec(&event).ok().map(|event| Record {
+        event,
+        health: None,
+    })
+}
+
 /// A decoded image: the `snapshot` event and the health reports.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct State {

@@ -14,14 +14,12 @@ use tokio::task::JoinHandle;
 use crate::hub::{Backfill, Position as ClientPosition};
 use crate::publisher::Publisher;
 use crate::sink::EventSink;
-use crate::wire::{
-    self, Event, EventType, Health, HealthStatus, LifecycleState, SessionState, Timestamp,
-};
+use crate::wire::{self, Event, EventType, Health, LifecycleState, SessionState, Timestamp};
 
 use super::backoff::Link;
-use super::checkpoint::State;
+use super::checkpoint::{State, gone_record};
 use super::producer::DEFAULT_STALE_AFTER;
-use super::{Broker, BrokerError, Checkpoint, Entry, EntryId, Record};
+use super::{Broker, BrokerError, Checkpoint, Entry, EntryId};
 
 /// Default entries per read.
 pub(crate) const DEFAULT_READ_BATCH: usize = 512;
@@ -436,22 +434,8 @@ impl<B: Broker> Follower<B> {
                 "machine {machine} gone: no producer renewed its claim for {} s",
                 self.stale_after.as_secs_f64()
             );
-            let mut event = Event::health(
-                0,
-                Health {
-                    status: HealthStatus::Failed,
-                    last_error: reason,
-                    updated_at: Timestamp::now(),
-                    ..Health::default()
-                },
-            );
-            event.at = Timestamp::now();
-            let Ok(bytes) = wire::to_vec(&event) else {
+            let Some(record) = gone_record(reason) else {
                 continue;
-            };
-            let record = Record {
-                event: bytes,
-                health: None,
             };
             match self
                 .broker

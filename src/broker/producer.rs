@@ -13,7 +13,7 @@ use crate::store::SessionStore;
 use crate::wire::{self, Event};
 
 use super::backoff::Link;
-use super::checkpoint::Image;
+use super::checkpoint::{Image, gone_record};
 use super::{Append, Broker, BrokerError, Checkpoint, Claim, EntryId, Record};
 
 /// Default bound of the queue between [`EventSink::handle_event`] and the append task.
@@ -874,22 +874,8 @@ async fn run<B: Broker>(
 /// Marks this producer's machine gone at once: it stops publishing, and a producer of the
 /// same name may start right away.
 async fn leave<B: Broker>(broker: &B, machine: &str) {
-    let mut event = Event::health(
-        0,
-        crate::wire::Health {
-            status: crate::wire::HealthStatus::Failed,
-            last_error: format!("machine {machine} stopped publishing"),
-            updated_at: crate::wire::Timestamp::now(),
-            ..Default::default()
-        },
-    );
-    event.at = crate::wire::Timestamp::now();
-    let Ok(bytes) = wire::to_vec(&event) else {
+    let Some(record) = gone_record(format!("machine {machine} stopped publishing")) else {
         return;
-    };
-    let record = Record {
-        event: bytes,
-        health: None,
     };
     match broker
         .mark_gone(machine, Duration::ZERO, None, &record)

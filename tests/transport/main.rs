@@ -9,7 +9,6 @@ mod common;
 mod admission;
 mod close;
 mod deflate;
-mod flood;
 mod h2;
 mod handshake;
 mod health;

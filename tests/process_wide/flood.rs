@@ -4,9 +4,9 @@
 //! fast as they can (pings, unsolicited pongs, data, endless fragments, frames after their
 //! own close), reconnecting whenever the server drops them, and clients that read 1 MB/s
 //! while pinging as fast as they can. Meanwhile a well-behaved client must receive every
-//! event in order. The server runs in this process (the test is alone in its binary, and
-//! its flooding clients are raw sockets with a few KiB of buffers), so its memory is this
-//! process's resident set: its growth over the idle baseline must stay under
+//! event in order. The server runs in this process (no other test runs beside it: it holds
+//! [`serial`](crate::serial), and its flooding clients are raw sockets with a few KiB of
+//! buffers), so its memory is this process's resident set: its growth over the idle baseline must stay under
 //! [`RSS_BOUND`]. Before the fix the never-reading pinger alone took a server from 6 MB to
 //! 1.7 GB in 10 s.
 
@@ -151,6 +151,7 @@ fn session(seq: u64) -> SessionState {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooding_clients_cannot_grow_server_memory_and_a_good_client_gets_every_event() {
+    let _serial = crate::serial().await;
     // Defaults but the rate limit (the flooders reconnect hundreds of times).
     let ws = WsLayer::new().rate_limit(None);
     let (router, hub) = ws.clone().build("/ws");

@@ -393,12 +393,7 @@ impl Redactor {
         mac.update(&[0]);
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
-        let mut out = String::with_capacity(32);
-        for byte in &digest[..16] {
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
-        out
+        crate::hex::lower(&digest[..16])
     }
 
     /// The pseudonym of a session id.
@@ -501,8 +496,6 @@ impl Redactor {
         out
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// See `crate::fuzzing::redact`.
 #[cfg(fuzzing)]

@@ -785,7 +785,7 @@ enum Alive {
 
 /// `text` in lowercase hex: a subject token for any machine name.
 fn hex(text: &str) -> String {
-    text.bytes().map(|b| format!("{b:02x}")).collect()
+    crate::hex::lower(text.as_bytes())
 }
 
 /// The machine name a subject token in [`hex`] stands for.

@@ -316,13 +316,7 @@ fn gemini_process_dirs() -> Vec<String> {
 /// SHA-256 of `data`, in lower-case hex: Gemini CLI's project hash.
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
-    use std::fmt::Write;
-    sha2::Sha256::digest(data)
-        .iter()
-        .fold(String::with_capacity(64), |mut out, byte| {
-            let _ = write!(out, "{byte:02x}");
-            out
-        })
+    crate::hex::lower(&sha2::Sha256::digest(data))
 }
 
 #[cfg(test)]

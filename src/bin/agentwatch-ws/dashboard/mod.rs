@@ -1182,28 +1182,39 @@ fn start_follower<B: Broker>(
     Ok(Node { follower, producer })
 }
 
-/// Waits until the follower has built this node's state from the broker, saying what it
-/// waits for when that takes a while (the broker is not up yet: the follower retries with
-/// backoff). `false` when stopped meanwhile (Ctrl-C).
-async fn wait_for_broker(node: &Node, url: &str, stream: &str) -> bool {
-    let built = node.follower.ready();
-    tokio::pin!(built);
+/// Waits for `until` while the broker may not be up yet (whoever waits on it retries with
+/// backoff), printing `waiting` once if that takes over a second. `None` when stopped
+/// meanwhile (Ctrl-C).
+async fn wait_patiently<T>(
+    until: impl std::future::Future<Output = T>,
+    waiting: &str,
+) -> Option<T> {
+    tokio::pin!(until);
     let stop = stop_requested();
     tokio::pin!(stop);
     let patience = tokio::time::sleep(Duration::from_secs(1));
     tokio::select! {
-        () = &mut built => return true,
-        () = &mut stop => return false,
+        outcome = &mut until => return Some(outcome),
+        () = &mut stop => return None,
         () = patience => {}
     }
-    println!(
-        "waiting for the broker at {} (stream {stream}): retrying until it answers (Ctrl-C to stop)",
+    println!("{waiting}: retrying until it answers (Ctrl-C to stop)");
+    tokio::select! {
+        outcome = until => Some(outcome),
+        () = stop => None,
+    }
+}
+
+/// Waits until the follower has built this node's state from the broker, saying what it
+/// waits for when that takes a while. `false` when stopped meanwhile (Ctrl-C).
+async fn wait_for_broker(node: &Node, url: &str, stream: &str) -> bool {
+    let waiting = format!(
+        "waiting for the broker at {} (stream {stream})",
         redacted(url)
     );
-    tokio::select! {
-        () = built => true,
-        () = stop => false,
-    }
+    wait_patiently(node.follower.ready(), &waiting)
+        .await
+        .is_some()
 }
 
 /// Runs the dashboard with these command-line arguments, the program's name first (as
@@ -1364,30 +1375,14 @@ async fn serve_dashboard(opts: Options) -> ExitCode {
     // The machine name first: a name another live producer holds stops here, before the
     // input starts.
     if let Some(producer) = node.as_ref().and_then(|node| node.producer.as_ref()) {
-        let started = producer.started();
-        tokio::pin!(started);
-        let stop = stop_requested();
-        tokio::pin!(stop);
-        let patience = tokio::time::sleep(Duration::from_secs(1));
-        let mut outcome = tokio::select! {
-            outcome = &mut started => Some(Some(outcome)),
-            () = &mut stop => Some(None),
-            () = patience => None,
-        };
-        if outcome.is_none() {
-            if let Some(url) = opts.broker.as_ref().map(BrokerUrl::url) {
-                println!(
-                    "waiting for the broker at {} to claim machine {}: retrying until it answers (Ctrl-C to stop)",
-                    redacted(url),
-                    producer.machine()
-                );
-            }
-            outcome = Some(tokio::select! {
-                outcome = &mut started => Some(outcome),
-                () = &mut stop => None,
-            });
-        }
-        match outcome.flatten() {
+        let url = opts.broker.as_ref().map_or("", BrokerUrl::url);
+        let waiting = format!(
+            "waiting for the broker at {} to claim machine {}",
+            redacted(url),
+            producer.machine()
+        );
+        let outcome = wait_patiently(producer.started(), &waiting).await;
+        match outcome {
             Some(Ok(())) => println!("broker: publishing as machine {}", producer.machine()),
             Some(Err(error)) => {
                 eprintln!("error: {error} (--machine NAME)");

@@ -34,7 +34,7 @@ const MAX_MACHINE: usize = 64;
 /// Whether `name` can be a machine name: 1 to 64 bytes of UTF-8 without control characters
 /// (any other character, spaces and non-ASCII letters included, is kept as is: names are
 /// compared exactly, never rewritten).
-pub(crate) fn valid_machine(name: &str) -> bool {
+fn valid_machine(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_MACHINE && !name.chars().any(char::is_control)
 }
 
